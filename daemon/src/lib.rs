@@ -1,0 +1,2 @@
+//! oxvirtd.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! libvirt domain XML (filled by the foundation issue).
+#![forbid(unsafe_code)]

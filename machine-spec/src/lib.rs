@@ -1,0 +1,570 @@
+//! `MachineSpec`: the VMM's only input.
+//!
+//! Plain serde data with no KVM dependencies. The daemon (and `oxvirt-vmm --xml`)
+//! produce it by translating a libvirt `Domain`; the VMM boots exactly what it says.
+//! It is written to the runtime dir as `spec.json`, so its JSON form is a contract:
+//! `schemas/machine-spec.schema.json` is generated from these types and a test fails
+//! when that file is stale.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Version of the spec format; bump when a change is not backwards compatible.
+pub const SPEC_VERSION: u32 = 1;
+
+/// Everything the VMM needs to build and run one machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MachineSpec {
+    /// Format version, [`SPEC_VERSION`].
+    pub version: u32,
+    /// The libvirt domain name.
+    pub name: String,
+    /// The libvirt domain UUID, canonical lower-case hyphenated form.
+    pub uuid: String,
+    pub memory: Memory,
+    pub cpus: Cpus,
+    pub boot: Boot,
+    /// Guest-visible platform features.
+    pub platform: Platform,
+    /// What to do when the guest powers off, reboots or crashes.
+    pub lifecycle: Lifecycle,
+    /// Devices in a stable order; ids are unique.
+    #[serde(default)]
+    pub devices: Vec<Device>,
+}
+
+/// Guest RAM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Memory {
+    /// Boot-time RAM size in bytes (libvirt `<memory>`).
+    pub size_bytes: u64,
+    /// Back guest RAM with shared memory (libvirt `<memoryBacking><access mode='shared'/>`).
+    #[serde(default)]
+    pub shared: bool,
+    /// Back guest RAM with huge pages (libvirt `<memoryBacking><hugepages/>`).
+    #[serde(default)]
+    pub hugepages: bool,
+}
+
+/// vCPUs, topology and the CPUID the guest sees.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cpus {
+    /// vCPUs started at boot.
+    pub count: u32,
+    /// Maximum vCPUs (the topology product); `count <= max`.
+    pub max: u32,
+    pub topology: Topology,
+    pub mode: CpuMode,
+    /// CPUID feature overrides from `<cpu><feature policy=… name=…/>`.
+    #[serde(default)]
+    pub features: Vec<CpuFeature>,
+}
+
+/// CPU topology; `sockets * dies * cores * threads == Cpus::max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    pub sockets: u32,
+    pub dies: u32,
+    pub cores: u32,
+    pub threads: u32,
+}
+
+/// How the guest CPU model relates to the host's (libvirt `<cpu mode>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CpuMode {
+    /// What KVM supports on this host (KVM_GET_SUPPORTED_CPUID), the default.
+    HostPassthrough,
+    /// Same as passthrough on this hypervisor (no named model table yet).
+    HostModel,
+    Maximum,
+    /// A named model; only features are applied, the model name is informational.
+    Custom,
+}
+
+/// One CPUID feature override.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CpuFeature {
+    /// libvirt/QEMU feature name, e.g. `x2apic`, `avx2`, `hypervisor`.
+    pub name: String,
+    pub policy: FeaturePolicy,
+}
+
+/// libvirt feature policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FeaturePolicy {
+    Force,
+    Require,
+    Optional,
+    Disable,
+    Forbid,
+}
+
+/// What the guest is entered with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Boot {
+    /// Kernel image: ELF vmlinux with a PVH note, or a bzImage.
+    pub kernel: PathBuf,
+    #[serde(default)]
+    pub initrd: Option<PathBuf>,
+    #[serde(default)]
+    pub cmdline: String,
+}
+
+/// Platform features (libvirt `<features>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Platform {
+    /// Provide ACPI tables (power button, S5). Without it the guest gets no ACPI.
+    pub acpi: bool,
+    /// Provide an IO-APIC/local APIC description (MADT).
+    pub apic: bool,
+}
+
+/// Lifecycle actions (libvirt `on_poweroff`, `on_reboot`, `on_crash`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Lifecycle {
+    pub on_poweroff: LifecycleAction,
+    pub on_reboot: LifecycleAction,
+    pub on_crash: LifecycleAction,
+}
+
+/// libvirt lifecycle actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum LifecycleAction {
+    /// End the VMM process.
+    Destroy,
+    /// Reset the machine in-process and run again.
+    Restart,
+    /// Keep the process with the vCPUs stopped (for inspection).
+    Preserve,
+    /// libvirt's rename-restart; the VMM treats it as destroy, the daemon renames.
+    RenameRestart,
+    /// libvirt's coredump-destroy; the VMM treats it as destroy.
+    CoredumpDestroy,
+    /// libvirt's coredump-restart; the VMM treats it as restart.
+    CoredumpRestart,
+}
+
+/// A PCI address on the root bus (libvirt `<address type='pci'>`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(deny_unknown_fields)]
+pub struct PciAddress {
+    pub domain: u16,
+    pub bus: u8,
+    pub slot: u8,
+    pub function: u8,
+}
+
+/// One device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    /// Stable id: the libvirt alias (`virtio-disk0`, `net0`, `serial0`, …).
+    pub id: String,
+    /// PCI placement for PCI devices; `None` for platform devices (serial ports).
+    #[serde(default)]
+    pub pci: Option<PciAddress>,
+    pub kind: DeviceKind,
+}
+
+/// The device and its backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum DeviceKind {
+    /// 16550 UART at the legacy ISA ports of COM1..COM4.
+    Serial(Serial),
+    /// virtio-blk.
+    Disk(Disk),
+    /// virtio-net.
+    Net(Net),
+    /// virtio-rng.
+    Rng(Rng),
+    /// virtio-console port (console or channel).
+    Console(Console),
+    /// virtio-balloon.
+    Balloon(Balloon),
+    /// virtio-vsock.
+    Vsock(Vsock),
+    /// pvpanic ISA device (libvirt `<panic model='isa'>`).
+    Pvpanic,
+}
+
+/// A 16550 UART.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Serial {
+    /// COM port index: 0 → ttyS0 at 0x3f8 / IRQ 4, 1 → ttyS1 at 0x2f8 / IRQ 3, …
+    pub port: u8,
+    pub backend: CharBackend,
+}
+
+/// Where a character device's bytes go (libvirt `<serial type=…>` and friends).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum CharBackend {
+    /// The VMM's own stdin/stdout.
+    Stdio,
+    /// Output appended to (or truncating) a file; input is discarded.
+    File {
+        path: PathBuf,
+        #[serde(default)]
+        append: bool,
+    },
+    /// A new pseudo-terminal; the VMM reports its path (QMP `query-chardev`, log).
+    Pty,
+    /// A unix stream socket; `listen` = the VMM creates it and accepts a client.
+    Unix { path: PathBuf, listen: bool },
+    /// A TCP socket.
+    Tcp {
+        host: String,
+        port: u16,
+        listen: bool,
+    },
+    /// Output discarded, no input.
+    Null,
+}
+
+/// Disk image formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    Raw,
+    Qcow2,
+}
+
+/// Host cache modes (libvirt `<driver cache=…>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheMode {
+    Default,
+    None,
+    Writethrough,
+    Writeback,
+    Directsync,
+    Unsafe,
+}
+
+/// A virtio-blk disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Disk {
+    /// Image file or block device.
+    pub path: PathBuf,
+    pub format: DiskFormat,
+    /// The libvirt target name (`vda`), reported by `query-block`.
+    pub target: String,
+    pub readonly: bool,
+    /// Lifts the image lock that keeps two VMs from opening one writable image.
+    pub shareable: bool,
+    /// virtio-blk device ID (libvirt `<serial>`), at most 20 bytes.
+    #[serde(default)]
+    pub serial: Option<String>,
+    pub cache: CacheMode,
+    /// Pass guest discards to the image (libvirt `discard='unmap'`).
+    pub discard: bool,
+}
+
+/// A virtio-net interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Net {
+    /// `52:54:00:xx:xx:xx` form.
+    pub mac: String,
+    pub backend: NetBackend,
+    /// Link state at start (libvirt `<link state>`).
+    pub link_up: bool,
+    #[serde(default)]
+    pub mtu: Option<u16>,
+}
+
+/// virtio-net host side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum NetBackend {
+    /// A tap device: an existing one by name, or created (`name: None` → kernel picks).
+    Tap { name: Option<String> },
+    /// A tap created and attached to the named bridge.
+    Bridge {
+        bridge: String,
+        #[serde(default)]
+        tap: Option<String>,
+    },
+}
+
+/// virtio-rng.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rng {
+    /// Host entropy source, `/dev/urandom` by default.
+    pub source: PathBuf,
+}
+
+/// A virtio-console port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Console {
+    pub backend: CharBackend,
+    /// Port name for `<channel>` (`org.qemu.guest_agent.0`); `None` for a console.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// virtio-balloon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Balloon {
+    /// Guest memory stats polling period in seconds (libvirt `<stats period>`), 0 = off.
+    pub stats_period: u32,
+    pub deflate_on_oom: bool,
+}
+
+/// virtio-vsock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Vsock {
+    pub guest_cid: u32,
+    /// Host side: a unix socket (Firecracker-style); connections to port P use `PATH_P`.
+    pub uds_path: PathBuf,
+}
+
+impl MachineSpec {
+    /// Parses a spec from JSON, rejecting unknown fields and other versions.
+    pub fn from_json(text: &str) -> Result<Self, SpecError> {
+        let spec: MachineSpec = serde_json::from_str(text).map_err(SpecError::Json)?;
+        if spec.version != SPEC_VERSION {
+            return Err(SpecError::Version(spec.version));
+        }
+        spec.check()?;
+        Ok(spec)
+    }
+
+    /// Pretty JSON, as written to `spec.json`.
+    pub fn to_json(&self) -> String {
+        // Serialising plain data with string keys cannot fail.
+        serde_json::to_string_pretty(self).expect("MachineSpec serialises")
+    }
+
+    /// Internal consistency: what a hand-written spec could get wrong.
+    pub fn check(&self) -> Result<(), SpecError> {
+        let c = &self.cpus;
+        let t = c.topology;
+        if c.count == 0 {
+            return Err(SpecError::Invalid("cpus.count must be at least 1".into()));
+        }
+        if c.count > c.max {
+            return Err(SpecError::Invalid(format!(
+                "cpus.count {} exceeds cpus.max {}",
+                c.count, c.max
+            )));
+        }
+        let product =
+            u64::from(t.sockets) * u64::from(t.dies) * u64::from(t.cores) * u64::from(t.threads);
+        if product != u64::from(c.max) {
+            return Err(SpecError::Invalid(format!(
+                "topology {}x{}x{}x{} does not match cpus.max {}",
+                t.sockets, t.dies, t.cores, t.threads, c.max
+            )));
+        }
+        if self.memory.size_bytes < 1 << 20 {
+            return Err(SpecError::Invalid(
+                "memory.size_bytes must be at least 1 MiB".into(),
+            ));
+        }
+        let mut ids = std::collections::HashSet::new();
+        let mut slots = std::collections::HashSet::new();
+        for d in &self.devices {
+            if !ids.insert(d.id.as_str()) {
+                return Err(SpecError::Invalid(format!(
+                    "duplicate device id '{}'",
+                    d.id
+                )));
+            }
+            if let Some(a) = d.pci {
+                if !slots.insert(a) {
+                    return Err(SpecError::Invalid(format!(
+                        "device '{}': PCI address {:04x}:{:02x}:{:02x}.{} already in use",
+                        d.id, a.domain, a.bus, a.slot, a.function
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The JSON Schema of the spec, as stored in `schemas/machine-spec.schema.json`.
+    pub fn json_schema() -> String {
+        let schema = schemars::schema_for!(MachineSpec);
+        let mut text = serde_json::to_string_pretty(&schema).expect("schema serialises");
+        text.push('\n');
+        text
+    }
+}
+
+/// Why a spec was refused.
+#[derive(Debug)]
+pub enum SpecError {
+    Json(serde_json::Error),
+    Version(u32),
+    Invalid(String),
+}
+
+impl std::fmt::Display for SpecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpecError::Json(e) => write!(f, "machine spec: {e}"),
+            SpecError::Version(v) => write!(
+                f,
+                "machine spec: version {v} is not supported (this build reads version {SPEC_VERSION})"
+            ),
+            SpecError::Invalid(m) => write!(f, "machine spec: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> MachineSpec {
+        MachineSpec {
+            version: SPEC_VERSION,
+            name: "demo".into(),
+            uuid: "c7a5fdbd-cdaf-9455-926a-d65c16db1809".into(),
+            memory: Memory {
+                size_bytes: 128 << 20,
+                shared: false,
+                hugepages: false,
+            },
+            cpus: Cpus {
+                count: 2,
+                max: 2,
+                topology: Topology {
+                    sockets: 1,
+                    dies: 1,
+                    cores: 2,
+                    threads: 1,
+                },
+                mode: CpuMode::HostPassthrough,
+                features: vec![CpuFeature {
+                    name: "x2apic".into(),
+                    policy: FeaturePolicy::Disable,
+                }],
+            },
+            boot: Boot {
+                kernel: "/boot/vmlinux".into(),
+                initrd: None,
+                cmdline: "console=ttyS0".into(),
+            },
+            platform: Platform {
+                acpi: true,
+                apic: true,
+            },
+            lifecycle: Lifecycle {
+                on_poweroff: LifecycleAction::Destroy,
+                on_reboot: LifecycleAction::Restart,
+                on_crash: LifecycleAction::Destroy,
+            },
+            devices: vec![
+                Device {
+                    id: "serial0".into(),
+                    pci: None,
+                    kind: DeviceKind::Serial(Serial {
+                        port: 0,
+                        backend: CharBackend::Pty,
+                    }),
+                },
+                Device {
+                    id: "virtio-disk0".into(),
+                    pci: Some(PciAddress {
+                        domain: 0,
+                        bus: 0,
+                        slot: 4,
+                        function: 0,
+                    }),
+                    kind: DeviceKind::Disk(Disk {
+                        path: "/var/lib/images/a.qcow2".into(),
+                        format: DiskFormat::Qcow2,
+                        target: "vda".into(),
+                        readonly: false,
+                        shareable: false,
+                        serial: Some("disk-a".into()),
+                        cache: CacheMode::None,
+                        discard: true,
+                    }),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let s = sample();
+        assert_eq!(MachineSpec::from_json(&s.to_json()).unwrap(), s);
+    }
+
+    #[test]
+    fn rejects_bad_topology_and_duplicates() {
+        let mut s = sample();
+        s.cpus.max = 3;
+        assert!(s.check().unwrap_err().to_string().contains("topology"));
+        let mut s = sample();
+        s.devices.push(s.devices[1].clone());
+        assert!(s
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("duplicate device id"));
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_versions() {
+        let s = sample()
+            .to_json()
+            .replacen("\"name\"", "\"bogus\": 1, \"name\"", 1);
+        assert!(MachineSpec::from_json(&s).is_err());
+        let s = sample()
+            .to_json()
+            .replacen("\"version\": 1", "\"version\": 99", 1);
+        assert!(MachineSpec::from_json(&s)
+            .unwrap_err()
+            .to_string()
+            .contains("version 99"));
+    }
+
+    /// The checked-in schema must match the types; regenerate with
+    /// `OXVIRT_BLESS=1 cargo test -p machine-spec`.
+    #[test]
+    fn schema_file_is_current() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../schemas/machine-spec.schema.json"
+        );
+        let want = MachineSpec::json_schema();
+        if std::env::var_os("OXVIRT_BLESS").is_some() {
+            std::fs::write(path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            have == want,
+            "schemas/machine-spec.schema.json is stale: run OXVIRT_BLESS=1 cargo test -p machine-spec"
+        );
+    }
+}

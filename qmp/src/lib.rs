@@ -1,0 +1,2 @@
+//! QMP wire types, server and client.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! Integration-test harness: guest images, processes, timeouts.
+#![forbid(unsafe_code)]
