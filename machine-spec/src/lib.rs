@@ -568,3 +568,20 @@ mod tests {
         );
     }
 }
+
+/// `oxvirt-vmm` exit statuses: the contract that lets the daemon tell a guest
+/// power-off from a crash without parsing logs. `oxvirt-vmm --help` lists them.
+pub mod exit {
+    /// The guest powered off (ACPI S5) and `on_poweroff` ended the process.
+    pub const POWEROFF: i32 = 0;
+    /// The VMM could not start or failed: bad spec, host problem (no /dev/kvm, …).
+    pub const VMM_ERROR: i32 = 1;
+    /// Command-line usage error.
+    pub const USAGE: i32 = 2;
+    /// The guest reset itself and `on_reboot` says destroy.
+    pub const REBOOT: i32 = 3;
+    /// The guest crashed: triple fault, KVM internal/emulation error, guest panic.
+    pub const CRASH: i32 = 4;
+    /// Stopped from the host: SIGTERM/SIGINT or QMP `quit`.
+    pub const HOST_STOP: i32 = 5;
+}
