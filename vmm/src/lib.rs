@@ -1,1 +1,3 @@
 //! The KVM virtual machine monitor.
+
+pub mod pci;

@@ -1,0 +1,70 @@
+//! PCI: the root bus, configuration space, BARs and MSI-X.
+//!
+//! The guest reaches configuration space two ways, both decoded by [`PciRoot`]:
+//! the legacy port pair 0xCF8 (address) / 0xCFC (data), and ECAM (PCIe enhanced
+//! configuration access, "MMCONFIG"), a 256 MiB-per-segment MMIO window that ACPI's
+//! MCFG table advertises. Only bus 0 exists: every device sits on the root bus at the
+//! slot/function the machine spec gives (libvirt `<address type='pci'>`).
+//!
+//! Device BARs are assigned by the VMM when devices are added (firmware-style), so a
+//! guest that does not re-program BARs (Linux keeps valid firmware assignments) finds
+//! them ready. A guest may still move them; [`PciRoot`] dispatches BAR accesses by
+//! the addresses currently programmed and tells the device when one moves
+//! ([`PciDevice::bar_moved`]) so its ioeventfds can follow.
+
+pub mod alloc;
+pub mod config;
+pub mod msix;
+pub mod root;
+
+pub use alloc::BarAllocator;
+pub use config::{BarKind, ConfigSpace, PciHeader};
+pub use msix::{MsiMessage, MsiSink, MsixState};
+pub use root::{HostBridge, PciRoot, PciWindows};
+
+/// A device function on the PCI bus.
+///
+/// Calls come from vCPU threads holding the root's lock; a device that runs a
+/// data-path thread keeps that state behind its own synchronisation.
+pub trait PciDevice: Send {
+    /// Reads the 32-bit configuration register `reg` (dword index, 0..1024).
+    fn read_config(&mut self, reg: usize) -> u32;
+    /// Writes `data` (1, 2 or 4 bytes) at byte `offset` within register `reg`.
+    fn write_config(&mut self, reg: usize, offset: u8, data: &[u8]);
+    /// BARs as currently programmed: (BAR index, guest address, size). Only
+    /// memory BARs with a non-zero address are listed.
+    fn bars(&self) -> Vec<(usize, u64, u64)>;
+    /// Whether memory decoding is enabled (command register bit 1).
+    fn memory_enabled(&self) -> bool;
+    /// Reads `data.len()` bytes at `offset` within BAR `bar`.
+    fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]);
+    /// Writes `data` at `offset` within BAR `bar`.
+    fn bar_write(&mut self, bar: usize, offset: u64, data: &[u8]);
+    /// BAR `bar` now decodes at `new` instead of `old` (guest re-programmed it
+    /// with memory decoding on). Devices with ioeventfds in the BAR move them.
+    fn bar_moved(&mut self, _bar: usize, _old: u64, _new: u64) {}
+}
+
+/// Errors building the PCI topology.
+#[derive(Debug, thiserror::Error)]
+pub enum PciError {
+    /// Two devices asked for one slot/function.
+    #[error("PCI address 0000:00:{slot:02x}.{function} is already in use")]
+    AddressInUse { slot: u8, function: u8 },
+    /// A BAR does not fit in the PCI window.
+    #[error("no room for a {size:#x}-byte BAR in the PCI MMIO window")]
+    BarSpace { size: u64 },
+    /// The spec put a device on a bus or segment other than 0000:00.
+    #[error(
+        "PCI address {domain:04x}:{bus:02x}:{slot:02x}.{function} is not on the root bus 0000:00"
+    )]
+    NotRootBus {
+        domain: u16,
+        bus: u8,
+        slot: u8,
+        function: u8,
+    },
+    /// Slot or function number out of range, or the host bridge's 00.0.
+    #[error("PCI slot {slot:#x} function {function} is out of range or reserved")]
+    BadSlot { slot: u8, function: u8 },
+}

@@ -1,0 +1,446 @@
+//! The PCI root bus: configuration access mechanisms and BAR dispatch.
+
+use std::collections::BTreeMap;
+
+use super::alloc::BarAllocator;
+#[cfg(test)]
+use super::config::COMMAND_MEMORY;
+use super::config::{BarKind, ConfigSpace, PciHeader};
+use super::{PciDevice, PciError};
+
+/// First legacy configuration port (CONFIG_ADDRESS); CONFIG_DATA is 0xCFC..0xCFF.
+pub const CONFIG_ADDRESS_PORT: u16 = 0xcf8;
+/// Number of ports the root decodes from [`CONFIG_ADDRESS_PORT`].
+pub const CONFIG_PORTS_LEN: u16 = 8;
+/// ECAM size for bus 0..=255 of segment 0 (1 MiB per bus).
+pub const ECAM_SIZE: u64 = 256 << 20;
+
+/// Guest-physical windows the VMM's memory layout gives PCI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PciWindows {
+    /// MMIO window below 4 GiB (in the 32-bit PCI hole): (base, size).
+    pub mmio32: (u64, u64),
+    /// MMIO window above RAM for 64-bit BARs: (base, size); size 0 = none.
+    pub mmio64: (u64, u64),
+}
+
+/// The host bridge at 00.0: a header and nothing else.
+#[derive(Debug)]
+pub struct HostBridge {
+    config: ConfigSpace,
+}
+
+impl HostBridge {
+    /// Red Hat's generic PCIe host bridge ID (QEMU `gpex`), class "host bridge".
+    pub fn new() -> Self {
+        HostBridge {
+            config: ConfigSpace::new(PciHeader {
+                vendor: 0x1b36,
+                device: 0x0008,
+                revision: 0,
+                class: 0x06_0000,
+                subsystem_vendor: 0x1af4,
+                subsystem: 0x1100,
+            }),
+        }
+    }
+}
+
+impl Default for HostBridge {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PciDevice for HostBridge {
+    fn read_config(&mut self, reg: usize) -> u32 {
+        self.config.read(reg)
+    }
+    fn write_config(&mut self, reg: usize, offset: u8, data: &[u8]) {
+        self.config.write(reg, offset, data);
+    }
+    fn bars(&self) -> Vec<(usize, u64, u64)> {
+        Vec::new()
+    }
+    fn memory_enabled(&self) -> bool {
+        false
+    }
+    fn bar_read(&mut self, _bar: usize, _offset: u64, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+    fn bar_write(&mut self, _bar: usize, _offset: u64, _data: &[u8]) {}
+}
+
+struct Slot {
+    dev: Box<dyn PciDevice>,
+    /// BARs as last seen decoding (memory enabled): (index, addr, size).
+    decoding: Vec<(usize, u64, u64)>,
+}
+
+/// Bus 0 of segment 0.
+pub struct PciRoot {
+    /// Keyed by devfn (slot << 3 | function).
+    slots: BTreeMap<u8, Slot>,
+    config_address: u32,
+    mmio32: BarAllocator,
+    mmio64: Option<BarAllocator>,
+}
+
+impl std::fmt::Debug for PciRoot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PciRoot")
+            .field("devfns", &self.slots.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl PciRoot {
+    /// A root bus with the host bridge at 00.0.
+    pub fn new(windows: PciWindows) -> Self {
+        let mut root = PciRoot {
+            slots: BTreeMap::new(),
+            config_address: 0,
+            mmio32: BarAllocator::new(windows.mmio32.0, windows.mmio32.1),
+            mmio64: (windows.mmio64.1 > 0)
+                .then(|| BarAllocator::new(windows.mmio64.0, windows.mmio64.1)),
+        };
+        root.slots.insert(
+            0,
+            Slot {
+                dev: Box::new(HostBridge::new()),
+                decoding: Vec::new(),
+            },
+        );
+        root
+    }
+
+    /// Picks an address for a BAR of `size` bytes: the 64-bit window when the
+    /// BAR is 64-bit and there is one, else the 32-bit window.
+    pub fn allocate_bar(&mut self, size: u64, kind: BarKind) -> Result<u64, PciError> {
+        match (kind, self.mmio64.as_mut()) {
+            (BarKind::Mem64, Some(w)) => w.allocate(size).or_else(|_| self.mmio32.allocate(size)),
+            _ => self.mmio32.allocate(size),
+        }
+    }
+
+    /// Whether `slot.function` is free and valid for a device.
+    pub fn check_free(&self, slot: u8, function: u8) -> Result<(), PciError> {
+        if slot >= 32 || function >= 8 || (slot == 0 && function == 0) {
+            return Err(PciError::BadSlot { slot, function });
+        }
+        if self.slots.contains_key(&(slot << 3 | function)) {
+            return Err(PciError::AddressInUse { slot, function });
+        }
+        Ok(())
+    }
+
+    /// Lowest free slot (function 0) from 1 up, for devices without an address.
+    pub fn free_slot(&self) -> Option<u8> {
+        (1u8..32).find(|s| !self.slots.keys().any(|d| d >> 3 == *s))
+    }
+
+    /// Puts `dev` at `slot.function`; its BARs must already be programmed.
+    pub fn add_device(
+        &mut self,
+        slot: u8,
+        function: u8,
+        dev: Box<dyn PciDevice>,
+    ) -> Result<(), PciError> {
+        self.check_free(slot, function)?;
+        self.slots.insert(
+            slot << 3 | function,
+            Slot {
+                dev,
+                decoding: Vec::new(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Occupied (slot, function) pairs, host bridge included.
+    pub fn devices(&self) -> Vec<(u8, u8)> {
+        self.slots.keys().map(|d| (d >> 3, d & 7)).collect()
+    }
+
+    fn config_read(&mut self, bus: u8, devfn: u8, reg: usize) -> u32 {
+        if bus != 0 {
+            return u32::MAX;
+        }
+        match self.slots.get_mut(&devfn) {
+            Some(s) => s.dev.read_config(reg),
+            None => u32::MAX,
+        }
+    }
+
+    fn config_write(&mut self, bus: u8, devfn: u8, reg: usize, offset: u8, data: &[u8]) {
+        if bus != 0 {
+            return;
+        }
+        let Some(s) = self.slots.get_mut(&devfn) else {
+            return;
+        };
+        s.dev.write_config(reg, offset, data);
+        // Keep the decode table current, and tell the device when a BAR that was
+        // decoding moves (ioeventfds must follow).
+        let now = if s.dev.memory_enabled() {
+            s.dev.bars()
+        } else {
+            Vec::new()
+        };
+        if now != s.decoding {
+            for &(i, new, _) in &now {
+                if let Some(&(_, old, _)) = s.decoding.iter().find(|b| b.0 == i) {
+                    if old != new {
+                        s.dev.bar_moved(i, old, new);
+                    }
+                }
+            }
+            s.decoding = now;
+        }
+    }
+
+    /// Guest read from ports 0xCF8..0xCFF (`offset` relative to 0xCF8).
+    pub fn pio_read(&mut self, offset: u64, data: &mut [u8]) {
+        data.fill(0xff);
+        match offset {
+            0..=3 if data.len() == 4 && offset == 0 => {
+                data.copy_from_slice(&self.config_address.to_le_bytes());
+            }
+            4..=7 => {
+                let a = self.config_address;
+                if a & 0x8000_0000 == 0 {
+                    return;
+                }
+                let (bus, devfn, reg) =
+                    ((a >> 16) as u8, (a >> 8) as u8, ((a >> 2) & 0x3f) as usize);
+                let v = self.config_read(bus, devfn, reg).to_le_bytes();
+                let o = (offset - 4) as usize;
+                if o + data.len() <= 4 {
+                    data.copy_from_slice(&v[o..o + data.len()]);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Guest write to ports 0xCF8..0xCFF.
+    pub fn pio_write(&mut self, offset: u64, data: &[u8]) {
+        match offset {
+            0 if data.len() == 4 => {
+                self.config_address =
+                    u32::from_le_bytes(data.try_into().expect("4 bytes")) & 0x80ff_fffc;
+            }
+            4..=7 => {
+                let a = self.config_address;
+                if a & 0x8000_0000 == 0 {
+                    return;
+                }
+                let (bus, devfn, reg) =
+                    ((a >> 16) as u8, (a >> 8) as u8, ((a >> 2) & 0x3f) as usize);
+                let o = (offset - 4) as u8;
+                if usize::from(o) + data.len() <= 4 {
+                    self.config_write(bus, devfn, reg, o, data);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Guest read in the ECAM window (`offset` from its base).
+    pub fn ecam_read(&mut self, offset: u64, data: &mut [u8]) {
+        let (bus, devfn, reg, o) = ecam_decode(offset);
+        let v = self.config_read(bus, devfn, reg).to_le_bytes();
+        if o + data.len() <= 4 {
+            data.copy_from_slice(&v[o..o + data.len()]);
+        } else {
+            data.fill(0xff);
+        }
+    }
+
+    /// Guest write in the ECAM window.
+    pub fn ecam_write(&mut self, offset: u64, data: &[u8]) {
+        let (bus, devfn, reg, o) = ecam_decode(offset);
+        if o + data.len() <= 4 {
+            self.config_write(bus, devfn, reg, o as u8, data);
+        }
+    }
+
+    fn find_bar(&mut self, addr: u64) -> Option<(&mut Box<dyn PciDevice>, usize, u64)> {
+        self.slots.values_mut().find_map(|s| {
+            let &(i, base, _) = s
+                .decoding
+                .iter()
+                .find(|(_, base, size)| addr >= *base && addr - base < *size)?;
+            Some((&mut s.dev, i, addr - base))
+        })
+    }
+
+    /// Guest read at `addr` in a PCI MMIO window; false if no BAR decodes it.
+    pub fn mmio_read(&mut self, addr: u64, data: &mut [u8]) -> bool {
+        match self.find_bar(addr) {
+            Some((dev, bar, off)) => {
+                dev.bar_read(bar, off, data);
+                true
+            }
+            None => {
+                data.fill(0xff);
+                false
+            }
+        }
+    }
+
+    /// Guest write at `addr` in a PCI MMIO window; false if no BAR decodes it.
+    pub fn mmio_write(&mut self, addr: u64, data: &[u8]) -> bool {
+        match self.find_bar(addr) {
+            Some((dev, bar, off)) => {
+                dev.bar_write(bar, off, data);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Splits an ECAM offset into (bus, devfn, dword register, byte in dword).
+fn ecam_decode(offset: u64) -> (u8, u8, usize, usize) {
+    (
+        (offset >> 20) as u8,
+        (offset >> 12) as u8,
+        ((offset & 0xfff) >> 2) as usize,
+        (offset & 3) as usize,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A function with one 64-bit BAR that stores what is written to it.
+    struct Ram {
+        config: ConfigSpace,
+        mem: Vec<u8>,
+        moved: Vec<(usize, u64, u64)>,
+    }
+
+    impl PciDevice for Ram {
+        fn read_config(&mut self, reg: usize) -> u32 {
+            self.config.read(reg)
+        }
+        fn write_config(&mut self, reg: usize, offset: u8, data: &[u8]) {
+            self.config.write(reg, offset, data);
+        }
+        fn bars(&self) -> Vec<(usize, u64, u64)> {
+            self.config.bars()
+        }
+        fn memory_enabled(&self) -> bool {
+            self.config.command() & COMMAND_MEMORY != 0
+        }
+        fn bar_read(&mut self, _bar: usize, offset: u64, data: &mut [u8]) {
+            let o = offset as usize;
+            data.copy_from_slice(&self.mem[o..o + data.len()]);
+        }
+        fn bar_write(&mut self, _bar: usize, offset: u64, data: &[u8]) {
+            let o = offset as usize;
+            self.mem[o..o + data.len()].copy_from_slice(data);
+        }
+        fn bar_moved(&mut self, bar: usize, old: u64, new: u64) {
+            self.moved.push((bar, old, new));
+        }
+    }
+
+    fn ram(root: &mut PciRoot) -> Box<Ram> {
+        let mut config = ConfigSpace::new(PciHeader {
+            vendor: 0x1af4,
+            device: 0x1044,
+            revision: 1,
+            class: 0xff_0000,
+            subsystem_vendor: 0x1af4,
+            subsystem: 0x40,
+        });
+        config.add_bar(0, 0x1000, BarKind::Mem64);
+        let addr = root.allocate_bar(0x1000, BarKind::Mem64).unwrap();
+        config.set_bar_address(0, addr);
+        Box::new(Ram {
+            config,
+            mem: vec![0; 0x1000],
+            moved: Vec::new(),
+        })
+    }
+
+    fn windows() -> PciWindows {
+        PciWindows {
+            mmio32: (0xc000_0000, 0x2000_0000),
+            mmio64: (0, 0),
+        }
+    }
+
+    fn cf8(root: &mut PciRoot, slot: u8, reg: u32) -> u32 {
+        let a = 0x8000_0000 | u32::from(slot) << 11 | reg << 2;
+        root.pio_write(0, &a.to_le_bytes());
+        let mut d = [0u8; 4];
+        root.pio_read(4, &mut d);
+        u32::from_le_bytes(d)
+    }
+
+    #[test]
+    fn legacy_port_scan_finds_bridge_and_device() {
+        let mut root = PciRoot::new(windows());
+        let dev = ram(&mut root);
+        root.add_device(3, 0, dev).unwrap();
+        assert_eq!(cf8(&mut root, 0, 0), 0x0008_1b36);
+        assert_eq!(cf8(&mut root, 3, 0), 0x1044_1af4);
+        assert_eq!(cf8(&mut root, 4, 0), u32::MAX, "empty slot reads all ones");
+        // Byte read of the class code's base class through 0xCFF.
+        root.pio_write(0, &(0x8000_0000u32 | 3 << 11 | 2 << 2).to_le_bytes());
+        let mut b = [0u8; 1];
+        root.pio_read(7, &mut b);
+        assert_eq!(b[0], 0xff);
+        assert_eq!(root.devices(), vec![(0, 0), (3, 0)]);
+    }
+
+    #[test]
+    fn ecam_and_bar_dispatch_follow_command_and_moves() {
+        let mut root = PciRoot::new(windows());
+        let dev = ram(&mut root);
+        root.add_device(5, 0, dev).unwrap();
+        let base = 5u64 << 15;
+        let mut d = [0u8; 4];
+        root.ecam_read(base + 0x10, &mut d);
+        assert_eq!(u32::from_le_bytes(d), 0xc000_0004);
+        // Not decoding until memory space is enabled.
+        assert!(!root.mmio_write(0xc000_0010, &[1, 2]));
+        root.ecam_write(base + 4, &[0x06, 0]);
+        assert!(root.mmio_write(0xc000_0010, &[1, 2]));
+        let mut r = [0u8; 2];
+        assert!(root.mmio_read(0xc000_0010, &mut r));
+        assert_eq!(r, [1, 2]);
+        // The guest moves the BAR while decoding.
+        root.ecam_write(base + 0x10, &0xd000_0000u32.to_le_bytes());
+        assert!(root.mmio_read(0xd000_0010, &mut r));
+        assert!(!root.mmio_read(0xc000_0010, &mut r));
+    }
+
+    #[test]
+    fn slot_rules() {
+        let mut root = PciRoot::new(windows());
+        assert!(matches!(
+            root.check_free(0, 0),
+            Err(PciError::BadSlot { .. })
+        ));
+        assert!(matches!(
+            root.check_free(32, 0),
+            Err(PciError::BadSlot { .. })
+        ));
+        let dev = ram(&mut root);
+        root.add_device(1, 0, dev).unwrap();
+        let dev = ram(&mut root);
+        assert!(matches!(
+            root.add_device(1, 0, dev),
+            Err(PciError::AddressInUse {
+                slot: 1,
+                function: 0
+            })
+        ));
+        assert_eq!(root.free_slot(), Some(2));
+    }
+}
