@@ -1,3 +1,4 @@
 //! The KVM virtual machine monitor.
 
 pub mod pci;
+pub mod virtio;

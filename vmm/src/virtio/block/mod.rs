@@ -1,0 +1,474 @@
+//! virtio-blk (virtio 1.2 §5.2).
+//!
+//! A request is a chain: a 16-byte read-only header (type, reserved, sector),
+//! the data buffers, and one device-writable status byte at the very end.
+//! [`RequestHandler`] executes one chain against a [`DiskBackend`]; [`Block`] is
+//! the [`VirtioDevice`] that runs it on a worker thread.
+
+pub mod backend;
+pub mod lock;
+
+use std::path::Path;
+
+use tracing::{debug, warn};
+use virtio_queue::DescriptorChain;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, VolatileSlice};
+
+use super::queue_util::{drain, segments, Segment};
+use super::worker::{DeviceCtx, Worker, WorkerHandler};
+use super::{
+    device_type, read_config_bytes, ActivateError, Activation, GuestMem, VirtioDevice,
+    VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
+};
+pub use backend::{DiskBackend, OpenFlags, Qcow2Disk, RawDisk};
+pub use lock::{ImageLock, LockError};
+
+/// Sector size the protocol counts in.
+pub const SECTOR: u64 = 512;
+/// Queue size offered.
+const QUEUE_SIZE: u16 = 256;
+/// Largest number of data segments per request we advertise.
+const SEG_MAX: u32 = 126;
+/// Largest discard/write-zeroes request, in sectors.
+const MAX_DISCARD_SECTORS: u32 = 1 << 22;
+
+/// Feature bits.
+pub mod features {
+    pub const SEG_MAX: u64 = 1 << 2;
+    pub const RO: u64 = 1 << 5;
+    pub const BLK_SIZE: u64 = 1 << 6;
+    pub const FLUSH: u64 = 1 << 9;
+    pub const DISCARD: u64 = 1 << 13;
+    pub const WRITE_ZEROES: u64 = 1 << 14;
+}
+
+/// Request types.
+pub mod req {
+    pub const IN: u32 = 0;
+    pub const OUT: u32 = 1;
+    pub const FLUSH: u32 = 4;
+    pub const GET_ID: u32 = 8;
+    pub const DISCARD: u32 = 11;
+    pub const WRITE_ZEROES: u32 = 13;
+}
+
+/// Request status codes.
+pub mod status {
+    pub const OK: u8 = 0;
+    pub const IOERR: u8 = 1;
+    pub const UNSUPP: u8 = 2;
+}
+
+/// Length of the GET_ID answer.
+pub const ID_BYTES: usize = 20;
+
+/// Errors opening a disk.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    /// The image could not be opened.
+    #[error("cannot open disk image '{path}'")]
+    Open {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The image is locked by another VM.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+}
+
+/// How to open a disk: the spec's `Disk` in device terms.
+#[derive(Debug, Clone)]
+pub struct DiskConfig<'a> {
+    pub path: &'a Path,
+    pub qcow2: bool,
+    pub readonly: bool,
+    pub shareable: bool,
+    pub serial: Option<&'a str>,
+    pub discard: bool,
+    pub flags: OpenFlags,
+}
+
+/// Executes requests against one image.
+pub struct RequestHandler {
+    backend: Box<dyn DiskBackend>,
+    readonly: bool,
+    discard: bool,
+    id: [u8; ID_BYTES],
+}
+
+/// Bytes `start..end` of a chain's concatenated segments, as segments.
+fn sub_range(segs: &[Segment], start: u64, end: u64) -> Vec<Segment> {
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    for s in segs {
+        let (a, b) = (pos, pos + u64::from(s.len));
+        pos = b;
+        let (lo, hi) = (a.max(start), b.min(end));
+        if lo < hi {
+            out.push(Segment {
+                addr: GuestAddress(s.addr.0 + (lo - a)),
+                len: (hi - lo) as u32,
+                write: s.write,
+            });
+        }
+    }
+    out
+}
+
+impl RequestHandler {
+    /// A handler for `backend`; `serial` becomes the GET_ID answer.
+    pub fn new(
+        backend: Box<dyn DiskBackend>,
+        readonly: bool,
+        discard: bool,
+        serial: Option<&str>,
+    ) -> Self {
+        let mut id = [0u8; ID_BYTES];
+        if let Some(s) = serial {
+            let n = s.len().min(ID_BYTES);
+            id[..n].copy_from_slice(&s.as_bytes()[..n]);
+        }
+        RequestHandler {
+            backend,
+            readonly,
+            discard,
+            id,
+        }
+    }
+
+    /// Disk size in bytes.
+    pub fn size(&self) -> u64 {
+        self.backend.size()
+    }
+
+    /// Executes one request chain; returns the bytes written into it (the used
+    /// length). A chain too malformed to carry a status byte is returned with 0.
+    pub fn process(&mut self, mem: &GuestMem, chain: DescriptorChain<&GuestMem>) -> u32 {
+        let segs = segments(chain);
+        let total: u64 = segs.iter().map(|s| u64::from(s.len)).sum();
+        let Some(last) = segs.last().copied() else {
+            return 0;
+        };
+        if total < 17 || !last.write || last.len == 0 {
+            warn!("virtio-blk: malformed request ({} bytes)", total);
+            return 0;
+        }
+        let status_addr = GuestAddress(last.addr.0 + u64::from(last.len) - 1);
+        let header = sub_range(&segs, 0, 16);
+        let mut hdr = [0u8; 16];
+        let mut p = 0;
+        for s in &header {
+            if s.write
+                || mem
+                    .read_slice(&mut hdr[p..p + s.len as usize], s.addr)
+                    .is_err()
+            {
+                return 0;
+            }
+            p += s.len as usize;
+        }
+        let rtype = u32::from_le_bytes(hdr[0..4].try_into().expect("4 bytes"));
+        let sector = u64::from_le_bytes(hdr[8..16].try_into().expect("8 bytes"));
+        let data = sub_range(&segs, 16, total - 1);
+        let data_len: u64 = data.iter().map(|s| u64::from(s.len)).sum();
+        let (st, written) = self.execute(mem, rtype, sector, &data, data_len);
+        let _ = mem.write_obj(st, status_addr);
+        written + 1
+    }
+
+    fn execute(
+        &mut self,
+        mem: &GuestMem,
+        rtype: u32,
+        sector: u64,
+        data: &[Segment],
+        data_len: u64,
+    ) -> (u8, u32) {
+        let offset = sector.checked_mul(SECTOR);
+        let in_range = |len: u64| {
+            offset
+                .and_then(|o| o.checked_add(len))
+                .is_some_and(|end| end <= self.backend.size())
+        };
+        match rtype {
+            req::IN | req::OUT => {
+                let write = rtype == req::OUT;
+                if write && self.readonly {
+                    return (status::IOERR, 0);
+                }
+                // Data buffers must point the right way: device-writable for reads.
+                if data.iter().any(|s| s.write == write) || !data_len.is_multiple_of(SECTOR) {
+                    return (status::IOERR, 0);
+                }
+                if !in_range(data_len) {
+                    return (status::IOERR, 0);
+                }
+                let Some(slices) = guest_slices(mem, data) else {
+                    return (status::IOERR, 0);
+                };
+                let off = offset.unwrap_or(0);
+                let r = if write {
+                    self.backend.write_at(off, &slices)
+                } else {
+                    self.backend.read_at(off, &slices)
+                };
+                match r {
+                    Ok(()) => (status::OK, if write { 0 } else { data_len as u32 }),
+                    Err(e) => {
+                        warn!(
+                            "virtio-blk: {} at sector {sector}: {e}",
+                            if write { "write" } else { "read" }
+                        );
+                        (status::IOERR, 0)
+                    }
+                }
+            }
+            req::FLUSH => match self.backend.flush() {
+                Ok(()) => (status::OK, 0),
+                Err(e) => {
+                    warn!("virtio-blk: flush: {e}");
+                    (status::IOERR, 0)
+                }
+            },
+            req::GET_ID => {
+                let mut left = ID_BYTES;
+                let mut written = 0u32;
+                for s in data {
+                    if !s.write || left == 0 {
+                        break;
+                    }
+                    let n = (s.len as usize).min(left);
+                    let from = ID_BYTES - left;
+                    if mem.write_slice(&self.id[from..from + n], s.addr).is_err() {
+                        return (status::IOERR, 0);
+                    }
+                    left -= n;
+                    written += n as u32;
+                }
+                (status::OK, written)
+            }
+            req::DISCARD | req::WRITE_ZEROES => {
+                if self.readonly {
+                    return (status::IOERR, 0);
+                }
+                if rtype == req::DISCARD && !self.discard {
+                    return (status::UNSUPP, 0);
+                }
+                // Each 16-byte segment: le64 sector, le32 count, le32 flags.
+                let mut raw = vec![0u8; data_len as usize];
+                let mut p = 0;
+                for s in data {
+                    if mem
+                        .read_slice(&mut raw[p..p + s.len as usize], s.addr)
+                        .is_err()
+                    {
+                        return (status::IOERR, 0);
+                    }
+                    p += s.len as usize;
+                }
+                if !raw.len().is_multiple_of(16) || raw.is_empty() {
+                    return (status::UNSUPP, 0);
+                }
+                for seg in raw.chunks_exact(16) {
+                    let sec = u64::from_le_bytes(seg[0..8].try_into().expect("8 bytes"));
+                    let num = u32::from_le_bytes(seg[8..12].try_into().expect("4 bytes"));
+                    let flags = u32::from_le_bytes(seg[12..16].try_into().expect("4 bytes"));
+                    let (off, len) = (sec * SECTOR, u64::from(num) * SECTOR);
+                    if num > MAX_DISCARD_SECTORS || off + len > self.backend.size() {
+                        return (status::IOERR, 0);
+                    }
+                    if rtype == req::DISCARD && flags != 0 {
+                        return (status::UNSUPP, 0);
+                    }
+                    let r = if rtype == req::DISCARD {
+                        self.backend.discard(off, len)
+                    } else {
+                        self.backend.write_zeroes(off, len, flags & 1 != 0)
+                    };
+                    if let Err(e) = r {
+                        debug!("virtio-blk: discard/write-zeroes at sector {sec}: {e}");
+                        // A discard the host cannot do is still a valid no-op.
+                        if rtype == req::WRITE_ZEROES {
+                            return (status::IOERR, 0);
+                        }
+                    }
+                }
+                (status::OK, 0)
+            }
+            _ => (status::UNSUPP, 0),
+        }
+    }
+}
+
+/// Guest memory of `segs` as volatile slices (None if any is outside RAM).
+fn guest_slices<'m>(mem: &'m GuestMem, segs: &[Segment]) -> Option<Vec<VolatileSlice<'m>>> {
+    segs.iter()
+        .map(|s| mem.get_slice(s.addr, s.len as usize).ok())
+        .collect()
+}
+
+/// The worker side: the handler plus the queue loop.
+struct BlockWorker {
+    handler: RequestHandler,
+}
+
+impl WorkerHandler for BlockWorker {
+    fn queue_event(&mut self, ctx: &mut DeviceCtx, pos: usize) {
+        let DeviceCtx {
+            mem,
+            queues,
+            interrupt,
+            ..
+        } = ctx;
+        let handler = &mut self.handler;
+        drain(&mut queues[pos], mem, interrupt.as_ref(), |chain| {
+            handler.process(mem, chain)
+        });
+    }
+}
+
+/// The virtio-blk device.
+pub struct Block {
+    id: String,
+    readonly: bool,
+    discard: bool,
+    capacity: u64,
+    handler: Option<RequestHandler>,
+    worker: Option<Worker<BlockWorker>>,
+    _lock: Option<ImageLock>,
+}
+
+impl std::fmt::Debug for Block {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Block")
+            .field("id", &self.id)
+            .field("readonly", &self.readonly)
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl Block {
+    /// Opens and locks the image `cfg` describes.
+    pub fn open(id: &str, cfg: &DiskConfig<'_>) -> Result<Self, BlockError> {
+        let lock = ImageLock::acquire(cfg.path, !cfg.readonly && !cfg.shareable)?;
+        let flags = OpenFlags {
+            readonly: cfg.readonly,
+            ..cfg.flags
+        };
+        let open_err = |source| BlockError::Open {
+            path: cfg.path.to_path_buf(),
+            source,
+        };
+        let backend: Box<dyn DiskBackend> = if cfg.qcow2 {
+            Box::new(Qcow2Disk::open(cfg.path, flags).map_err(open_err)?)
+        } else {
+            Box::new(RawDisk::open(cfg.path, flags).map_err(open_err)?)
+        };
+        let mut b = Self::with_backend(id, backend, cfg.readonly, cfg.discard, cfg.serial);
+        b._lock = Some(lock);
+        Ok(b)
+    }
+
+    /// A device over an already open backend (tests, benchmarks).
+    pub fn with_backend(
+        id: &str,
+        backend: Box<dyn DiskBackend>,
+        readonly: bool,
+        discard: bool,
+        serial: Option<&str>,
+    ) -> Self {
+        let handler = RequestHandler::new(backend, readonly, discard, serial);
+        Block {
+            id: id.to_string(),
+            readonly,
+            discard,
+            capacity: handler.size() / SECTOR,
+            handler: Some(handler),
+            worker: None,
+            _lock: None,
+        }
+    }
+
+    fn config_bytes(&self) -> [u8; 60] {
+        let mut c = [0u8; 60];
+        c[0..8].copy_from_slice(&self.capacity.to_le_bytes());
+        c[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
+        c[20..24].copy_from_slice(&(SECTOR as u32).to_le_bytes());
+        // num_queues (only meaningful with MQ, which we do not offer).
+        c[34..36].copy_from_slice(&1u16.to_le_bytes());
+        c[36..40].copy_from_slice(&MAX_DISCARD_SECTORS.to_le_bytes());
+        c[40..44].copy_from_slice(&1u32.to_le_bytes());
+        c[44..48].copy_from_slice(&1u32.to_le_bytes());
+        c[48..52].copy_from_slice(&MAX_DISCARD_SECTORS.to_le_bytes());
+        c[52..56].copy_from_slice(&1u32.to_le_bytes());
+        c[56] = 1;
+        c
+    }
+}
+
+impl VirtioDevice for Block {
+    fn device_type(&self) -> u32 {
+        device_type::BLOCK
+    }
+
+    fn name(&self) -> &'static str {
+        "virtio-blk"
+    }
+
+    fn queue_max_sizes(&self) -> Vec<u16> {
+        vec![QUEUE_SIZE]
+    }
+
+    fn features(&self) -> u64 {
+        let mut f = features::SEG_MAX
+            | features::BLK_SIZE
+            | features::FLUSH
+            | VIRTIO_RING_F_EVENT_IDX
+            | VIRTIO_RING_F_INDIRECT_DESC;
+        if self.readonly {
+            f |= features::RO;
+        } else {
+            f |= features::WRITE_ZEROES;
+            if self.discard {
+                f |= features::DISCARD;
+            }
+        }
+        f
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config_bytes(), offset, data);
+    }
+
+    fn activate(&mut self, act: Activation) -> Result<(), ActivateError> {
+        if !act.queues.iter().any(|q| q.index == 0) {
+            return Err(ActivateError::MissingQueue {
+                device: "virtio-blk",
+                queue: 0,
+            });
+        }
+        let handler = self.handler.take().ok_or(ActivateError::NoBackend {
+            device: "virtio-blk",
+        })?;
+        let name = format!("_{}", self.id);
+        let worker = Worker::spawn(&name, BlockWorker { handler }, act).map_err(|source| {
+            ActivateError::Worker {
+                device: "virtio-blk",
+                source,
+            }
+        })?;
+        self.worker = Some(worker);
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        if let Some(w) = self.worker.take() {
+            self.handler = w.stop().map(|w| w.handler);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,327 @@
+//! virtio-blk request handling, driven through mock queues in plain guest memory.
+
+use std::io::Write;
+use std::process::Command;
+
+use vm_memory::{Bytes, GuestAddress};
+
+use super::*;
+use crate::virtio::queue_util::testing::{
+    add_chain, memory, queue, used, used_idx, CountingInterrupt,
+};
+
+const HDR: u64 = 0x10_0000;
+const DATA: u64 = 0x20_0000;
+const STATUS: u64 = 0x30_0000;
+
+fn header(mem: &GuestMem, rtype: u32, sector: u64) {
+    let mut h = [0u8; 16];
+    h[0..4].copy_from_slice(&rtype.to_le_bytes());
+    h[8..16].copy_from_slice(&sector.to_le_bytes());
+    mem.write_slice(&h, GuestAddress(HDR)).unwrap();
+    mem.write_obj(0xffu8, GuestAddress(STATUS)).unwrap();
+}
+
+fn raw_image(bytes: usize) -> (tempfile::NamedTempFile, Box<dyn DiskBackend>) {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(&vec![0u8; bytes]).unwrap();
+    let d = RawDisk::open(
+        f.path(),
+        OpenFlags {
+            readonly: false,
+            sync_writes: false,
+            ignore_flush: false,
+        },
+    )
+    .unwrap();
+    (f, Box::new(d))
+}
+
+/// Runs one request of type `rtype` with `data` buffers and returns (status, used length).
+fn run(
+    h: &mut RequestHandler,
+    mem: &GuestMem,
+    rtype: u32,
+    sector: u64,
+    data: &[(u64, u32, bool)],
+) -> (u8, u32) {
+    let (mock, mut aq) = queue(mem, 0, 0);
+    header(mem, rtype, sector);
+    let mut parts = vec![(HDR, 16, false)];
+    parts.extend_from_slice(data);
+    parts.push((STATUS, 1, true));
+    add_chain(&mock, 0, &parts);
+    let intr = CountingInterrupt::default();
+    let n = drain(&mut aq, mem, &intr, |c| h.process(mem, c));
+    assert_eq!(n, 1);
+    assert_eq!(
+        *intr.queues.lock().unwrap(),
+        vec![0],
+        "driver is interrupted"
+    );
+    let (_, len) = used(mem, &mock, 0);
+    (mem.read_obj(GuestAddress(STATUS)).unwrap(), len)
+}
+
+#[test]
+fn write_then_read_reaches_the_file_in_split_buffers() {
+    let mem = memory();
+    let (file, backend) = raw_image(64 << 10);
+    let mut h = RequestHandler::new(backend, false, false, None);
+    let pattern: Vec<u8> = (0..1024u32).map(|i| (i * 7 + 3) as u8).collect();
+    mem.write_slice(&pattern, GuestAddress(DATA)).unwrap();
+    // Two data descriptors of 512 bytes each, written at sector 3.
+    let st = run(
+        &mut h,
+        &mem,
+        req::OUT,
+        3,
+        &[(DATA, 512, false), (DATA + 512, 512, false)],
+    );
+    assert_eq!(st, (status::OK, 1));
+    let on_disk = std::fs::read(file.path()).unwrap();
+    assert_eq!(&on_disk[3 * 512..5 * 512], &pattern[..]);
+    assert!(on_disk[..3 * 512].iter().all(|&b| b == 0));
+
+    mem.write_slice(&[0u8; 1024], GuestAddress(DATA + 0x1000))
+        .unwrap();
+    let st = run(&mut h, &mem, req::IN, 3, &[(DATA + 0x1000, 1024, true)]);
+    assert_eq!(st, (status::OK, 1025));
+    let mut back = vec![0u8; 1024];
+    mem.read_slice(&mut back, GuestAddress(DATA + 0x1000))
+        .unwrap();
+    assert_eq!(back, pattern);
+}
+
+#[test]
+fn readonly_disk_fails_writes_with_ioerr_and_keeps_data() {
+    let mem = memory();
+    let (file, backend) = raw_image(8192);
+    let mut h = RequestHandler::new(backend, true, true, None);
+    mem.write_slice(&[0xab; 512], GuestAddress(DATA)).unwrap();
+    assert_eq!(
+        run(&mut h, &mem, req::OUT, 0, &[(DATA, 512, false)]).0,
+        status::IOERR
+    );
+    assert_eq!(
+        run(&mut h, &mem, req::DISCARD, 0, &[(DATA, 16, false)]).0,
+        status::IOERR
+    );
+    assert!(std::fs::read(file.path()).unwrap().iter().all(|&b| b == 0));
+    assert_eq!(
+        run(&mut h, &mem, req::IN, 0, &[(DATA, 512, true)]).0,
+        status::OK
+    );
+    assert_eq!(run(&mut h, &mem, req::FLUSH, 0, &[]).0, status::OK);
+    let dev = Block::with_backend("d", raw_image(4096).1, true, false, None);
+    assert_ne!(dev.features() & features::RO, 0);
+    assert_eq!(dev.features() & features::WRITE_ZEROES, 0);
+}
+
+#[test]
+fn get_id_returns_the_serial_padded() {
+    let mem = memory();
+    let (_f, backend) = raw_image(4096);
+    let mut h = RequestHandler::new(backend, false, false, Some("disk-serial-1"));
+    mem.write_slice(&[0xee; 20], GuestAddress(DATA)).unwrap();
+    let (st, len) = run(&mut h, &mem, req::GET_ID, 0, &[(DATA, 20, true)]);
+    assert_eq!((st, len), (status::OK, 21));
+    let mut id = [0u8; 20];
+    mem.read_slice(&mut id, GuestAddress(DATA)).unwrap();
+    assert_eq!(&id[..13], b"disk-serial-1");
+    assert!(id[13..].iter().all(|&b| b == 0));
+}
+
+#[test]
+fn out_of_range_misdirected_and_unknown_requests_fail() {
+    let mem = memory();
+    let (_f, backend) = raw_image(4096);
+    let mut h = RequestHandler::new(backend, false, false, None);
+    assert_eq!(
+        run(&mut h, &mem, req::IN, 8, &[(DATA, 512, true)]).0,
+        status::IOERR
+    );
+    assert_eq!(
+        run(&mut h, &mem, req::IN, 7, &[(DATA, 1024, true)]).0,
+        status::IOERR
+    );
+    assert_eq!(
+        run(&mut h, &mem, req::IN, 0, &[(DATA, 512, false)]).0,
+        status::IOERR,
+        "read into a read-only buffer"
+    );
+    assert_eq!(
+        run(&mut h, &mem, req::IN, u64::MAX, &[(DATA, 512, true)]).0,
+        status::IOERR
+    );
+    assert_eq!(run(&mut h, &mem, 99, 0, &[]).0, status::UNSUPP);
+    assert_eq!(
+        run(&mut h, &mem, req::DISCARD, 0, &[(DATA, 16, false)]).0,
+        status::UNSUPP,
+        "discard not enabled"
+    );
+}
+
+#[test]
+fn discard_and_write_zeroes_clear_data() {
+    let mem = memory();
+    let (file, backend) = raw_image(1 << 20);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(file.path())
+        .unwrap()
+        .write_all(&vec![0x5a; 1 << 20])
+        .unwrap();
+    let mut h = RequestHandler::new(backend, false, true, None);
+    let mut seg = [0u8; 16];
+    seg[0..8].copy_from_slice(&16u64.to_le_bytes());
+    seg[8..12].copy_from_slice(&16u32.to_le_bytes());
+    mem.write_slice(&seg, GuestAddress(DATA)).unwrap();
+    assert_eq!(
+        run(&mut h, &mem, req::WRITE_ZEROES, 0, &[(DATA, 16, false)]).0,
+        status::OK
+    );
+    let d = std::fs::read(file.path()).unwrap();
+    assert!(d[16 * 512..32 * 512].iter().all(|&b| b == 0));
+    assert_eq!(d[15 * 512], 0x5a);
+    assert_eq!(d[32 * 512], 0x5a);
+    seg[0..8].copy_from_slice(&256u64.to_le_bytes());
+    seg[8..12].copy_from_slice(&256u32.to_le_bytes());
+    mem.write_slice(&seg, GuestAddress(DATA)).unwrap();
+    assert_eq!(
+        run(&mut h, &mem, req::DISCARD, 0, &[(DATA, 16, false)]).0,
+        status::OK
+    );
+}
+
+#[test]
+fn config_space_reports_capacity_and_limits() {
+    let dev = Block::with_backend("d", raw_image(1 << 20).1, false, true, None);
+    let mut cap = [0u8; 8];
+    dev.read_config(0, &mut cap);
+    assert_eq!(u64::from_le_bytes(cap), 2048);
+    let mut b = [0u8; 4];
+    dev.read_config(20, &mut b);
+    assert_eq!(u32::from_le_bytes(b), 512);
+    assert_ne!(dev.features() & features::DISCARD, 0);
+    let mut tail = [0xffu8; 8];
+    dev.read_config(58, &mut tail);
+    assert_eq!(tail, [0; 8], "reads past the structure are zero");
+}
+
+#[test]
+fn used_index_advances_for_a_batch() {
+    let mem = memory();
+    let (_f, backend) = raw_image(8192);
+    let mut h = RequestHandler::new(backend, false, false, None);
+    let (mock, mut aq) = queue(&mem, 0, 0);
+    header(&mem, req::FLUSH, 0);
+    for i in 0..3u16 {
+        add_chain(
+            &mock,
+            i * 2,
+            &[(HDR, 16, false), (STATUS + u64::from(i), 1, true)],
+        );
+    }
+    let intr = CountingInterrupt::default();
+    assert_eq!(drain(&mut aq, &mem, &intr, |c| h.process(&mem, c)), 3);
+    assert_eq!(used_idx(&mem, &mock), 3);
+    assert_eq!(used(&mem, &mock, 2), (4, 1));
+}
+
+fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn qcow2_overlay_reads_base_and_writes_only_the_overlay() {
+    if !have("qemu-img") || !have("qemu-io") {
+        eprintln!("SKIPPED qcow2_overlay_reads_base_and_writes_only_the_overlay: qemu-img/qemu-io not installed (Debian qemu-utils)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.qcow2");
+    let top = dir.path().join("top.qcow2");
+    let sh = |args: &[&str]| {
+        let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    sh(&[
+        "qemu-img",
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        base.to_str().unwrap(),
+        "4M",
+    ]);
+    sh(&[
+        "qemu-io",
+        "-c",
+        "write -P 0x11 0 64k",
+        base.to_str().unwrap(),
+    ]);
+    sh(&[
+        "qemu-img",
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        top.to_str().unwrap(),
+    ]);
+    let mem = memory();
+    {
+        let cfg = DiskConfig {
+            path: &top,
+            qcow2: true,
+            readonly: false,
+            shareable: false,
+            serial: None,
+            discard: false,
+            flags: OpenFlags {
+                readonly: false,
+                sync_writes: false,
+                ignore_flush: false,
+            },
+        };
+        let mut dev = Block::open("vda", &cfg).unwrap();
+        let h = dev.handler.as_mut().unwrap();
+        assert_eq!(h.size(), 4 << 20);
+        let (st, _) = run(h, &mem, req::IN, 0, &[(DATA, 4096, true)]);
+        assert_eq!(st, status::OK);
+        let mut b = vec![0u8; 4096];
+        mem.read_slice(&mut b, GuestAddress(DATA)).unwrap();
+        assert!(
+            b.iter().all(|&x| x == 0x11),
+            "base data visible through the overlay"
+        );
+        mem.write_slice(&[0x22; 4096], GuestAddress(DATA)).unwrap();
+        assert_eq!(
+            run(h, &mem, req::OUT, 256, &[(DATA, 4096, false)]).0,
+            status::OK
+        );
+        assert_eq!(run(h, &mem, req::FLUSH, 0, &[]).0, status::OK);
+    }
+    sh(&["qemu-img", "check", top.to_str().unwrap()]);
+    sh(&[
+        "qemu-io",
+        "-c",
+        "read -P 0x22 128k 4k",
+        top.to_str().unwrap(),
+    ]);
+    sh(&["qemu-io", "-c", "read -P 0x11 0 64k", top.to_str().unwrap()]);
+    // The base is untouched at the written offset.
+    sh(&["qemu-io", "-c", "read -P 0 128k 4k", base.to_str().unwrap()]);
+}

@@ -1,0 +1,128 @@
+//! virtio devices on the modern (1.x) PCI transport.
+//!
+//! Layers, from the guest inwards:
+//! * [`pci_transport::VirtioPciDevice`] is the PCI function: configuration space with
+//!   the virtio vendor capabilities and MSI-X, and BAR 0 holding the common
+//!   configuration, ISR, device configuration, notification area and MSI-X table.
+//!   It runs feature negotiation and queue setup and, on DRIVER_OK, activates the
+//!   device; a status write of 0 resets it.
+//! * A [`VirtioDevice`] (block, net, rng, console, balloon, vsock) owns its backend.
+//!   Activation hands it the negotiated features, the queues (from `virtio-queue`)
+//!   with their notification eventfds (ioeventfds once KVM is wired) and a
+//!   [`VirtioInterrupt`]; it starts a worker thread ([`worker`]) that serves the
+//!   queues. Reset stops the worker and takes the backend back, ready for the next
+//!   activation.
+//! * Each device's request handling is a plain struct driven by tests with mock
+//!   guest memory and mock queues.
+
+pub mod block;
+pub mod kvm;
+pub mod pci_transport;
+pub mod queue_util;
+#[cfg(test)]
+mod transport_tests;
+pub mod worker;
+
+use std::sync::Arc;
+
+use virtio_queue::Queue;
+use vmm_sys_util::eventfd::EventFd;
+
+pub use pci_transport::{IoEventRegistrar, VirtioPciDevice};
+
+/// Guest memory as devices see it.
+pub type GuestMem = vm_memory::GuestMemoryMmap;
+
+/// Feature bit: the device conforms to virtio 1.x (mandatory on the modern transport).
+pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+/// Feature bit: indirect descriptors.
+pub const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
+/// Feature bit: used/avail event index notification suppression.
+pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
+
+/// virtio device IDs (virtio 1.2 §5).
+pub mod device_type {
+    pub const NET: u32 = 1;
+    pub const BLOCK: u32 = 2;
+    pub const CONSOLE: u32 = 3;
+    pub const RNG: u32 = 4;
+    pub const BALLOON: u32 = 5;
+    pub const VSOCK: u32 = 19;
+}
+
+/// How a device signals the driver: a used-buffer notification for a queue, or a
+/// configuration change. The PCI transport maps them to MSI-X vectors.
+pub trait VirtioInterrupt: Send + Sync {
+    /// Queue `queue` has new used buffers.
+    fn notify_queue(&self, queue: u16);
+    /// The device configuration changed.
+    fn notify_config(&self);
+}
+
+/// One queue the driver enabled, as handed to the device on activation.
+pub struct ActiveQueue {
+    /// Queue index within the device.
+    pub index: u16,
+    pub queue: Queue,
+    /// Signalled when the driver notifies this queue.
+    pub kick: EventFd,
+}
+
+/// Everything a device needs to start serving the driver.
+pub struct Activation {
+    pub mem: GuestMem,
+    /// Features the driver acknowledged.
+    pub features: u64,
+    /// Enabled queues, in index order.
+    pub queues: Vec<ActiveQueue>,
+    pub interrupt: Arc<dyn VirtioInterrupt>,
+}
+
+/// Why a device could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    /// The driver did not enable a queue the device needs.
+    #[error("virtio {device}: queue {queue} was not enabled by the driver")]
+    MissingQueue { device: &'static str, queue: u16 },
+    /// The backend is gone (a previous activation failed to give it back).
+    #[error("virtio {device}: backend unavailable")]
+    NoBackend { device: &'static str },
+    /// The worker thread could not be started.
+    #[error("virtio {device}: cannot start the worker thread")]
+    Worker {
+        device: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A virtio device type, independent of the transport.
+pub trait VirtioDevice: Send {
+    /// virtio device ID ([`device_type`]).
+    fn device_type(&self) -> u32;
+    /// Short name for logs (`virtio-blk`).
+    fn name(&self) -> &'static str;
+    /// Maximum size of each queue; the length is the number of queues.
+    fn queue_max_sizes(&self) -> Vec<u16>;
+    /// Features the device offers (transport bits included).
+    fn features(&self) -> u64;
+    /// Reads the device-specific configuration at `offset`.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Writes the device-specific configuration (most fields are read-only).
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+    /// Starts serving the queues.
+    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError>;
+    /// Stops serving and returns to the pre-activation state (backend kept).
+    fn reset(&mut self);
+}
+
+/// Copies `src[offset..]` into `data`, zero-filling what lies beyond `src`:
+/// device configuration reads at any offset and width.
+pub fn read_config_bytes(src: &[u8], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    let o = offset as usize;
+    if o < src.len() {
+        let n = data.len().min(src.len() - o);
+        data[..n].copy_from_slice(&src[o..o + n]);
+    }
+}

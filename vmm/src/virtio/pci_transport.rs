@@ -1,0 +1,673 @@
+//! The virtio-pci modern transport (virtio 1.2 §4.1).
+//!
+//! BAR 0 (64-bit memory, placed below 4 GiB) holds every structure the
+//! capabilities point at:
+//!
+//! | offset | structure |
+//! |---|---|
+//! | 0x0000 | common configuration (`struct virtio_pci_common_cfg`) |
+//! | 0x1000 | ISR status (read clears) |
+//! | 0x2000 | device-specific configuration |
+//! | 0x3000 | notifications: queue N at 0x3000 + 4·N (`notify_off_multiplier` 4) |
+//! | 0x8000 | MSI-X table |
+//! | 0xc000 | MSI-X PBA |
+//!
+//! Queue notifications normally never reach this code: each queue's notify
+//! address is bound to an eventfd with KVM_IOEVENTFD ([`IoEventRegistrar`]), and
+//! the device worker waits on that eventfd. A write that does arrive here (no
+//! registrar, or the BAR just moved) signals the same eventfd.
+
+use std::sync::atomic::{AtomicU16, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tracing::{debug, warn};
+use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestAddress;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::{Activation, ActiveQueue, GuestMem, VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1};
+use crate::pci::config::{BarKind, ConfigSpace, PciHeader, COMMAND_MEMORY};
+use crate::pci::msix::{MsiSink, MsixState};
+use crate::pci::{PciDevice, PciError, PciRoot};
+
+/// Offsets of the structures in BAR 0.
+pub const COMMON_CFG: u64 = 0x0000;
+pub const ISR_CFG: u64 = 0x1000;
+pub const DEVICE_CFG: u64 = 0x2000;
+pub const NOTIFY_CFG: u64 = 0x3000;
+pub const MSIX_TABLE: u64 = 0x8000;
+pub const MSIX_PBA: u64 = 0xc000;
+/// Size of BAR 0.
+pub const BAR0_SIZE: u64 = 0x1_0000;
+/// Bytes between two queues' notify addresses.
+pub const NOTIFY_MULTIPLIER: u32 = 4;
+/// MSI-X "no vector".
+pub const NO_VECTOR: u16 = 0xffff;
+/// Largest queue count a device may have (bounded by the notify area).
+const MAX_QUEUES: usize = 256;
+
+/// Device status bits (virtio 1.2 §2.1).
+pub mod status {
+    pub const ACKNOWLEDGE: u8 = 1;
+    pub const DRIVER: u8 = 2;
+    pub const DRIVER_OK: u8 = 4;
+    pub const FEATURES_OK: u8 = 8;
+    pub const DEVICE_NEEDS_RESET: u8 = 0x40;
+    pub const FAILED: u8 = 0x80;
+}
+
+/// virtio PCI capability types.
+mod cap {
+    pub const VENDOR: u8 = 0x09;
+    pub const COMMON: u8 = 1;
+    pub const NOTIFY: u8 = 2;
+    pub const ISR: u8 = 3;
+    pub const DEVICE: u8 = 4;
+    pub const PCI_CFG: u8 = 5;
+}
+
+/// Binds guest MMIO writes at an address to an eventfd (KVM_IOEVENTFD).
+pub trait IoEventRegistrar: Send + Sync {
+    /// Any write at `addr` signals `evt` instead of exiting to userspace.
+    fn register(&self, addr: u64, evt: &EventFd) -> std::io::Result<()>;
+    /// Undoes [`IoEventRegistrar::register`].
+    fn unregister(&self, addr: u64, evt: &EventFd) -> std::io::Result<()>;
+}
+
+/// Driver-programmed state of one queue.
+#[derive(Debug, Clone, Copy)]
+struct QueueSetup {
+    max_size: u16,
+    size: u16,
+    vector: u16,
+    enabled: bool,
+    desc: u64,
+    driver: u64,
+    device: u64,
+}
+
+impl QueueSetup {
+    fn new(max_size: u16) -> Self {
+        QueueSetup {
+            max_size,
+            size: max_size,
+            vector: NO_VECTOR,
+            enabled: false,
+            desc: 0,
+            driver: 0,
+            device: 0,
+        }
+    }
+}
+
+/// Maps device notifications to MSI-X vectors (and the ISR for INTx-less polling).
+struct PciInterrupt {
+    msix: Arc<Mutex<MsixState>>,
+    isr: Arc<AtomicU8>,
+    queue_vectors: Vec<u16>,
+    config_vector: Arc<AtomicU16>,
+}
+
+impl PciInterrupt {
+    fn raise(&self, vector: u16) {
+        if vector != NO_VECTOR {
+            // A poisoned lock means a vCPU thread panicked; the VMM is going down.
+            if let Ok(mut m) = self.msix.lock() {
+                m.trigger(vector);
+            }
+        }
+    }
+}
+
+impl VirtioInterrupt for PciInterrupt {
+    fn notify_queue(&self, queue: u16) {
+        self.isr.fetch_or(1, Ordering::SeqCst);
+        if let Some(&v) = self.queue_vectors.get(usize::from(queue)) {
+            self.raise(v);
+        }
+    }
+
+    fn notify_config(&self) {
+        self.isr.fetch_or(2, Ordering::SeqCst);
+        self.raise(self.config_vector.load(Ordering::SeqCst));
+    }
+}
+
+/// A virtio device on the PCI bus.
+pub struct VirtioPciDevice {
+    config: ConfigSpace,
+    device: Box<dyn VirtioDevice>,
+    mem: GuestMem,
+    msix: Arc<Mutex<MsixState>>,
+    msix_cap: usize,
+    pci_cfg_cap: usize,
+    device_feature_select: u32,
+    driver_feature_select: u32,
+    driver_features: u64,
+    device_status: u8,
+    config_generation: u8,
+    queue_select: u16,
+    queues: Vec<QueueSetup>,
+    config_vector: Arc<AtomicU16>,
+    isr: Arc<AtomicU8>,
+    kicks: Vec<EventFd>,
+    ioevents: Option<Arc<dyn IoEventRegistrar>>,
+    /// BAR 0 address the ioeventfds are bound to.
+    ioevent_base: Option<u64>,
+    active: bool,
+}
+
+impl std::fmt::Debug for VirtioPciDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VirtioPciDevice")
+            .field("device", &self.device.name())
+            .field("status", &self.device_status)
+            .field("active", &self.active)
+            .finish()
+    }
+}
+
+/// PCI class code for a virtio device type (what QEMU reports).
+fn class_for(device_type: u32) -> u32 {
+    match device_type {
+        super::device_type::NET => 0x02_0000,
+        super::device_type::BLOCK => 0x01_0000,
+        super::device_type::CONSOLE => 0x07_8000,
+        _ => 0xff_0000,
+    }
+}
+
+fn vendor_cap(cfg_type: u8, offset: u64, length: u64, extra: &[u8]) -> Vec<u8> {
+    let mut c = vec![
+        cap::VENDOR,
+        0,
+        (16 + extra.len()) as u8,
+        cfg_type,
+        0,
+        0,
+        0,
+        0,
+    ];
+    c.extend_from_slice(&(offset as u32).to_le_bytes());
+    c.extend_from_slice(&(length as u32).to_le_bytes());
+    c.extend_from_slice(extra);
+    c
+}
+
+impl VirtioPciDevice {
+    /// Wraps `device` as a PCI function and places its BAR in `root`'s 32-bit
+    /// window (so guests without 64-bit page tables reach it).
+    pub fn new(
+        device: Box<dyn VirtioDevice>,
+        mem: GuestMem,
+        root: &mut PciRoot,
+        msi: Arc<dyn MsiSink>,
+        ioevents: Option<Arc<dyn IoEventRegistrar>>,
+    ) -> Result<Self, PciError> {
+        let sizes = device.queue_max_sizes();
+        assert!(
+            !sizes.is_empty() && sizes.len() <= MAX_QUEUES,
+            "virtio device with {} queues",
+            sizes.len()
+        );
+        let dtype = device.device_type();
+        let mut config = ConfigSpace::new(PciHeader {
+            vendor: 0x1af4,
+            device: 0x1040 + dtype as u16,
+            revision: 1,
+            class: class_for(dtype),
+            subsystem_vendor: 0x1af4,
+            subsystem: 0x1100,
+        });
+        config.add_bar(0, BAR0_SIZE, BarKind::Mem64);
+        let bar0 = root.allocate_bar(BAR0_SIZE, BarKind::Mem32)?;
+        config.set_bar_address(0, bar0);
+
+        config.add_capability(&vendor_cap(cap::COMMON, COMMON_CFG, 0x38, &[]), &[]);
+        config.add_capability(
+            &vendor_cap(
+                cap::NOTIFY,
+                NOTIFY_CFG,
+                sizes.len() as u64 * u64::from(NOTIFY_MULTIPLIER),
+                &NOTIFY_MULTIPLIER.to_le_bytes(),
+            ),
+            &[],
+        );
+        config.add_capability(&vendor_cap(cap::ISR, ISR_CFG, 1, &[]), &[]);
+        config.add_capability(&vendor_cap(cap::DEVICE, DEVICE_CFG, 0x1000, &[]), &[]);
+        // VIRTIO_PCI_CAP_PCI_CFG: a window into the BARs through config space.
+        // bar (byte 4), offset, length and the data dword are guest-writable.
+        let mut w = vec![0u8; 20];
+        w[4] = 0xff;
+        w[8..20].fill(0xff);
+        let pci_cfg_cap = config.add_capability(&vendor_cap(cap::PCI_CFG, 0, 0, &[0; 4]), &w);
+
+        let vectors = sizes.len() as u16 + 1;
+        let msix = MsixState::new(vectors, msi);
+        let (body, mask) = msix.capability(0, MSIX_TABLE as u32, MSIX_PBA as u32);
+        let msix_cap = config.add_capability(&body, &mask);
+
+        let kicks = sizes
+            .iter()
+            .map(|_| EventFd::new(EFD_NONBLOCK).expect("eventfd for a virtio queue"))
+            .collect();
+        let mut dev = VirtioPciDevice {
+            config,
+            device,
+            mem,
+            msix: Arc::new(Mutex::new(msix)),
+            msix_cap,
+            pci_cfg_cap,
+            device_feature_select: 0,
+            driver_feature_select: 0,
+            driver_features: 0,
+            device_status: 0,
+            config_generation: 0,
+            queue_select: 0,
+            queues: sizes.iter().map(|&s| QueueSetup::new(s)).collect(),
+            config_vector: Arc::new(AtomicU16::new(NO_VECTOR)),
+            isr: Arc::new(AtomicU8::new(0)),
+            kicks,
+            ioevents,
+            ioevent_base: None,
+            active: false,
+        };
+        dev.bind_ioevents(bar0);
+        Ok(dev)
+    }
+
+    /// The wrapped device's name.
+    pub fn name(&self) -> &'static str {
+        self.device.name()
+    }
+
+    /// Guest address of BAR 0.
+    pub fn bar0(&self) -> u64 {
+        self.config.bar_address(0).unwrap_or(0)
+    }
+
+    /// The device status byte (for tests and `info`-style queries).
+    pub fn status(&self) -> u8 {
+        self.device_status
+    }
+
+    fn bind_ioevents(&mut self, base: u64) {
+        let Some(reg) = self.ioevents.clone() else {
+            return;
+        };
+        if let Some(old) = self.ioevent_base.take() {
+            for (q, evt) in self.kicks.iter().enumerate() {
+                let _ = reg.unregister(old + NOTIFY_CFG + q as u64 * 4, evt);
+            }
+        }
+        for (q, evt) in self.kicks.iter().enumerate() {
+            let addr = base + NOTIFY_CFG + q as u64 * u64::from(NOTIFY_MULTIPLIER);
+            if let Err(e) = reg.register(addr, evt) {
+                warn!(device = self.device.name(), "ioeventfd at {addr:#x}: {e}");
+            }
+        }
+        self.ioevent_base = Some(base);
+    }
+
+    fn device_features(&self) -> u64 {
+        self.device.features() | VIRTIO_F_VERSION_1
+    }
+
+    fn reset(&mut self) {
+        if self.active {
+            self.device.reset();
+            self.active = false;
+        }
+        self.device_feature_select = 0;
+        self.driver_feature_select = 0;
+        self.driver_features = 0;
+        self.device_status = 0;
+        self.queue_select = 0;
+        for q in &mut self.queues {
+            *q = QueueSetup::new(q.max_size);
+        }
+        self.config_vector.store(NO_VECTOR, Ordering::SeqCst);
+        self.isr.store(0, Ordering::SeqCst);
+        // Drain kicks that arrived before the reset.
+        for k in &self.kicks {
+            let _ = k.read();
+        }
+    }
+
+    fn set_status(&mut self, value: u8) {
+        if value == 0 {
+            debug!(device = self.device.name(), "reset by the driver");
+            self.reset();
+            return;
+        }
+        let mut value = value;
+        if value & status::FEATURES_OK != 0 && self.device_status & status::FEATURES_OK == 0 {
+            let offered = self.device_features();
+            let ok = self.driver_features & !offered == 0
+                && self.driver_features & VIRTIO_F_VERSION_1 != 0;
+            if !ok {
+                warn!(
+                    device = self.device.name(),
+                    "driver features {:#x} not a subset of {:#x} with VERSION_1",
+                    self.driver_features,
+                    offered
+                );
+                value &= !status::FEATURES_OK;
+            }
+        }
+        let newly_ok =
+            value & status::DRIVER_OK != 0 && self.device_status & status::DRIVER_OK == 0;
+        self.device_status = value;
+        if newly_ok && value & status::FEATURES_OK != 0 && !self.active {
+            self.activate();
+        }
+    }
+
+    fn activate(&mut self) {
+        let event_idx = self.driver_features & super::VIRTIO_RING_F_EVENT_IDX != 0;
+        let mut active = Vec::new();
+        for (i, s) in self.queues.iter().enumerate() {
+            if !s.enabled {
+                continue;
+            }
+            let mut q = match Queue::new(s.max_size) {
+                Ok(q) => q,
+                Err(e) => {
+                    warn!(device = self.device.name(), "queue {i}: {e}");
+                    self.device_status |= status::DEVICE_NEEDS_RESET;
+                    return;
+                }
+            };
+            q.set_size(s.size);
+            q.set_desc_table_address(Some(s.desc as u32), Some((s.desc >> 32) as u32));
+            q.set_avail_ring_address(Some(s.driver as u32), Some((s.driver >> 32) as u32));
+            q.set_used_ring_address(Some(s.device as u32), Some((s.device >> 32) as u32));
+            q.set_event_idx(event_idx);
+            q.set_ready(true);
+            if !q.is_valid(&self.mem) {
+                warn!(
+                    device = self.device.name(),
+                    "queue {i}: invalid setup (size {}, desc {:#x}, avail {:#x}, used {:#x})",
+                    s.size,
+                    s.desc,
+                    s.driver,
+                    s.device
+                );
+                self.device_status |= status::DEVICE_NEEDS_RESET;
+                return;
+            }
+            let kick = match self.kicks[i].try_clone() {
+                Ok(k) => k,
+                Err(e) => {
+                    warn!(device = self.device.name(), "queue {i}: eventfd: {e}");
+                    self.device_status |= status::DEVICE_NEEDS_RESET;
+                    return;
+                }
+            };
+            active.push(ActiveQueue {
+                index: i as u16,
+                queue: q,
+                kick,
+            });
+        }
+        let interrupt = Arc::new(PciInterrupt {
+            msix: self.msix.clone(),
+            isr: self.isr.clone(),
+            queue_vectors: self.queues.iter().map(|q| q.vector).collect(),
+            config_vector: self.config_vector.clone(),
+        });
+        let activation = Activation {
+            mem: self.mem.clone(),
+            features: self.driver_features,
+            queues: active,
+            interrupt,
+        };
+        match self.device.activate(activation) {
+            Ok(()) => {
+                debug!(
+                    device = self.device.name(),
+                    features = self.driver_features,
+                    "activated"
+                );
+                self.active = true;
+            }
+            Err(e) => {
+                warn!("{e}");
+                self.device_status |= status::DEVICE_NEEDS_RESET;
+            }
+        }
+    }
+
+    /// The common configuration as the driver sees it now.
+    fn common_bytes(&self) -> [u8; 0x40] {
+        let mut b = [0u8; 0x40];
+        let feats = self.device_features();
+        let dev_feat = match self.device_feature_select {
+            0 => feats as u32,
+            1 => (feats >> 32) as u32,
+            _ => 0,
+        };
+        let drv_feat = match self.driver_feature_select {
+            0 => self.driver_features as u32,
+            1 => (self.driver_features >> 32) as u32,
+            _ => 0,
+        };
+        b[0..4].copy_from_slice(&self.device_feature_select.to_le_bytes());
+        b[4..8].copy_from_slice(&dev_feat.to_le_bytes());
+        b[8..12].copy_from_slice(&self.driver_feature_select.to_le_bytes());
+        b[12..16].copy_from_slice(&drv_feat.to_le_bytes());
+        b[16..18].copy_from_slice(&self.config_vector.load(Ordering::SeqCst).to_le_bytes());
+        b[18..20].copy_from_slice(&(self.queues.len() as u16).to_le_bytes());
+        b[20] = self.device_status;
+        b[21] = self.config_generation;
+        b[22..24].copy_from_slice(&self.queue_select.to_le_bytes());
+        if let Some(q) = self.queues.get(usize::from(self.queue_select)) {
+            b[24..26].copy_from_slice(&q.size.to_le_bytes());
+            b[26..28].copy_from_slice(&q.vector.to_le_bytes());
+            b[28..30].copy_from_slice(&u16::from(q.enabled).to_le_bytes());
+            b[30..32].copy_from_slice(&self.queue_select.to_le_bytes());
+            b[32..40].copy_from_slice(&q.desc.to_le_bytes());
+            b[40..48].copy_from_slice(&q.driver.to_le_bytes());
+            b[48..56].copy_from_slice(&q.device.to_le_bytes());
+        }
+        b
+    }
+
+    fn common_write(&mut self, offset: u64, data: &[u8]) {
+        let mut raw = [0u8; 8];
+        raw[..data.len().min(8)].copy_from_slice(&data[..data.len().min(8)]);
+        let v = u64::from_le_bytes(raw);
+        let nvec = self.msix.lock().map(|m| m.vectors()).unwrap_or(0);
+        let vector_ok = |x: u16| if x < nvec { x } else { NO_VECTOR };
+        let sel = usize::from(self.queue_select);
+        let after_ok = self.device_status & status::DRIVER_OK != 0;
+        match (offset, data.len()) {
+            (0x00, 4) => self.device_feature_select = v as u32,
+            (0x08, 4) => self.driver_feature_select = v as u32,
+            (0x0c, 4) if self.device_status & status::FEATURES_OK == 0 => {
+                match self.driver_feature_select {
+                    0 => self.driver_features = (self.driver_features & !0xffff_ffff) | v,
+                    1 => {
+                        self.driver_features =
+                            (self.driver_features & 0xffff_ffff) | (v & 0xffff_ffff) << 32
+                    }
+                    _ => {}
+                }
+            }
+            (0x10, 2) => self
+                .config_vector
+                .store(vector_ok(v as u16), Ordering::SeqCst),
+            (0x14, 1) => self.set_status(v as u8),
+            (0x16, 2) => self.queue_select = v as u16,
+            (0x18, 2) if !after_ok => {
+                if let Some(q) = self.queues.get_mut(sel) {
+                    q.size = v as u16;
+                }
+            }
+            (0x1a, 2) => {
+                if let Some(q) = self.queues.get_mut(sel) {
+                    q.vector = vector_ok(v as u16);
+                }
+            }
+            (0x1c, 2) if !after_ok => {
+                if let Some(q) = self.queues.get_mut(sel) {
+                    q.enabled = v & 1 == 1;
+                }
+            }
+            (0x20..=0x37, 4 | 8) if !after_ok => {
+                let Some(q) = self.queues.get_mut(sel) else {
+                    return;
+                };
+                let (field, high) = match offset {
+                    0x20 | 0x24 => (&mut q.desc, offset == 0x24),
+                    0x28 | 0x2c => (&mut q.driver, offset == 0x2c),
+                    0x30 | 0x34 => (&mut q.device, offset == 0x34),
+                    _ => return,
+                };
+                if data.len() == 8 {
+                    *field = v;
+                } else if high {
+                    *field = (*field & 0xffff_ffff) | (v & 0xffff_ffff) << 32;
+                } else {
+                    *field = (*field & !0xffff_ffff) | (v & 0xffff_ffff);
+                }
+            }
+            _ => debug!(
+                device = self.device.name(),
+                "ignored common config write at {offset:#x} ({} bytes)",
+                data.len()
+            ),
+        }
+    }
+
+    fn bar0_read(&mut self, offset: u64, data: &mut [u8]) {
+        match offset {
+            o if o < ISR_CFG => {
+                let b = self.common_bytes();
+                super::read_config_bytes(&b, o - COMMON_CFG, data);
+            }
+            o if o < DEVICE_CFG => {
+                data.fill(0);
+                if o == ISR_CFG {
+                    data[0] = self.isr.swap(0, Ordering::SeqCst);
+                }
+            }
+            o if o < NOTIFY_CFG => self.device.read_config(o - DEVICE_CFG, data),
+            o if (MSIX_TABLE..MSIX_PBA).contains(&o) => match self.msix.lock() {
+                Ok(m) => m.read_table(o - MSIX_TABLE, data),
+                Err(_) => data.fill(0),
+            },
+            o if o >= MSIX_PBA => match self.msix.lock() {
+                Ok(m) => m.read_pba(o - MSIX_PBA, data),
+                Err(_) => data.fill(0),
+            },
+            _ => data.fill(0),
+        }
+    }
+
+    fn bar0_write(&mut self, offset: u64, data: &[u8]) {
+        match offset {
+            o if o < ISR_CFG => self.common_write(o - COMMON_CFG, data),
+            o if o < DEVICE_CFG => {}
+            o if o < NOTIFY_CFG => self.device.write_config(o - DEVICE_CFG, data),
+            o if o < NOTIFY_CFG + self.kicks.len() as u64 * u64::from(NOTIFY_MULTIPLIER) => {
+                let q = ((o - NOTIFY_CFG) / u64::from(NOTIFY_MULTIPLIER)) as usize;
+                let _ = self.kicks[q].write(1);
+            }
+            o if (MSIX_TABLE..MSIX_PBA).contains(&o) => {
+                if let Ok(mut m) = self.msix.lock() {
+                    m.write_table(o - MSIX_TABLE, data);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// VIRTIO_PCI_CAP_PCI_CFG data access: forwards to BAR `bar` at `offset`.
+    fn pci_cfg_access(&mut self, write: Option<&[u8]>) -> Option<u32> {
+        let c = self.pci_cfg_cap;
+        let bar = self.config.byte(c + 4);
+        let off = u32::from_le_bytes([
+            self.config.byte(c + 8),
+            self.config.byte(c + 9),
+            self.config.byte(c + 10),
+            self.config.byte(c + 11),
+        ]);
+        let len = self.config.byte(c + 12) as usize;
+        if bar != 0 || !matches!(len, 1 | 2 | 4) || u64::from(off) + len as u64 > BAR0_SIZE {
+            return None;
+        }
+        match write {
+            Some(d) => {
+                let n = len.min(d.len());
+                self.bar0_write(u64::from(off), &d[..n]);
+                None
+            }
+            None => {
+                let mut d = [0u8; 4];
+                self.bar0_read(u64::from(off), &mut d[..len]);
+                Some(u32::from_le_bytes(d))
+            }
+        }
+    }
+}
+
+impl PciDevice for VirtioPciDevice {
+    fn read_config(&mut self, reg: usize) -> u32 {
+        if reg * 4 == self.pci_cfg_cap + 16 {
+            if let Some(v) = self.pci_cfg_access(None) {
+                return v;
+            }
+        }
+        self.config.read(reg)
+    }
+
+    fn write_config(&mut self, reg: usize, offset: u8, data: &[u8]) {
+        self.config.write(reg, offset, data);
+        let start = reg * 4 + usize::from(offset);
+        let ctrl = self.msix_cap + 2;
+        if start < ctrl + 2 && start + data.len() > ctrl {
+            let v = u16::from_le_bytes([self.config.byte(ctrl), self.config.byte(ctrl + 1)]);
+            if let Ok(mut m) = self.msix.lock() {
+                m.set_control(v);
+            }
+        }
+        if reg * 4 == self.pci_cfg_cap + 16 {
+            let d = self.config.read(reg).to_le_bytes();
+            self.pci_cfg_access(Some(&d));
+        }
+    }
+
+    fn bars(&self) -> Vec<(usize, u64, u64)> {
+        self.config.bars()
+    }
+
+    fn memory_enabled(&self) -> bool {
+        self.config.command() & COMMAND_MEMORY != 0
+    }
+
+    fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
+        if bar == 0 {
+            self.bar0_read(offset, data);
+        } else {
+            data.fill(0xff);
+        }
+    }
+
+    fn bar_write(&mut self, bar: usize, offset: u64, data: &[u8]) {
+        if bar == 0 {
+            self.bar0_write(offset, data);
+        }
+    }
+
+    fn bar_moved(&mut self, bar: usize, _old: u64, new: u64) {
+        if bar == 0 {
+            self.bind_ioevents(new);
+        }
+    }
+}
+
+/// Guest address helper for tests and drivers: the notify address of `queue`.
+pub fn notify_address(bar0: u64, queue: u16) -> GuestAddress {
+    GuestAddress(bar0 + NOTIFY_CFG + u64::from(queue) * u64::from(NOTIFY_MULTIPLIER))
+}
