@@ -1,0 +1,219 @@
+//! The unix-socket listeners (read-write and read-only) and who may use them.
+//!
+//! Socket paths follow libvirt's "direct mode" naming for a driver called `oxvirt`, so
+//! Debian's unmodified client finds them for `oxvirt:///system` / `oxvirt:///session`:
+//!
+//! | mode    | read-write                                   | read-only        |
+//! |---------|----------------------------------------------|------------------|
+//! | system  | `/run/libvirt/virtoxvirtd-sock`              | `…-sock-ro`      |
+//! | session | `$XDG_RUNTIME_DIR/libvirt/virtoxvirtd-sock`  | `…-sock-ro`      |
+//!
+//! Any other path works with `?socket=PATH` in the URI
+//! (`virsh -c 'oxvirt:///system?socket=/path/sock'`).
+//!
+//! Access follows libvirt's default policy, decided from the peer's credentials
+//! (SO_PEERCRED) rather than socket modes, so both sockets are world-connectable:
+//! the read-write socket admits root, the daemon's own user and members of the
+//! configured group; anyone else gets an "access denied" answer to CONNECT_OPEN and
+//! may use the read-only socket, which refuses every procedure that changes state.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::{UnixListener, UnixStream};
+use tracing::{debug, info, warn};
+
+use super::conn::{self, Access};
+use super::Shared;
+
+/// The socket file name libvirt's client derives for driver `oxvirt`.
+pub const SOCKET_NAME: &str = "virtoxvirtd-sock";
+
+/// Where the listeners live and who may write.
+#[derive(Debug, Clone)]
+pub struct RpcConfig {
+    /// Read-write socket.
+    pub socket: PathBuf,
+    /// Read-only socket.
+    pub socket_ro: PathBuf,
+    /// Group (besides root and the daemon's user) admitted to the read-write socket.
+    pub group: Option<String>,
+    /// The canonical URI (CONNECT_GET_URI when the client opened with an empty name).
+    pub uri: String,
+}
+
+/// Why a listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("cannot bind libvirt RPC socket '{path}'")]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create directory '{path}' for the libvirt RPC socket")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("session mode needs $XDG_RUNTIME_DIR for the libvirt RPC socket")]
+    NoRuntimeDir,
+}
+
+impl RpcConfig {
+    /// System-mode defaults (`/run/libvirt/virtoxvirtd-sock`).
+    pub fn system() -> Self {
+        Self::in_dir(Path::new("/run/libvirt"), "oxvirt:///system")
+    }
+
+    /// Session-mode defaults (`$XDG_RUNTIME_DIR/libvirt/virtoxvirtd-sock`).
+    pub fn session() -> Result<Self, ListenError> {
+        let dir = std::env::var_os("XDG_RUNTIME_DIR").ok_or(ListenError::NoRuntimeDir)?;
+        Ok(Self::in_dir(
+            &PathBuf::from(dir).join("libvirt"),
+            "oxvirt:///session",
+        ))
+    }
+
+    /// Both sockets in `dir` under libvirt's names.
+    pub fn in_dir(dir: &Path, uri: &str) -> Self {
+        Self {
+            socket: dir.join(SOCKET_NAME),
+            socket_ro: dir.join(format!("{SOCKET_NAME}-ro")),
+            group: None,
+            uri: uri.into(),
+        }
+    }
+
+    /// The read-only socket path libvirt's client expects next to `socket`.
+    pub fn ro_path_for(socket: &Path) -> PathBuf {
+        let mut s = socket.as_os_str().to_owned();
+        s.push("-ro");
+        PathBuf::from(s)
+    }
+}
+
+/// Binds a socket, replacing a stale file from an earlier run.
+pub fn bind(path: &Path) -> Result<UnixListener, ListenError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| ListenError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    // A socket file left by a daemon that died; connecting to it would fail anyway.
+    if std::os::unix::net::UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    let l = UnixListener::bind(path).map_err(|source| ListenError::Bind {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // Access is decided per connection from peer credentials (module docs).
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666));
+    Ok(l)
+}
+
+/// Accepts connections on `listener` until the task is dropped.
+pub async fn accept_loop(shared: Arc<Shared>, listener: UnixListener, read_only: bool) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let access = if read_only {
+                    Access::ReadOnly
+                } else {
+                    peer_access(&stream, shared.config.group.as_deref())
+                };
+                debug!(?access, "libvirt RPC client connected");
+                tokio::spawn(conn::serve(shared.clone(), stream, access));
+            }
+            Err(e) => {
+                warn!("accepting a libvirt RPC client failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Decides what a client of the read-write socket may do.
+fn peer_access(stream: &UnixStream, group: Option<&str>) -> Access {
+    let Ok(cred) = stream.peer_cred() else {
+        return Access::Denied { uid: u32::MAX };
+    };
+    let uid = cred.uid();
+    if uid == 0 || uid == nix::unistd::geteuid().as_raw() {
+        return Access::ReadWrite;
+    }
+    let Some(group) = group else {
+        return Access::Denied { uid };
+    };
+    let Ok(Some(g)) = nix::unistd::Group::from_name(group) else {
+        return Access::Denied { uid };
+    };
+    let gid = g.gid.as_raw();
+    let in_group = cred.gid() == gid
+        || cred
+            .pid()
+            .is_some_and(|pid| process_groups(pid).contains(&gid));
+    if in_group {
+        Access::ReadWrite
+    } else {
+        Access::Denied { uid }
+    }
+}
+
+/// Supplementary groups of a process (`Groups:` in /proc/PID/status).
+fn process_groups(pid: i32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("Groups:")).map(|l| {
+                l["Groups:".len()..]
+                    .split_whitespace()
+                    .filter_map(|g| g.parse().ok())
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// Binds both sockets and spawns their accept loops.
+pub fn start(shared: Arc<Shared>) -> Result<(), ListenError> {
+    let rw = bind(&shared.config.socket)?;
+    let ro = bind(&shared.config.socket_ro)?;
+    info!(
+        "libvirt RPC listening on {} (read-only: {})",
+        shared.config.socket.display(),
+        shared.config.socket_ro.display()
+    );
+    tokio::spawn(accept_loop(shared.clone(), rw, false));
+    tokio::spawn(accept_loop(shared, ro, true));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_paths_match_libvirt_direct_mode() {
+        let c = RpcConfig::system();
+        assert_eq!(c.socket, Path::new("/run/libvirt/virtoxvirtd-sock"));
+        assert_eq!(c.socket_ro, Path::new("/run/libvirt/virtoxvirtd-sock-ro"));
+        assert_eq!(
+            RpcConfig::ro_path_for(Path::new("/x/sock")),
+            Path::new("/x/sock-ro")
+        );
+    }
+
+    #[test]
+    fn own_process_groups_are_read() {
+        let me = std::process::id() as i32;
+        let groups = process_groups(me);
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("Groups:")).unwrap();
+        assert_eq!(groups.len(), line.split_whitespace().count() - 1);
+    }
+}
