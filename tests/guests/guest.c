@@ -1219,6 +1219,9 @@ static void do_count(void)
 	lapic_write(0x320, 1 << 16);		/* mask */
 }
 
+/* virtio drivers and PCI enumeration (owned by the virtio devices' tests) */
+#include "virtio/virtio.c"
+
 /* ---------------------------------------------------------------- main */
 
 void oxmain(int proto, uint64_t info)
@@ -1245,6 +1248,10 @@ void oxmain(int proto, uint64_t info)
 		check_smp();
 	if (want("highmem"))
 		check_highmem();
+	if (want("pci"))
+		check_pci();
+	if (want("virtio"))
+		check_virtio();
 
 	put("OXTEST DONE failures=");
 	put_dec((uint64_t)failures);

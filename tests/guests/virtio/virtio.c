@@ -1,0 +1,494 @@
+/*
+ * oxtest virtio drivers: PCI enumeration and small virtio 1.x (modern PCI) drivers,
+ * written from the virtio 1.2 specification. Included by guest.c (it uses its
+ * port/MMIO helpers and its result-line printer).
+ *
+ * Checks (oxtest=... tokens):
+ *   pci      one line listing every function on bus 0: "OXTEST pci ok 00.0=1b36:0008 04.0=1af4:1042 ..."
+ *   virtio   drive every virtio device found:
+ *     blk     "OXTEST vblk ok slot=S cap=N ro=R id=SERIAL read=pattern|other write=ok|ioerr msix=1"
+ *             reads sector 0..7 (expects the host pattern (k*13+0x5a)&0xff at byte k),
+ *             writes (k*3+S+0xa5)&0xff to bytes 4096..8191 and reads them back, flushes;
+ *             a read-only disk (VIRTIO_BLK_F_RO) must fail the write with VIRTIO_BLK_S_IOERR
+ *     rng     "OXTEST vrng ok slot=S bytes=64 distinct=D"
+ *     console "OXTEST vcons ok slot=S" after sending "OXVIRTIO console says hello" on port 0
+ *   vblkbench=MiB   sequential write then read of MiB through the first writable disk in
+ *                   1 MiB requests, then 4 KiB requests; prints OXBENCH lines with TSC cycles.
+ *
+ * Interrupts stay disabled (the guest runs with IF=0): completion is found by polling
+ * the used ring, and MSI-X delivery is proven by the vector's bit in the local APIC IRR.
+ */
+
+#define VQ_SIZE 16
+#define VIRTIO_F_VERSION_1 (1ull << 32)
+#define VRING_DESC_F_NEXT 1
+#define VRING_DESC_F_WRITE 2
+
+/* Device status bits. */
+#define S_ACK 1
+#define S_DRIVER 2
+#define S_DRIVER_OK 4
+#define S_FEATURES_OK 8
+
+struct vring_desc {
+	uint64_t addr;
+	uint32_t len;
+	uint16_t flags, next;
+};
+
+struct vring_avail {
+	uint16_t flags, idx, ring[VQ_SIZE], used_event;
+};
+
+struct vring_used {
+	uint16_t flags, idx;
+	struct {
+		uint32_t id, len;
+	} ring[VQ_SIZE];
+	uint16_t avail_event;
+};
+
+struct vq {
+	volatile struct vring_desc *desc;
+	volatile struct vring_avail *avail;
+	volatile struct vring_used *used;
+	uint16_t size, last_used;
+	uint64_t notify;
+	uint8_t vector;
+};
+
+struct vdev {
+	uint8_t slot;
+	uint16_t id;
+	uint64_t common, notify, isr, devcfg;
+	uint32_t notify_mult;
+	uint64_t msix_table;
+	uint8_t cap_msix;
+	uint64_t features;
+	struct vq q[4];
+};
+
+/* Queues and buffers come from RAM above the image (8 MiB up); tests give >= 64 MiB. */
+static uint64_t vmem_next = 8ull << 20;
+static void *valloc(uint64_t size, uint64_t align)
+{
+	vmem_next = (vmem_next + align - 1) & ~(align - 1);
+	void *p = (void *)vmem_next;
+	vmem_next += size;
+	memset(p, 0, size);
+	return p;
+}
+
+static uint8_t next_vector = 0x50;
+
+/* ---------------------------------------------------------------- PCI configuration */
+
+static uint32_t pci_read32(uint8_t slot, uint8_t fn, uint8_t off)
+{
+	outl(0xcf8, 0x80000000u | (uint32_t)slot << 11 | (uint32_t)fn << 8 | (off & 0xfc));
+	return inl(0xcfc);
+}
+
+static void pci_write16(uint8_t slot, uint8_t fn, uint8_t off, uint16_t v)
+{
+	outl(0xcf8, 0x80000000u | (uint32_t)slot << 11 | (uint32_t)fn << 8 | (off & 0xfc));
+	outw((uint16_t)(0xcfc + (off & 2)), v);
+}
+
+static uint64_t pci_bar(uint8_t slot, uint8_t bar)
+{
+	uint32_t lo = pci_read32(slot, 0, (uint8_t)(0x10 + 4 * bar));
+	uint64_t a = lo & ~0xfu;
+	if ((lo & 6) == 4)
+		a |= (uint64_t)pci_read32(slot, 0, (uint8_t)(0x14 + 4 * bar)) << 32;
+	return a;
+}
+
+static void check_pci(void)
+{
+	result("pci", 1);
+	for (uint8_t s = 0; s < 32; s++) {
+		uint32_t hdr = pci_read32(s, 0, 0x0c);
+		int fns = (hdr >> 16) & 0x80 ? 8 : 1;
+		for (uint8_t f = 0; f < fns; f++) {
+			uint32_t id = pci_read32(s, f, 0);
+			if ((id & 0xffff) == 0xffff)
+				continue;
+			char b[3] = { "0123456789abcdef"[s >> 4], "0123456789abcdef"[s & 15], 0 };
+			put(b);
+			put(".");
+			b[0] = (char)('0' + f);
+			b[1] = 0;
+			put(b);
+			put("=");
+			put_hex(id & 0xffff);
+			put(":");
+			put_hex(id >> 16);
+			put(" ");
+		}
+	}
+	flush();
+}
+
+/* ---------------------------------------------------------------- virtio-pci transport */
+
+static inline void mb(void) { __asm__ volatile("mfence" ::: "memory"); }
+static inline uint8_t r8(uint64_t a) { return *(volatile uint8_t *)a; }
+static inline uint16_t r16(uint64_t a) { return *(volatile uint16_t *)a; }
+static inline uint32_t r32(uint64_t a) { return *(volatile uint32_t *)a; }
+static inline void w8(uint64_t a, uint8_t v) { *(volatile uint8_t *)a = v; }
+static inline void w16(uint64_t a, uint16_t v) { *(volatile uint16_t *)a = v; }
+static inline void w32(uint64_t a, uint32_t v) { *(volatile uint32_t *)a = v; }
+static inline void w64(uint64_t a, uint64_t v) { w32(a, (uint32_t)v); w32(a + 4, (uint32_t)(v >> 32)); }
+
+/* Walks the capability list for the virtio structures and MSI-X. */
+static int virtio_probe(struct vdev *d, uint8_t slot)
+{
+	memset(d, 0, sizeof(*d));
+	d->slot = slot;
+	d->id = (uint16_t)(pci_read32(slot, 0, 0) >> 16);
+	/* memory space + bus master */
+	pci_write16(slot, 0, 4, (uint16_t)(pci_read32(slot, 0, 4) | 6));
+	uint8_t cap = (uint8_t)pci_read32(slot, 0, 0x34);
+	while (cap) {
+		uint32_t h = pci_read32(slot, 0, cap);
+		uint8_t id = (uint8_t)h, type = (uint8_t)(h >> 24);
+		if (id == 0x09) {
+			uint8_t bar = (uint8_t)pci_read32(slot, 0, (uint8_t)(cap + 4));
+			uint64_t a = pci_bar(slot, bar) + pci_read32(slot, 0, (uint8_t)(cap + 8));
+			if (type == 1)
+				d->common = a;
+			else if (type == 2) {
+				d->notify = a;
+				d->notify_mult = pci_read32(slot, 0, (uint8_t)(cap + 16));
+			} else if (type == 3)
+				d->isr = a;
+			else if (type == 4)
+				d->devcfg = a;
+		} else if (id == 0x11) {
+			d->cap_msix = cap;
+			uint32_t t = pci_read32(slot, 0, (uint8_t)(cap + 4));
+			d->msix_table = pci_bar(slot, (uint8_t)(t & 7)) + (t & ~7u);
+		}
+		cap = (uint8_t)(h >> 8);
+	}
+	return d->common && d->notify && d->isr && d->msix_table;
+}
+
+/* Programs MSI-X vector `entry` to deliver CPU vector `vec` to this CPU. */
+static void msix_set(struct vdev *d, uint16_t entry, uint8_t vec)
+{
+	uint64_t e = d->msix_table + 16ull * entry;
+	w32(e, 0xfee00000u | lapic_id() << 12);
+	w32(e + 4, 0);
+	w32(e + 8, vec);
+	w32(e + 12, 0);	/* unmask */
+}
+
+/* Reset, negotiate (VERSION_1 | want & offered), set up `nq` queues with MSI-X. */
+static int virtio_init(struct vdev *d, uint64_t want, int nq)
+{
+	uint64_t c = d->common;
+	w8(c + 0x14, 0);
+	while (r8(c + 0x14))
+		cpu_relax();
+	w8(c + 0x14, S_ACK);
+	w8(c + 0x14, S_ACK | S_DRIVER);
+	w32(c + 0x00, 0);
+	uint64_t f = r32(c + 0x04);
+	w32(c + 0x00, 1);
+	f |= (uint64_t)r32(c + 0x04) << 32;
+	if (!(f & VIRTIO_F_VERSION_1))
+		return 0;
+	d->features = f & (want | VIRTIO_F_VERSION_1);
+	w32(c + 0x08, 0);
+	w32(c + 0x0c, (uint32_t)d->features);
+	w32(c + 0x08, 1);
+	w32(c + 0x0c, (uint32_t)(d->features >> 32));
+	w8(c + 0x14, S_ACK | S_DRIVER | S_FEATURES_OK);
+	if (!(r8(c + 0x14) & S_FEATURES_OK))
+		return 0;
+	/* MSI-X on: message control bit 15 (config space word at cap + 2). */
+	uint32_t mc = pci_read32(d->slot, 0, d->cap_msix);
+	pci_write16(d->slot, 0, (uint8_t)(d->cap_msix + 2), (uint16_t)((mc >> 16) | 0x8000));
+	w16(c + 0x10, 0xffff);	/* no config-change vector */
+	for (int i = 0; i < nq; i++) {
+		struct vq *q = &d->q[i];
+		w16(c + 0x16, (uint16_t)i);
+		uint16_t max = r16(c + 0x18);
+		if (!max)
+			return 0;
+		q->size = max < VQ_SIZE ? max : VQ_SIZE;
+		w16(c + 0x18, q->size);
+		q->desc = valloc(sizeof(struct vring_desc) * VQ_SIZE, 16);
+		q->avail = valloc(sizeof(struct vring_avail), 2);
+		q->used = valloc(sizeof(struct vring_used), 4);
+		q->last_used = 0;
+		q->vector = next_vector++;
+		msix_set(d, (uint16_t)(i + 1), q->vector);
+		w16(c + 0x1a, (uint16_t)(i + 1));
+		if (r16(c + 0x1a) != i + 1)
+			return 0;
+		w64(c + 0x20, (uint64_t)q->desc);
+		w64(c + 0x28, (uint64_t)q->avail);
+		w64(c + 0x30, (uint64_t)q->used);
+		q->notify = d->notify + (uint64_t)r16(c + 0x1e) * d->notify_mult;
+		w16(c + 0x1c, 1);
+	}
+	w8(c + 0x14, S_ACK | S_DRIVER | S_FEATURES_OK | S_DRIVER_OK);
+	return (r8(c + 0x14) & 0x40) == 0;
+}
+
+static int irr_set(uint8_t vec)
+{
+	return (lapic_read(0x200 + 0x10 * (vec / 32)) >> (vec % 32)) & 1;
+}
+
+/* Puts a chain of n descriptors (from slot 0) on the queue and notifies. */
+static void vq_submit(struct vq *q, int qi, const uint64_t *addr, const uint32_t *len, const uint16_t *flags, int n)
+{
+	for (int i = 0; i < n; i++) {
+		q->desc[i].addr = addr[i];
+		q->desc[i].len = len[i];
+		q->desc[i].flags = (uint16_t)(flags[i] | (i + 1 < n ? VRING_DESC_F_NEXT : 0));
+		q->desc[i].next = (uint16_t)(i + 1);
+	}
+	q->avail->ring[q->avail->idx % q->size] = 0;
+	mb();
+	q->avail->idx++;
+	mb();
+	w16(q->notify, (uint16_t)qi);
+}
+
+/* Waits for the next used entry; returns its length, or -1 after ~30 s. */
+static int64_t vq_wait(struct vq *q)
+{
+	uint64_t end = rdtsc() + 30ull * 3000000000ull;
+	while (q->used->idx == q->last_used) {
+		if (rdtsc() > end)
+			return -1;
+		cpu_relax();
+	}
+	mb();
+	int64_t len = q->used->ring[q->last_used % q->size].len;
+	q->last_used++;
+	return len;
+}
+
+/* ---------------------------------------------------------------- virtio-blk */
+
+#define BLK_F_RO (1ull << 5)
+#define BLK_F_FLUSH (1ull << 9)
+
+struct blk_hdr {
+	uint32_t type, reserved;
+	uint64_t sector;
+};
+
+static struct blk_hdr *blk_hdr;
+static volatile uint8_t *blk_status;
+
+/* One request; returns the status byte (0xff if none came back). */
+static uint8_t blk_rw(struct vdev *d, uint32_t type, uint64_t sector, void *buf, uint32_t len)
+{
+	blk_hdr->type = type;
+	blk_hdr->reserved = 0;
+	blk_hdr->sector = sector;
+	*blk_status = 0xff;
+	uint64_t a[3] = { (uint64_t)blk_hdr, (uint64_t)buf, (uint64_t)blk_status };
+	uint32_t l[3] = { 16, len, 1 };
+	uint16_t f[3] = { 0, (uint16_t)(type == 1 ? 0 : VRING_DESC_F_WRITE), VRING_DESC_F_WRITE };
+	if (len) {
+		vq_submit(&d->q[0], 0, a, l, f, 3);
+	} else {
+		a[1] = a[2];
+		l[1] = 1;
+		f[1] = VRING_DESC_F_WRITE;
+		vq_submit(&d->q[0], 0, a, l, f, 2);
+	}
+	if (vq_wait(&d->q[0]) < 0)
+		return 0xff;
+	return *blk_status;
+}
+
+static struct vdev *bench_disk;
+
+static void check_vblk(struct vdev *d)
+{
+	if (!blk_hdr) {
+		blk_hdr = valloc(16, 16);
+		blk_status = valloc(1, 1);
+	}
+	if (!virtio_init(d, BLK_F_RO | BLK_F_FLUSH, 1)) {
+		result("vblk", 0);
+		put("slot=");
+		put_dec(d->slot);
+		put(" init failed");
+		flush();
+		return;
+	}
+	int ro = (d->features & BLK_F_RO) != 0;
+	uint64_t cap = r32(d->devcfg) | (uint64_t)r32(d->devcfg + 4) << 32;
+	uint8_t *buf = valloc(8192, 4096);
+	char id[21];
+	memset(id, 0, sizeof(id));
+	uint8_t st_id = blk_rw(d, 8, 0, buf, 20);
+	for (int i = 0; i < 20 && buf[i]; i++)
+		id[i] = (char)buf[i];
+	uint8_t st_rd = blk_rw(d, 0, 0, buf, 4096);
+	int pattern = st_rd == 0;
+	for (int k = 0; k < 4096 && pattern; k++)
+		pattern = buf[k] == (uint8_t)(k * 13 + 0x5a);
+	for (int k = 0; k < 4096; k++)
+		buf[4096 + k] = (uint8_t)(k * 3 + d->slot + 0xa5);
+	uint8_t st_wr = blk_rw(d, 1, 8, buf + 4096, 4096);
+	int wrote = st_wr == 0;
+	if (wrote) {
+		memset(buf, 0, 4096);
+		wrote = blk_rw(d, 0, 8, buf, 4096) == 0 && !memcmp(buf, buf + 4096, 4096);
+		wrote = wrote && (!(d->features & BLK_F_FLUSH) || blk_rw(d, 4, 0, 0, 0) == 0);
+	}
+	int msix = irr_set(d->q[0].vector);
+	int ok = st_id == 0 && st_rd == 0 && msix && (ro ? st_wr == 1 : wrote);
+	result("vblk", ok);
+	put("slot=");
+	put_dec(d->slot);
+	put(" cap=");
+	put_dec(cap);
+	put(" ro=");
+	put_dec((uint64_t)ro);
+	put(" id=");
+	put(id[0] ? id : "-");
+	put(pattern ? " read=pattern" : " read=other");
+	put(st_wr == 0 ? (wrote ? " write=ok" : " write=mismatch") : st_wr == 1 ? " write=ioerr" : " write=bad");
+	put(" msix=");
+	put_dec((uint64_t)msix);
+	flush();
+	if (!ro && !bench_disk)
+		bench_disk = d;
+}
+
+/* Sequential throughput with `req` byte requests over `total` bytes; prints TSC cycles. */
+static void bench_blk(struct vdev *d, uint64_t total, uint32_t req)
+{
+	uint8_t *buf = valloc(req, 4096);
+	for (uint32_t k = 0; k < req; k += 4096)
+		buf[k] = (uint8_t)k;
+	for (int write = 1; write >= 0; write--) {
+		uint64_t t0 = rdtsc(), n = 0;
+		int bad = 0;
+		for (uint64_t off = 0; off + req <= total; off += req, n++)
+			bad |= blk_rw(d, write ? 1 : 0, (4096 + off) / 512, buf, req) != 0;
+		uint64_t t1 = rdtsc();
+		put("OXBENCH vblk ");
+		put(write ? "write" : "read");
+		put(" req=");
+		put_dec(req);
+		put(" count=");
+		put_dec(n);
+		put(" cycles=");
+		put_dec(t1 - t0);
+		put(bad ? " errors=1" : " errors=0");
+		flush();
+	}
+}
+
+/* ---------------------------------------------------------------- virtio-rng */
+
+static void check_vrng(struct vdev *d)
+{
+	int ok = virtio_init(d, 0, 1);
+	uint8_t *buf = valloc(64, 64);
+	int64_t n = -1;
+	if (ok) {
+		uint64_t a[1] = { (uint64_t)buf };
+		uint32_t l[1] = { 64 };
+		uint16_t f[1] = { VRING_DESC_F_WRITE };
+		vq_submit(&d->q[0], 0, a, l, f, 1);
+		n = vq_wait(&d->q[0]);
+	}
+	int distinct = 0;
+	for (int i = 0; i < 64; i++) {
+		int seen = 0;
+		for (int j = 0; j < i; j++)
+			seen |= buf[j] == buf[i];
+		distinct += !seen;
+	}
+	result("vrng", ok && n > 0 && distinct > 16);
+	put("slot=");
+	put_dec(d->slot);
+	put(" bytes=");
+	put_dec(n < 0 ? 0 : (uint64_t)n);
+	put(" distinct=");
+	put_dec((uint64_t)distinct);
+	flush();
+}
+
+/* ---------------------------------------------------------------- virtio-console */
+
+static void check_vcons(struct vdev *d)
+{
+	static const char msg[] = "OXVIRTIO console says hello\n";
+	int ok = virtio_init(d, 0, 2);
+	int64_t n = -1;
+	if (ok) {
+		char *buf = valloc(sizeof(msg), 64);
+		memcpy(buf, msg, sizeof(msg) - 1);
+		uint64_t a[1] = { (uint64_t)buf };
+		uint32_t l[1] = { sizeof(msg) - 1 };
+		uint16_t f[1] = { 0 };
+		vq_submit(&d->q[1], 1, a, l, f, 1);
+		n = vq_wait(&d->q[1]);
+	}
+	result("vcons", ok && n >= 0);
+	put("slot=");
+	put_dec(d->slot);
+	flush();
+}
+
+/* ---------------------------------------------------------------- entry */
+
+static struct vdev vdevs[32];
+
+static void check_virtio(void)
+{
+	lapic_enable();
+	int found = 0;
+	for (uint8_t s = 1; s < 32; s++) {
+		uint32_t id = pci_read32(s, 0, 0);
+		if ((id & 0xffff) != 0x1af4 || (id >> 16) < 0x1040)
+			continue;
+		struct vdev *d = &vdevs[s];
+		if (!virtio_probe(d, s)) {
+			result("virtio", 0);
+			put("slot=");
+			put_dec(s);
+			put(" capabilities missing");
+			flush();
+			continue;
+		}
+		found++;
+		switch (d->id - 0x1040) {
+		case 2:
+			check_vblk(d);
+			break;
+		case 4:
+			check_vrng(d);
+			break;
+		case 3:
+			check_vcons(d);
+			break;
+		default:
+			break;
+		}
+	}
+	result("virtio", found > 0);
+	put("devices=");
+	put_dec((uint64_t)found);
+	flush();
+	uint64_t mib = cmdline_num("vblkbench", 0);
+	if (mib && bench_disk) {
+		bench_blk(bench_disk, mib << 20, 1u << 20);
+		bench_blk(bench_disk, mib << 20 > (4u << 20) ? 4u << 20 : mib << 20, 4096);
+	}
+}
