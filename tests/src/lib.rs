@@ -1,2 +1,26 @@
-//! Integration-test harness: guest images, processes, timeouts.
+//! Integration-test harness: guest images, VMM processes, consoles, timeouts.
+//!
+//! * [`guests`] builds our own test guests (`tests/guests/`) once per source change into
+//!   `${OXVIRT_CACHE:-$HOME/.cache/oxvirt}/guests/<hash>/`.
+//! * [`spec`] makes `MachineSpec`s and domain XML for a guest.
+//! * [`vm::Vm`] runs `oxvirt-vmm`, collects the serial console from whichever backend the
+//!   spec names (stdio, file, pty, unix socket) and the log, waits with timeouts, and
+//!   prints both when a wait fails.
+//! * [`linux`] fetches Debian's cloud kernel (bzImage and the ELF vmlinux inside it) and
+//!   builds busybox initramfs images, for the Linux tests.
+//! * [`host`] tells what this host's KVM can do, for tests that must skip.
 #![forbid(unsafe_code)]
+
+pub mod cache;
+pub mod cpio;
+pub mod guests;
+pub mod host;
+pub mod linux;
+pub mod oxtest;
+pub mod spec;
+pub mod vm;
+
+pub use guests::{test_guests, TestGuests};
+pub use host::{emulated_kvm, kvm_usable, skip};
+pub use spec::{domain_xml, spec, SerialBackend};
+pub use vm::{bin_path, Vm, GUEST_TIMEOUT};

@@ -1,0 +1,159 @@
+//! oxvirt-vmm boots our test guests and they find the machine the spec describes:
+//! entry protocol, e820 map, ACPI tables, vCPUs started by INIT/SIPI, memory above 4 GiB,
+//! and S5 power-off ending the process with `exit::POWEROFF`.
+
+use machine_spec::exit;
+use oxvirt_tests::host::require_kvm;
+use oxvirt_tests::{spec, test_guests, Vm, GUEST_TIMEOUT};
+
+/// Boots `kernel` with `oxtest=<checks>,poweroff`, expects every check ok and a clean
+/// power-off; returns the VM for further assertions.
+fn run_checks(kernel: &std::path::Path, checks: &str, mem_mib: u64, cpus: u32) -> Vm {
+    let cmdline =
+        format!("console=ttyS0 oxtest={checks},poweroff mem_expect={mem_mib} cpus_expect={cpus}");
+    let vm = Vm::start(&spec(kernel, &cmdline, mem_mib, cpus));
+    vm.wait_for("OXTEST DONE", GUEST_TIMEOUT);
+    vm.assert_no_failures();
+    let code = vm.wait_exit(GUEST_TIMEOUT);
+    if code != exit::POWEROFF {
+        vm.fail(&format!(
+            "guest powered off (ACPI S5) but the VMM exited {code}, expected {}",
+            exit::POWEROFF
+        ));
+    }
+    vm
+}
+
+#[test]
+fn pvh_entry_e820_acpi_poweroff() {
+    if !require_kvm("pvh_entry_e820_acpi_poweroff") {
+        return;
+    }
+    let vm = run_checks(&test_guests().elf, "e820,acpi", 128, 1);
+    let boot = vm.expect_ok("boot", GUEST_TIMEOUT);
+    assert_eq!(boot.field("protocol"), Some("pvh"), "{}", vm.console());
+    assert_eq!(boot.field("magic"), Some("0x336ec578"));
+    let e820 = vm.expect_ok("e820", GUEST_TIMEOUT);
+    assert_eq!(e820.field("expect_mib"), Some("128"));
+    let acpi = vm.expect_ok("acpi", GUEST_TIMEOUT);
+    // The VMM hands the RSDP over in the PVH start info.
+    assert_eq!(acpi.field("source"), Some("start_info"), "{}", vm.console());
+    let tables = acpi.field("tables").unwrap_or_default();
+    for t in ["FACP", "APIC"] {
+        assert!(tables.contains(t), "{t} missing from the XSDT: {tables}");
+    }
+    assert_eq!(acpi.field("madt_cpus"), Some("1"));
+    assert_ne!(acpi.field("s5"), Some("none"), "DSDT has no \\_S5");
+    let cmd = vm.expect_ok("cmdline", GUEST_TIMEOUT);
+    assert!(cmd.details.contains("oxtest=e820,acpi,poweroff"));
+}
+
+#[test]
+fn bzimage_64bit_entry() {
+    if !require_kvm("bzimage_64bit_entry") {
+        return;
+    }
+    let vm = run_checks(&test_guests().bzimage, "e820,acpi", 128, 1);
+    let boot = vm.expect_ok("boot", GUEST_TIMEOUT);
+    assert_eq!(boot.field("protocol"), Some("bzimage"), "{}", vm.console());
+    // A 64-bit boot protocol loader enters at code32_start + 0x200 in long mode.
+    assert_eq!(boot.field("entry"), Some("64"), "{}", vm.console());
+    let proto = boot.field("boot_protocol").unwrap_or_default();
+    assert_eq!(proto, "0x20f", "setup header version as the guest has it");
+}
+
+#[test]
+fn one_vcpu() {
+    if !require_kvm("one_vcpu") {
+        return;
+    }
+    let vm = run_checks(&test_guests().elf, "acpi,smp", 128, 1);
+    assert_eq!(vm.expect_ok("smp", GUEST_TIMEOUT).field("cpus"), Some("1"));
+}
+
+#[test]
+fn two_vcpus_by_init_sipi() {
+    if !require_kvm("two_vcpus_by_init_sipi") {
+        return;
+    }
+    let vm = run_checks(&test_guests().elf, "acpi,smp", 128, 2);
+    let smp = vm.expect_ok("smp", GUEST_TIMEOUT);
+    assert_eq!(smp.field("cpus"), Some("2"), "{}", vm.console());
+    assert_eq!(smp.field("apic_ids"), Some("0,1"));
+}
+
+#[test]
+fn four_vcpus_more_than_host_cores() {
+    if !require_kvm("four_vcpus_more_than_host_cores") {
+        return;
+    }
+    let vm = run_checks(&test_guests().elf, "acpi,smp", 128, 4);
+    let smp = vm.expect_ok("smp", GUEST_TIMEOUT);
+    assert_eq!(smp.field("cpus"), Some("4"), "{}", vm.console());
+    let mut ids: Vec<u32> = smp
+        .field("apic_ids")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [0, 1, 2, 3], "{}", vm.console());
+}
+
+#[test]
+fn bzimage_with_smp() {
+    if !require_kvm("bzimage_with_smp") {
+        return;
+    }
+    let vm = run_checks(&test_guests().bzimage, "e820,acpi,smp", 128, 2);
+    assert_eq!(vm.expect_ok("smp", GUEST_TIMEOUT).field("cpus"), Some("2"));
+}
+
+#[test]
+fn guest_with_4_5_gib_sees_all_its_ram() {
+    if !require_kvm("guest_with_4_5_gib_sees_all_its_ram") {
+        return;
+    }
+    let vm = run_checks(&test_guests().elf, "e820,highmem", 4608, 1);
+    let e820 = vm.expect_ok("e820", GUEST_TIMEOUT);
+    // 3 GiB below the PCI hole, the rest above 4 GiB.
+    let above: u64 = e820.field("above_4g_mib").unwrap_or("0").parse().unwrap();
+    assert!(
+        above >= 1024,
+        "only {above} MiB above 4 GiB: {}",
+        e820.details
+    );
+    let hm = vm.expect_ok("highmem", GUEST_TIMEOUT);
+    assert_eq!(hm.field("first"), Some("0x100000000"));
+    assert_eq!(hm.field("pattern"), Some("ok"));
+}
+
+#[test]
+fn guest_with_exactly_4_gib() {
+    if !require_kvm("guest_with_exactly_4_gib") {
+        return;
+    }
+    let vm = run_checks(&test_guests().elf, "e820,highmem", 4096, 1);
+    vm.expect_ok("highmem", GUEST_TIMEOUT);
+}
+
+#[test]
+fn no_acpi_means_no_tables() {
+    if !require_kvm("no_acpi_means_no_tables") {
+        return;
+    }
+    let mut s = spec(&test_guests().elf, "console=ttyS0 oxtest=acpi,halt", 128, 1);
+    s.platform.acpi = false;
+    let vm = Vm::start(&s);
+    vm.wait_for("OXTEST DONE", GUEST_TIMEOUT);
+    let acpi = vm
+        .checks()
+        .into_iter()
+        .find(|c| c.name == "acpi")
+        .unwrap_or_else(|| vm.fail("no acpi line"));
+    assert!(
+        !acpi.ok,
+        "ACPI tables found although the spec has acpi=false: {}",
+        acpi.details
+    );
+}

@@ -1,0 +1,112 @@
+//! Guest reset and host stop: `on_reboot` restart runs the guest again in the same process,
+//! destroy ends it with `exit::REBOOT`; SIGTERM stops it with `exit::HOST_STOP`.
+
+use std::time::Duration;
+
+use machine_spec::{exit, LifecycleAction};
+use oxvirt_tests::host::require_kvm;
+use oxvirt_tests::{spec, test_guests, Vm, GUEST_TIMEOUT};
+
+#[test]
+fn reset_with_on_reboot_restart_runs_the_guest_again() {
+    if !require_kvm("reset_with_on_reboot_restart_runs_the_guest_again") {
+        return;
+    }
+    let mut s = spec(&test_guests().elf, "console=ttyS0 oxtest=reset", 128, 1);
+    s.lifecycle.on_reboot = LifecycleAction::Restart;
+    let vm = Vm::start(&s);
+    vm.wait_count("OXTEST READY", 2, GUEST_TIMEOUT);
+    assert!(vm.exited().is_none(), "the VMM ended instead of restarting");
+    let pid = vm.pid();
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+}
+
+#[test]
+fn reset_with_two_vcpus_restarts_all_of_them() {
+    if !require_kvm("reset_with_two_vcpus_restarts_all_of_them") {
+        return;
+    }
+    let s = spec(
+        &test_guests().elf,
+        "console=ttyS0 oxtest=acpi,smp,reset cpus_expect=2",
+        128,
+        2,
+    );
+    let vm = Vm::start(&s);
+    // The second run brings the APs up again from INIT/SIPI.
+    vm.wait_count("OXTEST smp ok cpus=2", 2, GUEST_TIMEOUT * 2);
+    vm.assert_no_failures();
+}
+
+#[test]
+fn keyboard_controller_reset_with_on_reboot_destroy_exits_reboot() {
+    if !require_kvm("keyboard_controller_reset_with_on_reboot_destroy_exits_reboot") {
+        return;
+    }
+    let mut s = spec(
+        &test_guests().elf,
+        "console=ttyS0 oxtest=reset reset_method=kbd",
+        128,
+        1,
+    );
+    s.lifecycle.on_reboot = LifecycleAction::Destroy;
+    let vm = Vm::start(&s);
+    vm.wait_for("OXTEST reset trying kbd", GUEST_TIMEOUT);
+    let code = vm.wait_exit(GUEST_TIMEOUT);
+    if code != exit::REBOOT {
+        vm.fail(&format!(
+            "exit status {code}, expected REBOOT ({})",
+            exit::REBOOT
+        ));
+    }
+    assert_eq!(vm.console().matches("OXTEST READY").count(), 1);
+}
+
+#[test]
+fn default_reset_with_on_reboot_destroy_exits_reboot() {
+    if !require_kvm("default_reset_with_on_reboot_destroy_exits_reboot") {
+        return;
+    }
+    // The guest tries the FADT reset register first, as Linux does (reboot=acpi).
+    let mut s = spec(&test_guests().elf, "console=ttyS0 oxtest=reset", 128, 1);
+    s.lifecycle.on_reboot = LifecycleAction::Destroy;
+    let vm = Vm::start(&s);
+    let code = vm.wait_exit(GUEST_TIMEOUT);
+    if code != exit::REBOOT {
+        vm.fail(&format!(
+            "exit status {code}, expected REBOOT ({})",
+            exit::REBOOT
+        ));
+    }
+}
+
+#[test]
+fn sigterm_stops_a_running_guest() {
+    if !require_kvm("sigterm_stops_a_running_guest") {
+        return;
+    }
+    let s = spec(&test_guests().elf, "console=ttyS0 oxtest=count", 128, 1);
+    let vm = Vm::start(&s);
+    vm.wait_for("OXTEST tick 1", GUEST_TIMEOUT);
+    vm.signal(nix::sys::signal::Signal::SIGTERM);
+    let code = vm.wait_exit(Duration::from_secs(30));
+    if code != exit::HOST_STOP {
+        vm.fail(&format!(
+            "exit status {code}, expected HOST_STOP ({})",
+            exit::HOST_STOP
+        ));
+    }
+}
+
+#[test]
+fn missing_kernel_is_a_clear_vmm_error() {
+    let s = spec(std::path::Path::new("/nonexistent/vmlinux"), "", 128, 1);
+    let vm = Vm::start(&s);
+    let code = vm.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, exit::VMM_ERROR, "{}", vm.log());
+    assert!(
+        vm.log().contains("/nonexistent/vmlinux"),
+        "the error should name the kernel path:\n{}",
+        vm.log()
+    );
+}
