@@ -22,21 +22,31 @@ pub fn guest_sources() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("guests")
 }
 
-/// Hash of every file in `tests/guests/` (names and contents): the cache key.
+/// Hash of every file under `tests/guests/` (relative paths and contents): the cache key.
 fn sources_hash(dir: &Path) -> anyhow::Result<String> {
-    let mut names: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
-        .map(|e| e.file_name())
-        .collect();
-    names.sort();
+    let mut files = Vec::new();
+    collect_files(dir, dir, &mut files)?;
+    files.sort();
     let mut h = Fnv::default();
-    for n in names {
-        h.write(n.as_encoded_bytes());
-        h.write(&std::fs::read(dir.join(&n))?);
+    for rel in files {
+        h.write(rel.as_os_str().as_encoded_bytes());
+        h.write(&[0]);
+        h.write(&std::fs::read(dir.join(&rel))?);
     }
     Ok(h.hex())
+}
+
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let e = e?;
+        let t = e.file_type()?;
+        if t.is_dir() {
+            collect_files(root, &e.path(), out)?;
+        } else if t.is_file() {
+            out.push(e.path().strip_prefix(root)?.to_path_buf());
+        }
+    }
+    Ok(())
 }
 
 /// Builds the test guests once per source change and returns their paths. Panics with
