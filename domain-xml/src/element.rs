@@ -1,0 +1,283 @@
+//! A small owned XML tree: the formatter's output form, and the verbatim store for
+//! content libvirt keeps without interpreting (`<metadata>` children, and elements whose
+//! inside this crate does not model, such as `<graphics>` or `<hostdev>`).
+//!
+//! Serialisation follows libvirt's style: two-space indentation, single-quoted
+//! attributes, `<x/>` for empty elements, text kept inline.
+
+use crate::error::{Error, Result};
+
+/// Deepest element nesting accepted inside verbatim content (guards the recursion).
+const MAX_DEPTH: usize = 64;
+
+/// An element: qualified name (`prefix:local` for namespaced ones), attributes in
+/// order (namespace declarations included as `xmlns:p`), and children.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Element {
+    pub name: String,
+    pub attrs: Vec<(String, String)>,
+    pub children: Vec<Node>,
+}
+
+/// A child of an [`Element`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    Element(Element),
+    Text(String),
+}
+
+impl Element {
+    pub fn new(name: impl Into<String>) -> Self {
+        Element {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Adds an attribute (builder style).
+    pub fn attr(mut self, name: &str, value: impl ToString) -> Self {
+        self.attrs.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Adds an attribute when `value` is `Some`.
+    pub fn opt_attr<T: ToString>(self, name: &str, value: Option<T>) -> Self {
+        match value {
+            Some(v) => self.attr(name, v),
+            None => self,
+        }
+    }
+
+    /// Appends a child element.
+    pub fn child(mut self, child: Element) -> Self {
+        self.children.push(Node::Element(child));
+        self
+    }
+
+    /// Appends a child element when `Some`.
+    pub fn opt_child(self, child: Option<Element>) -> Self {
+        match child {
+            Some(c) => self.child(c),
+            None => self,
+        }
+    }
+
+    /// Appends several child elements.
+    pub fn children<I: IntoIterator<Item = Element>>(mut self, items: I) -> Self {
+        self.children.extend(items.into_iter().map(Node::Element));
+        self
+    }
+
+    /// Sets the text content.
+    pub fn text(mut self, text: impl ToString) -> Self {
+        self.children.push(Node::Text(text.to_string()));
+        self
+    }
+
+    /// `<name>text</name>` when `text` is `Some`.
+    pub fn text_elem<T: ToString>(name: &str, text: Option<T>) -> Option<Element> {
+        text.map(|t| Element::new(name).text(t))
+    }
+
+    /// The value of attribute `name`.
+    pub fn get_attr(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first child element called `name`.
+    pub fn get_child(&self, name: &str) -> Option<&Element> {
+        self.child_elements().find(|e| e.name == name)
+    }
+
+    /// Child elements in order.
+    pub fn child_elements(&self) -> impl Iterator<Item = &Element> {
+        self.children.iter().filter_map(|n| match n {
+            Node::Element(e) => Some(e),
+            Node::Text(_) => None,
+        })
+    }
+
+    /// Concatenated text children.
+    pub fn text_content(&self) -> String {
+        self.children
+            .iter()
+            .filter_map(|n| match n {
+                Node::Text(t) => Some(t.as_str()),
+                Node::Element(_) => None,
+            })
+            .collect()
+    }
+
+    /// Copies a parsed element (and its subtree) verbatim. Namespace declarations
+    /// needed by the subtree are put on this element, so it stands alone.
+    pub fn from_node(node: roxmltree::Node<'_, '_>) -> Result<Element> {
+        let mut el = Self::copy(node, 0)?;
+        let mut decls: Vec<(String, String)> = Vec::new();
+        collect_namespaces(node, &mut decls);
+        for (prefix, uri) in decls.into_iter().rev() {
+            let key = if prefix.is_empty() {
+                "xmlns".to_string()
+            } else {
+                format!("xmlns:{prefix}")
+            };
+            if el.get_attr(&key).is_none() {
+                el.attrs.insert(0, (key, uri));
+            }
+        }
+        Ok(el)
+    }
+
+    fn copy(node: roxmltree::Node<'_, '_>, depth: usize) -> Result<Element> {
+        if depth > MAX_DEPTH {
+            return Err(Error::xml(format!(
+                "element <{}> is nested more than {MAX_DEPTH} levels deep",
+                node.tag_name().name()
+            )));
+        }
+        let mut el = Element::new(qualified_name(node));
+        for a in node.attributes() {
+            let name = match a.namespace() {
+                Some(ns) => match node.lookup_prefix(ns) {
+                    Some(p) if !p.is_empty() => format!("{p}:{}", a.name()),
+                    _ => a.name().to_string(),
+                },
+                None => a.name().to_string(),
+            };
+            el.attrs.push((name, a.value().to_string()));
+        }
+        let has_elements = node.children().any(|c| c.is_element());
+        for c in node.children() {
+            if c.is_element() {
+                el.children.push(Node::Element(Self::copy(c, depth + 1)?));
+            } else if c.is_text() {
+                let t = c.text().unwrap_or_default();
+                // Indentation between elements is not content; libvirt re-indents.
+                if !(has_elements && t.trim().is_empty()) {
+                    el.children.push(Node::Text(t.to_string()));
+                }
+            }
+        }
+        Ok(el)
+    }
+
+    /// Serialises with libvirt's layout, starting at `indent` levels.
+    pub fn write(&self, out: &mut String, indent: usize) {
+        pad(out, indent);
+        out.push('<');
+        out.push_str(&self.name);
+        for (k, v) in &self.attrs {
+            out.push(' ');
+            out.push_str(k);
+            out.push_str("='");
+            escape_attr(out, v);
+            out.push('\'');
+        }
+        if self.children.is_empty() {
+            out.push_str("/>\n");
+            return;
+        }
+        out.push('>');
+        let only_elements = self.children.iter().all(|c| matches!(c, Node::Element(_)));
+        if only_elements {
+            out.push('\n');
+            for c in self.child_elements() {
+                c.write(out, indent + 1);
+            }
+            pad(out, indent);
+        } else {
+            // Text or mixed content: written inline so no whitespace is invented.
+            for c in &self.children {
+                match c {
+                    Node::Text(t) => escape_text(out, t),
+                    Node::Element(e) => {
+                        let mut s = String::new();
+                        e.write(&mut s, 0);
+                        out.push_str(s.trim_end_matches('\n'));
+                    }
+                }
+            }
+        }
+        out.push_str("</");
+        out.push_str(&self.name);
+        out.push_str(">\n");
+    }
+
+    /// The element serialised as a document fragment.
+    pub fn to_xml_string(&self) -> String {
+        let mut s = String::new();
+        self.write(&mut s, 0);
+        s
+    }
+}
+
+fn qualified_name(node: roxmltree::Node<'_, '_>) -> String {
+    let local = node.tag_name().name();
+    match node.tag_name().namespace() {
+        Some(ns) => match node.lookup_prefix(ns) {
+            Some(p) if !p.is_empty() => format!("{p}:{local}"),
+            _ => local.to_string(),
+        },
+        None => local.to_string(),
+    }
+}
+
+/// Namespaces (prefix, uri) used by elements and attributes of the subtree, in first-use
+/// order. The `xml` prefix is predeclared and skipped.
+fn collect_namespaces(node: roxmltree::Node<'_, '_>, out: &mut Vec<(String, String)>) {
+    for d in node.descendants().filter(|n| n.is_element()) {
+        let mut uris: Vec<&str> = Vec::new();
+        if let Some(ns) = d.tag_name().namespace() {
+            uris.push(ns);
+        }
+        uris.extend(d.attributes().filter_map(|a| a.namespace()));
+        for uri in uris {
+            if uri == "http://www.w3.org/XML/1998/namespace" {
+                continue;
+            }
+            let prefix = d.lookup_prefix(uri).unwrap_or_default().to_string();
+            if !out.iter().any(|(p, u)| *p == prefix && u == uri) {
+                out.push((prefix, uri.to_string()));
+            }
+        }
+    }
+}
+
+fn pad(out: &mut String, indent: usize) {
+    for _ in 0..indent {
+        out.push_str("  ");
+    }
+}
+
+/// Escapes an attribute value: the five XML specials as libvirt's `virBufferEscapeString`
+/// does, plus the whitespace characters a parser would otherwise normalise to spaces.
+pub fn escape_attr(out: &mut String, s: &str) {
+    for ch in s.chars() {
+        match ch {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '\'' => out.push_str("&apos;"),
+            '"' => out.push_str("&quot;"),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
+            '\t' => out.push_str("&#9;"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Escapes text content; newlines stay literal, carriage returns are kept as references.
+pub fn escape_text(out: &mut String, s: &str) {
+    for ch in s.chars() {
+        match ch {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '\r' => out.push_str("&#13;"),
+            c => out.push(c),
+        }
+    }
+}

@@ -1,0 +1,601 @@
+//! `<devices>` → spec devices. Accepted: virtio disks, ethernet/bridge virtio interfaces,
+//! serial/console/channel character devices, rng, memballoon, vsock, isa panic; and,
+//! with no effect, the emulator path, PCI/USB/IDE/SATA/virtio-serial controllers,
+//! PS/2 and USB inputs, `<video><model type='none'/>`. Everything else is rejected.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use machine_spec as ms;
+
+use crate::error::{Error, Result};
+use crate::model::*;
+use crate::translate::{vsock_cid, VSOCK_UDS_PATH};
+
+fn unsupported<T>(msg: impl Into<String>) -> Result<T> {
+    Err(Error::unsupported(msg))
+}
+
+fn pci(address: &Option<Address>, what: &str) -> Result<Option<ms::PciAddress>> {
+    match address {
+        None => Ok(None),
+        Some(Address::Pci(p)) => {
+            if p.bus != 0 || p.domain != 0 {
+                return unsupported(format!(
+                    "{what}: PCI address {:04x}:{:02x}:{:02x}.{} is not on the root bus (oxvirt places devices on bus 0 only)",
+                    p.domain, p.bus, p.slot, p.function
+                ));
+            }
+            Ok(Some(ms::PciAddress {
+                domain: p.domain,
+                bus: p.bus,
+                slot: p.slot,
+                function: p.function,
+            }))
+        }
+        Some(_) => unsupported(format!("{what}: only PCI addresses are supported")),
+    }
+}
+
+fn id(alias: &Option<String>, fallback: String) -> String {
+    alias.clone().unwrap_or(fallback)
+}
+
+pub(crate) fn devices(dom: &Domain) -> Result<Vec<ms::Device>> {
+    let d = &dom.devices;
+    reject_unsupported_kinds(d)?;
+    let mut out = Vec::new();
+    for c in &d.controllers {
+        controller(c)?;
+    }
+    for i in &d.inputs {
+        input(i)?;
+    }
+    for v in &d.videos {
+        if v.model_type() != Some("none") {
+            return unsupported(format!(
+                "<video><model type='{}'> is not supported (only 'none'; oxvirt has no display)",
+                v.model_type().unwrap_or("default")
+            ));
+        }
+    }
+    for (i, s) in d.serials.iter().enumerate() {
+        out.push(serial(i, s)?);
+    }
+    let paired = usize::from(
+        !d.serials.is_empty()
+            && d.consoles
+                .first()
+                .is_some_and(|c| c.target.target_type.as_deref() == Some("serial")),
+    );
+    // Ports on the virtio-serial bus, one virtio-console device each, in XML order.
+    let mut ports = Vec::new();
+    for (i, c) in d.consoles.iter().enumerate().skip(paired) {
+        match c.target.target_type.as_deref() {
+            Some("virtio") => ports.push(ms::Device {
+                id: id(&c.alias, format!("console{i}")),
+                pci: None,
+                kind: ms::DeviceKind::Console(ms::Console {
+                    backend: char_backend(c, "console", None)?,
+                    name: None,
+                }),
+            }),
+            Some("serial") => {
+                return unsupported(
+                    "<console target type='serial'> other than the first console is not supported",
+                )
+            }
+            other => {
+                return unsupported(format!(
+                    "<console><target type='{}'> is not supported",
+                    other.unwrap_or("")
+                ))
+            }
+        }
+    }
+    for (i, c) in d.channels.iter().enumerate() {
+        if c.target.target_type.as_deref() != Some("virtio") {
+            return unsupported(format!(
+                "<channel><target type='{}'> is not supported (only 'virtio')",
+                c.target.target_type.as_deref().unwrap_or("")
+            ));
+        }
+        let name = c.target.name.clone();
+        ports.push(ms::Device {
+            id: id(&c.alias, format!("channel{i}")),
+            pci: None,
+            kind: ms::DeviceKind::Console(ms::Console {
+                backend: char_backend(c, "channel", name.as_deref())?,
+                name,
+            }),
+        });
+    }
+    out.extend(ports);
+    for disk_def in &d.disks {
+        out.push(disk(disk_def)?);
+    }
+    for n in &d.interfaces {
+        out.push(interface(n)?);
+    }
+    for (i, r) in d.rngs.iter().enumerate() {
+        out.push(rng(i, r)?);
+    }
+    if let Some(m) = &d.memballoon {
+        if let Some(dev) = balloon(m)? {
+            out.push(dev);
+        }
+    }
+    if let Some(v) = &d.vsock {
+        if v.model.as_deref().is_some_and(|m| m != "virtio") {
+            return unsupported(format!(
+                "<vsock model='{}'> is not supported",
+                v.model.as_deref().unwrap_or_default()
+            ));
+        }
+        if v.driver.is_some() {
+            return unsupported("<vsock><driver> is not supported");
+        }
+        out.push(ms::Device {
+            id: id(&v.alias, "vsock0".into()),
+            pci: pci(&v.address, "vsock")?,
+            kind: ms::DeviceKind::Vsock(ms::Vsock {
+                guest_cid: vsock_cid(v)?,
+                uds_path: PathBuf::from(VSOCK_UDS_PATH),
+            }),
+        });
+    }
+    for (i, p) in d.panics.iter().enumerate() {
+        if p.model.as_deref().is_some_and(|m| m != "isa") {
+            return unsupported(format!(
+                "<panic model='{}'> is not supported (only 'isa')",
+                p.model.as_deref().unwrap_or_default()
+            ));
+        }
+        if d.panics[..i].iter().any(|q| q.model == p.model) {
+            return unsupported("more than one <panic model='isa'> is not supported");
+        }
+        out.push(ms::Device {
+            id: format!("panic{i}"),
+            pci: None,
+            kind: ms::DeviceKind::Pvpanic,
+        });
+    }
+    place_console_ports(d, &mut out)?;
+    Ok(out)
+}
+
+/// Gives each virtio-console port device a PCI slot: the first takes the virtio-serial
+/// controller's address, the others the lowest free slots on bus 0.
+fn place_console_ports(d: &Devices, out: &mut [ms::Device]) -> Result<()> {
+    let controller_addr = d
+        .controllers
+        .iter()
+        .find(|c| c.controller_type == ControllerType::VirtioSerial)
+        .map(|c| pci(&c.address, "virtio-serial controller"))
+        .transpose()?
+        .flatten();
+    let mut used: BTreeSet<u8> = out.iter().filter_map(|x| x.pci.map(|p| p.slot)).collect();
+    // Slots the definition gives to devices that have no spec device (controllers, …).
+    used.insert(0);
+    for c in &d.controllers {
+        if let Some(Address::Pci(p)) = &c.address {
+            if p.bus == 0 {
+                used.insert(p.slot);
+            }
+        }
+    }
+    let mut first = controller_addr;
+    for dev in out.iter_mut() {
+        if !matches!(dev.kind, ms::DeviceKind::Console(_)) {
+            continue;
+        }
+        if let Some(a) = first.take() {
+            dev.pci = Some(a);
+            continue;
+        }
+        let slot = (1..=0x1f)
+            .find(|s| !used.contains(s))
+            .ok_or_else(|| Error::unsupported("no free PCI slot left for a virtio console port"))?;
+        used.insert(slot);
+        dev.pci = Some(ms::PciAddress {
+            domain: 0,
+            bus: 0,
+            slot,
+            function: 0,
+        });
+    }
+    Ok(())
+}
+
+fn reject_unsupported_kinds(d: &Devices) -> Result<()> {
+    let lists: [(&str, bool); 18] = [
+        ("lease", !d.leases.is_empty()),
+        ("filesystem", !d.filesystems.is_empty()),
+        ("smartcard", !d.smartcards.is_empty()),
+        ("parallel", !d.parallels.is_empty()),
+        ("tpm", !d.tpms.is_empty()),
+        ("sound", !d.sounds.is_empty()),
+        ("audio", !d.audios.is_empty()),
+        ("hostdev", !d.hostdevs.is_empty()),
+        ("redirdev", !d.redirdevs.is_empty()),
+        ("redirfilter", !d.redirfilters.is_empty()),
+        ("hub", !d.hubs.is_empty()),
+        ("watchdog", !d.watchdogs.is_empty()),
+        ("nvram", d.nvram.is_some()),
+        ("shmem", !d.shmems.is_empty()),
+        ("memory", !d.memories.is_empty()),
+        ("iommu", d.iommu.is_some()),
+        ("crypto", !d.cryptos.is_empty()),
+        ("graphics", false),
+    ];
+    for (name, present) in lists {
+        if present {
+            return unsupported(format!("<{name}> devices are not supported"));
+        }
+    }
+    if let Some(g) = d.graphics.first() {
+        return unsupported(format!(
+            "<graphics type='{}'> is not supported (oxvirt has no display)",
+            g.attr("type").unwrap_or("")
+        ));
+    }
+    Ok(())
+}
+
+fn controller(c: &Controller) -> Result<()> {
+    match c.controller_type {
+        ControllerType::Pci
+        | ControllerType::Usb
+        | ControllerType::Ide
+        | ControllerType::Sata
+        | ControllerType::Fdc
+        | ControllerType::VirtioSerial => Ok(()),
+        other => unsupported(format!("<controller type='{other}'> is not supported")),
+    }
+}
+
+fn input(i: &Input) -> Result<()> {
+    match (i.input_type.as_str(), i.bus.as_deref()) {
+        ("mouse" | "keyboard" | "tablet", Some("ps2" | "usb")) if i.children.is_empty() => Ok(()),
+        (t, b) => unsupported(format!(
+            "<input type='{t}' bus='{}'> is not supported",
+            b.unwrap_or("")
+        )),
+    }
+}
+
+/// Maps a character device source to a spec backend. `channel_name` gives unnamed unix
+/// channels a socket path relative to the VMM runtime directory.
+fn char_backend(c: &Chardev, what: &str, channel_name: Option<&str>) -> Result<ms::CharBackend> {
+    if c.log.is_some() {
+        return unsupported(format!("<{what}><log> is not supported"));
+    }
+    let src = c.sources.first().cloned().unwrap_or_default();
+    let listen = |mode: Option<&str>| mode != Some("connect");
+    Ok(match c.char_type {
+        CharType::Pty => ms::CharBackend::Pty,
+        CharType::Stdio => ms::CharBackend::Stdio,
+        CharType::Null => ms::CharBackend::Null,
+        CharType::File => ms::CharBackend::File {
+            path: PathBuf::from(src.path.unwrap_or_default()),
+            append: src.append == Some(OnOff::On),
+        },
+        CharType::Unix => {
+            if src.other.iter().any(|(k, _)| k == "tls") || !src.children.is_empty() {
+                return unsupported(format!(
+                    "<{what} type='unix'> source options are not supported"
+                ));
+            }
+            let path = match (src.path, channel_name) {
+                (Some(p), _) => PathBuf::from(p),
+                // libvirt generates a path at start; oxvirt puts it in the runtime dir.
+                (None, Some(n)) => PathBuf::from(format!("{n}.sock")),
+                (None, None) => {
+                    return unsupported(format!("<{what} type='unix'> needs <source path>"))
+                }
+            };
+            ms::CharBackend::Unix {
+                path,
+                listen: listen(src.mode.as_deref()),
+            }
+        }
+        CharType::Tcp => {
+            if c.protocol.as_deref().is_some_and(|p| p != "raw") {
+                return unsupported(format!(
+                    "<{what} type='tcp'><protocol type='{}'> is not supported (only 'raw')",
+                    c.protocol.as_deref().unwrap_or_default()
+                ));
+            }
+            let service = src.service.unwrap_or_default();
+            let port: u16 = service
+                .parse()
+                .map_err(|_| Error::xml(format!("Invalid TCP service '{service}' for <{what}>")))?;
+            ms::CharBackend::Tcp {
+                host: src.host.unwrap_or_else(|| "localhost".to_string()),
+                port,
+                listen: src.mode.as_deref() == Some("bind"),
+            }
+        }
+        other => {
+            return unsupported(format!("<{what} type='{other}'> is not supported"));
+        }
+    })
+}
+
+fn serial(i: usize, s: &Chardev) -> Result<ms::Device> {
+    match (s.target.target_type.as_deref(), s.target.model.as_deref()) {
+        (Some("isa-serial") | None, Some("isa-serial") | None) => {}
+        (t, m) => {
+            return unsupported(format!(
+                "<serial><target type='{}'><model name='{}'> is not supported (only isa-serial)",
+                t.unwrap_or(""),
+                m.unwrap_or("")
+            ))
+        }
+    }
+    let port = s.target.port.unwrap_or(i as u32);
+    if port > 3 {
+        return unsupported(format!(
+            "<serial><target port='{port}'> is not supported (COM1..COM4 are ports 0..3)"
+        ));
+    }
+    Ok(ms::Device {
+        id: id(&s.alias, format!("serial{i}")),
+        pci: None,
+        kind: ms::DeviceKind::Serial(ms::Serial {
+            port: port as u8,
+            backend: char_backend(s, "serial", None)?,
+        }),
+    })
+}
+
+fn disk(d: &Disk) -> Result<ms::Device> {
+    let dev = &d.target.dev;
+    if d.device != DiskDevice::Disk {
+        return unsupported(format!(
+            "disk device '{}' is not supported (target '{dev}')",
+            d.device
+        ));
+    }
+    let bus = d.target.bus.unwrap_or(DiskBus::Virtio);
+    if bus != DiskBus::Virtio {
+        return unsupported(format!(
+            "disk bus '{bus}' is not supported (target '{dev}')"
+        ));
+    }
+    let path = match (d.disk_type, &d.source) {
+        (DiskType::File, Some(s)) if s.get("file").is_some() => s.get("file"),
+        (DiskType::Block, Some(s)) if s.get("dev").is_some() => s.get("dev"),
+        (DiskType::File | DiskType::Block, _) => {
+            return unsupported(format!(
+                "disk '{dev}' has no <source>: empty disks are not supported"
+            ))
+        }
+        (t, _) => return unsupported(format!("disk type '{t}' is not supported (target '{dev}')")),
+    }
+    .unwrap_or_default();
+    if let Some(s) = &d.source {
+        if let Some((k, _)) = s
+            .attrs
+            .iter()
+            .find(|(k, _)| k != "file" && k != "dev" && k != "index")
+        {
+            return unsupported(format!("disk '{dev}': <source {k}> is not supported"));
+        }
+        if let Some(c) = s.children.first() {
+            return unsupported(format!(
+                "disk '{dev}': <source><{}> is not supported",
+                c.name
+            ));
+        }
+    }
+    if let Some(m) = &d.model {
+        if m != "virtio" {
+            return unsupported(format!("disk '{dev}': model '{m}' is not supported"));
+        }
+    }
+    let mut format = ms::DiskFormat::Raw;
+    let mut cache = ms::CacheMode::Default;
+    let mut discard = false;
+    if let Some(dr) = &d.driver {
+        if dr.name.as_deref().is_some_and(|n| n != "qemu") {
+            return unsupported(format!(
+                "disk '{dev}': <driver name='{}'> is not supported",
+                dr.name.as_deref().unwrap_or_default()
+            ));
+        }
+        format = match dr.format {
+            None | Some(DiskFormat::Raw) => ms::DiskFormat::Raw,
+            Some(DiskFormat::Qcow2) => ms::DiskFormat::Qcow2,
+            Some(f) => {
+                return unsupported(format!(
+                    "disk '{dev}': format '{f}' is not supported (raw, qcow2)"
+                ))
+            }
+        };
+        cache = match dr.cache {
+            None | Some(DiskCache::Default) => ms::CacheMode::Default,
+            Some(DiskCache::None) => ms::CacheMode::None,
+            Some(DiskCache::Writethrough) => ms::CacheMode::Writethrough,
+            Some(DiskCache::Writeback) => ms::CacheMode::Writeback,
+            Some(DiskCache::Directsync) => ms::CacheMode::Directsync,
+            Some(DiskCache::Unsafe) => ms::CacheMode::Unsafe,
+        };
+        discard = match dr.discard.as_deref() {
+            None | Some("ignore") => false,
+            Some("unmap") => true,
+            Some(x) => return Err(Error::xml(format!("unknown disk discard mode '{x}'"))),
+        };
+        if let Some(io) = &dr.io {
+            if !["native", "threads", "io_uring"].contains(&io.as_str()) {
+                return Err(Error::xml(format!("unknown disk io mode '{io}'")));
+            }
+        }
+        if let Some((k, v)) = dr.other.first() {
+            return unsupported(format!("disk '{dev}': <driver {k}='{v}'> is not supported"));
+        }
+    }
+    if d.transient {
+        return unsupported(format!("disk '{dev}': <transient/> is not supported"));
+    }
+    for (name, v) in [
+        ("wwn", &d.wwn),
+        ("vendor", &d.vendor),
+        ("product", &d.product),
+    ] {
+        if v.is_some() {
+            return unsupported(format!("disk '{dev}': <{name}> is not supported"));
+        }
+    }
+    if let Some(e) = d.extra.first() {
+        return unsupported(format!("disk '{dev}': <{}> is not supported", e.name));
+    }
+    if let Some(s) = &d.serial {
+        if s.len() > 20 {
+            return Err(Error::xml(format!(
+                "disk '{dev}': <serial> '{s}' is longer than 20 bytes (virtio-blk limit)"
+            )));
+        }
+    }
+    Ok(ms::Device {
+        id: id(&d.alias, format!("virtio-disk-{dev}")),
+        pci: pci(&d.address, &format!("disk '{dev}'"))?,
+        kind: ms::DeviceKind::Disk(ms::Disk {
+            path: PathBuf::from(path),
+            format,
+            target: dev.clone(),
+            readonly: d.readonly,
+            shareable: d.shareable,
+            serial: d.serial.clone(),
+            cache,
+            discard,
+        }),
+    })
+}
+
+fn interface(n: &Interface) -> Result<ms::Device> {
+    let what = format!("interface '{}'", n.mac);
+    if let Some(m) = &n.model {
+        if m != "virtio" {
+            return unsupported(format!(
+                "interface model '{m}' is not supported (only 'virtio')"
+            ));
+        }
+    }
+    if let Some(e) = n.extra.first() {
+        return unsupported(format!("<interface><{}> is not supported", e.name));
+    }
+    if let Some((k, _)) = n.attrs.first() {
+        return unsupported(format!("<interface {k}> is not supported"));
+    }
+    // A generated name (vnetN) is live state: the VMM lets the kernel pick again.
+    let tap = n.target_dev.clone().filter(|t| !t.starts_with("vnet"));
+    let backend = match n.interface_type {
+        InterfaceType::Ethernet => {
+            if let Some(s) = &n.source {
+                return unsupported(format!(
+                    "<interface type='ethernet'><source {}> is not supported",
+                    s.attrs.first().map(|(k, _)| k.as_str()).unwrap_or("")
+                ));
+            }
+            ms::NetBackend::Tap { name: tap }
+        }
+        InterfaceType::Bridge => {
+            let bridge = n
+                .source
+                .as_ref()
+                .and_then(|s| s.get_attr("bridge"))
+                .ok_or_else(|| Error::xml("Missing source bridge for interface type 'bridge'"))?;
+            if let Some(s) = &n.source {
+                if let Some(c) = s.child_elements().next() {
+                    return unsupported(format!(
+                        "<interface><source><{}> is not supported",
+                        c.name
+                    ));
+                }
+            }
+            ms::NetBackend::Bridge {
+                bridge: bridge.to_string(),
+                tap,
+            }
+        }
+        other => {
+            return unsupported(format!(
+                "interface type '{other}' is not supported (only 'ethernet' and 'bridge')"
+            ))
+        }
+    };
+    let link_up = match n.link_state.as_deref() {
+        None | Some("up") => true,
+        Some("down") => false,
+        Some(x) => return Err(Error::xml(format!("unknown interface link state '{x}'"))),
+    };
+    let mtu = match n.mtu {
+        None => None,
+        Some(m) => Some(u16::try_from(m).map_err(|_| {
+            Error::unsupported(format!("{what}: <mtu size='{m}'> is larger than 65535"))
+        })?),
+    };
+    Ok(ms::Device {
+        id: id(&n.alias, "net".into()),
+        pci: pci(&n.address, &what)?,
+        kind: ms::DeviceKind::Net(ms::Net {
+            mac: n.mac.clone(),
+            backend,
+            link_up,
+            mtu,
+        }),
+    })
+}
+
+fn rng(i: usize, r: &Rng) -> Result<ms::Device> {
+    if r.model != "virtio" {
+        return unsupported(format!(
+            "<rng model='{}'> is not supported (only 'virtio')",
+            r.model
+        ));
+    }
+    if r.rate.is_some() {
+        return unsupported("<rng><rate> is not supported");
+    }
+    if r.driver.is_some() {
+        return unsupported("<rng><driver> is not supported");
+    }
+    let source = match (r.backend_model.as_str(), r.backend_path.as_deref()) {
+        ("random", None) | ("builtin", _) => PathBuf::from("/dev/urandom"),
+        ("random", Some(p @ ("/dev/urandom" | "/dev/random" | "/dev/hwrng"))) => PathBuf::from(p),
+        ("random", Some(p)) => {
+            return unsupported(format!(
+                "<rng><backend model='random'>{p}</backend> is not supported"
+            ))
+        }
+        (m, _) => return unsupported(format!("<rng><backend model='{m}'> is not supported")),
+    };
+    Ok(ms::Device {
+        id: id(&r.alias, format!("rng{i}")),
+        pci: pci(&r.address, "rng")?,
+        kind: ms::DeviceKind::Rng(ms::Rng { source }),
+    })
+}
+
+fn balloon(m: &Memballoon) -> Result<Option<ms::Device>> {
+    match m.model.as_str() {
+        "none" => return Ok(None),
+        "virtio" => {}
+        other => return unsupported(format!("<memballoon model='{other}'> is not supported")),
+    }
+    if m.free_page_reporting == Some(OnOff::On) {
+        return unsupported("<memballoon freePageReporting='on'> is not supported");
+    }
+    if m.driver.is_some() {
+        return unsupported("<memballoon><driver> is not supported");
+    }
+    Ok(Some(ms::Device {
+        id: id(&m.alias, "balloon0".into()),
+        pci: pci(&m.address, "memballoon")?,
+        kind: ms::DeviceKind::Balloon(ms::Balloon {
+            stats_period: m.stats_period.unwrap_or(0),
+            deflate_on_oom: m.autodeflate == Some(OnOff::On),
+        }),
+    }))
+}
