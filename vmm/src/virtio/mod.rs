@@ -16,9 +16,12 @@
 //!   guest memory and mock queues.
 
 pub mod block;
+pub mod console;
 pub mod kvm;
+pub mod net;
 pub mod pci_transport;
 pub mod queue_util;
+pub mod rng;
 #[cfg(test)]
 mod transport_tests;
 pub mod worker;

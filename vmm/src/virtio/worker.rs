@@ -39,7 +39,7 @@ impl DeviceCtx {
     /// Changes which readiness events wake the worker for extra fd `i`
     /// (empty set = not watched, e.g. a tap while the guest gave no buffers).
     pub fn watch_fd(&mut self, i: usize, events: EventSet) {
-        let Some(&fd) = self.extra.get(i) else {
+        let Some(&fd) = self.extra.get(i).filter(|fd| **fd >= 0) else {
             return;
         };
         let ev = EpollEvent::new(events, FD_TOKEN_BASE + i as u64);
@@ -49,10 +49,33 @@ impl DeviceCtx {
     }
 }
 
+impl DeviceCtx {
+    /// Replaces extra fd `i` (a socket backend whose client came or went):
+    /// stops watching the old fd and watches `fd` for `events`, if any.
+    pub fn replace_fd(&mut self, i: usize, fd: Option<RawFd>, events: EventSet) {
+        let Some(slot) = self.extra.get_mut(i) else {
+            return;
+        };
+        if *slot >= 0 {
+            let _ = self
+                .epoll
+                .ctl(ControlOperation::Delete, *slot, EpollEvent::default());
+        }
+        *slot = -1;
+        if let Some(fd) = fd {
+            let ev = EpollEvent::new(events, FD_TOKEN_BASE + i as u64);
+            match self.epoll.ctl(ControlOperation::Add, fd, ev) {
+                Ok(()) => *slot = fd,
+                Err(e) => warn!("epoll add fd {fd}: {e}"),
+            }
+        }
+    }
+}
+
 /// A device's data-path logic.
 pub trait WorkerHandler: Send + 'static {
     /// Host fds to watch besides the queue notifications, and the initial
-    /// events for each.
+    /// events for each (a negative fd reserves slot `i` for later).
     fn extra_fds(&self) -> Vec<(RawFd, EventSet)> {
         Vec::new()
     }
@@ -89,6 +112,10 @@ impl<H: WorkerHandler> Worker<H> {
         }
         let mut extra = Vec::new();
         for (i, (fd, events)) in handler.extra_fds().into_iter().enumerate() {
+            if fd < 0 {
+                extra.push(fd);
+                continue;
+            }
             epoll.ctl(
                 ControlOperation::Add,
                 fd,
