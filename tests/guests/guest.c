@@ -8,7 +8,7 @@
  *   OXTEST DONE                           all requested checks ran
  *
  * The kernel command line says what to do:
- *   oxtest=e820,acpi,smp,highmem,poweroff|reset|acpibutton|count|halt
+ *   oxtest=cpuid,e820,acpi,smp,highmem,poweroff|reset|acpibutton|count|halt
  *   mem_expect=<MiB>  cpus_expect=<N>  reset_method=acpi|kbd|cf9|triple  ticks=<N>
  *
  * Guest code runs through KVM's instruction emulator on the development machines
@@ -767,6 +767,68 @@ static void check_acpi(void)
 	flush();
 }
 
+/* ---------------------------------------------------------------- CPUID */
+
+static void cpuid(uint32_t leaf, uint32_t sub, uint32_t r[4])
+{
+	__asm__ volatile("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3]) : "a"(leaf), "c"(sub));
+}
+
+/* Raw CPUID words the tests compare with the spec: features, hypervisor, topology. */
+static void check_cpuid(void)
+{
+	uint32_t r[4], v[4];
+	cpuid(0, 0, r);
+	uint32_t max = r[0];
+	char vendor[13];
+	memcpy(vendor, &r[1], 4);
+	memcpy(vendor + 4, &r[3], 4);
+	memcpy(vendor + 8, &r[2], 4);
+	vendor[12] = 0;
+	result("cpuid", max >= 1);
+	put("vendor=");
+	put(vendor);
+	put(" max_leaf=");
+	put_hex(max);
+	cpuid(1, 0, r);
+	put(" l1_ecx=");
+	put_hex(r[2]);
+	put(" l1_edx=");
+	put_hex(r[3]);
+	put(" l1_ebx=");
+	put_hex(r[1]);
+	if (max >= 7) {
+		cpuid(7, 0, r);
+		put(" l7_ebx=");
+		put_hex(r[1]);
+		put(" l7_ecx=");
+		put_hex(r[2]);
+		put(" l7_edx=");
+		put_hex(r[3]);
+	}
+	if (max >= 0xb) {
+		/* Extended topology: logical processors at the SMT and core levels. */
+		cpuid(0xb, 0, r);
+		cpuid(0xb, 1, v);
+		put(" lb_smt=");
+		put_dec(r[1] & 0xffff);
+		put(" lb_core=");
+		put_dec(v[1] & 0xffff);
+	}
+	cpuid(0x40000000, 0, r);
+	char hv[13];
+	memcpy(hv, &r[1], 4);
+	memcpy(hv + 4, &r[2], 4);
+	memcpy(hv + 8, &r[3], 4);
+	hv[12] = 0;
+	for (int i = 0; i < 12; i++)
+		if (hv[i] && (hv[i] < 0x20 || hv[i] > 0x7e))
+			hv[i] = '?';
+	put(" hypervisor=");
+	put(hv[0] ? hv : "none");
+	flush();
+}
+
 /* ---------------------------------------------------------------- paging for high memory */
 
 extern uint64_t pml4[], pdpt[], high_pds[];
@@ -1240,6 +1302,8 @@ void oxmain(int proto, uint64_t info)
 	put(cmdline);
 	flush();
 
+	if (want("cpuid"))
+		check_cpuid();
 	if (want("e820"))
 		check_e820();
 	if (want("acpi") || want("smp") || want("poweroff") || want("reset") || want("acpibutton"))

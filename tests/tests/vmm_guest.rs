@@ -157,3 +157,83 @@ fn no_acpi_means_no_tables() {
         acpi.details
     );
 }
+
+fn cpuid_word(vm: &Vm, key: &str) -> u64 {
+    let c = vm.expect_ok("cpuid", GUEST_TIMEOUT);
+    let v = c
+        .field(key)
+        .unwrap_or_else(|| vm.fail(&format!("no {key} in the cpuid line")));
+    u64::from_str_radix(v.trim_start_matches("0x"), 16).unwrap()
+}
+
+#[test]
+fn cpu_feature_disable_reaches_cpuid() {
+    if !require_kvm("cpu_feature_disable_reaches_cpuid") {
+        return;
+    }
+    const X2APIC: u64 = 1 << 21; // CPUID.01H:ECX
+    const HYPERVISOR: u64 = 1 << 31;
+    let kernel = &test_guests().elf;
+    let plain = run_checks(kernel, "cpuid", 128, 1);
+    let ecx = cpuid_word(&plain, "l1_ecx");
+    assert_eq!(
+        plain.expect_ok("cpuid", GUEST_TIMEOUT).field("hypervisor"),
+        Some("KVMKVMKVM"),
+        "KVM's paravirt CPUID leaves"
+    );
+    assert!(ecx & HYPERVISOR != 0, "hypervisor bit clear: {ecx:#x}");
+    assert!(
+        ecx & X2APIC != 0,
+        "KVM offers x2apic, host-passthrough should pass it on: {ecx:#x}"
+    );
+
+    let mut s = spec(kernel, "console=ttyS0 oxtest=cpuid,poweroff", 128, 1);
+    s.cpus.features.push(machine_spec::CpuFeature {
+        name: "x2apic".into(),
+        policy: machine_spec::FeaturePolicy::Disable,
+    });
+    let vm = Vm::start(&s);
+    let ecx2 = cpuid_word(&vm, "l1_ecx");
+    assert!(
+        ecx2 & X2APIC == 0,
+        "x2apic still set after policy=disable: {ecx2:#x}"
+    );
+    assert_eq!(ecx2 | X2APIC, ecx | X2APIC, "only x2apic should change");
+    assert_eq!(vm.wait_exit(GUEST_TIMEOUT), exit::POWEROFF);
+}
+
+#[test]
+fn topology_reaches_cpuid_and_madt() {
+    if !require_kvm("topology_reaches_cpuid_and_madt") {
+        return;
+    }
+    let mut s = spec(
+        &test_guests().elf,
+        "console=ttyS0 oxtest=cpuid,acpi,smp,poweroff cpus_expect=4",
+        128,
+        4,
+    );
+    s.cpus.topology = machine_spec::Topology {
+        sockets: 2,
+        dies: 1,
+        cores: 2,
+        threads: 1,
+    };
+    let vm = Vm::start(&s);
+    let c = vm.expect_ok("cpuid", GUEST_TIMEOUT);
+    assert_eq!(
+        c.field("lb_smt"),
+        Some("1"),
+        "threads per core: {}",
+        c.details
+    );
+    assert_eq!(
+        c.field("lb_core"),
+        Some("2"),
+        "logical CPUs per socket: {}",
+        c.details
+    );
+    assert_eq!(vm.expect_ok("smp", GUEST_TIMEOUT).field("cpus"), Some("4"));
+    vm.assert_no_failures();
+    assert_eq!(vm.wait_exit(GUEST_TIMEOUT), exit::POWEROFF);
+}
