@@ -398,7 +398,6 @@ impl VirtioDevice for Console {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

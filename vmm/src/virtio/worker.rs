@@ -31,6 +31,25 @@ pub struct DeviceCtx {
 }
 
 impl DeviceCtx {
+    /// A context outside a worker thread, for unit tests that drive a handler.
+    #[cfg(test)]
+    pub fn for_test(
+        mem: GuestMem,
+        features: u64,
+        queues: Vec<ActiveQueue>,
+        interrupt: Arc<dyn VirtioInterrupt>,
+        epoll: Epoll,
+    ) -> Self {
+        DeviceCtx {
+            mem,
+            features,
+            queues,
+            interrupt,
+            epoll,
+            extra: Vec::new(),
+        }
+    }
+
     /// Position in `queues` of the queue with virtio index `index`.
     pub fn queue(&self, index: u16) -> Option<usize> {
         self.queues.iter().position(|q| q.index == index)
