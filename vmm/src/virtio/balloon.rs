@@ -388,7 +388,7 @@ mod tests {
             .unwrap();
         mem.write_slice(&0x800u32.to_le_bytes(), GuestAddress(0x10_0000))
             .unwrap();
-        mem.write_slice(&0xffff_fffu32.to_le_bytes(), GuestAddress(0x10_0004))
+        mem.write_slice(&0x0fff_ffff_u32.to_le_bytes(), GuestAddress(0x10_0004))
             .unwrap();
         let (mock, aq) = queue(&mem, 0, INFLATE);
         add_chain(&mock, 0, &[(0x10_0000, 8, false)]);
