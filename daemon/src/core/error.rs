@@ -1,0 +1,191 @@
+//! Errors of the domain core, each carrying libvirt's error code and domain so
+//! that every front end reports them the way libvirt does (D-Bus `org.libvirt.Error`
+//! with the message text; libvirt RPC `remote_error` with code, domain, message).
+
+/// libvirt `virErrorNumber` values used by the core.
+pub mod code {
+    pub const INTERNAL_ERROR: i32 = 1;
+    pub const NO_SUPPORT: i32 = 3;
+    pub const INVALID_ARG: i32 = 8;
+    pub const OPERATION_FAILED: i32 = 9;
+    pub const XML_ERROR: i32 = 27;
+    pub const OPERATION_DENIED: i32 = 29;
+    pub const SYSTEM_ERROR: i32 = 38;
+    pub const NO_DOMAIN: i32 = 42;
+    pub const OPERATION_INVALID: i32 = 55;
+    pub const CONFIG_UNSUPPORTED: i32 = 67;
+    pub const OPERATION_TIMEOUT: i32 = 68;
+    pub const OPERATION_UNSUPPORTED: i32 = 84;
+    pub const NO_DOMAIN_METADATA: i32 = 80;
+    pub const ACCESS_DENIED: i32 = 88;
+}
+
+/// libvirt `virErrorDomain` values (who raised the error).
+pub mod origin {
+    pub const NONE: i32 = 0;
+    pub const XML: i32 = 5;
+    pub const QEMU: i32 = 10;
+    pub const DOMAIN: i32 = 20;
+}
+
+/// Why a core operation failed. The `Display` text is libvirt's full message
+/// (what `virsh` prints after `error: `).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// A caller is not allowed to do this.
+    #[error("access denied: {0}")]
+    AccessDenied(String),
+    /// The definition uses something this hypervisor cannot run.
+    #[error("unsupported configuration: {0}")]
+    ConfigUnsupported(String),
+    /// An unexpected failure inside the daemon or a VMM.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// A bad argument (unknown flags, bad UUID, …).
+    #[error("invalid argument: {0}")]
+    InvalidArg(String),
+    /// No domain matches the lookup.
+    #[error("Domain not found: {0}")]
+    NoDomain(String),
+    /// The requested metadata element does not exist.
+    #[error("metadata not found: {0}")]
+    NoDomainMetadata(String),
+    /// The driver does not implement this API (`virDomainXxx` named).
+    #[error("this function is not supported by the connection driver: {0}")]
+    NoSupport(String),
+    /// The operation could not be carried out (duplicate name or UUID, …).
+    #[error("operation failed: {0}")]
+    OperationFailed(String),
+    /// The operation is not valid in the domain's current state.
+    #[error("Requested operation is not valid: {0}")]
+    OperationInvalid(String),
+    /// Waiting for the VMM took too long.
+    #[error("Timed out during operation: {0}")]
+    OperationTimeout(String),
+    /// The operation is known but not supported here.
+    #[error("Operation not supported: {0}")]
+    OperationUnsupported(String),
+    /// The domain XML was refused by the parser or the translator (its own code).
+    #[error(transparent)]
+    Definition(#[from] DefinitionError),
+    /// A host call failed (file, process, socket); the text names what and where.
+    #[error("{0}")]
+    System(String),
+    /// The XML could not be parsed.
+    #[error("XML error: {0}")]
+    Xml(String),
+}
+
+impl Error {
+    /// libvirt's `virErrorNumber`.
+    pub fn code(&self) -> i32 {
+        match self {
+            Error::AccessDenied(_) => code::ACCESS_DENIED,
+            Error::ConfigUnsupported(_) => code::CONFIG_UNSUPPORTED,
+            Error::Definition(e) => e.code(),
+            Error::Internal(_) => code::INTERNAL_ERROR,
+            Error::InvalidArg(_) => code::INVALID_ARG,
+            Error::NoDomain(_) => code::NO_DOMAIN,
+            Error::NoDomainMetadata(_) => code::NO_DOMAIN_METADATA,
+            Error::NoSupport(_) => code::NO_SUPPORT,
+            Error::OperationFailed(_) => code::OPERATION_FAILED,
+            Error::OperationInvalid(_) => code::OPERATION_INVALID,
+            Error::OperationTimeout(_) => code::OPERATION_TIMEOUT,
+            Error::OperationUnsupported(_) => code::OPERATION_UNSUPPORTED,
+            Error::System(_) => code::SYSTEM_ERROR,
+            Error::Xml(_) => code::XML_ERROR,
+        }
+    }
+
+    /// libvirt's `virErrorDomain` for this error.
+    pub fn origin(&self) -> i32 {
+        match self {
+            Error::Xml(_) | Error::ConfigUnsupported(_) => origin::DOMAIN,
+            Error::NoDomain(_) | Error::Internal(_) | Error::OperationTimeout(_) => origin::QEMU,
+            _ => origin::DOMAIN,
+        }
+    }
+
+    /// "no domain with matching name 'x'".
+    pub fn no_domain_name(name: &str) -> Self {
+        Error::NoDomain(format!("no domain with matching name '{name}'"))
+    }
+
+    /// "no domain with matching uuid 'u' (name)".
+    pub fn no_domain_uuid(uuid: &uuid::Uuid) -> Self {
+        Error::NoDomain(format!("no domain with matching uuid '{uuid}'"))
+    }
+
+    /// "no domain with matching id N".
+    pub fn no_domain_id(id: i32) -> Self {
+        Error::NoDomain(format!("no domain with matching id {id}"))
+    }
+
+    /// libvirt's check for flags an API does not know.
+    pub fn unsupported_flags(flags: u32, function: &str) -> Self {
+        Error::InvalidArg(format!(
+            "unsupported flags (0x{flags:x}) in function {function}"
+        ))
+    }
+
+    /// Rejects `flags` bits outside `known`.
+    pub fn check_flags(flags: u32, known: u32, function: &str) -> Result<(), Self> {
+        if flags & !known != 0 {
+            Err(Self::unsupported_flags(flags & !known, function))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A failed host call on a path, in libvirt's "cannot … 'path': reason" style.
+    pub fn io(what: &str, path: &std::path::Path, err: &std::io::Error) -> Self {
+        Error::System(format!("cannot {what} '{}': {err}", path.display()))
+    }
+}
+
+/// TEMPORARY until domain-xml exports its error type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DefinitionError(pub String);
+impl DefinitionError {
+    fn code(&self) -> i32 {
+        code::XML_ERROR
+    }
+}
+
+/// Result of a core operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_use_libvirt_phrasing() {
+        assert_eq!(
+            Error::no_domain_name("x").to_string(),
+            "Domain not found: no domain with matching name 'x'"
+        );
+        assert_eq!(Error::no_domain_name("x").code(), 42);
+        let e = Error::OperationInvalid("domain is already running".into());
+        assert_eq!(
+            e.to_string(),
+            "Requested operation is not valid: domain is already running"
+        );
+        assert_eq!(e.code(), 55);
+        assert_eq!(
+            Error::NoSupport("virDomainManagedSave".into()).to_string(),
+            "this function is not supported by the connection driver: virDomainManagedSave"
+        );
+    }
+
+    #[test]
+    fn unknown_flags_are_refused_with_their_bits() {
+        let e = Error::check_flags(0x11, 0x1, "virDomainCreateWithFlags").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid argument: unsupported flags (0x10) in function virDomainCreateWithFlags"
+        );
+        assert!(Error::check_flags(1, 1, "f").is_ok());
+    }
+}

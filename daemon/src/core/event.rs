@@ -1,0 +1,113 @@
+//! Domain events with libvirt's numbers, broadcast by the core to every front end.
+//!
+//! Lifecycle events carry `virDomainEventType` and its detail enum; D-Bus sends them
+//! as `org.libvirt.Connect.DomainEvent(o, i, i)`, the RPC front end as
+//! `DOMAIN_EVENT_CALLBACK_LIFECYCLE`.
+
+use super::DomainRef;
+
+/// `virDomainEventType`.
+pub mod kind {
+    pub const DEFINED: i32 = 0;
+    pub const UNDEFINED: i32 = 1;
+    pub const STARTED: i32 = 2;
+    pub const SUSPENDED: i32 = 3;
+    pub const RESUMED: i32 = 4;
+    pub const STOPPED: i32 = 5;
+    pub const SHUTDOWN: i32 = 6;
+    pub const PMSUSPENDED: i32 = 7;
+    pub const CRASHED: i32 = 8;
+}
+
+/// Detail values, one module per event type.
+pub mod detail {
+    pub mod defined {
+        pub const ADDED: i32 = 0;
+        pub const UPDATED: i32 = 1;
+        pub const RENAMED: i32 = 2;
+    }
+    pub mod undefined {
+        pub const REMOVED: i32 = 0;
+        pub const RENAMED: i32 = 1;
+    }
+    pub mod started {
+        pub const BOOTED: i32 = 0;
+    }
+    pub mod suspended {
+        pub const PAUSED: i32 = 0;
+    }
+    pub mod resumed {
+        pub const UNPAUSED: i32 = 0;
+    }
+    pub mod stopped {
+        pub const SHUTDOWN: i32 = 0;
+        pub const DESTROYED: i32 = 1;
+        pub const CRASHED: i32 = 2;
+        pub const FAILED: i32 = 5;
+    }
+    pub mod shutdown {
+        pub const FINISHED: i32 = 0;
+        pub const GUEST: i32 = 1;
+        pub const HOST: i32 = 2;
+    }
+    pub mod crashed {
+        pub const PANICKED: i32 = 0;
+    }
+}
+
+/// `VIR_DOMAIN_EVENT_ID_*`: which callback family an event belongs to.
+pub mod id {
+    pub const LIFECYCLE: i32 = 0;
+    pub const REBOOT: i32 = 1;
+    pub const IO_ERROR: i32 = 4;
+    pub const CONTROL_ERROR: i32 = 7;
+    pub const BALLOON_CHANGE: i32 = 13;
+    pub const METADATA_CHANGE: i32 = 23;
+}
+
+/// One event, as the core broadcasts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A lifecycle change: `event` from [`kind`], `detail` from [`detail`].
+    Lifecycle {
+        domain: DomainRef,
+        event: i32,
+        detail: i32,
+    },
+    /// The guest reset (it keeps running).
+    Reboot { domain: DomainRef },
+    /// The balloon's actual size changed, in KiB.
+    BalloonChange { domain: DomainRef, actual_kib: u64 },
+    /// The daemon lost its monitor connection to a running VMM.
+    ControlError { domain: DomainRef },
+    /// Metadata changed: `kind` is `virDomainMetadataType`, `uri` its namespace.
+    MetadataChange {
+        domain: DomainRef,
+        kind: i32,
+        uri: Option<String>,
+    },
+}
+
+impl Event {
+    /// The domain the event is about.
+    pub fn domain(&self) -> &DomainRef {
+        match self {
+            Event::Lifecycle { domain, .. }
+            | Event::Reboot { domain }
+            | Event::BalloonChange { domain, .. }
+            | Event::ControlError { domain }
+            | Event::MetadataChange { domain, .. } => domain,
+        }
+    }
+
+    /// The `VIR_DOMAIN_EVENT_ID_*` family.
+    pub fn id(&self) -> i32 {
+        match self {
+            Event::Lifecycle { .. } => id::LIFECYCLE,
+            Event::Reboot { .. } => id::REBOOT,
+            Event::BalloonChange { .. } => id::BALLOON_CHANGE,
+            Event::ControlError { .. } => id::CONTROL_ERROR,
+            Event::MetadataChange { .. } => id::METADATA_CHANGE,
+        }
+    }
+}

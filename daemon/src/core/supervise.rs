@@ -1,0 +1,462 @@
+//! VMM processes: spawning `oxvirt-vmm` for a domain, finding it again after a
+//! daemon restart, and the supervisor task that turns its QMP events and its exit
+//! into state changes and events.
+//!
+//! The VMM runs in its own process group, so signals aimed at the daemon (a
+//! terminal's Ctrl-C, a service stop) do not reach it, and it outlives the daemon.
+//! The exit of a VMM the daemon spawned is read with `wait`; a VMM found again
+//! after a restart is not our child, so its end is seen by its pid disappearing,
+//! and the last QMP `SHUTDOWN` reason (kept in `status.json`) tells a power-off
+//! from a crash.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use machine_spec::exit;
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+use super::event::{detail, kind, Event};
+use super::monitor::{Monitor, MonitorError, QmpEvent};
+use super::runtime::{self, RuntimeDir, Status};
+use super::slot::{Record, Slot};
+use super::state::{crashed, paused, shutoff, Change};
+use super::{Core, Error, Result};
+
+/// How long a new VMM may take to open its QMP socket.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running VMM.
+pub(super) struct Vm {
+    pub pid: i32,
+    pub rt: RuntimeDir,
+    pub monitor: Monitor,
+    /// A host-initiated stop (destroy) is under way: the exit is not a crash.
+    pub stopping: AtomicBool,
+    /// The domain is rebooting through a power-off (libvirt's "fake reboot").
+    pub rebooting: AtomicBool,
+    /// Reason the next `STOP` event stands for (set by suspend).
+    pub pause_reason: AtomicI32,
+    /// The last QMP `SHUTDOWN` reason.
+    pub shutdown_reason: Mutex<Option<String>>,
+    /// Becomes `true` once the process is gone and the domain is shut off.
+    pub exited: watch::Sender<bool>,
+}
+
+impl Vm {
+    /// The status file content for this VMM and `rec`.
+    pub fn status(&self, uuid: Uuid, rec: &Record) -> Status {
+        let mut st = Status::of(uuid, rec, self.pid, &self.rt);
+        st.shutdown_reason = self.shutdown_reason.lock().expect("poisoned").clone();
+        st.stopping = self.stopping.load(Ordering::SeqCst);
+        st
+    }
+
+    /// Sends `sig` to the VMM.
+    pub fn signal(&self, sig: Signal) {
+        if let Err(e) = signal::kill(Pid::from_raw(self.pid), sig) {
+            tracing::debug!(pid = self.pid, error = %e, "cannot signal VMM");
+        }
+    }
+
+    /// Waits until the supervisor has seen the process go, up to `timeout`.
+    pub async fn wait_exit(&self, timeout: Duration) -> bool {
+        let mut rx = self.exited.subscribe();
+        let done = tokio::time::timeout(timeout, rx.wait_for(|done| *done)).await;
+        done.is_ok()
+    }
+
+    /// Runs a QMP command, turning monitor failures into libvirt errors.
+    pub async fn qmp(&self, command: &str, args: Option<Value>) -> Result<Value> {
+        self.monitor
+            .execute(command, args)
+            .await
+            .map_err(|e| match e {
+                MonitorError::Command { desc, .. } => Error::OperationFailed(desc),
+                MonitorError::Closed => Error::OperationInvalid("domain is not running".into()),
+                MonitorError::Timeout(c) => {
+                    Error::OperationTimeout(format!("monitor command '{c}' got no reply"))
+                }
+                other => Error::Internal(other.to_string()),
+            })
+    }
+}
+
+/// How a VMM ended, as far as the daemon could see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ExitInfo {
+    Code(i32),
+    Signal(i32),
+    /// Not our child: only that it is gone.
+    Gone,
+}
+
+/// Where the supervisor learns of the exit.
+enum ExitSource {
+    Child(tokio::process::Child),
+    Pid,
+}
+
+impl ExitSource {
+    async fn wait(&mut self, pid: i32, qmp: &Path) -> ExitInfo {
+        match self {
+            ExitSource::Child(child) => match child.wait().await {
+                Ok(st) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    match (st.code(), st.signal()) {
+                        (Some(c), _) => ExitInfo::Code(c),
+                        (None, Some(s)) => ExitInfo::Signal(s),
+                        _ => ExitInfo::Gone,
+                    }
+                }
+                Err(_) => ExitInfo::Gone,
+            },
+            ExitSource::Pid => {
+                while runtime::vmm_alive(pid, qmp) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                ExitInfo::Gone
+            }
+        }
+    }
+}
+
+/// The shut-off reason and STOPPED detail for an exit.
+pub(super) fn classify(
+    info: ExitInfo,
+    stopping: bool,
+    shutdown_reason: Option<&str>,
+) -> (i32, i32) {
+    let destroyed = (shutoff::DESTROYED, detail::stopped::DESTROYED);
+    let shutdown = (shutoff::SHUTDOWN, detail::stopped::SHUTDOWN);
+    let crashed = (shutoff::CRASHED, detail::stopped::CRASHED);
+    let failed = (shutoff::CRASHED, detail::stopped::FAILED);
+    if stopping {
+        return destroyed;
+    }
+    match info {
+        ExitInfo::Code(exit::POWEROFF) | ExitInfo::Code(exit::REBOOT) => shutdown,
+        ExitInfo::Code(exit::CRASH) => crashed,
+        ExitInfo::Code(exit::HOST_STOP) => destroyed,
+        ExitInfo::Code(_) | ExitInfo::Signal(_) => failed,
+        ExitInfo::Gone => match shutdown_reason {
+            Some("guest-shutdown") | Some("guest-reset") => shutdown,
+            Some("guest-panic") => crashed,
+            Some("host-signal") | Some("host-qmp-quit") => destroyed,
+            _ => failed,
+        },
+    }
+}
+
+impl Core {
+    /// Spawns the VMM for `slot` from `spec`, waits for its monitor, and starts
+    /// supervising it. The caller holds the domain's job lock and sets the state.
+    pub(super) async fn launch(
+        &self,
+        slot: &Arc<Slot>,
+        name: &str,
+        mut spec: machine_spec::MachineSpec,
+        live_xml: &str,
+    ) -> Result<Arc<Vm>> {
+        let rt = RuntimeDir::new(&self.inner.config.runtime_dir, name);
+        rt.create()?;
+        redirect_stdio_consoles(&mut spec, &rt);
+        super::fsutil::write_atomic(&rt.spec(), spec.to_json().as_bytes(), 0o600)?;
+        super::fsutil::write_atomic(&rt.live_xml(), live_xml.as_bytes(), 0o600)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(rt.log())
+            .map_err(|e| Error::io("open log file", &rt.log(), &e))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| Error::io("open log file", &rt.log(), &e))?;
+        let vmm = &self.inner.config.vmm;
+        let mut child = tokio::process::Command::new(vmm)
+            .arg("--spec")
+            .arg(rt.spec())
+            .arg("--qmp")
+            .arg(rt.qmp())
+            .arg("--pidfile")
+            .arg(rt.pidfile())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .process_group(0)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| Error::io("execute", vmm, &e))?;
+        let pid = child.id().map(|p| p as i32).unwrap_or(-1);
+        tracing::info!(domain = name, pid, "VMM started");
+
+        // Wait for the monitor socket, watching for an early exit.
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        let (monitor, events) = loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                let tail = rt.log_tail(2000);
+                let _ = rt.remove();
+                return Err(Error::Internal(format!(
+                    "process exited while connecting to monitor ({st}): {tail}"
+                )));
+            }
+            if rt.qmp().exists() {
+                match Monitor::connect(&rt.qmp()).await {
+                    Ok(pair) => break pair,
+                    Err(e) => tracing::debug!(error = %e, "monitor not ready"),
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                let tail = rt.log_tail(2000);
+                let _ = rt.remove();
+                return Err(Error::OperationTimeout(format!(
+                    "VMM for domain '{name}' did not open its monitor: {tail}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let vm = Arc::new(Vm {
+            pid,
+            rt,
+            monitor,
+            stopping: AtomicBool::new(false),
+            rebooting: AtomicBool::new(false),
+            pause_reason: AtomicI32::new(paused::UNKNOWN),
+            shutdown_reason: Mutex::new(None),
+            exited: watch::channel(false).0,
+        });
+        self.spawn_supervisor(slot.clone(), vm.clone(), events, ExitSource::Child(child));
+        Ok(vm)
+    }
+
+    /// Reattaches to a VMM found in `rt` after a daemon restart.
+    pub(super) async fn adopt(
+        &self,
+        slot: &Arc<Slot>,
+        rt: RuntimeDir,
+        status: &Status,
+    ) -> Result<Arc<Vm>> {
+        let (monitor, events) = Monitor::connect(&rt.qmp())
+            .await
+            .map_err(|e| Error::Internal(format!("cannot reconnect to monitor: {e}")))?;
+        let vm = Arc::new(Vm {
+            pid: status.pid,
+            rt,
+            monitor,
+            stopping: AtomicBool::new(status.stopping),
+            rebooting: AtomicBool::new(false),
+            pause_reason: AtomicI32::new(paused::UNKNOWN),
+            shutdown_reason: Mutex::new(status.shutdown_reason.clone()),
+            exited: watch::channel(false).0,
+        });
+        self.spawn_supervisor(slot.clone(), vm.clone(), events, ExitSource::Pid);
+        Ok(vm)
+    }
+
+    fn spawn_supervisor(
+        &self,
+        slot: Arc<Slot>,
+        vm: Arc<Vm>,
+        mut events: mpsc::UnboundedReceiver<QmpEvent>,
+        mut exit: ExitSource,
+    ) {
+        let core = self.clone();
+        tokio::spawn(async move {
+            let qmp = vm.rt.qmp();
+            let info = loop {
+                tokio::select! {
+                    ev = events.recv() => match ev {
+                        Some(ev) => core.on_qmp_event(&slot, &vm, ev),
+                        None => break exit.wait(vm.pid, &qmp).await,
+                    },
+                    info = exit.wait(vm.pid, &qmp) => break info,
+                }
+            };
+            core.on_vmm_exit(&slot, &vm, info).await;
+        });
+    }
+
+    fn on_qmp_event(&self, slot: &Arc<Slot>, vm: &Arc<Vm>, ev: QmpEvent) {
+        tracing::debug!(domain = %slot.name(), event = ev.name, data = %ev.data, "QMP event");
+        let lifecycle = |event: i32, detail: i32| Event::Lifecycle {
+            domain: slot.domain_ref(),
+            event,
+            detail,
+        };
+        match ev.name.as_str() {
+            "STOP" => {
+                let reason = vm.shutdown_reason.lock().expect("poisoned").clone();
+                let (change, event) = match reason.as_deref() {
+                    Some("guest-panic") => (
+                        Change::Crash(crashed::PANICKED),
+                        lifecycle(kind::CRASHED, detail::crashed::PANICKED),
+                    ),
+                    Some(_) => (
+                        Change::Pause(paused::SHUTTING_DOWN),
+                        lifecycle(kind::SUSPENDED, detail::suspended::PAUSED),
+                    ),
+                    None => (
+                        Change::Pause(vm.pause_reason.swap(paused::UNKNOWN, Ordering::SeqCst)),
+                        lifecycle(kind::SUSPENDED, detail::suspended::PAUSED),
+                    ),
+                };
+                if let Ok(Some(_)) = slot.apply(change) {
+                    self.emit(event);
+                }
+            }
+            "RESUME" => {
+                *vm.shutdown_reason.lock().expect("poisoned") = None;
+                if let Ok(Some(_)) = slot.apply(Change::Resume) {
+                    self.emit(lifecycle(kind::RESUMED, detail::resumed::UNPAUSED));
+                }
+            }
+            "SHUTDOWN" => {
+                let reason = ev.data["reason"].as_str().unwrap_or("").to_string();
+                let guest = ev.data["guest"].as_bool().unwrap_or(false);
+                *vm.shutdown_reason.lock().expect("poisoned") = Some(reason);
+                {
+                    let r = slot.rec();
+                    let _ = vm.rt.write_status(&vm.status(slot.uuid, &r));
+                }
+                if !vm.rebooting.load(Ordering::SeqCst) {
+                    let d = if guest {
+                        detail::shutdown::GUEST
+                    } else {
+                        detail::shutdown::HOST
+                    };
+                    self.emit(lifecycle(kind::SHUTDOWN, d));
+                }
+            }
+            "RESET" => {
+                *vm.shutdown_reason.lock().expect("poisoned") = None;
+                self.emit(Event::Reboot {
+                    domain: slot.domain_ref(),
+                });
+            }
+            "BALLOON_CHANGE" => {
+                if let Some(actual) = ev.data["actual"].as_u64() {
+                    self.emit(Event::BalloonChange {
+                        domain: slot.domain_ref(),
+                        actual_kib: actual / 1024,
+                    });
+                }
+            }
+            "GUEST_PANICKED" => {
+                *vm.shutdown_reason.lock().expect("poisoned") = Some("guest-panic".into());
+            }
+            _ => {}
+        }
+    }
+
+    /// The VMM is gone: shut the domain off with the reason its exit tells, clean
+    /// its runtime dir, drop a transient domain, or restart it for a reboot.
+    async fn on_vmm_exit(&self, slot: &Arc<Slot>, vm: &Arc<Vm>, info: ExitInfo) {
+        let stopping = vm.stopping.load(Ordering::SeqCst);
+        let reason = vm.shutdown_reason.lock().expect("poisoned").clone();
+        let (shutoff_reason, stopped_detail) = classify(info, stopping, reason.as_deref());
+        let rebooting =
+            vm.rebooting.load(Ordering::SeqCst) && !stopping && shutoff_reason == shutoff::SHUTDOWN;
+        tracing::info!(domain = %slot.name(), ?info, shutoff_reason, rebooting, "VMM exited");
+        let dom = slot.domain_ref();
+        let transient = {
+            let mut r = slot.rec();
+            let same_vm = r.vm.as_ref().is_some_and(|v| Arc::ptr_eq(v, vm));
+            if !same_vm {
+                return;
+            }
+            r.vm = None;
+            r.id = -1;
+            if !rebooting {
+                r.live = None;
+            }
+            !r.persistent()
+        };
+        let _ = slot.apply(Change::Stop(shutoff_reason));
+        if let Err(e) = vm.rt.remove() {
+            tracing::warn!(error = %e, "cannot remove runtime dir");
+        }
+        vm.exited.send_replace(true);
+        if rebooting {
+            let core = self.clone();
+            let slot = slot.clone();
+            tokio::spawn(async move { core.restart_after_reboot(&slot).await });
+            return;
+        }
+        self.emit(Event::Lifecycle {
+            domain: dom,
+            event: kind::STOPPED,
+            detail: stopped_detail,
+        });
+        if transient {
+            self.inner
+                .domains
+                .write()
+                .expect("domain map poisoned")
+                .remove(&slot.uuid);
+        }
+    }
+}
+
+/// Serial consoles on the VMM's stdio would land in its log: send them to
+/// `console.log` in the runtime dir instead, where tools and tests read them.
+fn redirect_stdio_consoles(spec: &mut machine_spec::MachineSpec, rt: &RuntimeDir) {
+    use machine_spec::{CharBackend, DeviceKind};
+    for dev in &mut spec.devices {
+        let backend = match &mut dev.kind {
+            DeviceKind::Serial(s) => &mut s.backend,
+            DeviceKind::Console(c) => &mut c.backend,
+            _ => continue,
+        };
+        if matches!(backend, CharBackend::Stdio) {
+            *backend = CharBackend::File {
+                path: rt.console(),
+                append: true,
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_status_tells_poweroff_from_crash() {
+        assert_eq!(
+            classify(ExitInfo::Code(exit::POWEROFF), false, None),
+            (shutoff::SHUTDOWN, detail::stopped::SHUTDOWN)
+        );
+        assert_eq!(
+            classify(ExitInfo::Code(exit::CRASH), false, None),
+            (shutoff::CRASHED, detail::stopped::CRASHED)
+        );
+        assert_eq!(
+            classify(ExitInfo::Signal(9), false, None),
+            (shutoff::CRASHED, detail::stopped::FAILED)
+        );
+        assert_eq!(
+            classify(ExitInfo::Signal(15), true, None),
+            (shutoff::DESTROYED, detail::stopped::DESTROYED)
+        );
+    }
+
+    #[test]
+    fn reattached_exit_uses_the_last_shutdown_reason() {
+        assert_eq!(
+            classify(ExitInfo::Gone, false, Some("guest-shutdown")).0,
+            shutoff::SHUTDOWN
+        );
+        assert_eq!(classify(ExitInfo::Gone, false, None).0, shutoff::CRASHED);
+        assert_eq!(
+            classify(ExitInfo::Gone, false, Some("host-signal")).0,
+            shutoff::DESTROYED
+        );
+    }
+}

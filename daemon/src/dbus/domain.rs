@@ -1,0 +1,907 @@
+//! `org.libvirt.Domain`, one object per domain at
+//! `<connect path>/domain/_<uuid with '_'>`, with exactly the members of
+//! libvirt-dbus's interface file. Members the core implements call it; the
+//! others answer libvirt's "this function is not supported by the connection
+//! driver: virXxx" (`org.libvirt.Error`).
+
+use std::collections::HashMap;
+
+use uuid::Uuid;
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+use zbus::{OwnedFd, OwnedObjectPath, OwnedVariant};
+
+use super::error::{to_fdo, unsupported, Result};
+use super::{stats, Context};
+use crate::core::{flags, DomainInfo, Error};
+
+/// One domain's object.
+pub struct DomainIface {
+    pub(super) ctx: Context,
+    pub(super) uuid: Uuid,
+}
+
+impl DomainIface {
+    fn info(&self) -> zbus::fdo::Result<DomainInfo> {
+        self.ctx.core.info(&self.uuid).map_err(to_fdo)
+    }
+}
+
+/// libvirt-dbus passes "" for a NULL string argument.
+fn non_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+#[zbus::interface(name = "org.libvirt.Domain")]
+impl DomainIface {
+    #[zbus(property(emits_changed_signal = "false"), name = "Active")]
+    async fn active(&self) -> zbus::fdo::Result<bool> {
+        Ok(self.info()?.state.is_active())
+    }
+
+    #[zbus(property(emits_changed_signal = "false"), name = "Autostart")]
+    async fn autostart(&self) -> zbus::fdo::Result<bool> {
+        self.ctx.core.autostart(&self.uuid).map_err(to_fdo)
+    }
+
+    #[zbus(property, name = "Autostart")]
+    async fn set_autostart(&self, value: bool) -> zbus::fdo::Result<()> {
+        self.ctx
+            .core
+            .set_autostart(&self.uuid, value)
+            .await
+            .map_err(to_fdo)
+    }
+
+    #[zbus(property(emits_changed_signal = "false"), name = "Id")]
+    async fn id(&self) -> zbus::fdo::Result<u32> {
+        // libvirt-dbus shows 0 for an inactive domain (id -1).
+        Ok(u32::try_from(self.info()?.domain.id).unwrap_or(0))
+    }
+
+    #[zbus(property(emits_changed_signal = "false"), name = "Name")]
+    async fn name(&self) -> zbus::fdo::Result<String> {
+        Ok(self.info()?.domain.name)
+    }
+
+    #[zbus(property(emits_changed_signal = "false"), name = "OSType")]
+    async fn os_type(&self) -> zbus::fdo::Result<String> {
+        Ok(self.info()?.os_type)
+    }
+
+    #[zbus(property(emits_changed_signal = "false"), name = "Persistent")]
+    async fn persistent(&self) -> zbus::fdo::Result<bool> {
+        Ok(self.info()?.persistent)
+    }
+
+    #[zbus(property(emits_changed_signal = "false"), name = "SchedulerType")]
+    async fn scheduler_type(&self) -> zbus::fdo::Result<(String, i32)> {
+        Err(to_fdo(Error::NoSupport("virDomainGetSchedulerType".into())))
+    }
+
+    #[zbus(property(emits_changed_signal = "false"), name = "Updated")]
+    async fn updated(&self) -> zbus::fdo::Result<bool> {
+        Ok(self.info()?.updated)
+    }
+
+    #[zbus(property(emits_changed_signal = "const"), name = "UUID")]
+    async fn uuid(&self) -> zbus::fdo::Result<String> {
+        Ok(self.uuid.hyphenated().to_string())
+    }
+
+    #[zbus(name = "AbortJob")]
+    async fn abort_job(&self) -> Result<()> {
+        Err(unsupported("virDomainAbortJob"))
+    }
+
+    #[zbus(name = "AddIOThread")]
+    async fn add_io_thread(&self, _iothread_id: u32, _flags: u32) -> Result<()> {
+        Err(unsupported("virDomainAddIOThread"))
+    }
+
+    #[zbus(name = "AttachDevice")]
+    async fn attach_device(&self, _xml: String, _flags: u32) -> Result<()> {
+        Err(unsupported("virDomainAttachDeviceFlags"))
+    }
+
+    #[zbus(name = "BlockCommit")]
+    async fn block_commit(
+        &self,
+        _disk: String,
+        _base: String,
+        _top: String,
+        _bandwidth: u64,
+        _flags: u32,
+    ) -> Result<()> {
+        Err(unsupported("virDomainBlockCommit"))
+    }
+
+    #[zbus(name = "BlockCopy")]
+    async fn block_copy(
+        &self,
+        _disk: String,
+        _destxml: String,
+        _params: HashMap<String, OwnedVariant>,
+        _flags: u32,
+    ) -> Result<()> {
+        Err(unsupported("virDomainBlockCopy"))
+    }
+
+    #[zbus(name = "BlockJobAbort")]
+    async fn block_job_abort(&self, _disk: String, _flags: u32) -> Result<()> {
+        Err(unsupported("virDomainBlockJobAbort"))
+    }
+
+    #[zbus(name = "BlockPeek", out_args("buffer"))]
+    async fn block_peek(
+        &self,
+        _disk: String,
+        _offset: u64,
+        _size: u64,
+        _flags: u32,
+    ) -> Result<Vec<u8>> {
+        Err(unsupported("virDomainBlockPeek"))
+    }
+
+    #[zbus(name = "BlockPull")]
+    async fn block_pull(&self, _disk: String, _bandwidth: u64, _flags: u32) -> Result<()> {
+        Err(unsupported("virDomainBlockPull"))
+    }
+
+    #[zbus(name = "BlockRebase")]
+    async fn block_rebase(
+        &self,
+        _disk: String,
+        _base: String,
+        _bandwidth: u64,
+        _flags: u32,
+    ) -> Result<()> {
+        Err(unsupported("virDomainBlockRebase"))
+    }
+
+    #[zbus(name = "BlockResize")]
+    async fn block_resize(&self, _disk: String, _size: u64, _flags: u32) -> Result<()> {
+        Err(unsupported("virDomainBlockResize"))
+    }
+
+    #[zbus(name = "BlockJobSetSpeed")]
+    async fn block_job_set_speed(&self, _disk: String, _bandwidth: u64, _flags: u32) -> Result<()> {
+        Err(unsupported("virDomainBlockJobSetSpeed"))
+    }
+
+    #[zbus(name = "CoreDump")]
+    async fn core_dump(&self, _to: String, _dumpformat: u32, _flags: u32) -> Result<()> {
+        Err(unsupported("virDomainCoreDumpWithFormat"))
+    }
+
+    #[zbus(name = "Create")]
+    async fn create(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        flags: u32,
+    ) -> Result<()> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Ok(self.ctx.core.start(&self.uuid, flags).await?)
+    }
+
+    #[zbus(name = "CreateWithFiles")]
+    async fn create_with_files(&self, _files: Vec<OwnedFd>, _flags: u32) -> Result<()> {
+        Err(unsupported("virDomainCreateWithFiles"))
+    }
+
+    #[zbus(name = "DelIOThread")]
+    async fn del_io_thread(&self, _iothread_id: u32, _flags: u32) -> Result<()> {
+        Err(unsupported("virDomainDelIOThread"))
+    }
+
+    #[zbus(name = "Destroy")]
+    async fn destroy(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        flags: u32,
+    ) -> Result<()> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Ok(self.ctx.core.destroy(&self.uuid, flags).await?)
+    }
+
+    #[zbus(name = "DetachDevice")]
+    async fn detach_device(&self, _xml: String, _flags: u32) -> Result<()> {
+        Err(unsupported("virDomainDetachDeviceFlags"))
+    }
+
+    #[zbus(name = "FSFreeze", out_args("frozenFilesystems"))]
+    async fn fs_freeze(&self, _mountpoints: Vec<String>, _flags: u32) -> Result<u32> {
+        Err(unsupported("virDomainFSFreeze"))
+    }
+
+    #[zbus(name = "FSThaw", out_args("thawedFilesystems"))]
+    async fn fs_thaw(&self, _mountpoints: Vec<String>, _flags: u32) -> Result<u32> {
+        Err(unsupported("virDomainFSThaw"))
+    }
+
+    #[zbus(name = "FSTrim")]
+    async fn fs_trim(&self, _mountpoint: String, _minimum: u64, _flags: u32) -> Result<()> {
+        Err(unsupported("virDomainFSTrim"))
+    }
+
+    #[zbus(name = "GetBlockIOParameters", out_args("BlkioParameters"))]
+    async fn get_block_io_parameters(&self, _flags: u32) -> Result<HashMap<String, OwnedVariant>> {
+        Err(unsupported("virDomainGetBlkioParameters"))
+    }
+
+    #[zbus(name = "GetBlockIOTune", out_args("blockIOTune"))]
+    async fn get_block_io_tune(
+        &self,
+        _disk: String,
+        _flags: u32,
+    ) -> Result<HashMap<String, OwnedVariant>> {
+        Err(unsupported("virDomainGetBlockIoTune"))
+    }
+
+    #[zbus(name = "GetBlockJobInfo", out_args("blockJobInfo"))]
+    async fn get_block_job_info(
+        &self,
+        _disk: String,
+        _flags: u32,
+    ) -> Result<((i32, u64, u64, u64),)> {
+        Err(unsupported("virDomainGetBlockJobInfo"))
+    }
+
+    #[zbus(name = "GetControlInfo", out_args("controlInfo"))]
+    async fn get_control_info(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        flags: u32,
+    ) -> Result<((u32, u32, u64),)> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Error::check_flags(flags, 0, "virDomainGetControlInfo")?;
+        // VIR_DOMAIN_CONTROL_OK = 0, VIR_DOMAIN_CONTROL_ERROR = 3 (details 0 = none).
+        let ok = self.ctx.core.control_ok(&self.uuid).await?;
+        Ok(((if ok { 0 } else { 3 }, 0, 0),))
+    }
+
+    #[zbus(name = "GetDiskErrors", out_args("diskErrors"))]
+    async fn get_disk_errors(&self, _flags: u32) -> Result<Vec<(String, i32)>> {
+        Err(unsupported("virDomainGetDiskErrors"))
+    }
+
+    #[zbus(name = "GetEmulatorPinInfo", out_args("cpumap"))]
+    async fn get_emulator_pin_info(&self, _flags: u32) -> Result<Vec<bool>> {
+        Err(unsupported("virDomainGetEmulatorPinInfo"))
+    }
+
+    #[zbus(name = "GetFSInfo", out_args("fsInfo"))]
+    async fn get_fs_info(&self, _flags: u32) -> Result<Vec<(String, String, String, Vec<String>)>> {
+        Err(unsupported("virDomainGetFSInfo"))
+    }
+
+    #[zbus(name = "GetGuestVcpus", out_args("vcpus"))]
+    async fn get_guest_vcpus(&self, _flags: u32) -> Result<HashMap<String, OwnedVariant>> {
+        Err(unsupported("virDomainGetGuestVcpus"))
+    }
+
+    #[zbus(name = "GetHostname", out_args("hostname"))]
+    async fn get_hostname(&self, _flags: u32) -> Result<String> {
+        Err(unsupported("virDomainGetHostname"))
+    }
+
+    #[zbus(name = "GetInterfaceParameters", out_args("interfaceParameters"))]
+    async fn get_interface_parameters(
+        &self,
+        _device: String,
+        _flags: u32,
+    ) -> Result<HashMap<String, OwnedVariant>> {
+        Err(unsupported("virDomainGetInterfaceParameters"))
+    }
+
+    #[zbus(name = "GetIOThreadInfo", out_args("ioThreadInfo"))]
+    async fn get_io_thread_info(&self, _flags: u32) -> Result<Vec<(u32, Vec<bool>)>> {
+        Err(unsupported("virDomainGetIOThreadInfo"))
+    }
+
+    #[zbus(name = "GetJobInfo", out_args("jobInfo"))]
+    async fn get_job_info(
+        &self,
+    ) -> Result<((i32, u64, u64, u64, u64, u64, u64, u64, u64, u64, u64, u64),)> {
+        Err(unsupported("virDomainGetJobInfo"))
+    }
+
+    #[zbus(name = "GetJobStats", out_args("stats"))]
+    async fn get_job_stats(&self, _flags: u32) -> Result<((i32, HashMap<String, OwnedVariant>),)> {
+        Err(unsupported("virDomainGetJobStats"))
+    }
+
+    #[zbus(name = "GetMemoryParameters", out_args("memoryParameters"))]
+    async fn get_memory_parameters(&self, _flags: u32) -> Result<HashMap<String, OwnedVariant>> {
+        Err(unsupported("virDomainGetMemoryParameters"))
+    }
+
+    #[zbus(name = "GetMetadata", out_args("metadata"))]
+    async fn get_metadata(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        type_: i32,
+        uri: String,
+        flags: u32,
+    ) -> Result<String> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Ok(self
+            .ctx
+            .core
+            .metadata(&self.uuid, type_, non_empty(&uri), flags)?)
+    }
+
+    #[zbus(name = "GetNumaParameters", out_args("numaParameters"))]
+    async fn get_numa_parameters(&self, _flags: u32) -> Result<HashMap<String, OwnedVariant>> {
+        Err(unsupported("virDomainGetNumaParameters"))
+    }
+
+    #[zbus(name = "GetPerfEvents", out_args("perfEvents"))]
+    async fn get_perf_events(&self, _flags: u32) -> Result<HashMap<String, OwnedVariant>> {
+        Err(unsupported("virDomainGetPerfEvents"))
+    }
+
+    #[zbus(name = "GetSchedulerParameters", out_args("SchedulerParameters"))]
+    async fn get_scheduler_parameters(&self, _flags: u32) -> Result<HashMap<String, OwnedVariant>> {
+        Err(unsupported("virDomainGetSchedulerParametersFlags"))
+    }
+
+    #[zbus(name = "GetSecurityLabelList", out_args("securityLabels"))]
+    async fn get_security_label_list(&self) -> Result<Vec<(String, bool)>> {
+        Err(unsupported("virDomainGetSecurityLabelList"))
+    }
+
+    #[zbus(name = "GetState", out_args("state"))]
+    async fn get_state(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        flags: u32,
+    ) -> Result<((i32, i32),)> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Error::check_flags(flags, 0, "virDomainGetState")?;
+        let s = self.ctx.core.state(&self.uuid)?;
+        Ok(((s.state as i32, s.reason),))
+    }
+
+    #[zbus(name = "GetStats", out_args("records"))]
+    async fn get_stats(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        stats: u32,
+        flags: u32,
+    ) -> Result<HashMap<String, OwnedVariant>> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Error::check_flags(
+            flags,
+            flags::list::ALL | stats::ALL_STATS_FLAGS,
+            "virDomainListGetStats",
+        )?;
+        let s = self.ctx.core.stats(&self.uuid).await?;
+        Ok(stats::typed_params(&s, stats))
+    }
+
+    #[zbus(name = "GetTime", out_args("time"))]
+    async fn get_time(&self, _flags: u32) -> Result<((u64, u32),)> {
+        Err(unsupported("virDomainGetTime"))
+    }
+
+    #[zbus(name = "GetVcpuPinInfo", out_args("vcpuPinInfo"))]
+    async fn get_vcpu_pin_info(&self, _flags: u32) -> Result<Vec<Vec<bool>>> {
+        Err(unsupported("virDomainGetVcpuPinInfo"))
+    }
+
+    #[zbus(name = "GetVcpus", out_args("vcpus"))]
+    async fn get_vcpus(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        flags: u32,
+    ) -> Result<u32> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Ok(self.ctx.core.vcpus(&self.uuid, flags)?)
+    }
+
+    #[zbus(name = "GetXMLDesc", out_args("xml"))]
+    async fn get_xml_desc(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        flags: u32,
+    ) -> Result<String> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Ok(self.ctx.core.xml_desc(&self.uuid, flags)?)
+    }
+
+    #[zbus(name = "HasManagedSaveImage", out_args("managedSaveImage"))]
+    async fn has_managed_save_image(&self, _flags: u32) -> Result<bool> {
+        Err(unsupported("virDomainHasManagedSaveImage"))
+    }
+
+    #[zbus(name = "InjectNMI")]
+    async fn inject_nmi(&self, _flags: u32) -> Result<()> {
+        Err(unsupported("virDomainInjectNMI"))
+    }
+
+    #[zbus(name = "InterfaceAddresses", out_args("ifaces"))]
+    async fn interface_addresses(
+        &self,
+        _source: u32,
+        _flags: u32,
+    ) -> Result<Vec<(String, String, Vec<(i32, String, u32)>)>> {
+        Err(unsupported("virDomainInterfaceAddresses"))
+    }
+
+    #[zbus(name = "ListDomainSnapshots", out_args("domainSnapshots"))]
+    async fn list_domain_snapshots(&self, _flags: u32) -> Result<Vec<OwnedObjectPath>> {
+        Err(unsupported("virDomainListAllSnapshots"))
+    }
+
+    #[zbus(name = "ManagedSave")]
+    async fn managed_save(&self, _flags: u32) -> Result<()> {
+        Err(unsupported("virDomainManagedSave"))
+    }
+
+    #[zbus(name = "ManagedSaveRemove")]
+    async fn managed_save_remove(&self, _flags: u32) -> Result<()> {
+        Err(unsupported("virDomainManagedSaveRemove"))
+    }
+
+    #[zbus(name = "MemoryPeek", out_args("buffer"))]
+    async fn memory_peek(&self, _offset: u64, _size: u64, _flags: u32) -> Result<Vec<u8>> {
+        Err(unsupported("virDomainMemoryPeek"))
+    }
+
+    #[zbus(name = "MemoryStats", out_args("stats"))]
+    async fn memory_stats(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        flags: u32,
+    ) -> Result<HashMap<i32, u64>> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Error::check_flags(flags, 0, "virDomainMemoryStats")?;
+        Ok(self
+            .ctx
+            .core
+            .memory_stats(&self.uuid)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
+    #[zbus(name = "MigrateGetCompressionCache", out_args("cacheSize"))]
+    async fn migrate_get_compression_cache(&self, _flags: u32) -> Result<u64> {
+        Err(unsupported("virDomainMigrateGetCompressionCache"))
+    }
+
+    #[zbus(name = "MigrateGetMaxSpeed", out_args("bandwidth"))]
+    async fn migrate_get_max_speed(&self, _flags: u32) -> Result<u64> {
+        Err(unsupported("virDomainMigrateGetMaxSpeed"))
+    }
+
+    #[zbus(name = "MigrateSetCompressionCache")]
+    async fn migrate_set_compression_cache(&self, _cache_size: u64, _flags: u32) -> Result<()> {
+        Err(unsupported("virDomainMigrateSetCompressionCache"))
+    }
+
+    #[zbus(name = "MigrateSetMaxDowntime")]
+    async fn migrate_set_max_downtime(&self, _downtime: u64, _flags: u32) -> Result<()> {
+        Err(unsupported("virDomainMigrateSetMaxDowntime"))
+    }
+
+    #[zbus(name = "MigrateSetMaxSpeed")]
+    async fn migrate_set_max_speed(&self, _bandwidth: u64, _flags: u32) -> Result<()> {
+        Err(unsupported("virDomainMigrateSetMaxSpeed"))
+    }
+
+    #[zbus(name = "MigrateStartPostCopy")]
+    async fn migrate_start_post_copy(&self, _flags: u32) -> Result<()> {
+        Err(unsupported("virDomainMigrateStartPostCopy"))
+    }
+
+    #[zbus(name = "MigrateToURI3")]
+    async fn migrate_to_uri3(
+        &self,
+        _dconuri: String,
+        _params: HashMap<String, OwnedVariant>,
+        _flags: u32,
+    ) -> Result<()> {
+        Err(unsupported("virDomainMigrateToURI3"))
+    }
+
+    #[zbus(name = "OpenGraphicsFD", out_args("fd"))]
+    async fn open_graphics_fd(&self, _idx: u32, _flags: u32) -> Result<OwnedFd> {
+        Err(unsupported("virDomainOpenGraphicsFD"))
+    }
+
+    #[zbus(name = "PinEmulator")]
+    async fn pin_emulator(&self, _cpumap: Vec<bool>, _flags: u32) -> Result<()> {
+        Err(unsupported("virDomainPinEmulator"))
+    }
+
+    #[zbus(name = "PinIOThread")]
+    async fn pin_io_thread(
+        &self,
+        _iothread_id: u32,
+        _cpumap: Vec<bool>,
+        _flags: u32,
+    ) -> Result<()> {
+        Err(unsupported("virDomainPinIOThread"))
+    }
+
+    #[zbus(name = "PinVcpu")]
+    async fn pin_vcpu(&self, _vcpu: u32, _cpumap: Vec<bool>, _flags: u32) -> Result<()> {
+        Err(unsupported("virDomainPinVcpuFlags"))
+    }
+
+    #[zbus(name = "PMWakeup")]
+    async fn pm_wakeup(&self, _flags: u32) -> Result<()> {
+        Err(unsupported("virDomainPMWakeup"))
+    }
+
+    #[zbus(name = "Reboot")]
+    async fn reboot(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        flags: u32,
+    ) -> Result<()> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Ok(self.ctx.core.reboot(&self.uuid, flags).await?)
+    }
+
+    #[zbus(name = "Rename")]
+    async fn rename(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        name: String,
+        flags: u32,
+    ) -> Result<()> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Ok(self.ctx.core.rename(&self.uuid, &name, flags).await?)
+    }
+
+    #[zbus(name = "Reset")]
+    async fn reset(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        flags: u32,
+    ) -> Result<()> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Ok(self.ctx.core.reset(&self.uuid, flags).await?)
+    }
+
+    #[zbus(name = "Resume")]
+    async fn resume(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<()> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Ok(self.ctx.core.resume(&self.uuid).await?)
+    }
+
+    #[zbus(name = "Save")]
+    async fn save(&self, _to: String, _xml: String, _flags: u32) -> Result<()> {
+        Err(unsupported("virDomainSaveFlags"))
+    }
+
+    #[zbus(name = "SendKey")]
+    async fn send_key(
+        &self,
+        _codeset: u32,
+        _holdtime: u32,
+        _keycodes: Vec<u32>,
+        _flags: u32,
+    ) -> Result<()> {
+        Err(unsupported("virDomainSendKey"))
+    }
+
+    #[zbus(name = "SendProcessSignal")]
+    async fn send_process_signal(&self, _pid_value: i64, _sig_num: u32, _flags: u32) -> Result<()> {
+        Err(unsupported("virDomainSendProcessSignal"))
+    }
+
+    #[zbus(name = "SetBlockIOParameters")]
+    async fn set_block_io_parameters(
+        &self,
+        _params: HashMap<String, OwnedVariant>,
+        _flags: u32,
+    ) -> Result<()> {
+        Err(unsupported("virDomainSetBlkioParameters"))
+    }
+
+    #[zbus(name = "SetBlockIOTune")]
+    async fn set_block_io_tune(
+        &self,
+        _disk: String,
+        _params: HashMap<String, OwnedVariant>,
+        _flags: u32,
+    ) -> Result<()> {
+        Err(unsupported("virDomainSetBlockIoTune"))
+    }
+
+    #[zbus(name = "SetGuestVcpus")]
+    async fn set_guest_vcpus(&self, _vcpumap: Vec<bool>, _state: i32, _flags: u32) -> Result<()> {
+        Err(unsupported("virDomainSetGuestVcpus"))
+    }
+
+    #[zbus(name = "SetInterfaceParameters")]
+    async fn set_interface_parameters(
+        &self,
+        _device: String,
+        _params: HashMap<String, OwnedVariant>,
+        _flags: u32,
+    ) -> Result<()> {
+        Err(unsupported("virDomainSetInterfaceParameters"))
+    }
+
+    #[zbus(name = "SetMemory")]
+    async fn set_memory(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        memory: u64,
+        flags: u32,
+    ) -> Result<()> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Ok(self.ctx.core.set_memory(&self.uuid, memory, flags).await?)
+    }
+
+    #[zbus(name = "SetMemoryParameters")]
+    async fn set_memory_parameters(
+        &self,
+        _params: HashMap<String, OwnedVariant>,
+        _flags: u32,
+    ) -> Result<()> {
+        Err(unsupported("virDomainSetMemoryParameters"))
+    }
+
+    #[zbus(name = "SetMemoryStatsPeriod")]
+    async fn set_memory_stats_period(&self, _period: i32, _flags: u32) -> Result<()> {
+        Err(unsupported("virDomainSetMemoryStatsPeriod"))
+    }
+
+    #[zbus(name = "SetMetadata")]
+    // The D-Bus signature fixes the argument list.
+    #[allow(clippy::too_many_arguments)]
+    async fn set_metadata(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        type_: i32,
+        metadata: String,
+        key: String,
+        uri: String,
+        flags: u32,
+    ) -> Result<()> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Ok(self
+            .ctx
+            .core
+            .set_metadata(
+                &self.uuid,
+                type_,
+                non_empty(&metadata),
+                non_empty(&key),
+                non_empty(&uri),
+                flags,
+            )
+            .await?)
+    }
+
+    #[zbus(name = "SetNumaParameters")]
+    async fn set_numa_parameters(
+        &self,
+        _params: HashMap<String, OwnedVariant>,
+        _flags: u32,
+    ) -> Result<()> {
+        Err(unsupported("virDomainSetNumaParameters"))
+    }
+
+    #[zbus(name = "SetPerfEvents")]
+    async fn set_perf_events(
+        &self,
+        _params: HashMap<String, OwnedVariant>,
+        _flags: u32,
+    ) -> Result<()> {
+        Err(unsupported("virDomainSetPerfEvents"))
+    }
+
+    #[zbus(name = "SetSchedulerParameters")]
+    async fn set_scheduler_parameters(
+        &self,
+        _params: HashMap<String, OwnedVariant>,
+        _flags: u32,
+    ) -> Result<()> {
+        Err(unsupported("virDomainSetSchedulerParametersFlags"))
+    }
+
+    #[zbus(name = "SetUserPassword")]
+    async fn set_user_password(&self, _user: String, _password: String, _flags: u32) -> Result<()> {
+        Err(unsupported("virDomainSetUserPassword"))
+    }
+
+    #[zbus(name = "SetTime")]
+    async fn set_time(&self, _seconds: u64, _nseconds: u32, _flags: u32) -> Result<()> {
+        Err(unsupported("virDomainSetTime"))
+    }
+
+    #[zbus(name = "SetVcpus")]
+    async fn set_vcpus(&self, _vcpus: u32, _flags: u32) -> Result<()> {
+        Err(unsupported("virDomainSetVcpusFlags"))
+    }
+
+    #[zbus(name = "Shutdown")]
+    async fn shutdown(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        flags: u32,
+    ) -> Result<()> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Ok(self.ctx.core.shutdown(&self.uuid, flags).await?)
+    }
+
+    #[zbus(name = "SnapshotCurrent", out_args("domainSnapshot"))]
+    async fn snapshot_current(&self, _flags: u32) -> Result<OwnedObjectPath> {
+        Err(unsupported("virDomainSnapshotCurrent"))
+    }
+
+    #[zbus(name = "SnapshotCreateXML", out_args("domainSnapshot"))]
+    async fn snapshot_create_xml(&self, _xml: String, _flags: u32) -> Result<OwnedObjectPath> {
+        Err(unsupported("virDomainSnapshotCreateXML"))
+    }
+
+    #[zbus(name = "SnapshotLookupByName", out_args("domainSnapshot"))]
+    async fn snapshot_lookup_by_name(&self, _name: String, _flags: u32) -> Result<OwnedObjectPath> {
+        Err(unsupported("virDomainSnapshotLookupByName"))
+    }
+
+    #[zbus(name = "Suspend")]
+    async fn suspend(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<()> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Ok(self.ctx.core.suspend(&self.uuid).await?)
+    }
+
+    #[zbus(name = "Undefine")]
+    async fn undefine(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        flags: u32,
+    ) -> Result<()> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        self.ctx.core.undefine(&self.uuid, flags).await?;
+        self.ctx.sync_objects(conn).await;
+        Ok(())
+    }
+
+    #[zbus(name = "UpdateDevice")]
+    async fn update_device(&self, _xml: String, _flags: u32) -> Result<()> {
+        Err(unsupported("virDomainUpdateDeviceFlags"))
+    }
+
+    #[zbus(signal, name = "AgentEvent")]
+    pub async fn agent_event(
+        emitter: &SignalEmitter<'_>,
+        state: i32,
+        reason: i32,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal, name = "BalloonChange")]
+    pub async fn balloon_change(emitter: &SignalEmitter<'_>, actual: u64) -> zbus::Result<()>;
+
+    #[zbus(signal, name = "BlockJob")]
+    pub async fn block_job(
+        emitter: &SignalEmitter<'_>,
+        disk: String,
+        type_: i32,
+        status: i32,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal, name = "ControlError")]
+    pub async fn control_error(emitter: &SignalEmitter<'_>) -> zbus::Result<()>;
+
+    #[zbus(signal, name = "DeviceAdded")]
+    pub async fn device_added(emitter: &SignalEmitter<'_>, device: String) -> zbus::Result<()>;
+
+    #[zbus(signal, name = "DeviceRemovalFailed")]
+    pub async fn device_removal_failed(
+        emitter: &SignalEmitter<'_>,
+        device: String,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal, name = "DeviceRemoved")]
+    pub async fn device_removed(emitter: &SignalEmitter<'_>, device: String) -> zbus::Result<()>;
+
+    #[zbus(signal, name = "DiskChange")]
+    pub async fn disk_change(
+        emitter: &SignalEmitter<'_>,
+        old_src_path: String,
+        new_src_path: String,
+        device: String,
+        reason: i32,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal, name = "Graphics")]
+    pub async fn graphics(
+        emitter: &SignalEmitter<'_>,
+        phase: i32,
+        local: (i32, String, String),
+        remote: (i32, String, String),
+        auth_scheme: String,
+        identities: Vec<(String, String)>,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal, name = "IOError")]
+    pub async fn io_error(
+        emitter: &SignalEmitter<'_>,
+        src_path: String,
+        device: String,
+        action: i32,
+        reason: String,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal, name = "JobCompleted")]
+    pub async fn job_completed(
+        emitter: &SignalEmitter<'_>,
+        params: HashMap<String, OwnedVariant>,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal, name = "MetadataChange")]
+    pub async fn metadata_change(
+        emitter: &SignalEmitter<'_>,
+        type_: i32,
+        nsuri: String,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal, name = "MigrationIteration")]
+    pub async fn migration_iteration(
+        emitter: &SignalEmitter<'_>,
+        iteration: i32,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal, name = "PMSuspend")]
+    pub async fn pm_suspend(emitter: &SignalEmitter<'_>, reason: i32) -> zbus::Result<()>;
+
+    #[zbus(signal, name = "PMSuspendDisk")]
+    pub async fn pm_suspend_disk(emitter: &SignalEmitter<'_>, reason: i32) -> zbus::Result<()>;
+
+    #[zbus(signal, name = "Reboot")]
+    pub async fn reboot_signal(emitter: &SignalEmitter<'_>) -> zbus::Result<()>;
+
+    #[zbus(signal, name = "PMWakeup")]
+    pub async fn pm_wakeup_signal(emitter: &SignalEmitter<'_>, reason: i32) -> zbus::Result<()>;
+
+    #[zbus(signal, name = "RTCChange")]
+    pub async fn rtc_change(emitter: &SignalEmitter<'_>, utcoffset: i64) -> zbus::Result<()>;
+
+    #[zbus(signal, name = "TrayChange")]
+    pub async fn tray_change(
+        emitter: &SignalEmitter<'_>,
+        device: String,
+        reason: i32,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal, name = "Tunable")]
+    pub async fn tunable(
+        emitter: &SignalEmitter<'_>,
+        params: HashMap<String, OwnedVariant>,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal, name = "Watchdog")]
+    pub async fn watchdog(emitter: &SignalEmitter<'_>, action: i32) -> zbus::Result<()>;
+}

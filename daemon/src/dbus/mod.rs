@@ -1,0 +1,182 @@
+//! The D-Bus front end: libvirt-dbus's `org.libvirt` service on top of the core.
+//!
+//! One connect object (`org.libvirt.Connect`, default `/org/libvirt/QEMU`) and one
+//! object per domain (`org.libvirt.Domain`). Domain objects follow the core's
+//! catalog: after every event and catalog call the set of exported objects is
+//! brought in line with the core's domain list. Lifecycle events become
+//! `Connect.DomainEvent(o, i, i)` signals; reboot, balloon and control-error
+//! events become the matching signals on the domain object.
+
+mod auth;
+mod connect;
+mod domain;
+pub mod error;
+mod host;
+pub mod path;
+mod stats;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+use zbus::object_server::SignalEmitter;
+use zbus::OwnedObjectPath;
+
+pub use auth::Gate;
+use connect::ConnectIface;
+use domain::DomainIface;
+
+use crate::core::{Core, Event};
+
+/// Why the service could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot connect to the D-Bus bus")]
+    Connect(#[source] zbus::Error),
+    #[error("cannot export object '{path}'")]
+    Export {
+        path: String,
+        #[source]
+        source: zbus::Error,
+    },
+    #[error("cannot own bus name '{name}'")]
+    Name {
+        name: String,
+        #[source]
+        source: zbus::Error,
+    },
+}
+
+/// Where and how to serve.
+pub struct ServeOptions {
+    /// A connection builder for the chosen bus (session, system or an address).
+    pub bus: zbus::connection::Builder<'static>,
+    pub bus_name: String,
+    pub object_path: String,
+    pub gate: Gate,
+}
+
+/// What every interface object shares.
+#[derive(Clone)]
+pub struct Context {
+    core: Core,
+    base: Arc<str>,
+    gate: Arc<Gate>,
+    exported: Arc<Mutex<HashSet<Uuid>>>,
+    /// Serialises object-set updates.
+    sync: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Context {
+    fn path(&self, uuid: &Uuid) -> OwnedObjectPath {
+        OwnedObjectPath::try_from(path::domain_path(&self.base, uuid))
+            .expect("domain paths are valid object paths")
+    }
+
+    /// Exports an object for every domain of the core and removes those of
+    /// domains that are gone.
+    async fn sync_objects(&self, conn: &zbus::Connection) {
+        let _guard = self.sync.lock().await;
+        let want: HashSet<Uuid> = match self.core.list(0) {
+            Ok(list) => list.into_iter().map(|i| i.domain.uuid).collect(),
+            Err(_) => return,
+        };
+        let have = self.exported.lock().expect("poisoned").clone();
+        let server = conn.object_server();
+        for uuid in want.difference(&have) {
+            let iface = DomainIface {
+                ctx: self.clone(),
+                uuid: *uuid,
+            };
+            match server.at(self.path(uuid), iface).await {
+                Ok(_) => {
+                    self.exported.lock().expect("poisoned").insert(*uuid);
+                }
+                Err(e) => tracing::error!(%uuid, error = %e, "cannot export domain object"),
+            }
+        }
+        for uuid in have.difference(&want) {
+            let _ = server.remove::<DomainIface, _>(self.path(uuid)).await;
+            self.exported.lock().expect("poisoned").remove(uuid);
+        }
+    }
+}
+
+/// Connects to the bus, exports the objects, owns the name, and forwards core
+/// events as signals until the connection ends. Returns the connection.
+pub async fn serve(core: Core, opts: ServeOptions) -> Result<zbus::Connection, ServeError> {
+    let ctx = Context {
+        core: core.clone(),
+        base: Arc::from(opts.object_path.as_str()),
+        gate: Arc::new(opts.gate),
+        exported: Arc::default(),
+        sync: Arc::default(),
+    };
+    // Subscribe before exporting so no event between the two is lost.
+    let mut events = core.subscribe();
+    let conn = opts
+        .bus
+        .serve_at(opts.object_path.as_str(), ConnectIface { ctx: ctx.clone() })
+        .build()
+        .await
+        .map_err(ServeError::Connect)?;
+    ctx.sync_objects(&conn).await;
+    conn.request_name(opts.bus_name.as_str())
+        .await
+        .map_err(|source| ServeError::Name {
+            name: opts.bus_name.clone(),
+            source,
+        })?;
+    let forward_conn = conn.clone();
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(ev) => forward(&ctx, &forward_conn, ev).await,
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "D-Bus event forwarder fell behind");
+                    ctx.sync_objects(&forward_conn).await;
+                }
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
+    Ok(conn)
+}
+
+/// Sends one core event as a D-Bus signal.
+async fn forward(ctx: &Context, conn: &zbus::Connection, ev: Event) {
+    let uuid = ev.domain().uuid;
+    let dom_path = ctx.path(&uuid);
+    // A new domain needs its object before the signal that names it.
+    ctx.sync_objects(conn).await;
+    let result = match &ev {
+        Event::Lifecycle { event, detail, .. } => match SignalEmitter::new(conn, &*ctx.base) {
+            Ok(em) => ConnectIface::domain_event(&em, dom_path.clone(), *event, *detail).await,
+            Err(e) => Err(e),
+        },
+        Event::Reboot { .. } => match SignalEmitter::new(conn, dom_path.clone()) {
+            Ok(em) => DomainIface::reboot_signal(&em).await,
+            Err(e) => Err(e),
+        },
+        Event::BalloonChange { actual_kib, .. } => match SignalEmitter::new(conn, dom_path.clone())
+        {
+            Ok(em) => DomainIface::balloon_change(&em, *actual_kib).await,
+            Err(e) => Err(e),
+        },
+        Event::ControlError { .. } => match SignalEmitter::new(conn, dom_path.clone()) {
+            Ok(em) => DomainIface::control_error(&em).await,
+            Err(e) => Err(e),
+        },
+        Event::MetadataChange { kind, uri, .. } => match SignalEmitter::new(conn, dom_path.clone())
+        {
+            Ok(em) => {
+                DomainIface::metadata_change(&em, *kind, uri.clone().unwrap_or_default()).await
+            }
+            Err(e) => Err(e),
+        },
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "cannot emit D-Bus signal");
+    }
+}

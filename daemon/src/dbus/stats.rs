@@ -1,0 +1,49 @@
+//! Domain statistics as libvirt typed parameters (`a{sv}`), keyed as
+//! `virConnectGetAllDomainStats` keys them (`state.state`, `cpu.time`, …).
+
+use std::collections::HashMap;
+
+use zbus::OwnedVariant;
+
+use crate::core::DomainStats;
+
+/// `virDomainStatsTypes` bits.
+pub const STATE: u32 = 1 << 0;
+pub const CPU_TOTAL: u32 = 1 << 1;
+pub const BALLOON: u32 = 1 << 2;
+pub const VCPU: u32 = 1 << 3;
+/// Flags of `virConnectGetAllDomainStats` beyond the listing filters
+/// (NOWAIT, BACKING, ENFORCE_STATS).
+pub const ALL_STATS_FLAGS: u32 = (1 << 29) | (1 << 30) | (1 << 31);
+
+/// The groups we report; `stats == 0` means all of them, as in libvirt.
+pub fn typed_params(s: &DomainStats, stats: u32) -> HashMap<String, OwnedVariant> {
+    let want = |bit: u32| stats == 0 || stats & bit != 0;
+    let mut m: HashMap<String, OwnedVariant> = HashMap::new();
+    let mut put = |k: &str, v: OwnedVariant| {
+        m.insert(k.to_string(), v);
+    };
+    if want(STATE) {
+        put("state.state", OwnedVariant::from(s.info.state.state as i32));
+        put("state.reason", OwnedVariant::from(s.info.state.reason));
+    }
+    let active = s.info.state.is_active();
+    if want(CPU_TOTAL) && active {
+        put("cpu.time", OwnedVariant::from(s.info.cpu_time_ns));
+    }
+    if want(BALLOON) {
+        put(
+            "balloon.current",
+            OwnedVariant::from(s.balloon_current_kib.unwrap_or(s.info.memory_kib)),
+        );
+        put("balloon.maximum", OwnedVariant::from(s.info.max_memory_kib));
+        if let Some(rss) = s.rss_kib {
+            put("balloon.rss", OwnedVariant::from(rss));
+        }
+    }
+    if want(VCPU) && active {
+        put("vcpu.current", OwnedVariant::from(s.info.vcpus));
+        put("vcpu.maximum", OwnedVariant::from(s.info.max_vcpus));
+    }
+    m
+}
