@@ -138,6 +138,7 @@ enum ConsoleSource {
 /// A running (or finished) `oxvirt-vmm` process with its console and log.
 pub struct Vm {
     child: Mutex<Child>,
+    stdin: Mutex<Option<std::process::ChildStdin>>,
     status: Mutex<Option<ExitStatus>>,
     console: Arc<Buf>,
     log: Arc<Buf>,
@@ -195,12 +196,14 @@ impl Vm {
     fn spawn(dir: tempfile::TempDir, args: Vec<String>, source: ConsoleSource, what: String) -> Vm {
         let bin = bin_path("oxvirt-vmm");
         let mut cmd = Command::new(&bin);
+        // stdin is a pipe the test holds open: the VMM's stdio backend can watch it, and
+        // tests can type into the guest's console (`send_stdin`).
         cmd.args(&args)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "info");
+        if std::env::var_os("OXVIRT_LOG").is_none() {
+            cmd.env("OXVIRT_LOG", "info");
         }
         let started = Instant::now();
         let mut child = cmd
@@ -209,11 +212,13 @@ impl Vm {
         let console = Arc::new(Buf::default());
         let log = Arc::new(Buf::default());
         let stop = Arc::new(AtomicBool::new(false));
+        let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
         pump(stderr, log.clone(), stop.clone());
         let vm = Vm {
             child: Mutex::new(child),
+            stdin: Mutex::new(stdin),
             status: Mutex::new(None),
             console: console.clone(),
             log: log.clone(),
@@ -300,6 +305,20 @@ impl Vm {
         }
     }
 
+    /// Writes to the VMM's stdin (the guest's input with a stdio console).
+    pub fn send_stdin(&self, bytes: &[u8]) {
+        use std::io::Write;
+        if let Some(s) = self.stdin.lock().unwrap().as_mut() {
+            let _ = s.write_all(bytes);
+            let _ = s.flush();
+        }
+    }
+
+    /// Closes the VMM's stdin (end of input).
+    pub fn close_stdin(&self) {
+        self.stdin.lock().unwrap().take();
+    }
+
     /// The OS process id.
     pub fn pid(&self) -> u32 {
         self.child.lock().unwrap().id()
@@ -310,6 +329,14 @@ impl Vm {
         self.console.text()
     }
 
+    /// The console up to its last complete line (a line still being printed is left out).
+    pub fn console_lines(&self) -> String {
+        let mut t = self.console();
+        let end = t.rfind('\n').map_or(0, |i| i + 1);
+        t.truncate(end);
+        t
+    }
+
     /// Everything the VMM logged so far (stderr).
     pub fn log(&self) -> String {
         self.log.text()
@@ -317,7 +344,7 @@ impl Vm {
 
     /// The `OXTEST` result lines so far.
     pub fn checks(&self) -> Vec<Check> {
-        checks(&self.console())
+        checks(&self.console_lines())
     }
 
     /// The exit status, if the process has ended.
@@ -344,12 +371,13 @@ impl Vm {
         );
     }
 
-    /// Waits until the console has `n` occurrences of `needle`; returns the console.
+    /// Waits until the console has `n` occurrences of `needle` in complete lines; returns
+    /// the console up to its last complete line.
     /// Fails (with the console) on timeout or if the VMM exits first.
     pub fn wait_count(&self, needle: &str, n: usize, within: Duration) -> String {
         let deadline = Instant::now() + timeout(within);
         loop {
-            let text = self.console();
+            let text = self.console_lines();
             if text.matches(needle).count() >= n {
                 return text;
             }
