@@ -22,6 +22,9 @@ pub(crate) fn apply(dom: &mut Domain) -> Result<()> {
     if dom.os.machine.is_none() {
         dom.os.machine = Some("pc".to_string());
     }
+    if dom.vcpu.placement.is_none() {
+        dom.vcpu.placement = Some(Placement::Static);
+    }
     if dom.clock.is_none() {
         dom.clock = Some(Clock {
             offset: "utc".to_string(),
@@ -240,14 +243,11 @@ fn misc_devices(d: &mut Devices) {
     }
     for i in &mut d.inputs {
         if i.bus.is_none() {
-            i.bus = Some(
-                if i.input_type == "tablet" {
-                    "usb"
-                } else {
-                    "ps2"
-                }
-                .to_string(),
-            );
+            i.bus = match i.input_type.as_str() {
+                "tablet" => Some("usb".to_string()),
+                "mouse" | "keyboard" => Some("ps2".to_string()),
+                _ => None,
+            };
         }
     }
 }
@@ -445,9 +445,9 @@ fn aliases(d: &mut Devices, q35: bool) {
     for (i, x) in d.inputs.iter_mut().enumerate() {
         set(&mut x.alias, format!("input{i}"));
     }
-    let generic_lists: [(&mut Vec<GenericDevice>, &str); 9] = [
+    // (Smartcards get no alias: libvirt's schema has no <alias> for them.)
+    let generic_lists: [(&mut Vec<GenericDevice>, &str); 8] = [
         (&mut d.filesystems, "fs"),
-        (&mut d.smartcards, "smartcard"),
         (&mut d.tpms, "tpm"),
         (&mut d.sounds, "sound"),
         (&mut d.videos, "video"),
