@@ -43,6 +43,9 @@ pub trait PciDevice: Send {
     /// BAR `bar` now decodes at `new` instead of `old` (guest re-programmed it
     /// with memory decoding on). Devices with ioeventfds in the BAR move them.
     fn bar_moved(&mut self, _bar: usize, _old: u64, _new: u64) {}
+    /// Sets the multi-function bit of the header type (function 0 of a slot
+    /// that has other functions).
+    fn set_multifunction(&mut self) {}
 }
 
 /// Errors building the PCI topology.

@@ -157,6 +157,13 @@ impl PciRoot {
         Ok(())
     }
 
+    /// Marks function 0 of `slot` multi-function.
+    pub fn set_multifunction(&mut self, slot: u8) {
+        if let Some(s) = self.slots.get_mut(&(slot << 3)) {
+            s.dev.set_multifunction();
+        }
+    }
+
     /// Occupied (slot, function) pairs, host bridge included.
     pub fn devices(&self) -> Vec<(u8, u8)> {
         self.slots.keys().map(|d| (d >> 3, d & 7)).collect()

@@ -25,6 +25,7 @@ pub mod queue_util;
 pub mod rng;
 #[cfg(test)]
 mod transport_tests;
+pub mod vsock;
 pub mod worker;
 
 use std::sync::Arc;

@@ -660,6 +660,10 @@ impl PciDevice for VirtioPciDevice {
         }
     }
 
+    fn set_multifunction(&mut self) {
+        self.config.set_multifunction(true);
+    }
+
     fn bar_moved(&mut self, bar: usize, _old: u64, new: u64) {
         if bar == 0 {
             self.bind_ioevents(new);
