@@ -1,4 +1,33 @@
-//! The KVM virtual machine monitor.
+//! oxvirt's KVM virtual machine monitor.
+//!
+//! Map of the crate:
+//! * [`vm`]: builds the machine from a `MachineSpec` and runs the main loop;
+//! * [`control`]: the thread-safe control API and lifecycle events (for QMP);
+//! * [`vcpu`]: vCPU threads and how they are paused and stopped;
+//! * [`layout`], [`memory`]: the guest physical address map, e820, guest RAM;
+//! * [`arch`]: CPUID, MSRs, registers, GDT and page tables;
+//! * [`boot`]: PVH and bzImage loading, initrd, command line;
+//! * [`acpi`]: RSDP, XSDT, FADT, FACS, DSDT, MADT, MCFG;
+//! * [`devices`]: the buses and the platform devices (UARTs, PM, CMOS, i8042, …);
+//! * [`pci`], [`virtio`]: the PCI root bus and virtio devices;
+//! * [`kvm`]: the few `unsafe` calls into KVM and the OS.
 
+pub mod acpi;
+pub mod arch;
+pub mod boot;
+pub mod control;
+pub mod devices;
+pub mod kvm;
+pub mod layout;
+pub mod lifecycle;
+pub mod memory;
+pub mod monitor;
 pub mod pci;
+pub mod vcpu;
 pub mod virtio;
+pub mod vm;
+
+pub use control::{
+    ChardevInfo, ControlError, RunState, ShutdownCause, VcpuThreadInfo, VmControl, VmEvent,
+};
+pub use vm::{block_host_signals, Outcome, VmError, Vmm};

@@ -1,1 +1,105 @@
-fn main() {}
+//! `oxvirt-vmm`: boots one machine from a machine spec or a libvirt domain XML.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use machine_spec::{exit, MachineSpec};
+
+const EXIT_STATUSES: &str = "\
+Exit statuses:
+  0  the guest powered off (ACPI S5) and on_poweroff is destroy
+  1  the VMM could not start or failed (bad spec, no /dev/kvm, kernel missing, ...)
+  2  command-line usage error
+  3  the guest reset itself and on_reboot is destroy
+  4  the guest crashed: triple fault, KVM internal/emulation error, guest panic
+  5  stopped from the host: SIGTERM, SIGINT, SIGHUP or QMP quit
+
+The serial console with a stdio backend is this terminal; the log goes to stderr
+(level from OXVIRT_LOG, e.g. OXVIRT_LOG=debug).";
+
+/// Boot a virtual machine on KVM.
+#[derive(Parser, Debug)]
+#[command(name = "oxvirt-vmm", version, after_help = EXIT_STATUSES)]
+#[command(group(clap::ArgGroup::new("machine").required(true).args(["spec", "xml"])))]
+struct Args {
+    /// Machine spec (JSON) to boot.
+    #[arg(long, value_name = "FILE")]
+    spec: Option<PathBuf>,
+    /// libvirt domain XML to translate and boot.
+    #[arg(long, value_name = "FILE")]
+    xml: Option<PathBuf>,
+    /// Serve QMP on this unix socket.
+    #[arg(long, value_name = "PATH")]
+    qmp: Option<PathBuf>,
+    /// Write the process id to this file.
+    #[arg(long, value_name = "PATH")]
+    pidfile: Option<PathBuf>,
+}
+
+fn load_spec(args: &Args) -> anyhow::Result<MachineSpec> {
+    if let Some(p) = &args.spec {
+        let text = std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read machine spec '{}'", p.display()))?;
+        return MachineSpec::from_json(&text).with_context(|| format!("in '{}'", p.display()));
+    }
+    let p = args.xml.as_ref().expect("clap requires --spec or --xml");
+    let text = std::fs::read_to_string(p)
+        .with_context(|| format!("cannot read domain XML '{}'", p.display()))?;
+    domain_xml::spec_from_xml(&text).with_context(|| format!("in '{}'", p.display()))
+}
+
+fn write_pidfile(path: &PathBuf) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{}\n", std::process::id()))
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .with_context(|| format!("cannot write pid file '{}'", path.display()))
+}
+
+fn run(args: Args) -> anyhow::Result<i32> {
+    let spec = load_spec(&args)?;
+    let mut vmm = vmm::Vmm::new(spec)?;
+    if let Some(qmp) = &args.qmp {
+        // The QMP server (vmm::monitor) plugs in here with `vmm.control()`.
+        tracing::warn!(path = %qmp.display(), "QMP is not available in this build");
+    }
+    if let Some(p) = &args.pidfile {
+        write_pidfile(p)?;
+    }
+    let outcome = vmm.run()?;
+    tracing::info!("{}", outcome.message);
+    drop(vmm);
+    if let Some(p) = &args.pidfile {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(outcome.status)
+}
+
+fn main() -> ExitCode {
+    // Before any thread exists, so every thread inherits the mask.
+    let _ = vmm::block_host_signals();
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE as u8 } else { 0 });
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OXVIRT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(args) {
+        Ok(status) => ExitCode::from(status as u8),
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::from(exit::VMM_ERROR as u8)
+        }
+    }
+}

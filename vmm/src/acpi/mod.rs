@@ -1,0 +1,531 @@
+//! ACPI tables: RSDP → XSDT → {FADT → (FACS, DSDT), MADT, MCFG}.
+//!
+//! The platform is a classic (not hardware-reduced) ACPI PC, because that is
+//! what gives the guest a *fixed-feature power button* through PM1 events, which
+//! every ACPI OS handles without extra drivers:
+//!
+//! * FADT: PM1a event block at 0x600, control block at 0x604, PM timer at 0x608
+//!   (32-bit), SCI on IRQ 9, no SMI command port (always in ACPI mode), reset
+//!   register 0xcf9 ← 0x06, CMOS century at 0x32, power button = fixed feature.
+//! * DSDT: `\_S5` = Package {5, 5, 0, 0}; `\_SB.PCI0` (PNP0A08/PNP0A03) with bus
+//!   0-255, config ports, the 32- and 64-bit MMIO windows and a `_PRT` routing
+//!   INTA-D of every slot to GSI 16-23; `\_SB.MRES` (PNP0C02) claiming the ECAM
+//!   window; one ACPI0007 processor device per vCPU; the COM ports (PNP0501);
+//!   pvpanic (QEMU0001) when configured.
+//! * MADT: one local APIC per vCPU (x2APIC entries above id 254), the IO-APIC
+//!   at 0xfec00000, IRQ 9 overridden to level/active-high, LINT1 = NMI.
+//! * MCFG: ECAM at 0xe0000000 for segment 0, buses 0-255.
+//!
+//! All tables live in the reserved BIOS area from 0xe0000; the RSDP is its first
+//! 36 bytes, where a legacy OS scanning 0xe0000-0xfffff finds it too.
+
+use acpi_tables::aml;
+use acpi_tables::facs::FACS;
+use acpi_tables::fadt::{FADTBuilder, Flags};
+use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
+use acpi_tables::mcfg::MCFG;
+use acpi_tables::rsdp::Rsdp;
+use acpi_tables::sdt::Sdt;
+use acpi_tables::xsdt::XSDT;
+use acpi_tables::Aml;
+use acpi_tables::AmlSink;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::devices::legacy::{PVPANIC_PORT, RESET_PORT, RESET_VALUE};
+use crate::devices::pm;
+use crate::devices::serial::{COM_IRQS, COM_PORTS};
+use crate::layout::{self, RamLayout};
+
+/// Errors of table placement.
+#[derive(Debug, thiserror::Error)]
+pub enum AcpiError {
+    /// The tables do not fit in the BIOS area.
+    #[error("ACPI tables need {0} bytes; only {1} are available")]
+    TooBig(u64, u64),
+    /// Writing to guest memory failed.
+    #[error("cannot write ACPI tables into guest memory")]
+    Write(#[source] vm_memory::GuestMemoryError),
+}
+
+const OEM_ID: [u8; 6] = *b"OXVIRT";
+const OEM_TABLE_ID: [u8; 8] = *b"OXVIRTVM";
+const OEM_REVISION: u32 = 1;
+
+/// FADT `IAPC_BOOT_ARCH`: legacy ISA devices (COM ports) exist; no 8042 is
+/// advertised (ours only resets the machine), so Linux does not probe for one.
+const IAPC_LEGACY_DEVICES: u16 = 1;
+
+/// The machine as the tables describe it.
+#[derive(Debug, Clone)]
+pub struct AcpiConfig<'a> {
+    /// APIC id of each vCPU, by index.
+    pub apic_ids: Vec<u32>,
+    /// COM port indexes (0 = COM1) that have a UART.
+    pub serial_ports: Vec<u8>,
+    /// Whether a pvpanic device is present.
+    pub pvpanic: bool,
+    /// RAM layout (places the 64-bit MMIO window).
+    pub ram: &'a RamLayout,
+}
+
+/// Tables with the guest addresses they are placed at.
+#[derive(Debug, Clone)]
+pub struct AcpiTables {
+    /// `(address, bytes)` of every table, RSDP first.
+    pub blobs: Vec<(u64, Vec<u8>)>,
+    /// Where the RSDP is.
+    pub rsdp: u64,
+}
+
+struct Raw(Vec<u8>);
+
+impl Aml for Raw {
+    fn to_aml_bytes(&self, sink: &mut dyn AmlSink) {
+        sink.vec(&self.0);
+    }
+}
+
+fn bytes_of(a: &dyn Aml) -> Vec<u8> {
+    let mut v = Vec::new();
+    a.to_aml_bytes(&mut v);
+    v
+}
+
+/// The DSDT's AML body.
+pub fn dsdt_aml(cfg: &AcpiConfig<'_>) -> Vec<u8> {
+    let mut body = Vec::new();
+
+    // \_S5: the sleep type values the PM1 control block accepts for soft-off.
+    let s5 = aml::Package::new(vec![&5u8, &5u8, &0u8, &0u8]);
+    aml::Name::new("_S5_".into(), &s5).to_aml_bytes(&mut body);
+
+    let mut sb: Vec<Raw> = Vec::new();
+
+    // PCI host bridge.
+    let mmio64 = cfg.ram.mmio64_start();
+    let crs = Raw(bytes_of(&aml::ResourceTemplate::new(vec![
+        &aml::AddressSpace::<u16>::new_bus_number(0, u16::from(layout::PCI_ECAM_LAST_BUS)),
+        &aml::IO::new(0xcf8, 0xcf8, 1, 8),
+        &aml::AddressSpace::<u16>::new_io(0, 0xcf7, None),
+        &aml::AddressSpace::<u16>::new_io(0xd00, 0xffff, None),
+        &aml::AddressSpace::<u32>::new_memory(
+            aml::AddressSpaceCacheable::NotCacheable,
+            true,
+            layout::PCI_MMIO32_START as u32,
+            (layout::PCI_MMIO32_START + layout::PCI_MMIO32_SIZE - 1) as u32,
+            None,
+        ),
+        &aml::AddressSpace::<u64>::new_memory(
+            aml::AddressSpaceCacheable::NotCacheable,
+            true,
+            mmio64,
+            mmio64 + layout::PCI_MMIO64_SIZE - 1,
+            None,
+        ),
+    ])));
+    let mut prt_entries = Vec::new();
+    for slot in 0..32u32 {
+        for pin in 0..4u32 {
+            let addr = (slot << 16) | 0xffff;
+            let gsi = pci_intx_gsi(slot as u8, pin as u8);
+            prt_entries.push(Raw(bytes_of(&aml::Package::new(vec![
+                &addr, &pin, &0u8, &gsi,
+            ]))));
+        }
+    }
+    let prt = aml::Package::new(prt_entries.iter().map(|r| r as &dyn Aml).collect());
+    let pci0 = Raw(bytes_of(&aml::Device::new(
+        "PCI0".into(),
+        vec![
+            &aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0A08")),
+            &aml::Name::new("_CID".into(), &aml::EISAName::new("PNP0A03")),
+            &aml::Name::new("_ADR".into(), &0u8),
+            &aml::Name::new("_SEG".into(), &0u8),
+            &aml::Name::new("_UID".into(), &0u8),
+            &aml::Name::new("_BBN".into(), &0u8),
+            &aml::Name::new("_CRS".into(), &crs),
+            &aml::Name::new("_PRT".into(), &prt),
+        ],
+    )));
+    sb.push(pci0);
+
+    // Motherboard resources: the ECAM window.
+    let mres_crs = Raw(bytes_of(&aml::ResourceTemplate::new(vec![
+        &aml::Memory32Fixed::new(
+            false,
+            layout::PCI_ECAM_START as u32,
+            layout::PCI_ECAM_SIZE as u32,
+        ),
+    ])));
+    sb.push(Raw(bytes_of(&aml::Device::new(
+        "MRES".into(),
+        vec![
+            &aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0C02")),
+            &aml::Name::new("_UID".into(), &1u8),
+            &aml::Name::new("_CRS".into(), &mres_crs),
+        ],
+    ))));
+
+    for (i, _) in cfg.apic_ids.iter().enumerate() {
+        let uid = i as u32;
+        sb.push(Raw(bytes_of(&aml::Device::new(
+            format!("C{i:03X}").as_str().into(),
+            vec![
+                &aml::Name::new("_HID".into(), &"ACPI0007"),
+                &aml::Name::new("_UID".into(), &uid),
+            ],
+        ))));
+    }
+
+    for &port in &cfg.serial_ports {
+        let i = usize::from(port);
+        let base = COM_PORTS[i];
+        let crs = Raw(bytes_of(&aml::ResourceTemplate::new(vec![
+            &aml::IO::new(base, base, 1, 8),
+            &aml::Interrupt::new(true, true, false, false, COM_IRQS[i]),
+        ])));
+        let uid = u32::from(port) + 1;
+        sb.push(Raw(bytes_of(&aml::Device::new(
+            format!("COM{}", port + 1).as_str().into(),
+            vec![
+                &aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0501")),
+                &aml::Name::new("_UID".into(), &uid),
+                &aml::Name::new("_CRS".into(), &crs),
+            ],
+        ))));
+    }
+
+    if cfg.pvpanic {
+        let crs = Raw(bytes_of(&aml::ResourceTemplate::new(vec![&aml::IO::new(
+            PVPANIC_PORT,
+            PVPANIC_PORT,
+            1,
+            1,
+        )])));
+        sb.push(Raw(bytes_of(&aml::Device::new(
+            "PEVT".into(),
+            vec![
+                &aml::Name::new("_HID".into(), &"QEMU0001"),
+                &aml::Name::new("_CRS".into(), &crs),
+            ],
+        ))));
+    }
+
+    aml::Scope::new("\\_SB_".into(), sb.iter().map(|r| r as &dyn Aml).collect())
+        .to_aml_bytes(&mut body);
+    body
+}
+
+/// The GSI that PCI slot `slot`'s INTx pin `pin` (0 = INTA) is routed to:
+/// the usual swizzle over IO-APIC pins 16-23.
+pub fn pci_intx_gsi(slot: u8, pin: u8) -> u32 {
+    16 + ((u32::from(slot) + u32::from(pin)) % 8)
+}
+
+fn fadt(dsdt: u64, facs: u64) -> Vec<u8> {
+    let io = |width_bytes: u8, access: AccessSize, port: u16| {
+        GAS::new(
+            AddressSpace::SystemIo,
+            width_bytes * 8,
+            0,
+            access,
+            u64::from(port),
+        )
+    };
+    let mut f = FADTBuilder::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION)
+        .dsdt_64(dsdt)
+        .firmware_ctrl_64(facs)
+        .flag(Flags::Wbinvd)
+        .flag(Flags::ProcC1)
+        .flag(Flags::SlpButton)
+        .flag(Flags::TmrValExt)
+        .flag(Flags::ResetRegSup);
+    f.sci_int = (pm::SCI_IRQ as u16).into();
+    f.pm1a_evt_blk = u32::from(pm::PM1A_EVT_BLK).into();
+    f.pm1a_cnt_blk = u32::from(pm::PM1A_CNT_BLK).into();
+    f.pm_tmr_blk = u32::from(pm::PM_TMR_BLK).into();
+    f.pm1_evt_len = pm::PM1_EVT_LEN;
+    f.pm1_cnt_len = pm::PM1_CNT_LEN;
+    f.pm_tmr_len = pm::PM_TMR_LEN;
+    f.x_pm1a_evt_blk = io(pm::PM1_EVT_LEN, AccessSize::WordAccess, pm::PM1A_EVT_BLK);
+    f.x_pm1a_cnt_blk = io(pm::PM1_CNT_LEN, AccessSize::WordAccess, pm::PM1A_CNT_BLK);
+    f.x_pm_tmr_blk = io(pm::PM_TMR_LEN, AccessSize::DwordAccess, pm::PM_TMR_BLK);
+    f.reset_reg = io(1, AccessSize::ByteAccess, RESET_PORT);
+    f.reset_value = RESET_VALUE;
+    f.century = crate::devices::cmos::REG_CENTURY as u8;
+    f.iapc_boot_arch = IAPC_LEGACY_DEVICES.into();
+    bytes_of(&f.finalize())
+}
+
+fn madt(apic_ids: &[u32]) -> Vec<u8> {
+    let mut t = Sdt::new(*b"APIC", 44, 3, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
+    t.write_u32(36, layout::LAPIC_START as u32);
+    t.write_u32(40, 1); // PCAT_COMPAT: there are 8259s (KVM's in-kernel PIC)
+    for (uid, &id) in apic_ids.iter().enumerate() {
+        if id < 255 {
+            t.append_slice(&[0, 8, uid as u8, id as u8, 1, 0, 0, 0]);
+        } else {
+            let mut e = vec![9, 16, 0, 0];
+            e.extend_from_slice(&id.to_le_bytes());
+            e.extend_from_slice(&1u32.to_le_bytes());
+            e.extend_from_slice(&(uid as u32).to_le_bytes());
+            t.append_slice(&e);
+        }
+    }
+    let mut ioapic = vec![1, 12, 0, 0];
+    ioapic.extend_from_slice(&(layout::IOAPIC_START as u32).to_le_bytes());
+    ioapic.extend_from_slice(&0u32.to_le_bytes());
+    t.append_slice(&ioapic);
+    // SCI: ISA IRQ 9 → GSI 9, active high (01), level triggered (11 << 2).
+    let mut iso = vec![2, 10, 0, pm::SCI_IRQ as u8];
+    iso.extend_from_slice(&pm::SCI_IRQ.to_le_bytes());
+    iso.extend_from_slice(&0x000du16.to_le_bytes());
+    t.append_slice(&iso);
+    // LINT1 of every processor is the NMI input.
+    t.append_slice(&[4, 6, 0xff, 0, 0, 1]);
+    t.as_slice().to_vec()
+}
+
+fn mcfg() -> Vec<u8> {
+    let mut m = MCFG::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
+    m.add_ecam(layout::PCI_ECAM_START, 0, 0, layout::PCI_ECAM_LAST_BUS);
+    bytes_of(&m)
+}
+
+fn align(x: u64, a: u64) -> u64 {
+    x.div_ceil(a) * a
+}
+
+/// Builds every table and decides where each goes.
+pub fn build(cfg: &AcpiConfig<'_>) -> Result<AcpiTables, AcpiError> {
+    let rsdp_addr = layout::ACPI_START;
+    let mut next = align(rsdp_addr + Rsdp::len() as u64, 64);
+    let mut place = |len: usize, a: u64| {
+        let at = align(next, a);
+        next = at + len as u64;
+        at
+    };
+
+    let facs = bytes_of(&FACS::new());
+    let facs_addr = place(facs.len(), 64);
+    let mut dsdt = Sdt::new(*b"DSDT", 36, 2, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
+    dsdt.append_slice(&dsdt_aml(cfg));
+    let dsdt = dsdt.as_slice().to_vec();
+    let dsdt_addr = place(dsdt.len(), 16);
+    let fadt = fadt(dsdt_addr, facs_addr);
+    let fadt_addr = place(fadt.len(), 16);
+    let madt = madt(&cfg.apic_ids);
+    let madt_addr = place(madt.len(), 16);
+    let mcfg = mcfg();
+    let mcfg_addr = place(mcfg.len(), 16);
+    let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
+    for a in [fadt_addr, madt_addr, mcfg_addr] {
+        xsdt.add_entry(a);
+    }
+    let xsdt = bytes_of(&xsdt);
+    let xsdt_addr = place(xsdt.len(), 16);
+    let rsdp = bytes_of(&Rsdp::new(OEM_ID, xsdt_addr));
+
+    if next > layout::ACPI_END {
+        return Err(AcpiError::TooBig(
+            next - layout::ACPI_START,
+            layout::ACPI_END - layout::ACPI_START,
+        ));
+    }
+    Ok(AcpiTables {
+        blobs: vec![
+            (rsdp_addr, rsdp),
+            (xsdt_addr, xsdt),
+            (fadt_addr, fadt),
+            (facs_addr, facs),
+            (dsdt_addr, dsdt),
+            (madt_addr, madt),
+            (mcfg_addr, mcfg),
+        ],
+        rsdp: rsdp_addr,
+    })
+}
+
+/// Builds the tables and writes them into guest memory; returns the RSDP address.
+pub fn write(mem: &GuestMemoryMmap, cfg: &AcpiConfig<'_>) -> Result<u64, AcpiError> {
+    let t = build(cfg)?;
+    for (addr, bytes) in &t.blobs {
+        mem.write_slice(bytes, GuestAddress(*addr))
+            .map_err(AcpiError::Write)?;
+    }
+    Ok(t.rsdp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sum(b: &[u8]) -> u8 {
+        b.iter().fold(0u8, |a, x| a.wrapping_add(*x))
+    }
+
+    fn u32_at(b: &[u8], o: usize) -> u32 {
+        u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
+    }
+
+    fn u64_at(b: &[u8], o: usize) -> u64 {
+        u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
+    }
+
+    fn tables(n: u32) -> AcpiTables {
+        let ram = RamLayout::new(4 << 30);
+        build(&AcpiConfig {
+            apic_ids: (0..n).collect(),
+            serial_ports: vec![0],
+            pvpanic: true,
+            ram: &ram,
+        })
+        .unwrap()
+    }
+
+    /// Reads tables the way an OS does: from the RSDP through the XSDT.
+    fn walk(t: &AcpiTables) -> Vec<(String, Vec<u8>)> {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        for (a, b) in &t.blobs {
+            mem.write_slice(b, GuestAddress(*a)).unwrap();
+        }
+        let read = |addr: u64| {
+            let mut hdr = [0u8; 8];
+            mem.read_slice(&mut hdr, GuestAddress(addr)).unwrap();
+            let len = u32_at(&hdr, 4) as usize;
+            let mut v = vec![0u8; len];
+            mem.read_slice(&mut v, GuestAddress(addr)).unwrap();
+            v
+        };
+        let mut rsdp = [0u8; 36];
+        mem.read_slice(&mut rsdp, GuestAddress(t.rsdp)).unwrap();
+        assert_eq!(&rsdp[..8], b"RSD PTR ");
+        assert_eq!(sum(&rsdp[..20]), 0, "RSDP v1 checksum");
+        assert_eq!(sum(&rsdp), 0, "RSDP extended checksum");
+        let xsdt = read(u64_at(&rsdp, 24));
+        let mut out = vec![("XSDT".to_string(), xsdt.clone())];
+        for i in 0..(xsdt.len() - 36) / 8 {
+            let tbl = read(u64_at(&xsdt, 36 + i * 8));
+            out.push((String::from_utf8_lossy(&tbl[..4]).into(), tbl));
+        }
+        let fadt = out.iter().find(|(s, _)| s == "FACP").unwrap().1.clone();
+        out.push(("DSDT".into(), read(u64_at(&fadt, 140))));
+        let mut facs = vec![0u8; 64];
+        mem.read_slice(&mut facs, GuestAddress(u64_at(&fadt, 132)))
+            .unwrap();
+        out.push(("FACS".into(), facs));
+        out
+    }
+
+    #[test]
+    fn every_table_is_reachable_and_checksummed() {
+        let all = walk(&tables(2));
+        let names: Vec<&str> = all.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(names, ["XSDT", "FACP", "APIC", "MCFG", "DSDT", "FACS"]);
+        for (name, t) in &all {
+            if name != "FACS" {
+                assert_eq!(sum(t), 0, "{name} checksum");
+            }
+        }
+        assert_eq!(&all[5].1[..4], b"FACS");
+    }
+
+    #[test]
+    fn fadt_describes_pm_blocks_sci_and_reset() {
+        let all = walk(&tables(1));
+        let f = &all.iter().find(|(s, _)| s == "FACP").unwrap().1;
+        assert_eq!(u16::from_le_bytes([f[46], f[47]]), 9, "SCI_INT");
+        assert_eq!(u32_at(f, 48), 0, "no SMI_CMD: always ACPI mode");
+        assert_eq!(u32_at(f, 56), 0x600, "PM1a_EVT_BLK");
+        assert_eq!(u32_at(f, 64), 0x604, "PM1a_CNT_BLK");
+        assert_eq!(u32_at(f, 76), 0x608, "PM_TMR_BLK");
+        assert_eq!((f[88], f[89], f[91]), (4, 2, 4), "block lengths");
+        let flags = u32_at(f, 112);
+        assert_eq!(flags & (1 << 4), 0, "power button is a fixed feature");
+        assert_ne!(flags & (1 << 10), 0, "reset register supported");
+        assert_eq!(flags & (1 << 20), 0, "not hardware-reduced");
+        assert_eq!((f[116], u64_at(f, 120), f[128]), (1, 0xcf9, 6), "reset reg");
+        assert_eq!(f[108], 0x32, "century");
+    }
+
+    #[test]
+    fn madt_lists_every_cpu_the_ioapic_and_the_sci_override() {
+        let all = walk(&tables(4));
+        let m = &all.iter().find(|(s, _)| s == "APIC").unwrap().1;
+        assert_eq!(u32_at(m, 36), 0xfee0_0000);
+        let mut off = 44;
+        let (mut cpus, mut ioapics, mut isos) = (vec![], 0, vec![]);
+        while off < m.len() {
+            match m[off] {
+                0 => cpus.push(m[off + 3]),
+                1 => {
+                    ioapics += 1;
+                    assert_eq!(u32_at(m, off + 4), 0xfec0_0000);
+                }
+                2 => isos.push((
+                    m[off + 3],
+                    u32_at(m, off + 4),
+                    u16::from_le_bytes([m[off + 8], m[off + 9]]),
+                )),
+                _ => {}
+            }
+            off += usize::from(m[off + 1]);
+        }
+        assert_eq!(cpus, vec![0, 1, 2, 3]);
+        assert_eq!(ioapics, 1);
+        assert_eq!(isos, vec![(9, 9, 0xd)]);
+    }
+
+    #[test]
+    fn large_apic_ids_use_x2apic_entries() {
+        let m = madt(&[0, 300]);
+        assert_eq!(m[44], 0);
+        assert_eq!((m[52], m[53]), (9, 16));
+        assert_eq!(u32_at(&m, 56), 300);
+    }
+
+    #[test]
+    fn dsdt_has_s5_pci_host_bridge_and_devices() {
+        let all = walk(&tables(2));
+        let d = &all.iter().find(|(s, _)| s == "DSDT").unwrap().1;
+        let find = |needle: &[u8]| d.windows(needle.len()).position(|w| w == needle);
+        // Name(_S5_, Package(4) {5, 5, 0, 0})
+        let s5 = find(b"_S5_").unwrap();
+        assert_eq!(
+            &d[s5 + 4..s5 + 11],
+            &[0x12, 0x08, 0x04, 0x0a, 0x05, 0x0a, 0x05]
+        );
+        // EISAID("PNP0A08") = 0x080ad041 little-endian.
+        assert!(find(&[0x0c, 0x41, 0xd0, 0x0a, 0x08]).is_some(), "PNP0A08");
+        assert!(find(b"PCI0").is_some() && find(b"_PRT").is_some());
+        assert!(find(b"C001").is_some() && find(b"ACPI0007").is_some());
+        assert!(find(b"COM1").is_some() && find(b"QEMU0001").is_some());
+    }
+
+    #[test]
+    fn mcfg_points_at_the_ecam_window() {
+        let all = walk(&tables(1));
+        let m = &all.iter().find(|(s, _)| s == "MCFG").unwrap().1;
+        assert_eq!(u64_at(m, 44), layout::PCI_ECAM_START);
+        assert_eq!((m[54], m[55]), (0, 0xff));
+    }
+
+    #[test]
+    fn intx_swizzle_stays_on_ioapic_pins_16_to_23() {
+        assert_eq!(pci_intx_gsi(0, 0), 16);
+        assert_eq!(pci_intx_gsi(3, 1), 20);
+        assert_eq!(pci_intx_gsi(31, 3), 18);
+    }
+
+    #[test]
+    fn many_cpus_still_fit() {
+        let t = tables(255);
+        let end = t
+            .blobs
+            .iter()
+            .map(|(a, b)| a + b.len() as u64)
+            .max()
+            .unwrap();
+        assert!(end <= layout::ACPI_END);
+    }
+}

@@ -1,0 +1,6 @@
+//! x86_64: CPUID, MSRs, registers, descriptor tables and page tables for the boot vCPU.
+
+pub mod cpuid;
+pub mod features;
+pub mod msrs;
+pub mod regs;

@@ -1,0 +1,198 @@
+//! Small legacy platform devices: the i8042's reset line, the PCI reset control
+//! register (0xcf9), the POST/debug port (0x80) and the pvpanic port (0x505).
+
+use std::time::Instant;
+
+use vm_superio::{I8042Device, Trigger};
+
+use super::bus::BusDevice;
+use crate::lifecycle::{ExitSink, GuestExit};
+
+/// i8042 data port; the command/status port is at +4.
+pub const I8042_DATA_PORT: u16 = 0x60;
+/// i8042 command/status port.
+pub const I8042_COMMAND_PORT: u16 = 0x64;
+/// Reset control register (Intel PIIX/ICH `RST_CNT`); also the FADT reset register.
+pub const RESET_PORT: u16 = 0xcf9;
+/// The value the FADT tells the OS to write to [`RESET_PORT`].
+pub const RESET_VALUE: u8 = 0x06;
+/// POST code / debug port.
+pub const DEBUG_PORT: u16 = 0x80;
+/// QEMU's pvpanic ISA port.
+pub const PVPANIC_PORT: u16 = 0x505;
+
+/// Turns the i8042 "pulse reset line" command into a guest reset.
+pub struct ResetTrigger(pub ExitSink);
+
+impl Trigger for ResetTrigger {
+    type E = std::convert::Infallible;
+    fn trigger(&self) -> Result<(), Self::E> {
+        self.0.request(GuestExit::Reset);
+        Ok(())
+    }
+}
+
+/// The keyboard controller, reduced to what guests use to reboot (`reboot=k`).
+/// Inserted at both 0x60 and 0x64.
+pub struct I8042 {
+    dev: I8042Device<ResetTrigger>,
+}
+
+impl I8042 {
+    /// A controller that resets the machine through `exits`.
+    pub fn new(exits: ExitSink) -> Self {
+        I8042 {
+            dev: I8042Device::new(ResetTrigger(exits)),
+        }
+    }
+}
+
+impl BusDevice for I8042 {
+    fn read(&mut self, base: u64, offset: u64, data: &mut [u8]) {
+        let reg = (base + offset - u64::from(I8042_DATA_PORT)) as u8;
+        data.fill(0);
+        if let Some(b) = data.first_mut() {
+            *b = self.dev.read(reg);
+        }
+    }
+
+    fn write(&mut self, base: u64, offset: u64, data: &[u8]) {
+        let reg = (base + offset - u64::from(I8042_DATA_PORT)) as u8;
+        if let Some(&b) = data.first() {
+            let _ = self.dev.write(reg, b);
+        }
+    }
+}
+
+/// Port 0xcf9: bit 2 (`RST_CPU`) resets the machine.
+pub struct ResetControl {
+    value: u8,
+    exits: ExitSink,
+}
+
+impl ResetControl {
+    /// A reset register reporting to `exits`.
+    pub fn new(exits: ExitSink) -> Self {
+        ResetControl { value: 0, exits }
+    }
+}
+
+impl BusDevice for ResetControl {
+    fn read(&mut self, _base: u64, _offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        if let Some(b) = data.first_mut() {
+            *b = self.value;
+        }
+    }
+
+    fn write(&mut self, _base: u64, offset: u64, data: &[u8]) {
+        if offset != 0 {
+            return;
+        }
+        if let Some(&v) = data.first() {
+            self.value = v & 0x0e;
+            if v & 0x04 != 0 {
+                self.exits.request(GuestExit::Reset);
+            }
+        }
+    }
+}
+
+/// Port 0x80: logs each POST code with the time since the VMM started, so boot
+/// milestones can be timed from the log.
+pub struct DebugPort {
+    start: Instant,
+}
+
+impl DebugPort {
+    /// A debug port timing from `start`.
+    pub fn new(start: Instant) -> Self {
+        DebugPort { start }
+    }
+}
+
+impl BusDevice for DebugPort {
+    fn read(&mut self, _base: u64, _offset: u64, data: &mut [u8]) {
+        data.fill(0);
+    }
+
+    fn write(&mut self, _base: u64, _offset: u64, data: &[u8]) {
+        if let Some(&v) = data.first() {
+            let us = self.start.elapsed().as_micros();
+            tracing::info!("guest debug port 0x80: code {v:#04x} at {us} us");
+        }
+    }
+}
+
+/// pvpanic: reading shows the supported events, writing bit 0 reports a panic.
+pub struct Pvpanic {
+    exits: ExitSink,
+}
+
+/// pvpanic event bits.
+const PVPANIC_PANICKED: u8 = 1;
+const PVPANIC_CRASH_LOADED: u8 = 2;
+
+impl Pvpanic {
+    /// A pvpanic port reporting to `exits`.
+    pub fn new(exits: ExitSink) -> Self {
+        Pvpanic { exits }
+    }
+}
+
+impl BusDevice for Pvpanic {
+    fn read(&mut self, _base: u64, _offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        if let Some(b) = data.first_mut() {
+            *b = PVPANIC_PANICKED | PVPANIC_CRASH_LOADED;
+        }
+    }
+
+    fn write(&mut self, _base: u64, _offset: u64, data: &[u8]) {
+        if data.first().is_some_and(|v| v & PVPANIC_PANICKED != 0) {
+            self.exits.request(GuestExit::Panicked);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyboard_controller_reset_command_resets() {
+        let s = ExitSink::new().unwrap();
+        let mut k = I8042::new(s.clone());
+        k.write(u64::from(I8042_COMMAND_PORT), 0, &[0xd1]);
+        assert_eq!(s.take(), None);
+        k.write(u64::from(I8042_COMMAND_PORT), 0, &[0xfe]);
+        assert_eq!(s.take(), Some(GuestExit::Reset));
+        // The same value on the data port is not a command.
+        k.write(u64::from(I8042_DATA_PORT), 0, &[0xfe]);
+        assert_eq!(s.take(), None);
+    }
+
+    #[test]
+    fn cf9_resets_only_with_rst_cpu() {
+        let s = ExitSink::new().unwrap();
+        let mut r = ResetControl::new(s.clone());
+        r.write(0xcf9, 0, &[0x02]);
+        assert_eq!(s.take(), None);
+        let mut v = [0u8];
+        r.read(0xcf9, 0, &mut v);
+        assert_eq!(v[0], 0x02);
+        r.write(0xcf9, 0, &[RESET_VALUE]);
+        assert_eq!(s.take(), Some(GuestExit::Reset));
+    }
+
+    #[test]
+    fn pvpanic_reports_a_panic() {
+        let s = ExitSink::new().unwrap();
+        let mut p = Pvpanic::new(s.clone());
+        let mut v = [0u8];
+        p.read(0x505, 0, &mut v);
+        assert_eq!(v[0], 3);
+        p.write(0x505, 0, &[1]);
+        assert_eq!(s.take(), Some(GuestExit::Panicked));
+    }
+}

@@ -1,0 +1,10 @@
+//! Device models and the buses they sit on.
+
+pub mod bus;
+pub mod chardev;
+pub mod cmos;
+pub mod legacy;
+pub mod pm;
+pub mod serial;
+
+pub use bus::{Bus, BusDevice, BusError, SharedDevice};

@@ -1,0 +1,820 @@
+//! The machine and the VMM's main loop.
+//!
+//! Start-up, in order: open `/dev/kvm`, open the character devices (they live
+//! as long as the process), compute the CPUID, then build a [`Machine`]: VM fd,
+//! in-kernel irqchip and PIT, guest RAM, devices on the buses, ACPI tables, the
+//! kernel, vCPUs; then start one thread per vCPU.
+//!
+//! The main thread then waits (epoll) for: guest lifecycle exits (power-off,
+//! reset, crash), control requests (QMP), SIGTERM/SIGINT/SIGHUP, and input on
+//! the character devices. A reset with `on_reboot=restart` throws the machine
+//! away and builds a new one — fresh zeroed memory, the kernel loaded again,
+//! vCPUs from their reset state — keeping the character devices and the control
+//! handle.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use kvm_bindings::{
+    kvm_cpuid_entry2, kvm_mp_state, kvm_pit_config, CpuId, KVM_MAX_CPUID_ENTRIES,
+    KVM_MP_STATE_UNINITIALIZED, KVM_PIT_SPEAKER_DUMMY,
+};
+use kvm_ioctls::{Kvm, VmFd};
+use machine_spec::{exit, DeviceKind, LifecycleAction, MachineSpec};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::acpi::{self, AcpiConfig};
+use crate::arch::x86_64::{cpuid, msrs, regs};
+use crate::boot::{self, BootSource};
+use crate::control::{
+    ChardevInfo, PanicAction, RunState, ShutdownCause, VcpuThreadInfo, VmControl, VmEvent,
+};
+use crate::devices::chardev::{Chardev, InputEvent};
+use crate::devices::cmos::{Cmos, CMOS_PORT};
+use crate::devices::legacy::{
+    DebugPort, Pvpanic, ResetControl, DEBUG_PORT, I8042, I8042_COMMAND_PORT, I8042_DATA_PORT,
+    PVPANIC_PORT, RESET_PORT,
+};
+use crate::devices::pm::{IrqLine, PmDevice, PM_BASE, PM_LEN, SCI_IRQ};
+use crate::devices::serial::{SerialDevice, COM_IRQS, COM_PORTS, COM_PORT_LEN};
+use crate::devices::{Bus, BusError, SharedDevice};
+use crate::kvm::{self as kvmsys, KvmError};
+use crate::layout::RamLayout;
+use crate::lifecycle::{ExitSink, GuestExit};
+use crate::memory::{self, MemoryError};
+use crate::vcpu::{self, VcpuContext};
+
+/// Where the identity-map page and TSS go on Intel (below the IO-APIC, above the ECAM window).
+const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
+
+/// Errors of building or running the machine.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error(transparent)]
+    Kvm(#[from] KvmError),
+    #[error("KVM rejected {0}")]
+    KvmIoctl(&'static str, #[source] kvm_ioctls::Error),
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Boot(#[from] boot::BootError),
+    #[error(transparent)]
+    Acpi(#[from] acpi::AcpiError),
+    #[error(transparent)]
+    Cpuid(#[from] cpuid::CpuidError),
+    #[error(transparent)]
+    Regs(#[from] regs::RegsError),
+    #[error(transparent)]
+    Chardev(#[from] crate::devices::chardev::ChardevError),
+    #[error("cannot place device on the bus")]
+    Bus(#[source] BusError),
+    #[error("serial device '{0}': COM port index {1} is out of range (0-3)")]
+    SerialPort(String, u8),
+    #[error("{0}")]
+    Os(&'static str, #[source] std::io::Error),
+    #[error("cannot spawn vCPU thread {0}")]
+    Spawn(u32, #[source] std::io::Error),
+    #[error("vCPU count {0} exceeds what KVM supports on this host ({1})")]
+    TooManyVcpus(u32, usize),
+}
+
+fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> VmError {
+    move |e| VmError::Os(what, e)
+}
+
+fn nix_err(what: &'static str) -> impl FnOnce(nix::Error) -> VmError {
+    move |e| VmError::Os(what, std::io::Error::from_raw_os_error(e as i32))
+}
+
+/// The SCI as a KVM IRQ line.
+struct KvmIrqLine {
+    vm: Arc<VmFd>,
+    gsi: u32,
+}
+
+impl IrqLine for KvmIrqLine {
+    fn set_level(&self, high: bool) {
+        if let Err(e) = self.vm.set_irq_line(self.gsi, high) {
+            tracing::warn!(gsi = self.gsi, error = %e, "cannot set IRQ line");
+        }
+    }
+}
+
+/// One serial port: its COM index and which chardev backs it.
+struct SerialSlot {
+    port: u8,
+    chardev: usize,
+}
+
+/// One boot of the guest. Dropping it (after the vCPU threads are joined)
+/// releases the VM, its vCPUs and its memory.
+struct Machine {
+    threads: Vec<JoinHandle<()>>,
+    /// By serial slot.
+    serials: Vec<Arc<Mutex<SerialDevice>>>,
+    pm: Arc<Mutex<PmDevice>>,
+    // Field order is drop order: the VM goes before the memory it maps.
+    _vm: Arc<VmFd>,
+    _mem: GuestMemoryMmap,
+}
+
+/// How a run ended: the process exit status and the message to log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: i32,
+    pub message: String,
+}
+
+/// Process-lifetime VMM state.
+pub struct Vmm {
+    spec: MachineSpec,
+    kvm: Kvm,
+    ram: RamLayout,
+    control: VmControl,
+    exits: ExitSink,
+    chardevs: Vec<Chardev>,
+    serial_slots: Vec<SerialSlot>,
+    rx_space: EventFd,
+    base_cpuid: Vec<kvm_cpuid_entry2>,
+    start: Instant,
+    machine: Option<Machine>,
+}
+
+/// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread and every thread it
+/// creates later; the main loop receives them through a signalfd. Call first
+/// thing in `main`.
+pub fn block_host_signals() -> nix::Result<()> {
+    host_signals().thread_block()
+}
+
+fn host_signals() -> SigSet {
+    let mut s = SigSet::empty();
+    s.add(Signal::SIGTERM);
+    s.add(Signal::SIGINT);
+    s.add(Signal::SIGHUP);
+    s
+}
+
+/// What the lifecycle actions boil down to for the VMM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Destroy,
+    Restart,
+    Preserve,
+}
+
+fn action(a: LifecycleAction) -> Action {
+    match a {
+        LifecycleAction::Destroy
+        | LifecycleAction::RenameRestart
+        | LifecycleAction::CoredumpDestroy => Action::Destroy,
+        LifecycleAction::Restart | LifecycleAction::CoredumpRestart => Action::Restart,
+        LifecycleAction::Preserve => Action::Preserve,
+    }
+}
+
+const TOKEN_EXIT: u64 = 1;
+const TOKEN_CONTROL: u64 = 2;
+const TOKEN_SIGNAL: u64 = 3;
+const TOKEN_RX_SPACE: u64 = 4;
+const TOKEN_CHARDEV: u64 = 100;
+
+impl Vmm {
+    /// Opens KVM and the character devices; does not build the machine yet.
+    pub fn new(spec: MachineSpec) -> Result<Vmm, VmError> {
+        let start = Instant::now();
+        let kvm = kvmsys::open_kvm()?;
+        let max_vcpus = kvm.get_max_vcpus();
+        if spec.cpus.count as usize > max_vcpus {
+            return Err(VmError::TooManyVcpus(spec.cpus.count, max_vcpus));
+        }
+        kvmsys::install_kick_handler()?;
+        let ram = RamLayout::new(spec.memory.size_bytes);
+        let control =
+            VmControl::new(spec.memory.size_bytes).map_err(io_err("cannot create an eventfd"))?;
+        let exits = ExitSink::new().map_err(io_err("cannot create an eventfd"))?;
+        let rx_space = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
+            .map_err(io_err("cannot create an eventfd"))?;
+        if spec.memory.hugepages {
+            tracing::warn!("huge page backing is not supported yet; using normal pages");
+        }
+        if spec.memory.shared {
+            tracing::warn!("shared memory backing is not supported yet; using private memory");
+        }
+
+        let mut chardevs = Vec::new();
+        let mut serial_slots = Vec::new();
+        for d in &spec.devices {
+            match &d.kind {
+                DeviceKind::Serial(s) => {
+                    if usize::from(s.port) >= COM_PORTS.len() {
+                        return Err(VmError::SerialPort(d.id.clone(), s.port));
+                    }
+                    chardevs.push(Chardev::open(&d.id, &s.backend)?);
+                    serial_slots.push(SerialSlot {
+                        port: s.port,
+                        chardev: chardevs.len() - 1,
+                    });
+                }
+                DeviceKind::Pvpanic => {}
+                other => {
+                    // PCI devices are plugged by the PCI/virtio layer.
+                    tracing::debug!(id = %d.id, kind = ?std::mem::discriminant(other), "device left to the PCI layer");
+                }
+            }
+        }
+        control.set_chardevs(
+            chardevs
+                .iter()
+                .map(|c| ChardevInfo {
+                    label: c.label.clone(),
+                    filename: c.filename.clone(),
+                    frontend_open: true,
+                })
+                .collect(),
+        );
+
+        let supported = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(|e| VmError::KvmIoctl("KVM_GET_SUPPORTED_CPUID", e))?;
+        let base_cpuid = cpuid::apply_features(supported.as_slice(), &spec.cpus.features)?;
+        tracing::debug!(us = start.elapsed().as_micros() as u64, "VMM initialised");
+
+        Ok(Vmm {
+            spec,
+            kvm,
+            ram,
+            control,
+            exits,
+            chardevs,
+            serial_slots,
+            rx_space,
+            base_cpuid,
+            start,
+            machine: None,
+        })
+    }
+
+    /// The control handle (for a monitor).
+    pub fn control(&self) -> VmControl {
+        self.control.clone()
+    }
+
+    fn build_machine(&self) -> Result<Machine, VmError> {
+        let spec = &self.spec;
+        let vm = Arc::new(
+            self.kvm
+                .create_vm()
+                .map_err(|e| VmError::KvmIoctl("KVM_CREATE_VM", e))?,
+        );
+        if let Err(e) = vm.set_tss_address(KVM_TSS_ADDRESS) {
+            tracing::debug!(error = %e, "KVM_SET_TSS_ADDR not accepted");
+        }
+        vm.create_irq_chip()
+            .map_err(|e| VmError::KvmIoctl("KVM_CREATE_IRQCHIP", e))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        vm.create_pit2(pit)
+            .map_err(|e| VmError::KvmIoctl("KVM_CREATE_PIT2", e))?;
+
+        let mem = memory::create(&self.ram)?;
+        kvmsys::register_memory(&vm, &mem)?;
+
+        let pio = Arc::new(Bus::new());
+        let mmio = Arc::new(Bus::new());
+        let put = |dev: SharedDevice, base: u16, len: u64| {
+            pio.insert(dev, u64::from(base), len).map_err(VmError::Bus)
+        };
+
+        let mut serials = Vec::new();
+        for slot in &self.serial_slots {
+            let i = usize::from(slot.port);
+            let irq = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
+                .map_err(io_err("cannot create an eventfd"))?;
+            vm.register_irqfd(&irq, COM_IRQS[i])
+                .map_err(|e| VmError::KvmIoctl("KVM_IRQFD", e))?;
+            let space = self
+                .rx_space
+                .try_clone()
+                .map_err(io_err("cannot clone an eventfd"))?;
+            let dev = Arc::new(Mutex::new(SerialDevice::new(
+                irq,
+                space,
+                self.chardevs[slot.chardev].writer(),
+            )));
+            put(dev.clone(), COM_PORTS[i], COM_PORT_LEN)?;
+            serials.push(dev);
+        }
+        let i8042: SharedDevice = Arc::new(Mutex::new(I8042::new(self.exits.clone())));
+        put(i8042.clone(), I8042_DATA_PORT, 1)?;
+        put(i8042, I8042_COMMAND_PORT, 1)?;
+        put(Arc::new(Mutex::new(Cmos::new())), CMOS_PORT, 2)?;
+        put(
+            Arc::new(Mutex::new(ResetControl::new(self.exits.clone()))),
+            RESET_PORT,
+            1,
+        )?;
+        put(
+            Arc::new(Mutex::new(DebugPort::new(self.start))),
+            DEBUG_PORT,
+            1,
+        )?;
+        let pm = Arc::new(Mutex::new(PmDevice::new(
+            Box::new(KvmIrqLine {
+                vm: vm.clone(),
+                gsi: SCI_IRQ,
+            }),
+            self.exits.clone(),
+        )));
+        put(pm.clone(), PM_BASE, PM_LEN)?;
+        let pvpanic = spec
+            .devices
+            .iter()
+            .any(|d| matches!(d.kind, DeviceKind::Pvpanic));
+        if pvpanic {
+            put(
+                Arc::new(Mutex::new(Pvpanic::new(self.exits.clone()))),
+                PVPANIC_PORT,
+                1,
+            )?;
+        }
+
+        let topo = spec.cpus.topology;
+        let rsdp = if spec.platform.acpi {
+            let cfg = AcpiConfig {
+                apic_ids: (0..spec.cpus.count)
+                    .map(|i| cpuid::position(&topo, i).apic_id)
+                    .collect(),
+                serial_ports: self.serial_slots.iter().map(|s| s.port).collect(),
+                pvpanic,
+                ram: &self.ram,
+            };
+            Some(acpi::write(&mem, &cfg)?)
+        } else {
+            None
+        };
+
+        let src = BootSource {
+            kernel: &spec.boot.kernel,
+            initrd: spec.boot.initrd.as_deref(),
+            cmdline: &spec.boot.cmdline,
+        };
+        let entry = boot::load(&mem, &self.ram, &src, rsdp)?;
+        tracing::debug!(?entry, "kernel loaded");
+
+        let mut contexts = Vec::new();
+        for index in 0..spec.cpus.count {
+            let vcpu = vm
+                .create_vcpu(u64::from(index))
+                .map_err(|e| VmError::KvmIoctl("KVM_CREATE_VCPU", e))?;
+            let entries = cpuid::for_vcpu(&self.base_cpuid, &topo, index);
+            let cpuid = CpuId::from_entries(&entries).map_err(|_| {
+                VmError::KvmIoctl("KVM_SET_CPUID2", kvm_ioctls::Error::new(libc::E2BIG))
+            })?;
+            vcpu.set_cpuid2(&cpuid)
+                .map_err(|e| VmError::KvmIoctl("KVM_SET_CPUID2", e))?;
+            vcpu.set_msrs(&msrs::boot_msrs())
+                .map_err(|e| VmError::KvmIoctl("KVM_SET_MSRS", e))?;
+            vcpu.set_fpu(&regs::boot_fpu())
+                .map_err(|e| VmError::KvmIoctl("KVM_SET_FPU", e))?;
+            let mut lapic = vcpu
+                .get_lapic()
+                .map_err(|e| VmError::KvmIoctl("KVM_GET_LAPIC", e))?;
+            regs::set_lint(&mut lapic);
+            vcpu.set_lapic(&lapic)
+                .map_err(|e| VmError::KvmIoctl("KVM_SET_LAPIC", e))?;
+            if index == 0 {
+                let mut sregs = vcpu
+                    .get_sregs()
+                    .map_err(|e| VmError::KvmIoctl("KVM_GET_SREGS", e))?;
+                regs::setup_sregs(&mem, entry, &mut sregs)?;
+                vcpu.set_sregs(&sregs)
+                    .map_err(|e| VmError::KvmIoctl("KVM_SET_SREGS", e))?;
+                vcpu.set_regs(&regs::boot_regs(entry))
+                    .map_err(|e| VmError::KvmIoctl("KVM_SET_REGS", e))?;
+            } else {
+                // Application processors wait for INIT/SIPI from the guest.
+                vcpu.set_mp_state(kvm_mp_state {
+                    mp_state: KVM_MP_STATE_UNINITIALIZED,
+                })
+                .map_err(|e| VmError::KvmIoctl("KVM_SET_MP_STATE", e))?;
+            }
+            let pos = cpuid::position(&topo, index);
+            contexts.push(VcpuContext {
+                index,
+                vcpu,
+                pio: pio.clone(),
+                mmio: mmio.clone(),
+                exits: self.exits.clone(),
+                mem: mem.clone(),
+                info: VcpuThreadInfo {
+                    cpu_index: index,
+                    thread_id: 0,
+                    socket_id: pos.socket,
+                    die_id: pos.die,
+                    core_id: pos.core,
+                    thread_id_in_core: pos.thread,
+                },
+            });
+        }
+
+        let mut threads = Vec::new();
+        for ctx in contexts {
+            let index = ctx.index;
+            let control = self.control.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("vcpu{index}"))
+                .spawn(move || vcpu::run_vcpu(ctx, &control.shared().vcpus))
+                .map_err(|e| VmError::Spawn(index, e))?;
+            threads.push(h);
+        }
+        tracing::debug!(
+            us = self.start.elapsed().as_micros() as u64,
+            "vCPUs started"
+        );
+        Ok(Machine {
+            threads,
+            serials,
+            pm,
+            _vm: vm,
+            _mem: mem,
+        })
+    }
+
+    /// Builds and starts a machine, keeping the pause state.
+    fn start_machine(&mut self) -> Result<(), VmError> {
+        let m = self.build_machine()?;
+        self.machine = Some(m);
+        let paused = self.control.shared().vcpus.is_paused();
+        self.control.set_status(if paused {
+            RunState::Paused
+        } else {
+            RunState::Running
+        });
+        Ok(())
+    }
+
+    /// Stops and joins the vCPU threads and drops the machine.
+    fn stop_machine(&mut self) {
+        if let Some(mut m) = self.machine.take() {
+            let gate = &self.control.shared().vcpus;
+            gate.stop_all();
+            for t in m.threads.drain(..) {
+                let _ = t.join();
+            }
+            gate.clear();
+            drop(m);
+        }
+        // Anything reported by the old machine after the fact is moot.
+        let _ = self.exits.take();
+    }
+
+    /// Reset: a new machine from scratch.
+    fn restart(&mut self) -> Result<(), VmError> {
+        self.stop_machine();
+        self.start_machine()
+    }
+
+    /// Builds the machine and runs until the guest or the host ends it.
+    pub fn run(&mut self) -> Result<Outcome, VmError> {
+        let epoll = Epoll::new().map_err(io_err("cannot create epoll"))?;
+        let add = |fd: RawFd, token: u64| {
+            epoll
+                .ctl(
+                    ControlOperation::Add,
+                    fd,
+                    EpollEvent::new(EventSet::IN, token),
+                )
+                .map_err(io_err("cannot watch a file descriptor"))
+        };
+        let signals = SignalFd::with_flags(
+            &host_signals(),
+            SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
+        )
+        .map_err(nix_err("cannot create a signalfd"))?;
+        add(self.exits.eventfd().as_raw_fd(), TOKEN_EXIT)?;
+        add(self.control.shared().wake.as_raw_fd(), TOKEN_CONTROL)?;
+        add(signals.as_raw_fd(), TOKEN_SIGNAL)?;
+        add(self.rx_space.as_raw_fd(), TOKEN_RX_SPACE)?;
+        let mut watched: Vec<Option<RawFd>> = vec![None; self.chardevs.len()];
+        let mut throttled = vec![false; self.chardevs.len()];
+        for (i, c) in self.chardevs.iter().enumerate() {
+            if let Some(fd) = c.poll_fd() {
+                // Regular files and /dev/null cannot be polled: no input from those.
+                match add(fd, TOKEN_CHARDEV + i as u64) {
+                    Ok(()) => watched[i] = Some(fd),
+                    Err(e) => {
+                        tracing::debug!(chardev = %c.label, error = %e, "input not pollable; ignored")
+                    }
+                }
+            }
+        }
+
+        self.start_machine()?;
+        tracing::info!(
+            name = %self.spec.name,
+            us = self.start.elapsed().as_micros() as u64,
+            "guest started"
+        );
+
+        let mut events = vec![EpollEvent::default(); 16];
+        loop {
+            let n = match epoll.wait(-1, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(VmError::Os("epoll_wait failed", e)),
+            };
+            for ev in &events[..n] {
+                let token = ev.data();
+                let outcome = match token {
+                    TOKEN_EXIT => match self.exits.take() {
+                        Some(exit) => self.on_guest_exit(exit)?,
+                        None => None,
+                    },
+                    TOKEN_CONTROL => self.on_requests()?,
+                    TOKEN_SIGNAL => {
+                        let sig = signals.read_signal().ok().flatten().map(|s| s.ssi_signo);
+                        let name = sig
+                            .and_then(|s| Signal::try_from(s as i32).ok())
+                            .map(|s| s.as_str())
+                            .unwrap_or("a signal");
+                        self.control.emit(VmEvent::Shutdown {
+                            guest: false,
+                            reason: ShutdownCause::HostSignal,
+                        });
+                        self.stop_machine();
+                        self.control.set_status(RunState::Shutdown);
+                        Some(Outcome {
+                            status: exit::HOST_STOP,
+                            message: format!("terminating on {name}"),
+                        })
+                    }
+                    TOKEN_RX_SPACE => {
+                        let _ = self.rx_space.read();
+                        for (i, t) in throttled.iter_mut().enumerate() {
+                            if *t {
+                                *t = false;
+                                if let Some(fd) = watched[i] {
+                                    let _ = add(fd, TOKEN_CHARDEV + i as u64);
+                                }
+                            }
+                        }
+                        None
+                    }
+                    t => {
+                        let i = (t - TOKEN_CHARDEV) as usize;
+                        self.on_chardev_input(i, &epoll, &mut watched, &mut throttled);
+                        None
+                    }
+                };
+                if let Some(o) = outcome {
+                    return Ok(o);
+                }
+            }
+        }
+    }
+
+    /// Feeds backend input to the UART behind chardev `i`.
+    fn on_chardev_input(
+        &mut self,
+        i: usize,
+        epoll: &Epoll,
+        watched: &mut [Option<RawFd>],
+        throttled: &mut [bool],
+    ) {
+        let serial = self
+            .serial_slots
+            .iter()
+            .position(|s| s.chardev == i)
+            .and_then(|slot| self.machine.as_ref().map(|m| m.serials[slot].clone()));
+        let room = serial
+            .as_ref()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).rx_capacity())
+            .unwrap_or(64);
+        if room == 0 {
+            // The guest has not drained the FIFO: stop polling until it does.
+            if let Some(fd) = watched[i] {
+                let _ = epoll.ctl(ControlOperation::Delete, fd, EpollEvent::default());
+            }
+            throttled[i] = true;
+            return;
+        }
+        match self.chardevs[i].on_readable(room) {
+            InputEvent::Data(bytes) => {
+                if let Some(s) = serial {
+                    s.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .enqueue_input(&bytes);
+                }
+            }
+            InputEvent::Connected | InputEvent::Closed => {
+                if let Some(fd) = watched[i].take() {
+                    let _ = epoll.ctl(ControlOperation::Delete, fd, EpollEvent::default());
+                }
+                if let Some(fd) = self.chardevs[i].poll_fd() {
+                    let ev = EpollEvent::new(EventSet::IN, TOKEN_CHARDEV + i as u64);
+                    if epoll.ctl(ControlOperation::Add, fd, ev).is_ok() {
+                        watched[i] = Some(fd);
+                    }
+                }
+            }
+            InputEvent::Nothing => {}
+        }
+    }
+
+    /// Applies the lifecycle action for a guest exit.
+    fn on_guest_exit(&mut self, exit: GuestExit) -> Result<Option<Outcome>, VmError> {
+        let lc = self.spec.lifecycle;
+        match exit {
+            GuestExit::PowerOff => {
+                self.control.emit(VmEvent::Shutdown {
+                    guest: true,
+                    reason: ShutdownCause::GuestShutdown,
+                });
+                self.after_shutdown(
+                    action(lc.on_poweroff),
+                    exit::POWEROFF,
+                    "guest powered off".into(),
+                )
+            }
+            GuestExit::Reset => match action(lc.on_reboot) {
+                Action::Restart => {
+                    tracing::info!("guest reset; restarting the machine");
+                    self.restart()?;
+                    self.control.emit(VmEvent::Reset {
+                        guest: true,
+                        reason: ShutdownCause::GuestReset,
+                    });
+                    Ok(None)
+                }
+                a => {
+                    self.control.emit(VmEvent::Shutdown {
+                        guest: true,
+                        reason: ShutdownCause::GuestReset,
+                    });
+                    self.after_shutdown(a, exit::REBOOT, "guest reset (on_reboot=destroy)".into())
+                }
+            },
+            GuestExit::Crash(msg) => {
+                tracing::error!("guest crashed: {msg}");
+                match action(lc.on_crash) {
+                    Action::Restart => {
+                        self.restart()?;
+                        self.control.emit(VmEvent::Reset {
+                            guest: true,
+                            reason: ShutdownCause::GuestReset,
+                        });
+                        Ok(None)
+                    }
+                    Action::Preserve => {
+                        self.stop_machine();
+                        self.control.set_status(RunState::InternalError);
+                        self.control.emit(VmEvent::Stop);
+                        Ok(None)
+                    }
+                    Action::Destroy => {
+                        self.control.emit(VmEvent::Shutdown {
+                            guest: false,
+                            reason: ShutdownCause::HostError,
+                        });
+                        self.stop_machine();
+                        self.control.set_status(RunState::InternalError);
+                        Ok(Some(Outcome {
+                            status: exit::CRASH,
+                            message: format!("guest crashed: {msg}"),
+                        }))
+                    }
+                }
+            }
+            GuestExit::Panicked => {
+                tracing::error!("guest reported a panic (pvpanic)");
+                match action(lc.on_crash) {
+                    Action::Restart => {
+                        self.control.emit(VmEvent::GuestPanicked {
+                            action: PanicAction::Run,
+                        });
+                        self.restart()?;
+                        self.control.emit(VmEvent::Reset {
+                            guest: true,
+                            reason: ShutdownCause::GuestPanic,
+                        });
+                        Ok(None)
+                    }
+                    Action::Preserve => {
+                        self.control.emit(VmEvent::GuestPanicked {
+                            action: PanicAction::Pause,
+                        });
+                        self.stop_machine();
+                        self.control.set_status(RunState::GuestPanicked);
+                        Ok(None)
+                    }
+                    Action::Destroy => {
+                        self.control.emit(VmEvent::GuestPanicked {
+                            action: PanicAction::Poweroff,
+                        });
+                        self.control.emit(VmEvent::Shutdown {
+                            guest: true,
+                            reason: ShutdownCause::GuestPanic,
+                        });
+                        self.stop_machine();
+                        self.control.set_status(RunState::GuestPanicked);
+                        Ok(Some(Outcome {
+                            status: exit::CRASH,
+                            message: "guest panicked".into(),
+                        }))
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a power-off or a reset that is not a restart.
+    fn after_shutdown(
+        &mut self,
+        a: Action,
+        status: i32,
+        message: String,
+    ) -> Result<Option<Outcome>, VmError> {
+        match a {
+            Action::Restart => {
+                self.restart()?;
+                Ok(None)
+            }
+            Action::Preserve => {
+                self.stop_machine();
+                self.control.set_status(RunState::Shutdown);
+                tracing::info!("{message}; keeping the process (preserve)");
+                Ok(None)
+            }
+            Action::Destroy => {
+                self.stop_machine();
+                self.control.set_status(RunState::Shutdown);
+                Ok(Some(Outcome { status, message }))
+            }
+        }
+    }
+
+    fn on_requests(&mut self) -> Result<Option<Outcome>, VmError> {
+        for req in self.control.take_requests() {
+            match req {
+                crate::control::Request::Quit => {
+                    self.control.emit(VmEvent::Shutdown {
+                        guest: false,
+                        reason: ShutdownCause::HostQmpQuit,
+                    });
+                    self.stop_machine();
+                    self.control.set_status(RunState::Shutdown);
+                    return Ok(Some(Outcome {
+                        status: exit::HOST_STOP,
+                        message: "quit requested by the monitor".into(),
+                    }));
+                }
+                crate::control::Request::Reset => {
+                    self.restart()?;
+                    self.control.emit(VmEvent::Reset {
+                        guest: false,
+                        reason: ShutdownCause::HostQmpSystemReset,
+                    });
+                }
+                crate::control::Request::PowerButton => {
+                    if let Some(m) = &self.machine {
+                        m.pm.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .press_power_button();
+                        self.control.emit(VmEvent::Powerdown);
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Drop for Vmm {
+    fn drop(&mut self) {
+        self.stop_machine();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libvirt_actions_map_to_three_behaviours() {
+        assert_eq!(action(LifecycleAction::Destroy), Action::Destroy);
+        assert_eq!(action(LifecycleAction::RenameRestart), Action::Destroy);
+        assert_eq!(action(LifecycleAction::CoredumpDestroy), Action::Destroy);
+        assert_eq!(action(LifecycleAction::Restart), Action::Restart);
+        assert_eq!(action(LifecycleAction::CoredumpRestart), Action::Restart);
+        assert_eq!(action(LifecycleAction::Preserve), Action::Preserve);
+    }
+}
