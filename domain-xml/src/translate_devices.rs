@@ -45,9 +45,6 @@ pub(crate) fn devices(dom: &Domain) -> Result<Vec<ms::Device>> {
     let d = &dom.devices;
     reject_unsupported_kinds(d)?;
     let mut out = Vec::new();
-    for c in &d.controllers {
-        controller(c)?;
-    }
     for i in &d.inputs {
         input(i)?;
     }
@@ -113,6 +110,10 @@ pub(crate) fn devices(dom: &Domain) -> Result<Vec<ms::Device>> {
     out.extend(ports);
     for disk_def in &d.disks {
         out.push(disk(disk_def)?);
+    }
+    // After disks, so a disk on an unsupported bus is named rather than its controller.
+    for c in &d.controllers {
+        controller(c)?;
     }
     for n in &d.interfaces {
         out.push(interface(n)?);
