@@ -10,7 +10,7 @@ use oxvirt_tests::host::require_kvm;
 use oxvirt_tests::linux::debian_kernel;
 use oxvirt_tests::{spec, Vm};
 
-const MEM_MIB: u64 = 256;
+const MEM_MIB: u64 = 128;
 const CPUS: u32 = 2;
 /// Early boot takes ≈16 s of emulated guest time here; leave room for a loaded machine.
 const EARLY_BOOT_TIMEOUT: Duration = Duration::from_secs(240);
@@ -44,7 +44,7 @@ fn debian_kernel_early_boot_sees_the_machine() {
         Err(e) => panic!("fetching the Debian cloud kernel (apt-get download, lz4): {e:#}"),
     };
     let marker = "oxtest.marker=early-boot-7f3a";
-    let cmdline = format!("console=ttyS0 earlyprintk=ttyS0 loglevel=8 panic=-1 {marker}");
+    let cmdline = format!("console=ttyS0 earlyprintk=ttyS0 panic=-1 {marker}");
     let vm = Vm::start(&spec(&kernel.vmlinux, &cmdline, MEM_MIB, CPUS));
     vm.wait_for("Linux version", EARLY_BOOT_TIMEOUT);
     let mem_line = vm.wait_for("Memory: ", EARLY_BOOT_TIMEOUT);
