@@ -59,15 +59,26 @@ fn write_pidfile(path: &PathBuf) -> anyhow::Result<()> {
 
 fn run(args: Args) -> anyhow::Result<i32> {
     let spec = load_spec(&args)?;
+    let machine_info = vmm::monitor::MachineInfo::from_spec(&spec);
     let mut vmm = vmm::Vmm::new(spec)?;
-    if let Some(qmp) = &args.qmp {
-        // The QMP server (vmm::monitor) plugs in here with `vmm.control()`.
-        tracing::warn!(path = %qmp.display(), "QMP is not available in this build");
-    }
+    let monitor = match &args.qmp {
+        Some(path) => Some(vmm::monitor::Monitor::start(
+            path,
+            machine_info,
+            vmm.control(),
+            vmm::monitor::Devices::default(),
+        )?),
+        None => None,
+    };
     if let Some(p) = &args.pidfile {
         write_pidfile(p)?;
     }
-    let outcome = vmm.run()?;
+    let outcome = vmm.run();
+    // Clients get their last replies and events (quit's reply, SHUTDOWN) first.
+    if let Some(m) = monitor {
+        m.shutdown();
+    }
+    let outcome = outcome?;
     tracing::info!("{}", outcome.message);
     drop(vmm);
     if let Some(p) = &args.pidfile {
