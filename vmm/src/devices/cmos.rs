@@ -142,7 +142,11 @@ impl Cmos {
                 if self.data[REG_B] & B_24H != 0 {
                     self.encode(t.hour)
                 } else {
-                    let h12 = if t.hour.is_multiple_of(12) { 12 } else { t.hour % 12 };
+                    let h12 = if t.hour.is_multiple_of(12) {
+                        12
+                    } else {
+                        t.hour % 12
+                    };
                     self.encode(h12) | if t.hour >= 12 { 0x80 } else { 0 }
                 }
             }
