@@ -18,19 +18,21 @@ impl Core {
     /// libvirt's error for a name or UUID held by another domain.
     fn find_same(&self, def: &Definition) -> Result<Option<Arc<Slot>>> {
         let (name, uuid) = (def.name(), def.uuid());
-        for slot in self.slots() {
+        // libvirt checks the UUID first, then the name.
+        let slots = self.slots();
+        if let Some(slot) = slots.iter().find(|s| s.uuid == uuid) {
             let other = slot.name();
-            if slot.uuid == uuid && other != name {
+            if other != name {
                 return Err(Error::OperationFailed(format!(
                     "domain '{other}' is already defined with uuid {uuid}"
                 )));
             }
-            if slot.uuid != uuid && other == name {
-                return Err(Error::OperationFailed(format!(
-                    "domain '{name}' already exists with uuid {}",
-                    slot.uuid
-                )));
-            }
+        }
+        if let Some(slot) = slots.iter().find(|s| s.uuid != uuid && s.name() == name) {
+            return Err(Error::OperationFailed(format!(
+                "domain '{name}' already exists with uuid {}",
+                slot.uuid
+            )));
         }
         Ok(self.slot(&uuid).ok())
     }

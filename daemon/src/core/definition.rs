@@ -1,124 +1,185 @@
-//! A domain definition as the core keeps it.
-//!
-//! TEMPORARY stand-in until `domain-xml` exports `Domain::parse`, `to_xml` and
-//! `translate`: reads the few fields the core needs with roxmltree, keeps the XML
-//! text, and refuses to translate. The real adapter replaces this file.
+//! A domain definition as the core keeps it: the typed libvirt model from
+//! `domain-xml`, with the few reads and edits the core needs (name, memory,
+//! metadata) and the translation to the VMM's `MachineSpec`.
 
+use domain_xml::{Domain, Element};
 use machine_spec::MachineSpec;
 use uuid::Uuid;
 
 use super::flags::metadata;
 use super::{Error, Result};
 
-/// One parsed domain definition.
-#[derive(Debug, Clone, PartialEq)]
+/// One parsed, validated domain definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Definition {
-    xml: String,
-    name: String,
+    dom: Domain,
     uuid: Uuid,
-    memory: u64,
-    current: u64,
-    vcpus: u32,
-    os_type: String,
-    title: Option<String>,
-    description: Option<String>,
 }
 
 impl Definition {
+    /// Parses and validates libvirt domain XML (a missing UUID is generated).
     pub fn parse(xml: &str) -> Result<Definition> {
-        let doc = roxmltree::Document::parse(xml).map_err(|e| Error::Xml(e.to_string()))?;
-        let root = doc.root_element();
-        let text = |n: &str| {
-            root.children()
-                .find(|c| c.has_tag_name(n))
-                .and_then(|c| c.text())
-                .map(|t| t.trim().to_string())
-        };
-        let name = text("name").ok_or_else(|| Error::Xml("missing name".into()))?;
-        let uuid = match text("uuid") {
-            Some(u) => Uuid::parse_str(&u).map_err(|_| Error::Xml("malformed uuid".into()))?,
-            None => Uuid::new_v4(),
-        };
-        let memory: u64 = text("memory").and_then(|m| m.parse().ok()).unwrap_or(0);
-        Ok(Definition {
-            xml: xml.to_string(),
-            name,
-            uuid,
-            memory,
-            current: text("currentMemory")
-                .and_then(|m| m.parse().ok())
-                .unwrap_or(memory),
-            vcpus: text("vcpu").and_then(|m| m.parse().ok()).unwrap_or(1),
-            os_type: "hvm".into(),
-            title: text("title"),
-            description: text("description"),
-        })
+        let dom = Domain::parse(xml)?;
+        Self::from_domain(dom)
     }
+
+    fn from_domain(dom: Domain) -> Result<Definition> {
+        let uuid = Uuid::parse_str(&dom.uuid)
+            .map_err(|_| Error::Xml(format!("malformed uuid element '{}'", dom.uuid)))?;
+        if dom.name.contains('/') {
+            return Err(Error::Xml(format!("name {} cannot contain '/'", dom.name)));
+        }
+        Ok(Definition { dom, uuid })
+    }
+
     pub fn name(&self) -> &str {
-        &self.name
+        &self.dom.name
     }
+
     pub fn uuid(&self) -> Uuid {
         self.uuid
     }
-    pub fn to_xml(&self, _inactive: bool) -> String {
-        self.xml.clone()
+
+    /// libvirt's canonical XML; `inactive` leaves out live-only parts.
+    pub fn to_xml(&self, inactive: bool) -> String {
+        self.dom.to_xml(inactive)
     }
-    pub fn to_live_xml(&self, _id: i32) -> String {
-        self.xml.clone()
+
+    /// The live XML of a running domain, carrying its id.
+    pub fn to_live_xml(&self, id: i32) -> String {
+        let mut dom = self.dom.clone();
+        dom.id = u32::try_from(id).ok();
+        dom.to_xml(false)
     }
+
+    /// What the VMM runs; fails with libvirt's error for what it cannot run.
     pub fn translate(&self) -> Result<MachineSpec> {
-        Err(Error::ConfigUnsupported(
-            "domain translation is not available yet".into(),
-        ))
+        Ok(domain_xml::translate(&self.dom)?)
     }
+
+    /// `<memory>` in KiB.
     pub fn max_memory_kib(&self) -> u64 {
-        self.memory
+        self.dom.memory
     }
+
+    /// `<currentMemory>` in KiB.
     pub fn memory_kib(&self) -> u64 {
-        self.current
+        self.dom.current_memory
     }
+
     pub fn vcpus(&self) -> u32 {
-        self.vcpus
+        self.dom.vcpu.online()
     }
+
     pub fn max_vcpus(&self) -> u32 {
-        self.vcpus
+        self.dom.vcpu.max
     }
+
     pub fn os_type(&self) -> String {
-        self.os_type.clone()
+        self.dom.os.os_type.clone()
     }
+
     pub fn set_name(&mut self, name: &str) -> Result<()> {
-        self.name = name.to_string();
+        self.dom.name = name.to_string();
         Ok(())
     }
+
     pub fn set_memory_kib(&mut self, kib: u64) -> Result<()> {
-        self.current = kib;
+        if kib > self.dom.memory {
+            return Err(Error::InvalidArg(
+                "cannot set memory higher than max memory".into(),
+            ));
+        }
+        self.dom.current_memory = kib;
         Ok(())
     }
+
     pub fn set_max_memory_kib(&mut self, kib: u64) -> Result<()> {
-        self.memory = kib;
+        self.dom.memory = kib;
+        self.dom.current_memory = self.dom.current_memory.min(kib);
         Ok(())
     }
-    pub fn metadata(&self, kind: i32, _uri: Option<&str>) -> Result<String> {
+
+    /// `virDomainGetMetadata`: description, title, or the `<metadata>` element in
+    /// namespace `uri`.
+    pub fn metadata(&self, kind: i32, uri: Option<&str>) -> Result<String> {
         let missing =
             || Error::NoDomainMetadata("Requested metadata element is not present".into());
         match kind {
-            metadata::DESCRIPTION => self.description.clone().ok_or_else(missing),
-            metadata::TITLE => self.title.clone().ok_or_else(missing),
-            _ => Err(missing()),
+            metadata::DESCRIPTION => self.dom.description.clone().ok_or_else(missing),
+            metadata::TITLE => self.dom.title.clone().ok_or_else(missing),
+            metadata::ELEMENT => {
+                let uri = uri.ok_or_else(|| Error::InvalidArg("uri must not be NULL".into()))?;
+                self.dom
+                    .metadata
+                    .iter()
+                    .find(|e| element_namespace(e) == Some(uri))
+                    .map(Element::to_xml_string)
+                    .ok_or_else(missing)
+            }
+            other => Err(Error::InvalidArg(format!(
+                "unknown metadata type '{other}'"
+            ))),
         }
     }
+
+    /// `virDomainSetMetadata`: `None` (or empty) removes.
     pub fn set_metadata(
         &mut self,
         kind: i32,
         value: Option<&str>,
-        _key: Option<&str>,
-        _uri: Option<&str>,
+        key: Option<&str>,
+        uri: Option<&str>,
     ) -> Result<()> {
+        let value = value.filter(|v| !v.is_empty()).map(str::to_string);
         match kind {
-            metadata::DESCRIPTION => self.description = value.map(str::to_string),
-            metadata::TITLE => self.title = value.map(str::to_string),
-            _ => return Err(Error::NoSupport("virDomainSetMetadata".into())),
+            metadata::DESCRIPTION => self.dom.description = value,
+            metadata::TITLE => {
+                if value.as_deref().is_some_and(|v| v.contains('\n')) {
+                    return Err(Error::InvalidArg("title can't contain newlines".into()));
+                }
+                self.dom.title = value;
+            }
+            metadata::ELEMENT => {
+                let uri = uri.ok_or_else(|| Error::InvalidArg("uri must not be NULL".into()))?;
+                self.dom
+                    .metadata
+                    .retain(|e| element_namespace(e) != Some(uri));
+                if let Some(text) = value {
+                    let key =
+                        key.ok_or_else(|| Error::InvalidArg("key must not be NULL".into()))?;
+                    self.dom.metadata.push(namespaced_element(&text, key, uri)?);
+                }
+            }
+            other => {
+                return Err(Error::InvalidArg(format!(
+                    "unknown metadata type '{other}'"
+                )))
+            }
         }
         Ok(())
     }
+}
+
+/// The namespace URI an element's own prefix (or default namespace) is bound to.
+fn element_namespace(e: &Element) -> Option<&str> {
+    let decl = match e.name.split_once(':') {
+        Some((prefix, _)) => format!("xmlns:{prefix}"),
+        None => "xmlns".to_string(),
+    };
+    e.get_attr(&decl)
+}
+
+/// Parses a metadata snippet and puts its root in namespace `uri` with prefix `key`.
+fn namespaced_element(text: &str, key: &str, uri: &str) -> Result<Element> {
+    let doc = roxmltree::Document::parse(text)
+        .map_err(|e| Error::Xml(format!("failed to parse metadata: {e}")))?;
+    let mut el = Element::from_node(doc.root_element())?;
+    let local = el.name.rsplit(':').next().unwrap_or_default().to_string();
+    el.name = format!("{key}:{local}");
+    el.attrs
+        .retain(|(n, _)| n != "xmlns" && !n.starts_with("xmlns:"));
+    el.attrs
+        .insert(0, (format!("xmlns:{key}"), uri.to_string()));
+    Ok(el)
 }

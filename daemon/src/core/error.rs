@@ -67,7 +67,7 @@ pub enum Error {
     OperationUnsupported(String),
     /// The domain XML was refused by the parser or the translator (its own code).
     #[error(transparent)]
-    Definition(#[from] DefinitionError),
+    Definition(#[from] domain_xml::Error),
     /// A host call failed (file, process, socket); the text names what and where.
     #[error("{0}")]
     System(String),
@@ -140,16 +140,6 @@ impl Error {
     /// A failed host call on a path, in libvirt's "cannot … 'path': reason" style.
     pub fn io(what: &str, path: &std::path::Path, err: &std::io::Error) -> Self {
         Error::System(format!("cannot {what} '{}': {err}", path.display()))
-    }
-}
-
-/// TEMPORARY until domain-xml exports its error type.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct DefinitionError(pub String);
-impl DefinitionError {
-    fn code(&self) -> i32 {
-        code::XML_ERROR
     }
 }
 

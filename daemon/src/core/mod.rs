@@ -212,3 +212,6 @@ impl Core {
             .map_err(|_| Error::InvalidArg(format!("'{text}' is not a valid UUID")))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -191,7 +191,10 @@ impl Core {
             .process_group(0)
             .kill_on_drop(false)
             .spawn()
-            .map_err(|e| Error::io("execute", vmm, &e))?;
+            .map_err(|e| {
+                let _ = rt.remove();
+                Error::io("execute", vmm, &e)
+            })?;
         let pid = child.id().map(|p| p as i32).unwrap_or(-1);
         tracing::info!(domain = name, pid, "VMM started");
 
