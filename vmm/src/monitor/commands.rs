@@ -1,0 +1,622 @@
+//! The QMP commands the VMM serves. [`COMMANDS`] is the table `query-commands`
+//! reports; a test keeps it equal to the schema file's command list.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use qmp::{CommandFuture, EventSender, Handler, QmpError, Schema, VersionInfo};
+use serde_json::{json, Map, Value};
+use tokio::sync::broadcast;
+
+use super::devices::{BlockCounters, BlockView, Devices, PciFunction};
+use super::{events, hmp, MachineInfo};
+use crate::control::{ControlError, RunState, VmControl, VmEvent};
+
+/// Every command served, in the schema's order.
+pub const COMMANDS: &[&str] = &[
+    "qmp_capabilities",
+    "query-version",
+    "query-commands",
+    "query-status",
+    "stop",
+    "cont",
+    "system_powerdown",
+    "system_reset",
+    "quit",
+    "query-name",
+    "query-uuid",
+    "query-kvm",
+    "query-cpus-fast",
+    "query-hotpluggable-cpus",
+    "query-block",
+    "query-blockstats",
+    "query-chardev",
+    "query-balloon",
+    "balloon",
+    "query-pci",
+    "query-memory-size-summary",
+    "query-target",
+    "query-current-machine",
+    "human-monitor-command",
+    "query-qmp-schema",
+];
+
+/// How long a command that asks the main loop for something (power button, reset,
+/// quit) waits for the resulting event, so the event precedes the reply as in QEMU.
+const EVENT_WAIT: Duration = Duration::from_secs(5);
+
+/// How often device state that has no notification (balloon size, block errors) is
+/// looked at for events.
+const DEVICE_POLL: Duration = Duration::from_millis(200);
+
+/// The command handler.
+pub struct Commands {
+    pub(crate) info: MachineInfo,
+    pub(crate) control: VmControl,
+    pub(crate) devices: Devices,
+    schema: Arc<Schema>,
+    introspection: OnceLock<Value>,
+    /// VM events after they were sent to QMP clients.
+    forwarded: broadcast::Sender<VmEvent>,
+    events: OnceLock<EventSender>,
+    balloon_actual: Mutex<Option<u64>>,
+}
+
+impl Commands {
+    pub(crate) fn new(
+        info: MachineInfo,
+        control: VmControl,
+        devices: Devices,
+        schema: Arc<Schema>,
+        forwarded: broadcast::Sender<VmEvent>,
+    ) -> Self {
+        Commands {
+            info,
+            control,
+            devices,
+            schema,
+            introspection: OnceLock::new(),
+            forwarded,
+            events: OnceLock::new(),
+            balloon_actual: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn set_events(&self, events: EventSender) {
+        let _ = self.events.set(events);
+    }
+
+    fn emit(&self, name: &str, data: Option<Value>) {
+        if let Some(e) = self.events.get() {
+            e.emit(name, data);
+        }
+    }
+
+    /// Sends a VM event to the clients.
+    pub(crate) fn forward(&self, ev: &VmEvent) {
+        let (name, data) = events::to_qmp(ev);
+        self.emit(name, data);
+    }
+
+    /// Runs one command (arguments already checked against the schema).
+    pub fn run(&self, command: &str, args: Map<String, Value>) -> CommandFuture {
+        let ok = |v: Value| qmp::ready(Ok(v));
+        match command {
+            "qmp_capabilities" => ok(json!({})),
+            "query-version" => ok(VersionInfo::oxvirt().to_value()),
+            "query-commands" => ok(COMMANDS.iter().map(|c| json!({"name": c})).collect()),
+            "query-status" => ok(self.status()),
+            "stop" => self.stop(),
+            "cont" => self.cont(),
+            "system_powerdown" => {
+                self.request(|c| c.power_button(), |e| matches!(e, VmEvent::Powerdown))
+            }
+            "system_reset" => self.request(|c| c.reset(), |e| matches!(e, VmEvent::Reset { .. })),
+            "quit" => self.request(|c| c.quit(), |e| matches!(e, VmEvent::Shutdown { .. })),
+            "query-name" => ok(if self.info.name.is_empty() {
+                json!({})
+            } else {
+                json!({"name": self.info.name})
+            }),
+            "query-uuid" => ok(json!({"UUID": self.info.uuid})),
+            "query-kvm" => ok(json!({"enabled": true, "present": true})),
+            "query-cpus-fast" => ok(self.cpus_fast()),
+            "query-hotpluggable-cpus" => ok(self.hotpluggable_cpus()),
+            "query-block" => ok(self.devices.blocks.iter().map(|b| block_info(b.as_ref())).collect()),
+            "query-blockstats" => ok(self.blockstats()),
+            "query-chardev" => ok(self
+                .control
+                .chardevs()
+                .iter()
+                .map(|c| json!({"label": c.label, "filename": c.filename, "frontend-open": c.frontend_open}))
+                .collect()),
+            "query-balloon" => qmp::ready(match &self.devices.balloon {
+                Some(b) => Ok(json!({"actual": b.actual_bytes()})),
+                None => Err(QmpError::no_balloon()),
+            }),
+            "balloon" => qmp::ready(self.balloon(args["value"].as_i64().unwrap_or(0))),
+            "query-pci" => ok(self.pci()),
+            "query-memory-size-summary" => ok(json!({
+                "base-memory": self.control.memory_size(),
+                "plugged-memory": 0,
+            })),
+            "query-target" => ok(json!({"arch": "x86_64"})),
+            // We do not implement S3, so the guest cannot be woken from it.
+            "query-current-machine" => ok(json!({"wakeup-suspend-support": false})),
+            "human-monitor-command" => {
+                let line = args["command-line"].as_str().unwrap_or_default().to_string();
+                let cpu = args.get("cpu-index").and_then(Value::as_i64);
+                hmp::run(self, &line, cpu)
+            }
+            "query-qmp-schema" => ok(self
+                .introspection
+                .get_or_init(|| self.schema.introspect())
+                .clone()),
+            other => qmp::ready(Err(QmpError::command_not_found(other))),
+        }
+    }
+
+    pub(crate) fn status(&self) -> Value {
+        let s = self.control.status();
+        json!({"running": s.is_running(), "singlestep": false, "status": s.as_qmp_str()})
+    }
+
+    fn stop(&self) -> CommandFuture {
+        let c = self.control.clone();
+        let mut rx = self.forwarded.subscribe();
+        Box::pin(async move {
+            let was_running = c.status() == RunState::Running;
+            blocking(move || c.pause()).await?;
+            if was_running {
+                wait_for(&mut rx, |e| matches!(e, VmEvent::Stop)).await;
+            }
+            Ok(json!({}))
+        })
+    }
+
+    fn cont(&self) -> CommandFuture {
+        let c = self.control.clone();
+        let mut rx = self.forwarded.subscribe();
+        Box::pin(async move {
+            let was_paused = c.status() == RunState::Paused;
+            blocking(move || c.resume()).await?;
+            if was_paused {
+                wait_for(&mut rx, |e| matches!(e, VmEvent::Resume)).await;
+            }
+            Ok(json!({}))
+        })
+    }
+
+    /// Queues a request for the main loop and waits for the event that shows it ran.
+    fn request(
+        &self,
+        f: impl FnOnce(&VmControl) -> Result<(), ControlError>,
+        done: fn(&VmEvent) -> bool,
+    ) -> CommandFuture {
+        let mut rx = self.forwarded.subscribe();
+        if let Err(e) = f(&self.control) {
+            return qmp::ready(Err(control_error(e)));
+        }
+        Box::pin(async move {
+            wait_for(&mut rx, done).await;
+            Ok(json!({}))
+        })
+    }
+
+    pub(crate) fn cpus_fast(&self) -> Value {
+        let multi_die = self.info.dies > 1;
+        self.control
+            .vcpu_threads()
+            .iter()
+            .map(|t| {
+                let mut props = json!({
+                    "core-id": t.core_id,
+                    "thread-id": t.thread_id_in_core,
+                    "socket-id": t.socket_id,
+                });
+                if multi_die {
+                    props["die-id"] = json!(t.die_id);
+                }
+                json!({
+                    "cpu-index": t.cpu_index,
+                    "qom-path": qom_cpu_path(t.cpu_index),
+                    "thread-id": t.thread_id,
+                    "props": props,
+                    "target": "x86_64",
+                })
+            })
+            .collect()
+    }
+
+    /// Every possible CPU, the present ones with their QOM path (QEMU lists the
+    /// highest index first).
+    fn hotpluggable_cpus(&self) -> Value {
+        let i = &self.info;
+        (0..i.max_vcpus)
+            .rev()
+            .map(|n| {
+                let thread = n % i.threads;
+                let core = (n / i.threads) % i.cores;
+                let die = (n / (i.threads * i.cores)) % i.dies;
+                let socket = n / (i.threads * i.cores * i.dies);
+                let mut props = json!({"core-id": core, "thread-id": thread, "socket-id": socket});
+                if i.dies > 1 {
+                    props["die-id"] = json!(die);
+                }
+                let mut cpu = json!({"props": props, "vcpus-count": 1, "type": i.cpu_type});
+                if n < i.vcpus {
+                    cpu["qom-path"] = json!(qom_cpu_path(n));
+                }
+                cpu
+            })
+            .collect()
+    }
+
+    fn blockstats(&self) -> Value {
+        self.devices
+            .blocks
+            .iter()
+            .map(|b| {
+                let d = b.describe();
+                json!({
+                    "device": "",
+                    "qdev": d.qdev,
+                    "node-name": d.node_name,
+                    "stats": stats_json(&b.counters()),
+                })
+            })
+            .collect()
+    }
+
+    fn balloon(&self, value: i64) -> Result<Value, QmpError> {
+        let Some(b) = &self.devices.balloon else {
+            return Err(QmpError::no_balloon());
+        };
+        if value <= 0 {
+            return Err(QmpError::generic("Parameter 'target' expects a size"));
+        }
+        b.set_target(value.min(self.control.memory_size() as i64) as u64);
+        Ok(json!({}))
+    }
+
+    fn pci(&self) -> Value {
+        let Some(pci) = &self.devices.pci else {
+            return json!([]);
+        };
+        let funcs = pci.functions();
+        let mut buses: Vec<u8> = funcs.iter().map(|f| f.bus).collect();
+        buses.sort_unstable();
+        buses.dedup();
+        buses
+            .into_iter()
+            .map(|bus| {
+                let devices: Vec<Value> = funcs
+                    .iter()
+                    .filter(|f| f.bus == bus)
+                    .map(pci_json)
+                    .collect();
+                json!({"bus": bus, "devices": devices})
+            })
+            .collect()
+    }
+
+    /// Emits events for device state that changes without telling anyone.
+    fn poll_devices(&self) {
+        if let Some(b) = &self.devices.balloon {
+            let actual = b.actual_bytes();
+            let mut last = self
+                .balloon_actual
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|l| l != actual) {
+                self.emit("BALLOON_CHANGE", Some(json!({"actual": actual})));
+            }
+            *last = Some(actual);
+        }
+        for b in &self.devices.blocks {
+            let errors = b.take_io_errors();
+            if errors.is_empty() {
+                continue;
+            }
+            let d = b.describe();
+            for e in errors {
+                self.emit(
+                    "BLOCK_IO_ERROR",
+                    Some(json!({
+                        "device": "",
+                        "node-name": d.node_name,
+                        "operation": if e.write { "write" } else { "read" },
+                        "action": "report",
+                        "nospace": e.nospace,
+                        "reason": e.reason,
+                    })),
+                );
+            }
+        }
+    }
+}
+
+impl Handler for Commands {
+    fn call(&self, command: &str, args: Map<String, Value>) -> CommandFuture {
+        self.run(command, args)
+    }
+}
+
+/// Polls devices for events until aborted.
+pub(crate) async fn watch_devices(cmds: Arc<Commands>) {
+    if cmds.devices.balloon.is_none() && cmds.devices.blocks.is_empty() {
+        return;
+    }
+    let mut tick = tokio::time::interval(DEVICE_POLL);
+    loop {
+        tick.tick().await;
+        cmds.poll_devices();
+    }
+}
+
+fn qom_cpu_path(index: u32) -> String {
+    format!("/machine/unattached/device[{index}]")
+}
+
+/// Runs a blocking control call on the runtime's blocking pool.
+async fn blocking(
+    f: impl FnOnce() -> Result<(), ControlError> + Send + 'static,
+) -> Result<(), QmpError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(control_error),
+        Err(e) => Err(QmpError::generic(format!("internal error: {e}"))),
+    }
+}
+
+/// Waits (bounded) for a forwarded VM event.
+async fn wait_for(rx: &mut broadcast::Receiver<VmEvent>, pred: fn(&VmEvent) -> bool) {
+    let _ = tokio::time::timeout(EVENT_WAIT, async {
+        loop {
+            match rx.recv().await {
+                Ok(ev) if pred(&ev) => return,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    })
+    .await;
+}
+
+/// Control errors in QEMU's words where QEMU has some.
+fn control_error(e: ControlError) -> QmpError {
+    match e {
+        ControlError::NotRunning("shutdown") => {
+            QmpError::generic("Resetting the Virtual Machine is required")
+        }
+        ControlError::NotRunning("internal-error") | ControlError::NotRunning("guest-panicked") => {
+            QmpError::generic("Resetting the Virtual Machine is required")
+        }
+        other => QmpError::generic(other.to_string()),
+    }
+}
+
+fn block_info(b: &dyn BlockView) -> Value {
+    let d = b.describe();
+    let mut image = json!({
+        "filename": d.file,
+        "format": d.format,
+        "virtual-size": d.virtual_size,
+        "dirty-flag": false,
+    });
+    if let Some(a) = d.actual_size {
+        image["actual-size"] = json!(a);
+    }
+    json!({
+        "device": "",
+        "qdev": d.qdev,
+        "type": "unknown",
+        "removable": false,
+        "locked": false,
+        "io-status": "ok",
+        "inserted": {
+            "file": d.file,
+            "node-name": d.node_name,
+            "ro": d.read_only,
+            "drv": d.format,
+            "backing_file_depth": 0,
+            "encrypted": false,
+            "detect_zeroes": "off",
+            "bps": 0, "bps_rd": 0, "bps_wr": 0,
+            "iops": 0, "iops_rd": 0, "iops_wr": 0,
+            "image": image,
+            "cache": {"writeback": d.writeback, "direct": d.direct, "no-flush": d.no_flush},
+            "write_threshold": 0,
+        },
+    })
+}
+
+fn stats_json(c: &BlockCounters) -> Value {
+    json!({
+        "rd_bytes": c.rd_bytes,
+        "wr_bytes": c.wr_bytes,
+        "unmap_bytes": c.unmap_bytes,
+        "rd_operations": c.rd_operations,
+        "wr_operations": c.wr_operations,
+        "flush_operations": c.flush_operations,
+        "unmap_operations": c.unmap_operations,
+        "rd_total_time_ns": c.rd_total_time_ns,
+        "wr_total_time_ns": c.wr_total_time_ns,
+        "flush_total_time_ns": c.flush_total_time_ns,
+        "unmap_total_time_ns": c.unmap_total_time_ns,
+        "wr_highest_offset": c.wr_highest_offset,
+        "rd_merged": 0,
+        "wr_merged": 0,
+        "unmap_merged": 0,
+        "failed_rd_operations": c.failed_rd_operations,
+        "failed_wr_operations": c.failed_wr_operations,
+        "failed_flush_operations": c.failed_flush_operations,
+        "failed_unmap_operations": c.failed_unmap_operations,
+        "invalid_rd_operations": c.invalid_rd_operations,
+        "invalid_wr_operations": c.invalid_wr_operations,
+        "invalid_flush_operations": c.invalid_flush_operations,
+        "invalid_unmap_operations": c.invalid_unmap_operations,
+        "account_invalid": true,
+        "account_failed": true,
+        "timed_stats": [],
+    })
+}
+
+fn pci_json(f: &PciFunction) -> Value {
+    let mut class_info = json!({"class": f.class});
+    if let Some(d) = &f.class_desc {
+        class_info["desc"] = json!(d);
+    }
+    let regions: Vec<Value> = f
+        .regions
+        .iter()
+        .map(|r| {
+            if r.io {
+                json!({"bar": r.bar, "type": "io", "address": r.address, "size": r.size})
+            } else {
+                json!({"bar": r.bar, "type": "memory", "address": r.address, "size": r.size,
+                    "prefetch": r.prefetch, "mem_type_64": r.mem_type_64})
+            }
+        })
+        .collect();
+    let mut v = json!({
+        "bus": f.bus,
+        "slot": f.slot,
+        "function": f.function,
+        "class_info": class_info,
+        "id": {"vendor": f.vendor, "device": f.device,
+            "subsystem-vendor": f.subsystem_vendor, "subsystem": f.subsystem},
+        "irq_pin": f.irq_pin,
+        "qdev_id": f.qdev_id,
+        "regions": regions,
+    });
+    if let Some(irq) = f.irq {
+        v["irq"] = json!(irq);
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commands() -> Commands {
+        let spec_info = MachineInfo {
+            name: "t".into(),
+            uuid: "11111111-2222-3333-4444-555555555555".into(),
+            vcpus: 2,
+            max_vcpus: 4,
+            sockets: 1,
+            dies: 1,
+            cores: 4,
+            threads: 1,
+            cpu_type: "host-x86_64-cpu".into(),
+        };
+        let (tx, _) = broadcast::channel(8);
+        Commands::new(
+            spec_info,
+            VmControl::new(64 << 20).unwrap(),
+            Devices::default(),
+            Arc::new(Schema::parse(super::super::SCHEMA_JSON).unwrap()),
+            tx,
+        )
+    }
+
+    #[test]
+    fn schema_lists_exactly_the_command_table() {
+        let schema = Schema::parse(super::super::SCHEMA_JSON).unwrap();
+        let names: Vec<&str> = schema.commands().iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, COMMANDS);
+        let events: Vec<&str> = schema.events().iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            events,
+            [
+                "STOP",
+                "RESUME",
+                "SHUTDOWN",
+                "POWERDOWN",
+                "RESET",
+                "GUEST_PANICKED",
+                "BALLOON_CHANGE",
+                "BLOCK_IO_ERROR"
+            ]
+        );
+        // Every event the VMM can produce is in the schema.
+        use crate::control::{PanicAction, ShutdownCause};
+        for ev in [
+            VmEvent::Stop,
+            VmEvent::Resume,
+            VmEvent::Powerdown,
+            VmEvent::Shutdown {
+                guest: true,
+                reason: ShutdownCause::GuestShutdown,
+            },
+            VmEvent::Reset {
+                guest: false,
+                reason: ShutdownCause::HostQmpSystemReset,
+            },
+            VmEvent::GuestPanicked {
+                action: PanicAction::Pause,
+            },
+        ] {
+            assert!(events.contains(&events::to_qmp(&ev).0));
+        }
+    }
+
+    #[tokio::test]
+    async fn every_command_in_the_table_is_handled() {
+        let c = commands();
+        for name in COMMANDS {
+            // Commands that act on the machine are covered by the guest tests.
+            if ["stop", "cont", "system_powerdown", "system_reset", "quit"].contains(name) {
+                continue;
+            }
+            let mut args = Map::new();
+            match *name {
+                "balloon" => {
+                    args.insert("value".into(), json!(1 << 20));
+                }
+                "human-monitor-command" => {
+                    args.insert("command-line".into(), json!("info status"));
+                }
+                _ => {}
+            }
+            let cmd = c.schema.command(name).unwrap();
+            c.schema.check_args(cmd, &args).unwrap();
+            match c.run(name, args).await {
+                Ok(_) => {}
+                Err(e) => {
+                    assert_ne!(e.class, qmp::ErrorClass::CommandNotFound, "{name}");
+                    assert!(["query-balloon", "balloon"].contains(name), "{name}: {e:?}");
+                    assert_eq!(e.desc, "No balloon device has been activated");
+                }
+            }
+        }
+        assert!(c.run("nope", Map::new()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn answers_from_the_machine() {
+        let c = commands();
+        assert_eq!(
+            c.run("query-status", Map::new()).await.unwrap(),
+            json!({"running": false, "singlestep": false, "status": "prelaunch"})
+        );
+        assert_eq!(
+            c.run("query-name", Map::new()).await.unwrap(),
+            json!({"name": "t"})
+        );
+        let hp = c.run("query-hotpluggable-cpus", Map::new()).await.unwrap();
+        assert_eq!(hp.as_array().unwrap().len(), 4);
+        assert_eq!(hp[0]["props"]["core-id"], 3);
+        assert!(hp[0].get("qom-path").is_none());
+        assert_eq!(hp[3]["qom-path"], "/machine/unattached/device[0]");
+        assert_eq!(
+            c.run("query-memory-size-summary", Map::new())
+                .await
+                .unwrap(),
+            json!({"base-memory": 64 << 20, "plugged-memory": 0})
+        );
+        let q = c.run("query-commands", Map::new()).await.unwrap();
+        assert_eq!(q.as_array().unwrap().len(), COMMANDS.len());
+    }
+}
