@@ -1,0 +1,391 @@
+//! The Linux test guest (`tests/linux-guest/`) under `oxvirt-vmm`: building it once,
+//! specs for it, what its `/init` reports, a small QMP client, and the reasons to skip.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use machine_spec::{Device, DeviceKind, LifecycleAction, MachineSpec, PciAddress};
+use oxvirt_tests::{emulated_kvm, kvm_usable, skip, Vm};
+
+/// Boot to the ready line: ≈ 25 s on an idle emulated-KVM machine, several times that
+/// when the machine's two cores are shared with a build (`OXVIRT_TEST_TIMEOUT` raises it).
+pub const BOOT: Duration = Duration::from_secs(420);
+/// From the ready line (or a command's end) to the VMM's exit.
+pub const EXIT: Duration = Duration::from_secs(180);
+
+/// `OXVIRT_LINUX_GUEST=stock` boots Debian's cloud kernel (hardware KVM only) instead of
+/// our patched one; the tests are the same.
+pub fn stock() -> bool {
+    std::env::var("OXVIRT_LINUX_GUEST").is_ok_and(|v| v == "stock")
+}
+
+/// The built guest: kernel, initramfs and the command line it needs.
+#[derive(Debug)]
+pub struct LinuxGuest {
+    pub dir: PathBuf,
+    /// The PVH ELF vmlinux (patched guest) or the bzImage (stock).
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub cmdline: String,
+}
+
+fn build() -> anyhow::Result<LinuxGuest> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("linux-guest/build.sh");
+    let mut cmd = Command::new(&script);
+    if stock() {
+        cmd.arg("--stock");
+    }
+    // Progress goes to stderr (the test's output); a build from scratch takes minutes.
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| anyhow::anyhow!("running {}: {e}", script.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{} failed ({})",
+        script.display(),
+        out.status
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let dir = PathBuf::from(stdout.lines().last().unwrap_or("").trim());
+    let kernel = if stock() {
+        dir.join("bzImage")
+    } else {
+        dir.join("vmlinux")
+    };
+    let cmdline = std::fs::read_to_string(dir.join("cmdline"))?
+        .trim()
+        .to_string();
+    Ok(LinuxGuest {
+        kernel,
+        initrd: dir.join("initramfs.cpio"),
+        cmdline,
+        dir,
+    })
+}
+
+/// The guest for `test`, or `None` after a loud SKIPPED line when this host cannot run
+/// it. A guest that fails to build fails the test.
+pub fn guest(test: &str) -> Option<&'static LinuxGuest> {
+    if let Err(e) = kvm_usable() {
+        skip(test, &format!("no usable KVM ({e})"));
+        return None;
+    }
+    if stock() && emulated_kvm() {
+        skip(
+            test,
+            "OXVIRT_LINUX_GUEST=stock on the emulated KVM (kvm_pvm): Debian's kernel stops at \
+             the first int3 (int3_selftest in arch/x86/kernel/alternative.c) with a KVM \
+             emulation failure; run the stock kernel on hardware KVM, or the patched guest here",
+        );
+        return None;
+    }
+    static GUEST: OnceLock<Result<LinuxGuest, String>> = OnceLock::new();
+    match GUEST.get_or_init(|| build().map_err(|e| format!("{e:#}"))) {
+        Ok(g) => Some(g),
+        Err(e) => panic!("building the Linux test guest: {e}"),
+    }
+}
+
+impl LinuxGuest {
+    /// A spec: `cpus` vCPUs, `mem_mib` MiB, ttyS0 on stdout, our command line plus
+    /// `params`, every lifecycle event ends the VMM (so the exit status says which).
+    pub fn spec(&self, cpus: u32, mem_mib: u64, params: &str) -> MachineSpec {
+        let cmdline = format!("{} {params}", self.cmdline);
+        let mut s = oxvirt_tests::spec(&self.kernel, cmdline.trim_end(), mem_mib, cpus);
+        s.name = "oxvirt-linux-test".into();
+        s.boot.initrd = Some(self.initrd.clone());
+        s.lifecycle.on_reboot = LifecycleAction::Destroy;
+        s
+    }
+
+    /// The guest's symbol for a kernel address (from `nm vmlinux`), for crash reports.
+    pub fn symbol(&self, addr: u64) -> Option<String> {
+        let out = Command::new("nm")
+            .args(["-n", "--defined-only"])
+            .arg(self.dir.join("vmlinux"))
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut best = None;
+        for line in text.lines() {
+            let mut it = line.split_whitespace();
+            let (Some(a), Some(_), Some(name)) = (it.next(), it.next(), it.next()) else {
+                continue;
+            };
+            let Ok(a) = u64::from_str_radix(a, 16) else {
+                continue;
+            };
+            if a > addr {
+                break;
+            }
+            best = Some(format!("{name}+{:#x}", addr - a));
+        }
+        best
+    }
+}
+
+/// A PCI device at `00:slot.0`.
+pub fn pci_device(id: &str, slot: u8, kind: DeviceKind) -> Device {
+    Device {
+        id: id.into(),
+        pci: Some(PciAddress {
+            domain: 0,
+            bus: 0,
+            slot,
+            function: 0,
+        }),
+        kind,
+    }
+}
+
+/// One `OXVIRT <what> key=value ...` line of the guest's `/init`.
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub what: String,
+    pub fields: BTreeMap<String, String>,
+}
+
+impl Line {
+    pub fn get(&self, key: &str) -> &str {
+        self.fields.get(key).map_or("", String::as_str)
+    }
+}
+
+/// What `/init` reported on a console transcript (its first boot).
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub lines: Vec<Line>,
+    /// The command's output between `OXVIRT-CMD-BEGIN` and `OXVIRT-CMD-RC=`.
+    pub cmd_output: String,
+    pub cmd_rc: Option<i32>,
+}
+
+impl Report {
+    pub fn parse(console: &str) -> Report {
+        let mut r = Report::default();
+        let mut in_cmd = false;
+        let mut boots = 0;
+        for l in console.lines().map(|l| l.trim_end_matches('\r')) {
+            if l.starts_with("OXVIRT init ") {
+                boots += 1;
+                if boots > 1 {
+                    break; // a second boot: keep the first one's report
+                }
+            }
+            if let Some(rc) = l.strip_prefix("OXVIRT-CMD-RC=") {
+                if in_cmd && r.cmd_rc.is_none() {
+                    r.cmd_rc = rc.trim().parse().ok();
+                }
+                in_cmd = false;
+            } else if l == "OXVIRT-CMD-BEGIN" {
+                in_cmd = r.cmd_rc.is_none();
+            } else if in_cmd {
+                r.cmd_output.push_str(l);
+                r.cmd_output.push('\n');
+            } else if let Some(rest) = l.strip_prefix("OXVIRT ") {
+                let mut it = rest.split(' ');
+                let what = it.next().unwrap_or("").to_string();
+                let fields = it
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                r.lines.push(Line { what, fields });
+            }
+        }
+        r
+    }
+
+    pub fn all(&self, what: &str) -> Vec<&Line> {
+        self.lines.iter().filter(|l| l.what == what).collect()
+    }
+
+    pub fn first(&self, what: &str) -> Option<&Line> {
+        self.lines.iter().find(|l| l.what == what)
+    }
+
+    /// The virtio device of `kind` (`block`, `net`, `rng`, …) the guest found.
+    pub fn virtio(&self, kind: &str) -> Option<&Line> {
+        self.all("virtio")
+            .into_iter()
+            .find(|l| l.get("kind") == kind)
+    }
+}
+
+/// Fails the test with the console and log unless `cond`.
+pub fn check(vm: &Vm, cond: bool, what: &str) {
+    if !cond {
+        vm.fail(what);
+    }
+}
+
+/// Waits for the guest's ready line; on a VMM crash exit, names the instruction's place
+/// in the guest kernel (an emulation failure on kvm_pvm is the usual cause here).
+pub fn wait_ready(vm: &Vm, g: &LinuxGuest) -> Report {
+    let deadline = Instant::now() + BOOT;
+    while Instant::now() < deadline {
+        if vm.console_lines().contains("OXVIRT-READY") {
+            return Report::parse(&vm.console_lines());
+        }
+        if let Some(st) = vm.exited() {
+            std::thread::sleep(Duration::from_millis(200));
+            if vm.console_lines().contains("OXVIRT-READY") {
+                return Report::parse(&vm.console_lines());
+            }
+            vm.fail(&format!(
+                "the VMM exited ({st}) before the guest's OXVIRT-READY line{}",
+                crash_place(vm, g)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The harness's own wait prints the console and log on timeout.
+    vm.wait_for("OXVIRT-READY", Duration::from_secs(1));
+    Report::parse(&vm.console_lines())
+}
+
+/// " (RIP ... = symbol+off)" when the VMM log names a guest RIP in the kernel.
+pub fn crash_place(vm: &Vm, g: &LinuxGuest) -> String {
+    let log = vm.log();
+    let lower = log.to_ascii_lowercase();
+    let Some(i) = lower.rfind("rip") else {
+        return String::new();
+    };
+    let hex: String = lower[i + 3..]
+        .trim_start_matches(|c: char| !c.is_ascii_hexdigit() || c == 'x')
+        .trim_start_matches("0x")
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit())
+        .collect();
+    match u64::from_str_radix(&hex, 16) {
+        Ok(rip) if rip >= 0xffff_ffff_8000_0000 => match g.symbol(rip) {
+            Some(s) => format!(" (guest RIP {rip:#x} = {s} in the guest kernel)"),
+            None => format!(" (guest RIP {rip:#x})"),
+        },
+        _ => String::new(),
+    }
+}
+
+/// A minimal synchronous QMP client: greeting, `qmp_capabilities`, commands.
+pub struct Qmp {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Qmp {
+    /// Connects to the VMM's `--qmp` socket (retrying while the VMM creates it).
+    pub fn connect(path: &Path, vm: &Vm) -> Qmp {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let stream = loop {
+            match UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) => {
+                    if Instant::now() > deadline || vm.exited().is_some() {
+                        vm.fail(&format!("connecting to QMP at {}: {e}", path.display()));
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("socket timeout");
+        let mut q = Qmp {
+            reader: BufReader::new(stream.try_clone().expect("clone socket")),
+            writer: stream,
+        };
+        let greeting = q.read(vm);
+        check(vm, greeting.get("QMP").is_some(), "QMP greeting");
+        q.execute(vm, "qmp_capabilities");
+        q
+    }
+
+    fn read(&mut self, vm: &Vm) -> serde_json::Value {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(n) if n > 0 => serde_json::from_str(&line)
+                .unwrap_or_else(|e| vm.fail(&format!("QMP sent bad JSON {line:?}: {e}"))),
+            Ok(_) => vm.fail("QMP connection closed"),
+            Err(e) => vm.fail(&format!("reading QMP: {e}")),
+        }
+    }
+
+    /// Runs `command` and returns its `return` value (events in between are skipped).
+    pub fn execute(&mut self, vm: &Vm, command: &str) -> serde_json::Value {
+        let msg = serde_json::json!({ "execute": command });
+        writeln!(self.writer, "{msg}")
+            .unwrap_or_else(|e| vm.fail(&format!("writing QMP {command}: {e}")));
+        loop {
+            let v = self.read(vm);
+            if let Some(r) = v.get("return") {
+                return r.clone();
+            }
+            if let Some(e) = v.get("error") {
+                vm.fail(&format!("QMP {command} failed: {e}"));
+            }
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), for disk patterns.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// sha256 of `data` in hex, by coreutils' `sha256sum`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("running sha256sum");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(data)
+        .expect("feeding sha256sum");
+    let out = child.wait_with_output().expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The first 64-hex-digit word of `text`.
+pub fn find_sha256(text: &str) -> Option<String> {
+    text.split_whitespace()
+        .find(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_string)
+}
+
+/// Runs a host command and fails with its output unless it succeeds.
+pub fn host(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd} (is it installed?): {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
