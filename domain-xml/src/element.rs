@@ -148,14 +148,13 @@ impl Element {
             };
             el.attrs.push((name, a.value().to_string()));
         }
-        let has_elements = node.children().any(|c| c.is_element());
         for c in node.children() {
             if c.is_element() {
                 el.children.push(Node::Element(Self::copy(c, depth + 1)?));
             } else if c.is_text() {
                 let t = c.text().unwrap_or_default();
-                // Indentation between elements is not content; libvirt re-indents.
-                if !(has_elements && t.trim().is_empty()) {
+                // Whitespace-only text is layout, not content; libvirt re-indents.
+                if !t.trim().is_empty() {
                     el.children.push(Node::Text(t.to_string()));
                 }
             }

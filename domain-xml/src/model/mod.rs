@@ -271,8 +271,7 @@ pub struct Pm {
     pub suspend_to_disk: Option<YesNo>,
 }
 
-/// The top-level elements kept verbatim in [`Domain::extra`], in libvirt's output order,
-/// each with the element it is written after.
+/// The top-level elements kept verbatim in [`Domain::extra`], in libvirt's output order.
 pub const EXTRA_ELEMENTS: &[&str] = &[
     "blkiotune",
     "memtune",
@@ -286,7 +285,6 @@ pub const EXTRA_ELEMENTS: &[&str] = &[
     "bootloader",
     "bootloader_args",
     "idmap",
-    "throttlegroups",
     "on_lockfailure",
     "perf",
     "seclabel",

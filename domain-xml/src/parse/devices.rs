@@ -7,6 +7,40 @@ use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::model::*;
 
+/// Unmodelled `<disk>` children kept verbatim, in the order they are formatted.
+pub(crate) const DISK_EXTRA: &[&str] = &[
+    "auth",
+    "mirror",
+    "geometry",
+    "blockio",
+    "iotune",
+    "throttlefilters",
+    "encryption",
+];
+
+/// Unmodelled `<interface>` children kept verbatim, in the order they are formatted.
+pub(crate) const INTERFACE_EXTRA: &[&str] = &[
+    "virtualport",
+    "vlan",
+    "ip",
+    "route",
+    "script",
+    "downscript",
+    "backenddomain",
+    "guest",
+    "driver",
+    "backend",
+    "filterref",
+    "tune",
+    "teaming",
+    "coalesce",
+    "bandwidth",
+    "port",
+    "portForward",
+    "rom",
+    "acpi",
+];
+
 pub(super) fn devices(n: Node<'_, '_>) -> Result<Devices> {
     let mut d = Devices::default();
     let mut controllers: Vec<(Controller, bool)> = Vec::new();
@@ -261,18 +295,7 @@ fn disk(n: Node<'_, '_>) -> Result<Disk> {
         vendor: single_text(n, "vendor")?,
         product: single_text(n, "product")?,
         boot_order: boot_order(n)?,
-        extra: kept_children(
-            n,
-            &[
-                "iotune",
-                "encryption",
-                "blockio",
-                "geometry",
-                "mirror",
-                "auth",
-                "throttlefilters",
-            ],
-        )?,
+        extra: kept_children_ordered(n, DISK_EXTRA)?,
         alias: alias(n)?,
         address: address(n)?,
     })
@@ -353,30 +376,7 @@ fn interface(n: Node<'_, '_>) -> Result<Interface> {
         link_state: single(n, "link")?.and_then(|l| attr_s(l, "state")),
         mtu,
         boot_order: boot_order(n)?,
-        extra: kept_children(
-            n,
-            &[
-                "backend",
-                "driver",
-                "virtualport",
-                "bandwidth",
-                "vlan",
-                "filterref",
-                "ip",
-                "route",
-                "script",
-                "downscript",
-                "rom",
-                "tune",
-                "coalesce",
-                "teaming",
-                "guest",
-                "port",
-                "acpi",
-                "portForward",
-                "backenddomain",
-            ],
-        )?,
+        extra: kept_children_ordered(n, INTERFACE_EXTRA)?,
         alias: alias(n)?,
         address: address(n)?,
     })

@@ -135,3 +135,11 @@ pub fn kept_single(n: Node<'_, '_>, name: &str) -> Result<Option<Element>> {
 pub fn flag(n: Node<'_, '_>, name: &str) -> Result<bool> {
     Ok(single(n, name)?.is_some())
 }
+
+/// Verbatim copies of the children named in `order`, sorted into that order (stable), so
+/// that the formatter, which writes them in `order`, reproduces the same model.
+pub fn kept_children_ordered(n: Node<'_, '_>, order: &[&str]) -> Result<Vec<Element>> {
+    let mut out = kept_children(n, order)?;
+    out.sort_by_key(|e| order.iter().position(|o| *o == e.name));
+    Ok(out)
+}

@@ -18,6 +18,9 @@ use helpers::*;
 pub const MAX_DOCUMENT_BYTES: usize = 10 << 20;
 /// The most XML nodes accepted (real domains have a few thousand).
 const MAX_NODES: u32 = 200_000;
+/// The most attributes one element may carry. roxmltree's duplicate-attribute check is
+/// quadratic in this number, so a cap keeps hostile input cheap to refuse.
+const MAX_ATTRIBUTES: usize = 256;
 /// The libvirt QEMU namespace (`qemu:commandline` and friends).
 pub const QEMU_NS: &str = "http://libvirt.org/schemas/domain/qemu/1.0";
 
@@ -29,6 +32,7 @@ pub(crate) fn document(xml: &str) -> Result<roxmltree::Document<'_>> {
             xml.len()
         )));
     }
+    check_attribute_counts(xml)?;
     let opts = roxmltree::ParsingOptions {
         allow_dtd: false,
         nodes_limit: MAX_NODES,
@@ -50,6 +54,57 @@ pub(crate) fn document(xml: &str) -> Result<roxmltree::Document<'_>> {
             message,
         }
     })
+}
+
+/// Refuses a document in which one start tag holds more than [`MAX_ATTRIBUTES`]
+/// attributes, by counting `=` outside quotes inside tags (comments, CDATA sections and
+/// processing instructions are skipped). Malformed input is left to the real parser.
+fn check_attribute_counts(xml: &str) -> Result<()> {
+    let b = xml.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'<' {
+            i += 1;
+            continue;
+        }
+        let rest = &b[i..];
+        let skip_to = |end: &[u8]| -> usize {
+            rest.windows(end.len())
+                .position(|w| w == end)
+                .map_or(b.len(), |p| i + p + end.len())
+        };
+        if rest.starts_with(b"<!--") {
+            i = skip_to(b"-->");
+            continue;
+        }
+        if rest.starts_with(b"<![CDATA[") {
+            i = skip_to(b"]]>");
+            continue;
+        }
+        if rest.starts_with(b"<?") {
+            i = skip_to(b"?>");
+            continue;
+        }
+        let mut quote = None;
+        let mut count = 0;
+        i += 1;
+        while i < b.len() {
+            match (quote, b[i]) {
+                (None, b'>') => break,
+                (None, q @ (b'\'' | b'"')) => quote = Some(q),
+                (None, b'=') => count += 1,
+                (Some(q), c) if c == q => quote = None,
+                _ => {}
+            }
+            i += 1;
+        }
+        if count > MAX_ATTRIBUTES {
+            return Err(Error::TooLarge(format!(
+                "an element has more than {MAX_ATTRIBUTES} attributes"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Parses a domain document without post-parse defaults.
@@ -138,13 +193,22 @@ fn domain(root: Node<'_, '_>) -> Result<Domain> {
     let vcpu = vcpu(single(root, "vcpu")?)?;
     let cputune = single(root, "cputune")?.map(cputune).transpose()?;
     let os = os(single(root, "os")?.ok_or_else(|| Error::xml("missing element os"))?)?;
+    // Empty containers are not written back (as libvirt), so they are not kept either.
     let features = match single(root, "features")? {
         None => None,
-        Some(f) => Some(features(f)?),
+        Some(f) => Some(features(f)?).filter(|f| !f.is_empty()),
     };
-    let cpu = single(root, "cpu")?.map(cpu).transpose()?;
+    let cpu = single(root, "cpu")?
+        .map(cpu)
+        .transpose()?
+        .filter(|c| *c != Cpu::default());
+    let cputune = cputune.filter(|t| *t != Cputune::default());
     let clock = single(root, "clock")?.map(clock).transpose()?;
-    let pm = single(root, "pm")?.map(pm).transpose()?;
+    // An empty <pm/> is not written back, so it is not kept either.
+    let pm = single(root, "pm")?
+        .map(pm)
+        .transpose()?
+        .filter(|p| p.suspend_to_mem.is_some() || p.suspend_to_disk.is_some());
     let devices = match single(root, "devices")? {
         Some(d) => devices::devices(d)?,
         None => Devices::default(),
@@ -164,7 +228,8 @@ fn domain(root: Node<'_, '_>) -> Result<Domain> {
         current_memory,
         memory_backing: single(root, "memoryBacking")?
             .map(memory_backing)
-            .transpose()?,
+            .transpose()?
+            .filter(|m| *m != MemoryBacking::default()),
         vcpu,
         cputune,
         os,
@@ -296,6 +361,8 @@ fn cputune(n: Node<'_, '_>) -> Result<Cputune> {
             t.other.push(Element::from_node(c)?);
         }
     }
+    // The formatter writes <shares> first, as libvirt does.
+    t.other.sort_by_key(|e| e.name != "shares");
     Ok(t)
 }
 
@@ -527,6 +594,8 @@ fn extra_elements(root: Node<'_, '_>) -> Result<Vec<Element>> {
             out.push(el);
         }
     }
+    // Kept in the canonical order the formatter writes them in.
+    out.sort_by_key(|e| EXTRA_ELEMENTS.iter().position(|x| *x == e.name));
     Ok(out)
 }
 
