@@ -436,6 +436,11 @@ fn disk(d: &Disk) -> Result<ms::Device> {
             return unsupported(format!("disk '{dev}': <driver {k}='{v}'> is not supported"));
         }
     }
+    if d.target.tray.is_some() || d.target.removable.is_some() || d.target.rotation_rate.is_some() {
+        return unsupported(format!(
+            "disk '{dev}': <target tray|removable|rotation_rate> is not supported"
+        ));
+    }
     if d.transient {
         return unsupported(format!("disk '{dev}': <transient/> is not supported"));
     }

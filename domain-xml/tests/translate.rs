@@ -156,6 +156,7 @@ fn rejected() -> Vec<Rejected> {
         ("disk format vmdk", "", "", "<disk type='file'><driver type='vmdk'/><source file='/a'/><target dev='vda'/></disk>", "unsupported configuration: disk 'vda': format 'vmdk' is not supported (raw, qcow2)"),
         ("disk iotune", "", "", "<disk type='file'><source file='/a'/><target dev='vda'/><iotune><total_iops_sec>10</total_iops_sec></iotune></disk>", "unsupported configuration: disk 'vda': <iotune> is not supported"),
         ("disk without source", "", "", "<disk type='file'><target dev='vda'/></disk>", "unsupported configuration: disk 'vda' has no <source>: empty disks are not supported"),
+        ("disk rotation_rate", "", "", "<disk type='file'><source file='/a'/><target dev='vda' rotation_rate='1'/></disk>", "unsupported configuration: disk 'vda': <target tray|removable|rotation_rate> is not supported"),
         ("disk error_policy", "", "", "<disk type='file'><driver error_policy='stop'/><source file='/a'/><target dev='vda'/></disk>", "unsupported configuration: disk 'vda': <driver error_policy='stop'> is not supported"),
         ("interface network", "", "", "<interface type='network'><source network='default'/></interface>", "unsupported configuration: interface type 'network' is not supported (only 'ethernet' and 'bridge')"),
         ("interface user", "", "", "<interface type='user'/>", "unsupported configuration: interface type 'user' is not supported (only 'ethernet' and 'bridge')"),
