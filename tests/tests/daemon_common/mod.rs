@@ -1,0 +1,390 @@
+//! Shared harness of the oxvirtd D-Bus tests: a private `dbus-daemon` (a session bus,
+//! or a system-like bus with our policy file from packaging/dbus), oxvirtd with its
+//! own store and runtime dir in a temporary directory, and real clients (`busctl`,
+//! `gdbus`, a dbus-python script) pointed at that bus.
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use oxvirt_tests::spec::serial_xml;
+use oxvirt_tests::{bin_path, domain_xml, test_guests};
+
+/// How long one daemon or guest step may take here (emulated KVM is slow).
+pub const STEP: Duration = Duration::from_secs(90);
+
+/// The guest prints `OXTEST READY`, then waits for the ACPI power button and powers off.
+pub const CMDLINE: &str = "console=ttyS0 oxtest=acpibutton";
+
+pub const CONNECT: &str = "/org/libvirt/QEMU";
+
+/// The test guest as a libvirt domain, serial console into `console` (a file).
+pub fn guest_xml(name: &str, console: &Path) -> String {
+    domain_xml(
+        name,
+        &test_guests().elf,
+        CMDLINE,
+        64,
+        1,
+        "destroy",
+        &serial_xml(&format!("file:{}", console.display())),
+    )
+}
+
+/// Which kind of bus the daemon runs on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum BusKind {
+    /// `dbus-daemon --session`; oxvirtd `--session`.
+    Session,
+    /// A system-like bus (system policy defaults + packaging/dbus/org.libvirt.conf);
+    /// oxvirtd `--system`.
+    System,
+}
+
+/// Result of a client command.
+pub struct Run {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            ok: o.status.success(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// A private bus with oxvirtd on it.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub bus: PathBuf,
+    pub kind: BusKind,
+    daemon: Option<Child>,
+    dbus: Child,
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn system_bus_config(dir: &Path, bus: &Path) -> PathBuf {
+    let policy = repo_root().join("packaging/dbus/org.libvirt.conf");
+    let cfg = dir.join("system-bus.conf");
+    // The default policy of Debian's system.conf, then ours.
+    std::fs::write(
+        &cfg,
+        format!(
+            "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN\"
+ \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={bus}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context=\"default\">
+    <allow user=\"*\"/>
+    <deny own=\"*\"/>
+    <deny send_type=\"method_call\"/>
+    <allow send_type=\"signal\"/>
+    <allow send_requested_reply=\"true\" send_type=\"method_return\"/>
+    <allow send_requested_reply=\"true\" send_type=\"error\"/>
+    <allow receive_type=\"method_call\"/>
+    <allow receive_type=\"method_return\"/>
+    <allow receive_type=\"error\"/>
+    <allow receive_type=\"signal\"/>
+    <allow send_destination=\"org.freedesktop.DBus\" send_interface=\"org.freedesktop.DBus\"/>
+    <allow send_destination=\"org.freedesktop.DBus\" send_interface=\"org.freedesktop.DBus.Introspectable\"/>
+    <allow send_destination=\"org.freedesktop.DBus\" send_interface=\"org.freedesktop.DBus.Properties\"/>
+  </policy>
+  <include>{policy}</include>
+</busconfig>
+",
+            bus = bus.display(),
+            policy = policy.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+impl Daemon {
+    /// A bus of `kind` and oxvirtd on it, ready (its name is owned).
+    pub fn start(kind: BusKind) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("oxvirt-dbus-")
+            .tempdir()
+            .expect("temporary directory");
+        // Other users (the unprivileged client) must reach the bus socket.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let bus = dir.path().join("bus");
+        let mut cmd = Command::new("dbus-daemon");
+        match kind {
+            BusKind::Session => {
+                cmd.arg("--session")
+                    .arg(format!("--address=unix:path={}", bus.display()));
+            }
+            BusKind::System => {
+                cmd.arg(format!(
+                    "--config-file={}",
+                    system_bus_config(dir.path(), &bus).display()
+                ));
+            }
+        }
+        let dbus = cmd
+            .args(["--nofork", "--nopidfile"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting dbus-daemon (Debian package dbus)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !bus.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "dbus-daemon did not create {}",
+                bus.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut d = Daemon {
+            dir,
+            bus,
+            kind,
+            daemon: None,
+            dbus,
+        };
+        d.start_daemon();
+        d
+    }
+
+    /// Starts (or restarts) oxvirtd over the same store and runtime dir.
+    pub fn start_daemon(&mut self) {
+        let d = self.dir.path();
+        let config = d.join("oxvirtd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "domains_dir = \"{d}/domains\"\nruntime_dir = \"{d}/run\"\nvmm = \"{vmm}\"\n\
+                 bus = \"unix:path={bus}\"\nautostart = true\nrpc_socket = \"{d}/rpc/sock\"\n",
+                d = d.display(),
+                vmm = bin_path("oxvirt-vmm").display(),
+                bus = self.bus.display(),
+            ),
+        )
+        .unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("oxvirtd.log"))
+            .unwrap();
+        let mode = match self.kind {
+            BusKind::Session => "--session",
+            BusKind::System => "--system",
+        };
+        let child = Command::new(bin_path("oxvirtd"))
+            .arg(mode)
+            .arg("--config")
+            .arg(&config)
+            .env("OXVIRTD_LOG", "info,daemon=debug")
+            .env("XDG_RUNTIME_DIR", d)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting oxvirtd");
+        self.daemon = Some(child);
+        let deadline = Instant::now() + STEP;
+        loop {
+            let r = self.busctl(&["status", "org.libvirt"]);
+            if r.ok {
+                break;
+            }
+            if let Some(st) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
+                self.fail(&format!("oxvirtd exited ({st}) before owning org.libvirt"));
+            }
+            if Instant::now() > deadline {
+                self.fail("oxvirtd did not own org.libvirt in time");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> i32 {
+        self.daemon.as_ref().expect("daemon running").id() as i32
+    }
+
+    /// Kills the daemon with SIGKILL (VMMs keep running).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn address(&self) -> String {
+        format!("unix:path={}", self.bus.display())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("oxvirtd.log")).unwrap_or_default()
+    }
+
+    /// A domain's runtime dir (console, VMM log).
+    pub fn runtime(&self, name: &str) -> PathBuf {
+        self.dir.path().join("run/domains").join(name)
+    }
+
+    /// Where a test domain's serial console goes.
+    pub fn console(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.console"))
+    }
+
+    /// Fails the test, printing the daemon's log, and every console and VMM log.
+    pub fn fail(&self, msg: &str) -> ! {
+        let mut extra = String::new();
+        if let Ok(entries) = std::fs::read_dir(self.dir.path()) {
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.extension().is_some_and(|x| x == "console") {
+                    extra += &format!(
+                        "\n--- console {}:\n{}",
+                        p.display(),
+                        std::fs::read_to_string(&p).unwrap_or_default()
+                    );
+                }
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(self.dir.path().join("run/domains")) {
+            for e in entries.flatten() {
+                extra += &format!(
+                    "\n--- VMM log {}:\n{}",
+                    e.path().display(),
+                    std::fs::read_to_string(e.path().join("log")).unwrap_or_default()
+                );
+            }
+        }
+        panic!("{msg}\n--- oxvirtd log:\n{}{extra}", self.log());
+    }
+
+    /// `busctl --address=… ARGS` as the current user (root).
+    pub fn busctl(&self, args: &[&str]) -> Run {
+        Command::new("busctl")
+            .arg(format!("--address={}", self.address()))
+            .args(args)
+            .output()
+            .expect("running busctl (Debian package systemd)")
+            .into()
+    }
+
+    /// `busctl call org.libvirt PATH IFACE METHOD SIG ARGS…`; fails the test on error.
+    pub fn call(&self, path: &str, iface: &str, method: &str, sig_args: &[&str]) -> String {
+        let r = self.try_call(path, iface, method, sig_args);
+        if !r.ok {
+            self.fail(&format!("{method} failed: {}", r.stderr));
+        }
+        r.stdout
+    }
+
+    pub fn try_call(&self, path: &str, iface: &str, method: &str, sig_args: &[&str]) -> Run {
+        let mut args = vec!["call", "org.libvirt", path, iface, method];
+        args.extend_from_slice(sig_args);
+        self.busctl(&args)
+    }
+
+    /// `Connect.DomainDefineXML`: the new domain's object path.
+    pub fn define(&self, xml: &str) -> String {
+        let out = self.call(
+            CONNECT,
+            "org.libvirt.Connect",
+            "DomainDefineXML",
+            &["s", xml],
+        );
+        object_path(&out)
+    }
+
+    /// `Domain.METHOD` on `path`.
+    pub fn domain(&self, path: &str, method: &str, sig_args: &[&str]) -> String {
+        self.call(path, "org.libvirt.Domain", method, sig_args)
+    }
+
+    /// `(state, reason)` from `Domain.GetState`.
+    pub fn state(&self, path: &str) -> (i32, i32) {
+        let out = self.domain(path, "GetState", &["u", "0"]);
+        // busctl prints "(ii) 1 1"
+        let v: Vec<i32> = out
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        (v[0], v[1])
+    }
+
+    /// Waits until `path` is in `state`.
+    pub fn wait_state(&self, path: &str, state: i32, within: Duration) -> (i32, i32) {
+        let deadline = Instant::now() + within;
+        loop {
+            let s = self.state(path);
+            if s.0 == state {
+                return s;
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!("{path} stayed in state {s:?}, expected {state}"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until the console file of `name` holds `needle`.
+    pub fn wait_console(&self, name: &str, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let text = std::fs::read_to_string(self.console(name)).unwrap_or_default();
+            if text.contains(needle) {
+                return;
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!("'{needle}' not on {name}'s console in {within:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The pid of a running domain's VMM (from its runtime dir).
+    pub fn vmm_pid(&self, name: &str) -> i32 {
+        std::fs::read_to_string(self.runtime(name).join("pid"))
+            .unwrap_or_default()
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| self.fail(&format!("no pid file for {name}")))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Stop every VMM we started (they outlive the daemon by design).
+        if let Ok(entries) = std::fs::read_dir(self.dir.path().join("run/domains")) {
+            for e in entries.flatten() {
+                if let Ok(pid) = std::fs::read_to_string(e.path().join("pid")) {
+                    if let Ok(pid) = pid.trim().parse::<i32>() {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+            }
+        }
+        self.kill9();
+        let _ = self.dbus.kill();
+        let _ = self.dbus.wait();
+    }
+}
+
+/// The object path in busctl's `o "/…"` output.
+pub fn object_path(out: &str) -> String {
+    out.split('"').nth(1).unwrap_or_default().to_string()
+}

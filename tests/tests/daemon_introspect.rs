@@ -1,0 +1,144 @@
+//! Our D-Bus objects against Debian's libvirt-dbus interface files
+//! (`/usr/share/dbus-1/interfaces/org.libvirt.{Connect,Domain}.xml`): the same
+//! methods, signals and properties with the same signatures. Also keeps
+//! `schemas/dbus/` (our introspection, as served) current.
+
+mod daemon_common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use daemon_common::{BusKind, Daemon, CONNECT};
+
+/// member key (`method Foo`, `signal Bar`, `property Baz`) → signature text.
+fn members(xml: &str, iface: &str) -> BTreeMap<String, String> {
+    let opts = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..Default::default()
+    };
+    let doc = roxmltree::Document::parse_with_options(xml, opts).expect("introspection XML parses");
+    let itf = doc
+        .descendants()
+        .find(|n| n.has_tag_name("interface") && n.attribute("name") == Some(iface))
+        .unwrap_or_else(|| panic!("interface {iface} missing"));
+    let mut out = BTreeMap::new();
+    for m in itf.children().filter(|n| n.is_element()) {
+        let name = m.attribute("name").unwrap_or_default();
+        let args = || {
+            m.children()
+                .filter(|a| a.has_tag_name("arg"))
+                .map(|a| {
+                    let dir = a
+                        .attribute("direction")
+                        .unwrap_or(if m.has_tag_name("signal") {
+                            "out"
+                        } else {
+                            "in"
+                        });
+                    format!("{dir} {}", a.attribute("type").unwrap_or_default())
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match m.tag_name().name() {
+            "method" => out.insert(format!("method {name}"), args()),
+            "signal" => out.insert(format!("signal {name}"), args()),
+            "property" => out.insert(
+                format!("property {name}"),
+                format!(
+                    "{} {}",
+                    m.attribute("type").unwrap_or_default(),
+                    m.attribute("access").unwrap_or_default()
+                ),
+            ),
+            _ => None,
+        };
+    }
+    out
+}
+
+fn compare(ours: &str, reference_file: &str, iface: &str) {
+    let reference = std::fs::read_to_string(reference_file)
+        .unwrap_or_else(|e| panic!("{reference_file}: {e} (install Debian's libvirt-dbus)"));
+    let want = members(&reference, iface);
+    let got = members(ours, iface);
+    let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
+    let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(*k)).collect();
+    let differ: Vec<_> = want
+        .iter()
+        .filter_map(|(k, v)| {
+            got.get(k)
+                .filter(|g| *g != v)
+                .map(|g| format!("{k}: ours ({g}) vs libvirt-dbus ({v})"))
+        })
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty() && differ.is_empty(),
+        "{iface}: missing {missing:?}\nextra {extra:?}\ndifferent {differ:#?}"
+    );
+    assert!(
+        want.len() > 50,
+        "{iface}: only {} members in the reference?",
+        want.len()
+    );
+}
+
+/// The interface element of `iface`, as text, for schemas/dbus/.
+fn interface_xml(xml: &str, iface: &str) -> String {
+    let start = xml
+        .find(&format!("<interface name=\"{iface}\">"))
+        .expect("interface in introspection");
+    let end = start + xml[start..].find("</interface>").unwrap() + "</interface>".len();
+    format!(
+        "<!-- {iface} as oxvirtd serves it (regenerate: OXVIRT_UPDATE_SCHEMAS=1 cargo test --test daemon_introspect) -->\n<node>\n {}\n</node>\n",
+        &xml[start..end]
+    )
+}
+
+fn check_schema(xml: &str, iface: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../schemas/dbus")
+        .join(format!("{iface}.xml"));
+    let text = interface_xml(xml, iface);
+    if std::env::var_os("OXVIRT_UPDATE_SCHEMAS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &text).unwrap();
+    }
+    let stored = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        stored == text,
+        "{} is stale: run OXVIRT_UPDATE_SCHEMAS=1 cargo test --test daemon_introspect",
+        path.display()
+    );
+}
+
+#[test]
+fn connect_and_domain_objects_match_libvirt_dbus_interfaces() {
+    let d = Daemon::start(BusKind::Session);
+    let xml = "<domain type='kvm'><name>introspect</name>\
+               <uuid>0b6a6e58-3d9f-4f53-9d1c-2c8f4a7e9b10</uuid><memory unit='MiB'>64</memory>\
+               <os><type>hvm</type><kernel>/nonexistent</kernel></os></domain>";
+    let path = d.define(xml);
+    assert_eq!(
+        path,
+        "/org/libvirt/QEMU/domain/_0b6a6e58_3d9f_4f53_9d1c_2c8f4a7e9b10"
+    );
+
+    let connect = d.busctl(&["introspect", "--xml-interface", "org.libvirt", CONNECT]);
+    assert!(connect.ok, "{}", connect.stderr);
+    let domain = d.busctl(&["introspect", "--xml-interface", "org.libvirt", &path]);
+    assert!(domain.ok, "{}", domain.stderr);
+
+    compare(
+        &connect.stdout,
+        "/usr/share/dbus-1/interfaces/org.libvirt.Connect.xml",
+        "org.libvirt.Connect",
+    );
+    compare(
+        &domain.stdout,
+        "/usr/share/dbus-1/interfaces/org.libvirt.Domain.xml",
+        "org.libvirt.Domain",
+    );
+    check_schema(&connect.stdout, "org.libvirt.Connect");
+    check_schema(&domain.stdout, "org.libvirt.Domain");
+}
