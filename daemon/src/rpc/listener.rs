@@ -87,6 +87,22 @@ impl RpcConfig {
         }
     }
 
+    /// From the daemon's configuration (`rpc_socket`, `group`, mode).
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        use crate::config::Mode;
+        Self {
+            socket: c.rpc_socket.clone(),
+            socket_ro: Self::ro_path_for(&c.rpc_socket),
+            // Session daemons admit only their own user.
+            group: (c.mode == Mode::System).then(|| c.group.clone()),
+            uri: match c.mode {
+                Mode::System => "oxvirt:///system",
+                Mode::Session => "oxvirt:///session",
+            }
+            .into(),
+        }
+    }
+
     /// The read-only socket path libvirt's client expects next to `socket`.
     pub fn ro_path_for(socket: &Path) -> PathBuf {
         let mut s = socket.as_os_str().to_owned();

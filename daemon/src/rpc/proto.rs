@@ -465,6 +465,76 @@ xdr_struct! {
     pub struct MonitorCommandArgs { pub dom: NonnullDomain, pub cmd: String, pub flags: u32 }
 }
 
+/// Decodes the arguments of a CALL to `prog`/`proc_` with the structure the dispatcher
+/// uses, without running it: the fuzz target's entry point (`fuzz/fuzz_targets/
+/// rpc_decode.rs`), so every argument decoder sees hostile input.
+pub fn decode_args(prog: u32, proc_: i32, payload: &[u8]) -> Result<(), XdrError> {
+    use super::packet::PROGRAM_QEMU;
+    use super::xdr::from_bytes as d;
+    use remote::*;
+    if prog == PROGRAM_QEMU {
+        return d::<MonitorCommandArgs>(payload).map(drop);
+    }
+    match proc_ {
+        CONNECT_OPEN => d::<OpenArgs>(payload).map(drop),
+        CONNECT_SUPPORTS_FEATURE
+        | DOMAIN_LOOKUP_BY_ID
+        | CONNECT_LIST_DOMAINS
+        | CONNECT_LIST_DEFINED_DOMAINS
+        | CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY => d::<IntValue>(payload).map(drop),
+        CONNECT_GET_MAX_VCPUS => d::<OptStringValue>(payload).map(drop),
+        CONNECT_GET_SYSINFO => d::<FlagsArgs>(payload).map(drop),
+        CONNECT_GET_DOMAIN_CAPABILITIES => d::<DomainCapsArgs>(payload).map(drop),
+        CONNECT_LIST_ALL_DOMAINS | CONNECT_LIST_ALL_NETWORKS | CONNECT_LIST_ALL_STORAGE_POOLS => {
+            d::<ListAllArgs>(payload).map(drop)
+        }
+        DOMAIN_LOOKUP_BY_NAME | DOMAIN_DEFINE_XML => d::<StringValue>(payload).map(drop),
+        DOMAIN_LOOKUP_BY_UUID => d::<UuidArgs>(payload).map(drop),
+        DOMAIN_CREATE_XML | DOMAIN_DEFINE_XML_FLAGS => d::<XmlFlagsArgs>(payload).map(drop),
+        DOMAIN_CREATE
+        | DOMAIN_DESTROY
+        | DOMAIN_SHUTDOWN
+        | DOMAIN_SUSPEND
+        | DOMAIN_RESUME
+        | DOMAIN_UNDEFINE
+        | DOMAIN_GET_INFO
+        | DOMAIN_GET_OS_TYPE
+        | DOMAIN_IS_ACTIVE
+        | DOMAIN_IS_PERSISTENT
+        | DOMAIN_GET_AUTOSTART
+        | DOMAIN_GET_SECURITY_LABEL => d::<DomainArgs>(payload).map(drop),
+        DOMAIN_CREATE_WITH_FLAGS
+        | DOMAIN_DESTROY_FLAGS
+        | DOMAIN_SHUTDOWN_FLAGS
+        | DOMAIN_REBOOT
+        | DOMAIN_RESET
+        | DOMAIN_UNDEFINE_FLAGS
+        | DOMAIN_GET_XML_DESC
+        | DOMAIN_GET_STATE
+        | DOMAIN_GET_VCPUS_FLAGS
+        | DOMAIN_GET_MESSAGES => d::<DomainFlagsArgs>(payload).map(drop),
+        DOMAIN_SET_AUTOSTART => d::<SetAutostartArgs>(payload).map(drop),
+        DOMAIN_SET_MEMORY => d::<SetMemoryArgs>(payload).map(drop),
+        DOMAIN_SET_MEMORY_FLAGS => d::<SetMemoryFlagsArgs>(payload).map(drop),
+        DOMAIN_SET_METADATA => d::<SetMetadataArgs>(payload).map(drop),
+        DOMAIN_GET_METADATA => d::<GetMetadataArgs>(payload).map(drop),
+        DOMAIN_RENAME => d::<RenameArgs>(payload).map(drop),
+        DOMAIN_MEMORY_STATS => d::<MemoryStatsArgs>(payload).map(drop),
+        CONNECT_GET_ALL_DOMAIN_STATS => d::<AllDomainStatsArgs>(payload).map(drop),
+        CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY => d::<EventRegisterArgs>(payload).map(drop),
+        DOMAIN_OPEN_CONSOLE => d::<OpenConsoleArgs>(payload).map(drop),
+        DOMAIN_LIST_ALL_SNAPSHOTS => d::<ListSnapshotsArgs>(payload).map(drop),
+        DOMAIN_INTERFACE_ADDRESSES => d::<InterfaceAddressesArgs>(payload).map(drop),
+        // Replies and messages we send, decoded too so their decoders are exercised.
+        _ => {
+            let _ = d::<AllDomainStatsRet>(payload);
+            let _ = d::<super::error::RemoteError>(payload);
+            let _ = d::<NodeInfoRet>(payload);
+            d::<()>(payload)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::packet::{hex, Packet};

@@ -20,11 +20,15 @@ use super::xdr::to_bytes;
 /// never come close).
 const CHUNK: usize = 64 * 1024;
 
+/// The current holder of one console: its session number and the sender that kicks it
+/// off.
+type Holder = (u64, oneshot::Sender<()>);
+
 /// Who holds each domain's console, so a second client is refused unless it forces.
 #[derive(Debug, Default)]
 pub struct ConsoleOwners {
-    /// domain UUID → (session number, sender that kicks the holder off).
-    inner: Mutex<HashMap<[u8; 16], (u64, oneshot::Sender<()>)>>,
+    /// Holders by domain UUID.
+    inner: Mutex<HashMap<[u8; 16], Holder>>,
     next: std::sync::atomic::AtomicU64,
 }
 
