@@ -19,6 +19,16 @@ pub(crate) fn apply(dom: &mut Domain) -> Result<()> {
     if dom.os.arch.is_none() {
         dom.os.arch = Some("x86_64".to_string());
     }
+    // libvirt boots HVM guests from the first disk unless told otherwise.
+    let device_boot = dom.devices.disks.iter().any(|d| d.boot_order.is_some())
+        || dom
+            .devices
+            .interfaces
+            .iter()
+            .any(|i| i.boot_order.is_some());
+    if dom.os.os_type == "hvm" && dom.os.boot.is_empty() && !device_boot {
+        dom.os.boot.push("hd".to_string());
+    }
     if dom.os.machine.is_none() {
         dom.os.machine = Some("pc".to_string());
     }
@@ -67,6 +77,19 @@ fn interfaces(d: &mut Devices) {
     }
 }
 
+/// The bus a disk name implies (`vda` → virtio, `hda` → ide, `sda` → scsi, …).
+pub(crate) fn bus_from_name(dev: &str) -> Option<DiskBus> {
+    Some(match dev {
+        d if d.starts_with("hd") => DiskBus::Ide,
+        d if d.starts_with("sd") => DiskBus::Scsi,
+        d if d.starts_with("vd") => DiskBus::Virtio,
+        d if d.starts_with("xvd") => DiskBus::Xen,
+        d if d.starts_with("ubd") => DiskBus::Uml,
+        d if d.starts_with("fd") => DiskBus::Fdc,
+        _ => return None,
+    })
+}
+
 /// Index of a disk name (`vda` → 0, `sdb` → 1, `hdaa` → 26), as `virDiskNameToIndex`.
 pub fn disk_name_index(name: &str) -> Option<u32> {
     let rest = ["fd", "hd", "vd", "sd", "xvd", "ubd"]
@@ -102,15 +125,10 @@ fn disks(d: &mut Devices) -> Result<()> {
             )));
         }
         if disk.target.bus.is_none() {
-            disk.target.bus = Some(match &dev {
-                d if d.starts_with("hd") => DiskBus::Ide,
-                d if d.starts_with("sd") => DiskBus::Scsi,
-                d if d.starts_with("vd") => DiskBus::Virtio,
-                d if d.starts_with("xvd") => DiskBus::Xen,
-                d if d.starts_with("ubd") => DiskBus::Uml,
-                d if d.starts_with("fd") => DiskBus::Fdc,
-                _ => return Err(Error::xml(format!("Invalid harddisk device name: {dev}"))),
-            });
+            disk.target.bus = Some(
+                bus_from_name(&dev)
+                    .ok_or_else(|| Error::xml(format!("Invalid harddisk device name: {dev}")))?,
+            );
         }
         let bus = disk.target.bus.unwrap_or(DiskBus::Virtio);
         let needs_drive = matches!(
@@ -325,6 +343,21 @@ fn implicit_controllers(d: &mut Devices, q35: bool) {
     if virtio_serial {
         add_controller(d, ControllerType::VirtioSerial, 0, None);
     }
+    if !d.smartcards.is_empty() {
+        add_controller(d, ControllerType::Ccid, 0, None);
+        let mut slot = 0;
+        for s in &mut d.smartcards {
+            if s.address.is_none() {
+                s.address = Some(Address::Other(
+                    crate::element::Element::new("address")
+                        .attr("type", "ccid")
+                        .attr("controller", 0)
+                        .attr("slot", slot),
+                ));
+                slot += 1;
+            }
+        }
+    }
     let usb_devices = d.inputs.iter().any(|i| i.bus.as_deref() == Some("usb"))
         || !d.hubs.is_empty()
         || !d.redirdevs.is_empty()
@@ -500,7 +533,9 @@ fn check_aliases(d: &Devices) -> Result<()> {
         .chain(d.inputs.iter().map(|x| &x.alias))
         .chain(d.rngs.iter().map(|x| &x.alias))
         .chain(d.watchdogs.iter().map(|x| &x.alias));
-    for a in all.flatten() {
+    // Generated aliases are unique by construction (USB companion controllers share
+    // their master's, as in libvirt); user aliases must not collide.
+    for a in all.flatten().filter(|a| a.starts_with("ua-")) {
         if !seen.insert(a.clone()) {
             return Err(Error::xml(format!("non unique alias detected: {a}")));
         }

@@ -162,28 +162,35 @@ impl Element {
         Ok(el)
     }
 
-    /// Serialises with libvirt's layout, starting at `indent` levels.
+    /// Serialises with libvirt's layout, starting at `indent` levels. Children of
+    /// `<metadata>` are written as libxml2 writes them (double quotes), as libvirt does.
     pub fn write(&self, out: &mut String, indent: usize) {
+        self.write_quoted(out, indent, '\'');
+    }
+
+    fn write_quoted(&self, out: &mut String, indent: usize, quote: char) {
         pad(out, indent);
         out.push('<');
         out.push_str(&self.name);
         for (k, v) in &self.attrs {
             out.push(' ');
             out.push_str(k);
-            out.push_str("='");
-            escape_attr(out, v);
-            out.push('\'');
+            out.push('=');
+            out.push(quote);
+            escape_attr(out, v, quote);
+            out.push(quote);
         }
         if self.children.is_empty() {
             out.push_str("/>\n");
             return;
         }
         out.push('>');
+        let child_quote = if self.name == "metadata" { '"' } else { quote };
         let only_elements = self.children.iter().all(|c| matches!(c, Node::Element(_)));
         if only_elements {
             out.push('\n');
             for c in self.child_elements() {
-                c.write(out, indent + 1);
+                c.write_quoted(out, indent + 1, child_quote);
             }
             pad(out, indent);
         } else {
@@ -193,7 +200,7 @@ impl Element {
                     Node::Text(t) => escape_text(out, t),
                     Node::Element(e) => {
                         let mut s = String::new();
-                        e.write(&mut s, 0);
+                        e.write_quoted(&mut s, 0, child_quote);
                         out.push_str(s.trim_end_matches('\n'));
                     }
                 }
@@ -250,14 +257,16 @@ fn pad(out: &mut String, indent: usize) {
     }
 }
 
-/// Escapes an attribute value: the five XML specials as libvirt's `virBufferEscapeString`
-/// does, plus the whitespace characters a parser would otherwise normalise to spaces.
-pub fn escape_attr(out: &mut String, s: &str) {
+/// Escapes an attribute value: the XML specials as libvirt's `virBufferEscapeString`
+/// does (an apostrophe stays literal inside double quotes, as libxml2 writes it), plus
+/// the whitespace characters a parser would otherwise normalise to spaces.
+pub fn escape_attr(out: &mut String, s: &str, quote: char) {
     for ch in s.chars() {
         match ch {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '&' => out.push_str("&amp;"),
+            '\'' if quote == '"' => out.push('\''),
             '\'' => out.push_str("&apos;"),
             '"' => out.push_str("&quot;"),
             '\n' => out.push_str("&#10;"),

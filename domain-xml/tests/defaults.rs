@@ -135,14 +135,16 @@ fn pci_addresses_fill_free_slots_in_libvirt_order() {
          <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>\
          <memballoon model='virtio'/>",
     );
+    // Disks are kept sorted by bus and name, as libvirt keeps them.
+    assert_eq!(d.devices.disks[0].target.dev, "vda");
     // pc: slots 0 (host bridge) and 1 (PIIX3) are taken; slot 3 is given in the XML.
     assert_eq!(pci_slot(&d.devices.interfaces[0].address), 2);
-    assert_eq!(pci_slot(&d.devices.disks[0].address), 4);
-    assert_eq!(pci_slot(&d.devices.disks[1].address), 3);
+    assert_eq!(pci_slot(&d.devices.disks[0].address), 3);
+    assert_eq!(pci_slot(&d.devices.disks[1].address), 4);
     assert_eq!(pci_slot(&d.devices.memballoon.as_ref().unwrap().address), 5);
     assert_eq!(pci_slot(&d.devices.rngs[0].address), 6);
-    assert_eq!(d.devices.disks[0].alias.as_deref(), Some("virtio-disk1"));
-    assert_eq!(d.devices.disks[1].alias.as_deref(), Some("virtio-disk0"));
+    assert_eq!(d.devices.disks[0].alias.as_deref(), Some("virtio-disk0"));
+    assert_eq!(d.devices.disks[1].alias.as_deref(), Some("virtio-disk1"));
 }
 
 #[test]

@@ -54,7 +54,7 @@ pub(super) fn devices(n: Node<'_, '_>) -> Result<Devices> {
                 }
                 d.emulator = Some(text(c).trim().to_string());
             }
-            "disk" => d.disks.push(disk(c)?),
+            "disk" => insert_disk(&mut d.disks, disk(c)?),
             "controller" => controllers.push(controller(c)?),
             "lease" => d.leases.push(generic(c)?),
             "filesystem" => d.filesystems.push(generic(c)?),
@@ -117,26 +117,39 @@ pub(super) fn devices(n: Node<'_, '_>) -> Result<Devices> {
             _ => {} // unknown to libvirt: dropped, as libvirt drops it
         }
     }
-    // Controllers without an index get the next free one of their type, as libvirt does.
+    // Controllers without an index get the next free one of their type, as libvirt does;
+    // a USB companion controller (one with <master>) shares its master's index.
+    let is_companion = |c: &Controller| {
+        c.controller_type == ControllerType::Usb && c.children.iter().any(|e| e.name == "master")
+    };
     for i in 0..controllers.len() {
         if controllers[i].1 {
             continue;
         }
         let ty = controllers[i].0.controller_type;
-        let mut idx = 0;
-        while controllers
-            .iter()
-            .any(|(c, has)| *has && c.controller_type == ty && c.index == idx)
-        {
-            idx += 1;
-        }
+        let idx = if is_companion(&controllers[i].0) {
+            controllers[..i]
+                .iter()
+                .rev()
+                .find(|(c, _)| c.controller_type == ty && !is_companion(c))
+                .map_or(0, |(c, _)| c.index)
+        } else {
+            let mut idx = 0;
+            while controllers.iter().any(|(c, has)| {
+                *has && c.controller_type == ty && c.index == idx && !is_companion(c)
+            }) {
+                idx += 1;
+            }
+            idx
+        };
         controllers[i].0.index = idx;
         controllers[i].1 = true;
     }
     for (i, (c, _)) in controllers.iter().enumerate() {
-        if controllers[..i]
-            .iter()
-            .any(|(o, _)| o.controller_type == c.controller_type && o.index == c.index)
+        if !is_companion(c)
+            && controllers[..i].iter().any(|(o, _)| {
+                o.controller_type == c.controller_type && o.index == c.index && !is_companion(o)
+            })
         {
             return Err(Error::xml(format!(
                 "Multiple '{}' controllers with index '{}'",
@@ -146,6 +159,29 @@ pub(super) fn devices(n: Node<'_, '_>) -> Result<Devices> {
     }
     d.controllers = controllers.into_iter().map(|(c, _)| c).collect();
     Ok(d)
+}
+
+/// Inserts a disk where libvirt's `virDomainDiskInsert` puts it: disks on one bus stay
+/// together, sorted by their name's index (`vda` < `vdb` < `vdaa`).
+fn insert_disk(disks: &mut Vec<Disk>, disk: Disk) {
+    let bus = |d: &Disk| {
+        d.target
+            .bus
+            .or_else(|| crate::defaults::bus_from_name(&d.target.dev))
+    };
+    let index = |d: &Disk| crate::defaults::disk_name_index(&d.target.dev).map_or(-1, i64::from);
+    let mut insert_at: Option<usize> = None;
+    for i in (0..disks.len()).rev() {
+        if bus(&disks[i]) != bus(&disk) {
+            continue;
+        }
+        if index(&disks[i]) > index(&disk) {
+            insert_at = Some(i);
+        } else if insert_at.is_none() {
+            insert_at = Some(i + 1);
+        }
+    }
+    disks.insert(insert_at.unwrap_or(disks.len()), disk);
 }
 
 /// `<alias name>`; only user aliases (`ua-…`) are kept from input, as libvirt keeps only

@@ -635,6 +635,17 @@ fn rename_prefix(el: &mut Element, ns: &str) {
 
 /// Checks libvirt performs when a definition is parsed (`virDomainDefValidate`).
 fn validate(dom: &mut Domain) -> Result<()> {
+    let device_boot = dom.devices.disks.iter().any(|d| d.boot_order.is_some())
+        || dom
+            .devices
+            .interfaces
+            .iter()
+            .any(|i| i.boot_order.is_some());
+    if device_boot && !dom.os.boot.is_empty() {
+        return Err(Error::unsupported(
+            "per-device boot elements cannot be used together with os/boot elements",
+        ));
+    }
     if let Some(t) = dom.cpu.as_ref().and_then(|c| c.topology) {
         let product =
             u64::from(t.sockets) * u64::from(t.dies) * u64::from(t.cores) * u64::from(t.threads);
