@@ -108,6 +108,11 @@ impl Commands {
             "query-status" => ok(self.status()),
             "stop" => self.stop(),
             "cont" => self.cont(),
+            // Without a machine (shut down, preserved) there is no button to press and
+            // no POWERDOWN to wait for.
+            "system_powerdown" if !self.has_machine() => {
+                qmp::ready(self.control.power_button().map(|_| json!({})).map_err(control_error))
+            }
             "system_powerdown" => {
                 self.request(|c| c.power_button(), |e| matches!(e, VmEvent::Powerdown))
             }
@@ -154,6 +159,10 @@ impl Commands {
                 .clone()),
             other => qmp::ready(Err(QmpError::command_not_found(other))),
         }
+    }
+
+    fn has_machine(&self) -> bool {
+        matches!(self.control.status(), RunState::Running | RunState::Paused)
     }
 
     pub(crate) fn status(&self) -> Value {
