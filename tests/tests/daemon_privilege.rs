@@ -1,0 +1,88 @@
+//! The system-like bus with our policy (packaging/dbus/org.libvirt.conf): root is
+//! served, an unprivileged caller (`nobody`) is refused. With a policy that lets
+//! everybody through, oxvirtd's own credential check refuses `nobody`.
+
+mod daemon_common;
+
+use std::process::Command;
+
+use daemon_common::{BusKind, Daemon, CONNECT};
+
+fn as_nobody(d: &Daemon, args: &[&str]) -> std::process::Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "busctl",
+        ])
+        .arg(format!("--address={}", d.address()))
+        .args(args)
+        .output()
+        .expect("running setpriv (Debian util-linux)")
+}
+
+#[test]
+fn daemon_refuses_nobody_even_when_the_bus_policy_lets_it_through() {
+    let d = Daemon::start(BusKind::SystemOpenPolicy);
+    let o = as_nobody(
+        &d,
+        &[
+            "call",
+            "org.libvirt",
+            CONNECT,
+            "org.libvirt.Connect",
+            "ListDomains",
+            "u",
+            "0",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "nobody was served");
+    assert!(
+        err.contains("access denied: 'org.libvirt' requires root or membership of group 'oxvirt'"),
+        "{err}"
+    );
+    let r = d.try_call(CONNECT, "org.libvirt.Connect", "ListDomains", &["u", "0"]);
+    assert!(r.ok, "root was refused: {}", r.stderr);
+}
+
+#[test]
+fn system_bus_serves_root_and_refuses_nobody() {
+    let d = Daemon::start(BusKind::System);
+    let r = d.try_call(CONNECT, "org.libvirt.Connect", "ListDomains", &["u", "0"]);
+    assert!(r.ok, "root was refused: {}", r.stderr);
+    assert_eq!(r.stdout.trim(), "ao 0");
+
+    let o = as_nobody(
+        &d,
+        &[
+            "call",
+            "org.libvirt",
+            CONNECT,
+            "org.libvirt.Connect",
+            "ListDomains",
+            "u",
+            "0",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "nobody was served");
+    assert!(
+        err.contains("Access denied") || err.contains("AccessDenied"),
+        "{err}"
+    );
+    // Defining is refused as well, and nothing is defined.
+    let o = as_nobody(&d, &[
+        "call",
+        "org.libvirt",
+        CONNECT,
+        "org.libvirt.Connect",
+        "DomainDefineXML",
+        "s",
+        "<domain type='kvm'><name>x</name><memory>65536</memory><os><type>hvm</type><kernel>/k</kernel></os></domain>",
+    ]);
+    assert!(!o.status.success());
+    let r = d.call(CONNECT, "org.libvirt.Connect", "ListDomains", &["u", "0"]);
+    assert_eq!(r.trim(), "ao 0");
+}
