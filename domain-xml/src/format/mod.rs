@@ -244,10 +244,10 @@ fn cpu(c: &Cpu) -> Option<Element> {
 fn timer(t: &Timer) -> Element {
     Element::new("timer")
         .attr("name", &t.name)
+        .opt_attr("present", t.present)
         .opt_attr("tickpolicy", t.tickpolicy.as_ref())
         .opt_attr("track", t.track.as_ref())
         .opt_attr("frequency", t.frequency)
         .opt_attr("mode", t.mode.as_ref())
-        .opt_attr("present", t.present)
         .opt_child(t.catchup.clone())
 }

@@ -522,7 +522,11 @@ fn rng(n: Node<'_, '_>) -> Result<Rng> {
     let is_random = backend_model == "random";
     Ok(Rng {
         model: req_attr(n, "model")?.to_string(),
-        rate: kept_single(n, "rate")?,
+        rate: kept_single(n, "rate")?.map(|mut r| {
+            // libvirt writes bytes before period.
+            r.attrs.sort_by_key(|(k, _)| k != "bytes");
+            r
+        }),
         backend_path: if is_random {
             Some(text(backend).trim().to_string()).filter(|s| !s.is_empty())
         } else {

@@ -471,6 +471,8 @@ fn features(n: Node<'_, '_>) -> Result<Vec<Element>> {
         }
         out.push(Element::from_node(c)?);
     }
+    // libvirt writes features in its own fixed order.
+    out.sort_by_key(|e| FEATURES.iter().position(|f| *f == e.name));
     Ok(out)
 }
 
@@ -515,8 +517,19 @@ fn cpu(n: Node<'_, '_>) -> Result<Cpu> {
             name,
         });
     }
+    let mode = attr_enum(n, "mode")?;
+    if attr(n, "migratable").is_some()
+        && !matches!(
+            mode,
+            Some(CpuModeAttr::HostPassthrough | CpuModeAttr::Maximum)
+        )
+    {
+        return Err(Error::unsupported(
+            "Attribute migratable is only allowed for 'host-passthrough' / 'maximum' CPU mode",
+        ));
+    }
     Ok(Cpu {
-        mode: attr_enum(n, "mode")?,
+        mode,
         match_: attr_s(n, "match"),
         check: attr_s(n, "check"),
         migratable: attr_enum(n, "migratable")?,
