@@ -111,6 +111,13 @@ impl Element {
             .collect()
     }
 
+    /// Parses a standalone XML element (e.g. a `<metadata>` child handed to
+    /// `virDomainSetMetadata`), with the same limits as domain documents.
+    pub fn parse(xml: &str) -> Result<Element> {
+        let doc = crate::parse::document(xml)?;
+        Element::from_node(doc.root_element())
+    }
+
     /// Copies a parsed element (and its subtree) verbatim. Namespace declarations
     /// needed by the subtree are put on this element, so it stands alone.
     pub fn from_node(node: roxmltree::Node<'_, '_>) -> Result<Element> {
@@ -215,6 +222,14 @@ impl Element {
     pub fn to_xml_string(&self) -> String {
         let mut s = String::new();
         self.write(&mut s, 0);
+        s
+    }
+
+    /// The element serialised as libxml2 writes it (double quotes), which is how libvirt
+    /// returns `<metadata>` children (`virDomainGetMetadata`).
+    pub fn to_xml_string_libxml(&self) -> String {
+        let mut s = String::new();
+        self.write_quoted(&mut s, 0, '"');
         s
     }
 }

@@ -213,3 +213,15 @@ fn disk_name_index_follows_libvirt() {
     assert_eq!(idx("vda1"), None);
     assert_eq!(idx("nvme0n1"), None);
 }
+
+#[test]
+fn metadata_elements_parse_and_print_like_libvirt() {
+    let e =
+        domain_xml::Element::parse("<a:x xmlns:a='urn:a' k=\"it's\"><a:y>t</a:y></a:x>").unwrap();
+    assert_eq!(e.name, "a:x");
+    assert_eq!(
+        e.to_xml_string_libxml(),
+        "<a:x xmlns:a=\"urn:a\" k=\"it's\">\n  <a:y>t</a:y>\n</a:x>\n"
+    );
+    assert!(domain_xml::Element::parse("<a:x>").is_err());
+}
