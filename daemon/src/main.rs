@@ -12,7 +12,7 @@ use daemon::dbus::{self, Gate, ServeOptions};
 /// oxvirt domain daemon: libvirt-compatible D-Bus service (org.libvirt) for
 /// KVM domains run by oxvirt-vmm.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(name = "oxvirtd", version, about, long_about = None)]
 struct Args {
     /// Run as the system instance (root, system bus, /etc, /var/lib, /run).
     #[arg(long, conflicts_with = "session")]

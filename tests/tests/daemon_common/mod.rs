@@ -305,7 +305,8 @@ impl Daemon {
     }
 
     pub fn try_call(&self, path: &str, iface: &str, method: &str, sig_args: &[&str]) -> Run {
-        let mut args = vec!["call", "org.libvirt", path, iface, method];
+        // "--": arguments such as "-1" are values, not options.
+        let mut args = vec!["call", "--", "org.libvirt", path, iface, method];
         args.extend_from_slice(sig_args);
         self.busctl(&args)
     }

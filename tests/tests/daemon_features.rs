@@ -1,0 +1,278 @@
+//! More of the interface with real clients: transient domains (`DomainCreateXML`)
+//! vanish when they stop, autostart at daemon start, reboot through the guest
+//! (`Reboot` signal), metadata, memory, host figures and stats.
+
+mod daemon_common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use daemon_common::{guest_xml, object_path, BusKind, Daemon, CONNECT, STEP};
+use oxvirt_tests::host::require_kvm;
+
+#[test]
+fn transient_domain_vanishes_when_it_stops() {
+    if !require_kvm("transient_domain_vanishes_when_it_stops") {
+        return;
+    }
+    let d = Daemon::start(BusKind::Session);
+    let xml = guest_xml("fleeting", &d.console("fleeting"));
+    let out = d.call(
+        CONNECT,
+        "org.libvirt.Connect",
+        "DomainCreateXML",
+        &["su", &xml, "0"],
+    );
+    let path = object_path(&out);
+    assert_eq!(d.state(&path), (1, 1));
+    let p = d.busctl(&[
+        "get-property",
+        "org.libvirt",
+        &path,
+        "org.libvirt.Domain",
+        "Persistent",
+    ]);
+    assert_eq!(p.stdout.trim(), "b false");
+    assert!(!d.dir.path().join("domains/fleeting.xml").exists());
+    d.wait_console("fleeting", "OXTEST acpibutton armed", STEP);
+    // The guest powers off on the button: the domain is gone.
+    d.domain(&path, "Shutdown", &["u", "0"]);
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        let r = d.try_call(
+            CONNECT,
+            "org.libvirt.Connect",
+            "DomainLookupByName",
+            &["s", "fleeting"],
+        );
+        if !r.ok {
+            assert!(r.stderr.contains("Domain not found"), "{}", r.stderr);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "transient domain still there"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let list = d.call(CONNECT, "org.libvirt.Connect", "ListDomains", &["u", "0"]);
+    assert_eq!(list.trim(), "ao 0");
+    assert!(!d.runtime("fleeting").exists(), "runtime dir left behind");
+}
+
+#[test]
+fn autostart_domains_start_with_the_daemon() {
+    if !require_kvm("autostart_domains_start_with_the_daemon") {
+        return;
+    }
+    let mut d = Daemon::start(BusKind::Session);
+    let path = d.define(&guest_xml("auto", &d.console("auto")));
+    let r = d.busctl(&[
+        "set-property",
+        "org.libvirt",
+        &path,
+        "org.libvirt.Domain",
+        "Autostart",
+        "b",
+        "true",
+    ]);
+    assert!(r.ok, "{}", r.stderr);
+    assert!(d.dir.path().join("domains/autostart/auto.xml").exists());
+    let p = d.busctl(&[
+        "get-property",
+        "org.libvirt",
+        &path,
+        "org.libvirt.Domain",
+        "Autostart",
+    ]);
+    assert_eq!(p.stdout.trim(), "b true");
+    let listed = d.call(
+        CONNECT,
+        "org.libvirt.Connect",
+        "ListDomains",
+        &["u", "1024"],
+    );
+    assert!(listed.contains(&path), "ListDomains(AUTOSTART): {listed}");
+    d.kill9();
+    d.start_daemon();
+    assert_eq!(d.state(&path), (1, 1));
+    d.wait_console("auto", "OXTEST READY", STEP);
+}
+
+#[test]
+fn reboot_goes_through_the_guest_and_signals_reboot() {
+    if !require_kvm("reboot_goes_through_the_guest_and_signals_reboot") {
+        return;
+    }
+    let d = Daemon::start(BusKind::Session);
+    let path = d.define(&guest_xml("rebooter", &d.console("rebooter")));
+    d.domain(&path, "Create", &["u", "0"]);
+    d.wait_console("rebooter", "OXTEST acpibutton armed", STEP);
+    let monitor_log = d.dir.path().join("monitor.log");
+    let mut monitor = Command::new("gdbus")
+        .args([
+            "monitor",
+            "--address",
+            &d.address(),
+            "--dest",
+            "org.libvirt",
+        ])
+        .stdout(std::fs::File::create(&monitor_log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("gdbus monitor");
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::remove_file(d.console("rebooter")).unwrap();
+    d.domain(&path, "Reboot", &["u", "0"]);
+    d.wait_console("rebooter", "OXTEST acpibutton armed", STEP);
+    let deadline = std::time::Instant::now() + STEP;
+    while !std::fs::read_to_string(&monitor_log)
+        .unwrap_or_default()
+        .contains("org.libvirt.Domain.Reboot")
+    {
+        if std::time::Instant::now() > deadline {
+            let _ = monitor.kill();
+            d.fail(&format!(
+                "no Reboot signal; monitor saw:\n{}",
+                std::fs::read_to_string(&monitor_log).unwrap_or_default()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    let seen = std::fs::read_to_string(&monitor_log).unwrap();
+    assert!(
+        !seen.contains("DomainEvent"),
+        "a reboot is not a stop/start: {seen}"
+    );
+    assert_eq!(d.state(&path), (1, 1));
+}
+
+#[test]
+fn metadata_memory_stats_and_host_calls() {
+    let d = Daemon::start(BusKind::Session);
+    let xml = "<domain type='kvm'><name>meta</name><memory unit='MiB'>64</memory>\
+               <os><type>hvm</type><kernel>/k</kernel></os></domain>";
+    let path = d.define(xml);
+    d.domain(
+        &path,
+        "SetMetadata",
+        &["isssu", "1", "My title", "", "", "0"],
+    );
+    let t = d.domain(&path, "GetMetadata", &["isu", "1", "", "0"]);
+    assert_eq!(t.trim(), "s \"My title\"");
+    d.domain(
+        &path,
+        "SetMetadata",
+        &[
+            "isssu",
+            "2",
+            "<app><v>7</v></app>",
+            "ex",
+            "http://example.org/app",
+            "0",
+        ],
+    );
+    let m = d.domain(
+        &path,
+        "GetMetadata",
+        &["isu", "2", "http://example.org/app", "0"],
+    );
+    assert!(m.contains("ex:app") && m.contains("<v>7</v>"), "{m}");
+    let x = d.domain(&path, "GetXMLDesc", &["u", "0"]);
+    assert!(x.contains("<title>My title</title>"), "{x}");
+    // Memory of an inactive domain changes its definition.
+    d.domain(&path, "SetMemory", &["tu", "32768", "0"]);
+    let x = d
+        .domain(&path, "GetXMLDesc", &["u", "0"])
+        .replace("\\'", "'");
+    assert!(
+        x.contains("<currentMemory unit='KiB'>32768</currentMemory>"),
+        "{x}"
+    );
+    let stored = std::fs::read_to_string(d.dir.path().join("domains/meta.xml")).unwrap();
+    assert!(stored.contains("32768") && stored.contains("My title"));
+    // Rename an inactive domain.
+    d.domain(&path, "Rename", &["su", "meta2", "0"]);
+    let n = d.busctl(&[
+        "get-property",
+        "org.libvirt",
+        &path,
+        "org.libvirt.Domain",
+        "Name",
+    ]);
+    assert_eq!(n.stdout.trim(), "s \"meta2\"");
+
+    let stats = d.call(
+        CONNECT,
+        "org.libvirt.Connect",
+        "GetAllDomainStats",
+        &["uu", "0", "0"],
+    );
+    assert!(
+        stats.contains("meta2") && stats.contains("state.state"),
+        "{stats}"
+    );
+    let s = d.domain(&path, "GetStats", &["uu", "0", "0"]);
+    assert!(
+        s.contains("balloon.maximum") && s.contains("state.reason"),
+        "{s}"
+    );
+    let free = d.call(CONNECT, "org.libvirt.Connect", "NodeGetFreeMemory", &[]);
+    let free: u64 = free.trim().trim_start_matches("t ").parse().unwrap();
+    assert!(free > 0);
+    let mem = d.call(
+        CONNECT,
+        "org.libvirt.Connect",
+        "NodeGetMemoryStats",
+        &["iu", "-1", "0"],
+    );
+    assert!(mem.contains("\"total\""), "{mem}");
+    let cpu = d.call(
+        CONNECT,
+        "org.libvirt.Connect",
+        "NodeGetCPUStats",
+        &["iu", "-1", "0"],
+    );
+    assert!(cpu.contains("\"idle\""), "{cpu}");
+    let map = d.call(CONNECT, "org.libvirt.Connect", "NodeGetCPUMap", &["u", "0"]);
+    assert!(map.starts_with("ab ") && map.contains("true"), "{map}");
+    let caps = d.call(CONNECT, "org.libvirt.Connect", "GetCapabilities", &[]);
+    assert!(
+        caps.contains("<os_type>hvm</os_type>") && caps.contains("oxvirt-vmm"),
+        "{caps}"
+    );
+    let dc = d.call(
+        CONNECT,
+        "org.libvirt.Connect",
+        "GetDomainCapabilities",
+        &["ssssu", "", "", "", "", "0"],
+    );
+    assert!(dc.contains("<domain>kvm</domain>"), "{dc}");
+    let nets = d.call(CONNECT, "org.libvirt.Connect", "ListNetworks", &["u", "0"]);
+    assert_eq!(nets.trim(), "ao 0");
+    let v = d.busctl(&[
+        "get-property",
+        "org.libvirt",
+        CONNECT,
+        "org.libvirt.Connect",
+        "LibVersion",
+    ]);
+    assert_eq!(v.stdout.trim(), "t 9000000");
+}
+
+#[test]
+fn help_and_version() {
+    let bin = oxvirt_tests::bin_path("oxvirtd");
+    let h = Command::new(&bin).arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&h.stdout);
+    assert!(
+        h.status.success()
+            && text.contains("--system")
+            && text.contains("--session")
+            && text.contains("--config")
+    );
+    let v = Command::new(&bin).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&v.stdout).starts_with("oxvirtd "));
+}
