@@ -210,8 +210,13 @@ impl Chardev {
                 if *listen {
                     let l = TcpListener::bind(&addr).map_err(|e| err("listen on", e))?;
                     l.set_nonblocking(true).map_err(|e| err("listen on", e))?;
+                    // Report the bound address: port 0 means "the kernel picks".
+                    let bound = l
+                        .local_addr()
+                        .map(|a| a.to_string())
+                        .unwrap_or(addr.clone());
                     c.input = Input::Listener(Listener::Tcp(l));
-                    c.filename = format!("tcp:{addr},server=on");
+                    c.filename = format!("tcp:{bound},server=on");
                 } else {
                     let s = TcpStream::connect(&addr).map_err(|e| err("connect to", e))?;
                     c.filename = format!("tcp:{addr}");
@@ -434,6 +439,39 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert_eq!(got, b"in");
+    }
+
+    #[test]
+    fn tcp_listener_carries_bytes_both_ways() {
+        let mut c = Chardev::open(
+            "serial1",
+            &CharBackend::Tcp {
+                host: "127.0.0.1".into(),
+                port: 0,
+                listen: true,
+            },
+        )
+        .unwrap();
+        let addr = c
+            .filename
+            .strip_prefix("tcp:")
+            .and_then(|s| s.strip_suffix(",server=on"))
+            .unwrap()
+            .to_string();
+        let mut client = TcpStream::connect(&addr).unwrap();
+        let mut ev = InputEvent::Nothing;
+        for _ in 0..100 {
+            ev = c.on_readable(16);
+            if ev != InputEvent::Nothing {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(ev, InputEvent::Connected);
+        c.writer().write_all(b"tcp").unwrap();
+        let mut buf = [0u8; 3];
+        client.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"tcp");
     }
 
     #[test]
