@@ -176,6 +176,34 @@ impl Daemon {
         }
     }
 
+    /// `virsh shutdown` until the domain is shut off. The guest ignores the power button
+    /// until it has armed it (early in its boot), so one press may be lost, as with any
+    /// OS; scripts retry the same way.
+    pub fn shutdown_until_off(&self, name: &str) {
+        let deadline = Instant::now() + STEP;
+        loop {
+            let out = self.virsh_ok(&["shutdown", name]);
+            assert!(
+                out.contains(&format!("Domain '{name}' is being shutdown")),
+                "{out}"
+            );
+            let retry = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < retry {
+                let r = self.virsh(&["domstate", name]);
+                if r.stdout.trim() == "shut off" {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!(
+                    "{name} did not power off on the ACPI button\n{}",
+                    self.domain_log(name)
+                ));
+            }
+        }
+    }
+
     /// Writes `xml` to a file in the test dir and returns its path.
     pub fn xml_file(&self, name: &str, xml: &str) -> PathBuf {
         let p = self.dir.path().join(format!("{name}.xml"));
@@ -267,7 +295,11 @@ pub fn is_socket(p: &Path) -> bool {
 fn wait_for_socket(p: &Path, within: Duration, what: &str) {
     let deadline = Instant::now() + within;
     while !is_socket(p) {
-        assert!(Instant::now() < deadline, "{what} did not create {}", p.display());
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not create {}",
+            p.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

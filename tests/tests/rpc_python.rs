@@ -1,0 +1,236 @@
+//! python3-libvirt drives oxvirtd; the same script run against a real libvirtd's
+//! `test:///default` driver produces the same results, which shows the script checks
+//! libvirt's behaviour rather than ours.
+
+mod rpc_common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use oxvirt_tests::host::require_kvm;
+use rpc_common::{guest_xml, run_with_timeout, Daemon, STEP};
+use serde_json::Value;
+
+fn script() -> &'static Path {
+    Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/rpc/libvirt_script.py"
+    ))
+}
+
+fn run_script(uri: &str, xml: &Path) -> Result<Value, String> {
+    let mut c = Command::new("/usr/bin/python3");
+    c.arg(script()).arg(uri).arg(xml);
+    let r = run_with_timeout(c, STEP * 3);
+    if !r.ok {
+        return Err(format!("script failed:\n{}\n{}", r.stdout, r.stderr));
+    }
+    serde_json::from_str(r.stdout.trim()).map_err(|e| format!("bad JSON ({e}): {}", r.stdout))
+}
+
+/// Keys whose values legitimately differ between the two hypervisors.
+const DIFFERENT: &[(&str, &str)] = &[
+    ("uri", "each daemon reports its own URI"),
+    ("os_type", "the test driver reports 'linux' for any domain"),
+    (
+        "start_twice",
+        "qemu and oxvirt say OPERATION_INVALID (55), the test driver INTERNAL_ERROR (1)",
+    ),
+    (
+        "suspend_inactive",
+        "same: OPERATION_INVALID vs INTERNAL_ERROR",
+    ),
+    ("lookup_missing", "compared by error code only, below"),
+    (
+        "state_suspended",
+        "compared by state only: the test driver gives no pause reason",
+    ),
+    (
+        "state_after_shutdown",
+        "compared by state only: the test driver's shutdown reason differs",
+    ),
+    (
+        "event_kinds",
+        "the test driver emits no SHUTDOWN event before STOPPED",
+    ),
+];
+
+#[test]
+fn rpc_python_libvirt_matches_libvirtd_test_driver() {
+    if !require_kvm("rpc_python_libvirt_matches_libvirtd_test_driver") {
+        return;
+    }
+    let d = Daemon::start();
+    let name = "rpc-python";
+    let ours_xml = d.xml_file(name, &guest_xml(name));
+    let ours = run_script(&d.uri(), &ours_xml).unwrap_or_else(|e| d.fail(&e));
+
+    // Our own answers, in full.
+    assert_eq!(ours["defined_name"], name);
+    assert_eq!(ours["state_defined"], serde_json::json!([5, 0]));
+    assert_eq!(ours["state_started"], serde_json::json!([1, 1]));
+    assert_eq!(ours["state_suspended"], serde_json::json!([3, 1]));
+    assert_eq!(ours["state_resumed"], serde_json::json!([1, 5]));
+    assert_eq!(ours["state_after_shutdown"], serde_json::json!([5, 1]));
+    assert_eq!(ours["state_destroyed"], serde_json::json!([5, 2]));
+    assert_eq!(ours["os_type"], "hvm");
+    assert_eq!(ours["start_twice"], 55);
+    assert_eq!(ours["suspend_inactive"], 55);
+    for k in [
+        "started_event",
+        "suspended_event",
+        "resumed_event",
+        "stopped_event",
+        "undefined_event",
+    ] {
+        assert_eq!(ours[k], true, "{k}: {ours}");
+    }
+    assert!(
+        ours["event_kinds"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("SHUTDOWN")),
+        "{ours}"
+    );
+
+    // The same script against libvirtd's test driver.
+    let Some(lv) = Libvirtd::start() else {
+        return;
+    };
+    let test_xml = d.xml_file(
+        "test-driver",
+        "<domain type='test'><name>rpc-python</name><memory unit='MiB'>64</memory>\
+         <vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os></domain>",
+    );
+    let theirs = run_script(&lv.uri(), &test_xml).unwrap_or_else(|e| panic!("{e}\n{}", lv.log()));
+    let (o, t) = (ours.as_object().unwrap(), theirs.as_object().unwrap());
+    let mut keys: Vec<&String> = o.keys().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        {
+            let mut k: Vec<&String> = t.keys().collect();
+            k.sort();
+            k
+        },
+        "both runs report the same things"
+    );
+    for k in keys {
+        if DIFFERENT.iter().any(|(d, _)| d == k) {
+            continue;
+        }
+        assert_eq!(
+            o[k], t[k],
+            "'{k}' differs: oxvirtd {} vs libvirtd {}",
+            o[k], t[k]
+        );
+    }
+    assert_eq!(o["lookup_missing"][0], t["lookup_missing"][0]);
+    assert_eq!(o["state_suspended"][0], t["state_suspended"][0]);
+    assert_eq!(o["state_after_shutdown"][0], t["state_after_shutdown"][0]);
+    let kinds = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .filter(|s| s != "SHUTDOWN")
+            .collect()
+    };
+    assert_eq!(kinds(&o["event_kinds"]), kinds(&t["event_kinds"]));
+}
+
+/// A private libvirtd (Debian's libvirt-daemon) run as `nobody` in a temporary
+/// directory: an unprivileged session daemon that touches nothing of the host's.
+struct Libvirtd {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Libvirtd {
+    fn start() -> Option<Libvirtd> {
+        if !Path::new("/usr/sbin/libvirtd").exists() {
+            oxvirt_tests::skip(
+                "rpc_python_libvirt_matches_libvirtd_test_driver (libvirtd part)",
+                "/usr/sbin/libvirtd missing (Debian package libvirt-daemon)",
+            );
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("oxvirt-libvirtd-")
+            .tempdir()
+            .unwrap();
+        let p = dir.path();
+        for sub in ["sock", "run", "home"] {
+            std::fs::create_dir(p.join(sub)).unwrap();
+        }
+        std::fs::write(
+            p.join("libvirtd.conf"),
+            format!(
+                "unix_sock_dir = \"{}/sock\"\nunix_sock_rw_perms = \"0777\"\n\
+                 auth_unix_rw = \"none\"\nauth_unix_ro = \"none\"\n",
+                p.display()
+            ),
+        )
+        .unwrap();
+        // The unprivileged user must own its directories.
+        let st = Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(p)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let log = std::fs::File::create(p.join("libvirtd.log")).unwrap();
+        let child = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "/usr/sbin/libvirtd",
+            ])
+            .arg("--config")
+            .arg(p.join("libvirtd.conf"))
+            .arg("--pid-file")
+            .arg(p.join("run/pid"))
+            .args(["--timeout", "0"])
+            .env_clear()
+            .env("HOME", p.join("home"))
+            .env("XDG_RUNTIME_DIR", p.join("run"))
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("setpriv + libvirtd");
+        let lv = Libvirtd { dir, child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !rpc_common::is_socket(&lv.socket()) {
+            assert!(
+                Instant::now() < deadline,
+                "libvirtd did not start:\n{}",
+                lv.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(lv)
+    }
+
+    fn socket(&self) -> std::path::PathBuf {
+        self.dir.path().join("sock/libvirt-sock")
+    }
+
+    fn uri(&self) -> String {
+        format!("test+unix:///default?socket={}", self.socket().display())
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("libvirtd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Libvirtd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
