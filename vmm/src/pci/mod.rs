@@ -20,7 +20,7 @@ pub mod root;
 pub use alloc::BarAllocator;
 pub use config::{BarKind, ConfigSpace, PciHeader};
 pub use msix::{MsiMessage, MsiSink, MsixState};
-pub use root::{HostBridge, PciRoot, PciWindows};
+pub use root::{FunctionInfo, HostBridge, PciRoot, PciWindows};
 
 /// A device function on the PCI bus.
 ///

@@ -24,6 +24,17 @@ pub struct PciWindows {
     pub mmio64: (u64, u64),
 }
 
+/// One function as `query-pci` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionInfo {
+    pub slot: u8,
+    pub function: u8,
+    /// Configuration dwords 0x00-0x3f.
+    pub header: [u32; 16],
+    /// Memory BARs: (index, address, size).
+    pub bars: Vec<(usize, u64, u64)>,
+}
+
 /// The host bridge at 00.0: a header and nothing else.
 #[derive(Debug)]
 pub struct HostBridge {
@@ -162,6 +173,25 @@ impl PciRoot {
         if let Some(s) = self.slots.get_mut(&(slot << 3)) {
             s.dev.set_multifunction();
         }
+    }
+
+    /// Identity and BARs of every function, for `query-pci`.
+    pub fn snapshot(&mut self) -> Vec<FunctionInfo> {
+        self.slots
+            .iter_mut()
+            .map(|(devfn, s)| {
+                let mut header = [0u32; 16];
+                for (i, h) in header.iter_mut().enumerate() {
+                    *h = s.dev.read_config(i);
+                }
+                FunctionInfo {
+                    slot: devfn >> 3,
+                    function: devfn & 7,
+                    header,
+                    bars: s.dev.bars(),
+                }
+            })
+            .collect()
     }
 
     /// Occupied (slot, function) pairs, host bridge included.

@@ -61,6 +61,16 @@ pub struct BalloonControl {
 }
 
 impl BalloonControl {
+    /// A control for a guest of `ram_bytes`; the device built on it
+    /// ([`Balloon::with_control`]) shares its state, so the handle stays valid
+    /// across machine resets.
+    pub fn new(ram_bytes: u64) -> Self {
+        BalloonControl {
+            state: Arc::new(Mutex::new(State::default())),
+            ram_bytes,
+        }
+    }
+
     /// Asks the guest to shrink (or grow back) to `bytes` of memory.
     pub fn set_target(&self, bytes: u64) {
         let pages = (self.ram_bytes.saturating_sub(bytes) / PAGE).min(u64::from(u32::MAX)) as u32;
@@ -257,6 +267,28 @@ impl Balloon {
             id: id.to_string(),
             state: Arc::new(Mutex::new(State::default())),
             ram_bytes,
+            stats_period,
+            deflate_on_oom,
+            worker: None,
+        }
+    }
+
+    /// A balloon on an existing control (kept by the VMM across resets).
+    pub fn with_control(
+        id: &str,
+        control: &BalloonControl,
+        stats_period: u32,
+        deflate_on_oom: bool,
+    ) -> Self {
+        if let Ok(mut s) = control.state.lock() {
+            // A new machine starts with an empty balloon; the target stays.
+            s.actual = 0;
+            s.stats.clear();
+        }
+        Balloon {
+            id: id.to_string(),
+            state: control.state.clone(),
+            ram_bytes: control.ram_bytes,
             stats_period,
             deflate_on_oom,
             worker: None,

@@ -15,6 +15,7 @@
 //! * Each device's request handling is a plain struct driven by tests with mock
 //!   guest memory and mock queues.
 
+pub mod attach;
 pub mod balloon;
 pub mod block;
 pub mod console;

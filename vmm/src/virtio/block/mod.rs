@@ -9,6 +9,9 @@ pub mod backend;
 pub mod lock;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
 use tracing::{debug, warn};
 use virtio_queue::DescriptorChain;
@@ -89,12 +92,36 @@ pub struct DiskConfig<'a> {
     pub flags: OpenFlags,
 }
 
+/// I/O counters of one disk (QMP `query-blockstats`), shared with the monitor.
+#[derive(Debug, Default)]
+pub struct BlockStats {
+    pub rd_bytes: AtomicU64,
+    pub wr_bytes: AtomicU64,
+    pub rd_ops: AtomicU64,
+    pub wr_ops: AtomicU64,
+    pub flush_ops: AtomicU64,
+    pub unmap_ops: AtomicU64,
+    pub unmap_bytes: AtomicU64,
+    pub rd_ns: AtomicU64,
+    pub wr_ns: AtomicU64,
+    pub flush_ns: AtomicU64,
+    pub failed_rd: AtomicU64,
+    pub failed_wr: AtomicU64,
+    pub failed_flush: AtomicU64,
+    pub wr_highest_offset: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
 /// Executes requests against one image.
 pub struct RequestHandler {
     backend: Box<dyn DiskBackend>,
     readonly: bool,
     discard: bool,
     id: [u8; ID_BYTES],
+    stats: Arc<BlockStats>,
 }
 
 /// Bytes `start..end` of a chain's concatenated segments, as segments.
@@ -134,7 +161,14 @@ impl RequestHandler {
             readonly,
             discard,
             id,
+            stats: Arc::new(BlockStats::default()),
         }
+    }
+
+    /// Counts into `stats` (kept by the caller across device resets).
+    pub fn with_stats(mut self, stats: Arc<BlockStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// Disk size in bytes.
@@ -208,11 +242,30 @@ impl RequestHandler {
                     return (status::IOERR, 0);
                 };
                 let off = offset.unwrap_or(0);
+                let t = Instant::now();
                 let r = if write {
                     self.backend.write_at(off, &slices)
                 } else {
                     self.backend.read_at(off, &slices)
                 };
+                let ns = t.elapsed().as_nanos() as u64;
+                let st = &self.stats;
+                match (&r, write) {
+                    (Ok(()), true) => {
+                        bump(&st.wr_ops, 1);
+                        bump(&st.wr_bytes, data_len);
+                        bump(&st.wr_ns, ns);
+                        st.wr_highest_offset
+                            .fetch_max(off + data_len, Ordering::Relaxed);
+                    }
+                    (Ok(()), false) => {
+                        bump(&st.rd_ops, 1);
+                        bump(&st.rd_bytes, data_len);
+                        bump(&st.rd_ns, ns);
+                    }
+                    (Err(_), true) => bump(&st.failed_wr, 1),
+                    (Err(_), false) => bump(&st.failed_rd, 1),
+                }
                 match r {
                     Ok(()) => (status::OK, if write { 0 } else { data_len as u32 }),
                     Err(e) => {
@@ -224,9 +277,10 @@ impl RequestHandler {
                     }
                 }
             }
-            req::FLUSH => match self.backend.flush() {
+            req::FLUSH => match self.timed_flush() {
                 Ok(()) => (status::OK, 0),
                 Err(e) => {
+                    bump(&self.stats.failed_flush, 1);
                     warn!("virtio-blk: flush: {e}");
                     (status::IOERR, 0)
                 }
@@ -281,6 +335,8 @@ impl RequestHandler {
                     if rtype == req::DISCARD && flags != 0 {
                         return (status::UNSUPP, 0);
                     }
+                    bump(&self.stats.unmap_ops, 1);
+                    bump(&self.stats.unmap_bytes, len);
                     let r = if rtype == req::DISCARD {
                         self.backend.discard(off, len)
                     } else {
@@ -298,6 +354,16 @@ impl RequestHandler {
             }
             _ => (status::UNSUPP, 0),
         }
+    }
+}
+
+impl RequestHandler {
+    fn timed_flush(&mut self) -> std::io::Result<()> {
+        let t = Instant::now();
+        let r = self.backend.flush();
+        bump(&self.stats.flush_ops, 1);
+        bump(&self.stats.flush_ns, t.elapsed().as_nanos() as u64);
+        r
     }
 }
 
@@ -350,8 +416,12 @@ impl std::fmt::Debug for Block {
 }
 
 impl Block {
-    /// Opens and locks the image `cfg` describes.
-    pub fn open(id: &str, cfg: &DiskConfig<'_>) -> Result<Self, BlockError> {
+    /// Opens and locks the image `cfg` describes; I/O is counted in `stats`.
+    pub fn open(
+        id: &str,
+        cfg: &DiskConfig<'_>,
+        stats: Arc<BlockStats>,
+    ) -> Result<Self, BlockError> {
         let lock = ImageLock::acquire(cfg.path, !cfg.readonly && !cfg.shareable)?;
         let flags = OpenFlags {
             readonly: cfg.readonly,
@@ -367,6 +437,7 @@ impl Block {
             Box::new(RawDisk::open(cfg.path, flags).map_err(open_err)?)
         };
         let mut b = Self::with_backend(id, backend, cfg.readonly, cfg.discard, cfg.serial);
+        b.handler = b.handler.map(|h| h.with_stats(stats));
         b._lock = Some(lock);
         Ok(b)
     }
@@ -389,6 +460,11 @@ impl Block {
             worker: None,
             _lock: None,
         }
+    }
+
+    /// Guest-visible size in bytes (whole sectors).
+    pub fn capacity_bytes(&self) -> u64 {
+        self.capacity * SECTOR
     }
 
     fn config_bytes(&self) -> [u8; 60] {

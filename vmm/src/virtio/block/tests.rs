@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::process::Command;
+use std::sync::Arc;
 
 use vm_memory::{Bytes, GuestAddress};
 
@@ -296,7 +297,8 @@ fn qcow2_overlay_reads_base_and_writes_only_the_overlay() {
                 ignore_flush: false,
             },
         };
-        let mut dev = Block::open("vda", &cfg).unwrap();
+        let stats = Arc::new(BlockStats::default());
+        let mut dev = Block::open("vda", &cfg, stats.clone()).unwrap();
         let h = dev.handler.as_mut().unwrap();
         assert_eq!(h.size(), 4 << 20);
         let (st, _) = run(h, &mem, req::IN, 0, &[(DATA, 4096, true)]);
@@ -313,6 +315,15 @@ fn qcow2_overlay_reads_base_and_writes_only_the_overlay() {
             status::OK
         );
         assert_eq!(run(h, &mem, req::FLUSH, 0, &[]).0, status::OK);
+        assert_eq!(
+            stats.rd_bytes.load(std::sync::atomic::Ordering::Relaxed),
+            4096
+        );
+        assert_eq!(stats.wr_ops.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(
+            stats.flush_ops.load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
     }
     sh(&["qemu-img", "check", top.to_str().unwrap()]);
     sh(&[

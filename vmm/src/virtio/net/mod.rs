@@ -87,6 +87,14 @@ pub struct NetControl {
 }
 
 impl NetControl {
+    /// A control with the link `up` or down; see [`Net::with_control`].
+    pub fn new(up: bool) -> Self {
+        NetControl {
+            link_up: Arc::new(AtomicBool::new(up)),
+            interrupt: Arc::new(Mutex::new(None)),
+        }
+    }
+
     /// Sets the link state and tells the driver (configuration change).
     pub fn set_link(&self, up: bool) {
         if self.link_up.swap(up, Ordering::SeqCst) != up {
@@ -352,15 +360,23 @@ impl Net {
         link_up: bool,
         io: Box<dyn FrameIo>,
     ) -> Self {
-        let link = Arc::new(AtomicBool::new(link_up));
+        Self::with_control(id, mac, mtu, NetControl::new(link_up), io)
+    }
+
+    /// A NIC whose link state lives in `control` (kept across machine resets).
+    pub fn with_control(
+        id: &str,
+        mac: [u8; 6],
+        mtu: Option<u16>,
+        control: NetControl,
+        io: Box<dyn FrameIo>,
+    ) -> Self {
+        let link = control.link_up.clone();
         Net {
             id: id.to_string(),
             mac,
             mtu,
-            control: NetControl {
-                link_up: link.clone(),
-                interrupt: Arc::new(Mutex::new(None)),
-            },
+            control,
             core: Some(NetCore::new(io, link)),
             worker: None,
         }

@@ -1,0 +1,537 @@
+//! Building the PCI side of a machine from its spec: the root bus on the VMM's
+//! buses, and one virtio-pci function per disk, NIC, rng, console port,
+//! balloon and vsock, at the slot the spec gives (or the first free one).
+//!
+//! Two lifetimes are involved. [`PciBackends`] is opened once per VMM process
+//! (like QEMU's `-chardev`): console character devices keep their pty path and
+//! socket clients across guest reboots, and the host-side handles the monitor
+//! holds (balloon, link state, block counters, the PCI function list) stay
+//! valid. [`PciMachine`] is built for every machine (boot and each reset):
+//! devices, image locks, taps, worker threads; dropping it stops the workers
+//! and closes the images.
+
+use std::os::fd::RawFd;
+use std::sync::{Arc, Mutex};
+
+use kvm_ioctls::VmFd;
+use machine_spec::{CacheMode, Device, DeviceKind, DiskFormat, MachineSpec, NetBackend};
+use tracing::info;
+use vm_memory::GuestMemoryMmap;
+
+use std::sync::atomic::Ordering;
+
+use super::balloon::{Balloon, BalloonControl};
+use super::block::{Block, BlockError, BlockStats, DiskConfig, OpenFlags};
+use super::console::{Console, ConsoleBackend, InputRead};
+use super::kvm::{IrqRouting, KvmIoEvents, KvmIrqError};
+use super::net::{parse_mac, Net, NetControl, Tap, TapError};
+use super::rng::Rng;
+use super::vsock::{Vsock, VsockError};
+use super::{VirtioDevice, VirtioPciDevice};
+use crate::control::ChardevInfo;
+use crate::devices::bus::{Bus, BusDevice, BusError};
+use crate::devices::chardev::{Chardev, ChardevError, InputEvent};
+use crate::layout;
+use crate::monitor::{
+    BlockCounters, BlockDescription, BlockView, Devices, PciFunction, PciRegion, PciView,
+};
+use crate::pci::root::CONFIG_ADDRESS_PORT;
+use crate::pci::{PciError, PciRoot, PciWindows};
+
+/// Why the PCI devices could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// A disk could not be opened or locked.
+    #[error("disk '{0}'")]
+    Disk(String, #[source] BlockError),
+    /// A NIC's tap could not be set up.
+    #[error("interface '{0}'")]
+    Tap(String, #[source] TapError),
+    /// A MAC address in the spec is malformed.
+    #[error("interface '{0}': invalid MAC address '{1}'")]
+    Mac(String, String),
+    /// The rng source could not be opened.
+    #[error("rng '{0}': cannot open '{1}'")]
+    Rng(String, String, #[source] std::io::Error),
+    /// A console's character device could not be opened.
+    #[error("console '{0}'")]
+    Chardev(String, #[source] ChardevError),
+    /// The vsock device could not be set up.
+    #[error("vsock '{0}'")]
+    Vsock(String, #[source] VsockError),
+    /// Slot or BAR trouble.
+    #[error("device '{0}'")]
+    Pci(String, #[source] PciError),
+    /// MSI-X routing could not be set up.
+    #[error("device '{0}': interrupt setup")]
+    Irq(String, #[source] KvmIrqError),
+    /// The root bus could not be put on the VMM's buses.
+    #[error("PCI root bus")]
+    Bus(#[source] BusError),
+}
+
+/// A disk as the monitor sees it: its configuration and live counters.
+struct DiskView {
+    desc: BlockDescription,
+    stats: Arc<BlockStats>,
+    /// Guest-visible size, known once the image is open.
+    size: std::sync::atomic::AtomicU64,
+}
+
+impl BlockView for DiskView {
+    fn describe(&self) -> BlockDescription {
+        let mut d = self.desc.clone();
+        d.virtual_size = self.size.load(Ordering::Relaxed);
+        d.actual_size = std::fs::metadata(&d.file)
+            .ok()
+            .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512);
+        d
+    }
+
+    fn counters(&self) -> BlockCounters {
+        let s = &self.stats;
+        let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        BlockCounters {
+            rd_bytes: g(&s.rd_bytes),
+            wr_bytes: g(&s.wr_bytes),
+            unmap_bytes: g(&s.unmap_bytes),
+            rd_operations: g(&s.rd_ops),
+            wr_operations: g(&s.wr_ops),
+            flush_operations: g(&s.flush_ops),
+            unmap_operations: g(&s.unmap_ops),
+            rd_total_time_ns: g(&s.rd_ns),
+            wr_total_time_ns: g(&s.wr_ns),
+            flush_total_time_ns: g(&s.flush_ns),
+            wr_highest_offset: g(&s.wr_highest_offset),
+            failed_rd_operations: g(&s.failed_rd),
+            failed_wr_operations: g(&s.failed_wr),
+            failed_flush_operations: g(&s.failed_flush),
+            ..Default::default()
+        }
+    }
+}
+
+/// The PCI function list of the current machine (`query-pci`).
+#[derive(Default)]
+struct PciList {
+    functions: Mutex<Vec<PciFunction>>,
+}
+
+impl PciView for PciList {
+    fn functions(&self) -> Vec<PciFunction> {
+        self.functions.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+}
+
+/// Host-side state of the PCI devices that outlives machine resets.
+pub struct PciBackends {
+    consoles: Vec<(String, Arc<Mutex<Chardev>>)>,
+    balloon: Option<BalloonControl>,
+    nets: Vec<(String, NetControl)>,
+    disks: Vec<(String, Arc<DiskView>)>,
+    pci: Arc<PciList>,
+}
+
+impl PciBackends {
+    /// Opens the character devices of the virtio consoles in `spec` and sets
+    /// up the handles.
+    pub fn open(spec: &MachineSpec) -> Result<Self, AttachError> {
+        let mut b = PciBackends {
+            consoles: Vec::new(),
+            balloon: None,
+            nets: Vec::new(),
+            disks: Vec::new(),
+            pci: Arc::new(PciList::default()),
+        };
+        for d in &spec.devices {
+            match &d.kind {
+                DeviceKind::Console(c) => {
+                    let cd = Chardev::open(&d.id, &c.backend)
+                        .map_err(|e| AttachError::Chardev(d.id.clone(), e))?;
+                    b.consoles.push((d.id.clone(), Arc::new(Mutex::new(cd))));
+                }
+                DeviceKind::Balloon(_) => {
+                    b.balloon = Some(BalloonControl::new(spec.memory.size_bytes));
+                }
+                DeviceKind::Net(n) => b.nets.push((d.id.clone(), NetControl::new(n.link_up))),
+                DeviceKind::Disk(k) => {
+                    let desc = BlockDescription {
+                        qdev: d.id.clone(),
+                        node_name: format!("libvirt-{}-format", d.id),
+                        file: k.path.display().to_string(),
+                        format: match k.format {
+                            DiskFormat::Raw => "raw".into(),
+                            DiskFormat::Qcow2 => "qcow2".into(),
+                        },
+                        read_only: k.readonly,
+                        virtual_size: 0,
+                        actual_size: None,
+                        writeback: !matches!(
+                            k.cache,
+                            CacheMode::Writethrough | CacheMode::Directsync
+                        ),
+                        direct: false,
+                        no_flush: matches!(k.cache, CacheMode::Unsafe),
+                    };
+                    let view = DiskView {
+                        desc,
+                        stats: Arc::new(BlockStats::default()),
+                        size: Default::default(),
+                    };
+                    b.disks.push((d.id.clone(), Arc::new(view)));
+                }
+                DeviceKind::Serial(_)
+                | DeviceKind::Rng(_)
+                | DeviceKind::Vsock(_)
+                | DeviceKind::Pvpanic => {}
+            }
+        }
+        Ok(b)
+    }
+
+    /// `query-chardev` entries for the console ports.
+    pub fn chardev_infos(&self) -> Vec<ChardevInfo> {
+        self.consoles
+            .iter()
+            .filter_map(|(_, c)| {
+                let c = c.lock().ok()?;
+                Some(ChardevInfo {
+                    label: c.label.clone(),
+                    filename: c.filename.clone(),
+                    frontend_open: true,
+                })
+            })
+            .collect()
+    }
+
+    /// What the monitor reports on: balloon, disks, the PCI bus.
+    pub fn monitor_devices(&self) -> Devices {
+        Devices {
+            balloon: self.balloon.clone(),
+            blocks: self
+                .disks
+                .iter()
+                .map(|(_, v)| v.clone() as Arc<dyn BlockView>)
+                .collect(),
+            pci: Some(self.pci.clone() as Arc<dyn PciView>),
+        }
+    }
+
+    /// Link control of NIC `id` (QMP `set_link`).
+    pub fn net(&self, id: &str) -> Option<NetControl> {
+        self.nets
+            .iter()
+            .find(|(n, _)| n == id)
+            .map(|(_, c)| c.clone())
+    }
+}
+
+/// A console port on a shared [`Chardev`].
+struct ChardevPort(Arc<Mutex<Chardev>>);
+
+impl ConsoleBackend for ChardevPort {
+    fn output(&mut self, data: &[u8]) {
+        use std::io::Write;
+        let mut w = match self.0.lock() {
+            Ok(c) => c.writer(),
+            Err(_) => return,
+        };
+        let _ = w.write_all(data);
+        let _ = w.flush();
+    }
+    fn input_fd(&self) -> Option<RawFd> {
+        self.0.lock().ok()?.poll_fd()
+    }
+    fn read_input(&mut self) -> InputRead {
+        let Ok(mut c) = self.0.lock() else {
+            return InputRead::Nothing;
+        };
+        match c.on_readable(4096) {
+            InputEvent::Data(d) => InputRead::Data(d),
+            InputEvent::Connected | InputEvent::Closed => InputRead::FdChanged,
+            InputEvent::Nothing => InputRead::Nothing,
+        }
+    }
+}
+
+/// CONFIG_DATA, 0xCFC-0xCFF. CONFIG_ADDRESS is decoded at 0xCF8 only: 0xCF9
+/// is the reset control register, a device of its own.
+const CONFIG_DATA_PORT: u16 = 0xcfc;
+
+/// The root bus as the VMM's buses see it: one device at four ranges.
+struct PciHost {
+    root: PciRoot,
+}
+
+impl BusDevice for PciHost {
+    fn read(&mut self, base: u64, offset: u64, data: &mut [u8]) {
+        match base {
+            b if b == u64::from(CONFIG_ADDRESS_PORT) => self.root.pio_read(offset, data),
+            b if b == u64::from(CONFIG_DATA_PORT) => self.root.pio_read(4 + offset, data),
+            layout::PCI_ECAM_START => self.root.ecam_read(offset, data),
+            _ => {
+                self.root.mmio_read(base + offset, data);
+            }
+        }
+    }
+
+    fn write(&mut self, base: u64, offset: u64, data: &[u8]) {
+        match base {
+            b if b == u64::from(CONFIG_ADDRESS_PORT) => self.root.pio_write(offset, data),
+            b if b == u64::from(CONFIG_DATA_PORT) => self.root.pio_write(4 + offset, data),
+            layout::PCI_ECAM_START => self.root.ecam_write(offset, data),
+            _ => {
+                self.root.mmio_write(base + offset, data);
+            }
+        }
+    }
+}
+
+/// The PCI devices of one machine; dropping it stops them.
+pub struct PciMachine {
+    _host: Arc<Mutex<PciHost>>,
+    /// (device id, slot, function) of every function placed.
+    pub placed: Vec<(String, u8, u8)>,
+}
+
+fn open_flags(cache: CacheMode) -> OpenFlags {
+    OpenFlags {
+        readonly: false,
+        sync_writes: matches!(cache, CacheMode::Writethrough | CacheMode::Directsync),
+        ignore_flush: matches!(cache, CacheMode::Unsafe),
+    }
+}
+
+/// Opens the backend of device `d` as a virtio device; `None` for devices
+/// that are not on PCI (serial ports, pvpanic).
+fn virtio_device(
+    d: &Device,
+    backends: &PciBackends,
+) -> Result<Option<Box<dyn VirtioDevice>>, AttachError> {
+    Ok(Some(match &d.kind {
+        DeviceKind::Disk(k) => {
+            let cfg = DiskConfig {
+                path: &k.path,
+                qcow2: k.format == DiskFormat::Qcow2,
+                readonly: k.readonly,
+                shareable: k.shareable,
+                serial: k.serial.as_deref(),
+                discard: k.discard,
+                flags: open_flags(k.cache),
+            };
+            let view = backends
+                .disks
+                .iter()
+                .find(|(id, _)| id == &d.id)
+                .map(|(_, v)| v.clone());
+            let stats = view.as_ref().map(|v| v.stats.clone()).unwrap_or_default();
+            let b =
+                Block::open(&d.id, &cfg, stats).map_err(|e| AttachError::Disk(d.id.clone(), e))?;
+            if let Some(v) = view {
+                v.size.store(b.capacity_bytes(), Ordering::Relaxed);
+            }
+            info!(id = %d.id, path = %k.path.display(), readonly = k.readonly, "virtio-blk");
+            Box::new(b)
+        }
+        DeviceKind::Net(n) => {
+            let mac =
+                parse_mac(&n.mac).ok_or_else(|| AttachError::Mac(d.id.clone(), n.mac.clone()))?;
+            let terr = |e| AttachError::Tap(d.id.clone(), e);
+            let tap = match &n.backend {
+                NetBackend::Tap { name } => {
+                    let t = Tap::open(name.as_deref()).map_err(terr)?;
+                    t.set_up().map_err(terr)?;
+                    t
+                }
+                NetBackend::Bridge { bridge, tap } => {
+                    let t = Tap::open(tap.as_deref()).map_err(terr)?;
+                    t.attach_to_bridge(bridge).map_err(terr)?;
+                    t.set_up().map_err(terr)?;
+                    t
+                }
+            };
+            info!(id = %d.id, tap = tap.name(), mac = %n.mac, "virtio-net");
+            let control = backends
+                .net(&d.id)
+                .unwrap_or_else(|| NetControl::new(n.link_up));
+            Box::new(Net::with_control(&d.id, mac, n.mtu, control, Box::new(tap)))
+        }
+        DeviceKind::Rng(r) => Box::new(
+            Rng::open(&d.id, &r.source)
+                .map_err(|e| AttachError::Rng(d.id.clone(), r.source.display().to_string(), e))?,
+        ),
+        DeviceKind::Console(c) => {
+            let cd = backends
+                .consoles
+                .iter()
+                .find(|(id, _)| id == &d.id)
+                .map(|(_, c)| c.clone());
+            let Some(cd) = cd else {
+                return Ok(None);
+            };
+            Box::new(Console::new(
+                &d.id,
+                Box::new(ChardevPort(cd)),
+                c.name.clone(),
+            ))
+        }
+        DeviceKind::Balloon(b) => {
+            let Some(control) = &backends.balloon else {
+                return Ok(None);
+            };
+            Box::new(Balloon::with_control(
+                &d.id,
+                control,
+                b.stats_period,
+                b.deflate_on_oom,
+            ))
+        }
+        DeviceKind::Vsock(v) => Box::new(
+            Vsock::new(&d.id, u64::from(v.guest_cid), &v.uds_path)
+                .map_err(|e| AttachError::Vsock(d.id.clone(), e))?,
+        ),
+        DeviceKind::Serial(_) | DeviceKind::Pvpanic => return Ok(None),
+    }))
+}
+
+/// Builds the root bus and every PCI device of `spec`, and puts the root on
+/// the port-I/O bus (0xCF8-0xCFF) and the MMIO bus (ECAM and the 32-bit BAR
+/// window). `vm` must have an in-kernel irqchip.
+pub fn attach(
+    spec: &MachineSpec,
+    backends: &PciBackends,
+    vm: &Arc<VmFd>,
+    mem: &GuestMemoryMmap,
+    pio: &Bus,
+    mmio: &Bus,
+) -> Result<PciMachine, AttachError> {
+    let mut root = PciRoot::new(PciWindows {
+        mmio32: (layout::PCI_MMIO32_START, layout::PCI_MMIO32_SIZE),
+        mmio64: (0, 0),
+    });
+    let routing = Arc::new(IrqRouting::new(vm.clone()));
+    let ioevents: Arc<dyn super::IoEventRegistrar> = Arc::new(KvmIoEvents::new(vm.clone()));
+    let mut placed = Vec::new();
+    // Devices with an address first, so automatic placement never takes theirs.
+    let mut order: Vec<&Device> = spec.devices.iter().filter(|d| d.pci.is_some()).collect();
+    order.extend(spec.devices.iter().filter(|d| d.pci.is_none()));
+    for d in order {
+        let Some(dev) = virtio_device(d, backends)? else {
+            continue;
+        };
+        let perr = |e| AttachError::Pci(d.id.clone(), e);
+        let (slot, function) = match d.pci {
+            Some(a) => {
+                if a.domain != 0 || a.bus != 0 {
+                    return Err(perr(PciError::NotRootBus {
+                        domain: a.domain,
+                        bus: a.bus,
+                        slot: a.slot,
+                        function: a.function,
+                    }));
+                }
+                (a.slot, a.function)
+            }
+            None => (
+                root.free_slot().ok_or(perr(PciError::BadSlot {
+                    slot: 32,
+                    function: 0,
+                }))?,
+                0,
+            ),
+        };
+        root.check_free(slot, function).map_err(perr)?;
+        let vectors = dev.queue_max_sizes().len() as u16 + 1;
+        let sink = routing
+            .msi_sink(vectors)
+            .map_err(|e| AttachError::Irq(d.id.clone(), e))?;
+        let pci = VirtioPciDevice::new(dev, mem.clone(), &mut root, sink, Some(ioevents.clone()))
+            .map_err(perr)?;
+        info!(id = %d.id, "{} at 00:{slot:02x}.{function}, BAR0 {:#x}", pci.name(), pci.bar0());
+        root.add_device(slot, function, Box::new(pci))
+            .map_err(perr)?;
+        placed.push((d.id.clone(), slot, function));
+    }
+    mark_multifunction(&mut root);
+    publish(&mut root, &placed, backends);
+    let host = Arc::new(Mutex::new(PciHost { root }));
+    pio.insert(host.clone(), u64::from(CONFIG_ADDRESS_PORT), 1)
+        .map_err(AttachError::Bus)?;
+    pio.insert(host.clone(), u64::from(CONFIG_DATA_PORT), 4)
+        .map_err(AttachError::Bus)?;
+    mmio.insert(host.clone(), layout::PCI_ECAM_START, layout::PCI_ECAM_SIZE)
+        .map_err(AttachError::Bus)?;
+    mmio.insert(
+        host.clone(),
+        layout::PCI_MMIO32_START,
+        layout::PCI_MMIO32_SIZE,
+    )
+    .map_err(AttachError::Bus)?;
+    Ok(PciMachine {
+        _host: host,
+        placed,
+    })
+}
+
+/// Slots with functions besides 0 need the multi-function bit on function 0
+/// for the guest to look past it.
+fn mark_multifunction(root: &mut PciRoot) {
+    let devs = root.devices();
+    for &(slot, f) in &devs {
+        if f != 0 && devs.contains(&(slot, 0)) {
+            root.set_multifunction(slot);
+        }
+    }
+}
+
+/// Updates the monitor's views for the new machine: disk sizes, PCI functions.
+fn publish(root: &mut PciRoot, placed: &[(String, u8, u8)], backends: &PciBackends) {
+    let functions: Vec<PciFunction> = root
+        .snapshot()
+        .into_iter()
+        .map(|f| {
+            let h = f.header;
+            let qdev_id = placed
+                .iter()
+                .find(|(_, s, fun)| (*s, *fun) == (f.slot, f.function))
+                .map(|(id, _, _)| id.clone())
+                .unwrap_or_default();
+            let class = (h[2] >> 16) as u16;
+            PciFunction {
+                bus: 0,
+                slot: f.slot,
+                function: f.function,
+                class,
+                class_desc: match class {
+                    0x0100 => Some("SCSI controller".into()),
+                    0x0200 => Some("Ethernet controller".into()),
+                    0x0600 => Some("Host bridge".into()),
+                    0x0780 => Some("Communication controller".into()),
+                    _ => None,
+                },
+                vendor: h[0] as u16,
+                device: (h[0] >> 16) as u16,
+                subsystem_vendor: h[11] as u16,
+                subsystem: (h[11] >> 16) as u16,
+                irq_pin: (h[15] >> 8) as u8,
+                irq: None,
+                qdev_id,
+                regions: f
+                    .bars
+                    .iter()
+                    .map(|&(bar, address, size)| PciRegion {
+                        bar: bar as u8,
+                        io: false,
+                        address: address as i64,
+                        size,
+                        prefetch: false,
+                        mem_type_64: true,
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    if let Ok(mut f) = backends.pci.functions.lock() {
+        *f = functions;
+    }
+}
