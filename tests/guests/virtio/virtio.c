@@ -12,6 +12,11 @@
  *             a read-only disk (VIRTIO_BLK_F_RO) must fail the write with VIRTIO_BLK_S_IOERR
  *     rng     "OXTEST vrng ok slot=S bytes=64 distinct=D"
  *     console "OXTEST vcons ok slot=S" after sending "OXVIRTIO console says hello" on port 0
+ *   balloon  "OXTEST vballoon-wait ok", then once the host sets a target:
+ *            "OXTEST vballoon ok pages=N" after inflating by N pages and setting `actual`
+ *   vsock    connects to host port 1234, sends "OXVSOCK-G2H", expects "OXVSOCK-H2G"
+ *            ("OXTEST vsock-connect ok"), then "OXTEST vsock-listen ok port=5000", accepts a
+ *            host connection on port 5000 and sends "OXVSOCK-ACC" ("OXTEST vsock-accept ok")
  *   vblkbench=MiB   sequential write then read of MiB through the first writable disk in
  *                   1 MiB requests, then 4 KiB requests; prints OXBENCH lines with TSC cycles.
  *
@@ -446,6 +451,166 @@ static void check_vcons(struct vdev *d)
 	flush();
 }
 
+/* ---------------------------------------------------------------- virtio-balloon */
+
+/* Waits for the host's target (num_pages), hands that many page frames from
+ * 32 MiB up to the inflate queue, and reports the balloon size in `actual`. */
+static void check_vballoon(struct vdev *d)
+{
+	if (!virtio_init(d, 0, 2)) {
+		say("vballoon", 0, "init failed");
+		return;
+	}
+	say("vballoon-wait", 1, "waiting for a target");
+	uint64_t end = rdtsc() + 60ull * 3000000000ull;
+	uint32_t want;
+	while (!(want = r32(d->devcfg)) && rdtsc() < end)
+		cpu_relax();
+	if (!want || want > 8192) {
+		result("vballoon", 0);
+		put("pages=");
+		put_dec(want);
+		flush();
+		return;
+	}
+	uint32_t *pfns = valloc(4ull * want, 4096);
+	for (uint32_t i = 0; i < want; i++)
+		pfns[i] = (32u << 20) / 4096 + i;
+	uint64_t a[1] = { (uint64_t)pfns };
+	uint32_t l[1] = { 4 * want };
+	uint16_t f[1] = { 0 };
+	vq_submit(&d->q[0], 0, a, l, f, 1);
+	int64_t n = vq_wait(&d->q[0]);
+	w32(d->devcfg + 4, want);
+	result("vballoon", n >= 0);
+	put("pages=");
+	put_dec(want);
+	flush();
+}
+
+/* ---------------------------------------------------------------- virtio-vsock */
+
+struct vsock_hdr {
+	uint64_t src_cid, dst_cid;
+	uint32_t src_port, dst_port, len;
+	uint16_t type, op;
+	uint32_t flags, buf_alloc, fwd_cnt;
+} __attribute__((packed));
+
+#define VS_RX_BUFS 4
+static uint8_t *vs_rx[VS_RX_BUFS];
+static struct vsock_hdr *vs_tx;
+static uint64_t vs_cid;
+static uint32_t vs_fwd;
+
+/* Makes receive buffer `i` available (descriptor slot i of the rx queue). */
+static void vs_post(struct vdev *d, int i)
+{
+	struct vq *q = &d->q[0];
+	q->desc[i].addr = (uint64_t)vs_rx[i];
+	q->desc[i].len = 4096;
+	q->desc[i].flags = VRING_DESC_F_WRITE;
+	q->desc[i].next = 0;
+	q->avail->ring[q->avail->idx % q->size] = (uint16_t)i;
+	mb();
+	q->avail->idx++;
+	mb();
+	w16(q->notify, 0);
+}
+
+static void vs_send(struct vdev *d, uint16_t op, uint32_t sport, uint32_t dport, const char *data, uint32_t len)
+{
+	vs_tx->src_cid = vs_cid;
+	vs_tx->dst_cid = 2;
+	vs_tx->src_port = sport;
+	vs_tx->dst_port = dport;
+	vs_tx->len = len;
+	vs_tx->type = 1;
+	vs_tx->op = op;
+	vs_tx->flags = op == 4 ? 3 : 0;
+	vs_tx->buf_alloc = 65536;
+	vs_tx->fwd_cnt = vs_fwd;
+	memcpy(vs_tx + 1, data, len);
+	uint64_t a[1] = { (uint64_t)vs_tx };
+	uint32_t l[1] = { (uint32_t)sizeof(*vs_tx) + len };
+	uint16_t f[1] = { 0 };
+	vq_submit(&d->q[1], 1, a, l, f, 1);
+	vq_wait(&d->q[1]);
+}
+
+/* Next packet from the host other than a credit update; copies it to *h and
+ * its payload to data (up to 64 bytes). Returns 0 on timeout. */
+static int vs_recv(struct vdev *d, struct vsock_hdr *h, char *data)
+{
+	struct vq *q = &d->q[0];
+	for (;;) {
+		uint64_t end = rdtsc() + 30ull * 3000000000ull;
+		while (q->used->idx == q->last_used) {
+			if (rdtsc() > end)
+				return 0;
+			cpu_relax();
+		}
+		mb();
+		uint32_t id = q->used->ring[q->last_used % q->size].id;
+		q->last_used++;
+		memcpy(h, vs_rx[id], sizeof(*h));
+		uint32_t n = h->len < 64 ? h->len : 64;
+		memcpy(data, vs_rx[id] + sizeof(*h), n);
+		vs_post(d, (int)id);
+		if (h->op == 5)
+			vs_fwd += h->len;
+		if (h->op != 6)
+			return 1;
+	}
+}
+
+static void check_vsock(struct vdev *d)
+{
+	if (!virtio_init(d, 0, 3)) {
+		say("vsock-connect", 0, "init failed");
+		return;
+	}
+	vs_cid = r32(d->devcfg) | (uint64_t)r32(d->devcfg + 4) << 32;
+	vs_tx = valloc(4096, 4096);
+	for (int i = 0; i < VS_RX_BUFS; i++) {
+		vs_rx[i] = valloc(4096, 4096);
+		vs_post(d, i);
+	}
+	struct vsock_hdr h;
+	char data[65];
+	/* Guest to host: connect to host port 1234, send, receive. */
+	vs_send(d, 1, 40000, 1234, "", 0);
+	int ok = vs_recv(d, &h, data) && h.op == 2;
+	if (ok) {
+		vs_send(d, 5, 40000, 1234, "OXVSOCK-G2H", 11);
+		ok = vs_recv(d, &h, data) && h.op == 5 && h.len == 11 && !memcmp(data, "OXVSOCK-H2G", 11);
+	}
+	result("vsock-connect", ok);
+	put("cid=");
+	put_dec(vs_cid);
+	put(" op=");
+	put_dec(h.op);
+	flush();
+	if (!ok)
+		return;
+	vs_send(d, 4, 40000, 1234, "", 0);
+	/* Host to guest: accept a connection on port 5000 and greet. */
+	say("vsock-listen", 1, "port=5000");
+	ok = 0;
+	while (vs_recv(d, &h, data)) {
+		if (h.op == 1 && h.dst_port == 5000) {
+			ok = 1;
+			break;
+		}
+	}
+	if (ok) {
+		uint32_t peer = h.src_port;
+		vs_send(d, 2, 5000, peer, "", 0);
+		vs_send(d, 5, 5000, peer, "OXVSOCK-ACC", 11);
+	}
+	say("vsock-accept", ok, ok ? "greeted" : "no connection request");
+}
+
 /* ---------------------------------------------------------------- entry */
 
 static struct vdev vdevs[32];
@@ -477,6 +642,14 @@ static void check_virtio(void)
 			break;
 		case 3:
 			check_vcons(d);
+			break;
+		case 5:
+			if (want("balloon"))
+				check_vballoon(d);
+			break;
+		case 19:
+			if (want("vsock"))
+				check_vsock(d);
 			break;
 		default:
 			break;
