@@ -12,6 +12,9 @@
  *             a read-only disk (VIRTIO_BLK_F_RO) must fail the write with VIRTIO_BLK_S_IOERR
  *     rng     "OXTEST vrng ok slot=S bytes=64 distinct=D"
  *     console "OXTEST vcons ok slot=S" after sending "OXVIRTIO console says hello" on port 0
+ *   net      "OXTEST vnet-tx ok slot=S mac=M link=L" after sending a broadcast frame
+ *            (ethertype 0x88b5, "OXVNET-G2H"); "OXTEST vnet-rx ok" once a frame of that
+ *            ethertype carrying "OXVNET-H2G" addressed to M arrives
  *   balloon  "OXTEST vballoon-wait ok", then once the host sets a target:
  *            "OXTEST vballoon ok pages=N" after inflating by N pages and setting `actual`
  *   vsock    connects to host port 1234, sends "OXVSOCK-G2H", expects "OXVSOCK-H2G"
@@ -451,6 +454,83 @@ static void check_vcons(struct vdev *d)
 	flush();
 }
 
+/* ---------------------------------------------------------------- virtio-net */
+
+#define NET_F_MAC (1ull << 5)
+#define NET_F_STATUS (1ull << 16)
+#define NET_HDR 12
+#define NET_RX_BUFS 4
+
+/* Sends one broadcast frame of ethertype 0x88b5 carrying "OXVNET-G2H", then waits
+ * for a frame of that ethertype carrying "OXVNET-H2G" from the host. */
+static void check_vnet(struct vdev *d)
+{
+	if (!virtio_init(d, NET_F_MAC | NET_F_STATUS, 2)) {
+		say("vnet", 0, "init failed");
+		return;
+	}
+	uint8_t mac[6];
+	for (int i = 0; i < 6; i++)
+		mac[i] = r8(d->devcfg + (uint64_t)i);
+	uint16_t status = r16(d->devcfg + 6);
+	struct vq *rx = &d->q[0];
+	uint8_t *bufs[NET_RX_BUFS];
+	for (int i = 0; i < NET_RX_BUFS; i++) {
+		bufs[i] = valloc(2048, 4096);
+		rx->desc[i].addr = (uint64_t)bufs[i];
+		rx->desc[i].len = 2048;
+		rx->desc[i].flags = VRING_DESC_F_WRITE;
+		rx->avail->ring[rx->avail->idx % rx->size] = (uint16_t)i;
+		mb();
+		rx->avail->idx++;
+	}
+	mb();
+	w16(rx->notify, 0);
+	uint8_t *f = valloc(NET_HDR + 64, 64);
+	memset(f + NET_HDR, 0xff, 6);
+	memcpy(f + NET_HDR + 6, mac, 6);
+	f[NET_HDR + 12] = 0x88;
+	f[NET_HDR + 13] = 0xb5;
+	memcpy(f + NET_HDR + 14, "OXVNET-G2H", 10);
+	uint64_t a[1] = { (uint64_t)f };
+	uint32_t l[1] = { NET_HDR + 60 };
+	uint16_t fl[1] = { 0 };
+	vq_submit(&d->q[1], 1, a, l, fl, 1);
+	int tx = vq_wait(&d->q[1]) >= 0;
+	result("vnet-tx", tx);
+	put("slot=");
+	put_dec(d->slot);
+	put(" mac=");
+	for (int i = 0; i < 6; i++) {
+		char b[4] = { "0123456789abcdef"[mac[i] >> 4], "0123456789abcdef"[mac[i] & 15], i < 5 ? ':' : 0, 0 };
+		put(b);
+	}
+	put(" link=");
+	put_dec(status & 1);
+	flush();
+	int got = 0;
+	uint64_t end = rdtsc() + 60ull * 3000000000ull;
+	while (!got && rdtsc() < end) {
+		if (rx->used->idx == rx->last_used) {
+			cpu_relax();
+			continue;
+		}
+		mb();
+		uint32_t id = rx->used->ring[rx->last_used % rx->size].id;
+		uint32_t len = rx->used->ring[rx->last_used % rx->size].len;
+		rx->last_used++;
+		uint8_t *p = bufs[id % NET_RX_BUFS] + NET_HDR;
+		got = len >= NET_HDR + 24 && p[12] == 0x88 && p[13] == 0xb5 && !memcmp(p + 14, "OXVNET-H2G", 10) &&
+		      !memcmp(p, mac, 6);
+		rx->avail->ring[rx->avail->idx % rx->size] = (uint16_t)id;
+		mb();
+		rx->avail->idx++;
+		mb();
+		w16(rx->notify, 0);
+	}
+	say("vnet-rx", got, got ? "frame from the host" : "no frame from the host");
+}
+
 /* ---------------------------------------------------------------- virtio-balloon */
 
 /* Waits for the host's target (num_pages), hands that many page frames from
@@ -642,6 +722,10 @@ static void check_virtio(void)
 			break;
 		case 3:
 			check_vcons(d);
+			break;
+		case 1:
+			if (want("net"))
+				check_vnet(d);
 			break;
 		case 5:
 			if (want("balloon"))
