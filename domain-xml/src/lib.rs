@@ -83,7 +83,18 @@ impl Domain {
                 c.sources.clear();
             }
         }
+        for disk in &mut devs.disks {
+            if let Some(s) = &mut disk.source {
+                s.attrs.retain(|(k, _)| k != "index");
+            }
+        }
         for n in &mut devs.interfaces {
+            if n.interface_type == InterfaceType::Network {
+                if let Some(s) = &mut n.source {
+                    s.attrs
+                        .retain(|(k, _)| !format::LIVE_NETWORK_SOURCE_ATTRS.contains(&k.as_str()));
+                }
+            }
             if n.target_dev.as_deref().is_some_and(|t| {
                 ["vnet", "vif", "macvtap", "macvlan"]
                     .iter()

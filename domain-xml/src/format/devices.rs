@@ -153,7 +153,12 @@ fn disk(ctx: &Ctx, d: &Disk) -> Element {
     e = e.children(extra_named(&d.extra, &["auth"]));
     if let Some(s) = &d.source {
         let mut se = Element::new("source");
-        for (k, v) in &s.attrs {
+        // `index` numbers the storage chain of a running domain: live-only.
+        for (k, v) in s
+            .attrs
+            .iter()
+            .filter(|(k, _)| !(ctx.inactive && k == "index"))
+        {
             se = se.attr(k, v);
         }
         e = e.child(se.children(s.children.iter().cloned()));
@@ -209,7 +214,7 @@ fn interface(ctx: &Ctx, i: &Interface) -> Element {
     });
     e = e
         .child(Element::new("mac").attr("address", &i.mac))
-        .opt_child(i.source.clone())
+        .opt_child(i.source.as_ref().map(|s| interface_source(ctx, i, s)))
         .children(extra_named(
             &i.extra,
             &[
@@ -246,6 +251,19 @@ fn interface(ctx: &Ctx, i: &Interface) -> Element {
         .opt_child(i.boot_order.map(|o| Element::new("boot").attr("order", o)))
         .children(extra_named(&i.extra, &["rom", "acpi"]));
     ctx.info(e, &i.alias, &i.address)
+}
+
+/// Attributes of a `type='network'` interface's `<source>` that libvirt fills in while
+/// the domain runs.
+pub(crate) const LIVE_NETWORK_SOURCE_ATTRS: &[&str] = &["portid", "bridge"];
+
+fn interface_source(ctx: &Ctx, i: &Interface, s: &Element) -> Element {
+    let mut s = s.clone();
+    if ctx.inactive && i.interface_type == InterfaceType::Network {
+        s.attrs
+            .retain(|(k, _)| !LIVE_NETWORK_SOURCE_ATTRS.contains(&k.as_str()));
+    }
+    s
 }
 
 fn chardev(ctx: &Ctx, name: &str, c: &Chardev) -> Element {

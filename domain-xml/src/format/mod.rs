@@ -5,6 +5,8 @@
 
 mod devices;
 
+pub(crate) use devices::LIVE_NETWORK_SOURCE_ATTRS;
+
 use crate::element::Element;
 use crate::model::*;
 use crate::xmlenum::XmlEnum;
