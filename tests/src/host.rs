@@ -18,11 +18,13 @@ pub fn kvm_usable() -> Result<(), String> {
         .map_err(|e| format!("/dev/kvm: {e}"))
 }
 
-/// Prints a loud SKIPPED line for `test` (never skip silently).
+/// Prints a loud SKIPPED line for `test` (never skip silently). It goes straight to
+/// stderr, past the test harness's output capture, so it shows in a plain `cargo test`.
 pub fn skip(test: &str, reason: &str) {
+    use std::io::Write;
     let bar = "*".repeat(78);
-    eprintln!("{bar}\n*** SKIPPED: {test}: {reason}\n{bar}");
-    println!("SKIPPED: {test}: {reason}");
+    let msg = format!("\n{bar}\n*** SKIPPED: {test}: {reason}\n{bar}\n");
+    let _ = std::io::stderr().write_all(msg.as_bytes());
 }
 
 /// For guest tests: true when KVM can run guests here, else prints SKIPPED and returns false.
