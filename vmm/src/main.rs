@@ -66,7 +66,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
             path,
             machine_info,
             vmm.control(),
-            vmm::monitor::Devices::default(),
+            vmm.monitor_devices(),
         )?),
         None => None,
     };

@@ -82,6 +82,8 @@ pub enum VmError {
     Spawn(u32, #[source] std::io::Error),
     #[error("vCPU count {0} exceeds what KVM supports on this host ({1})")]
     TooManyVcpus(u32, usize),
+    #[error(transparent)]
+    Pci(#[from] crate::virtio::attach::AttachError),
 }
 
 fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> VmError {
@@ -112,6 +114,14 @@ struct SerialSlot {
     chardev: usize,
 }
 
+/// What [`Vmm::populate`] made.
+struct Populated {
+    contexts: Vec<VcpuContext>,
+    serials: Vec<Arc<Mutex<SerialDevice>>>,
+    pm: Arc<Mutex<PmDevice>>,
+    pci: crate::virtio::attach::PciMachine,
+}
+
 /// One boot of the guest. Dropping it (after the vCPU threads are joined)
 /// releases the VM, its vCPUs and its memory.
 struct Machine {
@@ -119,6 +129,8 @@ struct Machine {
     /// By serial slot.
     serials: Vec<Arc<Mutex<SerialDevice>>>,
     pm: Arc<Mutex<PmDevice>>,
+    /// PCI root and virtio devices; dropped (workers stopped) before the VM and memory.
+    _pci: crate::virtio::attach::PciMachine,
     // Field order is drop order: the VM goes before the memory it maps.
     _vm: Arc<VmFd>,
     _mem: GuestMemoryMmap,
@@ -144,6 +156,8 @@ pub struct Vmm {
     base_cpuid: Vec<kvm_cpuid_entry2>,
     start: Instant,
     machine: Option<Machine>,
+    /// Host side of the PCI devices that outlives resets (console chardevs, handles).
+    pci_backends: crate::virtio::attach::PciBackends,
 }
 
 /// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread and every thread it
@@ -229,6 +243,7 @@ impl Vmm {
                 }
             }
         }
+        let pci_backends = crate::virtio::attach::PciBackends::open(&spec)?;
         control.set_chardevs(
             chardevs
                 .iter()
@@ -237,6 +252,7 @@ impl Vmm {
                     filename: c.filename.clone(),
                     frontend_open: true,
                 })
+                .chain(pci_backends.chardev_infos())
                 .collect(),
         );
 
@@ -258,7 +274,13 @@ impl Vmm {
             base_cpuid,
             start,
             machine: None,
+            pci_backends,
         })
+    }
+
+    /// What the monitor reports on: balloon, disks, the PCI bus.
+    pub fn monitor_devices(&self) -> crate::monitor::Devices {
+        self.pci_backends.monitor_devices()
     }
 
     /// The control handle (for a monitor).
@@ -267,7 +289,6 @@ impl Vmm {
     }
 
     fn build_machine(&self) -> Result<Machine, VmError> {
-        let spec = &self.spec;
         let vm = Arc::new(
             self.kvm
                 .create_vm()
@@ -286,8 +307,66 @@ impl Vmm {
             .map_err(|e| VmError::KvmIoctl("KVM_CREATE_PIT2", e))?;
 
         let mem = memory::create(&self.ram)?;
-        kvmsys::register_memory(&vm, &mem)?;
+        // The first memory slot is the slowest KVM call of start-up (milliseconds
+        // on some hosts); do it while this thread fills memory and sets up vCPUs.
+        let (populated, registered) = std::thread::scope(|s| {
+            let reg = s.spawn(|| kvmsys::register_memory(&vm, &mem));
+            let p = self.populate(&vm, &mem);
+            (p, reg.join())
+        });
+        registered.unwrap_or_else(|e| std::panic::resume_unwind(e))?;
+        let Populated {
+            contexts,
+            serials,
+            pm,
+            pci,
+        } = populated?;
 
+        // The state is `running` before any guest code runs, so a guest's
+        // first output never races a `prelaunch` status.
+        let paused = self.control.shared().vcpus.is_paused();
+        self.control.set_status(if paused {
+            RunState::Paused
+        } else {
+            RunState::Running
+        });
+        let mut threads = Vec::new();
+        for ctx in contexts {
+            let index = ctx.index;
+            let control = self.control.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("vcpu{index}"))
+                .spawn(move || vcpu::run_vcpu(ctx, &control.shared().vcpus))
+                .map_err(|e| VmError::Spawn(index, e))?;
+            threads.push(h);
+        }
+        // Every vCPU thread is known (thread ids for the monitor) before we return.
+        let n = threads.len();
+        if !self
+            .control
+            .shared()
+            .vcpus
+            .wait_registered(n, std::time::Duration::from_secs(10))
+        {
+            tracing::warn!("not every vCPU thread started within 10 s");
+        }
+        tracing::debug!(
+            us = self.start.elapsed().as_micros() as u64,
+            "vCPUs started"
+        );
+        Ok(Machine {
+            threads,
+            serials,
+            pm,
+            _pci: pci,
+            _vm: vm,
+            _mem: mem,
+        })
+    }
+
+    /// Devices, ACPI tables, the kernel and the vCPUs of a new machine.
+    fn populate(&self, vm: &Arc<VmFd>, mem: &GuestMemoryMmap) -> Result<Populated, VmError> {
+        let spec = &self.spec;
         let pio = Arc::new(Bus::new());
         let mmio = Arc::new(Bus::new());
         let put = |dev: SharedDevice, base: u16, len: u64| {
@@ -347,6 +426,8 @@ impl Vmm {
             )?;
         }
 
+        let pci = crate::virtio::attach::attach(spec, &self.pci_backends, vm, mem, &pio, &mmio)?;
+
         let topo = spec.cpus.topology;
         let rsdp = if spec.platform.acpi {
             let cfg = AcpiConfig {
@@ -357,7 +438,7 @@ impl Vmm {
                 pvpanic,
                 ram: &self.ram,
             };
-            Some(acpi::write(&mem, &cfg)?)
+            Some(acpi::write(mem, &cfg)?)
         } else {
             None
         };
@@ -367,7 +448,7 @@ impl Vmm {
             initrd: spec.boot.initrd.as_deref(),
             cmdline: &spec.boot.cmdline,
         };
-        let entry = boot::load(&mem, &self.ram, &src, rsdp)?;
+        let entry = boot::load(mem, &self.ram, &src, rsdp)?;
         tracing::debug!(?entry, "kernel loaded");
 
         let mut contexts = Vec::new();
@@ -395,7 +476,7 @@ impl Vmm {
                 let mut sregs = vcpu
                     .get_sregs()
                     .map_err(|e| VmError::KvmIoctl("KVM_GET_SREGS", e))?;
-                regs::setup_sregs(&mem, entry, &mut sregs)?;
+                regs::setup_sregs(mem, entry, &mut sregs)?;
                 vcpu.set_sregs(&sregs)
                     .map_err(|e| VmError::KvmIoctl("KVM_SET_SREGS", e))?;
                 vcpu.set_regs(&regs::boot_regs(entry))
@@ -426,26 +507,11 @@ impl Vmm {
             });
         }
 
-        let mut threads = Vec::new();
-        for ctx in contexts {
-            let index = ctx.index;
-            let control = self.control.clone();
-            let h = std::thread::Builder::new()
-                .name(format!("vcpu{index}"))
-                .spawn(move || vcpu::run_vcpu(ctx, &control.shared().vcpus))
-                .map_err(|e| VmError::Spawn(index, e))?;
-            threads.push(h);
-        }
-        tracing::debug!(
-            us = self.start.elapsed().as_micros() as u64,
-            "vCPUs started"
-        );
-        Ok(Machine {
-            threads,
+        Ok(Populated {
+            contexts,
             serials,
             pm,
-            _vm: vm,
-            _mem: mem,
+            pci,
         })
     }
 
@@ -453,12 +519,6 @@ impl Vmm {
     fn start_machine(&mut self) -> Result<(), VmError> {
         let m = self.build_machine()?;
         self.machine = Some(m);
-        let paused = self.control.shared().vcpus.is_paused();
-        self.control.set_status(if paused {
-            RunState::Paused
-        } else {
-            RunState::Running
-        });
         Ok(())
     }
 

@@ -263,7 +263,7 @@ fn pause_stops_the_guest_resume_continues_and_power_button_reaches_pm1() {
     wait_for(dir.path(), "..");
     assert_eq!(c.status(), RunState::Running);
     let threads = c.vcpu_threads();
-    assert_eq!(threads.len(), 2);
+    assert_eq!(threads.len(), 2, "{threads:?}");
     assert!(threads.iter().all(|t| t.thread_id > 0));
     for t in &threads {
         let comm =
