@@ -338,3 +338,49 @@ fn host_reset_reboots_in_process_and_quit_exits_host_stop() {
         })
     );
 }
+
+/// Echoes every byte received on COM1 (polling LSR.DR) and powers off on 'q'.
+fn echo_until_q() -> Vec<u8> {
+    let mut c = Vec::new();
+    let top = c.len();
+    c.extend_from_slice(&[0x66, 0xba, 0xfd, 0x03]); // mov dx, 0x3fd (LSR)
+    let poll = c.len();
+    c.extend_from_slice(&[0xec, 0xa8, 0x01]); // in al, dx; test al, 1
+    let rel = poll as isize - (c.len() as isize + 2);
+    c.extend_from_slice(&[0x74, rel as i8 as u8]); // jz poll
+    c.extend_from_slice(&[0x66, 0xba, 0xf8, 0x03, 0xec]); // mov dx, 0x3f8; in al, dx
+    c.extend_from_slice(&[0x3c, b'q', 0x74, 0x03]); // cmp al, 'q'; je +3 (past out + jmp)
+    c.push(0xee); // out dx, al
+    let rel = top as isize - (c.len() as isize + 2);
+    c.extend_from_slice(&[0xeb, rel as i8 as u8]); // jmp top
+    c.extend(poweroff());
+    c
+}
+
+#[test]
+fn serial_input_from_a_unix_socket_client_reaches_the_guest() {
+    use std::io::{Read, Write};
+    if !kvm_available("serial_input_from_a_unix_socket_client_reaches_the_guest") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("console.sock");
+    let mut s = spec(dir.path(), &echo_until_q(), 1);
+    s.devices[0].kind = DeviceKind::Serial(Serial {
+        port: 0,
+        backend: CharBackend::Unix {
+            path: sock.clone(),
+            listen: true,
+        },
+    });
+    let (_c, _e, t) = start(s);
+    let mut client = std::os::unix::net::UnixStream::connect(&sock).expect("VMM listens");
+    client.set_read_timeout(Some(TIMEOUT)).unwrap();
+    client.write_all(b"hello").unwrap();
+    let mut got = [0u8; 5];
+    client.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"hello");
+    client.write_all(b"q").unwrap();
+    let o = join(t, dir.path());
+    assert_eq!(o.status, exit::POWEROFF, "{o:?}");
+}
