@@ -8,7 +8,7 @@
  *   OXTEST DONE                           all requested checks ran
  *
  * The kernel command line says what to do:
- *   oxtest=cpuid,e820,acpi,smp,highmem,poweroff|reset|acpibutton|count|halt
+ *   oxtest=initrd,cpuid,e820,acpi,smp,highmem,poweroff|reset|acpibutton|count|halt|int3|pvpanic
  *   mem_expect=<MiB>  cpus_expect=<N>  reset_method=acpi|kbd|cf9|triple  ticks=<N>
  *
  * Guest code runs through KVM's instruction emulator on the development machines
@@ -207,6 +207,7 @@ static struct e820 e820[MAX_E820];
 static int e820_n;
 static char cmdline[2048];
 static uint64_t boot_rsdp;	/* RSDP address handed over by the loader, 0 if none */
+static uint64_t initrd_addr, initrd_size;	/* first PVH module / bzImage ramdisk */
 static int boot_proto_seen;
 
 static void copy_cmdline(uint64_t addr)
@@ -292,6 +293,11 @@ static const char *read_boot_info(int proto, uint64_t info)
 			return "pvh";
 		copy_cmdline(*(const uint64_t *)(si + 24));
 		boot_rsdp = *(const uint64_t *)(si + 32);
+		if (*(const uint32_t *)(si + 12)) {	/* nr_modules: hvm_modlist_entry {paddr, size, ...} */
+			const uint8_t *mod = (const uint8_t *)*(const uint64_t *)(si + 16);
+			initrd_addr = *(const uint64_t *)(mod + 0);
+			initrd_size = *(const uint64_t *)(mod + 8);
+		}
 		if (version >= 1) {
 			const uint8_t *mm = (const uint8_t *)*(const uint64_t *)(si + 40);
 			uint32_t n = *(const uint32_t *)(si + 48);
@@ -320,6 +326,8 @@ static const char *read_boot_info(int proto, uint64_t info)
 	uint64_t cl = *(const uint32_t *)(bp + 0x228) | ((uint64_t)*(const uint32_t *)(bp + 0x0c8) << 32);
 	copy_cmdline(cl);
 	boot_rsdp = *(const uint64_t *)(bp + 0x070);
+	initrd_addr = *(const uint32_t *)(bp + 0x218) | ((uint64_t)*(const uint32_t *)(bp + 0x0c0) << 32);
+	initrd_size = *(const uint32_t *)(bp + 0x21c) | ((uint64_t)*(const uint32_t *)(bp + 0x0c4) << 32);
 	uint8_t n = bp[0x1e8];
 	const uint8_t *t = bp + 0x2d0;
 	for (int i = 0; i < n && e820_n < MAX_E820; i++, t += 20) {
@@ -829,6 +837,42 @@ static void check_cpuid(void)
 	flush();
 }
 
+/* ---------------------------------------------------------------- initrd */
+
+/* Where the loader put the initrd and an FNV-1a 64 hash of its bytes (the test hashes the
+ * file); must lie in RAM and not overlap this image. Must run before anything below
+ * 1 MiB or past our image is reused. */
+static void check_initrd(void)
+{
+	if (!initrd_size) {
+		say("initrd", 0, "the loader passed no initrd");
+		return;
+	}
+	extern char __image_start[], __image_end[];
+	int in_ram = e820_is_ram(initrd_addr, initrd_size);
+	int overlaps = initrd_addr < (uint64_t)__image_end && initrd_addr + initrd_size > (uint64_t)__image_start;
+	uint64_t h = 0xcbf29ce484222325ull;
+	if (in_ram && initrd_addr + initrd_size <= (1ull << 32)) {
+		const uint8_t *p = (const uint8_t *)initrd_addr;
+		for (uint64_t i = 0; i < initrd_size; i++) {
+			h ^= p[i];
+			h *= 0x100000001b3ull;
+		}
+	}
+	result("initrd", in_ram && !overlaps);
+	put("addr=");
+	put_hex(initrd_addr);
+	put(" size=");
+	put_dec(initrd_size);
+	put(" fnv=");
+	put_hex(h);
+	if (!in_ram)
+		put(" reason=not in e820 RAM (or above 4 GiB)");
+	else if (overlaps)
+		put(" reason=overlaps the kernel image");
+	flush();
+}
+
 /* ---------------------------------------------------------------- paging for high memory */
 
 extern uint64_t pml4[], pdpt[], high_pds[];
@@ -1302,6 +1346,8 @@ void oxmain(int proto, uint64_t info)
 	put(cmdline);
 	flush();
 
+	if (want("initrd"))
+		check_initrd();
 	if (want("cpuid"))
 		check_cpuid();
 	if (want("e820"))
@@ -1321,6 +1367,18 @@ void oxmain(int proto, uint64_t info)
 	put_dec((uint64_t)failures);
 	flush();
 
+	if (want("int3")) {
+		/* KVM's instruction emulator cannot execute int3: on an emulated KVM this is an
+		 * emulation failure for the VMM to report; on hardware a #BP (exception line). */
+		say("int3", 1, "executing int3");
+		__asm__ volatile("int3");
+	}
+	if (want("pvpanic")) {
+		say("pvpanic", 1, "signalling a guest panic on port 0x505");
+		outb(0x505, 1);
+		delay_us(2000000);
+		say("pvpanic", 0, "still running 2 s after the panic notification");
+	}
 	if (want("count"))
 		do_count();
 	if (want("acpibutton"))

@@ -237,3 +237,47 @@ fn topology_reaches_cpuid_and_madt() {
     vm.assert_no_failures();
     assert_eq!(vm.wait_exit(GUEST_TIMEOUT), exit::POWEROFF);
 }
+
+/// FNV-1a 64, as the guest computes it over the initrd.
+fn fnv1a(bytes: &[u8]) -> String {
+    let mut h = oxvirt_tests::cache::Fnv::default();
+    h.write(bytes);
+    format!("0x{}", h.hex().trim_start_matches('0'))
+}
+
+fn initrd_arrives(kernel: &std::path::Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let initrd = dir.path().join("initrd.bin");
+    // Not a multiple of the page size, so a loader that rounds the size shows.
+    let data: Vec<u8> = (0..12_345u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    std::fs::write(&initrd, &data).unwrap();
+    let mut s = spec(kernel, "console=ttyS0 oxtest=initrd,e820,poweroff", 128, 1);
+    s.boot.initrd = Some(initrd);
+    let vm = Vm::start(&s);
+    let c = vm.expect_ok("initrd", GUEST_TIMEOUT);
+    assert_eq!(c.field("size"), Some("12345"), "{}", c.details);
+    assert_eq!(
+        c.field("fnv"),
+        Some(fnv1a(&data).as_str()),
+        "initrd bytes differ: {}",
+        c.details
+    );
+    vm.assert_no_failures();
+    assert_eq!(vm.wait_exit(GUEST_TIMEOUT), exit::POWEROFF);
+}
+
+#[test]
+fn initrd_through_pvh_module_list() {
+    if !require_kvm("initrd_through_pvh_module_list") {
+        return;
+    }
+    initrd_arrives(&test_guests().elf);
+}
+
+#[test]
+fn initrd_through_boot_params() {
+    if !require_kvm("initrd_through_boot_params") {
+        return;
+    }
+    initrd_arrives(&test_guests().bzimage);
+}

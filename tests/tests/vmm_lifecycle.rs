@@ -110,3 +110,99 @@ fn missing_kernel_is_a_clear_vmm_error() {
         vm.log()
     );
 }
+
+#[test]
+fn cf9_reset_with_on_reboot_destroy_exits_reboot() {
+    if !require_kvm("cf9_reset_with_on_reboot_destroy_exits_reboot") {
+        return;
+    }
+    let mut s = spec(
+        &test_guests().elf,
+        "console=ttyS0 oxtest=reset reset_method=cf9",
+        128,
+        1,
+    );
+    s.lifecycle.on_reboot = LifecycleAction::Destroy;
+    let vm = Vm::start(&s);
+    vm.wait_for("OXTEST reset trying cf9", GUEST_TIMEOUT);
+    let code = vm.wait_exit(GUEST_TIMEOUT);
+    if code != exit::REBOOT {
+        vm.fail(&format!(
+            "exit status {code}, expected REBOOT ({})",
+            exit::REBOOT
+        ));
+    }
+}
+
+#[test]
+fn triple_fault_is_a_crash() {
+    if !require_kvm("triple_fault_is_a_crash") {
+        return;
+    }
+    let s = spec(
+        &test_guests().elf,
+        "console=ttyS0 oxtest=reset reset_method=triple",
+        128,
+        1,
+    );
+    let vm = Vm::start(&s);
+    vm.wait_for("OXTEST reset trying triple", GUEST_TIMEOUT);
+    let code = vm.wait_exit(GUEST_TIMEOUT);
+    if code != exit::CRASH {
+        vm.fail(&format!(
+            "exit status {code}, expected CRASH ({})",
+            exit::CRASH
+        ));
+    }
+}
+
+#[test]
+fn pvpanic_is_a_crash() {
+    if !require_kvm("pvpanic_is_a_crash") {
+        return;
+    }
+    let mut s = spec(&test_guests().elf, "console=ttyS0 oxtest=pvpanic", 128, 1);
+    s.devices.push(machine_spec::Device {
+        id: "panic0".into(),
+        pci: None,
+        kind: machine_spec::DeviceKind::Pvpanic,
+    });
+    let vm = Vm::start(&s);
+    vm.wait_for("OXTEST pvpanic ok", GUEST_TIMEOUT);
+    let code = vm.wait_exit(GUEST_TIMEOUT);
+    if code != exit::CRASH {
+        vm.fail(&format!(
+            "exit status {code}, expected CRASH ({})",
+            exit::CRASH
+        ));
+    }
+}
+
+#[test]
+fn emulation_failure_is_a_crash_with_rip_and_bytes() {
+    if !require_kvm("emulation_failure_is_a_crash_with_rip_and_bytes") {
+        return;
+    }
+    if !oxvirt_tests::emulated_kvm() {
+        oxvirt_tests::skip(
+            "emulation_failure_is_a_crash_with_rip_and_bytes",
+            "needs KVM's instruction emulator (kvm_pvm) to fail on int3; hardware runs it",
+        );
+        return;
+    }
+    let s = spec(&test_guests().elf, "console=ttyS0 oxtest=int3", 128, 1);
+    let vm = Vm::start(&s);
+    vm.wait_for("OXTEST int3 ok", GUEST_TIMEOUT);
+    let code = vm.wait_exit(GUEST_TIMEOUT);
+    if code != exit::CRASH {
+        vm.fail(&format!(
+            "exit status {code}, expected CRASH ({})",
+            exit::CRASH
+        ));
+    }
+    // The message names the instruction: int3 is the single byte 0xcc.
+    let log = vm.log().to_lowercase();
+    if !(log.contains("rip") && log.contains("cc")) {
+        vm.fail("the VMM log should give the RIP and the instruction bytes (cc)");
+    }
+}
