@@ -206,3 +206,70 @@ fn emulation_failure_is_a_crash_with_rip_and_bytes() {
         vm.fail("the VMM log should give the RIP and the instruction bytes (cc)");
     }
 }
+
+#[test]
+fn not_a_kernel_is_a_clear_vmm_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("notakernel");
+    std::fs::write(
+        &bogus,
+        b"this is text, not an ELF or a bzImage\n".repeat(100),
+    )
+    .unwrap();
+    let vm = Vm::start(&spec(&bogus, "", 128, 1));
+    let code = vm.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, exit::VMM_ERROR, "{}", vm.log());
+    assert!(
+        vm.log().contains("notakernel"),
+        "the error should name the file:\n{}",
+        vm.log()
+    );
+}
+
+#[test]
+fn pidfile_names_the_process() {
+    if !require_kvm("pidfile_names_the_process") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("vm.pid");
+    let s = spec(&test_guests().elf, "console=ttyS0 oxtest=count", 128, 1);
+    let vm = Vm::start_with(&s, &["--pidfile", pidfile.to_str().unwrap()]);
+    vm.wait_for("OXTEST DONE", GUEST_TIMEOUT);
+    let text = std::fs::read_to_string(&pidfile).unwrap_or_default();
+    assert_eq!(
+        text.trim(),
+        vm.pid().to_string(),
+        "pidfile content {text:?}"
+    );
+}
+
+#[test]
+fn help_lists_the_exit_statuses_and_usage_errors_exit_2() {
+    let bin = oxvirt_tests::bin_path("oxvirt-vmm");
+    let out = std::process::Command::new(&bin)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for code in [
+        exit::POWEROFF,
+        exit::VMM_ERROR,
+        exit::USAGE,
+        exit::REBOOT,
+        exit::CRASH,
+        exit::HOST_STOP,
+    ] {
+        assert!(
+            help.lines()
+                .any(|l| l.trim_start().starts_with(&code.to_string())),
+            "--help does not document exit status {code}:\n{help}"
+        );
+    }
+    let out = std::process::Command::new(&bin)
+        .arg("--bogus")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(exit::USAGE));
+}
