@@ -1,7 +1,7 @@
 //! The machine and the VMM's main loop.
 //!
 //! Start-up, in order: open `/dev/kvm`, open the character devices (they live
-//! as long as the process), compute the CPUID, then build a [`Machine`]: VM fd,
+//! as long as the process), compute the CPUID, then build a `Machine`: VM fd,
 //! in-kernel irqchip and PIT, guest RAM, devices on the buses, ACPI tables, the
 //! kernel, vCPUs; then start one thread per vCPU.
 //!
