@@ -83,6 +83,37 @@ fn rpc_virsh_read_only_socket() {
     // `virsh -r` on the read-write socket asks for a read-only connection.
     let r = rpc_common::virsh(&d.uri(), &["-r", "start", name]);
     assert!(!r.ok && r.stderr.contains("read only"), "{}", r.stderr);
+
+    // Peer credentials decide: an unprivileged user (nobody, not in the daemon's group)
+    // may not use the read-write socket, but may read through the read-only one.
+    let mut dir = d.socket.parent().unwrap().to_path_buf();
+    loop {
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        if dir == d.dir.path() {
+            break;
+        }
+        dir = dir.parent().unwrap().to_path_buf();
+    }
+    let as_nobody = |uri: &str, args: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "virsh",
+            "-c",
+            uri,
+        ])
+        .args(args)
+        .env("HOME", "/nonexistent");
+        rpc_common::run_with_timeout(c, STEP)
+    };
+    let r = as_nobody(&d.uri(), &["list", "--all"]);
+    assert!(!r.ok, "nobody got read-write access: {}", r.stdout);
+    assert!(r.stderr.contains("access denied"), "{}", r.stderr);
+    let r = as_nobody(&ro, &["list", "--all"]);
+    assert!(r.ok && r.stdout.contains(name), "{}{}", r.stdout, r.stderr);
     d.virsh_ok(&["undefine", name]);
 }
 
@@ -214,6 +245,33 @@ fn rpc_virsh_domain_commands() {
         "49152 KiB"
     );
     d.virsh_ok(&["setmem", name, "65536", "--config"]);
+
+    // domblklist / domiflist read the definition's devices (client-side, from dumpxml).
+    let dname = "rpc-virsh-devices";
+    let disk = d.dir.path().join("disk.img");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let dev_xml = guest_xml(dname).replace(
+        "<devices>",
+        &format!(
+            "<devices>\n    <disk type='file' device='disk'><driver name='qemu' type='raw'/>\
+             <source file='{}'/><target dev='vda' bus='virtio'/></disk>\n    \
+             <interface type='ethernet'><mac address='52:54:00:12:34:56'/>\
+             <target dev='oxrpc0'/><model type='virtio'/></interface>",
+            disk.display()
+        ),
+    );
+    let dfile = d.xml_file(dname, &dev_xml);
+    d.virsh_ok(&["define", dfile.to_str().unwrap()]);
+    let blk = d.virsh_ok(&["domblklist", dname]);
+    let row = blk
+        .lines()
+        .find(|l| l.trim_start().starts_with("vda"))
+        .unwrap_or("");
+    assert!(row.contains(&disk.display().to_string()), "{blk}");
+    let ifl = d.virsh_ok(&["domiflist", dname]);
+    assert!(ifl.contains("52:54:00:12:34:56"), "{ifl}");
+    assert!(ifl.contains("ethernet") && ifl.contains("virtio"), "{ifl}");
+    d.virsh_ok(&["undefine", dname]);
 
     // start, and everything about a running domain
     let out = d.virsh_ok(&["start", name]);

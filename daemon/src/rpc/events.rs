@@ -18,9 +18,11 @@ use super::conn::Outbox;
 use super::domain::wire_domain;
 use super::error::VirError;
 use super::packet::PROGRAM_REMOTE;
-use super::proto::{remote, LifecycleMsg, MetadataChangeMsg, NonnullDomain, RebootMsg};
+use super::proto::{
+    remote, BalloonChangeMsg, LifecycleMsg, MetadataChangeMsg, NonnullDomain, RebootMsg,
+};
 use super::Shared;
-use crate::core::event::{id, Event};
+use crate::core::event::Event;
 
 /// `VIR_DOMAIN_EVENT_ID_LAST` in libvirt 9.0: ids 0..=26 exist.
 const EVENT_ID_LAST: i32 = 27;
@@ -205,10 +207,31 @@ async fn send(out: &Outbox, cb: i32, ev: &Event, dom: &NonnullDomain) -> bool {
             )
             .await
         }
-        // Families we accept registrations for but whose messages we do not encode yet.
-        Event::BalloonChange { .. } | Event::ControlError { .. } => {
-            let _ = id::BALLOON_CHANGE;
-            true
+        Event::BalloonChange { actual_kib, .. } => {
+            let m = BalloonChangeMsg {
+                callback_id: cb,
+                dom: dom.clone(),
+                actual: *actual_kib,
+            };
+            out.message(
+                PROGRAM_REMOTE,
+                remote::DOMAIN_EVENT_CALLBACK_BALLOON_CHANGE,
+                &m,
+            )
+            .await
+        }
+        Event::ControlError { .. } => {
+            // `{callbackID; {dom}}`, the same layout as REBOOT.
+            let m = RebootMsg {
+                callback_id: cb,
+                dom: dom.clone(),
+            };
+            out.message(
+                PROGRAM_REMOTE,
+                remote::DOMAIN_EVENT_CALLBACK_CONTROL_ERROR,
+                &m,
+            )
+            .await
         }
     }
 }

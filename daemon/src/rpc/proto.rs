@@ -83,6 +83,8 @@ pub mod remote {
     pub const CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY: i32 = 317;
     pub const DOMAIN_EVENT_CALLBACK_LIFECYCLE: i32 = 318;
     pub const DOMAIN_EVENT_CALLBACK_REBOOT: i32 = 319;
+    pub const DOMAIN_EVENT_CALLBACK_CONTROL_ERROR: i32 = 325;
+    pub const DOMAIN_EVENT_CALLBACK_BALLOON_CHANGE: i32 = 331;
     pub const CONNECT_GET_DOMAIN_CAPABILITIES: i32 = 342;
     pub const CONNECT_GET_ALL_DOMAIN_STATS: i32 = 344;
     pub const DOMAIN_DEFINE_XML_FLAGS: i32 = 350;
@@ -446,6 +448,10 @@ xdr_struct! {
 xdr_struct! {
     /// DOMAIN_EVENT_CALLBACK_REBOOT message.
     pub struct RebootMsg { pub callback_id: i32, pub dom: NonnullDomain }
+}
+xdr_struct! {
+    /// DOMAIN_EVENT_CALLBACK_BALLOON_CHANGE message; `actual` in KiB.
+    pub struct BalloonChangeMsg { pub callback_id: i32, pub dom: NonnullDomain, pub actual: u64 }
 }
 xdr_struct! {
     /// DOMAIN_EVENT_CALLBACK_METADATA_CHANGE message.
