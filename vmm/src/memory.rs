@@ -1,8 +1,17 @@
-//! Guest RAM: anonymous, lazily backed (`MAP_NORESERVE`) host mappings laid
-//! out around the 32-bit PCI hole ([`crate::layout::RamLayout`]). Nothing is
-//! touched here, so a large guest costs no host memory until it uses it.
+//! Guest RAM: host mappings laid out around the 32-bit PCI hole
+//! ([`crate::layout::RamLayout`]).
+//!
+//! * default: private anonymous memory, lazily backed (`MAP_NORESERVE`): nothing is
+//!   touched here, so a large guest costs no host memory until it uses it;
+//! * `shared` (libvirt `<access mode='shared'/>`): one memfd mapped `MAP_SHARED`, so
+//!   another process (a vhost-user backend) can map the same pages;
+//! * `hugepages` (libvirt `<hugepages/>`): `MAP_HUGETLB` (or a hugetlb memfd when
+//!   shared), reserved up front so a shortage is an error now, not a SIGBUS later.
 
-use vm_memory::GuestMemoryMmap;
+use std::fs::File;
+
+use vm_memory::mmap::MmapRegionBuilder;
+use vm_memory::{FileOffset, GuestMemoryMmap, GuestRegionMmap};
 
 use crate::layout::RamLayout;
 
@@ -15,6 +24,24 @@ pub enum MemoryError {
     /// mmap failed.
     #[error("cannot allocate {0} MiB of guest memory")]
     Mmap(u64, #[source] vm_memory::mmap::FromRangesError),
+    /// Huge pages could not be had.
+    #[error("cannot allocate {0} MiB of guest memory from huge pages (is vm.nr_hugepages large enough?)")]
+    HugePages(u64, #[source] vm_memory::mmap::MmapRegionError),
+    /// The shared-memory file could not be created.
+    #[error("cannot create the shared guest memory file")]
+    Memfd(#[source] std::io::Error),
+    /// The regions do not form a valid guest memory map.
+    #[error("invalid guest memory layout")]
+    Layout(#[source] vm_memory::GuestRegionCollectionError),
+}
+
+/// How guest RAM is backed (libvirt `<memoryBacking>`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backing {
+    /// One memfd, `MAP_SHARED`.
+    pub shared: bool,
+    /// Huge pages.
+    pub hugepages: bool,
 }
 
 /// Host RAM + swap in bytes, from /proc/meminfo (None if unreadable).
@@ -28,8 +55,21 @@ pub fn host_memory() -> Option<u64> {
     Some(field("MemTotal:")? + field("SwapTotal:").unwrap_or(0))
 }
 
+fn memfd(size: u64, hugepages: bool) -> Result<File, MemoryError> {
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    let mut flags = MFdFlags::MFD_CLOEXEC;
+    if hugepages {
+        flags |= MFdFlags::MFD_HUGETLB;
+    }
+    let fd = memfd_create("oxvirt-guest-ram", flags)
+        .map_err(|e| MemoryError::Memfd(std::io::Error::from_raw_os_error(e as i32)))?;
+    let f = File::from(fd);
+    f.set_len(size).map_err(MemoryError::Memfd)?;
+    Ok(f)
+}
+
 /// Maps guest RAM for `layout`.
-pub fn create(layout: &RamLayout) -> Result<GuestMemoryMmap, MemoryError> {
+pub fn create(layout: &RamLayout, backing: Backing) -> Result<GuestMemoryMmap, MemoryError> {
     let total: u64 = layout.ranges.iter().map(|r| r.1).sum();
     if let Some(have) = host_memory() {
         if total > have {
@@ -39,12 +79,38 @@ pub fn create(layout: &RamLayout) -> Result<GuestMemoryMmap, MemoryError> {
             });
         }
     }
+    let mib = total >> 20;
+    if backing.shared {
+        let f = memfd(total, backing.hugepages)?;
+        let mut off = 0;
+        let mut ranges = Vec::new();
+        for &(start, size) in &layout.ranges {
+            let fo = FileOffset::new(f.try_clone().map_err(MemoryError::Memfd)?, off);
+            ranges.push((start, size as usize, Some(fo)));
+            off += size;
+        }
+        return GuestMemoryMmap::from_ranges_with_files(&ranges)
+            .map_err(|e| MemoryError::Mmap(mib, e));
+    }
+    if backing.hugepages {
+        let mut regions = Vec::new();
+        for &(start, size) in &layout.ranges {
+            let r = MmapRegionBuilder::new(size as usize)
+                .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+                .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB)
+                .build()
+                .map_err(|e| MemoryError::HugePages(mib, e))?;
+            // Regions come from a RamLayout, whose ranges never overflow.
+            regions.push(GuestRegionMmap::new(r, start).expect("range fits"));
+        }
+        return GuestMemoryMmap::from_regions(regions).map_err(MemoryError::Layout);
+    }
     let ranges: Vec<_> = layout
         .ranges
         .iter()
         .map(|&(start, size)| (start, size as usize))
         .collect();
-    GuestMemoryMmap::from_ranges(&ranges).map_err(|e| MemoryError::Mmap(total >> 20, e))
+    GuestMemoryMmap::from_ranges(&ranges).map_err(|e| MemoryError::Mmap(mib, e))
 }
 
 #[cfg(test)]
@@ -55,7 +121,7 @@ mod tests {
     #[test]
     fn regions_follow_the_layout() {
         let l = RamLayout::new(64 << 20);
-        let m = create(&l).unwrap();
+        let m = create(&l, Backing::default()).unwrap();
         let regions: Vec<_> = m.iter().map(|r| (r.start_addr().0, r.len())).collect();
         assert_eq!(regions, vec![(0, 64 << 20)]);
     }
@@ -64,7 +130,51 @@ mod tests {
     fn more_than_the_host_has_is_refused_with_sizes() {
         let have = host_memory().unwrap();
         let l = RamLayout::new(have + (1 << 30));
-        let e = create(&l).unwrap_err();
+        let e = create(&l, Backing::default()).unwrap_err();
         assert!(e.to_string().contains("not enough host memory"), "{e}");
+    }
+
+    #[test]
+    fn shared_backing_is_one_memfd_across_the_hole() {
+        use vm_memory::{Bytes, GuestAddress};
+        let l = RamLayout::new((3 << 30) + (8 << 20));
+        let m = create(
+            &l,
+            Backing {
+                shared: true,
+                hugepages: false,
+            },
+        )
+        .unwrap();
+        let files: Vec<_> = m
+            .iter()
+            .map(|r| r.file_offset().map(|f| f.start()))
+            .collect();
+        assert_eq!(files, vec![Some(0), Some(3 << 30)]);
+        m.write_obj(0xabu8, GuestAddress(1 << 32)).unwrap();
+        assert_eq!(m.read_obj::<u8>(GuestAddress(1 << 32)).unwrap(), 0xab);
+    }
+
+    #[test]
+    fn huge_pages_fail_clearly_when_the_host_has_none() {
+        let free: u64 = std::fs::read_to_string("/proc/sys/vm/nr_hugepages")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        let l = RamLayout::new(64 << 20);
+        let r = create(
+            &l,
+            Backing {
+                shared: false,
+                hugepages: true,
+            },
+        );
+        if free == 0 {
+            let e = r.unwrap_err();
+            assert!(e.to_string().contains("huge pages"), "{e}");
+        } else if let Err(e) = r {
+            // Some pages exist but maybe not 32 of them.
+            assert!(e.to_string().contains("huge pages"), "{e}");
+        }
     }
 }

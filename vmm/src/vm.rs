@@ -215,12 +215,6 @@ impl Vmm {
         let exits = ExitSink::new().map_err(io_err("cannot create an eventfd"))?;
         let rx_space = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
             .map_err(io_err("cannot create an eventfd"))?;
-        if spec.memory.hugepages {
-            tracing::warn!("huge page backing is not supported yet; using normal pages");
-        }
-        if spec.memory.shared {
-            tracing::warn!("shared memory backing is not supported yet; using private memory");
-        }
 
         let mut chardevs = Vec::new();
         let mut serial_slots = Vec::new();
@@ -306,7 +300,11 @@ impl Vmm {
         vm.create_pit2(pit)
             .map_err(|e| VmError::KvmIoctl("KVM_CREATE_PIT2", e))?;
 
-        let mem = memory::create(&self.ram)?;
+        let backing = memory::Backing {
+            shared: self.spec.memory.shared,
+            hugepages: self.spec.memory.hugepages,
+        };
+        let mem = memory::create(&self.ram, backing)?;
         // The first memory slot is the slowest KVM call of start-up (milliseconds
         // on some hosts); do it while this thread fills memory and sets up vCPUs.
         let (populated, registered) = std::thread::scope(|s| {

@@ -384,3 +384,19 @@ fn serial_input_from_a_unix_socket_client_reaches_the_guest() {
     let o = join(t, dir.path());
     assert_eq!(o.status, exit::POWEROFF, "{o:?}");
 }
+
+#[test]
+fn shared_memory_backing_boots() {
+    if !kvm_available("shared_memory_backing_boots") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut code = print(b"SHARED\n");
+    code.extend(poweroff());
+    let mut s = spec(dir.path(), &code, 1);
+    s.memory.shared = true;
+    let (_c, _e, t) = start(s);
+    let o = join(t, dir.path());
+    assert_eq!(o.status, exit::POWEROFF, "{o:?}");
+    assert_eq!(read_console(dir.path()), "SHARED\n");
+}
