@@ -10,6 +10,7 @@
  * The kernel command line says what to do:
  *   oxtest=initrd,cpuid,e820,acpi,smp,highmem,poweroff|reset|acpibutton|count|halt|int3|pvpanic
  *   mem_expect=<MiB>  cpus_expect=<N>  reset_method=acpi|kbd|cf9|triple  ticks=<N>
+ *   quiet   (print only READY, DONE, failures and the final action's lines)
  *
  * Guest code runs through KVM's instruction emulator on the development machines
  * (hundreds of times slower than hardware), so every check does as little as it can.
@@ -169,8 +170,22 @@ static void put_sig(const uint8_t *sig)
 	put(c);
 }
 
+/* `quiet` on the command line: only READY, DONE, failures and the final action's lines. */
+static int quiet;
+
 static void flush(void)
 {
+	if (quiet && line_len > 7 && memcmp(line, "OXTEST DONE", 11) && memcmp(line, "OXTEST READY", 12)) {
+		int keep = 0;
+		for (size_t i = 0; i + 6 <= line_len; i++)
+			if (!memcmp(line + i, " FAIL ", 6) || !memcmp(line + i, " tick ", 6) ||
+			    !memcmp(line + i, " trying ", 8) || !memcmp(line + i, " armed ", 7))
+				keep = 1;
+		if (!keep) {
+			line_len = 0;
+			return;
+		}
+	}
 	line[line_len++] = '\n';
 	for (size_t i = 0; i < line_len; i++)
 		serial_putc(line[i]);
@@ -1340,6 +1355,19 @@ void oxmain(int proto, uint64_t info)
 	boot_proto_seen = proto;
 	read_boot_info(proto, info);
 	e820_sorted = e820_sanitize();
+	{
+		/* a bare "quiet" word, as Linux takes it */
+		const char *p = cmdline;
+		while (*p) {
+			while (*p == ' ')
+				p++;
+			const char *tok = p;
+			while (*p && *p != ' ')
+				p++;
+			if (p - tok == 5 && !memcmp(tok, "quiet", 5))
+				quiet = 1;
+		}
+	}
 	if (!cmdline_get("oxtest", oxtest, sizeof(oxtest)))
 		memcpy(oxtest, "e820,acpi,poweroff", 19);
 	result("cmdline", 1);
