@@ -10,7 +10,8 @@
 //! * DSDT: `\_S5` = Package {5, 5, 0, 0}; `\_SB.PCI0` (PNP0A08/PNP0A03) with bus
 //!   0-255, config ports, the 32- and 64-bit MMIO windows and a `_PRT` routing
 //!   INTA-D of every slot to GSI 16-23; `\_SB.MRES` (PNP0C02) claiming the ECAM
-//!   window; one ACPI0007 processor device per vCPU; the COM ports (PNP0501);
+//!   window; the CMOS RTC (PNP0B00); one ACPI0007 processor device per vCPU;
+//!   the COM ports (PNP0501);
 //!   pvpanic (QEMU0001) when configured.
 //! * MADT: one local APIC per vCPU (x2APIC entries above id 254), the IO-APIC
 //!   at 0xfec00000, IRQ 9 overridden to level/active-high, LINT1 = NMI.
@@ -31,6 +32,7 @@ use acpi_tables::Aml;
 use acpi_tables::AmlSink;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use crate::devices::cmos::CMOS_PORT;
 use crate::devices::legacy::{PVPANIC_PORT, RESET_PORT, RESET_VALUE};
 use crate::devices::pm;
 use crate::devices::serial::{COM_IRQS, COM_PORTS};
@@ -163,6 +165,19 @@ pub fn dsdt_aml(cfg: &AcpiConfig<'_>) -> Vec<u8> {
             &aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0C02")),
             &aml::Name::new("_UID".into(), &1u8),
             &aml::Name::new("_CRS".into(), &mres_crs),
+        ],
+    ))));
+
+    // The CMOS RTC (IRQ 8), so the OS's RTC driver finds it by its PNP id.
+    let rtc_crs = Raw(bytes_of(&aml::ResourceTemplate::new(vec![
+        &aml::IO::new(CMOS_PORT, CMOS_PORT, 1, 2),
+        &aml::Interrupt::new(true, true, false, false, 8),
+    ])));
+    sb.push(Raw(bytes_of(&aml::Device::new(
+        "RTC_".into(),
+        vec![
+            &aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0B00")),
+            &aml::Name::new("_CRS".into(), &rtc_crs),
         ],
     ))));
 
@@ -500,6 +515,8 @@ mod tests {
         assert!(find(b"PCI0").is_some() && find(b"_PRT").is_some());
         assert!(find(b"C001").is_some() && find(b"ACPI0007").is_some());
         assert!(find(b"COM1").is_some() && find(b"QEMU0001").is_some());
+        // EISAID("PNP0B00") = 0x000bd041 little-endian.
+        assert!(find(&[0x0c, 0x41, 0xd0, 0x0b, 0x00]).is_some(), "PNP0B00");
     }
 
     #[test]
