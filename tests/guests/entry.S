@@ -153,7 +153,7 @@ exc_common:
 	hlt
 	jmp	1b
 
-	.globl irq_stub_sci, irq_stub_timer, irq_stub_spurious
+	.globl irq_stub_sci, irq_stub_timer, irq_stub_com1, irq_stub_spurious
 	.macro IRQ_STUB name, vector
 \name:
 	pushq	%rax
@@ -180,6 +180,7 @@ exc_common:
 	.endm
 	IRQ_STUB irq_stub_sci, 0x30
 	IRQ_STUB irq_stub_timer, 0x40
+	IRQ_STUB irq_stub_com1, 0x34
 irq_stub_spurious:
 	iretq
 

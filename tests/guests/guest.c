@@ -8,7 +8,7 @@
  *   OXTEST DONE                           all requested checks ran
  *
  * The kernel command line says what to do:
- *   oxtest=initrd,cpuid,e820,acpi,smp,highmem,poweroff|reset|acpibutton|count|halt|int3|pvpanic
+ *   oxtest=initrd,cpuid,e820,acpi,serial,smp,highmem,poweroff|reset|acpibutton|count|halt|int3|pvpanic
  *   mem_expect=<MiB>  cpus_expect=<N>  reset_method=acpi|kbd|cf9|triple  ticks=<N>
  *   quiet   (print only READY, DONE, failures and the final action's lines)
  *
@@ -977,7 +977,7 @@ struct idt_entry {
 } __attribute__((packed));
 
 static struct idt_entry idt[256] __attribute__((aligned(16)));
-extern char exc_stubs[], irq_stub_sci[], irq_stub_timer[], irq_stub_spurious[];
+extern char exc_stubs[], irq_stub_sci[], irq_stub_timer[], irq_stub_com1[], irq_stub_spurious[];
 
 static void idt_set(int v, void *fn)
 {
@@ -1006,6 +1006,7 @@ static void idt_init(void)
 		idt_set(v, exc_stubs + 16 * v);
 	idt_set(0x30, irq_stub_sci);
 	idt_set(0x40, irq_stub_timer);
+	idt_set(0x34, irq_stub_com1);
 	idt_set(0xff, irq_stub_spurious);
 	idt_load();
 }
@@ -1045,7 +1046,7 @@ static void lapic_enable(void)
 	lapic_write(0x80, 0);		/* task priority: accept all */
 }
 
-static volatile int sci_seen, pwrbtn_seen;
+static volatile int sci_seen, pwrbtn_seen, com1_irqs, com1_thre;
 static volatile uint64_t ticks;
 
 static void pm1_write_sts(uint16_t v)
@@ -1066,6 +1067,10 @@ void irq_handler(int vector)
 		}
 	} else if (vector == 0x40) {
 		ticks++;
+	} else if (vector == 0x34) {
+		com1_irqs++;
+		if ((inb(COM1 + 2) & 0x0f) == 0x02)	/* IIR: THR empty (reading IIR clears it) */
+			com1_thre++;
 	}
 	lapic_write(0xb0, 0);	/* EOI */
 }
@@ -1074,6 +1079,78 @@ static void ioapic_write(uint32_t reg, uint32_t v)
 {
 	mmio_write32(acpi.ioapic, reg);
 	mmio_write32(acpi.ioapic + 0x10, v);
+}
+
+/* ---------------------------------------------------------------- 16550 UART */
+
+/* What a UART driver relies on: scratch and line-control registers, a 16550A FIFO in IIR,
+ * loopback, and the THR-empty interrupt on ISA IRQ 4 through the IOAPIC. */
+static void check_serial(void)
+{
+	int ok = 1;
+	const char *why = "";
+	outb(COM1 + 7, 0x5a);
+	if (inb(COM1 + 7) != 0x5a) {
+		ok = 0;
+		why = "scratch register does not hold a value";
+	}
+	uint8_t lcr = inb(COM1 + 3);
+	if (ok && lcr != 0x03) {
+		ok = 0;
+		why = "LCR does not read back 8n1";
+	}
+	outb(COM1 + 2, 0x07);	/* FCR: enable and clear FIFOs */
+	uint8_t iir = inb(COM1 + 2);
+	if (ok && (iir & 0xc0) != 0xc0) {
+		ok = 0;
+		why = "IIR shows no 16550A FIFO";
+	}
+	/* Loopback: a byte written comes back in RBR with LSR.DR set, and is not sent. */
+	uint8_t mcr = inb(COM1 + 4);
+	outb(COM1 + 4, 0x10 | mcr);
+	while (inb(COM1 + 5) & 1)
+		(void)inb(COM1);
+	outb(COM1, 0xa5);
+	int dr = inb(COM1 + 5) & 1;
+	uint8_t back = inb(COM1);
+	outb(COM1 + 4, mcr);
+	if (ok && (!dr || back != 0xa5)) {
+		ok = 0;
+		why = "loopback did not return the byte";
+	}
+	/* THR-empty interrupt on IRQ 4: ISA default is edge, active high, unless overridden. */
+	int irq_ok = 0;
+	if (acpi.found && acpi.ioapic) {
+		lapic_enable();
+		ioapic_write(0x11 + 2 * 4, lapic_id() << 24);
+		ioapic_write(0x10 + 2 * 4, 0x34);
+		__asm__ volatile("sti");
+		outb(COM1 + 1, 0x02);	/* IER: THR empty */
+		for (int i = 0; i < 100000 && !com1_thre; i++)
+			cpu_relax();
+		outb(COM1 + 1, 0x00);
+		__asm__ volatile("cli");
+		ioapic_write(0x10 + 2 * 4, 1 << 16);	/* mask */
+		irq_ok = com1_thre > 0;
+		if (ok && !irq_ok) {
+			ok = 0;
+			why = "no THR-empty interrupt on IRQ 4";
+		}
+	}
+	result("serial", ok);
+	put("scratch=ok iir=");
+	put_hex(iir);
+	put(" loopback=");
+	put(dr && back == 0xa5 ? "ok" : "bad");
+	put(" irq4=");
+	put(!acpi.found ? "untested" : irq_ok ? "ok" : "none");
+	put(" irqs=");
+	put_dec((uint64_t)com1_irqs);
+	if (!ok) {
+		put(" reason=");
+		put(why);
+	}
+	flush();
 }
 
 /* ---------------------------------------------------------------- SMP */
@@ -1386,11 +1463,14 @@ void oxmain(int proto, uint64_t info)
 		check_cpuid();
 	if (want("e820"))
 		check_e820();
-	if (want("acpi") || want("smp") || want("poweroff") || want("reset") || want("acpibutton")) {
+	if (want("acpi") || want("smp") || want("poweroff") || want("reset") || want("acpibutton") ||
+	    want("serial")) {
 		acpi_verify = want("acpi");
 		check_acpi();
 		acpi_verify = 1;
 	}
+	if (want("serial"))
+		check_serial();
 	if (want("smp"))
 		check_smp();
 	if (want("highmem"))

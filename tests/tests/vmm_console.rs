@@ -155,3 +155,22 @@ fn domain_xml_with_file_console() {
     );
     assert_eq!(code, exit::POWEROFF, "{}", vm.log());
 }
+
+#[test]
+fn uart_registers_loopback_and_irq4() {
+    if !require_kvm("uart_registers_loopback_and_irq4") {
+        return;
+    }
+    let vm = Vm::start(&spec(
+        &test_guests().elf,
+        "console=ttyS0 oxtest=serial,poweroff",
+        128,
+        1,
+    ));
+    let c = vm.expect_ok("serial", GUEST_TIMEOUT);
+    assert_eq!(c.field("loopback"), Some("ok"), "{}", c.details);
+    assert_eq!(c.field("irq4"), Some("ok"), "{}", c.details);
+    // The loopback byte (0xa5, not UTF-8 on its own) must not leak to the backend.
+    assert!(!vm.console().contains('\u{fffd}'), "{}", vm.console());
+    ran_to_the_end(&vm);
+}
