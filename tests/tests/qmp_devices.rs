@@ -129,3 +129,95 @@ fn block_pci_and_balloon_queries_report_the_devices_in_use() {
     c.event("SHUTDOWN", QMP_TIMEOUT);
     vm.wait_exit(GUEST_TIMEOUT);
 }
+
+/// A small tmpfs, unmounted on drop.
+struct Tmpfs(std::path::PathBuf, tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Result<Tmpfs, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "oxvirt-qmp-test",
+            ])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(Tmpfs(dir.path().to_path_buf(), dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn host_write_errors_raise_block_io_error() {
+    let test = "host_write_errors_raise_block_io_error";
+    if !require_kvm(test) {
+        return;
+    }
+    // The image lives on a full filesystem: the guest's write fails on the host (ENOSPC).
+    let fs = match Tmpfs::mount("256k") {
+        Ok(fs) => fs,
+        Err(e) => {
+            oxvirt_tests::skip(test, &format!("cannot mount a tmpfs (needs root): {e}"));
+            return;
+        }
+    };
+    let image = fs.0.join("disk0.raw");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(fs.0.join("filler")).unwrap();
+        while filler.write_all(&[0xffu8; 4096]).is_ok() {}
+    }
+    let mut s = spec(&test_guests().elf, "console=ttyS0 oxtest=pci,virtio", 64, 1);
+    s.devices.push(Device {
+        id: "virtio-disk0".into(),
+        pci: at(4),
+        kind: DeviceKind::Disk(Disk {
+            path: image.clone(),
+            format: DiskFormat::Raw,
+            target: "vda".into(),
+            readonly: false,
+            shareable: false,
+            serial: None,
+            cache: CacheMode::Writeback,
+            discard: false,
+        }),
+    });
+    let q = QmpVm::start(&s);
+    let mut c = PyQmp::connect(&q.sock);
+    // The first run may write before we are connected (events are not kept for later
+    // clients, as in QEMU); a reset makes the guest's driver write again.
+    q.vm.wait_for("OXTEST vblk", GUEST_TIMEOUT);
+    assert_eq!(c.ok("system_reset", Value::Null), json!({}));
+    q.vm.wait_count("OXTEST vblk", 2, GUEST_TIMEOUT);
+    let ev = c.event("BLOCK_IO_ERROR", GUEST_TIMEOUT);
+    assert_eq!(
+        ev["data"],
+        json!({"device": "", "node-name": "libvirt-virtio-disk0-format", "operation": "write",
+            "action": "report", "nospace": false, "reason": "Input/output error"}),
+        "{ev}"
+    );
+    let stats = c.ok("query-blockstats", Value::Null);
+    assert!(
+        stats[0]["stats"]["failed_wr_operations"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
+    assert_eq!(c.ok("quit", Value::Null), json!({}));
+    q.vm.wait_exit(GUEST_TIMEOUT);
+}

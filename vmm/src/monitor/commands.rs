@@ -8,7 +8,7 @@ use qmp::{CommandFuture, EventSender, Handler, QmpError, Schema, VersionInfo};
 use serde_json::{json, Map, Value};
 use tokio::sync::broadcast;
 
-use super::devices::{BlockCounters, BlockView, Devices, PciFunction};
+use super::devices::{BlockCounters, BlockIoError, BlockView, Devices, PciFunction};
 use super::{events, hmp, MachineInfo};
 use crate::control::{ControlError, RunState, VmControl, VmEvent};
 
@@ -60,6 +60,8 @@ pub struct Commands {
     forwarded: broadcast::Sender<VmEvent>,
     events: OnceLock<EventSender>,
     balloon_actual: Mutex<Option<u64>>,
+    /// Failed read and write counts per block device at the last poll.
+    block_failures: Mutex<Vec<(u64, u64)>>,
 }
 
 impl Commands {
@@ -79,6 +81,7 @@ impl Commands {
             forwarded,
             events: OnceLock::new(),
             balloon_actual: Mutex::new(None),
+            block_failures: Mutex::new(Vec::new()),
         }
     }
 
@@ -322,8 +325,29 @@ impl Commands {
             }
             *last = Some(actual);
         }
-        for b in &self.devices.blocks {
-            let errors = b.take_io_errors();
+        let mut seen = self
+            .block_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        seen.resize(self.devices.blocks.len(), (0, 0));
+        for (b, seen) in self.devices.blocks.iter().zip(seen.iter_mut()) {
+            let mut errors = b.take_io_errors();
+            // Devices that only count failures still get one event per operation kind
+            // and poll, with the generic host error text.
+            let c = b.counters();
+            let (rd, wr) = (c.failed_rd_operations, c.failed_wr_operations);
+            if errors.is_empty() {
+                for (now, before, write) in [(rd, seen.0, false), (wr, seen.1, true)] {
+                    if now > before {
+                        errors.push(BlockIoError {
+                            write,
+                            reason: "Input/output error".into(),
+                            nospace: false,
+                        });
+                    }
+                }
+            }
+            *seen = (rd, wr);
             if errors.is_empty() {
                 continue;
             }
