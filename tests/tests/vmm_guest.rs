@@ -281,3 +281,23 @@ fn initrd_through_boot_params() {
     }
     initrd_arrives(&test_guests().bzimage);
 }
+
+#[test]
+fn cmos_rtc_tells_the_host_time() {
+    if !require_kvm("cmos_rtc_tells_the_host_time") {
+        return;
+    }
+    let vm = run_checks(&test_guests().elf, "rtc", 128, 1);
+    let c = vm.expect_ok("rtc", GUEST_TIMEOUT);
+    let guest: i64 = c.field("epoch").unwrap_or("0").parse().unwrap();
+    let host = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // libvirt's default clock is UTC; allow for a slow guest and a loaded machine.
+    assert!(
+        (host - guest).abs() < 300,
+        "guest RTC {} (epoch {guest}) vs host epoch {host}",
+        c.details
+    );
+}
