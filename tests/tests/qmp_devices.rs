@@ -130,8 +130,8 @@ fn block_pci_and_balloon_queries_report_the_devices_in_use() {
     vm.wait_exit(GUEST_TIMEOUT);
 }
 
-/// A small tmpfs, unmounted on drop.
-struct Tmpfs(std::path::PathBuf, tempfile::TempDir);
+/// A small tmpfs, unmounted on drop (before its directory goes).
+struct Tmpfs(std::path::PathBuf, #[allow(dead_code)] tempfile::TempDir);
 
 impl Tmpfs {
     fn mount(size: &str) -> Result<Tmpfs, String> {
