@@ -8,7 +8,7 @@
  *   OXTEST DONE                           all requested checks ran
  *
  * The kernel command line says what to do:
- *   oxtest=initrd,cpuid,e820,acpi,rtc,serial,smp,highmem,poweroff|reset|acpibutton|count|halt|int3|pvpanic
+ *   oxtest=initrd,cpuid,kvmclock,e820,acpi,rtc,serial,smp,highmem,poweroff|reset|acpibutton|count|halt|int3|pvpanic
  *   mem_expect=<MiB>  cpus_expect=<N>  reset_method=acpi|kbd|cf9|triple  ticks=<N>
  *   quiet   (print only READY, DONE, failures and the final action's lines)
  *
@@ -477,6 +477,7 @@ static struct {
 	uint8_t acpi_enable;
 	uint32_t pm1a_evt, pm1b_evt, pm1a_cnt, pm1b_cnt;
 	uint8_t pm1_evt_len;
+	uint32_t pm_tmr;
 	struct gas reset_reg, sleep_ctl, sleep_sts;
 	uint8_t reset_value;
 	int s5_found;
@@ -547,6 +548,7 @@ static void parse_fadt(const uint8_t *t, uint32_t len)
 	acpi.pm1a_cnt = *(const uint32_t *)(t + 64);
 	acpi.pm1b_cnt = *(const uint32_t *)(t + 68);
 	acpi.pm1_evt_len = t[88];
+	acpi.pm_tmr = t[91] >= 4 ? *(const uint32_t *)(t + 76) : 0;
 	acpi.flags = len >= 116 ? *(const uint32_t *)(t + 112) : 0;
 	acpi.dsdt = *(const uint32_t *)(t + 40);
 	if (len >= 129) {
@@ -753,6 +755,18 @@ static void check_acpi(void)
 		ok = 0;
 		why = "FADT has no PM1 event/control (or sleep control) registers";
 	}
+	/* The ACPI PM timer (3.579545 MHz, 24 or 32 bits) must count. */
+	const char *pmt = "none";
+	if (acpi.pm_tmr) {
+		uint32_t a = inl((uint16_t)acpi.pm_tmr);
+		delay_us(1000);
+		uint32_t b = inl((uint16_t)acpi.pm_tmr);
+		pmt = a != b ? "ok" : "stuck";
+		if (ok && a == b) {
+			ok = 0;
+			why = "the PM timer does not count";
+		}
+	}
 	uint64_t cpus_expect = cmdline_num("cpus_expect", 0);
 	if (ok && cpus_expect && (uint64_t)acpi.ncpus != cpus_expect) {
 		ok = 0;
@@ -789,6 +803,8 @@ static void check_acpi(void)
 		put("none");
 	put(" reset_reg=");
 	put_hex(acpi.reset_reg.addr);
+	put(" pm_timer=");
+	put(pmt);
 	if (!ok) {
 		put(" reason=");
 		put(why);
@@ -891,6 +907,74 @@ static void check_initrd(void)
 		put(" reason=not in e820 RAM (or above 4 GiB)");
 	else if (overlaps)
 		put(" reason=overlaps the kernel image");
+	flush();
+}
+
+/* ---------------------------------------------------------------- kvmclock */
+
+struct pvclock {
+	uint32_t version, pad0;
+	uint64_t tsc_timestamp, system_time;
+	uint32_t tsc_to_system_mul;
+	int8_t tsc_shift;
+	uint8_t flags, pad[2];
+} __attribute__((aligned(64)));
+
+static volatile struct pvclock pvclock;
+
+static inline void wrmsr(uint32_t msr, uint64_t v)
+{
+	__asm__ volatile("wrmsr" ::"c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)));
+}
+
+/* Nanoseconds as a guest computes them from the pvclock structure (version-checked). */
+static uint64_t pvclock_read(void)
+{
+	uint32_t v;
+	uint64_t now;
+	do {
+		v = pvclock.version;
+		uint64_t delta = rdtsc() - pvclock.tsc_timestamp;
+		if (pvclock.tsc_shift >= 0)
+			delta <<= pvclock.tsc_shift;
+		else
+			delta >>= -pvclock.tsc_shift;
+		now = pvclock.system_time +
+		      (uint64_t)(((unsigned __int128)delta * pvclock.tsc_to_system_mul) >> 32);
+	} while ((v & 1) || v != pvclock.version);
+	return now;
+}
+
+/* KVM's paravirtual clock, as Linux uses it: advertised in CPUID 0x40000001, enabled by
+ * MSR_KVM_SYSTEM_TIME_NEW, and the time it publishes moves forward. */
+static void check_kvmclock(void)
+{
+	uint32_t r[4];
+	cpuid(0x40000000, 0, r);
+	if (r[0] < 0x40000001 || memcmp(&r[1], "KVMK", 4)) {
+		say("kvmclock", 0, "no KVM CPUID leaves");
+		return;
+	}
+	cpuid(0x40000001, 0, r);
+	if (!(r[0] & (1 << 3))) {	/* KVM_FEATURE_CLOCKSOURCE2 */
+		say("kvmclock", 0, "KVM_FEATURE_CLOCKSOURCE2 not in CPUID 0x40000001");
+		return;
+	}
+	wrmsr(0x4b564d01, (uint64_t)&pvclock | 1);
+	uint64_t t1 = pvclock_read();
+	delay_us(20000);
+	uint64_t t2 = pvclock_read();
+	wrmsr(0x4b564d01, 0);
+	int ok = pvclock.tsc_to_system_mul != 0 && t1 != 0 && t2 > t1;
+	result("kvmclock", ok);
+	put("features=");
+	put_hex(r[0]);
+	put(" system_time_ns=");
+	put_dec(t2);
+	put(" advanced_ns=");
+	put_dec(t2 > t1 ? t2 - t1 : 0);
+	if (!ok)
+		put(" reason=no published time, or it does not advance");
 	flush();
 }
 
@@ -1537,6 +1621,8 @@ void oxmain(int proto, uint64_t info)
 		check_acpi();
 		acpi_verify = 1;
 	}
+	if (want("kvmclock"))
+		check_kvmclock();
 	if (want("rtc"))
 		check_rtc();
 	if (want("serial"))

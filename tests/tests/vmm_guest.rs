@@ -44,6 +44,12 @@ fn pvh_entry_e820_acpi_poweroff() {
     }
     assert_eq!(acpi.field("madt_cpus"), Some("1"));
     assert_ne!(acpi.field("s5"), Some("none"), "DSDT has no \\_S5");
+    assert_eq!(
+        acpi.field("pm_timer"),
+        Some("ok"),
+        "ACPI PM timer: {}",
+        acpi.details
+    );
     let cmd = vm.expect_ok("cmdline", GUEST_TIMEOUT);
     assert!(cmd.details.contains("oxtest=e820,acpi,poweroff"));
 }
@@ -300,4 +306,15 @@ fn cmos_rtc_tells_the_host_time() {
         "guest RTC {} (epoch {guest}) vs host epoch {host}",
         c.details
     );
+}
+
+#[test]
+fn kvmclock_is_offered_and_runs() {
+    if !require_kvm("kvmclock_is_offered_and_runs") {
+        return;
+    }
+    let vm = run_checks(&test_guests().elf, "kvmclock", 128, 1);
+    let c = vm.expect_ok("kvmclock", GUEST_TIMEOUT);
+    let advanced: u64 = c.field("advanced_ns").unwrap_or("0").parse().unwrap();
+    assert!(advanced > 0, "{}", c.details);
 }
