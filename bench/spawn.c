@@ -1,6 +1,6 @@
 /*
- * spawn OUTFILE CMD [ARGS...]: runs CMD and writes its exit code and peak RSS
- * (wait4 ru_maxrss, KiB) to OUTFILE.
+ * spawn OUTFILE CMD [ARGS...]: runs CMD and writes its exit code, peak RSS
+ * (wait4 ru_maxrss, KiB) and CPU time (user + system, µs) to OUTFILE.
  *
  * A child's ru_maxrss also counts the address space it had before exec, i.e. the
  * parent's at fork time: measured straight from Python, every VMM would be charged
@@ -32,7 +32,9 @@ int main(int argc, char **argv)
 	int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 	FILE *f = fopen(argv[1], "w");
 	if (f) {
-		fprintf(f, "exit=%d maxrss_kib=%ld\n", code, ru.ru_maxrss);
+		long cpu_us = (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000L +
+			      ru.ru_utime.tv_usec + ru.ru_stime.tv_usec;
+		fprintf(f, "exit=%d maxrss_kib=%ld cpu_us=%ld\n", code, ru.ru_maxrss, cpu_us);
 		fclose(f);
 	}
 	return code;
