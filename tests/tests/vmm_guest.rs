@@ -318,3 +318,25 @@ fn kvmclock_is_offered_and_runs() {
     let advanced: u64 = c.field("advanced_ns").unwrap_or("0").parse().unwrap();
     assert!(advanced > 0, "{}", c.details);
 }
+
+#[test]
+fn bzimage_all_checks_two_vcpus_4_5_gib() {
+    if !require_kvm("bzimage_all_checks_two_vcpus_4_5_gib") {
+        return;
+    }
+    let vm = run_checks(
+        &test_guests().bzimage,
+        "cpuid,kvmclock,e820,acpi,rtc,serial,smp,highmem",
+        4608,
+        2,
+    );
+    for check in [
+        "boot", "cpuid", "kvmclock", "e820", "acpi", "rtc", "serial", "smp", "highmem",
+    ] {
+        vm.expect_ok(check, GUEST_TIMEOUT);
+    }
+    assert_eq!(
+        vm.expect_ok("boot", GUEST_TIMEOUT).field("entry"),
+        Some("64")
+    );
+}
