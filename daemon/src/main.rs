@@ -58,7 +58,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     })
     .await
     .context("opening the domain store")?;
-    daemon::rpc::start(core.clone(), daemon::rpc::RpcConfig::from_config(&config))
+    let _rpc = daemon::rpc::start(core.clone(), daemon::rpc::RpcConfig::from_config(&config))
         .context("serving the libvirt remote protocol")?;
     let (bus, gate) = match &config.bus {
         Bus::System => (

@@ -58,10 +58,27 @@ pub struct Shared {
     pub consoles: Arc<stream::ConsoleOwners>,
 }
 
+/// The running front end. Dropping it removes the socket files, so a client does not
+/// find a stale socket of a stopped daemon (libvirt's client would pick it over its
+/// fallbacks and fail with "connection refused").
+#[must_use = "dropping the server removes its sockets"]
+pub struct Server {
+    sockets: Vec<PathBuf>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        for s in &self.sockets {
+            let _ = std::fs::remove_file(s);
+        }
+    }
+}
+
 /// Binds the read-write and read-only sockets and serves clients on the current tokio
 /// runtime until it shuts down.
-pub fn start(core: Core, config: RpcConfig) -> Result<(), ListenError> {
+pub fn start(core: Core, config: RpcConfig) -> Result<Server, ListenError> {
     let emulator = core.config().vmm.clone();
+    let sockets = vec![config.socket.clone(), config.socket_ro.clone()];
     let shared = Arc::new(Shared {
         core,
         config,
@@ -69,5 +86,6 @@ pub fn start(core: Core, config: RpcConfig) -> Result<(), ListenError> {
         next_callback_id: AtomicI32::new(1),
         consoles: Arc::default(),
     });
-    listener::start(shared)
+    listener::start(shared)?;
+    Ok(Server { sockets })
 }
