@@ -340,3 +340,21 @@ fn bzimage_all_checks_two_vcpus_4_5_gib() {
         Some("64")
     );
 }
+
+#[test]
+fn long_command_line_arrives_intact() {
+    if !require_kvm("long_command_line_arrives_intact") {
+        return;
+    }
+    // Linux's x86 limit is 2048 bytes with the NUL; fill it with distinct words.
+    let mut cmdline = String::from("console=ttyS0 oxtest=poweroff");
+    let mut i = 0;
+    while cmdline.len() < 2000 {
+        cmdline.push_str(&format!(" w{i}=v{}", i * 7));
+        i += 1;
+    }
+    let vm = Vm::start(&spec(&test_guests().elf, &cmdline, 128, 1));
+    let c = vm.expect_ok("cmdline", GUEST_TIMEOUT);
+    assert_eq!(c.details, cmdline, "command line changed on the way in");
+    assert_eq!(vm.wait_exit(GUEST_TIMEOUT), exit::POWEROFF);
+}

@@ -99,7 +99,7 @@ static void serial_putc(char c)
 }
 
 /* A line is assembled here and written with one call: only the BSP prints. */
-static char line[1024];
+static char line[2304];	/* room for a 2047-byte command line echo */
 static size_t line_len;
 
 static void put(const char *s)
