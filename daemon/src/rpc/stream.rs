@@ -183,3 +183,26 @@ impl Drop for ConsoleStream {
         self.writer.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_console_is_refused_unless_forced() {
+        let owners = Arc::new(ConsoleOwners::default());
+        let u = [7u8; 16];
+        let first = owners.claim(u, false).unwrap();
+        let e = owners.claim(u, false).err().unwrap();
+        assert!(e.message.contains("Active console session exists"), "{e}");
+        // --force takes over and tells the first holder.
+        let mut first_kicked = first.kicked;
+        let second = owners.claim(u, true).unwrap();
+        assert_eq!(first_kicked.try_recv(), Ok(()));
+        // Once a holder is gone, anyone may attach.
+        drop(second);
+        assert!(owners.claim(u, false).is_ok());
+        // Other domains are independent.
+        assert!(owners.claim([8u8; 16], false).is_ok());
+    }
+}
