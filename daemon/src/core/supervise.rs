@@ -277,13 +277,34 @@ impl Core {
                 tokio::select! {
                     ev = events.recv() => match ev {
                         Some(ev) => core.on_qmp_event(&slot, &vm, ev),
-                        None => break exit.wait(vm.pid, &qmp).await,
+                        None => break core.wait_after_monitor_loss(&slot, &vm, &mut exit).await,
                     },
                     info = exit.wait(vm.pid, &qmp) => break info,
                 }
             };
             core.on_vmm_exit(&slot, &vm, info).await;
         });
+    }
+
+    /// The monitor connection ended. A VMM that is exiting is gone within moments;
+    /// one that stays without its monitor is reported (`ControlError`) and waited for.
+    async fn wait_after_monitor_loss(
+        &self,
+        slot: &Arc<Slot>,
+        vm: &Arc<Vm>,
+        exit: &mut ExitSource,
+    ) -> ExitInfo {
+        let qmp = vm.rt.qmp();
+        match tokio::time::timeout(Duration::from_secs(5), exit.wait(vm.pid, &qmp)).await {
+            Ok(info) => info,
+            Err(_) => {
+                tracing::error!(domain = %slot.name(), pid = vm.pid, "lost the monitor of a running VMM");
+                self.emit(Event::ControlError {
+                    domain: slot.domain_ref(),
+                });
+                exit.wait(vm.pid, &qmp).await
+            }
+        }
     }
 
     fn on_qmp_event(&self, slot: &Arc<Slot>, vm: &Arc<Vm>, ev: QmpEvent) {
