@@ -276,3 +276,116 @@ fn help_and_version() {
     let v = Command::new(&bin).arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&v.stdout).starts_with("oxvirtd "));
 }
+
+fn reset_guest_xml(d: &Daemon, name: &str, on_reboot: &str) -> String {
+    oxvirt_tests::domain_xml(
+        name,
+        &oxvirt_tests::test_guests().elf,
+        "console=ttyS0 oxtest=reset",
+        64,
+        1,
+        on_reboot,
+        &oxvirt_tests::spec::serial_xml(&format!("file:{}", d.console(name).display())),
+    )
+}
+
+#[test]
+fn on_reboot_actions_are_honoured() {
+    if !require_kvm("on_reboot_actions_are_honoured") {
+        return;
+    }
+    let d = Daemon::start(BusKind::Session);
+    // destroy: the guest's reset ends the domain, shut off (shutdown).
+    let gone = d.define(&reset_guest_xml(&d, "resets-destroy", "destroy"));
+    d.domain(&gone, "Create", &["u", "0"]);
+    assert_eq!(d.wait_state(&gone, 5, STEP), (5, 1));
+
+    // restart: the guest runs again in the same VMM; clients see Reboot signals.
+    let path = d.define(&reset_guest_xml(&d, "resets-restart", "restart"));
+    let monitor_log = d.dir.path().join("monitor-restart.log");
+    let mut monitor = Command::new("gdbus")
+        .args([
+            "monitor",
+            "--address",
+            &d.address(),
+            "--dest",
+            "org.libvirt",
+        ])
+        .stdout(std::fs::File::create(&monitor_log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("gdbus monitor");
+    std::thread::sleep(Duration::from_millis(500));
+    d.domain(&path, "Create", &["u", "0"]);
+    let pid = d.vmm_pid("resets-restart");
+    let deadline = std::time::Instant::now() + STEP;
+    while !std::fs::read_to_string(&monitor_log)
+        .unwrap_or_default()
+        .contains("org.libvirt.Domain.Reboot")
+    {
+        if std::time::Instant::now() > deadline {
+            let _ = monitor.kill();
+            d.fail("no Reboot signal for a guest reset with on_reboot=restart");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    assert_eq!(d.state(&path), (1, 1));
+    assert_eq!(
+        d.vmm_pid("resets-restart"),
+        pid,
+        "restarted in the same VMM"
+    );
+    d.domain(&path, "Destroy", &["u", "0"]);
+}
+
+#[test]
+fn jobs_on_one_domain_are_serialised_and_domains_run_in_parallel() {
+    if !require_kvm("jobs_on_one_domain_are_serialised_and_domains_run_in_parallel") {
+        return;
+    }
+    let d = Daemon::start(BusKind::Session);
+    let a = d.define(&guest_xml("para-a", &d.console("para-a")));
+    let b = d.define(&guest_xml("para-b", &d.console("para-b")));
+    // Two clients start the same domain at once: one wins, the other is told it runs.
+    let results: Vec<_> = std::thread::scope(|s| {
+        let h: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| d.try_call(&a, "org.libvirt.Domain", "Create", &["u", "0"])))
+            .collect();
+        h.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        results.iter().filter(|r| r.ok).count(),
+        1,
+        "exactly one start"
+    );
+    let loser = results.iter().find(|r| !r.ok).unwrap();
+    assert!(
+        loser.stderr.contains("domain is already running"),
+        "{}",
+        loser.stderr
+    );
+    assert_eq!(
+        std::fs::read_dir(d.dir.path().join("run/domains"))
+            .unwrap()
+            .count(),
+        1,
+        "one VMM"
+    );
+    // Different domains: started and cycled concurrently, all calls succeed.
+    d.domain(&b, "Create", &["u", "0"]);
+    let dref = &d;
+    std::thread::scope(|s| {
+        for path in [&a, &b] {
+            s.spawn(move || {
+                for _ in 0..5 {
+                    dref.domain(path, "Suspend", &[]);
+                    dref.domain(path, "Resume", &[]);
+                }
+            });
+        }
+    });
+    assert_eq!(d.state(&a), (1, 5));
+    assert_eq!(d.state(&b), (1, 5));
+}
