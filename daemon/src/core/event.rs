@@ -78,6 +78,16 @@ pub enum Event {
     Reboot { domain: DomainRef },
     /// The balloon's actual size changed, in KiB.
     BalloonChange { domain: DomainRef, actual_kib: u64 },
+    /// A disk I/O error: `src_path` the image, `device` the libvirt alias, `action`
+    /// `virDomainEventIOErrorAction` (0 none, 1 pause, 2 report), `reason` as QEMU
+    /// names it (`enospc`, `eio`, …).
+    IoError {
+        domain: DomainRef,
+        src_path: String,
+        device: String,
+        action: i32,
+        reason: String,
+    },
     /// The daemon lost its monitor connection to a running VMM.
     ControlError { domain: DomainRef },
     /// Metadata changed: `kind` is `virDomainMetadataType`, `uri` its namespace.
@@ -96,6 +106,7 @@ impl Event {
             | Event::Reboot { domain }
             | Event::BalloonChange { domain, .. }
             | Event::ControlError { domain }
+            | Event::IoError { domain, .. }
             | Event::MetadataChange { domain, .. } => domain,
         }
     }
@@ -107,6 +118,7 @@ impl Event {
             Event::Reboot { .. } => id::REBOOT,
             Event::BalloonChange { .. } => id::BALLOON_CHANGE,
             Event::ControlError { .. } => id::CONTROL_ERROR,
+            Event::IoError { .. } => id::IO_ERROR,
             Event::MetadataChange { .. } => id::METADATA_CHANGE,
         }
     }

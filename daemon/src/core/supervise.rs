@@ -372,6 +372,41 @@ impl Core {
                     });
                 }
             }
+            "BLOCK_IO_ERROR" => {
+                let node = ev.data["node-name"].as_str().unwrap_or_default();
+                let qdev = ev.data["device"].as_str().unwrap_or_default();
+                let disk = slot
+                    .rec()
+                    .live
+                    .as_ref()
+                    .and_then(|l| l.translate().ok())
+                    .and_then(|spec| {
+                        spec.devices.into_iter().find_map(|d| match d.kind {
+                            machine_spec::DeviceKind::Disk(disk)
+                                if [qdev, node].iter().any(|n| {
+                                    !n.is_empty()
+                                        && (*n == d.id || *n == disk.target || n.ends_with(&d.id))
+                                }) =>
+                            {
+                                Some((disk.path.display().to_string(), d.id))
+                            }
+                            _ => None,
+                        })
+                    });
+                let (src_path, device) = disk.unwrap_or_else(|| (String::new(), node.to_string()));
+                let action = match ev.data["action"].as_str() {
+                    Some("stop") => 1,
+                    Some("report") => 2,
+                    _ => 0,
+                };
+                self.emit(Event::IoError {
+                    domain: slot.domain_ref(),
+                    src_path,
+                    device,
+                    action,
+                    reason: ev.data["reason"].as_str().unwrap_or_default().to_string(),
+                });
+            }
             "GUEST_PANICKED" => {
                 *vm.shutdown_reason.lock().expect("poisoned") = Some("guest-panic".into());
             }

@@ -164,6 +164,25 @@ async fn forward(ctx: &Context, conn: &zbus::Connection, ev: Event) {
             Ok(em) => DomainIface::balloon_change(&em, *actual_kib).await,
             Err(e) => Err(e),
         },
+        Event::IoError {
+            src_path,
+            device,
+            action,
+            reason,
+            ..
+        } => match SignalEmitter::new(conn, dom_path.clone()) {
+            Ok(em) => {
+                DomainIface::io_error(
+                    &em,
+                    src_path.clone(),
+                    device.clone(),
+                    *action,
+                    reason.clone(),
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        },
         Event::ControlError { .. } => match SignalEmitter::new(conn, dom_path.clone()) {
             Ok(em) => DomainIface::control_error(&em).await,
             Err(e) => Err(e),

@@ -220,6 +220,9 @@ async fn send(out: &Outbox, cb: i32, ev: &Event, dom: &NonnullDomain) -> bool {
             )
             .await
         }
+        // The core reports disk I/O errors (D-Bus `IOError`); the RPC messages
+        // DOMAIN_EVENT_CALLBACK_IO_ERROR(_REASON) are not encoded yet.
+        Event::IoError { .. } => true,
         Event::ControlError { .. } => {
             // `{callbackID; {dom}}`, the same layout as REBOOT.
             let m = RebootMsg {
