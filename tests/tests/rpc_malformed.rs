@@ -1,6 +1,6 @@
 //! Malformed packets on the libvirt RPC socket get an error reply or a closed
 //! connection, never a crash: bad lengths, unknown programs, truncated XDR, huge
-//! strings and arrays. The daemon keeps serving afterwards.
+//! strings and arrays. The daemon keeps serving afterwards, and answers keepalive pings.
 
 mod rpc_common;
 
@@ -129,6 +129,14 @@ fn rpc_malformed_packets_are_refused_safely() {
     s.write_all(&packet(REMOTE, 23, CALL, 15, &args)).unwrap();
     let (_, serial, status, _) = read_reply(&mut s).unwrap();
     assert_eq!((serial, status), (15, 1));
+    // Keepalive: a PING (program "keep", type MESSAGE) is answered with a PONG.
+    s.write_all(&packet(0x6b65_6570, 1, 2, 0, &[])).unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut pong = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+    s.read_exact(&mut pong).unwrap();
+    let w = |i: usize| u32::from_be_bytes(pong[i * 4..i * 4 + 4].try_into().unwrap());
+    assert_eq!((w(0), w(2), w(3)), (0x6b65_6570, 2, 2), "PONG");
     // The same connection still works.
     s.write_all(&packet(REMOTE, 59, CALL, 16, &[])).unwrap();
     let (_, serial, status, _) = read_reply(&mut s).unwrap();
