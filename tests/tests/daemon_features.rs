@@ -389,3 +389,56 @@ fn jobs_on_one_domain_are_serialised_and_domains_run_in_parallel() {
     assert_eq!(d.state(&a), (1, 5));
     assert_eq!(d.state(&b), (1, 5));
 }
+
+#[test]
+fn live_memory_goes_through_the_balloon() {
+    if !require_kvm("live_memory_goes_through_the_balloon") {
+        return;
+    }
+    let d = Daemon::start(BusKind::Session);
+    let xml = guest_xml("balloon", &d.console("balloon")).replace(
+        "  </devices>",
+        "    <memballoon model='virtio'/>\n  </devices>",
+    );
+    let path = d.define(&xml);
+    d.domain(&path, "Create", &["u", "0"]);
+    d.wait_console("balloon", "OXTEST READY", STEP);
+    // VIR_DOMAIN_AFFECT_LIVE: the balloon target changes, the definition does not.
+    d.domain(&path, "SetMemory", &["tu", "32768", "1"]);
+    let live = d
+        .domain(&path, "GetXMLDesc", &["u", "0"])
+        .replace("\\'", "'");
+    assert!(
+        live.contains("<currentMemory unit='KiB'>32768</currentMemory>"),
+        "{live}"
+    );
+    let inactive = d
+        .domain(&path, "GetXMLDesc", &["u", "2"])
+        .replace("\\'", "'");
+    assert!(
+        inactive.contains("<currentMemory unit='KiB'>65536</currentMemory>"),
+        "{inactive}"
+    );
+    let stats = d.domain(&path, "MemoryStats", &["u", "0"]);
+    // a{it}: tag 6 = actual balloon (KiB), 7 = RSS.
+    assert!(
+        stats.starts_with("a{it} ") && stats.contains(" 6 ") && stats.contains(" 7 "),
+        "{stats}"
+    );
+    let too_big = d.try_call(
+        &path,
+        "org.libvirt.Domain",
+        "SetMemory",
+        &["tu", "1048576", "1"],
+    );
+    assert!(
+        !too_big.ok
+            && too_big
+                .stderr
+                .contains("cannot set memory higher than max memory")
+    );
+    let vcpus = d.domain(&path, "GetVcpus", &["u", "0"]);
+    assert_eq!(vcpus.trim(), "u 1");
+    let ctl = d.domain(&path, "GetControlInfo", &["u", "0"]);
+    assert_eq!(ctl.trim(), "(uut) 0 0 0");
+}
