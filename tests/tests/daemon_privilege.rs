@@ -6,7 +6,8 @@ mod daemon_common;
 
 use std::process::Command;
 
-use daemon_common::{BusKind, Daemon, CONNECT};
+use daemon_common::{guest_xml, BusKind, Daemon, CONNECT, STEP};
+use oxvirt_tests::host::require_kvm;
 
 fn as_nobody(d: &Daemon, args: &[&str]) -> std::process::Output {
     Command::new("setpriv")
@@ -85,4 +86,33 @@ fn system_bus_serves_root_and_refuses_nobody() {
     assert!(!o.status.success());
     let r = d.call(CONNECT, "org.libvirt.Connect", "ListDomains", &["u", "0"]);
     assert_eq!(r.trim(), "ao 0");
+}
+
+#[test]
+fn root_drives_a_domain_on_the_system_bus() {
+    if !require_kvm("root_drives_a_domain_on_the_system_bus") {
+        return;
+    }
+    let d = Daemon::start(BusKind::System);
+    let path = d.define(&guest_xml("sys", &d.console("sys")));
+    d.domain(&path, "Create", &["u", "0"]);
+    d.wait_console("sys", "OXTEST READY", STEP);
+    assert_eq!(d.state(&path), (1, 1));
+    // An unprivileged caller cannot stop it.
+    let o = as_nobody(
+        &d,
+        &[
+            "call",
+            "org.libvirt",
+            &path,
+            "org.libvirt.Domain",
+            "Destroy",
+            "u",
+            "0",
+        ],
+    );
+    assert!(!o.status.success());
+    assert_eq!(d.state(&path), (1, 1));
+    d.domain(&path, "Destroy", &["u", "0"]);
+    assert_eq!(d.state(&path), (5, 2));
 }

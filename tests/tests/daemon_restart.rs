@@ -133,3 +133,49 @@ fn vmm_killed_leaves_its_domain_crashed_and_others_running() {
     d.domain(&a, "Create", &["u", "0"]);
     assert_eq!(d.state(&a), (1, 1));
 }
+
+#[test]
+fn transient_domain_survives_a_daemon_restart() {
+    if !require_kvm("transient_domain_survives_a_daemon_restart") {
+        return;
+    }
+    let mut d = Daemon::start(BusKind::Session);
+    let xml = guest_xml("passing", &d.console("passing"));
+    let out = d.call(
+        daemon_common::CONNECT,
+        "org.libvirt.Connect",
+        "DomainCreateXML",
+        &["su", &xml, "0"],
+    );
+    let path = daemon_common::object_path(&out);
+    d.wait_console("passing", "OXTEST acpibutton armed", STEP);
+    d.kill9();
+    d.start_daemon();
+    assert_eq!(d.state(&path), (1, 1));
+    let p = d.busctl(&[
+        "get-property",
+        "org.libvirt",
+        &path,
+        "org.libvirt.Domain",
+        "Persistent",
+    ]);
+    assert_eq!(p.stdout.trim(), "b false");
+    // Still transient: it vanishes when the guest powers off.
+    d.domain(&path, "Shutdown", &["u", "0"]);
+    let deadline = std::time::Instant::now() + STEP;
+    while d
+        .try_call(
+            daemon_common::CONNECT,
+            "org.libvirt.Connect",
+            "DomainLookupByName",
+            &["s", "passing"],
+        )
+        .ok
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "transient domain still defined"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

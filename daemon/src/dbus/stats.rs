@@ -47,3 +47,63 @@ pub fn typed_params(s: &DomainStats, stats: u32) -> HashMap<String, OwnedVariant
     }
     m
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::state::{running, State, StateReason};
+    use crate::core::{DomainInfo, DomainRef};
+
+    fn stats(state: State) -> DomainStats {
+        DomainStats {
+            info: DomainInfo {
+                domain: DomainRef {
+                    name: "a".into(),
+                    uuid: uuid::Uuid::nil(),
+                    id: 1,
+                },
+                state: StateReason::new(state, running::BOOTED),
+                persistent: true,
+                autostart: false,
+                max_memory_kib: 65536,
+                memory_kib: 32768,
+                vcpus: 1,
+                max_vcpus: 2,
+                cpu_time_ns: 5,
+                os_type: "hvm".into(),
+                updated: false,
+            },
+            balloon_current_kib: Some(30000),
+            rss_kib: Some(1000),
+            cpu_user_ns: None,
+        }
+    }
+
+    #[test]
+    fn all_groups_by_default_with_libvirt_keys() {
+        let m = typed_params(&stats(State::Running), 0);
+        for k in [
+            "state.state",
+            "state.reason",
+            "cpu.time",
+            "balloon.current",
+            "balloon.maximum",
+            "balloon.rss",
+            "vcpu.current",
+            "vcpu.maximum",
+        ] {
+            assert!(m.contains_key(k), "{k} missing");
+        }
+        assert_eq!(u64::try_from(&m["balloon.current"]).unwrap(), 30000);
+        assert_eq!(u32::try_from(&m["vcpu.maximum"]).unwrap(), 2);
+    }
+
+    #[test]
+    fn groups_are_selected_and_live_figures_need_a_running_domain() {
+        let m = typed_params(&stats(State::Running), STATE);
+        assert_eq!(m.len(), 2);
+        let off = typed_params(&stats(State::Shutoff), 0);
+        assert!(!off.contains_key("cpu.time") && !off.contains_key("vcpu.current"));
+        assert!(off.contains_key("balloon.maximum"));
+    }
+}
