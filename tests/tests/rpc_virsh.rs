@@ -509,3 +509,63 @@ fn console_shows_guest_booting(d: &Daemon, name: &str) {
         "virsh console did not exit cleanly on Ctrl-]: {exited:?}"
     );
 }
+
+/// Debian's virt-install (virtinst 4.1) creates and starts a domain through oxvirtd:
+/// version, capabilities and domain capabilities, CREATE_XML then DEFINE_XML of the
+/// running domain.
+#[test]
+fn rpc_virt_install_direct_kernel_boot() {
+    if !require_kvm("rpc_virt_install_direct_kernel_boot") {
+        return;
+    }
+    if !std::path::Path::new("/usr/bin/virt-install").exists() {
+        oxvirt_tests::skip(
+            "rpc_virt_install_direct_kernel_boot",
+            "virt-install missing (Debian package virtinst)",
+        );
+        return;
+    }
+    let d = Daemon::start();
+    let name = "rpc-vi";
+    let kernel = oxvirt_tests::test_guests().elf.display().to_string();
+    let mut c = Command::new("virt-install");
+    c.args([
+        "--connect",
+        &d.uri(),
+        "--name",
+        name,
+        "--memory",
+        "64",
+        "--vcpus",
+        "1",
+    ])
+    .args([
+        "--install",
+        "no_install=yes",
+        "--disk",
+        "none",
+        "--network",
+        "none",
+    ])
+    .args(["--graphics", "none", "--noautoconsole"])
+    .args(["--osinfo", "detect=off,require=off"])
+    .arg("--boot")
+    .arg(format!(
+        "kernel={kernel},kernel_args=console=ttyS0 oxtest=acpibutton"
+    ));
+    let r = rpc_common::run_with_timeout(c, STEP);
+    if !r.ok {
+        d.fail(&format!("virt-install failed:\n{}\n{}", r.stdout, r.stderr));
+    }
+    assert!(
+        r.stdout.contains("Domain creation completed"),
+        "{}",
+        r.stdout
+    );
+    d.wait_state(name, "running");
+    let info = d.virsh_ok(&["dominfo", name]);
+    assert_eq!(field(&info, "Persistent"), "yes");
+    assert_eq!(field(&info, "Max memory"), "65536 KiB");
+    d.virsh_ok(&["destroy", name]);
+    d.virsh_ok(&["undefine", name]);
+}
