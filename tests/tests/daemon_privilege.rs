@@ -46,6 +46,25 @@ fn daemon_refuses_nobody_even_when_the_bus_policy_lets_it_through() {
     );
     let r = d.try_call(CONNECT, "org.libvirt.Connect", "ListDomains", &["u", "0"]);
     assert!(r.ok, "root was refused: {}", r.stderr);
+    // Writing a property is checked as well.
+    let path = d.define(
+        "<domain type='kvm'><name>guarded</name><memory>65536</memory>\
+         <os><type>hvm</type><kernel>/k</kernel></os></domain>",
+    );
+    let o = as_nobody(
+        &d,
+        &[
+            "set-property",
+            "org.libvirt",
+            &path,
+            "org.libvirt.Domain",
+            "Autostart",
+            "b",
+            "true",
+        ],
+    );
+    assert!(!o.status.success(), "nobody set Autostart");
+    assert!(!d.dir.path().join("domains/autostart/guarded.xml").exists());
 }
 
 #[test]

@@ -45,7 +45,21 @@ impl DomainIface {
     }
 
     #[zbus(property, name = "Autostart")]
-    async fn set_autostart(&self, value: bool) -> zbus::fdo::Result<()> {
+    async fn set_autostart(
+        &self,
+        value: bool,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Option<Header<'_>>,
+    ) -> zbus::fdo::Result<()> {
+        // Writing a property changes state: the same caller check as methods.
+        let Some(hdr) = hdr else {
+            return Err(zbus::fdo::Error::AccessDenied("no caller".into()));
+        };
+        self.ctx
+            .gate
+            .check(conn, &hdr)
+            .await
+            .map_err(|e| zbus::fdo::Error::AccessDenied(e.to_string()))?;
         self.ctx
             .core
             .set_autostart(&self.uuid, value)
