@@ -14,19 +14,25 @@ const MAX_DEPTH: usize = 64;
 /// order (namespace declarations included as `xmlns:p`), and children.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Element {
+    /// Qualified name (`prefix:local` when namespaced).
     pub name: String,
+    /// Attributes in document order, namespace declarations included.
     pub attrs: Vec<(String, String)>,
+    /// Child elements and text, in order; whitespace-only text is not kept.
     pub children: Vec<Node>,
 }
 
 /// A child of an [`Element`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
+    /// A child element.
     Element(Element),
+    /// Text content (entities resolved).
     Text(String),
 }
 
 impl Element {
+    /// An empty element called `name`.
     pub fn new(name: impl Into<String>) -> Self {
         Element {
             name: name.into(),

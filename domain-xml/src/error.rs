@@ -25,8 +25,11 @@ pub enum Error {
     /// The XML is not well-formed; carries the 1-based position of the problem.
     #[error("XML error: line {line}, column {column}: {message}")]
     Malformed {
+        /// 1-based line of the problem.
         line: u32,
+        /// 1-based column of the problem.
         column: u32,
+        /// What the XML parser found.
         message: String,
     },
     /// The document exceeds [`crate::MAX_DOCUMENT_BYTES`] or the node limit.

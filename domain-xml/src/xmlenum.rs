@@ -18,7 +18,7 @@ macro_rules! xml_enum {
     ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $var:ident = $s:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($(#[$vmeta])* $var),+ }
+        pub enum $name { $($(#[$vmeta])* #[doc = concat!("`", $s, "`")] $var),+ }
         impl $crate::xmlenum::XmlEnum for $name {
             const ALL: &'static [Self] = &[$($name::$var),+];
             fn as_str(self) -> &'static str {
