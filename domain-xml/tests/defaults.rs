@@ -225,3 +225,23 @@ fn metadata_elements_parse_and_print_like_libvirt() {
     );
     assert!(domain_xml::Element::parse("<a:x>").is_err());
 }
+
+#[test]
+fn a_pty_path_set_on_serial0_shows_on_the_paired_console() {
+    let mut d = parse("<serial type='pty'/>");
+    d.devices.serials[0].sources = vec![domain_xml::CharSource {
+        path: Some("/dev/pts/9".into()),
+        ..Default::default()
+    }];
+    let live = d.to_xml(false);
+    assert!(
+        live.contains("<console type='pty' tty='/dev/pts/9'>"),
+        "{live}"
+    );
+    assert_eq!(
+        live.matches("<source path='/dev/pts/9'/>").count(),
+        2,
+        "{live}"
+    );
+    assert!(!d.to_xml(true).contains("/dev/pts/9"));
+}

@@ -18,7 +18,12 @@ pub(super) fn devices(d: &Devices, inactive: bool) -> Element {
         .children(d.smartcards.iter().map(|x| generic(&ctx, x)))
         .children(d.serials.iter().map(|x| chardev(&ctx, "serial", x)))
         .children(d.parallels.iter().map(|x| chardev(&ctx, "parallel", x)))
-        .children(d.consoles.iter().map(|x| chardev(&ctx, "console", x)))
+        .children(
+            d.consoles
+                .iter()
+                .enumerate()
+                .map(|(i, x)| chardev(&ctx, "console", &console_view(d, i, x))),
+        )
         .children(d.channels.iter().map(|x| chardev(&ctx, "channel", x)))
         .children(d.inputs.iter().map(|x| input(&ctx, x)))
         .children(d.tpms.iter().map(|x| generic(&ctx, x)))
@@ -84,6 +89,30 @@ impl Ctx {
             .filter(|a| !self.inactive || a.starts_with("ua-"));
         e.opt_child(alias.map(|a| Element::new("alias").attr("name", a)))
             .opt_child(address.as_ref().map(format_address))
+    }
+}
+
+/// What console `i` is written as. The first console of target type serial shows serial
+/// 0's source (libvirt formats it from the serial's definition), so a pty path set on
+/// the serial while the domain runs appears on both, with `tty` on the console.
+fn console_view(d: &Devices, i: usize, c: &Chardev) -> Chardev {
+    let paired = i == 0 && c.target.target_type.as_deref() == Some("serial");
+    match d.serials.first() {
+        Some(s) if paired => Chardev {
+            char_type: s.char_type,
+            tty: c.tty.clone().or_else(|| {
+                (s.char_type == CharType::Pty)
+                    .then(|| s.sources.first().and_then(|x| x.path.clone()))
+                    .flatten()
+            }),
+            sources: s.sources.clone(),
+            protocol: s.protocol.clone(),
+            target: c.target.clone(),
+            log: s.log.clone(),
+            alias: c.alias.clone(),
+            address: c.address.clone(),
+        },
+        _ => c.clone(),
     }
 }
 
