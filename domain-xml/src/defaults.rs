@@ -226,6 +226,17 @@ fn chardevs(d: &mut Devices) {
             c.target.port = Some(i as u32);
         }
     }
+    let mut used: BTreeSet<u32> = d.parallels.iter().filter_map(|p| p.target.port).collect();
+    for p in &mut d.parallels {
+        if p.target.port.is_none() {
+            let mut n = 0;
+            while used.contains(&n) {
+                n += 1;
+            }
+            used.insert(n);
+            p.target.port = Some(n);
+        }
+    }
     let mut used: BTreeSet<u32> = BTreeSet::new();
     for c in &d.channels {
         if let Some(Address::VirtioSerial { port, .. }) = c.address {
@@ -316,22 +327,26 @@ fn implicit_controllers(d: &mut Devices, q35: bool) {
         0,
         Some(if q35 { "pcie-root" } else { "pci-root" }),
     );
-    // Controllers that disks on drive buses sit on.
-    let mut wanted = Vec::new();
-    for disk in &d.disks {
-        let ty = match disk.target.bus {
-            Some(DiskBus::Ide) => ControllerType::Ide,
-            Some(DiskBus::Sata) => ControllerType::Sata,
-            Some(DiskBus::Scsi) => ControllerType::Scsi,
-            Some(DiskBus::Fdc) => ControllerType::Fdc,
-            _ => continue,
-        };
-        if let Some(Address::Drive { controller, .. }) = disk.address {
-            wanted.push((ty, controller));
+    // Controllers that disks on drive buses sit on, added type by type in libvirt's
+    // order (virDomainDefAddDiskControllers).
+    for (ty, bus) in [
+        (ControllerType::Scsi, DiskBus::Scsi),
+        (ControllerType::Fdc, DiskBus::Fdc),
+        (ControllerType::Ide, DiskBus::Ide),
+        (ControllerType::Sata, DiskBus::Sata),
+    ] {
+        let wanted: Vec<u32> = d
+            .disks
+            .iter()
+            .filter(|disk| disk.target.bus == Some(bus))
+            .filter_map(|disk| match disk.address {
+                Some(Address::Drive { controller, .. }) => Some(controller),
+                _ => None,
+            })
+            .collect();
+        for idx in wanted {
+            add_controller(d, ty, idx, None);
         }
-    }
-    for (ty, idx) in wanted {
-        add_controller(d, ty, idx, None);
     }
     let virtio_serial = d
         .channels

@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod cpuset;
 mod defaults;
 pub mod element;
 mod error;

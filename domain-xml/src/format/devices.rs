@@ -247,10 +247,13 @@ fn interface(ctx: &Ctx, i: &Interface) -> Element {
         .children(extra_named(
             &i.extra,
             &[
-                "virtualport",
                 "vlan",
+                "virtualport",
+                "bandwidth",
+                "port",
                 "ip",
                 "route",
+                "portForward",
                 "script",
                 "downscript",
                 "backenddomain",
@@ -273,10 +276,7 @@ fn interface(ctx: &Ctx, i: &Interface) -> Element {
                 .map(|s| Element::new("link").attr("state", s)),
         )
         .opt_child(i.mtu.map(|m| Element::new("mtu").attr("size", m)))
-        .children(extra_named(
-            &i.extra,
-            &["coalesce", "bandwidth", "port", "portForward"],
-        ))
+        .children(extra_named(&i.extra, &["coalesce"]))
         .opt_child(i.boot_order.map(|o| Element::new("boot").attr("order", o)))
         .children(extra_named(&i.extra, &["rom", "acpi"]));
     ctx.info(e, &i.alias, &i.address)

@@ -199,12 +199,12 @@ fn os(o: &Os) -> Element {
                 .attr("enable", b.enable)
                 .opt_attr("timeout", b.timeout)
         }))
+        .opt_child(o.bios.clone())
         .opt_child(
             o.smbios
                 .as_ref()
                 .map(|m| Element::new("smbios").attr("mode", m)),
         )
-        .opt_child(o.bios.clone())
         .opt_child(o.acpi.clone())
 }
 

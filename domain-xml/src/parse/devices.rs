@@ -20,10 +20,13 @@ pub(crate) const DISK_EXTRA: &[&str] = &[
 
 /// Unmodelled `<interface>` children kept verbatim, in the order they are formatted.
 pub(crate) const INTERFACE_EXTRA: &[&str] = &[
-    "virtualport",
     "vlan",
+    "virtualport",
+    "bandwidth",
+    "port",
     "ip",
     "route",
+    "portForward",
     "script",
     "downscript",
     "backenddomain",
@@ -34,9 +37,6 @@ pub(crate) const INTERFACE_EXTRA: &[&str] = &[
     "tune",
     "teaming",
     "coalesce",
-    "bandwidth",
-    "port",
-    "portForward",
     "rom",
     "acpi",
 ];
@@ -162,7 +162,10 @@ pub(super) fn devices(n: Node<'_, '_>) -> Result<Devices> {
 }
 
 /// Inserts a disk where libvirt's `virDomainDiskInsert` puts it: disks on one bus stay
-/// together, sorted by their name's index (`vda` < `vdb` < `vdaa`).
+/// together, sorted by their name's index (`vda` < `vdb` < `vdaa`). Unlike libvirt,
+/// which compares the bus as written (so a disk without `bus=` is not sorted until the
+/// next parse), the bus a name implies counts, which makes the order a fixed point of
+/// format → parse.
 fn insert_disk(disks: &mut Vec<Disk>, disk: Disk) {
     let bus = |d: &Disk| {
         d.target
@@ -433,6 +436,13 @@ fn chardev(n: Node<'_, '_>) -> Result<Chardev> {
             children: kept_children(s, &["seclabel", "reconnect"])?,
         });
     }
+    if char_type == CharType::Unix {
+        // A unix source without a path (libvirt generates one at start) is not written
+        // back by libvirt; only its mode matters, and `bind` is the default.
+        sources.retain(|s| {
+            s.path.is_some() || s.mode.as_deref() == Some("connect") || !s.other.is_empty()
+        });
+    }
     if sources.len() > 2 || (sources.len() == 2 && char_type != CharType::Udp) {
         return Err(Error::xml(format!(
             "element <source> appears more than once in <{}>",
@@ -472,11 +482,13 @@ fn chardev(n: Node<'_, '_>) -> Result<Chardev> {
         }
         _ => {}
     }
+    let protocol = single(n, "protocol")?.and_then(|p| attr_s(p, "type"));
     Ok(Chardev {
         char_type,
         tty: attr_s(n, "tty"),
         sources,
-        protocol: single(n, "protocol")?.and_then(|p| attr_s(p, "type")),
+        // libvirt always writes the protocol of a tcp source, raw by default.
+        protocol: protocol.or_else(|| (char_type == CharType::Tcp).then(|| "raw".to_string())),
         target,
         log: kept_single(n, "log")?,
         alias: alias(n)?,

@@ -319,7 +319,9 @@ fn vcpu(n: Option<Node<'_, '_>>) -> Result<Vcpu> {
             )));
         }
     }
-    let cpuset = attr_s(n, "cpuset");
+    let cpuset = attr(n, "cpuset")
+        .map(crate::cpuset::canonical)
+        .transpose()?;
     Ok(Vcpu {
         max,
         // libvirt omits current when it equals the maximum.
@@ -336,7 +338,7 @@ fn cputune(n: Node<'_, '_>) -> Result<Cputune> {
             t.vcpupins.push(VcpuPin {
                 vcpu: attr_u32(c, "vcpu")?
                     .ok_or_else(|| Error::xml("missing vcpu id in vcpupin".to_string()))?,
-                cpuset: req_attr(c, "cpuset")?.to_string(),
+                cpuset: crate::cpuset::canonical(req_attr(c, "cpuset")?)?,
             });
         } else if [
             "shares",
