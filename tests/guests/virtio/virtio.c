@@ -20,6 +20,8 @@
  *   vsock    connects to host port 1234, sends "OXVSOCK-G2H", expects "OXVSOCK-H2G"
  *            ("OXTEST vsock-connect ok"), then "OXTEST vsock-listen ok port=5000", accepts a
  *            host connection on port 5000 and sends "OXVSOCK-ACC" ("OXTEST vsock-accept ok")
+ *   vnetbench=MiB   instead of the net exchange, transmit MiB in 1514-byte frames (full-queue
+ *                   batches, one notification each); OXBENCH lines around the phase.
  *   vblkbench=MiB   sequential write then read of MiB through the first writable disk in
  *                   1 MiB requests, then 4 KiB requests; prints OXBENCH lines with TSC cycles.
  *
@@ -503,6 +505,52 @@ static void check_vcons(struct vdev *d)
 #define NET_HDR 12
 #define NET_RX_BUFS 4
 
+/* Transmit throughput: `total` bytes of 1514-byte frames, batches of a full queue
+ * with one notification each; prints OXBENCH lines around the phase. */
+static void bench_vnet(struct vdev *d, uint64_t total, const uint8_t *mac)
+{
+	struct vq *q = &d->q[1];
+	uint32_t flen = 1514;
+	uint8_t *frames = valloc((uint64_t)q->size * 2048, 4096);
+	for (uint16_t i = 0; i < q->size; i++) {
+		uint8_t *f = frames + 2048ull * i;
+		memset(f + NET_HDR, 0xff, 6);
+		memcpy(f + NET_HDR + 6, mac, 6);
+		f[NET_HDR + 12] = 0x88;
+		f[NET_HDR + 13] = 0xb5;
+		q->desc[i].addr = (uint64_t)f;
+		q->desc[i].len = NET_HDR + flen;
+		q->desc[i].flags = 0;
+	}
+	say("vnet-bench", 1, "begin");
+	put("OXBENCH vnet begin tx req=");
+	put_dec(flen);
+	flush();
+	uint64_t sent = 0, n = 0;
+	while (sent < total) {
+		for (uint16_t i = 0; i < q->size; i++) {
+			q->avail->ring[q->avail->idx % q->size] = i;
+			mb();
+			q->avail->idx++;
+		}
+		mb();
+		w16(q->notify, 1);
+		uint16_t target = q->avail->idx;
+		uint64_t end = rdtsc() + 30ull * 3000000000ull;
+		while (q->used->idx != target && rdtsc() < end)
+			cpu_relax();
+		q->last_used = q->used->idx;
+		sent += (uint64_t)q->size * flen;
+		n += q->size;
+	}
+	put("OXBENCH vnet tx req=");
+	put_dec(flen);
+	put(" count=");
+	put_dec(n);
+	put(" errors=0");
+	flush();
+}
+
 /* Sends one broadcast frame of ethertype 0x88b5 carrying "OXVNET-G2H", then waits
  * for a frame of that ethertype carrying "OXVNET-H2G" from the host. */
 static void check_vnet(struct vdev *d)
@@ -515,6 +563,11 @@ static void check_vnet(struct vdev *d)
 	for (int i = 0; i < 6; i++)
 		mac[i] = r8(d->devcfg + (uint64_t)i);
 	uint16_t status = r16(d->devcfg + 6);
+	uint64_t bench_mib = cmdline_num("vnetbench", 0);
+	if (bench_mib) {
+		bench_vnet(d, bench_mib << 20, mac);
+		return;
+	}
 	struct vq *rx = &d->q[0];
 	uint8_t *bufs[NET_RX_BUFS];
 	for (int i = 0; i < NET_RX_BUFS; i++) {
