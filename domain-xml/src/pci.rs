@@ -72,27 +72,26 @@ pub(crate) fn assign(d: &mut Devices, q35: bool) -> Result<()> {
     for a in existing(d) {
         alloc.reserve(&a)?;
     }
-    let chipset = |function: u8| {
-        Some(Address::Pci(PciAddr {
-            domain: 0,
-            bus: 0,
-            slot: chipset_slot,
-            function,
-            multifunction: None,
-        }))
-    };
-    // Chipset-integrated controllers.
+    // Chipset-integrated controllers take their fixed chipset function, unless the
+    // definition already put something there (then they get a slot like any device).
     for c in &mut d.controllers {
         if c.address.is_some() || c.index != 0 {
             continue;
         }
-        match (c.controller_type, q35) {
-            (ControllerType::Ide, false) => c.address = chipset(1),
-            (ControllerType::Sata, true) => c.address = chipset(2),
-            (ControllerType::Usb, false) if c.model.as_deref() == Some("piix3-uhci") => {
-                c.address = chipset(2)
-            }
-            _ => {}
+        let function = match (c.controller_type, q35) {
+            (ControllerType::Ide, false) => 1,
+            (ControllerType::Sata, true) => 2,
+            (ControllerType::Usb, false) if c.model.as_deref() == Some("piix3-uhci") => 2,
+            _ => continue,
+        };
+        if alloc.used.insert((0, 0, chipset_slot, function)) {
+            c.address = Some(Address::Pci(PciAddr {
+                domain: 0,
+                bus: 0,
+                slot: chipset_slot,
+                function,
+                multifunction: None,
+            }));
         }
     }
     // Primary video at slot 2 on pc, as QEMU's i440fx layout has it.
@@ -117,7 +116,7 @@ pub(crate) fn assign(d: &mut Devices, q35: bool) -> Result<()> {
             ControllerType::Pci => !matches!(c.model.as_deref(), Some("pci-root" | "pcie-root")),
             ControllerType::Usb => c.model.as_deref() != Some("none"),
             ControllerType::VirtioSerial | ControllerType::Scsi | ControllerType::Sata => true,
-            ControllerType::Ide => q35 || c.index != 0,
+            ControllerType::Ide => true,
             _ => false,
         };
         if needs {

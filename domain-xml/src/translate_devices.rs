@@ -209,7 +209,7 @@ fn place_console_ports(d: &Devices, out: &mut [ms::Device]) -> Result<()> {
 }
 
 fn reject_unsupported_kinds(d: &Devices) -> Result<()> {
-    let lists: [(&str, bool); 18] = [
+    let lists: [(&str, bool); 17] = [
         ("lease", !d.leases.is_empty()),
         ("filesystem", !d.filesystems.is_empty()),
         ("smartcard", !d.smartcards.is_empty()),
@@ -227,7 +227,6 @@ fn reject_unsupported_kinds(d: &Devices) -> Result<()> {
         ("memory", !d.memories.is_empty()),
         ("iommu", d.iommu.is_some()),
         ("crypto", !d.cryptos.is_empty()),
-        ("graphics", false),
     ];
     for (name, present) in lists {
         if present {
