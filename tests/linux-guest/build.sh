@@ -160,6 +160,11 @@ rm -rf "$build" "$stage"
 mkdir -p "$build" "$stage"
 blog=$build/build.log
 run() { "$@" >>"$blog" 2>&1 || die "'$*' failed, see $blog"; }
+# Take rootfs/ now: it is part of the hash computed above, and may be edited while the
+# kernel compiles.
+root=$build/initramfs
+mkdir -p "$root"
+cp -a "$here/rootfs/." "$root/"
 
 # --- the kernel (cached on its own)
 if [ ! -f "$kdest/kernel.config" ]; then
@@ -254,9 +259,6 @@ fi
 # with fixed owner and mtime, written by the kernel's gen_init_cpio from a sorted list.
 run tar -C "$build" -xf "$src_tarball" linux-source-6.1/usr/gen_init_cpio.c
 run gcc -O2 -o "$build/gen_init_cpio" "$build/linux-source-6.1/usr/gen_init_cpio.c"
-root=$build/initramfs
-mkdir -p "$root"
-cp -a "$here/rootfs/." "$root/"
 [ $stock = 0 ] || cp -a "$kdest/modules/." "$root/"
 cp "$busybox" "$build/busybox"
 find "$root" "$build/busybox" -exec touch -h -d "@$epoch" {} +

@@ -102,8 +102,8 @@ fn linux_acpi_power_button_powers_off() {
     check(
         &vm,
         r.first("acpi")
-            .is_some_and(|l| l.get("power_button") == "present"),
-        "the guest's ACPI button driver found no power button (LNXPWRBN)",
+            .is_some_and(|l| !matches!(l.get("power_button"), "" | "absent")),
+        "the guest's ACPI button driver found no power button (LNXPWRBN or PNP0C0C)",
     );
     check(
         &vm,
@@ -319,12 +319,11 @@ fn linux_virtio_net_reaches_a_tap() {
     let ns = NetNs::new("net");
     let mac = "52:54:00:0a:7e:01";
     let tap = "oxtap0";
-    // The kernel configures eth0 itself (ip=); the guest pings the host end of the tap.
+    // The guest's /init sets eth0's address; the guest pings the host end of the tap.
     let mut spec = g.spec(
         1,
         128,
-        "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off \
-         oxvirt_cmd=\"ping -c 3 -w 30 10.0.2.2\"",
+        "oxvirt_ip=10.0.2.15/24 oxvirt_cmd=\"ping -c 3 -w 30 10.0.2.2\"",
     );
     spec.devices.push(pci_device(
         "net0",
@@ -444,8 +443,11 @@ fn linux_virtio_rng_console_balloon_bind() {
     );
     check(
         &vm,
-        r.first("hvc").is_some_and(|l| l.get("name") == "hvc0"),
-        "no hvc0 in the guest",
+        r.all("vport").len() == 1 && r.all("vport")[0].get("port").is_empty(),
+        &format!(
+            "guest virtio-console ports {:?}, expected one console port",
+            r.all("vport")
+        ),
     );
     vm.wait_for("OXVIRT-CMD-RC=", EXIT);
     wait_poweroff(&vm);
