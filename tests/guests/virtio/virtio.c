@@ -6,7 +6,7 @@
  * Checks (oxtest=... tokens):
  *   pci      one line listing every function on bus 0: "OXTEST pci ok 00.0=1b36:0008 04.0=1af4:1042 ..."
  *   virtio   drive every virtio device found:
- *     blk     "OXTEST vblk ok slot=S cap=N ro=R id=SERIAL read=pattern|other write=ok|ioerr msix=1"
+ *     blk     "OXTEST vblk ok slot=S cap=N ro=R id=SERIAL read=pattern|other write=ok|ioerr msix=1 reinit=1"
  *             reads sector 0..7 (expects the host pattern (k*13+0x5a)&0xff at byte k),
  *             writes (k*3+S+0xa5)&0xff to bytes 4096..8191 and reads them back, flushes;
  *             a read-only disk (VIRTIO_BLK_F_RO) must fail the write with VIRTIO_BLK_S_IOERR
@@ -410,7 +410,13 @@ static void check_vblk(struct vdev *d)
 		wrote = wrote && (!(d->features & BLK_F_FLUSH) || blk_rw(d, 4, 0, 0, 0) == 0);
 	}
 	int msix = halt_wait ? ticks > 0 : irr_set(d->q[0].vector);
-	int ok = st_id == 0 && st_rd == 0 && msix && (ro ? st_wr == 1 : wrote);
+	/* Device reset and re-initialisation: a fresh queue must work, and the data stays. */
+	int reinit = virtio_init(d, BLK_F_RO | BLK_F_FLUSH, 1);
+	if (reinit) {
+		memset(buf, 0, 4096);
+		reinit = blk_rw(d, 0, 0, buf, 4096) == 0 && (!pattern || buf[1] == (uint8_t)(13 + 0x5a));
+	}
+	int ok = st_id == 0 && st_rd == 0 && msix && reinit && (ro ? st_wr == 1 : wrote);
 	result("vblk", ok);
 	put("slot=");
 	put_dec(d->slot);
@@ -424,6 +430,8 @@ static void check_vblk(struct vdev *d)
 	put(st_wr == 0 ? (wrote ? " write=ok" : " write=mismatch") : st_wr == 1 ? " write=ioerr" : " write=bad");
 	put(" msix=");
 	put_dec((uint64_t)msix);
+	put(" reinit=");
+	put_dec((uint64_t)reinit);
 	flush();
 	if (!ro && !bench_disk)
 		bench_disk = d;
