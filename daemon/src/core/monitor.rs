@@ -1,17 +1,15 @@
-//! The daemon's QMP connection to one VMM: commands with replies matched by id,
-//! and the asynchronous events as a stream that ends when the VMM goes away.
+//! The daemon's QMP connection to one VMM, on the workspace's QMP client
+//! (`qmp::QmpClient`): commands with a time limit and libvirt-friendly errors, and
+//! the asynchronous events as a stream that ends when the VMM goes away.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::unix::OwnedWriteHalf;
-use tokio::net::UnixStream;
-use tokio::sync::{mpsc, oneshot};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use qmp::{ClientError, QmpClient};
 
 /// Why a monitor call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,13 +38,10 @@ pub struct QmpEvent {
     pub data: Value,
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, MonitorError>>>>>;
-
 /// A negotiated QMP connection.
 pub struct Monitor {
-    writer: tokio::sync::Mutex<OwnedWriteHalf>,
-    pending: Pending,
-    next_id: AtomicU64,
+    client: Arc<QmpClient>,
+    path: String,
 }
 
 /// How long one command may take before the daemon gives up on it.
@@ -54,37 +49,57 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Monitor {
     /// Connects to `path`, reads the greeting, negotiates capabilities; returns the
-    /// monitor and its event stream.
+    /// monitor and its event stream (which ends when the connection closes).
     pub async fn connect(
         path: &Path,
     ) -> Result<(Monitor, mpsc::UnboundedReceiver<QmpEvent>), MonitorError> {
-        let io_err = |e: std::io::Error| MonitorError::Io {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        };
-        let stream = UnixStream::connect(path).await.map_err(io_err)?;
-        let (read, write) = stream.into_split();
-        let mut lines = BufReader::new(read).lines();
-        let greeting = tokio::time::timeout(COMMAND_TIMEOUT, lines.next_line())
+        let shown = path.display().to_string();
+        let client = tokio::time::timeout(COMMAND_TIMEOUT, QmpClient::connect(path))
             .await
             .map_err(|_| MonitorError::Timeout("greeting".into()))?
-            .map_err(io_err)?
-            .ok_or(MonitorError::Closed)?;
-        let greeting: Value = serde_json::from_str(&greeting)
-            .map_err(|e| MonitorError::Protocol(format!("greeting: {e}")))?;
-        if greeting.get("QMP").is_none() {
-            return Err(MonitorError::Protocol(format!("greeting: {greeting}")));
-        }
-        let pending: Pending = Arc::default();
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
-        tokio::spawn(read_loop(lines, pending.clone(), events_tx));
-        let mon = Monitor {
-            writer: tokio::sync::Mutex::new(write),
-            pending,
-            next_id: AtomicU64::new(1),
-        };
-        mon.execute("qmp_capabilities", None).await?;
-        Ok((mon, events_rx))
+            .map_err(|e| convert(e, &shown))?;
+        let client = Arc::new(client);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let source = client.clone();
+        tokio::spawn(async move {
+            let forward = |ev: qmp::Event| {
+                tx.send(QmpEvent {
+                    name: ev.event,
+                    data: ev.data.unwrap_or(Value::Null),
+                })
+                .is_ok()
+            };
+            // The client keeps its event channel open while it exists, so watch for
+            // the close and then take what is left; dropping `tx` ends the stream.
+            loop {
+                tokio::select! {
+                    biased;
+                    ev = source.next_event() => match ev {
+                        Some(ev) => {
+                            if !forward(ev) {
+                                return;
+                            }
+                        }
+                        None => return,
+                    },
+                    _ = source.closed() => break,
+                }
+            }
+            while let Ok(Some(ev)) =
+                tokio::time::timeout(Duration::from_millis(10), source.next_event()).await
+            {
+                if !forward(ev) {
+                    return;
+                }
+            }
+        });
+        Ok((
+            Monitor {
+                client,
+                path: shown,
+            },
+            rx,
+        ))
     }
 
     /// Runs `command` with `arguments`, returning the `return` value.
@@ -93,87 +108,43 @@ impl Monitor {
         command: &str,
         arguments: Option<Value>,
     ) -> Result<Value, MonitorError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut req = json!({ "execute": command, "id": id });
-        if let Some(args) = arguments {
-            req["arguments"] = args;
-        }
-        let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .expect("monitor pending map poisoned")
-            .insert(id, tx);
-        let mut line = req.to_string();
-        line.push('\n');
-        let write = async {
-            let mut w = self.writer.lock().await;
-            w.write_all(line.as_bytes()).await
-        };
-        if write.await.is_err() {
-            self.pending.lock().expect("poisoned").remove(&id);
-            return Err(MonitorError::Closed);
-        }
-        match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(_)) => Err(MonitorError::Closed),
-            Err(_) => {
-                self.pending.lock().expect("poisoned").remove(&id);
-                Err(MonitorError::Timeout(command.to_string()))
-            }
+        let args = arguments.unwrap_or(Value::Null);
+        match tokio::time::timeout(COMMAND_TIMEOUT, self.client.execute(command, args)).await {
+            Ok(r) => r.map_err(|e| convert(e, &self.path)),
+            Err(_) => Err(MonitorError::Timeout(command.to_string())),
         }
     }
 }
 
-async fn read_loop(
-    mut lines: tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
-    pending: Pending,
-    events: mpsc::UnboundedSender<QmpEvent>,
-) {
-    while let Ok(Some(line)) = lines.next_line().await {
-        let Ok(msg) = serde_json::from_str::<Value>(&line) else {
-            tracing::warn!(line, "unparsable QMP message");
-            continue;
-        };
-        if let Some(name) = msg.get("event").and_then(Value::as_str) {
-            let data = msg.get("data").cloned().unwrap_or(Value::Null);
-            let _ = events.send(QmpEvent {
-                name: name.to_string(),
-                data,
-            });
-            continue;
-        }
-        let Some(id) = msg.get("id").and_then(Value::as_u64) else {
-            tracing::warn!(line, "QMP reply without our id");
-            continue;
-        };
-        let reply = if let Some(ret) = msg.get("return") {
-            Ok(ret.clone())
-        } else if let Some(err) = msg.get("error") {
-            Err(MonitorError::Command {
-                class: err["class"].as_str().unwrap_or("GenericError").to_string(),
-                desc: err["desc"].as_str().unwrap_or("").to_string(),
-            })
-        } else {
-            Err(MonitorError::Protocol(line.clone()))
-        };
-        if let Some(tx) = pending.lock().expect("poisoned").remove(&id) {
-            let _ = tx.send(reply);
-        }
+fn convert(e: ClientError, path: &str) -> MonitorError {
+    match e {
+        ClientError::Command(q) => MonitorError::Command {
+            class: serde_json::to_value(q.class)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| "GenericError".into()),
+            desc: q.desc,
+        },
+        ClientError::Disconnected => MonitorError::Closed,
+        ClientError::Connect { source, .. } | ClientError::Io(source) => MonitorError::Io {
+            path: path.to_string(),
+            reason: source.to_string(),
+        },
+        ClientError::Protocol(p) => MonitorError::Protocol(p),
     }
-    // EOF: fail whatever is still waiting; dropping `events` ends the stream.
-    pending.lock().expect("poisoned").clear();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
+    use serde_json::json;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::UnixListener;
 
     /// A real socket peer speaking QMP, scripted.
     async fn serve_once(listener: UnixListener) {
         let (mut s, _) = listener.accept().await.unwrap();
-        s.write_all(b"{\"QMP\":{\"version\":{},\"capabilities\":[]}}\n")
+        s.write_all(b"{\"QMP\":{\"version\":{\"qemu\":{\"major\":7,\"minor\":2,\"micro\":0},\"package\":\"\"},\"capabilities\":[]}}\n")
             .await
             .unwrap();
         let mut buf = vec![0u8; 4096];
