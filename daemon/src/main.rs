@@ -41,14 +41,17 @@ fn main() -> anyhow::Result<()> {
         Mode::Session
     };
     let config = Config::load(mode, args.config.as_deref()).context("loading configuration")?;
+    // Before the runtime starts threads: this edits the environment.
+    let passed = daemon::rpc::activation::Inherited::from_env()
+        .context("taking the sockets passed by systemd")?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?
-        .block_on(run(config))
+        .block_on(run(config, passed))
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, passed: daemon::rpc::activation::Inherited) -> anyhow::Result<()> {
     tracing::info!(?config, "starting");
     let core = Core::open(CoreConfig {
         domains_dir: config.domains_dir.clone(),
@@ -58,8 +61,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     })
     .await
     .context("opening the domain store")?;
-    let _rpc = daemon::rpc::start(core.clone(), daemon::rpc::RpcConfig::from_config(&config))
-        .context("serving the libvirt remote protocol")?;
+    let _rpc = daemon::rpc::start_with(
+        core.clone(),
+        daemon::rpc::RpcConfig::from_config(&config),
+        passed,
+    )
+    .context("serving the libvirt remote protocol")?;
     let (bus, gate) = match &config.bus {
         Bus::System => (
             zbus::connection::Builder::system(),

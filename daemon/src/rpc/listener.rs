@@ -195,10 +195,24 @@ fn process_groups(pid: i32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-/// Binds both sockets and spawns their accept loops.
-pub fn start(shared: Arc<Shared>) -> Result<(), ListenError> {
-    let rw = bind(&shared.config.socket)?;
-    let ro = bind(&shared.config.socket_ro)?;
+/// Uses a socket passed by systemd, or binds `path`.
+fn inherited_or_bind(
+    passed: Option<std::os::unix::net::UnixListener>,
+    path: &Path,
+) -> Result<UnixListener, ListenError> {
+    let Some(l) = passed else { return bind(path) };
+    l.set_nonblocking(true)
+        .and_then(|()| UnixListener::from_std(l))
+        .map_err(|source| ListenError::Bind {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Spawns the accept loops on the sockets passed by systemd, binding those not passed.
+pub fn start(shared: Arc<Shared>, passed: super::activation::Inherited) -> Result<(), ListenError> {
+    let rw = inherited_or_bind(passed.rw, &shared.config.socket)?;
+    let ro = inherited_or_bind(passed.ro, &shared.config.socket_ro)?;
     info!(
         "libvirt RPC listening on {} (read-only: {})",
         shared.config.socket.display(),

@@ -24,6 +24,7 @@
 //!
 //! The front end only decodes, calls the shared [`crate::core::Core`] and encodes.
 
+pub mod activation;
 pub mod conn;
 pub mod console;
 pub mod dispatch;
@@ -77,8 +78,24 @@ impl Drop for Server {
 /// Binds the read-write and read-only sockets and serves clients on the current tokio
 /// runtime until it shuts down.
 pub fn start(core: Core, config: RpcConfig) -> Result<Server, ListenError> {
+    start_with(core, config, activation::Inherited::default())
+}
+
+/// Like [`start`], but serves on the sockets systemd passed ([`activation`]) where it
+/// passed them. Their files belong to the socket units and are not removed on drop.
+pub fn start_with(
+    core: Core,
+    config: RpcConfig,
+    passed: activation::Inherited,
+) -> Result<Server, ListenError> {
     let emulator = core.config().vmm.clone();
-    let sockets = vec![config.socket.clone(), config.socket_ro.clone()];
+    let mut sockets = Vec::new();
+    if passed.rw.is_none() {
+        sockets.push(config.socket.clone());
+    }
+    if passed.ro.is_none() {
+        sockets.push(config.socket_ro.clone());
+    }
     let shared = Arc::new(Shared {
         core,
         config,
@@ -86,6 +103,6 @@ pub fn start(core: Core, config: RpcConfig) -> Result<Server, ListenError> {
         next_callback_id: AtomicI32::new(1),
         consoles: Arc::default(),
     });
-    listener::start(shared)?;
+    listener::start(shared, passed)?;
     Ok(Server { sockets })
 }
