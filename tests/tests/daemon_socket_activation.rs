@@ -1,0 +1,158 @@
+//! systemd socket activation of the libvirt-protocol sockets, the way
+//! packaging/systemd/oxvirtd.socket and oxvirtd-ro.socket start the daemon: systemd's
+//! own `systemd-socket-activate` holds both sockets (named `rw` and `ro`), starts
+//! oxvirtd on the first connection and passes them (LISTEN_FDS, LISTEN_FDNAMES); Debian's
+//! real `virsh` then talks to the daemon through them. The daemon's configured socket
+//! path lies elsewhere, so a daemon that bound its own socket would be seen.
+
+mod rpc_common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use oxvirt_tests::bin_path;
+use rpc_common::{is_socket, virsh};
+
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in self.0.iter_mut().rev() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_socket(p: &Path, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !is_socket(p) {
+        assert!(Instant::now() < deadline, "{what} did not create {p:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn daemon_socket_activation_serves_virsh_on_passed_sockets() {
+    let dir = tempfile::Builder::new()
+        .prefix("oxvirt-sockact-")
+        .tempdir()
+        .unwrap();
+    let d = dir.path();
+    let mut procs = Procs(Vec::new());
+    let bus = d.join("bus");
+    procs.0.push(
+        Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--nopidfile"])
+            .arg(format!("--address=unix:path={}", bus.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting dbus-daemon (Debian package dbus)"),
+    );
+    wait_socket(&bus, "dbus-daemon");
+
+    // Where the daemon would bind without activation: must stay absent.
+    let own = d.join("own").join("virtoxvirtd-sock");
+    let config = d.join("oxvirtd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "domains_dir = \"{d}/domains\"\nruntime_dir = \"{d}/run\"\nvmm = \"{vmm}\"\n\
+             bus = \"unix:path={bus}\"\nautostart = false\nrpc_socket = \"{own}\"\n",
+            d = d.display(),
+            vmm = bin_path("oxvirt-vmm").display(),
+            bus = bus.display(),
+            own = own.display(),
+        ),
+    )
+    .unwrap();
+    let rw = d.join("virtoxvirtd-sock");
+    let ro = d.join("virtoxvirtd-sock-ro");
+    let log_path = d.join("oxvirtd.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    procs.0.push(
+        Command::new("systemd-socket-activate")
+            .arg("-l")
+            .arg(&rw)
+            .arg("-l")
+            .arg(&ro)
+            .arg("--fdname=rw:ro")
+            .args(["-E", "OXVIRTD_LOG=info,daemon::rpc=debug"])
+            .arg(bin_path("oxvirtd"))
+            .arg("--system")
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting systemd-socket-activate (Debian package systemd)"),
+    );
+    wait_socket(&rw, "systemd-socket-activate");
+    wait_socket(&ro, "systemd-socket-activate");
+    let show_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+
+    // The first connection starts the daemon, which answers on the passed socket.
+    let rw_uri = format!("oxvirt:///system?socket={}", rw.display());
+    let r = virsh(&rw_uri, &["list", "--all"]);
+    assert!(
+        r.ok,
+        "virsh list on the activated rw socket failed: {}\n--- log:\n{}",
+        r.stderr,
+        show_log()
+    );
+    assert!(
+        r.stdout.contains("Id") && r.stdout.contains("State"),
+        "{}",
+        r.stdout
+    );
+    let uri = virsh(&rw_uri, &["uri"]);
+    assert!(uri.stdout.starts_with("oxvirt:///system"), "{}", uri.stderr);
+
+    // The read-only socket serves reads and refuses changes.
+    let ro_uri = format!("oxvirt:///system?socket={}", ro.display());
+    let r = virsh(&ro_uri, &["list", "--all"]);
+    assert!(
+        r.ok,
+        "virsh list on the ro socket: {}\n{}",
+        r.stderr,
+        show_log()
+    );
+    let xml = d.join("x.xml");
+    std::fs::write(
+        &xml,
+        "<domain type='kvm'><name>ro-probe</name><memory unit='MiB'>16</memory>\
+         <os><type>hvm</type></os></domain>",
+    )
+    .unwrap();
+    let r = virsh(&ro_uri, &["define", xml.to_str().unwrap()]);
+    assert!(!r.ok, "define through the read-only socket succeeded");
+    assert!(
+        r.stderr.contains("read only") || r.stderr.contains("read-only"),
+        "{}",
+        r.stderr
+    );
+
+    let log = show_log();
+    assert!(
+        log.matches("using the socket passed by systemd").count() == 2,
+        "oxvirtd did not take both passed sockets:\n{log}"
+    );
+    assert!(
+        !own.exists() && !own.with_file_name("virtoxvirtd-sock-ro").exists(),
+        "oxvirtd bound its own socket despite socket activation:\n{log}"
+    );
+    // The sockets stay the ones systemd-socket-activate made (the daemon did not
+    // replace them), and they keep working for a new client.
+    let again = virsh(&rw_uri, &["list", "--all"]);
+    assert!(again.ok, "{}\n{log}", again.stderr);
+}
