@@ -64,6 +64,8 @@ def domain_xml(name, virt_type, kernel):
 
 
 def start_oxvirtd(tmp, bin_dir):
+    # Find the binaries before starting anything, so a missing one leaves nothing behind.
+    oxvirtd, vmm = find_bin("oxvirtd", bin_dir), find_bin("oxvirt-vmm", bin_dir)
     d = os.path.join(tmp, "ox")
     os.makedirs(d)
     bus = os.path.join(d, "bus")
@@ -75,10 +77,10 @@ def start_oxvirtd(tmp, bin_dir):
     conf = os.path.join(d, "oxvirtd.toml")
     with open(conf, "w") as f:
         f.write(f'domains_dir = "{d}/domains"\nruntime_dir = "{d}/run"\n'
-                f'vmm = "{find_bin("oxvirt-vmm", bin_dir)}"\nbus = "unix:path={bus}"\n'
+                f'vmm = "{vmm}"\nbus = "unix:path={bus}"\n'
                 f'autostart = false\nrpc_socket = "{sock}"\n')
     log = open(os.path.join(d, "log"), "w")
-    daemon = subprocess.Popen([find_bin("oxvirtd", bin_dir), "--system", "--config", conf],
+    daemon = subprocess.Popen([oxvirtd, "--system", "--config", conf],
                               stdout=subprocess.DEVNULL, stderr=log,
                               env=dict(os.environ, OXVIRTD_LOG="warn"))
     wait_socket(sock, "oxvirtd")
