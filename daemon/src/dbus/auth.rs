@@ -1,7 +1,10 @@
 //! Who may call us. On the system bus the bus policy (packaging/dbus) already
 //! limits callers to root and the oxvirt group; the daemon checks again from the
 //! caller's credentials as the bus reports them, so a permissive policy does not
-//! open the door. On the session bus, the bus itself is private to the user.
+//! open the door. A caller who is neither root nor in the group is admitted when
+//! polkit authorizes it for the call's action ([`super::polkit`]: manage for changes,
+//! monitor for reads), as libvirt does with its polkit access driver; without polkit
+//! such a caller is refused. On the session bus, the bus itself is private to the user.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,13 +13,16 @@ use zbus::message::Header;
 use zbus::names::BusName;
 
 use super::error::{LibvirtError, Result};
+use super::polkit::{self, Action};
 use crate::core::Error;
 
 /// The access rule for one bus.
 pub struct Gate {
     /// `None`: every caller that reaches us may call (session bus).
     rule: Option<Rule>,
-    /// Decisions by unique bus name (a unique name is never reused on a bus).
+    /// Whether a unique bus name is root or in the group (a unique name is never
+    /// reused on a bus). polkit's answers are not kept: they can change (temporary
+    /// authorizations expire, rules are edited).
     seen: Mutex<HashMap<String, bool>>,
 }
 
@@ -58,36 +64,63 @@ impl Gate {
             return Ok(());
         };
         let Some(sender) = hdr.sender() else {
-            return Err(denied(rule));
+            return Err(denied(rule, Action::for_header(hdr), None));
         };
         let key = sender.to_string();
-        if let Some(ok) = self.seen.lock().expect("poisoned").get(&key) {
-            return if *ok { Ok(()) } else { Err(denied(rule)) };
+        let cached = self.seen.lock().expect("poisoned").get(&key).copied();
+        let privileged = match cached {
+            Some(p) => p,
+            None => {
+                let proxy = zbus::fdo::DBusProxy::new(conn).await?;
+                let creds = proxy
+                    .get_connection_credentials(BusName::Unique(sender.clone()))
+                    .await
+                    .map_err(zbus::Error::from)?;
+                let uid = creds.unix_user_id();
+                let groups = creds.unix_group_ids().cloned().unwrap_or_default();
+                let p = uid == Some(0) || rule.group.is_some_and(|g| groups.contains(&g));
+                self.seen.lock().expect("poisoned").insert(key.clone(), p);
+                p
+            }
+        };
+        if privileged {
+            return Ok(());
         }
-        let proxy = zbus::fdo::DBusProxy::new(conn).await?;
-        let creds = proxy
-            .get_connection_credentials(BusName::Unique(sender.clone()))
-            .await
-            .map_err(zbus::Error::from)?;
-        let uid = creds.unix_user_id();
-        let groups = creds.unix_group_ids().cloned().unwrap_or_default();
-        let ok = uid == Some(0) || rule.group.is_some_and(|g| groups.contains(&g));
-        if !ok {
-            tracing::warn!(sender = key, ?uid, "refused caller");
-        }
-        self.seen.lock().expect("poisoned").insert(key, ok);
-        if ok {
-            Ok(())
-        } else {
-            Err(denied(rule))
+        let action = Action::for_header(hdr);
+        match polkit::is_authorized(conn, hdr, action).await {
+            Ok(true) => {
+                tracing::debug!(
+                    sender = key,
+                    action = action.id(),
+                    "polkit authorized caller"
+                );
+                Ok(())
+            }
+            Ok(false) => {
+                tracing::warn!(
+                    sender = key,
+                    action = action.id(),
+                    "refused caller (polkit said no)"
+                );
+                Err(denied(rule, action, None))
+            }
+            Err(e) => {
+                tracing::warn!(sender = key, action = action.id(), "refused caller: {e}");
+                Err(denied(rule, action, Some(&e)))
+            }
         }
     }
 }
 
-fn denied(rule: &Rule) -> LibvirtError {
+fn denied(rule: &Rule, action: Action, polkit: Option<&polkit::PolkitError>) -> LibvirtError {
+    let why = match polkit {
+        Some(e) => format!(" ({e})"),
+        None => String::new(),
+    };
     Error::AccessDenied(format!(
-        "'org.libvirt' requires root or membership of group '{}'",
-        rule.group_name
+        "'org.libvirt' requires root, membership of group '{}' or polkit authorization for '{}'{why}",
+        rule.group_name,
+        action.id()
     ))
     .into()
 }

@@ -13,6 +13,7 @@ mod domain;
 pub mod error;
 mod host;
 pub mod path;
+pub mod polkit;
 mod stats;
 
 use std::collections::HashSet;
