@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use oxvirt_tests::bin_path;
 
+mod daemon_common;
+
 const CONNECT: &str = "/org/libvirt/QEMU";
 
 /// Children killed and files removed on drop, last first.
@@ -113,33 +115,15 @@ fn daemon_polkit_admits_nobody_for_monitor_only() {
     let conf = d.join("bus.conf");
     std::fs::write(
         &conf,
-        format!(
-            "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN\"
- \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={bus}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context=\"default\">
-    <allow user=\"*\"/>
-    <deny own=\"*\"/>
-    <deny send_type=\"method_call\"/>
-    <allow send_type=\"signal\"/>
-    <allow send_requested_reply=\"true\" send_type=\"method_return\"/>
-    <allow send_requested_reply=\"true\" send_type=\"error\"/>
-    <allow receive_type=\"method_call\"/>
-    <allow receive_type=\"method_return\"/>
-    <allow receive_type=\"error\"/>
-    <allow receive_type=\"signal\"/>
-    <allow send_destination=\"org.freedesktop.DBus\"/>
+        daemon_common::system_bus_conf_text(
+            &bus,
+            "    <allow send_destination=\"org.freedesktop.DBus\"/>
     <allow send_destination=\"org.libvirt\"/>
     <allow send_destination=\"org.freedesktop.PolicyKit1\"/>
-  </policy>
-  <policy user=\"root\"><allow own=\"org.libvirt\"/></policy>
-  <policy user=\"polkitd\"><allow own=\"org.freedesktop.PolicyKit1\"/></policy>
-</busconfig>
 ",
-            bus = bus.display()
+            "  <policy user=\"root\"><allow own=\"org.libvirt\"/></policy>
+  <policy user=\"polkitd\"><allow own=\"org.freedesktop.PolicyKit1\"/></policy>
+",
         ),
     )
     .unwrap();

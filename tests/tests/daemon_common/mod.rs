@@ -76,25 +76,12 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn system_bus_config(dir: &Path, bus: &Path, open: bool) -> PathBuf {
-    let policy = if open {
-        let p = dir.join("open-policy.conf");
-        std::fs::write(
-            &p,
-            "<busconfig><policy user=\"root\"><allow own=\"org.libvirt\"/></policy>\
-             <policy context=\"default\"><allow send_destination=\"org.libvirt\"/></policy></busconfig>",
-        )
-        .unwrap();
-        p
-    } else {
-        repo_root().join("packaging/dbus/org.libvirt.conf")
-    };
-    let cfg = dir.join("system-bus.conf");
-    // The default policy of Debian's system.conf, then ours.
-    std::fs::write(
-        &cfg,
-        format!(
-            "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN\"
+/// A system-style bus configuration listening on `bus`: the default policy of
+/// Debian's system.conf (deny calls and names, allow replies), then `default_extra`
+/// inside that default policy and `after` (more policies, includes) after it.
+pub fn system_bus_conf_text(bus: &Path, default_extra: &str, after: &str) -> String {
+    format!(
+        "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN\"
  \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">
 <busconfig>
   <type>system</type>
@@ -111,15 +98,36 @@ fn system_bus_config(dir: &Path, bus: &Path, open: bool) -> PathBuf {
     <allow receive_type=\"method_return\"/>
     <allow receive_type=\"error\"/>
     <allow receive_type=\"signal\"/>
-    <allow send_destination=\"org.freedesktop.DBus\" send_interface=\"org.freedesktop.DBus\"/>
+{default_extra}  </policy>
+{after}</busconfig>
+",
+        bus = bus.display()
+    )
+}
+
+fn system_bus_config(dir: &Path, bus: &Path, open: bool) -> PathBuf {
+    let policy = if open {
+        let p = dir.join("open-policy.conf");
+        std::fs::write(
+            &p,
+            "<busconfig><policy user=\"root\"><allow own=\"org.libvirt\"/></policy>\
+             <policy context=\"default\"><allow send_destination=\"org.libvirt\"/></policy></busconfig>",
+        )
+        .unwrap();
+        p
+    } else {
+        repo_root().join("packaging/dbus/org.libvirt.conf")
+    };
+    let cfg = dir.join("system-bus.conf");
+    std::fs::write(
+        &cfg,
+        system_bus_conf_text(
+            bus,
+            "    <allow send_destination=\"org.freedesktop.DBus\" send_interface=\"org.freedesktop.DBus\"/>
     <allow send_destination=\"org.freedesktop.DBus\" send_interface=\"org.freedesktop.DBus.Introspectable\"/>
     <allow send_destination=\"org.freedesktop.DBus\" send_interface=\"org.freedesktop.DBus.Properties\"/>
-  </policy>
-  <include>{policy}</include>
-</busconfig>
 ",
-            bus = bus.display(),
-            policy = policy.display()
+            &format!("  <include>{}</include>\n", policy.display()),
         ),
     )
     .unwrap();
