@@ -33,6 +33,7 @@ pub const COMMANDS: &[&str] = &[
     "query-chardev",
     "query-balloon",
     "balloon",
+    "set_link",
     "query-pci",
     "query-memory-size-summary",
     "query-target",
@@ -143,6 +144,10 @@ impl Commands {
                 None => Err(QmpError::no_balloon()),
             }),
             "balloon" => qmp::ready(self.balloon(args["value"].as_i64().unwrap_or(0))),
+            "set_link" => qmp::ready(self.set_link(
+                args["name"].as_str().unwrap_or_default(),
+                args["up"].as_bool().unwrap_or(true),
+            )),
             "query-pci" => ok(self.pci()),
             "query-memory-size-summary" => ok(json!({
                 "base-memory": self.control.memory_size(),
@@ -288,6 +293,20 @@ impl Commands {
             return Err(QmpError::generic("Parameter 'target' expects a size"));
         }
         b.set_target(value.min(self.control.memory_size() as i64) as u64);
+        Ok(json!({}))
+    }
+
+    /// QEMU's `set_link`: the NIC's link status bit and a configuration-change
+    /// interrupt; frames are dropped both ways while the link is down.
+    fn set_link(&self, name: &str, up: bool) -> Result<Value, QmpError> {
+        let nic = self
+            .devices
+            .nics
+            .iter()
+            .find(|n| n.answers_to(name))
+            .ok_or_else(|| QmpError::device_not_found(name))?;
+        tracing::info!(nic = %nic.id, up, "set_link");
+        nic.control.set_link(up);
         Ok(json!({}))
     }
 
@@ -611,12 +630,19 @@ mod tests {
                 "human-monitor-command" => {
                     args.insert("command-line".into(), json!("info status"));
                 }
+                "set_link" => {
+                    args.insert("name".into(), json!("net0"));
+                    args.insert("up".into(), json!(false));
+                }
                 _ => {}
             }
             let cmd = c.schema.command(name).unwrap();
             c.schema.check_args(cmd, &args).unwrap();
             match c.run(name, args).await {
                 Ok(_) => {}
+                Err(e) if *name == "set_link" => {
+                    assert_eq!(e.class, qmp::ErrorClass::DeviceNotFound);
+                }
                 Err(e) => {
                     assert_ne!(e.class, qmp::ErrorClass::CommandNotFound, "{name}");
                     assert!(["query-balloon", "balloon"].contains(name), "{name}: {e:?}");
@@ -625,6 +651,34 @@ mod tests {
             }
         }
         assert!(c.run("nope", Map::new()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn set_link_finds_the_nic_by_alias_or_netdev_id() {
+        let mut c = commands();
+        let control = crate::virtio::net::NetControl::new(true);
+        c.devices.nics.push(super::super::Nic {
+            id: "net0".into(),
+            control: control.clone(),
+        });
+        let args = |name: &str, up: bool| {
+            let mut m = Map::new();
+            m.insert("name".into(), json!(name));
+            m.insert("up".into(), json!(up));
+            m
+        };
+        assert_eq!(
+            c.run("set_link", args("net0", false)).await.unwrap(),
+            json!({})
+        );
+        assert!(!control.link_up());
+        c.run("set_link", args("hostnet0", true)).await.unwrap();
+        assert!(control.link_up());
+        // QEMU 7.2: {"class": "DeviceNotFound", "desc": "Device 'nope' not found"}.
+        let e = c.run("set_link", args("nope", false)).await.unwrap_err();
+        assert_eq!(e.class, qmp::ErrorClass::DeviceNotFound);
+        assert_eq!(e.desc, "Device 'nope' not found");
+        assert!(control.link_up(), "an unknown name changes nothing");
     }
 
     #[tokio::test]

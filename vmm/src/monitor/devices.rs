@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::virtio::balloon::BalloonControl;
+use crate::virtio::net::NetControl;
 
 /// The devices the monitor reports on. Empty when the machine has none.
 #[derive(Default, Clone)]
@@ -15,6 +16,25 @@ pub struct Devices {
     pub blocks: Vec<Arc<dyn BlockView>>,
     /// The PCI bus (`query-pci`).
     pub pci: Option<Arc<dyn PciView>>,
+    /// NICs (`set_link`).
+    pub nics: Vec<Nic>,
+}
+
+/// A NIC as the monitor sees it: its device id and its link control.
+#[derive(Clone)]
+pub struct Nic {
+    /// The device id (libvirt's alias, `net0`); QMP `set_link` names it so, or by
+    /// the netdev id libvirt gives the backend, `host` + alias (`hostnet0`).
+    pub id: String,
+    /// Link state.
+    pub control: NetControl,
+}
+
+impl Nic {
+    /// Whether `name` designates this NIC in `set_link`.
+    pub fn answers_to(&self, name: &str) -> bool {
+        name == self.id || name.strip_prefix("host") == Some(self.id.as_str())
+    }
 }
 
 /// A block device's configuration, as `query-block` reports it.

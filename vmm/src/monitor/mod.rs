@@ -29,7 +29,7 @@ use qmp::{QmpServer, Schema, ServerConfig, VersionInfo};
 use crate::control::VmControl;
 
 pub use devices::{
-    BlockCounters, BlockDescription, BlockView, Devices, PciFunction, PciRegion, PciView,
+    BlockCounters, BlockDescription, BlockView, Devices, Nic, PciFunction, PciRegion, PciView,
 };
 
 /// The schema of exactly the commands and events served (`query-qmp-schema`).

@@ -33,7 +33,7 @@ use crate::devices::bus::{Bus, BusDevice, BusError};
 use crate::devices::chardev::{Chardev, ChardevError, InputEvent};
 use crate::layout;
 use crate::monitor::{
-    BlockCounters, BlockDescription, BlockView, Devices, PciFunction, PciRegion, PciView,
+    BlockCounters, BlockDescription, BlockView, Devices, Nic, PciFunction, PciRegion, PciView,
 };
 use crate::pci::root::CONFIG_ADDRESS_PORT;
 use crate::pci::{PciError, PciRoot, PciWindows};
@@ -204,7 +204,7 @@ impl PciBackends {
             .collect()
     }
 
-    /// What the monitor reports on: balloon, disks, the PCI bus.
+    /// What the monitor reports on: balloon, disks, the PCI bus, NICs.
     pub fn monitor_devices(&self) -> Devices {
         Devices {
             balloon: self.balloon.clone(),
@@ -214,6 +214,14 @@ impl PciBackends {
                 .map(|(_, v)| v.clone() as Arc<dyn BlockView>)
                 .collect(),
             pci: Some(self.pci.clone() as Arc<dyn PciView>),
+            nics: self
+                .nets
+                .iter()
+                .map(|(id, control)| Nic {
+                    id: id.clone(),
+                    control: control.clone(),
+                })
+                .collect(),
         }
     }
 
