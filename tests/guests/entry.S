@@ -153,9 +153,22 @@ exc_common:
 	hlt
 	jmp	1b
 
-	.globl irq_stub_sci, irq_stub_timer, irq_stub_com1, irq_stub_spurious
-	.macro IRQ_STUB name, vector
-\name:
+/* One 16-byte stub per vector 0x20-0xfe: pushes the vector and joins irq_common, which
+ * calls irq_handler(vector). Every vector has a handler, so an interrupt the guest did
+ * not expect (a device's MSI-X vector still pending when a later phase enables
+ * interrupts) is counted and acknowledged instead of faulting on a missing IDT entry. */
+	.globl irq_stubs, irq_stub_spurious
+	.p2align 4
+irq_stubs:
+	.set	vec, 0x20
+	.rept	0xff - 0x20
+	.p2align 4
+	pushq	$vec
+	jmp	irq_common
+	.set	vec, vec + 1
+	.endr
+
+irq_common:
 	pushq	%rax
 	pushq	%rcx
 	pushq	%rdx
@@ -165,8 +178,10 @@ exc_common:
 	pushq	%r9
 	pushq	%r10
 	pushq	%r11
-	movl	$\vector, %edi
+	subq	$8, %rsp			/* frame (40) + vector + 9 regs + 8: aligned for the call */
+	movl	80(%rsp), %edi
 	call	irq_handler
+	addq	$8, %rsp
 	popq	%r11
 	popq	%r10
 	popq	%r9
@@ -176,11 +191,9 @@ exc_common:
 	popq	%rdx
 	popq	%rcx
 	popq	%rax
+	addq	$8, %rsp			/* the vector */
 	iretq
-	.endm
-	IRQ_STUB irq_stub_sci, 0x30
-	IRQ_STUB irq_stub_timer, 0x40
-	IRQ_STUB irq_stub_com1, 0x34
+
 irq_stub_spurious:
 	iretq
 

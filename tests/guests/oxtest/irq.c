@@ -13,7 +13,7 @@ struct idt_entry {
 } __attribute__((packed));
 
 static struct idt_entry idt[256] __attribute__((aligned(16)));
-extern char exc_stubs[], irq_stub_sci[], irq_stub_timer[], irq_stub_com1[], irq_stub_spurious[];
+extern char exc_stubs[], irq_stubs[], irq_stub_spurious[];
 
 static void idt_set(int v, void *fn)
 {
@@ -40,9 +40,8 @@ static void idt_init(void)
 {
 	for (int v = 0; v < 32; v++)
 		idt_set(v, exc_stubs + 16 * v);
-	idt_set(0x30, irq_stub_sci);
-	idt_set(0x40, irq_stub_timer);
-	idt_set(0x34, irq_stub_com1);
+	for (int v = 0x20; v < 0xff; v++)
+		idt_set(v, irq_stubs + 16 * (v - 0x20));
 	idt_set(0xff, irq_stub_spurious);
 	idt_load();
 }
@@ -84,6 +83,13 @@ static void lapic_enable(void)
 
 static volatile int sci_seen, pwrbtn_seen, com1_irqs, com1_thre;
 static volatile uint64_t ticks;
+/* Interrupts taken per vector (every vector, including device ones). */
+static volatile uint32_t irq_count[256];
+/* Level-triggered device interrupts (virtio INTx): the handler reads the byte at
+ * irq_isr_reg[vector] (the virtio ISR status, read clears, which lets the device drop
+ * its line) before the EOI, and ORs what it read into irq_isr_bits[vector]. */
+static volatile uint64_t irq_isr_reg[256];
+static volatile uint8_t irq_isr_bits[256];
 
 static void pm1_write_sts(uint16_t v)
 {
@@ -92,6 +98,10 @@ static void pm1_write_sts(uint16_t v)
 
 void irq_handler(int vector)
 {
+	vector &= 0xff;
+	irq_count[vector]++;
+	if (irq_isr_reg[vector])
+		irq_isr_bits[vector] |= *(volatile uint8_t *)irq_isr_reg[vector];
 	if (vector == 0x30) {
 		sci_seen++;
 		if (acpi.pm1a_evt) {
