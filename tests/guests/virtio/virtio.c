@@ -17,6 +17,16 @@
  *            ethertype carrying "OXVNET-H2G" addressed to M arrives
  *   balloon  "OXTEST vballoon-wait ok", then once the host sets a target:
  *            "OXTEST vballoon ok pages=N" after inflating by N pages and setting `actual`
+ *   link     "OXTEST vnet-link ok slot=S status=1 changes=0" once the NIC is up, then one
+ *            line per configuration-change interrupt the host causes (QMP set_link):
+ *            "OXTEST vnet-link ok slot=S status=0|1 changes=N gen=G", `link_changes=N`
+ *            of them (default 2); the guest waits with sti;hlt for the interrupt
+ *   intx     drive the devices without MSI-X: INTA# routed through the IO-APIC (the
+ *            GSI from the Interrupt Line register the firmware programmed, checked
+ *            against the _PRT swizzle 16 + slot % 8), level-triggered, completions
+ *            waited for with sti;hlt; the handler reads the ISR status (which clears
+ *            it) before the EOI. blk/rng/link lines gain "intx=1 gsi=G" when the INTx
+ *            interrupt came with the ISR's queue (bit 0) or config (bit 1) bit.
  *   vsock    connects to host port 1234, sends "OXVSOCK-G2H", expects "OXVSOCK-H2G"
  *            ("OXTEST vsock-connect ok"), then "OXTEST vsock-listen ok port=5000", accepts a
  *            host connection on port 5000 and sends "OXVSOCK-ACC" ("OXTEST vsock-accept ok")
@@ -27,6 +37,7 @@
  *
  * Interrupts stay disabled (the guest runs with IF=0): completion is found by polling
  * the used ring, and MSI-X delivery is proven by the vector's bit in the local APIC IRR.
+ * The link and intx modes take interrupts (sti;hlt) instead.
  */
 
 #define VQ_SIZE 16
@@ -76,7 +87,14 @@ struct vdev {
 	uint8_t cap_msix;
 	uint64_t features;
 	struct vq q[4];
+	/* MSI-X: CPU vector for configuration changes (0 = none). */
+	uint8_t config_vec;
+	/* INTx mode: pin (1 = INTA#), GSI (Interrupt Line) and the CPU vector it goes to. */
+	uint8_t pin, gsi, intx_vec;
 };
+
+/* Drive devices through INTx instead of MSI-X (oxtest=...,intx). */
+static int use_intx;
 
 /* Queues and buffers come from RAM above the image (8 MiB up); tests give >= 64 MiB. */
 static uint64_t vmem_next = 8ull << 20;
@@ -222,7 +240,52 @@ static int virtio_probe(struct vdev *d, uint8_t slot)
 		}
 		cap = (uint8_t)(h >> 8);
 	}
+	uint32_t irq = pci_read32(slot, 0, 0x3c);
+	d->gsi = (uint8_t)irq;
+	d->pin = (uint8_t)(irq >> 8);
 	return d->common && d->notify && d->isr && d->msix_table;
+}
+
+/* Routes the device's INTx GSI through the IO-APIC to vector 0x60 + GSI, level-triggered,
+ * active low (what _PRT's GSI entries mean), to this CPU; the handler reads the ISR. */
+static void intx_route(struct vdev *d)
+{
+	d->intx_vec = (uint8_t)(0x60 + d->gsi);
+	irq_isr_reg[d->intx_vec] = d->isr;
+	if (!acpi.ioapic || d->gsi < acpi.ioapic_gsi_base)
+		return;
+	uint32_t pin = d->gsi - acpi.ioapic_gsi_base;
+	ioapic_write(0x11 + 2 * pin, lapic_id() << 24);
+	ioapic_write(0x10 + 2 * pin, d->intx_vec | 1 << 15 | 1 << 13);
+}
+
+/* What the INTx path proved for the result line: " intx=1 gsi=G" when an INTx interrupt
+ * arrived whose ISR read had `bits` set. */
+static int intx_seen(struct vdev *d, uint8_t bits)
+{
+	return irq_count[d->intx_vec] > 0 && (irq_isr_bits[d->intx_vec] & bits) != 0;
+}
+
+/* The device writes the used ring before it raises the interrupt, so a completion can be
+ * seen before its interrupt arrives: wait (sti;hlt, the LAPIC timer bounds it) until the
+ * INTx interrupt with `bits` in the ISR was taken, or ~10 s pass. */
+static void intx_settle(struct vdev *d, uint8_t bits)
+{
+	uint64_t end = rdtsc() + 10ull * 3000000000ull;
+	while (use_intx && !intx_seen(d, bits) && rdtsc() < end)
+		__asm__ volatile("sti; hlt; cli" ::: "memory");
+}
+
+static void put_intx(struct vdev *d, uint8_t bits)
+{
+	if (!use_intx)
+		return;
+	put(" intx=");
+	put_dec((uint64_t)intx_seen(d, bits));
+	put(" gsi=");
+	put_dec(d->gsi);
+	put(" pin=");
+	put_dec(d->pin);
 }
 
 /* Programs MSI-X vector `entry` to deliver CPU vector `vec` to this CPU. */
@@ -258,10 +321,19 @@ static int virtio_init(struct vdev *d, uint64_t want, int nq)
 	w8(c + 0x14, S_ACK | S_DRIVER | S_FEATURES_OK);
 	if (!(r8(c + 0x14) & S_FEATURES_OK))
 		return 0;
-	/* MSI-X on: message control bit 15 (config space word at cap + 2). */
+	/* MSI-X on (message control bit 15, config space word at cap + 2), or off for INTx. */
 	uint32_t mc = pci_read32(d->slot, 0, d->cap_msix);
-	pci_write16(d->slot, 0, (uint8_t)(d->cap_msix + 2), (uint16_t)((mc >> 16) | 0x8000));
-	w16(c + 0x10, 0xffff);	/* no config-change vector */
+	uint16_t ctl = (uint16_t)(mc >> 16);
+	pci_write16(d->slot, 0, (uint8_t)(d->cap_msix + 2), use_intx ? (uint16_t)(ctl & ~0x8000) : (uint16_t)(ctl | 0x8000));
+	if (use_intx) {
+		intx_route(d);
+		w16(c + 0x10, 0xffff);
+	} else if (d->config_vec) {
+		msix_set(d, 0, d->config_vec);
+		w16(c + 0x10, 0);
+	} else {
+		w16(c + 0x10, 0xffff);	/* no config-change vector */
+	}
 	for (int i = 0; i < nq; i++) {
 		struct vq *q = &d->q[i];
 		w16(c + 0x16, (uint16_t)i);
@@ -274,11 +346,16 @@ static int virtio_init(struct vdev *d, uint64_t want, int nq)
 		q->avail = valloc(sizeof(struct vring_avail), 2);
 		q->used = valloc(sizeof(struct vring_used), 4);
 		q->last_used = 0;
-		q->vector = halt_wait ? 0x40 : next_vector++;
-		msix_set(d, (uint16_t)(i + 1), q->vector);
-		w16(c + 0x1a, (uint16_t)(i + 1));
-		if (r16(c + 0x1a) != i + 1)
-			return 0;
+		if (use_intx) {
+			q->vector = 0;
+			w16(c + 0x1a, 0xffff);	/* no MSI-X vector: INTx */
+		} else {
+			q->vector = halt_wait ? 0x40 : next_vector++;
+			msix_set(d, (uint16_t)(i + 1), q->vector);
+			w16(c + 0x1a, (uint16_t)(i + 1));
+			if (r16(c + 0x1a) != i + 1)
+				return 0;
+		}
 		w64(c + 0x20, (uint64_t)q->desc);
 		w64(c + 0x28, (uint64_t)q->avail);
 		w64(c + 0x30, (uint64_t)q->used);
@@ -317,7 +394,7 @@ static int vq_wait_idx(struct vq *q, uint16_t idx)
 	while ((int16_t)(q->used->idx - idx) < 0) {
 		if (rdtsc() > end)
 			return 0;
-		if (halt_wait)
+		if (halt_wait || use_intx)
 			__asm__ volatile("sti; hlt; cli" ::: "memory");
 		else
 			cpu_relax();
@@ -409,7 +486,8 @@ static void check_vblk(struct vdev *d)
 		wrote = blk_rw(d, 0, 8, buf, 4096) == 0 && !memcmp(buf, buf + 4096, 4096);
 		wrote = wrote && (!(d->features & BLK_F_FLUSH) || blk_rw(d, 4, 0, 0, 0) == 0);
 	}
-	int msix = halt_wait ? ticks > 0 : irr_set(d->q[0].vector);
+	intx_settle(d, 1);
+	int msix = use_intx ? intx_seen(d, 1) : halt_wait ? ticks > 0 : irr_set(d->q[0].vector);
 	/* Device reset and re-initialisation: a fresh queue must work, and the data stays. */
 	int reinit = virtio_init(d, BLK_F_RO | BLK_F_FLUSH, 1);
 	if (reinit) {
@@ -428,10 +506,13 @@ static void check_vblk(struct vdev *d)
 	put(id[0] ? id : "-");
 	put(pattern ? " read=pattern" : " read=other");
 	put(st_wr == 0 ? (wrote ? " write=ok" : " write=mismatch") : st_wr == 1 ? " write=ioerr" : " write=bad");
-	put(" msix=");
-	put_dec((uint64_t)msix);
+	if (!use_intx) {
+		put(" msix=");
+		put_dec((uint64_t)msix);
+	}
 	put(" reinit=");
 	put_dec((uint64_t)reinit);
+	put_intx(d, 1);
 	flush();
 	if (!ro && !bench_disk)
 		bench_disk = d;
@@ -482,6 +563,7 @@ static void check_vrng(struct vdev *d)
 		vq_submit(&d->q[0], 0, a, l, f, 1);
 		n = vq_wait(&d->q[0]);
 	}
+	intx_settle(d, 1);
 	int distinct = 0;
 	for (int i = 0; i < 64; i++) {
 		int seen = 0;
@@ -489,13 +571,14 @@ static void check_vrng(struct vdev *d)
 			seen |= buf[j] == buf[i];
 		distinct += !seen;
 	}
-	result("vrng", ok && n > 0 && distinct > 16);
+	result("vrng", ok && n > 0 && distinct > 16 && (!use_intx || intx_seen(d, 1)));
 	put("slot=");
 	put_dec(d->slot);
 	put(" bytes=");
 	put_dec(n < 0 ? 0 : (uint64_t)n);
 	put(" distinct=");
 	put_dec((uint64_t)distinct);
+	put_intx(d, 1);
 	flush();
 }
 
@@ -644,6 +727,54 @@ static void check_vnet(struct vdev *d)
 		w16(rx->notify, 0);
 	}
 	say("vnet-rx", got, got ? "frame from the host" : "no frame from the host");
+}
+
+/* Link state: prints the status field now and after each configuration-change
+ * interrupt (MSI-X vector 0x4e, or INTx with the ISR's config bit). */
+#define LINK_CONFIG_VEC 0x4e
+static void link_line(struct vdev *d, uint64_t changes)
+{
+	result("vnet-link", 1);
+	put("slot=");
+	put_dec(d->slot);
+	put(" status=");
+	put_dec(r16(d->devcfg + 6) & 1);
+	put(" changes=");
+	put_dec(changes);
+	put(" gen=");
+	put_dec(r8(d->common + 0x15));
+	put_intx(d, 2);
+	flush();
+}
+
+static void check_vlink(struct vdev *d)
+{
+	d->config_vec = LINK_CONFIG_VEC;
+	if (!virtio_init(d, NET_F_MAC | NET_F_STATUS, 2)) {
+		say("vnet-link", 0, "init failed");
+		return;
+	}
+	if (!(d->features & NET_F_STATUS)) {
+		say("vnet-link", 0, "no VIRTIO_NET_F_STATUS");
+		return;
+	}
+	uint64_t want_changes = cmdline_num("link_changes", 2);
+	link_line(d, 0);
+	for (uint64_t n = 1; n <= want_changes; n++) {
+		/* Wait (IF=0 between checks, so no interrupt slips past the hlt). */
+		for (;;) {
+			if (use_intx) {
+				if (irq_isr_bits[d->intx_vec] & 2) {
+					irq_isr_bits[d->intx_vec] &= (uint8_t)~2;
+					break;
+				}
+			} else if (irq_count[LINK_CONFIG_VEC] >= n) {
+				break;
+			}
+			__asm__ volatile("sti; hlt; cli" ::: "memory");
+		}
+		link_line(d, n);
+	}
 }
 
 /* ---------------------------------------------------------------- virtio-balloon */
@@ -814,6 +945,20 @@ static void check_virtio(void)
 {
 	lapic_enable();
 	halt_wait = cmdline_num("vblkbench", 0) || cmdline_num("vnetbench", 0);
+	use_intx = want("intx");
+	if (use_intx && !acpi.found) {
+		/* The IO-APIC's address comes from the MADT. */
+		acpi_verify = 0;
+		check_acpi();
+		acpi_verify = 1;
+	}
+	if (use_intx) {
+		/* A slow LAPIC timer wakes the sti;hlt waits, so a lost interrupt ends in a
+		 * timeout line rather than a hang. */
+		lapic_write(0x3e0, 0x3);
+		lapic_write(0x320, 0x40 | (1 << 17));
+		lapic_write(0x380, 125000000);	/* 2 s */
+	}
 	int found = 0;
 	for (uint8_t s = 1; s < 32; s++) {
 		uint32_t id = pci_read32(s, 0, 0);
@@ -840,7 +985,9 @@ static void check_virtio(void)
 			check_vcons(d);
 			break;
 		case 1:
-			if (want("net"))
+			if (want("link"))
+				check_vlink(d);
+			else if (want("net"))
 				check_vnet(d);
 			break;
 		case 5:
@@ -859,6 +1006,8 @@ static void check_virtio(void)
 	put("devices=");
 	put_dec((uint64_t)found);
 	flush();
+	if (use_intx)
+		lapic_write(0x320, 1 << 16);	/* timer off again */
 	uint64_t mib = cmdline_num("vblkbench", 0);
 	if (mib && bench_disk) {
 		bench_blk(bench_disk, mib << 20, 1u << 20);

@@ -74,7 +74,8 @@ impl ConfigSpace {
         wmask[1] = 0x0000_0407;
         // Cache line size and latency timer are plain storage for the guest.
         wmask[3] = 0x0000_ffff;
-        // Interrupt line is scratch for the OS; pin stays 0 (MSI-X only).
+        // Interrupt line is scratch for the OS; the pin is 0 (none) until
+        // `set_interrupt` gives the function one.
         wmask[15] = 0x0000_00ff;
         ConfigSpace {
             regs,
@@ -93,6 +94,12 @@ impl ConfigSpace {
         } else {
             self.regs[3] &= !0x0080_0000;
         }
+    }
+
+    /// Gives the function interrupt pin `pin` (1 = INTA#) and programs the
+    /// Interrupt Line register with `line` (the GSI it is routed to), as firmware does.
+    pub fn set_interrupt(&mut self, line: u8, pin: u8) {
+        self.regs[15] = (self.regs[15] & !0xffff) | u32::from(pin) << 8 | u32::from(line);
     }
 
     /// Declares BAR `index` as a memory region of `size` bytes (a power of two,
@@ -287,6 +294,20 @@ mod tests {
         c.write(0x44 / 4, 2, &[0xff, 0xff]);
         assert_eq!(c.byte(0x47), 0xc0);
         assert_eq!(c.byte(0x46), 0);
+    }
+
+    #[test]
+    fn interrupt_pin_is_read_only_and_line_is_scratch() {
+        let mut c = ConfigSpace::new(header());
+        assert_eq!(c.read(15) & 0xffff, 0);
+        c.set_interrupt(19, 1);
+        assert_eq!(c.read(15) & 0xffff, 0x0113);
+        c.write(15, 0, &[0x0b, 0x04]);
+        assert_eq!(
+            c.read(15) & 0xffff,
+            0x010b,
+            "the OS may rewrite the line, not the pin"
+        );
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! MCFG table advertises. Only bus 0 exists: every device sits on the root bus at the
 //! slot/function the machine spec gives (libvirt `<address type='pci'>`).
 //!
+//! Interrupts are MSI-X ([`msix`]) or, for drivers that do not enable it, the
+//! legacy INTA# pin ([`intx`]), routed to GSI 16 + (slot mod 8) as the DSDT's `_PRT`
+//! says and the Interrupt Line register repeats.
+//!
 //! Device BARs are assigned by the VMM when devices are added (firmware-style), so a
 //! guest that does not re-program BARs (Linux keeps valid firmware assignments) finds
 //! them ready. A guest may still move them; [`PciRoot`] dispatches BAR accesses by
@@ -14,11 +18,13 @@
 
 pub mod alloc;
 pub mod config;
+pub mod intx;
 pub mod msix;
 pub mod root;
 
 pub use alloc::BarAllocator;
 pub use config::{BarKind, ConfigSpace, PciHeader};
+pub use intx::{IntxLine, IntxPin};
 pub use msix::{MsiMessage, MsiSink, MsixState};
 pub use root::{FunctionInfo, HostBridge, PciRoot, PciWindows};
 

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use kvm_ioctls::VmFd;
 use machine_spec::{CacheMode, Device, DeviceKind, DiskFormat, MachineSpec, NetBackend};
-use tracing::info;
+use tracing::{info, warn};
 use vm_memory::GuestMemoryMmap;
 
 use std::sync::atomic::Ordering;
@@ -23,7 +23,7 @@ use std::sync::atomic::Ordering;
 use super::balloon::{Balloon, BalloonControl};
 use super::block::{Block, BlockError, BlockStats, DiskConfig, OpenFlags};
 use super::console::{Console, ConsoleBackend, InputRead};
-use super::kvm::{IrqRouting, KvmIoEvents, KvmIrqError};
+use super::kvm::{IntxResampler, IrqRouting, KvmIoEvents, KvmIrqError};
 use super::net::{parse_mac, Net, NetControl, Tap, TapError};
 use super::rng::Rng;
 use super::vsock::{Vsock, VsockError};
@@ -62,7 +62,7 @@ pub enum AttachError {
     /// Slot or BAR trouble.
     #[error("device '{0}'")]
     Pci(String, #[source] PciError),
-    /// MSI-X routing could not be set up.
+    /// MSI-X or INTx routing could not be set up.
     #[error("device '{0}': interrupt setup")]
     Irq(String, #[source] KvmIrqError),
     /// The root bus could not be put on the VMM's buses.
@@ -298,6 +298,7 @@ impl BusDevice for PciHost {
 /// The PCI devices of one machine; dropping it stops them.
 pub struct PciMachine {
     _host: Arc<Mutex<PciHost>>,
+    _intx: Option<IntxResampler>,
     /// (device id, slot, function) of every function placed.
     pub placed: Vec<(String, u8, u8)>,
 }
@@ -420,6 +421,7 @@ pub fn attach(
     let routing = Arc::new(IrqRouting::new(vm.clone()));
     let ioevents: Arc<dyn super::IoEventRegistrar> = Arc::new(KvmIoEvents::new(vm.clone()));
     let mut placed = Vec::new();
+    let mut intx_pins = Vec::new();
     // Devices with an address first, so automatic placement never takes theirs.
     let mut order: Vec<&Device> = spec.devices.iter().filter(|d| d.pci.is_some()).collect();
     order.extend(spec.devices.iter().filter(|d| d.pci.is_none()));
@@ -453,8 +455,19 @@ pub fn attach(
         let sink = routing
             .msi_sink(vectors)
             .map_err(|e| AttachError::Irq(d.id.clone(), e))?;
-        let pci = VirtioPciDevice::new(dev, mem.clone(), &mut root, sink, Some(ioevents.clone()))
-            .map_err(perr)?;
+        let mut pci =
+            VirtioPciDevice::new(dev, mem.clone(), &mut root, sink, Some(ioevents.clone()))
+                .map_err(perr)?;
+        // INTA#, for drivers without MSI-X, on the GSI the DSDT's _PRT gives the slot.
+        // Without it (KVM refuses resampling irqfds) the function is MSI-X only.
+        let gsi = crate::acpi::pci_intx_gsi(slot, 0);
+        match routing.intx_line(gsi) {
+            Ok((line, resample)) => {
+                let pin = pci.attach_intx(gsi as u8, line);
+                intx_pins.push((resample, pin));
+            }
+            Err(e) => warn!(id = %d.id, "no INTx: {e}"),
+        }
         info!(id = %d.id, "{} at 00:{slot:02x}.{function}, BAR0 {:#x}", pci.name(), pci.bar0());
         root.add_device(slot, function, Box::new(pci))
             .map_err(perr)?;
@@ -462,6 +475,11 @@ pub fn attach(
     }
     mark_multifunction(&mut root);
     publish(&mut root, &placed, backends);
+    let intx = if intx_pins.is_empty() {
+        None
+    } else {
+        Some(IntxResampler::start(intx_pins).map_err(|e| AttachError::Irq("INTx".into(), e))?)
+    };
     let host = Arc::new(Mutex::new(PciHost { root }));
     pio.insert(host.clone(), u64::from(CONFIG_ADDRESS_PORT), 1)
         .map_err(AttachError::Bus)?;
@@ -477,6 +495,7 @@ pub fn attach(
     .map_err(AttachError::Bus)?;
     Ok(PciMachine {
         _host: host,
+        _intx: intx,
         placed,
     })
 }
@@ -522,7 +541,8 @@ fn publish(root: &mut PciRoot, placed: &[(String, u8, u8)], backends: &PciBacken
                 subsystem_vendor: h[11] as u16,
                 subsystem: (h[11] >> 16) as u16,
                 irq_pin: (h[15] >> 8) as u8,
-                irq: None,
+                // QEMU reports the Interrupt Line of functions that have a pin.
+                irq: (h[15] & 0xff00 != 0).then_some(h[15] as u8),
                 qdev_id,
                 regions: f
                     .bars

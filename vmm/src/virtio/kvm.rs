@@ -7,9 +7,16 @@
 //! MSI route per MSI-X vector, on GSIs from 24 up. Each vector gets its own irqfd
 //! registered once at creation; (re)programming a vector only rewrites its route,
 //! and a masked vector has none, so a write to its irqfd injects nothing.
+//!
+//! INTx: each function's INTA# is an irqfd on its IO-APIC GSI (16-23) registered with
+//! a resample eventfd. KVM treats such a line as level-triggered: the irqfd write
+//! asserts it, the guest's EOI deasserts it and signals the resample fd, and the
+//! [`IntxResampler`] thread asks the function's pin whether to assert it again.
 
 use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use kvm_bindings::{
     kvm_irq_routing_entry, KvmIrqRouting, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER,
@@ -17,9 +24,11 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use tracing::warn;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::pci_transport::IoEventRegistrar;
+use crate::pci::intx::{IntxLine, IntxPin};
 use crate::pci::msix::{MsiMessage, MsiSink};
 
 /// First GSI handed to MSI routes (after the IO-APIC's 24 pins).
@@ -41,6 +50,16 @@ pub enum KvmIrqError {
     /// No GSIs left.
     #[error("out of GSIs for MSI routes")]
     NoGsi,
+    /// KVM refused the level-triggered (resample) irqfd for INTx.
+    #[error("cannot register a resampling irqfd for INTx on GSI {gsi}")]
+    IntxIrqfd {
+        gsi: u32,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// The INTx resampling thread could not be started.
+    #[error("cannot start the INTx resampling thread")]
+    Resampler(#[source] std::io::Error),
 }
 
 /// The VM's complete GSI routing table.
@@ -180,6 +199,98 @@ impl MsiSink for KvmMsiSink {
     fn trigger(&self, vector: u16) {
         if let Some(fd) = self.fds.get(usize::from(vector)) {
             let _ = fd.write(1);
+        }
+    }
+}
+
+impl IrqRouting {
+    /// A level-triggered line on IO-APIC GSI `gsi`: the irqfd that asserts it and
+    /// the resample eventfd KVM signals when the guest's EOI deasserts it.
+    pub fn intx_line(&self, gsi: u32) -> Result<(Box<dyn IntxLine>, EventFd), KvmIrqError> {
+        let fd = EventFd::new(EFD_NONBLOCK).map_err(KvmIrqError::EventFd)?;
+        let resample = EventFd::new(EFD_NONBLOCK).map_err(KvmIrqError::EventFd)?;
+        self.vm
+            .register_irqfd_with_resample(&fd, &resample, gsi)
+            .map_err(|source| KvmIrqError::IntxIrqfd { gsi, source })?;
+        Ok((Box::new(KvmIntxLine(fd)), resample))
+    }
+}
+
+/// An INTx line as an irqfd with resampling.
+struct KvmIntxLine(EventFd);
+
+impl IntxLine for KvmIntxLine {
+    fn assert(&self) {
+        let _ = self.0.write(1);
+    }
+}
+
+/// The thread that re-asserts INTx lines after the guest's EOI while their
+/// function still has an interrupt pending (a driver that EOIs without reading
+/// the ISR, or a new interrupt between its read and its EOI). Stopped on drop.
+pub struct IntxResampler {
+    stop: EventFd,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl IntxResampler {
+    /// Watches each `(resample fd, pin)`.
+    pub fn start(pins: Vec<(EventFd, Arc<IntxPin>)>) -> Result<Self, KvmIrqError> {
+        let stop = EventFd::new(EFD_NONBLOCK).map_err(KvmIrqError::EventFd)?;
+        let epoll = Epoll::new().map_err(KvmIrqError::Resampler)?;
+        let token_stop = pins.len() as u64;
+        epoll
+            .ctl(
+                ControlOperation::Add,
+                stop.as_raw_fd(),
+                EpollEvent::new(EventSet::IN, token_stop),
+            )
+            .map_err(KvmIrqError::Resampler)?;
+        for (i, (fd, _)) in pins.iter().enumerate() {
+            epoll
+                .ctl(
+                    ControlOperation::Add,
+                    fd.as_raw_fd(),
+                    EpollEvent::new(EventSet::IN, i as u64),
+                )
+                .map_err(KvmIrqError::Resampler)?;
+        }
+        let thread = std::thread::Builder::new()
+            .name("intx".into())
+            .spawn(move || {
+                let mut events = vec![EpollEvent::default(); pins.len() + 1];
+                loop {
+                    let n = match epoll.wait(-1, &mut events) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            warn!("INTx resampler: epoll: {e}");
+                            return;
+                        }
+                    };
+                    for ev in &events[..n] {
+                        let i = ev.data() as usize;
+                        let Some((fd, pin)) = pins.get(i) else {
+                            return;
+                        };
+                        let _ = fd.read();
+                        pin.resample();
+                    }
+                }
+            })
+            .map_err(KvmIrqError::Resampler)?;
+        Ok(IntxResampler {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for IntxResampler {
+    fn drop(&mut self) {
+        let _ = self.stop.write(1);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }

@@ -16,6 +16,10 @@
 //! address is bound to an eventfd with KVM_IOEVENTFD ([`IoEventRegistrar`]), and
 //! the device worker waits on that eventfd. A write that does arrive here (no
 //! registrar, or the BAR just moved) signals the same eventfd.
+//!
+//! Interrupts go out as MSI-X when the driver enabled it, else on the INTA# pin
+//! ([`IntxPin`], when the VMM gave the function one): level-triggered, held while
+//! the ISR status is non-zero (virtio 1.2 §4.1.4.5).
 
 use std::sync::atomic::{AtomicU16, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,6 +31,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{Activation, ActiveQueue, GuestMem, VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1};
 use crate::pci::config::{BarKind, ConfigSpace, PciHeader, COMMAND_MEMORY};
+use crate::pci::intx::{IntxLine, IntxPin, PIN_INTA};
 use crate::pci::msix::{MsiSink, MsixState};
 use crate::pci::{PciDevice, PciError, PciRoot};
 
@@ -100,35 +105,57 @@ impl QueueSetup {
     }
 }
 
-/// Maps device notifications to MSI-X vectors (and the ISR for INTx-less polling).
+/// ISR status bits (virtio 1.2 §4.1.4.5).
+const ISR_QUEUE: u8 = 1;
+const ISR_CONFIG: u8 = 2;
+/// Status register bit (in the dword at 0x04): INTx asserted.
+const STATUS_INTERRUPT: u32 = 1 << 19;
+/// Command register bit: INTx disabled.
+const COMMAND_INTX_DISABLE: u16 = 1 << 10;
+
+/// Maps device notifications to MSI-X vectors, or the INTx pin when MSI-X is off.
 struct PciInterrupt {
     msix: Arc<Mutex<MsixState>>,
+    intx: Option<Arc<IntxPin>>,
     isr: Arc<AtomicU8>,
     queue_vectors: Vec<u16>,
     config_vector: Arc<AtomicU16>,
+    config_generation: Arc<AtomicU8>,
 }
 
 impl PciInterrupt {
     fn raise(&self, vector: u16) {
-        if vector != NO_VECTOR {
-            // A poisoned lock means a vCPU thread panicked; the VMM is going down.
-            if let Ok(mut m) = self.msix.lock() {
+        // A poisoned lock means a vCPU thread panicked; the VMM is going down.
+        let Ok(mut m) = self.msix.lock() else {
+            return;
+        };
+        if m.enabled() {
+            // With MSI-X on, NO_VECTOR means "no interrupt" (§4.1.5.1.2).
+            if vector != NO_VECTOR {
                 m.trigger(vector);
             }
+        } else if let Some(pin) = &self.intx {
+            // The ISR bit is set already: the line holds until the driver reads it.
+            pin.raise();
         }
     }
 }
 
 impl VirtioInterrupt for PciInterrupt {
     fn notify_queue(&self, queue: u16) {
-        self.isr.fetch_or(1, Ordering::SeqCst);
-        if let Some(&v) = self.queue_vectors.get(usize::from(queue)) {
-            self.raise(v);
-        }
+        self.isr.fetch_or(ISR_QUEUE, Ordering::SeqCst);
+        let v = self
+            .queue_vectors
+            .get(usize::from(queue))
+            .copied()
+            .unwrap_or(NO_VECTOR);
+        self.raise(v);
     }
 
     fn notify_config(&self) {
-        self.isr.fetch_or(2, Ordering::SeqCst);
+        // The driver re-reads the configuration while the generation moves (§4.1.4.3).
+        self.config_generation.fetch_add(1, Ordering::SeqCst);
+        self.isr.fetch_or(ISR_CONFIG, Ordering::SeqCst);
         self.raise(self.config_vector.load(Ordering::SeqCst));
     }
 }
@@ -145,11 +172,13 @@ pub struct VirtioPciDevice {
     driver_feature_select: u32,
     driver_features: u64,
     device_status: u8,
-    config_generation: u8,
+    config_generation: Arc<AtomicU8>,
     queue_select: u16,
     queues: Vec<QueueSetup>,
     config_vector: Arc<AtomicU16>,
     isr: Arc<AtomicU8>,
+    /// The INTA# pin, when the VMM routed one.
+    intx: Option<Arc<IntxPin>>,
     kicks: Vec<EventFd>,
     ioevents: Option<Arc<dyn IoEventRegistrar>>,
     /// BAR 0 address the ioeventfds are bound to.
@@ -262,11 +291,12 @@ impl VirtioPciDevice {
             driver_feature_select: 0,
             driver_features: 0,
             device_status: 0,
-            config_generation: 0,
+            config_generation: Arc::new(AtomicU8::new(0)),
             queue_select: 0,
             queues: sizes.iter().map(|&s| QueueSetup::new(s)).collect(),
             config_vector: Arc::new(AtomicU16::new(NO_VECTOR)),
             isr: Arc::new(AtomicU8::new(0)),
+            intx: None,
             kicks,
             ioevents,
             ioevent_base: None,
@@ -274,6 +304,25 @@ impl VirtioPciDevice {
         };
         dev.bind_ioevents(bar0);
         Ok(dev)
+    }
+
+    /// Gives the function the INTA# pin, routed to `gsi` through `line`, for drivers
+    /// that leave MSI-X off. Returns the pin, for the VMM's resampling of the line.
+    pub fn attach_intx(&mut self, gsi: u8, line: Box<dyn IntxLine>) -> Arc<IntxPin> {
+        self.config.set_interrupt(gsi, PIN_INTA);
+        let pin = Arc::new(IntxPin::new(u32::from(gsi), self.isr.clone(), line));
+        self.intx = Some(pin.clone());
+        self.update_intx_mode();
+        pin
+    }
+
+    /// MSI-X enable or the command register's INTx Disable changed.
+    fn update_intx_mode(&self) {
+        let Some(pin) = &self.intx else {
+            return;
+        };
+        let msix = self.msix.lock().map(|m| m.enabled()).unwrap_or(false);
+        pin.set_mode(msix, self.config.command() & COMMAND_INTX_DISABLE != 0);
     }
 
     /// The wrapped device's name.
@@ -412,9 +461,11 @@ impl VirtioPciDevice {
         }
         let interrupt = Arc::new(PciInterrupt {
             msix: self.msix.clone(),
+            intx: self.intx.clone(),
             isr: self.isr.clone(),
             queue_vectors: self.queues.iter().map(|q| q.vector).collect(),
             config_vector: self.config_vector.clone(),
+            config_generation: self.config_generation.clone(),
         });
         let activation = Activation {
             mem: self.mem.clone(),
@@ -459,7 +510,7 @@ impl VirtioPciDevice {
         b[16..18].copy_from_slice(&self.config_vector.load(Ordering::SeqCst).to_le_bytes());
         b[18..20].copy_from_slice(&(self.queues.len() as u16).to_le_bytes());
         b[20] = self.device_status;
-        b[21] = self.config_generation;
+        b[21] = self.config_generation.load(Ordering::SeqCst);
         b[22..24].copy_from_slice(&self.queue_select.to_le_bytes());
         if let Some(q) = self.queues.get(usize::from(self.queue_select)) {
             b[24..26].copy_from_slice(&q.size.to_le_bytes());
@@ -619,7 +670,11 @@ impl PciDevice for VirtioPciDevice {
                 return v;
             }
         }
-        self.config.read(reg)
+        let v = self.config.read(reg);
+        match &self.intx {
+            Some(pin) if reg == 1 && pin.pending() => v | STATUS_INTERRUPT,
+            _ => v,
+        }
     }
 
     fn write_config(&mut self, reg: usize, offset: u8, data: &[u8]) {
@@ -631,6 +686,9 @@ impl PciDevice for VirtioPciDevice {
             if let Ok(mut m) = self.msix.lock() {
                 m.set_control(v);
             }
+            self.update_intx_mode();
+        } else if reg == 1 {
+            self.update_intx_mode();
         }
         if reg * 4 == self.pci_cfg_cap + 16 {
             let d = self.config.read(reg).to_le_bytes();

@@ -12,6 +12,8 @@ use super::block::{req, Block, DiskBackend, OpenFlags, RawDisk};
 use super::pci_transport::{status, VirtioPciDevice, NOTIFY_CFG};
 use super::queue_util::testing::{add_chain, memory};
 use super::GuestMem;
+use crate::pci::intx::tests::CountingLine;
+use crate::pci::intx::IntxPin;
 use crate::pci::msix::tests::Recorder;
 use crate::pci::{PciRoot, PciWindows};
 
@@ -98,6 +100,11 @@ impl Driver {
 
     /// Feature negotiation + one queue + MSI-X; returns the status reached.
     fn init(&mut self, accept: u64, q: (u64, u64, u64)) -> u8 {
+        self.init_with(accept, q, true)
+    }
+
+    /// As [`Driver::init`], with MSI-X or (`msix` false) leaving it off for INTx.
+    fn init_with(&mut self, accept: u64, q: (u64, u64, u64), msix: bool) -> u8 {
         let c = self.common;
         self.w(c + 0x14, 0, 1);
         self.w(c + 0x14, u64::from(status::ACKNOWLEDGE | status::DRIVER), 1);
@@ -122,17 +129,24 @@ impl Driver {
         }
         // MSI-X: enable, vector 0 -> queue, vector 1 -> config.
         let ctrl = self.msix_cap as u64 + 2;
-        self.cfg_write(ctrl, &0x8000u16.to_le_bytes());
-        let table = self.bar0 + 0x8000;
-        self.w(table, 0xfee0_0000, 8);
-        self.w(table + 8, 0x31, 4);
-        self.w(table + 12, 0, 4);
-        self.w(c + 0x10, 1, 2);
+        let vector = if msix {
+            self.cfg_write(ctrl, &0x8000u16.to_le_bytes());
+            let table = self.bar0 + 0x8000;
+            self.w(table, 0xfee0_0000, 8);
+            self.w(table + 8, 0x31, 4);
+            self.w(table + 12, 0, 4);
+            self.w(c + 0x10, 1, 2);
+            0
+        } else {
+            self.cfg_write(ctrl, &0u16.to_le_bytes());
+            self.w(c + 0x10, 0xffff, 2);
+            0xffff
+        };
         self.w(c + 0x16, 0, 2);
         assert_eq!(self.r(c + 0x18, 2), 256, "max queue size");
         self.w(c + 0x18, 16, 2);
-        self.w(c + 0x1a, 0, 2);
-        assert_eq!(self.r(c + 0x1a, 2), 0, "vector accepted");
+        self.w(c + 0x1a, vector, 2);
+        assert_eq!(self.r(c + 0x1a, 2), vector, "vector accepted");
         self.w(c + 0x20, q.0, 8);
         self.w(c + 0x28, q.1 & 0xffff_ffff, 4);
         self.w(c + 0x2c, q.1 >> 32, 4);
@@ -157,6 +171,20 @@ fn windows() -> PciWindows {
 }
 
 fn setup(disk_bytes: usize) -> (tempfile::NamedTempFile, Driver, Arc<Recorder>, GuestMem) {
+    let (f, d, rec, mem, _) = setup_with_intx(disk_bytes, None);
+    (f, d, rec, mem)
+}
+
+type Setup = (
+    tempfile::NamedTempFile,
+    Driver,
+    Arc<Recorder>,
+    GuestMem,
+    Option<Arc<IntxPin>>,
+);
+
+/// A virtio-blk function at slot 4, with INTA# on `intx` (GSI, line) when given.
+fn setup_with_intx(disk_bytes: usize, intx: Option<(u8, CountingLine)>) -> Setup {
     let mut f = tempfile::NamedTempFile::new().unwrap();
     f.write_all(&vec![0u8; disk_bytes]).unwrap();
     let flags = OpenFlags {
@@ -169,10 +197,11 @@ fn setup(disk_bytes: usize) -> (tempfile::NamedTempFile, Driver, Arc<Recorder>, 
     let mem = memory();
     let rec = Arc::new(Recorder::default());
     let mut root = PciRoot::new(windows());
-    let dev =
+    let mut dev =
         VirtioPciDevice::new(Box::new(blk), mem.clone(), &mut root, rec.clone(), None).unwrap();
+    let pin = intx.map(|(gsi, line)| dev.attach_intx(gsi, Box::new(line)));
     root.add_device(SLOT, 0, Box::new(dev)).unwrap();
-    (f, Driver::probe(root), rec, mem)
+    (f, Driver::probe(root), rec, mem, pin)
 }
 
 fn wait_fired(rec: &Recorder, n: usize) {
@@ -285,4 +314,80 @@ fn invalid_queue_setup_sets_needs_reset() {
     // Used ring outside guest memory.
     let st = d.init(1 << 32, (0x1000, 0x2000, 0x10_0000_0000));
     assert_ne!(st & status::DEVICE_NEEDS_RESET, 0, "status {st:#x}");
+}
+
+#[test]
+fn without_msix_the_function_interrupts_on_inta_until_the_isr_is_read() {
+    let line = CountingLine::default();
+    let asserted = || line.0.load(std::sync::atomic::Ordering::SeqCst);
+    let (_f, mut d, rec, mem, pin) = setup_with_intx(1 << 20, Some((20, line.clone())));
+    let pin = pin.unwrap();
+    // Interrupt Line 20 (the GSI), Interrupt Pin 1 (INTA#).
+    assert_eq!(d.cfg_read(0x3c) & 0xffff, 0x0114);
+    let m = mock(&mem);
+    let q = (m.desc_table_addr().0, m.avail_addr().0, m.used_addr().0);
+    let st = d.init_with(1 << 32, q, false);
+    assert_ne!(st & status::DRIVER_OK, 0, "status {st:#x}");
+    assert!(pin.active(), "MSI-X off: INTx is the interrupt");
+
+    request(&mem, req::IN, 0);
+    add_chain(
+        &m,
+        0,
+        &[
+            (0x10_0000, 16, false),
+            (0x20_0000, 512, true),
+            (0x30_0000, 1, true),
+        ],
+    );
+    d.w(d.notify, 0, 2);
+    let t = Instant::now();
+    while asserted() == 0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "INTx never asserted");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        rec.fired.lock().unwrap().is_empty(),
+        "no MSI-X with MSI-X off"
+    );
+    assert_eq!(mem.read_obj::<u8>(GuestAddress(0x30_0000)).unwrap(), 0);
+    // Status register: Interrupt Status while the ISR is pending.
+    assert_ne!(d.cfg_read(4) & (1 << 19), 0);
+    // EOI without reading the ISR: the line comes back.
+    pin.resample();
+    assert_eq!(asserted(), 2);
+    // The driver reads the ISR (queue bit); the read clears it and the line stays low.
+    let isr = d.bar0 + 0x1000;
+    assert_eq!(d.r(isr, 1), 1);
+    assert_eq!(d.r(isr, 1), 0);
+    assert_eq!(d.cfg_read(4) & (1 << 19), 0);
+    pin.resample();
+    assert_eq!(asserted(), 2);
+
+    // Interrupt Disable (command bit 10): the ISR is set, the pin stays quiet.
+    d.cfg_write(4, &(0x0406u16).to_le_bytes());
+    assert!(!pin.active());
+    request(&mem, req::IN, 0);
+    add_chain(
+        &m,
+        1,
+        &[
+            (0x10_0000, 16, false),
+            (0x20_0000, 512, true),
+            (0x30_0000, 1, true),
+        ],
+    );
+    mem.write_obj(0xffu8, GuestAddress(0x30_0000)).unwrap();
+    d.w(d.notify, 0, 2);
+    let t = Instant::now();
+    while mem.read_obj::<u8>(GuestAddress(0x30_0000)).unwrap() != 0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "request not served");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(asserted(), 2);
+    // Enabled again with the interrupt still pending: asserted at once.
+    d.cfg_write(4, &(0x0006u16).to_le_bytes());
+    assert_eq!(asserted(), 3);
+    assert_eq!(d.r(isr, 1), 1);
 }
