@@ -7,13 +7,26 @@
 //!   another process (a vhost-user backend) can map the same pages;
 //! * `hugepages` (libvirt `<hugepages/>`): `MAP_HUGETLB` (or a hugetlb memfd when
 //!   shared), reserved up front so a shortage is an error now, not a SIGBUS later.
+//!
+//! Without `<hugepages/>`, RAM is advised `MADV_HUGEPAGE` (as QEMU does in
+//! `ram_block_add`): where the host runs transparent huge pages in `madvise` mode,
+//! guest RAM is faulted in 2 MiB at a time, so KVM can map it with large pages and
+//! the host walks fewer page tables copying disk and network data in and out of it.
+//! Private regions start on a 2 MiB boundary of the host address space (so guest
+//! 2 MiB frames and host huge pages coincide). The cost is resident memory rounded
+//! up to 2 MiB per region the guest touches: the tiny boot test guest (128 MiB)
+//! peaks at 6.6 MiB RSS instead of 4.8 MiB.
 
 use std::fs::File;
 
 use vm_memory::mmap::MmapRegionBuilder;
-use vm_memory::{FileOffset, GuestMemoryMmap, GuestRegionMmap};
+use vm_memory::{
+    FileOffset, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
+};
 
 use crate::layout::RamLayout;
+
+mod thp;
 
 /// Errors of guest memory allocation.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +43,9 @@ pub enum MemoryError {
     /// The shared-memory file could not be created.
     #[error("cannot create the shared guest memory file")]
     Memfd(#[source] std::io::Error),
+    /// A private anonymous mapping failed.
+    #[error("cannot allocate {0} MiB of guest memory")]
+    Private(u64, #[source] std::io::Error),
     /// The regions do not form a valid guest memory map.
     #[error("invalid guest memory layout")]
     Layout(#[source] vm_memory::GuestRegionCollectionError),
@@ -89,8 +105,16 @@ pub fn create(layout: &RamLayout, backing: Backing) -> Result<GuestMemoryMmap, M
             ranges.push((start, size as usize, Some(fo)));
             off += size;
         }
-        return GuestMemoryMmap::from_ranges_with_files(&ranges)
-            .map_err(|e| MemoryError::Mmap(mib, e));
+        let m = GuestMemoryMmap::from_ranges_with_files(&ranges)
+            .map_err(|e| MemoryError::Mmap(mib, e))?;
+        // Shared memory (shmem) follows the advice where the host's
+        // shmem_enabled is `advise` or `within_size`.
+        if !backing.hugepages {
+            for r in m.iter() {
+                thp::advise(r.as_ptr(), r.len() as usize);
+            }
+        }
+        return Ok(m);
     }
     if backing.hugepages {
         let mut regions = Vec::new();
@@ -105,18 +129,56 @@ pub fn create(layout: &RamLayout, backing: Backing) -> Result<GuestMemoryMmap, M
         }
         return GuestMemoryMmap::from_regions(regions).map_err(MemoryError::Layout);
     }
-    let ranges: Vec<_> = layout
-        .ranges
-        .iter()
-        .map(|&(start, size)| (start, size as usize))
-        .collect();
-    GuestMemoryMmap::from_ranges(&ranges).map_err(|e| MemoryError::Mmap(mib, e))
+    let mut regions = Vec::new();
+    for &(start, size) in &layout.ranges {
+        let r = thp::private_region(size as usize).map_err(|e| MemoryError::Private(mib, e))?;
+        // Regions come from a RamLayout, whose ranges never overflow.
+        regions.push(GuestRegionMmap::new(r, start).expect("range fits"));
+    }
+    GuestMemoryMmap::from_regions(regions).map_err(MemoryError::Layout)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+
+    /// Whether `ptr` lies in a `MADV_HUGEPAGE` (`hg` in VmFlags) mapping.
+    fn advised_huge(ptr: *mut u8) -> bool {
+        let a = ptr as usize;
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ') {
+                if let Some((lo, hi)) = range.split_once('-') {
+                    if let (Ok(lo), Ok(hi)) =
+                        (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+                    {
+                        inside = lo <= a && a < hi;
+                        continue;
+                    }
+                }
+            }
+            if inside && line.starts_with("VmFlags:") {
+                return line.split_whitespace().any(|f| f == "hg");
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn private_ram_is_advised_huge_and_2mib_aligned() {
+        // 65 MiB: not a multiple of 2 MiB, so the kernel does not align it by itself.
+        for size in [64u64 << 20, 65 << 20] {
+            let m = create(&RamLayout::new(size), Backing::default()).unwrap();
+            let r = m.iter().next().unwrap();
+            assert_eq!(r.as_ptr() as usize % (2 << 20), 0, "{size}");
+            assert!(advised_huge(r.as_ptr()), "{size}");
+            assert!(advised_huge(r.as_ptr().wrapping_add(size as usize - 1)));
+            use vm_memory::{Bytes, GuestAddress};
+            m.write_obj(0x5au8, GuestAddress(size - 1)).unwrap();
+            assert_eq!(m.read_obj::<u8>(GuestAddress(size - 1)).unwrap(), 0x5a);
+        }
+    }
 
     #[test]
     fn regions_follow_the_layout() {
