@@ -732,7 +732,7 @@ static void check_vnet(struct vdev *d)
 /* Link state: prints the status field now and after each configuration-change
  * interrupt (MSI-X vector 0x4e, or INTx with the ISR's config bit). */
 #define LINK_CONFIG_VEC 0x4e
-static void link_line(struct vdev *d, uint64_t changes)
+static void link_line(struct vdev *d, uint64_t changes, int via_intx)
 {
 	result("vnet-link", 1);
 	put("slot=");
@@ -743,7 +743,14 @@ static void link_line(struct vdev *d, uint64_t changes)
 	put_dec(changes);
 	put(" gen=");
 	put_dec(r8(d->common + 0x15));
-	put_intx(d, 2);
+	if (use_intx) {
+		put(" intx=");
+		put_dec((uint64_t)via_intx);
+		put(" gsi=");
+		put_dec(d->gsi);
+		put(" pin=");
+		put_dec(d->pin);
+	}
 	flush();
 }
 
@@ -759,7 +766,7 @@ static void check_vlink(struct vdev *d)
 		return;
 	}
 	uint64_t want_changes = cmdline_num("link_changes", 2);
-	link_line(d, 0);
+	link_line(d, 0, 0);
 	for (uint64_t n = 1; n <= want_changes; n++) {
 		/* Wait (IF=0 between checks, so no interrupt slips past the hlt). */
 		for (;;) {
@@ -773,7 +780,7 @@ static void check_vlink(struct vdev *d)
 			}
 			__asm__ volatile("sti; hlt; cli" ::: "memory");
 		}
-		link_line(d, n);
+		link_line(d, n, use_intx);
 	}
 }
 
