@@ -23,6 +23,11 @@ const COMMANDS: &[(&str, &str, &str)] = &[
         "show various information about the system state",
     ),
     ("quit|q", "", "quit the emulator"),
+    (
+        "set_link",
+        "name on|off",
+        "change the link status of a network adapter",
+    ),
     ("stop|s", "", "stop emulation"),
     ("system_powerdown", "", "send system power down event"),
     ("system_reset", "", "reset the system"),
@@ -124,6 +129,19 @@ pub fn run(cmds: &Commands, line: &str, cpu_index: Option<i64>) -> CommandFuture
                 "balloon: integer expected\r\nTry \"help balloon\" for more information\r\n".into(),
             ),
             _ => extraneous(),
+        },
+        "set_link" => match rest.as_slice() {
+            [name, state @ ("on" | "off")] => {
+                let mut args = Map::new();
+                args.insert("name".into(), json!(name));
+                args.insert("up".into(), json!(*state == "on"));
+                as_hmp(cmds.run("set_link", args))
+            }
+            [_, _, _, ..] => extraneous(),
+            _ => text(
+                "Expected 'on' or 'off'\r\nTry \"help set_link\" for more information\r\n"
+                    .into(),
+            ),
         },
         _ if !rest.is_empty() => extraneous(),
         "cont|c" => as_hmp(cmds.run("cont", Map::new())),
@@ -298,6 +316,21 @@ mod tests {
             .await
             .contains("info status  -- show the current VM status (running|paused)\r\n"));
         assert!(hmp("info version").await.starts_with("7.2.0 (oxvirt "));
+        assert_eq!(
+            hmp("help set_link").await,
+            "set_link name on|off -- change the link status of a network adapter\r\n"
+        );
+        assert_eq!(
+            hmp("set_link nope off").await,
+            "Error: Device 'nope' not found\r\n"
+        );
+        let expected = "Expected 'on' or 'off'\r\nTry \"help set_link\" for more information\r\n";
+        assert_eq!(hmp("set_link net0").await, expected);
+        assert_eq!(hmp("set_link net0 maybe").await, expected);
+        assert_eq!(
+            hmp("set_link net0 off x").await,
+            "set_link: extraneous characters at the end of line\r\nTry \"help set_link\" for more information\r\n"
+        );
         assert_eq!(
             run(&cmds(), "info cpus", Some(7)).await.unwrap_err().desc,
             "Parameter 'cpu-index' expects a CPU number"
