@@ -304,11 +304,7 @@ pub struct PciMachine {
 }
 
 fn open_flags(cache: CacheMode) -> OpenFlags {
-    OpenFlags {
-        readonly: false,
-        sync_writes: matches!(cache, CacheMode::Writethrough | CacheMode::Directsync),
-        ignore_flush: matches!(cache, CacheMode::Unsafe),
-    }
+    OpenFlags::for_cache(cache)
 }
 
 /// Opens the backend of device `d` as a virtio device; `None` for devices

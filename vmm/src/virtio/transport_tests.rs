@@ -187,11 +187,7 @@ type Setup = (
 fn setup_with_intx(disk_bytes: usize, intx: Option<(u8, CountingLine)>) -> Setup {
     let mut f = tempfile::NamedTempFile::new().unwrap();
     f.write_all(&vec![0u8; disk_bytes]).unwrap();
-    let flags = OpenFlags {
-        readonly: false,
-        sync_writes: false,
-        ignore_flush: false,
-    };
+    let flags = OpenFlags::default();
     let backend: Box<dyn DiskBackend> = Box::new(RawDisk::open(f.path(), flags).unwrap());
     let blk = Block::with_backend("vda", backend, false, false, Some("SER1"));
     let mem = memory();

@@ -4,13 +4,16 @@
 //! backend hands the guest buffers to `preadv`/`pwritev`, the qcow2 backend
 //! hands them to imago as an I/O vector. No bounce buffer.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
+use tracing::{debug, warn};
 use vm_memory::VolatileSlice;
+
+use super::cache::{self, DioAlign, OpenFlags};
 
 /// Guest buffers of one request.
 pub type Bufs<'a, 'b> = &'a [VolatileSlice<'b>];
@@ -29,25 +32,31 @@ pub trait DiskBackend: Send {
     fn discard(&mut self, offset: u64, len: u64) -> io::Result<()>;
     /// Makes a range read as zeroes, deallocating it if `unmap`.
     fn write_zeroes(&mut self, offset: u64, len: u64, unmap: bool) -> io::Result<()>;
-}
-
-/// How a disk is opened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OpenFlags {
-    pub readonly: bool,
-    /// Writes reach stable storage before completing (cache=writethrough/directsync).
-    pub sync_writes: bool,
-    /// Guest flushes are ignored (cache=unsafe).
-    pub ignore_flush: bool,
+    /// Whether I/O bypasses the host page cache (`O_DIRECT`).
+    fn is_direct(&self) -> bool {
+        false
+    }
 }
 
 /// A raw image: a regular file or a block device.
 #[derive(Debug)]
 pub struct RawDisk {
+    /// The image, `O_DIRECT` when `direct` is set.
     file: File,
+    direct: Option<Direct>,
     size: u64,
     block_device: bool,
     ignore_flush: bool,
+}
+
+/// The `O_DIRECT` side of a raw image.
+#[derive(Debug)]
+struct Direct {
+    align: DioAlign,
+    /// The same image through the page cache, for requests `align` refuses.
+    buffered: File,
+    /// Whether the first misaligned request was logged.
+    noted: bool,
 }
 
 // BLKGETSIZE64 and BLKDISCARD from <linux/fs.h>.
@@ -55,14 +64,9 @@ nix::ioctl_read!(blk_get_size64, 0x12, 114, u64);
 nix::ioctl_write_ptr_bad!(blk_discard, nix::request_code_none!(0x12, 119), [u64; 2]);
 
 impl RawDisk {
-    /// Opens `path` (read-only or read-write).
+    /// Opens `path` as `flags` say (see [`super::cache`]).
     pub fn open(path: &Path, flags: OpenFlags) -> io::Result<Self> {
-        let mut o = OpenOptions::new();
-        o.read(true).write(!flags.readonly);
-        if flags.sync_writes {
-            o.custom_flags(libc::O_DSYNC);
-        }
-        let file = o.open(path)?;
+        let (file, flags) = cache::open_image(path, flags)?;
         let meta = file.metadata()?;
         let block_device = meta.file_type().is_block_device();
         let size = if block_device {
@@ -74,8 +78,18 @@ impl RawDisk {
         } else {
             meta.len()
         };
+        let direct = if flags.direct {
+            Some(Direct {
+                align: DioAlign::probe(&file, block_device),
+                buffered: cache::open_image(path, flags.buffered())?.0,
+                noted: false,
+            })
+        } else {
+            None
+        };
         Ok(RawDisk {
             file,
+            direct,
             size,
             block_device,
             ignore_flush: flags.ignore_flush,
@@ -91,37 +105,78 @@ impl RawDisk {
             .collect()
     }
 
-    /// Runs `op` (preadv or pwritev) until every byte moved; `op` returning 0
-    /// means end of file: reads zero-fill the rest, writes fail.
-    fn transfer(&self, mut offset: u64, bufs: Bufs<'_, '_>, write: bool) -> io::Result<()> {
+    /// The descriptor a transfer of `iov` at `offset` goes to: the direct one
+    /// when its alignment allows, else the page-cache one.
+    fn fd_for(&mut self, offset: u64, iov: &[libc::iovec]) -> (libc::c_int, bool) {
+        let Some(d) = &mut self.direct else {
+            return (self.file.as_raw_fd(), false);
+        };
+        let segs = iov.iter().map(|v| (v.iov_base as usize, v.iov_len));
+        if d.align.fits(offset, segs) {
+            return (self.file.as_raw_fd(), true);
+        }
+        if !d.noted {
+            d.noted = true;
+            debug!(
+                "virtio-blk: request at byte {offset} not aligned for O_DIRECT ({:?}); \
+                 such requests go through the page cache",
+                d.align
+            );
+        }
+        (d.buffered.as_raw_fd(), false)
+    }
+
+    /// The kernel refused an O_DIRECT transfer that looked aligned: demand more
+    /// alignment, or give up on O_DIRECT when a page did not satisfy it either.
+    fn direct_refused(&mut self, e: &io::Error) {
+        let Some(d) = &mut self.direct else {
+            return;
+        };
+        match d.align.stricter() {
+            Some(a) => {
+                warn!(
+                    "virtio-blk: O_DIRECT refused with {:?} ({e}); using {a:?}",
+                    d.align
+                );
+                d.align = a;
+            }
+            None => {
+                warn!("virtio-blk: O_DIRECT refused page-aligned I/O ({e}); using the host page cache");
+                let d = self.direct.take().expect("checked above");
+                self.file = d.buffered;
+            }
+        }
+    }
+
+    /// Runs preadv or pwritev until every byte moved; a return of 0 means end of
+    /// file: reads zero-fill the rest, writes fail. Each call picks the direct or
+    /// the page-cache descriptor for what is left (a short direct transfer can
+    /// leave a misaligned rest).
+    fn transfer(&mut self, mut offset: u64, bufs: Bufs<'_, '_>, write: bool) -> io::Result<()> {
         let mut iov = Self::iovecs(bufs);
         let mut first = 0;
         while first < iov.len() {
             let rest = &iov[first..];
-            let cnt = rest.len().min(1024) as libc::c_int;
+            let cnt = rest.len().min(1024);
+            let (fd, direct) = self.fd_for(offset, &rest[..cnt]);
             // SAFETY: every iovec points into guest memory owned by a VolatileSlice
             // that lives for this call (bufs), with its exact length; the kernel
             // reads or writes at most that many bytes. The fd is ours.
             let n = unsafe {
                 if write {
-                    libc::pwritev(
-                        self.file.as_raw_fd(),
-                        rest.as_ptr(),
-                        cnt,
-                        offset as libc::off_t,
-                    )
+                    libc::pwritev(fd, rest.as_ptr(), cnt as libc::c_int, offset as libc::off_t)
                 } else {
-                    libc::preadv(
-                        self.file.as_raw_fd(),
-                        rest.as_ptr(),
-                        cnt,
-                        offset as libc::off_t,
-                    )
+                    libc::preadv(fd, rest.as_ptr(), cnt as libc::c_int, offset as libc::off_t)
                 }
             };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                if direct && e.raw_os_error() == Some(libc::EINVAL) {
+                    // Alignment is checked before any I/O: nothing moved, retry.
+                    self.direct_refused(&e);
                     continue;
                 }
                 return Err(e);
@@ -155,11 +210,21 @@ impl RawDisk {
         }
         Ok(())
     }
+
+    /// The descriptor for small host-made writes (zero fill), which are never
+    /// aligned for O_DIRECT.
+    fn buffered_file(&self) -> &File {
+        self.direct.as_ref().map_or(&self.file, |d| &d.buffered)
+    }
 }
 
 impl DiskBackend for RawDisk {
     fn size(&self) -> u64 {
         self.size
+    }
+
+    fn is_direct(&self) -> bool {
+        self.direct.is_some()
     }
 
     fn read_at(&mut self, offset: u64, bufs: Bufs<'_, '_>) -> io::Result<()> {
@@ -208,7 +273,7 @@ impl DiskBackend for RawDisk {
         let end = offset + len;
         while pos < end {
             let n = (end - pos).min(zero.len() as u64) as usize;
-            std::os::unix::fs::FileExt::write_all_at(&self.file, &zero[..n], pos)?;
+            std::os::unix::fs::FileExt::write_all_at(self.buffered_file(), &zero[..n], pos)?;
             pos += n as u64;
         }
         Ok(())
@@ -235,6 +300,7 @@ fn fallocate(file: &File, mode: libc::c_int, offset: u64, len: u64) -> io::Resul
 /// A qcow2 image (and its backing chain) through imago.
 pub struct Qcow2Disk {
     access: imago::FormatAccess<imago::file::File>,
+    sync_writes: bool,
     ignore_flush: bool,
 }
 
@@ -249,21 +315,60 @@ impl std::fmt::Debug for Qcow2Disk {
 impl Qcow2Disk {
     /// Opens a qcow2 image; backing files named in its header are opened
     /// read-only (relative names resolve against the image's directory).
+    ///
+    /// With `direct`, every file of the chain is opened `O_DIRECT` and imago
+    /// realigns requests itself (bounce buffers, read-modify-write); a filesystem
+    /// that refuses `O_DIRECT` gets the page cache with a warning, as for raw
+    /// images. imago has no `O_DSYNC`: `sync_writes` flushes after every write.
     pub fn open(path: &Path, flags: OpenFlags) -> io::Result<Self> {
+        let access = match Self::open_with(path, flags) {
+            Err(e) if flags.direct && e.raw_os_error() == Some(libc::EINVAL) => {
+                warn!(
+                    "disk image '{}': cannot open with O_DIRECT ({e}); cache mode \
+                     'none'/'directsync' falls back to the host page cache (guest \
+                     flushes are still honoured)",
+                    path.display()
+                );
+                Self::open_with(path, flags.buffered())?
+            }
+            r => r?,
+        };
+        Ok(Qcow2Disk {
+            access,
+            sync_writes: flags.sync_writes,
+            ignore_flush: flags.ignore_flush,
+        })
+    }
+
+    fn open_with(
+        path: &Path,
+        flags: OpenFlags,
+    ) -> io::Result<imago::FormatAccess<imago::file::File>> {
         use imago::FormatDriverBuilder;
         let q = imago::qcow2::Qcow2::<imago::file::File>::builder_path(path)
             .write(!flags.readonly)
+            .storage_open_options(imago::StorageOpenOptions::new().direct(flags.direct))
             .open(imago::PermissiveImplicitOpenGate::default())?;
-        Ok(Qcow2Disk {
-            access: imago::FormatAccess::new(q),
-            ignore_flush: flags.ignore_flush,
-        })
+        Ok(imago::FormatAccess::new(q))
+    }
+}
+
+impl Qcow2Disk {
+    /// Writes imago's cached metadata and syncs every file of the image.
+    fn sync(&mut self) -> io::Result<()> {
+        self.access.flush()?;
+        self.access.sync()
     }
 }
 
 impl DiskBackend for Qcow2Disk {
     fn size(&self) -> u64 {
         self.access.size()
+    }
+
+    /// imago asks for alignment only of files it opened with O_DIRECT.
+    fn is_direct(&self) -> bool {
+        self.access.mem_align() > 1 || self.access.req_align() > 1
     }
 
     fn read_at(&mut self, offset: u64, bufs: Bufs<'_, '_>) -> io::Result<()> {
@@ -273,15 +378,18 @@ impl DiskBackend for Qcow2Disk {
 
     fn write_at(&mut self, offset: u64, bufs: Bufs<'_, '_>) -> io::Result<()> {
         let (v, _guard) = imago::io_buffers::IoVector::from_volatile_slice(bufs.iter());
-        self.access.writev(v, offset)
+        self.access.writev(v, offset)?;
+        if self.sync_writes {
+            self.sync()?;
+        }
+        Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
         if self.ignore_flush {
             return Ok(());
         }
-        self.access.flush()?;
-        self.access.sync()
+        self.sync()
     }
 
     fn discard(&mut self, offset: u64, len: u64) -> io::Result<()> {

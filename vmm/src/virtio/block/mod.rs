@@ -6,6 +6,7 @@
 //! the [`VirtioDevice`] that runs it on a worker thread.
 
 pub mod backend;
+pub mod cache;
 pub mod lock;
 
 use std::path::Path;
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use virtio_queue::DescriptorChain;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, VolatileSlice};
 
@@ -23,7 +24,8 @@ use super::{
     device_type, read_config_bytes, ActivateError, Activation, GuestMem, VirtioDevice,
     VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
 };
-pub use backend::{DiskBackend, OpenFlags, Qcow2Disk, RawDisk};
+pub use backend::{DiskBackend, Qcow2Disk, RawDisk};
+pub use cache::OpenFlags;
 pub use lock::{ImageLock, LockError};
 
 /// Sector size the protocol counts in.
@@ -436,6 +438,21 @@ impl Block {
         } else {
             Box::new(RawDisk::open(cfg.path, flags).map_err(open_err)?)
         };
+        info!(
+            "{id}: '{}' opened {}{}{}",
+            cfg.path.display(),
+            if backend.is_direct() {
+                "O_DIRECT"
+            } else {
+                "through the host page cache"
+            },
+            if flags.sync_writes { ", O_DSYNC" } else { "" },
+            if flags.ignore_flush {
+                ", guest flushes ignored"
+            } else {
+                ""
+            },
+        );
         let mut b = Self::with_backend(id, backend, cfg.readonly, cfg.discard, cfg.serial);
         b.handler = b.handler.map(|h| h.with_stats(stats));
         b._lock = Some(lock);
@@ -546,5 +563,7 @@ impl VirtioDevice for Block {
     }
 }
 
+#[cfg(test)]
+mod direct_tests;
 #[cfg(test)]
 mod tests;

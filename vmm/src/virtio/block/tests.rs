@@ -26,15 +26,7 @@ fn header(mem: &GuestMem, rtype: u32, sector: u64) {
 fn raw_image(bytes: usize) -> (tempfile::NamedTempFile, Box<dyn DiskBackend>) {
     let mut f = tempfile::NamedTempFile::new().unwrap();
     f.write_all(&vec![0u8; bytes]).unwrap();
-    let d = RawDisk::open(
-        f.path(),
-        OpenFlags {
-            readonly: false,
-            sync_writes: false,
-            ignore_flush: false,
-        },
-    )
-    .unwrap();
+    let d = RawDisk::open(f.path(), OpenFlags::default()).unwrap();
     (f, Box::new(d))
 }
 
@@ -291,11 +283,7 @@ fn qcow2_overlay_reads_base_and_writes_only_the_overlay() {
             shareable: false,
             serial: None,
             discard: false,
-            flags: OpenFlags {
-                readonly: false,
-                sync_writes: false,
-                ignore_flush: false,
-            },
+            flags: OpenFlags::default(),
         };
         let stats = Arc::new(BlockStats::default());
         let mut dev = Block::open("vda", &cfg, stats.clone()).unwrap();
