@@ -70,6 +70,9 @@ fn run(args: Args) -> anyhow::Result<i32> {
         )?),
         None => None,
     };
+    if monitor.is_some() {
+        vmm::vm::lap("QMP monitor started");
+    }
     if let Some(p) = &args.pidfile {
         write_pidfile(p)?;
     }
@@ -88,6 +91,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
 }
 
 fn main() -> ExitCode {
+    let _ = vmm::vm::startup_clock();
     // Before any thread exists, so every thread inherits the mask.
     let _ = vmm::block_host_signals();
     let args = match Args::try_parse() {
@@ -106,6 +110,7 @@ fn main() -> ExitCode {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    vmm::vm::lap("arguments parsed, log initialised");
     match run(args) {
         Ok(status) => ExitCode::from(status as u8),
         Err(e) => {

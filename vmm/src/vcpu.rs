@@ -256,6 +256,9 @@ pub fn run_vcpu(mut ctx: VcpuContext, gate: &VcpuGate) {
     kvm::bind_kick_target(&mut ctx.vcpu);
     gate.register(info);
     let index = ctx.index;
+    if index == 0 {
+        crate::vm::lap("vCPU 0 thread running, first KVM_RUN next");
+    }
     while gate.checkpoint() {
         // Once the guest asked to power off, reset or crashed, stop running it.
         if ctx.exits.is_pending() {
