@@ -102,6 +102,11 @@ fn block_pci_and_balloon_queries_report_the_devices_in_use() {
     assert_eq!(find(4)["id"]["vendor"], 0x1af4);
     assert_eq!(find(4)["id"]["device"], 0x1042);
     assert_eq!(find(4)["qdev_id"], "virtio-disk0");
+    // INTA#, and the Interrupt Line (the GSI of the DSDT's _PRT) as QEMU reports it.
+    assert_eq!(find(4)["irq_pin"], 1, "{pci}");
+    assert_eq!(find(4)["irq"], 20, "{pci}");
+    assert_eq!(find(0)["irq_pin"], 0, "the host bridge has no pin: {pci}");
+    assert!(find(0).get("irq").is_none(), "{pci}");
     assert_eq!(find(5)["id"]["device"], 0x1045);
 
     // The balloon: the guest inflates to the target we set, and we are told.
