@@ -57,7 +57,8 @@ pub mod device_type {
 }
 
 /// How a device signals the driver: a used-buffer notification for a queue, or a
-/// configuration change. The PCI transport maps them to MSI-X vectors.
+/// configuration change. The PCI transport maps them to MSI-X vectors, or to the
+/// INTx pin when the driver left MSI-X off.
 pub trait VirtioInterrupt: Send + Sync {
     /// Queue `queue` has new used buffers.
     fn notify_queue(&self, queue: u16);
