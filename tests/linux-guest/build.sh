@@ -10,9 +10,11 @@
 #   bzImage         the same kernel as a bzImage (LZ4)
 # --stock (Debian's own kernel; reaches user space on hardware KVM only):
 #   bzImage         /boot/vmlinuz of linux-image-cloud-amd64, fetched with apt-get download
-#                   (its virtio/vsock/evdev modules go into the initramfs)
+#                   (its virtio/vsock/evdev modules go into the initramfs, and this host's
+#                   udev the way Debian's initramfs-tools copies it: /dev/disk/by-id)
 # Both:
-#   initramfs.cpio  uncompressed newc cpio: busybox-static + rootfs/ (our /init)
+#   initramfs.cpio  uncompressed newc cpio: busybox-static + rootfs/ (our /init, oxcheck)
+#                   + oxvsock (oxvsock.c, gcc -static: busybox has no vsock)
 #   cmdline         the kernel command line for this guest
 #   kernel.config, manifest.txt (input versions, sha256 of every output)
 #
@@ -55,7 +57,7 @@ die() {
 
 # --- build dependencies (Debian packages); installed when missing and we are root
 if [ $stock = 1 ]; then
-	packages=(linux-source-6.1 busybox-static gcc)
+	packages=(linux-source-6.1 busybox-static gcc libc6-dev udev)
 else
 	packages=(linux-source-6.1 busybox-static build-essential bc flex bison libelf-dev libssl-dev lz4)
 fi
@@ -114,7 +116,9 @@ kinputs=$(kernel_inputs)
 khash=$(sha256sum <<<"$kinputs" | cut -c1-16)
 all_inputs=$(
 	echo "$kinputs"
-	files_hash build.sh rootfs
+	files_hash build.sh rootfs oxvsock.c
+	echo "gcc $(gcc -dumpfullversion) libc6-dev $(dpkg-query -W -f='${Version}' libc6-dev)"
+	[ $stock = 0 ] || echo "package udev $(dpkg-query -W -f='${Version}' udev)"
 	echo "package busybox-static $(dpkg-query -W -f='${Version}' busybox-static)"
 	echo "busybox $(sha256sum <"$busybox" | cut -d' ' -f1)"
 )
@@ -255,14 +259,51 @@ if [ ! -f "$kdest/kernel.config" ]; then
 	mv "$kstage" "$kdest"
 fi
 
+# --- udev for the stock guest, as Debian's initramfs-tools puts it in every initramfs
+# (/usr/share/initramfs-tools/hooks/udev): systemd-udevd, udevadm, blkid and the rules
+# that name disks (60-persistent-storage.rules: /dev/disk/by-id/virtio-<serial>), each
+# program with the shared libraries it loads (ldd, like copy_exec). /init starts it the
+# way initramfs-tools' init-top/udev does. Unlike the hook, no .link files: interfaces
+# keep their kernel names (eth0, which the tests use). The patched guest has no udev:
+# its kernel lacks epoll, signalfd, inotify and more that udevd needs.
+add_udev() {
+	local r=$1 f lib rules
+	copy_exec() { # FILE DIR: FILE into DIR of the initramfs, with its libraries
+		mkdir -p "$r$2"
+		cp -L "$1" "$r$2/"
+		ldd "$1" 2>/dev/null | sed -n 's/.*=> \(\/[^ ]*\) .*/\1/p; s/^[[:space:]]*\(\/[^ ]*\) .*/\1/p' |
+			while read -r lib; do
+				mkdir -p "$r$(dirname "$lib")"
+				[ -e "$r$lib" ] || cp -L "$lib" "$r$lib"
+			done
+	}
+	copy_exec /lib/systemd/systemd-udevd /lib/systemd
+	copy_exec /bin/udevadm /bin
+	copy_exec /sbin/blkid /sbin
+	for f in ata_id scsi_id; do
+		copy_exec /lib/udev/$f /lib/udev
+	done
+	mkdir -p "$r/etc/udev" "$r/lib/udev/rules.d"
+	cp /etc/udev/udev.conf "$r/etc/udev/"
+	for rules in 50-firmware.rules 50-udev-default.rules 60-block.rules \
+		60-persistent-storage.rules 61-persistent-storage-android.rules 71-seat.rules \
+		73-special-net-names.rules 75-net-description.rules 80-net-setup-link.rules \
+		80-drivers.rules; do
+		[ ! -e /lib/udev/rules.d/$rules ] || cp /lib/udev/rules.d/$rules "$r/lib/udev/rules.d/"
+	done
+}
+
 # --- initramfs: busybox-static, rootfs/ (+ the stock kernel's modules), every entry
 # with fixed owner and mtime, written by the kernel's gen_init_cpio from a sorted list.
 run tar -C "$build" -xf "$src_tarball" linux-source-6.1/usr/gen_init_cpio.c
 run gcc -O2 -o "$build/gen_init_cpio" "$build/linux-source-6.1/usr/gen_init_cpio.c"
 [ $stock = 0 ] || cp -a "$kdest/modules/." "$root/"
+# The vsock end of the guest's tests (busybox has no vsock applet).
+run gcc -static -Os -s -Wall -ffile-prefix-map="$here"=. -o "$root/bin/oxvsock" "$here/oxvsock.c"
+[ $stock = 0 ] || add_udev "$root"
 cp "$busybox" "$build/busybox"
 find "$root" "$build/busybox" -exec touch -h -d "@$epoch" {} +
-fixed_dirs=" /bin /dev /etc /proc /sys /tmp /root /var /var/log /var/run "
+fixed_dirs=" /bin /dev /etc /proc /run /sys /tmp /root /var /var/log /var/run "
 {
 	for d in $fixed_dirs; do
 		echo "dir $d 0755 0 0"

@@ -1,5 +1,7 @@
 //! The Linux test guest (`tests/linux-guest/`) under `oxvirt-vmm`: building it once,
-//! specs for it, what its `/init` reports, a small QMP client, and the reasons to skip.
+//! specs for it, what its `/init` and `oxcheck` report, a small QMP client, and the
+//! reasons to skip. Shared by `linux_guest.rs` (the patched kernel, runs here) and
+//! `linux_full.rs` (Debian's kernel, hardware KVM only).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -28,6 +30,8 @@ pub fn stock() -> bool {
 /// The built guest: kernel, initramfs and the command line it needs.
 #[derive(Debug)]
 pub struct LinuxGuest {
+    /// Debian's kernel (`build.sh --stock`) rather than the patched one.
+    pub stock: bool,
     pub dir: PathBuf,
     /// The PVH ELF vmlinux (patched guest) or the bzImage (stock).
     pub kernel: PathBuf,
@@ -36,14 +40,14 @@ pub struct LinuxGuest {
 }
 
 /// Builds the guest with `tests/linux-guest/build.sh` (a no-op when cached), or takes
-/// the outputs of an earlier build from `OXVIRT_LINUX_GUEST_DIR`.
-fn build() -> anyhow::Result<LinuxGuest> {
-    let dir = match std::env::var_os("OXVIRT_LINUX_GUEST_DIR") {
+/// the outputs of an earlier build from the directory `dir_var` names.
+fn build(stock: bool, dir_var: &str) -> anyhow::Result<LinuxGuest> {
+    let dir = match std::env::var_os(dir_var) {
         Some(d) => PathBuf::from(d),
         None => {
             let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("linux-guest/build.sh");
             let mut cmd = Command::new(&script);
-            if stock() {
+            if stock {
                 cmd.arg("--stock");
             }
             // Progress goes to stderr (the test's output); a build from scratch takes
@@ -62,7 +66,7 @@ fn build() -> anyhow::Result<LinuxGuest> {
             PathBuf::from(stdout.lines().last().unwrap_or("").trim())
         }
     };
-    let kernel = if stock() {
+    let kernel = if stock {
         dir.join("bzImage")
     } else {
         dir.join("vmlinux")
@@ -71,6 +75,7 @@ fn build() -> anyhow::Result<LinuxGuest> {
         .trim()
         .to_string();
     Ok(LinuxGuest {
+        stock,
         kernel,
         initrd: dir.join("initramfs.cpio"),
         cmdline,
@@ -94,9 +99,42 @@ pub fn guest(test: &str) -> Option<&'static LinuxGuest> {
         );
         return None;
     }
-    static GUEST: OnceLock<Result<LinuxGuest, String>> = OnceLock::new();
-    match GUEST.get_or_init(|| build().map_err(|e| format!("{e:#}"))) {
-        Ok(g) => Some(g),
+    Some(built(stock()))
+}
+
+/// Debian's kernel for the full-Linux tests (`linux_full.rs`), or `None` after a loud
+/// SKIPPED line on the emulated KVM (where it stops at its first `int3`) unless
+/// `OXVIRT_FULL_LINUX` forces it. `OXVIRT_LINUX_STOCK_DIR` uses an existing
+/// `build.sh --stock` output directory.
+pub fn full_guest(test: &str) -> Option<&'static LinuxGuest> {
+    if let Err(e) = kvm_usable() {
+        skip(test, &format!("no usable KVM ({e})"));
+        return None;
+    }
+    if emulated_kvm() && std::env::var_os("OXVIRT_FULL_LINUX").is_none() {
+        skip(
+            test,
+            "KVM here is emulated (kvm_pvm, /sys/module/kvm_pvm): Debian's kernel stops at its \
+             first int3 (int3_selftest) with a KVM emulation failure. Run on a host with \
+             hardware KVM (VMX/SVM): cargo build -p vmm --bins && \
+             cargo test -p oxvirt-tests --test linux_full",
+        );
+        return None;
+    }
+    Some(built(true))
+}
+
+/// The guest of one kind, built once per test process; a failed build fails the test.
+fn built(stock: bool) -> &'static LinuxGuest {
+    static PATCHED: OnceLock<Result<LinuxGuest, String>> = OnceLock::new();
+    static STOCK: OnceLock<Result<LinuxGuest, String>> = OnceLock::new();
+    let (cell, dir_var) = if stock {
+        (&STOCK, "OXVIRT_LINUX_STOCK_DIR")
+    } else {
+        (&PATCHED, "OXVIRT_LINUX_GUEST_DIR")
+    };
+    match cell.get_or_init(|| build(stock, dir_var).map_err(|e| format!("{e:#}"))) {
+        Ok(g) => g,
         Err(e) => panic!("building the Linux test guest: {e}"),
     }
 }
@@ -161,6 +199,17 @@ pub struct Line {
 }
 
 impl Line {
+    /// `what key=value ...`
+    fn parse(text: &str) -> Line {
+        let mut it = text.split(' ');
+        let what = it.next().unwrap_or("").to_string();
+        let fields = it
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Line { what, fields }
+    }
+
     pub fn get(&self, key: &str) -> &str {
         self.fields.get(key).map_or("", String::as_str)
     }
@@ -172,6 +221,8 @@ pub struct Report {
     pub lines: Vec<Line>,
     /// The command's output between `OXVIRT-CMD-BEGIN` and `OXVIRT-CMD-RC=`.
     pub cmd_output: String,
+    /// `oxcheck`'s `OXCHECK <what> key=value ...` lines in that output.
+    pub checks: Vec<Line>,
     pub cmd_rc: Option<i32>,
 }
 
@@ -197,17 +248,19 @@ impl Report {
             } else if in_cmd {
                 r.cmd_output.push_str(l);
                 r.cmd_output.push('\n');
+                if let Some(rest) = l.strip_prefix("OXCHECK ") {
+                    r.checks.push(Line::parse(rest));
+                }
             } else if let Some(rest) = l.strip_prefix("OXVIRT ") {
-                let mut it = rest.split(' ');
-                let what = it.next().unwrap_or("").to_string();
-                let fields = it
-                    .filter_map(|kv| kv.split_once('='))
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect();
-                r.lines.push(Line { what, fields });
+                r.lines.push(Line::parse(rest));
             }
         }
         r
+    }
+
+    /// `oxcheck`'s lines about `what`.
+    pub fn check_lines(&self, what: &str) -> Vec<&Line> {
+        self.checks.iter().filter(|l| l.what == what).collect()
     }
 
     pub fn all(&self, what: &str) -> Vec<&Line> {

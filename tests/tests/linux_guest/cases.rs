@@ -1,0 +1,694 @@
+//! The Linux tests' bodies, one boot each, for either kernel: `linux_guest.rs` runs them
+//! with the patched kernel (here, on the emulated KVM), `linux_full.rs` with Debian's
+//! kernel (hardware KVM). The guest side is the same `/init` and `oxcheck` in both.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpListener;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use machine_spec::{
+    exit, Balloon, CacheMode, CharBackend, Console, DeviceKind, Disk, DiskFormat, LifecycleAction,
+    Net, NetBackend, Rng, Vsock,
+};
+use oxvirt_tests::{skip, Vm};
+
+use crate::support::{
+    self, check, host, pattern, pci_device, sha256_hex, wait_ready, LinuxGuest, Qmp, Report, EXIT,
+};
+
+/// From the ready line to the host end of a guest's network or vsock exchange: a few
+/// forks and a ping on an idle emulated-KVM machine, four times slower on a loaded CI
+/// host. A VMM that exits ends the wait at once.
+const EXCHANGE: Duration = Duration::from_secs(600);
+
+/// RAM for a test that asks for `mib`: Debian's kernel and its 16 MB initramfs (udev)
+/// want more than the patched guest.
+fn mem(g: &LinuxGuest, mib: u64) -> u64 {
+    if g.stock {
+        mib.max(256)
+    } else {
+        mib
+    }
+}
+
+/// Memory Linux reports for `mib` MiB of RAM: less than that (firmware areas, the kernel,
+/// reserved pages), but not much less (Debian's kernel keeps more for itself).
+fn check_memory(vm: &Vm, g: &LinuxGuest, r: &Report, mib: u64) {
+    let kib: u64 = r
+        .first("memory")
+        .map(|l| l.get("total_kib"))
+        .unwrap_or("")
+        .parse()
+        .unwrap_or(0);
+    let slack = if g.stock { 48 + mib * 3 / 100 } else { 40 };
+    check(
+        vm,
+        kib <= mib * 1024 && kib >= (mib - slack) * 1024,
+        &format!("guest MemTotal {kib} KiB does not fit {mib} MiB of RAM"),
+    );
+}
+
+fn check_cpus(vm: &Vm, r: &Report, n: u32) {
+    let count = r.first("cpus").map(|l| l.get("count")).unwrap_or("");
+    check(
+        vm,
+        count == n.to_string(),
+        &format!("guest sees {count:?} online CPUs, expected {n}"),
+    );
+}
+
+fn wait_poweroff(vm: &Vm) {
+    let code = vm.wait_exit(EXIT);
+    check(
+        vm,
+        code == exit::POWEROFF,
+        &format!(
+            "VMM exit status {code}, expected {} (POWEROFF)",
+            exit::POWEROFF
+        ),
+    );
+}
+
+/// The command's end, power-off, and the report including the command's output.
+fn finish(vm: &Vm) -> Report {
+    vm.wait_for("OXVIRT-CMD-RC=", EXIT);
+    wait_poweroff(vm);
+    Report::parse(&vm.console())
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+pub fn boots_to_userspace_and_powers_off(g: &LinuxGuest) {
+    let m = mem(g, 128);
+    let vm = Vm::start(&g.spec(1, m, ""));
+    let r = wait_ready(&vm, g);
+    check_cpus(&vm, &r, 1);
+    check_memory(&vm, g, &r, m);
+    check(
+        &vm,
+        r.first("kernel")
+            .is_some_and(|l| l.get("release").starts_with("6.")),
+        "guest reports its kernel release",
+    );
+    vm.wait_for("OXVIRT-EXIT poweroff", EXIT);
+    wait_poweroff(&vm);
+}
+
+pub fn sees_two_cpus_and_the_memory(g: &LinuxGuest) {
+    let m = mem(g, 192);
+    let vm = Vm::start(&g.spec(2, m, ""));
+    let r = wait_ready(&vm, g);
+    check_cpus(&vm, &r, 2);
+    check_memory(&vm, g, &r, m);
+    wait_poweroff(&vm);
+}
+
+pub fn acpi_power_button_powers_off(g: &LinuxGuest) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let qmp = dir.path().join("qmp.sock");
+    let vm = Vm::start_with(
+        &g.spec(1, mem(g, 128), "oxvirt_exit=wait"),
+        &["--qmp", s(&qmp)],
+    );
+    let mut q = Qmp::connect(&qmp, &vm);
+    let r = wait_ready(&vm, g);
+    check(
+        &vm,
+        r.first("acpi")
+            .is_some_and(|l| !matches!(l.get("power_button"), "" | "absent")),
+        "the guest's ACPI button driver found no power button (LNXPWRBN or PNP0C0C)",
+    );
+    check(
+        &vm,
+        r.first("acpid").is_some_and(|l| !l.get("pid").is_empty()),
+        "busybox acpid is not running in the guest",
+    );
+    vm.wait_for("OXVIRT-EXIT wait", EXIT);
+    q.execute(&vm, "system_powerdown");
+    vm.wait_for("OXVIRT-ACPI power-button", EXIT);
+    wait_poweroff(&vm);
+}
+
+pub fn reboot_restarts_the_guest(g: &LinuxGuest) {
+    let mut spec = g.spec(1, mem(g, 128), "oxvirt_exit=reboot");
+    spec.lifecycle.on_reboot = LifecycleAction::Restart;
+    let vm = Vm::start(&spec);
+    wait_ready(&vm, g);
+    vm.wait_for("OXVIRT-EXIT reboot", EXIT);
+    // The same process boots the guest again from the start.
+    vm.wait_count("OXVIRT-READY", 2, support::BOOT);
+    check(
+        &vm,
+        vm.exited().is_none(),
+        "the VMM exited after the reboot",
+    );
+    vm.signal(nix::sys::signal::Signal::SIGTERM);
+    let code = vm.wait_exit(EXIT);
+    check(
+        &vm,
+        code == exit::HOST_STOP,
+        &format!(
+            "VMM exit status {code} after SIGTERM, expected {} (HOST_STOP)",
+            exit::HOST_STOP
+        ),
+    );
+}
+
+/// Host side of the disk tests: a 4 MiB image whose first 256 KiB are a pattern. The
+/// guest (`oxcheck disk`) hashes that region, copies it to 1 MiB and writes a marker at
+/// sector 4000, with fsync; the host checks all three after power-off. A second, raw
+/// disk with its own serial checks that each disk's serial reaches the guest (sysfs,
+/// and /dev/disk/by-id where the guest runs udev).
+const DISK_SIZE: usize = 4 << 20;
+const REGION: usize = 256 << 10;
+const COPY_AT: usize = 1 << 20;
+const MARK_SECTOR: usize = 4000;
+const MARK: &str = "OXVIRT-GUEST-WROTE-THIS";
+const DISK_CMD: &str = "oxvirt_cmd=\"oxcheck disk /dev/vda && oxcheck ids\"";
+const DATA_SERIAL: &str = "oxvirt-data-1";
+
+fn disk(path: &Path, format: DiskFormat, target: &str, serial: &str) -> DeviceKind {
+    DeviceKind::Disk(Disk {
+        path: path.to_path_buf(),
+        format,
+        target: target.into(),
+        readonly: false,
+        shareable: false,
+        serial: Some(serial.into()),
+        cache: CacheMode::Default,
+        discard: false,
+    })
+}
+
+pub fn virtio_blk_read_write(g: &LinuxGuest, format: DiskFormat) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let region = pattern(REGION, 0x0516_7a11);
+    let mut raw = region.clone();
+    raw.resize(DISK_SIZE, 0);
+    let raw_path = dir.path().join("disk.raw");
+    std::fs::write(&raw_path, &raw).expect("writing the disk image");
+    let (path, fmt) = match format {
+        DiskFormat::Raw => (raw_path.clone(), "raw"),
+        DiskFormat::Qcow2 => {
+            let p = dir.path().join("disk.qcow2");
+            host(
+                "qemu-img",
+                &["convert", "-f", "raw", "-O", "qcow2", s(&raw_path), s(&p)],
+            );
+            (p, "qcow2")
+        }
+    };
+    let data_path = dir.path().join("data.raw");
+    std::fs::write(&data_path, vec![0u8; 1 << 20]).expect("writing the second disk");
+    let serial = format!("oxvirt-{fmt}-0");
+    let mut spec = g.spec(1, mem(g, 128), DISK_CMD);
+    spec.devices.push(pci_device(
+        "virtio-disk0",
+        4,
+        disk(&path, format, "vda", &serial),
+    ));
+    spec.devices.push(pci_device(
+        "virtio-disk1",
+        9,
+        disk(&data_path, DiskFormat::Raw, "vdb", DATA_SERIAL),
+    ));
+    let vm = Vm::start(&spec);
+    let r = wait_ready(&vm, g);
+    let blk = r.all("block");
+    let vda = blk.iter().find(|l| l.get("name") == "vda");
+    check(
+        &vm,
+        blk.len() == 2
+            && vda.is_some_and(|l| {
+                l.get("serial") == serial
+                    && l.get("sectors") == (DISK_SIZE / 512).to_string()
+                    && l.get("ro") == "0"
+            }),
+        &format!(
+            "guest block devices {blk:?}, expected vda ({serial}, {} sectors) and vdb",
+            DISK_SIZE / 512
+        ),
+    );
+    check(
+        &vm,
+        r.virtio("block")
+            .is_some_and(|l| l.get("driver") == "virtio_blk"),
+        "virtio_blk did not bind",
+    );
+    let r = finish(&vm);
+    check(
+        &vm,
+        r.cmd_rc == Some(0),
+        &format!("oxcheck disk/ids failed in the guest: {:?}", r.cmd_output),
+    );
+    check(
+        &vm,
+        r.check_lines("disk-read")
+            .first()
+            .is_some_and(|l| l.get("sha256") == sha256_hex(&region)),
+        "the guest read different bytes than the host wrote (sha256 mismatch)",
+    );
+    check_ids(&vm, g, &r, &[("vda", &serial), ("vdb", DATA_SERIAL)]);
+    let after = match format {
+        DiskFormat::Raw => std::fs::read(&raw_path).expect("reading the image"),
+        DiskFormat::Qcow2 => {
+            host("qemu-img", &["check", s(&path)]);
+            let out = dir.path().join("after.raw");
+            host(
+                "qemu-img",
+                &["convert", "-f", "qcow2", "-O", "raw", s(&path), s(&out)],
+            );
+            std::fs::read(&out).expect("reading the converted image")
+        }
+    };
+    check(&vm, after.len() == DISK_SIZE, "image size changed");
+    check(
+        &vm,
+        after[..REGION] == region[..],
+        "the guest's write changed the source region",
+    );
+    check(
+        &vm,
+        after[COPY_AT..COPY_AT + REGION] == region[..],
+        "the region the guest copied is not on the host image",
+    );
+    let mark = &after[MARK_SECTOR * 512..MARK_SECTOR * 512 + MARK.len() + 1];
+    check(
+        &vm,
+        mark == format!("{MARK}\n").as_bytes(),
+        "the marker the guest wrote is not on the host image",
+    );
+}
+
+/// Each disk's serial as the guest sees it: `/sys/block/<name>/serial` always, and the
+/// `/dev/disk/by-id/virtio-<serial>` link udev makes where the guest runs udev (Debian's
+/// kernel with its initramfs; the patched guest has no udev, and says so).
+fn check_ids(vm: &Vm, g: &LinuxGuest, r: &Report, disks: &[(&str, &str)]) {
+    let serials = r.check_lines("serial");
+    for (name, serial) in disks {
+        check(
+            vm,
+            serials
+                .iter()
+                .any(|l| l.get("name") == *name && l.get("serial") == *serial),
+            &format!("guest sysfs serials {serials:?}, expected {name} = {serial}"),
+        );
+    }
+    let udev = r
+        .check_lines("udev")
+        .first()
+        .is_some_and(|l| l.get("present") == "1");
+    check(
+        vm,
+        udev || !g.stock,
+        "the stock guest's initramfs has no udev (build.sh --stock adds it)",
+    );
+    if !udev {
+        eprintln!("note: /dev/disk/by-id not checked: the patched guest has no udev");
+        return;
+    }
+    let links = r.check_lines("by-id");
+    for (name, serial) in disks {
+        let link = format!("virtio-{serial}");
+        check(
+            vm,
+            links
+                .iter()
+                .any(|l| l.get("link") == link && l.get("target") == *name),
+            &format!("guest /dev/disk/by-id {links:?}, expected {link} -> {name}"),
+        );
+    }
+}
+
+/// A network namespace for one test, deleted on drop.
+struct NetNs(String);
+
+impl NetNs {
+    fn new(tag: &str) -> NetNs {
+        let name = format!("oxvirt-{tag}-{}", std::process::id());
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &name])
+            .output();
+        host("ip", &["netns", "add", &name]);
+        host("ip", &["-n", &name, "link", "set", "lo", "up"]);
+        NetNs(name)
+    }
+
+    /// Runs `f` (which spawns the VMM, or opens a socket) with this thread in the
+    /// namespace: a child or socket made there stays there, the test thread goes back.
+    fn enter<T>(&self, f: impl FnOnce() -> T) -> T {
+        use nix::sched::{setns, CloneFlags};
+        let home = std::fs::File::open("/proc/thread-self/ns/net").expect("own netns");
+        let ns = std::fs::File::open(format!("/run/netns/{}", self.0)).expect("test netns");
+        setns(&ns, CloneFlags::CLONE_NEWNET).expect("entering the test netns");
+        let out = f();
+        setns(&home, CloneFlags::CLONE_NEWNET).expect("leaving the test netns");
+        out
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .output();
+    }
+}
+
+/// Bytes each side sends in a network or vsock exchange: the guest sends
+/// `GUEST_BYTES` from its /dev/urandom, the host answers with a pattern of
+/// `HOST_BYTES` (not a multiple of any buffer size) and closes.
+const GUEST_BYTES: usize = 65536;
+const HOST_BYTES: usize = 50_001;
+
+/// Accepts one connection (`accept` on a non-blocking listener), within `EXCHANGE`.
+fn accept_within<T>(vm: &Vm, what: &str, mut accept: impl FnMut() -> std::io::Result<T>) -> T {
+    let deadline = Instant::now() + EXCHANGE;
+    loop {
+        match accept() {
+            Ok(c) => return c,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                if vm.exited().is_some() || Instant::now() > deadline {
+                    vm.fail(&format!("the guest never connected: {what}"));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => vm.fail(&format!("{what}: accept: {e}")),
+        }
+    }
+}
+
+/// The host end of `oxcheck`'s exchange: reads the guest's `GUEST_BYTES`, answers with
+/// `answer`, closes (that ends the guest's side). Returns what the guest sent.
+fn exchange(vm: &Vm, what: &str, mut conn: impl Read + Write, answer: &[u8]) -> Vec<u8> {
+    let mut got = vec![0u8; GUEST_BYTES];
+    if let Err(e) = conn.read_exact(&mut got) {
+        vm.fail(&format!(
+            "{what}: reading the guest's {GUEST_BYTES} bytes: {e}"
+        ));
+    }
+    if let Err(e) = conn.write_all(answer) {
+        vm.fail(&format!(
+            "{what}: sending {} bytes to the guest: {e}",
+            answer.len()
+        ));
+    }
+    got
+}
+
+/// The guest's `<what>-send` and `<what>-recv` lines match what the host got and sent.
+fn check_exchange(vm: &Vm, r: &Report, what: &str, from_guest: &[u8], to_guest: &[u8]) {
+    for (dir, data) in [("send", from_guest), ("recv", to_guest)] {
+        let key = format!("{what}-{dir}");
+        let lines = r.check_lines(&key);
+        check(
+            vm,
+            lines.len() == 1
+                && lines[0].get("bytes") == data.len().to_string()
+                && lines[0].get("sha256") == sha256_hex(data),
+            &format!(
+                "{key}: the guest reports {lines:?}, the host saw {} bytes with sha256 {}",
+                data.len(),
+                sha256_hex(data)
+            ),
+        );
+    }
+}
+
+/// virtio-net on a tap the VMM creates in a network namespace of the test (root): the
+/// guest pings the host end, then sends bytes over TCP to a host listener in the
+/// namespace and gets the host's answer (busybox nc), checked by sha256 on both sides.
+pub fn virtio_net_reaches_a_tap(test: &str, g: &LinuxGuest) {
+    if !nix::unistd::geteuid().is_root() {
+        skip(
+            test,
+            "needs root to create a network namespace and a tap device",
+        );
+        return;
+    }
+    let ns = NetNs::new("net");
+    let mac = "52:54:00:0a:7e:01";
+    let tap = "oxtap0";
+    let port = 7001;
+    let listener = ns
+        .enter(|| TcpListener::bind(("0.0.0.0", port)))
+        .expect("TCP listener in the test netns");
+    listener.set_nonblocking(true).expect("non-blocking");
+    // The guest's /init sets eth0's address; the guest pings the host end of the tap.
+    let mut spec = g.spec(
+        1,
+        mem(g, 128),
+        &format!(
+            "oxvirt_ip=10.0.2.15/24 oxvirt_cmd=\"ping -c 3 -w 60 10.0.2.2 && \
+             oxcheck tcp 10.0.2.2 {port} {GUEST_BYTES}\""
+        ),
+    );
+    spec.devices.push(pci_device(
+        "net0",
+        5,
+        DeviceKind::Net(Net {
+            mac: mac.into(),
+            backend: NetBackend::Tap {
+                name: Some(tap.into()),
+            },
+            link_up: true,
+            mtu: None,
+        }),
+    ));
+    let vm = ns.enter(|| Vm::start(&spec));
+    // The VMM creates the tap in the namespace; give it the host address.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let up = std::process::Command::new("ip")
+            .args(["-n", &ns.0, "link", "show", tap])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if up {
+            break;
+        }
+        if Instant::now() > deadline || vm.exited().is_some() {
+            vm.fail(&format!("the VMM created no tap {tap} in netns {}", ns.0));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    host(
+        "ip",
+        &["-n", &ns.0, "addr", "add", "10.0.2.2/24", "dev", tap],
+    );
+    host("ip", &["-n", &ns.0, "link", "set", tap, "up"]);
+    let r = wait_ready(&vm, g);
+    let nets = r.all("net");
+    check(
+        &vm,
+        nets.len() == 1 && nets[0].get("name") == "eth0" && nets[0].get("mac") == mac,
+        &format!("guest interfaces {nets:?}, expected eth0 with {mac}"),
+    );
+    check(
+        &vm,
+        r.virtio("net")
+            .is_some_and(|l| l.get("driver") == "virtio_net"),
+        "virtio_net did not bind",
+    );
+    let (conn, peer) = accept_within(&vm, "TCP from the guest", || listener.accept());
+    check(
+        &vm,
+        peer.ip().to_string() == "10.0.2.15",
+        &format!("TCP connection from {peer}, expected the guest's 10.0.2.15"),
+    );
+    conn.set_nonblocking(false).expect("blocking");
+    conn.set_read_timeout(Some(EXCHANGE)).expect("timeout");
+    let answer = pattern(HOST_BYTES, 0x7c9_0001);
+    let got = exchange(&vm, "TCP", &conn, &answer);
+    drop(conn);
+    let r = finish(&vm);
+    check(
+        &vm,
+        r.cmd_output.contains("bytes from 10.0.2.2"),
+        &format!(
+            "the guest got no ping replies from the tap: {:?}",
+            r.cmd_output
+        ),
+    );
+    check(
+        &vm,
+        r.cmd_rc == Some(0),
+        &format!("ping or oxcheck tcp failed: {:?}", r.cmd_output),
+    );
+    check_exchange(&vm, &r, "tcp", &got, &answer);
+}
+
+/// virtio-rng (two reads of /dev/hwrng: full length, different bytes), virtio-console
+/// (hvc0 output reaches the host file), virtio-balloon: Linux's drivers bind.
+pub fn virtio_rng_console_balloon(g: &LinuxGuest) {
+    const RNG_BYTES: usize = 4096;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hvc_out = dir.path().join("hvc0.out");
+    let mut spec = g.spec(
+        1,
+        mem(g, 128),
+        &format!("oxvirt_cmd=\"oxcheck hwrng {RNG_BYTES} && echo OXVIRT-HVC-HELLO >/dev/hvc0\""),
+    );
+    spec.devices.push(pci_device(
+        "rng0",
+        6,
+        DeviceKind::Rng(Rng {
+            source: "/dev/urandom".into(),
+        }),
+    ));
+    spec.devices.push(pci_device(
+        "console1",
+        7,
+        DeviceKind::Console(Console {
+            backend: CharBackend::File {
+                path: hvc_out.clone(),
+                append: false,
+            },
+            name: None,
+        }),
+    ));
+    spec.devices.push(pci_device(
+        "balloon0",
+        8,
+        DeviceKind::Balloon(Balloon {
+            stats_period: 0,
+            deflate_on_oom: false,
+        }),
+    ));
+    let vm = Vm::start(&spec);
+    let r = wait_ready(&vm, g);
+    for (kind, driver) in [
+        ("rng", "virtio_rng"),
+        ("console", "virtio_console"),
+        ("balloon", "virtio_balloon"),
+    ] {
+        check(
+            &vm,
+            r.virtio(kind).is_some_and(|l| l.get("driver") == driver),
+            &format!("{driver} did not bind to the virtio {kind} device"),
+        );
+    }
+    check(
+        &vm,
+        r.first("rng")
+            .is_some_and(|l| l.get("current").starts_with("virtio_rng")),
+        "hw_random does not use virtio_rng",
+    );
+    check(
+        &vm,
+        r.all("vport").len() == 1 && r.all("vport")[0].get("port").is_empty(),
+        &format!(
+            "guest virtio-console ports {:?}, expected one console port",
+            r.all("vport")
+        ),
+    );
+    let r = finish(&vm);
+    let reads = r.check_lines("hwrng");
+    check(
+        &vm,
+        r.cmd_rc == Some(0)
+            && reads.len() == 2
+            && reads
+                .iter()
+                .all(|l| l.get("bytes") == RNG_BYTES.to_string())
+            && reads[0].get("sha256").len() == 64
+            && reads[0].get("sha256") != reads[1].get("sha256"),
+        &format!(
+            "two reads of {RNG_BYTES} bytes from /dev/hwrng gave {reads:?} (want both full \
+             and different): {:?}",
+            r.cmd_output
+        ),
+    );
+    let out = std::fs::read_to_string(&hvc_out).unwrap_or_default();
+    check(
+        &vm,
+        out.contains("OXVIRT-HVC-HELLO"),
+        &format!("hvc0 output did not reach the host file: {out:?}"),
+    );
+}
+
+/// virtio-vsock with the VMM's unix-socket host side (Firecracker style): the guest
+/// connects to the host (CID 2) port 1234, which reaches `<uds>_1234`; then the host
+/// connects to the guest's port 5000 through `<uds>` (`CONNECT 5000` / `OK <port>`).
+/// Bytes go both ways on both streams, checked by sha256 on both sides.
+pub fn virtio_vsock_both_ways(g: &LinuxGuest) {
+    const CID: u32 = 42;
+    const HOST_PORT: u32 = 1234;
+    const GUEST_PORT: u32 = 5000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let uds = dir.path().join("vsock.sock");
+    let listener = UnixListener::bind(format!("{}_{HOST_PORT}", uds.display()))
+        .expect("host vsock port listener");
+    listener.set_nonblocking(true).expect("non-blocking");
+    let mut spec = g.spec(
+        1,
+        mem(g, 128),
+        &format!(
+            "oxvirt_cmd=\"oxcheck vsock-connect 2 {HOST_PORT} {GUEST_BYTES} && \
+             oxcheck vsock-listen {GUEST_PORT} {GUEST_BYTES}\""
+        ),
+    );
+    spec.devices.push(pci_device(
+        "vsock0",
+        10,
+        DeviceKind::Vsock(Vsock {
+            guest_cid: CID,
+            uds_path: uds.clone(),
+        }),
+    ));
+    let vm = Vm::start(&spec);
+    let r = wait_ready(&vm, g);
+    check(
+        &vm,
+        r.virtio("vsock")
+            .is_some_and(|l| l.get("driver") == "vmw_vsock_virtio_transport"),
+        "vmw_vsock_virtio_transport did not bind to the virtio vsock device",
+    );
+
+    // Guest to host.
+    let (conn, _) = accept_within(&vm, "vsock to host port 1234", || listener.accept());
+    conn.set_nonblocking(false).expect("blocking");
+    conn.set_read_timeout(Some(EXCHANGE)).expect("timeout");
+    let answer1 = pattern(HOST_BYTES, 0x750c_0001);
+    let got1 = exchange(&vm, "vsock to the host", &conn, &answer1);
+    drop(conn);
+
+    // Host to guest.
+    vm.wait_for(&format!("OXCHECK vsock-listen port={GUEST_PORT}"), EXCHANGE);
+    let mut conn = UnixStream::connect(&uds)
+        .unwrap_or_else(|e| vm.fail(&format!("connecting to {}: {e}", uds.display())));
+    conn.set_read_timeout(Some(EXCHANGE)).expect("timeout");
+    conn.write_all(format!("CONNECT {GUEST_PORT}\n").as_bytes())
+        .unwrap_or_else(|e| vm.fail(&format!("writing CONNECT: {e}")));
+    // The answer line, byte by byte: the stream's data follows it.
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while line.last() != Some(&b'\n') && line.len() < 64 {
+        match conn.read(&mut b) {
+            Ok(1) => line.push(b[0]),
+            Ok(_) => break,
+            Err(e) => vm.fail(&format!("reading the answer to CONNECT {GUEST_PORT}: {e}")),
+        }
+    }
+    let line = String::from_utf8_lossy(&line).into_owned();
+    check(
+        &vm,
+        line.starts_with("OK ") && line.ends_with('\n'),
+        &format!("CONNECT {GUEST_PORT} answered {line:?}, expected \"OK <port>\""),
+    );
+    let answer2 = pattern(HOST_BYTES, 0x750c_0002);
+    let got2 = exchange(&vm, "vsock to the guest", &conn, &answer2);
+    drop(conn);
+
+    let r = finish(&vm);
+    check(
+        &vm,
+        r.cmd_rc == Some(0),
+        &format!("oxcheck vsock failed in the guest: {:?}", r.cmd_output),
+    );
+    check_exchange(&vm, &r, "vsock-connect", &got1, &answer1);
+    check_exchange(&vm, &r, "vsock-listen", &got2, &answer2);
+}
