@@ -18,9 +18,10 @@ use crate::support::{
     self, check, host, pattern, pci_device, sha256_hex, wait_ready, LinuxGuest, Qmp, Report, EXIT,
 };
 
-/// From the ready line to the host end of a guest's network or vsock exchange: a few
-/// forks and a ping on an idle emulated-KVM machine, four times slower on a loaded CI
-/// host. A VMM that exits ends the wait at once.
+/// From the ready line to the host end of a guest's network or vsock exchange, or to
+/// the end of a guest command: a few forks and a ping on an idle emulated-KVM machine
+/// (seconds), four times slower on a loaded CI host. A VMM that exits ends the wait at
+/// once; only a hung guest waits this long.
 const EXCHANGE: Duration = Duration::from_secs(600);
 
 /// RAM for a test that asks for `mib`: Debian's kernel and its 16 MB initramfs (udev)
@@ -73,7 +74,7 @@ fn wait_poweroff(vm: &Vm) {
 
 /// The command's end, power-off, and the report including the command's output.
 fn finish(vm: &Vm) -> Report {
-    vm.wait_for("OXVIRT-CMD-RC=", EXIT);
+    vm.wait_for("OXVIRT-CMD-RC=", EXCHANGE);
     wait_poweroff(vm);
     Report::parse(&vm.console())
 }
