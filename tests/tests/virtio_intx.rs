@@ -81,3 +81,53 @@ fn disk_and_rng_work_on_intx_without_msix() {
         "the guest's write is not in the image"
     );
 }
+
+/// Slots 4 and 12 share GSI 20 (16 + slot mod 8): one level-triggered line, two
+/// resampling irqfds; the guest's handler reads both devices' ISRs before its EOI.
+#[test]
+fn two_functions_share_one_intx_line() {
+    if !require_kvm("two_functions_share_one_intx_line") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("disk.raw");
+    std::fs::write(&image, vec![0u8; 1 << 20]).unwrap();
+    let mut s = spec(
+        &test_guests().elf,
+        "console=ttyS0 oxtest=pci,virtio,intx,poweroff",
+        128,
+        1,
+    );
+    s.devices.push(Device {
+        id: "virtio-disk0".into(),
+        pci: at(4),
+        kind: DeviceKind::Disk(Disk {
+            path: image,
+            format: DiskFormat::Raw,
+            target: "vda".into(),
+            readonly: false,
+            shareable: false,
+            serial: None,
+            cache: CacheMode::Writeback,
+            discard: false,
+        }),
+    });
+    s.devices.push(Device {
+        id: "rng0".into(),
+        pci: at(12),
+        kind: DeviceKind::Rng(Rng {
+            source: "/dev/urandom".into(),
+        }),
+    });
+    let vm = Vm::start(&s);
+    vm.wait_for("OXTEST DONE", GUEST_TIMEOUT * 2);
+    assert_eq!(vm.wait_exit(GUEST_TIMEOUT), exit::POWEROFF);
+    vm.assert_no_failures();
+    let blk = vm.expect_ok("vblk", GUEST_TIMEOUT);
+    let rng = vm.expect_ok("vrng", GUEST_TIMEOUT);
+    for c in [&blk, &rng] {
+        assert_eq!(c.field("gsi"), Some("20"), "{}", c.details);
+        assert_eq!(c.field("intx"), Some("1"), "{}", c.details);
+    }
+    assert_eq!(blk.field("write"), Some("ok"), "{}", blk.details);
+}

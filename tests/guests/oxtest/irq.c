@@ -85,11 +85,36 @@ static volatile int sci_seen, pwrbtn_seen, com1_irqs, com1_thre;
 static volatile uint64_t ticks;
 /* Interrupts taken per vector (every vector, including device ones). */
 static volatile uint32_t irq_count[256];
-/* Level-triggered device interrupts (virtio INTx): the handler reads the byte at
- * irq_isr_reg[vector] (the virtio ISR status, read clears, which lets the device drop
- * its line) before the EOI, and ORs what it read into irq_isr_bits[vector]. */
-static volatile uint64_t irq_isr_reg[256];
-static volatile uint8_t irq_isr_bits[256];
+/* Level-triggered device interrupts (virtio INTx), possibly several devices on one
+ * line: for each source on the vector, the handler reads its status byte (the virtio
+ * ISR; the read clears it, which lets the device's line drop) before the EOI, and ORs
+ * what it read into the source's bits. */
+struct irq_src {
+	uint8_t vector;
+	uint64_t reg;
+	volatile uint8_t bits;
+};
+#define MAX_IRQ_SRCS 32
+static struct irq_src irq_srcs[MAX_IRQ_SRCS];
+static int n_irq_srcs;
+
+/* The source for status register `reg` on `vector` (added on first use). */
+static struct irq_src *irq_src_add(uint8_t vector, uint64_t reg)
+{
+	for (int i = 0; i < n_irq_srcs; i++)
+		if (irq_srcs[i].reg == reg) {
+			irq_srcs[i].vector = vector;
+			return &irq_srcs[i];
+		}
+	if (n_irq_srcs == MAX_IRQ_SRCS)
+		return 0;
+	struct irq_src *s = &irq_srcs[n_irq_srcs];
+	s->vector = vector;
+	s->reg = reg;
+	s->bits = 0;
+	n_irq_srcs++;
+	return s;
+}
 
 static void pm1_write_sts(uint16_t v)
 {
@@ -100,8 +125,9 @@ void irq_handler(int vector)
 {
 	vector &= 0xff;
 	irq_count[vector]++;
-	if (irq_isr_reg[vector])
-		irq_isr_bits[vector] |= *(volatile uint8_t *)irq_isr_reg[vector];
+	for (int i = 0; i < n_irq_srcs; i++)
+		if (irq_srcs[i].vector == vector)
+			irq_srcs[i].bits |= *(volatile uint8_t *)irq_srcs[i].reg;
 	if (vector == 0x30) {
 		sci_seen++;
 		if (acpi.pm1a_evt) {

@@ -22,11 +22,12 @@
  *            "OXTEST vnet-link ok slot=S status=0|1 changes=N gen=G", `link_changes=N`
  *            of them (default 2); the guest waits with sti;hlt for the interrupt
  *   intx     drive the devices without MSI-X: INTA# routed through the IO-APIC (the
- *            GSI from the Interrupt Line register the firmware programmed, checked
- *            against the _PRT swizzle 16 + slot % 8), level-triggered, completions
- *            waited for with sti;hlt; the handler reads the ISR status (which clears
- *            it) before the EOI. blk/rng/link lines gain "intx=1 gsi=G" when the INTx
- *            interrupt came with the ISR's queue (bit 0) or config (bit 1) bit.
+ *            GSI from the Interrupt Line register the firmware programmed; the tests
+ *            check it against the _PRT swizzle 16 + slot % 8), level-triggered,
+ *            completions waited for with sti;hlt; the handler reads the ISR status of
+ *            every device on the line (which clears it) before the EOI. blk/rng/link
+ *            lines gain "intx=1 gsi=G pin=P" when an INTx interrupt came with the
+ *            device's ISR queue (bit 0) or config (bit 1) bit.
  *   vsock    connects to host port 1234, sends "OXVSOCK-G2H", expects "OXVSOCK-H2G"
  *            ("OXTEST vsock-connect ok"), then "OXTEST vsock-listen ok port=5000", accepts a
  *            host connection on port 5000 and sends "OXVSOCK-ACC" ("OXTEST vsock-accept ok")
@@ -89,8 +90,10 @@ struct vdev {
 	struct vq q[4];
 	/* MSI-X: CPU vector for configuration changes (0 = none). */
 	uint8_t config_vec;
-	/* INTx mode: pin (1 = INTA#), GSI (Interrupt Line) and the CPU vector it goes to. */
+	/* INTx mode: pin (1 = INTA#), GSI (Interrupt Line), the CPU vector it goes to and
+	 * what the interrupt handler read from this device's ISR. */
 	uint8_t pin, gsi, intx_vec;
+	struct irq_src *intx_src;
 };
 
 /* Drive devices through INTx instead of MSI-X (oxtest=...,intx). */
@@ -251,7 +254,7 @@ static int virtio_probe(struct vdev *d, uint8_t slot)
 static void intx_route(struct vdev *d)
 {
 	d->intx_vec = (uint8_t)(0x60 + d->gsi);
-	irq_isr_reg[d->intx_vec] = d->isr;
+	d->intx_src = irq_src_add(d->intx_vec, d->isr);
 	if (!acpi.ioapic || d->gsi < acpi.ioapic_gsi_base)
 		return;
 	uint32_t pin = d->gsi - acpi.ioapic_gsi_base;
@@ -263,7 +266,7 @@ static void intx_route(struct vdev *d)
  * arrived whose ISR read had `bits` set. */
 static int intx_seen(struct vdev *d, uint8_t bits)
 {
-	return irq_count[d->intx_vec] > 0 && (irq_isr_bits[d->intx_vec] & bits) != 0;
+	return irq_count[d->intx_vec] > 0 && d->intx_src && (d->intx_src->bits & bits) != 0;
 }
 
 /* The device writes the used ring before it raises the interrupt, so a completion can be
@@ -771,8 +774,8 @@ static void check_vlink(struct vdev *d)
 		/* Wait (IF=0 between checks, so no interrupt slips past the hlt). */
 		for (;;) {
 			if (use_intx) {
-				if (irq_isr_bits[d->intx_vec] & 2) {
-					irq_isr_bits[d->intx_vec] &= (uint8_t)~2;
+				if (d->intx_src && (d->intx_src->bits & 2)) {
+					d->intx_src->bits &= (uint8_t)~2;
 					break;
 				}
 			} else if (irq_count[LINK_CONFIG_VEC] >= n) {
