@@ -1,12 +1,12 @@
 //! The machine and the VMM's main loop.
 //!
-//! Start-up, in order: open `/dev/kvm`, open the character devices (they live
-//! as long as the process), compute the CPUID, then build a `Machine`: VM fd,
-//! guest RAM and its memory slot, then the in-kernel irqchip and PIT on a helper
-//! thread while this one writes the ACPI tables and the kernel, then devices on
-//! the buses and the vCPUs; then start one thread per vCPU. The order keeps the
-//! kernel's waits (SRCU grace periods, the PIT's kernel thread) off the path to
-//! the guest's first instruction; `OXVIRT_LOG=debug` logs each step's time.
+//! Start-up, in order: open `/dev/kvm`, map guest RAM and start making the VM
+//! (memory slot, in-kernel irqchip and PIT) on a helper thread (`vm/pending.rs`:
+//! these wait in the kernel), open the character devices (they live as long as
+//! the process), compute the CPUID, then build a `Machine`: ACPI tables and the
+//! kernel into RAM, join the VM, devices on the buses, vCPUs; then start one
+//! thread per vCPU. `OXVIRT_LOG=debug` logs each step's time since the process
+//! started.
 //!
 //! The main thread then waits (epoll) for: guest lifecycle exits (power-off,
 //! reset, crash), control requests (QMP), SIGTERM/SIGINT/SIGHUP, and input on
@@ -21,10 +21,9 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use kvm_bindings::{
-    kvm_cpuid_entry2, kvm_mp_state, kvm_pit_config, CpuId, KVM_MAX_CPUID_ENTRIES,
-    KVM_MP_STATE_UNINITIALIZED, KVM_PIT_SPEAKER_DUMMY,
+    kvm_cpuid_entry2, kvm_mp_state, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_UNINITIALIZED,
 };
-use kvm_ioctls::{Kvm, VmFd};
+use kvm_ioctls::VmFd;
 use machine_spec::{exit, DeviceKind, LifecycleAction, MachineSpec};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -53,6 +52,9 @@ use crate::layout::RamLayout;
 use crate::lifecycle::{ExitSink, GuestExit};
 use crate::memory::{self, MemoryError};
 use crate::vcpu::{self, VcpuContext};
+
+mod pending;
+use pending::PendingVm;
 
 static STARTUP_CLOCK: OnceLock<Instant> = OnceLock::new();
 
@@ -167,7 +169,6 @@ pub struct Outcome {
 /// Process-lifetime VMM state.
 pub struct Vmm {
     spec: MachineSpec,
-    kvm: Kvm,
     ram: RamLayout,
     control: VmControl,
     exits: ExitSink,
@@ -176,6 +177,8 @@ pub struct Vmm {
     rx_space: EventFd,
     base_cpuid: Vec<kvm_cpuid_entry2>,
     start: Instant,
+    /// The first machine's VM, being made since [`Vmm::new`].
+    pending: Option<PendingVm>,
     machine: Option<Machine>,
     /// Host side of the PCI devices that outlives resets (console chardevs, handles).
     pci_backends: crate::virtio::attach::PciBackends,
@@ -214,26 +217,18 @@ fn action(a: LifecycleAction) -> Action {
     }
 }
 
+/// How guest RAM is backed, from the spec.
+fn backing(spec: &MachineSpec) -> memory::Backing {
+    memory::Backing {
+        shared: spec.memory.shared,
+        hugepages: spec.memory.hugepages,
+    }
+}
+
 fn has_pvpanic(spec: &MachineSpec) -> bool {
     spec.devices
         .iter()
         .any(|d| matches!(d.kind, DeviceKind::Pvpanic))
-}
-
-/// The in-kernel interrupt controllers (PIC, IO-APIC, a LAPIC per vCPU made
-/// later) and PIT.
-fn create_chips(vm: &VmFd) -> Result<(), VmError> {
-    vm.create_irq_chip()
-        .map_err(|e| VmError::KvmIoctl("KVM_CREATE_IRQCHIP", e))?;
-    lap("KVM_CREATE_IRQCHIP");
-    let pit = kvm_pit_config {
-        flags: KVM_PIT_SPEAKER_DUMMY,
-        ..Default::default()
-    };
-    vm.create_pit2(pit)
-        .map_err(|e| VmError::KvmIoctl("KVM_CREATE_PIT2", e))?;
-    lap("KVM_CREATE_PIT2");
-    Ok(())
 }
 
 const TOKEN_EXIT: u64 = 1;
@@ -255,6 +250,8 @@ impl Vmm {
         }
         kvmsys::install_kick_handler()?;
         let ram = RamLayout::new(spec.memory.size_bytes);
+        // The VM is made while the rest of start-up goes on.
+        let pending = PendingVm::start(&ram, backing(&spec))?;
         let control =
             VmControl::new(spec.memory.size_bytes).map_err(io_err("cannot create an eventfd"))?;
         let exits = ExitSink::new().map_err(io_err("cannot create an eventfd"))?;
@@ -305,7 +302,6 @@ impl Vmm {
 
         Ok(Vmm {
             spec,
-            kvm,
             ram,
             control,
             exits,
@@ -314,6 +310,7 @@ impl Vmm {
             rx_space,
             base_cpuid,
             start,
+            pending: Some(pending),
             machine: None,
             pci_backends,
         })
@@ -329,36 +326,10 @@ impl Vmm {
         self.control.clone()
     }
 
-    fn build_machine(&self) -> Result<Machine, VmError> {
-        let vm = Arc::new(
-            self.kvm
-                .create_vm()
-                .map_err(|e| VmError::KvmIoctl("KVM_CREATE_VM", e))?,
-        );
-        lap("KVM_CREATE_VM");
-        if let Err(e) = vm.set_tss_address(KVM_TSS_ADDRESS) {
-            tracing::debug!(error = %e, "KVM_SET_TSS_ADDR not accepted");
-        }
-        let backing = memory::Backing {
-            shared: self.spec.memory.shared,
-            hugepages: self.spec.memory.hugepages,
-        };
-        let mem = memory::create(&self.ram, backing)?;
-        lap("guest RAM mapped");
-        // Memory first: a memory slot waits for an SRCU grace period, quick on
-        // a fresh VM but milliseconds behind those the irqchip and PIT start.
-        kvmsys::register_memory(&vm, &mem)?;
-        lap("KVM_SET_USER_MEMORY_REGION");
-        // The irqchip and the PIT wait in the kernel (a grace period, a kernel
-        // thread for the PIT); make them on another thread while this one writes
-        // the ACPI tables and the kernel, which need only the memory.
-        let (chips, entry) = std::thread::scope(|s| {
-            let chips = s.spawn(|| create_chips(&vm));
-            let entry = self.load_guest(&mem);
-            (chips.join(), entry)
-        });
-        chips.unwrap_or_else(|e| std::panic::resume_unwind(e))?;
-        lap("irqchip and PIT created");
+    fn build_machine(&self, pending: PendingVm) -> Result<Machine, VmError> {
+        let entry = self.load_guest(pending.memory());
+        let (vm, mem) = pending.finish()?;
+        lap("VM, memory slot, irqchip and PIT ready");
         let populated = self.populate(&vm, &mem, entry?);
         let Populated {
             contexts,
@@ -573,7 +544,11 @@ impl Vmm {
 
     /// Builds and starts a machine, keeping the pause state.
     fn start_machine(&mut self) -> Result<(), VmError> {
-        let m = self.build_machine()?;
+        let pending = match self.pending.take() {
+            Some(p) => p,
+            None => PendingVm::start(&self.ram, backing(&self.spec))?,
+        };
+        let m = self.build_machine(pending)?;
         self.machine = Some(m);
         Ok(())
     }
