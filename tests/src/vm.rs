@@ -268,7 +268,8 @@ impl Vm {
                             p.display()
                         ));
                     }
-                    thread::sleep(Duration::from_millis(10));
+                    // Short: the guest prints within milliseconds of the bind.
+                    thread::sleep(Duration::from_millis(1));
                 }
             }
             ConsoleSource::Pty => {
