@@ -2,7 +2,7 @@
 //! `domain-xml`, with the few reads and edits the core needs (name, memory,
 //! metadata) and the translation to the VMM's `MachineSpec`.
 
-use domain_xml::{Domain, Element};
+use domain_xml::{Domain, Element, Interface};
 use machine_spec::MachineSpec;
 use uuid::Uuid;
 
@@ -77,6 +77,16 @@ impl Definition {
 
     pub fn os_type(&self) -> String {
         self.dom.os.os_type.clone()
+    }
+
+    /// The `<interface>` devices, in document order.
+    pub fn interfaces(&self) -> &[Interface] {
+        &self.dom.devices.interfaces
+    }
+
+    /// Replaces interface number `index` (an index from [`Definition::interfaces`]).
+    pub fn set_interface(&mut self, index: usize, iface: Interface) {
+        self.dom.devices.interfaces[index] = iface;
     }
 
     pub fn set_name(&mut self, name: &str) -> Result<()> {

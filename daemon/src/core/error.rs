@@ -18,6 +18,7 @@ pub mod code {
     pub const OPERATION_UNSUPPORTED: i32 = 84;
     pub const NO_DOMAIN_METADATA: i32 = 80;
     pub const ACCESS_DENIED: i32 = 88;
+    pub const DEVICE_MISSING: i32 = 99;
 }
 
 /// libvirt `virErrorDomain` values (who raised the error).
@@ -38,6 +39,9 @@ pub enum Error {
     /// The definition uses something this hypervisor cannot run.
     #[error("unsupported configuration: {0}")]
     ConfigUnsupported(String),
+    /// The device a request names is not in the definition.
+    #[error("device not found: {0}")]
+    DeviceMissing(String),
     /// An unexpected failure inside the daemon or a VMM.
     #[error("internal error: {0}")]
     Internal(String),
@@ -83,6 +87,7 @@ impl Error {
             Error::AccessDenied(_) => code::ACCESS_DENIED,
             Error::ConfigUnsupported(_) => code::CONFIG_UNSUPPORTED,
             Error::Definition(e) => e.code(),
+            Error::DeviceMissing(_) => code::DEVICE_MISSING,
             Error::Internal(_) => code::INTERNAL_ERROR,
             Error::InvalidArg(_) => code::INVALID_ARG,
             Error::NoDomain(_) => code::NO_DOMAIN,

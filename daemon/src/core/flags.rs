@@ -76,6 +76,12 @@ pub mod memory {
     pub const MAXIMUM: u32 = 1 << 2;
 }
 
+/// `virDomainDeviceModifyFlags` beyond the `affect` bits.
+pub mod device {
+    /// `VIR_DOMAIN_DEVICE_MODIFY_FORCE`: force a CD-ROM eject (no effect on interfaces).
+    pub const FORCE: u32 = 1 << 2;
+}
+
 /// `virDomainDefineFlags`.
 pub mod define {
     pub const VALIDATE: u32 = 1 << 0;

@@ -34,6 +34,7 @@
 //! | `autostart` / `set_autostart` | virDomainGet/SetAutostart |
 //! | `metadata` / `set_metadata` | virDomainGet/SetMetadata |
 //! | `rename(uuid, name, flags)` | virDomainRename |
+//! | `update_device(uuid, xml, flags)` | virDomainUpdateDeviceFlags (interface link state) |
 //! | `stats(uuid)` / `memory_stats(uuid)` | virDomainGetStats / virDomainMemoryStats |
 //!
 //! # Inside
@@ -48,12 +49,14 @@
 
 mod catalog;
 pub mod definition;
+mod device;
 pub mod error;
 pub mod event;
 pub mod flags;
 mod fsutil;
 mod lifecycle;
 pub mod monitor;
+mod netdev;
 mod query;
 pub mod runtime;
 mod slot;

@@ -804,8 +804,15 @@ impl DomainIface {
     }
 
     #[zbus(name = "UpdateDevice")]
-    async fn update_device(&self, _xml: String, _flags: u32) -> Result<()> {
-        Err(unsupported("virDomainUpdateDeviceFlags"))
+    async fn update_device(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        xml: String,
+        flags: u32,
+    ) -> Result<()> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Ok(self.ctx.core.update_device(&self.uuid, &xml, flags).await?)
     }
 
     #[zbus(signal, name = "AgentEvent")]

@@ -8,9 +8,9 @@ use super::dispatch::{args, ret, void, CallResult};
 use super::error::VirError;
 use super::packet::{Header, PROGRAM_REMOTE};
 use super::proto::{
-    remote, AllDomainStatsArgs, AllDomainStatsRet, DomainArgs, DomainFlagsArgs, DomainInfoRet,
-    DomainStatsRecord, GetMetadataArgs, IdListRet, IntValue, InterfaceAddressesArgs, ListAllArgs,
-    ListAllDomainsRet, ListSnapshotsArgs, MemoryStat, MemoryStatsArgs, MemoryStatsRet,
+    remote, AllDomainStatsArgs, AllDomainStatsRet, DeviceFlagsArgs, DomainArgs, DomainFlagsArgs,
+    DomainInfoRet, DomainStatsRecord, GetMetadataArgs, IdListRet, IntValue, InterfaceAddressesArgs,
+    ListAllArgs, ListAllDomainsRet, ListSnapshotsArgs, MemoryStat, MemoryStatsArgs, MemoryStatsRet,
     MonitorCommandArgs, NonnullDomain, OpenConsoleArgs, RenameArgs, SchedulerTypeRet,
     SecurityLabelRet, SetAutostartArgs, SetMemoryArgs, SetMemoryFlagsArgs, SetMetadataArgs,
     StateRet, StringListRet, StringValue, TypedParam, TypedValue, U64Value, UuidArgs, XmlFlagsArgs,
@@ -291,6 +291,13 @@ pub async fn call(conn: &mut Conn, h: &Header, payload: &[u8]) -> CallResult {
         remote::DOMAIN_SET_MEMORY_FLAGS => {
             let a: SetMemoryFlagsArgs = args(p, payload)?;
             core.set_memory(&uuid_of(&a.dom), a.memory, a.flags)
+                .await
+                .map_err(vir)?;
+            void()
+        }
+        remote::DOMAIN_UPDATE_DEVICE_FLAGS => {
+            let a: DeviceFlagsArgs = args(p, payload)?;
+            core.update_device(&uuid_of(&a.dom), &a.xml, a.flags)
                 .await
                 .map_err(vir)?;
             void()

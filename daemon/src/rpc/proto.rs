@@ -54,6 +54,7 @@ pub mod remote {
     pub const DOMAIN_IS_PERSISTENT: i32 = 151;
     pub const CONNECT_GET_LIB_VERSION: i32 = 157;
     pub const DOMAIN_MEMORY_STATS: i32 = 159;
+    pub const DOMAIN_UPDATE_DEVICE_FLAGS: i32 = 174;
     pub const DOMAIN_HAS_MANAGED_SAVE_IMAGE: i32 = 183;
     pub const DOMAIN_SNAPSHOT_NUM: i32 = 187;
     pub const DOMAIN_CREATE_WITH_FLAGS: i32 = 196;
@@ -268,6 +269,10 @@ xdr_struct! {
 xdr_struct! {
     /// DOMAIN_CREATE_XML / DOMAIN_DEFINE_XML_FLAGS args.
     pub struct XmlFlagsArgs { pub xml: String, pub flags: u32 }
+}
+xdr_struct! {
+    /// DOMAIN_UPDATE_DEVICE_FLAGS args (also ATTACH/DETACH_DEVICE_FLAGS' shape).
+    pub struct DeviceFlagsArgs { pub dom: NonnullDomain, pub xml: String, pub flags: u32 }
 }
 xdr_struct! {
     /// DOMAIN_SET_AUTOSTART args.
@@ -520,6 +525,7 @@ pub fn decode_args(prog: u32, proc_: i32, payload: &[u8]) -> Result<(), XdrError
         | DOMAIN_GET_VCPUS_FLAGS
         | DOMAIN_GET_MESSAGES => d::<DomainFlagsArgs>(payload).map(drop),
         DOMAIN_SET_AUTOSTART => d::<SetAutostartArgs>(payload).map(drop),
+        DOMAIN_UPDATE_DEVICE_FLAGS => d::<DeviceFlagsArgs>(payload).map(drop),
         DOMAIN_SET_MEMORY => d::<SetMemoryArgs>(payload).map(drop),
         DOMAIN_SET_MEMORY_FLAGS => d::<SetMemoryFlagsArgs>(payload).map(drop),
         DOMAIN_SET_METADATA => d::<SetMetadataArgs>(payload).map(drop),
