@@ -62,17 +62,27 @@ fn run(args: Args) -> anyhow::Result<i32> {
     let machine_info = vmm::monitor::MachineInfo::from_spec(&spec);
     let mut vmm = vmm::Vmm::new(spec)?;
     let monitor = match &args.qmp {
-        Some(path) => Some(vmm::monitor::Monitor::start(
-            path,
-            machine_info,
-            vmm.control(),
-            vmm.monitor_devices(),
-        )?),
+        Some(path) => {
+            // The monitor starts (schema, runtime, socket) while the machine is
+            // built; no guest code runs before both are done.
+            let (path, control, devices) = (path.clone(), vmm.control(), vmm.monitor_devices());
+            let starting = std::thread::Builder::new()
+                .name("qmp-start".into())
+                .spawn(move || vmm::monitor::Monitor::start(&path, machine_info, control, devices))
+                .context("cannot spawn the monitor start-up thread")?;
+            let built = vmm.prepare();
+            let monitor = starting
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e))?;
+            vmm::vm::lap("QMP monitor started");
+            if let Err(e) = built {
+                monitor.shutdown();
+                return Err(e.into());
+            }
+            Some(monitor)
+        }
         None => None,
     };
-    if monitor.is_some() {
-        vmm::vm::lap("QMP monitor started");
-    }
     if let Some(p) = &args.pidfile {
         write_pidfile(p)?;
     }

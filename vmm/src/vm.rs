@@ -145,6 +145,14 @@ struct Populated {
     pci: crate::virtio::attach::PciMachine,
 }
 
+/// A machine that is built but not started. Field order is drop order: devices
+/// and vCPUs, then the VM, then its memory.
+struct Built {
+    populated: Populated,
+    vm: Arc<VmFd>,
+    mem: GuestMemoryMmap,
+}
+
 /// One boot of the guest. Dropping it (after the vCPU threads are joined)
 /// releases the VM, its vCPUs and its memory.
 struct Machine {
@@ -179,6 +187,8 @@ pub struct Vmm {
     start: Instant,
     /// The first machine's VM, being made since [`Vmm::new`].
     pending: Option<PendingVm>,
+    /// The first machine, built by [`Vmm::prepare`].
+    built: Option<Built>,
     machine: Option<Machine>,
     /// Host side of the PCI devices that outlives resets (console chardevs, handles).
     pci_backends: crate::virtio::attach::PciBackends,
@@ -311,6 +321,7 @@ impl Vmm {
             base_cpuid,
             start,
             pending: Some(pending),
+            built: None,
             machine: None,
             pci_backends,
         })
@@ -326,17 +337,28 @@ impl Vmm {
         self.control.clone()
     }
 
-    fn build_machine(&self, pending: PendingVm) -> Result<Machine, VmError> {
+    /// Everything of a machine but its vCPU threads.
+    fn build_machine(&self, pending: PendingVm) -> Result<Built, VmError> {
         let entry = self.load_guest(pending.memory());
         let (vm, mem) = pending.finish()?;
         lap("VM, memory slot, irqchip and PIT ready");
-        let populated = self.populate(&vm, &mem, entry?);
-        let Populated {
-            contexts,
-            serials,
-            pm,
-            pci,
-        } = populated?;
+        let populated = self.populate(&vm, &mem, entry?)?;
+        Ok(Built { populated, vm, mem })
+    }
+
+    /// Starts the vCPU threads of a built machine.
+    fn launch(&self, built: Built) -> Result<Machine, VmError> {
+        let Built {
+            populated:
+                Populated {
+                    contexts,
+                    serials,
+                    pm,
+                    pci,
+                },
+            vm,
+            mem,
+        } = built;
 
         // The state is `running` before any guest code runs, so a guest's
         // first output never races a `prelaunch` status.
@@ -544,12 +566,27 @@ impl Vmm {
 
     /// Builds and starts a machine, keeping the pause state.
     fn start_machine(&mut self) -> Result<(), VmError> {
-        let pending = match self.pending.take() {
-            Some(p) => p,
-            None => PendingVm::start(&self.ram, backing(&self.spec))?,
+        let built = match self.built.take() {
+            Some(b) => b,
+            None => {
+                let pending = match self.pending.take() {
+                    Some(p) => p,
+                    None => PendingVm::start(&self.ram, backing(&self.spec))?,
+                };
+                self.build_machine(pending)?
+            }
         };
-        let m = self.build_machine(pending)?;
-        self.machine = Some(m);
+        self.machine = Some(self.launch(built)?);
+        Ok(())
+    }
+
+    /// Builds the first machine without starting it, so that the caller can do
+    /// other start-up work (the QMP monitor) on another thread meanwhile;
+    /// [`Vmm::run`] starts it. Calling this is optional.
+    pub fn prepare(&mut self) -> Result<(), VmError> {
+        if let Some(pending) = self.pending.take() {
+            self.built = Some(self.build_machine(pending)?);
+        }
         Ok(())
     }
 
