@@ -64,7 +64,8 @@ fn nic(mac: &str, state: &str) -> String {
 
 /// `GetXMLDesc(flags)`, without busctl's escaping of quotes.
 fn xml_desc(d: &Daemon, path: &str, flags: &str) -> String {
-    d.domain(path, "GetXMLDesc", &["u", flags]).replace("\\'", "'")
+    d.domain(path, "GetXMLDesc", &["u", flags])
+        .replace("\\'", "'")
 }
 
 #[test]
