@@ -6,19 +6,24 @@
 //! configuration-change interrupt), and `--config` changes the persistent
 //! definition, so the next start begins with the link down.
 //!
+//! A second test runs one virsh session against oxvirtd and against a private
+//! libvirtd (Debian's, QEMU driver, as `nobody`) and compares the transcripts: the
+//! outputs and error texts asserted here are libvirt's own.
+//!
 //! The NIC needs a tap (oxvirt-vmm creates it): root and /dev/net/tun, else the test
-//! is SKIPPED loudly.
+//! is SKIPPED loudly; the comparison also needs libvirtd and qemu-system-x86_64.
 
 mod rpc_common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use oxvirt_tests::host::{require_kvm, skip};
 use oxvirt_tests::oxtest::{checks, Check};
 use oxvirt_tests::spec::serial_xml;
 use oxvirt_tests::{domain_xml, test_guests};
-use rpc_common::{Daemon, STEP};
+use rpc_common::{virsh, Daemon, STEP};
 
 const MAC: &str = "52:54:00:5e:71:01";
 
@@ -260,4 +265,249 @@ fn rpc_domif_setlink_live_and_config() {
         r.stderr
     );
     d.virsh_ok(&["undefine", name]);
+}
+
+/// A private libvirtd (Debian's libvirt-daemon, QEMU driver) run as `nobody` in a
+/// temporary directory: an unprivileged session daemon that touches nothing of the
+/// host's. Its domains run on QEMU (TCG) with user-mode networking.
+struct Libvirtd {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Libvirtd {
+    fn start(test: &str) -> Option<Libvirtd> {
+        for (path, package) in [
+            ("/usr/sbin/libvirtd", "libvirt-daemon"),
+            (
+                "/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so",
+                "libvirt-daemon-driver-qemu",
+            ),
+            ("/usr/bin/qemu-system-x86_64", "qemu-system-x86"),
+        ] {
+            if !Path::new(path).exists() {
+                skip(test, &format!("{path} missing (Debian package {package})"));
+                return None;
+            }
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("oxvirt-libvirtd-")
+            .tempdir()
+            .unwrap();
+        let p = dir.path();
+        for sub in ["sock", "run", "home"] {
+            std::fs::create_dir(p.join(sub)).unwrap();
+        }
+        std::fs::write(
+            p.join("libvirtd.conf"),
+            format!(
+                "unix_sock_dir = \"{}/sock\"\nunix_sock_rw_perms = \"0777\"\n\
+                 auth_unix_rw = \"none\"\nauth_unix_ro = \"none\"\n",
+                p.display()
+            ),
+        )
+        .unwrap();
+        // QEMU runs as nobody: the guest kernel must be readable there.
+        std::fs::copy(&test_guests().elf, p.join("oxtest.elf")).unwrap();
+        let st = Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(p)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let log = std::fs::File::create(p.join("libvirtd.log")).unwrap();
+        let child = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "/usr/sbin/libvirtd",
+            ])
+            .arg("--config")
+            .arg(p.join("libvirtd.conf"))
+            .arg("--pid-file")
+            .arg(p.join("run/pid"))
+            .args(["--timeout", "0"])
+            .env_clear()
+            .env("HOME", p.join("home"))
+            .env("XDG_RUNTIME_DIR", p.join("run"))
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("setpriv + libvirtd");
+        let lv = Libvirtd { dir, child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !rpc_common::is_socket(&lv.dir.path().join("sock/libvirt-sock")) {
+            assert!(
+                Instant::now() < deadline,
+                "libvirtd did not start:\n{}",
+                lv.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(lv)
+    }
+
+    fn uri(&self) -> String {
+        format!(
+            "qemu+unix:///session?socket={}",
+            self.dir.path().join("sock/libvirt-sock").display()
+        )
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("libvirtd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Libvirtd {
+    fn drop(&mut self) {
+        // Its QEMU processes first (they would outlive the daemon).
+        let r = virsh(&self.uri(), &["list", "--name"]);
+        for name in r.stdout.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let _ = virsh(&self.uri(), &["destroy", name]);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One virsh session on a running domain `name` whose only NIC has MAC [`MAC`]:
+/// every command's exit status and output, one entry per command. Device XML files
+/// are written to `files`.
+fn setlink_session(uri: &str, name: &str, files: &Path) -> Vec<String> {
+    let file = |n: &str, xml: &str| {
+        let p = files.join(format!("{n}.xml"));
+        std::fs::write(&p, xml).unwrap();
+        p.display().to_string()
+    };
+    let other = file(
+        "other",
+        "<interface type='ethernet'><mac address='52:54:00:de:ad:01'/><link state='down'/></interface>",
+    );
+    let alias = file(
+        "alias",
+        &format!("<interface type='ethernet'><mac address='{MAC}'/><alias name='net7'/><link state='down'/></interface>"),
+    );
+    let no_mac = file(
+        "nomac",
+        "<interface type='ethernet'><link state='down'/></interface>",
+    );
+    let bogus = file("bogus", "<bogus/>");
+    let boot = file(
+        "boot",
+        &format!("<interface type='ethernet'><mac address='{MAC}'/><model type='virtio'/><boot order='1'/></interface>"),
+    );
+    let mut out = Vec::new();
+    // Runs virsh; with `link`, also records the interface's <link> in its output.
+    let mut run = |args: &[&str], link: bool| {
+        let r = virsh(uri, args);
+        // Without <mac>, libvirt compares a MAC it generated at random.
+        let err = match r.stderr.find(" to 52:54:00:") {
+            Some(i)
+                if r.stderr
+                    .contains("cannot change network interface mac address") =>
+            {
+                format!("{} to <generated>", &r.stderr[..i])
+            }
+            _ => r.stderr.trim().to_string(),
+        };
+        let dir = files.to_str().unwrap();
+        out.push(format!(
+            "virsh {} -> ok={} {} {}",
+            args.join(" ").replace(dir, "DIR"),
+            r.ok,
+            if link { "" } else { r.stdout.trim() },
+            err.replace(dir, "DIR")
+        ));
+        if link {
+            out.push(link_element(&r.stdout).unwrap_or_else(|| "no <link>".into()));
+        }
+    };
+    run(&["domif-getlink", name, MAC], false);
+    run(&["domif-setlink", name, MAC, "down"], false);
+    run(&["domif-getlink", name, MAC], false);
+    run(&["dumpxml", name], true);
+    run(&["domif-setlink", name, MAC, "up"], false);
+    run(&["dumpxml", name], true);
+    run(&["domif-setlink", name, "nope0", "down"], false);
+    for f in [&other, &alias, &no_mac, &bogus, &boot] {
+        run(&["update-device", name, f], false);
+    }
+    run(&["update-device", name, &other, "--config"], false);
+    run(&["domif-setlink", name, MAC, "down", "--config"], false);
+    run(&["domif-getlink", name, MAC, "--config"], false);
+    run(&["domif-getlink", name, MAC], false);
+    run(&["dumpxml", "--inactive", name], true);
+    run(&["destroy", name], false);
+    run(&["start", name], false);
+    run(&["domif-getlink", name, MAC], false);
+    run(&["destroy", name], false);
+    run(&["update-device", name, &other, "--live"], false);
+    run(&["domif-setlink", name, MAC, "up"], false);
+    run(&["domif-getlink", name, MAC], false);
+    run(&["dumpxml", name], true);
+    out
+}
+
+#[test]
+fn rpc_domif_setlink_answers_as_libvirtd_qemu() {
+    let test = "rpc_domif_setlink_answers_as_libvirtd_qemu";
+    if !usable(test) {
+        return;
+    }
+    let Some(lv) = Libvirtd::start(test) else {
+        return;
+    };
+    let name = "setlink-cmp";
+
+    // libvirtd: QEMU with a user-mode NIC (nobody cannot make taps).
+    let lv_xml = domain_xml(
+        name,
+        &lv.dir.path().join("oxtest.elf"),
+        // The guest waits for the power button: the domain stays running.
+        rpc_common::CMDLINE,
+        64,
+        1,
+        "destroy",
+        "",
+    )
+    .replace("<domain type='kvm'>", "<domain type='qemu'>")
+    .replace("<cpu mode='host-passthrough'/>", "")
+    .replace(
+        "<devices>",
+        &format!(
+            "<devices>\n    <interface type='user'><mac address='{MAC}'/><model type='virtio'/></interface>"
+        ),
+    );
+    let lv_file = lv.dir.path().join("dom.xml");
+    std::fs::write(&lv_file, lv_xml).unwrap();
+    let r = virsh(&lv.uri(), &["define", lv_file.to_str().unwrap()]);
+    assert!(r.ok, "{}\n{}", r.stderr, lv.log());
+    let r = virsh(&lv.uri(), &["start", name]);
+    assert!(r.ok, "{}\n{}", r.stderr, lv.log());
+    let r = virsh(&lv.uri(), &["domstate", name]);
+    assert_eq!(r.stdout.trim(), "running", "{}\n{}", r.stderr, lv.log());
+    let want = setlink_session(&lv.uri(), name, lv.dir.path());
+    let _ = virsh(&lv.uri(), &["undefine", name]);
+
+    // oxvirtd: the same session.
+    let d = Daemon::start();
+    let tap = format!("oxsc{}", std::process::id() % 100_000);
+    let f = d.xml_file(name, &guest_xml(name, &tap));
+    d.virsh_ok(&["define", f.to_str().unwrap()]);
+    d.virsh_ok(&["start", name]);
+    d.wait_state(name, "running");
+    let got = setlink_session(&d.uri(), name, d.dir.path());
+    for (w, g) in want.iter().zip(&got) {
+        assert_eq!(
+            g,
+            w,
+            "oxvirtd (left) and libvirtd (right) differ\n{}",
+            d.log()
+        );
+    }
+    assert_eq!(got.len(), want.len());
 }

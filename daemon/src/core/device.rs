@@ -75,6 +75,11 @@ impl Core {
             })?;
             let i = netdev::find(def.interfaces(), &dev, true)?;
             let old = def.interfaces()[i].clone();
+            // libvirt validates the device against the domain first (a per-device
+            // <boot> next to <os><boot>, …).
+            let mut candidate = def.clone();
+            candidate.set_interface(i, netdev::config_replacement(&old, &dev));
+            Definition::parse(&candidate.to_xml(false))?;
             if let Some(state) = netdev::live_change(&old, &dev)? {
                 let alias = old.alias.clone().ok_or_else(|| {
                     Error::OperationFailed("can't change link state: device alias not found".into())

@@ -22,7 +22,8 @@ const NULL: &str = "(<null>)";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceInterface {
     pub iface: Interface,
-    /// `<mac address>` was given (else libvirt's `mac_generated`).
+    /// `<mac address>` was given (else libvirt's `mac_generated`: `iface.mac` is a
+    /// generated one, which takes no part in matching).
     pub mac_given: bool,
     /// `<address>` was given.
     pub address_given: bool,
@@ -39,8 +40,8 @@ pub fn parse_device(xml: &str, live: bool) -> Result<DeviceInterface> {
     let root = doc.root_element();
     let name = root.tag_name().name();
     if name != "interface" {
-        let kind =
-            device_type(name).ok_or_else(|| Error::Xml(format!("unknown device type '{name}'")))?;
+        let kind = device_type(name)
+            .ok_or_else(|| Error::ConfigUnsupported(format!("unknown device type '{name}'")))?;
         let how = if live { "live" } else { "persistent" };
         return Err(Error::OperationUnsupported(format!(
             "{how} update of device '{kind}' is not supported"
@@ -69,9 +70,6 @@ pub fn parse_device(xml: &str, live: bool) -> Result<DeviceInterface> {
         .into_iter()
         .next()
         .ok_or_else(|| Error::Internal("interface element not parsed".into()))?;
-    if !mac_given {
-        iface.mac.clear();
-    }
     if !address_given {
         iface.address = None;
     }
@@ -200,7 +198,8 @@ fn link_up(state: Option<&str>) -> bool {
 pub fn live_change(old: &Interface, dev: &DeviceInterface) -> Result<Option<Option<String>>> {
     let unsupported = |m: String| Err(Error::OperationUnsupported(m));
     let new = &dev.iface;
-    if dev.mac_given && !old.mac.eq_ignore_ascii_case(&new.mac) {
+    // Without <mac> libvirt compares the one it generated, and refuses, as here.
+    if !old.mac.eq_ignore_ascii_case(&new.mac) {
         return unsupported(format!(
             "cannot change network interface mac address from {} to {}",
             old.mac, new.mac
@@ -306,7 +305,7 @@ mod tests {
         )
         .unwrap();
         assert!(!d.mac_given && !d.address_given);
-        assert_eq!(d.iface.mac, "");
+        assert!(d.iface.mac.starts_with("52:54:00:"), "{}", d.iface.mac);
         assert_eq!(d.iface.address, None);
         assert_eq!(d.iface.alias, None);
         assert_eq!(d.iface.link_state.as_deref(), Some("down"));
@@ -339,7 +338,10 @@ mod tests {
             "Operation not supported: persistent update of device 'chr' is not supported"
         );
         let e = parse_device("<bogus/>", true).unwrap_err();
-        assert_eq!(e.to_string(), "XML error: unknown device type 'bogus'");
+        assert_eq!(
+            e.to_string(),
+            "unsupported configuration: unknown device type 'bogus'"
+        );
         assert!(parse_device("<interface", true).is_err());
     }
 
@@ -401,27 +403,60 @@ mod tests {
         assert_eq!(live_change(old, &down).unwrap(), Some(Some("down".into())));
         let same = dev("<interface type='ethernet'><mac address='52:54:00:00:00:01'/></interface>");
         assert_eq!(live_change(old, &same).unwrap(), None);
-        let up = dev("<interface type='ethernet'><link state='up'/></interface>");
+        let up = dev("<interface type='ethernet'><mac address='52:54:00:00:00:01'/><link state='up'/></interface>");
         assert_eq!(live_change(old, &up).unwrap(), Some(Some("up".into())));
-        for (xml, msg) in [
-            ("<interface type='ethernet'><target dev='other'/></interface>",
-             "cannot modify network device tap name"),
-            ("<interface type='ethernet'><mtu size='9000'/></interface>", "cannot modify MTU"),
-            ("<interface type='ethernet'><boot order='1'/></interface>",
-             "cannot modify network device boot index setting"),
-            ("<interface type='ethernet'><model type='e1000'/></interface>",
-             "cannot modify network device model from virtio to e1000"),
-            ("<interface type='ethernet'><address type='pci' domain='0x0000' bus='0x00' slot='0x09' function='0x0'/></interface>",
-             "cannot modify network device guest PCI address"),
-            ("<interface type='bridge'><source bridge='br0'/></interface>",
-             "unable to change config on 'bridge' network type"),
+        // libvirt 9.0 with QEMU, for an XML without <mac>: "cannot change network
+        // interface mac address from 52:54:00:5e:71:01 to 52:54:00:30:03:11".
+        let no_mac = dev("<interface type='ethernet'><link state='up'/></interface>");
+        let e = live_change(old, &no_mac).unwrap_err().to_string();
+        assert!(
+            e.starts_with("Operation not supported: cannot change network interface mac address from 52:54:00:00:00:01 to 52:54:00:"),
+            "{e}"
+        );
+        for (child, msg) in [
+            (
+                "<target dev='other'/>",
+                "cannot modify network device tap name",
+            ),
+            ("<mtu size='9000'/>", "cannot modify MTU"),
+            (
+                "<boot order='1'/>",
+                "cannot modify network device boot index setting",
+            ),
+            (
+                "<model type='e1000'/>",
+                "cannot modify network device model from virtio to e1000",
+            ),
+            (
+                "<address type='pci' domain='0x0000' bus='0x00' slot='0x09' function='0x0'/>",
+                "cannot modify network device guest PCI address",
+            ),
+            (
+                "<source dev='eth9'/>",
+                "unable to change config on 'ethernet' network type",
+            ),
         ] {
-            let e = live_change(old, &dev(xml)).unwrap_err();
+            let xml = format!(
+                "<interface type='ethernet'><mac address='52:54:00:00:00:01'/>{child}</interface>"
+            );
+            let e = live_change(old, &dev(&xml)).unwrap_err();
             assert_eq!(e.code(), 84, "{xml}");
-            assert_eq!(e.to_string(), format!("Operation not supported: {msg}"), "{xml}");
+            assert_eq!(
+                e.to_string(),
+                format!("Operation not supported: {msg}"),
+                "{xml}"
+            );
         }
-        let bad = dev("<interface type='ethernet'><link state='sideways'/></interface>");
-        assert!(live_change(old, &bad).is_err());
+        let bridge = dev("<interface type='bridge'><mac address='52:54:00:00:00:01'/><source bridge='br0'/></interface>");
+        assert_eq!(
+            live_change(old, &bridge).unwrap_err().to_string(),
+            "Operation not supported: unable to change config on 'bridge' network type"
+        );
+        let bad = dev("<interface type='ethernet'><mac address='52:54:00:00:00:01'/><link state='sideways'/></interface>");
+        assert_eq!(
+            live_change(old, &bad).unwrap_err().to_string(),
+            "XML error: unknown interface link state 'sideways'"
+        );
         assert!(is_up(None) && is_up(Some("up")) && !is_up(Some("down")));
     }
 
