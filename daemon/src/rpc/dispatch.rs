@@ -344,5 +344,6 @@ mod tests {
         assert!(!read_only_safe(remote::DOMAIN_DEFINE_XML));
         assert!(!read_only_safe(remote::DOMAIN_OPEN_CONSOLE));
         assert!(!read_only_safe(remote::DOMAIN_SET_METADATA));
+        assert!(!read_only_safe(remote::DOMAIN_UPDATE_DEVICE_FLAGS));
     }
 }

@@ -570,6 +570,27 @@ mod tests {
         assert_eq!(a.flags, 0);
     }
 
+    /// virsh 9.0 `update-device cap nic.xml --config`: the REMOTE proc 174 call.
+    const UPDATE_DEVICE_CALL: &str =
+        "000000a0 20008086 00000001 000000ae 00000000 00000007 00000000 \
+         00000003 636170 00 0bbabdbc678c457aa320834f7277fa1f ffffffff \
+         0000005e 3c696e7465726661636520747970653d2765746865726e6574273e3c6d61632061646472\
+         6573733d2735323a35343a30303a30303a30303a3031272f3e3c6c696e6b2073746174653d2764\
+         6f776e272f3e3c2f696e746572666163653e0a 0000 00000002";
+
+    #[test]
+    fn update_device_flags_call_matches_capture() {
+        let a: DeviceFlagsArgs = from_bytes(&payload(UPDATE_DEVICE_CALL)).unwrap();
+        assert_eq!(a.dom.name, "cap");
+        assert_eq!(a.dom.uuid, PROBE1_UUID);
+        assert_eq!(
+            a.xml,
+            "<interface type='ethernet'><mac address='52:54:00:00:00:01'/><link state='down'/></interface>\n"
+        );
+        assert_eq!(a.flags, 2);
+        assert_eq!(to_bytes(&a), payload(UPDATE_DEVICE_CALL));
+    }
+
     #[test]
     fn list_all_domains_reply_matches_capture() {
         let ret = ListAllDomainsRet {
