@@ -43,8 +43,12 @@ fn usable(test: &str) -> bool {
 }
 
 /// The oxtest guest watching its NIC's link (two changes), console into the
-/// daemon's `console.log`, one `<interface type='ethernet'>` on tap `tap`.
-fn guest_xml(name: &str, tap: &str) -> String {
+/// daemon's `console.log`, one `<interface type='ethernet'>`, on tap `tap` or (`None`)
+/// on one the daemon names `vnetN`, as libvirt does.
+fn guest_xml(name: &str, tap: Option<&str>) -> String {
+    let target = tap
+        .map(|t| format!("<target dev='{t}'/>"))
+        .unwrap_or_default();
     domain_xml(
         name,
         &test_guests().elf,
@@ -58,7 +62,7 @@ fn guest_xml(name: &str, tap: &str) -> String {
         "<devices>",
         &format!(
             "<devices>\n    <interface type='ethernet'><mac address='{MAC}'/>\
-             <target dev='{tap}'/><model type='virtio'/></interface>"
+             {target}<model type='virtio'/></interface>"
         ),
     )
 }
@@ -110,6 +114,16 @@ fn link_element(xml: &str) -> Option<String> {
     Some(iface[l..e].to_string())
 }
 
+/// The host interface `virsh domiflist` shows for the NIC.
+fn iface_name(d: &Daemon, name: &str) -> String {
+    let out = d.virsh_ok(&["domiflist", name]);
+    out.lines()
+        .find(|l| l.contains(MAC))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| d.fail(&format!("no row for {MAC} in domiflist:\n{out}")))
+        .to_string()
+}
+
 fn getlink(d: &Daemon, args: &[&str]) -> String {
     let mut a = vec!["domif-getlink"];
     a.extend_from_slice(args);
@@ -124,15 +138,20 @@ fn rpc_domif_setlink_live_and_config() {
     }
     let d = Daemon::start();
     let name = "rpc-setlink";
-    let tap = format!("oxsl{}", std::process::id() % 100_000);
-    let f = d.xml_file(name, &guest_xml(name, &tap));
+    // No <target dev>: the daemon names the tap vnetN, as libvirt does.
+    let f = d.xml_file(name, &guest_xml(name, None));
     d.virsh_ok(&["define", f.to_str().unwrap()]);
     d.virsh_ok(&["start", name]);
     d.wait_state(name, "running");
+    let tap = iface_name(&d, name);
+    assert!(
+        tap.starts_with("vnet") && std::path::Path::new("/sys/class/net").join(&tap).exists(),
+        "domiflist names the host tap: {tap}"
+    );
     assert_eq!(link_line(&d, name, 0), "1", "the link starts up");
     assert_eq!(getlink(&d, &[name, &tap]), format!("{tap} up"));
 
-    // Down, by tap name: virsh sends the live <interface> (alias, address) with
+    // Down, by tap name (as `virsh domiflist` shows it): virsh sends the live <interface> (alias, address) with
     // <link state='down'/> and VIR_DOMAIN_AFFECT_LIVE.
     let out = d.virsh_ok(&["domif-setlink", name, &tap, "down"]);
     assert!(out.contains("Device updated successfully"), "{out}");
@@ -205,12 +224,18 @@ fn rpc_domif_setlink_live_and_config() {
     );
 
     // --config: the persistent definition (saved to the store) gets the link down;
-    // the running NIC keeps its link up.
-    d.virsh_ok(&["domif-setlink", name, &tap, "down", "--config"]);
-    assert_eq!(
-        getlink(&d, &[name, &tap, "--config"]),
-        format!("{tap} down")
+    // the running NIC keeps its link up. The inactive XML has no generated tap name
+    // (as libvirt's), so virsh finds the interface by MAC only.
+    let r = d.virsh(&["domif-setlink", name, &tap, "down", "--config"]);
+    assert!(
+        !r.ok
+            && r.stderr
+                .contains(&format!("error: interface '{tap}' not found")),
+        "{}",
+        r.stderr
     );
+    d.virsh_ok(&["domif-setlink", name, MAC, "down", "--config"]);
+    assert_eq!(getlink(&d, &[name, MAC, "--config"]), format!("{MAC} down"));
     assert_eq!(getlink(&d, &[name, &tap]), format!("{tap} up"));
     let inactive = d.virsh_ok(&["dumpxml", "--inactive", name]);
     assert_eq!(
@@ -237,6 +262,7 @@ fn rpc_domif_setlink_live_and_config() {
         "0",
         "the NIC starts with its link down"
     );
+    let tap = iface_name(&d, name);
     assert_eq!(getlink(&d, &[name, &tap]), format!("{tap} down"));
     d.virsh_ok(&["domif-setlink", name, &tap, "up"]);
     assert_eq!(
@@ -496,7 +522,7 @@ fn rpc_domif_setlink_answers_as_libvirtd_qemu() {
     // oxvirtd: the same session.
     let d = Daemon::start();
     let tap = format!("oxsc{}", std::process::id() % 100_000);
-    let f = d.xml_file(name, &guest_xml(name, &tap));
+    let f = d.xml_file(name, &guest_xml(name, Some(&tap)));
     d.virsh_ok(&["define", f.to_str().unwrap()]);
     d.virsh_ok(&["start", name]);
     d.wait_state(name, "running");

@@ -47,7 +47,9 @@ impl Core {
 
     /// Launches `def` for `slot` (job lock held) and marks it running.
     pub(super) async fn boot(&self, slot: &Arc<Slot>, def: Definition, paused: bool) -> Result<()> {
-        let spec = def.translate()?;
+        let mut def = def;
+        let mut spec = def.translate()?;
+        super::tapname::name_taps(&self.inner.next_vnet, &mut def, &mut spec);
         let name = def.name().to_string();
         let vm = self.launch(slot, &name, spec, &def.to_xml(false)).await?;
         if paused {
@@ -130,10 +132,11 @@ impl Core {
             let mut r = slot.rec();
             r.live.take().or_else(|| r.def.clone())
         };
-        let Some(def) = def else { return };
+        let Some(mut def) = def else { return };
         let name = def.name().to_string();
         let result = async {
-            let spec = def.translate()?;
+            let mut spec = def.translate()?;
+            super::tapname::name_taps(&self.inner.next_vnet, &mut def, &mut spec);
             let vm = self.launch(slot, &name, spec, &def.to_xml(false)).await?;
             let id = self.inner.next_id.fetch_add(1, Ordering::SeqCst);
             {

@@ -63,10 +63,11 @@ mod slot;
 pub mod state;
 pub mod store;
 mod supervise;
+mod tapname;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicI32;
+use std::sync::atomic::{AtomicI32, AtomicU32};
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::broadcast;
@@ -118,6 +119,8 @@ struct Inner {
     events: broadcast::Sender<Event>,
     /// The next libvirt domain id to hand out.
     next_id: AtomicI32,
+    /// The next `vnetN` tap name to try ([`tapname`]).
+    next_vnet: AtomicU32,
 }
 
 impl Core {
@@ -136,6 +139,7 @@ impl Core {
                 catalog: tokio::sync::Mutex::new(()),
                 events,
                 next_id: AtomicI32::new(1),
+                next_vnet: AtomicU32::new(0),
             }),
         };
         core.load_store()?;
