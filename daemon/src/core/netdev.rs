@@ -185,11 +185,6 @@ pub fn find(ifaces: &[Interface], dev: &DeviceInterface, def_aliases: bool) -> R
     })
 }
 
-/// The interface's link state as libvirt keeps it (`None` = not set = up).
-fn link_up(state: Option<&str>) -> bool {
-    state != Some("down")
-}
-
 /// `qemuDomainChangeNet` for what a running oxvirt-vmm can change: compares the
 /// running interface `old` with the requested `dev` (identifiers the XML left out
 /// are taken from `old`) and returns the new `<link state>` when only it changed,
@@ -259,9 +254,10 @@ pub fn live_change(old: &Interface, dev: &DeviceInterface) -> Result<Option<Opti
     Ok(Some(new.link_state.clone()))
 }
 
-/// Whether the guest sees the link up with this `<link state>`.
+/// Whether the guest sees the link up with this `<link state>` (libvirt's
+/// "default", no element, is up).
 pub fn is_up(state: Option<&str>) -> bool {
-    link_up(state)
+    state != Some("down")
 }
 
 /// `qemuDomainUpdateDeviceConfig` for an interface: the new definition replaces the
