@@ -57,7 +57,10 @@ impl PendingVm {
 /// The VM with `mem` registered, the in-kernel interrupt controllers (PIC,
 /// IO-APIC; each vCPU gets its LAPIC later) and the PIT.
 fn create_vm(mem: &GuestMemoryMmap) -> Result<VmFd, VmError> {
-    let vm = kvmsys::open_kvm()?
+    lap("vm-setup thread running");
+    let kvm = kvmsys::open_kvm()?;
+    lap("/dev/kvm opened (vm-setup)");
+    let vm = kvm
         .create_vm()
         .map_err(|e| VmError::KvmIoctl("KVM_CREATE_VM", e))?;
     lap("KVM_CREATE_VM");
