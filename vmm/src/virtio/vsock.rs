@@ -55,6 +55,14 @@ pub mod op {
     pub const CREDIT_UPDATE: u16 = 6;
     pub const CREDIT_REQUEST: u16 = 7;
 }
+/// SHUTDOWN flags (virtio 1.2, 5.10.6.5).
+pub mod shutdown {
+    /// The sender will receive no more data.
+    pub const RCV: u32 = 1;
+    /// The sender will send no more data.
+    pub const SEND: u32 = 2;
+    pub const BOTH: u32 = RCV | SEND;
+}
 /// VIRTIO_VSOCK_TYPE_STREAM.
 const TYPE_STREAM: u16 = 1;
 
@@ -156,9 +164,30 @@ struct Conn {
     readable: bool,
     /// The host side hung up; tell the guest once.
     host_eof: bool,
+    /// SHUTDOWN flags the guest sent so far (`shutdown::RCV` | `shutdown::SEND`).
+    guest_shut: u32,
 }
 
 impl Conn {
+    fn new(stream: UnixStream, state: ConnState) -> Self {
+        Conn {
+            stream,
+            state,
+            local_port: 0,
+            peer_port: 0,
+            peer_buf_alloc: 0,
+            peer_fwd_cnt: 0,
+            tx_cnt: 0,
+            fwd_cnt: 0,
+            fwd_cnt_sent: 0,
+            to_host: Vec::new(),
+            line: Vec::new(),
+            readable: false,
+            host_eof: false,
+            guest_shut: 0,
+        }
+    }
+
     fn credit(&self) -> u32 {
         self.peer_buf_alloc
             .saturating_sub(self.tx_cnt.wrapping_sub(self.peer_fwd_cnt))
@@ -284,21 +313,11 @@ impl VsockMux {
             let path = format!("{}_{}", self.uds_path.display(), h.dst_port);
             match UnixStream::connect(&path).and_then(|s| s.set_nonblocking(true).map(|_| s)) {
                 Ok(stream) => {
-                    let c = Conn {
-                        stream,
-                        state: ConnState::Established,
-                        local_port: h.dst_port,
-                        peer_port: h.src_port,
-                        peer_buf_alloc: h.buf_alloc,
-                        peer_fwd_cnt: h.fwd_cnt,
-                        tx_cnt: 0,
-                        fwd_cnt: 0,
-                        fwd_cnt_sent: 0,
-                        to_host: Vec::new(),
-                        line: Vec::new(),
-                        readable: false,
-                        host_eof: false,
-                    };
+                    let mut c = Conn::new(stream, ConnState::Established);
+                    c.local_port = h.dst_port;
+                    c.peer_port = h.src_port;
+                    c.peer_buf_alloc = h.buf_alloc;
+                    c.peer_fwd_cnt = h.fwd_cnt;
                     self.watch(c.stream.as_raw_fd(), Self::token(key));
                     self.control.push_back(self.header(&c, op::RESPONSE, 0));
                     self.conns.insert(key, c);
@@ -343,13 +362,22 @@ impl VsockMux {
                 self.control.push_back(hd);
             }
             op::CREDIT_UPDATE => {}
-            op::SHUTDOWN | op::RST => {
-                let send_rst = h.op == op::SHUTDOWN;
-                let _ = c.stream.shutdown(std::net::Shutdown::Both);
-                self.close(key);
-                if send_rst {
+            // A half-close (`shutdown(SHUT_WR)` in the guest, as `nc` does) keeps the
+            // other direction open: the host socket gets its own write side shut once
+            // the guest's bytes are through. Both directions shut is a clean close,
+            // which the spec says the peer answers with RST.
+            op::SHUTDOWN => {
+                c.guest_shut |= h.flags & shutdown::BOTH;
+                flush_to_host(c);
+                if c.guest_shut == shutdown::BOTH || h.flags == 0 {
+                    let _ = c.stream.shutdown(std::net::Shutdown::Both);
+                    self.close(key);
                     self.rst(&h);
                 }
+            }
+            op::RST => {
+                let _ = c.stream.shutdown(std::net::Shutdown::Both);
+                self.close(key);
             }
             _ => {}
         }
@@ -369,24 +397,8 @@ impl VsockMux {
                     }
                     let fd = s.as_raw_fd();
                     self.watch(fd, 1 << 63 | fd as u64);
-                    self.pending.insert(
-                        fd,
-                        Conn {
-                            stream: s,
-                            state: ConnState::AwaitConnect,
-                            local_port: 0,
-                            peer_port: 0,
-                            peer_buf_alloc: 0,
-                            peer_fwd_cnt: 0,
-                            tx_cnt: 0,
-                            fwd_cnt: 0,
-                            fwd_cnt_sent: 0,
-                            to_host: Vec::new(),
-                            line: Vec::new(),
-                            readable: false,
-                            host_eof: false,
-                        },
-                    );
+                    self.pending
+                        .insert(fd, Conn::new(s, ConnState::AwaitConnect));
                 }
             } else if t & (1 << 63) != 0 {
                 self.read_connect_line((t & 0xffff_ffff) as RawFd);
@@ -470,7 +482,7 @@ impl VsockMux {
                 // Bytes that arrived behind the CONNECT line go first.
                 if !c.line.is_empty() {
                     buf = std::mem::take(&mut c.line);
-                } else if c.readable && !c.host_eof {
+                } else if c.readable && !c.host_eof && c.guest_shut & shutdown::RCV == 0 {
                     let want = (c.credit() as usize).min(room - HDR).min(MAX_PKT);
                     if want == 0 {
                         continue;
@@ -522,7 +534,8 @@ impl VsockMux {
     }
 }
 
-/// Writes what the host socket takes of `c.to_host`.
+/// Writes what the host socket takes of `c.to_host`; once the guest will send no
+/// more and all it sent is through, shuts the host socket's write side (EOF there).
 fn flush_to_host(c: &mut Conn) {
     while !c.to_host.is_empty() {
         match c.stream.write(&c.to_host) {
@@ -533,6 +546,9 @@ fn flush_to_host(c: &mut Conn) {
             }
             Err(_) => break,
         }
+    }
+    if c.to_host.is_empty() && c.guest_shut & shutdown::SEND != 0 {
+        let _ = c.stream.shutdown(std::net::Shutdown::Write);
     }
 }
 

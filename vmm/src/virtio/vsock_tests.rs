@@ -186,3 +186,63 @@ fn host_connects_with_connect_line_and_gets_ok() {
     let (h, p) = g.recv_wait(&mut mux);
     assert_eq!((h.op, p.as_slice()), (op::RW, &b"world"[..]));
 }
+
+#[test]
+fn guest_half_close_keeps_the_host_reply_flowing() {
+    let dir = tempfile::tempdir().unwrap();
+    let uds = dir.path().join("v.sock");
+    let host = UnixListener::bind(format!("{}_1234", uds.display())).unwrap();
+    let mut mux = VsockMux::new(GUEST_CID, &uds).unwrap();
+    let mem = memory();
+    let mut g = Guest::new(&mem);
+    g.send(&mut mux, hdr(op::REQUEST, 40002, 1234, 0), &[]);
+    assert_eq!(g.recv_wait(&mut mux).0.op, op::RESPONSE);
+    let (mut s, _) = host.accept().unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    g.send(&mut mux, hdr(op::RW, 40002, 1234, 7), b"request");
+    // The guest will send no more (shutdown(SHUT_WR), as nc does).
+    let mut sd = hdr(op::SHUTDOWN, 40002, 1234, 0);
+    sd.flags = shutdown::SEND;
+    g.send(&mut mux, sd, &[]);
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"request", "the host sees the bytes, then EOF");
+    s.write_all(b"reply").unwrap();
+    let (h, p) = g.recv_wait(&mut mux);
+    assert_eq!((h.op, p.as_slice()), (op::RW, &b"reply"[..]));
+    drop(s);
+    let (h, _) = g.recv_wait(&mut mux);
+    assert_eq!((h.op, h.flags), (op::SHUTDOWN, shutdown::BOTH));
+    // The guest's own full close is answered with RST.
+    let mut sd = hdr(op::SHUTDOWN, 40002, 1234, 0);
+    sd.flags = shutdown::BOTH;
+    g.send(&mut mux, sd, &[]);
+    assert_eq!(g.recv_wait(&mut mux).0.op, op::RST);
+}
+
+#[test]
+fn guest_full_shutdown_is_answered_with_rst_and_closes_the_host_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let uds = dir.path().join("v.sock");
+    let host = UnixListener::bind(format!("{}_1234", uds.display())).unwrap();
+    let mut mux = VsockMux::new(GUEST_CID, &uds).unwrap();
+    let mem = memory();
+    let mut g = Guest::new(&mem);
+    g.send(&mut mux, hdr(op::REQUEST, 40003, 1234, 0), &[]);
+    assert_eq!(g.recv_wait(&mut mux).0.op, op::RESPONSE);
+    let (mut s, _) = host.accept().unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut sd = hdr(op::SHUTDOWN, 40003, 1234, 0);
+    sd.flags = shutdown::BOTH;
+    g.send(&mut mux, sd, &[]);
+    assert_eq!(g.recv_wait(&mut mux).0.op, op::RST);
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    assert!(got.is_empty());
+    g.send(&mut mux, hdr(op::RW, 40003, 1234, 1), b"x");
+    assert_eq!(
+        g.recv_wait(&mut mux).0.op,
+        op::RST,
+        "the connection is gone"
+    );
+}
