@@ -8,19 +8,23 @@
 //!   prints both when a wait fails.
 //! * [`linux`] fetches Debian's cloud kernel (bzImage and the ELF vmlinux inside it) and
 //!   builds busybox initramfs images, for the Linux tests.
-//! * [`host`] tells what this host's KVM can do, for tests that must skip.
+//! * [`host`] tells what this host's KVM can do, for tests that must skip; [`net`]
+//!   whether a test may create taps, and the guest's link reports.
+//! * [`disk`] writes the images the guest's virtio-blk driver checks.
 #![forbid(unsafe_code)]
 
 pub mod cache;
 pub mod cpio;
+pub mod disk;
 pub mod guests;
 pub mod host;
 pub mod linux;
+pub mod net;
 pub mod oxtest;
 pub mod spec;
 pub mod vm;
 
 pub use guests::{test_guests, TestGuests};
 pub use host::{emulated_kvm, kvm_usable, skip};
-pub use spec::{domain_xml, spec, SerialBackend};
+pub use spec::{domain_xml, oxtest_spec, spec, SerialBackend};
 pub use vm::{bin_path, Vm, GUEST_TIMEOUT};

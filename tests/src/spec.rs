@@ -3,9 +3,12 @@
 use std::path::Path;
 
 use machine_spec::{
-    Boot, CharBackend, CpuMode, Cpus, Device, DeviceKind, Lifecycle, LifecycleAction, MachineSpec,
-    Memory, Platform, Serial, Topology, SPEC_VERSION,
+    Boot, CacheMode, CharBackend, CpuMode, Cpus, Device, DeviceKind, Disk, DiskFormat, Lifecycle,
+    LifecycleAction, MachineSpec, Memory, Net, NetBackend, PciAddress, Platform, Rng, Serial,
+    Topology, SPEC_VERSION,
 };
+
+use crate::test_guests;
 
 /// The serial console backend a test wants (same as the spec's).
 pub type SerialBackend = CharBackend;
@@ -49,6 +52,79 @@ pub fn spec(kernel: &Path, cmdline: &str, mem_mib: u64, cpus: u32) -> MachineSpe
             on_crash: LifecycleAction::Destroy,
         },
         devices: vec![serial_device(CharBackend::Stdio)],
+    }
+}
+
+/// The oxtest guest (ELF, PVH entry) with `console=ttyS0 oxtest=ARGS`, 128 MiB, one
+/// vCPU, and `devices` after its serial port. `args` is the check list, optionally
+/// followed by more command-line words (`"pci,virtio,link link_changes=2"`).
+pub fn oxtest_spec(args: &str, devices: Vec<Device>) -> MachineSpec {
+    let mut s = spec(
+        &test_guests().elf,
+        &format!("console=ttyS0 oxtest={args}"),
+        128,
+        1,
+    );
+    s.devices.extend(devices);
+    s
+}
+
+/// PCI address 0000:00:SLOT.0.
+pub fn pci_slot(slot: u8) -> Option<PciAddress> {
+    Some(PciAddress {
+        domain: 0,
+        bus: 0,
+        slot,
+        function: 0,
+    })
+}
+
+/// A raw, writable, unshared disk `vda` on `path`, cache `writeback`, no serial, no
+/// discard: the base a test changes with `Disk { field, ..raw_disk(path) }`.
+pub fn raw_disk(path: &Path) -> Disk {
+    Disk {
+        path: path.to_path_buf(),
+        format: DiskFormat::Raw,
+        target: "vda".into(),
+        readonly: false,
+        shareable: false,
+        serial: None,
+        cache: CacheMode::Writeback,
+        discard: false,
+    }
+}
+
+/// Device `id` at PCI slot `slot` holding `disk`.
+pub fn disk_device(id: &str, slot: u8, disk: Disk) -> Device {
+    Device {
+        id: id.into(),
+        pci: pci_slot(slot),
+        kind: DeviceKind::Disk(disk),
+    }
+}
+
+/// virtio-rng `id` at `slot`, fed from `/dev/urandom`.
+pub fn rng_device(id: &str, slot: u8) -> Device {
+    Device {
+        id: id.into(),
+        pci: pci_slot(slot),
+        kind: DeviceKind::Rng(Rng {
+            source: "/dev/urandom".into(),
+        }),
+    }
+}
+
+/// virtio-net `id` at `slot` with MAC `mac` on `backend`, link up, default MTU.
+pub fn net_device(id: &str, slot: u8, mac: &str, backend: NetBackend) -> Device {
+    Device {
+        id: id.into(),
+        pci: pci_slot(slot),
+        kind: DeviceKind::Net(Net {
+            mac: mac.into(),
+            backend,
+            link_up: true,
+            mtu: None,
+        }),
     }
 }
 

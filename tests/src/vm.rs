@@ -448,6 +448,16 @@ impl Vm {
         }
     }
 
+    /// Waits for `OXTEST DONE` and then for the VMM's power-off exit status, each
+    /// `within`; fails (printing console and log) otherwise.
+    pub fn wait_poweroff(&self, within: Duration) {
+        self.wait_for("OXTEST DONE", within);
+        let code = self.wait_exit(within);
+        if code != machine_spec::exit::POWEROFF {
+            self.fail(&format!("VMM exited {code}, expected power-off"));
+        }
+    }
+
     /// Waits for the process to end and returns its exit code; fails on timeout (the
     /// process is killed) or on death by signal.
     pub fn wait_exit(&self, within: Duration) -> i32 {

@@ -10,51 +10,17 @@
 
 mod daemon_common;
 
-use std::time::{Duration, Instant};
-
 use daemon_common::{BusKind, Daemon, STEP};
-use oxvirt_tests::host::{require_kvm, skip};
-use oxvirt_tests::oxtest::checks;
+use oxvirt_tests::net::{require_tap, wait_link_status};
 use oxvirt_tests::spec::serial_xml;
 use oxvirt_tests::{domain_xml, test_guests};
 
 const MAC: &str = "52:54:00:5e:72:01";
 const IFACE: &str = "org.libvirt.Domain";
 
-fn usable(test: &str) -> bool {
-    if !require_kvm(test) {
-        return false;
-    }
-    if !nix::unistd::Uid::effective().is_root() {
-        skip(test, "needs root to create the NIC's tap");
-        return false;
-    }
-    if !std::path::Path::new("/dev/net/tun").exists() {
-        skip(test, "no /dev/net/tun");
-        return false;
-    }
-    true
-}
-
 /// Waits for the guest's `vnet-link` line with `changes=n` and returns its status.
 fn link_line(d: &Daemon, name: &str, n: usize) -> String {
-    let deadline = Instant::now() + STEP;
-    loop {
-        let console = std::fs::read_to_string(d.console(name)).unwrap_or_default();
-        if let Some(c) = checks(&console)
-            .into_iter()
-            .find(|c| c.name == "vnet-link" && c.field("changes") == Some(&n.to_string()))
-        {
-            if !c.ok {
-                d.fail(&format!("vnet-link FAIL {}", c.details));
-            }
-            return c.field("status").unwrap_or_default().to_string();
-        }
-        if Instant::now() > deadline {
-            d.fail(&format!("no vnet-link line with changes={n}"));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_link_status(&d.console(name), n, STEP).unwrap_or_else(|e| d.fail(&e))
 }
 
 /// The interface XML an UpdateDevice call sends (as virsh's domif-setlink would).
@@ -71,7 +37,7 @@ fn xml_desc(d: &Daemon, path: &str, flags: &str) -> String {
 #[test]
 fn dbus_update_device_sets_the_link() {
     let test = "dbus_update_device_sets_the_link";
-    if !usable(test) {
+    if !require_tap(test) {
         return;
     }
     let mut d = Daemon::start(BusKind::Session);

@@ -5,20 +5,12 @@
 
 mod qmp_common;
 
-use machine_spec::{CacheMode, Device, DeviceKind, Disk, DiskFormat, PciAddress};
+use machine_spec::{Device, DeviceKind};
 use oxvirt_tests::host::require_kvm;
-use oxvirt_tests::{spec, test_guests, GUEST_TIMEOUT};
+use oxvirt_tests::spec::{disk_device, pci_slot, raw_disk};
+use oxvirt_tests::{oxtest_spec, spec, test_guests, GUEST_TIMEOUT};
 use qmp_common::{PyQmp, QmpVm, QMP_TIMEOUT};
 use serde_json::{json, Value};
-
-fn at(slot: u8) -> Option<PciAddress> {
-    Some(PciAddress {
-        domain: 0,
-        bus: 0,
-        slot,
-        function: 0,
-    })
-}
 
 #[test]
 fn block_pci_and_balloon_queries_report_the_devices_in_use() {
@@ -28,34 +20,20 @@ fn block_pci_and_balloon_queries_report_the_devices_in_use() {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("disk0.raw");
     std::fs::write(&image, vec![0u8; 8 << 20]).unwrap();
-    let mut s = spec(
-        &test_guests().elf,
-        "console=ttyS0 oxtest=pci,virtio,balloon,count",
-        128,
-        1,
+    let s = oxtest_spec(
+        "pci,virtio,balloon,count",
+        vec![
+            disk_device("virtio-disk0", 4, raw_disk(&image)),
+            Device {
+                id: "balloon0".into(),
+                pci: pci_slot(5),
+                kind: DeviceKind::Balloon(machine_spec::Balloon {
+                    stats_period: 0,
+                    deflate_on_oom: false,
+                }),
+            },
+        ],
     );
-    s.devices.push(Device {
-        id: "virtio-disk0".into(),
-        pci: at(4),
-        kind: DeviceKind::Disk(Disk {
-            path: image.clone(),
-            format: DiskFormat::Raw,
-            target: "vda".into(),
-            readonly: false,
-            shareable: false,
-            serial: None,
-            cache: CacheMode::Writeback,
-            discard: false,
-        }),
-    });
-    s.devices.push(Device {
-        id: "balloon0".into(),
-        pci: at(5),
-        kind: DeviceKind::Balloon(machine_spec::Balloon {
-            stats_period: 0,
-            deflate_on_oom: false,
-        }),
-    });
     let q = QmpVm::start(&s);
     let vm = &q.vm;
     let mut c = PyQmp::connect(&q.sock);
@@ -190,20 +168,8 @@ fn host_write_errors_raise_block_io_error() {
         while filler.write_all(&[0xffu8; 4096]).is_ok() {}
     }
     let mut s = spec(&test_guests().elf, "console=ttyS0 oxtest=pci,virtio", 64, 1);
-    s.devices.push(Device {
-        id: "virtio-disk0".into(),
-        pci: at(4),
-        kind: DeviceKind::Disk(Disk {
-            path: image.clone(),
-            format: DiskFormat::Raw,
-            target: "vda".into(),
-            readonly: false,
-            shareable: false,
-            serial: None,
-            cache: CacheMode::Writeback,
-            discard: false,
-        }),
-    });
+    s.devices
+        .push(disk_device("virtio-disk0", 4, raw_disk(&image)));
     let q = QmpVm::start(&s);
     let mut c = PyQmp::connect(&q.sock);
     // The first run may write before we are connected (events are not kept for later

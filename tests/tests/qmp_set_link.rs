@@ -11,69 +11,35 @@
 
 mod qmp_common;
 
-use machine_spec::{exit, Device, DeviceKind, Net, NetBackend, PciAddress};
-use oxvirt_tests::host::{require_kvm, skip};
-use oxvirt_tests::{spec, test_guests, Vm, GUEST_TIMEOUT};
+use machine_spec::{exit, NetBackend};
+use oxvirt_tests::net::{link_status as vnet_link_status, require_tap};
+use oxvirt_tests::spec::net_device;
+use oxvirt_tests::{oxtest_spec, Vm, GUEST_TIMEOUT};
 use qmp_common::{PyQmp, QmpVm};
 use serde_json::json;
 
 const SLOT: u8 = 3;
-
-fn usable(test: &str) -> bool {
-    if !require_kvm(test) {
-        return false;
-    }
-    if !nix::unistd::Uid::effective().is_root() {
-        skip(test, "needs root to create the NIC's tap");
-        return false;
-    }
-    if !std::path::Path::new("/dev/net/tun").exists() {
-        skip(test, "no /dev/net/tun");
-        return false;
-    }
-    true
-}
 
 /// Waits for the guest's `vnet-link` line number `n` (0 = the initial state) and
 /// returns its `status` field.
 fn link_status(vm: &Vm, n: usize) -> String {
     let needle = format!("changes={n} ");
     vm.wait_count(&needle, 1, GUEST_TIMEOUT);
-    let line = vm
-        .checks()
-        .into_iter()
-        .find(|c| c.name == "vnet-link" && c.field("changes") == Some(&n.to_string()))
-        .unwrap_or_else(|| vm.fail(&format!("no vnet-link line with changes={n}")));
-    if !line.ok {
-        vm.fail(&format!("vnet-link FAIL {}", line.details));
-    }
-    line.field("status").unwrap_or_default().to_string()
+    vnet_link_status(&vm.checks(), n).unwrap_or_else(|e| vm.fail(&e))
 }
 
 fn flip_link(checks: &str, tap: &str) -> Vm {
-    let mut s = spec(
-        &test_guests().elf,
-        &format!("console=ttyS0 oxtest=pci,virtio,{checks},poweroff link_changes=2"),
-        128,
-        1,
-    );
-    s.devices.push(Device {
-        id: "net0".into(),
-        pci: Some(PciAddress {
-            domain: 0,
-            bus: 0,
-            slot: SLOT,
-            function: 0,
-        }),
-        kind: DeviceKind::Net(Net {
-            mac: "52:54:00:0a:0b:0d".into(),
-            backend: NetBackend::Tap {
+    let s = oxtest_spec(
+        &format!("pci,virtio,{checks},poweroff link_changes=2"),
+        vec![net_device(
+            "net0",
+            SLOT,
+            "52:54:00:0a:0b:0d",
+            NetBackend::Tap {
                 name: Some(tap.into()),
             },
-            link_up: true,
-            mtu: None,
-        }),
-    });
+        )],
+    );
     let q = QmpVm::start(&s);
     let mut c = PyQmp::connect(&q.sock);
     let vm = &q.vm;
@@ -107,7 +73,7 @@ fn flip_link(checks: &str, tap: &str) -> Vm {
 #[test]
 fn set_link_reaches_the_guest_driver_through_msix() {
     let name = "set_link_reaches_the_guest_driver_through_msix";
-    if !usable(name) {
+    if !require_tap(name) {
         return;
     }
     let vm = flip_link("link", &format!("oxlm{}", std::process::id()));
@@ -123,7 +89,7 @@ fn set_link_reaches_the_guest_driver_through_msix() {
 #[test]
 fn set_link_reaches_the_guest_driver_through_intx() {
     let name = "set_link_reaches_the_guest_driver_through_intx";
-    if !usable(name) {
+    if !require_tap(name) {
         return;
     }
     let vm = flip_link("link,intx", &format!("oxli{}", std::process::id()));

@@ -4,34 +4,14 @@
 //! checks the image after the VMM exits. Also: a qcow2 overlay on a backing
 //! file, a read-only disk, the serial as the device ID, image locking.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use machine_spec::{
-    exit, CacheMode, Device, DeviceKind, Disk, DiskFormat, MachineSpec, PciAddress,
-};
+use machine_spec::{exit, Device, Disk, DiskFormat, MachineSpec};
+use oxvirt_tests::disk::{guest_pattern, host_pattern, raw_image, vblk_line};
 use oxvirt_tests::host::require_kvm;
-use oxvirt_tests::{spec, test_guests, Vm, GUEST_TIMEOUT};
-
-/// Byte k of the first 4 KiB the host writes: the guest checks it (`read=pattern`).
-fn host_pattern() -> Vec<u8> {
-    (0..4096u32).map(|k| (k * 13 + 0x5a) as u8).collect()
-}
-
-/// Byte k of what the guest on slot `slot` writes at offset 4096.
-fn guest_pattern(slot: u8) -> Vec<u8> {
-    (0..4096u32)
-        .map(|k| (k * 3 + u32::from(slot) + 0xa5) as u8)
-        .collect()
-}
-
-fn raw_image(dir: &Path, name: &str, mib: u64) -> PathBuf {
-    let p = dir.join(name);
-    let mut data = host_pattern();
-    data.resize((mib << 20) as usize, 0);
-    std::fs::write(&p, data).unwrap();
-    p
-}
+use oxvirt_tests::spec::{disk_device, raw_disk};
+use oxvirt_tests::{oxtest_spec, Vm, GUEST_TIMEOUT};
 
 fn disk(
     id: &str,
@@ -41,54 +21,29 @@ fn disk(
     readonly: bool,
     serial: Option<&str>,
 ) -> Device {
-    Device {
-        id: id.into(),
-        pci: Some(PciAddress {
-            domain: 0,
-            bus: 0,
-            slot,
-            function: 0,
-        }),
-        kind: DeviceKind::Disk(Disk {
-            path: path.to_path_buf(),
+    disk_device(
+        id,
+        slot,
+        Disk {
             format,
             target: format!("vd{}", (b'a' + slot) as char),
             readonly,
-            shareable: false,
             serial: serial.map(Into::into),
-            cache: CacheMode::Writeback,
             discard: true,
-        }),
-    }
+            ..raw_disk(path)
+        },
+    )
 }
 
 fn guest_spec(devices: Vec<Device>) -> MachineSpec {
-    let mut s = spec(
-        &test_guests().elf,
-        "console=ttyS0 oxtest=pci,virtio,poweroff",
-        128,
-        1,
-    );
-    s.devices.extend(devices);
-    s
+    oxtest_spec("pci,virtio,poweroff", devices)
 }
 
 /// Runs the guest to power-off and returns the VM for its console.
 fn run(spec: &MachineSpec) -> Vm {
     let vm = Vm::start(spec);
-    vm.wait_for("OXTEST DONE", GUEST_TIMEOUT);
-    let code = vm.wait_exit(GUEST_TIMEOUT);
-    if code != exit::POWEROFF {
-        vm.fail(&format!("VMM exited {code}, expected power-off"));
-    }
+    vm.wait_poweroff(GUEST_TIMEOUT);
     vm
-}
-
-fn vblk_line(vm: &Vm, slot: u8) -> oxvirt_tests::oxtest::Check {
-    vm.checks()
-        .into_iter()
-        .find(|c| c.name == "vblk" && c.field("slot") == Some(&slot.to_string()))
-        .unwrap_or_else(|| vm.fail(&format!("no vblk line for slot {slot}")))
 }
 
 fn have(tool: &str) -> bool {

@@ -7,23 +7,11 @@
 
 use std::path::{Path, PathBuf};
 
-use machine_spec::{
-    exit, CacheMode, Device, DeviceKind, Disk, DiskFormat, MachineSpec, PciAddress,
-};
+use machine_spec::{CacheMode, Device, Disk};
+use oxvirt_tests::disk::{guest_pattern, host_pattern, raw_image, vblk_line};
 use oxvirt_tests::host::{require_kvm, skip};
-use oxvirt_tests::{spec, test_guests, Vm, GUEST_TIMEOUT};
-
-/// Byte k of the first 4 KiB the host writes (the guest checks it: `read=pattern`).
-fn host_pattern() -> Vec<u8> {
-    (0..4096u32).map(|k| (k * 13 + 0x5a) as u8).collect()
-}
-
-/// Byte k of what the guest on slot `slot` writes at offset 4096.
-fn guest_pattern(slot: u8) -> Vec<u8> {
-    (0..4096u32)
-        .map(|k| (k * 3 + u32::from(slot) + 0xa5) as u8)
-        .collect()
-}
+use oxvirt_tests::spec::{disk_device, raw_disk};
+use oxvirt_tests::{oxtest_spec, Vm, GUEST_TIMEOUT};
 
 fn takes_o_direct(dir: &Path) -> bool {
     use std::os::unix::fs::OpenOptionsExt;
@@ -36,34 +24,16 @@ fn takes_o_direct(dir: &Path) -> bool {
         .is_ok()
 }
 
-fn raw_image(dir: &Path, name: &str) -> PathBuf {
-    let p = dir.join(name);
-    let mut data = host_pattern();
-    data.resize(2 << 20, 0);
-    std::fs::write(&p, data).unwrap();
-    p
-}
-
 fn disk(slot: u8, path: &Path, cache: CacheMode) -> Device {
-    Device {
-        id: format!("virtio-disk{slot}"),
-        pci: Some(PciAddress {
-            domain: 0,
-            bus: 0,
-            slot,
-            function: 0,
-        }),
-        kind: DeviceKind::Disk(Disk {
-            path: path.to_path_buf(),
-            format: DiskFormat::Raw,
+    disk_device(
+        &format!("virtio-disk{slot}"),
+        slot,
+        Disk {
             target: format!("vd{}", (b'a' + slot) as char),
-            readonly: false,
-            shareable: false,
-            serial: None,
             cache,
-            discard: false,
-        }),
-    }
+            ..raw_disk(path)
+        },
+    )
 }
 
 #[test]
@@ -94,33 +64,21 @@ fn every_cache_mode_moves_guest_data_to_the_image() {
             "through the host page cache, guest flushes ignored",
         ),
     ];
-    let mut s: MachineSpec = spec(
-        &test_guests().elf,
-        "console=ttyS0 oxtest=virtio,poweroff",
-        128,
-        1,
-    );
     let images: Vec<PathBuf> = modes
         .iter()
-        .map(|&(slot, _, _)| raw_image(dir.path(), &format!("slot{slot}.img")))
+        .map(|&(slot, _, _)| raw_image(dir.path(), &format!("slot{slot}.img"), 2))
         .collect();
-    for (&(slot, cache, _), img) in modes.iter().zip(&images) {
-        s.devices.push(disk(slot, img, cache));
-    }
-    let vm = Vm::start(&s);
-    vm.wait_for("OXTEST DONE", GUEST_TIMEOUT);
-    let code = vm.wait_exit(GUEST_TIMEOUT);
-    if code != exit::POWEROFF {
-        vm.fail(&format!("VMM exited {code}, expected power-off"));
-    }
+    let devices = modes
+        .iter()
+        .zip(&images)
+        .map(|(&(slot, cache, _), img)| disk(slot, img, cache))
+        .collect();
+    let vm = Vm::start(&oxtest_spec("virtio,poweroff", devices));
+    vm.wait_poweroff(GUEST_TIMEOUT);
     vm.assert_no_failures();
     let log = vm.log();
     for (&(slot, cache, how), img) in modes.iter().zip(&images) {
-        let line = vm
-            .checks()
-            .into_iter()
-            .find(|c| c.name == "vblk" && c.field("slot") == Some(&slot.to_string()))
-            .unwrap_or_else(|| vm.fail(&format!("no vblk line for slot {slot}")));
+        let line = vblk_line(&vm, slot);
         assert_eq!(line.field("read"), Some("pattern"), "{cache:?}");
         assert_eq!(line.field("write"), Some("ok"), "{cache:?}");
         assert_eq!(line.field("reinit"), Some("1"), "{cache:?}");

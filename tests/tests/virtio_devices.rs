@@ -5,31 +5,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
-use machine_spec::{
-    exit, Balloon, CharBackend, Console, Device, DeviceKind, MachineSpec, PciAddress, Rng, Vsock,
-};
+use machine_spec::{Balloon, CharBackend, Console, Device, DeviceKind, Vsock};
 use oxvirt_tests::host::require_kvm;
-use oxvirt_tests::{spec, test_guests, Vm, GUEST_TIMEOUT};
-
-fn at(slot: u8) -> Option<PciAddress> {
-    Some(PciAddress {
-        domain: 0,
-        bus: 0,
-        slot,
-        function: 0,
-    })
-}
-
-fn guest_spec(checks: &str, devices: Vec<Device>) -> MachineSpec {
-    let mut s = spec(
-        &test_guests().elf,
-        &format!("console=ttyS0 oxtest={checks}"),
-        128,
-        1,
-    );
-    s.devices.extend(devices);
-    s
-}
+use oxvirt_tests::spec::{pci_slot, rng_device};
+use oxvirt_tests::{oxtest_spec, Vm, GUEST_TIMEOUT};
 
 #[test]
 fn rng_returns_bytes_and_console_output_reaches_its_file() {
@@ -38,19 +17,13 @@ fn rng_returns_bytes_and_console_output_reaches_its_file() {
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("vport.log");
-    let vm = Vm::start(&guest_spec(
+    let vm = Vm::start(&oxtest_spec(
         "pci,virtio,poweroff",
         vec![
-            Device {
-                id: "rng0".into(),
-                pci: at(6),
-                kind: DeviceKind::Rng(Rng {
-                    source: "/dev/urandom".into(),
-                }),
-            },
+            rng_device("rng0", 6),
             Device {
                 id: "console1".into(),
-                pci: at(7),
+                pci: pci_slot(7),
                 kind: DeviceKind::Console(Console {
                     backend: CharBackend::File {
                         path: out.clone(),
@@ -61,8 +34,7 @@ fn rng_returns_bytes_and_console_output_reaches_its_file() {
             },
         ],
     ));
-    vm.wait_for("OXTEST DONE", GUEST_TIMEOUT);
-    assert_eq!(vm.wait_exit(GUEST_TIMEOUT), exit::POWEROFF);
+    vm.wait_poweroff(GUEST_TIMEOUT);
     vm.assert_no_failures();
     let pci = vm.expect_ok("pci", GUEST_TIMEOUT);
     assert!(
@@ -93,11 +65,11 @@ fn balloon_inflates_when_asked_over_qmp() {
     }
     let dir = tempfile::tempdir().unwrap();
     let qmp = dir.path().join("qmp.sock");
-    let s = guest_spec(
+    let s = oxtest_spec(
         "virtio,balloon,poweroff",
         vec![Device {
             id: "balloon0".into(),
-            pci: at(5),
+            pci: pci_slot(5),
             kind: DeviceKind::Balloon(Balloon {
                 stats_period: 0,
                 deflate_on_oom: false,
@@ -127,8 +99,7 @@ fn balloon_inflates_when_asked_over_qmp() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    vm.wait_for("OXTEST DONE", GUEST_TIMEOUT);
-    assert_eq!(vm.wait_exit(GUEST_TIMEOUT), exit::POWEROFF);
+    vm.wait_poweroff(GUEST_TIMEOUT);
     vm.assert_no_failures();
 }
 
@@ -174,11 +145,11 @@ fn vsock_carries_bytes_both_ways() {
     // The guest connects to host port 1234 (→ <uds>_1234), echoes what it gets
     // there, then accepts a host connection on its port 5000.
     let host = UnixListener::bind(format!("{}_1234", uds.display())).unwrap();
-    let s = guest_spec(
+    let s = oxtest_spec(
         "virtio,vsock,poweroff",
         vec![Device {
             id: "vsock0".into(),
-            pci: at(8),
+            pci: pci_slot(8),
             kind: DeviceKind::Vsock(Vsock {
                 guest_cid: 42,
                 uds_path: uds.clone(),
@@ -206,8 +177,7 @@ fn vsock_carries_bytes_both_ways() {
     let mut greet = [0u8; 11];
     r.read_exact(&mut greet).unwrap();
     assert_eq!(&greet, b"OXVSOCK-ACC");
-    vm.wait_for("OXTEST DONE", GUEST_TIMEOUT);
-    assert_eq!(vm.wait_exit(GUEST_TIMEOUT), exit::POWEROFF);
+    vm.wait_poweroff(GUEST_TIMEOUT);
     vm.assert_no_failures();
 }
 

@@ -5,17 +5,26 @@
 //! clears it) before the EOI. Through the real VMM: the irqfd with resampling,
 //! the swizzle the DSDT's `_PRT` describes (GSI 16 + slot mod 8).
 
-use machine_spec::{exit, CacheMode, Device, DeviceKind, Disk, DiskFormat, PciAddress, Rng};
+use machine_spec::Disk;
+use oxvirt_tests::disk::{guest_pattern, raw_image};
 use oxvirt_tests::host::require_kvm;
-use oxvirt_tests::{spec, test_guests, Vm, GUEST_TIMEOUT};
+use oxvirt_tests::spec::{disk_device, raw_disk, rng_device};
+use oxvirt_tests::{oxtest_spec, Vm, GUEST_TIMEOUT};
 
-fn at(slot: u8) -> Option<PciAddress> {
-    Some(PciAddress {
-        domain: 0,
-        bus: 0,
-        slot,
-        function: 0,
-    })
+/// The guest driving `disk` at `disk_slot` and an rng at `rng_slot` on INTx, run to
+/// power-off with no failed check.
+fn run_intx(disk_slot: u8, disk: Disk, rng_slot: u8) -> Vm {
+    let s = oxtest_spec(
+        "pci,virtio,intx,poweroff",
+        vec![
+            disk_device("virtio-disk0", disk_slot, disk),
+            rng_device("rng0", rng_slot),
+        ],
+    );
+    let vm = Vm::start(&s);
+    vm.wait_poweroff(GUEST_TIMEOUT * 2);
+    vm.assert_no_failures();
+    vm
 }
 
 #[test]
@@ -24,42 +33,13 @@ fn disk_and_rng_work_on_intx_without_msix() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("disk.raw");
-    // The guest expects byte k of sector 0 to be (k*13+0x5a) & 0xff.
-    let mut data: Vec<u8> = (0..4096u32).map(|k| (k * 13 + 0x5a) as u8).collect();
-    data.resize(1 << 20, 0);
-    std::fs::write(&image, &data).unwrap();
-    let mut s = spec(
-        &test_guests().elf,
-        "console=ttyS0 oxtest=pci,virtio,intx,poweroff",
-        128,
-        1,
-    );
-    s.devices.push(Device {
-        id: "virtio-disk0".into(),
-        pci: at(5),
-        kind: DeviceKind::Disk(Disk {
-            path: image.clone(),
-            format: DiskFormat::Raw,
-            target: "vda".into(),
-            readonly: false,
-            shareable: false,
-            serial: Some("INTXDISK".into()),
-            cache: CacheMode::Writeback,
-            discard: false,
-        }),
-    });
-    s.devices.push(Device {
-        id: "rng0".into(),
-        pci: at(6),
-        kind: DeviceKind::Rng(Rng {
-            source: "/dev/urandom".into(),
-        }),
-    });
-    let vm = Vm::start(&s);
-    vm.wait_for("OXTEST DONE", GUEST_TIMEOUT * 2);
-    assert_eq!(vm.wait_exit(GUEST_TIMEOUT), exit::POWEROFF);
-    vm.assert_no_failures();
+    // The guest expects sector 0 to hold the host pattern.
+    let image = raw_image(dir.path(), "disk.raw", 1);
+    let disk = Disk {
+        serial: Some("INTXDISK".into()),
+        ..raw_disk(&image)
+    };
+    let vm = run_intx(5, disk, 6);
 
     let blk = vm.expect_ok("vblk", GUEST_TIMEOUT);
     assert_eq!(blk.field("intx"), Some("1"), "{}", blk.details);
@@ -74,10 +54,10 @@ fn disk_and_rng_work_on_intx_without_msix() {
     assert_eq!(rng.field("gsi"), Some("22"), "16 + slot 6: {}", rng.details);
     assert_eq!(rng.field("bytes"), Some("64"));
 
-    // The guest's write reached the image: bytes 4096.. are (k*3 + slot + 0xa5).
+    // The guest's write reached the image.
     let disk = std::fs::read(&image).unwrap();
     assert!(
-        (0..4096usize).all(|k| disk[4096 + k] == (k * 3 + 5 + 0xa5) as u8),
+        disk[4096..8192] == guest_pattern(5)[..],
         "the guest's write is not in the image"
     );
 }
@@ -92,37 +72,7 @@ fn two_functions_share_one_intx_line() {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("disk.raw");
     std::fs::write(&image, vec![0u8; 1 << 20]).unwrap();
-    let mut s = spec(
-        &test_guests().elf,
-        "console=ttyS0 oxtest=pci,virtio,intx,poweroff",
-        128,
-        1,
-    );
-    s.devices.push(Device {
-        id: "virtio-disk0".into(),
-        pci: at(4),
-        kind: DeviceKind::Disk(Disk {
-            path: image,
-            format: DiskFormat::Raw,
-            target: "vda".into(),
-            readonly: false,
-            shareable: false,
-            serial: None,
-            cache: CacheMode::Writeback,
-            discard: false,
-        }),
-    });
-    s.devices.push(Device {
-        id: "rng0".into(),
-        pci: at(12),
-        kind: DeviceKind::Rng(Rng {
-            source: "/dev/urandom".into(),
-        }),
-    });
-    let vm = Vm::start(&s);
-    vm.wait_for("OXTEST DONE", GUEST_TIMEOUT * 2);
-    assert_eq!(vm.wait_exit(GUEST_TIMEOUT), exit::POWEROFF);
-    vm.assert_no_failures();
+    let vm = run_intx(4, raw_disk(&image), 12);
     let blk = vm.expect_ok("vblk", GUEST_TIMEOUT);
     let rng = vm.expect_ok("vrng", GUEST_TIMEOUT);
     for c in [&blk, &rng] {

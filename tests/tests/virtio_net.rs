@@ -12,9 +12,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use machine_spec::{Device, DeviceKind, Net, NetBackend, PciAddress};
-use oxvirt_tests::host::{require_kvm, skip};
-use oxvirt_tests::{bin_path, spec, test_guests, GUEST_TIMEOUT};
+use machine_spec::NetBackend;
+use oxvirt_tests::host::skip;
+use oxvirt_tests::net::require_tap;
+use oxvirt_tests::spec::net_device;
+use oxvirt_tests::{bin_path, oxtest_spec, GUEST_TIMEOUT};
 
 const MAC: &str = "52:54:00:0a:0b:0c";
 
@@ -125,19 +127,17 @@ fn wait_text(buf: &Mutex<String>, needle: &str, child: &mut Child, what: &str) -
     false
 }
 
-fn usable(test: &str) -> bool {
-    if !require_kvm(test) {
-        return false;
+/// The namespace `test` runs in, or `None` (SKIPPED printed) when the host lacks
+/// what it needs.
+fn netns_for(test: &str, tag: &str) -> Option<Netns> {
+    if !require_tap(test) {
+        return None;
     }
-    if !nix::unistd::Uid::effective().is_root() {
-        skip(test, "needs root for network namespaces and taps");
-        return false;
+    let ns = Netns::new(tag);
+    if ns.is_none() {
+        skip(test, "cannot create a network namespace (ip netns add)");
     }
-    if !std::path::Path::new("/dev/net/tun").exists() {
-        skip(test, "no /dev/net/tun");
-        return false;
-    }
-    true
+    ns
 }
 
 /// Boots the guest in `ns` with a NIC on `backend`, runs the peer on `iface`.
@@ -156,27 +156,10 @@ fn exchange(ns: &Netns, backend: NetBackend, iface: &str) {
     }
 
     let dir = tempfile::tempdir().unwrap();
-    let mut s = spec(
-        &test_guests().elf,
-        "console=ttyS0 oxtest=pci,virtio,net,poweroff",
-        128,
-        1,
+    let s = oxtest_spec(
+        "pci,virtio,net,poweroff",
+        vec![net_device("net0", 3, MAC, backend)],
     );
-    s.devices.push(Device {
-        id: "net0".into(),
-        pci: Some(PciAddress {
-            domain: 0,
-            bus: 0,
-            slot: 3,
-            function: 0,
-        }),
-        kind: DeviceKind::Net(Net {
-            mac: MAC.into(),
-            backend,
-            link_up: true,
-            mtu: None,
-        }),
-    });
     let path = dir.path().join("spec.json");
     std::fs::write(&path, s.to_json()).unwrap();
     let mut vmm = ns
@@ -226,14 +209,7 @@ fn exchange(ns: &Netns, backend: NetBackend, iface: &str) {
 
 #[test]
 fn frames_cross_an_existing_tap_both_ways() {
-    if !usable("frames_cross_an_existing_tap_both_ways") {
-        return;
-    }
-    let Some(ns) = Netns::new("t") else {
-        skip(
-            "frames_cross_an_existing_tap_both_ways",
-            "cannot create a network namespace (ip netns add)",
-        );
+    let Some(ns) = netns_for("frames_cross_an_existing_tap_both_ways", "t") else {
         return;
     };
     ns.ip(&["tuntap", "add", "dev", "oxtap0", "mode", "tap"]);
@@ -249,14 +225,7 @@ fn frames_cross_an_existing_tap_both_ways() {
 
 #[test]
 fn frames_cross_a_bridge_with_a_created_tap() {
-    if !usable("frames_cross_a_bridge_with_a_created_tap") {
-        return;
-    }
-    let Some(ns) = Netns::new("b") else {
-        skip(
-            "frames_cross_a_bridge_with_a_created_tap",
-            "cannot create a network namespace (ip netns add)",
-        );
+    let Some(ns) = netns_for("frames_cross_a_bridge_with_a_created_tap", "b") else {
         return;
     };
     ns.ip(&["link", "add", "oxbr0", "type", "bridge"]);
