@@ -6,9 +6,9 @@ mod rpc_common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use oxvirt_tests::host::require_kvm;
+use rpc_common::libvirtd::{Driver, Libvirtd};
 use rpc_common::{guest_xml, run_with_timeout, Daemon, STEP};
 use serde_json::Value;
 
@@ -95,7 +95,10 @@ fn rpc_python_libvirt_matches_libvirtd_test_driver() {
     );
 
     // The same script against libvirtd's test driver.
-    let Some(lv) = Libvirtd::start() else {
+    let Some(lv) = Libvirtd::start(
+        "rpc_python_libvirt_matches_libvirtd_test_driver (libvirtd part)",
+        Driver::Test,
+    ) else {
         return;
     };
     let test_xml = d.xml_file(
@@ -138,99 +141,4 @@ fn rpc_python_libvirt_matches_libvirtd_test_driver() {
             .collect()
     };
     assert_eq!(kinds(&o["event_kinds"]), kinds(&t["event_kinds"]));
-}
-
-/// A private libvirtd (Debian's libvirt-daemon) run as `nobody` in a temporary
-/// directory: an unprivileged session daemon that touches nothing of the host's.
-struct Libvirtd {
-    dir: tempfile::TempDir,
-    child: std::process::Child,
-}
-
-impl Libvirtd {
-    fn start() -> Option<Libvirtd> {
-        if !Path::new("/usr/sbin/libvirtd").exists() {
-            oxvirt_tests::skip(
-                "rpc_python_libvirt_matches_libvirtd_test_driver (libvirtd part)",
-                "/usr/sbin/libvirtd missing (Debian package libvirt-daemon)",
-            );
-            return None;
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("oxvirt-libvirtd-")
-            .tempdir()
-            .unwrap();
-        let p = dir.path();
-        for sub in ["sock", "run", "home"] {
-            std::fs::create_dir(p.join(sub)).unwrap();
-        }
-        std::fs::write(
-            p.join("libvirtd.conf"),
-            format!(
-                "unix_sock_dir = \"{}/sock\"\nunix_sock_rw_perms = \"0777\"\n\
-                 auth_unix_rw = \"none\"\nauth_unix_ro = \"none\"\n",
-                p.display()
-            ),
-        )
-        .unwrap();
-        // The unprivileged user must own its directories.
-        let st = Command::new("chown")
-            .args(["-R", "65534:65534"])
-            .arg(p)
-            .status()
-            .unwrap();
-        assert!(st.success());
-        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let log = std::fs::File::create(p.join("libvirtd.log")).unwrap();
-        let child = Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "/usr/sbin/libvirtd",
-            ])
-            .arg("--config")
-            .arg(p.join("libvirtd.conf"))
-            .arg("--pid-file")
-            .arg(p.join("run/pid"))
-            .args(["--timeout", "0"])
-            .env_clear()
-            .env("HOME", p.join("home"))
-            .env("XDG_RUNTIME_DIR", p.join("run"))
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("setpriv + libvirtd");
-        let lv = Libvirtd { dir, child };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !rpc_common::is_socket(&lv.socket()) {
-            assert!(
-                Instant::now() < deadline,
-                "libvirtd did not start:\n{}",
-                lv.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(lv)
-    }
-
-    fn socket(&self) -> std::path::PathBuf {
-        self.dir.path().join("sock/libvirt-sock")
-    }
-
-    fn uri(&self) -> String {
-        format!("test+unix:///default?socket={}", self.socket().display())
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("libvirtd.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Libvirtd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -16,31 +16,14 @@
 mod rpc_common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use oxvirt_tests::host::{require_kvm, skip};
-use oxvirt_tests::oxtest::{checks, Check};
+use oxvirt_tests::net::{require_tap, wait_link_status};
 use oxvirt_tests::spec::serial_xml;
 use oxvirt_tests::{domain_xml, test_guests};
+use rpc_common::libvirtd::{Driver, Libvirtd};
 use rpc_common::{virsh, Daemon, STEP};
 
 const MAC: &str = "52:54:00:5e:71:01";
-
-fn usable(test: &str) -> bool {
-    if !require_kvm(test) {
-        return false;
-    }
-    if !nix::unistd::Uid::effective().is_root() {
-        skip(test, "needs root to create the NIC's tap");
-        return false;
-    }
-    if !std::path::Path::new("/dev/net/tun").exists() {
-        skip(test, "no /dev/net/tun");
-        return false;
-    }
-    true
-}
 
 /// The oxtest guest watching its NIC's link (two changes), console into the
 /// daemon's `console.log`, one `<interface type='ethernet'>`, on tap `tap` or (`None`)
@@ -78,30 +61,8 @@ fn console_path(d: &Daemon, name: &str) -> PathBuf {
 /// Waits for the guest's `vnet-link` line with `changes=n` (0 = the state at start)
 /// and returns its `status` (1 up, 0 down).
 fn link_line(d: &Daemon, name: &str, n: usize) -> String {
-    let deadline = Instant::now() + STEP;
-    loop {
-        let console = std::fs::read_to_string(console_path(d, name)).unwrap_or_default();
-        let found: Option<Check> = checks(&console)
-            .into_iter()
-            .find(|c| c.name == "vnet-link" && c.field("changes") == Some(&n.to_string()));
-        if let Some(c) = found {
-            if !c.ok {
-                d.fail(&format!(
-                    "vnet-link FAIL {}\n{}",
-                    c.details,
-                    d.domain_log(name)
-                ));
-            }
-            return c.field("status").unwrap_or_default().to_string();
-        }
-        if Instant::now() > deadline {
-            d.fail(&format!(
-                "no vnet-link line with changes={n}\n{}",
-                d.domain_log(name)
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_link_status(&console_path(d, name), n, STEP)
+        .unwrap_or_else(|e| d.fail(&format!("{e}\n{}", d.domain_log(name))))
 }
 
 /// The `<link …/>` element of the (only) interface in a dumpxml, if any.
@@ -133,7 +94,7 @@ fn getlink(d: &Daemon, args: &[&str]) -> String {
 #[test]
 fn rpc_domif_setlink_live_and_config() {
     let test = "rpc_domif_setlink_live_and_config";
-    if !usable(test) {
+    if !require_tap(test) {
         return;
     }
     let d = Daemon::start();
@@ -293,113 +254,6 @@ fn rpc_domif_setlink_live_and_config() {
     d.virsh_ok(&["undefine", name]);
 }
 
-/// A private libvirtd (Debian's libvirt-daemon, QEMU driver) run as `nobody` in a
-/// temporary directory: an unprivileged session daemon that touches nothing of the
-/// host's. Its domains run on QEMU (TCG) with user-mode networking.
-struct Libvirtd {
-    dir: tempfile::TempDir,
-    child: std::process::Child,
-}
-
-impl Libvirtd {
-    fn start(test: &str) -> Option<Libvirtd> {
-        for (path, package) in [
-            ("/usr/sbin/libvirtd", "libvirt-daemon"),
-            (
-                "/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so",
-                "libvirt-daemon-driver-qemu",
-            ),
-            ("/usr/bin/qemu-system-x86_64", "qemu-system-x86"),
-        ] {
-            if !Path::new(path).exists() {
-                skip(test, &format!("{path} missing (Debian package {package})"));
-                return None;
-            }
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("oxvirt-libvirtd-")
-            .tempdir()
-            .unwrap();
-        let p = dir.path();
-        for sub in ["sock", "run", "home"] {
-            std::fs::create_dir(p.join(sub)).unwrap();
-        }
-        std::fs::write(
-            p.join("libvirtd.conf"),
-            format!(
-                "unix_sock_dir = \"{}/sock\"\nunix_sock_rw_perms = \"0777\"\n\
-                 auth_unix_rw = \"none\"\nauth_unix_ro = \"none\"\n",
-                p.display()
-            ),
-        )
-        .unwrap();
-        // QEMU runs as nobody: the guest kernel must be readable there.
-        std::fs::copy(&test_guests().elf, p.join("oxtest.elf")).unwrap();
-        let st = Command::new("chown")
-            .args(["-R", "65534:65534"])
-            .arg(p)
-            .status()
-            .unwrap();
-        assert!(st.success());
-        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let log = std::fs::File::create(p.join("libvirtd.log")).unwrap();
-        let child = Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "/usr/sbin/libvirtd",
-            ])
-            .arg("--config")
-            .arg(p.join("libvirtd.conf"))
-            .arg("--pid-file")
-            .arg(p.join("run/pid"))
-            .args(["--timeout", "0"])
-            .env_clear()
-            .env("HOME", p.join("home"))
-            .env("XDG_RUNTIME_DIR", p.join("run"))
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("setpriv + libvirtd");
-        let lv = Libvirtd { dir, child };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !rpc_common::is_socket(&lv.dir.path().join("sock/libvirt-sock")) {
-            assert!(
-                Instant::now() < deadline,
-                "libvirtd did not start:\n{}",
-                lv.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(lv)
-    }
-
-    fn uri(&self) -> String {
-        format!(
-            "qemu+unix:///session?socket={}",
-            self.dir.path().join("sock/libvirt-sock").display()
-        )
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("libvirtd.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Libvirtd {
-    fn drop(&mut self) {
-        // Its QEMU processes first (they would outlive the daemon).
-        let r = virsh(&self.uri(), &["list", "--name"]);
-        for name in r.stdout.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            let _ = virsh(&self.uri(), &["destroy", name]);
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// One virsh session on a running domain `name` whose only NIC has MAC [`MAC`]:
 /// every command's exit status and output, one entry per command. Device XML files
 /// are written to `files`.
@@ -481,10 +335,10 @@ fn setlink_session(uri: &str, name: &str, files: &Path) -> Vec<String> {
 #[test]
 fn rpc_domif_setlink_answers_as_libvirtd_qemu() {
     let test = "rpc_domif_setlink_answers_as_libvirtd_qemu";
-    if !usable(test) {
+    if !require_tap(test) {
         return;
     }
-    let Some(lv) = Libvirtd::start(test) else {
+    let Some(lv) = Libvirtd::start(test, Driver::Qemu) else {
         return;
     };
     let name = "setlink-cmp";
@@ -492,7 +346,7 @@ fn rpc_domif_setlink_answers_as_libvirtd_qemu() {
     // libvirtd: QEMU with a user-mode NIC (nobody cannot make taps).
     let lv_xml = domain_xml(
         name,
-        &lv.dir.path().join("oxtest.elf"),
+        &lv.guest_kernel(),
         // The guest waits for the power button: the domain stays running.
         rpc_common::CMDLINE,
         64,

@@ -3,6 +3,8 @@
 //! the test guest as a libvirt domain.
 #![allow(dead_code)]
 
+pub mod libvirtd;
+
 use std::io::Read;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
