@@ -201,16 +201,48 @@ fn setup_with_intx(disk_bytes: usize, intx: Option<(u8, CountingLine)>) -> Setup
 }
 
 fn wait_fired(rec: &Recorder, n: usize) {
-    let t = Instant::now();
-    while rec.fired.lock().unwrap().len() < n {
-        assert!(t.elapsed() < Duration::from_secs(10), "no MSI-X interrupt");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    wait_until("no MSI-X interrupt", || {
+        rec.fired.lock().unwrap().len() >= n
+    });
 }
 
 /// Queue at 0x1000 (desc), avail and used as `MockSplitQueue` lays them out.
 fn mock(mem: &GuestMem) -> virtio_queue::mock::MockSplitQueue<'_, GuestMem> {
     virtio_queue::mock::MockSplitQueue::create(mem, GuestAddress(0x1000), 16)
+}
+
+/// The (descriptor table, avail ring, used ring) addresses of `m`, as a driver
+/// programs them.
+fn rings(m: &virtio_queue::mock::MockSplitQueue<'_, GuestMem>) -> (u64, u64, u64) {
+    (m.desc_table_addr().0, m.avail_addr().0, m.used_addr().0)
+}
+
+/// Puts a request as descriptor chain `head` of `m`: header at 0x10_0000, `len` data
+/// bytes at 0x20_0000 (device-writable with `data_in`), status byte at 0x30_0000.
+fn add_request(
+    m: &virtio_queue::mock::MockSplitQueue<'_, GuestMem>,
+    head: u16,
+    len: u32,
+    data_in: bool,
+) {
+    add_chain(
+        m,
+        head,
+        &[
+            (0x10_0000, 16, false),
+            (0x20_0000, len, data_in),
+            (0x30_0000, 1, true),
+        ],
+    );
+}
+
+/// Polls `done` every 2 ms; panics with `what` after 10 s.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !done() {
+        assert!(t.elapsed() < Duration::from_secs(10), "{what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 fn request(mem: &GuestMem, rtype: u32, sector: u64) {
@@ -225,7 +257,7 @@ fn request(mem: &GuestMem, rtype: u32, sector: u64) {
 fn driver_writes_through_msix_and_survives_reset() {
     let (file, mut d, rec, mem) = setup(1 << 20);
     let m = mock(&mem);
-    let q = (m.desc_table_addr().0, m.avail_addr().0, m.used_addr().0);
+    let q = rings(&m);
     let st = d.init((1 << 32) | (1 << 9), q);
     assert_ne!(
         st & status::DRIVER_OK,
@@ -242,15 +274,7 @@ fn driver_writes_through_msix_and_survives_reset() {
     mem.write_slice(&[0xa5; 4096], GuestAddress(0x20_0000))
         .unwrap();
     request(&mem, req::OUT, 8);
-    add_chain(
-        &m,
-        0,
-        &[
-            (0x10_0000, 16, false),
-            (0x20_0000, 4096, false),
-            (0x30_0000, 1, true),
-        ],
-    );
+    add_request(&m, 0, 4096, false);
     d.w(d.notify, 0, 2);
     wait_fired(&rec, 1);
     assert_eq!(rec.fired.lock().unwrap()[0], 0);
@@ -267,15 +291,7 @@ fn driver_writes_through_msix_and_survives_reset() {
     let st = d.init((1 << 32) | (1 << 9), q);
     assert_ne!(st & status::DRIVER_OK, 0);
     request(&mem, req::GET_ID, 0);
-    add_chain(
-        &m,
-        0,
-        &[
-            (0x10_0000, 16, false),
-            (0x20_0000, 20, true),
-            (0x30_0000, 1, true),
-        ],
-    );
+    add_request(&m, 0, 20, true);
     d.w(d.bar0 + NOTIFY_CFG, 0, 2);
     wait_fired(&rec, 2);
     let mut id = [0u8; 4];
@@ -321,27 +337,15 @@ fn without_msix_the_function_interrupts_on_inta_until_the_isr_is_read() {
     // Interrupt Line 20 (the GSI), Interrupt Pin 1 (INTA#).
     assert_eq!(d.cfg_read(0x3c) & 0xffff, 0x0114);
     let m = mock(&mem);
-    let q = (m.desc_table_addr().0, m.avail_addr().0, m.used_addr().0);
+    let q = rings(&m);
     let st = d.init_with(1 << 32, q, false);
     assert_ne!(st & status::DRIVER_OK, 0, "status {st:#x}");
     assert!(pin.active(), "MSI-X off: INTx is the interrupt");
 
     request(&mem, req::IN, 0);
-    add_chain(
-        &m,
-        0,
-        &[
-            (0x10_0000, 16, false),
-            (0x20_0000, 512, true),
-            (0x30_0000, 1, true),
-        ],
-    );
+    add_request(&m, 0, 512, true);
     d.w(d.notify, 0, 2);
-    let t = Instant::now();
-    while asserted() == 0 {
-        assert!(t.elapsed() < Duration::from_secs(10), "INTx never asserted");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    wait_until("INTx never asserted", || asserted() != 0);
     assert!(
         rec.fired.lock().unwrap().is_empty(),
         "no MSI-X with MSI-X off"
@@ -364,22 +368,12 @@ fn without_msix_the_function_interrupts_on_inta_until_the_isr_is_read() {
     d.cfg_write(4, &(0x0406u16).to_le_bytes());
     assert!(!pin.active());
     request(&mem, req::IN, 0);
-    add_chain(
-        &m,
-        1,
-        &[
-            (0x10_0000, 16, false),
-            (0x20_0000, 512, true),
-            (0x30_0000, 1, true),
-        ],
-    );
+    add_request(&m, 1, 512, true);
     mem.write_obj(0xffu8, GuestAddress(0x30_0000)).unwrap();
     d.w(d.notify, 0, 2);
-    let t = Instant::now();
-    while mem.read_obj::<u8>(GuestAddress(0x30_0000)).unwrap() != 0 {
-        assert!(t.elapsed() < Duration::from_secs(10), "request not served");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    wait_until("request not served", || {
+        mem.read_obj::<u8>(GuestAddress(0x30_0000)).unwrap() == 0
+    });
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(asserted(), 2);
     // Enabled again with the interrupt still pending: asserted at once.

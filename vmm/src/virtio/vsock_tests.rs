@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use vm_memory::{Bytes, GuestAddress};
@@ -111,22 +112,45 @@ fn hdr(op: u16, src_port: u32, dst_port: u32, len: u32) -> Header {
     }
 }
 
-#[test]
-fn guest_connects_to_a_host_port_and_bytes_flow_both_ways() {
+/// The host port the connection tests listen on.
+const HOST_PORT: u32 = 1234;
+
+/// A mux on `DIR/v.sock` (the directory lives as long as the returned handle), and
+/// the socket path.
+fn mux() -> (tempfile::TempDir, PathBuf, VsockMux) {
     let dir = tempfile::tempdir().unwrap();
     let uds = dir.path().join("v.sock");
-    let host = UnixListener::bind(format!("{}_1234", uds.display())).unwrap();
-    let mut mux = VsockMux::new(GUEST_CID, &uds).unwrap();
-    let mem = memory();
-    let mut g = Guest::new(&mem);
-    g.send(&mut mux, hdr(op::REQUEST, 40000, 1234, 0), &[]);
-    let (h, _) = g.recv_wait(&mut mux);
+    let mux = VsockMux::new(GUEST_CID, &uds).unwrap();
+    (dir, uds, mux)
+}
+
+/// The host listening on [`HOST_PORT`] (`<uds>_1234`, where the mux connects).
+fn listen(uds: &std::path::Path) -> UnixListener {
+    UnixListener::bind(format!("{}_{HOST_PORT}", uds.display())).unwrap()
+}
+
+/// The guest connects from `guest_port` to [`HOST_PORT`]: the mux answers RESPONSE
+/// and the host accepts. Returns the host's end, reads timing out after 10 s.
+fn connect(g: &mut Guest, mux: &mut VsockMux, host: &UnixListener, guest_port: u32) -> UnixStream {
+    g.send(mux, hdr(op::REQUEST, guest_port, HOST_PORT, 0), &[]);
+    let (h, _) = g.recv_wait(mux);
     assert_eq!(
         (h.op, h.src_port, h.dst_port, h.dst_cid),
-        (op::RESPONSE, 1234, 40000, GUEST_CID)
+        (op::RESPONSE, HOST_PORT, guest_port, GUEST_CID)
     );
-    let (mut s, _) = host.accept().unwrap();
-    g.send(&mut mux, hdr(op::RW, 40000, 1234, 4), b"ping");
+    let (s, _) = host.accept().unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+#[test]
+fn guest_connects_to_a_host_port_and_bytes_flow_both_ways() {
+    let (_dir, uds, mut mux) = mux();
+    let host = listen(&uds);
+    let mem = memory();
+    let mut g = Guest::new(&mem);
+    let mut s = connect(&mut g, &mut mux, &host, 40000);
+    g.send(&mut mux, hdr(op::RW, 40000, HOST_PORT, 4), b"ping");
     let mut b = [0u8; 4];
     s.read_exact(&mut b).unwrap();
     assert_eq!(&b, b"ping");
@@ -142,8 +166,7 @@ fn guest_connects_to_a_host_port_and_bytes_flow_both_ways() {
 
 #[test]
 fn guest_connect_to_a_closed_port_is_reset() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut mux = VsockMux::new(GUEST_CID, &dir.path().join("v.sock")).unwrap();
+    let (_dir, _, mut mux) = mux();
     let mem = memory();
     let mut g = Guest::new(&mem);
     g.send(&mut mux, hdr(op::REQUEST, 40001, 9, 0), &[]);
@@ -159,9 +182,7 @@ fn guest_connect_to_a_closed_port_is_reset() {
 
 #[test]
 fn host_connects_with_connect_line_and_gets_ok() {
-    let dir = tempfile::tempdir().unwrap();
-    let uds = dir.path().join("v.sock");
-    let mut mux = VsockMux::new(GUEST_CID, &uds).unwrap();
+    let (_dir, uds, mut mux) = mux();
     let mem = memory();
     let mut g = Guest::new(&mem);
     let mut c = UnixStream::connect(&uds).unwrap();
@@ -189,20 +210,17 @@ fn host_connects_with_connect_line_and_gets_ok() {
 
 #[test]
 fn guest_half_close_keeps_the_host_reply_flowing() {
-    let dir = tempfile::tempdir().unwrap();
-    let uds = dir.path().join("v.sock");
-    let host = UnixListener::bind(format!("{}_1234", uds.display())).unwrap();
-    let mut mux = VsockMux::new(GUEST_CID, &uds).unwrap();
+    let (_dir, uds, mut mux) = mux();
+    let host = listen(&uds);
     let mem = memory();
     let mut g = Guest::new(&mem);
-    g.send(&mut mux, hdr(op::REQUEST, 40002, 1234, 0), &[]);
-    assert_eq!(g.recv_wait(&mut mux).0.op, op::RESPONSE);
-    let (mut s, _) = host.accept().unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    g.send(&mut mux, hdr(op::RW, 40002, 1234, 7), b"request");
+    let mut s = connect(&mut g, &mut mux, &host, 40002);
+    g.send(&mut mux, hdr(op::RW, 40002, HOST_PORT, 7), b"request");
     // The guest will send no more (shutdown(SHUT_WR), as nc does).
-    let mut sd = hdr(op::SHUTDOWN, 40002, 1234, 0);
-    sd.flags = shutdown::SEND;
+    let sd = Header {
+        flags: shutdown::SEND,
+        ..hdr(op::SHUTDOWN, 40002, HOST_PORT, 0)
+    };
     g.send(&mut mux, sd, &[]);
     let mut got = Vec::new();
     s.read_to_end(&mut got).unwrap();
@@ -214,32 +232,31 @@ fn guest_half_close_keeps_the_host_reply_flowing() {
     let (h, _) = g.recv_wait(&mut mux);
     assert_eq!((h.op, h.flags), (op::SHUTDOWN, shutdown::BOTH));
     // The guest's own full close is answered with RST.
-    let mut sd = hdr(op::SHUTDOWN, 40002, 1234, 0);
-    sd.flags = shutdown::BOTH;
+    let sd = Header {
+        flags: shutdown::BOTH,
+        ..hdr(op::SHUTDOWN, 40002, HOST_PORT, 0)
+    };
     g.send(&mut mux, sd, &[]);
     assert_eq!(g.recv_wait(&mut mux).0.op, op::RST);
 }
 
 #[test]
 fn guest_full_shutdown_is_answered_with_rst_and_closes_the_host_socket() {
-    let dir = tempfile::tempdir().unwrap();
-    let uds = dir.path().join("v.sock");
-    let host = UnixListener::bind(format!("{}_1234", uds.display())).unwrap();
-    let mut mux = VsockMux::new(GUEST_CID, &uds).unwrap();
+    let (_dir, uds, mut mux) = mux();
+    let host = listen(&uds);
     let mem = memory();
     let mut g = Guest::new(&mem);
-    g.send(&mut mux, hdr(op::REQUEST, 40003, 1234, 0), &[]);
-    assert_eq!(g.recv_wait(&mut mux).0.op, op::RESPONSE);
-    let (mut s, _) = host.accept().unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut sd = hdr(op::SHUTDOWN, 40003, 1234, 0);
-    sd.flags = shutdown::BOTH;
+    let mut s = connect(&mut g, &mut mux, &host, 40003);
+    let sd = Header {
+        flags: shutdown::BOTH,
+        ..hdr(op::SHUTDOWN, 40003, HOST_PORT, 0)
+    };
     g.send(&mut mux, sd, &[]);
     assert_eq!(g.recv_wait(&mut mux).0.op, op::RST);
     let mut got = Vec::new();
     s.read_to_end(&mut got).unwrap();
     assert!(got.is_empty());
-    g.send(&mut mux, hdr(op::RW, 40003, 1234, 1), b"x");
+    g.send(&mut mux, hdr(op::RW, 40003, HOST_PORT, 1), b"x");
     assert_eq!(
         g.recv_wait(&mut mux).0.op,
         op::RST,
