@@ -452,9 +452,18 @@ impl Vm {
     /// `within`; fails (printing console and log) otherwise.
     pub fn wait_poweroff(&self, within: Duration) {
         self.wait_for("OXTEST DONE", within);
+        self.expect_exit(machine_spec::exit::POWEROFF, within);
+    }
+
+    /// Waits for the process to end (as [`Vm::wait_exit`]) and fails unless its exit
+    /// status is `want` (a `machine_spec::exit` value).
+    pub fn expect_exit(&self, want: i32, within: Duration) {
         let code = self.wait_exit(within);
-        if code != machine_spec::exit::POWEROFF {
-            self.fail(&format!("VMM exited {code}, expected power-off"));
+        if code != want {
+            self.fail(&format!(
+                "exit status {code}, expected {} ({want})",
+                exit_name(want)
+            ));
         }
     }
 
@@ -537,5 +546,19 @@ fn make_raw(f: &File) {
     if let Ok(mut t) = tcgetattr(f) {
         cfmakeraw(&mut t);
         let _ = tcsetattr(f, SetArg::TCSANOW, &t);
+    }
+}
+
+/// The name of a `machine_spec::exit` status, for failure messages.
+fn exit_name(code: i32) -> &'static str {
+    use machine_spec::exit;
+    match code {
+        exit::POWEROFF => "POWEROFF",
+        exit::VMM_ERROR => "VMM_ERROR",
+        exit::USAGE => "USAGE",
+        exit::REBOOT => "REBOOT",
+        exit::CRASH => "CRASH",
+        exit::HOST_STOP => "HOST_STOP",
+        _ => "an unknown status",
     }
 }

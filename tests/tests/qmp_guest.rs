@@ -128,10 +128,7 @@ fn qemu_qmp_session_pauses_resumes_and_powers_down_a_guest() {
         json!({"guest": true, "reason": "guest-shutdown"})
     );
     assert!(ev["timestamp"]["seconds"].as_i64().unwrap() > 1_600_000_000);
-    let code = vm.wait_exit(GUEST_TIMEOUT);
-    if code != exit::POWEROFF {
-        vm.fail(&format!("exit status {code}, expected POWEROFF"));
-    }
+    vm.expect_exit(exit::POWEROFF, GUEST_TIMEOUT);
     vm.expect_ok("acpibutton", GUEST_TIMEOUT);
     assert!(!q.sock.exists(), "the QMP socket is left behind");
 }
@@ -188,10 +185,7 @@ fn qmp_shell_runs_commands_and_quit_ends_the_process() {
         ev["data"],
         json!({"guest": false, "reason": "host-qmp-quit"})
     );
-    let code = q.vm.wait_exit(GUEST_TIMEOUT);
-    if code != exit::HOST_STOP {
-        q.vm.fail(&format!("exit status {code}, expected HOST_STOP"));
-    }
+    q.vm.expect_exit(exit::HOST_STOP, GUEST_TIMEOUT);
 }
 
 #[test]

@@ -12,10 +12,7 @@ const CMDLINE: &str = "console=ttyS0 oxtest=acpi,poweroff";
 fn ran_to_the_end(vm: &Vm) {
     vm.wait_for("OXTEST DONE", GUEST_TIMEOUT);
     vm.expect_ok("cmdline", GUEST_TIMEOUT);
-    let code = vm.wait_exit(GUEST_TIMEOUT);
-    if code != exit::POWEROFF {
-        vm.fail(&format!("exit status {code}, expected POWEROFF"));
-    }
+    vm.expect_exit(exit::POWEROFF, GUEST_TIMEOUT);
 }
 
 fn with_backend(backend: CharBackend) -> Vm {
@@ -95,10 +92,7 @@ fn unix_socket_console_vmm_listens() {
     // Output before a client connects is dropped (as QEMU's server=on,wait=off),
     // and the guest may print its first lines before the harness connects.
     vm.wait_for("OXTEST DONE", GUEST_TIMEOUT);
-    let code = vm.wait_exit(GUEST_TIMEOUT);
-    if code != exit::POWEROFF {
-        vm.fail(&format!("exit status {code}, expected POWEROFF"));
-    }
+    vm.expect_exit(exit::POWEROFF, GUEST_TIMEOUT);
 }
 
 #[test]

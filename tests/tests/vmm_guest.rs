@@ -14,13 +14,7 @@ fn run_checks(kernel: &std::path::Path, checks: &str, mem_mib: u64, cpus: u32) -
     let vm = Vm::start(&spec(kernel, &cmdline, mem_mib, cpus));
     vm.wait_for("OXTEST DONE", GUEST_TIMEOUT);
     vm.assert_no_failures();
-    let code = vm.wait_exit(GUEST_TIMEOUT);
-    if code != exit::POWEROFF {
-        vm.fail(&format!(
-            "guest powered off (ACPI S5) but the VMM exited {code}, expected {}",
-            exit::POWEROFF
-        ));
-    }
+    vm.expect_exit(exit::POWEROFF, GUEST_TIMEOUT);
     vm
 }
 

@@ -38,27 +38,28 @@ fn reset_with_two_vcpus_restarts_all_of_them() {
     vm.assert_no_failures();
 }
 
-#[test]
-fn keyboard_controller_reset_with_on_reboot_destroy_exits_reboot() {
-    if !require_kvm("keyboard_controller_reset_with_on_reboot_destroy_exits_reboot") {
-        return;
-    }
+/// The guest resets the machine by `method` (`reset_method=`) with `on_reboot`
+/// destroy: the VMM must end with `exit::REBOOT`.
+fn reset_with_on_reboot_destroy(method: &str) -> Vm {
     let mut s = spec(
         &test_guests().elf,
-        "console=ttyS0 oxtest=reset reset_method=kbd",
+        &format!("console=ttyS0 oxtest=reset reset_method={method}"),
         128,
         1,
     );
     s.lifecycle.on_reboot = LifecycleAction::Destroy;
     let vm = Vm::start(&s);
-    vm.wait_for("OXTEST reset trying kbd", GUEST_TIMEOUT);
-    let code = vm.wait_exit(GUEST_TIMEOUT);
-    if code != exit::REBOOT {
-        vm.fail(&format!(
-            "exit status {code}, expected REBOOT ({})",
-            exit::REBOOT
-        ));
+    vm.wait_for(&format!("OXTEST reset trying {method}"), GUEST_TIMEOUT);
+    vm.expect_exit(exit::REBOOT, GUEST_TIMEOUT);
+    vm
+}
+
+#[test]
+fn keyboard_controller_reset_with_on_reboot_destroy_exits_reboot() {
+    if !require_kvm("keyboard_controller_reset_with_on_reboot_destroy_exits_reboot") {
+        return;
     }
+    let vm = reset_with_on_reboot_destroy("kbd");
     assert_eq!(vm.console().matches("OXTEST READY").count(), 1);
 }
 
@@ -71,13 +72,7 @@ fn default_reset_with_on_reboot_destroy_exits_reboot() {
     let mut s = spec(&test_guests().elf, "console=ttyS0 oxtest=reset", 128, 1);
     s.lifecycle.on_reboot = LifecycleAction::Destroy;
     let vm = Vm::start(&s);
-    let code = vm.wait_exit(GUEST_TIMEOUT);
-    if code != exit::REBOOT {
-        vm.fail(&format!(
-            "exit status {code}, expected REBOOT ({})",
-            exit::REBOOT
-        ));
-    }
+    vm.expect_exit(exit::REBOOT, GUEST_TIMEOUT);
 }
 
 #[test]
@@ -89,13 +84,7 @@ fn sigterm_stops_a_running_guest() {
     let vm = Vm::start(&s);
     vm.wait_for("OXTEST tick 1", GUEST_TIMEOUT);
     vm.signal(nix::sys::signal::Signal::SIGTERM);
-    let code = vm.wait_exit(Duration::from_secs(30));
-    if code != exit::HOST_STOP {
-        vm.fail(&format!(
-            "exit status {code}, expected HOST_STOP ({})",
-            exit::HOST_STOP
-        ));
-    }
+    vm.expect_exit(exit::HOST_STOP, Duration::from_secs(30));
 }
 
 #[test]
@@ -116,22 +105,7 @@ fn cf9_reset_with_on_reboot_destroy_exits_reboot() {
     if !require_kvm("cf9_reset_with_on_reboot_destroy_exits_reboot") {
         return;
     }
-    let mut s = spec(
-        &test_guests().elf,
-        "console=ttyS0 oxtest=reset reset_method=cf9",
-        128,
-        1,
-    );
-    s.lifecycle.on_reboot = LifecycleAction::Destroy;
-    let vm = Vm::start(&s);
-    vm.wait_for("OXTEST reset trying cf9", GUEST_TIMEOUT);
-    let code = vm.wait_exit(GUEST_TIMEOUT);
-    if code != exit::REBOOT {
-        vm.fail(&format!(
-            "exit status {code}, expected REBOOT ({})",
-            exit::REBOOT
-        ));
-    }
+    reset_with_on_reboot_destroy("cf9");
 }
 
 #[test]
@@ -147,13 +121,7 @@ fn triple_fault_is_a_crash() {
     );
     let vm = Vm::start(&s);
     vm.wait_for("OXTEST reset trying triple", GUEST_TIMEOUT);
-    let code = vm.wait_exit(GUEST_TIMEOUT);
-    if code != exit::CRASH {
-        vm.fail(&format!(
-            "exit status {code}, expected CRASH ({})",
-            exit::CRASH
-        ));
-    }
+    vm.expect_exit(exit::CRASH, GUEST_TIMEOUT);
 }
 
 #[test]
@@ -169,13 +137,7 @@ fn pvpanic_is_a_crash() {
     });
     let vm = Vm::start(&s);
     vm.wait_for("OXTEST pvpanic ok", GUEST_TIMEOUT);
-    let code = vm.wait_exit(GUEST_TIMEOUT);
-    if code != exit::CRASH {
-        vm.fail(&format!(
-            "exit status {code}, expected CRASH ({})",
-            exit::CRASH
-        ));
-    }
+    vm.expect_exit(exit::CRASH, GUEST_TIMEOUT);
 }
 
 #[test]
@@ -193,13 +155,7 @@ fn emulation_failure_is_a_crash_with_rip_and_bytes() {
     let s = spec(&test_guests().elf, "console=ttyS0 oxtest=int3", 128, 1);
     let vm = Vm::start(&s);
     vm.wait_for("OXTEST int3 ok", GUEST_TIMEOUT);
-    let code = vm.wait_exit(GUEST_TIMEOUT);
-    if code != exit::CRASH {
-        vm.fail(&format!(
-            "exit status {code}, expected CRASH ({})",
-            exit::CRASH
-        ));
-    }
+    vm.expect_exit(exit::CRASH, GUEST_TIMEOUT);
     // The message names the instruction: int3 is the single byte 0xcc.
     let log = vm.log().to_lowercase();
     if !(log.contains("rip") && log.contains("cc")) {
