@@ -4,8 +4,7 @@
 
 mod daemon_common;
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use daemon_common::{guest_xml, object_path, BusKind, Daemon, CONNECT, STEP};
 use oxvirt_tests::host::require_kvm;
@@ -25,36 +24,13 @@ fn transient_domain_vanishes_when_it_stops() {
     );
     let path = object_path(&out);
     assert_eq!(d.state(&path), (1, 1));
-    let p = d.busctl(&[
-        "get-property",
-        "org.libvirt",
-        &path,
-        "org.libvirt.Domain",
-        "Persistent",
-    ]);
-    assert_eq!(p.stdout.trim(), "b false");
+    let p = d.property(&path, "org.libvirt.Domain", "Persistent");
+    assert_eq!(p, "b false");
     assert!(!d.dir.path().join("domains/fleeting.xml").exists());
     d.wait_console("fleeting", "OXTEST acpibutton armed", STEP);
     // The guest powers off on the button: the domain is gone.
     d.domain(&path, "Shutdown", &["u", "0"]);
-    let deadline = std::time::Instant::now() + STEP;
-    loop {
-        let r = d.try_call(
-            CONNECT,
-            "org.libvirt.Connect",
-            "DomainLookupByName",
-            &["s", "fleeting"],
-        );
-        if !r.ok {
-            assert!(r.stderr.contains("Domain not found"), "{}", r.stderr);
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "transient domain still there"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    d.wait_undefined("fleeting");
     let list = d.call(CONNECT, "org.libvirt.Connect", "ListDomains", &["u", "0"]);
     assert_eq!(list.trim(), "ao 0");
     assert!(!d.runtime("fleeting").exists(), "runtime dir left behind");
@@ -78,14 +54,8 @@ fn autostart_domains_start_with_the_daemon() {
     ]);
     assert!(r.ok, "{}", r.stderr);
     assert!(d.dir.path().join("domains/autostart/auto.xml").exists());
-    let p = d.busctl(&[
-        "get-property",
-        "org.libvirt",
-        &path,
-        "org.libvirt.Domain",
-        "Autostart",
-    ]);
-    assert_eq!(p.stdout.trim(), "b true");
+    let p = d.property(&path, "org.libvirt.Domain", "Autostart");
+    assert_eq!(p, "b true");
     let listed = d.call(
         CONNECT,
         "org.libvirt.Connect",
@@ -108,40 +78,12 @@ fn reboot_goes_through_the_guest_and_signals_reboot() {
     let path = d.define(&guest_xml("rebooter", &d.console("rebooter")));
     d.domain(&path, "Create", &["u", "0"]);
     d.wait_console("rebooter", "OXTEST acpibutton armed", STEP);
-    let monitor_log = d.dir.path().join("monitor.log");
-    let mut monitor = Command::new("gdbus")
-        .args([
-            "monitor",
-            "--address",
-            &d.address(),
-            "--dest",
-            "org.libvirt",
-        ])
-        .stdout(std::fs::File::create(&monitor_log).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("gdbus monitor");
-    std::thread::sleep(Duration::from_millis(500));
+    let monitor = d.monitor("monitor.log");
     std::fs::remove_file(d.console("rebooter")).unwrap();
     d.domain(&path, "Reboot", &["u", "0"]);
     d.wait_console("rebooter", "OXTEST acpibutton armed", STEP);
-    let deadline = std::time::Instant::now() + STEP;
-    while !std::fs::read_to_string(&monitor_log)
-        .unwrap_or_default()
-        .contains("org.libvirt.Domain.Reboot")
-    {
-        if std::time::Instant::now() > deadline {
-            let _ = monitor.kill();
-            d.fail(&format!(
-                "no Reboot signal; monitor saw:\n{}",
-                std::fs::read_to_string(&monitor_log).unwrap_or_default()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = monitor.kill();
-    let _ = monitor.wait();
-    let seen = std::fs::read_to_string(&monitor_log).unwrap();
+    monitor.wait_for(&d, "org.libvirt.Domain.Reboot");
+    let seen = monitor.stop();
     assert!(
         !seen.contains("DomainEvent"),
         "a reboot is not a stop/start: {seen}"
@@ -195,14 +137,8 @@ fn metadata_memory_stats_and_host_calls() {
     assert!(stored.contains("32768") && stored.contains("My title"));
     // Rename an inactive domain.
     d.domain(&path, "Rename", &["su", "meta2", "0"]);
-    let n = d.busctl(&[
-        "get-property",
-        "org.libvirt",
-        &path,
-        "org.libvirt.Domain",
-        "Name",
-    ]);
-    assert_eq!(n.stdout.trim(), "s \"meta2\"");
+    let n = d.property(&path, "org.libvirt.Domain", "Name");
+    assert_eq!(n, "s \"meta2\"");
 
     let stats = d.call(
         CONNECT,
@@ -252,14 +188,8 @@ fn metadata_memory_stats_and_host_calls() {
     assert!(dc.contains("<domain>kvm</domain>"), "{dc}");
     let nets = d.call(CONNECT, "org.libvirt.Connect", "ListNetworks", &["u", "0"]);
     assert_eq!(nets.trim(), "ao 0");
-    let v = d.busctl(&[
-        "get-property",
-        "org.libvirt",
-        CONNECT,
-        "org.libvirt.Connect",
-        "LibVersion",
-    ]);
-    assert_eq!(v.stdout.trim(), "t 9000000");
+    let v = d.property(CONNECT, "org.libvirt.Connect", "LibVersion");
+    assert_eq!(v, "t 9000000");
 }
 
 #[test]
@@ -302,35 +232,12 @@ fn on_reboot_actions_are_honoured() {
 
     // restart: the guest runs again in the same VMM; clients see Reboot signals.
     let path = d.define(&reset_guest_xml(&d, "resets-restart", "restart"));
-    let monitor_log = d.dir.path().join("monitor-restart.log");
-    let mut monitor = Command::new("gdbus")
-        .args([
-            "monitor",
-            "--address",
-            &d.address(),
-            "--dest",
-            "org.libvirt",
-        ])
-        .stdout(std::fs::File::create(&monitor_log).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("gdbus monitor");
-    std::thread::sleep(Duration::from_millis(500));
+    let monitor = d.monitor("monitor-restart.log");
     d.domain(&path, "Create", &["u", "0"]);
     let pid = d.vmm_pid("resets-restart");
-    let deadline = std::time::Instant::now() + STEP;
-    while !std::fs::read_to_string(&monitor_log)
-        .unwrap_or_default()
-        .contains("org.libvirt.Domain.Reboot")
-    {
-        if std::time::Instant::now() > deadline {
-            let _ = monitor.kill();
-            d.fail("no Reboot signal for a guest reset with on_reboot=restart");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = monitor.kill();
-    let _ = monitor.wait();
+    // Reboot signals for a guest reset with on_reboot=restart.
+    monitor.wait_for(&d, "org.libvirt.Domain.Reboot");
+    monitor.stop();
     assert_eq!(d.state(&path), (1, 1));
     assert_eq!(
         d.vmm_pid("resets-restart"),

@@ -31,22 +31,8 @@ fn daemon_killed_and_restarted_finds_its_running_domains() {
     let mut d = Daemon::start(BusKind::Session);
     let (a, b) = start_two(&d);
     let ids = (
-        d.busctl(&[
-            "get-property",
-            "org.libvirt",
-            &a,
-            "org.libvirt.Domain",
-            "Id",
-        ])
-        .stdout,
-        d.busctl(&[
-            "get-property",
-            "org.libvirt",
-            &b,
-            "org.libvirt.Domain",
-            "Id",
-        ])
-        .stdout,
+        d.property(&a, "org.libvirt.Domain", "Id"),
+        d.property(&b, "org.libvirt.Domain", "Id"),
     );
     d.domain(&b, "Suspend", &[]);
     let pids = (d.vmm_pid("one"), d.vmm_pid("two"));
@@ -64,28 +50,8 @@ fn daemon_killed_and_restarted_finds_its_running_domains() {
     // Same objects, same ids, same states.
     assert_eq!(d.state(&a), (1, 1));
     assert_eq!(d.state(&b).0, 3, "the paused domain is still paused");
-    assert_eq!(
-        d.busctl(&[
-            "get-property",
-            "org.libvirt",
-            &a,
-            "org.libvirt.Domain",
-            "Id"
-        ])
-        .stdout,
-        ids.0
-    );
-    assert_eq!(
-        d.busctl(&[
-            "get-property",
-            "org.libvirt",
-            &b,
-            "org.libvirt.Domain",
-            "Id"
-        ])
-        .stdout,
-        ids.1
-    );
+    assert_eq!(d.property(&a, "org.libvirt.Domain", "Id"), ids.0);
+    assert_eq!(d.property(&b, "org.libvirt.Domain", "Id"), ids.1);
     assert_eq!((d.vmm_pid("one"), d.vmm_pid("two")), pids);
 
     // Controllable: resume one, shut the other down through the guest, destroy.
@@ -152,30 +118,9 @@ fn transient_domain_survives_a_daemon_restart() {
     d.kill9();
     d.start_daemon();
     assert_eq!(d.state(&path), (1, 1));
-    let p = d.busctl(&[
-        "get-property",
-        "org.libvirt",
-        &path,
-        "org.libvirt.Domain",
-        "Persistent",
-    ]);
-    assert_eq!(p.stdout.trim(), "b false");
+    let p = d.property(&path, "org.libvirt.Domain", "Persistent");
+    assert_eq!(p, "b false");
     // Still transient: it vanishes when the guest powers off.
     d.domain(&path, "Shutdown", &["u", "0"]);
-    let deadline = std::time::Instant::now() + STEP;
-    while d
-        .try_call(
-            daemon_common::CONNECT,
-            "org.libvirt.Connect",
-            "DomainLookupByName",
-            &["s", "passing"],
-        )
-        .ok
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "transient domain still defined"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    d.wait_undefined("passing");
 }

@@ -46,6 +46,45 @@ pub enum BusKind {
     SystemOpenPolicy,
 }
 
+/// A running `gdbus monitor` (killed on drop).
+pub struct Monitor {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Monitor {
+    /// What it has printed so far.
+    pub fn seen(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits up to [`STEP`] until its output contains `needle`; fails the test (with
+    /// `d`'s log and the monitor's output) otherwise.
+    pub fn wait_for(&self, d: &Daemon, needle: &str) {
+        let deadline = Instant::now() + STEP;
+        while !self.seen().contains(needle) {
+            if Instant::now() > deadline {
+                d.fail(&format!("no {needle}; monitor saw:\n{}", self.seen()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops it and returns all it printed.
+    pub fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.seen()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Result of a client command.
 pub struct Run {
     pub ok: bool,
@@ -317,6 +356,58 @@ impl Daemon {
         let mut args = vec!["call", "--", "org.libvirt", path, iface, method];
         args.extend_from_slice(sig_args);
         self.busctl(&args)
+    }
+
+    /// `busctl get-property org.libvirt PATH IFACE NAME`: the value as busctl prints
+    /// it (`b true`, `s "name"`); fails the test on error.
+    pub fn property(&self, path: &str, iface: &str, name: &str) -> String {
+        let r = self.busctl(&["get-property", "org.libvirt", path, iface, name]);
+        if !r.ok {
+            self.fail(&format!("get-property {iface}.{name} failed: {}", r.stderr));
+        }
+        r.stdout.trim().to_string()
+    }
+
+    /// Polls `Connect.DomainLookupByName(name)` until it answers "Domain not found"
+    /// (a transient domain is gone); fails after [`STEP`].
+    pub fn wait_undefined(&self, name: &str) {
+        let deadline = Instant::now() + STEP;
+        loop {
+            let r = self.try_call(
+                CONNECT,
+                "org.libvirt.Connect",
+                "DomainLookupByName",
+                &["s", name],
+            );
+            if !r.ok {
+                assert!(r.stderr.contains("Domain not found"), "{}", r.stderr);
+                return;
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!("transient domain {name} still defined"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts `gdbus monitor` on the daemon's bus name, its output into `DIR/file`.
+    pub fn monitor(&self, file: &str) -> Monitor {
+        let log = self.dir.path().join(file);
+        let child = Command::new("gdbus")
+            .args([
+                "monitor",
+                "--address",
+                &self.address(),
+                "--dest",
+                "org.libvirt",
+            ])
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("gdbus monitor");
+        // Let it subscribe before the test acts.
+        std::thread::sleep(Duration::from_millis(500));
+        Monitor { child, log }
     }
 
     /// `Connect.DomainDefineXML`: the new domain's object path.
