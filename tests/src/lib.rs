@@ -11,6 +11,7 @@
 //! * [`host`] tells what this host's KVM can do, for tests that must skip; [`net`]
 //!   whether a test may create taps, and the guest's link reports.
 //! * [`disk`] writes the images the guest's virtio-blk driver checks.
+//! * [`oxvirtd`] writes the configuration of a private daemon.
 #![forbid(unsafe_code)]
 
 pub mod cache;
@@ -21,6 +22,7 @@ pub mod host;
 pub mod linux;
 pub mod net;
 pub mod oxtest;
+pub mod oxvirtd;
 pub mod spec;
 pub mod vm;
 

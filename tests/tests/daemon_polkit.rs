@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use oxvirt_tests::bin_path;
+use oxvirt_tests::oxvirtd::write_config;
 
 mod daemon_common;
 
@@ -156,18 +157,7 @@ fn daemon_polkit_admits_nobody_for_monitor_only() {
             .success()
     });
 
-    let config = d.join("oxvirtd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "domains_dir = \"{d}/domains\"\nruntime_dir = \"{d}/run\"\nvmm = \"{vmm}\"\n\
-             bus = \"unix:path={bus}\"\nautostart = false\nrpc_socket = \"{d}/rpc/sock\"\n",
-            d = d.display(),
-            vmm = bin_path("oxvirt-vmm").display(),
-            bus = bus.display(),
-        ),
-    )
-    .unwrap();
+    let config = write_config(d, &bus, false, &d.join("rpc/sock"));
     let log_path = d.join("oxvirtd.log");
     cleanup.children.push(
         Command::new(bin_path("oxvirtd"))

@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use oxvirt_tests::bin_path;
+use oxvirt_tests::oxvirtd::write_config;
 use rpc_common::{is_socket, virsh};
 
 struct Procs(Vec<Child>);
@@ -63,19 +64,7 @@ fn daemon_socket_activation_serves_virsh_on_passed_sockets() {
 
     // Where the daemon would bind without activation: must stay absent.
     let own = d.join("own").join("virtoxvirtd-sock");
-    let config = d.join("oxvirtd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "domains_dir = \"{d}/domains\"\nruntime_dir = \"{d}/run\"\nvmm = \"{vmm}\"\n\
-             bus = \"unix:path={bus}\"\nautostart = false\nrpc_socket = \"{own}\"\n",
-            d = d.display(),
-            vmm = bin_path("oxvirt-vmm").display(),
-            bus = bus.display(),
-            own = own.display(),
-        ),
-    )
-    .unwrap();
+    let config = write_config(d, &bus, false, &own);
     let rw = d.join("virtoxvirtd-sock");
     let ro = d.join("virtoxvirtd-sock-ro");
     let log_path = d.join("oxvirtd.log");

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use oxvirt_tests::oxvirtd::write_config;
 use oxvirt_tests::spec::serial_xml;
 use oxvirt_tests::{bin_path, domain_xml, test_guests};
 
@@ -226,18 +227,7 @@ impl Daemon {
     /// Starts (or restarts) oxvirtd over the same store and runtime dir.
     pub fn start_daemon(&mut self) {
         let d = self.dir.path();
-        let config = d.join("oxvirtd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "domains_dir = \"{d}/domains\"\nruntime_dir = \"{d}/run\"\nvmm = \"{vmm}\"\n\
-                 bus = \"unix:path={bus}\"\nautostart = true\nrpc_socket = \"{d}/rpc/sock\"\n",
-                d = d.display(),
-                vmm = bin_path("oxvirt-vmm").display(),
-                bus = self.bus.display(),
-            ),
-        )
-        .unwrap();
+        let config = write_config(d, &self.bus, true, &d.join("rpc/sock"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use oxvirt_tests::oxvirtd::write_config;
 use oxvirt_tests::spec::serial_xml;
 use oxvirt_tests::{bin_path, domain_xml, test_guests};
 
@@ -76,19 +77,7 @@ impl Daemon {
             .expect("starting dbus-daemon (Debian package dbus)");
         wait_for_socket(&bus, Duration::from_secs(20), "dbus-daemon");
         let socket = dir.path().join("rpc").join("virtoxvirtd-sock");
-        let config = dir.path().join("oxvirtd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "domains_dir = \"{d}/domains\"\nruntime_dir = \"{d}/run\"\nvmm = \"{vmm}\"\n\
-                 bus = \"unix:path={bus}\"\nautostart = false\nrpc_socket = \"{sock}\"\n",
-                d = dir.path().display(),
-                vmm = bin_path("oxvirt-vmm").display(),
-                bus = bus.display(),
-                sock = socket.display(),
-            ),
-        )
-        .unwrap();
+        let config = write_config(dir.path(), &bus, false, &socket);
         let log = std::fs::File::create(dir.path().join("oxvirtd.log")).unwrap();
         let daemon = Command::new(bin_path("oxvirtd"))
             .arg("--system")
