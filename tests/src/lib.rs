@@ -11,10 +11,12 @@
 //! * [`host`] tells what this host's KVM can do, for tests that must skip; [`net`]
 //!   whether a test may create taps, and the guest's link reports.
 //! * [`disk`] writes the images the guest's virtio-blk driver checks.
-//! * [`oxvirtd`] writes the configuration of a private daemon.
+//! * [`oxvirtd`] writes the configuration of a private daemon; [`cmd::Run`] is what a
+//!   client command did.
 #![forbid(unsafe_code)]
 
 pub mod cache;
+pub mod cmd;
 pub mod cpio;
 pub mod disk;
 pub mod guests;

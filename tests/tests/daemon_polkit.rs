@@ -20,6 +20,8 @@ use oxvirt_tests::oxvirtd::write_config;
 
 mod daemon_common;
 
+use daemon_common::{busctl_at, call_args, Run};
+
 const CONNECT: &str = "/org/libvirt/QEMU";
 
 /// Children killed and files removed on drop, last first.
@@ -41,24 +43,11 @@ impl Drop for Cleanup {
     }
 }
 
-fn busctl(bus: &Path, as_nobody: bool, args: &[&str]) -> std::process::Output {
-    let mut c = if as_nobody {
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--clear-groups",
-            "busctl",
-        ]);
-        c
-    } else {
-        Command::new("busctl")
-    };
-    c.arg(format!("--address=unix:path={}", bus.display()))
-        .args(["--timeout=60"])
-        .args(args)
-        .output()
-        .expect("running busctl (Debian systemd) / setpriv (util-linux)")
+/// busctl on the private bus (60 s timeout: polkitd may be slow to answer).
+fn busctl(bus: &Path, as_nobody: bool, args: &[&str]) -> Run {
+    let mut a = vec!["--timeout=60"];
+    a.extend_from_slice(args);
+    busctl_at(&format!("unix:path={}", bus.display()), as_nobody, &a)
 }
 
 fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
@@ -152,9 +141,7 @@ fn daemon_polkit_admits_nobody_for_monitor_only() {
             .expect("starting polkitd"),
     );
     wait_for("polkitd", || {
-        busctl(&bus, false, &["status", "org.freedesktop.PolicyKit1"])
-            .status
-            .success()
+        busctl(&bus, false, &["status", "org.freedesktop.PolicyKit1"]).ok
     });
 
     let config = write_config(d, &bus, false, &d.join("rpc/sock"));
@@ -171,9 +158,7 @@ fn daemon_polkit_admits_nobody_for_monitor_only() {
             .expect("starting oxvirtd"),
     );
     wait_for("oxvirtd", || {
-        busctl(&bus, false, &["status", "org.libvirt"])
-            .status
-            .success()
+        busctl(&bus, false, &["status", "org.libvirt"]).ok
     });
     let logs = || {
         format!(
@@ -187,41 +172,31 @@ fn daemon_polkit_admits_nobody_for_monitor_only() {
     let o = busctl(
         &bus,
         true,
-        &[
-            "call",
-            "org.libvirt",
-            CONNECT,
-            "org.libvirt.Connect",
-            "ListDomains",
-            "u",
-            "0",
-        ],
+        &call_args(CONNECT, "org.libvirt.Connect", "ListDomains", &["u", "0"]),
     );
     assert!(
-        o.status.success(),
+        o.ok,
         "nobody was refused monitor access polkit grants: {}\n{}",
-        String::from_utf8_lossy(&o.stderr),
+        o.stderr,
         logs()
     );
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "ao 0");
+    assert_eq!(o.stdout.trim(), "ao 0");
 
     // Changing: polkit says no (manage is auth_admin, and no interaction is allowed).
+    let xml = "<domain type='kvm'><name>pk</name><memory>65536</memory>\
+               <os><type>hvm</type><kernel>/k</kernel></os></domain>";
     let o = busctl(
         &bus,
         true,
-        &[
-            "call",
-            "org.libvirt",
+        &call_args(
             CONNECT,
             "org.libvirt.Connect",
             "DomainDefineXML",
-            "s",
-            "<domain type='kvm'><name>pk</name><memory>65536</memory>\
-             <os><type>hvm</type><kernel>/k</kernel></os></domain>",
-        ],
+            &["s", xml],
+        ),
     );
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "nobody defined a domain\n{}", logs());
+    let err = &o.stderr;
+    assert!(!o.ok, "nobody defined a domain\n{}", logs());
     assert!(
         err.contains("polkit authorization for 'org.oxvirt.domain.manage'")
             && !err.contains("not available"),
@@ -232,16 +207,8 @@ fn daemon_polkit_admits_nobody_for_monitor_only() {
     let o = busctl(
         &bus,
         false,
-        &[
-            "call",
-            "org.libvirt",
-            CONNECT,
-            "org.libvirt.Connect",
-            "ListDomains",
-            "u",
-            "0",
-        ],
+        &call_args(CONNECT, "org.libvirt.Connect", "ListDomains", &["u", "0"]),
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "ao 0");
+    assert!(o.ok, "{}", o.stderr);
+    assert_eq!(o.stdout.trim(), "ao 0");
 }

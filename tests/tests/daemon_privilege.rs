@@ -4,42 +4,15 @@
 
 mod daemon_common;
 
-use std::process::Command;
-
 use daemon_common::{guest_xml, BusKind, Daemon, CONNECT, STEP};
 use oxvirt_tests::host::require_kvm;
-
-fn as_nobody(d: &Daemon, args: &[&str]) -> std::process::Output {
-    Command::new("setpriv")
-        .args([
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--clear-groups",
-            "busctl",
-        ])
-        .arg(format!("--address={}", d.address()))
-        .args(args)
-        .output()
-        .expect("running setpriv (Debian util-linux)")
-}
 
 #[test]
 fn daemon_refuses_nobody_even_when_the_bus_policy_lets_it_through() {
     let d = Daemon::start(BusKind::SystemOpenPolicy);
-    let o = as_nobody(
-        &d,
-        &[
-            "call",
-            "org.libvirt",
-            CONNECT,
-            "org.libvirt.Connect",
-            "ListDomains",
-            "u",
-            "0",
-        ],
-    );
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "nobody was served");
+    let o = d.try_call_as_nobody(CONNECT, "org.libvirt.Connect", "ListDomains", &["u", "0"]);
+    let err = &o.stderr;
+    assert!(!o.ok, "nobody was served");
     // Not root, not in the group, and no polkit on this private bus to ask.
     assert!(
         err.contains(
@@ -56,19 +29,16 @@ fn daemon_refuses_nobody_even_when_the_bus_policy_lets_it_through() {
         "<domain type='kvm'><name>guarded</name><memory>65536</memory>\
          <os><type>hvm</type><kernel>/k</kernel></os></domain>",
     );
-    let o = as_nobody(
-        &d,
-        &[
-            "set-property",
-            "org.libvirt",
-            &path,
-            "org.libvirt.Domain",
-            "Autostart",
-            "b",
-            "true",
-        ],
-    );
-    assert!(!o.status.success(), "nobody set Autostart");
+    let o = d.busctl_as_nobody(&[
+        "set-property",
+        "org.libvirt",
+        &path,
+        "org.libvirt.Domain",
+        "Autostart",
+        "b",
+        "true",
+    ]);
+    assert!(!o.ok, "nobody set Autostart");
     assert!(!d.dir.path().join("domains/autostart/guarded.xml").exists());
 }
 
@@ -79,35 +49,23 @@ fn system_bus_serves_root_and_refuses_nobody() {
     assert!(r.ok, "root was refused: {}", r.stderr);
     assert_eq!(r.stdout.trim(), "ao 0");
 
-    let o = as_nobody(
-        &d,
-        &[
-            "call",
-            "org.libvirt",
-            CONNECT,
-            "org.libvirt.Connect",
-            "ListDomains",
-            "u",
-            "0",
-        ],
-    );
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "nobody was served");
+    let o = d.try_call_as_nobody(CONNECT, "org.libvirt.Connect", "ListDomains", &["u", "0"]);
+    let err = &o.stderr;
+    assert!(!o.ok, "nobody was served");
     assert!(
         err.contains("Access denied") || err.contains("AccessDenied"),
         "{err}"
     );
     // Defining is refused as well, and nothing is defined.
-    let o = as_nobody(&d, &[
-        "call",
-        "org.libvirt",
+    let xml = "<domain type='kvm'><name>x</name><memory>65536</memory><os><type>hvm</type>\
+               <kernel>/k</kernel></os></domain>";
+    let o = d.try_call_as_nobody(
         CONNECT,
         "org.libvirt.Connect",
         "DomainDefineXML",
-        "s",
-        "<domain type='kvm'><name>x</name><memory>65536</memory><os><type>hvm</type><kernel>/k</kernel></os></domain>",
-    ]);
-    assert!(!o.status.success());
+        &["s", xml],
+    );
+    assert!(!o.ok);
     let r = d.call(CONNECT, "org.libvirt.Connect", "ListDomains", &["u", "0"]);
     assert_eq!(r.trim(), "ao 0");
 }
@@ -123,19 +81,8 @@ fn root_drives_a_domain_on_the_system_bus() {
     d.wait_console("sys", "OXTEST READY", STEP);
     assert_eq!(d.state(&path), (1, 1));
     // An unprivileged caller cannot stop it.
-    let o = as_nobody(
-        &d,
-        &[
-            "call",
-            "org.libvirt",
-            &path,
-            "org.libvirt.Domain",
-            "Destroy",
-            "u",
-            "0",
-        ],
-    );
-    assert!(!o.status.success());
+    let o = d.try_call_as_nobody(&path, "org.libvirt.Domain", "Destroy", &["u", "0"]);
+    assert!(!o.ok);
     assert_eq!(d.state(&path), (1, 1));
     d.domain(&path, "Destroy", &["u", "0"]);
     assert_eq!(d.state(&path), (5, 2));

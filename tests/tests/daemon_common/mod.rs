@@ -6,9 +6,10 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use oxvirt_tests::cmd::Run;
 use oxvirt_tests::oxvirtd::write_config;
 use oxvirt_tests::spec::serial_xml;
 use oxvirt_tests::{bin_path, domain_xml, test_guests};
@@ -86,21 +87,39 @@ impl Drop for Monitor {
     }
 }
 
-/// Result of a client command.
-pub struct Run {
-    pub ok: bool,
-    pub stdout: String,
-    pub stderr: String,
+/// `busctl --address=ADDRESS ARGS…` as root or (`as_nobody`) as user `nobody`
+/// through `setpriv`.
+pub fn busctl_at(address: &str, as_nobody: bool, args: &[&str]) -> Run {
+    let mut c = if as_nobody {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "busctl",
+        ]);
+        c
+    } else {
+        Command::new("busctl")
+    };
+    c.arg(format!("--address={address}"))
+        .args(args)
+        .output()
+        .expect("running busctl (Debian systemd) / setpriv (util-linux)")
+        .into()
 }
 
-impl From<Output> for Run {
-    fn from(o: Output) -> Self {
-        Run {
-            ok: o.status.success(),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
-    }
+/// The busctl arguments for `call org.libvirt PATH IFACE METHOD SIG ARGS…`.
+pub fn call_args<'a>(
+    path: &'a str,
+    iface: &'a str,
+    method: &'a str,
+    sig_args: &[&'a str],
+) -> Vec<&'a str> {
+    // "--": arguments such as "-1" are values, not options.
+    let mut args = vec!["call", "--", "org.libvirt", path, iface, method];
+    args.extend_from_slice(sig_args);
+    args
 }
 
 /// A private bus with oxvirtd on it.
@@ -324,12 +343,23 @@ impl Daemon {
 
     /// `busctl --address=… ARGS` as the current user (root).
     pub fn busctl(&self, args: &[&str]) -> Run {
-        Command::new("busctl")
-            .arg(format!("--address={}", self.address()))
-            .args(args)
-            .output()
-            .expect("running busctl (Debian package systemd)")
-            .into()
+        busctl_at(&self.address(), false, args)
+    }
+
+    /// As [`Daemon::busctl`], as user `nobody`.
+    pub fn busctl_as_nobody(&self, args: &[&str]) -> Run {
+        busctl_at(&self.address(), true, args)
+    }
+
+    /// As [`Daemon::try_call`], as user `nobody`.
+    pub fn try_call_as_nobody(
+        &self,
+        path: &str,
+        iface: &str,
+        method: &str,
+        sig_args: &[&str],
+    ) -> Run {
+        self.busctl_as_nobody(&call_args(path, iface, method, sig_args))
     }
 
     /// `busctl call org.libvirt PATH IFACE METHOD SIG ARGS…`; fails the test on error.
@@ -342,10 +372,7 @@ impl Daemon {
     }
 
     pub fn try_call(&self, path: &str, iface: &str, method: &str, sig_args: &[&str]) -> Run {
-        // "--": arguments such as "-1" are values, not options.
-        let mut args = vec!["call", "--", "org.libvirt", path, iface, method];
-        args.extend_from_slice(sig_args);
-        self.busctl(&args)
+        self.busctl(&call_args(path, iface, method, sig_args))
     }
 
     /// `busctl get-property org.libvirt PATH IFACE NAME`: the value as busctl prints

@@ -8,9 +8,10 @@ pub mod libvirtd;
 use std::io::Read;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use oxvirt_tests::cmd::Run;
 use oxvirt_tests::oxvirtd::write_config;
 use oxvirt_tests::spec::serial_xml;
 use oxvirt_tests::{bin_path, domain_xml, test_guests};
@@ -41,23 +42,6 @@ pub struct Daemon {
     pub socket: PathBuf,
     daemon: Child,
     dbus: Child,
-}
-
-/// Result of a client command.
-pub struct Run {
-    pub ok: bool,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl From<Output> for Run {
-    fn from(o: Output) -> Self {
-        Run {
-            ok: o.status.success(),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
-    }
 }
 
 impl Daemon {
