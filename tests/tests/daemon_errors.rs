@@ -5,7 +5,7 @@ mod daemon_common;
 
 use std::path::{Path, PathBuf};
 
-use daemon_common::{guest_xml, BusKind, Daemon, CONNECT, STEP};
+use daemon_common::{BusKind, Daemon, CONNECT};
 use oxvirt_tests::host::require_kvm;
 
 /// Every file under `dir` with its content, to prove nothing changed.
@@ -188,9 +188,7 @@ fn start_or_undefine_of_a_running_domain_is_refused() {
         return;
     }
     let d = Daemon::start(BusKind::Session);
-    let path = d.define(&guest_xml("busy", &d.console("busy")));
-    d.domain(&path, "Create", &["u", "0"]);
-    d.wait_console("busy", "OXTEST READY", STEP);
+    let path = d.start_guest("busy", "OXTEST READY");
     let store = d.dir.path().join("domains");
     let before = snapshot(&store);
     let e = refused(&d, &path, "org.libvirt.Domain", "Create", &["u", "0"]);

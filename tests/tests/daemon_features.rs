@@ -42,7 +42,7 @@ fn autostart_domains_start_with_the_daemon() {
         return;
     }
     let mut d = Daemon::start(BusKind::Session);
-    let path = d.define(&guest_xml("auto", &d.console("auto")));
+    let path = d.define_guest("auto");
     let r = d.busctl(&[
         "set-property",
         "org.libvirt",
@@ -75,9 +75,7 @@ fn reboot_goes_through_the_guest_and_signals_reboot() {
         return;
     }
     let d = Daemon::start(BusKind::Session);
-    let path = d.define(&guest_xml("rebooter", &d.console("rebooter")));
-    d.domain(&path, "Create", &["u", "0"]);
-    d.wait_console("rebooter", "OXTEST acpibutton armed", STEP);
+    let path = d.start_guest("rebooter", "OXTEST acpibutton armed");
     let monitor = d.monitor("monitor.log");
     std::fs::remove_file(d.console("rebooter")).unwrap();
     d.domain(&path, "Reboot", &["u", "0"]);
@@ -253,8 +251,8 @@ fn jobs_on_one_domain_are_serialised_and_domains_run_in_parallel() {
         return;
     }
     let d = Daemon::start(BusKind::Session);
-    let a = d.define(&guest_xml("para-a", &d.console("para-a")));
-    let b = d.define(&guest_xml("para-b", &d.console("para-b")));
+    let a = d.define_guest("para-a");
+    let b = d.define_guest("para-b");
     // Two clients start the same domain at once: one wins, the other is told it runs.
     let results: Vec<_> = std::thread::scope(|s| {
         let h: Vec<_> = (0..2)

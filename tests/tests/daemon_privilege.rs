@@ -4,7 +4,7 @@
 
 mod daemon_common;
 
-use daemon_common::{guest_xml, BusKind, Daemon, CONNECT, STEP};
+use daemon_common::{BusKind, Daemon, CONNECT};
 use oxvirt_tests::host::require_kvm;
 
 #[test]
@@ -76,9 +76,7 @@ fn root_drives_a_domain_on_the_system_bus() {
         return;
     }
     let d = Daemon::start(BusKind::System);
-    let path = d.define(&guest_xml("sys", &d.console("sys")));
-    d.domain(&path, "Create", &["u", "0"]);
-    d.wait_console("sys", "OXTEST READY", STEP);
+    let path = d.start_guest("sys", "OXTEST READY");
     assert_eq!(d.state(&path), (1, 1));
     // An unprivileged caller cannot stop it.
     let o = d.try_call_as_nobody(&path, "org.libvirt.Domain", "Destroy", &["u", "0"]);

@@ -12,8 +12,8 @@ use nix::unistd::Pid;
 use oxvirt_tests::host::require_kvm;
 
 fn start_two(d: &Daemon) -> (String, String) {
-    let a = d.define(&guest_xml("one", &d.console("one")));
-    let b = d.define(&guest_xml("two", &d.console("two")));
+    let a = d.define_guest("one");
+    let b = d.define_guest("two");
     d.domain(&a, "Create", &["u", "0"]);
     d.domain(&b, "Create", &["u", "0"]);
     d.wait_console("one", "OXTEST acpibutton armed", STEP);

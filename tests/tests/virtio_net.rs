@@ -33,13 +33,19 @@ impl Netns {
         ok.then_some(Netns(name))
     }
 
-    fn ip(&self, args: &[&str]) {
-        let o = Command::new("ip")
+    /// `ip -n NAME ARGS…`.
+    fn ip_run(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ip")
             .arg("-n")
             .arg(&self.0)
             .args(args)
             .output()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// As [`Netns::ip_run`]; fails the test unless it succeeded.
+    fn ip(&self, args: &[&str]) {
+        let o = self.ip_run(args);
         assert!(
             o.status.success(),
             "ip -n {} {args:?}: {}",
@@ -48,14 +54,9 @@ impl Netns {
         );
     }
 
+    /// What `ip -n NAME ARGS…` prints.
     fn ip_out(&self, args: &[&str]) -> String {
-        let o = Command::new("ip")
-            .arg("-n")
-            .arg(&self.0)
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        String::from_utf8_lossy(&self.ip_run(args).stdout).into_owned()
     }
 
     fn exec(&self, program: &str) -> Command {

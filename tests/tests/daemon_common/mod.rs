@@ -438,6 +438,21 @@ impl Daemon {
         object_path(&out)
     }
 
+    /// Defines the test guest ([`guest_xml`]) as `name`, console into
+    /// [`Daemon::console`]; returns its object path.
+    pub fn define_guest(&self, name: &str) -> String {
+        self.define(&guest_xml(name, &self.console(name)))
+    }
+
+    /// Defines and starts the test guest `name` and waits for `ready` on its console;
+    /// returns its object path.
+    pub fn start_guest(&self, name: &str, ready: &str) -> String {
+        let path = self.define_guest(name);
+        self.domain(&path, "Create", &["u", "0"]);
+        self.wait_console(name, ready, STEP);
+        path
+    }
+
     /// `Domain.METHOD` on `path`.
     pub fn domain(&self, path: &str, method: &str, sig_args: &[&str]) -> String {
         self.call(path, "org.libvirt.Domain", method, sig_args)
