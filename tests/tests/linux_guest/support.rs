@@ -3,12 +3,13 @@
 //! reasons to skip. Shared by `linux_guest.rs` (the patched kernel, runs here) and
 //! `linux_full.rs` (Debian's kernel, hardware KVM only).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use machine_spec::{Device, DeviceKind, LifecycleAction, MachineSpec, PciAddress};
@@ -99,7 +100,30 @@ pub fn guest(test: &str) -> Option<&'static LinuxGuest> {
         );
         return None;
     }
+    if emulated_kvm() {
+        take_turn();
+    }
     Some(built(stock()))
+}
+
+/// On the emulated KVM the Linux guests of one test process boot one at a time: two
+/// at once on a 2-core machine slowed each other's fork-heavy userspace 4-fold (a CI
+/// run), three at once under build load did not reach init in 900 s. A test holds its
+/// turn until its thread ends (libtest runs each test on a thread of its own; with
+/// `--test-threads=1` the one thread keeps it, which is just as serial).
+fn take_turn() {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    thread_local! {
+        static TURN: RefCell<Option<MutexGuard<'static, ()>>> = const { RefCell::new(None) };
+    }
+    TURN.with(|turn| {
+        let mut turn = turn.borrow_mut();
+        if turn.is_none() {
+            // A test that panicked while holding its turn poisons the lock; the next
+            // test's guest is still fine.
+            *turn = Some(ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+    });
 }
 
 /// Debian's kernel for the full-Linux tests (`linux_full.rs`), or `None` after a loud
