@@ -6,7 +6,7 @@ mod daemon_common;
 
 use std::process::Command;
 
-use daemon_common::{guest_xml, object_path, BusKind, Daemon, CONNECT, STEP};
+use daemon_common::{guest_xml, object_path, set_autostart_args, BusKind, Daemon, CONNECT, STEP};
 use oxvirt_tests::host::require_kvm;
 
 #[test]
@@ -43,15 +43,7 @@ fn autostart_domains_start_with_the_daemon() {
     }
     let mut d = Daemon::start(BusKind::Session);
     let path = d.define_guest("auto");
-    let r = d.busctl(&[
-        "set-property",
-        "org.libvirt",
-        &path,
-        "org.libvirt.Domain",
-        "Autostart",
-        "b",
-        "true",
-    ]);
+    let r = d.busctl(&set_autostart_args(&path));
     assert!(r.ok, "{}", r.stderr);
     assert!(d.dir.path().join("domains/autostart/auto.xml").exists());
     let p = d.property(&path, "org.libvirt.Domain", "Autostart");

@@ -4,7 +4,7 @@
 
 mod daemon_common;
 
-use daemon_common::{BusKind, Daemon, CONNECT};
+use daemon_common::{set_autostart_args, BusKind, Daemon, CONNECT};
 use oxvirt_tests::host::require_kvm;
 
 #[test]
@@ -29,15 +29,7 @@ fn daemon_refuses_nobody_even_when_the_bus_policy_lets_it_through() {
         "<domain type='kvm'><name>guarded</name><memory>65536</memory>\
          <os><type>hvm</type><kernel>/k</kernel></os></domain>",
     );
-    let o = d.busctl_as_nobody(&[
-        "set-property",
-        "org.libvirt",
-        &path,
-        "org.libvirt.Domain",
-        "Autostart",
-        "b",
-        "true",
-    ]);
+    let o = d.busctl_as_nobody(&set_autostart_args(&path));
     assert!(!o.ok, "nobody set Autostart");
     assert!(!d.dir.path().join("domains/autostart/guarded.xml").exists());
 }

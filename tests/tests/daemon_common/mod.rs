@@ -122,6 +122,19 @@ pub fn call_args<'a>(
     args
 }
 
+/// The busctl arguments that set `Domain.Autostart` of the domain at `path` to true.
+pub fn set_autostart_args(path: &str) -> [&str; 7] {
+    [
+        "set-property",
+        "org.libvirt",
+        path,
+        "org.libvirt.Domain",
+        "Autostart",
+        "b",
+        "true",
+    ]
+}
+
 /// A private bus with oxvirtd on it.
 pub struct Daemon {
     pub dir: tempfile::TempDir,
