@@ -207,6 +207,14 @@ fn full_linux_virtio_rng_console_balloon() {
 }
 
 #[test]
+fn full_linux_virtio_on_intx_with_pci_nomsi() {
+    let Some(g) = support::full_guest("full_linux_virtio_on_intx_with_pci_nomsi") else {
+        return;
+    };
+    cases::virtio_on_intx_with_pci_nomsi(g);
+}
+
+#[test]
 fn full_linux_virtio_vsock_both_ways() {
     let Some(g) = support::full_guest("full_linux_virtio_vsock_both_ways") else {
         return;

@@ -66,6 +66,14 @@ fn linux_virtio_blk_qcow2_read_write() {
 }
 
 #[test]
+fn linux_virtio_on_intx_with_pci_nomsi() {
+    let Some(g) = guest("linux_virtio_on_intx_with_pci_nomsi") else {
+        return;
+    };
+    cases::virtio_on_intx_with_pci_nomsi(g);
+}
+
+#[test]
 fn linux_virtio_net_reaches_a_tap() {
     let test = "linux_virtio_net_reaches_a_tap";
     let Some(g) = guest(test) else { return };
