@@ -394,6 +394,18 @@ mod tests {
     use super::*;
     use std::io::Read;
 
+    /// The chardev's next input event, polled for up to 0.5 s.
+    fn next_event(c: &mut Chardev) -> InputEvent {
+        for _ in 0..100 {
+            let ev = c.on_readable(16);
+            if ev != InputEvent::Nothing {
+                return ev;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        InputEvent::Nothing
+    }
+
     #[test]
     fn file_backend_receives_output() {
         let dir = tempfile::tempdir().unwrap();
@@ -459,14 +471,7 @@ mod tests {
             .unwrap()
             .to_string();
         let mut client = TcpStream::connect(&addr).unwrap();
-        let mut ev = InputEvent::Nothing;
-        for _ in 0..100 {
-            ev = c.on_readable(16);
-            if ev != InputEvent::Nothing {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        let ev = next_event(&mut c);
         assert_eq!(ev, InputEvent::Connected);
         c.writer().write_all(b"tcp").unwrap();
         let mut buf = [0u8; 3];
@@ -495,24 +500,10 @@ mod tests {
         client.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"seen");
         client.write_all(b"k").unwrap();
-        let mut ev = InputEvent::Nothing;
-        for _ in 0..100 {
-            ev = c.on_readable(16);
-            if ev != InputEvent::Nothing {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        let ev = next_event(&mut c);
         assert_eq!(ev, InputEvent::Data(b"k".to_vec()));
         drop(client);
-        let mut ev = InputEvent::Nothing;
-        for _ in 0..100 {
-            ev = c.on_readable(16);
-            if ev != InputEvent::Nothing {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        let ev = next_event(&mut c);
         assert_eq!(ev, InputEvent::Closed);
         let _again = UnixStream::connect(&path).unwrap();
         assert_eq!(c.on_readable(16), InputEvent::Connected);
