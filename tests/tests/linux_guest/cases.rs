@@ -242,13 +242,7 @@ pub fn virtio_blk_read_write(g: &LinuxGuest, format: DiskFormat) {
         r.cmd_rc == Some(0),
         &format!("oxcheck disk/ids failed in the guest: {:?}", r.cmd_output),
     );
-    check(
-        &vm,
-        r.check_lines("disk-read")
-            .first()
-            .is_some_and(|l| l.get("sha256") == sha256_hex(&region)),
-        "the guest read different bytes than the host wrote (sha256 mismatch)",
-    );
+    check_disk_read(&vm, &r, &region);
     check_ids(&vm, g, &r, &[("vda", &serial), ("vdb", DATA_SERIAL)]);
     let after = match format {
         DiskFormat::Raw => std::fs::read(&raw_path).expect("reading the image"),
@@ -263,6 +257,34 @@ pub fn virtio_blk_read_write(g: &LinuxGuest, format: DiskFormat) {
         }
     };
     check_guest_writes(&vm, &after, &region);
+}
+
+/// `oxcheck disk`'s read of the region matches what the host wrote.
+fn check_disk_read(vm: &Vm, r: &Report, region: &[u8]) {
+    check(
+        vm,
+        r.check_lines("disk-read")
+            .first()
+            .is_some_and(|l| l.get("sha256") == sha256_hex(region)),
+        "the guest read different bytes than the host wrote (sha256 mismatch)",
+    );
+}
+
+/// `oxcheck hwrng BYTES` read `/dev/hwrng` twice: both full and different.
+fn check_hwrng_reads(vm: &Vm, r: &Report, bytes: usize) {
+    let reads = r.check_lines("hwrng");
+    check(
+        vm,
+        reads.len() == 2
+            && reads.iter().all(|l| l.get("bytes") == bytes.to_string())
+            && reads[0].get("sha256").len() == 64
+            && reads[0].get("sha256") != reads[1].get("sha256"),
+        &format!(
+            "two reads of {bytes} bytes from /dev/hwrng gave {reads:?} (want both full \
+             and different): {:?}",
+            r.cmd_output
+        ),
+    );
 }
 
 /// A raw image of `DISK_SIZE` in `dir` that starts with a known region; returns its
@@ -333,23 +355,8 @@ pub fn virtio_on_intx_with_pci_nomsi(g: &LinuxGuest) {
         r.cmd_rc == Some(0),
         &format!("oxcheck disk/hwrng failed in the guest: {:?}", r.cmd_output),
     );
-    check(
-        &vm,
-        r.check_lines("disk-read")
-            .first()
-            .is_some_and(|l| l.get("sha256") == sha256_hex(&region)),
-        "the guest read different bytes than the host wrote (sha256 mismatch)",
-    );
-    let reads = r.check_lines("hwrng");
-    check(
-        &vm,
-        reads.len() == 2
-            && reads
-                .iter()
-                .all(|l| l.get("bytes") == RNG_BYTES.to_string())
-            && reads[0].get("sha256") != reads[1].get("sha256"),
-        &format!("/dev/hwrng reads over INTx: {reads:?}"),
-    );
+    check_disk_read(&vm, &r, &region);
+    check_hwrng_reads(&vm, &r, RNG_BYTES);
     // /proc/interrupts: one IO-APIC line 20 shared by both virtio devices, no MSI.
     let line20 = r
         .cmd_output
@@ -672,22 +679,12 @@ pub fn virtio_rng_console_balloon(g: &LinuxGuest) {
         ),
     );
     let r = finish(&vm);
-    let reads = r.check_lines("hwrng");
     check(
         &vm,
-        r.cmd_rc == Some(0)
-            && reads.len() == 2
-            && reads
-                .iter()
-                .all(|l| l.get("bytes") == RNG_BYTES.to_string())
-            && reads[0].get("sha256").len() == 64
-            && reads[0].get("sha256") != reads[1].get("sha256"),
-        &format!(
-            "two reads of {RNG_BYTES} bytes from /dev/hwrng gave {reads:?} (want both full \
-             and different): {:?}",
-            r.cmd_output
-        ),
+        r.cmd_rc == Some(0),
+        &format!("oxcheck hwrng failed in the guest: {:?}", r.cmd_output),
     );
+    check_hwrng_reads(&vm, &r, RNG_BYTES);
     let out = std::fs::read_to_string(&hvc_out).unwrap_or_default();
     check(
         &vm,
