@@ -54,19 +54,7 @@ void oxmain(int proto, uint64_t info)
 	boot_proto_seen = proto;
 	read_boot_info(proto, info);
 	e820_sorted = e820_sanitize();
-	{
-		/* a bare "quiet" word, as Linux takes it */
-		const char *p = cmdline;
-		while (*p) {
-			while (*p == ' ')
-				p++;
-			const char *tok = p;
-			while (*p && *p != ' ')
-				p++;
-			if (p - tok == 5 && !memcmp(tok, "quiet", 5))
-				quiet = 1;
-		}
-	}
+	quiet = cmdline_has_word("quiet");
 	if (!cmdline_get("oxtest", oxtest, sizeof(oxtest)))
 		memcpy(oxtest, "e820,acpi,poweroff", 19);
 	result("cmdline", 1);

@@ -31,19 +31,41 @@ static void copy_cmdline(uint64_t addr)
 	cmdline[i] = 0;
 }
 
+/* The next space-separated word of the command line from *p (advanced past it);
+ * its length in *len, 0 at the end. */
+static const char *cmdline_word(const char **p, size_t *len)
+{
+	while (**p == ' ')
+		(*p)++;
+	const char *tok = *p;
+	while (**p && **p != ' ')
+		(*p)++;
+	*len = (size_t)(*p - tok);
+	return tok;
+}
+
+/* Whether the bare word (no "=value") is on the command line, as Linux takes "quiet". */
+static int cmdline_has_word(const char *word)
+{
+	size_t wl = str_len(word), len;
+	const char *p = cmdline;
+	while (*p) {
+		const char *tok = cmdline_word(&p, &len);
+		if (len == wl && !memcmp(tok, word, wl))
+			return 1;
+	}
+	return 0;
+}
+
 /* Value of "key=" on the command line, copied into out; 0 if absent. */
 static int cmdline_get(const char *key, char *out, size_t outsz)
 {
-	size_t kl = str_len(key);
+	size_t kl = str_len(key), len;
 	const char *p = cmdline;
 	while (*p) {
-		while (*p == ' ')
-			p++;
-		const char *tok = p;
-		while (*p && *p != ' ')
-			p++;
-		if ((size_t)(p - tok) > kl && !memcmp(tok, key, kl) && tok[kl] == '=') {
-			size_t n = (size_t)(p - tok) - kl - 1;
+		const char *tok = cmdline_word(&p, &len);
+		if (len > kl && !memcmp(tok, key, kl) && tok[kl] == '=') {
+			size_t n = len - kl - 1;
 			if (n >= outsz)
 				n = outsz - 1;
 			memcpy(out, tok + kl + 1, n);
