@@ -38,6 +38,7 @@ mod parse;
 mod pci;
 mod translate;
 mod translate_devices;
+pub mod translate_firmware;
 mod units;
 mod xmlenum;
 

@@ -41,20 +41,32 @@ pub fn translate(dom: &Domain) -> Result<ms::MachineSpec> {
     for e in &dom.extra {
         extra_element(e)?;
     }
+    let boot = boot(dom)?;
+    let mut platform = platform(dom)?;
+    if boot.firmware.is_some() {
+        platform.chipset = crate::translate_firmware::chipset(dom.os.machine.as_deref())?;
+    }
+    let mut devices = crate::translate_devices::devices(dom)?;
+    if boot.firmware.is_some() {
+        crate::translate_firmware::boot_indexes(&dom.os, &mut devices)?;
+    } else {
+        // Direct kernel boot boots the kernel; boot order means nothing.
+        devices.iter_mut().for_each(|d| d.boot_index = None);
+    }
     let spec = ms::MachineSpec {
         version: ms::SPEC_VERSION,
         name: dom.name.clone(),
         uuid: dom.uuid.clone(),
         memory: memory(dom)?,
         cpus: cpus(dom)?,
-        boot: boot(&dom.os)?,
-        platform: platform(dom)?,
+        boot,
+        platform,
         lifecycle: ms::Lifecycle {
             on_poweroff: action(dom.on_poweroff),
             on_reboot: action(dom.on_reboot),
             on_crash: action(dom.on_crash),
         },
-        devices: crate::translate_devices::devices(dom)?,
+        devices,
     };
     clock(dom)?;
     pm(dom)?;
@@ -215,7 +227,8 @@ fn cpus(dom: &Domain) -> Result<ms::Cpus> {
     Ok(cpus)
 }
 
-fn boot(os: &Os) -> Result<ms::Boot> {
+fn boot(dom: &Domain) -> Result<ms::Boot> {
+    let os = &dom.os;
     if os.os_type != "hvm" {
         return unsupported(format!(
             "<os><type>{}</type> is not supported (only 'hvm')",
@@ -229,19 +242,8 @@ fn boot(os: &Os) -> Result<ms::Boot> {
             ));
         }
     }
-    if os.firmware.as_deref() == Some("efi") {
-        return unsupported("<os firmware='efi'> (firmware boot) is not supported; use direct kernel boot with <kernel>");
-    }
-    if os.loader.is_some() {
-        return unsupported(
-            "<os><loader> (firmware boot) is not supported; use direct kernel boot with <kernel>",
-        );
-    }
     if os.firmware_features.is_some() {
         return unsupported("<os><firmware> is not supported");
-    }
-    if os.nvram.is_some() {
-        return unsupported("<os><nvram> is not supported");
     }
     if os.dtb.is_some() {
         return unsupported("<os><dtb> is not supported");
@@ -253,12 +255,27 @@ fn boot(os: &Os) -> Result<ms::Boot> {
         return unsupported("<os><acpi><table> is not supported");
     }
     let Some(kernel) = &os.kernel else {
-        return unsupported(
-            "<os> has no <kernel>: oxvirt boots guests by direct kernel boot only (BIOS/firmware boot is not supported)",
-        );
+        let has_video = dom
+            .devices
+            .videos
+            .iter()
+            .any(|v| v.model_type() != Some("none"));
+        return Ok(ms::Boot {
+            kernel: None,
+            initrd: None,
+            cmdline: String::new(),
+            firmware: Some(crate::translate_firmware::firmware(os, has_video)?),
+        });
     };
+    if os.loader.is_some() || os.firmware.as_deref() == Some("efi") || os.nvram.is_some() {
+        return unsupported(
+            "<kernel> together with firmware (<loader>, <nvram>, <os firmware>) is not supported: \
+             oxvirt boots a <kernel> directly",
+        );
+    }
     Ok(ms::Boot {
-        kernel: PathBuf::from(kernel),
+        firmware: None,
+        kernel: Some(PathBuf::from(kernel)),
         initrd: os.initrd.as_ref().map(PathBuf::from),
         cmdline: os.cmdline.clone().unwrap_or_default(),
     })
@@ -269,6 +286,7 @@ const NO_EFFECT_FEATURES: &[&str] = &["pae", "hap", "privnet", "vmcoreinfo"];
 
 fn platform(dom: &Domain) -> Result<ms::Platform> {
     let mut p = ms::Platform {
+        chipset: Default::default(),
         acpi: false,
         apic: false,
     };

@@ -70,6 +70,7 @@ pub(crate) fn devices(dom: &Domain) -> Result<Vec<ms::Device>> {
     for (i, c) in d.consoles.iter().enumerate().skip(paired) {
         match c.target.target_type.as_deref() {
             Some("virtio") => ports.push(ms::Device {
+                boot_index: None,
                 id: id(&c.alias, format!("console{i}")),
                 pci: None,
                 kind: ms::DeviceKind::Console(ms::Console {
@@ -99,6 +100,7 @@ pub(crate) fn devices(dom: &Domain) -> Result<Vec<ms::Device>> {
         }
         let name = c.target.name.clone();
         ports.push(ms::Device {
+            boot_index: None,
             id: id(&c.alias, format!("channel{i}")),
             pci: None,
             kind: ms::DeviceKind::Console(ms::Console {
@@ -137,6 +139,7 @@ pub(crate) fn devices(dom: &Domain) -> Result<Vec<ms::Device>> {
             return unsupported("<vsock><driver> is not supported");
         }
         out.push(ms::Device {
+            boot_index: None,
             id: id(&v.alias, "vsock0".into()),
             pci: pci(&v.address, "vsock")?,
             kind: ms::DeviceKind::Vsock(ms::Vsock {
@@ -156,6 +159,7 @@ pub(crate) fn devices(dom: &Domain) -> Result<Vec<ms::Device>> {
             return unsupported("more than one <panic model='isa'> is not supported");
         }
         out.push(ms::Device {
+            boot_index: None,
             id: format!("panic{i}"),
             pci: None,
             kind: ms::DeviceKind::Pvpanic,
@@ -340,6 +344,7 @@ fn serial(i: usize, s: &Chardev) -> Result<ms::Device> {
         ));
     }
     Ok(ms::Device {
+        boot_index: None,
         id: id(&s.alias, format!("serial{i}")),
         pci: None,
         kind: ms::DeviceKind::Serial(ms::Serial {
@@ -463,6 +468,7 @@ fn disk(d: &Disk) -> Result<ms::Device> {
         }
     }
     Ok(ms::Device {
+        boot_index: d.boot_order,
         id: id(&d.alias, format!("virtio-disk-{dev}")),
         pci: pci(&d.address, &format!("disk '{dev}'"))?,
         kind: ms::DeviceKind::Disk(ms::Disk {
@@ -542,6 +548,7 @@ fn interface(n: &Interface) -> Result<ms::Device> {
         })?),
     };
     Ok(ms::Device {
+        boot_index: n.boot_order,
         id: id(&n.alias, "net".into()),
         pci: pci(&n.address, &what)?,
         kind: ms::DeviceKind::Net(ms::Net {
@@ -577,6 +584,7 @@ fn rng(i: usize, r: &Rng) -> Result<ms::Device> {
         (m, _) => return unsupported(format!("<rng><backend model='{m}'> is not supported")),
     };
     Ok(ms::Device {
+        boot_index: None,
         id: id(&r.alias, format!("rng{i}")),
         pci: pci(&r.address, "rng")?,
         kind: ms::DeviceKind::Rng(ms::Rng { source }),
@@ -596,6 +604,7 @@ fn balloon(m: &Memballoon) -> Result<Option<ms::Device>> {
         return unsupported("<memballoon><driver> is not supported");
     }
     Ok(Some(ms::Device {
+        boot_index: None,
         id: id(&m.alias, "balloon0".into()),
         pci: pci(&m.address, "memballoon")?,
         kind: ms::DeviceKind::Balloon(ms::Balloon {

@@ -114,12 +114,92 @@ pub enum FeaturePolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Boot {
-    /// Kernel image: ELF vmlinux with a PVH note, or a bzImage.
-    pub kernel: PathBuf,
+    /// Direct kernel boot: an ELF vmlinux with a PVH note, or a bzImage. Absent when
+    /// the machine boots through `firmware`; exactly one of the two is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<PathBuf>,
     #[serde(default)]
     pub initrd: Option<PathBuf>,
     #[serde(default)]
     pub cmdline: String,
+    /// Firmware boot (SeaBIOS or OVMF from the reset vector), libvirt `<os>` without
+    /// `<kernel>`. Devices to boot from carry a [`Device::boot_index`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<Firmware>,
+}
+
+/// Which firmware interface the image implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum FirmwareKind {
+    /// A legacy BIOS (SeaBIOS `bios-256k.bin`): one image, mapped read-only below 4 GiB
+    /// with its last 128 KiB copied to 0xE0000 at every reset.
+    Bios,
+    /// UEFI (OVMF): a read-only code image and a writable variable store on CFI flash.
+    Efi,
+}
+
+/// Firmware and what it is told through fw_cfg.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Firmware {
+    pub kind: FirmwareKind,
+    /// The read-only image (libvirt `<loader>`): mapped so that it ends at 4 GiB.
+    pub code: PathBuf,
+    /// UEFI variable store (libvirt `<nvram>`), the per-domain file the flash writes
+    /// through to; mapped right below `code`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vars: Option<PathBuf>,
+    /// Copied to `vars` when that file does not exist yet (libvirt `<nvram template>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vars_template: Option<PathBuf>,
+    /// Interactive boot menu (libvirt `<bootmenu enable='yes' timeout>`): the wait in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_menu_timeout_ms: Option<u32>,
+    /// Retry booting after this many ms when nothing booted (libvirt `<bios
+    /// rebootTimeout>`); -1: never retry. Absent: the firmware's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_timeout_ms: Option<i32>,
+    /// Mirror the firmware's text console to COM1 (libvirt `<bios useserial>`, and any
+    /// domain without a video device).
+    #[serde(default)]
+    pub serial_console: bool,
+    /// SMBIOS type 0/1/2/3 strings (libvirt `<sysinfo type='smbios'>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smbios: Option<Smbios>,
+}
+
+/// SMBIOS strings; every field is optional, the VMM fills in defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Smbios {
+    /// Type 0 (BIOS): vendor, version, date, release.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bios: Vec<(String, String)>,
+    /// Type 1 (system): manufacturer, product, version, serial, uuid, sku, family.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub system: Vec<(String, String)>,
+    /// Type 2 (baseboard).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub baseboard: Vec<(String, String)>,
+    /// Type 3 (chassis).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chassis: Vec<(String, String)>,
+}
+
+/// The chipset the guest sees.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Chipset {
+    /// oxvirt's minimal PC for direct kernel boot: a generic PCIe host bridge
+    /// (1b36:0008), ECAM at 0xE000_0000, ACPI tables placed in RAM by the VMM.
+    #[default]
+    Generic,
+    /// Q35: MCH 8086:29c0 and ICH9 LPC 8086:2918, ECAM at 0xB000_0000 (PCIEXBAR);
+    /// what firmware expects (libvirt `machine='q35'`).
+    Q35,
+    /// i440FX + PIIX3/PIIX4 (libvirt `machine='pc'`, `pc-i440fx-*`).
+    I440fx,
 }
 
 /// Platform features (libvirt `<features>`).
@@ -130,6 +210,9 @@ pub struct Platform {
     pub acpi: bool,
     /// Provide an IO-APIC/local APIC description (MADT).
     pub apic: bool,
+    /// The chipset; firmware boot needs Q35 or i440FX.
+    #[serde(default)]
+    pub chipset: Chipset,
 }
 
 /// Lifecycle actions (libvirt `on_poweroff`, `on_reboot`, `on_crash`).
@@ -180,6 +263,10 @@ pub struct Device {
     /// PCI placement for PCI devices; `None` for platform devices (serial ports).
     #[serde(default)]
     pub pci: Option<PciAddress>,
+    /// Firmware boot priority, lowest first (QEMU `bootindex`, libvirt `<boot
+    /// order>`); devices without one are tried after those with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_index: Option<u32>,
     pub kind: DeviceKind,
 }
 
@@ -386,6 +473,24 @@ impl MachineSpec {
                 "memory.size_bytes must be at least 1 MiB".into(),
             ));
         }
+        match (&self.boot.kernel, &self.boot.firmware) {
+            (Some(_), Some(_)) => {
+                return Err(SpecError::Invalid(
+                    "boot: give either a kernel or firmware, not both".into(),
+                ))
+            }
+            (None, None) => {
+                return Err(SpecError::Invalid(
+                    "boot: neither a kernel nor firmware to boot".into(),
+                ))
+            }
+            (None, Some(_)) if self.platform.chipset == Chipset::Generic => {
+                return Err(SpecError::Invalid(
+                    "boot: firmware needs the q35 or i440fx chipset".into(),
+                ))
+            }
+            _ => {}
+        }
         let mut ids = std::collections::HashSet::new();
         let mut slots = std::collections::HashSet::new();
         for d in &self.devices {
@@ -469,13 +574,15 @@ mod tests {
                 }],
             },
             boot: Boot {
-                kernel: "/boot/vmlinux".into(),
+                kernel: Some("/boot/vmlinux".into()),
                 initrd: None,
                 cmdline: "console=ttyS0".into(),
+                firmware: None,
             },
             platform: Platform {
                 acpi: true,
                 apic: true,
+                chipset: Chipset::Generic,
             },
             lifecycle: Lifecycle {
                 on_poweroff: LifecycleAction::Destroy,
@@ -486,6 +593,7 @@ mod tests {
                 Device {
                     id: "serial0".into(),
                     pci: None,
+                    boot_index: None,
                     kind: DeviceKind::Serial(Serial {
                         port: 0,
                         backend: CharBackend::Pty,
@@ -499,6 +607,7 @@ mod tests {
                         slot: 4,
                         function: 0,
                     }),
+                    boot_index: Some(1),
                     kind: DeviceKind::Disk(Disk {
                         path: "/var/lib/images/a.qcow2".into(),
                         format: DiskFormat::Qcow2,

@@ -38,11 +38,13 @@ pub fn spec(kernel: &Path, cmdline: &str, mem_mib: u64, cpus: u32) -> MachineSpe
             features: Vec::new(),
         },
         boot: Boot {
-            kernel: kernel.to_path_buf(),
+            firmware: None,
+            kernel: Some(kernel.to_path_buf()),
             initrd: None,
             cmdline: cmdline.into(),
         },
         platform: Platform {
+            chipset: Default::default(),
             acpi: true,
             apic: true,
         },
@@ -97,6 +99,7 @@ pub fn raw_disk(path: &Path) -> Disk {
 /// Device `id` at PCI slot `slot` holding `disk`.
 pub fn disk_device(id: &str, slot: u8, disk: Disk) -> Device {
     Device {
+        boot_index: None,
         id: id.into(),
         pci: pci_slot(slot),
         kind: DeviceKind::Disk(disk),
@@ -106,6 +109,7 @@ pub fn disk_device(id: &str, slot: u8, disk: Disk) -> Device {
 /// virtio-rng `id` at `slot`, fed from `/dev/urandom`.
 pub fn rng_device(id: &str, slot: u8) -> Device {
     Device {
+        boot_index: None,
         id: id.into(),
         pci: pci_slot(slot),
         kind: DeviceKind::Rng(Rng {
@@ -117,6 +121,7 @@ pub fn rng_device(id: &str, slot: u8) -> Device {
 /// virtio-net `id` at `slot` with MAC `mac` on `backend`, link up, default MTU.
 pub fn net_device(id: &str, slot: u8, mac: &str, backend: NetBackend) -> Device {
     Device {
+        boot_index: None,
         id: id.into(),
         pci: pci_slot(slot),
         kind: DeviceKind::Net(Net {
@@ -131,6 +136,7 @@ pub fn net_device(id: &str, slot: u8, mac: &str, backend: NetBackend) -> Device 
 /// ttyS0 with `backend`.
 pub fn serial_device(backend: CharBackend) -> Device {
     Device {
+        boot_index: None,
         id: "serial0".into(),
         pci: None,
         kind: DeviceKind::Serial(Serial { port: 0, backend }),

@@ -84,6 +84,27 @@ pub fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), KvmError>
     Ok(())
 }
 
+/// Registers `region` read-only at `slot` (firmware flash): reads come from the
+/// mapping, writes exit to the VMM as MMIO.
+pub fn register_rom(
+    vm: &VmFd,
+    slot: u32,
+    addr: u64,
+    region: &vm_memory::MmapRegion,
+) -> Result<(), KvmError> {
+    let r = kvm_userspace_memory_region {
+        slot,
+        guest_phys_addr: addr,
+        memory_size: region.size() as u64,
+        userspace_addr: region.as_ptr() as u64,
+        flags: kvm_bindings::KVM_MEM_READONLY,
+    };
+    // SAFETY: `region` is a live mapping of `memory_size` bytes; the caller keeps it
+    // (an `Arc` held by the machine) alive for as long as the VM exists.
+    unsafe { vm.set_user_memory_region(r) }
+        .map_err(|source| KvmError::MemorySlot { slot, source })
+}
+
 /// The signal that kicks a vCPU thread out of `KVM_RUN`.
 pub fn kick_signal() -> c_int {
     vmm_sys_util::signal::SIGRTMIN()

@@ -14,7 +14,11 @@
 //! ```
 //!
 //! A guest with more than 3 GiB gets the rest above 4 GiB, so it sees all its memory.
+//!
+//! Firmware-booted machines (Q35, i440FX) use the map QEMU gives them, because
+//! SeaBIOS and OVMF hard-code it: see [`PlatformLayout`].
 
+use machine_spec::Chipset;
 use vm_memory::GuestAddress;
 
 /// Everything below 3 GiB may be RAM; the 32-bit PCI hole starts here.
@@ -72,6 +76,97 @@ pub const ACPI_START: u64 = 0xe_0000;
 /// End of the area the ACPI tables may use.
 pub const ACPI_END: u64 = 0x10_0000;
 
+/// Where the chipset puts PCI and how much RAM may sit below it.
+///
+/// ```text
+///              generic (direct boot)     Q35 (firmware)            i440FX (firmware)
+/// low RAM      < 0xc000_0000             < 0xb000_0000, else 2 GiB < 0xe000_0000, else 3 GiB
+/// ECAM         0xe000_0000               0xb000_0000 (PCIEXBAR)    none (0xcf8 only)
+/// MMIO32       0xc000_0000 + 512 MiB     0xc000_0000-0xfec0_0000   0xc000_0000-0xfec0_0000
+/// KVM TSS      0xfffb_d000               0xfeffd000 (below the flash, as QEMU)
+/// ```
+///
+/// Firmware reassigns every BAR inside the 32-bit window ([0xc000_0000,
+/// 0xfec0_0000) on Q35, SeaBIOS `pcimem_start`); the DSDT's `_CRS` says the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlatformLayout {
+    pub chipset: Chipset,
+    /// RAM sizes up to this fit below the hole in one piece.
+    pub lowmem_max: u64,
+    /// Low RAM size for larger guests; the rest goes above 4 GiB.
+    pub lowmem_split: u64,
+    /// ECAM base (256 buses, 256 MiB), if the chipset has one.
+    pub ecam: Option<u64>,
+    /// 32-bit PCI MMIO window: (base, size).
+    pub mmio32: (u64, u64),
+    /// Three pages for KVM's TSS (KVM_SET_TSS_ADDR), below the firmware flash.
+    pub kvm_tss: u64,
+    /// One page for KVM's identity map (Intel), right below the TSS.
+    pub kvm_identity_map: u64,
+}
+
+impl PlatformLayout {
+    /// The layout of `chipset`.
+    pub const fn of(chipset: Chipset) -> Self {
+        match chipset {
+            Chipset::Generic => PlatformLayout {
+                chipset,
+                lowmem_max: MEM_32BIT_GAP_START,
+                lowmem_split: MEM_32BIT_GAP_START,
+                ecam: Some(PCI_ECAM_START),
+                mmio32: (PCI_MMIO32_START, PCI_MMIO32_SIZE),
+                kvm_tss: 0xfffb_d000,
+                kvm_identity_map: 0xfffb_c000,
+            },
+            Chipset::Q35 => PlatformLayout {
+                chipset,
+                lowmem_max: Q35_ECAM_START - 1,
+                lowmem_split: 0x8000_0000,
+                ecam: Some(Q35_ECAM_START),
+                mmio32: (FW_MMIO32_START, IOAPIC_START - FW_MMIO32_START),
+                kvm_tss: FW_KVM_TSS,
+                kvm_identity_map: FW_KVM_TSS - 0x1000,
+            },
+            Chipset::I440fx => PlatformLayout {
+                chipset,
+                lowmem_max: 0xe000_0000 - 1,
+                lowmem_split: 0xc000_0000,
+                ecam: None,
+                mmio32: (FW_MMIO32_START, IOAPIC_START - FW_MMIO32_START),
+                kvm_tss: FW_KVM_TSS,
+                kvm_identity_map: FW_KVM_TSS - 0x1000,
+            },
+        }
+    }
+
+    /// Whether firmware owns the platform (it enumerates PCI, reads fw_cfg).
+    pub fn firmware(&self) -> bool {
+        self.chipset != Chipset::Generic
+    }
+
+    /// Bytes of a `size`-byte guest that go below the PCI hole.
+    pub fn low_ram(&self, size: u64) -> u64 {
+        if size <= self.lowmem_max {
+            size
+        } else {
+            self.lowmem_split
+        }
+    }
+}
+
+/// Q35 ECAM (MCH PCIEXBAR as SeaBIOS and OVMF program it).
+pub const Q35_ECAM_START: u64 = 0xb000_0000;
+/// Start of the 32-bit PCI window firmware assigns BARs from.
+pub const FW_MMIO32_START: u64 = 0xc000_0000;
+/// KVM TSS on firmware platforms: QEMU's place, below the 16 MiB of flash.
+pub const FW_KVM_TSS: u64 = 0xfeff_d000;
+/// Firmware images end at 4 GiB.
+pub const FIRMWARE_END: u64 = 0x1_0000_0000;
+/// The legacy BIOS area (0xE0000-0xFFFFF) that holds the last 128 KiB of a BIOS image.
+pub const BIOS_LOW_START: u64 = 0xe_0000;
+/// Size of the low BIOS alias.
+pub const BIOS_LOW_SIZE: u64 = 0x2_0000;
+
 /// `struct e820entry` types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum E820Type {
@@ -100,9 +195,14 @@ pub struct RamLayout {
 }
 
 impl RamLayout {
-    /// Splits `size` bytes of RAM around the 32-bit PCI hole.
+    /// Splits `size` bytes of RAM around the 32-bit PCI hole of the generic platform.
     pub fn new(size: u64) -> Self {
-        let low = size.min(MEM_32BIT_GAP_START);
+        Self::for_platform(size, &PlatformLayout::of(Chipset::Generic))
+    }
+
+    /// Splits `size` bytes of RAM around the PCI hole of `platform`.
+    pub fn for_platform(size: u64, platform: &PlatformLayout) -> Self {
+        let low = platform.low_ram(size);
         let mut ranges = vec![(GuestAddress(0), low)];
         if size > low {
             ranges.push((GuestAddress(HIGH_RAM_START), size - low));
@@ -126,6 +226,29 @@ impl RamLayout {
     pub fn mmio64_start(&self) -> u64 {
         let end = self.end().max(HIGH_RAM_START);
         end.div_ceil(1 << 30) << 30
+    }
+
+    /// The map firmware gets in fw_cfg `etc/e820`, as QEMU gives it: RAM from 0 (the
+    /// firmware reserves its own areas: EBDA, BIOS, ECAM) and KVM's TSS pages.
+    pub fn firmware_e820(&self, platform: &PlatformLayout) -> Vec<E820Entry> {
+        let mut map: Vec<E820Entry> = self
+            .ranges
+            .iter()
+            .map(|&(start, size)| E820Entry {
+                addr: start.0,
+                size,
+                kind: E820Type::Ram,
+            })
+            .collect();
+        map.insert(
+            1,
+            E820Entry {
+                addr: platform.kvm_identity_map,
+                size: 0x4000,
+                kind: E820Type::Reserved,
+            },
+        );
+        map
     }
 
     /// The e820 map the guest is given (PVH memmap and zero page alike).
@@ -217,6 +340,23 @@ mod tests {
                 assert!(w[0].addr + w[0].size <= w[1].addr, "{size:#x}: {map:?}");
             }
         }
+    }
+
+    #[test]
+    fn q35_keeps_low_ram_below_the_ecam_window() {
+        let q35 = PlatformLayout::of(Chipset::Q35);
+        let l = RamLayout::for_platform(0xa000_0000, &q35);
+        assert_eq!(l.ranges.len(), 1);
+        // QEMU's rule: with RAM at or above the ECAM base, 2 GiB low, the rest high.
+        let l = RamLayout::for_platform(3 << 30, &q35);
+        assert_eq!(l.low_size(), 0x8000_0000);
+        assert_eq!(l.ranges[1], (GuestAddress(HIGH_RAM_START), 1 << 30));
+        let map = l.firmware_e820(&q35);
+        assert_eq!(map[0].addr, 0);
+        assert_eq!(map[0].size, 0x8000_0000);
+        assert_eq!(map[1].kind, E820Type::Reserved);
+        assert!(map[1].addr >= 0xfe00_0000 && map[1].addr + map[1].size <= 0xff00_0000);
+        assert_eq!(ram_total(&map), 3 << 30);
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod arch;
 pub mod boot;
 pub mod control;
 pub mod devices;
+pub mod firmware;
 pub mod kvm;
 pub mod layout;
 pub mod lifecycle;

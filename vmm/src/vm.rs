@@ -41,14 +41,15 @@ use crate::control::{
 use crate::devices::chardev::{Chardev, InputEvent};
 use crate::devices::cmos::{Cmos, CMOS_PORT};
 use crate::devices::legacy::{
-    DebugPort, Pvpanic, ResetControl, DEBUG_PORT, I8042, I8042_COMMAND_PORT, I8042_DATA_PORT,
-    PVPANIC_PORT, RESET_PORT,
+    DebugCon, DebugPort, PortA, Pvpanic, ResetControl, DEBUGCON_PORT, DEBUG_PORT, I8042,
+    I8042_COMMAND_PORT, I8042_DATA_PORT, PORT_A, PVPANIC_PORT, RESET_PORT,
 };
 use crate::devices::pm::{IrqLine, PmDevice, PM_BASE, PM_LEN, SCI_IRQ};
 use crate::devices::serial::{SerialDevice, COM_IRQS, COM_PORTS, COM_PORT_LEN};
 use crate::devices::{Bus, BusError, SharedDevice};
 use crate::kvm::{self as kvmsys, KvmError};
-use crate::layout::RamLayout;
+use crate::firmware::FirmwareRom;
+use crate::layout::{PlatformLayout, RamLayout};
 use crate::lifecycle::{ExitSink, GuestExit};
 use crate::memory::{self, MemoryError};
 use crate::vcpu::{self, VcpuContext};
@@ -72,9 +73,6 @@ pub fn lap(what: &'static str) {
         "start-up: {what}"
     );
 }
-
-/// Where the identity-map page and TSS go on Intel (below the IO-APIC, above the ECAM window).
-const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
 
 /// Errors of building or running the machine.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +105,8 @@ pub enum VmError {
     TooManyVcpus(u32, usize),
     #[error(transparent)]
     Pci(#[from] crate::virtio::attach::AttachError),
+    #[error(transparent)]
+    Firmware(#[from] crate::firmware::FirmwareError),
 }
 
 fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> VmError {
@@ -177,7 +177,10 @@ pub struct Outcome {
 /// Process-lifetime VMM state.
 pub struct Vmm {
     spec: MachineSpec,
+    platform: PlatformLayout,
     ram: RamLayout,
+    /// Firmware code, loaded once, mapped read-only into every machine.
+    firmware: Option<FirmwareRom>,
     control: VmControl,
     exits: ExitSink,
     chardevs: Vec<Chardev>,
@@ -259,9 +262,14 @@ impl Vmm {
             return Err(VmError::TooManyVcpus(spec.cpus.count, max_vcpus));
         }
         kvmsys::install_kick_handler()?;
-        let ram = RamLayout::new(spec.memory.size_bytes);
+        let platform = PlatformLayout::of(spec.platform.chipset);
+        let ram = RamLayout::for_platform(spec.memory.size_bytes, &platform);
         // The VM is made while the rest of start-up goes on.
-        let pending = PendingVm::start(&ram, backing(&spec))?;
+        let pending = PendingVm::start(&ram, backing(&spec), &platform)?;
+        let firmware = match &spec.boot.firmware {
+            Some(fw) => Some(FirmwareRom::load(&fw.code)?),
+            None => None,
+        };
         let control =
             VmControl::new(spec.memory.size_bytes).map_err(io_err("cannot create an eventfd"))?;
         let exits = ExitSink::new().map_err(io_err("cannot create an eventfd"))?;
@@ -312,7 +320,9 @@ impl Vmm {
 
         Ok(Vmm {
             spec,
+            platform,
             ram,
+            firmware,
             control,
             exits,
             chardevs,
@@ -342,6 +352,11 @@ impl Vmm {
         let entry = self.load_guest(pending.memory());
         let (vm, mem) = pending.finish()?;
         lap("VM, memory slot, irqchip and PIT ready");
+        if let Some(rom) = &self.firmware {
+            let slot = vm_memory::GuestMemoryBackend::num_regions(&mem) as u32;
+            kvmsys::register_rom(&vm, slot, rom.addr, rom.region())?;
+            lap("firmware mapped");
+        }
         let populated = self.populate(&vm, &mem, entry?)?;
         Ok(Built { populated, vm, mem })
     }
@@ -400,9 +415,19 @@ impl Vmm {
     }
 
     /// Writes the ACPI tables and loads the kernel, initrd and boot
-    /// information into guest memory; returns how the boot vCPU enters the kernel.
-    fn load_guest(&self, mem: &GuestMemoryMmap) -> Result<EntryMode, VmError> {
+    /// information into guest memory; returns how the boot vCPU enters the kernel,
+    /// or `None` for firmware boot (the vCPU starts at the reset vector; ACPI goes
+    /// through fw_cfg, and the BIOS tail is copied below 1 MiB).
+    fn load_guest(&self, mem: &GuestMemoryMmap) -> Result<Option<EntryMode>, VmError> {
         let spec = &self.spec;
+        if let Some(rom) = &self.firmware {
+            rom.copy_low_alias(mem)?;
+            lap("BIOS alias copied");
+            return Ok(None);
+        }
+        let Some(kernel) = spec.boot.kernel.as_deref() else {
+            return Ok(None);
+        };
         let rsdp = if spec.platform.acpi {
             let topo = spec.cpus.topology;
             let cfg = AcpiConfig {
@@ -420,14 +445,14 @@ impl Vmm {
             None
         };
         let src = BootSource {
-            kernel: &spec.boot.kernel,
+            kernel,
             initrd: spec.boot.initrd.as_deref(),
             cmdline: &spec.boot.cmdline,
         };
         let entry = boot::load(mem, &self.ram, &src, rsdp)?;
         tracing::debug!(?entry, "kernel loaded");
         lap("kernel loaded");
-        Ok(entry)
+        Ok(Some(entry))
     }
 
     /// Devices and vCPUs of a new machine whose memory is loaded.
@@ -435,7 +460,7 @@ impl Vmm {
         &self,
         vm: &Arc<VmFd>,
         mem: &GuestMemoryMmap,
-        entry: EntryMode,
+        entry: Option<EntryMode>,
     ) -> Result<Populated, VmError> {
         let spec = &self.spec;
         let pio = Arc::new(Bus::new());
@@ -486,6 +511,14 @@ impl Vmm {
         )));
         put(pm.clone(), PM_BASE, PM_LEN)?;
         lap("platform devices created");
+        if self.platform.firmware() {
+            put(
+                Arc::new(Mutex::new(PortA::new(self.exits.clone()))),
+                PORT_A,
+                1,
+            )?;
+            put(Arc::new(Mutex::new(DebugCon::default())), DEBUGCON_PORT, 1)?;
+        }
         if has_pvpanic(spec) {
             put(
                 Arc::new(Mutex::new(Pvpanic::new(self.exits.clone()))),
@@ -510,17 +543,21 @@ impl Vmm {
             })?;
             vcpu.set_cpuid2(&cpuid)
                 .map_err(|e| VmError::KvmIoctl("KVM_SET_CPUID2", e))?;
-            vcpu.set_msrs(&msrs::boot_msrs())
-                .map_err(|e| VmError::KvmIoctl("KVM_SET_MSRS", e))?;
-            vcpu.set_fpu(&regs::boot_fpu())
-                .map_err(|e| VmError::KvmIoctl("KVM_SET_FPU", e))?;
+            if entry.is_some() {
+                // What firmware would have left behind; firmware itself starts
+                // from the reset state.
+                vcpu.set_msrs(&msrs::boot_msrs())
+                    .map_err(|e| VmError::KvmIoctl("KVM_SET_MSRS", e))?;
+                vcpu.set_fpu(&regs::boot_fpu())
+                    .map_err(|e| VmError::KvmIoctl("KVM_SET_FPU", e))?;
+            }
             let mut lapic = vcpu
                 .get_lapic()
                 .map_err(|e| VmError::KvmIoctl("KVM_GET_LAPIC", e))?;
             regs::set_lint(&mut lapic);
             vcpu.set_lapic(&lapic)
                 .map_err(|e| VmError::KvmIoctl("KVM_SET_LAPIC", e))?;
-            if index == 0 {
+            if let (0, Some(entry)) = (index, entry) {
                 let mut sregs = vcpu
                     .get_sregs()
                     .map_err(|e| VmError::KvmIoctl("KVM_GET_SREGS", e))?;
@@ -529,7 +566,7 @@ impl Vmm {
                     .map_err(|e| VmError::KvmIoctl("KVM_SET_SREGS", e))?;
                 vcpu.set_regs(&regs::boot_regs(entry))
                     .map_err(|e| VmError::KvmIoctl("KVM_SET_REGS", e))?;
-            } else {
+            } else if index != 0 {
                 // Application processors wait for INIT/SIPI from the guest.
                 vcpu.set_mp_state(kvm_mp_state {
                     mp_state: KVM_MP_STATE_UNINITIALIZED,
@@ -571,7 +608,7 @@ impl Vmm {
             None => {
                 let pending = match self.pending.take() {
                     Some(p) => p,
-                    None => PendingVm::start(&self.ram, backing(&self.spec))?,
+                    None => PendingVm::start(&self.ram, backing(&self.spec), &self.platform)?,
                 };
                 self.build_machine(pending)?
             }

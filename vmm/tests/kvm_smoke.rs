@@ -105,11 +105,13 @@ fn spec(dir: &Path, code: &[u8], cpus: u32) -> MachineSpec {
             features: vec![],
         },
         boot: Boot {
-            kernel,
+            firmware: None,
+            kernel: Some(kernel),
             initrd: None,
             cmdline: String::new(),
         },
         platform: Platform {
+            chipset: Default::default(),
             acpi: true,
             apic: true,
         },
@@ -119,6 +121,7 @@ fn spec(dir: &Path, code: &[u8], cpus: u32) -> MachineSpec {
             on_crash: LifecycleAction::Destroy,
         },
         devices: vec![Device {
+            boot_index: None,
             id: "serial0".into(),
             pci: None,
             kind: DeviceKind::Serial(Serial {

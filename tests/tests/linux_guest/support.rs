@@ -127,22 +127,11 @@ fn take_turn() {
 }
 
 /// Debian's kernel for the full-Linux tests (`linux_full.rs`), or `None` after a loud
-/// SKIPPED line on the emulated KVM (where it stops at its first `int3`) unless
-/// `OXVIRT_FULL_LINUX` forces it. `OXVIRT_LINUX_STOCK_DIR` uses an existing
+/// SKIPPED line on the emulated KVM (where it stops at its first `int3`; tier 4 runs
+/// there in the nested-SVM guest) unless `OXVIRT_FULL_LINUX` forces it. `OXVIRT_LINUX_STOCK_DIR` uses an existing
 /// `build.sh --stock` output directory.
 pub fn full_guest(test: &str) -> Option<&'static LinuxGuest> {
-    if let Err(e) = kvm_usable() {
-        skip(test, &format!("no usable KVM ({e})"));
-        return None;
-    }
-    if emulated_kvm() && std::env::var_os("OXVIRT_FULL_LINUX").is_none() {
-        skip(
-            test,
-            "KVM here is emulated (kvm_pvm, /sys/module/kvm_pvm): Debian's kernel stops at its \
-             first int3 (int3_selftest) with a KVM emulation failure. Run on a host with \
-             hardware KVM (VMX/SVM): cargo build -p vmm --bins && \
-             cargo test -p oxvirt-tests --test linux_full",
-        );
+    if !oxvirt_tests::require_hardware_like_kvm(test) {
         return None;
     }
     Some(built(true))
@@ -204,6 +193,7 @@ impl LinuxGuest {
 /// A PCI device at `00:slot.0`.
 pub fn pci_device(id: &str, slot: u8, kind: DeviceKind) -> Device {
     Device {
+        boot_index: None,
         id: id.into(),
         pci: Some(PciAddress {
             domain: 0,

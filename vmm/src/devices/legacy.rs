@@ -20,6 +20,10 @@ pub const RESET_VALUE: u8 = 0x06;
 pub const DEBUG_PORT: u16 = 0x80;
 /// QEMU's pvpanic ISA port.
 pub const PVPANIC_PORT: u16 = 0x505;
+/// System control port A (fast A20 gate, fast reset).
+pub const PORT_A: u16 = 0x92;
+/// QEMU's `isa-debugcon` port, where SeaBIOS writes its debug log.
+pub const DEBUGCON_PORT: u16 = 0x402;
 
 /// Turns the i8042 "pulse reset line" command into a guest reset.
 pub struct ResetTrigger(pub ExitSink);
@@ -124,6 +128,68 @@ impl BusDevice for DebugPort {
     }
 }
 
+/// System control port A: bit 1 is the A20 gate (always on under KVM, but firmware
+/// reads it back: OVMF does `IoOr8(0x92, BIT1)`), bit 0 a fast reset.
+pub struct PortA {
+    value: u8,
+    exits: ExitSink,
+}
+
+impl PortA {
+    /// Port A with A20 enabled, reporting resets to `exits`.
+    pub fn new(exits: ExitSink) -> Self {
+        PortA { value: 0x02, exits }
+    }
+}
+
+impl BusDevice for PortA {
+    fn read(&mut self, _base: u64, _offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        if let Some(b) = data.first_mut() {
+            *b = self.value;
+        }
+    }
+
+    fn write(&mut self, _base: u64, _offset: u64, data: &[u8]) {
+        let Some(&v) = data.first() else { return };
+        // A reset happens on the 0 → 1 edge of bit 0.
+        if v & 1 != 0 && self.value & 1 == 0 {
+            self.exits.request(GuestExit::Reset);
+        }
+        self.value = v & 0x03;
+    }
+}
+
+/// The debug console at 0x402: firmware's log, one `tracing` line per guest line
+/// (target `firmware`; `OXVIRT_LOG=firmware=debug` shows it). Reads return 0xe9,
+/// which is how SeaBIOS detects the port.
+#[derive(Default)]
+pub struct DebugCon {
+    line: Vec<u8>,
+}
+
+/// Longest line kept before it is logged anyway.
+const DEBUGCON_LINE_MAX: usize = 512;
+
+impl BusDevice for DebugCon {
+    fn read(&mut self, _base: u64, _offset: u64, data: &mut [u8]) {
+        data.fill(0xe9);
+    }
+
+    fn write(&mut self, _base: u64, _offset: u64, data: &[u8]) {
+        for &b in data {
+            if b == b'\n' || self.line.len() >= DEBUGCON_LINE_MAX {
+                let text = String::from_utf8_lossy(&self.line);
+                tracing::debug!(target: "firmware", "{}", text.trim_end());
+                self.line.clear();
+            }
+            if b != b'\n' {
+                self.line.push(b);
+            }
+        }
+    }
+}
+
 /// pvpanic: reading shows the supported events, writing bit 0 reports a panic.
 pub struct Pvpanic {
     exits: ExitSink,
@@ -183,6 +249,29 @@ mod tests {
         assert_eq!(v[0], 0x02);
         r.write(0xcf9, 0, &[RESET_VALUE]);
         assert_eq!(s.take(), Some(GuestExit::Reset));
+    }
+
+    #[test]
+    fn port_a_keeps_a20_and_resets_on_bit_0() {
+        let s = ExitSink::new().unwrap();
+        let mut p = PortA::new(s.clone());
+        let mut v = [0u8];
+        p.read(0x92, 0, &mut v);
+        assert_eq!(v[0], 0x02);
+        p.write(0x92, 0, &[v[0] | 0x02]);
+        assert_eq!(s.take(), None);
+        p.write(0x92, 0, &[0x03]);
+        assert_eq!(s.take(), Some(GuestExit::Reset));
+    }
+
+    #[test]
+    fn debugcon_reads_e9() {
+        let mut d = DebugCon::default();
+        let mut v = [0u8];
+        d.read(0x402, 0, &mut v);
+        assert_eq!(v[0], 0xe9);
+        d.write(0x402, 0, b"SeaBIOS\n");
+        assert!(d.line.is_empty());
     }
 
     #[test]

@@ -228,6 +228,14 @@ impl ConfigSpace {
         Some(self.regs[reg])
     }
 
+    /// Makes `len` bytes from byte `offset` writable by the guest: plain storage
+    /// (chipset registers that firmware programs and reads back).
+    pub fn set_writable(&mut self, offset: usize, len: usize) {
+        for pos in offset..offset + len {
+            self.wmask[pos / 4] |= 0xff << ((pos % 4) * 8);
+        }
+    }
+
     /// Reads one byte (for capability handlers).
     pub fn byte(&self, pos: usize) -> u8 {
         (self.regs[pos / 4] >> ((pos % 4) * 8)) as u8

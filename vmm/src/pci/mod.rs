@@ -17,6 +17,7 @@
 //! ([`PciDevice::bar_moved`]) so its ioeventfds can follow.
 
 pub mod alloc;
+pub mod chipset;
 pub mod config;
 pub mod intx;
 pub mod msix;

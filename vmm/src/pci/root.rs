@@ -106,8 +106,13 @@ impl std::fmt::Debug for PciRoot {
 }
 
 impl PciRoot {
-    /// A root bus with the host bridge at 00.0.
+    /// A root bus with the generic host bridge at 00.0.
     pub fn new(windows: PciWindows) -> Self {
+        Self::with_host(windows, Box::new(HostBridge::new()))
+    }
+
+    /// A root bus with `host` at 00.0 (a chipset's host bridge).
+    pub fn with_host(windows: PciWindows, host: Box<dyn PciDevice>) -> Self {
         let mut root = PciRoot {
             slots: BTreeMap::new(),
             config_address: 0,
@@ -118,7 +123,7 @@ impl PciRoot {
         root.slots.insert(
             0,
             Slot {
-                dev: Box::new(HostBridge::new()),
+                dev: host,
                 decoding: Vec::new(),
             },
         );

@@ -14,7 +14,9 @@ use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 
 use kvm_ioctls::VmFd;
-use machine_spec::{CacheMode, Device, DeviceKind, DiskFormat, MachineSpec, NetBackend};
+use machine_spec::{
+    CacheMode, Chipset, Device, DeviceKind, DiskFormat, MachineSpec, NetBackend,
+};
 use tracing::{info, warn};
 use vm_memory::GuestMemoryMmap;
 
@@ -31,11 +33,12 @@ use super::{VirtioDevice, VirtioPciDevice};
 use crate::control::ChardevInfo;
 use crate::devices::bus::{Bus, BusDevice, BusError};
 use crate::devices::chardev::{Chardev, ChardevError, InputEvent};
-use crate::layout;
+use crate::layout::{self, PlatformLayout};
 use crate::monitor::{
     BlockCounters, BlockDescription, BlockView, Devices, Nic, PciFunction, PciRegion, PciView,
 };
 use crate::pci::root::CONFIG_ADDRESS_PORT;
+use crate::pci::chipset::ChipsetFunction;
 use crate::pci::{PciError, PciRoot, PciWindows};
 
 /// Why the PCI devices could not be built.
@@ -269,6 +272,8 @@ const CONFIG_DATA_PORT: u16 = 0xcfc;
 /// The root bus as the VMM's buses see it: one device at four ranges.
 struct PciHost {
     root: PciRoot,
+    /// Where ECAM is on the MMIO bus (none on i440FX).
+    ecam: Option<u64>,
 }
 
 impl BusDevice for PciHost {
@@ -276,7 +281,7 @@ impl BusDevice for PciHost {
         match base {
             b if b == u64::from(CONFIG_ADDRESS_PORT) => self.root.pio_read(offset, data),
             b if b == u64::from(CONFIG_DATA_PORT) => self.root.pio_read(4 + offset, data),
-            layout::PCI_ECAM_START => self.root.ecam_read(offset, data),
+            b if Some(b) == self.ecam => self.root.ecam_read(offset, data),
             _ => {
                 self.root.mmio_read(base + offset, data);
             }
@@ -287,13 +292,16 @@ impl BusDevice for PciHost {
         match base {
             b if b == u64::from(CONFIG_ADDRESS_PORT) => self.root.pio_write(offset, data),
             b if b == u64::from(CONFIG_DATA_PORT) => self.root.pio_write(4 + offset, data),
-            layout::PCI_ECAM_START => self.root.ecam_write(offset, data),
+            b if Some(b) == self.ecam => self.root.ecam_write(offset, data),
             _ => {
                 self.root.mmio_write(base + offset, data);
             }
         }
     }
 }
+
+/// The Q35 LPC bridge's slot (00:1f.0), as on real hardware and QEMU.
+pub const LPC_SLOT: u8 = 0x1f;
 
 /// The PCI devices of one machine; dropping it stops them.
 pub struct PciMachine {
@@ -410,10 +418,28 @@ pub fn attach(
     pio: &Bus,
     mmio: &Bus,
 ) -> Result<PciMachine, AttachError> {
-    let mut root = PciRoot::new(PciWindows {
-        mmio32: (layout::PCI_MMIO32_START, layout::PCI_MMIO32_SIZE),
+    let platform = PlatformLayout::of(spec.platform.chipset);
+    let windows = PciWindows {
+        mmio32: platform.mmio32,
         mmio64: (0, 0),
-    });
+    };
+    let mut root = match spec.platform.chipset {
+        Chipset::Generic => PciRoot::new(windows),
+        Chipset::Q35 => {
+            let mut r = PciRoot::with_host(windows, Box::new(ChipsetFunction::q35_mch()));
+            r.add_device(LPC_SLOT, 0, Box::new(ChipsetFunction::ich9_lpc()))
+                .map_err(|e| AttachError::Pci("lpc".into(), e))?;
+            r
+        }
+        Chipset::I440fx => {
+            let mut r = PciRoot::with_host(windows, Box::new(ChipsetFunction::i440fx_host()));
+            r.add_device(1, 0, Box::new(ChipsetFunction::piix3_isa()))
+                .map_err(|e| AttachError::Pci("isa".into(), e))?;
+            r.add_device(1, 3, Box::new(ChipsetFunction::piix4_pm()))
+                .map_err(|e| AttachError::Pci("pm".into(), e))?;
+            r
+        }
+    };
     let routing = Arc::new(IrqRouting::new(vm.clone()));
     let ioevents: Arc<dyn super::IoEventRegistrar> = Arc::new(KvmIoEvents::new(vm.clone()));
     let mut placed = Vec::new();
@@ -476,19 +502,20 @@ pub fn attach(
     } else {
         Some(IntxResampler::start(intx_pins).map_err(|e| AttachError::Irq("INTx".into(), e))?)
     };
-    let host = Arc::new(Mutex::new(PciHost { root }));
+    let host = Arc::new(Mutex::new(PciHost {
+        root,
+        ecam: platform.ecam,
+    }));
     pio.insert(host.clone(), u64::from(CONFIG_ADDRESS_PORT), 1)
         .map_err(AttachError::Bus)?;
     pio.insert(host.clone(), u64::from(CONFIG_DATA_PORT), 4)
         .map_err(AttachError::Bus)?;
-    mmio.insert(host.clone(), layout::PCI_ECAM_START, layout::PCI_ECAM_SIZE)
+    if let Some(ecam) = platform.ecam {
+        mmio.insert(host.clone(), ecam, layout::PCI_ECAM_SIZE)
+            .map_err(AttachError::Bus)?;
+    }
+    mmio.insert(host.clone(), platform.mmio32.0, platform.mmio32.1)
         .map_err(AttachError::Bus)?;
-    mmio.insert(
-        host.clone(),
-        layout::PCI_MMIO32_START,
-        layout::PCI_MMIO32_SIZE,
-    )
-    .map_err(AttachError::Bus)?;
     Ok(PciMachine {
         _host: host,
         _intx: intx,

@@ -15,9 +15,9 @@ use kvm_bindings::{kvm_pit_config, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::VmFd;
 use vm_memory::GuestMemoryMmap;
 
-use super::{io_err, lap, VmError, KVM_TSS_ADDRESS};
+use super::{io_err, lap, VmError};
 use crate::kvm as kvmsys;
-use crate::layout::RamLayout;
+use crate::layout::{PlatformLayout, RamLayout};
 use crate::memory::{self, Backing};
 
 /// Guest RAM, mapped, and the VM being made for it on a helper thread.
@@ -28,13 +28,19 @@ pub(super) struct PendingVm {
 
 impl PendingVm {
     /// Maps guest RAM and starts making the VM.
-    pub(super) fn start(ram: &RamLayout, backing: Backing) -> Result<PendingVm, VmError> {
+    pub(super) fn start(
+        ram: &RamLayout,
+        backing: Backing,
+        platform: &PlatformLayout,
+    ) -> Result<PendingVm, VmError> {
         let mem = memory::create(ram, backing)?;
         lap("guest RAM mapped");
         let for_vm = mem.clone();
+        let tss = platform.kvm_tss as usize;
+        let identity_map = platform.kvm_identity_map;
         let vm = std::thread::Builder::new()
             .name("vm-setup".into())
-            .spawn(move || create_vm(&for_vm))
+            .spawn(move || create_vm(&for_vm, tss, identity_map))
             .map_err(io_err("cannot spawn the VM set-up thread"))?;
         Ok(PendingVm { mem, vm })
     }
@@ -56,7 +62,9 @@ impl PendingVm {
 
 /// The VM with `mem` registered, the in-kernel interrupt controllers (PIC,
 /// IO-APIC; each vCPU gets its LAPIC later) and the PIT.
-fn create_vm(mem: &GuestMemoryMmap) -> Result<VmFd, VmError> {
+/// `tss`, `identity_map`: where KVM's TSS and identity-map pages go (Intel),
+/// outside RAM and firmware.
+fn create_vm(mem: &GuestMemoryMmap, tss: usize, identity_map: u64) -> Result<VmFd, VmError> {
     lap("vm-setup thread running");
     let kvm = kvmsys::open_kvm()?;
     lap("/dev/kvm opened (vm-setup)");
@@ -64,8 +72,11 @@ fn create_vm(mem: &GuestMemoryMmap) -> Result<VmFd, VmError> {
         .create_vm()
         .map_err(|e| VmError::KvmIoctl("KVM_CREATE_VM", e))?;
     lap("KVM_CREATE_VM");
-    if let Err(e) = vm.set_tss_address(KVM_TSS_ADDRESS) {
+    if let Err(e) = vm.set_tss_address(tss) {
         tracing::debug!(error = %e, "KVM_SET_TSS_ADDR not accepted");
+    }
+    if let Err(e) = vm.set_identity_map_address(identity_map) {
+        tracing::debug!(error = %e, "KVM_SET_IDENTITY_MAP_ADDR not accepted");
     }
     // Memory first: its slot's grace period is quick on a fresh VM, but waits
     // behind those that the irqchip and PIT start.

@@ -1,0 +1,134 @@
+//! Firmware images: the read-only code mapped so that it ends at 4 GiB, where the
+//! vCPU's reset vector (0xFFFF_FFF0) finds it, and the low BIOS alias.
+//!
+//! A freshly created vCPU is already in the architectural reset state
+//! (CS base 0xFFFF_0000, IP 0xFFF0), so firmware boot sets no registers at all.
+//! The image is loaded once per process into an anonymous mapping and registered
+//! as a read-only memory slot in every machine (each reset builds a new machine),
+//! so it stays pristine; guest writes to it exit as MMIO and are dropped, as on
+//! a real flash part in read-array mode.
+//!
+//! SeaBIOS's first far jump goes to F000:E05B, and it keeps its data segment in
+//! 0xE0000-0xFFFFF: the last 128 KiB of the image must also be writable RAM there
+//! (QEMU's PAM shadow). RAM is fresh at every machine start, so copying the tail
+//! in when the machine is built is the "re-copy on every reset" firmware expects.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, MmapRegion, VolatileMemory};
+
+use crate::layout::{BIOS_LOW_SIZE, BIOS_LOW_START, FIRMWARE_END};
+
+/// Largest image we map: QEMU's flash area below 4 GiB is 16 MiB as well
+/// (0xFF00_0000 up, above the KVM TSS pages).
+pub const MAX_FIRMWARE_SIZE: u64 = 16 << 20;
+
+/// Errors of loading firmware.
+#[derive(Debug, thiserror::Error)]
+pub enum FirmwareError {
+    #[error("cannot read firmware image '{0}'")]
+    Read(PathBuf, #[source] std::io::Error),
+    #[error("firmware image '{0}' has {1} bytes; it must be a non-empty multiple of 4096 of at most 16 MiB")]
+    BadSize(PathBuf, u64),
+    #[error("cannot map firmware image '{0}'")]
+    Map(PathBuf, #[source] vm_memory::mmap::MmapRegionError),
+    #[error("cannot copy the BIOS into guest memory")]
+    Copy(#[source] vm_memory::GuestMemoryError),
+}
+
+/// A read-only image mapped so that it ends at `end`.
+#[derive(Debug, Clone)]
+pub struct FirmwareRom {
+    region: Arc<MmapRegion>,
+    /// Guest address of its first byte.
+    pub addr: u64,
+}
+
+impl FirmwareRom {
+    /// Loads `path` to end at 4 GiB.
+    pub fn load(path: &Path) -> Result<Self, FirmwareError> {
+        Self::load_ending_at(path, FIRMWARE_END)
+    }
+
+    /// Loads `path` so that its last byte is at `end - 1` (a second flash unit
+    /// sits below the first).
+    pub fn load_ending_at(path: &Path, end: u64) -> Result<Self, FirmwareError> {
+        let data = std::fs::read(path).map_err(|e| FirmwareError::Read(path.into(), e))?;
+        let len = data.len() as u64;
+        if len == 0 || len % 4096 != 0 || len > MAX_FIRMWARE_SIZE {
+            return Err(FirmwareError::BadSize(path.into(), len));
+        }
+        let region = MmapRegion::new(data.len()).map_err(|e| FirmwareError::Map(path.into(), e))?;
+        region
+            .as_volatile_slice()
+            .write_slice(&data, 0)
+            .map_err(|e| FirmwareError::Copy(vm_memory::GuestMemoryError::from(e)))?;
+        Ok(FirmwareRom {
+            region: Arc::new(region),
+            addr: end - len,
+        })
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.region.size() as u64
+    }
+
+    /// The mapping, for the memory slot.
+    pub fn region(&self) -> &MmapRegion {
+        &self.region
+    }
+
+    /// Copies the image's last 128 KiB (or all of a smaller image, ending at 1 MiB)
+    /// into guest RAM at the legacy BIOS area.
+    pub fn copy_low_alias(&self, mem: &GuestMemoryMmap) -> Result<(), FirmwareError> {
+        let n = self.size().min(BIOS_LOW_SIZE) as usize;
+        let mut tail = vec![0u8; n];
+        self.region
+            .as_volatile_slice()
+            .read_slice(&mut tail, self.region.size() - n)
+            .map_err(|e| FirmwareError::Copy(vm_memory::GuestMemoryError::from(e)))?;
+        let at = BIOS_LOW_START + BIOS_LOW_SIZE - n as u64;
+        mem.write_slice(&tail, GuestAddress(at))
+            .map_err(FirmwareError::Copy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::RamLayout;
+
+    #[test]
+    fn image_ends_at_4g_and_its_tail_lands_below_1m() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bios.bin");
+        let mut img = vec![0u8; 256 << 10];
+        img[0] = 0x11;
+        let n = img.len();
+        img[n - BIOS_LOW_SIZE as usize] = 0x22;
+        img[n - 16] = 0xea; // the reset vector's far jump
+        std::fs::write(&p, &img).unwrap();
+        let rom = FirmwareRom::load(&p).unwrap();
+        assert_eq!(rom.addr, 0xfffc_0000);
+        assert_eq!(rom.size(), 256 << 10);
+        let mem = crate::memory::create(&RamLayout::new(2 << 20), Default::default()).unwrap();
+        rom.copy_low_alias(&mem).unwrap();
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(0xe0000)).unwrap(), 0x22);
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(0xffff0)).unwrap(), 0xea);
+    }
+
+    #[test]
+    fn bad_sizes_and_missing_files_name_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("odd.bin");
+        std::fs::write(&p, [0u8; 100]).unwrap();
+        let e = FirmwareRom::load(&p).unwrap_err().to_string();
+        assert!(e.contains("odd.bin") && e.contains("100 bytes"), "{e}");
+        let e = FirmwareRom::load(&dir.path().join("none.fd"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("none.fd"), "{e}");
+    }
+}
