@@ -242,9 +242,6 @@ fn boot(dom: &Domain) -> Result<ms::Boot> {
             ));
         }
     }
-    if os.firmware_features.is_some() {
-        return unsupported("<os><firmware> is not supported");
-    }
     if os.dtb.is_some() {
         return unsupported("<os><dtb> is not supported");
     }
@@ -267,7 +264,11 @@ fn boot(dom: &Domain) -> Result<ms::Boot> {
             firmware: Some(crate::translate_firmware::firmware(os, has_video)?),
         });
     };
-    if os.loader.is_some() || os.firmware.as_deref() == Some("efi") || os.nvram.is_some() {
+    if os.loader.is_some()
+        || os.firmware.as_deref() == Some("efi")
+        || os.nvram.is_some()
+        || os.firmware_features.is_some()
+    {
         return unsupported(
             "<kernel> together with firmware (<loader>, <nvram>, <os firmware>) is not supported: \
              oxvirt boots a <kernel> directly",

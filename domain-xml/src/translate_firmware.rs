@@ -61,6 +61,18 @@ pub fn firmware(os: &Os, has_video: bool) -> Result<ms::Firmware> {
             return Err(Error::xml(format!("unknown firmware value '{f}'")));
         }
     };
+    if let Some(f) = &os.firmware_features {
+        let secure = f.child_elements().any(|c| {
+            c.name == "feature"
+                && c.get_attr("name") == Some("secure-boot")
+                && c.get_attr("enabled") == Some("yes")
+        });
+        if secure {
+            return unsupported(
+                "<os><firmware><feature name='secure-boot' enabled='yes'>: secure boot requires SMM, which oxvirt does not provide yet",
+            );
+        }
+    }
     if kind == ms::FirmwareKind::Efi {
         return unsupported(
             "<os firmware='efi'> (UEFI, OVMF) is not supported yet; use BIOS boot (SeaBIOS)",
@@ -84,11 +96,15 @@ pub fn firmware(os: &Os, has_video: bool) -> Result<ms::Firmware> {
             Some(v) => return Err(Error::xml(format!("invalid <bios useserial='{v}'>"))),
         }
         if let Some(t) = b.get_attr("rebootTimeout") {
-            let ms: i32 = t.parse().ok().filter(|v| (-1..=65535).contains(v)).ok_or_else(|| {
-                Error::xml(format!(
-                    "invalid value for rebootTimeout '{t}', must be in range [-1,65535]"
-                ))
-            })?;
+            let ms: i32 = t
+                .parse()
+                .ok()
+                .filter(|v| (-1..=65535).contains(v))
+                .ok_or_else(|| {
+                    Error::xml(format!(
+                        "invalid value for rebootTimeout '{t}', must be in range [-1,65535]"
+                    ))
+                })?;
             reboot_timeout_ms = Some(ms);
         }
     }

@@ -125,8 +125,8 @@ type Rejected = (
 
 fn rejected() -> Vec<Rejected> {
     vec![
-        ("loader", "", "<loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE.fd</loader>", "", "unsupported configuration: <os><loader> (firmware boot) is not supported; use direct kernel boot with <kernel>"),
-        ("nvram", "", "<nvram>/var/lib/nvram.fd</nvram>", "", "unsupported configuration: <os><nvram> is not supported"),
+        ("loader", "", "<loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE.fd</loader>", "", "unsupported configuration: <kernel> together with firmware (<loader>, <nvram>, <os firmware>) is not supported: oxvirt boots a <kernel> directly"),
+        ("nvram", "", "<nvram>/var/lib/nvram.fd</nvram>", "", "unsupported configuration: <kernel> together with firmware (<loader>, <nvram>, <os firmware>) is not supported: oxvirt boots a <kernel> directly"),
         ("smbios", "", "<smbios mode='sysinfo'/>", "", "unsupported configuration: <os><smbios mode='sysinfo'> is not supported"),
         ("maxMemory", "<maxMemory slots='2' unit='GiB'>4</maxMemory>", "", "", "unsupported configuration: <maxMemory> (memory hotplug) is not supported"),
         ("hugepage sizes", "<memoryBacking><hugepages><page size='2048' unit='KiB'/></hugepages></memoryBacking>", "", "", "unsupported configuration: <memoryBacking><hugepages><page> (explicit page sizes) is not supported"),
@@ -225,12 +225,20 @@ fn rejected_top_level_and_boot_choices() {
             "unsupported configuration: domain type 'xen' is not supported (use 'kvm')",
         ),
         (
-            "<domain type='kvm'><name>a</name><memory unit='MiB'>64</memory><os><type>hvm</type><boot dev='hd'/></os></domain>",
-            "unsupported configuration: <os> has no <kernel>: oxvirt boots guests by direct kernel boot only (BIOS/firmware boot is not supported)",
+            "<domain type='kvm'><name>a</name><memory unit='MiB'>64</memory><os><type machine='microvm'>hvm</type><boot dev='hd'/></os></domain>",
+            "unsupported configuration: machine type 'microvm' is not supported for firmware boot (use 'q35' or 'pc')",
         ),
         (
             "<domain type='kvm'><name>a</name><memory unit='MiB'>64</memory><os firmware='efi'><type>hvm</type><kernel>/k</kernel></os></domain>",
-            "unsupported configuration: <os firmware='efi'> (firmware boot) is not supported; use direct kernel boot with <kernel>",
+            "unsupported configuration: <kernel> together with firmware (<loader>, <nvram>, <os firmware>) is not supported: oxvirt boots a <kernel> directly",
+        ),
+        (
+            "<domain type='kvm'><name>a</name><memory unit='MiB'>64</memory><os><type machine='q35'>hvm</type><loader secure='yes' type='pflash'>/c.fd</loader></os></domain>",
+            "unsupported configuration: <loader secure='yes'>: secure boot requires SMM, which oxvirt does not provide yet",
+        ),
+        (
+            "<domain type='kvm'><name>a</name><memory unit='MiB'>64</memory><os><type machine='q35'>hvm</type><bios rebootTimeout='70000'/></os></domain>",
+            "XML error: invalid value for rebootTimeout '70000', must be in range [-1,65535]",
         ),
         (
             "<domain type='kvm'><name>a</name><memory unit='MiB'>64</memory><os><type arch='aarch64'>hvm</type><kernel>/k</kernel></os></domain>",

@@ -187,6 +187,13 @@ pub struct Smbios {
     pub chassis: Vec<(String, String)>,
 }
 
+impl Chipset {
+    /// The default, direct-kernel-boot platform.
+    pub fn is_generic(&self) -> bool {
+        *self == Chipset::Generic
+    }
+}
+
 /// The chipset the guest sees.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -211,7 +218,7 @@ pub struct Platform {
     /// Provide an IO-APIC/local APIC description (MADT).
     pub apic: bool,
     /// The chipset; firmware boot needs Q35 or i440FX.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Chipset::is_generic")]
     pub chipset: Chipset,
 }
 

@@ -5,6 +5,7 @@
 #   oxtest.elf      ELF64 with a PVH note (XEN_ELFNOTE_PHYS32_ENTRY): PVH entry
 #   oxtest.bzImage  bzImage form (boot protocol 2.15, XLF_KERNEL_64): 64-bit entry at
 #                   code32_start + 0x200, or real-mode setup for loaders that use it
+#   bootsector.bin  a 512-byte BIOS boot sector (bootsector/boot.S) for firmware tests
 # The test harness (oxvirt-tests) calls this into a cache directory keyed by a hash
 # of the sources, so it only reruns when they change.
 set -euo pipefail
@@ -35,4 +36,10 @@ printf "$(printf '\\x%02x\\x%02x\\x%02x\\x%02x' $(( (size+15)/16 & 255 )) $(( (s
   dd of="$tmp/setup.bin" bs=1 seek=$((0x1f4)) conv=notrunc status=none
 cat "$tmp/setup.bin" "$tmp/payload.bin" > "$tmp/oxtest.bzImage"
 
-mv "$tmp/oxtest.elf" "$tmp/oxtest.bzImage" "$out/"
+# The BIOS boot sector: 16-bit code linked at 0x7c00, flat.
+as --32 "$src/bootsector/boot.S" -o "$tmp/bootsector.o"
+ld -m elf_i386 -nostdlib -static --build-id=none -Ttext 0x7c00 -e _start --oformat binary \
+   "$tmp/bootsector.o" -o "$tmp/bootsector.bin"
+test "$(stat -c %s "$tmp/bootsector.bin")" = 512
+
+mv "$tmp/oxtest.elf" "$tmp/oxtest.bzImage" "$tmp/bootsector.bin" "$out/"

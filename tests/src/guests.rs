@@ -15,6 +15,8 @@ pub struct TestGuests {
     pub elf: PathBuf,
     /// bzImage (boot protocol 2.15, XLF_KERNEL_64): the 64-bit Linux entry path.
     pub bzimage: PathBuf,
+    /// A 512-byte BIOS boot sector (`guests/bootsector/boot.S`); see [`boot_disk`].
+    pub bootsector: PathBuf,
 }
 
 /// Where the guest sources are.
@@ -79,5 +81,19 @@ fn build_guests() -> anyhow::Result<TestGuests> {
     Ok(TestGuests {
         elf: dir.join("oxtest.elf"),
         bzimage: dir.join("oxtest.bzImage"),
+        bootsector: dir.join("bootsector.bin"),
     })
+}
+
+/// Writes a 1 MiB raw disk image at `path` that a BIOS boots: the test boot sector,
+/// then `OXBOOT-DATA tag=<tag>` in LBA 1, which the boot sector reads through INT 13h
+/// and prints, so a test sees which disk booted and that the firmware's disk I/O works.
+pub fn boot_disk(path: &Path, tag: &str) -> anyhow::Result<()> {
+    let mut img = std::fs::read(&test_guests().bootsector).context("reading bootsector.bin")?;
+    anyhow::ensure!(img.len() == 512, "bootsector.bin is not 512 bytes");
+    let mut data = format!("OXBOOT-DATA tag={tag}").into_bytes();
+    data.resize(512, 0);
+    img.extend_from_slice(&data);
+    img.resize(1 << 20, 0);
+    std::fs::write(path, img).with_context(|| format!("writing {}", path.display()))
 }

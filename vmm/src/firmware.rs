@@ -95,10 +95,74 @@ impl FirmwareRom {
     }
 }
 
+/// The fw_cfg `bootorder` file: OpenFirmware device paths of the devices with a boot
+/// index, lowest index first, one per line, NUL-terminated (QEMU's format; SeaBIOS
+/// and OVMF match the `@slot,function` parts). `placed` is where each device sits on
+/// bus 0: (device id, slot, function).
+pub fn bootorder(spec: &machine_spec::MachineSpec, placed: &[(String, u8, u8)]) -> Vec<u8> {
+    use machine_spec::DeviceKind;
+    let mut entries: Vec<(u32, String)> = spec
+        .devices
+        .iter()
+        .filter_map(|d| {
+            let index = d.boot_index?;
+            let &(_, slot, function) = placed.iter().find(|(id, _, _)| *id == d.id)?;
+            let at = if function == 0 {
+                format!("{slot:x}")
+            } else {
+                format!("{slot:x},{function:x}")
+            };
+            let path = match d.kind {
+                DeviceKind::Disk(_) => format!("/pci@i0cf8/scsi@{at}/disk@0,0"),
+                DeviceKind::Net(_) => format!("/pci@i0cf8/ethernet@{at}"),
+                _ => return None,
+            };
+            Some((index, path))
+        })
+        .collect();
+    entries.sort();
+    let mut out = entries
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect::<Vec<_>>()
+        .join("\n")
+        .into_bytes();
+    out.push(0);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::layout::RamLayout;
+
+    #[test]
+    fn bootorder_lists_indexed_devices_by_index() {
+        let json = r#"{"version":1,"name":"t","uuid":"c7a5fdbd-cdaf-9455-926a-d65c16db1809",
+          "memory":{"size_bytes":67108864},"cpus":{"count":1,"max":1,
+          "topology":{"sockets":1,"dies":1,"cores":1,"threads":1},"mode":"host-passthrough"},
+          "boot":{"firmware":{"kind":"bios","code":"/bios"}},
+          "platform":{"acpi":true,"apic":true,"chipset":"q35"},
+          "lifecycle":{"on_poweroff":"destroy","on_reboot":"restart","on_crash":"destroy"},
+          "devices":[
+            {"id":"a","boot_index":2,"kind":{"type":"disk","path":"/a","format":"raw","target":"vda",
+              "readonly":false,"shareable":false,"cache":"none","discard":false}},
+            {"id":"b","boot_index":1,"kind":{"type":"disk","path":"/b","format":"raw","target":"vdb",
+              "readonly":false,"shareable":false,"cache":"none","discard":false}},
+            {"id":"c","kind":{"type":"disk","path":"/c","format":"raw","target":"vdc",
+              "readonly":false,"shareable":false,"cache":"none","discard":false}}
+          ]}"#;
+        let spec = machine_spec::MachineSpec::from_json(json).unwrap();
+        let placed = vec![
+            ("a".to_string(), 3, 0),
+            ("b".to_string(), 0x1e, 2),
+            ("c".to_string(), 4, 0),
+        ];
+        assert_eq!(
+            bootorder(&spec, &placed),
+            b"/pci@i0cf8/scsi@1e,2/disk@0,0\n/pci@i0cf8/scsi@3/disk@0,0\0"
+        );
+    }
 
     #[test]
     fn image_ends_at_4g_and_its_tail_lands_below_1m() {

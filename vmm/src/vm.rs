@@ -31,7 +31,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::acpi::{self, AcpiConfig};
+use crate::acpi;
 use crate::arch::x86_64::regs::EntryMode;
 use crate::arch::x86_64::{cpuid, msrs, regs};
 use crate::boot::{self, BootSource};
@@ -44,7 +44,7 @@ use crate::devices::legacy::{
     DebugCon, DebugPort, PortA, Pvpanic, ResetControl, DEBUGCON_PORT, DEBUG_PORT, I8042,
     I8042_COMMAND_PORT, I8042_DATA_PORT, PORT_A, PVPANIC_PORT, RESET_PORT,
 };
-use crate::devices::pm::{IrqLine, PmDevice, PM_BASE, PM_LEN, SCI_IRQ};
+use crate::devices::pm::{IrqLine, PmDevice, PM_BASE, SCI_IRQ};
 use crate::devices::serial::{SerialDevice, COM_IRQS, COM_PORTS, COM_PORT_LEN};
 use crate::devices::{Bus, BusError, SharedDevice};
 use crate::kvm::{self as kvmsys, KvmError};
@@ -54,6 +54,7 @@ use crate::lifecycle::{ExitSink, GuestExit};
 use crate::memory::{self, MemoryError};
 use crate::vcpu::{self, VcpuContext};
 
+mod fw_cfg_items;
 mod pending;
 use pending::PendingVm;
 
@@ -107,6 +108,8 @@ pub enum VmError {
     Pci(#[from] crate::virtio::attach::AttachError),
     #[error(transparent)]
     Firmware(#[from] crate::firmware::FirmwareError),
+    #[error("cannot build the fw_cfg items")]
+    FwCfg(#[from] crate::devices::fw_cfg::FwCfgError),
 }
 
 fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> VmError {
@@ -429,16 +432,7 @@ impl Vmm {
             return Ok(None);
         };
         let rsdp = if spec.platform.acpi {
-            let topo = spec.cpus.topology;
-            let cfg = AcpiConfig {
-                apic_ids: (0..spec.cpus.count)
-                    .map(|i| cpuid::position(&topo, i).apic_id)
-                    .collect(),
-                serial_ports: self.serial_slots.iter().map(|s| s.port).collect(),
-                pvpanic: has_pvpanic(spec),
-                ram: &self.ram,
-            };
-            let rsdp = acpi::write(mem, &cfg)?;
+            let rsdp = acpi::write(mem, &self.acpi_config())?;
             lap("ACPI tables written");
             Some(rsdp)
         } else {
@@ -502,14 +496,22 @@ impl Vmm {
             DEBUG_PORT,
             1,
         )?;
-        let pm = Arc::new(Mutex::new(PmDevice::new(
+        let pm_kind = crate::devices::pm::PmKind::of(spec.platform.chipset);
+        let pm = Arc::new(Mutex::new(PmDevice::with_kind(
+            pm_kind,
             Box::new(KvmIrqLine {
                 vm: vm.clone(),
                 gsi: SCI_IRQ,
             }),
             self.exits.clone(),
         )));
-        put(pm.clone(), PM_BASE, PM_LEN)?;
+        put(pm.clone(), PM_BASE, pm_kind.len())?;
+        let fw_cfg = fw_cfg_items::build(mem, spec, &self.acpi_config())?;
+        put(
+            Arc::new(Mutex::new(fw_cfg)),
+            crate::devices::fw_cfg::FW_CFG_PORT,
+            crate::devices::fw_cfg::FW_CFG_PORT_LEN,
+        )?;
         lap("platform devices created");
         if self.platform.firmware() {
             put(
