@@ -17,8 +17,21 @@
 //!   at 0xfec00000, IRQ 9 overridden to level/active-high, LINT1 = NMI.
 //! * MCFG: ECAM at 0xe0000000 for segment 0, buses 0-255.
 //!
-//! All tables live in the reserved BIOS area from 0xe0000; the RSDP is its first
-//! 36 bytes, where a legacy OS scanning 0xe0000-0xfffff finds it too.
+//! That is the generic platform; the chipset's [`PlatformLayout`] moves the ECAM
+//! window (Q35: 0xb0000000; i440FX has none, so no MCFG and a PNP0A03 bridge) and
+//! the 32-bit PCI window (firmware platforms: [0xc0000000, 0xfec00000), where
+//! SeaBIOS and OVMF put the BARs), and [`PmKind`] gives `\_S5` (0 on Q35 and
+//! i440FX, as QEMU says and OVMF writes).
+//!
+//! One builder ([`TableSet`]) lays the tables out in one blob: FACS (64-byte
+//! aligned), DSDT, FADT, MADT, MCFG, XSDT, each pointer field holding the offset
+//! of its target in the blob. Two placements use it:
+//!
+//! * direct kernel boot ([`write`]): the blob goes to 0xe0040 in the reserved BIOS
+//!   area, pointers relocated and checksums computed by the VMM; the RSDP is the
+//!   area's first 36 bytes, where a legacy OS scanning 0xe0000-0xfffff finds it too.
+//! * firmware boot ([`loader`]): the blob, the RSDP and a table-loader script
+//!   become fw_cfg files; the firmware allocates, relocates and checksums them.
 
 use acpi_tables::aml;
 use acpi_tables::facs::FACS;
@@ -34,9 +47,11 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::devices::cmos::CMOS_PORT;
 use crate::devices::legacy::{PVPANIC_PORT, RESET_PORT, RESET_VALUE};
-use crate::devices::pm;
+use crate::devices::pm::{self, PmKind};
 use crate::devices::serial::{COM_IRQS, COM_PORTS};
-use crate::layout::{self, RamLayout};
+use crate::layout::{self, PlatformLayout, RamLayout};
+
+pub mod loader;
 
 /// Errors of table placement.
 #[derive(Debug, thiserror::Error)]
@@ -68,12 +83,14 @@ pub struct AcpiConfig<'a> {
     pub pvpanic: bool,
     /// RAM layout (places the 64-bit MMIO window).
     pub ram: &'a RamLayout,
+    /// The chipset's ECAM and 32-bit PCI window, and its PM block.
+    pub platform: PlatformLayout,
 }
 
 /// Tables with the guest addresses they are placed at.
 #[derive(Debug, Clone)]
 pub struct AcpiTables {
-    /// `(address, bytes)` of every table, RSDP first.
+    /// `(address, bytes)`: the RSDP, then the blob of every other table.
     pub blobs: Vec<(u64, Vec<u8>)>,
     /// Where the RSDP is.
     pub rsdp: u64,
@@ -98,13 +115,15 @@ pub fn dsdt_aml(cfg: &AcpiConfig<'_>) -> Vec<u8> {
     let mut body = Vec::new();
 
     // \_S5: the sleep type values the PM1 control block accepts for soft-off.
-    let s5 = aml::Package::new(vec![&5u8, &5u8, &0u8, &0u8]);
+    let slp_typ = PmKind::of(cfg.platform.chipset).s5_sleep_type() as u8;
+    let s5 = aml::Package::new(vec![&slp_typ, &slp_typ, &0u8, &0u8]);
     aml::Name::new("_S5_".into(), &s5).to_aml_bytes(&mut body);
 
     let mut sb: Vec<Raw> = Vec::new();
 
     // PCI host bridge.
     let mmio64 = cfg.ram.mmio64_start();
+    let (mmio32, mmio32_size) = cfg.platform.mmio32;
     let crs = Raw(bytes_of(&aml::ResourceTemplate::new(vec![
         &aml::AddressSpace::<u16>::new_bus_number(0, u16::from(layout::PCI_ECAM_LAST_BUS)),
         &aml::IO::new(0xcf8, 0xcf8, 1, 8),
@@ -113,8 +132,8 @@ pub fn dsdt_aml(cfg: &AcpiConfig<'_>) -> Vec<u8> {
         &aml::AddressSpace::<u32>::new_memory(
             aml::AddressSpaceCacheable::NotCacheable,
             true,
-            layout::PCI_MMIO32_START as u32,
-            (layout::PCI_MMIO32_START + layout::PCI_MMIO32_SIZE - 1) as u32,
+            mmio32 as u32,
+            (mmio32 + mmio32_size - 1) as u32,
             None,
         ),
         &aml::AddressSpace::<u64>::new_memory(
@@ -136,37 +155,46 @@ pub fn dsdt_aml(cfg: &AcpiConfig<'_>) -> Vec<u8> {
         }
     }
     let prt = aml::Package::new(prt_entries.iter().map(|r| r as &dyn Aml).collect());
-    let pci0 = Raw(bytes_of(&aml::Device::new(
-        "PCI0".into(),
-        vec![
-            &aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0A08")),
-            &aml::Name::new("_CID".into(), &aml::EISAName::new("PNP0A03")),
-            &aml::Name::new("_ADR".into(), &0u8),
-            &aml::Name::new("_SEG".into(), &0u8),
-            &aml::Name::new("_UID".into(), &0u8),
-            &aml::Name::new("_BBN".into(), &0u8),
-            &aml::Name::new("_CRS".into(), &crs),
-            &aml::Name::new("_PRT".into(), &prt),
-        ],
-    )));
-    sb.push(pci0);
+    // PCI Express (PNP0A08, compatible with PCI) where there is an ECAM window.
+    let pcie_ids = [
+        aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0A08")),
+        aml::Name::new("_CID".into(), &aml::EISAName::new("PNP0A03")),
+    ];
+    let pci_id = [aml::Name::new(
+        "_HID".into(),
+        &aml::EISAName::new("PNP0A03"),
+    )];
+    let ids: &[aml::Name] = if cfg.platform.ecam.is_some() {
+        &pcie_ids
+    } else {
+        &pci_id
+    };
+    let mut pci0_body: Vec<&dyn Aml> = ids.iter().map(|n| n as &dyn Aml).collect();
+    let pci0_rest = [
+        aml::Name::new("_ADR".into(), &0u8),
+        aml::Name::new("_SEG".into(), &0u8),
+        aml::Name::new("_UID".into(), &0u8),
+        aml::Name::new("_BBN".into(), &0u8),
+        aml::Name::new("_CRS".into(), &crs),
+        aml::Name::new("_PRT".into(), &prt),
+    ];
+    pci0_body.extend(pci0_rest.iter().map(|n| n as &dyn Aml));
+    sb.push(Raw(bytes_of(&aml::Device::new("PCI0".into(), pci0_body))));
 
     // Motherboard resources: the ECAM window.
-    let mres_crs = Raw(bytes_of(&aml::ResourceTemplate::new(vec![
-        &aml::Memory32Fixed::new(
-            false,
-            layout::PCI_ECAM_START as u32,
-            layout::PCI_ECAM_SIZE as u32,
-        ),
-    ])));
-    sb.push(Raw(bytes_of(&aml::Device::new(
-        "MRES".into(),
-        vec![
-            &aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0C02")),
-            &aml::Name::new("_UID".into(), &1u8),
-            &aml::Name::new("_CRS".into(), &mres_crs),
-        ],
-    ))));
+    if let Some(ecam) = cfg.platform.ecam {
+        let mres_crs = Raw(bytes_of(&aml::ResourceTemplate::new(vec![
+            &aml::Memory32Fixed::new(false, ecam as u32, layout::PCI_ECAM_SIZE as u32),
+        ])));
+        sb.push(Raw(bytes_of(&aml::Device::new(
+            "MRES".into(),
+            vec![
+                &aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0C02")),
+                &aml::Name::new("_UID".into(), &1u8),
+                &aml::Name::new("_CRS".into(), &mres_crs),
+            ],
+        ))));
+    }
 
     // The CMOS RTC (IRQ 8), so the OS's RTC driver finds it by its PNP id.
     let rtc_crs = Raw(bytes_of(&aml::ResourceTemplate::new(vec![
@@ -237,7 +265,8 @@ pub fn pci_intx_gsi(slot: u8, pin: u8) -> u32 {
     16 + ((u32::from(slot) + u32::from(pin)) % 8)
 }
 
-fn fadt(dsdt: u64, facs: u64) -> Vec<u8> {
+/// The FADT, its FACS and DSDT pointers left 0 (the placements fill them).
+fn fadt() -> Vec<u8> {
     let io = |width_bytes: u8, access: AccessSize, port: u16| {
         GAS::new(
             AddressSpace::SystemIo,
@@ -248,8 +277,6 @@ fn fadt(dsdt: u64, facs: u64) -> Vec<u8> {
         )
     };
     let mut f = FADTBuilder::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION)
-        .dsdt_64(dsdt)
-        .firmware_ctrl_64(facs)
         .flag(Flags::Wbinvd)
         .flag(Flags::ProcC1)
         .flag(Flags::SlpButton)
@@ -271,6 +298,16 @@ fn fadt(dsdt: u64, facs: u64) -> Vec<u8> {
     f.iapc_boot_arch = IAPC_LEGACY_DEVICES.into();
     bytes_of(&f.finalize())
 }
+
+/// FADT field offsets of the FACS and DSDT pointers.
+const FADT_FIRMWARE_CTRL: usize = 36;
+const FADT_DSDT: usize = 40;
+const FADT_X_FIRMWARE_CTRL: usize = 132;
+const FADT_X_DSDT: usize = 140;
+/// Offset of the checksum byte in a table header.
+const HEADER_CHECKSUM: usize = 9;
+/// Size of a table header; the XSDT's entries follow it.
+const HEADER_LEN: usize = 36;
 
 fn madt(apic_ids: &[u32]) -> Vec<u8> {
     let mut t = Sdt::new(*b"APIC", 44, 3, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
@@ -301,9 +338,9 @@ fn madt(apic_ids: &[u32]) -> Vec<u8> {
     t.as_slice().to_vec()
 }
 
-fn mcfg() -> Vec<u8> {
+fn mcfg(ecam: u64) -> Vec<u8> {
     let mut m = MCFG::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
-    m.add_ecam(layout::PCI_ECAM_START, 0, 0, layout::PCI_ECAM_LAST_BUS);
+    m.add_ecam(ecam, 0, 0, layout::PCI_ECAM_LAST_BUS);
     bytes_of(&m)
 }
 
@@ -311,52 +348,150 @@ fn align(x: u64, a: u64) -> u64 {
     x.div_ceil(a) * a
 }
 
-/// Builds every table and decides where each goes.
+/// How the FADT points at the FACS and the DSDT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FadtPointers {
+    /// The 64-bit fields only (X_FIRMWARE_CTRL, X_DSDT): direct kernel boot.
+    Wide,
+    /// As QEMU gives firmware: FIRMWARE_CTRL (32-bit; the spec wants X_FIRMWARE_CTRL
+    /// 0 then), DSDT and X_DSDT. SeaBIOS reads only the 32-bit fields.
+    Firmware,
+}
+
+/// A pointer field in a [`TableSet`]'s blob; it holds its target's blob offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pointer {
+    /// Where the field is in the blob.
+    pub at: usize,
+    /// Its width in bytes (4 or 8).
+    pub size: u8,
+}
+
+/// One table of a [`TableSet`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Table {
+    pub signature: [u8; 4],
+    /// Offset in the blob.
+    pub offset: usize,
+    pub len: usize,
+    /// Whether it has a header checksum (all but the FACS).
+    pub checksummed: bool,
+}
+
+/// Every table but the RSDP, laid out in one blob that is to be placed at a
+/// 64-byte aligned address, with the pointers between them still to relocate and
+/// the checksums still to compute (checksum bytes are 0).
+#[derive(Debug, Clone, Default)]
+pub struct TableSet {
+    pub blob: Vec<u8>,
+    /// In blob order: FACS, DSDT, FADT, MADT, MCFG (if any), XSDT.
+    pub tables: Vec<Table>,
+    /// Every intra-blob pointer.
+    pub pointers: Vec<Pointer>,
+    /// Blob offset of the XSDT, the RSDP's target.
+    pub xsdt: usize,
+}
+
+impl TableSet {
+    /// Builds the machine's tables.
+    pub fn build(cfg: &AcpiConfig<'_>, fadt_pointers: FadtPointers) -> TableSet {
+        let mut set = TableSet::default();
+        let facs = set.push(bytes_of(&FACS::new()), 64, false);
+        let mut dsdt = Sdt::new(*b"DSDT", 36, 2, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
+        dsdt.append_slice(&dsdt_aml(cfg));
+        let dsdt = set.push(dsdt.as_slice().to_vec(), 16, true);
+        let fadt = set.push(fadt(), 16, true);
+        match fadt_pointers {
+            FadtPointers::Wide => {
+                set.point(fadt + FADT_X_FIRMWARE_CTRL, 8, facs);
+                set.point(fadt + FADT_X_DSDT, 8, dsdt);
+            }
+            FadtPointers::Firmware => {
+                set.point(fadt + FADT_FIRMWARE_CTRL, 4, facs);
+                set.point(fadt + FADT_DSDT, 4, dsdt);
+                set.point(fadt + FADT_X_DSDT, 8, dsdt);
+            }
+        }
+        let mut entries = vec![fadt, set.push(madt(&cfg.apic_ids), 16, true)];
+        if let Some(ecam) = cfg.platform.ecam {
+            entries.push(set.push(mcfg(ecam), 16, true));
+        }
+        let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
+        for _ in &entries {
+            xsdt.add_entry(0);
+        }
+        set.xsdt = set.push(bytes_of(&xsdt), 16, true);
+        for (i, &e) in entries.iter().enumerate() {
+            set.point(set.xsdt + HEADER_LEN + 8 * i, 8, e);
+        }
+        set
+    }
+
+    /// Appends `table` at the next `align`-byte boundary; returns its offset.
+    fn push(&mut self, mut table: Vec<u8>, align: usize, checksummed: bool) -> usize {
+        let offset = self.blob.len().next_multiple_of(align);
+        self.blob.resize(offset, 0);
+        if checksummed {
+            table[HEADER_CHECKSUM] = 0;
+        }
+        let mut signature = [0u8; 4];
+        signature.copy_from_slice(&table[..4]);
+        self.tables.push(Table {
+            signature,
+            offset,
+            len: table.len(),
+            checksummed,
+        });
+        self.blob.extend_from_slice(&table);
+        offset
+    }
+
+    /// Makes the `size`-byte field at `at` point at blob offset `target`.
+    fn point(&mut self, at: usize, size: u8, target: usize) {
+        let field = &mut self.blob[at..at + usize::from(size)];
+        field.copy_from_slice(&(target as u64).to_le_bytes()[..usize::from(size)]);
+        self.pointers.push(Pointer { at, size });
+    }
+
+    /// The blob as it is at guest address `base`: pointers relocated, checksums set.
+    pub fn placed_at(&self, base: u64) -> Vec<u8> {
+        let mut blob = self.blob.clone();
+        for p in &self.pointers {
+            let field = &mut blob[p.at..p.at + usize::from(p.size)];
+            let mut v = [0u8; 8];
+            v[..field.len()].copy_from_slice(field);
+            let moved = u64::from_le_bytes(v) + base;
+            field.copy_from_slice(&moved.to_le_bytes()[..usize::from(p.size)]);
+        }
+        for t in self.tables.iter().filter(|t| t.checksummed) {
+            let table = &mut blob[t.offset..t.offset + t.len];
+            table[HEADER_CHECKSUM] = checksum(table);
+        }
+        blob
+    }
+}
+
+/// The byte that makes `bytes` sum to 0 (mod 256), given it is 0 in `bytes` now.
+pub fn checksum(bytes: &[u8]) -> u8 {
+    0u8.wrapping_sub(bytes.iter().fold(0u8, |a, b| a.wrapping_add(*b)))
+}
+
+/// Builds every table and places it for direct kernel boot: the RSDP at
+/// [`layout::ACPI_START`], the rest after it.
 pub fn build(cfg: &AcpiConfig<'_>) -> Result<AcpiTables, AcpiError> {
     let rsdp_addr = layout::ACPI_START;
-    let mut next = align(rsdp_addr + Rsdp::len() as u64, 64);
-    let mut place = |len: usize, a: u64| {
-        let at = align(next, a);
-        next = at + len as u64;
-        at
-    };
-
-    let facs = bytes_of(&FACS::new());
-    let facs_addr = place(facs.len(), 64);
-    let mut dsdt = Sdt::new(*b"DSDT", 36, 2, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
-    dsdt.append_slice(&dsdt_aml(cfg));
-    let dsdt = dsdt.as_slice().to_vec();
-    let dsdt_addr = place(dsdt.len(), 16);
-    let fadt = fadt(dsdt_addr, facs_addr);
-    let fadt_addr = place(fadt.len(), 16);
-    let madt = madt(&cfg.apic_ids);
-    let madt_addr = place(madt.len(), 16);
-    let mcfg = mcfg();
-    let mcfg_addr = place(mcfg.len(), 16);
-    let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
-    for a in [fadt_addr, madt_addr, mcfg_addr] {
-        xsdt.add_entry(a);
-    }
-    let xsdt = bytes_of(&xsdt);
-    let xsdt_addr = place(xsdt.len(), 16);
-    let rsdp = bytes_of(&Rsdp::new(OEM_ID, xsdt_addr));
-
-    if next > layout::ACPI_END {
+    let base = align(rsdp_addr + Rsdp::len() as u64, 64);
+    let set = TableSet::build(cfg, FadtPointers::Wide);
+    let end = base + set.blob.len() as u64;
+    if end > layout::ACPI_END {
         return Err(AcpiError::TooBig(
-            next - layout::ACPI_START,
+            end - layout::ACPI_START,
             layout::ACPI_END - layout::ACPI_START,
         ));
     }
+    let rsdp = bytes_of(&Rsdp::new(OEM_ID, base + set.xsdt as u64));
     Ok(AcpiTables {
-        blobs: vec![
-            (rsdp_addr, rsdp),
-            (xsdt_addr, xsdt),
-            (fadt_addr, fadt),
-            (facs_addr, facs),
-            (dsdt_addr, dsdt),
-            (madt_addr, madt),
-            (mcfg_addr, mcfg),
-        ],
+        blobs: vec![(rsdp_addr, rsdp), (base, set.placed_at(base))],
         rsdp: rsdp_addr,
     })
 }
@@ -374,6 +509,7 @@ pub fn write(mem: &GuestMemoryMmap, cfg: &AcpiConfig<'_>) -> Result<u64, AcpiErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use machine_spec::Chipset;
 
     fn sum(b: &[u8]) -> u8 {
         b.iter().fold(0u8, |a, x| a.wrapping_add(*x))
@@ -394,6 +530,7 @@ mod tests {
             serial_ports: vec![0],
             pvpanic: true,
             ram: &ram,
+            platform: PlatformLayout::of(Chipset::Generic),
         })
         .unwrap()
     }

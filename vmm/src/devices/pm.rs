@@ -9,16 +9,31 @@
 //! ```
 //!
 //! The SCI (IRQ 9, level, active high) is asserted while `STS & EN` has a bit set.
-//! Writing `SLP_TYP = 5` (the DSDT's `\_S5`) with `SLP_EN` powers the machine off.
+//! Writing the DSDT's `\_S5` sleep type with `SLP_EN` powers the machine off.
+//!
+//! The block comes in three flavours ([`PmKind`]), all at PMBASE 0x600:
+//!
+//! * generic (direct kernel boot): the 12 ports above; `\_S5` is 5.
+//! * ICH9 (Q35), the LPC's 128-port ACPI I/O space: the same PM1 and timer, plus
+//!   GPE0 at +0x20 (8 bytes of status, write 1 to clear, then 8 of enable) and
+//!   SMI_EN at +0x30 with APMC_EN (bit 5) preset, as QEMU sets it when there is no
+//!   SMM: SeaBIOS's `smm_setup()` otherwise writes to the APM port and spins
+//!   until an SMI handler answers. Soft-off is SLP_TYP 0 (QEMU's `\_S5`, and what
+//!   OVMF's `ResetShutdown()` writes).
+//! * PIIX4 (i440FX): 64 ports, PM1 and timer as above; soft-off is SLP_TYP 0 too.
+//!
+//! Other ports of the block read 0 and ignore writes.
 
 use std::time::Instant;
+
+use machine_spec::Chipset;
 
 use super::bus::BusDevice;
 use crate::lifecycle::{ExitSink, GuestExit};
 
 /// First port of the PM block.
 pub const PM_BASE: u16 = 0x600;
-/// Ports the block spans.
+/// Ports the generic block spans ([`PmKind::ports`] for every flavour).
 pub const PM_LEN: u64 = 12;
 /// PM1a event block (STS + EN).
 pub const PM1A_EVT_BLK: u16 = PM_BASE;
@@ -34,13 +49,60 @@ pub const PM_TMR_BLK: u16 = PM_BASE + 8;
 pub const PM_TMR_LEN: u8 = 4;
 /// The SCI's ISA IRQ / GSI.
 pub const SCI_IRQ: u32 = 9;
-/// The sleep type `\_S5` names.
+/// The sleep type `\_S5` names on the generic platform.
 pub const SLP_TYP_S5: u16 = 5;
+/// ICH9 GPE0 block (status, then enable), relative to PMBASE.
+pub const ICH9_GPE0_OFFSET: u64 = 0x20;
+/// ICH9 GPE0 block length: 8 bytes of status, 8 of enable.
+pub const ICH9_GPE0_LEN: u64 = 16;
+/// ICH9 SMI_EN register, relative to PMBASE.
+pub const ICH9_SMI_EN_OFFSET: u64 = 0x30;
+/// SMI_EN bit 5: an APM port write raises an SMI.
+pub const ICH9_SMI_EN_APMC_EN: u32 = 1 << 5;
 
 const PWRBTN: u16 = 1 << 8;
 const SCI_EN: u16 = 1;
 const SLP_EN: u16 = 1 << 13;
 const PM_TIMER_HZ: u128 = 3_579_545;
+
+/// Which chipset's PM block this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PmKind {
+    /// oxvirt's generic platform: PM1 and the timer.
+    Generic,
+    /// Q35's ICH9 LPC ACPI I/O space.
+    Ich9,
+    /// i440FX's PIIX4 PM function.
+    Piix4,
+}
+
+impl PmKind {
+    /// The block `chipset` has.
+    pub const fn of(chipset: Chipset) -> Self {
+        match chipset {
+            Chipset::Generic => PmKind::Generic,
+            Chipset::Q35 => PmKind::Ich9,
+            Chipset::I440fx => PmKind::Piix4,
+        }
+    }
+
+    /// Ports the block spans from [`PM_BASE`].
+    pub const fn ports(self) -> u64 {
+        match self {
+            PmKind::Generic => PM_LEN,
+            PmKind::Ich9 => 128,
+            PmKind::Piix4 => 64,
+        }
+    }
+
+    /// The PM1 `SLP_TYP` that powers off: the DSDT's `\_S5` says the same.
+    pub const fn s5_sleep_type(self) -> u16 {
+        match self {
+            PmKind::Generic => SLP_TYP_S5,
+            PmKind::Ich9 | PmKind::Piix4 => 0,
+        }
+    }
+}
 
 /// A level-triggered interrupt line.
 pub trait IrqLine: Send {
@@ -50,22 +112,36 @@ pub trait IrqLine: Send {
 
 /// The PM registers.
 pub struct PmDevice {
+    kind: PmKind,
     status: u16,
     enable: u16,
     control: u16,
+    /// ICH9 GPE0 status (write 1 to clear) and enable; nothing raises a GPE.
+    gpe0: [u8; ICH9_GPE0_LEN as usize],
+    /// ICH9 SMI_EN.
+    smi_en: u32,
     start: Instant,
     sci: Box<dyn IrqLine>,
     exits: ExitSink,
 }
 
 impl PmDevice {
-    /// A PM block raising `sci` and reporting power-off to `exits`.
+    /// The generic PM block, raising `sci` and reporting power-off to `exits`.
     pub fn new(sci: Box<dyn IrqLine>, exits: ExitSink) -> Self {
+        Self::with_kind(PmKind::Generic, sci, exits)
+    }
+
+    /// The PM block of `kind`, raising `sci` and reporting power-off to `exits`.
+    pub fn with_kind(kind: PmKind, sci: Box<dyn IrqLine>, exits: ExitSink) -> Self {
         PmDevice {
+            kind,
             status: 0,
             enable: 0,
             // Hardware is always in ACPI mode (the FADT has no SMI command port).
             control: SCI_EN,
+            gpe0: [0; ICH9_GPE0_LEN as usize],
+            // No SMM: "SMM already initialised", as QEMU's ICH9 pm_reset says.
+            smi_en: ICH9_SMI_EN_APMC_EN,
             start: Instant::now(),
             sci,
             exits,
@@ -87,21 +163,32 @@ impl PmDevice {
         (ns * PM_TIMER_HZ / 1_000_000_000) as u32
     }
 
-    fn registers(&self) -> [u8; PM_LEN as usize] {
-        let mut r = [0u8; PM_LEN as usize];
-        r[0..2].copy_from_slice(&self.status.to_le_bytes());
-        r[2..4].copy_from_slice(&self.enable.to_le_bytes());
-        r[4..6].copy_from_slice(&self.control.to_le_bytes());
-        r[8..12].copy_from_slice(&self.timer().to_le_bytes());
-        r
+    /// The byte at `at` (offset into the block).
+    fn register_byte(&self, at: u64, timer: u32) -> u8 {
+        let byte = |v: u64, i: u64| (v >> (8 * i)) as u8;
+        let ich9 = self.kind == PmKind::Ich9;
+        match at {
+            0..=1 => byte(self.status.into(), at),
+            2..=3 => byte(self.enable.into(), at - 2),
+            4..=5 => byte(self.control.into(), at - 4),
+            8..=11 => byte(timer.into(), at - 8),
+            0x20..=0x2f if ich9 => self.gpe0[(at - ICH9_GPE0_OFFSET) as usize],
+            0x30..=0x33 if ich9 => byte(self.smi_en.into(), at - ICH9_SMI_EN_OFFSET),
+            _ => 0,
+        }
     }
 }
 
 impl BusDevice for PmDevice {
     fn read(&mut self, _base: u64, offset: u64, data: &mut [u8]) {
-        let regs = self.registers();
+        // One timer sample for the whole access, so a 32-bit read is consistent.
+        let timer = if offset < 12 && offset + data.len() as u64 > 8 {
+            self.timer()
+        } else {
+            0
+        };
         for (i, b) in data.iter_mut().enumerate() {
-            *b = regs.get(offset as usize + i).copied().unwrap_or(0);
+            *b = self.register_byte(offset + i as u64, timer);
         }
     }
 
@@ -119,13 +206,25 @@ impl BusDevice for PmDevice {
                     self.control = (self.control & !mask) | v;
                     control_written = true;
                 }
+                0x20..=0x2f if self.kind == PmKind::Ich9 => {
+                    let i = at - ICH9_GPE0_OFFSET as usize;
+                    if i < 8 {
+                        self.gpe0[i] &= !b; // status: write 1 to clear
+                    } else {
+                        self.gpe0[i] = b;
+                    }
+                }
+                0x30..=0x33 if self.kind == PmKind::Ich9 => {
+                    let shift = 8 * (at - ICH9_SMI_EN_OFFSET as usize);
+                    self.smi_en = (self.smi_en & !(0xff << shift)) | (u32::from(b) << shift);
+                }
                 _ => {}
             }
         }
         if control_written && self.control & SLP_EN != 0 {
             let typ = (self.control >> 10) & 7;
             self.control &= !SLP_EN; // write-only bit
-            if typ == SLP_TYP_S5 {
+            if typ == self.kind.s5_sleep_type() {
                 tracing::info!("guest entered ACPI S5 (power off)");
                 self.exits.request(GuestExit::PowerOff);
             } else {
@@ -154,13 +253,23 @@ mod tests {
     }
 
     fn pm() -> (PmDevice, Arc<AtomicBool>, ExitSink) {
+        pm_of(PmKind::Generic)
+    }
+
+    fn pm_of(kind: PmKind) -> (PmDevice, Arc<AtomicBool>, ExitSink) {
         let level = Arc::new(AtomicBool::new(false));
         let s = ExitSink::new().unwrap();
         (
-            PmDevice::new(Box::new(Line(level.clone())), s.clone()),
+            PmDevice::with_kind(kind, Box::new(Line(level.clone())), s.clone()),
             level,
             s,
         )
+    }
+
+    fn r32(p: &mut PmDevice, off: u64) -> u32 {
+        let mut b = [0u8; 4];
+        p.read(0x600, off, &mut b);
+        u32::from_le_bytes(b)
     }
 
     fn r16(p: &mut PmDevice, off: u64) -> u16 {
@@ -205,5 +314,67 @@ mod tests {
         let mut b = [0u8; 4];
         p.read(0x600, 8, &mut b);
         assert!(u32::from_le_bytes(b) > u32::from_le_bytes(a));
+    }
+
+    #[test]
+    fn block_lengths_follow_the_chipset() {
+        assert_eq!(PmKind::of(Chipset::Generic).ports(), PM_LEN);
+        assert_eq!(PmKind::of(Chipset::Q35), PmKind::Ich9);
+        assert_eq!(PmKind::Ich9.ports(), 128);
+        assert_eq!(PmKind::of(Chipset::I440fx).ports(), 64);
+    }
+
+    #[test]
+    fn ich9_smi_en_reads_with_apmc_en_preset() {
+        let (mut p, _, _) = pm_of(PmKind::Ich9);
+        assert_eq!(r32(&mut p, 0x30), ICH9_SMI_EN_APMC_EN);
+        let mut b = [0u8; 1];
+        p.read(0x600, 0x30, &mut b);
+        assert_eq!(b[0] & 0x20, 0x20, "SeaBIOS reads it bytewise too");
+        p.write(0x600, 0x30, &0x21u32.to_le_bytes());
+        assert_eq!(r32(&mut p, 0x30), 0x21, "SMI_EN is read/write");
+    }
+
+    #[test]
+    fn ich9_gpe0_status_is_write_one_to_clear_and_enable_read_write() {
+        let (mut p, level, _) = pm_of(PmKind::Ich9);
+        assert_eq!(r32(&mut p, 0x20), 0);
+        p.write(0x600, 0x28, &0x0102_0304u32.to_le_bytes());
+        assert_eq!(r32(&mut p, 0x28), 0x0102_0304);
+        p.write(0x600, 0x20, &u32::MAX.to_le_bytes());
+        assert_eq!(r32(&mut p, 0x20), 0);
+        assert!(!level.load(Ordering::SeqCst));
+        // Unimplemented registers of the 128-port block read 0.
+        assert_eq!(r32(&mut p, 0x60), 0);
+        assert_eq!(r32(&mut p, 0x7c), 0);
+    }
+
+    #[test]
+    fn ich9_powers_off_on_sleep_type_0_only() {
+        let (mut p, _, s) = pm_of(PmKind::Ich9);
+        p.write(0x600, 4, &((SLP_TYP_S5 << 10) | SLP_EN).to_le_bytes());
+        assert_eq!(s.take(), None, "5 is S3 on ICH9, not soft-off");
+        p.write(0x600, 4, &(SLP_EN | SCI_EN).to_le_bytes());
+        assert_eq!(s.take(), Some(GuestExit::PowerOff));
+        assert_eq!(r16(&mut p, 4), SCI_EN);
+    }
+
+    #[test]
+    fn generic_block_has_no_gpe_or_smi_registers() {
+        let (mut p, _, s) = pm();
+        assert_eq!(r32(&mut p, 0x30), 0);
+        p.write(0x600, 4, &SLP_EN.to_le_bytes());
+        assert_eq!(s.take(), None, "SLP_TYP 0 is S0 on the generic platform");
+    }
+
+    #[test]
+    fn timer_reads_are_consistent_bytewise_and_wide() {
+        let (mut p, _, _) = pm_of(PmKind::Ich9);
+        let a = r32(&mut p, 8);
+        let b = r32(&mut p, 8);
+        assert!(b >= a);
+        let mut w = [0u8; 2];
+        p.read(0x600, 10, &mut w);
+        assert!(u32::from(u16::from_le_bytes(w)) >= a >> 16);
     }
 }
