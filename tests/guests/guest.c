@@ -8,7 +8,7 @@
  *   OXTEST DONE                           all requested checks ran
  *
  * The kernel command line says what to do:
- *   oxtest=initrd,cpuid,kvmclock,e820,acpi,rtc,serial,smp,highmem,poweroff|reset|acpibutton|count|halt|int3|pvpanic
+ *   oxtest=initrd,cpuid,kvmclock,e820,acpi,rtc,serial,smp,highmem,fwcfg,poweroff|reset|acpibutton|count|halt|int3|pvpanic
  *   mem_expect=<MiB>  cpus_expect=<N>  reset_method=acpi|kbd|cf9|triple  ticks=<N>
  *   quiet   (print only READY, DONE, failures and the final action's lines)
  *
@@ -38,6 +38,7 @@
 #include "oxtest/rtc.c"
 #include "oxtest/smp.c"
 #include "oxtest/power.c"
+#include "oxtest/fwcfg.c"
 
 /* virtio drivers and PCI enumeration (owned by the virtio devices' tests) */
 #include "virtio/virtio.c"
@@ -83,6 +84,8 @@ void oxmain(int proto, uint64_t info)
 		check_smp();
 	if (want("highmem"))
 		check_highmem();
+	if (want("fwcfg"))
+		check_fwcfg();
 	if (want("pci"))
 		check_pci();
 	if (want("virtio"))
