@@ -29,6 +29,7 @@ mod cpuset;
 mod defaults;
 pub mod element;
 mod error;
+pub mod firmware;
 mod format;
 // Model fields are named after the XML element or attribute they hold (libvirt's
 // formatdomain documentation describes each); only the non-obvious ones carry docs.

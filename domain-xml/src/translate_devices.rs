@@ -20,9 +20,9 @@ fn pci(address: &Option<Address>, what: &str) -> Result<Option<ms::PciAddress>> 
     match address {
         None => Ok(None),
         Some(Address::Pci(p)) => {
-            if p.bus != 0 || p.domain != 0 {
+            if p.domain != 0 {
                 return unsupported(format!(
-                    "{what}: PCI address {:04x}:{:02x}:{:02x}.{} is not on the root bus (oxvirt places devices on bus 0 only)",
+                    "{what}: PCI address {:04x}:{:02x}:{:02x}.{} is not in PCI domain 0",
                     p.domain, p.bus, p.slot, p.function
                 ));
             }
@@ -116,6 +116,7 @@ pub(crate) fn devices(dom: &Domain) -> Result<Vec<ms::Device>> {
     // After disks, so a disk on an unsupported bus is named rather than its controller.
     for c in &d.controllers {
         controller(c)?;
+        out.extend(pci_controller(c)?);
     }
     for n in &d.interfaces {
         out.push(interface(n)?);
@@ -166,6 +167,7 @@ pub(crate) fn devices(dom: &Domain) -> Result<Vec<ms::Device>> {
         });
     }
     place_console_ports(d, &mut out)?;
+    check_buses(&out)?;
     Ok(out)
 }
 
@@ -242,6 +244,85 @@ fn reject_unsupported_kinds(d: &Devices) -> Result<()> {
             "<graphics type='{}'> is not supported (oxvirt has no display)",
             g.attr("type").unwrap_or("")
         ));
+    }
+    Ok(())
+}
+
+/// PCI controllers that provide a bus: libvirt's `pcie-root-port` (every device of a
+/// Q35 domain libvirt lays out sits behind one) and `pci-bridge`.
+fn pci_controller(c: &Controller) -> Result<Option<ms::Device>> {
+    if c.controller_type != ControllerType::Pci {
+        return Ok(None);
+    }
+    let model = match c.model.as_deref() {
+        Some("pci-root" | "pcie-root") | None => return Ok(None),
+        Some("pcie-root-port") => ms::PciControllerModel::PcieRootPort,
+        Some("pci-bridge") => ms::PciControllerModel::PciBridge,
+        Some(m) => {
+            return unsupported(format!(
+                "<controller type='pci' model='{m}'> is not supported (only pcie-root-port and pci-bridge)"
+            ))
+        }
+    };
+    let index = u8::try_from(c.index)
+        .map_err(|_| Error::xml(format!("PCI controller index {} is out of range", c.index)))?;
+    let target = c.children.iter().find(|e| e.name == "target");
+    let number = |attr: &str| -> Result<u8> {
+        match target.and_then(|t| t.get_attr(attr)) {
+            None => Ok(0),
+            Some(v) => parse_u8(v).ok_or_else(|| {
+                Error::xml(format!(
+                    "invalid <target {attr}='{v}'> of PCI controller {index}"
+                ))
+            }),
+        }
+    };
+    let what = format!("PCI controller {index}");
+    Ok(Some(ms::Device {
+        boot_index: None,
+        id: id(&c.alias, format!("pci.{index}")),
+        pci: pci(&c.address, &what)?,
+        kind: ms::DeviceKind::PciController(ms::PciController {
+            model,
+            index,
+            chassis: number("chassis")?.max(index),
+            port: number("port")?,
+        }),
+    }))
+}
+
+/// A decimal or 0x-prefixed hexadecimal byte, as libvirt writes attributes.
+fn parse_u8(v: &str) -> Option<u8> {
+    match v.strip_prefix("0x") {
+        Some(h) => u8::from_str_radix(h, 16).ok(),
+        None => v.parse().ok(),
+    }
+}
+
+/// Every device's bus must be the root or one a controller provides.
+fn check_buses(devices: &[ms::Device]) -> Result<()> {
+    let buses: Vec<u8> = devices
+        .iter()
+        .filter_map(|d| match &d.kind {
+            ms::DeviceKind::PciController(c) => Some(c.index),
+            _ => None,
+        })
+        .collect();
+    for d in devices {
+        if let Some(a) = d.pci {
+            if a.bus != 0 && !buses.contains(&a.bus) {
+                return Err(Error::xml(format!(
+                    "device '{}': PCI address {:04x}:{:02x}:{:02x}.{} is on bus {:#04x}, which no PCI controller provides",
+                    d.id, a.domain, a.bus, a.slot, a.function, a.bus
+                )));
+            }
+            if a.bus != 0 && matches!(d.kind, ms::DeviceKind::PciController(_)) {
+                return unsupported(format!(
+                    "PCI controller '{}' behind another bridge (bus {:#04x}) is not supported",
+                    d.id, a.bus
+                ));
+            }
+        }
     }
     Ok(())
 }

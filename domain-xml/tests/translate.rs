@@ -193,7 +193,7 @@ fn rejected() -> Vec<Rejected> {
         ("rng rate", "", "", "<rng model='virtio'><rate bytes='1234' period='2000'/><backend model='random'>/dev/urandom</backend></rng>", "unsupported configuration: <rng><rate> is not supported"),
         ("panic hyperv", "", "", "<panic model='hyperv'/>", "unsupported configuration: <panic model='hyperv'> is not supported (only 'isa')"),
         ("memballoon xen", "", "", "<memballoon model='xen'/>", "unsupported configuration: <memballoon model='xen'> is not supported"),
-        ("device on a PCI bridge", "", "", "<disk type='file'><source file='/a'/><target dev='vda'/><address type='pci' domain='0x0000' bus='0x01' slot='0x00' function='0x0'/></disk>", "unsupported configuration: disk 'vda': PCI address 0000:01:00.0 is not on the root bus (oxvirt places devices on bus 0 only)"),
+        ("pcie switch", "", "", "<controller type='pci' index='1' model='pcie-switch-upstream-port'/>", "unsupported configuration: <controller type='pci' model='pcie-switch-upstream-port'> is not supported (only pcie-root-port and pci-bridge)"),
     ]
 }
 
@@ -223,6 +223,10 @@ fn rejected_top_level_and_boot_choices() {
         (
             "<domain type='xen'><name>a</name><memory>1024</memory><os><type>hvm</type><kernel>/k</kernel></os></domain>",
             "unsupported configuration: domain type 'xen' is not supported (use 'kvm')",
+        ),
+        (
+            "<domain type='kvm'><name>a</name><memory unit='MiB'>64</memory><os><type>hvm</type><kernel>/k</kernel></os><devices><disk type='file'><source file='/a'/><target dev='vda'/><address type='pci' domain='0x0000' bus='0x01' slot='0x00' function='0x0'/></disk></devices></domain>",
+            "XML error: device 'virtio-disk0': PCI address 0000:01:00.0 is on bus 0x01, which no PCI controller provides",
         ),
         (
             "<domain type='kvm'><name>a</name><memory unit='MiB'>64</memory><os><type machine='microvm'>hvm</type><boot dev='hd'/></os></domain>",

@@ -297,6 +297,34 @@ pub enum DeviceKind {
     Vsock(Vsock),
     /// pvpanic ISA device (libvirt `<panic model='isa'>`).
     Pvpanic,
+    /// A bridge that provides a bus (libvirt `<controller type='pci'>` with model
+    /// `pcie-root-port` or `pci-bridge`); devices behind it have `pci.bus = index`.
+    PciController(PciController),
+}
+
+/// A PCI controller that provides a bus.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PciController {
+    pub model: PciControllerModel,
+    /// libvirt's controller index: the bus number devices behind it name.
+    pub index: u8,
+    /// libvirt `<target chassis>` (a root port's physical slot number).
+    #[serde(default)]
+    pub chassis: u8,
+    /// libvirt `<target port>` (a root port's port number).
+    #[serde(default)]
+    pub port: u8,
+}
+
+/// Bridge models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PciControllerModel {
+    /// PCIe root port (one device behind it), QEMU's pcie-root-port.
+    PcieRootPort,
+    /// PCI-to-PCI bridge (32 slots behind it), QEMU's pci-bridge.
+    PciBridge,
 }
 
 /// A 16550 UART.

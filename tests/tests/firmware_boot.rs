@@ -36,6 +36,11 @@ fn can_run(test: &str) -> bool {
 
 /// A disk XML element for a raw image with an optional per-device boot order.
 fn disk_xml(path: &Path, dev: &str, order: Option<u32>) -> String {
+    disk_at(path, dev, order, "")
+}
+
+/// As [`disk_xml`], with an `<address>` element (or none).
+fn disk_at(path: &Path, dev: &str, order: Option<u32>, address: &str) -> String {
     let boot = order
         .map(|o| format!("<boot order='{o}'/>"))
         .unwrap_or_default();
@@ -45,9 +50,35 @@ fn disk_xml(path: &Path, dev: &str, order: Option<u32>) -> String {
       <source file='{}'/>
       <target dev='{dev}' bus='virtio'/>
       {boot}
+      {address}
     </disk>",
         path.display()
     )
+}
+
+/// libvirt's layout of a Q35 domain: `pcie-root-port` controllers as functions of
+/// one multi-function slot (00:02.0-00:02.N), each providing bus `index`.
+fn root_ports(n: u8) -> String {
+    (1..=n)
+        .map(|i| {
+            let mf = if i == 1 { " multifunction='on'" } else { "" };
+            format!(
+                "<controller type='pci' index='{i}' model='pcie-root-port'>
+      <model name='pcie-root-port'/>
+      <target chassis='{i}' port='{port:#x}'/>
+      <address type='pci' domain='0x0000' bus='0x00' slot='0x02' function='{f:#x}'{mf}/>
+    </controller>",
+                port = 0x10 + i - 1,
+                f = i - 1
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A PCI address on `bus`, slot 0 (what libvirt gives a device behind a root port).
+fn behind(bus: u8) -> String {
+    format!("<address type='pci' domain='0x0000' bus='{bus:#04x}' slot='0x00' function='0x0'/>")
 }
 
 /// A firmware-booted domain: `machine`, the `<os>` children after `<type>`, devices.
@@ -90,7 +121,10 @@ fn disks(tags: &[&str]) -> (tempfile::TempDir, Vec<PathBuf>) {
 /// Waits for the boot sector's lines and the power-off; returns the tag it read.
 fn booted_tag(vm: &Vm) -> String {
     let line = vm.wait_for("OXBOOT-SECTOR-OK", BOOT_TIMEOUT);
-    assert!(line.contains("drive=80"), "booted from the first hard disk: {line}");
+    assert!(
+        line.contains("drive=80"),
+        "booted from the first hard disk: {line}"
+    );
     let data = vm.wait_for("OXBOOT-DATA", BOOT_TIMEOUT);
     vm.expect_exit(exit::POWEROFF, BOOT_TIMEOUT);
     data.split("tag=")
@@ -199,6 +233,26 @@ fn power_off_with_restart_runs_the_firmware_again() {
     // the reset vector with fresh RAM and the BIOS tail copied in again.
     vm.wait_count("OXBOOT-DATA tag=A", 2, BOOT_TIMEOUT * 2);
     let console = vm.console();
-    assert!(console.matches("SeaBIOS (version").count() >= 2, "{console}");
+    assert!(
+        console.matches("SeaBIOS (version").count() >= 2,
+        "{console}"
+    );
     vm.kill();
+}
+
+#[test]
+fn disks_behind_root_ports_boot_in_boot_order() {
+    if !can_run("disks_behind_root_ports_boot_in_boot_order") {
+        return;
+    }
+    let (_dir, d) = disks(&["A", "B"]);
+    // As `virsh dumpxml` shows a libvirt Q35 domain: every device behind a root port.
+    let devices = format!(
+        "{}\n{}\n{}",
+        root_ports(3),
+        disk_at(&d[0], "vda", Some(2), &behind(1)),
+        disk_at(&d[1], "vdb", Some(1), &behind(3))
+    );
+    let vm = Vm::start_xml(&firmware_xml("q35", "", "destroy", &devices), &[]);
+    assert_eq!(booted_tag(&vm), "B");
 }

@@ -25,6 +25,7 @@ fn block_pci_and_balloon_queries_report_the_devices_in_use() {
         vec![
             disk_device("virtio-disk0", 4, raw_disk(&image)),
             Device {
+                boot_index: None,
                 id: "balloon0".into(),
                 pci: pci_slot(5),
                 kind: DeviceKind::Balloon(machine_spec::Balloon {

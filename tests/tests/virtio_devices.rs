@@ -22,6 +22,7 @@ fn rng_returns_bytes_and_console_output_reaches_its_file() {
         vec![
             rng_device("rng0", 6),
             Device {
+                boot_index: None,
                 id: "console1".into(),
                 pci: pci_slot(7),
                 kind: DeviceKind::Console(Console {
@@ -68,6 +69,7 @@ fn balloon_inflates_when_asked_over_qmp() {
     let s = oxtest_spec(
         "virtio,balloon,poweroff",
         vec![Device {
+            boot_index: None,
             id: "balloon0".into(),
             pci: pci_slot(5),
             kind: DeviceKind::Balloon(Balloon {
@@ -148,6 +150,7 @@ fn vsock_carries_bytes_both_ways() {
     let s = oxtest_spec(
         "virtio,vsock,poweroff",
         vec![Device {
+            boot_index: None,
             id: "vsock0".into(),
             pci: pci_slot(8),
             kind: DeviceKind::Vsock(Vsock {

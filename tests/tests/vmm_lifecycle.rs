@@ -131,6 +131,7 @@ fn pvpanic_is_a_crash() {
     }
     let mut s = spec(&test_guests().elf, "console=ttyS0 oxtest=pvpanic", 128, 1);
     s.devices.push(machine_spec::Device {
+        boot_index: None,
         id: "panic0".into(),
         pci: None,
         kind: machine_spec::DeviceKind::Pvpanic,

@@ -56,7 +56,7 @@ impl FirmwareRom {
     pub fn load_ending_at(path: &Path, end: u64) -> Result<Self, FirmwareError> {
         let data = std::fs::read(path).map_err(|e| FirmwareError::Read(path.into(), e))?;
         let len = data.len() as u64;
-        if len == 0 || len % 4096 != 0 || len > MAX_FIRMWARE_SIZE {
+        if len == 0 || !len.is_multiple_of(4096) || len > MAX_FIRMWARE_SIZE {
             return Err(FirmwareError::BadSize(path.into(), len));
         }
         let region = MmapRegion::new(data.len()).map_err(|e| FirmwareError::Map(path.into(), e))?;
@@ -97,27 +97,34 @@ impl FirmwareRom {
 
 /// The fw_cfg `bootorder` file: OpenFirmware device paths of the devices with a boot
 /// index, lowest index first, one per line, NUL-terminated (QEMU's format; SeaBIOS
-/// and OVMF match the `@slot,function` parts). `placed` is where each device sits on
-/// bus 0: (device id, slot, function).
-pub fn bootorder(spec: &machine_spec::MachineSpec, placed: &[(String, u8, u8)]) -> Vec<u8> {
+/// and OVMF match the `@slot,function` parts). `placed` is where each device sits:
+/// its id and the (slot, function) path from bus 0 (a bridge's, then its own).
+pub fn bootorder(spec: &machine_spec::MachineSpec, placed: &[(String, Vec<(u8, u8)>)]) -> Vec<u8> {
     use machine_spec::DeviceKind;
     let mut entries: Vec<(u32, String)> = spec
         .devices
         .iter()
         .filter_map(|d| {
             let index = d.boot_index?;
-            let &(_, slot, function) = placed.iter().find(|(id, _, _)| *id == d.id)?;
-            let at = if function == 0 {
-                format!("{slot:x}")
-            } else {
-                format!("{slot:x},{function:x}")
+            let (_, path) = placed.iter().find(|(id, _)| *id == d.id)?;
+            let (&(slot, function), bridges) = path.split_last()?;
+            let at = |slot: u8, function: u8| {
+                if function == 0 {
+                    format!("{slot:x}")
+                } else {
+                    format!("{slot:x},{function:x}")
+                }
             };
-            let path = match d.kind {
-                DeviceKind::Disk(_) => format!("/pci@i0cf8/scsi@{at}/disk@0,0"),
-                DeviceKind::Net(_) => format!("/pci@i0cf8/ethernet@{at}"),
+            let mut p = String::from("/pci@i0cf8");
+            for &(s, f) in bridges {
+                p += &format!("/pci-bridge@{}", at(s, f));
+            }
+            match d.kind {
+                DeviceKind::Disk(_) => p += &format!("/scsi@{}/disk@0,0", at(slot, function)),
+                DeviceKind::Net(_) => p += &format!("/ethernet@{}", at(slot, function)),
                 _ => return None,
-            };
-            Some((index, path))
+            }
+            Some((index, p))
         })
         .collect();
     entries.sort();
@@ -129,6 +136,38 @@ pub fn bootorder(spec: &machine_spec::MachineSpec, placed: &[(String, u8, u8)]) 
         .into_bytes();
     out.push(0);
     out
+}
+
+/// Adds what the domain's `<os>` says about booting to `fw_cfg`: `bootorder`, the
+/// boot menu, the retry wait, and the serial console for headless machines (QEMU's
+/// `-nographic`: SeaBIOS mirrors its screen to COM1 through `etc/sercon-port`).
+pub fn add_boot_items(
+    fw_cfg: &mut crate::devices::fw_cfg::FwCfg,
+    spec: &machine_spec::MachineSpec,
+    placed: &[(String, Vec<(u8, u8)>)],
+) -> Result<(), crate::devices::fw_cfg::FwCfgError> {
+    use crate::devices::fw_cfg::keys;
+    let Some(fw) = &spec.boot.firmware else {
+        return Ok(());
+    };
+    let order = bootorder(spec, placed);
+    if order.len() > 1 {
+        fw_cfg.add_file("bootorder", order)?;
+    }
+    if let Some(ms) = fw.boot_menu_timeout_ms {
+        fw_cfg.set_u16(keys::BOOT_MENU, 1)?;
+        let ms = u16::try_from(ms).unwrap_or(u16::MAX);
+        fw_cfg.add_file("etc/boot-menu-wait", ms.to_le_bytes().to_vec())?;
+    }
+    // QEMU always tells the firmware; -1 (its default) means "do not retry".
+    let retry = fw.reboot_timeout_ms.unwrap_or(-1);
+    fw_cfg.add_file("etc/boot-fail-wait", retry.to_le_bytes().to_vec())?;
+    if fw.serial_console {
+        fw_cfg.set_u16(keys::NOGRAPHIC, 1)?;
+        let com1 = crate::devices::serial::COM_PORTS[0];
+        fw_cfg.add_file("etc/sercon-port", com1.to_le_bytes().to_vec())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -154,13 +193,13 @@ mod tests {
           ]}"#;
         let spec = machine_spec::MachineSpec::from_json(json).unwrap();
         let placed = vec![
-            ("a".to_string(), 3, 0),
-            ("b".to_string(), 0x1e, 2),
-            ("c".to_string(), 4, 0),
+            ("a".to_string(), vec![(2, 1), (0, 0)]),
+            ("b".to_string(), vec![(0x1e, 2)]),
+            ("c".to_string(), vec![(4, 0)]),
         ];
         assert_eq!(
             bootorder(&spec, &placed),
-            b"/pci@i0cf8/scsi@1e,2/disk@0,0\n/pci@i0cf8/scsi@3/disk@0,0\0"
+            b"/pci@i0cf8/scsi@1e,2/disk@0,0\n/pci@i0cf8/pci-bridge@2,1/scsi@0/disk@0,0\0"
         );
     }
 

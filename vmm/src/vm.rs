@@ -47,8 +47,8 @@ use crate::devices::legacy::{
 use crate::devices::pm::{IrqLine, PmDevice, PM_BASE, SCI_IRQ};
 use crate::devices::serial::{SerialDevice, COM_IRQS, COM_PORTS, COM_PORT_LEN};
 use crate::devices::{Bus, BusError, SharedDevice};
-use crate::kvm::{self as kvmsys, KvmError};
 use crate::firmware::FirmwareRom;
+use crate::kvm::{self as kvmsys, KvmError};
 use crate::layout::{PlatformLayout, RamLayout};
 use crate::lifecycle::{ExitSink, GuestExit};
 use crate::memory::{self, MemoryError};
@@ -505,10 +505,14 @@ impl Vmm {
             }),
             self.exits.clone(),
         )));
-        put(pm.clone(), PM_BASE, pm_kind.len())?;
-        let fw_cfg = fw_cfg_items::build(mem, spec, &self.acpi_config())?;
+        put(pm.clone(), PM_BASE, pm_kind.ports())?;
+        let fw_cfg = Arc::new(Mutex::new(fw_cfg_items::build(
+            mem,
+            spec,
+            &self.acpi_config(),
+        )?));
         put(
-            Arc::new(Mutex::new(fw_cfg)),
+            fw_cfg.clone(),
             crate::devices::fw_cfg::FW_CFG_PORT,
             crate::devices::fw_cfg::FW_CFG_PORT_LEN,
         )?;
@@ -531,6 +535,12 @@ impl Vmm {
 
         let pci = crate::virtio::attach::attach(spec, &self.pci_backends, vm, mem, &pio, &mmio)?;
         lap("PCI root and devices attached");
+        // Boot order names PCI slots, known now.
+        crate::firmware::add_boot_items(
+            &mut fw_cfg.lock().unwrap_or_else(|e| e.into_inner()),
+            spec,
+            &pci.locations(),
+        )?;
 
         let topo = spec.cpus.topology;
 

@@ -3,7 +3,9 @@
 pub mod bus;
 pub mod chardev;
 pub mod cmos;
+pub mod fw_cfg;
 pub mod legacy;
+pub mod pflash;
 pub mod pm;
 pub mod serial;
 

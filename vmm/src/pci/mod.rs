@@ -17,6 +17,7 @@
 //! ([`PciDevice::bar_moved`]) so its ioeventfds can follow.
 
 pub mod alloc;
+pub mod bridge;
 pub mod chipset;
 pub mod config;
 pub mod intx;
@@ -53,6 +54,22 @@ pub trait PciDevice: Send {
     /// Sets the multi-function bit of the header type (function 0 of a slot
     /// that has other functions).
     fn set_multifunction(&mut self) {}
+    /// For a bridge (type-1 header): the bus behind it.
+    fn bridge(&self) -> Option<BridgeBus> {
+        None
+    }
+}
+
+/// The bus behind a bridge: its number as the spec (libvirt's controller index)
+/// names it, and the number the guest's firmware or OS gave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BridgeBus {
+    /// libvirt's `<controller type='pci' index>`: devices say `bus='index'`.
+    pub index: u8,
+    /// The secondary bus number register as programmed (0 = not yet).
+    pub secondary: u8,
+    /// Whether only device 0 exists behind it (a PCIe link).
+    pub single_device: bool,
 }
 
 /// Errors building the PCI topology.
@@ -74,6 +91,9 @@ pub enum PciError {
         slot: u8,
         function: u8,
     },
+    /// No bridge provides the bus a device names.
+    #[error("no PCI controller provides bus {bus:#04x}")]
+    NoSuchBus { bus: u8 },
     /// Slot or function number out of range, or the host bridge's 00.0.
     #[error("PCI slot {slot:#x} function {function} is out of range or reserved")]
     BadSlot { slot: u8, function: u8 },

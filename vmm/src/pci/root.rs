@@ -92,6 +92,9 @@ struct Slot {
 pub struct PciRoot {
     /// Keyed by devfn (slot << 3 | function).
     slots: BTreeMap<u8, Slot>,
+    /// Functions behind bridges, by the spec's bus index (the bridge's libvirt
+    /// controller index), then devfn.
+    behind: BTreeMap<u8, BTreeMap<u8, Slot>>,
     config_address: u32,
     mmio32: BarAllocator,
     mmio64: Option<BarAllocator>,
@@ -115,6 +118,7 @@ impl PciRoot {
     pub fn with_host(windows: PciWindows, host: Box<dyn PciDevice>) -> Self {
         let mut root = PciRoot {
             slots: BTreeMap::new(),
+            behind: BTreeMap::new(),
             config_address: 0,
             mmio32: BarAllocator::new(windows.mmio32.0, windows.mmio32.1),
             mmio64: (windows.mmio64.1 > 0)
@@ -173,6 +177,61 @@ impl PciRoot {
         Ok(())
     }
 
+    /// Puts `dev` at `slot.function` of the bus behind the bridge with spec bus
+    /// index `bus` (that bridge must be on bus 0 already).
+    pub fn add_device_behind(
+        &mut self,
+        bus: u8,
+        slot: u8,
+        function: u8,
+        dev: Box<dyn PciDevice>,
+    ) -> Result<(), PciError> {
+        let bridge = self
+            .slots
+            .values()
+            .find_map(|s| s.dev.bridge().filter(|b| b.index == bus))
+            .ok_or(PciError::NoSuchBus { bus })?;
+        if slot >= 32 || function >= 8 || (bridge.single_device && slot != 0) {
+            return Err(PciError::BadSlot { slot, function });
+        }
+        let devfns = self.behind.entry(bus).or_default();
+        if devfns.contains_key(&(slot << 3 | function)) {
+            return Err(PciError::AddressInUse { slot, function });
+        }
+        devfns.insert(
+            slot << 3 | function,
+            Slot {
+                dev,
+                decoding: Vec::new(),
+            },
+        );
+        Ok(())
+    }
+
+    /// The (slot, function) on bus 0 of the bridge that provides spec bus `bus`.
+    pub fn bridge_of(&self, bus: u8) -> Option<(u8, u8)> {
+        self.slots
+            .iter()
+            .find(|(_, s)| s.dev.bridge().is_some_and(|b| b.index == bus))
+            .map(|(devfn, _)| (devfn >> 3, devfn & 7))
+    }
+
+    /// The function at guest bus number `bus`: bus 0, or the secondary bus of a
+    /// bridge on bus 0.
+    fn function(&mut self, bus: u8, devfn: u8) -> Option<&mut Slot> {
+        if bus == 0 {
+            return self.slots.get_mut(&devfn);
+        }
+        let b = self
+            .slots
+            .values()
+            .find_map(|s| s.dev.bridge().filter(|b| b.secondary == bus))?;
+        if b.single_device && devfn >> 3 != 0 {
+            return None;
+        }
+        self.behind.get_mut(&b.index)?.get_mut(&devfn)
+    }
+
     /// Marks function 0 of `slot` multi-function.
     pub fn set_multifunction(&mut self, slot: u8) {
         if let Some(s) = self.slots.get_mut(&(slot << 3)) {
@@ -205,20 +264,14 @@ impl PciRoot {
     }
 
     fn config_read(&mut self, bus: u8, devfn: u8, reg: usize) -> u32 {
-        if bus != 0 {
-            return u32::MAX;
-        }
-        match self.slots.get_mut(&devfn) {
+        match self.function(bus, devfn) {
             Some(s) => s.dev.read_config(reg),
             None => u32::MAX,
         }
     }
 
     fn config_write(&mut self, bus: u8, devfn: u8, reg: usize, offset: u8, data: &[u8]) {
-        if bus != 0 {
-            return;
-        }
-        let Some(s) = self.slots.get_mut(&devfn) else {
+        let Some(s) = self.function(bus, devfn) else {
             return;
         };
         s.dev.write_config(reg, offset, data);
@@ -308,13 +361,16 @@ impl PciRoot {
     }
 
     fn find_bar(&mut self, addr: u64) -> Option<(&mut Box<dyn PciDevice>, usize, u64)> {
-        self.slots.values_mut().find_map(|s| {
-            let &(i, base, _) = s
-                .decoding
-                .iter()
-                .find(|(_, base, size)| addr >= *base && addr - base < *size)?;
-            Some((&mut s.dev, i, addr - base))
-        })
+        self.slots
+            .values_mut()
+            .chain(self.behind.values_mut().flat_map(|b| b.values_mut()))
+            .find_map(|s| {
+                let &(i, base, _) = s
+                    .decoding
+                    .iter()
+                    .find(|(_, base, size)| addr >= *base && addr - base < *size)?;
+                Some((&mut s.dev, i, addr - base))
+            })
     }
 
     /// Guest read at `addr` in a PCI MMIO window; false if no BAR decodes it.

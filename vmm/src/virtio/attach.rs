@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use kvm_ioctls::VmFd;
 use machine_spec::{
-    CacheMode, Chipset, Device, DeviceKind, DiskFormat, MachineSpec, NetBackend,
+    CacheMode, Chipset, Device, DeviceKind, DiskFormat, MachineSpec, NetBackend, PciControllerModel,
 };
 use tracing::{info, warn};
 use vm_memory::GuestMemoryMmap;
@@ -37,8 +37,9 @@ use crate::layout::{self, PlatformLayout};
 use crate::monitor::{
     BlockCounters, BlockDescription, BlockView, Devices, Nic, PciFunction, PciRegion, PciView,
 };
-use crate::pci::root::CONFIG_ADDRESS_PORT;
+use crate::pci::bridge::{Bridge, BridgeKind};
 use crate::pci::chipset::ChipsetFunction;
+use crate::pci::root::CONFIG_ADDRESS_PORT;
 use crate::pci::{PciError, PciRoot, PciWindows};
 
 /// Why the PCI devices could not be built.
@@ -186,7 +187,8 @@ impl PciBackends {
                 DeviceKind::Serial(_)
                 | DeviceKind::Rng(_)
                 | DeviceKind::Vsock(_)
-                | DeviceKind::Pvpanic => {}
+                | DeviceKind::Pvpanic
+                | DeviceKind::PciController(_) => {}
             }
         }
         Ok(b)
@@ -300,6 +302,9 @@ impl BusDevice for PciHost {
     }
 }
 
+/// A (slot, function) pair.
+pub type DevFn = (u8, u8);
+
 /// The Q35 LPC bridge's slot (00:1f.0), as on real hardware and QEMU.
 pub const LPC_SLOT: u8 = 0x1f;
 
@@ -309,6 +314,9 @@ pub struct PciMachine {
     _intx: Option<IntxResampler>,
     /// (device id, slot, function) of every function placed.
     pub placed: Vec<(String, u8, u8)>,
+    /// Devices behind bridges: (device id, the bridge's (slot, function) on bus 0,
+    /// the device's (slot, function) behind it).
+    pub behind: Vec<(String, DevFn, DevFn)>,
 }
 
 fn open_flags(cache: CacheMode) -> OpenFlags {
@@ -403,7 +411,9 @@ fn virtio_device(
             Vsock::new(&d.id, u64::from(v.guest_cid), &v.uds_path)
                 .map_err(|e| AttachError::Vsock(d.id.clone(), e))?,
         ),
-        DeviceKind::Serial(_) | DeviceKind::Pvpanic => return Ok(None),
+        DeviceKind::Serial(_) | DeviceKind::Pvpanic | DeviceKind::PciController(_) => {
+            return Ok(None)
+        }
     }))
 }
 
@@ -443,7 +453,43 @@ pub fn attach(
     let routing = Arc::new(IrqRouting::new(vm.clone()));
     let ioevents: Arc<dyn super::IoEventRegistrar> = Arc::new(KvmIoEvents::new(vm.clone()));
     let mut placed = Vec::new();
+    let mut behind = Vec::new();
     let mut intx_pins = Vec::new();
+    // Bridges first: the buses they provide must exist before devices go there.
+    for d in &spec.devices {
+        if let DeviceKind::PciController(c) = &d.kind {
+            let perr = |e| AttachError::Pci(d.id.clone(), e);
+            let (slot, function) = match d.pci {
+                Some(a) if a.bus == 0 && a.domain == 0 => (a.slot, a.function),
+                Some(a) => {
+                    return Err(perr(PciError::NotRootBus {
+                        domain: a.domain,
+                        bus: a.bus,
+                        slot: a.slot,
+                        function: a.function,
+                    }))
+                }
+                None => (
+                    root.free_slot().ok_or(perr(PciError::BadSlot {
+                        slot: 32,
+                        function: 0,
+                    }))?,
+                    0,
+                ),
+            };
+            let kind = match c.model {
+                PciControllerModel::PcieRootPort => BridgeKind::PcieRootPort,
+                PciControllerModel::PciBridge => BridgeKind::PciBridge,
+            };
+            let mut bridge = Bridge::new(kind, c.index, c.chassis, c.port);
+            // Numbered as the spec numbers it, as firmware would; firmware and
+            // OSes that renumber are followed (`PciRoot` reads the register).
+            bridge.set_bus_numbers(0, c.index, c.index);
+            root.add_device(slot, function, Box::new(bridge))
+                .map_err(perr)?;
+            placed.push((d.id.clone(), slot, function));
+        }
+    }
     // Devices with an address first, so automatic placement never takes theirs.
     let mut order: Vec<&Device> = spec.devices.iter().filter(|d| d.pci.is_some()).collect();
     order.extend(spec.devices.iter().filter(|d| d.pci.is_none()));
@@ -452,9 +498,9 @@ pub fn attach(
             continue;
         };
         let perr = |e| AttachError::Pci(d.id.clone(), e);
-        let (slot, function) = match d.pci {
+        let (bus, slot, function) = match d.pci {
             Some(a) => {
-                if a.domain != 0 || a.bus != 0 {
+                if a.domain != 0 {
                     return Err(perr(PciError::NotRootBus {
                         domain: a.domain,
                         bus: a.bus,
@@ -462,9 +508,10 @@ pub fn attach(
                         function: a.function,
                     }));
                 }
-                (a.slot, a.function)
+                (a.bus, a.slot, a.function)
             }
             None => (
+                0,
                 root.free_slot().ok_or(perr(PciError::BadSlot {
                     slot: 32,
                     function: 0,
@@ -472,7 +519,19 @@ pub fn attach(
                 0,
             ),
         };
-        root.check_free(slot, function).map_err(perr)?;
+        // The slot on bus 0 that INTx is swizzled to: behind a bridge, the bridge's
+        // (device 0 behind it, pin A → the bridge's pin A).
+        let bridge = if bus == 0 {
+            root.check_free(slot, function).map_err(perr)?;
+            None
+        } else {
+            Some(
+                root.bridge_of(bus)
+                    .ok_or(perr(PciError::NoSuchBus { bus }))?,
+            )
+        };
+        let intx_slot = bridge.map_or(slot, |(s, _)| s);
+        let intx_pin = slot % 4;
         let vectors = dev.queue_max_sizes().len() as u16 + 1;
         let sink = routing
             .msi_sink(vectors)
@@ -482,7 +541,7 @@ pub fn attach(
                 .map_err(perr)?;
         // INTA#, for drivers without MSI-X, on the GSI the DSDT's _PRT gives the slot.
         // Without it (KVM refuses resampling irqfds) the function is MSI-X only.
-        let gsi = crate::acpi::pci_intx_gsi(slot, 0);
+        let gsi = crate::acpi::pci_intx_gsi(intx_slot, intx_pin);
         match routing.intx_line(gsi) {
             Ok((line, resample)) => {
                 let pin = pci.attach_intx(gsi as u8, line);
@@ -490,10 +549,19 @@ pub fn attach(
             }
             Err(e) => warn!(id = %d.id, "no INTx: {e}"),
         }
-        info!(id = %d.id, "{} at 00:{slot:02x}.{function}, BAR0 {:#x}", pci.name(), pci.bar0());
-        root.add_device(slot, function, Box::new(pci))
-            .map_err(perr)?;
-        placed.push((d.id.clone(), slot, function));
+        info!(id = %d.id, "{} at {bus:02x}:{slot:02x}.{function}, BAR0 {:#x}", pci.name(), pci.bar0());
+        match bridge {
+            None => {
+                root.add_device(slot, function, Box::new(pci))
+                    .map_err(perr)?;
+                placed.push((d.id.clone(), slot, function));
+            }
+            Some(at) => {
+                root.add_device_behind(bus, slot, function, Box::new(pci))
+                    .map_err(perr)?;
+                behind.push((d.id.clone(), at, (slot, function)));
+            }
+        }
     }
     mark_multifunction(&mut root);
     publish(&mut root, &placed, backends);
@@ -520,7 +588,24 @@ pub fn attach(
         _host: host,
         _intx: intx,
         placed,
+        behind,
     })
+}
+
+impl PciMachine {
+    /// Where each device went: its id and the (slot, function) path from bus 0,
+    /// one element for devices on bus 0, two for devices behind a bridge.
+    pub fn locations(&self) -> Vec<(String, Vec<(u8, u8)>)> {
+        self.placed
+            .iter()
+            .map(|(id, s, f)| (id.clone(), vec![(*s, *f)]))
+            .chain(
+                self.behind
+                    .iter()
+                    .map(|(id, b, d)| (id.clone(), vec![*b, *d])),
+            )
+            .collect()
+    }
 }
 
 /// Slots with functions besides 0 need the multi-function bit on function 0
