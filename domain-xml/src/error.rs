@@ -38,6 +38,24 @@ pub enum Error {
     /// Valid libvirt XML that this hypervisor cannot run; the message names the element.
     #[error("unsupported configuration: {0}")]
     Unsupported(String),
+    /// The firmware the domain asks for cannot be found or used; the message and
+    /// error number are libvirt's (`operation failed: …`, `internal error: …`).
+    #[error("{message}")]
+    Firmware {
+        /// libvirt's message.
+        message: String,
+        /// libvirt's `virErrorNumber`.
+        code: i32,
+    },
+}
+
+impl From<crate::firmware::FirmwareError> for Error {
+    fn from(e: crate::firmware::FirmwareError) -> Self {
+        Error::Firmware {
+            message: e.to_string(),
+            code: e.code(),
+        }
+    }
 }
 
 impl Error {
@@ -48,6 +66,7 @@ impl Error {
             Error::InvalidArg(_) => VIR_ERR_INVALID_ARG,
             Error::Malformed { .. } => VIR_ERR_XML_DETAIL,
             Error::Unsupported(_) => VIR_ERR_CONFIG_UNSUPPORTED,
+            Error::Firmware { code, .. } => *code,
         }
     }
 

@@ -261,7 +261,9 @@ fn boot(dom: &Domain) -> Result<ms::Boot> {
             kernel: None,
             initrd: None,
             cmdline: String::new(),
-            firmware: Some(crate::translate_firmware::firmware(os, has_video)?),
+            firmware: Some(crate::translate_firmware::firmware(
+                &dom.name, os, has_video,
+            )?),
         });
     };
     if os.loader.is_some()

@@ -37,8 +37,51 @@ pub fn chipset(machine: Option<&str>) -> Result<ms::Chipset> {
     }
 }
 
-/// The firmware half of `<os>`, for a domain without `<kernel>`.
-pub fn firmware(os: &Os, has_video: bool) -> Result<ms::Firmware> {
+/// Where a domain's UEFI variable store goes when `<nvram>` names no file (libvirt's
+/// rule, per daemon): [`crate::firmware::SYSTEM_NVRAM_DIR`] for root (the system
+/// daemon), `$XDG_DATA_HOME/oxvirt/nvram` (`~/.local/share/…`) for anyone else.
+pub fn default_nvram_dir() -> PathBuf {
+    if effective_uid() == Some(0) {
+        return PathBuf::from(crate::firmware::SYSTEM_NVRAM_DIR);
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    data.join("oxvirt/nvram")
+}
+
+/// Descriptor directories for this process: the user's own first for a non-root
+/// caller (a session daemon), then the system ones.
+fn descriptor_dirs() -> Vec<PathBuf> {
+    let user = (effective_uid() != Some(0))
+        .then(|| {
+            std::env::var_os("XDG_CONFIG_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        })
+        .flatten();
+    crate::firmware::descriptor_dirs(user.as_deref())
+}
+
+/// The effective uid, from /proc (this crate has no libc binding).
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// `<os><firmware><feature name enabled>`: Some(true/false) when the feature is named.
+fn firmware_feature(os: &Os, name: &str) -> Option<bool> {
+    os.firmware_features
+        .as_ref()?
+        .child_elements()
+        .find(|c| c.name == "feature" && c.get_attr("name") == Some(name))
+        .map(|c| c.get_attr("enabled") == Some("yes"))
+}
+
+/// The firmware half of `<os>`, for domain `name` without `<kernel>`.
+pub fn firmware(name: &str, os: &Os, has_video: bool) -> Result<ms::Firmware> {
     let loader = os.loader.as_ref();
     if loader.and_then(|l| l.secure) == Some(YesNo::Yes) {
         return unsupported(
@@ -61,29 +104,58 @@ pub fn firmware(os: &Os, has_video: bool) -> Result<ms::Firmware> {
             return Err(Error::xml(format!("unknown firmware value '{f}'")));
         }
     };
-    if let Some(f) = &os.firmware_features {
-        let secure = f.child_elements().any(|c| {
-            c.name == "feature"
-                && c.get_attr("name") == Some("secure-boot")
-                && c.get_attr("enabled") == Some("yes")
-        });
-        if secure {
-            return unsupported(
-                "<os><firmware><feature name='secure-boot' enabled='yes'>: secure boot requires SMM, which oxvirt does not provide yet",
-            );
-        }
-    }
-    if kind == ms::FirmwareKind::Efi {
+    if firmware_feature(os, "secure-boot") == Some(true) {
         return unsupported(
-            "<os firmware='efi'> (UEFI, OVMF) is not supported yet; use BIOS boot (SeaBIOS)",
+            "<os><firmware><feature name='secure-boot' enabled='yes'>: secure boot requires SMM, which oxvirt does not provide yet",
         );
     }
-    if os.nvram.is_some() {
-        return unsupported("<os><nvram> is only meaningful for UEFI");
-    }
-    let code = loader
-        .and_then(|l| l.path.as_deref())
-        .unwrap_or(SEABIOS_PATH);
+    let machine = os.machine.as_deref().unwrap_or("pc");
+    let loader_path = loader.and_then(|l| l.path.as_deref()).map(PathBuf::from);
+    let (code, vars, vars_template) = match kind {
+        ms::FirmwareKind::Bios => {
+            if os.nvram.is_some() {
+                return Err(Error::xml("<nvram> is only meaningful for UEFI firmware"));
+            }
+            let code = loader_path.unwrap_or_else(|| PathBuf::from(SEABIOS_PATH));
+            (code, None, None)
+        }
+        ms::FirmwareKind::Efi => {
+            if chipset(Some(machine))? == ms::Chipset::I440fx {
+                // OVMF moves the PIIX4 PM block to 0xB000; ours stays at 0x600.
+                return unsupported(format!(
+                    "UEFI firmware on machine type '{machine}' is not supported yet (use 'q35')"
+                ));
+            }
+            let nvram = os.nvram.as_ref();
+            let template = nvram
+                .and_then(|n| n.get_attr("template"))
+                .map(PathBuf::from);
+            let (code, template) = match (loader_path, template) {
+                (Some(code), Some(t)) => (code, Some(t)),
+                (Some(code), None) => {
+                    let sel =
+                        crate::firmware::select_for_loader(&descriptor_dirs(), &code, machine)?;
+                    (code, sel.vars_template)
+                }
+                (None, t) => {
+                    let want = crate::firmware::FirmwareRequest {
+                        efi: true,
+                        secure_boot: firmware_feature(os, "secure-boot"),
+                        enrolled_keys: firmware_feature(os, "enrolled-keys"),
+                        machine,
+                    };
+                    let sel = crate::firmware::select(&descriptor_dirs(), &want)?;
+                    (sel.code, t.or(sel.vars_template))
+                }
+            };
+            let vars = nvram
+                .map(|n| n.text_content())
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| PathBuf::from(p.trim()))
+                .unwrap_or_else(|| crate::firmware::default_nvram_path(&default_nvram_dir(), name));
+            (code, Some(vars), template)
+        }
+    };
     let boot_menu_timeout_ms = match &os.bootmenu {
         Some(m) if m.enable == YesNo::Yes => Some(m.timeout.unwrap_or(DEFAULT_MENU_MS)),
         _ => None,
@@ -110,9 +182,9 @@ pub fn firmware(os: &Os, has_video: bool) -> Result<ms::Firmware> {
     }
     Ok(ms::Firmware {
         kind,
-        code: PathBuf::from(code),
-        vars: None,
-        vars_template: None,
+        code,
+        vars,
+        vars_template,
         boot_menu_timeout_ms,
         reboot_timeout_ms,
         // Without a display, the firmware's screen goes to COM1 (SeaBIOS sercon),

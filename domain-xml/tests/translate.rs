@@ -327,3 +327,46 @@ fn corpus_translations_match_golden_files() {
         failures.join("\n")
     );
 }
+
+/// `<os firmware='efi'>` picks Debian's OVMF build without SMM from the firmware
+/// descriptors, as libvirt's auto-selection does, and a per-domain NVRAM file.
+#[test]
+fn efi_auto_selection_picks_ovmf_without_smm() {
+    let descriptor = "/usr/share/qemu/firmware/60-edk2-x86_64.json";
+    if !std::path::Path::new(descriptor).exists() {
+        eprintln!("*** SKIPPED: efi_auto_selection_picks_ovmf_without_smm: {descriptor} is missing (apt-get install ovmf)");
+        return;
+    }
+    let xml = "<domain type='kvm'><name>uefi</name><memory unit='MiB'>256</memory>\
+        <os firmware='efi'><type machine='q35'>hvm</type><nvram>/vm/uefi_VARS.fd</nvram></os></domain>";
+    let spec = spec_from_xml(xml).unwrap();
+    let fw = spec.boot.firmware.unwrap();
+    assert_eq!(fw.kind, machine_spec::FirmwareKind::Efi);
+    assert_eq!(
+        fw.code,
+        std::path::PathBuf::from("/usr/share/OVMF/OVMF_CODE_4M.fd")
+    );
+    assert_eq!(
+        fw.vars_template,
+        Some(std::path::PathBuf::from("/usr/share/OVMF/OVMF_VARS_4M.fd"))
+    );
+    assert_eq!(fw.vars, Some(std::path::PathBuf::from("/vm/uefi_VARS.fd")));
+    assert_eq!(spec.platform.chipset, machine_spec::Chipset::Q35);
+
+    // Without <nvram>, the default per-domain path (libvirt's NAME_VARS.fd rule).
+    let xml = xml.replace("<nvram>/vm/uefi_VARS.fd</nvram>", "");
+    let fw = spec_from_xml(&xml).unwrap().boot.firmware.unwrap();
+    let vars = fw.vars.unwrap();
+    assert!(vars.ends_with("nvram/uefi_VARS.fd"), "{}", vars.display());
+
+    // Secure boot needs SMM, which no build oxvirt can run without.
+    let xml = "<domain type='kvm'><name>sb</name><memory unit='MiB'>256</memory>\
+        <os firmware='efi'><type machine='q35'>hvm</type><firmware><feature enabled='yes' name='secure-boot'/></firmware></os></domain>";
+    let e = spec_from_xml(xml).unwrap_err().to_string();
+    assert!(e.contains("secure boot requires SMM"), "{e}");
+    // UEFI on i440FX is refused for now.
+    let xml = "<domain type='kvm'><name>pc</name><memory unit='MiB'>256</memory>\
+        <os firmware='efi'><type machine='pc'>hvm</type></os></domain>";
+    let e = spec_from_xml(xml).unwrap_err().to_string();
+    assert!(e.contains("'pc'"), "{e}");
+}

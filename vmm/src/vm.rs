@@ -108,6 +108,10 @@ pub enum VmError {
     Pci(#[from] crate::virtio::attach::AttachError),
     #[error(transparent)]
     Firmware(#[from] crate::firmware::FirmwareError),
+    #[error(transparent)]
+    Flash(#[from] crate::devices::pflash::PflashError),
+    #[error(transparent)]
+    Smbios(#[from] crate::smbios::SmbiosError),
     #[error("cannot build the fw_cfg items")]
     FwCfg(#[from] crate::devices::fw_cfg::FwCfgError),
 }
@@ -184,6 +188,9 @@ pub struct Vmm {
     ram: RamLayout,
     /// Firmware code, loaded once, mapped read-only into every machine.
     firmware: Option<FirmwareRom>,
+    /// UEFI variable store (CFI flash on the per-domain NVRAM file), right below the
+    /// code; opened once (it holds the file's lock), reset with every machine.
+    flash: Option<(u64, Arc<Mutex<crate::devices::pflash::Pflash>>)>,
     control: VmControl,
     exits: ExitSink,
     chardevs: Vec<Chardev>,
@@ -273,6 +280,20 @@ impl Vmm {
             Some(fw) => Some(FirmwareRom::load(&fw.code)?),
             None => None,
         };
+        let flash = match (&spec.boot.firmware, &firmware) {
+            (Some(fw), Some(rom)) => match &fw.vars {
+                Some(vars) => {
+                    use crate::devices::pflash::{prepare_vars, Pflash};
+                    prepare_vars(vars, fw.vars_template.as_deref())?;
+                    let flash = Pflash::open(vars, None)?;
+                    let base = rom.addr - flash.size();
+                    lap("NVRAM flash opened");
+                    Some((base, Arc::new(Mutex::new(flash))))
+                }
+                None => None,
+            },
+            _ => None,
+        };
         let control =
             VmControl::new(spec.memory.size_bytes).map_err(io_err("cannot create an eventfd"))?;
         let exits = ExitSink::new().map_err(io_err("cannot create an eventfd"))?;
@@ -326,6 +347,7 @@ impl Vmm {
             platform,
             ram,
             firmware,
+            flash,
             control,
             exits,
             chardevs,
@@ -517,6 +539,15 @@ impl Vmm {
             crate::devices::fw_cfg::FW_CFG_PORT_LEN,
         )?;
         lap("platform devices created");
+        if let Some((base, flash)) = &self.flash {
+            flash.lock().unwrap_or_else(|e| e.into_inner()).reset();
+            mmio.insert(
+                flash.clone(),
+                *base,
+                flash.lock().unwrap_or_else(|e| e.into_inner()).size(),
+            )
+            .map_err(VmError::Bus)?;
+        }
         if self.platform.firmware() {
             put(
                 Arc::new(Mutex::new(PortA::new(self.exits.clone()))),
@@ -536,11 +567,22 @@ impl Vmm {
         let pci = crate::virtio::attach::attach(spec, &self.pci_backends, vm, mem, &pio, &mmio)?;
         lap("PCI root and devices attached");
         // Boot order names PCI slots, known now.
-        crate::firmware::add_boot_items(
-            &mut fw_cfg.lock().unwrap_or_else(|e| e.into_inner()),
-            spec,
-            &pci.locations(),
-        )?;
+        {
+            let mut f = fw_cfg.lock().unwrap_or_else(|e| e.into_inner());
+            crate::firmware::add_boot_items(&mut f, spec, &pci.locations())?;
+            if self.platform.firmware() {
+                let ram: Vec<(u64, u64)> = self.ram.ranges.iter().map(|&(a, n)| (a.0, n)).collect();
+                let fw = spec.boot.firmware.as_ref();
+                let (anchor, tables) = crate::smbios::tables(
+                    &spec.uuid,
+                    &ram,
+                    spec.cpus.count,
+                    fw.and_then(|f| f.smbios.as_ref()),
+                )?;
+                f.add_file(crate::smbios::ANCHOR_FILE, anchor)?;
+                f.add_file(crate::smbios::TABLES_FILE, tables)?;
+            }
+        }
 
         let topo = spec.cpus.topology;
 

@@ -584,6 +584,13 @@ pub fn attach(
     }
     mmio.insert(host.clone(), platform.mmio32.0, platform.mmio32.1)
         .map_err(AttachError::Bus)?;
+    if platform.firmware() {
+        // Firmware may put 64-bit BARs above 4 GiB (OVMF does, in its 64-bit
+        // aperture); the DSDT's 64-bit window says where they may go.
+        let ram = layout::RamLayout::for_platform(spec.memory.size_bytes, &platform);
+        mmio.insert(host.clone(), ram.mmio64_start(), layout::PCI_MMIO64_SIZE)
+            .map_err(AttachError::Bus)?;
+    }
     Ok(PciMachine {
         _host: host,
         _intx: intx,
