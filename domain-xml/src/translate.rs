@@ -87,6 +87,8 @@ fn extra_element(e: &Element) -> Result<()> {
             }
         }
         "seclabel" if e.get_attr("type") == Some("none") => Ok(()),
+        // Used by firmware boot with <os><smbios mode='sysinfo'> (translate_firmware).
+        "sysinfo" => Ok(()),
         "seclabel" => unsupported(format!(
             "<seclabel type='{}'> is not supported (oxvirt has no security driver)",
             e.get_attr("type").unwrap_or("dynamic")
@@ -245,9 +247,6 @@ fn boot(dom: &Domain) -> Result<ms::Boot> {
     if os.dtb.is_some() {
         return unsupported("<os><dtb> is not supported");
     }
-    if let Some(m) = &os.smbios {
-        return unsupported(format!("<os><smbios mode='{m}'> is not supported"));
-    }
     if os.acpi.is_some() {
         return unsupported("<os><acpi><table> is not supported");
     }
@@ -261,11 +260,14 @@ fn boot(dom: &Domain) -> Result<ms::Boot> {
             kernel: None,
             initrd: None,
             cmdline: String::new(),
-            firmware: Some(crate::translate_firmware::firmware(
-                &dom.name, os, has_video,
-            )?),
+            firmware: Some(crate::translate_firmware::firmware(dom, has_video)?),
         });
     };
+    if let Some(m) = &os.smbios {
+        return unsupported(format!(
+            "<os><smbios mode='{m}'> is not supported with direct kernel boot (SMBIOS comes from firmware)"
+        ));
+    }
     if os.loader.is_some()
         || os.firmware.as_deref() == Some("efi")
         || os.nvram.is_some()

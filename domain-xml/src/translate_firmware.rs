@@ -80,8 +80,43 @@ fn firmware_feature(os: &Os, name: &str) -> Option<bool> {
         .map(|c| c.get_attr("enabled") == Some("yes"))
 }
 
-/// The firmware half of `<os>`, for domain `name` without `<kernel>`.
-pub fn firmware(name: &str, os: &Os, has_video: bool) -> Result<ms::Firmware> {
+/// `<os><smbios mode>` with the domain's `<sysinfo type='smbios'>`: the strings the
+/// firmware's SMBIOS tables carry (`emulate`, the default, gives oxvirt's own).
+fn smbios(dom: &Domain) -> Result<Option<ms::Smbios>> {
+    match dom.os.smbios.as_deref() {
+        None | Some("emulate") => return Ok(None),
+        Some("sysinfo") => {}
+        Some(m) => return unsupported(format!("<os><smbios mode='{m}'> is not supported")),
+    }
+    let sysinfo = dom
+        .extra
+        .iter()
+        .find(|e| e.name == "sysinfo" && e.get_attr("type") == Some("smbios"))
+        .ok_or_else(|| {
+            Error::xml("<os><smbios mode='sysinfo'> needs a <sysinfo type='smbios'> element")
+        })?;
+    let mut out = ms::Smbios::default();
+    for block in sysinfo.child_elements() {
+        let list = match block.name.as_str() {
+            "bios" => &mut out.bios,
+            "system" => &mut out.system,
+            "baseBoard" => &mut out.baseboard,
+            "chassis" => &mut out.chassis,
+            other => return unsupported(format!("<sysinfo><{other}> is not supported")),
+        };
+        for e in block.child_elements().filter(|e| e.name == "entry") {
+            let key = e.get_attr("name").ok_or_else(|| {
+                Error::xml(format!("<sysinfo><{}><entry> needs a name", block.name))
+            })?;
+            list.push((key.to_string(), e.text_content()));
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The firmware half of `<os>`, for a domain without `<kernel>`.
+pub fn firmware(dom: &Domain, has_video: bool) -> Result<ms::Firmware> {
+    let (name, os) = (dom.name.as_str(), &dom.os);
     let loader = os.loader.as_ref();
     if loader.and_then(|l| l.secure) == Some(YesNo::Yes) {
         return unsupported(
@@ -190,7 +225,7 @@ pub fn firmware(name: &str, os: &Os, has_video: bool) -> Result<ms::Firmware> {
         // Without a display, the firmware's screen goes to COM1 (SeaBIOS sercon),
         // as QEMU does with -nographic.
         serial_console: serial_console || !has_video,
-        smbios: None,
+        smbios: smbios(dom)?,
     })
 }
 

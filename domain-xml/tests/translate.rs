@@ -127,7 +127,7 @@ fn rejected() -> Vec<Rejected> {
     vec![
         ("loader", "", "<loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE.fd</loader>", "", "unsupported configuration: <kernel> together with firmware (<loader>, <nvram>, <os firmware>) is not supported: oxvirt boots a <kernel> directly"),
         ("nvram", "", "<nvram>/var/lib/nvram.fd</nvram>", "", "unsupported configuration: <kernel> together with firmware (<loader>, <nvram>, <os firmware>) is not supported: oxvirt boots a <kernel> directly"),
-        ("smbios", "", "<smbios mode='sysinfo'/>", "", "unsupported configuration: <os><smbios mode='sysinfo'> is not supported"),
+        ("smbios", "", "<smbios mode='sysinfo'/>", "", "unsupported configuration: <os><smbios mode='sysinfo'> is not supported with direct kernel boot (SMBIOS comes from firmware)"),
         ("maxMemory", "<maxMemory slots='2' unit='GiB'>4</maxMemory>", "", "", "unsupported configuration: <maxMemory> (memory hotplug) is not supported"),
         ("hugepage sizes", "<memoryBacking><hugepages><page size='2048' unit='KiB'/></hugepages></memoryBacking>", "", "", "unsupported configuration: <memoryBacking><hugepages><page> (explicit page sizes) is not supported"),
         ("locked memory", "<memoryBacking><locked/></memoryBacking>", "", "", "unsupported configuration: <memoryBacking><locked/> is not supported"),
