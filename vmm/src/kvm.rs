@@ -101,8 +101,7 @@ pub fn register_rom(
     };
     // SAFETY: `region` is a live mapping of `memory_size` bytes; the caller keeps it
     // (an `Arc` held by the machine) alive for as long as the VM exists.
-    unsafe { vm.set_user_memory_region(r) }
-        .map_err(|source| KvmError::MemorySlot { slot, source })
+    unsafe { vm.set_user_memory_region(r) }.map_err(|source| KvmError::MemorySlot { slot, source })
 }
 
 /// The signal that kicks a vCPU thread out of `KVM_RUN`.
