@@ -3,11 +3,14 @@
 //!     oxvirt-test-assets guests      # oxtest.elf and oxtest.bzImage, built from tests/guests
 //!     oxvirt-test-assets kernel      # Debian cloud kernel: vmlinuz and vmlinux
 //!     oxvirt-test-assets initramfs   # busybox initramfs for the full Linux tests
+//!     oxvirt-test-assets bootsector  # the 512-byte BIOS boot sector (guests/bootsector)
+//!     oxvirt-test-assets bootdisk PATH [TAG]  # writes a 1 MiB bootable disk image there
 
 use anyhow::bail;
 
 fn main() -> anyhow::Result<()> {
-    let what = std::env::args().nth(1).unwrap_or_else(|| "guests".into());
+    let mut args = std::env::args().skip(1);
+    let what = args.next().unwrap_or_else(|| "guests".into());
     match what.as_str() {
         "guests" => {
             let g = oxvirt_tests::test_guests();
@@ -18,7 +21,18 @@ fn main() -> anyhow::Result<()> {
             println!("{}\n{}", k.vmlinuz.display(), k.vmlinux.display());
         }
         "initramfs" => println!("{}", oxvirt_tests::linux::busybox_initramfs()?.display()),
-        other => bail!("unknown asset {other:?}: guests | kernel | initramfs"),
+        "bootsector" => println!("{}", oxvirt_tests::test_guests().bootsector.display()),
+        "bootdisk" => {
+            let Some(path) = args.next() else {
+                bail!("usage: oxvirt-test-assets bootdisk PATH [TAG]");
+            };
+            let tag = args.next().unwrap_or_else(|| "A".into());
+            oxvirt_tests::guests::boot_disk(path.as_ref(), &tag)?;
+            println!("{path}");
+        }
+        other => bail!(
+            "unknown asset {other:?}: guests | kernel | initramfs | bootsector | bootdisk PATH [TAG]"
+        ),
     }
     Ok(())
 }
