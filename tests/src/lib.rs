@@ -29,6 +29,6 @@ pub mod spec;
 pub mod vm;
 
 pub use guests::{test_guests, TestGuests};
-pub use host::{emulated_kvm, kvm_usable, skip};
+pub use host::{emulated_kvm, kvm_kind, kvm_usable, require_hardware_like_kvm, skip, KvmKind};
 pub use spec::{domain_xml, oxtest_spec, spec, SerialBackend};
 pub use vm::{bin_path, Vm, GUEST_TIMEOUT};
