@@ -4,6 +4,7 @@
 
 mod daemon_common;
 
+use std::path::Path;
 use std::process::Command;
 
 use daemon_common::{guest_xml, object_path, set_autostart_args, BusKind, Daemon, CONNECT, STEP};
@@ -176,6 +177,44 @@ fn metadata_memory_stats_and_host_calls() {
         &["ssssu", "", "", "", "", "0"],
     );
     assert!(dc.contains("<domain>kvm</domain>"), "{dc}");
+    assert!(dc.contains("<machine>pc-i440fx-7.2</machine>"), "{dc}");
+    // The firmware of a Q35 domain: SeaBIOS, and OVMF where Debian's non-SMM build
+    // is installed (the same one `<os firmware='efi'>` picks).
+    let dc = d
+        .call(
+            CONNECT,
+            "org.libvirt.Connect",
+            "GetDomainCapabilities",
+            &["ssssu", "", "x86_64", "q35", "kvm", "0"],
+        )
+        .replace("\\n", "\n")
+        .replace("\\'", "'");
+    assert!(dc.contains("<machine>pc-q35-7.2</machine>"), "{dc}");
+    assert!(dc.contains("<enum name='firmware'>"), "{dc}");
+    assert!(dc.contains("<value>bios</value>"), "{dc}");
+    if Path::new("/usr/share/qemu/firmware/60-edk2-x86_64.json").exists() {
+        assert!(dc.contains("<value>efi</value>"), "{dc}");
+        assert!(
+            dc.contains("<value>/usr/share/OVMF/OVMF_CODE_4M.fd</value>"),
+            "{dc}"
+        );
+        assert!(dc.contains("<value>pflash</value>"), "{dc}");
+    }
+    // Secure-boot builds need SMM, which oxvirt lacks.
+    assert!(!dc.contains("secboot") && !dc.contains(".ms.fd"), "{dc}");
+    let bad = d.try_call(
+        CONNECT,
+        "org.libvirt.Connect",
+        "GetDomainCapabilities",
+        &["ssssu", "", "", "microvm", "", "0"],
+    );
+    assert!(!bad.ok);
+    assert!(
+        bad.stderr
+            .contains("the machine 'microvm' is not supported by emulator"),
+        "{}",
+        bad.stderr
+    );
     let nets = d.call(CONNECT, "org.libvirt.Connect", "ListNetworks", &["u", "0"]);
     assert_eq!(nets.trim(), "ao 0");
     let v = d.property(CONNECT, "org.libvirt.Connect", "LibVersion");

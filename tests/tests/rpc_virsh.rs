@@ -61,6 +61,176 @@ fn rpc_virsh_host_commands() {
     assert!(d.virsh(&["list", "--all"]).ok);
 }
 
+/// Validates `text` against libvirt's RNG schema `schema` with `virt-xml-validate`.
+fn validate(d: &Daemon, name: &str, text: &str, schema: &str) {
+    let p = d.xml_file(name, text);
+    let out = Command::new("virt-xml-validate")
+        .arg(&p)
+        .arg(schema)
+        .output()
+        .expect("virt-xml-validate (libvirt-clients, libxml2-utils)");
+    assert!(
+        out.status.success(),
+        "{name} does not validate: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The `<value>`s of `<enum name='NAME'>` inside the first `<PARENT>` of a document.
+fn enum_values(xml: &str, parent: &str, name: &str) -> Vec<String> {
+    let doc = roxmltree::Document::parse(xml).unwrap();
+    doc.descendants()
+        .filter(|n| n.has_tag_name("enum") && n.attribute("name") == Some(name))
+        .filter(|n| n.parent().is_some_and(|p| p.has_tag_name(parent)))
+        .flat_map(|n| n.children().filter(|c| c.has_tag_name("value")))
+        .map(|v| v.text().unwrap_or("").to_string())
+        .collect()
+}
+
+/// The `<loader>` image paths of a domain capabilities document.
+fn loader_values(xml: &str) -> Vec<String> {
+    let doc = roxmltree::Document::parse(xml).unwrap();
+    doc.descendants()
+        .filter(|n| n.has_tag_name("value"))
+        .filter(|n| n.parent().is_some_and(|p| p.has_tag_name("loader")))
+        .map(|v| v.text().unwrap_or("").to_string())
+        .collect()
+}
+
+/// Debian's OVMF without SMM (package `ovmf`), the build oxvirt's UEFI runs.
+fn debian_ovmf_installed() -> bool {
+    std::path::Path::new("/usr/share/qemu/firmware/60-edk2-x86_64.json").exists()
+        && std::path::Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd").exists()
+}
+
+/// `virsh domcapabilities` reports the firmware and machine types oxvirt runs:
+/// SeaBIOS on both chipsets, OVMF (non-SMM builds only) on Q35, machine names
+/// canonical as libvirt prints them; `virsh capabilities` lists q35 and pc.
+#[test]
+fn rpc_virsh_domcapabilities_report_firmware() {
+    let d = Daemon::start();
+    let caps = d.virsh_ok(&["capabilities"]);
+    for m in [
+        "<machine maxCpus='255'>pc-i440fx-7.2</machine>",
+        "<machine canonical='pc-i440fx-7.2' maxCpus='255'>pc</machine>",
+        "<machine maxCpus='255'>pc-q35-7.2</machine>",
+        "<machine canonical='pc-q35-7.2' maxCpus='255'>q35</machine>",
+    ] {
+        assert!(caps.contains(m), "{m} missing:\n{caps}");
+    }
+
+    let ovmf = debian_ovmf_installed();
+    let q35 = d.virsh_ok(&["domcapabilities", "--machine", "q35"]);
+    validate(&d, "dcaps-q35", &q35, "domaincaps");
+    assert!(q35.contains("<machine>pc-q35-7.2</machine>"), "{q35}");
+    let (firmware, types) = if ovmf {
+        (vec!["bios", "efi"], vec!["rom", "pflash"])
+    } else {
+        (vec!["bios"], vec!["rom"])
+    };
+    assert_eq!(enum_values(&q35, "os", "firmware"), firmware, "{q35}");
+    assert_eq!(enum_values(&q35, "loader", "type"), types, "{q35}");
+    assert_eq!(enum_values(&q35, "loader", "secure"), ["no"], "{q35}");
+    assert_eq!(enum_values(&q35, "loader", "readonly"), ["yes"], "{q35}");
+    if ovmf {
+        // Only the build without SMM: the secure-boot ones are not offered.
+        assert_eq!(
+            loader_values(&q35),
+            ["/usr/share/OVMF/OVMF_CODE_4M.fd"],
+            "{q35}"
+        );
+    }
+    // The versioned name gives the same answer.
+    let versioned = d.virsh_ok(&["domcapabilities", "--machine", "pc-q35-7.2"]);
+    assert_eq!(versioned, q35);
+
+    for args in [
+        &["domcapabilities"][..],
+        &["domcapabilities", "--machine", "pc"],
+        &["domcapabilities", "--virttype", "kvm", "--arch", "x86_64"],
+    ] {
+        let pc = d.virsh_ok(args);
+        validate(&d, "dcaps-pc", &pc, "domaincaps");
+        assert!(pc.contains("<machine>pc-i440fx-7.2</machine>"), "{pc}");
+        // UEFI runs on Q35 only.
+        assert_eq!(enum_values(&pc, "os", "firmware"), ["bios"], "{pc}");
+        assert_eq!(enum_values(&pc, "loader", "type"), ["rom"], "{pc}");
+        assert!(loader_values(&pc).is_empty(), "{pc}");
+        // Devices: what translation accepts.
+        assert_eq!(enum_values(&pc, "disk", "bus"), ["virtio"], "{pc}");
+        assert_eq!(enum_values(&pc, "video", "modelType"), ["none"], "{pc}");
+        assert!(pc.contains("<graphics supported='no'/>"), "{pc}");
+    }
+
+    // Arguments libvirt refuses, with libvirt's words.
+    for (args, msg) in [
+        (
+            &["domcapabilities", "--machine", "microvm"][..],
+            "invalid argument: the machine 'microvm' is not supported by emulator",
+        ),
+        (
+            &["domcapabilities", "--arch", "aarch64"],
+            "unsupported configuration: unable to find any emulator to serve 'aarch64' architecture",
+        ),
+        (
+            &["domcapabilities", "--emulatorbin", "/nonexistent/qemu"],
+            "Cannot check QEMU binary /nonexistent/qemu: No such file or directory",
+        ),
+    ] {
+        let r = d.virsh(args);
+        assert!(!r.ok, "{args:?} succeeded: {}", r.stdout);
+        assert!(r.stderr.contains(msg), "{args:?}: {}", r.stderr);
+    }
+}
+
+/// `virt-install --boot uefi` reads our domain capabilities and writes XML oxvirt
+/// accepts (`<os firmware='efi'>` on q35); on i440FX, where oxvirt has no UEFI, it
+/// finds none and says so.
+#[test]
+fn rpc_virt_install_uefi_xml_is_accepted() {
+    let test = "rpc_virt_install_uefi_xml_is_accepted";
+    if !std::path::Path::new("/usr/bin/virt-install").exists() {
+        oxvirt_tests::skip(test, "virt-install missing (Debian package virtinst)");
+        return;
+    }
+    if !debian_ovmf_installed() {
+        oxvirt_tests::skip(test, "Debian's OVMF missing (package ovmf)");
+        return;
+    }
+    let d = Daemon::start();
+    let virt_install = |name: &str, extra: &[&str]| {
+        let mut c = Command::new("virt-install");
+        c.args(["--connect", &d.uri(), "--name", name])
+            .args(["--memory", "64", "--vcpus", "1"])
+            .args(["--install", "no_install=yes", "--disk", "none"])
+            .args(["--network", "none", "--graphics", "none"])
+            .args(["--osinfo", "detect=off,require=off", "--print-xml"])
+            .args(extra);
+        rpc_common::run_with_timeout(c, STEP)
+    };
+    for boot in ["uefi", "firmware=efi"] {
+        let name = format!("rpc-vi-{}", boot.replace('=', "-"));
+        let r = virt_install(&name, &["--machine", "q35", "--boot", boot]);
+        if !r.ok {
+            d.fail(&format!("virt-install failed:\n{}\n{}", r.stdout, r.stderr));
+        }
+        assert!(r.stdout.contains("<os firmware=\"efi\">"), "{}", r.stdout);
+        let f = d.xml_file(&name, &r.stdout);
+        d.virsh_ok(&["define", f.to_str().unwrap()]);
+        let x = d.virsh_ok(&["dumpxml", &name]);
+        assert!(x.contains("<os firmware='efi'>"), "{x}");
+        d.virsh_ok(&["undefine", &name, "--nvram"]);
+    }
+    let r = virt_install("rpc-vi-pc", &["--machine", "pc", "--boot", "uefi"]);
+    assert!(!r.ok, "{}", r.stdout);
+    assert!(
+        r.stderr.contains("Did not find any UEFI binary path"),
+        "{}",
+        r.stderr
+    );
+}
+
 #[test]
 fn rpc_virsh_read_only_socket() {
     let d = Daemon::start();

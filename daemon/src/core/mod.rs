@@ -36,6 +36,7 @@
 //! | `rename(uuid, name, flags)` | virDomainRename |
 //! | `update_device(uuid, xml, flags)` | virDomainUpdateDeviceFlags (interface link state) |
 //! | `stats(uuid)` / `memory_stats(uuid)` | virDomainGetStats / virDomainMemoryStats |
+//! | `capabilities()` / `domain_capabilities(query, flags)` | virConnectGetCapabilities / virConnectGetDomainCapabilities ([`caps`]) |
 //!
 //! # Inside
 //!
@@ -47,6 +48,7 @@
 //! create, undefine, rename) are serialised by one catalog lock, so names and
 //! UUIDs stay unique.
 
+pub mod caps;
 mod catalog;
 pub mod definition;
 mod device;
@@ -73,6 +75,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+pub use caps::DomainCapsQuery;
 pub use error::{Error, Result};
 pub use event::Event;
 pub use query::{DomainInfo, DomainStats};

@@ -11,7 +11,7 @@ use zbus::{OwnedFd, OwnedObjectPath, OwnedVariant};
 
 use super::error::{unsupported, Result};
 use super::{host, stats, Context};
-use crate::core::{flags, Core, Error};
+use crate::core::{flags, Core, DomainCapsQuery, Error};
 
 /// The connect object.
 pub struct ConnectIface {
@@ -190,7 +190,7 @@ impl ConnectIface {
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<String> {
         self.ctx.gate.check(conn, &hdr).await?;
-        Ok(host::capabilities(&self.ctx.core.config().vmm))
+        Ok(self.ctx.core.capabilities())
     }
 
     #[zbus(name = "GetCPUModelNames", out_args("models"))]
@@ -212,14 +212,13 @@ impl ConnectIface {
         flags: u32,
     ) -> Result<String> {
         self.ctx.gate.check(conn, &hdr).await?;
-        Error::check_flags(flags, 0, "virConnectGetDomainCapabilities")?;
-        Ok(host::domain_capabilities(
-            &self.ctx.core.config().vmm,
-            &emulatorbin,
-            &arch,
-            &machine,
-            &virttype,
-        )?)
+        let q = DomainCapsQuery {
+            emulatorbin: Some(&emulatorbin),
+            arch: Some(&arch),
+            machine: Some(&machine),
+            virttype: Some(&virttype),
+        };
+        Ok(self.ctx.core.domain_capabilities(&q, flags)?)
     }
 
     #[zbus(name = "GetSysinfo", out_args("sysinfo"))]

@@ -1,9 +1,8 @@
-//! Host-level answers of `org.libvirt.Connect`: capabilities XML, sysinfo, node
-//! memory and CPU figures, all read from the host (`/proc`, `/sys`), none invented.
+//! Host-level answers of `org.libvirt.Connect`: sysinfo, node memory and CPU figures,
+//! all read from the host (`/proc`, `/sys`), none invented. The capabilities
+//! documents come from the core ([`crate::core::caps`]).
 
 use std::collections::HashMap;
-use std::fmt::Write;
-use std::path::Path;
 
 use crate::core::Error;
 
@@ -56,102 +55,6 @@ fn online_cpus() -> Result<Vec<usize>, Error> {
         cpus.extend(a..=b);
     }
     Ok(cpus)
-}
-
-/// `virConnectGetCapabilities`: the host and the one guest type we run (x86_64
-/// hvm under KVM, on `oxvirt-vmm`).
-pub fn capabilities(vmm: &Path) -> String {
-    let cpus = online_cpus().map(|c| c.len()).unwrap_or(1);
-    let mem_kib = meminfo().get("MemTotal").copied().unwrap_or(0);
-    let uuid = read("/sys/class/dmi/id/product_uuid")
-        .or_else(|| read("/etc/machine-id").map(|m| machine_id_uuid(&m)))
-        .unwrap_or_default();
-    let mut x = String::new();
-    let _ = write!(
-        x,
-        "<capabilities>\n\n  <host>\n    <uuid>{}</uuid>\n    <cpu>\n      <arch>x86_64</arch>\n    </cpu>\n    \
-         <power_management/>\n    <iommu support='no'/>\n    <topology>\n      <cells num='1'>\n        \
-         <cell id='0'>\n          <memory unit='KiB'>{mem_kib}</memory>\n          <cpus num='{cpus}'>\n",
-        escape(&uuid)
-    );
-    for id in online_cpus().unwrap_or_default() {
-        let _ = writeln!(x, "            <cpu id='{id}'/>");
-    }
-    let _ = write!(
-        x,
-        "          </cpus>\n        </cell>\n      </cells>\n    </topology>\n    <secmodel>\n      \
-         <model>none</model>\n      <doi>0</doi>\n    </secmodel>\n  </host>\n\n  <guest>\n    \
-         <os_type>hvm</os_type>\n    <arch name='x86_64'>\n      <wordsize>64</wordsize>\n      \
-         <emulator>{}</emulator>\n      <domain type='kvm'/>\n    </arch>\n    <features>\n      \
-         <acpi default='on' toggle='yes'/>\n      <apic default='on' toggle='no'/>\n    </features>\n  \
-         </guest>\n\n</capabilities>\n",
-        escape(&vmm.display().to_string())
-    );
-    x
-}
-
-fn machine_id_uuid(id: &str) -> String {
-    if id.len() != 32 {
-        return id.to_string();
-    }
-    format!(
-        "{}-{}-{}-{}-{}",
-        &id[0..8],
-        &id[8..12],
-        &id[12..16],
-        &id[16..20],
-        &id[20..32]
-    )
-}
-
-/// `virConnectGetDomainCapabilities` for x86_64 KVM guests on `oxvirt-vmm`:
-/// what the domain XML may ask for and the VMM can run.
-pub fn domain_capabilities(
-    vmm: &Path,
-    emulator: &str,
-    arch: &str,
-    machine: &str,
-    virttype: &str,
-) -> Result<String, Error> {
-    if !arch.is_empty() && arch != "x86_64" {
-        return Err(Error::ConfigUnsupported(format!(
-            "Emulator '{}' does not support arch '{arch}'",
-            vmm.display()
-        )));
-    }
-    if !virttype.is_empty() && virttype != "kvm" {
-        return Err(Error::ConfigUnsupported(format!(
-            "virttype '{virttype}' is not supported"
-        )));
-    }
-    let path = if emulator.is_empty() {
-        vmm.display().to_string()
-    } else {
-        emulator.to_string()
-    };
-    let machine = if machine.is_empty() {
-        "oxvirt"
-    } else {
-        machine
-    };
-    let vcpus = 255;
-    Ok(format!(
-        "<domainCapabilities>\n  <path>{}</path>\n  <domain>kvm</domain>\n  <machine>{}</machine>\n  \
-         <arch>x86_64</arch>\n  <vcpu max='{vcpus}'/>\n  <iothreads supported='no'/>\n  \
-         <os supported='yes'>\n    <loader supported='no'/>\n  </os>\n  <cpu>\n    \
-         <mode name='host-passthrough' supported='yes'/>\n    <mode name='maximum' supported='yes'/>\n    \
-         <mode name='host-model' supported='yes'/>\n    <mode name='custom' supported='no'/>\n  </cpu>\n  \
-         <devices>\n    <disk supported='yes'>\n      <enum name='diskDevice'>\n        <value>disk</value>\n      \
-         </enum>\n      <enum name='bus'>\n        <value>virtio</value>\n      </enum>\n      \
-         <enum name='model'/>\n    </disk>\n    <graphics supported='no'/>\n    <video supported='no'/>\n    \
-         <hostdev supported='no'/>\n    <rng supported='yes'>\n      <enum name='model'>\n        \
-         <value>virtio</value>\n      </enum>\n      <enum name='backendModel'>\n        <value>random</value>\n      \
-         </enum>\n    </rng>\n  </devices>\n  <features>\n    <gic supported='no'/>\n    \
-         <vmcoreinfo supported='no'/>\n    <genid supported='no'/>\n    <sev supported='no'/>\n  \
-         </features>\n</domainCapabilities>\n",
-        escape(&path),
-        escape(machine)
-    ))
 }
 
 /// `virConnectGetSysinfo`: the host's SMBIOS data from `/sys/class/dmi/id`.
@@ -266,16 +169,5 @@ mod tests {
         assert!(cpu_stats(-1).unwrap()["idle"] > 0);
         assert!(cpu_map().unwrap().iter().any(|b| *b));
         assert!(memory_stats(5).is_err());
-    }
-
-    #[test]
-    fn capabilities_name_the_vmm_and_guest_type() {
-        let caps = capabilities(Path::new("/usr/bin/oxvirt-vmm"));
-        assert!(caps.contains("<emulator>/usr/bin/oxvirt-vmm</emulator>"));
-        assert!(caps.contains("<os_type>hvm</os_type>"));
-        assert!(roxmltree::Document::parse(&caps).is_ok());
-        let dc = domain_capabilities(Path::new("/x"), "", "", "", "").unwrap();
-        assert!(roxmltree::Document::parse(&dc).is_ok());
-        assert!(domain_capabilities(Path::new("/x"), "", "aarch64", "", "").is_err());
     }
 }

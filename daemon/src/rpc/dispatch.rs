@@ -12,6 +12,7 @@ use super::proto::{
     IntValue, ListAllArgs, OpenArgs, OptStringValue, SecurityModelRet, StringValue, U64Value,
 };
 use super::xdr::{from_bytes, to_bytes, CharArray, Xdr};
+use crate::core::DomainCapsQuery;
 
 /// Decodes call arguments; a payload that does not decode is the caller's error.
 pub fn args<T: Xdr>(proc_: i32, payload: &[u8]) -> Result<T, VirError> {
@@ -200,25 +201,22 @@ impl Conn {
                 doi: CharArray::c_string("0"),
             }),
             remote::CONNECT_GET_CAPABILITIES => ret(StringValue {
-                value: host::capabilities_xml(&self.emulator()),
+                value: self.shared.core.capabilities(),
             }),
             remote::CONNECT_GET_DOMAIN_CAPABILITIES => {
                 let a: DomainCapsArgs = args(p, payload)?;
-                if let Some(t) = a.virttype.as_deref() {
-                    if t != "kvm" {
-                        return Err(VirError::new(
-                            code::CONFIG_UNSUPPORTED,
-                            from::DOMAIN,
-                            format!("unsupported configuration: virttype '{t}' is not supported (only 'kvm')"),
-                        ));
-                    }
-                }
+                let q = DomainCapsQuery {
+                    emulatorbin: a.emulatorbin.as_deref(),
+                    arch: a.arch.as_deref(),
+                    machine: a.machine.as_deref(),
+                    virttype: a.virttype.as_deref(),
+                };
                 ret(StringValue {
-                    value: host::domain_capabilities_xml(
-                        &self.emulator(),
-                        a.arch.as_deref(),
-                        a.machine.as_deref(),
-                    ),
+                    value: self
+                        .shared
+                        .core
+                        .domain_capabilities(&q, a.flags)
+                        .map_err(domain::vir)?,
                 })
             }
             remote::CONNECT_GET_SYSINFO => {
@@ -315,10 +313,6 @@ impl Conn {
         }
         self.opened = true;
         void()
-    }
-
-    fn emulator(&self) -> String {
-        self.shared.emulator.display().to_string()
     }
 }
 

@@ -30,7 +30,7 @@ pub fn wire_domain(d: &DomainRef) -> NonnullDomain {
 }
 
 /// A core error as the client sees it.
-fn vir(e: core::Error) -> VirError {
+pub fn vir(e: core::Error) -> VirError {
     VirError::new(e.code(), e.origin(), e.to_string())
 }
 

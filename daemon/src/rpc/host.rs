@@ -1,9 +1,8 @@
 //! Host facts the connection-level procedures report: hostname, NODE_GET_INFO,
-//! capabilities and domain capabilities XML, version numbers.
+//! version numbers. The capabilities documents come from the core
+//! ([`crate::core::caps`]).
 //!
 //! Read from /proc and /sys at call time (cheap, and always current).
-
-use std::fmt::Write as _;
 
 use super::proto::{Model32, NodeInfoRet};
 
@@ -88,99 +87,6 @@ pub fn node_info() -> NodeInfoRet {
     }
 }
 
-/// The host UUID libvirt derives from the SMBIOS/machine id; we use /etc/machine-id.
-fn host_uuid() -> String {
-    let id = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
-    let id: String = id
-        .trim()
-        .chars()
-        .filter(|c| c.is_ascii_hexdigit())
-        .collect();
-    if id.len() == 32 {
-        format!(
-            "{}-{}-{}-{}-{}",
-            &id[0..8],
-            &id[8..12],
-            &id[12..16],
-            &id[16..20],
-            &id[20..32]
-        )
-    } else {
-        "00000000-0000-0000-0000-000000000000".into()
-    }
-}
-
-/// CONNECT_GET_CAPABILITIES: libvirt's `<capabilities>` document for this host.
-pub fn capabilities_xml(emulator: &str) -> String {
-    let cpus = online_cpus();
-    let mut x = String::new();
-    let _ = write!(
-        x,
-        "<capabilities>\n\n  <host>\n    <uuid>{uuid}</uuid>\n    <cpu>\n      <arch>{arch}</arch>\n      \
-         <topology sockets='1' dies='1' cores='{cpus}' threads='1'/>\n    </cpu>\n    \
-         <power_management/>\n    <iommu support='no'/>\n    <topology>\n      <cells num='1'>\n        \
-         <cell id='0'>\n          <memory unit='KiB'>{mem}</memory>\n          <cpus num='{cpus}'>\n",
-        uuid = host_uuid(),
-        arch = std::env::consts::ARCH,
-        mem = mem_total_kib(),
-    );
-    for i in 0..cpus {
-        let _ = writeln!(
-            x,
-            "            <cpu id='{i}' socket_id='0' die_id='0' core_id='{i}' siblings='{i}'/>"
-        );
-    }
-    let _ = write!(
-        x,
-        "          </cpus>\n        </cell>\n      </cells>\n    </topology>\n    <secmodel>\n      \
-         <model>none</model>\n      <doi>0</doi>\n    </secmodel>\n  </host>\n\n  <guest>\n    \
-         <os_type>hvm</os_type>\n    <arch name='{arch}'>\n      <wordsize>64</wordsize>\n      \
-         <emulator>{emulator}</emulator>\n      <machine maxCpus='255'>pc</machine>\n      \
-         <domain type='kvm'/>\n    </arch>\n    <features>\n      <acpi default='on' toggle='yes'/>\n      \
-         <apic default='on' toggle='no'/>\n    </features>\n  </guest>\n\n</capabilities>\n",
-        arch = std::env::consts::ARCH,
-        emulator = xml_escape(emulator),
-    );
-    x
-}
-
-/// CONNECT_GET_DOMAIN_CAPABILITIES: what a domain may ask for on this hypervisor.
-pub fn domain_capabilities_xml(
-    emulator: &str,
-    arch: Option<&str>,
-    machine: Option<&str>,
-) -> String {
-    format!(
-        "<domainCapabilities>\n  <path>{path}</path>\n  <domain>kvm</domain>\n  <machine>{machine}</machine>\n  \
-         <arch>{arch}</arch>\n  <vcpu max='255'/>\n  <iothreads supported='no'/>\n  \
-         <os supported='yes'>\n    <enum name='firmware'/>\n    <loader supported='no'/>\n  </os>\n  \
-         <cpu>\n    <mode name='host-passthrough' supported='yes'>\n      \
-         <enum name='hostPassthroughMigratable'>\n        <value>off</value>\n      </enum>\n    </mode>\n    \
-         <mode name='maximum' supported='yes'>\n      <enum name='maximumMigratable'>\n        \
-         <value>off</value>\n      </enum>\n    </mode>\n    <mode name='host-model' supported='no'/>\n    \
-         <mode name='custom' supported='no'/>\n  </cpu>\n  <memoryBacking supported='yes'>\n    \
-         <enum name='sourceType'>\n      <value>anonymous</value>\n      <value>memfd</value>\n    </enum>\n  \
-         </memoryBacking>\n  <devices>\n    <disk supported='yes'>\n      <enum name='diskDevice'>\n        \
-         <value>disk</value>\n      </enum>\n      <enum name='bus'>\n        <value>virtio</value>\n      \
-         </enum>\n      <enum name='model'>\n        <value>virtio</value>\n      </enum>\n    </disk>\n    \
-         <graphics supported='no'/>\n    <video supported='no'/>\n    <hostdev supported='no'/>\n    \
-         <rng supported='yes'>\n      <enum name='model'>\n        <value>virtio</value>\n      </enum>\n      \
-         <enum name='backendModel'>\n        <value>random</value>\n      </enum>\n    </rng>\n  </devices>\n  \
-         <features>\n    <gic supported='no'/>\n    <vmcoreinfo supported='no'/>\n    <genid supported='no'/>\n    \
-         <sev supported='no'/>\n    <sgx supported='no'/>\n  </features>\n</domainCapabilities>\n",
-        path = xml_escape(emulator),
-        machine = xml_escape(machine.unwrap_or("pc")),
-        arch = xml_escape(arch.unwrap_or(std::env::consts::ARCH)),
-    )
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('\'', "&apos;")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,14 +97,6 @@ mod tests {
         let mut parts = env!("CARGO_PKG_VERSION").split('.');
         let major: u64 = parts.next().unwrap().parse().unwrap();
         assert_eq!(v / 1_000_000, major);
-    }
-
-    #[test]
-    fn capabilities_name_the_emulator_and_host_arch() {
-        let x = capabilities_xml("/usr/bin/oxvirt-vmm");
-        assert!(x.contains("<emulator>/usr/bin/oxvirt-vmm</emulator>"));
-        assert!(x.contains(&format!("<arch>{}</arch>", std::env::consts::ARCH)));
-        assert!(x.starts_with("<capabilities>") && x.trim_end().ends_with("</capabilities>"));
     }
 
     #[test]

@@ -51,8 +51,6 @@ use crate::core::Core;
 pub struct Shared {
     pub core: Core,
     pub config: RpcConfig,
-    /// The VMM binary, reported as the emulator in capabilities.
-    pub emulator: PathBuf,
     /// Event callback IDs are unique in the daemon, like libvirtd's.
     pub next_callback_id: AtomicI32,
     /// Who holds each domain's console.
@@ -88,7 +86,6 @@ pub fn start_with(
     config: RpcConfig,
     passed: activation::Inherited,
 ) -> Result<Server, ListenError> {
-    let emulator = core.config().vmm.clone();
     let mut sockets = Vec::new();
     if passed.rw.is_none() {
         sockets.push(config.socket.clone());
@@ -99,7 +96,6 @@ pub fn start_with(
     let shared = Arc::new(Shared {
         core,
         config,
-        emulator,
         next_callback_id: AtomicI32::new(1),
         consoles: Arc::default(),
     });
