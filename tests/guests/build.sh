@@ -6,6 +6,7 @@
 #   oxtest.bzImage  bzImage form (boot protocol 2.15, XLF_KERNEL_64): 64-bit entry at
 #                   code32_start + 0x200, or real-mode setup for loaders that use it
 #   bootsector.bin  a 512-byte BIOS boot sector (bootsector/boot.S) for firmware tests
+#   oxefi.efi       a UEFI application (PE32+, efi/oxefi.c) for the OVMF tests
 # The test harness (oxvirt-tests) calls this into a cache directory keyed by a hash
 # of the sources, so it only reruns when they change.
 set -euo pipefail
@@ -42,4 +43,24 @@ ld -m elf_i386 -nostdlib -static --build-id=none -Ttext 0x7c00 -e _start --oform
    "$tmp/bootsector.o" -o "$tmp/bootsector.bin"
 test "$(stat -c %s "$tmp/bootsector.bin")" = 512
 
-mv "$tmp/oxtest.elf" "$tmp/oxtest.bzImage" "$tmp/bootsector.bin" "$out/"
+# The UEFI application: position-independent ELF shared object (no gnu-efi: efi/efi.ld is
+# its linker script trimmed, efi/reloc.S its dummy .reloc), then objcopy to PE32+ with
+# subsystem 10 (EFI application). It has no self-relocation code, so it must have no
+# relocations: check.
+"$CC" -m64 -O2 -std=gnu11 -ffreestanding -fno-builtin -fno-stack-protector -fpic -fshort-wchar \
+      -mno-red-zone -mgeneral-regs-only -fcf-protection=none -fno-asynchronous-unwind-tables \
+      -fno-jump-tables -fvisibility=hidden -Wall -Wextra -Werror \
+      -c "$src/efi/oxefi.c" -o "$tmp/oxefi.o"
+"$CC" -m64 -c "$src/efi/reloc.S" -o "$tmp/efireloc.o"
+ld -m elf_x86_64 -nostdlib -shared -Bsymbolic -z nocombreloc --build-id=none --no-undefined \
+   -T "$src/efi/efi.ld" "$tmp/oxefi.o" "$tmp/efireloc.o" -o "$tmp/oxefi.so"
+if readelf -rW "$tmp/oxefi.so" | grep -q '^ *[0-9a-f]\{8,\} '; then
+  echo "oxefi.so has relocations; oxefi must stay free of them (no pointers in data):" >&2
+  readelf -rW "$tmp/oxefi.so" >&2
+  exit 1
+fi
+objcopy -j .text -j .data -j .reloc --target=efi-app-x86_64 --subsystem=10 \
+        "$tmp/oxefi.so" "$tmp/oxefi.efi"
+
+mv "$tmp/oxtest.elf" "$tmp/oxtest.bzImage" "$tmp/bootsector.bin" "$tmp/oxefi.efi" "$out/"
+

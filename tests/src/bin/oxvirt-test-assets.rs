@@ -5,6 +5,7 @@
 //!     oxvirt-test-assets initramfs   # busybox initramfs for the full Linux tests
 //!     oxvirt-test-assets bootsector  # the 512-byte BIOS boot sector (guests/bootsector)
 //!     oxvirt-test-assets bootdisk PATH [TAG]  # writes a 1 MiB bootable disk image there
+//!     oxvirt-test-assets esp PATH    # writes a UEFI disk image (ESP with guests/efi's app)
 
 use anyhow::bail;
 
@@ -30,8 +31,15 @@ fn main() -> anyhow::Result<()> {
             oxvirt_tests::guests::boot_disk(path.as_ref(), &tag)?;
             println!("{path}");
         }
+        "esp" => {
+            let Some(path) = args.next() else {
+                bail!("usage: oxvirt-test-assets esp PATH");
+            };
+            oxvirt_tests::guests::esp_disk(path.as_ref())?;
+            println!("{path}");
+        }
         other => bail!(
-            "unknown asset {other:?}: guests | kernel | initramfs | bootsector | bootdisk PATH [TAG]"
+            "unknown asset {other:?}: guests | kernel | initramfs | bootsector | bootdisk PATH [TAG] | esp PATH"
         ),
     }
     Ok(())
