@@ -162,10 +162,12 @@ pub const FW_MMIO32_START: u64 = 0xc000_0000;
 pub const FW_KVM_TSS: u64 = 0xfeff_d000;
 /// Firmware images end at 4 GiB.
 pub const FIRMWARE_END: u64 = 0x1_0000_0000;
-/// The legacy BIOS area (0xE0000-0xFFFFF) that holds the last 128 KiB of a BIOS image.
-pub const BIOS_LOW_START: u64 = 0xe_0000;
+/// The legacy BIOS area (0xC0000-0xFFFFF) that holds the tail of a BIOS image: all of
+/// SeaBIOS's 256 KiB, so its code is already where it runs it from (the PAM shadow
+/// "already enabled"), and it skips copying itself down from the flash.
+pub const BIOS_LOW_START: u64 = 0xc_0000;
 /// Size of the low BIOS alias.
-pub const BIOS_LOW_SIZE: u64 = 0x2_0000;
+pub const BIOS_LOW_SIZE: u64 = 0x4_0000;
 
 /// `struct e820entry` types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

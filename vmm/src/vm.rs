@@ -274,12 +274,12 @@ impl Vmm {
         kvmsys::install_kick_handler()?;
         let platform = PlatformLayout::of(spec.platform.chipset);
         let ram = RamLayout::for_platform(spec.memory.size_bytes, &platform);
-        // The VM is made while the rest of start-up goes on.
-        let pending = PendingVm::start(&ram, backing(&spec), &platform)?;
         let firmware = match &spec.boot.firmware {
             Some(fw) => Some(FirmwareRom::load(&fw.code)?),
             None => None,
         };
+        // The VM is made while the rest of start-up goes on.
+        let pending = PendingVm::start(&ram, backing(&spec), &platform, firmware.as_ref())?;
         let flash = match (&spec.boot.firmware, &firmware) {
             (Some(fw), Some(rom)) => match &fw.vars {
                 Some(vars) => {
@@ -377,11 +377,7 @@ impl Vmm {
         let entry = self.load_guest(pending.memory());
         let (vm, mem) = pending.finish()?;
         lap("VM, memory slot, irqchip and PIT ready");
-        if let Some(rom) = &self.firmware {
-            let slot = vm_memory::GuestMemoryBackend::num_regions(&mem) as u32;
-            kvmsys::register_rom(&vm, slot, rom.addr, rom.region())?;
-            lap("firmware mapped");
-        }
+
         let populated = self.populate(&vm, &mem, entry?)?;
         Ok(Built { populated, vm, mem })
     }
@@ -662,7 +658,12 @@ impl Vmm {
             None => {
                 let pending = match self.pending.take() {
                     Some(p) => p,
-                    None => PendingVm::start(&self.ram, backing(&self.spec), &self.platform)?,
+                    None => PendingVm::start(
+                        &self.ram,
+                        backing(&self.spec),
+                        &self.platform,
+                        self.firmware.as_ref(),
+                    )?,
                 };
                 self.build_machine(pending)?
             }

@@ -27,6 +27,8 @@ const MCH_PAM0: usize = 0x90;
 const MCH_SMRAM: usize = 0x9d;
 /// i440FX: PAM0-PAM6.
 const I440FX_PAM0: usize = 0x59;
+/// PAM0 "read enable" for 0xF0000-0xFFFFF (bits 4-5 = 01).
+const PAM0_SHADOW_READ: u8 = 0x10;
 
 /// ICH9 LPC: PMBASE, ACPI_CNTL, PIRQA-D, PIRQE-H, GEN_PMCON_1-3, RCBA.
 const LPC_PMBASE: usize = 0x40;
@@ -102,7 +104,10 @@ impl ChipsetFunction {
             .storage(MCH_PAM0, 7)
             .storage(MCH_SMRAM, 2)
             // SMRAM: D_LCK clear, G_SMRAME clear, C_BASE_SEG = 010b (QEMU's reset value).
-            .preset(0x9c, 0x0002_0000);
+            .preset(0x9c, 0x0000_0200)
+            // PAM0 = 0x10: 0xF0000-0xFFFFF reads from RAM, which holds the BIOS
+            // (crate::firmware): SeaBIOS sees its shadow in place.
+            .preset(MCH_PAM0, u32::from(PAM0_SHADOW_READ));
         f.watched = &[(MCH_PCIEXBAR, 4)];
         f
     }
@@ -127,7 +132,10 @@ impl ChipsetFunction {
 
     /// i440FX host bridge, 00:00.0 (8086:1237).
     pub fn i440fx_host() -> Self {
-        Self::new("i440fx", 0x8086, 0x1237, 2, 0x06_0000).storage(I440FX_PAM0, 7)
+        // PAM0 is the high byte of the dword at 0x58.
+        Self::new("i440fx", 0x8086, 0x1237, 2, 0x06_0000)
+            .storage(I440FX_PAM0, 7)
+            .preset(I440FX_PAM0 - 1, u32::from(PAM0_SHADOW_READ) << 8)
     }
 
     /// PIIX3 ISA bridge, 00:01.0 (8086:7000), multi-function.

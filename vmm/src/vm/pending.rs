@@ -16,6 +16,7 @@ use kvm_ioctls::VmFd;
 use vm_memory::GuestMemoryMmap;
 
 use super::{io_err, lap, VmError};
+use crate::firmware::FirmwareRom;
 use crate::kvm as kvmsys;
 use crate::layout::{PlatformLayout, RamLayout};
 use crate::memory::{self, Backing};
@@ -32,15 +33,17 @@ impl PendingVm {
         ram: &RamLayout,
         backing: Backing,
         platform: &PlatformLayout,
+        rom: Option<&FirmwareRom>,
     ) -> Result<PendingVm, VmError> {
         let mem = memory::create(ram, backing)?;
         lap("guest RAM mapped");
         let for_vm = mem.clone();
         let tss = platform.kvm_tss as usize;
         let identity_map = platform.kvm_identity_map;
+        let rom = rom.cloned();
         let vm = std::thread::Builder::new()
             .name("vm-setup".into())
-            .spawn(move || create_vm(&for_vm, tss, identity_map))
+            .spawn(move || create_vm(&for_vm, tss, identity_map, rom.as_ref()))
             .map_err(io_err("cannot spawn the VM set-up thread"))?;
         Ok(PendingVm { mem, vm })
     }
@@ -63,8 +66,13 @@ impl PendingVm {
 /// The VM with `mem` registered, the in-kernel interrupt controllers (PIC,
 /// IO-APIC; each vCPU gets its LAPIC later) and the PIT.
 /// `tss`, `identity_map`: where KVM's TSS and identity-map pages go (Intel),
-/// outside RAM and firmware.
-fn create_vm(mem: &GuestMemoryMmap, tss: usize, identity_map: u64) -> Result<VmFd, VmError> {
+/// outside RAM and firmware; `rom`: the firmware image, mapped read-only.
+fn create_vm(
+    mem: &GuestMemoryMmap,
+    tss: usize,
+    identity_map: u64,
+    rom: Option<&FirmwareRom>,
+) -> Result<VmFd, VmError> {
     lap("vm-setup thread running");
     let kvm = kvmsys::open_kvm()?;
     lap("/dev/kvm opened (vm-setup)");
@@ -82,6 +90,13 @@ fn create_vm(mem: &GuestMemoryMmap, tss: usize, identity_map: u64) -> Result<VmF
     // behind those that the irqchip and PIT start.
     kvmsys::register_memory(&vm, mem)?;
     lap("KVM_SET_USER_MEMORY_REGION");
+    // Before the irqchip: a slot added after it waits for an SRCU grace period
+    // (milliseconds), one added now does not.
+    if let Some(rom) = rom {
+        let slot = vm_memory::GuestMemoryBackend::num_regions(mem) as u32;
+        kvmsys::register_rom(&vm, slot, rom.addr, rom.region())?;
+        lap("firmware mapped");
+    }
     vm.create_irq_chip()
         .map_err(|e| VmError::KvmIoctl("KVM_CREATE_IRQCHIP", e))?;
     lap("KVM_CREATE_IRQCHIP");
