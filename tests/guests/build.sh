@@ -64,3 +64,11 @@ objcopy -j .text -j .data -j .reloc --target=efi-app-x86_64 --subsystem=10 \
 
 mv "$tmp/oxtest.elf" "$tmp/oxtest.bzImage" "$tmp/bootsector.bin" "$tmp/oxefi.efi" "$out/"
 
+# flashtest.rom: a 64 KiB firmware image (flashtest/flashtest.S) that checks the CFI flash
+# below it; real-mode reset vector + 32-bit code, linked where it runs (the top 64 KiB
+# below 4 GiB), flat.
+as --32 "$src/flashtest/flashtest.S" -o "$tmp/flashtest.o"
+ld -m elf_i386 -nostdlib -static --build-id=none -Ttext 0xffff0000 -e _start --oformat binary \
+   "$tmp/flashtest.o" -o "$tmp/flashtest.rom"
+test "$(stat -c %s "$tmp/flashtest.rom")" = 65536
+mv "$tmp/flashtest.rom" "$out/"

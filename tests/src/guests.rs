@@ -19,6 +19,9 @@ pub struct TestGuests {
     pub bootsector: PathBuf,
     /// A UEFI application (PE32+, `guests/efi/oxefi.c`); see [`esp_disk`].
     pub efi: PathBuf,
+    /// A 64 KiB firmware image (`guests/flashtest/flashtest.S`) that checks the CFI flash
+    /// below it (the UEFI variable store) from the reset vector; see `tests/vmm_flash.rs`.
+    pub flashtest: PathBuf,
 }
 
 /// Where the guest sources are.
@@ -85,6 +88,7 @@ fn build_guests() -> anyhow::Result<TestGuests> {
         bzimage: dir.join("oxtest.bzImage"),
         bootsector: dir.join("bootsector.bin"),
         efi: dir.join("oxefi.efi"),
+        flashtest: dir.join("flashtest.rom"),
     })
 }
 
