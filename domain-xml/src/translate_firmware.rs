@@ -52,8 +52,9 @@ pub fn default_nvram_dir() -> PathBuf {
 }
 
 /// Descriptor directories for this process: the user's own first for a non-root
-/// caller (a session daemon), then the system ones.
-fn descriptor_dirs() -> Vec<PathBuf> {
+/// caller (a session daemon), then the system ones. Translation and the daemon's
+/// domain capabilities search the same ones.
+pub fn descriptor_dirs() -> Vec<PathBuf> {
     let user = (effective_uid() != Some(0))
         .then(|| {
             std::env::var_os("XDG_CONFIG_HOME")

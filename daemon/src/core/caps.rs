@@ -51,21 +51,12 @@ impl Core {
     /// `virConnectGetDomainCapabilities` (libvirt 9.0 knows no flags).
     pub fn domain_capabilities(&self, q: &DomainCapsQuery<'_>, flags: u32) -> Result<String> {
         Error::check_flags(flags, 0, "virConnectGetDomainCapabilities")?;
-        domain_capabilities(&self.config().vmm, &descriptor_dirs(), q)
+        domain_capabilities(
+            &self.config().vmm,
+            &domain_xml::translate_firmware::descriptor_dirs(),
+            q,
+        )
     }
-}
-
-/// Firmware descriptor directories of this daemon, as translation searches them: the
-/// user's own first for a session daemon, then the system ones.
-fn descriptor_dirs() -> Vec<PathBuf> {
-    let user = (!nix::unistd::geteuid().is_root())
-        .then(|| {
-            std::env::var_os("XDG_CONFIG_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
-        })
-        .flatten();
-    firmware::descriptor_dirs(user.as_deref())
 }
 
 fn escape(s: &str) -> String {
