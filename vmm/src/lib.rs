@@ -24,6 +24,7 @@ pub mod lifecycle;
 pub mod memory;
 pub mod monitor;
 pub mod pci;
+pub mod scsi;
 pub mod smbios;
 pub mod vcpu;
 pub mod virtio;

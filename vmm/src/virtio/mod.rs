@@ -6,7 +6,7 @@
 //!   configuration, ISR, device configuration, notification area and MSI-X table.
 //!   It runs feature negotiation and queue setup and, on DRIVER_OK, activates the
 //!   device; a status write of 0 resets it.
-//! * A [`VirtioDevice`] (block, net, rng, console, balloon, vsock) owns its backend.
+//! * A [`VirtioDevice`] (block, scsi, net, rng, console, balloon, vsock) owns its backend.
 //!   Activation hands it the negotiated features, the queues (from `virtio-queue`)
 //!   with their notification eventfds (ioeventfds once KVM is wired) and a
 //!   [`VirtioInterrupt`]; it starts a worker thread ([`worker`]) that serves the
@@ -24,6 +24,7 @@ pub mod net;
 pub mod pci_transport;
 pub mod queue_util;
 pub mod rng;
+pub mod scsi;
 #[cfg(test)]
 mod transport_tests;
 pub mod vsock;
@@ -53,6 +54,7 @@ pub mod device_type {
     pub const CONSOLE: u32 = 3;
     pub const RNG: u32 = 4;
     pub const BALLOON: u32 = 5;
+    pub const SCSI: u32 = 8;
     pub const VSOCK: u32 = 19;
 }
 

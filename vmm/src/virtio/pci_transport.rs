@@ -200,7 +200,7 @@ impl std::fmt::Debug for VirtioPciDevice {
 fn class_for(device_type: u32) -> u32 {
     match device_type {
         super::device_type::NET => 0x02_0000,
-        super::device_type::BLOCK => 0x01_0000,
+        super::device_type::BLOCK | super::device_type::SCSI => 0x01_0000,
         super::device_type::CONSOLE => 0x07_8000,
         _ => 0xff_0000,
     }

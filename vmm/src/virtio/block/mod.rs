@@ -127,7 +127,7 @@ pub struct RequestHandler {
 }
 
 /// Bytes `start..end` of a chain's concatenated segments, as segments.
-fn sub_range(segs: &[Segment], start: u64, end: u64) -> Vec<Segment> {
+pub(crate) fn sub_range(segs: &[Segment], start: u64, end: u64) -> Vec<Segment> {
     let mut out = Vec::new();
     let mut pos = 0u64;
     for s in segs {
@@ -370,10 +370,51 @@ impl RequestHandler {
 }
 
 /// Guest memory of `segs` as volatile slices (None if any is outside RAM).
-fn guest_slices<'m>(mem: &'m GuestMem, segs: &[Segment]) -> Option<Vec<VolatileSlice<'m>>> {
+pub(crate) fn guest_slices<'m>(
+    mem: &'m GuestMem,
+    segs: &[Segment],
+) -> Option<Vec<VolatileSlice<'m>>> {
     segs.iter()
         .map(|s| mem.get_slice(s.addr, s.len as usize).ok())
         .collect()
+}
+
+/// Opens and locks the image `cfg` describes, as every disk front end does
+/// (virtio-blk, SCSI units); `id` names the device in the log.
+pub fn open_backend(
+    id: &str,
+    cfg: &DiskConfig<'_>,
+) -> Result<(Box<dyn DiskBackend>, ImageLock), BlockError> {
+    let lock = ImageLock::acquire(cfg.path, !cfg.readonly && !cfg.shareable)?;
+    let flags = OpenFlags {
+        readonly: cfg.readonly,
+        ..cfg.flags
+    };
+    let open_err = |source| BlockError::Open {
+        path: cfg.path.to_path_buf(),
+        source,
+    };
+    let backend: Box<dyn DiskBackend> = if cfg.qcow2 {
+        Box::new(Qcow2Disk::open(cfg.path, flags).map_err(open_err)?)
+    } else {
+        Box::new(RawDisk::open(cfg.path, flags).map_err(open_err)?)
+    };
+    info!(
+        "{id}: '{}' opened {}{}{}",
+        cfg.path.display(),
+        if backend.is_direct() {
+            "O_DIRECT"
+        } else {
+            "through the host page cache"
+        },
+        if flags.sync_writes { ", O_DSYNC" } else { "" },
+        if flags.ignore_flush {
+            ", guest flushes ignored"
+        } else {
+            ""
+        },
+    );
+    Ok((backend, lock))
 }
 
 /// The worker side: the handler plus the queue loop.
@@ -424,35 +465,7 @@ impl Block {
         cfg: &DiskConfig<'_>,
         stats: Arc<BlockStats>,
     ) -> Result<Self, BlockError> {
-        let lock = ImageLock::acquire(cfg.path, !cfg.readonly && !cfg.shareable)?;
-        let flags = OpenFlags {
-            readonly: cfg.readonly,
-            ..cfg.flags
-        };
-        let open_err = |source| BlockError::Open {
-            path: cfg.path.to_path_buf(),
-            source,
-        };
-        let backend: Box<dyn DiskBackend> = if cfg.qcow2 {
-            Box::new(Qcow2Disk::open(cfg.path, flags).map_err(open_err)?)
-        } else {
-            Box::new(RawDisk::open(cfg.path, flags).map_err(open_err)?)
-        };
-        info!(
-            "{id}: '{}' opened {}{}{}",
-            cfg.path.display(),
-            if backend.is_direct() {
-                "O_DIRECT"
-            } else {
-                "through the host page cache"
-            },
-            if flags.sync_writes { ", O_DSYNC" } else { "" },
-            if flags.ignore_flush {
-                ", guest flushes ignored"
-            } else {
-                ""
-            },
-        );
+        let (backend, lock) = open_backend(id, cfg)?;
         let mut b = Self::with_backend(id, backend, cfg.readonly, cfg.discard, cfg.serial);
         b.handler = b.handler.map(|h| h.with_stats(stats));
         b._lock = Some(lock);
