@@ -1,4 +1,5 @@
-//! `<devices>` → spec devices. Accepted: virtio disks, ethernet/bridge virtio interfaces,
+//! `<devices>` → spec devices. Accepted: virtio disks, SCSI disks and CD-ROMs on
+//! virtio-scsi controllers, ethernet/bridge virtio interfaces,
 //! serial/console/channel character devices, rng, memballoon, vsock, isa panic; and,
 //! with no effect, the emulator path, PCI/USB/IDE/SATA/virtio-serial controllers,
 //! PS/2 and USB inputs, `<video><model type='none'/>`. Everything else is rejected.
@@ -117,6 +118,7 @@ pub(crate) fn devices(dom: &Domain) -> Result<Vec<ms::Device>> {
     for c in &d.controllers {
         controller(c)?;
         out.extend(pci_controller(c)?);
+        out.extend(scsi_controller(c)?);
     }
     for n in &d.interfaces {
         out.push(interface(n)?);
@@ -334,6 +336,7 @@ fn controller(c: &Controller) -> Result<()> {
         | ControllerType::Ide
         | ControllerType::Sata
         | ControllerType::Fdc
+        | ControllerType::Scsi
         | ControllerType::VirtioSerial => Ok(()),
         other => unsupported(format!("<controller type='{other}'> is not supported")),
     }
@@ -437,29 +440,44 @@ fn serial(i: usize, s: &Chardev) -> Result<ms::Device> {
 
 fn disk(d: &Disk) -> Result<ms::Device> {
     let dev = &d.target.dev;
-    if d.device != DiskDevice::Disk {
+    let bus = d.target.bus.unwrap_or(DiskBus::Virtio);
+    let cdrom = d.device == DiskDevice::Cdrom;
+    if matches!(d.device, DiskDevice::Floppy | DiskDevice::Lun) {
         return unsupported(format!(
             "disk device '{}' is not supported (target '{dev}')",
             d.device
         ));
     }
-    let bus = d.target.bus.unwrap_or(DiskBus::Virtio);
-    if bus != DiskBus::Virtio {
-        return unsupported(format!(
-            "disk bus '{bus}' is not supported (target '{dev}')"
-        ));
+    match bus {
+        DiskBus::Virtio if cdrom => {
+            return unsupported(format!(
+                "disk device 'cdrom' on bus 'virtio' is not supported (target '{dev}'): put CD-ROMs on bus 'scsi'"
+            ))
+        }
+        DiskBus::Virtio | DiskBus::Scsi => {}
+        DiskBus::Ide | DiskBus::Sata => {
+            return unsupported(format!(
+                "disk bus '{bus}' is not supported (target '{dev}'): IDE and SATA controllers are not emulated yet, use bus 'virtio' or 'scsi'"
+            ))
+        }
+        other => {
+            return unsupported(format!(
+                "disk bus '{other}' is not supported (target '{dev}')"
+            ))
+        }
     }
     let path = match (d.disk_type, &d.source) {
         (DiskType::File, Some(s)) if s.get("file").is_some() => s.get("file"),
         (DiskType::Block, Some(s)) if s.get("dev").is_some() => s.get("dev"),
+        // A CD-ROM without a source has an empty tray.
+        (DiskType::File | DiskType::Block, _) if cdrom => None,
         (DiskType::File | DiskType::Block, _) => {
             return unsupported(format!(
                 "disk '{dev}' has no <source>: empty disks are not supported"
             ))
         }
         (t, _) => return unsupported(format!("disk type '{t}' is not supported (target '{dev}')")),
-    }
-    .unwrap_or_default();
+    };
     if let Some(s) = &d.source {
         if let Some((k, _)) = s
             .attrs
@@ -476,7 +494,7 @@ fn disk(d: &Disk) -> Result<ms::Device> {
         }
     }
     if let Some(m) = &d.model {
-        if m != "virtio" {
+        if m != "virtio" || bus != DiskBus::Virtio {
             return unsupported(format!("disk '{dev}': model '{m}' is not supported"));
         }
     }
@@ -521,7 +539,12 @@ fn disk(d: &Disk) -> Result<ms::Device> {
             return unsupported(format!("disk '{dev}': <driver {k}='{v}'> is not supported"));
         }
     }
-    if d.target.tray.is_some() || d.target.removable.is_some() || d.target.rotation_rate.is_some() {
+    // A CD-ROM's tray starts closed; libvirt writes `tray='closed'` in live XML.
+    let tray_ok = cdrom && d.target.tray.as_deref() == Some("closed");
+    if (d.target.tray.is_some() && !tray_ok)
+        || d.target.removable.is_some()
+        || d.target.rotation_rate.is_some()
+    {
         return unsupported(format!(
             "disk '{dev}': <target tray|removable|rotation_rate> is not supported"
         ));
@@ -541,28 +564,113 @@ fn disk(d: &Disk) -> Result<ms::Device> {
     if let Some(e) = d.extra.first() {
         return unsupported(format!("disk '{dev}': <{}> is not supported", e.name));
     }
+    let serial_max = if bus == DiskBus::Scsi { 36 } else { 20 };
     if let Some(s) = &d.serial {
-        if s.len() > 20 {
+        if s.len() > serial_max {
             return Err(Error::xml(format!(
-                "disk '{dev}': <serial> '{s}' is longer than 20 bytes (virtio-blk limit)"
+                "disk '{dev}': <serial> '{s}' is longer than {serial_max} bytes ({} limit)",
+                if bus == DiskBus::Scsi {
+                    "SCSI"
+                } else {
+                    "virtio-blk"
+                }
             )));
         }
+    }
+    let image = path.map(|path| ms::Disk {
+        path: PathBuf::from(path),
+        format,
+        target: dev.clone(),
+        readonly: d.readonly || cdrom,
+        shareable: d.shareable,
+        serial: d.serial.clone(),
+        cache,
+        discard,
+    });
+    if bus == DiskBus::Scsi {
+        return scsi_disk(d, cdrom, image);
     }
     Ok(ms::Device {
         boot_index: d.boot_order,
         id: id(&d.alias, format!("virtio-disk-{dev}")),
         pci: pci(&d.address, &format!("disk '{dev}'"))?,
-        kind: ms::DeviceKind::Disk(ms::Disk {
-            path: PathBuf::from(path),
-            format,
-            target: dev.clone(),
-            readonly: d.readonly,
-            shareable: d.shareable,
-            serial: d.serial.clone(),
-            cache,
-            discard,
+        kind: ms::DeviceKind::Disk(image.expect("only CD-ROMs lack a source")),
+    })
+}
+
+/// A disk or CD-ROM on a SCSI controller, at its drive address.
+fn scsi_disk(d: &Disk, cdrom: bool, medium: Option<ms::Disk>) -> Result<ms::Device> {
+    let dev = &d.target.dev;
+    let Some(Address::Drive {
+        controller,
+        bus,
+        target,
+        unit,
+    }) = d.address
+    else {
+        return unsupported(format!(
+            "disk '{dev}': a SCSI disk needs a drive address (<address type='drive'>)"
+        ));
+    };
+    if bus != 0 {
+        return unsupported(format!(
+            "disk '{dev}': SCSI bus {bus} is not supported (virtio-scsi has bus 0 only)"
+        ));
+    }
+    let Ok(target) = u8::try_from(target) else {
+        return unsupported(format!(
+            "disk '{dev}': SCSI target {target} is out of range (0-255)"
+        ));
+    };
+    if unit > 16383 {
+        return unsupported(format!(
+            "disk '{dev}': SCSI unit {unit} is out of range (0-16383)"
+        ));
+    }
+    Ok(ms::Device {
+        boot_index: d.boot_order,
+        id: id(&d.alias, format!("scsi{controller}-{bus}-{target}-{unit}")),
+        pci: None,
+        kind: ms::DeviceKind::ScsiDisk(ms::ScsiDisk {
+            controller,
+            target,
+            lun: unit as u16,
+            cdrom,
+            name: dev.clone(),
+            medium,
         }),
     })
+}
+
+/// `<controller type='scsi'>`: a virtio-scsi adapter (the only model oxvirt
+/// emulates; a controller without a model is one too).
+fn scsi_controller(c: &Controller) -> Result<Option<ms::Device>> {
+    if c.controller_type != ControllerType::Scsi {
+        return Ok(None);
+    }
+    match c.model.as_deref() {
+        None | Some("virtio-scsi") => {}
+        Some(m) => {
+            return unsupported(format!(
+                "<controller type='scsi' model='{m}'> is not supported (only 'virtio-scsi')"
+            ))
+        }
+    }
+    if let Some((k, _)) = c.attrs.first() {
+        return unsupported(format!("<controller type='scsi' {k}> is not supported"));
+    }
+    if let Some(e) = c.children.first() {
+        return unsupported(format!(
+            "<controller type='scsi'><{}> is not supported",
+            e.name
+        ));
+    }
+    Ok(Some(ms::Device {
+        boot_index: None,
+        id: id(&c.alias, format!("scsi{}", c.index)),
+        pci: pci(&c.address, &format!("SCSI controller {}", c.index))?,
+        kind: ms::DeviceKind::ScsiController(ms::ScsiController { index: c.index }),
+    }))
 }
 
 fn interface(n: &Interface) -> Result<ms::Device> {

@@ -240,14 +240,24 @@ pub fn boot_indexes(os: &Os, devices: &mut [ms::Device]) -> Result<()> {
     let mut next = 1;
     for dev in &os.boot {
         let pick = match dev.as_str() {
-            "hd" => devices
-                .iter_mut()
-                .find(|d| matches!(d.kind, ms::DeviceKind::Disk(_))),
+            "hd" => devices.iter_mut().find(|d| {
+                matches!(
+                    d.kind,
+                    ms::DeviceKind::Disk(_)
+                        | ms::DeviceKind::ScsiDisk(ms::ScsiDisk { cdrom: false, .. })
+                )
+            }),
+            "cdrom" => devices.iter_mut().find(|d| {
+                matches!(
+                    d.kind,
+                    ms::DeviceKind::ScsiDisk(ms::ScsiDisk { cdrom: true, .. })
+                )
+            }),
             "network" => devices
                 .iter_mut()
                 .find(|d| matches!(d.kind, ms::DeviceKind::Net(_))),
-            // No CD-ROM or floppy devices exist yet; nothing to boot from there.
-            "cdrom" | "fd" => None,
+            // No floppy devices exist; nothing to boot from there.
+            "fd" => None,
             other => return Err(Error::xml(format!("unknown boot device '{other}'"))),
         };
         if let Some(d) = pick {

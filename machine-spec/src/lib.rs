@@ -300,6 +300,41 @@ pub enum DeviceKind {
     /// A bridge that provides a bus (libvirt `<controller type='pci'>` with model
     /// `pcie-root-port` or `pci-bridge`); devices behind it have `pci.bus = index`.
     PciController(PciController),
+    /// A virtio-scsi host adapter (libvirt `<controller type='scsi'
+    /// model='virtio-scsi'>`); its units are the [`DeviceKind::ScsiDisk`]s that
+    /// name its index.
+    ScsiController(ScsiController),
+    /// A disk or CD-ROM on a SCSI controller (libvirt `<disk bus='scsi'>`); not a
+    /// PCI device (`pci` is `None`).
+    ScsiDisk(ScsiDisk),
+}
+
+/// A virtio-scsi host adapter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScsiController {
+    /// libvirt's controller index, which disks name in `<address controller>`.
+    pub index: u32,
+}
+
+/// A logical unit on a SCSI controller: libvirt `<address type='drive'
+/// controller bus='0' target unit>` is (controller, target, lun).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScsiDisk {
+    /// Index of the [`ScsiController`].
+    pub controller: u32,
+    /// SCSI target id (0-255).
+    pub target: u8,
+    /// Logical unit number (libvirt `unit`).
+    pub lun: u16,
+    /// A CD-ROM (read-only, removable, 2048-byte blocks) rather than a disk.
+    pub cdrom: bool,
+    /// The libvirt target name (`sda`), reported by `query-block`.
+    pub name: String,
+    /// The image; `None` is a CD-ROM with an empty tray. Its `target` is `name`.
+    #[serde(default)]
+    pub medium: Option<Disk>,
 }
 
 /// A PCI controller that provides a bus.
@@ -382,7 +417,7 @@ pub enum CacheMode {
     Unsafe,
 }
 
-/// A virtio-blk disk.
+/// A disk image as a device uses it (virtio-blk, or a SCSI unit's medium).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Disk {
@@ -528,12 +563,22 @@ impl MachineSpec {
         }
         let mut ids = std::collections::HashSet::new();
         let mut slots = std::collections::HashSet::new();
+        let mut units = std::collections::HashSet::new();
         for d in &self.devices {
             if !ids.insert(d.id.as_str()) {
                 return Err(SpecError::Invalid(format!(
                     "duplicate device id '{}'",
                     d.id
                 )));
+            }
+            if let DeviceKind::ScsiDisk(u) = &d.kind {
+                self.check_scsi_unit(&d.id, u, d.pci.is_some())?;
+                if !units.insert((u.controller, u.target, u.lun)) {
+                    return Err(SpecError::Invalid(format!(
+                        "device '{}': SCSI unit {}:0:{}:{} already in use",
+                        d.id, u.controller, u.target, u.lun
+                    )));
+                }
             }
             if let Some(a) = d.pci {
                 if !slots.insert(a) {
@@ -543,6 +588,26 @@ impl MachineSpec {
                     )));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// A SCSI unit names an existing controller, is not on PCI, and has a
+    /// medium unless it is a CD-ROM.
+    fn check_scsi_unit(&self, id: &str, u: &ScsiDisk, on_pci: bool) -> Result<(), SpecError> {
+        let invalid = |what: String| Err(SpecError::Invalid(format!("device '{id}': {what}")));
+        if on_pci {
+            return invalid("a SCSI unit has no PCI address".into());
+        }
+        let controller = self
+            .devices
+            .iter()
+            .any(|c| matches!(&c.kind, DeviceKind::ScsiController(s) if s.index == u.controller));
+        if !controller {
+            return invalid(format!("no SCSI controller with index {}", u.controller));
+        }
+        if u.medium.is_none() && !u.cdrom {
+            return invalid("a SCSI disk needs a medium (only CD-ROMs may be empty)".into());
         }
         Ok(())
     }
@@ -676,6 +741,45 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("duplicate device id"));
+    }
+
+    #[test]
+    fn scsi_units_need_their_controller_and_a_free_address() {
+        let unit = |id: &str, cdrom: bool, medium: bool| Device {
+            id: id.into(),
+            pci: None,
+            boot_index: None,
+            kind: DeviceKind::ScsiDisk(ScsiDisk {
+                controller: 0,
+                target: 0,
+                lun: 0,
+                cdrom,
+                name: "sda".into(),
+                medium: medium.then(|| match &sample().devices[1].kind {
+                    DeviceKind::Disk(d) => d.clone(),
+                    _ => unreachable!(),
+                }),
+            }),
+        };
+        let mut s = sample();
+        s.devices.push(unit("scsi0-0-0-0", true, false));
+        let e = s.check().unwrap_err().to_string();
+        assert!(e.contains("no SCSI controller with index 0"), "{e}");
+        s.devices.push(Device {
+            id: "scsi0".into(),
+            pci: None,
+            boot_index: None,
+            kind: DeviceKind::ScsiController(ScsiController { index: 0 }),
+        });
+        s.check().unwrap();
+        assert_eq!(MachineSpec::from_json(&s.to_json()).unwrap(), s);
+        s.devices.push(unit("scsi0-0-0-1", false, true));
+        let e = s.check().unwrap_err().to_string();
+        assert!(e.contains("SCSI unit 0:0:0:0 already in use"), "{e}");
+        s.devices.pop();
+        s.devices.push(unit("scsi0-0-0-1", false, false));
+        let e = s.check().unwrap_err().to_string();
+        assert!(e.contains("needs a medium"), "{e}");
     }
 
     #[test]

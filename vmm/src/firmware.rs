@@ -109,7 +109,18 @@ pub fn bootorder(spec: &machine_spec::MachineSpec, placed: &[(String, Vec<(u8, u
         .iter()
         .filter_map(|d| {
             let index = d.boot_index?;
-            let (_, path) = placed.iter().find(|(id, _)| *id == d.id)?;
+            // A SCSI unit is reached through its controller's function.
+            let function_of = match &d.kind {
+                DeviceKind::ScsiDisk(u) => &spec
+                    .devices
+                    .iter()
+                    .find(|c| {
+                        matches!(&c.kind, DeviceKind::ScsiController(s) if s.index == u.controller)
+                    })?
+                    .id,
+                _ => &d.id,
+            };
+            let (_, path) = placed.iter().find(|(id, _)| id == function_of)?;
             let (&(slot, function), bridges) = path.split_last()?;
             let at = |slot: u8, function: u8| {
                 if function == 0 {
@@ -125,6 +136,14 @@ pub fn bootorder(spec: &machine_spec::MachineSpec, placed: &[(String, Vec<(u8, u
             match d.kind {
                 DeviceKind::Disk(_) => p += &format!("/scsi@{}/disk@0,0", at(slot, function)),
                 DeviceKind::Net(_) => p += &format!("/ethernet@{}", at(slot, function)),
+                DeviceKind::ScsiDisk(ref u) => {
+                    p += &format!(
+                        "/scsi@{}/channel@0/disk@{:x},{:x}",
+                        at(slot, function),
+                        u.target,
+                        u.lun
+                    )
+                }
                 _ => return None,
             }
             Some((index, p))
@@ -203,6 +222,27 @@ mod tests {
         assert_eq!(
             bootorder(&spec, &placed),
             b"/pci@i0cf8/scsi@1e,2/disk@0,0\n/pci@i0cf8/pci-bridge@2,1/scsi@0/disk@0,0\0"
+        );
+    }
+
+    #[test]
+    fn bootorder_reaches_scsi_units_through_their_controller() {
+        let json = r#"{"version":1,"name":"t","uuid":"c7a5fdbd-cdaf-9455-926a-d65c16db1809",
+          "memory":{"size_bytes":67108864},"cpus":{"count":1,"max":1,
+          "topology":{"sockets":1,"dies":1,"cores":1,"threads":1},"mode":"host-passthrough"},
+          "boot":{"firmware":{"kind":"bios","code":"/bios"}},
+          "platform":{"acpi":true,"apic":true,"chipset":"q35"},
+          "lifecycle":{"on_poweroff":"destroy","on_reboot":"restart","on_crash":"destroy"},
+          "devices":[
+            {"id":"scsi0","kind":{"type":"scsi-controller","index":0}},
+            {"id":"scsi0-0-0-10","boot_index":1,"kind":{"type":"scsi-disk","controller":0,
+              "target":0,"lun":10,"cdrom":true,"name":"sda"}}
+          ]}"#;
+        let spec = machine_spec::MachineSpec::from_json(json).unwrap();
+        let placed = vec![("scsi0".to_string(), vec![(5, 0)])];
+        assert_eq!(
+            bootorder(&spec, &placed),
+            b"/pci@i0cf8/scsi@5/channel@0/disk@0,a\0"
         );
     }
 

@@ -23,11 +23,12 @@ use vm_memory::GuestMemoryMmap;
 use std::sync::atomic::Ordering;
 
 use super::balloon::{Balloon, BalloonControl};
-use super::block::{Block, BlockError, BlockStats, DiskConfig, OpenFlags};
+use super::block::{open_backend, Block, BlockError, BlockStats, DiskConfig, ImageLock, OpenFlags};
 use super::console::{Console, ConsoleBackend, InputRead};
 use super::kvm::{IntxResampler, IrqRouting, KvmIoEvents, KvmIrqError};
 use super::net::{parse_mac, Net, NetControl, Tap, TapError};
 use super::rng::Rng;
+use super::scsi::VirtioScsi;
 use super::vsock::{Vsock, VsockError};
 use super::{VirtioDevice, VirtioPciDevice};
 use crate::control::ChardevInfo;
@@ -41,6 +42,7 @@ use crate::pci::bridge::{Bridge, BridgeKind};
 use crate::pci::chipset::ChipsetFunction;
 use crate::pci::root::CONFIG_ADDRESS_PORT;
 use crate::pci::{PciError, PciRoot, PciWindows};
+use crate::scsi::{DeviceConfig, DeviceKind as ScsiKind, ScsiDevice, ScsiTarget};
 
 /// Why the PCI devices could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -158,7 +160,10 @@ impl PciBackends {
                     b.balloon = Some(BalloonControl::new(spec.memory.size_bytes));
                 }
                 DeviceKind::Net(n) => b.nets.push((d.id.clone(), NetControl::new(n.link_up))),
-                DeviceKind::Disk(k) => {
+                DeviceKind::Disk(k)
+                | DeviceKind::ScsiDisk(machine_spec::ScsiDisk {
+                    medium: Some(k), ..
+                }) => {
                     let desc = BlockDescription {
                         qdev: d.id.clone(),
                         node_name: format!("libvirt-{}-format", d.id),
@@ -188,7 +193,9 @@ impl PciBackends {
                 | DeviceKind::Rng(_)
                 | DeviceKind::Vsock(_)
                 | DeviceKind::Pvpanic
-                | DeviceKind::PciController(_) => {}
+                | DeviceKind::PciController(_)
+                | DeviceKind::ScsiController(_)
+                | DeviceKind::ScsiDisk(_) => {}
             }
         }
         Ok(b)
@@ -326,6 +333,7 @@ fn open_flags(cache: CacheMode) -> OpenFlags {
 /// Opens the backend of device `d` as a virtio device; `None` for devices
 /// that are not on PCI (serial ports, pvpanic).
 fn virtio_device(
+    spec: &MachineSpec,
     d: &Device,
     backends: &PciBackends,
 ) -> Result<Option<Box<dyn VirtioDevice>>, AttachError> {
@@ -411,10 +419,86 @@ fn virtio_device(
             Vsock::new(&d.id, u64::from(v.guest_cid), &v.uds_path)
                 .map_err(|e| AttachError::Vsock(d.id.clone(), e))?,
         ),
-        DeviceKind::Serial(_) | DeviceKind::Pvpanic | DeviceKind::PciController(_) => {
-            return Ok(None)
-        }
+        DeviceKind::ScsiController(c) => Box::new(scsi_controller(spec, &d.id, c.index, backends)?),
+        DeviceKind::Serial(_)
+        | DeviceKind::Pvpanic
+        | DeviceKind::PciController(_)
+        | DeviceKind::ScsiDisk(_) => return Ok(None),
     }))
+}
+
+/// A virtio-scsi adapter with the units of `spec` that name controller `index`:
+/// each image opened and locked as a virtio-blk one would be.
+fn scsi_controller(
+    spec: &MachineSpec,
+    id: &str,
+    index: u32,
+    backends: &PciBackends,
+) -> Result<VirtioScsi, AttachError> {
+    let mut targets: Vec<(u8, ScsiTarget)> = Vec::new();
+    let mut locks: Vec<ImageLock> = Vec::new();
+    for d in &spec.devices {
+        let DeviceKind::ScsiDisk(u) = &d.kind else {
+            continue;
+        };
+        if u.controller != index {
+            continue;
+        }
+        let view = backends
+            .disks
+            .iter()
+            .find(|(i, _)| i == &d.id)
+            .map(|(_, v)| v.clone());
+        let medium = match &u.medium {
+            Some(k) => {
+                let cfg = DiskConfig {
+                    path: &k.path,
+                    qcow2: k.format == DiskFormat::Qcow2,
+                    readonly: k.readonly || u.cdrom,
+                    shareable: k.shareable,
+                    serial: k.serial.as_deref(),
+                    discard: k.discard,
+                    flags: open_flags(k.cache),
+                };
+                let (b, lock) =
+                    open_backend(&d.id, &cfg).map_err(|e| AttachError::Disk(d.id.clone(), e))?;
+                locks.push(lock);
+                if let Some(v) = &view {
+                    v.size.store(b.size(), Ordering::Relaxed);
+                }
+                Some(b)
+            }
+            None => None,
+        };
+        let disk = u.medium.as_ref();
+        let cfg = DeviceConfig {
+            kind: if u.cdrom {
+                ScsiKind::Cdrom
+            } else {
+                ScsiKind::Disk
+            },
+            readonly: disk.is_none_or(|k| k.readonly),
+            writeback: disk.is_none_or(|k| {
+                !matches!(k.cache, CacheMode::Writethrough | CacheMode::Directsync)
+            }),
+            serial: disk.and_then(|k| k.serial.clone()),
+            device_id: d.id.clone(),
+        };
+        let mut unit = ScsiDevice::new(cfg, medium);
+        if let Some(v) = view {
+            unit = unit.with_stats(v.stats.clone());
+        }
+        info!(id = %d.id, controller = %id, target = u.target, lun = u.lun, cdrom = u.cdrom, "SCSI unit");
+        match targets.iter_mut().find(|(t, _)| *t == u.target) {
+            Some((_, t)) => t.insert(u.lun, unit),
+            None => {
+                let mut t = ScsiTarget::new();
+                t.insert(u.lun, unit);
+                targets.push((u.target, t));
+            }
+        }
+    }
+    Ok(VirtioScsi::new(id, targets).with_locks(locks))
 }
 
 /// Builds the root bus and every PCI device of `spec`, and puts the root on
@@ -494,7 +578,7 @@ pub fn attach(
     let mut order: Vec<&Device> = spec.devices.iter().filter(|d| d.pci.is_some()).collect();
     order.extend(spec.devices.iter().filter(|d| d.pci.is_none()));
     for d in order {
-        let Some(dev) = virtio_device(d, backends)? else {
+        let Some(dev) = virtio_device(spec, d, backends)? else {
             continue;
         };
         let perr = |e| AttachError::Pci(d.id.clone(), e);

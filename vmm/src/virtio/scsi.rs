@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 use virtio_queue::DescriptorChain;
 use vm_memory::{Bytes, GuestAddress};
 
-use super::block::{guest_slices, sub_range};
+use super::block::{guest_slices, sub_range, ImageLock};
 use super::queue_util::{drain, segments, Segment};
 use super::worker::{DeviceCtx, Worker, WorkerHandler};
 use super::{
@@ -294,6 +294,8 @@ pub struct VirtioScsi {
     worker: Option<Worker<ScsiWorker>>,
     cdb_size: u32,
     sense_size: u32,
+    /// Locks of the images the units use, held as long as the device.
+    _locks: Vec<ImageLock>,
 }
 
 impl VirtioScsi {
@@ -305,7 +307,14 @@ impl VirtioScsi {
             worker: None,
             cdb_size: CDB_SIZE,
             sense_size: SENSE_SIZE,
+            _locks: Vec::new(),
         }
+    }
+
+    /// Keeps the units' image locks with the device.
+    pub fn with_locks(mut self, locks: Vec<ImageLock>) -> Self {
+        self._locks = locks;
+        self
     }
 
     fn config_bytes(&self) -> [u8; 36] {
