@@ -12,6 +12,10 @@
 //! Both domains put more units on the bus than the one booted (an empty CD tray,
 //! units on other target ids), so the firmware's scan of 256 targets (REPORT LUNS,
 //! INQUIRY, TEST UNIT READY, BAD_TARGET for the absent ones) is exercised too.
+//! A domain with nothing bootable (a blank disk, an empty tray) reaches SeaBIOS's
+//! "No bootable device" and QMP `query-block` lists both units.
+
+mod qmp_common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,6 +26,8 @@ use oxvirt_tests::guests::boot_disk;
 use oxvirt_tests::host::{require_kvm, skip};
 use oxvirt_tests::spec::serial_xml;
 use oxvirt_tests::Vm;
+use qmp_common::{wait_socket, RawQmp};
+use serde_json::Value;
 
 const SEABIOS: &str = "/usr/share/seabios/bios-256k.bin";
 /// SeaBIOS reaches a CD boot sector in ≈ 4 s under QEMU on this emulated KVM.
@@ -233,4 +239,49 @@ fn seabios_boots_a_disk_on_virtio_scsi() {
     let (drive, tag) = booted(&vm);
     assert_eq!(tag, "B", "{}", vm.console());
     assert_eq!(drive, "80", "the first hard disk");
+}
+
+#[test]
+fn empty_tray_and_blank_disk_boot_nothing_and_show_in_query_block() {
+    let test = "empty_tray_and_blank_disk_boot_nothing_and_show_in_query_block";
+    if !can_run(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let blank = dir.path().join("blank.img");
+    std::fs::write(&blank, vec![0u8; 1 << 20]).unwrap();
+    let devices = [
+        scsi_disk("disk", Some(&blank), "sda", 0, 0),
+        scsi_disk("cdrom", None, "sdb", 0, 1),
+    ]
+    .join("\n    ");
+    let sock = dir.path().join("qmp.sock");
+    let vm = Vm::start_xml(
+        &domain_xml("<boot dev='cdrom'/><boot dev='hd'/>", &devices),
+        &["--qmp", sock.to_str().unwrap()],
+    );
+    // SeaBIOS tries the CD (no medium), then the disk, then gives up.
+    vm.wait_for("No bootable device", BOOT_TIMEOUT);
+    wait_socket(&sock, Duration::from_secs(30));
+    let mut q = RawQmp::connect(&sock);
+    q.line(); // greeting
+    q.ask(b"{\"execute\":\"qmp_capabilities\"}\n");
+    let reply: Value = serde_json::from_str(&q.ask(b"{\"execute\":\"query-block\"}\n")).unwrap();
+    let blocks = reply["return"]
+        .as_array()
+        .unwrap_or_else(|| vm.fail(&format!("{reply}")));
+    let find = |qdev: &str| {
+        blocks
+            .iter()
+            .find(|b| b["qdev"] == qdev)
+            .unwrap_or_else(|| vm.fail(&format!("no {qdev} in {reply}")))
+    };
+    let disk = find("scsi0-0-0-0");
+    assert_eq!(disk["removable"], false, "{reply}");
+    assert_eq!(disk["inserted"]["file"], blank.display().to_string());
+    assert_eq!(disk["inserted"]["image"]["virtual-size"], 1 << 20);
+    let cd = find("scsi0-0-0-1");
+    assert_eq!(cd["removable"], true, "{reply}");
+    assert_eq!(cd["tray_open"], false, "{reply}");
+    assert!(cd.get("inserted").is_none(), "{reply}");
 }

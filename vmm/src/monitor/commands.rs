@@ -458,14 +458,21 @@ fn block_info(b: &dyn BlockView) -> Value {
     if let Some(a) = d.actual_size {
         image["actual-size"] = json!(a);
     }
-    json!({
+    let mut info = json!({
         "device": "",
         "qdev": d.qdev,
         "type": "unknown",
-        "removable": false,
+        "removable": d.removable,
         "locked": false,
         "io-status": "ok",
-        "inserted": {
+    });
+    if d.removable {
+        info["tray_open"] = json!(false);
+    }
+    if d.empty {
+        return info;
+    }
+    info["inserted"] = json!({
             "file": d.file,
             "node-name": d.node_name,
             "ro": d.read_only,
@@ -478,8 +485,8 @@ fn block_info(b: &dyn BlockView) -> Value {
             "image": image,
             "cache": {"writeback": d.writeback, "direct": d.direct, "no-flush": d.no_flush},
             "write_threshold": 0,
-        },
-    })
+    });
+    info
 }
 
 fn stats_json(c: &BlockCounters) -> Value {

@@ -60,6 +60,10 @@ pub struct BlockDescription {
     pub direct: bool,
     /// Flushes are ignored.
     pub no_flush: bool,
+    /// A CD-ROM: `query-block` gives `removable` and `tray_open`.
+    pub removable: bool,
+    /// No medium (an empty CD-ROM tray): nothing `inserted`.
+    pub empty: bool,
 }
 
 /// A block device's I/O counters (QEMU's `BlockDeviceStats`).

@@ -231,6 +231,15 @@ fn info(cmds: &Commands, sub: &str, current_cpu: u32) -> Option<String> {
                 if i > 0 {
                     out.push_str("\r\n");
                 }
+                if d.empty {
+                    // QEMU's words for a drive without a medium.
+                    let _ = write!(
+                        out,
+                        "{}: [not inserted]\r\n    Attached to:      {}\r\n    Removable device: not locked, tray closed\r\n",
+                        d.qdev, d.qdev
+                    );
+                    continue;
+                }
                 let _ =
                     write!(
                     out,

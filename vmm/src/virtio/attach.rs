@@ -87,6 +87,9 @@ struct DiskView {
 impl BlockView for DiskView {
     fn describe(&self) -> BlockDescription {
         let mut d = self.desc.clone();
+        if d.empty {
+            return d;
+        }
         d.virtual_size = self.size.load(Ordering::Relaxed);
         d.actual_size = std::fs::metadata(&d.file)
             .ok()
@@ -181,6 +184,8 @@ impl PciBackends {
                         ),
                         direct: false,
                         no_flush: matches!(k.cache, CacheMode::Unsafe),
+                        removable: matches!(d.kind, DeviceKind::ScsiDisk(ref u) if u.cdrom),
+                        empty: false,
                     };
                     let view = DiskView {
                         desc,
@@ -194,8 +199,23 @@ impl PciBackends {
                 | DeviceKind::Vsock(_)
                 | DeviceKind::Pvpanic
                 | DeviceKind::PciController(_)
-                | DeviceKind::ScsiController(_)
-                | DeviceKind::ScsiDisk(_) => {}
+                | DeviceKind::ScsiController(_) => {}
+                // A CD-ROM with an empty tray: listed, with nothing inserted.
+                DeviceKind::ScsiDisk(_) => {
+                    let desc = BlockDescription {
+                        qdev: d.id.clone(),
+                        removable: true,
+                        empty: true,
+                        read_only: true,
+                        ..Default::default()
+                    };
+                    let view = DiskView {
+                        desc,
+                        stats: Arc::new(BlockStats::default()),
+                        size: Default::default(),
+                    };
+                    b.disks.push((d.id.clone(), Arc::new(view)));
+                }
             }
         }
         Ok(b)
