@@ -95,3 +95,10 @@ fn linux_virtio_vsock_both_ways() {
     };
     cases::virtio_vsock_both_ways(g);
 }
+
+#[test]
+fn linux_firmware_boot_through_a_bootloader_behind_root_ports() {
+    let test = "linux_firmware_boot_through_a_bootloader_behind_root_ports";
+    let Some(g) = guest(test) else { return };
+    cases::firmware_boot_through_a_bootloader_behind_root_ports(test, g);
+}
