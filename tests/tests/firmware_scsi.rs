@@ -1,5 +1,6 @@
 //! Booting through SeaBIOS from virtio-scsi (`<controller type='scsi'
-//! model='virtio-scsi'>`, `<disk bus='scsi'>`), via `oxvirt-vmm --xml` on Q35:
+//! model='virtio-scsi'>`, `<disk bus='scsi'>`), via `oxvirt-vmm --xml` on Q35 (and a
+//! CD on i440FX):
 //!
 //! * an El Torito no-emulation ISO (built here with `xorriso -as mkisofs -b boot.img
 //!   -no-emul-boot -boot-load-size 4`, the boot image being our boot sector) on a
@@ -49,13 +50,18 @@ fn can_run(test: &str) -> bool {
 
 /// A firmware-booted Q35 domain with `os_extra` after `<type>` and `devices`.
 fn domain_xml(os_extra: &str, devices: &str) -> String {
+    machine_xml("q35", os_extra, devices)
+}
+
+/// The same on machine type `machine`.
+fn machine_xml(machine: &str, os_extra: &str, devices: &str) -> String {
     format!(
         "<domain type='kvm'>
   <name>fwscsi</name>
   <memory unit='MiB'>64</memory>
   <vcpu>1</vcpu>
   <os>
-    <type arch='x86_64' machine='q35'>hvm</type>
+    <type arch='x86_64' machine='{machine}'>hvm</type>
     {os_extra}
   </os>
   <features><acpi/><apic/></features>
@@ -214,6 +220,24 @@ fn boot_dev_cdrom_picks_the_first_cd() {
         &[],
     );
     assert_eq!(booted(&vm).1, "CD1");
+}
+
+#[test]
+fn seabios_i440fx_boots_a_cd_on_virtio_scsi() {
+    let test = "seabios_i440fx_boots_a_cd_on_virtio_scsi";
+    if !can_run(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(iso) = boot_iso(dir.path(), "PC") else {
+        return;
+    };
+    let devices = scsi_disk("cdrom", Some(&iso), "sda", 0, 0);
+    let vm = Vm::start_xml(
+        &machine_xml("pc-i440fx-7.2", "<boot dev='cdrom'/>", &devices),
+        &[],
+    );
+    assert_eq!(booted(&vm).1, "PC");
 }
 
 #[test]
