@@ -417,3 +417,56 @@ fn synchronize_cache_and_stats() {
     assert_eq!(stats.flush_ops.load(Ordering::Relaxed), 1);
     assert_eq!(stats.rd_bytes.load(Ordering::Relaxed), 512);
 }
+
+#[test]
+fn request_sense_walks_the_media_change_sequence() {
+    let mut d = cdrom(Some(4));
+    d.change_medium(Some(Box::new(MemDisk(vec![0; 2048 * 8]))));
+    let rs = [0x03, 0, 0, 0, 18, 0];
+    let (_, b) = run_in(&mut d, &rs, 18);
+    assert_eq!((b[2], b[12]), (0x02, 0x3a));
+    let (_, b) = run_in(&mut d, &rs, 18);
+    assert_eq!((b[2], b[12]), (0x06, 0x28));
+    let (_, b) = run_in(&mut d, &rs, 18);
+    assert_eq!((b[2], b[12]), (0, 0));
+    let (c, _) = run_in(&mut d, &[0, 0, 0, 0, 0, 0], 0);
+    assert_eq!(c.status, status::GOOD);
+    assert_eq!(d.blocks(), 8);
+}
+
+#[test]
+fn host_tray_and_removal_change_what_the_guest_sees() {
+    let mut d = cdrom(Some(4));
+    d.set_tray_open(true);
+    let (c, _) = run_in(&mut d, &[0, 0, 0, 0, 0, 0], 0);
+    assert_eq!(sense_of(&c), Sense::NO_MEDIUM_TRAY_OPEN);
+    let gesn = [0x4a, 1, 0, 0, 0x10, 0, 0, 0, 8, 0];
+    let (_, b) = run_in(&mut d, &gesn, 8);
+    assert_eq!(
+        (b[4], b[5]),
+        (MediaEvent::MediaRemoval as u8, 1),
+        "removal, tray open"
+    );
+    // Closing the tray over the same medium is a new medium to the guest.
+    d.set_tray_open(false);
+    let (_, b) = run_in(&mut d, &gesn, 8);
+    assert_eq!((b[4], b[5]), (MediaEvent::NewMedia as u8, 2));
+    let (c, _) = run_in(&mut d, &[0, 0, 0, 0, 0, 0], 0);
+    assert_eq!(sense_of(&c), Sense::NO_MEDIUM);
+    let (c, _) = run_in(&mut d, &[0, 0, 0, 0, 0, 0], 0);
+    assert_eq!(sense_of(&c), Sense::MEDIUM_CHANGED);
+    // Removing the medium: no medium, and no change sequence.
+    d.change_medium(None);
+    assert!(!d.medium_present());
+    let (c, _) = run_in(&mut d, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], 8);
+    assert_eq!(sense_of(&c), Sense::NO_MEDIUM);
+}
+
+#[test]
+fn short_cdbs_are_invalid_fields() {
+    let mut d = disk(8);
+    let (c, _) = run_in(&mut d, &[0x28, 0, 0], 512);
+    assert_eq!(sense_of(&c), Sense::INVALID_FIELD);
+    let (c, _) = run_in(&mut d, &[], 512);
+    assert_eq!(sense_of(&c), Sense::INVALID_OPCODE);
+}

@@ -465,6 +465,39 @@ mod tests {
     }
 
     #[test]
+    fn write_10_from_data_out_buffers() {
+        let mem = memory();
+        let (mock, mut aq) = queue(&mem, 0, REQUEST_QUEUE);
+        let (mut host, f) = host_with_disk();
+        request_header(
+            &mem,
+            [1, 2, 0, 0, 0, 0, 0, 0],
+            &[0x2a, 0, 0, 0, 0, 9, 0, 0, 1, 0],
+        );
+        mem.write_slice(&[0x5au8; 512], GuestAddress(DATA)).unwrap();
+        // The data-out buffer is longer than the transfer: the rest is residual.
+        add_chain(
+            &mock,
+            0,
+            &[(HDR, 51, false), (DATA, 1024, false), (RESP, 108, true)],
+        );
+        let intr = CountingInterrupt::default();
+        drain(&mut aq, &mem, &intr, |c| host.request(&mem, c));
+        assert_eq!(used(&mem, &mock, 0), (0, 108));
+        let mut r = [0u8; 12];
+        mem.read_slice(&mut r, GuestAddress(RESP)).unwrap();
+        assert_eq!(
+            u32::from_le_bytes(r[4..8].try_into().unwrap()),
+            512,
+            "residual"
+        );
+        assert_eq!((r[10], r[11]), (0, response::OK));
+        let img = std::fs::read(f.path()).unwrap();
+        assert!(img[9 * 512..10 * 512].iter().all(|&b| b == 0x5a));
+        assert!(img[10 * 512..11 * 512].iter().all(|&b| b == 10));
+    }
+
+    #[test]
     fn absent_target_is_bad_target_and_errors_carry_sense() {
         let mem = memory();
         let (mock, mut aq) = queue(&mem, 0, REQUEST_QUEUE);
