@@ -552,13 +552,16 @@ fn disk(d: &Disk) -> Result<ms::Device> {
     if d.transient {
         return unsupported(format!("disk '{dev}': <transient/> is not supported"));
     }
-    for (name, v) in [
-        ("wwn", &d.wwn),
-        ("vendor", &d.vendor),
-        ("product", &d.product),
-    ] {
-        if v.is_some() {
-            return unsupported(format!("disk '{dev}': <{name}> is not supported"));
+    // SCSI units carry them in INQUIRY data; virtio-blk has nowhere to put them.
+    if bus != DiskBus::Scsi {
+        for (name, v) in [
+            ("wwn", &d.wwn),
+            ("vendor", &d.vendor),
+            ("product", &d.product),
+        ] {
+            if v.is_some() {
+                return unsupported(format!("disk '{dev}': <{name}> is not supported"));
+            }
         }
     }
     if let Some(e) = d.extra.first() {
@@ -627,6 +630,30 @@ fn scsi_disk(d: &Disk, cdrom: bool, medium: Option<ms::Disk>) -> Result<ms::Devi
             "disk '{dev}': SCSI unit {unit} is out of range (0-16383)"
         ));
     }
+    // libvirt's limits: printable ASCII, 8 and 16 characters; a WWN of 16 hex digits.
+    for (name, v, max) in [("vendor", &d.vendor, 8), ("product", &d.product, 16)] {
+        if let Some(v) = v {
+            if v.len() > max || !v.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+                return Err(Error::xml(format!(
+                    "disk '{dev}': <{name}> '{v}' must be at most {max} printable ASCII characters"
+                )));
+            }
+        }
+    }
+    let wwn = match &d.wwn {
+        None => None,
+        Some(w) => {
+            let hex = w.strip_prefix("0x").unwrap_or(w);
+            match u64::from_str_radix(hex, 16) {
+                Ok(n) if hex.len() == 16 => Some(n),
+                _ => {
+                    return Err(Error::xml(format!(
+                        "disk '{dev}': malformed <wwn> '{w}' (16 hex digits)"
+                    )))
+                }
+            }
+        }
+    };
     Ok(ms::Device {
         boot_index: d.boot_order,
         id: id(&d.alias, format!("scsi{controller}-{bus}-{target}-{unit}")),
@@ -638,6 +665,9 @@ fn scsi_disk(d: &Disk, cdrom: bool, medium: Option<ms::Disk>) -> Result<ms::Devi
             cdrom,
             name: dev.clone(),
             medium,
+            vendor: d.vendor.clone(),
+            product: d.product.clone(),
+            wwn,
         }),
     })
 }

@@ -335,6 +335,15 @@ pub struct ScsiDisk {
     /// The image; `None` is a CD-ROM with an empty tray. Its `target` is `name`.
     #[serde(default)]
     pub medium: Option<Disk>,
+    /// INQUIRY vendor (≤ 8 ASCII characters; `QEMU` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    /// INQUIRY product (≤ 16 ASCII characters; `QEMU HARDDISK`/`QEMU CD-ROM` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+    /// World wide name (NAA identifier in VPD page 0x83), 64 bits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wwn: Option<u64>,
 }
 
 /// A PCI controller that provides a bus.
@@ -755,6 +764,9 @@ mod tests {
                 lun: 0,
                 cdrom,
                 name: "sda".into(),
+                vendor: None,
+                product: None,
+                wwn: None,
                 medium: medium.then(|| match &sample().devices[1].kind {
                     DeviceKind::Disk(d) => d.clone(),
                     _ => unreachable!(),

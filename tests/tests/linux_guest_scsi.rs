@@ -52,6 +52,9 @@ fn scsi_unit(id: &str, target: u8, cdrom: bool, name: &str, medium: Option<&Path
             lun: 0,
             cdrom,
             name: name.into(),
+            vendor: None,
+            product: None,
+            wwn: None,
             medium: medium.map(|p| Disk {
                 path: p.to_path_buf(),
                 format: DiskFormat::Raw,

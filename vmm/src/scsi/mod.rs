@@ -152,6 +152,9 @@ pub struct ScsiDevice {
     serial: Option<String>,
     /// VPD 0x83 identifier when there is no serial (the device id).
     device_id: String,
+    /// The standard INQUIRY data (vendor and product filled in).
+    inquiry: Vec<u8>,
+    wwn: Option<u64>,
     medium: Option<Box<dyn DiskBackend>>,
     tray_open: bool,
     locked: bool,
@@ -176,13 +179,28 @@ pub struct DeviceConfig {
     pub serial: Option<String>,
     /// Identifier in VPD 0x83 when there is no serial.
     pub device_id: String,
+    /// INQUIRY vendor (8 characters at most; QEMU's `QEMU` when `None`).
+    pub vendor: Option<String>,
+    /// INQUIRY product (16 characters at most; QEMU's names when `None`).
+    pub product: Option<String>,
+    /// libvirt `<wwn>`: an NAA descriptor in VPD 0x83.
+    pub wwn: Option<u64>,
 }
 
 impl ScsiDevice {
     /// A unit over `medium` (`None`: a CD-ROM with an empty tray).
     pub fn new(cfg: DeviceConfig, medium: Option<Box<dyn DiskBackend>>) -> Self {
         let readonly = cfg.readonly || cfg.kind == DeviceKind::Cdrom;
+        let mut inquiry = standard_inquiry(cfg.kind.peripheral_type(), cfg.kind);
+        if let Some(v) = &cfg.vendor {
+            put_padded(&mut inquiry[8..16], v);
+        }
+        if let Some(p) = &cfg.product {
+            put_padded(&mut inquiry[16..32], p);
+        }
         ScsiDevice {
+            inquiry,
+            wwn: cfg.wwn,
             kind: cfg.kind,
             readonly,
             writeback: cfg.writeback,
@@ -406,7 +424,7 @@ impl ScsiDevice {
             if cdb[2] != 0 {
                 return Completion::check(Sense::INVALID_FIELD);
             }
-            return reply(&standard_inquiry(ptype, self.kind), alloc, data);
+            return reply(&self.inquiry, alloc, data);
         }
         let mut b = vec![ptype, cdb[2], 0, 0];
         match cdb[2] {
@@ -429,6 +447,11 @@ impl ScsiDevice {
                 let id = &id.as_bytes()[..id.len().min(250)];
                 b.extend_from_slice(&[0x02, 0x00, 0x00, id.len() as u8]);
                 b.extend_from_slice(id);
+                // The WWN: binary, NAA, associated with the LUN.
+                if let Some(w) = self.wwn {
+                    b.extend_from_slice(&[0x01, 0x03, 0x00, 8]);
+                    b.extend_from_slice(&w.to_be_bytes());
+                }
             }
             _ => return Completion::check(Sense::INVALID_FIELD),
         }
@@ -765,6 +788,13 @@ fn standard_inquiry(ptype: u8, kind: DeviceKind) -> Vec<u8> {
     });
     b[32..36].copy_from_slice(b"2.5+");
     b
+}
+
+/// Copies `text` into `field`, padded with spaces (INQUIRY's ASCII fields).
+fn put_padded(field: &mut [u8], text: &str) {
+    field.fill(b' ');
+    let n = text.len().min(field.len());
+    field[..n].copy_from_slice(&text.as_bytes()[..n]);
 }
 
 /// REPORT LUNS data for `luns` (LUN 0 always listed, as QEMU does).

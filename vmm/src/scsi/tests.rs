@@ -54,6 +54,9 @@ fn disk(blocks: usize) -> ScsiDevice {
             writeback: true,
             serial: Some("SER123".into()),
             device_id: "scsi0-0-0-0".into(),
+            vendor: None,
+            product: None,
+            wwn: None,
         },
         Some(Box::new(MemDisk(pattern(blocks * 512)))),
     )
@@ -67,6 +70,9 @@ fn cdrom(blocks: Option<usize>) -> ScsiDevice {
             writeback: true,
             serial: None,
             device_id: "scsi0-0-1-0".into(),
+            vendor: None,
+            product: None,
+            wwn: None,
         },
         blocks.map(|b| Box::new(MemDisk(pattern(b * 2048))) as Box<dyn DiskBackend>),
     )
@@ -186,6 +192,9 @@ fn readonly_disk_refuses_writes() {
             writeback: false,
             serial: None,
             device_id: "d".into(),
+            vendor: None,
+            product: None,
+            wwn: None,
         },
         Some(Box::new(MemDisk(vec![0; 4096]))),
     );
@@ -469,4 +478,34 @@ fn short_cdbs_are_invalid_fields() {
     assert_eq!(sense_of(&c), Sense::INVALID_FIELD);
     let (c, _) = run_in(&mut d, &[], 512);
     assert_eq!(sense_of(&c), Sense::INVALID_OPCODE);
+}
+
+#[test]
+fn vendor_product_and_wwn_as_configured() {
+    let mut d = ScsiDevice::new(
+        DeviceConfig {
+            kind: DeviceKind::Disk,
+            readonly: false,
+            writeback: true,
+            serial: None,
+            device_id: "scsi0-0-0-0".into(),
+            vendor: Some("ACME".into()),
+            product: Some("Spinner".into()),
+            wwn: Some(0x5000_c500_1234_5678),
+        },
+        Some(Box::new(MemDisk(vec![0; 4096]))),
+    );
+    let (_, b) = run_in(&mut d, &[0x12, 0, 0, 0, 36, 0], 36);
+    assert_eq!(&b[8..16], b"ACME    ");
+    assert_eq!(&b[16..32], b"Spinner         ");
+    let (_, b) = run_in(&mut d, &[0x12, 1, 0x83, 0, 255, 0], 255);
+    // The device id descriptor, then the NAA one.
+    let first = 4 + 4 + usize::from(b[7]);
+    assert_eq!(&b[8..first], b"scsi0-0-0-0");
+    assert_eq!(&b[first..first + 4], &[0x01, 0x03, 0x00, 8]);
+    assert_eq!(
+        &b[first + 4..first + 12],
+        &0x5000_c500_1234_5678u64.to_be_bytes()
+    );
+    assert_eq!(usize::from(u16::from_be_bytes([b[2], b[3]])), b.len() - 4);
 }

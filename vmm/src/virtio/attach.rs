@@ -503,6 +503,9 @@ fn scsi_controller(
             }),
             serial: disk.and_then(|k| k.serial.clone()),
             device_id: d.id.clone(),
+            vendor: u.vendor.clone(),
+            product: u.product.clone(),
+            wwn: u.wwn,
         };
         let mut unit = ScsiDevice::new(cfg, medium);
         if let Some(v) = view {

@@ -415,6 +415,9 @@ mod tests {
                 writeback: true,
                 serial: None,
                 device_id: "scsi0-0-2-0".into(),
+                vendor: None,
+                product: None,
+                wwn: None,
             },
             Some(Box::new(backend)),
         );
