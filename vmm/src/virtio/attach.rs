@@ -638,7 +638,7 @@ pub fn attach(
             )
         };
         let intx_slot = bridge.map_or(slot, |(s, _)| s);
-        let intx_pin = slot % 4;
+        let intx_pin = if bridge.is_some() { slot % 4 } else { 0 };
         let vectors = dev.queue_max_sizes().len() as u16 + 1;
         let sink = routing
             .msi_sink(vectors)
