@@ -123,6 +123,25 @@ pub fn require_kvm(test: &str) -> bool {
     }
 }
 
+/// Debian's SeaBIOS, the firmware the firmware-boot tests boot (package `seabios`).
+pub const SEABIOS: &str = "/usr/share/seabios/bios-256k.bin";
+
+/// For firmware-boot tests: true when KVM can run guests and SeaBIOS is installed,
+/// else prints SKIPPED with the reason and returns false.
+pub fn require_seabios(test: &str) -> bool {
+    if !require_kvm(test) {
+        return false;
+    }
+    if !Path::new(SEABIOS).exists() {
+        skip(
+            test,
+            &format!("{SEABIOS} is missing (apt-get install seabios)"),
+        );
+        return false;
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::tcg_cpu;

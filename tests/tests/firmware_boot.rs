@@ -12,27 +12,12 @@ use std::time::Duration;
 
 use machine_spec::exit;
 use oxvirt_tests::guests::boot_disk;
-use oxvirt_tests::host::{require_kvm, skip};
+use oxvirt_tests::host::require_seabios;
 use oxvirt_tests::spec::serial_xml;
 use oxvirt_tests::Vm;
 
-const SEABIOS: &str = "/usr/share/seabios/bios-256k.bin";
 /// SeaBIOS reaches a boot sector in ≈ 3 s under QEMU on this emulated KVM.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn can_run(test: &str) -> bool {
-    if !require_kvm(test) {
-        return false;
-    }
-    if !Path::new(SEABIOS).exists() {
-        skip(
-            test,
-            &format!("{SEABIOS} is missing (apt-get install seabios)"),
-        );
-        return false;
-    }
-    true
-}
 
 /// A disk XML element for a raw image with an optional per-device boot order.
 fn disk_xml(path: &Path, dev: &str, order: Option<u32>) -> String {
@@ -150,21 +135,21 @@ fn boots_from_virtio_blk(machine: &str) {
 
 #[test]
 fn seabios_q35_boots_a_boot_sector_from_virtio_blk() {
-    if can_run("seabios_q35_boots_a_boot_sector_from_virtio_blk") {
+    if require_seabios("seabios_q35_boots_a_boot_sector_from_virtio_blk") {
         boots_from_virtio_blk("q35");
     }
 }
 
 #[test]
 fn seabios_i440fx_boots_a_boot_sector_from_virtio_blk() {
-    if can_run("seabios_i440fx_boots_a_boot_sector_from_virtio_blk") {
+    if require_seabios("seabios_i440fx_boots_a_boot_sector_from_virtio_blk") {
         boots_from_virtio_blk("pc-i440fx-7.2");
     }
 }
 
 #[test]
 fn per_device_boot_order_picks_the_second_disk() {
-    if !can_run("per_device_boot_order_picks_the_second_disk") {
+    if !require_seabios("per_device_boot_order_picks_the_second_disk") {
         return;
     }
     let (_dir, d) = disks(&["A", "B"]);
@@ -179,7 +164,7 @@ fn per_device_boot_order_picks_the_second_disk() {
 
 #[test]
 fn boot_dev_hd_picks_the_first_disk() {
-    if !can_run("boot_dev_hd_picks_the_first_disk") {
+    if !require_seabios("boot_dev_hd_picks_the_first_disk") {
         return;
     }
     let (_dir, d) = disks(&["A", "B"]);
@@ -197,7 +182,7 @@ fn boot_dev_hd_picks_the_first_disk() {
 
 #[test]
 fn boot_menu_is_offered_on_the_serial_console() {
-    if !can_run("boot_menu_is_offered_on_the_serial_console") {
+    if !require_seabios("boot_menu_is_offered_on_the_serial_console") {
         return;
     }
     let (_dir, d) = disks(&["A"]);
@@ -216,7 +201,7 @@ fn boot_menu_is_offered_on_the_serial_console() {
 
 #[test]
 fn power_off_with_restart_runs_the_firmware_again() {
-    if !can_run("power_off_with_restart_runs_the_firmware_again") {
+    if !require_seabios("power_off_with_restart_runs_the_firmware_again") {
         return;
     }
     let (_dir, d) = disks(&["A"]);
@@ -242,7 +227,7 @@ fn power_off_with_restart_runs_the_firmware_again() {
 
 #[test]
 fn disks_behind_root_ports_boot_in_boot_order() {
-    if !can_run("disks_behind_root_ports_boot_in_boot_order") {
+    if !require_seabios("disks_behind_root_ports_boot_in_boot_order") {
         return;
     }
     let (_dir, d) = disks(&["A", "B"]);

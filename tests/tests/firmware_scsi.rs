@@ -24,29 +24,14 @@ use std::time::Duration;
 
 use machine_spec::exit;
 use oxvirt_tests::guests::boot_disk;
-use oxvirt_tests::host::{require_kvm, skip};
+use oxvirt_tests::host::{require_seabios, skip};
 use oxvirt_tests::spec::serial_xml;
 use oxvirt_tests::Vm;
 use qmp_common::{wait_socket, RawQmp};
 use serde_json::Value;
 
-const SEABIOS: &str = "/usr/share/seabios/bios-256k.bin";
 /// SeaBIOS reaches a CD boot sector in ≈ 4 s under QEMU on this emulated KVM.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn can_run(test: &str) -> bool {
-    if !require_kvm(test) {
-        return false;
-    }
-    if !Path::new(SEABIOS).exists() {
-        skip(
-            test,
-            &format!("{SEABIOS} is missing (apt-get install seabios)"),
-        );
-        return false;
-    }
-    true
-}
 
 /// A firmware-booted Q35 domain with `os_extra` after `<type>` and `devices`.
 fn domain_xml(os_extra: &str, devices: &str) -> String {
@@ -171,7 +156,7 @@ fn booted(vm: &Vm) -> (String, String) {
 #[test]
 fn seabios_boots_an_el_torito_cd_on_virtio_scsi() {
     let test = "seabios_boots_an_el_torito_cd_on_virtio_scsi";
-    if !can_run(test) {
+    if !require_seabios(test) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -201,7 +186,7 @@ fn seabios_boots_an_el_torito_cd_on_virtio_scsi() {
 #[test]
 fn boot_dev_cdrom_picks_the_first_cd() {
     let test = "boot_dev_cdrom_picks_the_first_cd";
-    if !can_run(test) {
+    if !require_seabios(test) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -225,7 +210,7 @@ fn boot_dev_cdrom_picks_the_first_cd() {
 #[test]
 fn seabios_i440fx_boots_a_cd_on_virtio_scsi() {
     let test = "seabios_i440fx_boots_a_cd_on_virtio_scsi";
-    if !can_run(test) {
+    if !require_seabios(test) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -243,7 +228,7 @@ fn seabios_i440fx_boots_a_cd_on_virtio_scsi() {
 #[test]
 fn seabios_boots_a_disk_on_virtio_scsi() {
     let test = "seabios_boots_a_disk_on_virtio_scsi";
-    if !can_run(test) {
+    if !require_seabios(test) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -268,7 +253,7 @@ fn seabios_boots_a_disk_on_virtio_scsi() {
 #[test]
 fn empty_tray_and_blank_disk_boot_nothing_and_show_in_query_block() {
     let test = "empty_tray_and_blank_disk_boot_nothing_and_show_in_query_block";
-    if !can_run(test) {
+    if !require_seabios(test) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -10,24 +10,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use oxvirt_tests::guests::boot_disk;
-use oxvirt_tests::host::{require_kvm, skip};
+use oxvirt_tests::host::require_seabios;
 use rpc_common::{Daemon, STEP};
-
-const SEABIOS: &str = "/usr/share/seabios/bios-256k.bin";
-
-fn can_run(test: &str) -> bool {
-    if !require_kvm(test) {
-        return false;
-    }
-    if !Path::new(SEABIOS).exists() {
-        skip(
-            test,
-            &format!("{SEABIOS} is missing (apt-get install seabios)"),
-        );
-        return false;
-    }
-    true
-}
 
 /// Waits until the console file holds `needle`.
 fn wait_file(d: &Daemon, path: &Path, needle: &str, name: &str) -> String {
@@ -50,7 +34,7 @@ fn wait_file(d: &Daemon, path: &Path, needle: &str, name: &str) -> String {
 #[test]
 fn rpc_virsh_starts_a_seabios_domain_behind_a_root_port() {
     let test = "rpc_virsh_starts_a_seabios_domain_behind_a_root_port";
-    if !can_run(test) {
+    if !require_seabios(test) {
         return;
     }
     let d = Daemon::start();

@@ -786,7 +786,7 @@ pub fn virtio_vsock_both_ways(g: &LinuxGuest) {
 /// (`linux_full.rs` does not run it yet: the image tools are not in the nested-SVM guest.)
 #[allow(dead_code)]
 pub fn firmware_boot_through_a_bootloader_behind_root_ports(test: &str, g: &LinuxGuest) {
-    const SEABIOS: &str = "/usr/share/seabios/bios-256k.bin";
+    use oxvirt_tests::host::SEABIOS;
     let tools = [
         "/usr/bin/grub-mkrescue",
         "/usr/lib/grub/i386-pc",
