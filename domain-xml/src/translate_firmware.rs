@@ -17,8 +17,6 @@ use machine_spec as ms;
 use crate::error::{Error, Result};
 use crate::model::*;
 
-/// Debian's SeaBIOS (package `seabios`): the 256 KiB build QEMU uses for q35 and pc.
-pub const SEABIOS_PATH: &str = "/usr/share/seabios/bios-256k.bin";
 
 fn unsupported<T>(msg: impl Into<String>) -> Result<T> {
     Err(Error::unsupported(msg))
@@ -152,7 +150,7 @@ pub fn firmware(dom: &Domain, has_video: bool) -> Result<ms::Firmware> {
             if os.nvram.is_some() {
                 return Err(Error::xml("<nvram> is only meaningful for UEFI firmware"));
             }
-            let code = loader_path.unwrap_or_else(|| PathBuf::from(SEABIOS_PATH));
+            let code = loader_path.unwrap_or_else(|| PathBuf::from(crate::firmware::DEFAULT_BIOS));
             (code, None, None)
         }
         ms::FirmwareKind::Efi => {
