@@ -17,7 +17,6 @@ use machine_spec as ms;
 use crate::error::{Error, Result};
 use crate::model::*;
 
-
 fn unsupported<T>(msg: impl Into<String>) -> Result<T> {
     Err(Error::unsupported(msg))
 }
