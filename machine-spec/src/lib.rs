@@ -307,6 +307,70 @@ pub enum DeviceKind {
     /// A disk or CD-ROM on a SCSI controller (libvirt `<disk bus='scsi'>`); not a
     /// PCI device (`pci` is `None`).
     ScsiDisk(ScsiDisk),
+    /// A display adapter (libvirt `<video>`); the first one is the primary display.
+    Video(Video),
+    /// A virtio-input device (libvirt `<input bus='virtio'>`, and `bus='usb'`
+    /// tablets, which the VMM serves with a virtio tablet). The PS/2 keyboard and
+    /// mouse are part of the platform and are not listed.
+    Input(Input),
+}
+
+/// A display adapter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Video {
+    pub model: VideoModel,
+    /// Framebuffer size in bytes (BAR0): a power of two, 4-256 MiB.
+    pub vram_bytes: u64,
+    /// The mode the device offers the guest first (EDID preferred mode), if set
+    /// (libvirt `<resolution x y>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<Resolution>,
+    /// The libvirt model the user asked for when the VMM runs another one in its
+    /// place (`qxl` runs as `vga`); the daemon shows `model` in the live XML.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_model: Option<String>,
+}
+
+/// Which display adapter (QEMU device names in the comments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum VideoModel {
+    /// `VGA`: PCI 1234:1111 with the legacy VGA registers, the 0xA0000 window and
+    /// its option ROM (libvirt `vga`).
+    Vga,
+    /// `bochs-display`: PCI 1234:1111, framebuffer and DISPI registers only
+    /// (libvirt `bochs`).
+    Bochs,
+}
+
+/// A screen size in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resolution {
+    pub width: u32,
+    pub height: u32,
+}
+
+/// A virtio input device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Input {
+    pub kind: InputKind,
+    /// The bus libvirt's XML named (`virtio` or `usb`); the device is virtio either way.
+    pub requested_bus: String,
+}
+
+/// What a virtio input device reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum InputKind {
+    /// Keys (virtio-keyboard).
+    Keyboard,
+    /// Absolute pointer with buttons and wheel (virtio-tablet).
+    Tablet,
+    /// Relative pointer with buttons and wheel (virtio-mouse).
+    Mouse,
 }
 
 /// A virtio-scsi host adapter.

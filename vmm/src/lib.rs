@@ -10,6 +10,7 @@
 //! * [`acpi`]: RSDP, XSDT, FADT, FACS, DSDT, MADT, MCFG;
 //! * [`devices`]: the buses and the platform devices (UARTs, PM, CMOS, i8042, …);
 //! * [`pci`], [`virtio`]: the PCI root bus and virtio devices;
+//! * [`display`]: the screen (video devices' output) and input routing, for VNC and QMP;
 //! * [`kvm`]: the few `unsafe` calls into KVM and the OS.
 
 pub mod acpi;
@@ -17,6 +18,7 @@ pub mod arch;
 pub mod boot;
 pub mod control;
 pub mod devices;
+pub mod display;
 pub mod firmware;
 pub mod kvm;
 pub mod layout;

@@ -205,6 +205,9 @@ pub struct Vmm {
     machine: Option<Machine>,
     /// Host side of the PCI devices that outlives resets (console chardevs, handles).
     pci_backends: crate::virtio::attach::PciBackends,
+    /// The screen and input of the primary video device (None without one); each
+    /// machine's devices plug into it, clients keep it across resets.
+    console: Option<Arc<crate::display::Console>>,
 }
 
 /// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread and every thread it
@@ -323,6 +326,7 @@ impl Vmm {
         }
         lap("character devices opened");
         let pci_backends = crate::virtio::attach::PciBackends::open(&spec)?;
+        let console = crate::display::attach::console_for(&spec);
         lap("PCI device backends opened");
         control.set_chardevs(
             chardevs
@@ -359,12 +363,20 @@ impl Vmm {
             built: None,
             machine: None,
             pci_backends,
+            console,
         })
     }
 
     /// What the monitor reports on: balloon, disks, the PCI bus.
     pub fn monitor_devices(&self) -> crate::monitor::Devices {
-        self.pci_backends.monitor_devices()
+        let mut d = self.pci_backends.monitor_devices();
+        d.display = self.console.clone();
+        d
+    }
+
+    /// The primary display head and its input (None without a video device).
+    pub fn console(&self) -> Option<Arc<crate::display::Console>> {
+        self.console.clone()
     }
 
     /// The control handle (for a monitor).

@@ -18,6 +18,9 @@ pub struct Devices {
     pub pci: Option<Arc<dyn PciView>>,
     /// NICs (`set_link`).
     pub nics: Vec<Nic>,
+    /// The primary display and input, if the machine has a video device
+    /// (`screendump`, `send-key`, `input-send-event`, the VNC server).
+    pub display: Option<Arc<crate::display::Console>>,
 }
 
 /// A NIC as the monitor sees it: its device id and its link control.

@@ -199,7 +199,9 @@ impl PciBackends {
                 | DeviceKind::Vsock(_)
                 | DeviceKind::Pvpanic
                 | DeviceKind::PciController(_)
-                | DeviceKind::ScsiController(_) => {}
+                | DeviceKind::ScsiController(_)
+                | DeviceKind::Video(_)
+                | DeviceKind::Input(_) => {}
                 // A CD-ROM with an empty tray: listed, with nothing inserted.
                 DeviceKind::ScsiDisk(_) => {
                     let desc = BlockDescription {
@@ -254,6 +256,7 @@ impl PciBackends {
                     control: control.clone(),
                 })
                 .collect(),
+            display: None,
         }
     }
 
@@ -443,7 +446,9 @@ fn virtio_device(
         DeviceKind::Serial(_)
         | DeviceKind::Pvpanic
         | DeviceKind::PciController(_)
-        | DeviceKind::ScsiDisk(_) => return Ok(None),
+        | DeviceKind::ScsiDisk(_)
+        | DeviceKind::Video(_)
+        | DeviceKind::Input(_) => return Ok(None),
     }))
 }
 
