@@ -10,3 +10,4 @@ pub mod config;
 pub mod core;
 pub mod dbus;
 pub mod rpc;
+pub mod storage;

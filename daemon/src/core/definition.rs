@@ -84,6 +84,16 @@ impl Definition {
         &self.dom.devices.interfaces
     }
 
+    /// The `<disk>` devices, in document order.
+    pub fn disks(&self) -> &[domain_xml::Disk] {
+        &self.dom.devices.disks
+    }
+
+    /// The `<disk>` devices, to edit (volume disks resolved at start).
+    pub fn disks_mut(&mut self) -> &mut [domain_xml::Disk] {
+        &mut self.dom.devices.disks
+    }
+
     /// Replaces interface number `index` (an index from [`Definition::interfaces`]).
     pub fn set_interface(&mut self, index: usize, iface: Interface) {
         self.dom.devices.interfaces[index] = iface;

@@ -72,6 +72,9 @@ pub enum Error {
     /// The domain XML was refused by the parser or the translator (its own code).
     #[error(transparent)]
     Definition(#[from] domain_xml::Error),
+    /// The storage driver refused (a volume disk's pool or volume is missing).
+    #[error(transparent)]
+    Storage(#[from] crate::storage::Error),
     /// A host call failed (file, process, socket); the text names what and where.
     #[error("{0}")]
     System(String),
@@ -87,6 +90,7 @@ impl Error {
             Error::AccessDenied(_) => code::ACCESS_DENIED,
             Error::ConfigUnsupported(_) => code::CONFIG_UNSUPPORTED,
             Error::Definition(e) => e.code(),
+            Error::Storage(e) => e.code(),
             Error::DeviceMissing(_) => code::DEVICE_MISSING,
             Error::Internal(_) => code::INTERNAL_ERROR,
             Error::InvalidArg(_) => code::INVALID_ARG,
@@ -106,6 +110,7 @@ impl Error {
     pub fn origin(&self) -> i32 {
         match self {
             Error::Xml(_) | Error::ConfigUnsupported(_) => origin::DOMAIN,
+            Error::Storage(e) => e.origin(),
             Error::NoDomain(_) | Error::Internal(_) | Error::OperationTimeout(_) => origin::QEMU,
             _ => origin::DOMAIN,
         }

@@ -66,6 +66,7 @@ pub mod state;
 pub mod store;
 mod supervise;
 mod tapname;
+mod volresolve;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -124,6 +125,8 @@ struct Inner {
     next_id: AtomicI32,
     /// The next `vnetN` tap name to try ([`tapname`]).
     next_vnet: AtomicU32,
+    /// The storage driver (`<disk type='volume'>` resolves through it).
+    storage: crate::storage::Storage,
 }
 
 impl Core {
@@ -133,6 +136,7 @@ impl Core {
         fsutil::create_dir(&config.runtime_dir, 0o700)?;
         fsutil::create_dir(&config.runtime_dir.join("domains"), 0o700)?;
         let store = Store::open(&config.domains_dir)?;
+        let storage = volresolve::open_storage(&config)?;
         let (events, _) = broadcast::channel(1024);
         let core = Core {
             inner: Arc::new(Inner {
@@ -143,8 +147,10 @@ impl Core {
                 events,
                 next_id: AtomicI32::new(1),
                 next_vnet: AtomicU32::new(0),
+                storage,
             }),
         };
+        volresolve::hook_in_use(&core);
         core.load_store()?;
         core.reattach().await;
         if core.inner.config.autostart {

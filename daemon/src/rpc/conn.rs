@@ -85,14 +85,16 @@ pub struct Conn {
     pub streams: HashMap<u32, ConsoleStream>,
 }
 
-/// Serves one client until it disconnects or breaks the framing.
-pub async fn serve(shared: Arc<Shared>, stream: UnixStream, access: Access) {
+/// Serves one client until it disconnects or breaks the framing. `uri` is what
+/// CONNECT_GET_URI answers when the client opens with an empty name: the socket it
+/// came through decides (`oxvirt:///…`, or `qemu:///…` on libvirt's QEMU sockets).
+pub async fn serve(shared: Arc<Shared>, stream: UnixStream, access: Access, uri: String) {
     let (mut rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel(OUTBOX_DEPTH);
     let writer = tokio::spawn(write_loop(wr, rx));
     let out = Outbox(tx);
     let mut conn = Conn {
-        uri: shared.config.uri.clone(),
+        uri,
         events: Subscriptions::new(shared.clone(), out.clone()),
         shared,
         access,

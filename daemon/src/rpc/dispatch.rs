@@ -173,10 +173,10 @@ impl Conn {
                 void()
             }
             remote::CONNECT_GET_TYPE => ret(StringValue {
-                value: host::DRIVER_TYPE.into(),
+                value: host::driver_type(&self.uri).into(),
             }),
             remote::CONNECT_GET_VERSION => ret(U64Value {
-                value: host::hypervisor_version(),
+                value: host::hypervisor_version(&self.uri),
             }),
             remote::CONNECT_GET_LIB_VERSION => ret(U64Value {
                 value: host::LIB_VERSION,
@@ -297,7 +297,8 @@ impl Conn {
             ));
         }
         match a.name.as_deref() {
-            None | Some("") => self.uri = self.shared.config.uri.clone(),
+            // The socket's own URI (set when the connection was accepted).
+            None | Some("") => {}
             Some(u) if accepts_uri(u) => self.uri = u.to_string(),
             Some(u) => {
                 return Err(VirError::new(

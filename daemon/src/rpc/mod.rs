@@ -86,19 +86,12 @@ pub fn start_with(
     config: RpcConfig,
     passed: activation::Inherited,
 ) -> Result<Server, ListenError> {
-    let mut sockets = Vec::new();
-    if passed.rw.is_none() {
-        sockets.push(config.socket.clone());
-    }
-    if passed.ro.is_none() {
-        sockets.push(config.socket_ro.clone());
-    }
     let shared = Arc::new(Shared {
         core,
         config,
         next_callback_id: AtomicI32::new(1),
         consoles: Arc::default(),
     });
-    listener::start(shared, passed)?;
+    let sockets = listener::start(shared, passed)?;
     Ok(Server { sockets })
 }

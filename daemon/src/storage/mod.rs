@@ -1,0 +1,1015 @@
+//! The storage driver: libvirt's storage pools and volumes for directory pools,
+//! beside the domain core (libvirt's `src/storage/` beside `src/qemu/`).
+//!
+//! * Pools are defined in XML ([`pool_xml`]) and kept like domains: `NAME.xml` and
+//!   `autostart/NAME.xml` links in the storage dir (`/var/lib/oxvirt/storage`, or
+//!   `$XDG_DATA_HOME/oxvirt/storage`), written atomically by the same store code.
+//! * The `default` pool is defined, built and marked autostart the first time the
+//!   driver opens a storage dir, at `/var/lib/oxvirt/images` (session:
+//!   `$XDG_DATA_HOME/oxvirt/images`), the pool virt-install and virt-manager look for.
+//!   Undefining it later is respected (a marker file records that it was made).
+//! * An active pool's volumes are the entries of its directory, found on start and
+//!   refresh ([`image::probe`]: raw, qcow2 with virtual size and backing file, ISO,
+//!   subdirectories) and kept as a name list like libvirt's volume cache.
+//! * Changes (define, start, create a volume, …) are serialised by one job lock;
+//!   file work runs on blocking threads. Lifecycle and refresh events go to
+//!   [`Storage::subscribe`] with libvirt's numbers ([`event`]).
+//!
+//! Front ends (`crate::rpc::storage`, `crate::dbus::storage_pool`) only decode and call
+//! these methods; every error is an [`Error`] with libvirt's code and text.
+
+pub mod error;
+pub mod image;
+pub mod pool_xml;
+pub mod vol_xml;
+mod xmlutil;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+pub use error::{Error, Result};
+pub use pool_xml::{PoolDef, PoolSizes};
+pub use vol_xml::{VolFormat, VolInfo, VolRequest};
+
+use crate::core::store::Store;
+
+/// libvirt's storage pool event numbers.
+pub mod event {
+    /// `VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE` / `_REFRESH`.
+    pub const ID_LIFECYCLE: i32 = 0;
+    pub const ID_REFRESH: i32 = 1;
+    /// `virStoragePoolEventLifecycleType`.
+    pub const DEFINED: i32 = 0;
+    pub const UNDEFINED: i32 = 1;
+    pub const STARTED: i32 = 2;
+    pub const STOPPED: i32 = 3;
+    pub const CREATED: i32 = 4;
+    pub const DELETED: i32 = 5;
+}
+
+/// libvirt's flag bits for the storage APIs.
+pub mod flags {
+    /// `virConnectListAllStoragePoolsFlags`.
+    pub mod list {
+        pub const INACTIVE: u32 = 1;
+        pub const ACTIVE: u32 = 2;
+        pub const PERSISTENT: u32 = 4;
+        pub const TRANSIENT: u32 = 8;
+        pub const AUTOSTART: u32 = 16;
+        pub const NO_AUTOSTART: u32 = 32;
+        pub const DIR: u32 = 64;
+        /// Every type bit (DIR … ISCSI_DIRECT): a filter without DIR lists nothing.
+        pub const TYPES: u32 = 0x7_ffc0;
+    }
+    /// `virStoragePoolCreateFlags`.
+    pub const CREATE_WITH_BUILD: u32 = 1;
+    pub const CREATE_WITH_BUILD_OVERWRITE: u32 = 2;
+    pub const CREATE_WITH_BUILD_NO_OVERWRITE: u32 = 4;
+    /// `virStoragePoolBuildFlags`.
+    pub const BUILD_OVERWRITE: u32 = 4;
+    pub const BUILD_NO_OVERWRITE: u32 = 8;
+    /// `virStorageVolCreateFlags`: PREALLOC_METADATA, REFLINK, VALIDATE.
+    pub const VOL_CREATE_KNOWN: u32 = 1 | 2 | 4;
+    /// `virStorageVolResizeFlags`.
+    pub const RESIZE_ALLOCATE: u32 = 1;
+    pub const RESIZE_DELTA: u32 = 2;
+    pub const RESIZE_SHRINK: u32 = 4;
+    /// `virStorageVolDeleteFlags`: ZEROED, WITH_SNAPSHOTS.
+    pub const VOL_DELETE_KNOWN: u32 = 1 | 2;
+    /// `VIR_STORAGE_XML_INACTIVE`.
+    pub const XML_INACTIVE: u32 = 1;
+}
+
+/// A client's handle on a pool (`remote_nonnull_storage_pool`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolRef {
+    pub name: String,
+    pub uuid: Uuid,
+}
+
+/// A client's handle on a volume (`remote_nonnull_storage_vol`): for dir pools the
+/// key is the path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VolRef {
+    pub pool: String,
+    pub name: String,
+    pub key: String,
+}
+
+/// `virStoragePoolInfo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolInfo {
+    /// 0 inactive, 2 running.
+    pub state: i32,
+    pub sizes: PoolSizes,
+}
+
+/// What [`Storage::list_pools`] reports per pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub pool: PoolRef,
+    pub active: bool,
+    pub persistent: bool,
+    pub autostart: bool,
+}
+
+/// A storage event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolEvent {
+    Lifecycle {
+        pool: PoolRef,
+        event: i32,
+        detail: i32,
+    },
+    Refresh {
+        pool: PoolRef,
+    },
+}
+
+impl PoolEvent {
+    pub fn pool(&self) -> &PoolRef {
+        match self {
+            PoolEvent::Lifecycle { pool, .. } | PoolEvent::Refresh { pool } => pool,
+        }
+    }
+
+    /// libvirt's event ID (lifecycle 0, refresh 1).
+    pub fn id(&self) -> i32 {
+        match self {
+            PoolEvent::Lifecycle { .. } => event::ID_LIFECYCLE,
+            PoolEvent::Refresh { .. } => event::ID_REFRESH,
+        }
+    }
+}
+
+/// Tells which running domain, if any, uses a file (set by the domain core).
+pub type InUse = Box<dyn Fn(&Path) -> Option<String> + Send + Sync>;
+
+/// Where the driver keeps things.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// Pool definitions (`NAME.xml`, `autostart/`).
+    pub storage_dir: PathBuf,
+    /// The `default` pool's directory.
+    pub images_dir: PathBuf,
+}
+
+impl StorageConfig {
+    /// The layout beside a domains dir: `…/storage` and `…/images` next to
+    /// `…/domains` (`/var/lib/oxvirt/…` or `$XDG_DATA_HOME/oxvirt/…`).
+    pub fn beside(domains_dir: &Path) -> StorageConfig {
+        let root = domains_dir.parent().unwrap_or(domains_dir);
+        StorageConfig {
+            storage_dir: root.join("storage"),
+            images_dir: root.join("images"),
+        }
+    }
+}
+
+struct Pool {
+    def: PoolDef,
+    active: bool,
+    persistent: bool,
+    /// Volume names found by the last refresh plus those created since.
+    vols: BTreeSet<String>,
+}
+
+impl Pool {
+    fn pool_ref(&self) -> PoolRef {
+        PoolRef {
+            name: self.def.name.clone(),
+            uuid: self.def.uuid,
+        }
+    }
+}
+
+struct Inner {
+    store: Store,
+    pools: Mutex<BTreeMap<String, Pool>>,
+    /// One change at a time (define, start, volume create, …).
+    job: tokio::sync::Mutex<()>,
+    events: broadcast::Sender<PoolEvent>,
+    in_use: OnceLock<InUse>,
+}
+
+/// The storage driver. Cheap to clone; every clone is the same driver.
+#[derive(Clone)]
+pub struct Storage {
+    inner: Arc<Inner>,
+}
+
+/// Marks that the `default` pool was made once, so an undefined default stays gone.
+const DEFAULT_MARKER: &str = ".default-pool-created";
+
+fn store_err(e: crate::core::Error) -> Error {
+    Error::System(e.to_string())
+}
+
+/// Runs blocking file work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("storage worker failed: {e}")))?
+}
+
+impl Storage {
+    /// Loads the pool definitions, defines `default` on first use and starts the
+    /// autostart pools.
+    pub fn open(config: &StorageConfig) -> Result<Storage> {
+        let store = Store::open(&config.storage_dir).map_err(store_err)?;
+        let (events, _) = broadcast::channel(256);
+        let s = Storage {
+            inner: Arc::new(Inner {
+                store,
+                pools: Mutex::default(),
+                job: tokio::sync::Mutex::new(()),
+                events,
+                in_use: OnceLock::new(),
+            }),
+        };
+        for (file, xml) in s.inner.store.load_all().map_err(store_err)? {
+            match PoolDef::parse(&xml) {
+                Ok(def) => {
+                    s.pools().insert(
+                        def.name.clone(),
+                        Pool {
+                            def,
+                            active: false,
+                            persistent: true,
+                            vols: BTreeSet::new(),
+                        },
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), error = %e, "skipping pool definition")
+                }
+            }
+        }
+        let marker = config.storage_dir.join(DEFAULT_MARKER);
+        if !marker.exists() && !s.pools().contains_key("default") {
+            s.define_default(&config.images_dir)?;
+            std::fs::write(&marker, b"").map_err(|e| Error::io("write", &marker, &e))?;
+        }
+        let autostart: Vec<String> = s
+            .pools()
+            .keys()
+            .filter(|n| s.inner.store.autostart(n))
+            .cloned()
+            .collect();
+        for name in autostart {
+            if let Err(e) = s.start_sync(&name) {
+                tracing::warn!(pool = name, error = %e, "cannot autostart storage pool");
+            }
+        }
+        Ok(s)
+    }
+
+    fn define_default(&self, images: &Path) -> Result<()> {
+        let def = PoolDef {
+            name: "default".into(),
+            uuid: Uuid::new_v4(),
+            path: images.to_path_buf(),
+            perms: pool_xml::Perms {
+                mode: Some(0o711),
+                ..Default::default()
+            },
+        };
+        build_dir(&def)?;
+        self.inner
+            .store
+            .save(&def.name, &def.format(None, None))
+            .map_err(store_err)?;
+        self.inner
+            .store
+            .set_autostart(&def.name, true)
+            .map_err(store_err)?;
+        self.pools().insert(
+            def.name.clone(),
+            Pool {
+                def,
+                active: false,
+                persistent: true,
+                vols: BTreeSet::new(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Lets the domain core say which running domain uses a file (volume delete and
+    /// wipe refuse such volumes).
+    pub fn set_in_use(&self, f: InUse) {
+        let _ = self.inner.in_use.set(f);
+    }
+
+    /// Storage events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<PoolEvent> {
+        self.inner.events.subscribe()
+    }
+
+    fn emit(&self, ev: PoolEvent) {
+        let _ = self.inner.events.send(ev);
+    }
+
+    fn lifecycle(&self, pool: PoolRef, event: i32) {
+        self.emit(PoolEvent::Lifecycle {
+            pool,
+            event,
+            detail: 0,
+        });
+    }
+
+    fn pools(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Pool>> {
+        self.inner.pools.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn with_pool<T>(&self, name: &str, f: impl FnOnce(&mut Pool) -> Result<T>) -> Result<T> {
+        let mut pools = self.pools();
+        let p = pools
+            .get_mut(name)
+            .ok_or_else(|| Error::no_pool_name(name))?;
+        f(p)
+    }
+
+    fn with_active<T>(&self, name: &str, f: impl FnOnce(&mut Pool) -> Result<T>) -> Result<T> {
+        self.with_pool(name, |p| {
+            if !p.active {
+                return Err(Error::pool_inactive(name));
+            }
+            f(p)
+        })
+    }
+
+    // ---- pools ----
+
+    /// Every pool matching libvirt's `virConnectListAllStoragePools` filter, by name.
+    pub fn list_pools(&self, filter: u32) -> Vec<PoolStatus> {
+        use flags::list::*;
+        self.pools()
+            .values()
+            .map(|p| PoolStatus {
+                pool: p.pool_ref(),
+                active: p.active,
+                persistent: p.persistent,
+                autostart: p.persistent && self.inner.store.autostart(&p.def.name),
+            })
+            .filter(|s| {
+                let f = filter;
+                (f & (ACTIVE | INACTIVE) == 0
+                    || f & (ACTIVE | INACTIVE) == ACTIVE | INACTIVE
+                    || (f & ACTIVE != 0 && s.active)
+                    || (f & INACTIVE != 0 && !s.active))
+                    && (f & (PERSISTENT | TRANSIENT) == 0
+                        || f & (PERSISTENT | TRANSIENT) == PERSISTENT | TRANSIENT
+                        || (f & PERSISTENT != 0 && s.persistent)
+                        || (f & TRANSIENT != 0 && !s.persistent))
+                    && (f & (AUTOSTART | NO_AUTOSTART) == 0
+                        || f & (AUTOSTART | NO_AUTOSTART) == AUTOSTART | NO_AUTOSTART
+                        || (f & AUTOSTART != 0 && s.autostart)
+                        || (f & NO_AUTOSTART != 0 && !s.autostart))
+                    && (f & TYPES == 0 || f & DIR != 0)
+            })
+            .collect()
+    }
+
+    pub fn lookup_pool_by_name(&self, name: &str) -> Result<PoolRef> {
+        self.with_pool(name, |p| Ok(p.pool_ref()))
+    }
+
+    pub fn lookup_pool_by_uuid(&self, uuid: &Uuid) -> Result<PoolRef> {
+        self.pools()
+            .values()
+            .find(|p| p.def.uuid == *uuid)
+            .map(Pool::pool_ref)
+            .ok_or_else(|| Error::no_pool_uuid(uuid))
+    }
+
+    /// virStoragePoolLookupByTargetPath.
+    pub fn lookup_pool_by_target(&self, path: &str) -> Result<PoolRef> {
+        let want = Path::new(path.trim_end_matches('/'));
+        self.pools()
+            .values()
+            .find(|p| p.def.path == want)
+            .map(Pool::pool_ref)
+            .ok_or_else(|| {
+                Error::NoPool(format!(
+                    "no storage pool with matching target path '{path}'"
+                ))
+            })
+    }
+
+    /// The pool a name+UUID handle names (UUID first, as libvirt looks pools up).
+    pub fn pool_by_ref(&self, name: &str, uuid: &Uuid) -> Result<PoolRef> {
+        self.lookup_pool_by_uuid(uuid)
+            .or_else(|_| self.lookup_pool_by_name(name))
+    }
+
+    /// Checks a new definition against the others: libvirt's duplicate rules.
+    fn check_duplicate(&self, def: &PoolDef) -> Result<()> {
+        for p in self.pools().values() {
+            if p.def.uuid == def.uuid && p.def.name != def.name {
+                return Err(Error::OperationFailed(format!(
+                    "pool '{}' is already defined with uuid {}",
+                    p.def.name, def.uuid
+                )));
+            }
+            if p.def.name == def.name && p.def.uuid != def.uuid {
+                return Err(Error::OperationFailed(format!(
+                    "pool '{}' already exists with uuid {}",
+                    def.name, p.def.uuid
+                )));
+            }
+            if p.def.name != def.name && p.def.path == def.path {
+                return Err(Error::OperationFailed(format!(
+                    "Storage source conflict with pool: '{}'",
+                    p.def.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// virStoragePoolDefineXML.
+    pub async fn define_pool(&self, xml: &str, flags: u32) -> Result<PoolRef> {
+        // VIR_STORAGE_POOL_DEFINE_VALIDATE: we always validate against our model.
+        Error::check_flags(flags, 1, "virStoragePoolDefineXML")?;
+        let def = PoolDef::parse(xml)?;
+        let _job = self.inner.job.lock().await;
+        self.check_duplicate(&def)?;
+        self.inner
+            .store
+            .save(&def.name, &def.format(None, None))
+            .map_err(store_err)?;
+        let r = PoolRef {
+            name: def.name.clone(),
+            uuid: def.uuid,
+        };
+        {
+            let mut pools = self.pools();
+            match pools.get_mut(&def.name) {
+                Some(p) => {
+                    p.def = def;
+                    p.persistent = true;
+                }
+                None => {
+                    pools.insert(
+                        def.name.clone(),
+                        Pool {
+                            def,
+                            active: false,
+                            persistent: true,
+                            vols: BTreeSet::new(),
+                        },
+                    );
+                }
+            }
+        }
+        self.lifecycle(r.clone(), event::DEFINED);
+        Ok(r)
+    }
+
+    /// virStoragePoolCreateXML: a transient pool, started at once.
+    pub async fn create_pool_xml(&self, xml: &str, flags: u32) -> Result<PoolRef> {
+        Error::check_flags(
+            flags,
+            flags::CREATE_WITH_BUILD
+                | flags::CREATE_WITH_BUILD_OVERWRITE
+                | flags::CREATE_WITH_BUILD_NO_OVERWRITE,
+            "virStoragePoolCreateXML",
+        )?;
+        let def = PoolDef::parse(xml)?;
+        let _job = self.inner.job.lock().await;
+        self.check_duplicate(&def)?;
+        if self.pools().contains_key(&def.name) {
+            return Err(Error::OperationInvalid(format!(
+                "storage pool '{}' is already defined",
+                def.name
+            )));
+        }
+        if flags & (flags::CREATE_WITH_BUILD | flags::CREATE_WITH_BUILD_NO_OVERWRITE) != 0 {
+            build_dir(&def)?;
+        }
+        let vols = scan(&def.path)?;
+        let r = PoolRef {
+            name: def.name.clone(),
+            uuid: def.uuid,
+        };
+        self.pools().insert(
+            def.name.clone(),
+            Pool {
+                def,
+                active: true,
+                persistent: false,
+                vols,
+            },
+        );
+        self.lifecycle(r.clone(), event::STARTED);
+        Ok(r)
+    }
+
+    /// virStoragePoolCreate: start a defined pool.
+    pub async fn start_pool(&self, name: &str, flags: u32) -> Result<()> {
+        Error::check_flags(
+            flags,
+            flags::CREATE_WITH_BUILD
+                | flags::CREATE_WITH_BUILD_OVERWRITE
+                | flags::CREATE_WITH_BUILD_NO_OVERWRITE,
+            "virStoragePoolCreate",
+        )?;
+        let _job = self.inner.job.lock().await;
+        if flags & (flags::CREATE_WITH_BUILD | flags::CREATE_WITH_BUILD_NO_OVERWRITE) != 0 {
+            let def = self.with_pool(name, |p| Ok(p.def.clone()))?;
+            build_dir(&def)?;
+        }
+        let r = self.start_sync(name)?;
+        self.lifecycle(r, event::STARTED);
+        Ok(())
+    }
+
+    fn start_sync(&self, name: &str) -> Result<PoolRef> {
+        let path = self.with_pool(name, |p| {
+            if p.active {
+                return Err(Error::OperationInvalid(format!(
+                    "storage pool '{name}' is already active"
+                )));
+            }
+            Ok(p.def.path.clone())
+        })?;
+        let vols = scan(&path)?;
+        self.with_pool(name, |p| {
+            p.active = true;
+            p.vols = vols;
+            Ok(p.pool_ref())
+        })
+    }
+
+    /// virStoragePoolBuild: make the target directory.
+    pub async fn build_pool(&self, name: &str, flags: u32) -> Result<()> {
+        Error::check_flags(
+            flags,
+            flags::BUILD_OVERWRITE | flags::BUILD_NO_OVERWRITE,
+            "virStoragePoolBuild",
+        )?;
+        let _job = self.inner.job.lock().await;
+        let def = self.with_pool(name, |p| {
+            if p.active {
+                return Err(Error::OperationInvalid(format!(
+                    "storage pool '{name}' is already active"
+                )));
+            }
+            Ok(p.def.clone())
+        })?;
+        build_dir(&def)
+    }
+
+    /// virStoragePoolDestroy: stop a pool (a transient one disappears).
+    pub async fn destroy_pool(&self, name: &str) -> Result<()> {
+        let _job = self.inner.job.lock().await;
+        let (r, transient) = self.with_active(name, |p| {
+            p.active = false;
+            p.vols.clear();
+            Ok((p.pool_ref(), !p.persistent))
+        })?;
+        if transient {
+            self.pools().remove(name);
+        }
+        self.lifecycle(r, event::STOPPED);
+        Ok(())
+    }
+
+    /// virStoragePoolDelete: remove an inactive pool's (empty) directory.
+    pub async fn delete_pool(&self, name: &str, flags: u32) -> Result<()> {
+        Error::check_flags(flags, 1, "virStoragePoolDelete")?;
+        let _job = self.inner.job.lock().await;
+        let (r, path) = self.with_pool(name, |p| {
+            if p.active {
+                return Err(Error::OperationInvalid(format!(
+                    "storage pool '{name}' is still active"
+                )));
+            }
+            Ok((p.pool_ref(), p.def.path.clone()))
+        })?;
+        std::fs::remove_dir(&path).map_err(|e| Error::io("remove pool directory", &path, &e))?;
+        self.lifecycle(r, event::DELETED);
+        Ok(())
+    }
+
+    /// virStoragePoolUndefine.
+    pub async fn undefine_pool(&self, name: &str) -> Result<()> {
+        let _job = self.inner.job.lock().await;
+        let r = self.with_pool(name, |p| {
+            if p.active {
+                return Err(Error::OperationInvalid(format!(
+                    "storage pool '{name}' is still active"
+                )));
+            }
+            if !p.persistent {
+                return Err(Error::OperationInvalid(format!(
+                    "storage pool '{name}' is not persistent"
+                )));
+            }
+            Ok(p.pool_ref())
+        })?;
+        self.inner.store.remove(name).map_err(store_err)?;
+        self.pools().remove(name);
+        self.lifecycle(r, event::UNDEFINED);
+        Ok(())
+    }
+
+    /// virStoragePoolRefresh: find the directory's volumes again.
+    pub async fn refresh_pool(&self, name: &str, flags: u32) -> Result<()> {
+        Error::check_flags(flags, 0, "virStoragePoolRefresh")?;
+        let _job = self.inner.job.lock().await;
+        let path = self.with_active(name, |p| Ok(p.def.path.clone()))?;
+        let vols = blocking(move || scan(&path)).await?;
+        let r = self.with_active(name, |p| {
+            p.vols = vols;
+            Ok(p.pool_ref())
+        })?;
+        self.emit(PoolEvent::Refresh { pool: r });
+        Ok(())
+    }
+
+    pub fn pool_info(&self, name: &str) -> Result<PoolInfo> {
+        let (active, path) = self.with_pool(name, |p| Ok((p.active, p.def.path.clone())))?;
+        Ok(PoolInfo {
+            state: if active { 2 } else { 0 },
+            sizes: if active {
+                fs_sizes(&path)
+            } else {
+                PoolSizes::default()
+            },
+        })
+    }
+
+    /// virStoragePoolGetXMLDesc (`INACTIVE`: the stored definition without sizes).
+    pub fn pool_xml(&self, name: &str, flags: u32) -> Result<String> {
+        Error::check_flags(flags, flags::XML_INACTIVE, "virStoragePoolGetXMLDesc")?;
+        let (def, active) = self.with_pool(name, |p| Ok((p.def.clone(), p.active)))?;
+        if flags & flags::XML_INACTIVE != 0 || !active {
+            return Ok(def.format(None, None));
+        }
+        let actual = dir_perms(&def.path);
+        Ok(def.format(Some(fs_sizes(&def.path)), actual.as_ref()))
+    }
+
+    pub fn pool_status(&self, name: &str) -> Result<PoolStatus> {
+        self.with_pool(name, |p| {
+            Ok(PoolStatus {
+                pool: p.pool_ref(),
+                active: p.active,
+                persistent: p.persistent,
+                autostart: p.persistent && self.inner.store.autostart(name),
+            })
+        })
+    }
+
+    pub async fn set_pool_autostart(&self, name: &str, on: bool) -> Result<()> {
+        let _job = self.inner.job.lock().await;
+        self.with_pool(name, |p| {
+            if !p.persistent {
+                return Err(Error::InvalidArg(
+                    "cannot set autostart for transient pool".into(),
+                ));
+            }
+            Ok(())
+        })?;
+        self.inner.store.set_autostart(name, on).map_err(store_err)
+    }
+
+    // ---- volumes ----
+
+    /// The volumes of an active pool, by name.
+    pub fn list_vols(&self, pool: &str) -> Result<Vec<VolRef>> {
+        self.with_active(pool, |p| {
+            Ok(p.vols.iter().map(|n| vol_ref(&p.def, n)).collect())
+        })
+    }
+
+    pub fn lookup_vol_by_name(&self, pool: &str, name: &str) -> Result<VolRef> {
+        self.with_active(pool, |p| {
+            if p.vols.contains(name) {
+                Ok(vol_ref(&p.def, name))
+            } else {
+                Err(Error::NoVol(format!(
+                    "no storage vol with matching name '{name}'"
+                )))
+            }
+        })
+    }
+
+    fn find_by_path(&self, path: &str) -> Option<VolRef> {
+        let want = Path::new(path);
+        let canon = std::fs::canonicalize(want).ok();
+        self.pools().values().filter(|p| p.active).find_map(|p| {
+            p.vols.iter().find_map(|n| {
+                let full = p.def.path.join(n);
+                let hit = full == want
+                    || canon
+                        .as_ref()
+                        .is_some_and(|c| std::fs::canonicalize(&full).ok().as_ref() == Some(c));
+                hit.then(|| vol_ref(&p.def, n))
+            })
+        })
+    }
+
+    pub fn lookup_vol_by_key(&self, key: &str) -> Result<VolRef> {
+        self.find_by_path(key)
+            .ok_or_else(|| Error::NoVol(format!("no storage vol with matching key {key}")))
+    }
+
+    pub fn lookup_vol_by_path(&self, path: &str) -> Result<VolRef> {
+        self.find_by_path(path)
+            .ok_or_else(|| Error::NoVol(format!("no storage vol with matching path '{path}'")))
+    }
+
+    /// The file behind a volume handle (checks the pool is active and has it).
+    fn vol_path(&self, pool: &str, name: &str) -> Result<PathBuf> {
+        Ok(PathBuf::from(self.lookup_vol_by_name(pool, name)?.key))
+    }
+
+    pub fn vol_info(&self, pool: &str, name: &str) -> Result<VolInfo> {
+        let path = self.vol_path(pool, name)?;
+        image::probe(name, &path)
+    }
+
+    pub fn vol_xml(&self, pool: &str, name: &str, flags: u32) -> Result<String> {
+        Error::check_flags(flags, 0, "virStorageVolGetXMLDesc")?;
+        Ok(self.vol_info(pool, name)?.format_xml())
+    }
+
+    /// virStorageVolCreateXML (and, with `from`, virStorageVolCreateXMLFrom).
+    pub async fn create_vol(
+        &self,
+        pool: &str,
+        xml: &str,
+        from: Option<(&str, &str)>,
+        flags: u32,
+    ) -> Result<VolRef> {
+        Error::check_flags(flags, flags::VOL_CREATE_KNOWN, "virStorageVolCreateXML")?;
+        let mut req = VolRequest::parse(xml)?;
+        let _job = self.inner.job.lock().await;
+        let dir = self.with_active(pool, |p| {
+            if p.vols.contains(&req.name) {
+                return Err(Error::VolExists(format!("'{}'", req.name)));
+            }
+            Ok(p.def.path.clone())
+        })?;
+        let path = dir.join(&req.name);
+        match from {
+            None => {
+                let (p2, r2) = (path.clone(), req.clone());
+                blocking(move || image::create(&p2, &r2)).await?;
+            }
+            Some((src_pool, src_name)) => {
+                let src = self.vol_info(src_pool, src_name)?;
+                if req.capacity.is_some_and(|c| c < src.capacity) {
+                    req.capacity = None;
+                }
+                let (p2, r2) = (path.clone(), req.clone());
+                blocking(move || image::clone(&src, &p2, r2.perms.mode, r2.capacity)).await?;
+            }
+        }
+        self.with_pool(pool, |p| {
+            p.vols.insert(req.name.clone());
+            Ok(vol_ref(&p.def, &req.name))
+        })
+    }
+
+    fn refuse_in_use(&self, name: &str, path: &Path) -> Result<()> {
+        if let Some(f) = self.inner.in_use.get() {
+            if let Some(dom) = f(path) {
+                tracing::info!(volume = name, domain = dom, "volume in use");
+                return Err(Error::OperationInvalid(format!(
+                    "volume '{name}' is still in use by domain '{dom}'."
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// virStorageVolDelete.
+    pub async fn delete_vol(&self, pool: &str, name: &str, flags: u32) -> Result<()> {
+        Error::check_flags(flags, flags::VOL_DELETE_KNOWN, "virStorageVolDelete")?;
+        let _job = self.inner.job.lock().await;
+        let path = self.vol_path(pool, name)?;
+        self.refuse_in_use(name, &path)?;
+        let p2 = path.clone();
+        blocking(move || {
+            let r = if p2.is_dir() {
+                std::fs::remove_dir(&p2)
+            } else {
+                std::fs::remove_file(&p2)
+            };
+            match r {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(Error::io("remove", &p2, &e)),
+            }
+        })
+        .await?;
+        self.with_pool(pool, |p| {
+            p.vols.remove(name);
+            Ok(())
+        })
+    }
+
+    /// virStorageVolWipe (algorithm 0, zeros, only).
+    pub async fn wipe_vol(&self, pool: &str, name: &str, algorithm: u32, flags: u32) -> Result<()> {
+        Error::check_flags(flags, 0, "virStorageVolWipePattern")?;
+        if algorithm != 0 {
+            return Err(Error::OperationUnsupported(format!(
+                "wiping algorithm {algorithm} is not supported (only zero)"
+            )));
+        }
+        let _job = self.inner.job.lock().await;
+        let info = self.vol_info(pool, name)?;
+        self.refuse_in_use(name, &info.path)?;
+        blocking(move || image::wipe(&info)).await
+    }
+
+    /// virStorageVolResize.
+    pub async fn resize_vol(
+        &self,
+        pool: &str,
+        name: &str,
+        capacity: u64,
+        flags: u32,
+    ) -> Result<()> {
+        use flags::{RESIZE_ALLOCATE, RESIZE_DELTA, RESIZE_SHRINK};
+        Error::check_flags(
+            flags,
+            RESIZE_ALLOCATE | RESIZE_DELTA | RESIZE_SHRINK,
+            "virStorageVolResize",
+        )?;
+        let _job = self.inner.job.lock().await;
+        let info = self.vol_info(pool, name)?;
+        let target = if flags & RESIZE_DELTA != 0 {
+            if flags & RESIZE_SHRINK != 0 {
+                info.capacity
+                    .checked_sub(capacity)
+                    .ok_or_else(|| Error::InvalidArg("can't shrink capacity below zero".into()))?
+            } else {
+                info.capacity.saturating_add(capacity)
+            }
+        } else {
+            capacity
+        };
+        if target < info.capacity && flags & RESIZE_SHRINK == 0 {
+            return Err(Error::InvalidArg(
+                "Can't shrink capacity below current capacity unless shrink flag explicitly specified"
+                    .into(),
+            ));
+        }
+        if target > info.capacity && flags & RESIZE_SHRINK != 0 && flags & RESIZE_DELTA == 0 {
+            return Err(Error::InvalidArg(
+                "Can't expand capacity while shrink flag is specified".into(),
+            ));
+        }
+        if target < info.capacity && info.format == VolFormat::Qcow2 {
+            return Err(Error::OperationUnsupported(
+                "shrinking a qcow2 volume is not supported".into(),
+            ));
+        }
+        blocking(move || image::resize(&info, target)).await
+    }
+
+    /// virStorageVolUpload: the volume's file, opened for writing at `offset`.
+    pub fn open_upload(
+        &self,
+        pool: &str,
+        name: &str,
+        offset: u64,
+        flags: u32,
+    ) -> Result<std::fs::File> {
+        Error::check_flags(flags, 0, "virStorageVolUpload")?;
+        let path = self.vol_path(pool, name)?;
+        self.refuse_in_use(name, &path)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("open", &path, &e))?;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| Error::io("seek", &path, &e))?;
+        Ok(f)
+    }
+
+    /// virStorageVolDownload: the volume's file at `offset` and the bytes to send
+    /// (`length` 0: to the end).
+    pub fn open_download(
+        &self,
+        pool: &str,
+        name: &str,
+        offset: u64,
+        length: u64,
+        flags: u32,
+    ) -> Result<(std::fs::File, u64)> {
+        Error::check_flags(flags, 0, "virStorageVolDownload")?;
+        let path = self.vol_path(pool, name)?;
+        let mut f = std::fs::File::open(&path).map_err(|e| Error::io("open", &path, &e))?;
+        let size = f
+            .metadata()
+            .map_err(|e| Error::io("stat", &path, &e))?
+            .len();
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| Error::io("seek", &path, &e))?;
+        let left = size.saturating_sub(offset);
+        Ok((f, if length == 0 { left } else { length.min(left) }))
+    }
+
+    /// The file and format of `<disk type='volume'><source pool volume>`.
+    pub fn resolve(&self, pool: &str, volume: &str) -> Result<(PathBuf, VolFormat)> {
+        let info = self.vol_info(pool, volume)?;
+        Ok((info.path, info.format))
+    }
+}
+
+fn vol_ref(def: &PoolDef, name: &str) -> VolRef {
+    VolRef {
+        pool: def.name.clone(),
+        name: name.to_string(),
+        key: def.path.join(name).to_string_lossy().into_owned(),
+    }
+}
+
+/// Makes a pool's directory (libvirt's pool-build for `dir`: mkdir, mode 0711 by
+/// default); an existing directory is fine.
+fn build_dir(def: &PoolDef) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let mode = def.perms.mode.unwrap_or(0o711);
+    if def.path.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(&def.path)
+        .and_then(|()| std::fs::set_permissions(&def.path, std::fs::Permissions::from_mode(mode)))
+        .map_err(|e| Error::io("create path", &def.path, &e))
+}
+
+/// The names of the volumes in `dir`: regular files and subdirectories.
+fn scan(dir: &Path) -> Result<BTreeSet<String>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("open directory", dir, &e))?;
+    let mut out = BTreeSet::new();
+    for e in entries {
+        let e = e.map_err(|e| Error::io("read directory", dir, &e))?;
+        let Ok(name) = e.file_name().into_string() else {
+            continue;
+        };
+        let Ok(t) = e.file_type() else { continue };
+        // Hidden files are our (and editors') temporaries.
+        if name.starts_with('.') {
+            continue;
+        }
+        let t = if t.is_symlink() {
+            match std::fs::metadata(e.path()) {
+                Ok(m) => m.file_type(),
+                Err(_) => continue,
+            }
+        } else {
+            t
+        };
+        if t.is_file() || t.is_dir() {
+            out.insert(name);
+        }
+    }
+    Ok(out)
+}
+
+/// The pool's file system sizes (statvfs), as libvirt reports them.
+fn fs_sizes(path: &Path) -> PoolSizes {
+    match nix::sys::statvfs::statvfs(path) {
+        Ok(s) => {
+            let frag = s.fragment_size();
+            let capacity = s.blocks() * frag;
+            let available = s.blocks_available() * frag;
+            let free = s.blocks_free() * frag;
+            PoolSizes {
+                capacity,
+                allocation: capacity - free,
+                available,
+            }
+        }
+        Err(_) => PoolSizes::default(),
+    }
+}
+
+/// The pool directory's actual mode and owner.
+fn dir_perms(path: &Path) -> Option<pool_xml::Perms> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(pool_xml::Perms {
+        mode: Some(m.mode() & 0o7777),
+        owner: Some(m.uid()),
+        group: Some(m.gid()),
+        label: None,
+    })
+}
+
+#[cfg(test)]
+mod tests;

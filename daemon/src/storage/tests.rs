@@ -1,0 +1,199 @@
+//! Driver tests on temporary directories: pool lifecycle, volumes, libvirt's errors,
+//! and the XML we print validated by libvirt's own schemas (`virt-xml-validate`).
+
+use std::process::Command;
+
+use super::*;
+
+fn open(root: &Path) -> Storage {
+    Storage::open(&StorageConfig::beside(&root.join("domains"))).unwrap()
+}
+
+/// Validates `xml` with `virt-xml-validate FILE KIND`; skips loudly where the tool is
+/// missing (libvirt-clients, libxml2-utils).
+fn validate(xml: &str, kind: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("x.xml");
+    std::fs::write(&f, xml).unwrap();
+    match Command::new("virt-xml-validate").arg(&f).arg(kind).output() {
+        Ok(out) => assert!(
+            out.status.success(),
+            "virt-xml-validate {kind} failed:\n{xml}\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => eprintln!("SKIPPED: virt-xml-validate {kind}: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn default_pool_is_made_once_and_autostarted() {
+    let root = tempfile::tempdir().unwrap();
+    let s = open(root.path());
+    let st = s.pool_status("default").unwrap();
+    assert!(st.active && st.persistent && st.autostart);
+    assert!(root.path().join("images").is_dir());
+    s.destroy_pool("default").await.unwrap();
+    s.undefine_pool("default").await.unwrap();
+    // Undefined by the user: not made again.
+    let s = open(root.path());
+    assert!(s.lookup_pool_by_name("default").is_err());
+}
+
+#[tokio::test]
+async fn pool_and_volume_lifecycle_with_valid_xml() {
+    let root = tempfile::tempdir().unwrap();
+    let s = open(root.path());
+    let dir = root.path().join("p1");
+    let xml = format!(
+        "<pool type='dir'><name>p1</name><target><path>{}</path></target></pool>",
+        dir.display()
+    );
+    let p = s.define_pool(&xml, 0).await.unwrap();
+    assert!(!s.pool_status("p1").unwrap().active);
+    // The target does not exist yet: libvirt's error, pool stays inactive.
+    let e = s.start_pool("p1", 0).await.unwrap_err();
+    assert_eq!(e.code(), 38);
+    assert!(e.to_string().starts_with("cannot open directory"), "{e}");
+    s.build_pool("p1", 0).await.unwrap();
+    s.start_pool("p1", 0).await.unwrap();
+    assert_eq!(s.pool_info("p1").unwrap().state, 2);
+    let pxml = s.pool_xml("p1", 0).unwrap();
+    validate(&pxml, "storagepool");
+    assert_eq!(PoolDef::parse(&pxml).unwrap().uuid, p.uuid);
+
+    let v = s
+        .create_vol(
+            "p1",
+            "<volume><name>a.qcow2</name><capacity unit='M'>16</capacity><target><format type='qcow2'/></target></volume>",
+            None,
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(v.key, dir.join("a.qcow2").to_string_lossy());
+    let vxml = s.vol_xml("p1", "a.qcow2", 0).unwrap();
+    validate(&vxml, "storagevol");
+    assert!(
+        vxml.contains("<capacity unit='bytes'>16777216</capacity>"),
+        "{vxml}"
+    );
+    assert!(vxml.contains("<format type='qcow2'/>"), "{vxml}");
+    // Lookups by key and path name the same volume.
+    assert_eq!(s.lookup_vol_by_path(&v.key).unwrap(), v);
+    assert_eq!(s.lookup_vol_by_key(&v.key).unwrap(), v);
+    // The name is taken now.
+    let e = s
+        .create_vol(
+            "p1",
+            "<volume><name>a.qcow2</name><capacity>1</capacity></volume>",
+            None,
+            0,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.to_string(), "storage volume already exists: 'a.qcow2'");
+    // A backing store that does not exist: nothing is created.
+    let e = s
+        .create_vol(
+            "p1",
+            "<volume><name>b.qcow2</name><target><format type='qcow2'/></target>\
+             <backingStore><path>/nonexistent/base.img</path></backingStore></volume>",
+            None,
+            0,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), 38, "{e}");
+    assert!(!dir.join("b.qcow2").exists());
+    // A qcow2 on the first one, then its XML names the backing store.
+    let xml = format!(
+        "<volume><name>c.qcow2</name><target><format type='qcow2'/></target>\
+         <backingStore><path>{}</path><format type='qcow2'/></backingStore></volume>",
+        v.key
+    );
+    s.create_vol("p1", &xml, None, 0).await.unwrap();
+    let cxml = s.vol_xml("p1", "c.qcow2", 0).unwrap();
+    validate(&cxml, "storagevol");
+    assert!(cxml.contains(&format!("<path>{}</path>", v.key)), "{cxml}");
+    // Clone, resize, wipe, delete.
+    s.create_vol(
+        "p1",
+        "<volume><name>d.qcow2</name><capacity>0</capacity></volume>",
+        Some(("p1", "a.qcow2")),
+        0,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.vol_info("p1", "d.qcow2").unwrap().format,
+        VolFormat::Qcow2
+    );
+    s.resize_vol("p1", "d.qcow2", 32 << 20, 0).await.unwrap();
+    assert_eq!(s.vol_info("p1", "d.qcow2").unwrap().capacity, 32 << 20);
+    let e = s.resize_vol("p1", "d.qcow2", 1 << 20, 0).await.unwrap_err();
+    assert_eq!(e.code(), 8);
+    s.wipe_vol("p1", "d.qcow2", 0, 0).await.unwrap();
+    s.delete_vol("p1", "d.qcow2", 0).await.unwrap();
+    assert!(!dir.join("d.qcow2").exists());
+    assert_eq!(s.list_vols("p1").unwrap().len(), 2);
+    // Files made behind the driver's back appear on refresh.
+    std::fs::write(dir.join("new.img"), b"x").unwrap();
+    assert!(s.lookup_vol_by_name("p1", "new.img").is_err());
+    let mut events = s.subscribe();
+    s.refresh_pool("p1", 0).await.unwrap();
+    assert_eq!(events.recv().await.unwrap().id(), event::ID_REFRESH);
+    assert!(s.lookup_vol_by_name("p1", "new.img").is_ok());
+    // Stopping makes volumes unreachable; an active pool cannot be undefined.
+    let e = s.undefine_pool("p1").await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "Requested operation is not valid: storage pool 'p1' is still active"
+    );
+    s.destroy_pool("p1").await.unwrap();
+    let e = s.lookup_vol_by_name("p1", "a.qcow2").unwrap_err();
+    assert_eq!(e.code(), 55);
+    s.undefine_pool("p1").await.unwrap();
+    assert_eq!(s.lookup_pool_by_name("p1").unwrap_err().code(), 49);
+}
+
+#[tokio::test]
+async fn volumes_in_use_are_not_deleted() {
+    let root = tempfile::tempdir().unwrap();
+    let s = open(root.path());
+    s.create_vol(
+        "default",
+        "<volume><name>u.img</name><capacity>4096</capacity></volume>",
+        None,
+        0,
+    )
+    .await
+    .unwrap();
+    let busy = root.path().join("images/u.img");
+    s.set_in_use(Box::new(move |p: &Path| {
+        (p == busy).then(|| "vm1".to_string())
+    }));
+    let e = s.delete_vol("default", "u.img", 0).await.unwrap_err();
+    assert_eq!(e.code(), 55);
+    assert!(e.to_string().contains("vm1"), "{e}");
+    assert!(root.path().join("images/u.img").exists());
+}
+
+#[tokio::test]
+async fn duplicate_pools_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let s = open(root.path());
+    let xml = format!(
+        "<pool type='dir'><name>other</name><target><path>{}</path></target></pool>",
+        root.path().join("images").display()
+    );
+    let e = s.define_pool(&xml, 0).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "operation failed: Storage source conflict with pool: 'default'"
+    );
+    let list = s.list_pools(flags::list::ACTIVE);
+    assert_eq!(list.len(), 1);
+    assert!(s.list_pools(flags::list::INACTIVE).is_empty());
+    assert!(s.list_pools(flags::list::TRANSIENT).is_empty());
+}
