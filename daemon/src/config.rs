@@ -14,6 +14,8 @@
 //! autostart = true          # start autostart domains when the daemon starts
 //! rpc_socket = "/run/libvirt/virtoxvirtd-sock"  # libvirt RPC; read-only: same + "-ro"
 //!                           # session: $XDG_RUNTIME_DIR/libvirt/virtoxvirtd-sock
+//! qemu_uri = false          # also answer qemu:///system|session on libvirt's QEMU
+//!                           # sockets (virtqemud-sock, libvirt-sock) next to rpc_socket
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -61,6 +63,7 @@ struct File {
     group: Option<String>,
     autostart: Option<bool>,
     rpc_socket: Option<PathBuf>,
+    qemu_uri: Option<bool>,
 }
 
 /// Where the daemon reaches D-Bus.
@@ -90,6 +93,8 @@ pub struct Config {
     pub autostart: bool,
     /// The libvirt RPC read-write socket; the read-only one is this path + `-ro`.
     pub rpc_socket: PathBuf,
+    /// Also serve libvirt's QEMU-driver sockets (`qemu:///…`) in `rpc_socket`'s directory.
+    pub qemu_uri: bool,
 }
 
 impl Config {
@@ -151,6 +156,7 @@ impl Config {
                 (None, Mode::System) => PathBuf::from("/run/libvirt/virtoxvirtd-sock"),
                 (None, Mode::Session) => runtime_base()?.join("libvirt/virtoxvirtd-sock"),
             },
+            qemu_uri: f.qemu_uri.unwrap_or(false),
         })
     }
 }

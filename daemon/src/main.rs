@@ -24,6 +24,11 @@ struct Args {
     /// $XDG_CONFIG_HOME/oxvirt/oxvirtd.toml in session mode).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Also answer as libvirt's QEMU driver (`qemu:///system`, `qemu:///session`) on its
+    /// sockets (virtqemud-sock, libvirt-sock); refused while a libvirt daemon holds them.
+    /// Same as `qemu_uri = true` in the configuration file.
+    #[arg(long)]
+    qemu_uri: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,7 +45,8 @@ fn main() -> anyhow::Result<()> {
     } else {
         Mode::Session
     };
-    let config = Config::load(mode, args.config.as_deref()).context("loading configuration")?;
+    let mut config = Config::load(mode, args.config.as_deref()).context("loading configuration")?;
+    config.qemu_uri |= args.qemu_uri;
     // Before the runtime starts threads: this edits the environment.
     let passed = daemon::rpc::activation::Inherited::from_env()
         .context("taking the sockets passed by systemd")?;

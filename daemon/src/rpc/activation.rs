@@ -20,6 +20,9 @@ pub const RO_NAME: &str = "ro";
 pub struct Inherited {
     pub rw: Option<UnixListener>,
     pub ro: Option<UnixListener>,
+    /// libvirt's QEMU-driver sockets (`oxvirt-qemu-uri`'s socket units), by the
+    /// `FileDescriptorName=` of [`super::listener::CompatSocket::fd_name`].
+    pub compat: std::collections::HashMap<String, UnixListener>,
 }
 
 /// Why passed descriptors could not be used.
@@ -60,6 +63,11 @@ impl Inherited {
             let slot = match name.as_str() {
                 RW_NAME => &mut out.rw,
                 RO_NAME => &mut out.ro,
+                n if super::listener::COMPAT_FD_NAMES.contains(&n) => {
+                    info!(fd, name, "using the socket passed by systemd");
+                    out.compat.insert(name, listener);
+                    continue;
+                }
                 other => {
                     warn!(
                         fd,

@@ -9,11 +9,33 @@ use super::proto::{Model32, NodeInfoRet};
 /// CONNECT_GET_TYPE: the hypervisor driver name virsh prints ("Running hypervisor: …").
 pub const DRIVER_TYPE: &str = "OXVIRT";
 
+/// The QEMU release whose QMP and machine types we implement (pc-q35-7.2, QMP 7.2).
+pub const QEMU_COMPAT_VERSION: u64 = 7_002_000;
+
+/// Whether a connection came in as libvirt's QEMU driver (`qemu:///…`, the drop-in).
+fn is_qemu_uri(uri: &str) -> bool {
+    uri.starts_with("qemu:")
+}
+
+/// CONNECT_GET_TYPE for a connection opened on `uri`: `QEMU` on `qemu:///…`, where
+/// tools (virt-manager, virt-install, scripts) key decisions on libvirt's QEMU driver.
+pub fn driver_type(uri: &str) -> &'static str {
+    if is_qemu_uri(uri) {
+        "QEMU"
+    } else {
+        DRIVER_TYPE
+    }
+}
+
 /// The libvirt API level whose protocol we speak (9.0.0), for CONNECT_GET_LIB_VERSION.
 pub const LIB_VERSION: u64 = 9_000_000;
 
-/// CONNECT_GET_VERSION: our version in libvirt's `major * 1e6 + minor * 1e3 + micro`.
-pub fn hypervisor_version() -> u64 {
+/// CONNECT_GET_VERSION in libvirt's `major * 1e6 + minor * 1e3 + micro`: on `qemu:///…`
+/// the QEMU release we stand in for (virt-install gates features on it), else ours.
+pub fn hypervisor_version(uri: &str) -> u64 {
+    if is_qemu_uri(uri) {
+        return QEMU_COMPAT_VERSION;
+    }
     let mut parts = env!("CARGO_PKG_VERSION")
         .split(['.', '-'])
         .map(|p| p.parse::<u64>().unwrap_or(0));
@@ -93,10 +115,17 @@ mod tests {
 
     #[test]
     fn version_is_encoded_like_libvirt() {
-        let v = hypervisor_version();
+        let v = hypervisor_version("oxvirt:///system");
         let mut parts = env!("CARGO_PKG_VERSION").split('.');
         let major: u64 = parts.next().unwrap().parse().unwrap();
         assert_eq!(v / 1_000_000, major);
+    }
+
+    #[test]
+    fn qemu_uris_answer_as_libvirts_qemu_driver() {
+        assert_eq!(driver_type("qemu:///system"), "QEMU");
+        assert_eq!(hypervisor_version("qemu:///session"), 7_002_000);
+        assert_eq!(driver_type("oxvirt:///system"), "OXVIRT");
     }
 
     #[test]

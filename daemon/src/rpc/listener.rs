@@ -11,6 +11,14 @@
 //! Any other path works with `?socket=PATH` in the URI
 //! (`virsh -c 'oxvirt:///system?socket=/path/sock'`).
 //!
+//! With `qemu_uri` (`oxvirtd --qemu-uri`), the daemon also answers on libvirt's QEMU
+//! driver sockets in the same directory ([`CompatSocket`]): `virtqemud-sock` (what
+//! libvirt's client tries first for `qemu:///…`), `libvirt-sock` (its fallback, the
+//! monolithic libvirtd's name) and, in system mode, their `-ro` twins. Unmodified tools
+//! that hard-code `qemu:///system` or `qemu:///session` (Cockpit, virt-manager, GNOME
+//! Boxes, scripts) then reach oxvirtd. A socket a running libvirt daemon answers on is
+//! never taken over: the daemon refuses to start ([`ListenError::Held`]).
+//!
 //! Access follows libvirt's default policy, decided from the peer's credentials
 //! (SO_PEERCRED) rather than socket modes, so both sockets are world-connectable:
 //! the read-write socket admits root, the daemon's own user and members of the
@@ -41,6 +49,47 @@ pub struct RpcConfig {
     pub group: Option<String>,
     /// The canonical URI (CONNECT_GET_URI when the client opened with an empty name).
     pub uri: String,
+    /// libvirt's QEMU-driver sockets served too (empty unless `qemu_uri`).
+    pub compat: Vec<CompatSocket>,
+    /// The URI of a connection opened on a compat socket with an empty name.
+    pub compat_uri: String,
+}
+
+/// One of libvirt's QEMU-driver sockets, served besides ours with `qemu_uri`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompatSocket {
+    pub path: PathBuf,
+    pub read_only: bool,
+    /// `FileDescriptorName=` of its socket unit (packaging/systemd/qemu-uri).
+    pub fd_name: &'static str,
+}
+
+/// libvirt's QEMU-driver socket names: the modular daemon's first (the client's
+/// first choice), then the monolithic libvirtd's; `(file, read_only, fd name)`.
+const COMPAT_SOCKETS: [(&str, bool, &str); 4] = [
+    ("virtqemud-sock", false, "qemu-rw"),
+    ("virtqemud-sock-ro", true, "qemu-ro"),
+    ("libvirt-sock", false, "libvirt-rw"),
+    ("libvirt-sock-ro", true, "libvirt-ro"),
+];
+
+/// The `FileDescriptorName=`s systemd may pass for the compat sockets.
+pub const COMPAT_FD_NAMES: [&str; 4] = ["qemu-rw", "qemu-ro", "libvirt-rw", "libvirt-ro"];
+
+impl CompatSocket {
+    /// The compat sockets of a mode in `dir` (`/run/libvirt` or
+    /// `$XDG_RUNTIME_DIR/libvirt`): session daemons have no read-only socket.
+    pub fn in_dir(dir: &Path, system: bool) -> Vec<CompatSocket> {
+        COMPAT_SOCKETS
+            .iter()
+            .filter(|(_, ro, _)| system || !ro)
+            .map(|&(file, read_only, fd_name)| CompatSocket {
+                path: dir.join(file),
+                read_only,
+                fd_name,
+            })
+            .collect()
+    }
 }
 
 /// Why a listener could not start.
@@ -60,6 +109,13 @@ pub enum ListenError {
     },
     #[error("session mode needs $XDG_RUNTIME_DIR for the libvirt RPC socket")]
     NoRuntimeDir,
+    #[error(
+        "libvirt's socket '{path}' is in use by a running daemon (libvirtd or virtqemud): \
+         stop it and its socket units (systemctl stop 'virtqemud*.socket' 'libvirtd*.socket' \
+         virtqemud libvirtd, or `systemctl --user …` for a session daemon), or run oxvirtd \
+         without qemu_uri / --qemu-uri"
+    )]
+    Held { path: PathBuf },
 }
 
 impl RpcConfig {
@@ -84,20 +140,37 @@ impl RpcConfig {
             socket_ro: dir.join(format!("{SOCKET_NAME}-ro")),
             group: None,
             uri: uri.into(),
+            compat: Vec::new(),
+            compat_uri: uri.replacen("oxvirt:", "qemu:", 1),
         }
     }
 
     /// From the daemon's configuration (`rpc_socket`, `group`, mode).
     pub fn from_config(c: &crate::config::Config) -> Self {
         use crate::config::Mode;
+        let system = c.mode == Mode::System;
+        // libvirt's client looks for both families of sockets in one directory.
+        let dir = c.rpc_socket.parent().unwrap_or(Path::new("/"));
         Self {
             socket: c.rpc_socket.clone(),
             socket_ro: Self::ro_path_for(&c.rpc_socket),
             // Session daemons admit only their own user.
-            group: (c.mode == Mode::System).then(|| c.group.clone()),
-            uri: match c.mode {
-                Mode::System => "oxvirt:///system",
-                Mode::Session => "oxvirt:///session",
+            group: system.then(|| c.group.clone()),
+            uri: if system {
+                "oxvirt:///system"
+            } else {
+                "oxvirt:///session"
+            }
+            .into(),
+            compat: if c.qemu_uri {
+                CompatSocket::in_dir(dir, system)
+            } else {
+                Vec::new()
+            },
+            compat_uri: if system {
+                "qemu:///system"
+            } else {
+                "qemu:///session"
             }
             .into(),
         }
@@ -132,8 +205,25 @@ pub fn bind(path: &Path) -> Result<UnixListener, ListenError> {
     Ok(l)
 }
 
-/// Accepts connections on `listener` until the task is dropped.
-pub async fn accept_loop(shared: Arc<Shared>, listener: UnixListener, read_only: bool) {
+/// Binds a compat socket unless a running daemon answers on it (then [`ListenError::Held`]:
+/// taking over another daemon's socket would strand its clients).
+pub fn bind_unheld(path: &Path) -> Result<UnixListener, ListenError> {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(ListenError::Held {
+            path: path.to_path_buf(),
+        });
+    }
+    bind(path)
+}
+
+/// Accepts connections on `listener` until the task is dropped; `uri` is the URI of a
+/// connection opened with an empty name.
+pub async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: UnixListener,
+    read_only: bool,
+    uri: String,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -143,7 +233,7 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: UnixListener, read_only:
                     peer_access(&stream, shared.config.group.as_deref())
                 };
                 debug!(?access, "libvirt RPC client connected");
-                tokio::spawn(conn::serve(shared.clone(), stream, access));
+                tokio::spawn(conn::serve(shared.clone(), stream, access, uri.clone()));
             }
             Err(e) => {
                 warn!("accepting a libvirt RPC client failed: {e}");
@@ -209,8 +299,36 @@ fn inherited_or_bind(
         })
 }
 
-/// Spawns the accept loops on the sockets passed by systemd, binding those not passed.
-pub fn start(shared: Arc<Shared>, passed: super::activation::Inherited) -> Result<(), ListenError> {
+/// Spawns the accept loops on the sockets passed by systemd, binding those not passed;
+/// returns the socket files it bound (the caller removes them on shutdown).
+pub fn start(
+    shared: Arc<Shared>,
+    mut passed: super::activation::Inherited,
+) -> Result<Vec<PathBuf>, ListenError> {
+    let mut bound = Vec::new();
+    // The compat sockets first: a refusal ("held by libvirt") must leave nothing behind.
+    let mut compat = Vec::new();
+    for c in &shared.config.compat {
+        let l = match passed.compat.remove(c.fd_name) {
+            Some(l) => inherited_or_bind(Some(l), &c.path)?,
+            None => {
+                let l = bind_unheld(&c.path).inspect_err(|_| {
+                    for p in &bound {
+                        let _ = std::fs::remove_file(p);
+                    }
+                })?;
+                bound.push(c.path.clone());
+                l
+            }
+        };
+        compat.push((l, c.read_only));
+    }
+    if passed.rw.is_none() {
+        bound.push(shared.config.socket.clone());
+    }
+    if passed.ro.is_none() {
+        bound.push(shared.config.socket_ro.clone());
+    }
     let rw = inherited_or_bind(passed.rw, &shared.config.socket)?;
     let ro = inherited_or_bind(passed.ro, &shared.config.socket_ro)?;
     info!(
@@ -218,9 +336,19 @@ pub fn start(shared: Arc<Shared>, passed: super::activation::Inherited) -> Resul
         shared.config.socket.display(),
         shared.config.socket_ro.display()
     );
-    tokio::spawn(accept_loop(shared.clone(), rw, false));
-    tokio::spawn(accept_loop(shared, ro, true));
-    Ok(())
+    let uri = shared.config.uri.clone();
+    tokio::spawn(accept_loop(shared.clone(), rw, false, uri.clone()));
+    tokio::spawn(accept_loop(shared.clone(), ro, true, uri));
+    for (c, (l, read_only)) in shared.config.compat.iter().zip(compat) {
+        info!(
+            "libvirt RPC also listening on {} for {}",
+            c.path.display(),
+            shared.config.compat_uri
+        );
+        let uri = shared.config.compat_uri.clone();
+        tokio::spawn(accept_loop(shared.clone(), l, read_only, uri));
+    }
+    Ok(bound)
 }
 
 #[cfg(test)]
