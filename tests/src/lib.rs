@@ -25,6 +25,7 @@ pub mod linux;
 pub mod net;
 pub mod oxtest;
 pub mod oxvirtd;
+pub mod session;
 pub mod spec;
 pub mod vm;
 
