@@ -38,6 +38,7 @@ pub mod model;
 mod parse;
 mod pci;
 mod translate;
+mod translate_ata;
 mod translate_devices;
 pub mod translate_firmware;
 mod units;

@@ -119,6 +119,8 @@ pub(crate) fn devices(dom: &Domain) -> Result<Vec<ms::Device>> {
         controller(c)?;
         out.extend(pci_controller(c)?);
         out.extend(scsi_controller(c)?);
+        let at = pci(&c.address, &format!("{} controller {}", c.controller_type, c.index))?;
+        out.extend(crate::translate_ata::ata_controller(c, at)?);
     }
     for n in &d.interfaces {
         out.push(interface(n)?);
@@ -442,6 +444,11 @@ fn disk(d: &Disk) -> Result<ms::Device> {
     let dev = &d.target.dev;
     let bus = d.target.bus.unwrap_or(DiskBus::Virtio);
     let cdrom = d.device == DiskDevice::Cdrom;
+    if d.device == DiskDevice::Floppy {
+        return unsupported(format!(
+            "disk device 'floppy' is not supported (target '{dev}'): oxvirt emulates no floppy controller; use a CD-ROM (device='cdrom') or a disk instead"
+        ));
+    }
     if matches!(d.device, DiskDevice::Floppy | DiskDevice::Lun) {
         return unsupported(format!(
             "disk device '{}' is not supported (target '{dev}')",
@@ -454,12 +461,7 @@ fn disk(d: &Disk) -> Result<ms::Device> {
                 "disk device 'cdrom' on bus 'virtio' is not supported (target '{dev}'): put CD-ROMs on bus 'scsi'"
             ))
         }
-        DiskBus::Virtio | DiskBus::Scsi => {}
-        DiskBus::Ide | DiskBus::Sata => {
-            return unsupported(format!(
-                "disk bus '{bus}' is not supported (target '{dev}'): IDE and SATA controllers are not emulated yet, use bus 'virtio' or 'scsi'"
-            ))
-        }
+        DiskBus::Virtio | DiskBus::Scsi | DiskBus::Sata | DiskBus::Ide => {}
         other => {
             return unsupported(format!(
                 "disk bus '{other}' is not supported (target '{dev}')"
@@ -553,7 +555,7 @@ fn disk(d: &Disk) -> Result<ms::Device> {
         return unsupported(format!("disk '{dev}': <transient/> is not supported"));
     }
     // SCSI units carry them in INQUIRY data; virtio-blk has nowhere to put them.
-    if bus != DiskBus::Scsi {
+    if !matches!(bus, DiskBus::Scsi | DiskBus::Sata | DiskBus::Ide) {
         for (name, v) in [
             ("wwn", &d.wwn),
             ("vendor", &d.vendor),
@@ -592,6 +594,9 @@ fn disk(d: &Disk) -> Result<ms::Device> {
     });
     if bus == DiskBus::Scsi {
         return scsi_disk(d, cdrom, image);
+    }
+    if matches!(bus, DiskBus::Sata | DiskBus::Ide) {
+        return crate::translate_ata::ata_disk(d, bus, cdrom, image);
     }
     Ok(ms::Device {
         boot_index: d.boot_order,

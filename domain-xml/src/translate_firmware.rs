@@ -242,12 +242,14 @@ pub fn boot_indexes(os: &Os, devices: &mut [ms::Device]) -> Result<()> {
                     d.kind,
                     ms::DeviceKind::Disk(_)
                         | ms::DeviceKind::ScsiDisk(ms::ScsiDisk { cdrom: false, .. })
+                        | ms::DeviceKind::AtaDisk(ms::AtaDisk { cdrom: false, .. })
                 )
             }),
             "cdrom" => devices.iter_mut().find(|d| {
                 matches!(
                     d.kind,
                     ms::DeviceKind::ScsiDisk(ms::ScsiDisk { cdrom: true, .. })
+                        | ms::DeviceKind::AtaDisk(ms::AtaDisk { cdrom: true, .. })
                 )
             }),
             "network" => devices

@@ -13,6 +13,9 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod ata;
+pub use ata::{AtaBus, AtaController, AtaDisk, AHCI_PORTS};
+
 /// Version of the spec format; bump when a change is not backwards compatible.
 pub const SPEC_VERSION: u32 = 1;
 
@@ -300,6 +303,14 @@ pub enum DeviceKind {
     /// A bridge that provides a bus (libvirt `<controller type='pci'>` with model
     /// `pcie-root-port` or `pci-bridge`); devices behind it have `pci.bus = index`.
     PciController(PciController),
+    /// An AHCI (SATA) host adapter (libvirt `<controller type='sata'>`); its drives
+    /// are the [`DeviceKind::AtaDisk`]s on `bus_type: sata` that name its index.
+    SataController(AtaController),
+    /// An IDE controller (libvirt `<controller type='ide'>`, PIIX3's IDE function).
+    IdeController(AtaController),
+    /// A disk or CD-ROM on an ATA controller (libvirt `<disk bus='sata'|'ide'>`);
+    /// not a PCI device (`pci` is `None`).
+    AtaDisk(AtaDisk),
     /// A virtio-scsi host adapter (libvirt `<controller type='scsi'
     /// model='virtio-scsi'>`); its units are the [`DeviceKind::ScsiDisk`]s that
     /// name its index.
@@ -637,6 +648,7 @@ impl MachineSpec {
         let mut ids = std::collections::HashSet::new();
         let mut slots = std::collections::HashSet::new();
         let mut units = std::collections::HashSet::new();
+        let mut ata_units = std::collections::HashSet::new();
         for d in &self.devices {
             if !ids.insert(d.id.as_str()) {
                 return Err(SpecError::Invalid(format!(
@@ -650,6 +662,15 @@ impl MachineSpec {
                     return Err(SpecError::Invalid(format!(
                         "device '{}': SCSI unit {}:0:{}:{} already in use",
                         d.id, u.controller, u.target, u.lun
+                    )));
+                }
+            }
+            if let DeviceKind::AtaDisk(u) = &d.kind {
+                self.check_ata_unit(&d.id, u, d.pci.is_some())?;
+                if !ata_units.insert((u.bus_type, u.controller, u.bus, u.unit)) {
+                    return Err(SpecError::Invalid(format!(
+                        "device '{}': ATA drive {}:{}:{} already in use",
+                        d.id, u.controller, u.bus, u.unit
                     )));
                 }
             }
@@ -681,6 +702,49 @@ impl MachineSpec {
         }
         if u.medium.is_none() && !u.cdrom {
             return invalid("a SCSI disk needs a medium (only CD-ROMs may be empty)".into());
+        }
+        Ok(())
+    }
+
+    /// An ATA drive names an existing controller of its kind, sits at an address
+    /// that controller has, is not on PCI, and has a medium unless it is a CD-ROM.
+    fn check_ata_unit(&self, id: &str, u: &AtaDisk, on_pci: bool) -> Result<(), SpecError> {
+        let invalid = |what: String| Err(SpecError::Invalid(format!("device '{id}': {what}")));
+        if on_pci {
+            return invalid("an ATA drive has no PCI address".into());
+        }
+        let controller = self.devices.iter().any(|c| match (&c.kind, u.bus_type) {
+            (DeviceKind::SataController(s), AtaBus::Sata)
+            | (DeviceKind::IdeController(s), AtaBus::Ide) => s.index == u.controller,
+            _ => false,
+        });
+        let kind = match u.bus_type {
+            AtaBus::Sata => "SATA",
+            AtaBus::Ide => "IDE",
+        };
+        if !controller {
+            return invalid(format!(
+                "no {kind} controller with index {}",
+                u.controller
+            ));
+        }
+        let fits = match u.bus_type {
+            AtaBus::Sata => u.bus < AHCI_PORTS && u.unit == 0,
+            AtaBus::Ide => u.bus < 2 && u.unit < 2,
+        };
+        if !fits {
+            return invalid(format!(
+                "{kind} drive address bus {} unit {} does not exist ({})",
+                u.bus,
+                u.unit,
+                match u.bus_type {
+                    AtaBus::Sata => "ports 0-5, unit 0",
+                    AtaBus::Ide => "buses 0-1, units 0-1",
+                }
+            ));
+        }
+        if u.medium.is_none() && !u.cdrom {
+            return invalid("an ATA disk needs a medium (only CD-ROMs may be empty)".into());
         }
         Ok(())
     }

@@ -118,6 +118,18 @@ pub fn bootorder(spec: &machine_spec::MachineSpec, placed: &[(String, Vec<(u8, u
                         matches!(&c.kind, DeviceKind::ScsiController(s) if s.index == u.controller)
                     })?
                     .id,
+                // An ATA drive too, through its AHCI or IDE function.
+                DeviceKind::AtaDisk(u) => &spec
+                    .devices
+                    .iter()
+                    .find(|c| match (&c.kind, u.bus_type) {
+                        (DeviceKind::SataController(s), machine_spec::AtaBus::Sata)
+                        | (DeviceKind::IdeController(s), machine_spec::AtaBus::Ide) => {
+                            s.index == u.controller
+                        }
+                        _ => false,
+                    })?
+                    .id,
                 _ => &d.id,
             };
             let (_, path) = placed.iter().find(|(id, _)| id == function_of)?;
@@ -142,6 +154,20 @@ pub fn bootorder(spec: &machine_spec::MachineSpec, placed: &[(String, Vec<(u8, u
                         at(slot, function),
                         u.target,
                         u.lun
+                    )
+                }
+                // QEMU's paths: ich9-ahci has no firmware name (vendor,device),
+                // piix3-ide is `ide`; SeaBIOS matches the device name with `*`.
+                DeviceKind::AtaDisk(ref u) => {
+                    let name = match u.bus_type {
+                        machine_spec::AtaBus::Sata => "pci8086,2922",
+                        machine_spec::AtaBus::Ide => "ide",
+                    };
+                    p += &format!(
+                        "/{name}@{}/drive@{:x}/disk@{:x}",
+                        at(slot, function),
+                        u.bus,
+                        u.unit
                     )
                 }
                 _ => return None,
@@ -222,6 +248,27 @@ mod tests {
         assert_eq!(
             bootorder(&spec, &placed),
             b"/pci@i0cf8/scsi@1e,2/disk@0,0\n/pci@i0cf8/pci-bridge@2,1/scsi@0/disk@0,0\0"
+        );
+    }
+
+    #[test]
+    fn bootorder_reaches_ata_drives_through_their_controller() {
+        let json = r#"{"version":1,"name":"t","uuid":"c7a5fdbd-cdaf-9455-926a-d65c16db1809",
+          "memory":{"size_bytes":67108864},"cpus":{"count":1,"max":1,
+          "topology":{"sockets":1,"dies":1,"cores":1,"threads":1},"mode":"host-passthrough"},
+          "boot":{"firmware":{"kind":"bios","code":"/bios"}},
+          "platform":{"acpi":true,"apic":true,"chipset":"q35"},
+          "lifecycle":{"on_poweroff":"destroy","on_reboot":"restart","on_crash":"destroy"},
+          "devices":[
+            {"id":"ide","kind":{"type":"sata-controller","index":0}},
+            {"id":"sata0-0-2","boot_index":1,"kind":{"type":"ata-disk","bus_type":"sata",
+              "controller":0,"bus":2,"unit":0,"cdrom":true,"name":"sdc"}}
+          ]}"#;
+        let spec = machine_spec::MachineSpec::from_json(json).unwrap();
+        let placed = vec![("ide".to_string(), vec![(0x1f, 2)])];
+        assert_eq!(
+            bootorder(&spec, &placed),
+            b"/pci@i0cf8/pci8086,2922@1f,2/drive@2/disk@0\0"
         );
     }
 

@@ -15,6 +15,7 @@
 
 pub mod acpi;
 pub mod arch;
+pub mod ata;
 pub mod boot;
 pub mod control;
 pub mod devices;

@@ -228,6 +228,37 @@ impl ScsiDevice {
         self.kind
     }
 
+    /// Whether the write cache is on (cache modes other than writethrough/directsync).
+    pub fn writeback(&self) -> bool {
+        self.writeback
+    }
+
+    /// Drops `blocks` logical blocks from `lba` (ATA TRIM; the SCSI command set
+    /// offers no UNMAP yet).
+    pub fn discard(&mut self, lba: u64, blocks: u64) -> Result<(), Sense> {
+        if let Some(s) = self.not_ready() {
+            return Err(s);
+        }
+        if self.readonly {
+            return Err(Sense::WRITE_PROTECTED);
+        }
+        if lba
+            .checked_add(blocks)
+            .is_none_or(|end| end > self.blocks())
+        {
+            return Err(Sense::LBA_OUT_OF_RANGE);
+        }
+        let bs = u64::from(self.kind.block_size());
+        let m = self.medium.as_mut().expect("checked by not_ready");
+        if let Err(e) = m.discard(lba * bs, blocks * bs) {
+            warn!("scsi: discard at block {lba}: {e}");
+            return Err(Sense::WRITE_ERROR);
+        }
+        bump(&self.stats.unmap_ops, 1);
+        bump(&self.stats.unmap_bytes, blocks * bs);
+        Ok(())
+    }
+
     /// Whether a medium is in the closed tray.
     pub fn medium_present(&self) -> bool {
         self.medium.is_some() && !self.tray_open

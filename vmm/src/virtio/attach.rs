@@ -166,6 +166,9 @@ impl PciBackends {
                 DeviceKind::Disk(k)
                 | DeviceKind::ScsiDisk(machine_spec::ScsiDisk {
                     medium: Some(k), ..
+                })
+                | DeviceKind::AtaDisk(machine_spec::AtaDisk {
+                    medium: Some(k), ..
                 }) => {
                     let desc = BlockDescription {
                         qdev: d.id.clone(),
@@ -184,7 +187,11 @@ impl PciBackends {
                         ),
                         direct: false,
                         no_flush: matches!(k.cache, CacheMode::Unsafe),
-                        removable: matches!(d.kind, DeviceKind::ScsiDisk(ref u) if u.cdrom),
+                        removable: match &d.kind {
+                            DeviceKind::ScsiDisk(u) => u.cdrom,
+                            DeviceKind::AtaDisk(u) => u.cdrom,
+                            _ => false,
+                        },
                         empty: false,
                     };
                     let view = DiskView {
@@ -199,11 +206,13 @@ impl PciBackends {
                 | DeviceKind::Vsock(_)
                 | DeviceKind::Pvpanic
                 | DeviceKind::PciController(_)
+                | DeviceKind::SataController(_)
+                | DeviceKind::IdeController(_)
                 | DeviceKind::ScsiController(_)
                 | DeviceKind::Video(_)
                 | DeviceKind::Input(_) => {}
                 // A CD-ROM with an empty tray: listed, with nothing inserted.
-                DeviceKind::ScsiDisk(_) => {
+                DeviceKind::ScsiDisk(_) | DeviceKind::AtaDisk(_) => {
                     let desc = BlockDescription {
                         qdev: d.id.clone(),
                         removable: true,
@@ -257,6 +266,18 @@ impl PciBackends {
                 })
                 .collect(),
             display: None,
+        }
+    }
+
+    /// The statistics of disk `id` for the monitor, noting its guest-visible
+    /// size (front ends outside this module: ATA drives).
+    pub(crate) fn disk_stats(&self, id: &str, size: u64) -> Arc<BlockStats> {
+        match self.disks.iter().find(|(i, _)| i == id) {
+            Some((_, v)) => {
+                v.size.store(size, Ordering::Relaxed);
+                v.stats.clone()
+            }
+            None => Arc::default(),
         }
     }
 
@@ -446,6 +467,9 @@ fn virtio_device(
         DeviceKind::Serial(_)
         | DeviceKind::Pvpanic
         | DeviceKind::PciController(_)
+        | DeviceKind::SataController(_)
+        | DeviceKind::IdeController(_)
+        | DeviceKind::AtaDisk(_)
         | DeviceKind::ScsiDisk(_)
         | DeviceKind::Video(_)
         | DeviceKind::Input(_) => return Ok(None),
@@ -675,6 +699,9 @@ pub fn attach(
             }
         }
     }
+    let ata = crate::ata::attach::add_controllers(spec, backends, mem, &mut root, &routing)?;
+    placed.extend(ata.functions);
+    intx_pins.extend(ata.pins);
     mark_multifunction(&mut root);
     publish(&mut root, &placed, backends);
     let intx = if intx_pins.is_empty() {

@@ -1,0 +1,209 @@
+//! Building the ATA controllers of a machine from its spec: one AHCI function
+//! per SATA controller with its drives on their ports, and on Q35 the ICH9
+//! AHCI at 00:1f.2 even without drives, as QEMU's q35 always has it.
+
+use std::sync::{Arc, Mutex};
+
+use machine_spec::{AtaBus, CacheMode, Chipset, DeviceKind, DiskFormat, MachineSpec};
+use tracing::{info, warn};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::ahci::{Ahci, NCQ_DEPTH, PORTS};
+use super::device::{AtaDevice, DriveConfig};
+use crate::pci::{IntxPin, PciError, PciRoot};
+use crate::scsi::{DeviceConfig, DeviceKind as ScsiKind, ScsiDevice};
+use crate::virtio::attach::{AttachError, PciBackends};
+use crate::virtio::block::{open_backend, DiskConfig, ImageLock, OpenFlags};
+use crate::virtio::kvm::IrqRouting;
+use crate::virtio::GuestMem;
+
+/// The Q35 AHCI's place and QEMU's id for it.
+const Q35_AHCI: (u8, u8) = (0x1f, 2);
+const Q35_AHCI_ID: &str = "ide";
+
+/// What [`add_controllers`] placed.
+#[derive(Default)]
+pub struct Placed {
+    /// (device id, slot, function) of each controller.
+    pub functions: Vec<(String, u8, u8)>,
+    /// INTx pins and their resample fds.
+    pub pins: Vec<(EventFd, Arc<IntxPin>)>,
+}
+
+/// An AHCI function that keeps its drives' image locks while it exists.
+pub struct LockedAhci {
+    pub ahci: Ahci,
+    _locks: Vec<ImageLock>,
+}
+
+/// Adds the SATA controllers of `spec` to `root` (bus 0).
+pub fn add_controllers(
+    spec: &MachineSpec,
+    backends: &PciBackends,
+    mem: &GuestMem,
+    root: &mut PciRoot,
+    routing: &IrqRouting,
+) -> Result<Placed, AttachError> {
+    let mut placed = Placed::default();
+    // (device id, slot and function if the spec gives them, controller index)
+    type Wanted = (String, Option<(u8, u8)>, u32);
+    let mut controllers: Vec<Wanted> = Vec::new();
+    for d in &spec.devices {
+        if let DeviceKind::SataController(c) = &d.kind {
+            let at = match d.pci {
+                Some(a) if a.domain == 0 && a.bus == 0 => Some((a.slot, a.function)),
+                Some(a) => {
+                    return Err(AttachError::Pci(
+                        d.id.clone(),
+                        PciError::NotRootBus {
+                            domain: a.domain,
+                            bus: a.bus,
+                            slot: a.slot,
+                            function: a.function,
+                        },
+                    ))
+                }
+                None => None,
+            };
+            controllers.push((d.id.clone(), at, c.index));
+        }
+    }
+    if spec.platform.chipset == Chipset::Q35
+        && !controllers.iter().any(|(_, at, _)| *at == Some(Q35_AHCI))
+        && root.check_free(Q35_AHCI.0, Q35_AHCI.1).is_ok()
+    {
+        // An index no drive names: the adapter has empty ports.
+        controllers.push((Q35_AHCI_ID.into(), Some(Q35_AHCI), u32::MAX));
+    }
+    for (id, at, index) in controllers {
+        let perr = |e| AttachError::Pci(id.clone(), e);
+        let (slot, function) = match at {
+            Some(a) => a,
+            None => (
+                root.free_slot().ok_or(perr(PciError::BadSlot {
+                    slot: 32,
+                    function: 0,
+                }))?,
+                0,
+            ),
+        };
+        root.check_free(slot, function).map_err(perr)?;
+        let (drives, locks) = drives(spec, backends, index)?;
+        let mut ahci = Ahci::new(drives, mem.clone(), root).map_err(perr)?;
+        let gsi = crate::acpi::pci_intx_gsi(slot, 0);
+        match routing.intx_line(gsi) {
+            Ok((line, resample)) => {
+                let pin = ahci.attach_intx(gsi as u8, line);
+                placed.pins.push((resample, pin));
+            }
+            Err(e) => warn!(id = %id, "AHCI without an interrupt line: {e}"),
+        }
+        info!(id = %id, "AHCI at 00:{slot:02x}.{function}, ABAR {:#x}", ahci.abar());
+        root.add_device(
+            slot,
+            function,
+            Box::new(LockedAhci {
+                ahci,
+                _locks: locks,
+            }),
+        )
+        .map_err(perr)?;
+        placed.functions.push((id, slot, function));
+    }
+    Ok(placed)
+}
+
+/// The drives of SATA controller `index`, by port, and their image locks.
+fn drives(
+    spec: &MachineSpec,
+    backends: &PciBackends,
+    index: u32,
+) -> Result<(Vec<Option<AtaDevice>>, Vec<ImageLock>), AttachError> {
+    let mut ports: Vec<Option<AtaDevice>> = (0..PORTS).map(|_| None).collect();
+    let mut locks = Vec::new();
+    for (n, d) in spec.devices.iter().enumerate() {
+        let DeviceKind::AtaDisk(u) = &d.kind else {
+            continue;
+        };
+        if u.bus_type != AtaBus::Sata || u.controller != index {
+            continue;
+        }
+        let medium = match &u.medium {
+            Some(k) => {
+                let cfg = DiskConfig {
+                    path: &k.path,
+                    qcow2: k.format == DiskFormat::Qcow2,
+                    readonly: k.readonly || u.cdrom,
+                    shareable: k.shareable,
+                    serial: k.serial.as_deref(),
+                    discard: k.discard,
+                    flags: OpenFlags::for_cache(k.cache),
+                };
+                let (b, lock) =
+                    open_backend(&d.id, &cfg).map_err(|e| AttachError::Disk(d.id.clone(), e))?;
+                locks.push(lock);
+                Some(b)
+            }
+            None => None,
+        };
+        let size = medium.as_ref().map_or(0, |m| m.size());
+        let disk = u.medium.as_ref();
+        let cfg = DeviceConfig {
+            kind: if u.cdrom {
+                ScsiKind::Cdrom
+            } else {
+                ScsiKind::Disk
+            },
+            readonly: u.cdrom || disk.is_none_or(|k| k.readonly),
+            writeback: disk.is_none_or(|k| {
+                !matches!(k.cache, CacheMode::Writethrough | CacheMode::Directsync)
+            }),
+            serial: disk.and_then(|k| k.serial.clone()),
+            device_id: d.id.clone(),
+            vendor: None,
+            product: None,
+            wwn: u.wwn,
+        };
+        let unit = ScsiDevice::new(cfg, medium).with_stats(backends.disk_stats(&d.id, size));
+        let drive = AtaDevice::new(
+            Arc::new(Mutex::new(unit)),
+            DriveConfig {
+                serial: disk.and_then(|k| k.serial.clone()),
+                discard: disk.is_some_and(|k| k.discard) && !u.cdrom,
+                wwn: u.wwn,
+                ncq_depth: Some(NCQ_DEPTH),
+            },
+            n as u32,
+        );
+        info!(id = %d.id, controller = index, port = u.bus, cdrom = u.cdrom, "SATA drive");
+        let slot = ports
+            .get_mut(usize::from(u.bus))
+            .expect("the spec check keeps ports below 6");
+        *slot = Some(drive);
+    }
+    Ok((ports, locks))
+}
+
+impl crate::pci::PciDevice for LockedAhci {
+    fn read_config(&mut self, reg: usize) -> u32 {
+        self.ahci.read_config(reg)
+    }
+    fn write_config(&mut self, reg: usize, offset: u8, data: &[u8]) {
+        self.ahci.write_config(reg, offset, data)
+    }
+    fn bars(&self) -> Vec<(usize, u64, u64)> {
+        self.ahci.bars()
+    }
+    fn memory_enabled(&self) -> bool {
+        self.ahci.memory_enabled()
+    }
+    fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
+        self.ahci.bar_read(bar, offset, data)
+    }
+    fn bar_write(&mut self, bar: usize, offset: u64, data: &[u8]) {
+        self.ahci.bar_write(bar, offset, data)
+    }
+    fn set_multifunction(&mut self) {
+        self.ahci.set_multifunction()
+    }
+}
