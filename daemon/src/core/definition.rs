@@ -54,6 +54,19 @@ impl Definition {
 
     /// What the VMM runs; fails with libvirt's error for what it cannot run.
     pub fn translate(&self) -> Result<MachineSpec> {
+        if self
+            .dom
+            .devices
+            .disks
+            .iter()
+            .any(|d| d.disk_type == domain_xml::DiskType::Volume)
+        {
+            // Volume disks are resolved to files at start (`volresolve`); before that,
+            // check everything else with the volume standing in as a file.
+            let mut dom = self.dom.clone();
+            super::volresolve::stand_in_volumes(&mut dom.devices.disks);
+            return Ok(domain_xml::translate(&dom)?);
+        }
         Ok(domain_xml::translate(&self.dom)?)
     }
 

@@ -30,6 +30,24 @@ pub(super) fn hook_in_use(core: &Core) {
     }));
 }
 
+/// Makes each volume disk a file disk named after its pool and volume, for checking a
+/// definition before its volumes are resolved (define time).
+pub(super) fn stand_in_volumes(disks: &mut [domain_xml::Disk]) {
+    for disk in disks.iter_mut().filter(|d| d.disk_type == DiskType::Volume) {
+        let source = disk.source.get_or_insert_with(Default::default);
+        let name = format!(
+            "{}/{}",
+            source.get("pool").unwrap_or_default(),
+            source.get("volume").unwrap_or_default()
+        );
+        source
+            .attrs
+            .retain(|(k, _)| !matches!(k.as_str(), "pool" | "volume" | "mode"));
+        source.attrs.insert(0, ("file".to_string(), name));
+        disk.disk_type = DiskType::File;
+    }
+}
+
 impl Core {
     /// The storage driver.
     pub fn storage(&self) -> &Storage {

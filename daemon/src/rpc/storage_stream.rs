@@ -5,8 +5,8 @@
 //! CONTINUE packets of raw bytes (≤ 262120 each) and an empty STREAM OK; a blocking
 //! thread writes them to the file in order (a bounded queue holds the client back when
 //! the disk is slower), and once all is written the OK is echoed. Download
-//! (`vol-download`) mirrors it: we send CONTINUE packets, then an empty OK, and echo
-//! the client's closing OK. A failed write or read ends the stream with STREAM ERROR.
+//! (`vol-download`) mirrors it: we send CONTINUE packets, then an empty CONTINUE
+//! (end of data, as libvirtd marks it), and echo the client's closing OK. A failed write or read ends the stream with STREAM ERROR.
 //! Sparse streams (STREAM_HOLE) are not offered: the flag is refused by the driver.
 
 use std::collections::HashMap;
@@ -126,7 +126,9 @@ impl ConnStorage {
                     }
                 }
             }
-            handle.block_on(out.send(&stream_header(&call2, Status::Ok), &[]));
+            // End of data: an empty CONTINUE (libvirtd's EOF); the client then finishes
+            // with OK, which we confirm.
+            handle.block_on(out.send(&data, &[]));
         });
         self.streams
             .insert(call.serial, (VolStream::Download { reader }, *call));
