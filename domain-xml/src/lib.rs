@@ -33,6 +33,7 @@ pub mod firmware;
 mod format;
 // Model fields are named after the XML element or attribute they hold (libvirt's
 // formatdomain documentation describes each); only the non-obvious ones carry docs.
+mod comfort;
 #[allow(missing_docs)]
 pub mod model;
 mod parse;
@@ -132,6 +133,17 @@ pub fn unknown_content(xml: &str) -> Result<Vec<String>> {
         .into_iter()
         .filter(|p| !known.contains(p))
         .collect();
+    // Known content libvirt itself normalizes away, so it is missing from the output.
+    let normalized: Vec<String> = input
+        .descendants()
+        .filter(|n| is_pathless_unix_source(*n))
+        .map(node_path)
+        .collect();
+    unknown.retain(|p| {
+        !normalized
+            .iter()
+            .any(|n| p == n || p.starts_with(&format!("{n}/")))
+    });
     // Report only the outermost unknown element, not everything under it.
     unknown.sort();
     let mut out: Vec<String> = Vec::new();
@@ -141,6 +153,32 @@ pub fn unknown_content(xml: &str) -> Result<Vec<String>> {
         }
     }
     Ok(out)
+}
+
+/// `<source mode='bind'/>` of a unix character device (what virt-install writes for
+/// the guest agent channel): libvirt picks the path at start and does not write the
+/// element back, so it is known content even though the formatted XML lacks it.
+fn is_pathless_unix_source(n: roxmltree::Node<'_, '_>) -> bool {
+    n.is_element()
+        && n.tag_name().name() == "source"
+        && n.attribute("path").is_none()
+        && n.parent().is_some_and(|p| {
+            matches!(
+                p.tag_name().name(),
+                "serial" | "console" | "channel" | "parallel"
+            ) && p.attribute("type") == Some("unix")
+        })
+}
+
+/// `/domain/devices/channel/source`-style path of an element.
+fn node_path(n: roxmltree::Node<'_, '_>) -> String {
+    let mut parts: Vec<&str> = n
+        .ancestors()
+        .filter(|a| a.is_element())
+        .map(|a| a.tag_name().name())
+        .collect();
+    parts.reverse();
+    format!("/{}", parts.join("/"))
 }
 
 fn paths(doc: &roxmltree::Document<'_>) -> std::collections::BTreeSet<String> {
@@ -154,13 +192,7 @@ fn paths(doc: &roxmltree::Document<'_>) -> std::collections::BTreeSet<String> {
         }) {
             continue;
         }
-        let mut parts: Vec<&str> = n
-            .ancestors()
-            .filter(|a| a.is_element())
-            .map(|a| a.tag_name().name())
-            .collect();
-        parts.reverse();
-        let path = format!("/{}", parts.join("/"));
+        let path = node_path(n);
         for a in n.attributes() {
             set.insert(format!("{path}/@{}", a.name()));
         }

@@ -67,6 +67,7 @@ pub fn translate(dom: &Domain) -> Result<ms::MachineSpec> {
             on_crash: action(dom.on_crash),
         },
         devices,
+        warnings: crate::comfort::warnings(dom),
     };
     clock(dom)?;
     pm(dom)?;

@@ -93,6 +93,9 @@ pub(crate) fn devices(dom: &Domain) -> Result<Vec<ms::Device>> {
         }
     }
     for (i, c) in d.channels.iter().enumerate() {
+        if crate::comfort::is_spice_channel(c.char_type) {
+            continue; // no effect, with a warning (crate::comfort)
+        }
         if c.target.target_type.as_deref() != Some("virtio") {
             return unsupported(format!(
                 "<channel><target type='{}'> is not supported (only 'virtio')",
@@ -219,16 +222,14 @@ fn place_console_ports(d: &Devices, out: &mut [ms::Device]) -> Result<()> {
 }
 
 fn reject_unsupported_kinds(d: &Devices) -> Result<()> {
-    let lists: [(&str, bool); 17] = [
+    // <sound>, <audio>, <redirdev>: comfort devices, run without effect (crate::comfort).
+    let lists: [(&str, bool); 14] = [
         ("lease", !d.leases.is_empty()),
         ("filesystem", !d.filesystems.is_empty()),
         ("smartcard", !d.smartcards.is_empty()),
         ("parallel", !d.parallels.is_empty()),
         ("tpm", !d.tpms.is_empty()),
-        ("sound", !d.sounds.is_empty()),
-        ("audio", !d.audios.is_empty()),
         ("hostdev", !d.hostdevs.is_empty()),
-        ("redirdev", !d.redirdevs.is_empty()),
         ("redirfilter", !d.redirfilters.is_empty()),
         ("hub", !d.hubs.is_empty()),
         ("watchdog", !d.watchdogs.is_empty()),

@@ -39,6 +39,11 @@ pub struct MachineSpec {
     /// Devices in a stable order; ids are unique.
     #[serde(default)]
     pub devices: Vec<Device>,
+    /// What of the domain XML runs without effect or differently from libvirt+QEMU
+    /// (desktop-comfort devices, SPICE served as VNC, …); the VMM logs each line at
+    /// start, so the domain log says it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Guest RAM.
@@ -857,6 +862,7 @@ mod tests {
                     }),
                 },
             ],
+            warnings: Vec::new(),
         }
     }
 

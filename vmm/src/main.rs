@@ -59,6 +59,11 @@ fn write_pidfile(path: &PathBuf) -> anyhow::Result<()> {
 
 fn run(args: Args) -> anyhow::Result<i32> {
     let spec = load_spec(&args)?;
+    // What the domain XML asked for that runs without effect or differently (the
+    // domain log is where a libvirt user looks for it).
+    for w in &spec.warnings {
+        tracing::warn!("{w}");
+    }
     let machine_info = vmm::monitor::MachineInfo::from_spec(&spec);
     let mut vmm = vmm::Vmm::new(spec)?;
     let monitor = match &args.qmp {

@@ -74,7 +74,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let dom = domain_xml::Domain::parse(&xml)?;
             match domain_xml::translate(&dom) {
-                Ok(_) => println!("{file}: valid; oxvirt can run it"),
+                Ok(spec) => {
+                    for w in &spec.warnings {
+                        eprintln!("warning: {w}");
+                    }
+                    println!("{file}: valid; oxvirt can run it")
+                }
                 Err(e) => {
                     println!("{file}: valid libvirt XML, but oxvirt cannot run it: {e}")
                 }

@@ -124,6 +124,7 @@ mod tests {
                 on_crash: LifecycleAction::Destroy,
             },
             devices: vec![],
+            warnings: Vec::new(),
         }
     }
 
