@@ -58,6 +58,11 @@ fn members(xml: &str, iface: &str) -> BTreeMap<String, String> {
 }
 
 fn compare(ours: &str, reference_file: &str, iface: &str) {
+    compare_min(ours, reference_file, iface, 50);
+}
+
+/// As [`compare`], for an interface with at least `min` members.
+fn compare_min(ours: &str, reference_file: &str, iface: &str, min: usize) {
     let reference = std::fs::read_to_string(reference_file)
         .unwrap_or_else(|e| panic!("{reference_file}: {e} (install Debian's libvirt-dbus)"));
     let want = members(&reference, iface);
@@ -77,7 +82,7 @@ fn compare(ours: &str, reference_file: &str, iface: &str) {
         "{iface}: missing {missing:?}\nextra {extra:?}\ndifferent {differ:#?}"
     );
     assert!(
-        want.len() > 50,
+        want.len() > min,
         "{iface}: only {} members in the reference?",
         want.len()
     );
@@ -141,4 +146,55 @@ fn connect_and_domain_objects_match_libvirt_dbus_interfaces() {
     );
     check_schema(&connect.stdout, "org.libvirt.Connect");
     check_schema(&domain.stdout, "org.libvirt.Domain");
+}
+
+/// The storage pool and volume objects against libvirt-dbus's StoragePool and
+/// StorageVol interface files.
+#[test]
+fn storage_objects_match_libvirt_dbus_interfaces() {
+    let d = Daemon::start(BusKind::Session);
+    let pool = d.call(
+        CONNECT,
+        "org.libvirt.Connect",
+        "StoragePoolLookupByName",
+        &["s", "default"],
+    );
+    let pool = pool
+        .trim()
+        .trim_start_matches("o \"")
+        .trim_end_matches('"')
+        .to_string();
+    let vol = d.call(
+        &pool,
+        "org.libvirt.StoragePool",
+        "StorageVolCreateXML",
+        &[
+            "su",
+            "<volume><name>i.img</name><capacity>4096</capacity></volume>",
+            "0",
+        ],
+    );
+    let vol = vol
+        .trim()
+        .trim_start_matches("o \"")
+        .trim_end_matches('"')
+        .to_string();
+    let p = d.busctl(&["introspect", "--xml-interface", "org.libvirt", &pool]);
+    assert!(p.ok, "{}", p.stderr);
+    let v = d.busctl(&["introspect", "--xml-interface", "org.libvirt", &vol]);
+    assert!(v.ok, "{}", v.stderr);
+    compare_min(
+        &p.stdout,
+        "/usr/share/dbus-1/interfaces/org.libvirt.StoragePool.xml",
+        "org.libvirt.StoragePool",
+        15,
+    );
+    compare_min(
+        &v.stdout,
+        "/usr/share/dbus-1/interfaces/org.libvirt.StorageVol.xml",
+        "org.libvirt.StorageVol",
+        7,
+    );
+    check_schema(&p.stdout, "org.libvirt.StoragePool");
+    check_schema(&v.stdout, "org.libvirt.StorageVol");
 }

@@ -24,6 +24,7 @@ pub mod firmware;
 pub mod kvm;
 pub mod layout;
 pub mod lifecycle;
+pub mod media;
 pub mod memory;
 pub mod monitor;
 pub mod pci;

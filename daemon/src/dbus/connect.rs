@@ -304,8 +304,12 @@ impl ConnectIface {
     }
 
     #[zbus(name = "ListStoragePools", out_args("storagePools"))]
-    async fn list_storage_pools(&self, _flags: u32) -> Result<Vec<OwnedObjectPath>> {
-        Ok(Vec::new())
+    async fn list_storage_pools(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        flags: u32,
+    ) -> Result<Vec<OwnedObjectPath>> {
+        super::storage_pool::list_pools(&self.ctx, conn, flags).await
     }
 
     #[zbus(name = "NetworkCreateXML", out_args("network"))]
@@ -433,33 +437,61 @@ impl ConnectIface {
     }
 
     #[zbus(name = "StoragePoolCreateXML", out_args("storagePool"))]
-    async fn storage_pool_create_xml(&self, _xml: String, _flags: u32) -> Result<OwnedObjectPath> {
-        Err(unsupported("virStoragePoolCreateXML"))
+    async fn storage_pool_create_xml(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        xml: String,
+        flags: u32,
+    ) -> Result<OwnedObjectPath> {
+        super::storage_pool::define_pool(&self.ctx, conn, &hdr, &xml, flags, true).await
     }
 
     #[zbus(name = "StoragePoolDefineXML", out_args("storagePool"))]
-    async fn storage_pool_define_xml(&self, _xml: String, _flags: u32) -> Result<OwnedObjectPath> {
-        Err(unsupported("virStoragePoolDefineXML"))
+    async fn storage_pool_define_xml(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        xml: String,
+        flags: u32,
+    ) -> Result<OwnedObjectPath> {
+        super::storage_pool::define_pool(&self.ctx, conn, &hdr, &xml, flags, false).await
     }
 
     #[zbus(name = "StoragePoolLookupByName", out_args("storagePool"))]
-    async fn storage_pool_lookup_by_name(&self, _name: String) -> Result<OwnedObjectPath> {
-        Err(unsupported("virStoragePoolLookupByName"))
+    async fn storage_pool_lookup_by_name(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: String,
+    ) -> Result<OwnedObjectPath> {
+        super::storage_pool::lookup_pool(&self.ctx, conn, Some(&name), None).await
     }
 
     #[zbus(name = "StoragePoolLookupByUUID", out_args("storagePool"))]
-    async fn storage_pool_lookup_by_uuid(&self, _uuid: String) -> Result<OwnedObjectPath> {
-        Err(unsupported("virStoragePoolLookupByUUIDString"))
+    async fn storage_pool_lookup_by_uuid(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        uuid: String,
+    ) -> Result<OwnedObjectPath> {
+        super::storage_pool::lookup_pool(&self.ctx, conn, None, Some(&uuid)).await
     }
 
     #[zbus(name = "StorageVolLookupByKey", out_args("storageVol"))]
-    async fn storage_vol_lookup_by_key(&self, _key: String) -> Result<OwnedObjectPath> {
-        Err(unsupported("virStorageVolLookupByKey"))
+    async fn storage_vol_lookup_by_key(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        key: String,
+    ) -> Result<OwnedObjectPath> {
+        super::storage_pool::lookup_vol(&self.ctx, conn, Some(&key), None).await
     }
 
     #[zbus(name = "StorageVolLookupByPath", out_args("storageVol"))]
-    async fn storage_vol_lookup_by_path(&self, _path: String) -> Result<OwnedObjectPath> {
-        Err(unsupported("virStorageVolLookupByPath"))
+    async fn storage_vol_lookup_by_path(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        path: String,
+    ) -> Result<OwnedObjectPath> {
+        super::storage_pool::lookup_vol(&self.ctx, conn, None, Some(&path)).await
     }
 
     #[zbus(signal, name = "DomainEvent")]

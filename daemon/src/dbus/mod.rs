@@ -15,6 +15,8 @@ mod host;
 pub mod path;
 pub mod polkit;
 mod stats;
+mod storage_pool;
+mod storage_vol;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -67,6 +69,8 @@ pub struct Context {
     exported: Arc<Mutex<HashSet<Uuid>>>,
     /// Serialises object-set updates.
     sync: Arc<tokio::sync::Mutex<()>>,
+    /// The exported storage pool and volume objects.
+    storage_objects: Arc<storage_pool::Exported>,
 }
 
 impl Context {
@@ -113,6 +117,7 @@ pub async fn serve(core: Core, opts: ServeOptions) -> Result<zbus::Connection, S
         gate: Arc::new(opts.gate),
         exported: Arc::default(),
         sync: Arc::default(),
+        storage_objects: Arc::default(),
     };
     // Subscribe before exporting so no event between the two is lost.
     let mut events = core.subscribe();
@@ -129,6 +134,7 @@ pub async fn serve(core: Core, opts: ServeOptions) -> Result<zbus::Connection, S
             name: opts.bus_name.clone(),
             source,
         })?;
+    storage_pool::spawn_events(ctx.clone(), conn.clone());
     let forward_conn = conn.clone();
     tokio::spawn(async move {
         loop {

@@ -34,7 +34,7 @@ pub mod sense;
 mod tests;
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tracing::warn;
@@ -165,8 +165,16 @@ pub struct ScsiDevice {
     /// The guest asked to open or close the tray (START STOP UNIT); the VMM
     /// reports it (QMP `DEVICE_TRAY_MOVED`) and clears it.
     tray_moved: Option<bool>,
+    /// Told at once when the guest moves the tray (the media registry's event).
+    tray_listener: Option<TrayListener>,
     stats: Arc<BlockStats>,
 }
+
+/// Called with `true` when the guest opens the tray, `false` when it closes it.
+pub type TrayListener = Arc<dyn Fn(bool) + Send + Sync>;
+
+/// A unit shared between its transport and the host side (media changes).
+pub type SharedDevice = Arc<Mutex<ScsiDevice>>;
 
 /// How a unit is set up.
 #[derive(Debug, Clone)]
@@ -213,8 +221,39 @@ impl ScsiDevice {
             media_event: MediaEvent::NoChange,
             last_sense: None,
             tray_moved: None,
+            tray_listener: None,
             stats: Arc::new(BlockStats::default()),
         }
+    }
+
+    /// Calls `listener` whenever the guest opens or closes the tray.
+    pub fn set_tray_listener(&mut self, listener: TrayListener) {
+        self.tray_listener = Some(listener);
+    }
+
+    /// The host asks the guest to release the medium (QMP `blockdev-open-tray`
+    /// on a locked drive): an EjectRequest media event, as QEMU's
+    /// `scsi_cd_eject_request_cb`; `force` also drops the guest's lock.
+    pub fn eject_request(&mut self, force: bool) {
+        self.media_event = MediaEvent::EjectRequest;
+        if force {
+            self.locked = false;
+        }
+    }
+
+    /// Forgets pending media-change notifications: the state the guest finds
+    /// at power-on (a drive set up with a medium, or with its tray open).
+    pub fn settle_media_state(&mut self) {
+        self.change = Change::None;
+        self.media_event = MediaEvent::NoChange;
+    }
+
+    /// A machine reset: the guest's lock and pending sense go, the medium and
+    /// the tray stay where they are.
+    pub fn machine_reset(&mut self) {
+        self.locked = false;
+        self.last_sense = None;
+        self.tray_moved = None;
     }
 
     /// Counts I/O into `stats` (kept by the caller across device resets).
@@ -607,6 +646,7 @@ impl ScsiDevice {
                 self.tray_open = true;
                 self.change = Change::None;
                 self.tray_moved = Some(true);
+                self.notify_tray(true);
             }
         } else if self.tray_open {
             self.tray_open = false;
@@ -614,8 +654,15 @@ impl ScsiDevice {
             if self.medium.is_some() {
                 self.media_event = MediaEvent::NewMedia;
             }
+            self.notify_tray(false);
         }
         Completion::good(0)
+    }
+
+    fn notify_tray(&self, open: bool) {
+        if let Some(l) = &self.tray_listener {
+            l(open);
+        }
     }
 
     fn rw(&mut self, lba: u64, blocks: u64, write: bool, data: Data<'_, '_>) -> Completion {
@@ -689,8 +736,9 @@ impl ScsiDevice {
 /// The logical units of one target id.
 #[derive(Default)]
 pub struct ScsiTarget {
-    /// (LUN, unit), sorted by LUN.
-    luns: Vec<(u16, ScsiDevice)>,
+    /// (LUN, unit), sorted by LUN. Units are shared so that removable-media
+    /// drives (`crate::media`) can be reached from the host side too.
+    luns: Vec<(u16, SharedDevice)>,
 }
 
 impl ScsiTarget {
@@ -701,17 +749,19 @@ impl ScsiTarget {
 
     /// Adds (or replaces) `lun`.
     pub fn insert(&mut self, lun: u16, dev: ScsiDevice) {
+        self.insert_shared(lun, Arc::new(Mutex::new(dev)));
+    }
+
+    /// Adds (or replaces) `lun` with a unit the host side also holds.
+    pub fn insert_shared(&mut self, lun: u16, dev: SharedDevice) {
         self.luns.retain(|(l, _)| *l != lun);
         self.luns.push((lun, dev));
         self.luns.sort_by_key(|(l, _)| *l);
     }
 
     /// Unit `lun`, if present.
-    pub fn lun_mut(&mut self, lun: u16) -> Option<&mut ScsiDevice> {
-        self.luns
-            .iter_mut()
-            .find(|(l, _)| *l == lun)
-            .map(|(_, d)| d)
+    pub fn lun(&self, lun: u16) -> Option<&SharedDevice> {
+        self.luns.iter().find(|(l, _)| *l == lun).map(|(_, d)| d)
     }
 
     /// Whether the target has any unit.
@@ -730,8 +780,8 @@ impl ScsiTarget {
             let luns: Vec<u16> = self.luns.iter().map(|(l, _)| *l).collect();
             return report_luns(&luns, cdb, data);
         }
-        if let Some(d) = self.lun_mut(lun) {
-            return d.execute(cdb, data);
+        if let Some(d) = self.lun(lun) {
+            return d.lock().unwrap_or_else(|e| e.into_inner()).execute(cdb, data);
         }
         match cdb.first() {
             Some(&op::INQUIRY) if cdb.len() >= 6 && cdb[1] & 1 == 0 => {
