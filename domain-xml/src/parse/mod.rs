@@ -614,36 +614,54 @@ fn extra_elements(root: Node<'_, '_>) -> Result<Vec<Element>> {
     Ok(out)
 }
 
-/// Rewrites an element copied from a foreign prefix to use `qemu:` throughout.
+/// Rewrites an element copied from foreign prefixes to use `qemu:` throughout. Every
+/// prefix bound to `ns` is renamed: libvirt's own test input binds the namespace twice
+/// (`<ns0:commandline xmlns:ns0=…><ns1:arg xmlns:ns1=…/>`), and a child left with its
+/// old prefix would be written without a declaration (the output would not parse).
 fn rename_prefix(el: &mut Element, ns: &str) {
-    let old = el
+    let old: Vec<String> = el
         .attrs
         .iter()
-        .find(|(k, v)| k.starts_with("xmlns") && v == ns)
+        .filter(|(k, v)| k.starts_with("xmlns") && v == ns)
         .map(|(k, _)| {
             k.trim_start_matches("xmlns")
                 .trim_start_matches(':')
                 .to_string()
-        });
+        })
+        .collect();
     el.attrs
         .retain(|(k, v)| !(k.starts_with("xmlns") && v == ns));
     el.attrs
         .insert(0, ("xmlns:qemu".to_string(), ns.to_string()));
-    if let Some(old) = old {
-        fn walk(e: &mut Element, old: &str, top: bool) {
-            if !top {
-                if let Some(local) = e.name.strip_prefix(&format!("{old}:")) {
-                    e.name = format!("qemu:{local}");
-                } else if old.is_empty() && !e.name.contains(':') {
-                    e.name = format!("qemu:{}", e.name);
-                }
+    fn renamed(name: &str, old: &[String], element: bool) -> Option<String> {
+        old.iter().find_map(|o| {
+            if o.is_empty() {
+                // The default namespace applies to unprefixed elements, not attributes.
+                (element && !name.contains(':')).then(|| format!("qemu:{name}"))
+            } else {
+                name.strip_prefix(&format!("{o}:"))
+                    .map(|local| format!("qemu:{local}"))
             }
-            for c in &mut e.children {
-                if let crate::element::Node::Element(ch) = c {
-                    walk(ch, old, false);
-                }
+        })
+    }
+    fn walk(e: &mut Element, old: &[String], top: bool) {
+        if !top {
+            if let Some(n) = renamed(&e.name, old, true) {
+                e.name = n;
             }
         }
+        for (k, _) in &mut e.attrs {
+            if let Some(n) = renamed(k, old, false) {
+                *k = n;
+            }
+        }
+        for c in &mut e.children {
+            if let crate::element::Node::Element(ch) = c {
+                walk(ch, old, false);
+            }
+        }
+    }
+    if !old.is_empty() {
         walk(el, &old, true);
     }
 }
