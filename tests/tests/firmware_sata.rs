@@ -1,0 +1,228 @@
+//! Booting through SeaBIOS from SATA (the ICH9 AHCI at 00:1f.2 on Q35, `<disk
+//! bus='sata'>`), via `oxvirt-vmm --xml`:
+//!
+//! * an El Torito no-emulation ISO (built here with `xorriso -as mkisofs -b boot.img
+//!   -no-emul-boot -boot-load-size 4`, the boot image being our boot sector) on an
+//!   ATAPI CD-ROM. SeaBIOS finds the port's ATAPI signature, sends IDENTIFY PACKET
+//!   DEVICE, then TEST UNIT READY and READ(10) packets for the boot catalog and the
+//!   image, and hands the boot sector a CD drive number (0xe0); the boot sector's
+//!   INT 13h read of "LBA 1" is then 2048-byte block 1 of the ISO, which lies in the
+//!   system area, filled here (`-G`) with the `OXBOOT-DATA` tag;
+//! * a raw boot disk on an ATA disk port (drive 0x80, READ DMA EXT).
+//!
+//! The domains put more drives on the adapter than the one booted (an empty tray,
+//! another disk), and pick the boot device by `<boot order>` or `<boot dev>`: the
+//! `bootorder` paths QEMU writes for AHCI (`/pci@i0cf8/pci8086,2922@1f,2/drive@N/disk@0`)
+//! must match what SeaBIOS builds for each port.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use machine_spec::exit;
+use oxvirt_tests::guests::boot_disk;
+use oxvirt_tests::host::{require_seabios, skip};
+use oxvirt_tests::spec::serial_xml;
+use oxvirt_tests::Vm;
+
+/// SeaBIOS reaches a CD boot sector in ≈ 3.3 s under QEMU (AHCI) on this emulated KVM.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A firmware-booted Q35 domain with `os_extra` after `<type>` and `devices`.
+fn domain_xml(os_extra: &str, devices: &str) -> String {
+    format!(
+        "<domain type='kvm'>
+  <name>fwsata</name>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='q35'>hvm</type>
+    {os_extra}
+  </os>
+  <features><acpi/><apic/></features>
+  <on_poweroff>destroy</on_poweroff>
+  <devices>
+    {devices}
+{serial}
+  </devices>
+</domain>
+",
+        serial = serial_xml("stdio")
+    )
+}
+
+/// A `<disk bus='sata'>` element: `device` disk or cdrom, an optional image, the
+/// port (drive address unit) and extra XML inside `<disk>`.
+fn sata_disk(device: &str, image: Option<&Path>, dev: &str, port: u32, extra: &str) -> String {
+    let source = image
+        .map(|p| format!("<source file='{}'/>", p.display()))
+        .unwrap_or_default();
+    let ro = if device == "cdrom" { "<readonly/>" } else { "" };
+    format!(
+        "<disk type='file' device='{device}'>
+      <driver name='qemu' type='raw'/>
+      {source}
+      <target dev='{dev}' bus='sata'/>
+      {ro}
+      {extra}
+      <address type='drive' controller='0' bus='0' target='0' unit='{port}'/>
+    </disk>"
+    )
+}
+
+/// Builds an El Torito no-emulation ISO whose boot image is the test boot sector and
+/// whose 2048-byte block 1 holds `OXBOOT-DATA tag=<tag>`. `None` when xorriso is
+/// missing.
+fn boot_iso(dir: &Path, tag: &str) -> Option<PathBuf> {
+    let disk = dir.join("sector.img");
+    boot_disk(&disk, "unused").unwrap();
+    let mut sector = std::fs::read(&disk).unwrap();
+    sector.truncate(512);
+    sector.resize(2048, 0);
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("boot.img"), &sector).unwrap();
+    std::fs::write(root.join("README.TXT"), b"oxvirt SATA CD test\n").unwrap();
+    // The system area (blocks 0-15), where block 1 carries the tag.
+    let mut sysarea = vec![0u8; 32 << 10];
+    let text = format!("OXBOOT-DATA tag={tag}");
+    sysarea[2048..2048 + text.len()].copy_from_slice(text.as_bytes());
+    let sys = dir.join("sysarea.img");
+    std::fs::write(&sys, &sysarea).unwrap();
+    let iso = dir.join("boot.iso");
+    let out = match Command::new("xorriso")
+        .args(["-as", "mkisofs", "-quiet", "-V", "OXBOOT", "-G"])
+        .arg(&sys)
+        .args([
+            "-b",
+            "boot.img",
+            "-no-emul-boot",
+            "-boot-load-size",
+            "4",
+            "-o",
+        ])
+        .arg(&iso)
+        .arg(&root)
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => {
+            skip(
+                "firmware_sata",
+                &format!("xorriso: {e} (apt-get install xorriso)"),
+            );
+            return None;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "xorriso failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(iso)
+}
+
+/// Waits for the boot sector's two lines and the power-off; returns the drive
+/// number it was booted with and the tag it read.
+fn booted(vm: &Vm) -> (String, String) {
+    let line = vm.wait_for("OXBOOT-SECTOR-OK", BOOT_TIMEOUT);
+    let drive = line
+        .split("drive=")
+        .nth(1)
+        .unwrap_or_else(|| vm.fail(&format!("no drive in `{line}`")))
+        .trim()
+        .to_string();
+    let data = vm.wait_for("OXBOOT-DATA", BOOT_TIMEOUT);
+    vm.expect_exit(exit::POWEROFF, BOOT_TIMEOUT);
+    let tag = data
+        .split("tag=")
+        .nth(1)
+        .unwrap_or_else(|| vm.fail(&format!("no tag in `{data}`")))
+        .trim()
+        .to_string();
+    (drive, tag)
+}
+
+#[test]
+fn seabios_boots_an_el_torito_cd_on_sata() {
+    let test = "seabios_boots_an_el_torito_cd_on_sata";
+    if !require_seabios(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(iso) = boot_iso(dir.path(), "SATACD") else {
+        return;
+    };
+    let disk = dir.path().join("disk.img");
+    boot_disk(&disk, "HD").unwrap();
+    // A bootable disk on port 0, an empty tray on port 1, the ISO on port 4 with the
+    // first boot index: SeaBIOS must boot the CD, not the disk.
+    let devices = [
+        sata_disk("disk", Some(&disk), "sda", 0, ""),
+        sata_disk("cdrom", None, "sdb", 1, ""),
+        sata_disk("cdrom", Some(&iso), "sde", 4, "<boot order='1'/>"),
+    ]
+    .join("\n    ");
+    let vm = Vm::start_xml(&domain_xml("", &devices), &[]);
+    let (drive, tag) = booted(&vm);
+    assert_eq!(tag, "SATACD", "{}", vm.console());
+    assert!(
+        drive.starts_with('e'),
+        "a CD drive number (0xe0+), got {drive}"
+    );
+}
+
+#[test]
+fn boot_dev_hd_then_cdrom_boots_the_sata_disk() {
+    let test = "boot_dev_hd_then_cdrom_boots_the_sata_disk";
+    if !require_seabios(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(iso) = boot_iso(dir.path(), "CD") else {
+        return;
+    };
+    let (a, b) = (dir.path().join("a.img"), dir.path().join("b.img"));
+    boot_disk(&a, "A").unwrap();
+    boot_disk(&b, "B").unwrap();
+    // The CD first on the bus; `<boot dev='hd'/>` gives the first disk (port 2) the
+    // first boot index.
+    let devices = [
+        sata_disk("cdrom", Some(&iso), "sda", 0, ""),
+        sata_disk("disk", Some(&b), "sdc", 2, ""),
+        sata_disk("disk", Some(&a), "sdd", 3, ""),
+    ]
+    .join("\n    ");
+    let vm = Vm::start_xml(
+        &domain_xml("<boot dev='hd'/><boot dev='cdrom'/>", &devices),
+        &[],
+    );
+    let (drive, tag) = booted(&vm);
+    assert_eq!(tag, "B", "{}", vm.console());
+    assert_eq!(drive, "80", "the first hard disk");
+}
+
+#[test]
+fn boot_dev_cdrom_boots_the_sata_cd() {
+    let test = "boot_dev_cdrom_boots_the_sata_cd";
+    if !require_seabios(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(iso) = boot_iso(dir.path(), "CD2") else {
+        return;
+    };
+    let disk = dir.path().join("disk.img");
+    boot_disk(&disk, "HD").unwrap();
+    // virt-install's install-time layout: disk first, CD second, <boot dev='cdrom'/>.
+    let devices = [
+        sata_disk("disk", Some(&disk), "sda", 0, ""),
+        sata_disk("cdrom", Some(&iso), "sdb", 1, ""),
+    ]
+    .join("\n    ");
+    let vm = Vm::start_xml(
+        &domain_xml("<boot dev='cdrom'/><boot dev='hd'/>", &devices),
+        &[],
+    );
+    assert_eq!(booted(&vm).1, "CD2");
+}
