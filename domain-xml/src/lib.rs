@@ -42,6 +42,7 @@ mod translate;
 mod translate_ata;
 mod translate_devices;
 pub mod translate_firmware;
+mod translate_video;
 mod units;
 mod xmlenum;
 

@@ -67,7 +67,11 @@ pub fn translate(dom: &Domain) -> Result<ms::MachineSpec> {
             on_crash: action(dom.on_crash),
         },
         devices,
-        warnings: crate::comfort::warnings(dom),
+        warnings: [
+            crate::comfort::warnings(dom),
+            crate::translate_video::warnings(&dom.devices),
+        ]
+        .concat(),
     };
     clock(dom)?;
     pm(dom)?;

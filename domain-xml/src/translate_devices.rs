@@ -49,14 +49,7 @@ pub(crate) fn devices(dom: &Domain) -> Result<Vec<ms::Device>> {
     for i in &d.inputs {
         input(i)?;
     }
-    for v in &d.videos {
-        if v.model_type() != Some("none") {
-            return unsupported(format!(
-                "<video><model type='{}'> is not supported (only 'none'; oxvirt has no display)",
-                v.model_type().unwrap_or("default")
-            ));
-        }
-    }
+    out.extend(crate::translate_video::videos(d)?);
     for (i, s) in d.serials.iter().enumerate() {
         out.push(serial(i, s)?);
     }

@@ -173,7 +173,7 @@ fn rejected() -> Vec<Rejected> {
         ("interface model e1000", "", "", "<interface type='bridge'><source bridge='br0'/><model type='e1000'/></interface>", "unsupported configuration: interface model 'e1000' is not supported (only 'virtio')"),
         ("interface bandwidth", "", "", "<interface type='bridge'><source bridge='br0'/><bandwidth><inbound average='10'/></bandwidth></interface>", "unsupported configuration: <interface><bandwidth> is not supported"),
         ("graphics", "", "", "<graphics type='vnc' autoport='yes'/>", "unsupported configuration: <graphics type='vnc'> is not supported (oxvirt has no display)"),
-        ("video", "", "", "<video><model type='qxl'/></video>", "unsupported configuration: <video><model type='qxl'> is not supported (only 'none'; oxvirt has no display)"),
+        ("video", "", "", "<video><model type='cirrus'/></video>", "unsupported configuration: <video><model type='cirrus'> is not supported; use 'vga', 'bochs', 'qxl' (served as 'vga') or 'none'"),
         ("hostdev", "", "", "<hostdev mode='subsystem' type='pci' managed='yes'><source><address domain='0x0000' bus='0x01' slot='0x00' function='0x0'/></source></hostdev>", "unsupported configuration: <hostdev> devices are not supported"),
         ("filesystem", "", "", "<filesystem type='mount'><source dir='/srv'/><target dir='srv'/></filesystem>", "unsupported configuration: <filesystem> devices are not supported"),
         ("tpm", "", "", "<tpm model='tpm-crb'><backend type='emulator'/></tpm>", "unsupported configuration: <tpm> devices are not supported"),

@@ -43,6 +43,9 @@
 /* virtio drivers and PCI enumeration (owned by the virtio devices' tests) */
 #include "virtio/virtio.c"
 
+/* the display adapter (owned by the display tests; uses the PCI helpers above) */
+#include "oxtest/display.c"
+
 /* ---------------------------------------------------------------- main */
 
 void oxmain(int proto, uint64_t info)
@@ -90,6 +93,8 @@ void oxmain(int proto, uint64_t info)
 		check_pci();
 	if (want("virtio"))
 		check_virtio();
+	if (want("display"))
+		check_display();
 
 	put("OXTEST DONE failures=");
 	put_dec((uint64_t)failures);

@@ -326,7 +326,7 @@ impl Vmm {
         }
         lap("character devices opened");
         let pci_backends = crate::virtio::attach::PciBackends::open(&spec)?;
-        let console = crate::display::attach::console_for(&spec);
+        let console = pci_backends.display();
         lap("PCI device backends opened");
         control.set_chardevs(
             chardevs

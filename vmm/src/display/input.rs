@@ -46,6 +46,8 @@ struct Devices {
     pointers: Vec<Arc<dyn Pointer>>,
     /// Last absolute position (0..=ABS_MAX), to turn positions into moves.
     last_abs: Option<(u32, u32)>,
+    /// Buttons held, for callers that send one button at a time.
+    buttons: u8,
 }
 
 /// The console's [`InputSink`]: forwards to the current machine's devices.
@@ -85,6 +87,20 @@ impl InputRouter {
         Self::pointer(d, true)
             .or_else(|| Self::pointer(d, false))
             .or(d.pointers.last())
+    }
+
+    /// Presses or releases one button (RFB mask bit `bit`), keeping the others as they are.
+    pub fn button(&self, bit: u8, down: bool) {
+        let mask = {
+            let mut d = self.lock();
+            if down {
+                d.buttons |= bit;
+            } else {
+                d.buttons &= !bit;
+            }
+            d.buttons
+        };
+        self.buttons(mask);
     }
 
     /// Absolute position in 0..=ABS_MAX (both axes), as QMP `input-send-event` gives it.
@@ -139,7 +155,8 @@ impl InputSink for InputRouter {
     }
 
     fn buttons(&self, mask: u8) {
-        let d = self.lock();
+        let mut d = self.lock();
+        d.buttons = mask;
         if let Some(p) = Self::button_pointer(&d) {
             p.buttons(mask);
         }

@@ -14,8 +14,14 @@
 use std::sync::{Arc, Mutex};
 
 pub mod attach;
+pub mod dispi;
+pub mod edid;
 pub mod input;
 pub mod keycodes;
+pub mod render;
+pub mod stdvga;
+pub mod vga;
+pub mod vram;
 
 pub use input::InputRouter;
 

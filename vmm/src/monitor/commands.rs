@@ -40,6 +40,9 @@ pub const COMMANDS: &[&str] = &[
     "query-current-machine",
     "human-monitor-command",
     "query-qmp-schema",
+    "screendump",
+    "send-key",
+    "input-send-event",
 ];
 
 /// How long a command that asks the main loop for something (power button, reset,
@@ -165,6 +168,7 @@ impl Commands {
                 .introspection
                 .get_or_init(|| self.schema.introspect())
                 .clone()),
+            c if super::display::COMMANDS.contains(&c) => self.run_display(c, &args),
             other => qmp::ready(Err(QmpError::command_not_found(other))),
         }
     }
@@ -641,6 +645,15 @@ mod tests {
                     args.insert("name".into(), json!("net0"));
                     args.insert("up".into(), json!(false));
                 }
+                "screendump" => {
+                    args.insert("filename".into(), json!("/dev/null"));
+                }
+                "send-key" => {
+                    args.insert("keys".into(), json!([{"type": "qcode", "data": "a"}]));
+                }
+                "input-send-event" => {
+                    args.insert("events".into(), json!([]));
+                }
                 _ => {}
             }
             let cmd = c.schema.command(name).unwrap();
@@ -649,6 +662,10 @@ mod tests {
                 Ok(_) => {}
                 Err(e) if *name == "set_link" => {
                     assert_eq!(e.class, qmp::ErrorClass::DeviceNotFound);
+                }
+                // No display in this machine.
+                Err(e) if super::super::display::COMMANDS.contains(name) => {
+                    assert_eq!(e.class, qmp::ErrorClass::GenericError, "{name}");
                 }
                 Err(e) => {
                     assert_ne!(e.class, qmp::ErrorClass::CommandNotFound, "{name}");

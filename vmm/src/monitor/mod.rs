@@ -13,6 +13,7 @@
 
 pub mod commands;
 pub mod devices;
+pub mod display;
 pub mod events;
 pub mod hmp;
 

@@ -74,6 +74,9 @@ pub enum AttachError {
     /// The root bus could not be put on the VMM's buses.
     #[error("PCI root bus")]
     Bus(#[source] BusError),
+    /// The video device could not be built.
+    #[error("video device")]
+    Display(#[source] crate::display::attach::DisplayError),
 }
 
 /// A disk as the monitor sees it: its configuration and live counters.
@@ -139,6 +142,8 @@ pub struct PciBackends {
     nets: Vec<(String, NetControl)>,
     disks: Vec<(String, Arc<DiskView>)>,
     pci: Arc<PciList>,
+    /// The primary display's console (kept across machines).
+    display: Option<Arc<crate::display::Console>>,
 }
 
 impl PciBackends {
@@ -151,6 +156,7 @@ impl PciBackends {
             nets: Vec::new(),
             disks: Vec::new(),
             pci: Arc::new(PciList::default()),
+            display: crate::display::attach::console_for(spec),
         };
         for d in &spec.devices {
             match &d.kind {
@@ -247,6 +253,11 @@ impl PciBackends {
             .collect()
     }
 
+    /// The primary display's console, if the spec has a video device.
+    pub fn display(&self) -> Option<Arc<crate::display::Console>> {
+        self.display.clone()
+    }
+
     /// What the monitor reports on: balloon, disks, the PCI bus, NICs.
     pub fn monitor_devices(&self) -> Devices {
         Devices {
@@ -265,7 +276,7 @@ impl PciBackends {
                     control: control.clone(),
                 })
                 .collect(),
-            display: None,
+            display: self.display.clone(),
         }
     }
 
@@ -625,6 +636,19 @@ pub fn attach(
                 .map_err(perr)?;
             placed.push((d.id.clone(), slot, function));
         }
+    }
+    if let Some((id, slot, function)) = crate::display::attach::attach_display(
+        spec,
+        backends.display.as_ref(),
+        vm,
+        mem,
+        &mut root,
+        pio,
+        mmio,
+    )
+    .map_err(AttachError::Display)?
+    {
+        placed.push((id, slot, function));
     }
     // Devices with an address first, so automatic placement never takes theirs.
     let mut order: Vec<&Device> = spec.devices.iter().filter(|d| d.pci.is_some()).collect();
