@@ -252,6 +252,41 @@ fn firmware_caps(dirs: &[PathBuf], machine: &str, chipset: Chipset) -> FirmwareC
 }
 
 /// An argument that was given: absent and empty are the same.
+/// The `<devices>` of domain capabilities: exactly what translates and runs, because
+/// virt-install and virt-manager pick every default from it (a value listed here that
+/// does not run makes them write XML we refuse). `None` is `supported='no'`.
+type DeviceCaps = (
+    &'static str,
+    Option<Vec<(&'static str, &'static [&'static str])>>,
+);
+
+fn device_caps() -> Vec<DeviceCaps> {
+    // AHCI exists on both chipsets (built in on Q35, a PCI function on i440FX).
+    vec![
+        (
+            "disk",
+            Some(vec![
+                ("diskDevice", &["disk", "cdrom"][..]),
+                ("bus", &["virtio", "scsi", "sata"][..]),
+                ("model", &["virtio"][..]),
+            ]),
+        ),
+        ("graphics", None),
+        ("video", Some(vec![("modelType", &["none"][..])])),
+        ("hostdev", None),
+        (
+            "rng",
+            Some(vec![
+                ("model", &["virtio"][..]),
+                ("backendModel", &["random"][..]),
+            ]),
+        ),
+        ("filesystem", None),
+        ("tpm", None),
+        ("redirdev", None),
+    ]
+}
+
 fn given(v: Option<&str>) -> Option<&str> {
     v.filter(|s| !s.is_empty())
 }
@@ -334,22 +369,31 @@ pub fn domain_capabilities(
     enum_(&mut x, "      ", "readonly", &["yes"]);
     enum_(&mut x, "      ", "secure", &["no"]);
     x.push_str("    </loader>\n  </os>\n");
+    // `migratable='on'` (what virt-install writes when it is offered) hides the
+    // features that pin a guest to this host; both values translate.
     x.push_str(
         "  <cpu>\n    <mode name='host-passthrough' supported='yes'>\n      \
-         <enum name='hostPassthroughMigratable'>\n        <value>off</value>\n      </enum>\n    </mode>\n    \
+         <enum name='hostPassthroughMigratable'>\n        <value>on</value>\n        \
+         <value>off</value>\n      </enum>\n    </mode>\n    \
          <mode name='maximum' supported='yes'>\n      <enum name='maximumMigratable'>\n        \
          <value>off</value>\n      </enum>\n    </mode>\n    <mode name='host-model' supported='no'/>\n    \
          <mode name='custom' supported='no'/>\n  </cpu>\n  <memoryBacking supported='yes'>\n    \
          <enum name='sourceType'>\n      <value>anonymous</value>\n      <value>memfd</value>\n    </enum>\n  \
-         </memoryBacking>\n  <devices>\n    <disk supported='yes'>\n      <enum name='diskDevice'>\n        \
-         <value>disk</value>\n      </enum>\n      <enum name='bus'>\n        <value>virtio</value>\n      \
-         </enum>\n      <enum name='model'>\n        <value>virtio</value>\n      </enum>\n    </disk>\n    \
-         <graphics supported='no'/>\n    <video supported='yes'>\n      <enum name='modelType'>\n        \
-         <value>none</value>\n      </enum>\n    </video>\n    <hostdev supported='no'/>\n    \
-         <rng supported='yes'>\n      <enum name='model'>\n        <value>virtio</value>\n      </enum>\n      \
-         <enum name='backendModel'>\n        <value>random</value>\n      </enum>\n    </rng>\n    \
-         <filesystem supported='no'/>\n    <tpm supported='no'/>\n    <redirdev supported='no'/>\n  \
-         </devices>\n  <features>\n    <gic supported='no'/>\n    <vmcoreinfo supported='no'/>\n    \
+         </memoryBacking>\n  <devices>\n",
+    );
+    for (element, enums) in device_caps() {
+        let Some(enums) = enums else {
+            let _ = writeln!(x, "    <{element} supported='no'/>");
+            continue;
+        };
+        let _ = writeln!(x, "    <{element} supported='yes'>");
+        for (name, values) in enums {
+            enum_(&mut x, "      ", name, values);
+        }
+        let _ = writeln!(x, "    </{element}>");
+    }
+    x.push_str(
+        "  </devices>\n  <features>\n    <gic supported='no'/>\n    <vmcoreinfo supported='no'/>\n    \
          <genid supported='no'/>\n    <backingStoreInput supported='no'/>\n    <backup supported='no'/>\n    \
          <sev supported='no'/>\n    <sgx supported='no'/>\n  </features>\n</domainCapabilities>\n",
     );
