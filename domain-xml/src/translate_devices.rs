@@ -535,8 +535,14 @@ fn disk(d: &Disk) -> Result<ms::Device> {
             return unsupported(format!("disk '{dev}': <driver {k}='{v}'> is not supported"));
         }
     }
-    // A CD-ROM's tray starts closed; libvirt writes `tray='closed'` in live XML.
-    let tray_ok = cdrom && d.target.tray.as_deref() == Some("closed");
+    // A CD-ROM's tray starts closed, or open with `tray='open'` (libvirt's live XML
+    // records the state; media drives with a tray are the virtio-scsi ones so far).
+    let tray_ok = cdrom
+        && match d.target.tray.as_deref() {
+            Some("closed") => true,
+            Some("open") => bus == DiskBus::Scsi,
+            _ => false,
+        };
     if (d.target.tray.is_some() && !tray_ok)
         || d.target.removable.is_some()
         || d.target.rotation_rate.is_some()
@@ -667,6 +673,7 @@ fn scsi_disk(d: &Disk, cdrom: bool, medium: Option<ms::Disk>) -> Result<ms::Devi
             vendor: d.vendor.clone(),
             product: d.product.clone(),
             wwn,
+            tray_open: cdrom && d.target.tray.as_deref() == Some("open"),
         }),
     })
 }

@@ -415,6 +415,9 @@ pub struct ScsiDisk {
     /// The image; `None` is a CD-ROM with an empty tray. Its `target` is `name`.
     #[serde(default)]
     pub medium: Option<Disk>,
+    /// A CD-ROM whose tray starts open (libvirt `<target tray='open'>`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tray_open: bool,
     /// INQUIRY vendor (≤ 8 ASCII characters; `QEMU` when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vendor: Option<String>,
@@ -901,6 +904,7 @@ mod tests {
                 vendor: None,
                 product: None,
                 wwn: None,
+                tray_open: false,
                 medium: medium.then(|| match &sample().devices[1].kind {
                     DeviceKind::Disk(d) => d.clone(),
                     _ => unreachable!(),

@@ -55,6 +55,7 @@ fn scsi_unit(id: &str, target: u8, cdrom: bool, name: &str, medium: Option<&Path
             vendor: None,
             product: None,
             wwn: None,
+            tray_open: false,
             medium: medium.map(|p| Disk {
                 path: p.to_path_buf(),
                 format: DiskFormat::Raw,

@@ -21,6 +21,7 @@
 //! the monitor can send `DEVICE_TRAY_MOVED` before its reply, as QEMU does.
 
 pub mod nodes;
+pub mod spec;
 #[cfg(test)]
 mod tests;
 

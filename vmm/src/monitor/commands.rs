@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::broadcast;
 
 use super::devices::{BlockCounters, BlockIoError, BlockView, Devices, PciFunction};
-use super::{events, hmp, MachineInfo};
+use super::{events, hmp, media, MachineInfo};
 use crate::control::{ControlError, RunState, VmControl, VmEvent};
 
 /// Every command served, in the schema's order.
@@ -34,6 +34,14 @@ pub const COMMANDS: &[&str] = &[
     "query-balloon",
     "balloon",
     "set_link",
+    "blockdev-open-tray",
+    "blockdev-close-tray",
+    "blockdev-remove-medium",
+    "blockdev-insert-medium",
+    "blockdev-change-medium",
+    "eject",
+    "blockdev-add",
+    "blockdev-del",
     "query-pci",
     "query-memory-size-summary",
     "query-target",
@@ -93,7 +101,7 @@ impl Commands {
         let _ = self.events.set(events);
     }
 
-    fn emit(&self, name: &str, data: Option<Value>) {
+    pub(crate) fn emit(&self, name: &str, data: Option<Value>) {
         if let Some(e) = self.events.get() {
             e.emit(name, data);
         }
@@ -134,7 +142,12 @@ impl Commands {
             "query-kvm" => ok(json!({"enabled": true, "present": true})),
             "query-cpus-fast" => ok(self.cpus_fast()),
             "query-hotpluggable-cpus" => ok(self.hotpluggable_cpus()),
-            "query-block" => ok(self.devices.blocks.iter().map(|b| block_info(b.as_ref())).collect()),
+            "query-block" => ok(self
+                .devices
+                .blocks
+                .iter()
+                .map(|b| block_info(b.as_ref(), self.devices.media.as_ref()))
+                .collect()),
             "query-blockstats" => ok(self.blockstats()),
             "query-chardev" => ok(self
                 .control
@@ -168,6 +181,7 @@ impl Commands {
                 .introspection
                 .get_or_init(|| self.schema.introspect())
                 .clone()),
+            c if media::COMMANDS.contains(&c) => qmp::ready(self.run_media(c, &args)),
             c if super::display::COMMANDS.contains(&c) => self.run_display(c, &args),
             other => qmp::ready(Err(QmpError::command_not_found(other))),
         }
@@ -451,8 +465,9 @@ fn control_error(e: ControlError) -> QmpError {
     }
 }
 
-fn block_info(b: &dyn BlockView) -> Value {
-    let d = b.describe();
+fn block_info(b: &dyn BlockView, drives: Option<&Arc<crate::media::MediaRegistry>>) -> Value {
+    let mut d = b.describe();
+    let (tray_open, locked) = media::overlay(&mut d, drives);
     let mut image = json!({
         "filename": d.file,
         "format": d.format,
@@ -467,11 +482,11 @@ fn block_info(b: &dyn BlockView) -> Value {
         "qdev": d.qdev,
         "type": "unknown",
         "removable": d.removable,
-        "locked": false,
+        "locked": locked,
         "io-status": "ok",
     });
     if d.removable {
-        info["tray_open"] = json!(false);
+        info["tray_open"] = json!(tray_open);
     }
     if d.empty {
         return info;
@@ -600,7 +615,8 @@ mod tests {
                 "RESET",
                 "GUEST_PANICKED",
                 "BALLOON_CHANGE",
-                "BLOCK_IO_ERROR"
+                "BLOCK_IO_ERROR",
+                "DEVICE_TRAY_MOVED",
             ]
         );
         // Every event the VMM can produce is in the schema.
@@ -654,6 +670,26 @@ mod tests {
                 "input-send-event" => {
                     args.insert("events".into(), json!([]));
                 }
+                "blockdev-remove-medium" | "blockdev-insert-medium" => {
+                    args.insert("id".into(), json!("cd0"));
+                    args.insert("node-name".into(), json!("n"));
+                    args.retain(|k, _| k == "id" || *name == "blockdev-insert-medium");
+                }
+                "blockdev-change-medium" => {
+                    args.insert("id".into(), json!("cd0"));
+                    args.insert("filename".into(), json!("/nonexistent.iso"));
+                }
+                "blockdev-add" => {
+                    args.insert("driver".into(), json!("file"));
+                    args.insert("node-name".into(), json!("n"));
+                    args.insert("filename".into(), json!("/nonexistent.iso"));
+                }
+                "blockdev-del" => {
+                    args.insert("node-name".into(), json!("n"));
+                }
+                _ if media::COMMANDS.contains(name) => {
+                    args.insert("id".into(), json!("cd0"));
+                }
                 _ => {}
             }
             let cmd = c.schema.command(name).unwrap();
@@ -666,6 +702,16 @@ mod tests {
                 // No display in this machine.
                 Err(e) if super::super::display::COMMANDS.contains(name) => {
                     assert_eq!(e.class, qmp::ErrorClass::GenericError, "{name}");
+                }
+                // No drive, no image: refused, by name.
+                Err(e) if media::COMMANDS.contains(name) => {
+                    assert_ne!(e.class, qmp::ErrorClass::CommandNotFound, "{name}");
+                    assert!(
+                        e.desc.contains("cd0")
+                            || e.desc.contains("/nonexistent.iso")
+                            || e.desc.contains("node-name='n'"),
+                        "{name}: {e:?}"
+                    );
                 }
                 Err(e) => {
                     assert_ne!(e.class, qmp::ErrorClass::CommandNotFound, "{name}");

@@ -9,13 +9,15 @@
 //! * [`commands`]: the command table and handlers;
 //! * [`hmp`]: the `human-monitor-command` subset;
 //! * [`devices`]: what the monitor can see of devices (block, balloon, PCI);
-//! * [`events`]: VM events → QMP events.
+//! * [`events`]: VM events → QMP events;
+//! * [`media`]: the CD-ROM tray and medium commands, `DEVICE_TRAY_MOVED`.
 
 pub mod commands;
 pub mod devices;
 pub mod display;
 pub mod events;
 pub mod hmp;
+pub mod media;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -160,8 +162,10 @@ impl Monitor {
                     h.set_events(server.events());
                     let _ = ready_tx.send(Ok(()));
                     let poller = tokio::spawn(commands::watch_devices(h.clone()));
+                    let trays = tokio::spawn(h.clone().forward_tray_moves());
                     let _ = stop_rx.await;
                     poller.abort();
+                    trays.abort();
                     server.shutdown(SHUTDOWN_GRACE).await;
                 });
             })

@@ -42,6 +42,7 @@ use crate::pci::bridge::{Bridge, BridgeKind};
 use crate::pci::chipset::ChipsetFunction;
 use crate::pci::root::CONFIG_ADDRESS_PORT;
 use crate::pci::{PciError, PciRoot, PciWindows};
+use crate::media::MediaRegistry;
 use crate::scsi::{DeviceConfig, DeviceKind as ScsiKind, ScsiDevice, ScsiTarget};
 
 /// Why the PCI devices could not be built.
@@ -77,6 +78,9 @@ pub enum AttachError {
     /// The video device could not be built.
     #[error("video device")]
     Display(#[source] crate::display::attach::DisplayError),
+    /// A CD-ROM's medium could not be opened, or its drive registered.
+    #[error("disk '{0}'")]
+    Media(String, #[source] crate::media::MediaError),
 }
 
 /// A disk as the monitor sees it: its configuration and live counters.
@@ -144,6 +148,8 @@ pub struct PciBackends {
     pci: Arc<PciList>,
     /// The primary display's console (kept across machines).
     display: Option<Arc<crate::display::Console>>,
+    /// The removable-media drives (CD-ROMs), whatever their bus.
+    media: Arc<MediaRegistry>,
 }
 
 impl PciBackends {
@@ -157,6 +163,7 @@ impl PciBackends {
             disks: Vec::new(),
             pci: Arc::new(PciList::default()),
             display: crate::display::attach::console_for(spec),
+            media: MediaRegistry::new(),
         };
         for d in &spec.devices {
             match &d.kind {
@@ -235,7 +242,28 @@ impl PciBackends {
                 }
             }
         }
+        crate::media::spec::register_drives(spec, &b.media, |id| {
+            b.disks
+                .iter()
+                .find(|(i, _)| i == id)
+                .map(|(_, v)| v.stats.clone())
+        })
+        .map_err(|(id, e)| AttachError::Media(id, e))?;
         Ok(b)
+    }
+
+    /// The removable-media drives.
+    pub fn media(&self) -> &Arc<MediaRegistry> {
+        &self.media
+    }
+
+    /// The unit of CD-ROM `id` for a machine being built: the same unit across
+    /// rebuilds (medium and tray kept), with the guest's state of the last
+    /// machine dropped.
+    pub fn removable_unit(&self, id: &str) -> Option<crate::scsi::SharedDevice> {
+        let drive = self.media.by_id(id)?;
+        drive.machine_reset();
+        Some(drive.unit())
     }
 
     /// `query-chardev` entries for the console ports.
@@ -277,6 +305,7 @@ impl PciBackends {
                 })
                 .collect(),
             display: self.display.clone(),
+            media: Some(self.media.clone()),
         }
     }
 
@@ -502,6 +531,18 @@ fn scsi_controller(
             continue;
         };
         if u.controller != index {
+            continue;
+        }
+        if let Some(unit) = backends.removable_unit(&d.id) {
+            info!(id = %d.id, controller = %id, target = u.target, lun = u.lun, "SCSI CD-ROM");
+            match targets.iter_mut().find(|(t, _)| *t == u.target) {
+                Some((_, t)) => t.insert_shared(u.lun, unit),
+                None => {
+                    let mut t = ScsiTarget::new();
+                    t.insert_shared(u.lun, unit);
+                    targets.push((u.target, t));
+                }
+            }
             continue;
         }
         let view = backends
