@@ -4,6 +4,11 @@
 //! empty tray (port 2). The guest reads and writes the disk (`oxcheck disk`:
 //! checksums compared with the host's, writes found in the image), mounts the CD
 //! and hashes a file on it, and gets "no medium" from the empty drive.
+//!
+//! And the "install from an ISO" path end to end: SeaBIOS on Q35 boots a
+//! `grub-mkrescue` ISO holding the test guest from a SATA CD-ROM (the ICH9 AHCI at
+//! 00:1f.2, El Torito through ATAPI), GRUB loads the kernel and initramfs from the
+//! CD, and Linux finds the disk and the CD it came from on the same adapter.
 
 #[allow(dead_code)] // shared with linux_guest.rs, which uses other parts
 #[path = "linux_guest/support.rs"]
@@ -17,7 +22,7 @@ use machine_spec::{
     exit, AtaBus, AtaController, AtaDisk, CacheMode, Device, DeviceKind, Disk, DiskFormat,
 };
 use oxvirt_tests::{skip, Vm};
-use support::{check, guest, pattern, pci_device, sha256_hex, wait_ready, Report, EXIT};
+use support::{check, guest, host, pattern, pci_device, sha256_hex, wait_ready, Report, EXIT};
 
 /// The disk: 4 MiB, a pattern in the first 256 KiB (what `oxcheck disk` reads).
 const DISK_SIZE: usize = 4 << 20;
@@ -221,6 +226,139 @@ fn linux_sata_disk_cdrom_and_empty_tray() {
         after[COPY_AT..COPY_AT + REGION] == region[..],
         "the region the guest copied is not on the host image",
     );
+    let mark = &after[MARK_SECTOR * 512..MARK_SECTOR * 512 + MARK.len()];
+    check(
+        &vm,
+        mark == MARK.as_bytes(),
+        "the marker the guest wrote is not on the host image",
+    );
+}
+
+#[test]
+fn linux_installs_from_an_iso_on_a_sata_cdrom_through_seabios() {
+    use oxvirt_tests::host::SEABIOS;
+    let test = "linux_installs_from_an_iso_on_a_sata_cdrom_through_seabios";
+    let Some(g) = guest(test) else {
+        return;
+    };
+    let tools = [
+        "/usr/bin/grub-mkrescue",
+        "/usr/lib/grub/i386-pc",
+        "/usr/bin/xorriso",
+    ];
+    if !Path::new(SEABIOS).exists() || tools.iter().any(|t| !Path::new(t).exists()) {
+        skip(
+            test,
+            "needs seabios, grub-pc-bin, grub-common, xorriso and mtools (apt-get install them)",
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let region = pattern(REGION, 0x1505);
+    let mut raw = region.clone();
+    raw.resize(DISK_SIZE, 0);
+    let disk = dir.path().join("disk.raw");
+    std::fs::write(&disk, &raw).unwrap();
+    // The installer medium: GRUB, the kernel (a bzImage: a bootloader cannot load
+    // the PVH ELF), the initramfs, the command line, and a file to find again.
+    let data = pattern(200 << 10, 0x150);
+    let tree = dir.path().join("iso");
+    std::fs::create_dir_all(tree.join("boot/grub")).unwrap();
+    std::fs::copy(g.dir.join("bzImage"), tree.join("boot/bzImage")).unwrap();
+    std::fs::copy(&g.initrd, tree.join("boot/initrd")).unwrap();
+    std::fs::write(tree.join("data.bin"), &data).unwrap();
+    let cmdline = format!("{} oxvirt_cmd64={}", g.cmdline, base64(SCRIPT.as_bytes()));
+    std::fs::write(
+        tree.join("boot/grub/grub.cfg"),
+        format!(
+            "set timeout=0\nserial --unit=0 --speed=115200\nterminal_output serial\n\
+             menuentry linux {{\n  linux /boot/bzImage {cmdline}\n  initrd /boot/initrd\n}}\n"
+        ),
+    )
+    .unwrap();
+    let iso = dir.path().join("install.iso");
+    host(
+        "grub-mkrescue",
+        &["-o", iso.to_str().unwrap(), tree.to_str().unwrap()],
+    );
+    let iso_sectors = std::fs::metadata(&iso).unwrap().len() / 512;
+
+    let mut spec = g.spec(1, if g.stock { 256 } else { 128 }, "");
+    spec.boot = machine_spec::Boot {
+        kernel: None,
+        initrd: None,
+        cmdline: String::new(),
+        firmware: Some(machine_spec::Firmware {
+            kind: machine_spec::FirmwareKind::Bios,
+            code: SEABIOS.into(),
+            vars: None,
+            vars_template: None,
+            boot_menu_timeout_ms: None,
+            reboot_timeout_ms: None,
+            serial_console: true,
+            smbios: None,
+        }),
+    };
+    spec.platform.chipset = machine_spec::Chipset::Q35;
+    // libvirt's q35 layout: the AHCI at 00:1f.2 (alias `ide`), the disk on port 0,
+    // the CD on port 2 with the first boot index.
+    let mut ahci = pci_device(
+        "ide",
+        0x1f,
+        DeviceKind::SataController(AtaController { index: 0 }),
+    );
+    ahci.pci = ahci
+        .pci
+        .map(|a| machine_spec::PciAddress { function: 2, ..a });
+    let mut cd = sata_drive("sata0-0-2", 2, true, "sdc", Some(&iso));
+    cd.boot_index = Some(1);
+    spec.devices.extend([
+        ahci,
+        sata_drive("sata0-0-0", 0, false, "sda", Some(&disk)),
+        cd,
+    ]);
+    let vm = Vm::start(&spec);
+    vm.wait_for("SeaBIOS (version", Duration::from_secs(120));
+    vm.wait_for("GRUB", Duration::from_secs(300));
+    let r = wait_ready(&vm, g);
+    let blk = r.all("block");
+    check(
+        &vm,
+        blk.iter()
+            .any(|l| l.get("name") == "sr0" && l.get("sectors") == iso_sectors.to_string()),
+        &format!("sr0 of {iso_sectors} sectors (the installer CD) expected: {blk:?}"),
+    );
+    vm.wait_for("OXVIRT-CMD-RC=", Duration::from_secs(600));
+    let code = vm.wait_exit(EXIT);
+    check(
+        &vm,
+        code == exit::POWEROFF,
+        &format!("VMM exit status {code}, expected power-off"),
+    );
+    let r = Report::parse(&vm.console());
+    check(
+        &vm,
+        r.cmd_rc == Some(0),
+        &format!("the guest's commands failed: {}", r.cmd_output),
+    );
+    check(
+        &vm,
+        r.check_lines("disk-read")
+            .first()
+            .is_some_and(|l| l.get("sha256") == sha256_hex(&region)),
+        "the guest read different bytes from the SATA disk than the host wrote",
+    );
+    check(
+        &vm,
+        r.check_lines("iso")
+            .first()
+            .is_some_and(|l| l.get("sha256") == sha256_hex(&data)),
+        &format!(
+            "data.bin on the installer CD hashed differently: {}",
+            r.cmd_output
+        ),
+    );
+    let after = std::fs::read(&disk).unwrap();
     let mark = &after[MARK_SECTOR * 512..MARK_SECTOR * 512 + MARK.len()];
     check(
         &vm,
