@@ -21,6 +21,7 @@ pub mod control;
 pub mod devices;
 pub mod display;
 pub mod firmware;
+pub mod input;
 pub mod kvm;
 pub mod layout;
 pub mod lifecycle;

@@ -41,7 +41,7 @@ use crate::control::{
 use crate::devices::chardev::{Chardev, InputEvent};
 use crate::devices::cmos::{Cmos, CMOS_PORT};
 use crate::devices::legacy::{
-    DebugCon, DebugPort, PortA, Pvpanic, ResetControl, DEBUGCON_PORT, DEBUG_PORT, I8042,
+    DebugCon, DebugPort, PortA, Pvpanic, ResetControl, DEBUGCON_PORT, DEBUG_PORT,
     I8042_COMMAND_PORT, I8042_DATA_PORT, PORT_A, PVPANIC_PORT, RESET_PORT,
 };
 use crate::devices::pm::{IrqLine, PmDevice, PM_BASE, SCI_IRQ};
@@ -512,7 +512,13 @@ impl Vmm {
             put(dev.clone(), COM_PORTS[i], COM_PORT_LEN)?;
             serials.push(dev);
         }
-        let i8042: SharedDevice = Arc::new(Mutex::new(I8042::new(self.exits.clone())));
+        // The PS/2 keyboard and mouse; the console's input goes to them (and to
+        // virtio input devices, which take precedence once their driver is up).
+        let i8042 = crate::input::i8042(vm, self.exits.clone());
+        if let Some(c) = &self.console {
+            let ps2 = Arc::new(crate::input::Ps2(i8042.clone()));
+            c.router().set_devices(vec![ps2.clone()], vec![ps2]);
+        }
         put(i8042.clone(), I8042_DATA_PORT, 1)?;
         put(i8042, I8042_COMMAND_PORT, 1)?;
         put(Arc::new(Mutex::new(Cmos::new())), CMOS_PORT, 2)?;

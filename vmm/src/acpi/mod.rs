@@ -68,9 +68,10 @@ const OEM_ID: [u8; 6] = *b"OXVIRT";
 const OEM_TABLE_ID: [u8; 8] = *b"OXVIRTVM";
 const OEM_REVISION: u32 = 1;
 
-/// FADT `IAPC_BOOT_ARCH`: legacy ISA devices (COM ports) exist; no 8042 is
-/// advertised (ours only resets the machine), so Linux does not probe for one.
+/// FADT `IAPC_BOOT_ARCH`: legacy ISA devices (COM ports) exist, and an 8042 (the
+/// PS/2 keyboard and mouse controller, also in the DSDT as PNP0303/PNP0F13).
 const IAPC_LEGACY_DEVICES: u16 = 1;
+const IAPC_8042: u16 = 2;
 
 /// The machine as the tables describe it.
 #[derive(Debug, Clone)]
@@ -209,6 +210,30 @@ pub fn dsdt_aml(cfg: &AcpiConfig<'_>) -> Vec<u8> {
         ],
     ))));
 
+    // The i8042: keyboard on ports 0x60/0x64 with IRQ 1, mouse on IRQ 12.
+    let kbd_crs = Raw(bytes_of(&aml::ResourceTemplate::new(vec![
+        &aml::IO::new(0x60, 0x60, 1, 1),
+        &aml::IO::new(0x64, 0x64, 1, 1),
+        &aml::Interrupt::new(true, true, false, false, 1),
+    ])));
+    sb.push(Raw(bytes_of(&aml::Device::new(
+        "KBD_".into(),
+        vec![
+            &aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0303")),
+            &aml::Name::new("_CRS".into(), &kbd_crs),
+        ],
+    ))));
+    let mou_crs = Raw(bytes_of(&aml::ResourceTemplate::new(vec![
+        &aml::Interrupt::new(true, true, false, false, 12),
+    ])));
+    sb.push(Raw(bytes_of(&aml::Device::new(
+        "MOU_".into(),
+        vec![
+            &aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0F13")),
+            &aml::Name::new("_CRS".into(), &mou_crs),
+        ],
+    ))));
+
     for (i, _) in cfg.apic_ids.iter().enumerate() {
         let uid = i as u32;
         sb.push(Raw(bytes_of(&aml::Device::new(
@@ -295,7 +320,7 @@ fn fadt() -> Vec<u8> {
     f.reset_reg = io(1, AccessSize::ByteAccess, RESET_PORT);
     f.reset_value = RESET_VALUE;
     f.century = crate::devices::cmos::REG_CENTURY as u8;
-    f.iapc_boot_arch = IAPC_LEGACY_DEVICES.into();
+    f.iapc_boot_arch = (IAPC_LEGACY_DEVICES | IAPC_8042).into();
     bytes_of(&f.finalize())
 }
 
