@@ -189,7 +189,7 @@ fn rpc_storage_virsh_pool_and_volume_commands() {
     assert_eq!(rpc_common::field(&vi, "Capacity"), "12.00 MiB");
     let r = d.virsh(&["vol-resize", "--pool", "pool1", "c.img", "1M"]);
     assert!(
-        !r.ok && r.stderr.contains("Can't shrink capacity"),
+        !r.ok && r.stderr.contains("shrink capacity below"),
         "{}",
         r.stderr
     );
@@ -252,7 +252,7 @@ fn rpc_storage_virsh_pool_and_volume_commands() {
     assert!(!r.ok, "{}", r.stdout);
     assert!(!dir.join("n.qcow2").exists());
     let r = d.virsh(&["vol-create-as", "pool1", "b.img", "1M"]);
-    assert!(!r.ok && r.stderr.contains("already exists"), "{}", r.stderr);
+    assert!(!r.ok && r.stderr.contains("exists already"), "{}", r.stderr);
     let r = d.virsh(&[
         "pool-define-as",
         "nfs",

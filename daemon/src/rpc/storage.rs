@@ -396,7 +396,7 @@ pub async fn call(conn: &mut Conn, h: &Header, payload: &[u8]) -> CallResult {
                 .map_err(vir)?;
             conn.reply(h, Ok(Vec::new())).await;
             conn.storage
-                .start_upload(file, a.length, conn.out.clone(), h);
+                .start_upload(file, a.length, (s.clone(), a.vol.pool.clone()), h);
             Ok(None)
         }
         VOL_DOWNLOAD => {

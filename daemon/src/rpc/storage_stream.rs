@@ -35,6 +35,9 @@ enum VolStream {
     Upload {
         data: mpsc::Sender<Vec<u8>>,
         writer: JoinHandle<std::io::Result<()>>,
+        /// Refreshed once the upload is complete (libvirt does the same, with a pool
+        /// refresh event).
+        pool: (Storage, String),
     },
     Download {
         reader: JoinHandle<()>,
@@ -75,7 +78,7 @@ impl ConnStorage {
         &mut self,
         mut file: std::fs::File,
         length: u64,
-        _out: Outbox,
+        pool: (Storage, String),
         call: &Header,
     ) {
         let (data, mut rx) = mpsc::channel::<Vec<u8>>(UPLOAD_QUEUE);
@@ -88,8 +91,10 @@ impl ConnStorage {
             }
             file.flush()
         });
-        self.streams
-            .insert(call.serial, (VolStream::Upload { data, writer }, *call));
+        self.streams.insert(
+            call.serial,
+            (VolStream::Upload { data, writer, pool }, *call),
+        );
     }
 
     /// Starts sending `len` bytes of `file` as a `vol-download` stream.
@@ -145,10 +150,10 @@ impl ConnStorage {
             return;
         };
         match (stream, h.status) {
-            (VolStream::Upload { data, writer }, Status::Continue) => {
+            (VolStream::Upload { data, writer, pool }, Status::Continue) => {
                 if data.send(payload).await.is_ok() {
                     self.streams
-                        .insert(h.serial, (VolStream::Upload { data, writer }, call));
+                        .insert(h.serial, (VolStream::Upload { data, writer, pool }, call));
                     return;
                 }
                 // The writer stopped: tell the client why.
@@ -158,11 +163,17 @@ impl ConnStorage {
                 };
                 send_error(out, &call, why).await;
             }
-            (VolStream::Upload { data, writer }, Status::Ok) => {
+            (VolStream::Upload { data, writer, pool }, Status::Ok) => {
                 drop(data);
                 match writer.await {
                     Ok(Ok(())) => {
                         out.send(&stream_header(&call, Status::Ok), &[]).await;
+                        let (storage, name) = pool;
+                        tokio::spawn(async move {
+                            if let Err(e) = storage.refresh_pool(&name, 0).await {
+                                tracing::debug!(pool = name, error = %e, "refresh after upload");
+                            }
+                        });
                     }
                     Ok(Err(e)) => send_error(out, &call, format!("cannot write volume: {e}")).await,
                     Err(e) => send_error(out, &call, format!("volume writer failed: {e}")).await,

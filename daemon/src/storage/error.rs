@@ -42,8 +42,13 @@ pub enum Error {
     /// A host call failed: "cannot … 'path': strerror".
     #[error("{0}")]
     System(String),
-    #[error("storage volume already exists: {0}")]
+    /// `VIR_ERR_STORAGE_VOL_EXIST`, naming the volume.
+    #[error("storage volume '{0}' exists already")]
     VolExists(String),
+    /// A size unit libvirt does not know (raised outside the storage driver:
+    /// `VIR_FROM_NONE`).
+    #[error("invalid argument: unknown suffix '{0}'")]
+    UnknownSuffix(String),
     #[error("XML error: {0}")]
     Xml(String),
 }
@@ -62,13 +67,17 @@ impl Error {
             Error::PoolBuilt(_) => code::STORAGE_POOL_BUILT,
             Error::System(_) => code::SYSTEM_ERROR,
             Error::VolExists(_) => code::STORAGE_VOL_EXIST,
+            Error::UnknownSuffix(_) => code::INVALID_ARG,
             Error::Xml(_) => code::XML_ERROR,
         }
     }
 
     /// libvirt's `virErrorDomain`: the storage driver.
     pub fn origin(&self) -> i32 {
-        FROM_STORAGE
+        match self {
+            Error::UnknownSuffix(_) => 0,
+            _ => FROM_STORAGE,
+        }
     }
 
     /// libvirt's `virReportSystemError` text: `cannot WHAT 'PATH': strerror`.

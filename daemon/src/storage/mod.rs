@@ -755,7 +755,7 @@ impl Storage {
         let _job = self.inner.job.lock().await;
         let dir = self.with_active(pool, |p| {
             if p.vols.contains(&req.name) {
-                return Err(Error::VolExists(format!("'{}'", req.name)));
+                return Err(Error::VolExists(req.name.clone()));
             }
             Ok(p.def.path.clone())
         })?;
@@ -859,6 +859,11 @@ impl Storage {
         } else {
             capacity
         };
+        if target < info.allocation {
+            return Err(Error::InvalidArg(
+                "can't shrink capacity below existing allocation".into(),
+            ));
+        }
         if target < info.capacity && flags & RESIZE_SHRINK == 0 {
             return Err(Error::InvalidArg(
                 "Can't shrink capacity below current capacity unless shrink flag explicitly specified"

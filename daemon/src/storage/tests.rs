@@ -92,7 +92,7 @@ async fn pool_and_volume_lifecycle_with_valid_xml() {
         )
         .await
         .unwrap_err();
-    assert_eq!(e.to_string(), "storage volume already exists: 'a.qcow2'");
+    assert_eq!(e.to_string(), "storage volume 'a.qcow2' exists already");
     // A backing store that does not exist: nothing is created.
     let e = s
         .create_vol(

@@ -73,8 +73,8 @@ fn scaled(node: roxmltree::Node<'_, '_>, what: &str) -> Result<u64> {
         .parse()
         .map_err(|_| Error::Xml(format!("malformed {what} element")))?;
     let unit = node.attribute("unit").unwrap_or("bytes");
-    let scale = domain_xml::unit_scale(unit)
-        .ok_or_else(|| Error::InvalidArg(format!("unknown suffix '{unit}'")))?;
+    let scale =
+        domain_xml::unit_scale(unit).ok_or_else(|| Error::UnknownSuffix(unit.to_string()))?;
     value
         .checked_mul(scale)
         .filter(|b| *b <= i64::MAX as u64)
@@ -98,7 +98,7 @@ impl VolRequest {
             .ok_or_else(|| Error::Xml("missing volume name element".into()))?
             .to_string();
         if name.contains('/') {
-            return Err(Error::Xml(format!(
+            return Err(Error::OperationInvalid(format!(
                 "volume name '{name}' cannot contain '/'"
             )));
         }
@@ -261,7 +261,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "XML error: volume name 'a/b' cannot contain '/'"
+            "Requested operation is not valid: volume name 'a/b' cannot contain '/'"
         );
         let e = VolRequest::parse("<volume><name>a</name><capacity>1x</capacity></volume>")
             .unwrap_err();
