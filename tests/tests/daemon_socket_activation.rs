@@ -145,3 +145,82 @@ fn daemon_socket_activation_serves_virsh_on_passed_sockets() {
     let again = virsh(&rw_uri, &["list", "--all"]);
     assert!(again.ok, "{}\n{log}", again.stderr);
 }
+
+/// Package oxvirt-qemu-uri's socket units: libvirt's QEMU-driver sockets passed by
+/// name (`qemu-rw`, `qemu-ro`) make the daemon answer `qemu:///system` on them, with
+/// no `qemu_uri` in its configuration (installing the units is the choice).
+#[test]
+fn daemon_socket_activation_serves_qemu_uri_on_the_compat_sockets() {
+    let dir = tempfile::Builder::new()
+        .prefix("oxvirt-sockact-qemu-")
+        .tempdir()
+        .unwrap();
+    let d = dir.path();
+    let mut procs = Procs(Vec::new());
+    let bus = d.join("bus");
+    procs.0.push(
+        Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--nopidfile"])
+            .arg(format!("--address=unix:path={}", bus.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting dbus-daemon (Debian package dbus)"),
+    );
+    wait_socket(&bus, "dbus-daemon");
+    let config = write_config(d, &bus, false, &d.join("own").join("virtoxvirtd-sock"));
+    let [rw, ro, qrw, qro] = [
+        "virtoxvirtd-sock",
+        "virtoxvirtd-sock-ro",
+        "virtqemud-sock",
+        "virtqemud-sock-ro",
+    ]
+    .map(|f| d.join(f));
+    let log_path = d.join("oxvirtd.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut c = Command::new("systemd-socket-activate");
+    for s in [&rw, &ro, &qrw, &qro] {
+        c.arg("-l").arg(s);
+    }
+    procs.0.push(
+        c.arg("--fdname=rw:ro:qemu-rw:qemu-ro")
+            .args(["-E", "OXVIRTD_LOG=info,daemon::rpc=debug"])
+            .arg(bin_path("oxvirtd"))
+            .arg("--system")
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting systemd-socket-activate (Debian package systemd)"),
+    );
+    wait_socket(&qro, "systemd-socket-activate");
+    let show_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+
+    let q = format!("qemu:///system?socket={}", qrw.display());
+    let r = virsh(&q, &["version"]);
+    assert!(r.ok, "{}\n--- log:\n{}", r.stderr, show_log());
+    assert!(
+        r.stdout.contains("Running hypervisor: QEMU 7.2.0"),
+        "{}",
+        r.stdout
+    );
+    // The read-only twin refuses changes, as libvirt's does.
+    let xml = d.join("x.xml");
+    std::fs::write(
+        &xml,
+        "<domain type='kvm'><name>ro-probe</name><memory unit='MiB'>16</memory>\
+         <os><type>hvm</type></os></domain>",
+    )
+    .unwrap();
+    let qr = format!("qemu:///system?socket={}", qro.display());
+    let r = virsh(&qr, &["define", xml.to_str().unwrap()]);
+    assert!(!r.ok, "define through virtqemud-sock-ro succeeded");
+    assert!(virsh(&qr, &["list", "--all"]).ok, "{}", show_log());
+    let log = show_log();
+    assert!(
+        log.contains("on the socket systemd passed as 'qemu-rw'")
+            && log.contains("on the socket systemd passed as 'qemu-ro'"),
+        "oxvirtd did not serve both passed compat sockets:\n{log}"
+    );
+}

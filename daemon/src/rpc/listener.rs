@@ -348,6 +348,17 @@ pub fn start(
         let uri = shared.config.compat_uri.clone();
         tokio::spawn(accept_loop(shared.clone(), l, read_only, uri));
     }
+    // Compat sockets systemd passed without `qemu_uri` in the configuration: the
+    // socket units (package oxvirt-qemu-uri) are the administrator's choice.
+    for (name, l) in passed.compat {
+        let l = inherited_or_bind(Some(l), Path::new(&name))?;
+        info!(
+            "libvirt RPC also serving {} on the socket systemd passed as '{name}'",
+            shared.config.compat_uri
+        );
+        let uri = shared.config.compat_uri.clone();
+        tokio::spawn(accept_loop(shared.clone(), l, name.ends_with("-ro"), uri));
+    }
     Ok(bound)
 }
 
