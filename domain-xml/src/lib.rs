@@ -42,6 +42,8 @@ mod translate;
 mod translate_ata;
 mod translate_devices;
 pub mod translate_firmware;
+mod translate_graphics;
+mod translate_input;
 mod translate_video;
 mod units;
 mod xmlenum;

@@ -53,6 +53,7 @@ pub fn translate(dom: &Domain) -> Result<ms::MachineSpec> {
         // Direct kernel boot boots the kernel; boot order means nothing.
         devices.iter_mut().for_each(|d| d.boot_index = None);
     }
+    let (graphics, graphics_warnings) = crate::translate_graphics::graphics(&dom.devices)?;
     let spec = ms::MachineSpec {
         version: ms::SPEC_VERSION,
         name: dom.name.clone(),
@@ -67,11 +68,12 @@ pub fn translate(dom: &Domain) -> Result<ms::MachineSpec> {
             on_crash: action(dom.on_crash),
         },
         devices,
-        warnings: [
-            crate::comfort::warnings(dom),
-            crate::translate_video::warnings(&dom.devices),
-        ]
-        .concat(),
+        graphics,
+        warnings: crate::comfort::warnings(dom)
+            .into_iter()
+            .chain(graphics_warnings)
+            .chain(crate::translate_video::warnings(&dom.devices))
+            .collect(),
     };
     clock(dom)?;
     pm(dom)?;

@@ -237,12 +237,7 @@ fn reject_unsupported_kinds(d: &Devices) -> Result<()> {
             return unsupported(format!("<{name}> devices are not supported"));
         }
     }
-    if let Some(g) = d.graphics.first() {
-        return unsupported(format!(
-            "<graphics type='{}'> is not supported (oxvirt has no display)",
-            g.attr("type").unwrap_or("")
-        ));
-    }
+    // <graphics>: translate_graphics.
     Ok(())
 }
 

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 mod ata;
 pub use ata::{AtaBus, AtaController, AtaDisk, AHCI_PORTS};
+mod graphics;
+pub use graphics::{Graphics, GraphicsListen, SharePolicy, VNC_PORT_MIN};
 
 /// Version of the spec format; bump when a change is not backwards compatible.
 pub const SPEC_VERSION: u32 = 1;
@@ -39,6 +41,9 @@ pub struct MachineSpec {
     /// Devices in a stable order; ids are unique.
     #[serde(default)]
     pub devices: Vec<Device>,
+    /// The graphical console (a VNC server), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graphics: Option<Graphics>,
     /// What of the domain XML runs without effect or differently from libvirt+QEMU
     /// (desktop-comfort devices, SPICE served as VNC, …); the VMM logs each line at
     /// start, so the domain log says it.
@@ -865,6 +870,7 @@ mod tests {
                     }),
                 },
             ],
+            graphics: None,
             warnings: Vec::new(),
         }
     }

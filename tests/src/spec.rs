@@ -54,6 +54,7 @@ pub fn spec(kernel: &Path, cmdline: &str, mem_mib: u64, cpus: u32) -> MachineSpe
             on_crash: LifecycleAction::Destroy,
         },
         devices: vec![serial_device(CharBackend::Stdio)],
+        graphics: None,
         warnings: Vec::new(),
     }
 }

@@ -33,6 +33,7 @@ pub mod scsi;
 pub mod smbios;
 pub mod vcpu;
 pub mod virtio;
+pub mod vnc;
 pub mod vm;
 
 pub use control::{

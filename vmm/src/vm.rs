@@ -114,6 +114,8 @@ pub enum VmError {
     Smbios(#[from] crate::smbios::SmbiosError),
     #[error("cannot build the fw_cfg items")]
     FwCfg(#[from] crate::devices::fw_cfg::FwCfgError),
+    #[error(transparent)]
+    Vnc(#[from] crate::vnc::VncError),
 }
 
 fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> VmError {
@@ -208,6 +210,8 @@ pub struct Vmm {
     /// The screen and input of the primary video device (None without one); each
     /// machine's devices plug into it, clients keep it across resets.
     console: Option<Arc<crate::display::Console>>,
+    /// The VNC server (`<graphics>`), serving `console`.
+    vnc: Option<Arc<crate::vnc::Vnc>>,
 }
 
 /// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread and every thread it
@@ -327,6 +331,7 @@ impl Vmm {
         lap("character devices opened");
         let pci_backends = crate::virtio::attach::PciBackends::open(&spec)?;
         let console = pci_backends.display();
+        let vnc = crate::vnc::start_for(&spec, console.clone())?;
         lap("PCI device backends opened");
         control.set_chardevs(
             chardevs
@@ -364,6 +369,7 @@ impl Vmm {
             machine: None,
             pci_backends,
             console,
+            vnc,
         })
     }
 
@@ -371,6 +377,7 @@ impl Vmm {
     pub fn monitor_devices(&self) -> crate::monitor::Devices {
         let mut d = self.pci_backends.monitor_devices();
         d.display = self.console.clone();
+        d.vnc = self.vnc.clone();
         d
     }
 

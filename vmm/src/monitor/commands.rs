@@ -51,6 +51,10 @@ pub const COMMANDS: &[&str] = &[
     "screendump",
     "send-key",
     "input-send-event",
+    "query-vnc",
+    "query-vnc-servers",
+    "set_password",
+    "expire_password",
 ];
 
 /// How long a command that asks the main loop for something (power button, reset,
@@ -98,6 +102,9 @@ impl Commands {
     }
 
     pub(crate) fn set_events(&self, events: EventSender) {
+        if let Some(v) = &self.devices.vnc {
+            v.set_events(events.clone());
+        }
         let _ = self.events.set(events);
     }
 
@@ -183,6 +190,9 @@ impl Commands {
                 .clone()),
             c if media::COMMANDS.contains(&c) => qmp::ready(self.run_media(c, &args)),
             c if super::display::COMMANDS.contains(&c) => self.run_display(c, &args),
+            c if crate::vnc::qmp::COMMANDS.contains(&c) => {
+                qmp::ready(crate::vnc::qmp::run(c, self.devices.vnc.as_deref(), &args))
+            }
             other => qmp::ready(Err(QmpError::command_not_found(other))),
         }
     }
@@ -617,6 +627,9 @@ mod tests {
                 "BALLOON_CHANGE",
                 "BLOCK_IO_ERROR",
                 "DEVICE_TRAY_MOVED",
+                "VNC_CONNECTED",
+                "VNC_INITIALIZED",
+                "VNC_DISCONNECTED"
             ]
         );
         // Every event the VMM can produce is in the schema.
@@ -687,6 +700,15 @@ mod tests {
                 "blockdev-del" => {
                     args.insert("node-name".into(), json!("n"));
                 }
+                "set_password" | "expire_password" => {
+                    args.insert("protocol".into(), json!("vnc"));
+                    let (k, v) = if *name == "set_password" {
+                        ("password", "pw")
+                    } else {
+                        ("time", "never")
+                    };
+                    args.insert(k.into(), json!(v));
+                }
                 _ if media::COMMANDS.contains(name) => {
                     args.insert("id".into(), json!("cd0"));
                 }
@@ -702,6 +724,10 @@ mod tests {
                 // No display in this machine.
                 Err(e) if super::super::display::COMMANDS.contains(name) => {
                     assert_eq!(e.class, qmp::ErrorClass::GenericError, "{name}");
+                }
+                // No <graphics>: refused as QEMU without -vnc.
+                Err(e) if ["set_password", "expire_password"].contains(name) => {
+                    assert_eq!(e.desc, "VNC display not active");
                 }
                 // No drive, no image: refused, by name.
                 Err(e) if media::COMMANDS.contains(name) => {

@@ -21,6 +21,8 @@ pub struct Devices {
     /// The primary display and input, if the machine has a video device
     /// (`screendump`, `send-key`, `input-send-event`, the VNC server).
     pub display: Option<Arc<crate::display::Console>>,
+    /// The VNC server (`query-vnc`, `set_password`, `add_client`, the `VNC_*` events).
+    pub vnc: Option<Arc<crate::vnc::Vnc>>,
     /// Removable-media drives (the tray commands, `DEVICE_TRAY_MOVED`).
     pub media: Option<Arc<crate::media::MediaRegistry>>,
 }

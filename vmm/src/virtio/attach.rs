@@ -305,6 +305,7 @@ impl PciBackends {
                 })
                 .collect(),
             display: self.display.clone(),
+            vnc: None,
             media: Some(self.media.clone()),
         }
     }

@@ -124,6 +124,7 @@ mod tests {
                 on_crash: LifecycleAction::Destroy,
             },
             devices: vec![],
+            graphics: None,
             warnings: Vec::new(),
         }
     }
