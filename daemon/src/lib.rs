@@ -9,5 +9,6 @@
 pub mod config;
 pub mod core;
 pub mod dbus;
+pub mod network;
 pub mod rpc;
 pub mod storage;

@@ -704,6 +704,30 @@ fn scsi_controller(c: &Controller) -> Result<Option<ms::Device>> {
     }))
 }
 
+/// `<interface type='network'>`: oxvirtd's network driver resolves the network to its
+/// bridge before translation and records it as `<source bridge>` (libvirt's live XML
+/// does the same); a tap is then made on that bridge.
+fn network_backend(n: &Interface, tap: Option<String>) -> Result<ms::NetBackend> {
+    let source = n.source.as_ref();
+    let network = source.and_then(|s| s.get_attr("network")).ok_or_else(|| {
+        Error::xml("No <source> 'network' attribute specified with <interface type='network'/>")
+    })?;
+    if source.and_then(|s| s.get_attr("portgroup")).is_some() {
+        return unsupported(format!(
+            "<interface type='network'><source portgroup> (network '{network}') is not supported"
+        ));
+    }
+    let bridge = source.and_then(|s| s.get_attr("bridge")).ok_or_else(|| {
+        Error::unsupported(format!(
+            "interface type 'network' (network '{network}') needs oxvirtd's network driver to find its bridge"
+        ))
+    })?;
+    Ok(ms::NetBackend::Bridge {
+        bridge: bridge.to_string(),
+        tap,
+    })
+}
+
 fn interface(n: &Interface) -> Result<ms::Device> {
     let what = format!("interface '{}'", n.mac);
     if let Some(m) = &n.model {
@@ -750,9 +774,10 @@ fn interface(n: &Interface) -> Result<ms::Device> {
                 tap,
             }
         }
+        InterfaceType::Network => network_backend(n, tap)?,
         other => {
             return unsupported(format!(
-                "interface type '{other}' is not supported (only 'ethernet' and 'bridge')"
+                "interface type '{other}' is not supported (only 'ethernet', 'bridge' and 'network')"
             ))
         }
     };

@@ -72,6 +72,9 @@ pub enum Error {
     /// The domain XML was refused by the parser or the translator (its own code).
     #[error(transparent)]
     Definition(#[from] domain_xml::Error),
+    /// The network driver refused (an interface's network is missing or inactive).
+    #[error(transparent)]
+    Network(#[from] crate::network::Error),
     /// The storage driver refused (a volume disk's pool or volume is missing).
     #[error(transparent)]
     Storage(#[from] crate::storage::Error),
@@ -90,6 +93,7 @@ impl Error {
             Error::AccessDenied(_) => code::ACCESS_DENIED,
             Error::ConfigUnsupported(_) => code::CONFIG_UNSUPPORTED,
             Error::Definition(e) => e.code(),
+            Error::Network(e) => e.code(),
             Error::Storage(e) => e.code(),
             Error::DeviceMissing(_) => code::DEVICE_MISSING,
             Error::Internal(_) => code::INTERNAL_ERROR,
@@ -110,6 +114,7 @@ impl Error {
     pub fn origin(&self) -> i32 {
         match self {
             Error::Xml(_) | Error::ConfigUnsupported(_) => origin::DOMAIN,
+            Error::Network(_) => crate::network::error::ORIGIN,
             Error::Storage(e) => e.origin(),
             Error::NoDomain(_) | Error::Internal(_) | Error::OperationTimeout(_) => origin::QEMU,
             _ => origin::DOMAIN,

@@ -48,6 +48,7 @@ impl Core {
     /// Launches `def` for `slot` (job lock held) and marks it running.
     pub(super) async fn boot(&self, slot: &Arc<Slot>, def: Definition, paused: bool) -> Result<()> {
         let mut def = def;
+        self.resolve_networks(&mut def)?;
         self.resolve_volumes(&mut def)?;
         let mut spec = def.translate()?;
         super::tapname::name_taps(&self.inner.next_vnet, &mut def, &mut spec);
@@ -136,6 +137,7 @@ impl Core {
         let Some(mut def) = def else { return };
         let name = def.name().to_string();
         let result = async {
+            self.resolve_networks(&mut def)?;
             let mut spec = def.translate()?;
             super::tapname::name_taps(&self.inner.next_vnet, &mut def, &mut spec);
             let vm = self.launch(slot, &name, spec, &def.to_xml(false)).await?;

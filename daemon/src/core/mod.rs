@@ -55,10 +55,11 @@ mod device;
 pub mod error;
 pub mod event;
 pub mod flags;
-mod fsutil;
+pub(crate) mod fsutil;
 mod lifecycle;
 pub mod monitor;
 mod netdev;
+mod netresolve;
 mod query;
 pub mod runtime;
 mod slot;
@@ -125,6 +126,8 @@ struct Inner {
     next_id: AtomicI32,
     /// The next `vnetN` tap name to try ([`tapname`]).
     next_vnet: AtomicU32,
+    /// The virtual network driver (`<interface type='network'>` joins its bridges).
+    networks: crate::network::Networks,
     /// The storage driver (`<disk type='volume'>` resolves through it).
     storage: crate::storage::Storage,
 }
@@ -136,6 +139,7 @@ impl Core {
         fsutil::create_dir(&config.runtime_dir, 0o700)?;
         fsutil::create_dir(&config.runtime_dir.join("domains"), 0o700)?;
         let store = Store::open(&config.domains_dir)?;
+        let networks = netresolve::open_networks(&config)?;
         let storage = volresolve::open_storage(&config)?;
         let (events, _) = broadcast::channel(1024);
         let core = Core {
@@ -147,6 +151,7 @@ impl Core {
                 events,
                 next_id: AtomicI32::new(1),
                 next_vnet: AtomicU32::new(0),
+                networks,
                 storage,
             }),
         };

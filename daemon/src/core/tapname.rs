@@ -37,7 +37,7 @@ pub(super) fn name_taps(counter: &AtomicU32, def: &mut Definition, spec: &mut Ma
         let mut iface = def.interfaces()[i].clone();
         if !matches!(
             iface.interface_type,
-            InterfaceType::Ethernet | InterfaceType::Bridge
+            InterfaceType::Ethernet | InterfaceType::Bridge | InterfaceType::Network
         ) {
             continue;
         }

@@ -81,6 +81,8 @@ pub struct Conn {
     pub uri: String,
     /// Domain event callbacks registered on this connection.
     pub events: Subscriptions,
+    /// Network event callbacks registered on this connection.
+    pub net_events: super::network::NetSubscriptions,
     /// Open console streams by the serial of the call that opened them.
     pub streams: HashMap<u32, ConsoleStream>,
 }
@@ -96,6 +98,7 @@ pub async fn serve(shared: Arc<Shared>, stream: UnixStream, access: Access, uri:
     let mut conn = Conn {
         uri,
         events: Subscriptions::new(shared.clone(), out.clone()),
+        net_events: Default::default(),
         shared,
         access,
         out,
@@ -117,6 +120,7 @@ pub async fn serve(shared: Arc<Shared>, stream: UnixStream, access: Access, uri:
         }
     }
     conn.events.clear();
+    conn.net_events.clear();
     for (_, s) in conn.streams.drain() {
         s.abort();
     }

@@ -6,6 +6,7 @@ use super::conn::{Access, Conn};
 use super::domain;
 use super::error::{code, from, VirError};
 use super::host;
+use super::network;
 use super::packet::{Header, PROGRAM_QEMU};
 use super::proto::{
     feature, qemu, remote, AuthListRet, DomainCapsArgs, EmptyListRet, EventRegisterArgs, FlagsArgs,
@@ -144,8 +145,11 @@ impl Conn {
                 "internal error: connection not open",
             ));
         }
-        if self.access == Access::ReadOnly && !read_only_safe(p) {
+        if self.access == Access::ReadOnly && !read_only_safe(p) && !network::read_only_safe(p) {
             return Err(VirError::read_only(&format!("procedure {p}")));
+        }
+        if let Some(r) = network::call(self, p, payload).await {
+            return r;
         }
         match p {
             remote::AUTH_LIST => ret(AuthListRet { types: vec![0] }),
@@ -158,6 +162,7 @@ impl Conn {
                         | feature::PROGRAM_KEEPALIVE
                         | feature::REMOTE_EVENT_CALLBACK
                         | feature::REMOTE_CLOSE_CALLBACK
+                        | network::FEATURE_NETWORK_UPDATE_HAS_CORRECT_ORDER
                 );
                 ret(IntValue {
                     value: i32::from(on),
@@ -224,7 +229,6 @@ impl Conn {
                 Err(VirError::no_support("virConnectGetSysinfo"))
             }
             remote::CONNECT_LIST_ALL_STORAGE_POOLS
-            | remote::CONNECT_LIST_ALL_NETWORKS
             | remote::CONNECT_LIST_ALL_INTERFACES
             | remote::CONNECT_LIST_ALL_NODE_DEVICES
             | remote::CONNECT_LIST_ALL_NWFILTERS
@@ -243,8 +247,7 @@ impl Conn {
                 void()
             }
             // `{int eventID; remote_<object> obj (optional)}`: only the event ID matters.
-            remote::CONNECT_NETWORK_EVENT_REGISTER_ANY
-            | remote::CONNECT_STORAGE_POOL_EVENT_REGISTER_ANY
+            remote::CONNECT_STORAGE_POOL_EVENT_REGISTER_ANY
             | remote::CONNECT_NODE_DEVICE_EVENT_REGISTER_ANY
             | remote::CONNECT_SECRET_EVENT_REGISTER_ANY => {
                 if payload.len() < 8 {
@@ -261,8 +264,7 @@ impl Conn {
                     value: self.events.register_other(),
                 })
             }
-            remote::CONNECT_NETWORK_EVENT_DEREGISTER_ANY
-            | remote::CONNECT_STORAGE_POOL_EVENT_DEREGISTER_ANY
+            remote::CONNECT_STORAGE_POOL_EVENT_DEREGISTER_ANY
             | remote::CONNECT_NODE_DEVICE_EVENT_DEREGISTER_ANY
             | remote::CONNECT_SECRET_EVENT_DEREGISTER_ANY => {
                 let a: IntValue = args(p, payload)?;

@@ -404,8 +404,7 @@ pub async fn call(conn: &mut Conn, h: &Header, payload: &[u8]) -> CallResult {
         }
         remote::DOMAIN_INTERFACE_ADDRESSES => {
             let a: InterfaceAddressesArgs = args(p, payload)?;
-            core.lookup_by_uuid(&uuid_of(&a.dom)).map_err(vir)?;
-            Err(VirError::no_support("virDomainInterfaceAddresses"))
+            super::network::interface_addresses(conn, a)
         }
         remote::DOMAIN_OPEN_CONSOLE => {
             let a: OpenConsoleArgs = args(p, payload)?;

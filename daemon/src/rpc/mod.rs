@@ -34,6 +34,7 @@ pub mod events;
 pub mod host;
 pub mod listener;
 pub mod monitor;
+pub mod network;
 pub mod packet;
 pub mod proto;
 pub mod stream;
