@@ -1,8 +1,9 @@
-//! `<controller type='sata'>` and `<disk bus='sata'>` → the spec's AHCI
-//! controllers and ATA drives. The drive address is libvirt's `<address
-//! type='drive' controller bus='0' target='0' unit>`, where `unit` is the AHCI
-//! port (0-5), as libvirt's QEMU driver maps it (`ide-hd,bus=ide.UNIT`).
-//! `<disk bus='ide'>` is refused: the PIIX IDE function is not emulated yet.
+//! `<controller type='sata'|'ide'>` and `<disk bus='sata'|'ide'>` → the spec's
+//! AHCI and IDE controllers and ATA drives. The drive address is libvirt's
+//! `<address type='drive' controller bus target='0' unit>`: on SATA `unit` is the
+//! AHCI port (0-5) and `bus` 0, as libvirt's QEMU driver maps it
+//! (`ide-hd,bus=ide.UNIT`); on IDE `bus` is the channel (0 primary, 1 secondary)
+//! and `unit` master (0) or slave (1): `hda` = 0:0, `hdc` = 1:0.
 
 use machine_spec as ms;
 
@@ -22,11 +23,7 @@ pub(crate) fn ata_disk(
     medium: Option<ms::Disk>,
 ) -> Result<ms::Device> {
     let dev = &d.target.dev;
-    if bus != DiskBus::Sata {
-        return unsupported(format!(
-            "disk bus '{bus}' is not supported (target '{dev}'): the IDE controller is not emulated yet, use bus 'sata' (AHCI), 'virtio' or 'scsi'"
-        ));
-    }
+    let ide = bus == DiskBus::Ide;
     let Some(Address::Drive {
         controller,
         bus: drive_bus,
@@ -35,15 +32,20 @@ pub(crate) fn ata_disk(
     }) = d.address
     else {
         return unsupported(format!(
-            "disk '{dev}': a SATA disk needs a drive address (<address type='drive'>)"
+            "disk '{dev}': a {bus} disk needs a drive address (<address type='drive'>)"
         ));
     };
-    if drive_bus != 0 || target != 0 {
+    if ide && (drive_bus > 1 || unit > 1 || target != 0) {
+        return unsupported(format!(
+            "disk '{dev}': IDE drive address bus {drive_bus} target {target} unit {unit} does not exist (bus 0-1, target 0, unit 0-1)"
+        ));
+    }
+    if !ide && (drive_bus != 0 || target != 0) {
         return unsupported(format!(
             "disk '{dev}': SATA drive address bus {drive_bus} target {target} does not exist (bus 0, target 0, unit = port 0-5)"
         ));
     }
-    if unit >= u32::from(ms::AHCI_PORTS) {
+    if !ide && unit >= u32::from(ms::AHCI_PORTS) {
         return unsupported(format!(
             "disk '{dev}': SATA unit {unit} does not exist (an AHCI controller has ports 0-5)"
         ));
@@ -51,7 +53,7 @@ pub(crate) fn ata_disk(
     for (name, v) in [("vendor", &d.vendor), ("product", &d.product)] {
         if v.is_some() {
             return unsupported(format!(
-                "disk '{dev}': <{name}> is not supported on bus 'sata' (SCSI only)"
+                "disk '{dev}': <{name}> is not supported on bus '{bus}' (SCSI only)"
             ));
         }
     }
@@ -76,18 +78,30 @@ pub(crate) fn ata_disk(
             )));
         }
     }
+    let (bus_type, at_bus, at_unit, fallback) = if ide {
+        (
+            ms::AtaBus::Ide,
+            drive_bus as u8,
+            unit as u8,
+            format!("ide{controller}-{drive_bus}-{unit}"),
+        )
+    } else {
+        (
+            ms::AtaBus::Sata,
+            unit as u8,
+            0,
+            format!("sata{controller}-0-{unit}"),
+        )
+    };
     Ok(ms::Device {
         boot_index: d.boot_order,
-        id: d
-            .alias
-            .clone()
-            .unwrap_or_else(|| format!("sata{controller}-0-{unit}")),
+        id: d.alias.clone().unwrap_or(fallback),
         pci: None,
         kind: ms::DeviceKind::AtaDisk(ms::AtaDisk {
-            bus_type: ms::AtaBus::Sata,
+            bus_type,
             controller,
-            bus: unit as u8,
-            unit: 0,
+            bus: at_bus,
+            unit: at_unit,
             cdrom,
             name: dev.clone(),
             medium,
@@ -97,11 +111,15 @@ pub(crate) fn ata_disk(
 }
 
 /// `<controller type='sata'>`: an AHCI adapter (ICH9) at `pci`, the address
-/// libvirt gave it (00:1f.2 for index 0 on Q35). Other controller types give `None`.
+/// libvirt gave it (00:1f.2 for index 0 on Q35); `<controller type='ide'>`: the
+/// PIIX3 IDE function (00:01.1 on i440FX). Other controller types give `None`.
 pub(crate) fn ata_controller(
     c: &Controller,
     pci: Option<ms::PciAddress>,
 ) -> Result<Option<ms::Device>> {
+    if c.controller_type == ControllerType::Ide {
+        return ide_controller(c, pci).map(Some);
+    }
     if c.controller_type != ControllerType::Sata {
         return Ok(None);
     }
@@ -128,4 +146,37 @@ pub(crate) fn ata_controller(
         pci,
         kind: ms::DeviceKind::SataController(ms::AtaController { index: c.index }),
     }))
+}
+
+/// `<controller type='ide'>`: PIIX3's IDE function; one per machine.
+fn ide_controller(c: &Controller, pci: Option<ms::PciAddress>) -> Result<ms::Device> {
+    match c.model.as_deref() {
+        None | Some("piix3") | Some("piix4") => {}
+        Some(m) => {
+            return unsupported(format!(
+                "<controller type='ide' model='{m}'> is not supported (only 'piix3')"
+            ))
+        }
+    }
+    if c.index != 0 {
+        return unsupported(format!(
+            "<controller type='ide' index='{}'> is not supported (one IDE controller, index 0)",
+            c.index
+        ));
+    }
+    if let Some((k, _)) = c.attrs.first() {
+        return unsupported(format!("<controller type='ide' {k}> is not supported"));
+    }
+    if let Some(e) = c.children.first() {
+        return unsupported(format!(
+            "<controller type='ide'><{}> is not supported",
+            e.name
+        ));
+    }
+    Ok(ms::Device {
+        boot_index: None,
+        id: c.alias.clone().unwrap_or_else(|| "ide".into()),
+        pci,
+        kind: ms::DeviceKind::IdeController(ms::AtaController { index: 0 }),
+    })
 }

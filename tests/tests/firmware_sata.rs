@@ -14,6 +14,10 @@
 //! another disk), and pick the boot device by `<boot order>` or `<boot dev>`: the
 //! `bootorder` paths QEMU writes for AHCI (`/pci@i0cf8/pci8086,2922@1f,2/drive@N/disk@0`)
 //! must match what SeaBIOS builds for each port.
+//!
+//! And from IDE on i440FX (the PIIX3 IDE function at 00:01.1, channels at the
+//! legacy ports): a CD as `hdc` (secondary master, SeaBIOS's ATAPI over PIO) and a
+//! disk as `hda`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,13 +34,18 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A firmware-booted Q35 domain with `os_extra` after `<type>` and `devices`.
 fn domain_xml(os_extra: &str, devices: &str) -> String {
+    machine_xml("q35", os_extra, devices)
+}
+
+/// The same on machine type `machine`.
+fn machine_xml(machine: &str, os_extra: &str, devices: &str) -> String {
     format!(
         "<domain type='kvm'>
   <name>fwsata</name>
   <memory unit='MiB'>64</memory>
   <vcpu>1</vcpu>
   <os>
-    <type arch='x86_64' machine='q35'>hvm</type>
+    <type arch='x86_64' machine='{machine}'>hvm</type>
     {os_extra}
   </os>
   <features><acpi/><apic/></features>
@@ -225,4 +234,75 @@ fn boot_dev_cdrom_boots_the_sata_cd() {
         &[],
     );
     assert_eq!(booted(&vm).1, "CD2");
+}
+
+/// An `<disk bus='ide'>` element at IDE channel `bus`, `unit` (master 0, slave 1).
+fn ide_disk(device: &str, image: &Path, dev: &str, bus: u32, unit: u32, extra: &str) -> String {
+    let ro = if device == "cdrom" { "<readonly/>" } else { "" };
+    format!(
+        "<disk type='file' device='{device}'>
+      <driver name='qemu' type='raw'/>
+      <source file='{}'/>
+      <target dev='{dev}' bus='ide'/>
+      {ro}
+      {extra}
+      <address type='drive' controller='0' bus='{bus}' target='0' unit='{unit}'/>
+    </disk>",
+        image.display()
+    )
+}
+
+#[test]
+fn seabios_i440fx_boots_a_cd_on_ide() {
+    let test = "seabios_i440fx_boots_a_cd_on_ide";
+    if !require_seabios(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(iso) = boot_iso(dir.path(), "IDECD") else {
+        return;
+    };
+    let disk = dir.path().join("disk.img");
+    boot_disk(&disk, "HD").unwrap();
+    // virt-install's pc layout: the disk as hda, the CD as hdc; boot the CD.
+    let devices = [
+        ide_disk("disk", &disk, "hda", 0, 0, ""),
+        ide_disk("cdrom", &iso, "hdc", 1, 0, ""),
+    ]
+    .join("\n    ");
+    let vm = Vm::start_xml(
+        &machine_xml(
+            "pc-i440fx-7.2",
+            "<boot dev='cdrom'/><boot dev='hd'/>",
+            &devices,
+        ),
+        &[],
+    );
+    let (drive, tag) = booted(&vm);
+    assert_eq!(tag, "IDECD", "{}", vm.console());
+    assert!(
+        drive.starts_with('e'),
+        "a CD drive number (0xe0+), got {drive}"
+    );
+}
+
+#[test]
+fn seabios_i440fx_boots_the_ide_slave_disk_by_boot_order() {
+    let test = "seabios_i440fx_boots_the_ide_slave_disk_by_boot_order";
+    if !require_seabios(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.img"), dir.path().join("b.img"));
+    boot_disk(&a, "A").unwrap();
+    boot_disk(&b, "B").unwrap();
+    let devices = [
+        ide_disk("disk", &a, "hda", 0, 0, ""),
+        ide_disk("disk", &b, "hdb", 0, 1, "<boot order='1'/>"),
+    ]
+    .join("\n    ");
+    let vm = Vm::start_xml(&machine_xml("pc-i440fx-7.2", "", &devices), &[]);
+    let (drive, tag) = booted(&vm);
+    assert_eq!(tag, "B", "{}", vm.console());
+    assert_eq!(drive, "80", "the first hard disk");
 }

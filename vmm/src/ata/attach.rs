@@ -1,15 +1,19 @@
 //! Building the ATA controllers of a machine from its spec: one AHCI function
 //! per SATA controller with its drives on their ports, and on Q35 the ICH9
-//! AHCI at 00:1f.2 even without drives, as QEMU's q35 always has it.
+//! AHCI at 00:1f.2 even without drives, as QEMU's q35 always has it; the PIIX3
+//! IDE function (00:01.1 by default) with its channels at the legacy ports.
 
 use std::sync::{Arc, Mutex};
 
+use kvm_ioctls::VmFd;
 use machine_spec::{AtaBus, CacheMode, Chipset, DeviceKind, DiskFormat, MachineSpec};
 use tracing::{info, warn};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::ahci::{Ahci, NCQ_DEPTH, PORTS};
 use super::device::{AtaDevice, DriveConfig};
+use super::ide::{IdeChannel, IdePorts, PiixIde, PORTS as IDE_PORTS};
+use crate::devices::bus::Bus;
 use crate::pci::{IntxPin, PciError, PciRoot};
 use crate::scsi::{DeviceConfig, DeviceKind as ScsiKind, ScsiDevice};
 use crate::virtio::attach::{AttachError, PciBackends};
@@ -36,15 +40,17 @@ pub struct LockedAhci {
     _locks: Vec<ImageLock>,
 }
 
-/// Adds the SATA controllers of `spec` to `root` (bus 0).
+/// Adds the SATA and IDE controllers of `spec` to `root` (bus 0), the IDE
+/// channels to the port-I/O bus `pio` with their ISA interrupts.
 pub fn add_controllers(
     spec: &MachineSpec,
     backends: &PciBackends,
     mem: &GuestMem,
     root: &mut PciRoot,
     routing: &IrqRouting,
+    (pio, vm): (&Bus, &VmFd),
 ) -> Result<Placed, AttachError> {
-    let mut placed = Placed::default();
+    let mut placed = add_ide(spec, backends, root, pio, vm)?;
     // (device id, slot and function if the spec gives them, controller index)
     type Wanted = (String, Option<(u8, u8)>, u32);
     let mut controllers: Vec<Wanted> = Vec::new();
@@ -88,7 +94,8 @@ pub fn add_controllers(
             ),
         };
         root.check_free(slot, function).map_err(perr)?;
-        let (drives, locks) = drives(spec, backends, index)?;
+        let (drives, locks) = drives(spec, backends, AtaBus::Sata, index)?;
+        let drives: Vec<Option<AtaDevice>> = drives.into_iter().map(|[d, _]| d).collect();
         let mut ahci = Ahci::new(drives, mem.clone(), root).map_err(perr)?;
         let gsi = crate::acpi::pci_intx_gsi(slot, 0);
         match routing.intx_line(gsi) {
@@ -113,22 +120,127 @@ pub fn add_controllers(
     Ok(placed)
 }
 
-/// The drives of SATA controller `index`, by port, and their image locks.
+/// The IDE controller of `spec` (one: PIIX3 has one IDE function with two
+/// channels at fixed ports): its PCI function and the channels.
+fn add_ide(
+    spec: &MachineSpec,
+    backends: &PciBackends,
+    root: &mut PciRoot,
+    pio: &Bus,
+    vm: &VmFd,
+) -> Result<Placed, AttachError> {
+    let mut placed = Placed::default();
+    let mut ides = spec.devices.iter().filter_map(|d| match &d.kind {
+        DeviceKind::IdeController(c) => Some((d, c.index)),
+        _ => None,
+    });
+    let Some((d, index)) = ides.next() else {
+        return Ok(placed);
+    };
+    let perr = |e| AttachError::Pci(d.id.clone(), e);
+    if let Some((other, _)) = ides.next() {
+        return Err(AttachError::Ata(
+            other.id.clone(),
+            "a second IDE controller: PIIX3 has one, with two channels".into(),
+        ));
+    }
+    let (slot, function) = match d.pci {
+        Some(a) if a.domain == 0 && a.bus == 0 => (a.slot, a.function),
+        Some(a) => {
+            return Err(perr(PciError::NotRootBus {
+                domain: a.domain,
+                bus: a.bus,
+                slot: a.slot,
+                function: a.function,
+            }))
+        }
+        None => (1, 1),
+    };
+    root.check_free(slot, function).map_err(perr)?;
+    let (channels, locks) = drives(spec, backends, AtaBus::Ide, index)?;
+    for (n, [master, slave]) in channels.into_iter().take(2).enumerate() {
+        let (cmd_port, ctl_port, gsi) = IDE_PORTS[n];
+        let irq = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).ok();
+        if let Some(fd) = &irq {
+            if let Err(e) = vm.register_irqfd(fd, gsi) {
+                warn!(id = %d.id, "IDE channel {n} without IRQ {gsi}: {e}");
+            }
+        }
+        let ports = Arc::new(Mutex::new(IdePorts(IdeChannel::new(master, slave, irq))));
+        pio.insert(ports.clone(), u64::from(cmd_port), 8)
+            .map_err(|e| AttachError::Ata(d.id.clone(), format!("ports {cmd_port:#x}: {e}")))?;
+        pio.insert(ports, u64::from(ctl_port), 1)
+            .map_err(|e| AttachError::Ata(d.id.clone(), format!("port {ctl_port:#x}: {e}")))?;
+    }
+    root.add_device(
+        slot,
+        function,
+        Box::new(LockedIde {
+            ide: PiixIde::new(),
+            _locks: locks,
+        }),
+    )
+    .map_err(perr)?;
+    info!(id = %d.id, "PIIX3 IDE at 00:{slot:02x}.{function}, channels at 0x1f0 and 0x170");
+    placed.functions.push((d.id.clone(), slot, function));
+    Ok(placed)
+}
+
+/// The PIIX3 IDE function, keeping its drives' image locks.
+struct LockedIde {
+    ide: PiixIde,
+    _locks: Vec<ImageLock>,
+}
+
+impl crate::pci::PciDevice for LockedIde {
+    fn read_config(&mut self, reg: usize) -> u32 {
+        self.ide.read_config(reg)
+    }
+    fn write_config(&mut self, reg: usize, offset: u8, data: &[u8]) {
+        self.ide.write_config(reg, offset, data)
+    }
+    fn bars(&self) -> Vec<(usize, u64, u64)> {
+        Vec::new()
+    }
+    fn memory_enabled(&self) -> bool {
+        self.ide.memory_enabled()
+    }
+    fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
+        self.ide.bar_read(bar, offset, data)
+    }
+    fn bar_write(&mut self, bar: usize, offset: u64, data: &[u8]) {
+        self.ide.bar_write(bar, offset, data)
+    }
+    fn set_multifunction(&mut self) {
+        self.ide.set_multifunction()
+    }
+}
+
+/// The drives at one SATA port or IDE channel: master and slave.
+type MasterSlave = [Option<AtaDevice>; 2];
+
+/// The drives of ATA controller `index` on `bus_type`, by port or channel, as
+/// [master, slave] pairs (SATA ports have only a master), and their image locks.
 fn drives(
     spec: &MachineSpec,
     backends: &PciBackends,
+    bus_type: AtaBus,
     index: u32,
-) -> Result<(Vec<Option<AtaDevice>>, Vec<ImageLock>), AttachError> {
-    let mut ports: Vec<Option<AtaDevice>> = (0..PORTS).map(|_| None).collect();
+) -> Result<(Vec<MasterSlave>, Vec<ImageLock>), AttachError> {
+    let mut ports: Vec<MasterSlave> = (0..PORTS).map(|_| [None, None]).collect();
     let mut locks = Vec::new();
     for (n, d) in spec.devices.iter().enumerate() {
         let DeviceKind::AtaDisk(u) = &d.kind else {
             continue;
         };
-        if u.bus_type != AtaBus::Sata || u.controller != index {
+        if u.bus_type != bus_type || u.controller != index {
             continue;
         }
+        // A CD-ROM is the media registry's: one unit per process, its medium
+        // and tray kept across machine rebuilds (`crate::media`).
+        let shared = backends.removable_unit(&d.id);
         let medium = match &u.medium {
+            Some(_) if shared.is_some() => None,
             Some(k) => {
                 let cfg = DiskConfig {
                     path: &k.path,
@@ -166,19 +278,20 @@ fn drives(
         };
         let unit = ScsiDevice::new(cfg, medium).with_stats(backends.disk_stats(&d.id, size));
         let drive = AtaDevice::new(
-            Arc::new(Mutex::new(unit)),
+            shared.unwrap_or_else(|| Arc::new(Mutex::new(unit))),
             DriveConfig {
                 serial: disk.and_then(|k| k.serial.clone()),
                 discard: disk.is_some_and(|k| k.discard) && !u.cdrom,
                 wwn: u.wwn,
-                ncq_depth: Some(NCQ_DEPTH),
+                ncq_depth: (bus_type == AtaBus::Sata).then_some(NCQ_DEPTH),
             },
             n as u32,
         );
-        info!(id = %d.id, controller = index, port = u.bus, cdrom = u.cdrom, "SATA drive");
+        info!(id = %d.id, controller = index, bus = u.bus, unit = u.unit, cdrom = u.cdrom, "ATA drive");
         let slot = ports
             .get_mut(usize::from(u.bus))
-            .expect("the spec check keeps ports below 6");
+            .and_then(|p| p.get_mut(usize::from(u.unit)))
+            .expect("the spec check keeps addresses in range");
         *slot = Some(drive);
     }
     Ok((ports, locks))

@@ -14,6 +14,7 @@
 pub mod ahci;
 pub mod attach;
 pub mod device;
+pub mod ide;
 pub mod identify;
 #[cfg(test)]
 mod tests;

@@ -515,3 +515,106 @@ fn software_reset_and_hba_reset_restore_the_signature() {
     assert_eq!(d.r(Driver::port(0, 0x18)) & 1, 0, "ports stopped");
     assert_eq!(d.r(Driver::port(0, 0x24)), SIGNATURE_ATAPI);
 }
+
+mod ide {
+    use super::*;
+    use crate::ata::ide::IdeChannel;
+
+    fn read_block(c: &mut IdeChannel, len: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for _ in 0..len / 2 {
+            let mut w = [0u8; 2];
+            c.read_reg(0, &mut w);
+            out.extend_from_slice(&w);
+        }
+        out
+    }
+
+    fn status(c: &mut IdeChannel) -> u8 {
+        let mut b = [0u8];
+        c.read_reg(7, &mut b);
+        b[0]
+    }
+
+    #[test]
+    fn pio_identify_and_read_sectors_on_the_master() {
+        let img = MemDisk::default();
+        *img.data.lock().unwrap() = pattern(64 * 512, 0x42);
+        let mut c = IdeChannel::new(
+            Some(drive(DeviceKind::Disk, Some(img.clone()), false)),
+            None,
+            None,
+        );
+        // The signature after reset: an ATA disk.
+        let mut b = [0u8];
+        c.read_reg(4, &mut b);
+        assert_eq!(b[0], 0);
+        c.write_reg(7, &[cmd::IDENTIFY_DEVICE]);
+        assert_eq!(status(&mut c) & 0x88, 0x08, "DRQ, not busy");
+        let id = words(&read_block(&mut c, 512));
+        assert_eq!(ata_string(&id[27..47]), "QEMU HARDDISK");
+        assert_eq!(status(&mut c) & 0x08, 0, "DRQ off after the block");
+        // READ SECTORS, LBA 3, 2 sectors.
+        c.write_reg(2, &[2]);
+        c.write_reg(3, &[3]);
+        c.write_reg(4, &[0]);
+        c.write_reg(5, &[0]);
+        c.write_reg(6, &[0xe0]);
+        c.write_reg(7, &[cmd::READ_SECTORS]);
+        let got = read_block(&mut c, 1024);
+        assert_eq!(got, img.data.lock().unwrap()[3 * 512..5 * 512]);
+        // WRITE SECTORS of one sector at LBA 10.
+        c.write_reg(2, &[1]);
+        c.write_reg(3, &[10]);
+        c.write_reg(7, &[cmd::WRITE_SECTORS]);
+        for i in 0..256u16 {
+            c.write_reg(0, &i.to_le_bytes());
+        }
+        assert_eq!(status(&mut c) & 0x89, 0);
+        assert_eq!(img.data.lock().unwrap()[10 * 512 + 2], 1);
+        // The slave position is empty: its status reads 0.
+        c.write_reg(6, &[0xf0]);
+        assert_eq!(status(&mut c), 0);
+    }
+
+    #[test]
+    fn atapi_packet_reads_in_byte_count_pieces() {
+        let iso = MemDisk::default();
+        *iso.data.lock().unwrap() = pattern(32 * 2048, 0x99);
+        let mut c = IdeChannel::new(
+            None,
+            Some(drive(DeviceKind::Cdrom, Some(iso.clone()), false)),
+            None,
+        );
+        c.write_reg(6, &[0xb0]);
+        let (mut mid, mut high) = ([0u8], [0u8]);
+        c.read_reg(4, &mut mid);
+        c.read_reg(5, &mut high);
+        assert_eq!((mid[0], high[0]), (0x14, 0xeb), "ATAPI signature");
+        // Byte count limit 2048: READ(10) of two blocks comes in two pieces.
+        c.write_reg(1, &[0]);
+        c.write_reg(4, &[0x00]);
+        c.write_reg(5, &[0x08]);
+        c.write_reg(7, &[cmd::PACKET]);
+        let mut cdb = [0u8; 12];
+        cdb[0] = 0x28;
+        cdb[5] = 5;
+        cdb[8] = 2;
+        for w in cdb.chunks(2) {
+            c.write_reg(0, w);
+        }
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            assert_eq!(status(&mut c) & 0x08, 0x08);
+            c.read_reg(4, &mut mid);
+            c.read_reg(5, &mut high);
+            assert_eq!(u16::from_le_bytes([mid[0], high[0]]), 2048);
+            got.extend(read_block(&mut c, 2048));
+        }
+        let mut reason = [0u8];
+        c.read_reg(2, &mut reason);
+        assert_eq!(reason[0], 3, "I/O and C/D: completion");
+        assert_eq!(status(&mut c) & 0x89, 0);
+        assert_eq!(got, iso.data.lock().unwrap()[5 * 2048..7 * 2048]);
+    }
+}

@@ -72,6 +72,9 @@ pub enum AttachError {
     /// MSI-X or INTx routing could not be set up.
     #[error("device '{0}': interrupt setup")]
     Irq(String, #[source] KvmIrqError),
+    /// An ATA controller could not be set up.
+    #[error("ATA controller '{0}': {1}")]
+    Ata(String, String),
     /// The root bus could not be put on the VMM's buses.
     #[error("PCI root bus")]
     Bus(#[source] BusError),
@@ -765,7 +768,14 @@ pub fn attach(
             }
         }
     }
-    let ata = crate::ata::attach::add_controllers(spec, backends, mem, &mut root, &routing)?;
+    let ata = crate::ata::attach::add_controllers(
+        spec,
+        backends,
+        mem,
+        &mut root,
+        &routing,
+        (pio, vm.as_ref()),
+    )?;
     placed.extend(ata.functions);
     intx_pins.extend(ata.pins);
     mark_multifunction(&mut root);
