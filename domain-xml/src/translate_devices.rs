@@ -46,9 +46,7 @@ pub(crate) fn devices(dom: &Domain) -> Result<Vec<ms::Device>> {
     let d = &dom.devices;
     reject_unsupported_kinds(d)?;
     let mut out = Vec::new();
-    for i in &d.inputs {
-        input(i)?;
-    }
+    out.extend(crate::translate_input::inputs(d)?);
     out.extend(crate::translate_video::videos(d)?);
     for (i, s) in d.serials.iter().enumerate() {
         out.push(serial(i, s)?);
@@ -330,16 +328,6 @@ fn controller(c: &Controller) -> Result<()> {
         | ControllerType::Scsi
         | ControllerType::VirtioSerial => Ok(()),
         other => unsupported(format!("<controller type='{other}'> is not supported")),
-    }
-}
-
-fn input(i: &Input) -> Result<()> {
-    match (i.input_type.as_str(), i.bus.as_deref()) {
-        ("mouse" | "keyboard" | "tablet", Some("ps2" | "usb")) if i.children.is_empty() => Ok(()),
-        (t, b) => unsupported(format!(
-            "<input type='{t}' bus='{}'> is not supported",
-            b.unwrap_or("")
-        )),
     }
 }
 

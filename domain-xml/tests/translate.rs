@@ -191,7 +191,7 @@ fn rejected() -> Vec<Rejected> {
         ("memory device", "", "", "<memory model='dimm'><target><size unit='MiB'>128</size><node>0</node></target></memory>", "unsupported configuration: <memory> devices are not supported"),
         ("scsi controller lsilogic", "", "", "<controller type='scsi' model='lsilogic'/>", "unsupported configuration: <controller type='scsi' model='lsilogic'> is not supported (only 'virtio-scsi')"),
         ("scsi controller queues", "", "", "<controller type='scsi' model='virtio-scsi'><driver queues='4'/></controller>", "unsupported configuration: <controller type='scsi'><driver> is not supported"),
-        ("virtio input", "", "", "<input type='keyboard' bus='virtio'/>", "unsupported configuration: <input type='keyboard' bus='virtio'> is not supported"),
+        ("evdev input", "", "", "<input type='evdev'><source dev='/dev/input/event2'/></input>", "unsupported configuration: <input type='evdev'> is not supported"),
         ("serial spicevmc", "", "", "<serial type='spicevmc'/>", "unsupported configuration: <serial type='spicevmc'> is not supported"),
         ("serial udp", "", "", "<serial type='udp'><source mode='connect' host='h' service='1'/></serial>", "unsupported configuration: <serial type='udp'> is not supported"),
         ("serial port 4", "", "", "<serial type='pty'><target port='4'/></serial>", "unsupported configuration: <serial><target port='4'> is not supported (COM1..COM4 are ports 0..3)"),

@@ -89,6 +89,16 @@ impl InputRouter {
             .or(d.pointers.last())
     }
 
+    /// Puts a keyboard ahead of the others (a virtio keyboard before PS/2).
+    pub fn add_keyboard_first(&self, k: Arc<dyn Keyboard>) {
+        self.lock().keyboards.insert(0, k);
+    }
+
+    /// Puts a pointer ahead of the others (a virtio tablet before the PS/2 mouse).
+    pub fn add_pointer_first(&self, p: Arc<dyn Pointer>) {
+        self.lock().pointers.insert(0, p);
+    }
+
     /// Presses or releases one button (RFB mask bit `bit`), keeping the others as they are.
     pub fn button(&self, bit: u8, down: bool) {
         let mask = {

@@ -4,6 +4,7 @@
 
 pub mod i8042;
 pub mod ps2;
+pub mod virtio_input;
 
 use std::sync::{Arc, Mutex};
 
@@ -13,6 +14,15 @@ use crate::devices::pm::IrqLine;
 use crate::display::input::{Keyboard, Pointer};
 use crate::lifecycle::ExitSink;
 use i8042::I8042;
+
+/// Plugs a virtio input device into `router`, ahead of the PS/2 devices.
+pub fn route_virtio(router: &crate::display::InputRouter, shared: Arc<virtio_input::Shared>) {
+    if shared.is_pointer() {
+        router.add_pointer_first(shared);
+    } else {
+        router.add_keyboard_first(shared);
+    }
+}
 
 /// An ISA interrupt line of the in-kernel PIC/IO-APIC.
 struct IsaIrq {

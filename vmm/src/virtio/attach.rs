@@ -78,6 +78,9 @@ pub enum AttachError {
     /// The root bus could not be put on the VMM's buses.
     #[error("PCI root bus")]
     Bus(#[source] BusError),
+    /// A virtio input device could not be set up.
+    #[error("input device '{0}'")]
+    Input(String, #[source] std::io::Error),
     /// The video device could not be built.
     #[error("video device")]
     Display(#[source] crate::display::attach::DisplayError),
@@ -515,8 +518,15 @@ fn virtio_device(
         | DeviceKind::IdeController(_)
         | DeviceKind::AtaDisk(_)
         | DeviceKind::ScsiDisk(_)
-        | DeviceKind::Video(_)
-        | DeviceKind::Input(_) => return Ok(None),
+        | DeviceKind::Video(_) => return Ok(None),
+        DeviceKind::Input(i) => {
+            let dev = crate::input::virtio_input::VirtioInput::new(&d.id, i.kind)
+                .map_err(|e| AttachError::Input(d.id.clone(), e))?;
+            if let Some(c) = &backends.display {
+                crate::input::route_virtio(c.router(), dev.shared());
+            }
+            Box::new(dev)
+        }
     }))
 }
 
