@@ -85,6 +85,8 @@ pub struct Conn {
     pub net_events: super::network::NetSubscriptions,
     /// Open console streams by the serial of the call that opened them.
     pub streams: HashMap<u32, ConsoleStream>,
+    /// Volume upload/download streams and storage pool event callbacks.
+    pub storage: super::storage_stream::ConnStorage,
 }
 
 /// Serves one client until it disconnects or breaks the framing. `uri` is what
@@ -104,6 +106,7 @@ pub async fn serve(shared: Arc<Shared>, stream: UnixStream, access: Access, uri:
         out,
         opened: false,
         streams: HashMap::new(),
+        storage: Default::default(),
     };
     loop {
         match Packet::read(&mut rd).await {
@@ -199,6 +202,11 @@ impl Conn {
 
     /// Routes client STREAM packets to the console they belong to.
     async fn stream_packet(&mut self, h: &Header, payload: Vec<u8>) {
+        if self.storage.owns(h.serial) {
+            let out = self.out.clone();
+            self.storage.packet(h, payload, &out).await;
+            return;
+        }
         let Some(s) = self.streams.get_mut(&h.serial) else {
             return;
         };

@@ -12,6 +12,7 @@ use super::proto::{
     feature, qemu, remote, AuthListRet, DomainCapsArgs, EmptyListRet, EventRegisterArgs, FlagsArgs,
     IntValue, ListAllArgs, OpenArgs, OptStringValue, SecurityModelRet, StringValue, U64Value,
 };
+use super::storage;
 use super::xdr::{from_bytes, to_bytes, CharArray, Xdr};
 use crate::core::DomainCapsQuery;
 
@@ -145,7 +146,11 @@ impl Conn {
                 "internal error: connection not open",
             ));
         }
-        if self.access == Access::ReadOnly && !read_only_safe(p) && !network::read_only_safe(p) {
+        if self.access == Access::ReadOnly
+            && !(read_only_safe(p)
+                || (storage::handles(p) && storage::read_only_safe(p))
+                || network::read_only_safe(p))
+        {
             return Err(VirError::read_only(&format!("procedure {p}")));
         }
         if let Some(r) = network::call(self, p, payload).await {
@@ -172,6 +177,7 @@ impl Conn {
             remote::CONNECT_CLOSE => {
                 self.opened = false;
                 self.events.clear();
+                self.storage.clear();
                 void()
             }
             remote::CONNECT_REGISTER_CLOSE_CALLBACK | remote::CONNECT_UNREGISTER_CLOSE_CALLBACK => {
@@ -228,8 +234,7 @@ impl Conn {
                 let _: FlagsArgs = args(p, payload)?;
                 Err(VirError::no_support("virConnectGetSysinfo"))
             }
-            remote::CONNECT_LIST_ALL_STORAGE_POOLS
-            | remote::CONNECT_LIST_ALL_INTERFACES
+            remote::CONNECT_LIST_ALL_INTERFACES
             | remote::CONNECT_LIST_ALL_NODE_DEVICES
             | remote::CONNECT_LIST_ALL_NWFILTERS
             | remote::CONNECT_LIST_ALL_SECRETS => {
@@ -247,8 +252,7 @@ impl Conn {
                 void()
             }
             // `{int eventID; remote_<object> obj (optional)}`: only the event ID matters.
-            remote::CONNECT_STORAGE_POOL_EVENT_REGISTER_ANY
-            | remote::CONNECT_NODE_DEVICE_EVENT_REGISTER_ANY
+            remote::CONNECT_NODE_DEVICE_EVENT_REGISTER_ANY
             | remote::CONNECT_SECRET_EVENT_REGISTER_ANY => {
                 if payload.len() < 8 {
                     return Err(VirError::bad_args(
@@ -264,13 +268,13 @@ impl Conn {
                     value: self.events.register_other(),
                 })
             }
-            remote::CONNECT_STORAGE_POOL_EVENT_DEREGISTER_ANY
-            | remote::CONNECT_NODE_DEVICE_EVENT_DEREGISTER_ANY
+            remote::CONNECT_NODE_DEVICE_EVENT_DEREGISTER_ANY
             | remote::CONNECT_SECRET_EVENT_DEREGISTER_ANY => {
                 let a: IntValue = args(p, payload)?;
                 self.events.deregister_other(a.value)?;
                 void()
             }
+            p if storage::handles(p) => storage::call(self, h, payload).await,
             _ => domain::call(self, h, payload).await,
         }
     }

@@ -37,6 +37,9 @@ pub mod monitor;
 pub mod network;
 pub mod packet;
 pub mod proto;
+pub mod storage;
+pub mod storage_proto;
+pub mod storage_stream;
 pub mod stream;
 pub mod xdr;
 
