@@ -42,6 +42,9 @@ impl Core {
             affect::LIVE | affect::CONFIG | flags::device::FORCE,
             "virDomainUpdateDeviceFlags",
         )?;
+        if super::media::is_disk(xml) {
+            return self.update_disk(uuid, xml, flags).await;
+        }
         let slot = self.slot(uuid)?;
         let _job = slot.job.lock().await;
         let (active, persistent, name) = {

@@ -55,12 +55,19 @@ pub mod detail {
     }
 }
 
+/// `virDomainEventTrayChangeReason`.
+pub mod tray {
+    pub const OPEN: i32 = 0;
+    pub const CLOSE: i32 = 1;
+}
+
 /// `VIR_DOMAIN_EVENT_ID_*`: which callback family an event belongs to.
 pub mod id {
     pub const LIFECYCLE: i32 = 0;
     pub const REBOOT: i32 = 1;
     pub const IO_ERROR: i32 = 4;
     pub const CONTROL_ERROR: i32 = 7;
+    pub const TRAY_CHANGE: i32 = 10;
     pub const BALLOON_CHANGE: i32 = 13;
     pub const METADATA_CHANGE: i32 = 23;
 }
@@ -90,6 +97,13 @@ pub enum Event {
     },
     /// The daemon lost its monitor connection to a running VMM.
     ControlError { domain: DomainRef },
+    /// A CD-ROM's tray moved: `dev_alias` is the disk's alias (`scsi0-0-0-0`),
+    /// `reason` `virDomainEventTrayChangeReason` ([`tray`]).
+    TrayChange {
+        domain: DomainRef,
+        dev_alias: String,
+        reason: i32,
+    },
     /// Metadata changed: `kind` is `virDomainMetadataType`, `uri` its namespace.
     MetadataChange {
         domain: DomainRef,
@@ -107,6 +121,7 @@ impl Event {
             | Event::BalloonChange { domain, .. }
             | Event::ControlError { domain }
             | Event::IoError { domain, .. }
+            | Event::TrayChange { domain, .. }
             | Event::MetadataChange { domain, .. } => domain,
         }
     }
@@ -119,6 +134,7 @@ impl Event {
             Event::BalloonChange { .. } => id::BALLOON_CHANGE,
             Event::ControlError { .. } => id::CONTROL_ERROR,
             Event::IoError { .. } => id::IO_ERROR,
+            Event::TrayChange { .. } => id::TRAY_CHANGE,
             Event::MetadataChange { .. } => id::METADATA_CHANGE,
         }
     }

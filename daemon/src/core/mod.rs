@@ -57,6 +57,7 @@ pub mod event;
 pub mod flags;
 pub(crate) mod fsutil;
 mod lifecycle;
+mod media;
 pub mod monitor;
 mod netdev;
 mod netresolve;

@@ -407,6 +407,7 @@ impl Core {
                     reason: ev.data["reason"].as_str().unwrap_or_default().to_string(),
                 });
             }
+            "DEVICE_TRAY_MOVED" => self.tray_moved(slot, vm, &ev.data),
             "GUEST_PANICKED" => {
                 *vm.shutdown_reason.lock().expect("poisoned") = Some("guest-panic".into());
             }

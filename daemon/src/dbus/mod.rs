@@ -190,6 +190,12 @@ async fn forward(ctx: &Context, conn: &zbus::Connection, ev: Event) {
             }
             Err(e) => Err(e),
         },
+        Event::TrayChange {
+            dev_alias, reason, ..
+        } => match SignalEmitter::new(conn, dom_path.clone()) {
+            Ok(em) => DomainIface::tray_change(&em, dev_alias.clone(), *reason).await,
+            Err(e) => Err(e),
+        },
         Event::ControlError { .. } => match SignalEmitter::new(conn, dom_path.clone()) {
             Ok(em) => DomainIface::control_error(&em).await,
             Err(e) => Err(e),

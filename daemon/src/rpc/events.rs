@@ -20,6 +20,7 @@ use super::error::VirError;
 use super::packet::PROGRAM_REMOTE;
 use super::proto::{
     remote, BalloonChangeMsg, LifecycleMsg, MetadataChangeMsg, NonnullDomain, RebootMsg,
+    TrayChangeMsg,
 };
 use super::Shared;
 use crate::core::event::Event;
@@ -223,6 +224,18 @@ async fn send(out: &Outbox, cb: i32, ev: &Event, dom: &NonnullDomain) -> bool {
         // The core reports disk I/O errors (D-Bus `IOError`); the RPC messages
         // DOMAIN_EVENT_CALLBACK_IO_ERROR(_REASON) are not encoded yet.
         Event::IoError { .. } => true,
+        Event::TrayChange {
+            dev_alias, reason, ..
+        } => {
+            let m = TrayChangeMsg {
+                callback_id: cb,
+                dom: dom.clone(),
+                dev_alias: dev_alias.clone(),
+                reason: *reason,
+            };
+            out.message(PROGRAM_REMOTE, remote::DOMAIN_EVENT_CALLBACK_TRAY_CHANGE, &m)
+                .await
+        }
         Event::ControlError { .. } => {
             // `{callbackID; {dom}}`, the same layout as REBOOT.
             let m = RebootMsg {

@@ -85,6 +85,7 @@ pub mod remote {
     pub const DOMAIN_EVENT_CALLBACK_LIFECYCLE: i32 = 318;
     pub const DOMAIN_EVENT_CALLBACK_REBOOT: i32 = 319;
     pub const DOMAIN_EVENT_CALLBACK_CONTROL_ERROR: i32 = 325;
+    pub const DOMAIN_EVENT_CALLBACK_TRAY_CHANGE: i32 = 328;
     pub const DOMAIN_EVENT_CALLBACK_BALLOON_CHANGE: i32 = 331;
     pub const CONNECT_GET_DOMAIN_CAPABILITIES: i32 = 342;
     pub const CONNECT_GET_ALL_DOMAIN_STATS: i32 = 344;
@@ -453,6 +454,11 @@ xdr_struct! {
 xdr_struct! {
     /// DOMAIN_EVENT_CALLBACK_REBOOT message.
     pub struct RebootMsg { pub callback_id: i32, pub dom: NonnullDomain }
+}
+xdr_struct! {
+    /// DOMAIN_EVENT_CALLBACK_TRAY_CHANGE message: `{callbackID; {dom; devAlias; reason}}`
+    /// (the nested message flattens to the same bytes).
+    pub struct TrayChangeMsg { pub callback_id: i32, pub dom: NonnullDomain, pub dev_alias: String, pub reason: i32 }
 }
 xdr_struct! {
     /// DOMAIN_EVENT_CALLBACK_BALLOON_CHANGE message; `actual` in KiB.

@@ -37,6 +37,14 @@ fn cd_unit(kind: &DeviceKind) -> Option<CdUnit<'_>> {
             product: u.product.clone(),
             wwn: u.wwn,
         }),
+        DeviceKind::AtaDisk(u) if u.cdrom => Some(CdUnit {
+            target: &u.name,
+            medium: u.medium.as_ref(),
+            tray_open: false,
+            vendor: None,
+            product: None,
+            wwn: u.wwn,
+        }),
         _ => None,
     }
 }
