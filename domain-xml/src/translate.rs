@@ -43,6 +43,7 @@ pub fn translate(dom: &Domain) -> Result<ms::MachineSpec> {
     }
     let boot = boot(dom)?;
     let mut platform = platform(dom)?;
+    platform.rtc = clock(dom)?;
     if boot.firmware.is_some() {
         platform.chipset = crate::translate_firmware::chipset(dom.os.machine.as_deref())?;
     }
@@ -75,7 +76,6 @@ pub fn translate(dom: &Domain) -> Result<ms::MachineSpec> {
             .chain(crate::translate_video::warnings(&dom.devices))
             .collect(),
     };
-    clock(dom)?;
     pm(dom)?;
     spec.check().map_err(|e| Error::InvalidArg(e.to_string()))?;
     Ok(spec)
@@ -299,6 +299,7 @@ const NO_EFFECT_FEATURES: &[&str] = &["pae", "hap", "privnet", "vmcoreinfo"];
 fn platform(dom: &Domain) -> Result<ms::Platform> {
     let mut p = ms::Platform {
         chipset: Default::default(),
+        rtc: Default::default(),
         acpi: false,
         apic: false,
     };
@@ -321,17 +322,59 @@ fn platform(dom: &Domain) -> Result<ms::Platform> {
     Ok(p)
 }
 
-fn clock(dom: &Domain) -> Result<()> {
-    let Some(c) = &dom.clock else { return Ok(()) };
-    if c.offset != "utc" {
+fn clock(dom: &Domain) -> Result<ms::Rtc> {
+    let Some(c) = &dom.clock else {
+        return Ok(ms::Rtc::default());
+    };
+    let attr = |name: &str| {
+        c.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let allowed: &[&str] = match c.offset.as_str() {
+        "utc" | "localtime" => &["adjustment"],
+        "timezone" => &["timezone"],
+        "variable" => &["adjustment", "basis"],
+        other => {
+            return unsupported(format!(
+                "<clock offset='{other}'> is not supported (only 'utc', 'localtime', 'timezone' and 'variable')"
+            ))
+        }
+    };
+    if let Some((k, _)) = c.attrs.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
         return unsupported(format!(
-            "<clock offset='{}'> is not supported (only 'utc')",
+            "<clock offset='{}' {k}> is not supported",
             c.offset
         ));
     }
-    if let Some((k, _)) = c.attrs.first() {
-        return unsupported(format!("<clock {k}> is not supported"));
-    }
+    let adjustment_s = match attr("adjustment") {
+        // `reset` (utc/localtime only) means "no adjustment kept across starts".
+        None | Some("reset") => 0,
+        Some(v) => v.parse::<i64>().map_err(|_| {
+            Error::xml(format!(
+                "invalid <clock adjustment='{v}'>: not a number of seconds"
+            ))
+        })?,
+    };
+    let base = match (c.offset.as_str(), attr("basis")) {
+        ("utc", _) | ("variable", None | Some("utc")) => ms::RtcBase::Utc,
+        ("localtime", _) | ("variable", Some("localtime")) => ms::RtcBase::Localtime,
+        ("variable", Some(b)) => {
+            return Err(Error::xml(format!(
+                "invalid <clock basis='{b}'> (only 'utc' or 'localtime')"
+            )))
+        }
+        ("timezone", _) => match attr("timezone") {
+            Some(tz) if !tz.is_empty() => ms::RtcBase::Timezone(tz.to_string()),
+            _ => {
+                return Err(Error::xml(
+                    "<clock offset='timezone'> needs a timezone".to_string(),
+                ))
+            }
+        },
+        _ => unreachable!("offsets were checked above"),
+    };
     for t in &c.timers {
         let present = t.present != Some(YesNo::No);
         let ok = match t.name.as_str() {
@@ -352,7 +395,7 @@ fn clock(dom: &Domain) -> Result<()> {
             ));
         }
     }
-    Ok(())
+    Ok(ms::Rtc { base, adjustment_s })
 }
 
 fn pm(dom: &Domain) -> Result<()> {

@@ -101,6 +101,9 @@ fn accepted() -> Vec<Accepted> {
         ("ide slave disk hdb and its controller", "", "", "<disk type='file'><source file='/a'/><target dev='hdb' bus='ide'/></disk>", "/devices/1", json!({"id": "ide", "pci": {"domain": 0, "bus": 0, "slot": 1, "function": 1}, "kind": {"type": "ide-controller", "index": 0}})),
         // Accepted with no effect (documented in README.md): the spec is unchanged.
         ("no effect: emulator, usb/pci controllers, ps2 inputs, video none", "", "<boot dev='hd'/>", "<emulator>/usr/bin/qemu-system-x86_64</emulator><controller type='usb' model='none'/><controller type='pci' model='pci-root'/><input type='mouse' bus='ps2'/><input type='keyboard' bus='ps2'/><input type='keyboard' bus='usb'/><video><model type='none'/></video>", "/devices", json!([])),
+        ("clock localtime (Windows)", "<clock offset='localtime'/>", "", "", "/platform/rtc", json!({"base": "localtime", "adjustment_s": 0})),
+        ("clock timezone", "<clock offset='timezone' timezone='Europe/Paris'/>", "", "", "/platform/rtc", json!({"base": {"timezone": "Europe/Paris"}, "adjustment_s": 0})),
+        ("clock variable", "<clock offset='variable' adjustment='-3600' basis='localtime'/>", "", "", "/platform/rtc", json!({"base": "localtime", "adjustment_s": -3600})),
         ("no effect: clock timers, pm off, pae, vmport off, resource", "<resource><partition>/machine</partition></resource><features><pae/><vmport state='off'/></features><clock offset='utc'><timer name='rtc' tickpolicy='catchup'/><timer name='pit' tickpolicy='delay'/><timer name='hpet' present='no'/></clock><pm><suspend-to-mem enabled='no'/><suspend-to-disk enabled='no'/></pm>", "", "", "/platform", json!({"acpi": false, "apic": false})),
         ("no effect: title, description, metadata", "<title>t</title><description>d</description><metadata><a:x xmlns:a='urn:a'/></metadata>", "", "", "/name", json!("golden")),
     ]
@@ -146,7 +149,7 @@ fn rejected() -> Vec<Rejected> {
         ("cpu vendor", "<cpu mode='custom'><model>qemu64</model><vendor>Intel</vendor></cpu>", "", "", "unsupported configuration: <cpu><vendor> is not supported"),
         ("features hyperv", "<features><hyperv><relaxed state='on'/></hyperv></features>", "", "", "unsupported configuration: <features><hyperv> is not supported"),
         ("features smm on", "<features><smm state='on'/></features>", "", "", "unsupported configuration: <features><smm> is not supported"),
-        ("clock localtime", "<clock offset='localtime'/>", "", "", "unsupported configuration: <clock offset='localtime'> is not supported (only 'utc')"),
+        ("clock absolute", "<clock offset='absolute' start='1000'/>", "", "", "unsupported configuration: <clock offset='absolute'> is not supported (only 'utc', 'localtime', 'timezone' and 'variable')"),
         ("hpet present", "<clock offset='utc'><timer name='hpet' present='yes'/></clock>", "", "", "unsupported configuration: <clock><timer name='hpet' present='yes'> is not supported"),
         ("suspend to mem", "<pm><suspend-to-mem enabled='yes'/></pm>", "", "", "unsupported configuration: <pm><suspend-to-mem enabled='yes'> is not supported"),
         ("genid", "<genid/>", "", "", "unsupported configuration: <genid> (VM generation ID device) is not supported"),

@@ -233,6 +233,40 @@ pub struct Platform {
     /// The chipset; firmware boot needs Q35 or i440FX.
     #[serde(default, skip_serializing_if = "Chipset::is_generic")]
     pub chipset: Chipset,
+    /// What the CMOS real-time clock reads at start (libvirt `<clock offset>`).
+    #[serde(default, skip_serializing_if = "Rtc::is_utc")]
+    pub rtc: Rtc,
+}
+
+/// The CMOS real-time clock's start: `base` plus `adjustment_s` seconds, taken when the
+/// machine starts; it ticks with the host from there (as QEMU's `-rtc base=`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rtc {
+    pub base: RtcBase,
+    /// libvirt `<clock offset='variable' adjustment>`.
+    #[serde(default)]
+    pub adjustment_s: i64,
+}
+
+impl Rtc {
+    /// UTC with no adjustment, libvirt's default.
+    pub fn is_utc(&self) -> bool {
+        *self == Rtc::default()
+    }
+}
+
+/// Which wall clock the RTC starts from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RtcBase {
+    /// The host's UTC (libvirt `offset='utc'`).
+    #[default]
+    Utc,
+    /// The host's local time (libvirt `offset='localtime'`, what Windows expects).
+    Localtime,
+    /// The time in an IANA time zone (libvirt `offset='timezone' timezone='Europe/Paris'`).
+    Timezone(String),
 }
 
 /// Lifecycle actions (libvirt `on_poweroff`, `on_reboot`, `on_crash`).
@@ -736,10 +770,7 @@ impl MachineSpec {
             AtaBus::Ide => "IDE",
         };
         if !controller {
-            return invalid(format!(
-                "no {kind} controller with index {}",
-                u.controller
-            ));
+            return invalid(format!("no {kind} controller with index {}", u.controller));
         }
         let fits = match u.bus_type {
             AtaBus::Sata => u.bus < AHCI_PORTS && u.unit == 0,
@@ -833,6 +864,7 @@ mod tests {
                 acpi: true,
                 apic: true,
                 chipset: Chipset::Generic,
+                rtc: Default::default(),
             },
             lifecycle: Lifecycle {
                 on_poweroff: LifecycleAction::Destroy,

@@ -45,6 +45,7 @@ pub fn spec(kernel: &Path, cmdline: &str, mem_mib: u64, cpus: u32) -> MachineSpe
         },
         platform: Platform {
             chipset: Default::default(),
+            rtc: Default::default(),
             acpi: true,
             apic: true,
         },

@@ -302,6 +302,37 @@ fn cmos_rtc_tells_the_host_time() {
     );
 }
 
+/// libvirt's `<clock offset>`: the guest's RTC starts at the zone's wall time plus the
+/// adjustment (a Windows guest expects local time), as QEMU's `-rtc base=` does.
+#[test]
+fn cmos_rtc_follows_the_clock_offset() {
+    if !require_kvm("cmos_rtc_follows_the_clock_offset") {
+        return;
+    }
+    // Etc/GMT-5 is UTC+5 (POSIX signs); with 600 s more: 18600 s ahead of UTC.
+    let cmdline = "console=ttyS0 oxtest=rtc,poweroff mem_expect=128 cpus_expect=1";
+    let mut s = spec(&test_guests().elf, cmdline, 128, 1);
+    s.platform.rtc = machine_spec::Rtc {
+        base: machine_spec::RtcBase::Timezone("Etc/GMT-5".into()),
+        adjustment_s: 600,
+    };
+    let vm = Vm::start(&s);
+    vm.wait_for("OXTEST DONE", GUEST_TIMEOUT);
+    let c = vm.expect_ok("rtc", GUEST_TIMEOUT);
+    let guest: i64 = c.field("epoch").unwrap_or("0").parse().unwrap();
+    let host = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let ahead = guest - host;
+    assert!(
+        (ahead - 18600).abs() < 300,
+        "guest RTC {} is {ahead} s from the host's UTC, want 18600",
+        c.details
+    );
+    vm.expect_exit(exit::POWEROFF, GUEST_TIMEOUT);
+}
+
 #[test]
 fn kvmclock_is_offered_and_runs() {
     if !require_kvm("kvmclock_is_offered_and_runs") {

@@ -109,6 +109,8 @@ pub enum VmError {
     #[error(transparent)]
     Firmware(#[from] crate::firmware::FirmwareError),
     #[error(transparent)]
+    Rtc(#[from] crate::devices::cmos::RtcError),
+    #[error(transparent)]
     Flash(#[from] crate::devices::pflash::PflashError),
     #[error(transparent)]
     Smbios(#[from] crate::smbios::SmbiosError),
@@ -528,7 +530,8 @@ impl Vmm {
         }
         put(i8042.clone(), I8042_DATA_PORT, 1)?;
         put(i8042, I8042_COMMAND_PORT, 1)?;
-        put(Arc::new(Mutex::new(Cmos::new())), CMOS_PORT, 2)?;
+        let rtc_offset = crate::devices::cmos::start_offset(&spec.platform.rtc)?;
+        put(Arc::new(Mutex::new(Cmos::with_offset(rtc_offset))), CMOS_PORT, 2)?;
         put(
             Arc::new(Mutex::new(ResetControl::new(self.exits.clone()))),
             RESET_PORT,

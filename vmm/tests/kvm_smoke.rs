@@ -112,6 +112,7 @@ fn spec(dir: &Path, code: &[u8], cpus: u32) -> MachineSpec {
         },
         platform: Platform {
             chipset: Default::default(),
+            rtc: Default::default(),
             acpi: true,
             apic: true,
         },

@@ -98,10 +98,44 @@ impl Default for Cmos {
     }
 }
 
+/// A `<clock>` whose start cannot be computed.
+#[derive(Debug, thiserror::Error)]
+#[error("<clock offset='timezone' timezone='{zone}'>: unknown time zone")]
+pub struct RtcError {
+    zone: String,
+    #[source]
+    source: jiff::Error,
+}
+
+/// Seconds between the host's UTC and what the RTC starts at, now: the zone's UTC
+/// offset (host local time, or a named IANA zone) plus the adjustment.
+pub fn start_offset(rtc: &machine_spec::Rtc) -> Result<i64, RtcError> {
+    use jiff::tz::TimeZone;
+    let zone = match &rtc.base {
+        machine_spec::RtcBase::Utc => return Ok(rtc.adjustment_s),
+        machine_spec::RtcBase::Localtime => TimeZone::system(),
+        machine_spec::RtcBase::Timezone(name) => {
+            TimeZone::get(name).map_err(|source| RtcError {
+                zone: name.clone(),
+                source,
+            })?
+        }
+    };
+    let offset = zone.to_offset(jiff::Timestamp::now()).seconds();
+    Ok(i64::from(offset) + rtc.adjustment_s)
+}
+
 impl Cmos {
     /// A CMOS showing the host clock, 24-hour BCD, as a PC BIOS leaves it.
     pub fn new() -> Self {
         Self::with_clock(host_now)
+    }
+
+    /// A CMOS showing the host's UTC plus `offset` seconds ([`start_offset`]).
+    pub fn with_offset(offset: i64) -> Self {
+        let mut c = Self::new();
+        c.offset = offset;
+        c
     }
 
     fn with_clock(now: fn() -> i64) -> Self {
@@ -241,6 +275,31 @@ mod tests {
         let mut v = [0u8];
         c.read(0x70, 1, &mut v);
         v[0]
+    }
+
+    #[test]
+    fn start_offsets_follow_the_clock_base() {
+        use machine_spec::{Rtc, RtcBase};
+        let utc = Rtc::default();
+        assert_eq!(start_offset(&utc).unwrap(), 0);
+        let adjusted = Rtc {
+            base: RtcBase::Utc,
+            adjustment_s: 3600,
+        };
+        assert_eq!(start_offset(&adjusted).unwrap(), 3600);
+        // Fixed-offset zones (POSIX sign convention: Etc/GMT-5 is UTC+5).
+        let zone = |z: &str| Rtc {
+            base: RtcBase::Timezone(z.into()),
+            adjustment_s: 0,
+        };
+        assert_eq!(start_offset(&zone("Etc/GMT-5")).unwrap(), 5 * 3600);
+        assert_eq!(start_offset(&zone("Asia/Kolkata")).unwrap(), 19800);
+        let e = start_offset(&zone("Mars/Olympus")).unwrap_err();
+        assert!(e.to_string().contains("'Mars/Olympus'"), "{e}");
+        // The offset shows in the clock registers.
+        let mut c = Cmos::with_clock(fixed);
+        c.offset = 5 * 3600;
+        assert_eq!(read(&mut c, 0x04), 0x00); // 19:45 UTC reads 00:45 the next day
     }
 
     #[test]

@@ -115,6 +115,7 @@ mod tests {
             },
             platform: Platform {
                 chipset,
+                rtc: Default::default(),
                 acpi,
                 apic: true,
             },
