@@ -45,6 +45,16 @@ impl Definition {
         self.dom.to_xml(inactive)
     }
 
+    /// The `<graphics>` devices.
+    pub fn graphics(&self) -> &[domain_xml::GenericDevice] {
+        &self.dom.devices.graphics
+    }
+
+    /// The `<graphics>` devices, to edit (their live form).
+    pub fn graphics_mut(&mut self) -> &mut Vec<domain_xml::GenericDevice> {
+        &mut self.dom.devices.graphics
+    }
+
     /// The live XML of a running domain, carrying its id.
     pub fn to_live_xml(&self, id: i32) -> String {
         let mut dom = self.dom.clone();

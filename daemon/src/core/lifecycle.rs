@@ -54,6 +54,7 @@ impl Core {
         super::tapname::name_taps(&self.inner.next_vnet, &mut def, &mut spec);
         let name = def.name().to_string();
         let vm = self.launch(slot, &name, spec, &def.to_xml(false)).await?;
+        super::graphics::apply_live(&vm, &mut def).await?;
         if paused {
             vm.pause_reason.store(paused::USER, Ordering::SeqCst);
             vm.qmp("stop", None).await?;
@@ -141,6 +142,7 @@ impl Core {
             let mut spec = def.translate()?;
             super::tapname::name_taps(&self.inner.next_vnet, &mut def, &mut spec);
             let vm = self.launch(slot, &name, spec, &def.to_xml(false)).await?;
+            super::graphics::apply_live(&vm, &mut def).await?;
             let id = self.inner.next_id.fetch_add(1, Ordering::SeqCst);
             {
                 let mut r = slot.rec();

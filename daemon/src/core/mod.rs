@@ -56,6 +56,7 @@ pub mod error;
 pub mod event;
 pub mod flags;
 pub(crate) mod fsutil;
+mod graphics;
 mod lifecycle;
 mod media;
 pub mod monitor;

@@ -105,16 +105,16 @@ impl Core {
                 .as_ref()
                 .or(r.live.as_ref())
                 .expect("a definition exists");
-            return Ok(def.to_xml(true));
+            return Ok(super::graphics::without_secrets(def, flags & SECURE != 0).to_xml(true));
         }
         if r.active() {
             let live = r
                 .live
                 .as_ref()
                 .expect("an active domain has a live definition");
-            Ok(live.to_live_xml(r.id))
+            Ok(super::graphics::without_secrets(live, flags & SECURE != 0).to_live_xml(r.id))
         } else {
-            Ok(r.current().to_xml(true))
+            Ok(super::graphics::without_secrets(r.current(), flags & SECURE != 0).to_xml(true))
         }
     }
 
