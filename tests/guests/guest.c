@@ -46,6 +46,9 @@
 /* the display adapter (owned by the display tests; uses the PCI helpers above) */
 #include "oxtest/display.c"
 
+/* a polled AHCI driver (owned by the ATA tests; uses the PCI helpers above) */
+#include "oxtest/ahci.c"
+
 /* ---------------------------------------------------------------- main */
 
 void oxmain(int proto, uint64_t info)
@@ -95,6 +98,8 @@ void oxmain(int proto, uint64_t info)
 		check_virtio();
 	if (want("display"))
 		check_display();
+	if (want("ahci"))
+		check_ahci();
 
 	put("OXTEST DONE failures=");
 	put_dec((uint64_t)failures);

@@ -5,6 +5,9 @@
 //! checksums compared with the host's, writes found in the image), mounts the CD
 //! and hashes a file on it, and gets "no medium" from the empty drive.
 //!
+//! Then IDE: Linux's `ata_piix` on the PIIX3 IDE function (PIO, IRQ 14/15) with a
+//! disk as `hda` and the ISO as `hdc`: the same reads, writes and mount.
+//!
 //! And the "install from an ISO" path end to end: SeaBIOS on Q35 boots a
 //! `grub-mkrescue` ISO holding the test guest from a SATA CD-ROM (the ICH9 AHCI at
 //! 00:1f.2, El Torito through ATAPI), GRUB loads the kernel and initramfs from the
@@ -355,6 +358,95 @@ fn linux_installs_from_an_iso_on_a_sata_cdrom_through_seabios() {
             .is_some_and(|l| l.get("sha256") == sha256_hex(&data)),
         &format!(
             "data.bin on the installer CD hashed differently: {}",
+            r.cmd_output
+        ),
+    );
+    let after = std::fs::read(&disk).unwrap();
+    let mark = &after[MARK_SECTOR * 512..MARK_SECTOR * 512 + MARK.len()];
+    check(
+        &vm,
+        mark == MARK.as_bytes(),
+        "the marker the guest wrote is not on the host image",
+    );
+}
+
+fn ide_drive(id: &str, bus: u8, unit: u8, cdrom: bool, name: &str, medium: &Path) -> Device {
+    let mut d = sata_drive(id, 0, cdrom, name, Some(medium));
+    if let DeviceKind::AtaDisk(u) = &mut d.kind {
+        u.bus_type = AtaBus::Ide;
+        u.bus = bus;
+        u.unit = unit;
+    }
+    d
+}
+
+#[test]
+fn linux_ide_disk_and_cdrom() {
+    let Some(g) = guest("linux_ide_disk_and_cdrom") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let region = pattern(REGION, 0x1de);
+    let mut raw = region.clone();
+    raw.resize(DISK_SIZE, 0);
+    let disk = dir.path().join("disk.raw");
+    std::fs::write(&disk, &raw).unwrap();
+    let data = pattern(300 << 10, 0x1d);
+    let Some(iso) = iso(dir.path(), &data) else {
+        return;
+    };
+    let mut spec = g.spec(
+        1,
+        if g.stock { 256 } else { 128 },
+        &format!("oxvirt_cmd64={}", base64(SCRIPT.as_bytes())),
+    );
+    // The PIIX3 IDE function (at 00:01.0: this direct-boot machine has no PIIX3
+    // ISA function 0 in slot 1, which i440FX's 00:01.1 needs), hda and hdc.
+    let ide = pci_device(
+        "ide",
+        1,
+        DeviceKind::IdeController(AtaController { index: 0 }),
+    );
+    spec.devices.extend([
+        ide,
+        ide_drive("ide0-0-0", 0, 0, false, "hda", &disk),
+        ide_drive("ide0-1-0", 1, 0, true, "hdc", &iso),
+    ]);
+    let vm = Vm::start(&spec);
+    let r = wait_ready(&vm, g);
+    let blk = r.all("block");
+    check(
+        &vm,
+        blk.iter().any(|l| l.get("name") == "sda") && blk.iter().any(|l| l.get("name") == "sr0"),
+        &format!("sda and sr0 on ata_piix expected: {blk:?}"),
+    );
+    vm.wait_for("OXVIRT-CMD-RC=", Duration::from_secs(600));
+    let code = vm.wait_exit(EXIT);
+    check(
+        &vm,
+        code == exit::POWEROFF,
+        &format!("VMM exit status {code}, expected power-off"),
+    );
+    let r = Report::parse(&vm.console());
+    check(
+        &vm,
+        r.cmd_rc == Some(0),
+        &format!("the guest's commands failed: {}", r.cmd_output),
+    );
+    check(
+        &vm,
+        r.check_lines("disk-read")
+            .first()
+            .is_some_and(|l| l.get("sha256") == sha256_hex(&region)),
+        "the guest read different bytes from the IDE disk than the host wrote",
+    );
+    check(
+        &vm,
+        r.check_lines("iso")
+            .first()
+            .is_some_and(|l| l.get("dev") == "sr0" && l.get("sha256") == sha256_hex(&data)),
+        &format!(
+            "data.bin on the IDE CD (sr0) hashed differently: {}",
             r.cmd_output
         ),
     );
