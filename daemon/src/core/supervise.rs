@@ -179,6 +179,9 @@ impl Core {
             .map_err(|e| Error::io("open log file", &rt.log(), &e))?;
         let vmm = &self.inner.config.vmm;
         let mut child = tokio::process::Command::new(vmm)
+            // Relative paths in the spec (a unix channel without a path: libvirt's
+            // guest agent channel as virt-install writes it) live in the runtime dir.
+            .current_dir(rt.path())
             .arg("--spec")
             .arg(rt.spec())
             .arg("--qmp")
