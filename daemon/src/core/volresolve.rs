@@ -17,7 +17,9 @@ use crate::storage::{Storage, StorageConfig, VolFormat};
 /// Opens the storage driver beside the domain store (`storage/` and `images/` next to
 /// `domains/`).
 pub(super) fn open_storage(config: &CoreConfig) -> Result<Storage> {
-    Ok(Storage::open(&StorageConfig::beside(&config.domains_dir))?)
+    let mut c = StorageConfig::beside(&config.domains_dir);
+    c.state_dir = Some(config.runtime_dir.join("storage"));
+    Ok(Storage::open(&c)?)
 }
 
 /// Lets the storage driver see which running domain uses a file.

@@ -157,6 +157,9 @@ pub struct StorageConfig {
     pub storage_dir: PathBuf,
     /// The `default` pool's directory.
     pub images_dir: PathBuf,
+    /// Where active pools are recorded (`NAME.xml`), so a restarted daemon finds them
+    /// active again, as libvirtd does with `/run/libvirt/storage`; `None`: not kept.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl StorageConfig {
@@ -167,6 +170,7 @@ impl StorageConfig {
         StorageConfig {
             storage_dir: root.join("storage"),
             images_dir: root.join("images"),
+            state_dir: None,
         }
     }
 }
@@ -195,6 +199,7 @@ struct Inner {
     job: tokio::sync::Mutex<()>,
     events: broadcast::Sender<PoolEvent>,
     in_use: OnceLock<InUse>,
+    state_dir: Option<PathBuf>,
 }
 
 /// The storage driver. Cheap to clone; every clone is the same driver.
@@ -230,6 +235,7 @@ impl Storage {
                 job: tokio::sync::Mutex::new(()),
                 events,
                 in_use: OnceLock::new(),
+                state_dir: config.state_dir.clone(),
             }),
         };
         for (file, xml) in s.inner.store.load_all().map_err(store_err)? {
@@ -255,11 +261,12 @@ impl Storage {
             s.define_default(&config.images_dir)?;
             std::fs::write(&marker, b"").map_err(|e| Error::io("write", &marker, &e))?;
         }
+        s.restore_active()?;
         let autostart: Vec<String> = s
             .pools()
-            .keys()
-            .filter(|n| s.inner.store.autostart(n))
-            .cloned()
+            .values()
+            .filter(|p| !p.active && s.inner.store.autostart(&p.def.name))
+            .map(|p| p.def.name.clone())
             .collect();
         for name in autostart {
             if let Err(e) = s.start_sync(&name) {
@@ -267,6 +274,57 @@ impl Storage {
             }
         }
         Ok(s)
+    }
+
+    /// Starts again the pools that were active when the daemon stopped (transient
+    /// ones are defined again from their record).
+    fn restore_active(&self) -> Result<()> {
+        let Some(dir) = &self.inner.state_dir else {
+            return Ok(());
+        };
+        crate::core::fsutil::create_dir(dir, 0o700).map_err(store_err)?;
+        let entries = std::fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, &e))?;
+        for path in entries.flatten().map(|e| e.path()) {
+            if path.extension().is_none_or(|x| x != "xml") {
+                continue;
+            }
+            let Ok(def) = std::fs::read_to_string(&path)
+                .map_err(|e| Error::io("read", &path, &e))
+                .and_then(|x| PoolDef::parse(&x))
+            else {
+                tracing::warn!(file = %path.display(), "skipping unreadable pool state");
+                continue;
+            };
+            let name = def.name.clone();
+            self.pools().entry(name.clone()).or_insert(Pool {
+                def,
+                active: false,
+                persistent: false,
+                vols: BTreeSet::new(),
+            });
+            if let Err(e) = self.start_sync(&name) {
+                tracing::warn!(pool = name, error = %e, "cannot restart storage pool");
+                self.mark_active(&name, None);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records (`Some(def)`) or forgets that a pool is active.
+    fn mark_active(&self, name: &str, def: Option<&PoolDef>) {
+        let Some(dir) = &self.inner.state_dir else {
+            return;
+        };
+        let file = dir.join(format!("{name}.xml"));
+        let result = match def {
+            Some(d) => {
+                crate::core::fsutil::write_atomic(&file, d.format(None, None).as_bytes(), 0o600)
+            }
+            None => crate::core::fsutil::remove_file(&file),
+        };
+        if let Err(e) = result {
+            tracing::warn!(pool = name, error = %e, "cannot record storage pool state");
+        }
     }
 
     fn define_default(&self, images: &Path) -> Result<()> {
@@ -498,6 +556,7 @@ impl Storage {
             name: def.name.clone(),
             uuid: def.uuid,
         };
+        self.mark_active(&def.name, Some(&def));
         self.pools().insert(
             def.name.clone(),
             Pool {
@@ -540,11 +599,13 @@ impl Storage {
             Ok(p.def.path.clone())
         })?;
         let vols = scan(&path)?;
-        self.with_pool(name, |p| {
+        let (r, def) = self.with_pool(name, |p| {
             p.active = true;
             p.vols = vols;
-            Ok(p.pool_ref())
-        })
+            Ok((p.pool_ref(), p.def.clone()))
+        })?;
+        self.mark_active(name, Some(&def));
+        Ok(r)
     }
 
     /// virStoragePoolBuild: make the target directory.
@@ -577,6 +638,7 @@ impl Storage {
         if transient {
             self.pools().remove(name);
         }
+        self.mark_active(name, None);
         self.lifecycle(r, event::STOPPED);
         Ok(())
     }

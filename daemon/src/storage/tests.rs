@@ -180,6 +180,35 @@ async fn volumes_in_use_are_not_deleted() {
 }
 
 #[tokio::test]
+async fn active_pools_stay_active_across_a_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let mut config = StorageConfig::beside(&root.path().join("domains"));
+    config.state_dir = Some(root.path().join("run/storage"));
+    let s = Storage::open(&config).unwrap();
+    let a = root.path().join("a");
+    let t = root.path().join("t");
+    std::fs::create_dir(&a).unwrap();
+    std::fs::create_dir(&t).unwrap();
+    let xml = |n: &str, p: &Path| {
+        format!(
+            "<pool type='dir'><name>{n}</name><target><path>{}</path></target></pool>",
+            p.display()
+        )
+    };
+    s.define_pool(&xml("a", &a), 0).await.unwrap();
+    s.start_pool("a", 0).await.unwrap();
+    s.create_pool_xml(&xml("t", &t), 0).await.unwrap();
+    s.destroy_pool("default").await.unwrap();
+    drop(s);
+    let s = Storage::open(&config).unwrap();
+    assert!(s.pool_status("a").unwrap().active);
+    let st = s.pool_status("t").unwrap();
+    assert!(st.active && !st.persistent);
+    // An autostart pool is started at every daemon start, as libvirtd does.
+    assert!(s.pool_status("default").unwrap().active);
+}
+
+#[tokio::test]
 async fn duplicate_pools_are_refused() {
     let root = tempfile::tempdir().unwrap();
     let s = open(root.path());
