@@ -1,0 +1,234 @@
+//! Linux (the patched test guest, direct kernel boot) as oxvirtd's domain with a
+//! virtio-scsi CD-ROM, driven with Debian's `virsh change-media` while the guest
+//! watches the disc with its own `sr` driver:
+//!
+//! 1. the guest hashes `/dev/sr0` (disc A), then keeps the device open, which makes
+//!    Linux lock the door (PREVENT ALLOW MEDIUM REMOVAL);
+//! 2. `virsh change-media --update` fails as libvirt's does against a locked drive
+//!    (the guest gets an eject request it ignores; "timed out waiting to open
+//!    tray"); with `--force` the tray opens anyway and disc B goes in;
+//! 3. the guest sees the media change (GET EVENT STATUS NOTIFICATION, then NOT
+//!    READY / UNIT ATTENTION) and hashes disc B;
+//! 4. the guest closes the device with `/proc/sys/dev/cdrom/autoeject` on: Linux
+//!    unlocks and ejects (START STOP UNIT), and the tray-change event ("opened")
+//!    and `tray='open'` in the live XML follow;
+//! 5. `virsh change-media --update` into the open tray (libvirt skips the open step)
+//!    gives the guest disc A again.
+//!
+//! Each checksum is compared with the host's.
+
+mod rpc_common;
+#[allow(dead_code)] // shared with linux_guest.rs, which uses other parts
+#[path = "linux_guest/support.rs"]
+mod support;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use oxvirt_tests::domain_xml;
+use oxvirt_tests::spec::serial_xml;
+use rpc_common::Daemon;
+use support::{guest, pattern, sha256_hex, BOOT};
+
+/// The guest's side (run by /init after its ready line; `oxvirt_cmd64`). Every wait
+/// is bounded; an empty hash is "no disc readable now".
+const SCRIPT: &str = r#"h() { sha256sum </dev/sr0 2>/dev/null | cut -d' ' -f1; }
+echo 0 >/proc/sys/dev/cdrom/autoclose
+first=$(h)
+echo "OXCHECK disc n=1 sha256=$first"
+exec 3</dev/sr0
+echo "OXCHECK locked"
+cur=$first; i=0
+while { [ -z "$cur" ] || [ "$cur" = "$first" ]; } && [ $i -lt 900 ]; do sleep 1; i=$((i+1)); cur=$(h); done
+echo "OXCHECK disc n=2 sha256=$cur"
+second=$cur
+echo 1 >/proc/sys/dev/cdrom/autoeject
+exec 3<&-
+echo 0 >/proc/sys/dev/cdrom/autoeject
+echo "OXCHECK ejected"
+cur=$(h); i=0
+while { [ -z "$cur" ] || [ "$cur" = "$second" ]; } && [ $i -lt 900 ]; do sleep 1; i=$((i+1)); cur=$(h); done
+echo "OXCHECK disc n=3 sha256=$cur"
+"#;
+
+fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Waits until the console file holds `needle`; returns the rest of its line.
+fn wait_line(d: &Daemon, console: &Path, needle: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let text = std::fs::read_to_string(console).unwrap_or_default();
+        if let Some(i) = text.find(needle) {
+            let rest = &text[i + needle.len()..];
+            return rest.lines().next().unwrap_or("").trim().to_string();
+        }
+        if Instant::now() > deadline {
+            d.fail(&format!(
+                "the guest never printed '{needle}'; console:\n{text}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn linux_sees_new_discs_after_virsh_change_media() {
+    let Some(g) = guest("linux_sees_new_discs_after_virsh_change_media") else {
+        return;
+    };
+    let d = Daemon::start();
+    let name = "linux-media";
+    let (a, b) = (pattern(256 << 10, 0xa1), pattern(384 << 10, 0xb2));
+    let (a_iso, b_iso) = (d.dir.path().join("a.iso"), d.dir.path().join("b.iso"));
+    std::fs::write(&a_iso, &a).unwrap();
+    std::fs::write(&b_iso, &b).unwrap();
+    let console = d.dir.path().join("console.log");
+    let cmdline = format!("{} oxvirt_cmd64={}", g.cmdline, base64(SCRIPT.as_bytes()));
+    let xml = domain_xml(
+        name,
+        &g.kernel,
+        &cmdline,
+        128,
+        1,
+        "destroy",
+        &serial_xml(&format!("file:{}", console.display())),
+    )
+    .replace(
+        "</kernel>",
+        &format!("</kernel>\n    <initrd>{}</initrd>", g.initrd.display()),
+    )
+    .replace(
+        "<devices>",
+        &format!(
+            "<devices>
+    <controller type='scsi' index='0' model='virtio-scsi'/>
+    <disk type='file' device='cdrom'><driver name='qemu' type='raw'/>
+      <source file='{}'/><target dev='sda' bus='scsi'/><readonly/></disk>",
+            a_iso.display()
+        ),
+    );
+    let f = d.xml_file(name, &xml);
+    d.virsh_ok(&["define", f.to_str().unwrap()]);
+    let mut ev = Command::new("virsh")
+        .args(["-c", &d.uri(), "event", "--event", "tray-change", "--loop"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("virsh event");
+    let mut ev_out = ev.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = ev_out.read(&mut buf) {
+            if n == 0
+                || tx
+                    .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                    .is_err()
+            {
+                break;
+            }
+        }
+    });
+    d.virsh_ok(&["start", name]);
+
+    // 1. Disc A, then the guest holds the device open: the door is locked.
+    let h1 = wait_line(&d, &console, "OXCHECK disc n=1 sha256=", BOOT);
+    assert_eq!(h1, sha256_hex(&a), "the guest read disc A differently");
+    wait_line(&d, &console, "OXCHECK locked", BOOT);
+
+    // 2. Without --force libvirt waits for the guest to open the tray, in vain.
+    let r = d.virsh(&[
+        "change-media",
+        name,
+        "sda",
+        b_iso.to_str().unwrap(),
+        "--update",
+    ]);
+    assert!(
+        !r.ok
+            && r.stderr
+                .contains("error: operation failed: timed out waiting to open tray of 'sda'"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    let live = d.virsh_ok(&["dumpxml", name]);
+    assert!(
+        live.contains(&format!("<source file='{}'", a_iso.display())),
+        "{live}"
+    );
+    let out = d.virsh_ok(&[
+        "change-media",
+        name,
+        "sda",
+        b_iso.to_str().unwrap(),
+        "--update",
+        "--force",
+    ]);
+    assert!(out.contains("Successfully updated media."), "{out}");
+
+    // 3. The guest finds disc B.
+    let h2 = wait_line(&d, &console, "OXCHECK disc n=2 sha256=", BOOT);
+    assert_eq!(
+        h2,
+        sha256_hex(&b),
+        "the guest did not read disc B after the change"
+    );
+
+    // 4. The guest's own eject: the event and the live XML.
+    wait_line(&d, &console, "OXCHECK ejected", BOOT);
+    let opened = format!("event 'tray-change' for domain '{name}' disk scsi0-0-0-0: opened");
+    let deadline = Instant::now() + BOOT;
+    let mut events = String::new();
+    while events.matches(&opened).count() < 2 {
+        if let Ok(c) = rx.recv_timeout(Duration::from_millis(200)) {
+            events.push_str(&c);
+        }
+        if Instant::now() > deadline {
+            d.fail(&format!(
+                "no second 'opened' (the guest's eject); virsh event:\n{events}"
+            ));
+        }
+    }
+    let live = d.virsh_ok(&["dumpxml", name]);
+    assert!(live.contains("tray='open'"), "{live}");
+
+    // 5. A disc into the open tray.
+    d.virsh_ok(&[
+        "change-media",
+        name,
+        "sda",
+        a_iso.to_str().unwrap(),
+        "--update",
+    ]);
+    let h3 = wait_line(&d, &console, "OXCHECK disc n=3 sha256=", BOOT);
+    assert_eq!(h3, sha256_hex(&a), "the guest did not read disc A again");
+    let _ = ev.kill();
+    let _ = ev.wait();
+    // The guest powers off after its script.
+    let deadline = Instant::now() + BOOT;
+    while d.virsh_ok(&["domstate", name]).trim() != "shut off" {
+        if Instant::now() > deadline {
+            d.fail("the guest did not power off after its script");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
