@@ -53,3 +53,68 @@ pub struct AtaDisk {
 
 /// Ports of an AHCI controller and (channel, unit) pairs of an IDE one.
 pub const AHCI_PORTS: u8 = 6;
+
+#[cfg(test)]
+mod tests {
+    use crate::MachineSpec;
+
+    /// A spec with `devices` (JSON array items).
+    fn spec(devices: &str) -> Result<MachineSpec, String> {
+        let json = format!(
+            r#"{{"version":1,"name":"t","uuid":"c7a5fdbd-cdaf-9455-926a-d65c16db1809",
+              "memory":{{"size_bytes":67108864}},"cpus":{{"count":1,"max":1,
+              "topology":{{"sockets":1,"dies":1,"cores":1,"threads":1}},"mode":"host-passthrough"}},
+              "boot":{{"kernel":"/k"}},"platform":{{"acpi":true,"apic":true}},
+              "lifecycle":{{"on_poweroff":"destroy","on_reboot":"restart","on_crash":"destroy"}},
+              "devices":[{devices}]}}"#
+        );
+        MachineSpec::from_json(&json).map_err(|e| e.to_string())
+    }
+
+    const SATA: &str = r#"{"id":"sata0","kind":{"type":"sata-controller","index":0}}"#;
+    const IDE: &str = r#"{"id":"ide","kind":{"type":"ide-controller","index":0}}"#;
+
+    fn drive(id: &str, bus_type: &str, bus: u8, unit: u8, cdrom: bool) -> String {
+        format!(
+            r#"{{"id":"{id}","kind":{{"type":"ata-disk","bus_type":"{bus_type}","controller":0,
+              "bus":{bus},"unit":{unit},"cdrom":{cdrom},"name":"x"}}}}"#
+        )
+    }
+
+    #[test]
+    fn drives_need_a_controller_of_their_kind_and_an_address_it_has() {
+        let cd = drive("sata0-0-5", "sata", 5, 0, true);
+        spec(&format!("{SATA},{cd}")).unwrap();
+        let e = spec(&format!("{IDE},{cd}")).unwrap_err();
+        assert!(e.contains("no SATA controller with index 0"), "{e}");
+        let e = spec(&format!("{SATA},{}", drive("d", "sata", 6, 0, true))).unwrap_err();
+        assert!(
+            e.contains("bus 6 unit 0 does not exist (ports 0-5, unit 0)"),
+            "{e}"
+        );
+        let e = spec(&format!("{IDE},{}", drive("d", "ide", 1, 2, true))).unwrap_err();
+        assert!(
+            e.contains("bus 1 unit 2 does not exist (buses 0-1, units 0-1)"),
+            "{e}"
+        );
+        spec(&format!("{IDE},{}", drive("ide0-1-1", "ide", 1, 1, true))).unwrap();
+    }
+
+    #[test]
+    fn a_disk_needs_a_medium_and_an_address_is_used_once() {
+        let e = spec(&format!("{SATA},{}", drive("d", "sata", 0, 0, false))).unwrap_err();
+        assert!(e.contains("needs a medium"), "{e}");
+        let (a, b) = (
+            drive("a", "sata", 2, 0, true),
+            drive("b", "sata", 2, 0, true),
+        );
+        let e = spec(&format!("{SATA},{a},{b}")).unwrap_err();
+        assert!(e.contains("ATA drive 0:2:0 already in use"), "{e}");
+        // The same numbers on the other bus type are another drive.
+        spec(&format!(
+            "{SATA},{IDE},{a},{}",
+            drive("c", "ide", 1, 0, true)
+        ))
+        .unwrap();
+    }
+}
