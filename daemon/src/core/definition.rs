@@ -64,6 +64,13 @@ impl Definition {
 
     /// What the VMM runs; fails with libvirt's error for what it cannot run.
     pub fn translate(&self) -> Result<MachineSpec> {
+        if super::netresolve::unresolved(&self.dom.devices.interfaces) {
+            // Networks are resolved to bridges at start (`netresolve`); before that,
+            // check everything else with a stand-in bridge.
+            let mut def = self.clone();
+            super::netresolve::stand_in_bridges(&mut def.dom.devices.interfaces);
+            return def.translate();
+        }
         if self
             .dom
             .devices

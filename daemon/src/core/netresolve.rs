@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use domain_xml::InterfaceType;
+use domain_xml::{Interface, InterfaceType};
 use uuid::Uuid;
 
 use super::definition::Definition;
@@ -28,6 +28,32 @@ pub(super) fn open_networks(config: &CoreConfig) -> Result<Networks> {
         &config.runtime_dir.join("networks"),
         config.autostart,
     )?)
+}
+
+/// Whether some `type='network'` interface has no bridge recorded yet.
+pub(super) fn unresolved(ifaces: &[Interface]) -> bool {
+    ifaces.iter().any(|i| {
+        i.interface_type == InterfaceType::Network
+            && i.source
+                .as_ref()
+                .is_some_and(|s| s.get_attr("bridge").is_none())
+    })
+}
+
+/// Gives every unresolved `type='network'` interface a stand-in bridge, so the rest of
+/// the definition can be checked before the network is known (define time: libvirt
+/// does not require the network to exist then).
+pub(super) fn stand_in_bridges(ifaces: &mut [Interface]) {
+    for i in ifaces {
+        if i.interface_type != InterfaceType::Network {
+            continue;
+        }
+        if let Some(s) = i.source.as_mut() {
+            if s.get_attr("bridge").is_none() {
+                s.attrs.push(("bridge".into(), "(network)".into()));
+            }
+        }
+    }
 }
 
 /// One interface's addresses from its network's leases.

@@ -1,0 +1,158 @@
+//! The Linux test guest on libvirt's `default` network, driven by Debian's virsh
+//! against oxvirtd running in a private network namespace: `<interface
+//! type='network'><source network='default'/>` becomes a `vnetN` tap on `virbr0`
+//! (live XML shows bridge and tap), the guest gets its address from dnsmasq with
+//! busybox `udhcpc`, pings the bridge, reaches a TCP server in an "outside"
+//! namespace through NAT, and `virsh domifaddr` / `net-dhcp-leases` show the lease.
+//! Skips loudly without KVM, root, nft, dnsmasq or busybox.
+
+#[allow(dead_code)] // shared with linux_guest.rs, which uses other parts
+#[path = "linux_guest/support.rs"]
+mod support;
+
+mod network_common;
+
+use std::time::{Duration, Instant};
+
+use network_common::*;
+
+const MAC: &str = "52:54:00:6e:65:74";
+
+/// What the guest runs after boot: DHCP, ping the bridge, TCP to the outside server;
+/// each result as an `OXVIRT` line.
+const GUEST_SCRIPT: &str = r#"printf '#!/bin/sh\ncase "$1" in bound) ip addr add $ip/$mask dev $interface; ip route add default via $router;; esac\n' >/tmp/u.sh
+chmod +x /tmp/u.sh
+ip link set eth0 up
+if udhcpc -i eth0 -n -q -f -t 10 -T 3 -s /tmp/u.sh >/tmp/udhcpc.log 2>&1; then echo "OXVIRT dhcp ok=1"; else echo "OXVIRT dhcp ok=0"; cat /tmp/udhcpc.log; fi
+ip -4 -o addr show eth0
+if ping -c 2 -W 5 192.168.122.1 >/dev/null; then echo "OXVIRT ping ok=1"; else echo "OXVIRT ping ok=0"; fi
+r=$(echo x | nc -w 10 10.200.0.2 8080)
+echo "OXVIRT tcp reply=$r"
+echo "OXVIRT net-done"
+"#;
+
+fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(char::from(T[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn linux_guest_network_default_dhcp_nat() {
+    const T: &str = "linux_guest_network_default_dhcp_nat";
+    if !require_netns(T) {
+        return;
+    }
+    let Some(g) = support::guest(T) else {
+        return;
+    };
+    let ns = Namespaces::new("lgn", &["host", "out"]);
+    let (host, out) = (ns.get(0), ns.get(1));
+    uplink(host, out);
+    let d = NsDaemon::start(host);
+    let def = d.file("default.xml", DEFAULT_XML);
+    d.virsh_ok(&["net-define", def.to_str().unwrap()]);
+    d.virsh_ok(&["net-start", "default"]);
+    let peers = d.dir.path().join("peers.txt");
+    let mut server = tcp_server(out, "10.200.0.2", 8080, &peers);
+
+    let console = d.dir.path().join("console.log");
+    let cmdline = format!(
+        "{} oxvirt_cmd64={} oxvirt_exit=wait",
+        g.cmdline,
+        base64(GUEST_SCRIPT.as_bytes())
+    );
+    let xml = format!(
+        "<domain type='kvm'><name>netguest</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>\
+         <os><type arch='x86_64' machine='pc'>hvm</type><kernel>{k}</kernel><initrd>{i}</initrd>\
+         <cmdline>{cmdline}</cmdline></os><features><acpi/><apic/></features>\
+         <cpu mode='host-passthrough'/><on_poweroff>destroy</on_poweroff><devices>\
+         <interface type='network'><mac address='{MAC}'/><source network='default'/><model type='virtio'/></interface>\
+         <serial type='file'><source path='{c}'/><target port='0'/></serial></devices></domain>",
+        k = g.kernel.display(),
+        i = g.initrd.display(),
+        c = console.display(),
+    );
+    let domxml = d.file("netguest.xml", &xml);
+    d.virsh_ok(&["define", domxml.to_str().unwrap()]);
+    d.virsh_ok(&["start", "netguest"]);
+
+    // Live XML: the bridge and the tap; the tap is on the bridge.
+    let live = d.virsh_ok(&["dumpxml", "netguest"]);
+    assert!(live.contains("bridge='virbr0'"), "{live}");
+    assert!(live.contains("<target dev='vnet"), "{live}");
+    let inactive = d.virsh_ok(&["dumpxml", "--inactive", "netguest"]);
+    assert!(!inactive.contains("bridge='virbr0'"), "{inactive}");
+    let ports = d.in_ns("ip -br link show master virbr0").stdout;
+    assert!(ports.contains("vnet"), "no tap on virbr0: {ports}");
+
+    // The guest's report, bounded (boot ≈ 25 s on the emulated KVM).
+    let read = || std::fs::read_to_string(&console).unwrap_or_default();
+    let deadline = Instant::now() + support::EXIT;
+    while !read().contains("OXVIRT net-done") {
+        if Instant::now() > deadline {
+            panic!(
+                "the guest did not finish its network checks; console:\n{}\n--- oxvirtd log ---\n{}",
+                read(),
+                d.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let text = read();
+    for line in [
+        "OXVIRT dhcp ok=1",
+        "OXVIRT ping ok=1",
+        "OXVIRT tcp reply=hello",
+    ] {
+        assert!(text.contains(line), "missing `{line}`; console:\n{text}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&peers).unwrap_or_default().trim(),
+        "10.200.0.1",
+        "the outside server did not see the masqueraded address"
+    );
+
+    // domifaddr (source lease) and the network's leases agree.
+    let addrs = d.virsh_ok(&["domifaddr", "netguest"]);
+    let line = addrs
+        .lines()
+        .find(|l| l.contains(MAC))
+        .unwrap_or_else(|| panic!("{addrs}"));
+    let f: Vec<&str> = line.split_whitespace().collect();
+    assert!(f[0].starts_with("vnet") && f[2] == "ipv4", "{addrs}");
+    assert!(
+        f[3].starts_with("192.168.122.") && f[3].ends_with("/24"),
+        "{addrs}"
+    );
+    let leases = d.virsh_ok(&["net-dhcp-leases", "default", "--mac", MAC]);
+    assert!(leases.contains(f[3]), "{leases}");
+    let r = d.virsh(&["domifaddr", "netguest", "--source", "agent"]);
+    assert!(!r.ok, "agent source should be refused");
+
+    // A stopped network refuses the domain's start with libvirt's error.
+    d.virsh_ok(&["destroy", "netguest"]);
+    let ports = d.in_ns("ip -br link show master virbr0").stdout;
+    assert!(!ports.contains("vnet"), "tap left on the bridge: {ports}");
+    d.virsh_ok(&["net-destroy", "default"]);
+    let r = d.virsh(&["start", "netguest"]);
+    assert!(
+        !r.ok && r.stderr.contains("network 'default' is not active"),
+        "{}",
+        r.stderr
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
