@@ -271,8 +271,13 @@ fn device_caps() -> Vec<DeviceCaps> {
                 ("model", &["virtio"][..]),
             ]),
         ),
-        ("graphics", None),
-        ("video", Some(vec![("modelType", &["none"][..])])),
+        // VNC only (SPICE domains are served as VNC, but offering spice would make
+        // virt-install add spicevmc channels and usbredirs for it).
+        ("graphics", Some(vec![("type", &["vnc"][..])])),
+        (
+            "video",
+            Some(vec![("modelType", &["vga", "bochs", "none"][..])]),
+        ),
         ("hostdev", None),
         (
             "rng",
