@@ -195,7 +195,14 @@ impl Networks {
                 continue;
             }
             match Network::parse(&read(&p)?) {
-                Ok(def) => {
+                Ok(mut def) => {
+                    // A definition installed by the package (libvirt's default.xml)
+                    // gets its UUID, MAC and bridge defaults on first load.
+                    if def.uuid.is_none() || (def.owns_bridge() && def.mac.is_none()) {
+                        let name = def.name.clone();
+                        def.fill_defaults(|b| Self::bridge_taken(&nets, &name, b));
+                        Self::write(&p, &def.to_xml(), 0o600)?;
+                    }
                     let autostart = self.autostart_link(&def.name).exists();
                     nets.insert(
                         def.name.clone(),

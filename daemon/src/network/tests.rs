@@ -95,3 +95,20 @@ fn listing_flags_and_undefine() {
     assert!(!dir.path().join("networks/iso.xml").exists());
     assert!(!dir.path().join("networks/autostart/iso.xml").exists());
 }
+
+#[test]
+fn a_packaged_definition_gets_its_defaults_on_load() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("networks")).unwrap();
+    std::fs::write(dir.path().join("networks/default.xml"), DEFAULT_XML).unwrap();
+    let n = open(dir.path());
+    let r = n.lookup_by_name("default").unwrap();
+    assert!(!r.uuid.is_nil());
+    let x = n.xml_desc("default", 0).unwrap();
+    assert!(x.contains("<mac address='52:54:00:"), "{x}");
+    // Written back: the next load sees the same UUID.
+    assert_eq!(
+        open(dir.path()).lookup_by_name("default").unwrap().uuid,
+        r.uuid
+    );
+}
