@@ -46,8 +46,10 @@ pub fn parse_qcow2(head: &[u8]) -> Option<Qcow2Header> {
     let version = be32(head, 4);
     let (boff, blen) = (be64(head, 8) as usize, be32(head, 16) as usize);
     let size = be64(head, 24);
-    let backing = (boff != 0 && blen != 0 && boff + blen <= head.len())
-        .then(|| String::from_utf8_lossy(&head[boff..boff + blen]).into_owned());
+    let backing = boff
+        .checked_add(blen)
+        .filter(|end| boff != 0 && blen != 0 && *end <= head.len())
+        .map(|end| String::from_utf8_lossy(&head[boff..end]).into_owned());
     // Header extensions follow the header (72 bytes in v2, header_length in v3).
     let mut at = if version >= 3 && head.len() >= 104 {
         be32(head, 100) as usize
@@ -439,6 +441,20 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["virtual-size"], 2u64 << 30);
         qemu_img(&["check", top.to_str().unwrap()]).unwrap();
+    }
+
+    #[test]
+    fn hostile_qcow2_headers_are_not_trusted() {
+        let mut h = vec![0u8; 104];
+        h[..4].copy_from_slice(QCOW2_MAGIC);
+        h[4..8].copy_from_slice(&3u32.to_be_bytes());
+        // Backing file offset near the end of the address space, extension length huge.
+        h[8..16].copy_from_slice(&u64::MAX.to_be_bytes());
+        h[16..20].copy_from_slice(&16u32.to_be_bytes());
+        h[100..104].copy_from_slice(&96u32.to_be_bytes());
+        let q = parse_qcow2(&h).unwrap();
+        assert_eq!(q.backing, None);
+        assert_eq!(parse_qcow2(&h[..50]), None);
     }
 
     #[test]
