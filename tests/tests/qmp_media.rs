@@ -11,6 +11,7 @@
 mod qmp_common;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use machine_spec::{Device, DeviceKind, Disk, ScsiController, ScsiDisk};
@@ -98,7 +99,10 @@ fn tray_and_medium_commands_with_events_and_a_reset() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (iso(dir.path(), "a.iso", 0xaa), iso(dir.path(), "b.iso", 0xbb));
+    let (a, b) = (
+        iso(dir.path(), "a.iso", 0xaa),
+        iso(dir.path(), "b.iso", 0xbb),
+    );
     let q = QmpVm::start(&oxtest_spec("count", cdrom(Some(&a), false)));
     q.vm.wait_for("OXTEST tick 1", GUEST_TIMEOUT);
     let mut c = PyQmp::connect(&q.sock);
@@ -109,7 +113,11 @@ fn tray_and_medium_commands_with_events_and_a_reset() {
     assert_eq!(info["locked"], false, "{info}");
     assert_eq!(info["inserted"]["file"], a.display().to_string(), "{info}");
     assert_eq!(info["inserted"]["ro"], true, "{info}");
-    assert_eq!(info["inserted"]["image"]["virtual-size"], 16 * 2048, "{info}");
+    assert_eq!(
+        info["inserted"]["image"]["virtual-size"],
+        16 * 2048,
+        "{info}"
+    );
 
     // Naming errors, as QEMU's qmp_get_blk gives them.
     assert_eq!(
@@ -117,7 +125,11 @@ fn tray_and_medium_commands_with_events_and_a_reset() {
         ("DeviceNotFound".into(), "Device 'nope' not found".into())
     );
     assert_eq!(
-        error(&mut c, "blockdev-close-tray", json!({"id": ID, "device": "sda"})),
+        error(
+            &mut c,
+            "blockdev-close-tray",
+            json!({"id": ID, "device": "sda"})
+        ),
         (
             "GenericError".into(),
             "Need exactly one of 'device' and 'id'".into()
@@ -130,11 +142,17 @@ fn tray_and_medium_commands_with_events_and_a_reset() {
     );
 
     // libvirt 9's change-media sequence.
-    assert_eq!(c.ok("blockdev-open-tray", json!({"id": ID, "force": false})), json!({}));
+    assert_eq!(
+        c.ok("blockdev-open-tray", json!({"id": ID, "force": false})),
+        json!({})
+    );
     tray_event(&mut c, true);
     let info = cd(&mut c);
     assert_eq!(info["tray_open"], true, "{info}");
-    assert!(info["inserted"].is_object(), "the medium stays in the open tray: {info}");
+    assert!(
+        info["inserted"].is_object(),
+        "the medium stays in the open tray: {info}"
+    );
     c.ok("blockdev-remove-medium", json!({"id": ID}));
     assert!(cd(&mut c).get("inserted").is_none());
     c.ok(
@@ -148,7 +166,12 @@ fn tray_and_medium_commands_with_events_and_a_reset() {
             "file": "libvirt-3-storage"}),
     );
     assert_eq!(
-        error(&mut c, "blockdev-insert-medium", json!({"id": ID, "node-name": "nope"})).1,
+        error(
+            &mut c,
+            "blockdev-insert-medium",
+            json!({"id": ID, "node-name": "nope"})
+        )
+        .1,
         "Node 'nope' not found"
     );
     c.ok(
@@ -156,7 +179,12 @@ fn tray_and_medium_commands_with_events_and_a_reset() {
         json!({"id": ID, "node-name": "libvirt-3-format"}),
     );
     assert_eq!(
-        error(&mut c, "blockdev-del", json!({"node-name": "libvirt-3-format"})).1,
+        error(
+            &mut c,
+            "blockdev-del",
+            json!({"node-name": "libvirt-3-format"})
+        )
+        .1,
         "Node libvirt-3-format is in use"
     );
     c.ok("blockdev-close-tray", json!({"id": ID}));
@@ -169,7 +197,10 @@ fn tray_and_medium_commands_with_events_and_a_reset() {
     c.ok("blockdev-close-tray", json!({"id": ID}));
 
     // blockdev-change-medium by the target name: open, swap, close.
-    c.ok("blockdev-change-medium", json!({"device": "sda", "filename": a}));
+    c.ok(
+        "blockdev-change-medium",
+        json!({"device": "sda", "filename": a}),
+    );
     tray_event(&mut c, true);
     tray_event(&mut c, false);
     assert_eq!(cd(&mut c)["inserted"]["file"], a.display().to_string());
@@ -198,7 +229,10 @@ fn tray_and_medium_commands_with_events_and_a_reset() {
     assert_eq!(info["tray_open"], true, "{info}");
     assert!(info.get("inserted").is_none(), "{info}");
     // And a medium inserted now stays through the next reset.
-    c.ok("blockdev-change-medium", json!({"id": ID, "filename": b, "format": "raw"}));
+    c.ok(
+        "blockdev-change-medium",
+        json!({"id": ID, "filename": b, "format": "raw"}),
+    );
     tray_event(&mut c, false);
     c.ok("system_reset", Value::Null);
     c.event("RESET", EVENT_WAIT);
@@ -225,4 +259,173 @@ fn a_tray_open_in_the_spec_starts_open() {
     c.ok("blockdev-close-tray", json!({"device": "sda"}));
     tray_event(&mut c, false);
     assert_eq!(cd(&mut c)["tray_open"], false);
+}
+
+/// One QMP session, sent as raw bytes: the replies and events in order (greeting
+/// and timestamps left out).
+fn session(sock: &Path, commands: &[Value]) -> Vec<Value> {
+    let mut input = String::new();
+    for c in commands {
+        input.push_str(&c.to_string());
+        input.push('\n');
+    }
+    let out = qmp_common::socat(sock, input.as_bytes());
+    out.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            if let Some(o) = v.as_object_mut() {
+                o.remove("timestamp");
+            }
+            v
+        })
+        .collect()
+}
+
+/// The same session against QEMU 7.2 (a `scsi-cd` on `virtio-scsi-pci`, its medium
+/// given with `-blockdev` as libvirt 9 does, TCG, never started) and against
+/// oxvirt-vmm: the same replies, errors and `DEVICE_TRAY_MOVED` events, in the
+/// same order.
+#[test]
+fn the_media_commands_answer_as_qemu_7_2_does() {
+    if !require_kvm("the_media_commands_answer_as_qemu_7_2_does") {
+        return;
+    }
+    if Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        oxvirt_tests::host::skip(
+            "the_media_commands_answer_as_qemu_7_2_does",
+            "no qemu-system-x86_64 (Debian package qemu-system-x86)",
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        iso(dir.path(), "a.iso", 0xaa),
+        iso(dir.path(), "b.iso", 0xbb),
+    );
+    let node = format!("libvirt-{ID}-format");
+    let qsock = dir.path().join("qemu.sock");
+    let storage = json!({"driver": "file", "filename": a, "node-name": format!("libvirt-{ID}-storage"), "read-only": true});
+    let format = json!({"node-name": node, "read-only": true, "driver": "raw", "file": format!("libvirt-{ID}-storage")});
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args([
+            "-M",
+            "pc",
+            "-accel",
+            "tcg",
+            "-S",
+            "-nodefaults",
+            "-display",
+            "none",
+        ])
+        .args(["-device", "virtio-scsi-pci,id=scsi0"])
+        .args([
+            "-blockdev",
+            &storage.to_string(),
+            "-blockdev",
+            &format.to_string(),
+        ])
+        .args([
+            "-device",
+            &format!("scsi-cd,bus=scsi0.0,drive={node},id={ID}"),
+        ])
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", qsock.display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("qemu-system-x86_64");
+    qmp_common::wait_socket(&qsock, Duration::from_secs(30));
+
+    let id = json!({"id": ID});
+    let cmd = |name: &str, args: Value| json!({"execute": name, "arguments": args});
+    let commands = vec![
+        json!({"execute": "qmp_capabilities"}),
+        cmd("blockdev-remove-medium", id.clone()),
+        cmd("blockdev-open-tray", json!({"id": ID, "force": false})),
+        cmd("blockdev-open-tray", id.clone()),
+        cmd("blockdev-remove-medium", id.clone()),
+        cmd("blockdev-remove-medium", id.clone()),
+        cmd("blockdev-del", json!({"node-name": node})),
+        cmd("blockdev-del", json!({"node-name": "nope"})),
+        cmd(
+            "blockdev-change-medium",
+            json!({"id": ID, "filename": "/nonexistent.iso"}),
+        ),
+        cmd("blockdev-close-tray", json!({"id": ID, "device": "x"})),
+        cmd("blockdev-close-tray", json!({})),
+        cmd(
+            "blockdev-insert-medium",
+            json!({"id": ID, "node-name": "nope"}),
+        ),
+        cmd("eject", json!({"id": "nope"})),
+        cmd(
+            "blockdev-add",
+            json!({"driver": "file", "filename": "/nonexistent.iso", "node-name": "m"}),
+        ),
+        cmd(
+            "blockdev-add",
+            json!({"driver": "file", "filename": b, "node-name": "s"}),
+        ),
+        cmd(
+            "blockdev-add",
+            json!({"driver": "file", "filename": b, "node-name": "s"}),
+        ),
+        cmd(
+            "blockdev-add",
+            json!({"driver": "raw", "file": "s", "node-name": "f"}),
+        ),
+        cmd(
+            "blockdev-insert-medium",
+            json!({"id": ID, "node-name": "f"}),
+        ),
+        cmd(
+            "blockdev-insert-medium",
+            json!({"id": ID, "node-name": "f"}),
+        ),
+        cmd("blockdev-del", json!({"node-name": "f"})),
+        cmd("blockdev-close-tray", id.clone()),
+        cmd("blockdev-close-tray", id.clone()),
+        cmd(
+            "blockdev-insert-medium",
+            json!({"id": ID, "node-name": "s"}),
+        ),
+        cmd("blockdev-remove-medium", id.clone()),
+        cmd(
+            "blockdev-change-medium",
+            json!({"id": ID, "filename": a, "format": "raw"}),
+        ),
+        cmd("eject", id.clone()),
+        cmd("eject", json!({"id": ID, "force": true})),
+        cmd("blockdev-close-tray", id.clone()),
+        cmd("blockdev-change-medium", json!({"id": ID, "filename": b})),
+    ];
+    // One after the other: QEMU's image locks and ours keep two processes from
+    // holding one image in conflicting ways.
+    let theirs = session(&qsock, &commands);
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    let q = QmpVm::start(&oxtest_spec("count", cdrom(Some(&a), false)));
+    q.vm.wait_for("OXTEST tick 1", GUEST_TIMEOUT);
+    let ours = session(&q.sock, &commands);
+    let show = |v: &[Value]| v.iter().map(|x| format!("{x}\n")).collect::<String>();
+    assert_eq!(
+        ours,
+        theirs,
+        "oxvirt-vmm:\n{}\nQEMU 7.2:\n{}",
+        show(&ours),
+        show(&theirs)
+    );
+    // The sequence did reach the drive: both end with disc B in a closed tray.
+    let events = theirs
+        .iter()
+        .filter(|v| v["event"] == "DEVICE_TRAY_MOVED")
+        .count();
+    assert!(events >= 6, "{}", show(&theirs));
 }

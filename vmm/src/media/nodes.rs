@@ -75,6 +75,14 @@ impl NodeTable {
         Ok(())
     }
 
+    /// Names the medium a drive starts with, as libvirt's `-blockdev` would, so
+    /// that `blockdev-del` after its removal finds it.
+    pub fn insert_existing(&self, node: Node) {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        nodes.retain(|n| n.name != node.name);
+        nodes.push(node);
+    }
+
     /// `blockdev-del`: removes a node no drive and no other node uses.
     pub fn remove(&self, name: &str, in_a_drive: bool) -> Result<(), MediaError> {
         let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use machine_spec::{DeviceKind, DiskFormat, MachineSpec};
 
+use super::nodes::Node;
 use super::{Drive, DriveNames, MediaError, MediaRegistry, MediumFile, MediumFormat, OpenedMedium};
 use crate::scsi::{DeviceConfig, DeviceKind as ScsiKind, ScsiDevice};
 use crate::virtio::block::BlockStats;
@@ -62,20 +63,25 @@ pub fn register_drives(
         };
         let err = |e| (d.id.clone(), e);
         let medium = match cd.medium {
-            Some(k) => Some(
-                OpenedMedium::open(
-                    &d.id,
-                    MediumFile {
-                        path: k.path.clone(),
-                        format: match k.format {
-                            DiskFormat::Raw => MediumFormat::Raw,
-                            DiskFormat::Qcow2 => MediumFormat::Qcow2,
-                        },
-                        node_name: initial_node_name(&d.id),
-                    },
-                )
-                .map_err(err)?,
-            ),
+            Some(k) => {
+                let format = match k.format {
+                    DiskFormat::Raw => MediumFormat::Raw,
+                    DiskFormat::Qcow2 => MediumFormat::Qcow2,
+                };
+                let name = initial_node_name(&d.id);
+                registry.nodes.insert_existing(Node {
+                    name: name.clone(),
+                    path: k.path.clone(),
+                    format: Some(format),
+                    child: None,
+                });
+                let file = MediumFile {
+                    path: k.path.clone(),
+                    format,
+                    node_name: name,
+                };
+                Some(OpenedMedium::open(&d.id, file).map_err(err)?)
+            }
             None => None,
         };
         let cfg = DeviceConfig {
