@@ -458,3 +458,90 @@ fn linux_ide_disk_and_cdrom() {
         "the marker the guest wrote is not on the host image",
     );
 }
+
+/// The guest's side of a media change: hash `data.bin` from the disc in `sr0`,
+/// then keep mounting the drive until a disc with another `data.bin` shows up
+/// (each open makes `sr` ask the drive: NOT READY, then UNIT ATTENTION "medium may
+/// have changed", as after a real disc swap).
+const CHANGE_SCRIPT: &str = r#"mkdir -p /tmp/cd
+mount -t iso9660 -o ro /dev/sr0 /tmp/cd || exit 1
+set -- $(sha256sum </tmp/cd/data.bin)
+first=$1
+umount /tmp/cd
+echo "OXCHECK first sha256=$first"
+i=0
+found=
+while [ $i -lt 300 ] && [ -z "$found" ]; do
+	if mount -t iso9660 -o ro /dev/sr0 /tmp/cd 2>/dev/null; then
+		set -- $(sha256sum </tmp/cd/data.bin)
+		umount /tmp/cd
+		if [ "$1" != "$first" ]; then
+			echo "OXCHECK second sha256=$1 tries=$i"
+			found=1
+		fi
+	fi
+	[ -n "$found" ] || sleep 1
+	i=$((i + 1))
+done
+[ -n "$found" ]
+"#;
+
+#[test]
+fn linux_sees_a_new_disc_in_a_sata_cdrom_after_a_qmp_media_change() {
+    let test = "linux_sees_a_new_disc_in_a_sata_cdrom_after_a_qmp_media_change";
+    let Some(g) = guest(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (da, db) = (pattern(100 << 10, 0xa1), pattern(120 << 10, 0xb2));
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let Some(a) = iso(&a_dir, &da) else {
+        return;
+    };
+    let Some(b) = iso(&b_dir, &db) else {
+        return;
+    };
+    let mut spec = g.spec(
+        1,
+        if g.stock { 256 } else { 128 },
+        &format!("oxvirt_cmd64={}", base64(CHANGE_SCRIPT.as_bytes())),
+    );
+    spec.devices.push(pci_device(
+        "sata0",
+        6,
+        DeviceKind::SataController(AtaController { index: 0 }),
+    ));
+    spec.devices
+        .push(sata_drive("sata0-0-1", 1, true, "sdb", Some(&a)));
+    let qmp = dir.path().join("qmp.sock");
+    let vm = Vm::start_with(&spec, &["--qmp", qmp.to_str().unwrap()]);
+    let mut q = support::Qmp::connect(&qmp, &vm);
+    wait_ready(&vm, g);
+    let first = vm.wait_for("OXCHECK first", Duration::from_secs(300));
+    check(
+        &vm,
+        first.contains(&sha256_hex(&da)),
+        &format!("the first disc hashed differently: {first}"),
+    );
+    // libvirt's change-media --update, in one command.
+    q.execute_with(
+        &vm,
+        "blockdev-change-medium",
+        serde_json::json!({"id": "sata0-0-1", "filename": b.to_str().unwrap(), "format": "raw"}),
+    );
+    let second = vm.wait_for("OXCHECK second", Duration::from_secs(400));
+    check(
+        &vm,
+        second.contains(&sha256_hex(&db)),
+        &format!("the new disc hashed differently: {second}"),
+    );
+    vm.wait_for("OXVIRT-CMD-RC=0", Duration::from_secs(60));
+    let code = vm.wait_exit(EXIT);
+    check(
+        &vm,
+        code == exit::POWEROFF,
+        &format!("VMM exit status {code}, expected power-off"),
+    );
+}

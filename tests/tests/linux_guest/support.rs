@@ -393,7 +393,21 @@ impl Qmp {
 
     /// Runs `command` and returns its `return` value (events in between are skipped).
     pub fn execute(&mut self, vm: &Vm, command: &str) -> serde_json::Value {
-        let msg = serde_json::json!({ "execute": command });
+        self.execute_with(vm, command, serde_json::json!({}))
+    }
+
+    /// Runs `command` with `arguments`, as [`Qmp::execute`].
+    pub fn execute_with(
+        &mut self,
+        vm: &Vm,
+        command: &str,
+        arguments: serde_json::Value,
+    ) -> serde_json::Value {
+        let msg = if arguments.as_object().is_some_and(|a| a.is_empty()) {
+            serde_json::json!({ "execute": command })
+        } else {
+            serde_json::json!({ "execute": command, "arguments": arguments })
+        };
         writeln!(self.writer, "{msg}")
             .unwrap_or_else(|e| vm.fail(&format!("writing QMP {command}: {e}")));
         loop {
