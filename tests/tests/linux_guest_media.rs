@@ -3,7 +3,8 @@
 //! watches the disc with its own `sr` driver:
 //!
 //! 1. the guest hashes `/dev/sr0` (disc A), then keeps the device open, which makes
-//!    Linux lock the door (PREVENT ALLOW MEDIUM REMOVAL);
+//!    Linux lock the door (PREVENT ALLOW MEDIUM REMOVAL; QMP `query-block` says
+//!    `locked`);
 //! 2. `virsh change-media --update` fails as libvirt's does against a locked drive
 //!    (the guest gets an eject request it ignores; "timed out waiting to open
 //!    tray"); with `--force` the tray opens anyway and disc B goes in;
@@ -153,6 +154,30 @@ fn linux_sees_new_discs_after_virsh_change_media() {
     let h1 = wait_line(&d, &console, "OXCHECK disc n=1 sha256=", BOOT);
     assert_eq!(h1, sha256_hex(&a), "the guest read disc A differently");
     wait_line(&d, &console, "OXCHECK locked", BOOT);
+    // The VMM's own view (a second QMP client beside the daemon): the door is locked.
+    let sock = d.dir.path().join("run/domains").join(name).join("qmp.sock");
+    let out = Command::new("socat")
+        .args(["-t", "5", "-", &format!("UNIX-CONNECT:{}", sock.display())])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().expect("stdin").write_all(
+                b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"query-block\"}\n",
+            )?;
+            c.wait_with_output()
+        })
+        .expect("socat (Debian package socat)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let blocks: serde_json::Value = text
+        .lines()
+        .find(|l| l.contains("\"qdev\""))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| d.fail(&format!("no query-block reply: {text}")));
+    let cd = &blocks["return"][0];
+    assert_eq!(cd["locked"], true, "Linux holds /dev/sr0 open: {cd}");
+    assert_eq!(cd["tray_open"], false, "{cd}");
 
     // 2. Without --force libvirt waits for the guest to open the tray, in vain.
     let r = d.virsh(&[
