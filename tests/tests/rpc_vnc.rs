@@ -3,6 +3,8 @@
 //! client connects there; two domains get two ports; a `type='spice'` domain is
 //! served as VNC with the live XML saying `vnc` while `dumpxml --inactive` keeps the
 //! user's SPICE; the password shows only with `--security-info` and works.
+//! `virsh screenshot` streams the guest's picture as PNG (the oxtest guest draws a
+//! known one into a bochs-display); `virsh send-key` reaches QMP `send-key`.
 
 mod rpc_common;
 
@@ -10,7 +12,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use rpc_common::{guest_xml, Daemon};
+use oxvirt_tests::spec::serial_xml;
+use oxvirt_tests::{domain_xml, test_guests};
+use rpc_common::{guest_xml, Daemon, STEP};
 
 fn with_devices(name: &str, devices: &str) -> String {
     guest_xml(name).replace("  </devices>", &format!("{devices}\n  </devices>"))
@@ -123,4 +127,104 @@ fn vnc_and_spice_domains_show_their_port_and_keep_their_xml() {
     for name in ["vnc1", "spice1"] {
         d.virsh_ok(&["destroy", name]);
     }
+}
+
+/// The oxtest guest's display_pixel() at 640×480 (tests/guests/oxtest/display.c).
+fn pixel(x: u32, y: u32) -> u32 {
+    const BARS: [u32; 8] = [
+        0x000000, 0xff0000, 0x00ff00, 0x0000ff, 0xffffff, 0xffff00, 0x00ffff, 0xff00ff,
+    ];
+    if y < 240 {
+        BARS[(x / 80) as usize]
+    } else {
+        ((x & 0xff) << 16) | ((y & 0xff) << 8) | ((x ^ y) & 0xff)
+    }
+}
+
+/// (width, height, 0xRRGGBB pixels) of a PNG file.
+fn read_png(path: &std::path::Path) -> (u32, u32, Vec<u32>) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let n = info.color_type.samples();
+    let px = buf[..info.buffer_size()]
+        .chunks(n)
+        .map(|c| (u32::from(c[0]) << 16) | (u32::from(c[1]) << 8) | u32::from(c[2]))
+        .collect();
+    (info.width, info.height, px)
+}
+
+#[test]
+fn virsh_screenshot_and_send_key() {
+    let d = Daemon::start();
+    let xml = domain_xml(
+        "shot1",
+        &test_guests().elf,
+        "console=ttyS0 oxtest=pci,display",
+        64,
+        1,
+        "restart",
+        &serial_xml("pty"),
+    )
+    .replace(
+        "  </devices>",
+        "    <graphics type='vnc'/>\n    <video><model type='bochs'/></video>\n  </devices>",
+    );
+    d.virsh_ok(&["define", d.xml_file("shot1", &xml).to_str().unwrap()]);
+    d.virsh_ok(&["start", "shot1"]);
+    let png = d.dir.path().join("shot.png");
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        let out = d.virsh_ok(&["screenshot", "shot1", png.to_str().unwrap()]);
+        assert!(out.contains("with type of image/png"), "{out}");
+        let (w, h, px) = read_png(&png);
+        let want = (w, h) == (640, 480)
+            && (0..h).all(|y| (0..w).all(|x| px[(y * w + x) as usize] == pixel(x, y)));
+        if want {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            d.fail(&format!(
+                "virsh screenshot never showed the guest's picture ({w}x{h})"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Ctrl+Alt+Del as Cockpit and virt-manager send it, in two code sets.
+    d.virsh_ok(&[
+        "send-key",
+        "shot1",
+        "--codeset",
+        "linux",
+        "KEY_LEFTCTRL",
+        "KEY_LEFTALT",
+        "KEY_DELETE",
+    ]);
+    d.virsh_ok(&[
+        "send-key",
+        "shot1",
+        "--codeset",
+        "atset1",
+        "--holdtime",
+        "50",
+        "0x1d",
+        "0x38",
+        "0xe053",
+    ]);
+    let r = d.virsh(&["send-key", "shot1", "--codeset", "usb", "0x04"]);
+    assert!(
+        !r.ok && r.stderr.contains("keycode set 'usb' is not supported"),
+        "{}",
+        r.stderr
+    );
+    let r = d.virsh(&[
+        "screenshot",
+        "shot1",
+        "--screen",
+        "1",
+        png.to_str().unwrap(),
+    ]);
+    assert!(!r.ok && r.stderr.contains("Screen ID 1"), "{}", r.stderr);
+    d.virsh_ok(&["destroy", "shot1"]);
 }

@@ -275,6 +275,7 @@ impl Conn {
                 void()
             }
             p if storage::handles(p) => storage::call(self, h, payload).await,
+            p if super::display::handles(p) => super::display::call(self, h, payload).await,
             _ => domain::call(self, h, payload).await,
         }
     }

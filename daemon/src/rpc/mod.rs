@@ -28,6 +28,7 @@ pub mod activation;
 pub mod conn;
 pub mod console;
 pub mod dispatch;
+pub mod display;
 pub mod domain;
 pub mod error;
 pub mod events;
