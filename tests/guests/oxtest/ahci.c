@@ -1,6 +1,7 @@
 /*
  * A polled AHCI driver (Serial ATA AHCI 1.3.1): the first AHCI function on bus 0
- * (class 01:06:01), its first port with an ATA disk (PxSIG 0x101). Check `ahci`:
+ * (class 01:06:01), its first port with an ATA disk (PxSIG 0x101 once FIS receive
+ * is on). Check `ahci`:
  * IDENTIFY DEVICE, a READ DMA EXT of LBA 0 (the host's pattern), a WRITE DMA EXT of
  * one sector and its read-back. `ahcibench=MiB`: the block benchmark's phases
  * (sequential writes then reads of MiB in 1 MiB requests, then 4 KiB requests),
@@ -77,8 +78,7 @@ static int ahci_open(struct ahci_port *p)
 			uint32_t pi = r32(p->abar + 0x0c);
 			for (int n = 0; n < 32; n++) {
 				p->px = p->abar + 0x100 + 0x80 * (uint64_t)n;
-				if (!(pi & (1u << n)) || (ahci_r(p, 0x28) & 0xf) != 3 ||
-				    ahci_r(p, 0x24) != 0x101)
+				if (!(pi & (1u << n)) || (ahci_r(p, 0x28) & 0xf) != 3)
 					continue;
 				ahci_w(p, 0x18, ahci_r(p, 0x18) & ~0x11u);	/* stop ST, FRE */
 				for (int i = 0; i < 1000000 && (ahci_r(p, 0x18) & 0xc000); i++)
@@ -93,6 +93,12 @@ static int ahci_open(struct ahci_port *p)
 				ahci_w(p, 0x30, 0xffffffffu);	/* SERR */
 				ahci_w(p, 0x14, 0);		/* polled: no interrupts */
 				ahci_w(p, 0x18, ahci_r(p, 0x18) | 0x10);
+				/* PxSIG is valid once the drive's first D2H FIS has come in,
+				 * which QEMU sends when FIS receive is enabled. */
+				for (int i = 0; i < 1000000 && ahci_r(p, 0x24) == 0xffffffffu; i++)
+					__asm__ volatile("pause");
+				if (ahci_r(p, 0x24) != 0x101)
+					continue;
 				ahci_w(p, 0x18, ahci_r(p, 0x18) | 0x01);
 				return n + 1;
 			}
