@@ -198,3 +198,71 @@ fn storage_objects_match_libvirt_dbus_interfaces() {
     check_schema(&p.stdout, "org.libvirt.StoragePool");
     check_schema(&v.stdout, "org.libvirt.StorageVol");
 }
+
+/// The network objects against libvirt-dbus's Network interface file (defining a
+/// network needs no privilege; starting one does, see network_nat.rs).
+#[test]
+fn network_objects_match_libvirt_dbus_interfaces() {
+    let d = Daemon::start(BusKind::Session);
+    let net = d.call(
+        CONNECT,
+        "org.libvirt.Connect",
+        "NetworkDefineXML",
+        &[
+            "s",
+            "<network><name>introspect</name><uuid>6a888e3b-2249-45da-a9c2-c6731e2ebde4</uuid>\
+             <bridge name='oxvbr-i'/><ip address='10.250.0.1' prefix='24'/></network>",
+        ],
+    );
+    let net = net
+        .trim()
+        .trim_start_matches("o \"")
+        .trim_end_matches('"')
+        .to_string();
+    assert_eq!(
+        net,
+        "/org/libvirt/QEMU/network/_6a888e3b_2249_45da_a9c2_c6731e2ebde4"
+    );
+    let n = d.busctl(&["introspect", "--xml-interface", "org.libvirt", &net]);
+    assert!(n.ok, "{}", n.stderr);
+    compare_min(
+        &n.stdout,
+        "/usr/share/dbus-1/interfaces/org.libvirt.Network.xml",
+        "org.libvirt.Network",
+        10,
+    );
+    check_schema(&n.stdout, "org.libvirt.Network");
+    // The members answer: lookups, properties, XML, listing, undefine.
+    let by_name = d.call(
+        CONNECT,
+        "org.libvirt.Connect",
+        "NetworkLookupByName",
+        &["s", "introspect"],
+    );
+    assert!(by_name.contains(&net), "{by_name}");
+    let xml = d.call(&net, "org.libvirt.Network", "GetXMLDesc", &["u", "0"]);
+    assert!(
+        xml.contains("oxvbr-i") && xml.contains("<mac address="),
+        "{xml}"
+    );
+    let active = d.busctl(&[
+        "get-property",
+        "org.libvirt",
+        &net,
+        "org.libvirt.Network",
+        "Active",
+    ]);
+    assert_eq!(active.stdout.trim(), "b false", "{}", active.stderr);
+    let list = d.call(CONNECT, "org.libvirt.Connect", "ListNetworks", &["u", "0"]);
+    assert!(list.contains(&net), "{list}");
+    let leases = d.call(
+        &net,
+        "org.libvirt.Network",
+        "GetDHCPLeases",
+        &["su", "", "0"],
+    );
+    assert_eq!(leases.trim(), "a(sxisssuss) 0", "{leases}");
+    d.call(&net, "org.libvirt.Network", "Undefine", &[]);
+    let list = d.call(CONNECT, "org.libvirt.Connect", "ListNetworks", &["u", "0"]);
+    assert!(!list.contains(&net), "{list}");
+}

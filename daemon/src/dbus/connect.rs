@@ -282,9 +282,12 @@ impl ConnectIface {
     }
 
     #[zbus(name = "ListNetworks", out_args("networks"))]
-    async fn list_networks(&self, _flags: u32) -> Result<Vec<OwnedObjectPath>> {
-        // No virtual networks are defined by oxvirt.
-        Ok(Vec::new())
+    async fn list_networks(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        flags: u32,
+    ) -> Result<Vec<OwnedObjectPath>> {
+        super::network::list(&self.ctx, conn, flags).await
     }
 
     #[zbus(name = "ListNodeDevices", out_args("devs"))]
@@ -313,23 +316,41 @@ impl ConnectIface {
     }
 
     #[zbus(name = "NetworkCreateXML", out_args("network"))]
-    async fn network_create_xml(&self, _xml: String) -> Result<OwnedObjectPath> {
-        Err(unsupported("virNetworkCreateXML"))
+    async fn network_create_xml(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        xml: String,
+    ) -> Result<OwnedObjectPath> {
+        super::network::define(&self.ctx, conn, &hdr, xml, true).await
     }
 
     #[zbus(name = "NetworkDefineXML", out_args("network"))]
-    async fn network_define_xml(&self, _xml: String) -> Result<OwnedObjectPath> {
-        Err(unsupported("virNetworkDefineXML"))
+    async fn network_define_xml(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        xml: String,
+    ) -> Result<OwnedObjectPath> {
+        super::network::define(&self.ctx, conn, &hdr, xml, false).await
     }
 
     #[zbus(name = "NetworkLookupByName", out_args("network"))]
-    async fn network_lookup_by_name(&self, _name: String) -> Result<OwnedObjectPath> {
-        Err(unsupported("virNetworkLookupByName"))
+    async fn network_lookup_by_name(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: String,
+    ) -> Result<OwnedObjectPath> {
+        super::network::lookup(&self.ctx, conn, Some(&name), None).await
     }
 
     #[zbus(name = "NetworkLookupByUUID", out_args("network"))]
-    async fn network_lookup_by_uuid(&self, _uuid: String) -> Result<OwnedObjectPath> {
-        Err(unsupported("virNetworkLookupByUUIDString"))
+    async fn network_lookup_by_uuid(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        uuid: String,
+    ) -> Result<OwnedObjectPath> {
+        super::network::lookup(&self.ctx, conn, None, Some(&uuid)).await
     }
 
     #[zbus(name = "NodeDeviceCreateXML", out_args("dev"))]

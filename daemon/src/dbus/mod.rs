@@ -12,6 +12,7 @@ mod connect;
 mod domain;
 pub mod error;
 mod host;
+mod network;
 pub mod path;
 pub mod polkit;
 mod stats;
@@ -71,6 +72,8 @@ pub struct Context {
     sync: Arc<tokio::sync::Mutex<()>>,
     /// The exported storage pool and volume objects.
     storage_objects: Arc<storage_pool::Exported>,
+    /// The exported network objects.
+    network_objects: Arc<network::Exported>,
 }
 
 impl Context {
@@ -118,6 +121,7 @@ pub async fn serve(core: Core, opts: ServeOptions) -> Result<zbus::Connection, S
         exported: Arc::default(),
         sync: Arc::default(),
         storage_objects: Arc::default(),
+        network_objects: Arc::default(),
     };
     // Subscribe before exporting so no event between the two is lost.
     let mut events = core.subscribe();
@@ -135,6 +139,7 @@ pub async fn serve(core: Core, opts: ServeOptions) -> Result<zbus::Connection, S
             source,
         })?;
     storage_pool::spawn_events(ctx.clone(), conn.clone());
+    network::spawn_events(ctx.clone(), conn.clone());
     let forward_conn = conn.clone();
     tokio::spawn(async move {
         loop {
