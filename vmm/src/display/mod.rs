@@ -71,6 +71,12 @@ pub trait ScreenSource: Send {
     /// the image and reports it whole. Use [`Arc::make_mut`] only when something
     /// changed, so readers holding the old picture keep theirs.
     fn refresh(&mut self, image: &mut Arc<Image>) -> Vec<Rect>;
+    /// Like [`ScreenSource::refresh`], but re-reads everything instead of trusting
+    /// the dirty tracking alone (damage is still only what changed): for a one-off
+    /// picture that must be exact (`screendump`).
+    fn refresh_all(&mut self, image: &mut Arc<Image>) -> Vec<Rect> {
+        self.refresh(image)
+    }
 }
 
 /// Where keyboard and pointer events go. Keys are Linux evdev key codes
@@ -141,6 +147,17 @@ impl Console {
         let Screen { image, source } = &mut *s;
         match source {
             Some(src) => src.refresh(image),
+            None => Vec::new(),
+        }
+    }
+
+    /// Like [`Console::refresh`], but reads the whole screen again rather than trusting
+    /// the dirty tracking alone (for `screendump`).
+    pub fn refresh_all(&self) -> Vec<Rect> {
+        let mut s = self.lock();
+        let Screen { image, source } = &mut *s;
+        match source {
+            Some(src) => src.refresh_all(image),
             None => Vec::new(),
         }
     }

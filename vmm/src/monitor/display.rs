@@ -51,7 +51,7 @@ fn screendump(console: &Console, args: &Map<String, Value>) -> Result<Value, Qmp
             return Err(QmpError::generic(format!("Device '{d}' not found")));
         }
     }
-    console.refresh();
+    console.refresh_all();
     let image = console.image();
     let bytes = match args.get("format").and_then(Value::as_str).unwrap_or("ppm") {
         "png" => {
