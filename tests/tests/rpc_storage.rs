@@ -178,6 +178,43 @@ fn rpc_storage_virsh_pool_and_volume_commands() {
     ]);
     assert_eq!(std::fs::read(&down).unwrap(), &data[1000..6000]);
 
+    // Sparse streams: holes travel as STREAM_HOLE packets and stay holes.
+    let sparse = d.dir.path().join("sparse.bin");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(&sparse).unwrap();
+        f.set_len(16 << 20).unwrap();
+        f.write_all_at(b"hello", 5_000_000).unwrap();
+    }
+    d.virsh_ok(&[
+        "vol-create-as",
+        "pool1",
+        "sp.img",
+        "16M",
+        "--allocation",
+        "16M",
+    ]);
+    let sp = sparse.to_str().unwrap();
+    d.virsh_ok(&["vol-upload", "--sparse", "--pool", "pool1", "sp.img", sp]);
+    let blocks = |p: &Path| std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(p).unwrap());
+    assert_eq!(
+        std::fs::read(dir.join("sp.img")).unwrap(),
+        std::fs::read(&sparse).unwrap()
+    );
+    assert!(
+        blocks(&dir.join("sp.img")) < 2048,
+        "the holes were written as data"
+    );
+    let down_sparse = d.dir.path().join("down-sparse.bin");
+    let ds = down_sparse.to_str().unwrap();
+    d.virsh_ok(&["vol-download", "--sparse", "--pool", "pool1", "sp.img", ds]);
+    assert_eq!(
+        std::fs::read(&down_sparse).unwrap(),
+        std::fs::read(&sparse).unwrap()
+    );
+    assert!(blocks(&down_sparse) < 2048, "the holes arrived as data");
+    d.virsh_ok(&["vol-delete", "--pool", "pool1", "sp.img"]);
+
     // Clone, resize, info, path, key, wipe, delete.
     d.virsh_ok(&["vol-clone", "--pool", "pool1", "b.img", "c.img"]);
     assert_eq!(

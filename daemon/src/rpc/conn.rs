@@ -179,6 +179,12 @@ impl Conn {
                 self.stream_packet(&h, p.payload).await;
                 true
             }
+            // A hole in a sparse volume upload.
+            (PROGRAM_REMOTE, MessageType::StreamHole) if self.storage.owns(h.serial) => {
+                let out = self.out.clone();
+                self.storage.hole(&h, &p.payload, &out).await;
+                true
+            }
             // Replies/messages from a client, stream holes: nothing to do.
             _ => {
                 debug!(?h, "ignoring packet");

@@ -405,7 +405,8 @@ pub async fn call(conn: &mut Conn, h: &Header, payload: &[u8]) -> CallResult {
                 .open_download(&a.vol.pool, &a.vol.name, a.offset, a.length, a.flags)
                 .map_err(vir)?;
             conn.reply(h, Ok(Vec::new())).await;
-            conn.storage.start_download(file, len, conn.out.clone(), h);
+            conn.storage
+                .start_download_sparse(file, len, a.flags & 1 != 0, conn.out.clone(), h);
             Ok(None)
         }
         CONNECT_STORAGE_POOL_EVENT_REGISTER_ANY => {

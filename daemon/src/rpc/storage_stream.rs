@@ -7,10 +7,13 @@
 //! the disk is slower), and once all is written the OK is echoed. Download
 //! (`vol-download`) mirrors it: we send CONTINUE packets, then an empty CONTINUE
 //! (end of data, as libvirtd marks it), and echo the client's closing OK. A failed write or read ends the stream with STREAM ERROR.
-//! Sparse streams (STREAM_HOLE) are not offered: the flag is refused by the driver.
+//! Sparse streams (the SPARSE_STREAM flag, `--sparse` in virsh): holes travel as
+//! STREAM_HOLE packets (`{hyper length; uint flags}`) both ways; a download finds them
+//! with `SEEK_DATA`/`SEEK_HOLE`, an upload skips them so they read as zeros
+//! ([`crate::storage::sparse`]).
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast::error::RecvError;
@@ -22,7 +25,8 @@ use super::error::{code, from, VirError};
 use super::packet::{Header, MessageType, Status, PROGRAM_REMOTE};
 use super::storage::wire_pool;
 use super::storage_proto::{proc_, PoolLifecycleMsg, PoolRefreshMsg};
-use super::xdr::to_bytes;
+use super::xdr::{from_bytes, to_bytes, xdr_struct};
+use crate::storage::sparse::Extent;
 use crate::storage::{PoolEvent, Storage};
 
 /// libvirt's largest stream payload (`VIR_NET_MESSAGE_LEGACY_PAYLOAD_MAX`).
@@ -31,9 +35,20 @@ const CHUNK: usize = 262_120;
 /// Upload chunks queued for the writer thread.
 const UPLOAD_QUEUE: usize = 16;
 
+/// What the client sent on an upload stream.
+enum Piece {
+    Data(Vec<u8>),
+    Hole(u64),
+}
+
+xdr_struct! {
+    /// `remote_stream_hole`.
+    pub struct StreamHole { pub length: i64, pub flags: u32 }
+}
+
 enum VolStream {
     Upload {
-        data: mpsc::Sender<Vec<u8>>,
+        data: mpsc::Sender<Piece>,
         writer: JoinHandle<std::io::Result<()>>,
         /// Refreshed once the upload is complete (libvirt does the same, with a pool
         /// refresh event).
@@ -81,13 +96,22 @@ impl ConnStorage {
         pool: (Storage, String),
         call: &Header,
     ) {
-        let (data, mut rx) = mpsc::channel::<Vec<u8>>(UPLOAD_QUEUE);
+        let (data, mut rx) = mpsc::channel::<Piece>(UPLOAD_QUEUE);
         let writer = tokio::task::spawn_blocking(move || {
             let mut left = if length == 0 { u64::MAX } else { length };
-            while let Some(buf) = rx.blocking_recv() {
-                let n = (buf.len() as u64).min(left) as usize;
-                file.write_all(&buf[..n])?;
-                left -= n as u64;
+            while let Some(piece) = rx.blocking_recv() {
+                match piece {
+                    Piece::Data(buf) => {
+                        let n = (buf.len() as u64).min(left) as usize;
+                        file.write_all(&buf[..n])?;
+                        left -= n as u64;
+                    }
+                    Piece::Hole(len) => {
+                        let n = len.min(left);
+                        crate::storage::sparse::skip_hole(&mut file, n)?;
+                        left -= n;
+                    }
+                }
             }
             file.flush()
         });
@@ -98,10 +122,17 @@ impl ConnStorage {
     }
 
     /// Starts sending `len` bytes of `file` as a `vol-download` stream.
-    pub fn start_download(
+    pub fn start_download(&mut self, file: std::fs::File, len: u64, out: Outbox, call: &Header) {
+        self.start_download_sparse(file, len, false, out, call);
+    }
+
+    /// As [`ConnStorage::start_download`]; with `sparse`, holes are sent as STREAM_HOLE
+    /// packets (VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM).
+    pub fn start_download_sparse(
         &mut self,
-        mut file: std::fs::File,
+        file: std::fs::File,
         len: u64,
+        sparse: bool,
         out: Outbox,
         call: &Header,
     ) {
@@ -109,27 +140,13 @@ impl ConnStorage {
         let call2 = *call;
         let reader = tokio::task::spawn_blocking(move || {
             let data = stream_header(&call2, Status::Continue);
-            let mut buf = vec![0u8; CHUNK];
-            let mut left = len;
-            while left > 0 {
-                let want = (left.min(CHUNK as u64)) as usize;
-                match file.read(&mut buf[..want]) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if !handle.block_on(out.send(&data, &buf[..n])) {
-                            return;
-                        }
-                        left -= n as u64;
-                    }
-                    Err(e) => {
-                        handle.block_on(send_error(
-                            &out,
-                            &call2,
-                            format!("cannot read volume: {e}"),
-                        ));
-                        return;
-                    }
-                }
+            let hole = Header {
+                kind: MessageType::StreamHole,
+                ..data
+            };
+            if let Err(e) = send_file(&handle, &out, &data, &hole, file, len, sparse) {
+                handle.block_on(send_error(&out, &call2, format!("cannot read volume: {e}")));
+                return;
             }
             // End of data: an empty CONTINUE (libvirtd's EOF); the client then finishes
             // with OK, which we confirm.
@@ -137,6 +154,26 @@ impl ConnStorage {
         });
         self.streams
             .insert(call.serial, (VolStream::Download { reader }, *call));
+    }
+
+    /// Handles a client STREAM_HOLE packet of a sparse upload.
+    pub async fn hole(&mut self, h: &Header, payload: &[u8], out: &Outbox) {
+        let Some((VolStream::Upload { data, .. }, call)) = self.streams.get(&h.serial) else {
+            return;
+        };
+        let call = *call;
+        let hole = match from_bytes::<StreamHole>(payload) {
+            Ok(hh) if hh.length >= 0 => hh,
+            _ => {
+                send_error(out, &call, "malformed stream hole".into()).await;
+                self.streams.remove(&h.serial);
+                return;
+            }
+        };
+        if data.send(Piece::Hole(hole.length as u64)).await.is_err() {
+            self.streams.remove(&h.serial);
+            send_error(out, &call, "volume writer stopped".into()).await;
+        }
     }
 
     /// Whether a client STREAM packet with this serial belongs to a volume stream.
@@ -151,7 +188,7 @@ impl ConnStorage {
         };
         match (stream, h.status) {
             (VolStream::Upload { data, writer, pool }, Status::Continue) => {
-                if data.send(payload).await.is_ok() {
+                if data.send(Piece::Data(payload)).await.is_ok() {
                     self.streams
                         .insert(h.serial, (VolStream::Upload { data, writer, pool }, call));
                     return;
@@ -250,6 +287,56 @@ impl Drop for ConnStorage {
     fn drop(&mut self) {
         self.clear();
     }
+}
+
+/// Sends `len` bytes of `file` from its position: data in CONTINUE packets, holes
+/// (when `sparse`) as STREAM_HOLE packets. Returns early when the client is gone.
+fn send_file(
+    handle: &tokio::runtime::Handle,
+    out: &Outbox,
+    data: &Header,
+    hole: &Header,
+    mut file: std::fs::File,
+    len: u64,
+    sparse: bool,
+) -> std::io::Result<()> {
+    use std::io::Seek;
+    use std::os::unix::fs::FileExt;
+    let start = file.stream_position()?;
+    let extents = if sparse {
+        crate::storage::sparse::extents(&file, start, start + len)?
+    } else {
+        vec![Extent::Data { offset: start, len }]
+    };
+    let mut buf = vec![0u8; CHUNK];
+    for e in extents {
+        match e {
+            Extent::Hole { len } => {
+                let h = StreamHole {
+                    length: len as i64,
+                    flags: 0,
+                };
+                if !handle.block_on(out.send(hole, &to_bytes(&h))) {
+                    return Ok(());
+                }
+            }
+            Extent::Data { mut offset, len } => {
+                let end = offset + len;
+                while offset < end {
+                    let want = (end - offset).min(CHUNK as u64) as usize;
+                    let n = file.read_at(&mut buf[..want], offset)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    if !handle.block_on(out.send(data, &buf[..n])) {
+                        return Ok(());
+                    }
+                    offset += n as u64;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Sends matching storage events to the client until the connection goes away.

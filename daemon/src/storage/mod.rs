@@ -21,6 +21,7 @@
 pub mod error;
 pub mod image;
 pub mod pool_xml;
+pub mod sparse;
 pub mod vol_xml;
 mod volumes;
 mod xmlutil;

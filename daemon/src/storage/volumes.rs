@@ -219,7 +219,8 @@ impl Storage {
         offset: u64,
         flags: u32,
     ) -> Result<std::fs::File> {
-        Error::check_flags(flags, 0, "virStorageVolUpload")?;
+        // VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM: holes arrive as STREAM_HOLE packets.
+        Error::check_flags(flags, 1, "virStorageVolUpload")?;
         let path = self.vol_path(pool, name)?;
         self.refuse_in_use(name, &path)?;
         let mut f = std::fs::OpenOptions::new()
@@ -241,7 +242,8 @@ impl Storage {
         length: u64,
         flags: u32,
     ) -> Result<(std::fs::File, u64)> {
-        Error::check_flags(flags, 0, "virStorageVolDownload")?;
+        // VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM: holes leave as STREAM_HOLE packets.
+        Error::check_flags(flags, 1, "virStorageVolDownload")?;
         let path = self.vol_path(pool, name)?;
         let mut f = std::fs::File::open(&path).map_err(|e| Error::io("open", &path, &e))?;
         let size = f
