@@ -611,12 +611,19 @@ impl DomainIface {
     #[zbus(name = "SendKey")]
     async fn send_key(
         &self,
-        _codeset: u32,
-        _holdtime: u32,
-        _keycodes: Vec<u32>,
-        _flags: u32,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        codeset: u32,
+        holdtime: u32,
+        keycodes: Vec<u32>,
+        flags: u32,
     ) -> Result<()> {
-        Err(unsupported("virDomainSendKey"))
+        self.ctx.gate.check(conn, &hdr).await?;
+        Ok(self
+            .ctx
+            .core
+            .send_key(&self.uuid, codeset, holdtime, &keycodes, flags)
+            .await?)
     }
 
     #[zbus(name = "SendProcessSignal")]
