@@ -19,6 +19,8 @@
 //! legacy ports): a CD as `hdc` (secondary master, SeaBIOS's ATAPI over PIO) and a
 //! disk as `hda`.
 
+mod qmp_common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -305,4 +307,61 @@ fn seabios_i440fx_boots_the_ide_slave_disk_by_boot_order() {
     let (drive, tag) = booted(&vm);
     assert_eq!(tag, "B", "{}", vm.console());
     assert_eq!(drive, "80", "the first hard disk");
+}
+
+#[test]
+fn blank_sata_disk_and_empty_tray_show_in_query_block_and_blockstats() {
+    let test = "blank_sata_disk_and_empty_tray_show_in_query_block_and_blockstats";
+    if !require_seabios(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let blank = dir.path().join("blank.img");
+    std::fs::write(&blank, vec![0u8; 1 << 20]).unwrap();
+    let devices = [
+        sata_disk("disk", Some(&blank), "sda", 0, ""),
+        sata_disk("cdrom", None, "sdb", 1, ""),
+    ]
+    .join("\n    ");
+    let sock = dir.path().join("qmp.sock");
+    let vm = Vm::start_xml(
+        &domain_xml("<boot dev='cdrom'/><boot dev='hd'/>", &devices),
+        &["--qmp", sock.to_str().unwrap()],
+    );
+    // SeaBIOS tries the CD (no medium), reads the blank disk's MBR, gives up.
+    vm.wait_for("No bootable device", BOOT_TIMEOUT);
+    qmp_common::wait_socket(&sock, Duration::from_secs(30));
+    let mut q = qmp_common::RawQmp::connect(&sock);
+    q.line(); // greeting
+    q.ask(b"{\"execute\":\"qmp_capabilities\"}\n");
+    let reply: serde_json::Value =
+        serde_json::from_str(&q.ask(b"{\"execute\":\"query-block\"}\n")).unwrap();
+    let blocks = reply["return"]
+        .as_array()
+        .unwrap_or_else(|| vm.fail(&format!("{reply}")));
+    let find = |qdev: &str| {
+        blocks
+            .iter()
+            .find(|b| b["qdev"] == qdev)
+            .unwrap_or_else(|| vm.fail(&format!("no {qdev} in {reply}")))
+    };
+    // libvirt's aliases as qdev ids.
+    let disk = find("sata0-0-0");
+    assert_eq!(disk["removable"], false, "{reply}");
+    assert_eq!(disk["inserted"]["file"], blank.display().to_string());
+    assert_eq!(disk["inserted"]["image"]["virtual-size"], 1 << 20);
+    let cd = find("sata0-0-1");
+    assert_eq!(cd["removable"], true, "{reply}");
+    assert_eq!(cd["tray_open"], false, "{reply}");
+    assert!(cd.get("inserted").is_none(), "{reply}");
+    let stats: serde_json::Value =
+        serde_json::from_str(&q.ask(b"{\"execute\":\"query-blockstats\"}\n")).unwrap();
+    let disk = stats["return"]
+        .as_array()
+        .and_then(|a| a.iter().find(|b| b["qdev"] == "sata0-0-0"))
+        .unwrap_or_else(|| vm.fail(&format!("no sata0-0-0 in {stats}")));
+    assert!(
+        disk["stats"]["rd_operations"].as_u64().unwrap_or(0) >= 1,
+        "SeaBIOS read the disk through AHCI: {disk}"
+    );
 }
