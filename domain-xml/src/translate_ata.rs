@@ -106,6 +106,7 @@ pub(crate) fn ata_disk(
             name: dev.clone(),
             medium,
             wwn,
+            tray_open: cdrom && d.target.tray.as_deref() == Some("open"),
         }),
     })
 }

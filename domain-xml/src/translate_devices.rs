@@ -519,11 +519,11 @@ fn disk(d: &Disk) -> Result<ms::Device> {
         }
     }
     // A CD-ROM's tray starts closed, or open with `tray='open'` (libvirt's live XML
-    // records the state; media drives with a tray are the virtio-scsi ones so far).
+    // records the state).
     let tray_ok = cdrom
         && match d.target.tray.as_deref() {
             Some("closed") => true,
-            Some("open") => bus == DiskBus::Scsi,
+            Some("open") => matches!(bus, DiskBus::Scsi | DiskBus::Sata | DiskBus::Ide),
             _ => false,
         };
     if (d.target.tray.is_some() && !tray_ok)

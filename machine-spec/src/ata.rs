@@ -49,6 +49,9 @@ pub struct AtaDisk {
     /// World wide name (IDENTIFY words 108-111), 64 bits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wwn: Option<u64>,
+    /// A CD-ROM whose tray starts open (libvirt `<target tray='open'>`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tray_open: bool,
 }
 
 /// Ports of an AHCI controller and (channel, unit) pairs of an IDE one.

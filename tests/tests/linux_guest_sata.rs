@@ -66,6 +66,7 @@ fn sata_drive(id: &str, port: u8, cdrom: bool, name: &str, medium: Option<&Path>
             cdrom,
             name: name.into(),
             wwn: None,
+            tray_open: false,
             medium: medium.map(|p| Disk {
                 path: p.to_path_buf(),
                 format: DiskFormat::Raw,

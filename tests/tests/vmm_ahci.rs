@@ -39,6 +39,7 @@ fn oxtest_guest_reads_and_writes_a_sata_disk() {
                 cdrom: false,
                 name: "sdd".into(),
                 wwn: None,
+                tray_open: false,
                 medium: Some(Disk {
                     target: "sdd".into(),
                     ..raw_disk(&img)

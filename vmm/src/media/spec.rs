@@ -41,7 +41,7 @@ fn cd_unit(kind: &DeviceKind) -> Option<CdUnit<'_>> {
         DeviceKind::AtaDisk(u) if u.cdrom => Some(CdUnit {
             target: &u.name,
             medium: u.medium.as_ref(),
-            tray_open: false,
+            tray_open: u.tray_open,
             vendor: None,
             product: None,
             wwn: u.wwn,
