@@ -26,7 +26,7 @@ ip link set eth0 up
 if udhcpc -i eth0 -n -q -f -t 10 -T 3 -s /tmp/u.sh >/tmp/udhcpc.log 2>&1; then echo "OXVIRT dhcp ok=1"; else echo "OXVIRT dhcp ok=0"; cat /tmp/udhcpc.log; fi
 ip -4 -o addr show eth0
 if ping -c 2 -W 5 192.168.122.1 >/dev/null; then echo "OXVIRT ping ok=1"; else echo "OXVIRT ping ok=0"; fi
-r=$(echo x | nc -w 10 10.200.0.2 8080)
+for i in 1 2 3; do r=$(echo x | nc -w 30 10.200.0.2 8080); [ -n "$r" ] && break; done
 echo "OXVIRT tcp reply=$r"
 echo "OXVIRT net-done"
 "#;
@@ -139,6 +139,27 @@ fn linux_guest_network_default_dhcp_nat() {
     );
     let leases = d.virsh_ok(&["net-dhcp-leases", "default", "--mac", MAC]);
     assert!(leases.contains(f[3]), "{leases}");
+    // D-Bus: Domain.InterfaceAddresses (source lease).
+    let uuid = d.virsh_ok(&["domuuid", "netguest"]);
+    let dom = format!(
+        "/org/libvirt/QEMU/domain/_{}",
+        uuid.trim().replace('-', "_")
+    );
+    let dbus = d.busctl(&[
+        "call",
+        "org.libvirt",
+        &dom,
+        "org.libvirt.Domain",
+        "InterfaceAddresses",
+        "uu",
+        "0",
+        "0",
+    ]);
+    let (addr, prefix) = f[3].split_once('/').unwrap();
+    assert!(
+        dbus.contains(MAC) && dbus.contains(&format!("0 \"{addr}\" {prefix}")),
+        "{dbus}"
+    );
     let r = d.virsh(&["domifaddr", "netguest", "--source", "agent"]);
     assert!(!r.ok, "agent source should be refused");
 

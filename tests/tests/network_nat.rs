@@ -170,6 +170,30 @@ fn network_default_nat_dhcp_lifecycle() {
     );
     let one = d.virsh_ok(&["net-dhcp-leases", "default", "--mac", "52:54:00:aa:00:01"]);
     assert!(one.contains(&ip), "{one}");
+    // The same lease through D-Bus (libvirt-dbus's GetDHCPLeases).
+    let path = d.network_path("default");
+    let dbus = d.busctl(&[
+        "call",
+        "org.libvirt",
+        &path,
+        "org.libvirt.Network",
+        "GetDHCPLeases",
+        "su",
+        "52:54:00:aa:00:01",
+        "0",
+    ]);
+    assert!(
+        dbus.starts_with("a(sxisssuss) 1 \"virbr0\"") && dbus.contains(&format!("\"{ip}\" 24")),
+        "{dbus}"
+    );
+    let active = d.busctl(&[
+        "get-property",
+        "org.libvirt",
+        &path,
+        "org.libvirt.Network",
+        "Active",
+    ]);
+    assert_eq!(active.trim(), "b true");
     let none = d.virsh_ok(&["net-dhcp-leases", "default", "--mac", "52:54:00:aa:00:99"]);
     assert!(!none.contains("192.168.122."), "{none}");
 

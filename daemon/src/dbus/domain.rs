@@ -442,13 +442,34 @@ impl DomainIface {
         Err(unsupported("virDomainInjectNMI"))
     }
 
+    /// Source 0 (`lease`): the DHCP leases of the domain's `type='network'`
+    /// interfaces; the agent and ARP sources are not supported.
     #[zbus(name = "InterfaceAddresses", out_args("ifaces"))]
     async fn interface_addresses(
         &self,
-        _source: u32,
-        _flags: u32,
+        source: u32,
+        flags: u32,
     ) -> Result<Vec<(String, String, Vec<(i32, String, u32)>)>> {
-        Err(unsupported("virDomainInterfaceAddresses"))
+        if source != 0 {
+            return Err(unsupported(&format!(
+                "virDomainInterfaceAddresses with source {source} (only 'lease')"
+            )));
+        }
+        crate::core::Error::check_flags(flags, 0, "virDomainInterfaceAddresses")?;
+        Ok(self
+            .ctx
+            .core
+            .interface_leases(&self.uuid)?
+            .into_iter()
+            .map(|i| {
+                let addrs = i
+                    .leases
+                    .iter()
+                    .map(|l| (i32::from(l.ip.is_ipv6()), l.ip.to_string(), l.prefix))
+                    .collect();
+                (i.name, i.mac, addrs)
+            })
+            .collect())
     }
 
     #[zbus(name = "ListDomainSnapshots", out_args("domainSnapshots"))]

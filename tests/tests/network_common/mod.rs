@@ -196,6 +196,30 @@ impl NsDaemon {
         r.stdout
     }
 
+    /// `busctl` on the daemon's private bus; panics with its output on failure.
+    pub fn busctl(&self, args: &[&str]) -> String {
+        let r: Run = Command::new("busctl")
+            .arg(format!(
+                "--address=unix:path={}",
+                self.dir.path().join("bus").display()
+            ))
+            .args(args)
+            .output()
+            .expect("busctl")
+            .into();
+        assert!(r.ok, "busctl {args:?} failed: {}{}", r.stdout, r.stderr);
+        r.stdout
+    }
+
+    /// The D-Bus object path of a network (libvirt-dbus's form).
+    pub fn network_path(&self, name: &str) -> String {
+        let uuid = self.virsh_ok(&["net-uuid", name]);
+        format!(
+            "/org/libvirt/QEMU/network/_{}",
+            uuid.trim().replace('-', "_")
+        )
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("oxvirtd.log")).unwrap_or_default()
     }
