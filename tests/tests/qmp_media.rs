@@ -221,6 +221,18 @@ fn tray_and_medium_commands_with_events_and_a_reset() {
     assert_eq!(info["tray_open"], true, "{info}");
     assert!(info.get("inserted").is_none(), "{info}");
 
+    // HMP says it in QEMU's words.
+    let hmp = c.ok(
+        "human-monitor-command",
+        json!({"command-line": "info block"}),
+    );
+    assert!(
+        hmp.as_str().unwrap().contains(&format!(
+            "{ID}: [not inserted]\r\n    Attached to:      {ID}\r\n    Removable device: not locked, tray open\r\n"
+        )),
+        "{hmp}"
+    );
+
     // The machine is rebuilt on reset: the empty open tray stays so.
     c.ok("system_reset", Value::Null);
     c.event("RESET", EVENT_WAIT);

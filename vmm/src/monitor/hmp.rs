@@ -227,7 +227,19 @@ fn info(cmds: &Commands, sub: &str, current_cpu: u32) -> Option<String> {
         }
         "block" => {
             for (i, b) in cmds.devices.blocks.iter().enumerate() {
-                let d = b.describe();
+                let mut d = b.describe();
+                // A CD-ROM's medium and tray as they are now.
+                let (tray_open, locked) =
+                    super::media::overlay(&mut d, cmds.devices.media.as_ref());
+                let removable = if d.removable {
+                    format!(
+                        "    Removable device: {}locked, tray {}\r\n",
+                        if locked { "" } else { "not " },
+                        if tray_open { "open" } else { "closed" }
+                    )
+                } else {
+                    String::new()
+                };
                 if i > 0 {
                     out.push_str("\r\n");
                 }
@@ -235,7 +247,7 @@ fn info(cmds: &Commands, sub: &str, current_cpu: u32) -> Option<String> {
                     // QEMU's words for a drive without a medium.
                     let _ = write!(
                         out,
-                        "{}: [not inserted]\r\n    Attached to:      {}\r\n    Removable device: not locked, tray closed\r\n",
+                        "{}: [not inserted]\r\n    Attached to:      {}\r\n{removable}",
                         d.qdev, d.qdev
                     );
                     continue;
@@ -243,7 +255,7 @@ fn info(cmds: &Commands, sub: &str, current_cpu: u32) -> Option<String> {
                 let _ =
                     write!(
                     out,
-                    "{}: {} ({}{})\r\n    Attached to:      {}\r\n    Cache mode:       {}{}{}\r\n",
+                    "{}: {} ({}{})\r\n    Attached to:      {}\r\n{removable}    Cache mode:       {}{}{}\r\n",
                     d.node_name,
                     d.file,
                     d.format,
