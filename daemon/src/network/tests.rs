@@ -112,3 +112,51 @@ fn a_packaged_definition_gets_its_defaults_on_load() {
         r.uuid
     );
 }
+
+/// Validates `xml` with libvirt's network schema (`virt-xml-validate FILE network`);
+/// skips loudly where the tool (libvirt-clients + libxml2-utils) is missing.
+fn validate(xml: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("net.xml");
+    std::fs::write(&f, xml).unwrap();
+    match std::process::Command::new("virt-xml-validate")
+        .arg(&f)
+        .arg("network")
+        .output()
+    {
+        Ok(o) => assert!(
+            o.status.success(),
+            "virt-xml-validate network failed:\n{xml}\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => eprintln!("SKIPPED: virt-xml-validate network: {e}"),
+    }
+}
+
+#[test]
+fn printed_networks_validate_against_libvirts_schema() {
+    let cases = [
+        DEFAULT_XML,
+        "<network><name>iso</name><bridge name='br5'/><dns enable='no'/>\
+         <ip address='10.5.0.1' prefix='24'><dhcp><range start='10.5.0.10' end='10.5.0.19'/>\
+         <host mac='52:54:00:00:00:05' ip='10.5.0.5' name='five'/></dhcp></ip></network>",
+        "<network><name>r</name><forward mode='route' dev='eth0'/><bridge name='br9' stp='off' delay='2'/>\
+         <mtu size='9000'/><domain name='example.test'/><dns><host ip='10.9.0.5'><hostname>h5</hostname></host></dns>\
+         <ip address='10.9.0.1' netmask='255.255.255.0'/><ip family='ipv6' address='fd00:9::1' prefix='64'>\
+         <dhcp><range start='fd00:9::10' end='fd00:9::20'/></dhcp></ip></network>",
+        "<network><name>o</name><forward mode='open'/><bridge name='bro'/></network>",
+        "<network><name>hostbr</name><forward mode='bridge'/><bridge name='br0'/></network>",
+    ];
+    for x in cases {
+        let mut n = Network::parse(x).unwrap();
+        n.fill_defaults(|_| false);
+        let printed = n.to_xml();
+        validate(&printed);
+        assert_eq!(
+            Network::parse(&printed).unwrap(),
+            n,
+            "round trip of\n{printed}"
+        );
+    }
+}
