@@ -102,6 +102,7 @@ fn dbus_update_device_sets_the_link() {
         "{}",
         r.stderr
     );
+    // A <disk> goes to the media path (core/media.rs), which wants a target.
     let r = d.try_call(
         &path,
         IFACE,
@@ -109,9 +110,24 @@ fn dbus_update_device_sets_the_link() {
         &["su", "<disk type='file' device='cdrom'/>", "0"],
     );
     assert!(
+        !r.ok && r.stderr.contains("missing target information for device"),
+        "{}",
+        r.stderr
+    );
+    let r = d.try_call(
+        &path,
+        IFACE,
+        "UpdateDevice",
+        &[
+            "su",
+            "<rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>",
+            "0",
+        ],
+    );
+    assert!(
         !r.ok
             && r.stderr
-                .contains("Operation not supported: live update of device 'disk' is not supported"),
+                .contains("Operation not supported: live update of device 'rng' is not supported"),
         "{}",
         r.stderr
     );
