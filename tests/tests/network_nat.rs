@@ -239,6 +239,25 @@ fn network_default_nat_dhcp_lifecycle() {
     assert!(d
         .virsh_ok(&["net-dumpxml", "default", "--inactive"])
         .contains("name='vm2'"));
+    d.virsh_ok(&[
+        "net-update",
+        "default",
+        "add",
+        "dns-host",
+        "<host ip='192.168.122.46'><hostname>dnsvm</hostname></host>",
+        "--live",
+        "--config",
+    ]);
+    let addn = std::fs::read_to_string(d.dir.path().join("dnsmasq/default.addnhosts")).unwrap();
+    assert_eq!(addn, "192.168.122.46\tdnsvm\n");
+    let r = d.virsh(&[
+        "net-update",
+        "default",
+        "add",
+        "ip-dhcp-range",
+        "<range start='192.168.122.2' end='192.168.122.3'/>",
+    ]);
+    assert!(!r.ok && r.stderr.contains("not supported"), "{}", r.stderr);
 
     // The events so far (0 defined, 2 started); the listener's connection ends with
     // the daemon.

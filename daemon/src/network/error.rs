@@ -12,6 +12,7 @@ pub mod code {
     pub const NO_NETWORK: i32 = 43;
     pub const OPERATION_INVALID: i32 = 55;
     pub const CONFIG_UNSUPPORTED: i32 = 67;
+    pub const OPERATION_UNSUPPORTED: i32 = 84;
 }
 
 /// `VIR_FROM_NETWORK`.
@@ -34,6 +35,8 @@ pub enum Error {
     OperationFailed(String),
     #[error("Requested operation is not valid: {0}")]
     OperationInvalid(String),
+    #[error("Operation not supported: {0}")]
+    OperationUnsupported(String),
     /// A host call failed (file, process, command); the text names what and where.
     #[error("{0}")]
     System(String),
@@ -54,6 +57,7 @@ impl Error {
             Self::NoSupport(_) => code::NO_SUPPORT,
             Self::OperationFailed(_) => code::OPERATION_FAILED,
             Self::OperationInvalid(_) => code::OPERATION_INVALID,
+            Self::OperationUnsupported(_) => code::OPERATION_UNSUPPORTED,
             Self::System(_) => code::SYSTEM_ERROR,
             Self::Xml(_) => code::XML_ERROR,
         }

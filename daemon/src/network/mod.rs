@@ -31,6 +31,7 @@ pub mod dnsmasq;
 pub mod error;
 pub mod firewall;
 pub mod leases;
+mod netupdate;
 pub mod xml;
 
 use std::collections::BTreeMap;
@@ -72,6 +73,7 @@ pub mod update {
     pub const ADD_LAST: u32 = 3;
     pub const ADD_FIRST: u32 = 4;
     pub const SECTION_IP_DHCP_HOST: u32 = 4;
+    pub const SECTION_DNS_HOST: u32 = 10;
     pub const AFFECT_LIVE: u32 = 1;
     pub const AFFECT_CONFIG: u32 = 2;
 }
@@ -765,9 +767,10 @@ impl Networks {
         })
     }
 
-    /// virNetworkUpdate for `<dhcp><host>` (section 4): add, delete or modify a
-    /// static host in the live and/or persistent definition; dnsmasq rereads its
-    /// hosts file (SIGHUP). Other sections are not supported yet.
+    /// virNetworkUpdate for `<dhcp><host>` (section 4) and `<dns><host>` (section
+    /// 10): add, delete or modify a static host in the live and/or persistent
+    /// definition; dnsmasq rereads its hosts files (SIGHUP). Other sections answer
+    /// "not supported".
     pub fn update(
         &self,
         name: &str,
@@ -779,12 +782,7 @@ impl Networks {
     ) -> Result<()> {
         use update::*;
         Error::check_flags(flags, AFFECT_LIVE | AFFECT_CONFIG, "virNetworkUpdate")?;
-        if section != SECTION_IP_DHCP_HOST {
-            return Err(Error::NoSupport(format!(
-                "virNetworkUpdate: section {section} (only ip-dhcp-host, 4)"
-            )));
-        }
-        let host = xml::parse_dhcp_host(xml)?;
+        let change = netupdate::Change::parse(section, xml)?;
         let mut nets = self.lock();
         let e = nets
             .get_mut(name)
@@ -802,78 +800,13 @@ impl Networks {
                 "cannot change persistent config of a transient network".into(),
             ));
         }
-        let apply = |n: &mut Network| -> Result<()> {
-            let idx = usize::try_from(parent).ok();
-            let ip = match idx {
-                Some(i) => n.ips.get_mut(i),
-                None => n
-                    .ips
-                    .iter_mut()
-                    .find(|i| i.dhcp && (host.ip.is_none_or(|a| i.contains(a)))),
-            }
-            .ok_or_else(|| {
-                Error::OperationInvalid("couldn't locate a matching <ip> element in network".into())
-            })?;
-            let same = |h: &xml::DhcpHost| {
-                (host.mac.is_some() && h.mac == host.mac)
-                    || (host.mac.is_none() && host.name.is_some() && h.name == host.name)
-            };
-            match command {
-                ADD_LAST | ADD_FIRST => {
-                    if ip
-                        .hosts
-                        .iter()
-                        .any(|h| same(h) || (host.ip.is_some() && h.ip == host.ip))
-                    {
-                        return Err(Error::OperationInvalid(format!(
-                            "there is an existing dhcp host entry in network '{}' that matches \"{}\"",
-                            n.name,
-                            xml.trim()
-                        )));
-                    }
-                    if let Some(a) = host.ip {
-                        if !ip.contains(a) {
-                            return Err(Error::ConfigUnsupported(format!(
-                                "DHCP host entry {a} is not within network {}",
-                                ip.cidr()
-                            )));
-                        }
-                    }
-                    ip.dhcp = true;
-                    if command == ADD_FIRST {
-                        ip.hosts.insert(0, host.clone());
-                    } else {
-                        ip.hosts.push(host.clone());
-                    }
-                }
-                DELETE | MODIFY => {
-                    let i = ip.hosts.iter().position(same).ok_or_else(|| {
-                        Error::OperationInvalid(format!(
-                            "couldn't locate a matching dhcp host entry in network '{}'",
-                            n.name
-                        ))
-                    })?;
-                    if command == DELETE {
-                        ip.hosts.remove(i);
-                    } else {
-                        ip.hosts[i] = host.clone();
-                    }
-                }
-                other => {
-                    return Err(Error::InvalidArg(format!(
-                        "unrecognized network update command {other}"
-                    )))
-                }
-            }
-            Ok(())
-        };
         let mut new_def = e.def.clone();
         let mut new_live = e.live.clone();
         if config {
-            apply(new_def.as_mut().expect("checked"))?;
+            change.apply(new_def.as_mut().expect("checked"), command, parent, xml)?;
         }
         if live {
-            apply(new_live.as_mut().expect("checked"))?;
+            change.apply(new_live.as_mut().expect("checked"), command, parent, xml)?;
         }
         if config {
             let d = new_def.as_ref().expect("checked");

@@ -669,6 +669,31 @@ fn esc(s: &str) -> String {
         .replace('\'', "&apos;")
 }
 
+/// The `<dns><host ip><hostname>…` element of NETWORK_UPDATE (section dns-host).
+pub fn parse_dns_host(xml: &str) -> Result<DnsHost> {
+    let doc =
+        roxmltree::Document::parse(xml).map_err(|e| xml_err(format!("(network_update):{e}")))?;
+    let h = doc.root_element();
+    if h.tag_name().name() != "host" {
+        return Err(xml_err(format!(
+            "unexpected element <{}>, expecting <host>",
+            h.tag_name().name()
+        )));
+    }
+    let ip = parse_ip(req_attr(h, "ip", "<dns><host>")?, "dns host")?;
+    let names: Vec<String> = elements(h)
+        .filter(|e| e.has_tag_name("hostname"))
+        .filter_map(|e| e.text())
+        .map(|t| t.trim().to_string())
+        .collect();
+    if names.is_empty() {
+        return Err(xml_err(format!(
+            "Missing hostname in network DNS HOST record for {ip}"
+        )));
+    }
+    Ok(DnsHost { ip, names })
+}
+
 /// The `<dhcp><host>` element of NETWORK_UPDATE (section ip-dhcp-host).
 pub fn parse_dhcp_host(xml: &str) -> Result<DhcpHost> {
     let doc =
