@@ -669,6 +669,15 @@ fn client_init(inner: &Arc<Inner>, client: &Arc<Client>, shared: bool) {
         client.close();
         return;
     }
+    // Bring the screen up to date so ServerInit's size and the first update are
+    // current; the damage found belongs to the clients already watching.
+    let damage = inner.backend.refresh();
+    if !damage.is_empty() {
+        for other in &others {
+            other.lock().session.add_damage(&damage);
+            other.wake.notify_all();
+        }
+    }
     let frame = inner.backend.frame();
     let info = {
         let mut st = client.lock();
