@@ -217,9 +217,10 @@ impl rfb::Backend for ConsoleBackend {
     }
 
     fn absolute(&self) -> bool {
-        // The console's router turns absolute positions into moves when the guest
-        // has no tablet, so every client can send positions.
-        true
+        // Without a tablet the guest moves its pointer by deltas: clients that know
+        // QEMU's pointer type change (gtk-vnc) then grab the pointer and send motion;
+        // others' positions become moves from the last one.
+        self.console.router().has_absolute()
     }
 
     fn leds(&self) -> u8 {
