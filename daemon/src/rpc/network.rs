@@ -18,7 +18,7 @@ use super::packet::PROGRAM_REMOTE;
 use super::proto::{
     IntValue, InterfaceAddressesArgs, ListAllArgs, NonnullNetwork, StringValue, UuidArgs,
 };
-use super::xdr::{xdr_struct, Decoder, Encoder, XdrError};
+use super::xdr::{xdr_struct, XdrError};
 use super::Shared;
 use crate::network::{self, NetRef, Networks};
 
@@ -345,6 +345,36 @@ pub async fn call(conn: &mut Conn, p: i32, payload: &[u8]) -> Option<CallResult>
     Some(r)
 }
 
+/// Decodes the arguments of network procedure `p` without running it (the fuzz
+/// target's path through `proto::decode_args`); `None` for other procedures.
+pub fn decode_args(p: i32, payload: &[u8]) -> Option<Result<(), XdrError>> {
+    use super::xdr::from_bytes as d;
+    use procs::*;
+    Some(match p {
+        NETWORK_LOOKUP_BY_NAME | NETWORK_DEFINE_XML | NETWORK_CREATE_XML => {
+            d::<StringValue>(payload).map(drop)
+        }
+        NETWORK_LOOKUP_BY_UUID => d::<UuidArgs>(payload).map(drop),
+        NETWORK_GET_XML_DESC => d::<NetFlagsArgs>(payload).map(drop),
+        NETWORK_CREATE
+        | NETWORK_DESTROY
+        | NETWORK_UNDEFINE
+        | NETWORK_GET_AUTOSTART
+        | NETWORK_GET_BRIDGE_NAME
+        | NETWORK_IS_ACTIVE
+        | NETWORK_IS_PERSISTENT => d::<NetArgs>(payload).map(drop),
+        NETWORK_SET_AUTOSTART => d::<NetSetAutostartArgs>(payload).map(drop),
+        NETWORK_DEFINE_XML_FLAGS | NETWORK_CREATE_XML_FLAGS => {
+            d::<NetXmlFlagsArgs>(payload).map(drop)
+        }
+        NETWORK_UPDATE => d::<NetUpdateArgs>(payload).map(drop),
+        NETWORK_GET_DHCP_LEASES => d::<DhcpLeasesArgs>(payload).map(drop),
+        CONNECT_NETWORK_EVENT_REGISTER_ANY => d::<NetEventRegisterArgs>(payload).map(drop),
+        CONNECT_NETWORK_EVENT_DEREGISTER_ANY => d::<IntValue>(payload).map(drop),
+        _ => return None,
+    })
+}
+
 fn wire_lease(l: &network::Lease) -> WireLease {
     WireLease {
         iface: l.iface.clone(),
@@ -489,6 +519,40 @@ async fn forward(
     }
 }
 
-/// Keeps `Decoder`/`Encoder`/`XdrError` in scope for `xdr_struct!`.
-#[allow(dead_code)]
-fn _xdr_types(_: &Decoder<'_>, _: &Encoder, _: &XdrError) {}
+#[cfg(test)]
+mod tests {
+    use super::super::xdr::to_bytes;
+    use super::*;
+
+    #[test]
+    fn network_arguments_decode_and_truncation_is_an_error() {
+        let net = NonnullNetwork {
+            name: "default".into(),
+            uuid: [7; 16],
+        };
+        let upd = to_bytes(&NetUpdateArgs {
+            net: net.clone(),
+            command: 3,
+            section: 4,
+            parent_index: -1,
+            xml: "<host mac='52:54:00:00:00:02' ip='192.168.122.45'/>".into(),
+            flags: 3,
+        });
+        assert_eq!(decode_args(procs::NETWORK_UPDATE, &upd), Some(Ok(())));
+        assert!(matches!(
+            decode_args(procs::NETWORK_UPDATE, &upd[..upd.len() - 2]),
+            Some(Err(_))
+        ));
+        let leases = to_bytes(&DhcpLeasesArgs {
+            net,
+            mac: None,
+            need_results: 1,
+            flags: 0,
+        });
+        assert_eq!(
+            decode_args(procs::NETWORK_GET_DHCP_LEASES, &leases),
+            Some(Ok(()))
+        );
+        assert_eq!(decode_args(12345, &leases), None);
+    }
+}

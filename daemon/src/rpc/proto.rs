@@ -543,6 +543,9 @@ pub fn decode_args(prog: u32, proc_: i32, payload: &[u8]) -> Result<(), XdrError
         DOMAIN_OPEN_CONSOLE => d::<OpenConsoleArgs>(payload).map(drop),
         DOMAIN_LIST_ALL_SNAPSHOTS => d::<ListSnapshotsArgs>(payload).map(drop),
         DOMAIN_INTERFACE_ADDRESSES => d::<InterfaceAddressesArgs>(payload).map(drop),
+        p if super::network::decode_args(p, payload).is_some() => {
+            super::network::decode_args(p, payload).unwrap_or(Ok(()))
+        }
         // Replies and messages we send, decoded too so their decoders are exercised.
         _ => {
             let _ = d::<AllDomainStatsRet>(payload);
