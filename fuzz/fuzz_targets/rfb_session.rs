@@ -19,7 +19,11 @@ fn drive(security: Security, chunks: &[&[u8]]) {
             }
         }
     }
-    let frame = Image { width: 16, height: 8, pixels: (0..128).collect() };
+    let frame = Image {
+        width: 16,
+        height: 8,
+        pixels: (0..128).collect(),
+    };
     if s.wants_update(16, 8, 0, true) {
         s.write_update(&frame, 0, true);
     }
