@@ -119,12 +119,6 @@ impl InputRouter {
         Self::pointer(&self.lock(), true).is_some()
     }
 
-    /// Whether a tablet whose driver is up takes absolute positions now (VNC tells
-    /// its clients, QEMU's pointer type change, so gtk-vnc grabs the pointer otherwise).
-    pub fn has_absolute(&self) -> bool {
-        Self::pointer(&self.lock(), true).is_some()
-    }
-
     /// Absolute position in 0..=ABS_MAX (both axes), as QMP `input-send-event` gives it.
     pub fn pointer_abs_scaled(&self, x: u32, y: u32) {
         let mut d = self.lock();
