@@ -177,6 +177,7 @@ impl Shared {
 
     fn send(&self, events: &[Event]) {
         if !self.active.load(Ordering::Acquire) {
+            tracing::debug!(kind = ?self.kind, "virtio-input: driver not ready; events dropped");
             return;
         }
         {
@@ -320,6 +321,7 @@ impl InputWorker {
             }
             used += 1;
         }
+        tracing::debug!(kind = ?self.shared.kind, used, "virtio-input: events delivered");
         if used > 0 {
             notify_if_needed(aq, &*mem, interrupt.as_ref());
         }
