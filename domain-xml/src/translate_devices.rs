@@ -113,7 +113,10 @@ pub(crate) fn devices(dom: &Domain) -> Result<Vec<ms::Device>> {
         controller(c)?;
         out.extend(pci_controller(c)?);
         out.extend(scsi_controller(c)?);
-        let at = pci(&c.address, &format!("{} controller {}", c.controller_type, c.index))?;
+        let at = pci(
+            &c.address,
+            &format!("{} controller {}", c.controller_type, c.index),
+        )?;
         out.extend(crate::translate_ata::ata_controller(c, at)?);
     }
     for n in &d.interfaces {
@@ -765,8 +768,8 @@ fn interface(n: &Interface) -> Result<ms::Device> {
         InterfaceType::Network => network_backend(n, tap)?,
         other => {
             return unsupported(format!(
-                "interface type '{other}' is not supported (only 'ethernet', 'bridge' and 'network')"
-            ))
+            "interface type '{other}' is not supported (only 'ethernet', 'bridge' and 'network')"
+        ))
         }
     };
     let link_up = match n.link_state.as_deref() {

@@ -307,7 +307,9 @@ fn change_media_on_virsh_python_and_dbus_with_tray_events() {
     let r = d.virsh(&["change-media", name, "vda", a.to_str().unwrap(), "--update"]);
     assert!(
         // virsh looks among the removable drives only.
-        !r.ok && r.stderr.contains("No disk found whose source path or target is vda"),
+        !r.ok
+            && r.stderr
+                .contains("No disk found whose source path or target is vda"),
         "{}",
         r.stderr
     );

@@ -33,8 +33,8 @@ pub mod scsi;
 pub mod smbios;
 pub mod vcpu;
 pub mod virtio;
-pub mod vnc;
 pub mod vm;
+pub mod vnc;
 
 pub use control::{
     ChardevInfo, ControlError, RunState, ShutdownCause, VcpuThreadInfo, VmControl, VmEvent,

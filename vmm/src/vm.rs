@@ -531,7 +531,11 @@ impl Vmm {
         put(i8042.clone(), I8042_DATA_PORT, 1)?;
         put(i8042, I8042_COMMAND_PORT, 1)?;
         let rtc_offset = crate::devices::cmos::start_offset(&spec.platform.rtc)?;
-        put(Arc::new(Mutex::new(Cmos::with_offset(rtc_offset))), CMOS_PORT, 2)?;
+        put(
+            Arc::new(Mutex::new(Cmos::with_offset(rtc_offset))),
+            CMOS_PORT,
+            2,
+        )?;
         put(
             Arc::new(Mutex::new(ResetControl::new(self.exits.clone()))),
             RESET_PORT,

@@ -233,8 +233,12 @@ async fn send(out: &Outbox, cb: i32, ev: &Event, dom: &NonnullDomain) -> bool {
                 dev_alias: dev_alias.clone(),
                 reason: *reason,
             };
-            out.message(PROGRAM_REMOTE, remote::DOMAIN_EVENT_CALLBACK_TRAY_CHANGE, &m)
-                .await
+            out.message(
+                PROGRAM_REMOTE,
+                remote::DOMAIN_EVENT_CALLBACK_TRAY_CHANGE,
+                &m,
+            )
+            .await
         }
         Event::ControlError { .. } => {
             // `{callbackID; {dom}}`, the same layout as REBOOT.

@@ -781,7 +781,10 @@ impl ScsiTarget {
             return report_luns(&luns, cdb, data);
         }
         if let Some(d) = self.lun(lun) {
-            return d.lock().unwrap_or_else(|e| e.into_inner()).execute(cdb, data);
+            return d
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .execute(cdb, data);
         }
         match cdb.first() {
             Some(&op::INQUIRY) if cdb.len() >= 6 && cdb[1] & 1 == 0 => {

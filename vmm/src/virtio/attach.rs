@@ -35,6 +35,7 @@ use crate::control::ChardevInfo;
 use crate::devices::bus::{Bus, BusDevice, BusError};
 use crate::devices::chardev::{Chardev, ChardevError, InputEvent};
 use crate::layout::{self, PlatformLayout};
+use crate::media::MediaRegistry;
 use crate::monitor::{
     BlockCounters, BlockDescription, BlockView, Devices, Nic, PciFunction, PciRegion, PciView,
 };
@@ -42,7 +43,6 @@ use crate::pci::bridge::{Bridge, BridgeKind};
 use crate::pci::chipset::ChipsetFunction;
 use crate::pci::root::CONFIG_ADDRESS_PORT;
 use crate::pci::{PciError, PciRoot, PciWindows};
-use crate::media::MediaRegistry;
 use crate::scsi::{DeviceConfig, DeviceKind as ScsiKind, ScsiDevice, ScsiTarget};
 
 /// Why the PCI devices could not be built.
@@ -311,8 +311,8 @@ impl PciBackends {
                 })
                 .collect(),
             display: self.display.clone(),
-            vnc: None,
             media: Some(self.media.clone()),
+            vnc: None,
         }
     }
 
