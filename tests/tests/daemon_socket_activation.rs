@@ -42,53 +42,79 @@ fn wait_socket(p: &Path, what: &str) {
     }
 }
 
+/// A private D-Bus daemon and `systemd-socket-activate` holding the sockets `files` (in
+/// a temporary directory) under the names `names`, ready to start oxvirtd (configured to
+/// bind `own/virtoxvirtd-sock`, which must stay absent) on the first connection.
+struct Activated {
+    // Fields drop in order: the processes stop before their directory goes.
+    _procs: Procs,
+    dir: tempfile::TempDir,
+}
+
+impl Activated {
+    fn start(prefix: &str, files: &[&str], names: &[&str]) -> Activated {
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+        let d = dir.path();
+        let mut procs = Procs(Vec::new());
+        let bus = d.join("bus");
+        procs.0.push(
+            Command::new("dbus-daemon")
+                .args(["--session", "--nofork", "--nopidfile"])
+                .arg(format!("--address=unix:path={}", bus.display()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting dbus-daemon (Debian package dbus)"),
+        );
+        wait_socket(&bus, "dbus-daemon");
+        let config = write_config(d, &bus, false, &d.join("own").join("virtoxvirtd-sock"));
+        let log = std::fs::File::create(d.join("oxvirtd.log")).unwrap();
+        let mut c = Command::new("systemd-socket-activate");
+        for f in files {
+            c.arg("-l").arg(d.join(f));
+        }
+        procs.0.push(
+            c.arg(format!("--fdname={}", names.join(":")))
+                .args(["-E", "OXVIRTD_LOG=info,daemon::rpc=debug"])
+                .arg(bin_path("oxvirtd"))
+                .arg("--system")
+                .arg("--config")
+                .arg(&config)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("starting systemd-socket-activate (Debian package systemd)"),
+        );
+        for f in files {
+            wait_socket(&d.join(f), "systemd-socket-activate");
+        }
+        Activated { dir, _procs: procs }
+    }
+
+    fn path(&self, file: &str) -> std::path::PathBuf {
+        self.dir.path().join(file)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.path("oxvirtd.log")).unwrap_or_default()
+    }
+}
+
 #[test]
 fn daemon_socket_activation_serves_virsh_on_passed_sockets() {
-    let dir = tempfile::Builder::new()
-        .prefix("oxvirt-sockact-")
-        .tempdir()
-        .unwrap();
-    let d = dir.path();
-    let mut procs = Procs(Vec::new());
-    let bus = d.join("bus");
-    procs.0.push(
-        Command::new("dbus-daemon")
-            .args(["--session", "--nofork", "--nopidfile"])
-            .arg(format!("--address=unix:path={}", bus.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting dbus-daemon (Debian package dbus)"),
+    let act = Activated::start(
+        "oxvirt-sockact-",
+        &["virtoxvirtd-sock", "virtoxvirtd-sock-ro"],
+        &["rw", "ro"],
     );
-    wait_socket(&bus, "dbus-daemon");
-
+    let d = act.dir.path();
     // Where the daemon would bind without activation: must stay absent.
     let own = d.join("own").join("virtoxvirtd-sock");
-    let config = write_config(d, &bus, false, &own);
-    let rw = d.join("virtoxvirtd-sock");
-    let ro = d.join("virtoxvirtd-sock-ro");
-    let log_path = d.join("oxvirtd.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    procs.0.push(
-        Command::new("systemd-socket-activate")
-            .arg("-l")
-            .arg(&rw)
-            .arg("-l")
-            .arg(&ro)
-            .arg("--fdname=rw:ro")
-            .args(["-E", "OXVIRTD_LOG=info,daemon::rpc=debug"])
-            .arg(bin_path("oxvirtd"))
-            .arg("--system")
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting systemd-socket-activate (Debian package systemd)"),
+    let (rw, ro) = (
+        act.path("virtoxvirtd-sock"),
+        act.path("virtoxvirtd-sock-ro"),
     );
-    wait_socket(&rw, "systemd-socket-activate");
-    wait_socket(&ro, "systemd-socket-activate");
-    let show_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let show_log = || act.log();
 
     // The first connection starts the daemon, which answers on the passed socket.
     let rw_uri = format!("oxvirt:///system?socket={}", rw.display());
@@ -151,51 +177,19 @@ fn daemon_socket_activation_serves_virsh_on_passed_sockets() {
 /// no `qemu_uri` in its configuration (installing the units is the choice).
 #[test]
 fn daemon_socket_activation_serves_qemu_uri_on_the_compat_sockets() {
-    let dir = tempfile::Builder::new()
-        .prefix("oxvirt-sockact-qemu-")
-        .tempdir()
-        .unwrap();
-    let d = dir.path();
-    let mut procs = Procs(Vec::new());
-    let bus = d.join("bus");
-    procs.0.push(
-        Command::new("dbus-daemon")
-            .args(["--session", "--nofork", "--nopidfile"])
-            .arg(format!("--address=unix:path={}", bus.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting dbus-daemon (Debian package dbus)"),
+    let act = Activated::start(
+        "oxvirt-sockact-qemu-",
+        &[
+            "virtoxvirtd-sock",
+            "virtoxvirtd-sock-ro",
+            "virtqemud-sock",
+            "virtqemud-sock-ro",
+        ],
+        &["rw", "ro", "qemu-rw", "qemu-ro"],
     );
-    wait_socket(&bus, "dbus-daemon");
-    let config = write_config(d, &bus, false, &d.join("own").join("virtoxvirtd-sock"));
-    let [rw, ro, qrw, qro] = [
-        "virtoxvirtd-sock",
-        "virtoxvirtd-sock-ro",
-        "virtqemud-sock",
-        "virtqemud-sock-ro",
-    ]
-    .map(|f| d.join(f));
-    let log_path = d.join("oxvirtd.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut c = Command::new("systemd-socket-activate");
-    for s in [&rw, &ro, &qrw, &qro] {
-        c.arg("-l").arg(s);
-    }
-    procs.0.push(
-        c.arg("--fdname=rw:ro:qemu-rw:qemu-ro")
-            .args(["-E", "OXVIRTD_LOG=info,daemon::rpc=debug"])
-            .arg(bin_path("oxvirtd"))
-            .arg("--system")
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting systemd-socket-activate (Debian package systemd)"),
-    );
-    wait_socket(&qro, "systemd-socket-activate");
-    let show_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let d = act.dir.path();
+    let (qrw, qro) = (act.path("virtqemud-sock"), act.path("virtqemud-sock-ro"));
+    let show_log = || act.log();
 
     let q = format!("qemu:///system?socket={}", qrw.display());
     let r = virsh(&q, &["version"]);
