@@ -1,9 +1,7 @@
-//! Small legacy platform devices: the i8042's reset line, the PCI reset control
-//! register (0xcf9), the POST/debug port (0x80) and the pvpanic port (0x505).
+//! Small legacy platform devices: the i8042's port numbers (the controller is
+//! `crate::input::i8042`), the PCI reset control register (0xcf9), the POST/debug port (0x80) and the pvpanic port (0x505).
 
 use std::time::Instant;
-
-use vm_superio::{I8042Device, Trigger};
 
 use super::bus::BusDevice;
 use crate::lifecycle::{ExitSink, GuestExit};
@@ -24,49 +22,6 @@ pub const PVPANIC_PORT: u16 = 0x505;
 pub const PORT_A: u16 = 0x92;
 /// QEMU's `isa-debugcon` port, where SeaBIOS writes its debug log.
 pub const DEBUGCON_PORT: u16 = 0x402;
-
-/// Turns the i8042 "pulse reset line" command into a guest reset.
-pub struct ResetTrigger(pub ExitSink);
-
-impl Trigger for ResetTrigger {
-    type E = std::convert::Infallible;
-    fn trigger(&self) -> Result<(), Self::E> {
-        self.0.request(GuestExit::Reset);
-        Ok(())
-    }
-}
-
-/// The keyboard controller, reduced to what guests use to reboot (`reboot=k`).
-/// Inserted at both 0x60 and 0x64.
-pub struct I8042 {
-    dev: I8042Device<ResetTrigger>,
-}
-
-impl I8042 {
-    /// A controller that resets the machine through `exits`.
-    pub fn new(exits: ExitSink) -> Self {
-        I8042 {
-            dev: I8042Device::new(ResetTrigger(exits)),
-        }
-    }
-}
-
-impl BusDevice for I8042 {
-    fn read(&mut self, base: u64, offset: u64, data: &mut [u8]) {
-        let reg = (base + offset - u64::from(I8042_DATA_PORT)) as u8;
-        data.fill(0);
-        if let Some(b) = data.first_mut() {
-            *b = self.dev.read(reg);
-        }
-    }
-
-    fn write(&mut self, base: u64, offset: u64, data: &[u8]) {
-        let reg = (base + offset - u64::from(I8042_DATA_PORT)) as u8;
-        if let Some(&b) = data.first() {
-            let _ = self.dev.write(reg, b);
-        }
-    }
-}
 
 /// Port 0xcf9: bit 2 (`RST_CPU`) resets the machine.
 pub struct ResetControl {
@@ -235,19 +190,6 @@ impl BusDevice for Pvpanic {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keyboard_controller_reset_command_resets() {
-        let s = ExitSink::new().unwrap();
-        let mut k = I8042::new(s.clone());
-        k.write(u64::from(I8042_COMMAND_PORT), 0, &[0xd1]);
-        assert_eq!(s.take(), None);
-        k.write(u64::from(I8042_COMMAND_PORT), 0, &[0xfe]);
-        assert_eq!(s.take(), Some(GuestExit::Reset));
-        // The same value on the data port is not a command.
-        k.write(u64::from(I8042_DATA_PORT), 0, &[0xfe]);
-        assert_eq!(s.take(), None);
-    }
 
     #[test]
     fn cf9_resets_only_with_rst_cpu() {

@@ -292,6 +292,21 @@ mod tests {
     }
 
     #[test]
+    fn pulse_reset_line_command_resets_the_machine() {
+        let exits = ExitSink::new().unwrap();
+        let (k, a) = (Line::default(), Line::default());
+        let mut c = I8042::new(Box::new(k), Box::new(a), Some(exits.clone()));
+        // 0xfe pulses the reset line (`reboot=k`); 0xff pulses none.
+        out(&mut c, COMMAND_PORT, 0xff);
+        assert_eq!(exits.take(), None);
+        out(&mut c, COMMAND_PORT, 0xfe);
+        assert_eq!(exits.take(), Some(GuestExit::Reset));
+        // The same value on the data port is a keyboard byte, not a command.
+        out(&mut c, DATA_PORT, 0xfe);
+        assert_eq!(exits.take(), None);
+    }
+
+    #[test]
     fn linux_i8042_probe_sequence() {
         let (mut c, kirq, _) = controller();
         // Flush, read CTR, self test, write CTR back.
