@@ -728,7 +728,14 @@ fn interface(n: &Interface) -> Result<ms::Device> {
             ));
         }
     }
-    if let Some(e) = n.extra.first() {
+    // `<backend type='passt'>` names what `type='user'` runs on anyway.
+    let passt_backend = |e: &&crate::element::Element| {
+        n.interface_type == InterfaceType::User
+            && e.name == "backend"
+            && e.get_attr("type") == Some("passt")
+            && e.attrs.len() == 1
+    };
+    if let Some(e) = n.extra.iter().find(|e| !passt_backend(e)) {
         return unsupported(format!("<interface><{}> is not supported", e.name));
     }
     if let Some((k, _)) = n.attrs.first() {
@@ -766,9 +773,20 @@ fn interface(n: &Interface) -> Result<ms::Device> {
             }
         }
         InterfaceType::Network => network_backend(n, tap)?,
+        // User-mode networking through passt, as libvirt ≥ 9.0 can and what plain
+        // `type='user'` (SLIRP on libvirt) becomes here.
+        InterfaceType::User => {
+            if let Some(s) = &n.source {
+                return unsupported(format!(
+                    "<interface type='user'><source {}> is not supported",
+                    s.attrs.first().map(|(k, _)| k.as_str()).unwrap_or("")
+                ));
+            }
+            ms::NetBackend::User
+        }
         other => {
             return unsupported(format!(
-            "interface type '{other}' is not supported (only 'ethernet', 'bridge' and 'network')"
+            "interface type '{other}' is not supported (only 'ethernet', 'bridge', 'network' and 'user')"
         ))
         }
     };

@@ -593,6 +593,10 @@ pub enum NetBackend {
         #[serde(default)]
         tap: Option<String>,
     },
+    /// User-mode networking through passt (libvirt `<interface type='user'>`, what
+    /// session-mode domains have): the VMM starts `passt` on a socket pair and speaks
+    /// its stream framing; no root, no tap.
+    User,
 }
 
 /// virtio-rng.

@@ -2,8 +2,9 @@
 //! --connect qemu:///session` against `oxvirtd --session --qemu-uri` (run as an
 //! unprivileged user, no real libvirt daemon anywhere), with virt-install's own
 //! defaults: q35, SeaBIOS, the installer ISO on a SATA CD-ROM, a qcow2 disk created in
-//! the `default` storage pool, VNC graphics (what our domain capabilities offer), a USB
-//! tablet, sound and SPICE channels (no effect, warned). The ISO is a `grub-mkrescue` image holding the
+//! the `default` storage pool, VNC graphics (what our domain capabilities offer),
+//! user-mode networking (passt), a USB tablet, sound and SPICE channels (no effect,
+//! warned). The ISO is a `grub-mkrescue` image holding the
 //! Linux test guest: it boots from the CD through SeaBIOS and GRUB to its ready line,
 //! read through libvirt's console stream (python3-libvirt). `virsh domdisplay` names
 //! the VNC server and gvnccapture (gtk-vnc) captures the screen; `virsh undefine
@@ -51,6 +52,7 @@ fn virt_install_with_its_defaults_on_qemu_session_installs_from_an_iso_shown_ove
         ("/usr/bin/xorriso", "xorriso"),
         (oxvirt_tests::host::SEABIOS, "seabios"),
         ("/usr/bin/gvnccapture", "gvncviewer"),
+        ("/usr/bin/passt", "passt"),
     ];
     if let Some((p, pkg)) = needs.iter().find(|(p, _)| !Path::new(p).exists()) {
         skip(test, &format!("{p} missing (Debian package {pkg})"));
@@ -96,11 +98,6 @@ fn virt_install_with_its_defaults_on_qemu_session_installs_from_an_iso_shown_ove
             "--os-variant",
             "debian11",
             "--noautoconsole",
-            // The one option that is not virt-install's default: a session domain's
-            // default NIC is `<interface type='user'>`, which needs user-mode
-            // networking (passt, issue 17) that oxvirt does not have yet.
-            "--network",
-            "none",
         ],
         Duration::from_secs(300),
     );

@@ -59,6 +59,8 @@ pub(super) fn name_taps(counter: &AtomicU32, def: &mut Definition, spec: &mut Ma
             DeviceKind::Net(net) => match &mut net.backend {
                 NetBackend::Tap { name: n } => *n = Some(name.clone()),
                 NetBackend::Bridge { tap, .. } => *tap = Some(name.clone()),
+                // Not reached: `type='user'` interfaces are skipped above (no tap).
+                NetBackend::User => continue,
             },
             _ => continue,
         }
@@ -104,6 +106,7 @@ mod tests {
                 DeviceKind::Net(n) => match &n.backend {
                     NetBackend::Tap { name } => name.clone(),
                     NetBackend::Bridge { tap, .. } => tap.clone(),
+                    NetBackend::User => None,
                 },
                 _ => None,
             })

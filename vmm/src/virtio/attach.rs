@@ -26,7 +26,7 @@ use super::balloon::{Balloon, BalloonControl};
 use super::block::{open_backend, Block, BlockError, BlockStats, DiskConfig, ImageLock, OpenFlags};
 use super::console::{Console, ConsoleBackend, InputRead};
 use super::kvm::{IntxResampler, IrqRouting, KvmIoEvents, KvmIrqError};
-use super::net::{parse_mac, Net, NetControl, Tap, TapError};
+use super::net::{parse_mac, FrameIo, Net, NetControl, PasstLink, Tap, TapError};
 use super::rng::Rng;
 use super::scsi::VirtioScsi;
 use super::vsock::{Vsock, VsockError};
@@ -54,6 +54,9 @@ pub enum AttachError {
     /// A NIC's tap could not be set up.
     #[error("interface '{0}'")]
     Tap(String, #[source] TapError),
+    /// passt (user-mode networking) could not be started.
+    #[error("interface '{0}': user-mode networking")]
+    Passt(String, #[source] Option<std::io::Error>),
     /// A MAC address in the spec is malformed.
     #[error("interface '{0}': invalid MAC address '{1}'")]
     Mac(String, String),
@@ -150,6 +153,8 @@ pub struct PciBackends {
     consoles: Vec<(String, Arc<Mutex<Chardev>>)>,
     balloon: Option<BalloonControl>,
     nets: Vec<(String, NetControl)>,
+    /// passt for each `type='user'` NIC, kept across machines (one per VMM).
+    passt: Vec<(String, Arc<PasstLink>)>,
     disks: Vec<(String, Arc<DiskView>)>,
     pci: Arc<PciList>,
     /// The primary display's console (kept across machines).
@@ -166,6 +171,7 @@ impl PciBackends {
             consoles: Vec::new(),
             balloon: None,
             nets: Vec::new(),
+            passt: Vec::new(),
             disks: Vec::new(),
             pci: Arc::new(PciList::default()),
             display: crate::display::attach::console_for(spec),
@@ -181,7 +187,15 @@ impl PciBackends {
                 DeviceKind::Balloon(_) => {
                     b.balloon = Some(BalloonControl::new(spec.memory.size_bytes));
                 }
-                DeviceKind::Net(n) => b.nets.push((d.id.clone(), NetControl::new(n.link_up))),
+                DeviceKind::Net(n) => {
+                    let control = NetControl::new(n.link_up);
+                    if n.backend == NetBackend::User {
+                        let link = PasstLink::start(&d.id, control.clone())
+                            .map_err(|e| AttachError::Passt(d.id.clone(), Some(e)))?;
+                        b.passt.push((d.id.clone(), Arc::new(link)));
+                    }
+                    b.nets.push((d.id.clone(), control));
+                }
                 DeviceKind::Disk(k)
                 | DeviceKind::ScsiDisk(machine_spec::ScsiDisk {
                     medium: Some(k), ..
@@ -329,6 +343,14 @@ impl PciBackends {
     }
 
     /// Link control of NIC `id` (QMP `set_link`).
+    /// The passt of a `type='user'` NIC.
+    pub fn passt(&self, id: &str) -> Option<Arc<PasstLink>> {
+        self.passt
+            .iter()
+            .find(|(n, _)| n == id)
+            .map(|(_, l)| l.clone())
+    }
+
     pub fn net(&self, id: &str) -> Option<NetControl> {
         self.nets
             .iter()
@@ -457,24 +479,32 @@ fn virtio_device(
             let mac =
                 parse_mac(&n.mac).ok_or_else(|| AttachError::Mac(d.id.clone(), n.mac.clone()))?;
             let terr = |e| AttachError::Tap(d.id.clone(), e);
-            let tap = match &n.backend {
+            let io: Box<dyn FrameIo> = match &n.backend {
                 NetBackend::Tap { name } => {
                     let t = Tap::open(name.as_deref()).map_err(terr)?;
                     t.set_up().map_err(terr)?;
-                    t
+                    info!(id = %d.id, tap = t.name(), mac = %n.mac, "virtio-net");
+                    Box::new(t)
                 }
                 NetBackend::Bridge { bridge, tap } => {
                     let t = Tap::open(tap.as_deref()).map_err(terr)?;
                     t.attach_to_bridge(bridge).map_err(terr)?;
                     t.set_up().map_err(terr)?;
-                    t
+                    info!(id = %d.id, tap = t.name(), bridge, mac = %n.mac, "virtio-net");
+                    Box::new(t)
+                }
+                NetBackend::User => {
+                    let link = backends
+                        .passt(&d.id)
+                        .ok_or_else(|| AttachError::Passt(d.id.clone(), None))?;
+                    info!(id = %d.id, mac = %n.mac, "virtio-net on passt");
+                    Box::new(link.io())
                 }
             };
-            info!(id = %d.id, tap = tap.name(), mac = %n.mac, "virtio-net");
             let control = backends
                 .net(&d.id)
                 .unwrap_or_else(|| NetControl::new(n.link_up));
-            Box::new(Net::with_control(&d.id, mac, n.mtu, control, Box::new(tap)))
+            Box::new(Net::with_control(&d.id, mac, n.mtu, control, io))
         }
         DeviceKind::Rng(r) => Box::new(
             Rng::open(&d.id, &r.source)

@@ -7,6 +7,7 @@
 //! (GUEST_TSO*, GUEST_CSUM, enabled on the tap with TUNSETOFFLOAD once the guest
 //! accepts them). Receive uses mergeable buffers when negotiated.
 
+pub mod stream;
 pub mod tap;
 
 use std::io::{self, Read, Write};
@@ -25,6 +26,7 @@ use super::{
     device_type, read_config_bytes, ActivateError, Activation, ActiveQueue, GuestMem, VirtioDevice,
     VirtioInterrupt, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
 };
+pub use stream::{PasstLink, StreamIo};
 pub use tap::{Tap, TapError, VNET_HDR_LEN};
 
 /// Feature bits.
@@ -59,6 +61,11 @@ pub trait FrameIo: Send {
     /// Enables receive offloads (TUN_F_* bits); a no-op where there are none.
     fn set_offload(&mut self, _flags: u32) -> io::Result<()> {
         Ok(())
+    }
+    /// Whether the backend carries the virtio-net header's checksum/GSO offloads (a tap
+    /// does; passt's stream does not, so the guest must not be offered them).
+    fn offloads(&self) -> bool {
+        true
     }
 }
 
@@ -336,6 +343,8 @@ pub struct Net {
     id: String,
     mac: [u8; 6],
     mtu: Option<u16>,
+    /// The backend carries checksum/GSO offloads ([`FrameIo::offloads`]).
+    offloads: bool,
     control: NetControl,
     core: Option<NetCore>,
     worker: Option<Worker<NetWorker>>,
@@ -376,6 +385,7 @@ impl Net {
             id: id.to_string(),
             mac,
             mtu,
+            offloads: io.offloads(),
             control,
             core: Some(NetCore::new(io, link)),
             worker: None,
@@ -400,19 +410,18 @@ impl VirtioDevice for Net {
     }
     fn features(&self) -> u64 {
         use features::*;
-        let mut f = MAC
-            | STATUS
-            | MRG_RXBUF
-            | CSUM
-            | GUEST_CSUM
-            | HOST_TSO4
-            | HOST_TSO6
-            | HOST_ECN
-            | GUEST_TSO4
-            | GUEST_TSO6
-            | GUEST_ECN
-            | VIRTIO_RING_F_EVENT_IDX
-            | VIRTIO_RING_F_INDIRECT_DESC;
+        let mut f =
+            MAC | STATUS | MRG_RXBUF | VIRTIO_RING_F_EVENT_IDX | VIRTIO_RING_F_INDIRECT_DESC;
+        if self.offloads {
+            f |= CSUM
+                | GUEST_CSUM
+                | HOST_TSO4
+                | HOST_TSO6
+                | HOST_ECN
+                | GUEST_TSO4
+                | GUEST_TSO6
+                | GUEST_ECN;
+        }
         if self.mtu.is_some() {
             f |= MTU;
         }
