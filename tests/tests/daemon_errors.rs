@@ -87,9 +87,10 @@ fn bad_input_is_refused_in_libvirt_words_and_changes_nothing() {
         "{e}"
     );
     // Unsupported configuration (valid libvirt XML we cannot run).
+    // (A floppy drive: no floppy controller is emulated.)
     let ide = xml.replace(
         "</os>",
-        "</os><devices><disk type='file' device='disk'><source file='/x.img'/><target dev='hda' bus='ide'/></disk></devices>",
+        "</os><devices><disk type='file' device='floppy'><source file='/x.img'/><target dev='fda' bus='fdc'/></disk></devices>",
     ).replace("keep", "ide").replace("5d9b1a80", "bbbbbbbb");
     let e = refused(
         &d,
