@@ -19,7 +19,7 @@ use machine_spec::{DeviceKind, Input, InputKind, Video, VideoModel};
 use oxvirt_tests::Vm;
 use qmp_common::PyQmp;
 use serde_json::json;
-use support::{check, guest, pci_device, wait_ready};
+use support::{base64, check, guest, pci_device, wait_ready};
 
 const WAIT: Duration = Duration::from_secs(240);
 /// Bytes of white the guest writes at the start of /dev/fb0.
@@ -51,25 +51,6 @@ echo "OXVIRT tabwait dev=$tb"
 b=$(timeout 120 dd if=$tb bs=24 count=1 2>/dev/null | od -An -tx1 | tr -d ' \n')
 echo "OXVIRT tab bytes=$b"
 "#;
-
-/// Base64 (standard alphabet, padded), for `oxvirt_cmd64`.
-fn base64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in data.chunks(3) {
-        let n = u32::from(c[0]) << 16
-            | u32::from(*c.get(1).unwrap_or(&0)) << 8
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
 
 /// Calls `send` every 2 s until the console has a line containing `needle`; returns it.
 fn repeat_until(vm: &Vm, needle: &str, mut send: impl FnMut()) -> String {

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use oxvirt_tests::domain_xml;
 use oxvirt_tests::spec::serial_xml;
 use rpc_common::Daemon;
-use support::{guest, pattern, sha256_hex, BOOT};
+use support::{base64, guest, pattern, sha256_hex, BOOT};
 
 /// The guest's side (run by /init after its ready line; `oxvirt_cmd64`). Every wait
 /// is bounded; an empty hash is "no disc readable now".
@@ -53,23 +53,6 @@ cur=$(h); i=0
 while { [ -z "$cur" ] || [ "$cur" = "$second" ]; } && [ $i -lt 900 ]; do sleep 1; i=$((i+1)); cur=$(h); done
 echo "OXCHECK disc n=3 sha256=$cur"
 "#;
-
-fn base64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in data.chunks(3) {
-        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(A[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
 
 /// Waits until the console file holds `needle`; returns the rest of its line.
 fn wait_line(d: &Daemon, console: &Path, needle: &str, within: Duration) -> String {

@@ -9,6 +9,7 @@
 #[allow(dead_code)] // shared with linux_guest.rs, which uses other parts
 #[path = "linux_guest/support.rs"]
 mod support;
+use support::base64;
 
 mod network_common;
 
@@ -30,24 +31,6 @@ for i in 1 2 3; do r=$(echo x | nc -w 30 10.200.0.2 8080); [ -n "$r" ] && break;
 echo "OXVIRT tcp reply=$r"
 echo "OXVIRT net-done"
 "#;
-
-fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(char::from(T[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
 
 #[test]
 fn linux_guest_network_default_dhcp_nat() {

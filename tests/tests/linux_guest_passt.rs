@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use machine_spec::{exit, DeviceKind, Net, NetBackend};
 use oxvirt_tests::{skip, Vm};
-use support::{check, guest, pci_device, wait_ready, Report, EXIT};
+use support::{base64, check, guest, pci_device, wait_ready, Report, EXIT};
 
 const MAC: &str = "52:54:00:70:61:73";
 
@@ -33,24 +33,6 @@ echo "OXCHECK tcp reply=$r"
 [ "$r" = from-host ]
 "#
     )
-}
-
-fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(char::from(T[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 #[test]

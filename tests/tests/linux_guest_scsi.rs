@@ -16,7 +16,7 @@ use std::time::Duration;
 use machine_spec::DeviceKind;
 use machine_spec::{exit, CacheMode, Device, Disk, DiskFormat, ScsiController, ScsiDisk};
 use oxvirt_tests::{skip, Vm};
-use support::{check, guest, pattern, pci_device, sha256_hex, wait_ready, Report, EXIT};
+use support::{base64, check, guest, pattern, pci_device, sha256_hex, wait_ready, Report, EXIT};
 
 /// The disk: 4 MiB, a pattern in the first 256 KiB (what `oxcheck disk` reads).
 const DISK_SIZE: usize = 4 << 20;
@@ -92,23 +92,6 @@ fn iso(dir: &Path, data: &[u8]) -> Option<PathBuf> {
             None
         }
     }
-}
-
-fn base64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in data.chunks(3) {
-        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(A[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 #[test]
