@@ -3,6 +3,7 @@
 //! Used by the daemon to drive its VMMs and by tests.
 
 use std::collections::HashMap;
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -110,6 +111,17 @@ impl QmpClient {
 
     /// Runs a command. `arguments` is an object, or `Null` for none.
     pub async fn execute(&self, command: &str, arguments: Value) -> Result<Value, ClientError> {
+        self.execute_with_fds(command, arguments, &[]).await
+    }
+
+    /// Runs a command with `fds` passed along with its bytes (SCM_RIGHTS), as libvirt
+    /// sends `getfd`.
+    pub async fn execute_with_fds(
+        &self,
+        command: &str,
+        arguments: Value,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<Value, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut req = json!({"execute": command, "id": id});
         if !arguments.is_null() {
@@ -124,7 +136,14 @@ impl QmpClient {
             self.waiters.lock().expect("waiters lock").remove(&id);
             return Err(ClientError::Disconnected);
         }
-        let written = self.writer.lock().await.write_all(&bytes).await;
+        let written = {
+            let mut w = self.writer.lock().await;
+            if fds.is_empty() {
+                w.write_all(&bytes).await
+            } else {
+                crate::fdpass::send(w.as_ref(), &bytes, fds).await
+            }
+        };
         if let Err(e) = written {
             self.waiters.lock().expect("waiters lock").remove(&id);
             return Err(e.into());

@@ -6,10 +6,12 @@
 //! * [`schema`]: the QAPI-style schema: argument checks with QEMU's texts, introspection.
 //! * [`server`]: [`QmpServer`], the [`Handler`] trait and the [`EventSender`].
 //! * [`client`]: the [`QmpClient`].
+//! * [`fdpass`]: file descriptors over unix sockets (QMP `getfd`, libvirt's RPC).
 #![forbid(unsafe_code)]
 
 pub mod client;
 pub mod error;
+pub mod fdpass;
 pub mod json;
 pub mod schema;
 pub mod server;
@@ -19,6 +21,6 @@ pub use client::{ClientError, QmpClient};
 pub use error::{ErrorClass, QmpError};
 pub use schema::Schema;
 pub use server::{
-    ready, CommandFuture, EventSender, Handler, QmpServer, ServerConfig, ServerError,
+    ready, ClientFds, CommandFuture, EventSender, Handler, QmpServer, ServerConfig, ServerError,
 };
 pub use wire::{Event, Timestamp, VersionInfo};

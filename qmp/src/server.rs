@@ -5,8 +5,14 @@
 //! the order they happen. A client that stops reading blocks only its own task; one
 //! that falls more than [`EVENT_BACKLOG`] events behind is disconnected. Input is
 //! bounded by [`Limits`].
+//!
+//! File descriptors a client passes (SCM_RIGHTS, as QEMU takes them) stay with its
+//! connection: `getfd` names the ones that came with the latest message that carried
+//! any, `closefd` drops one, and handlers take them by name ([`ClientFds`]).
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -14,11 +20,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::error::QmpError;
+use crate::fdpass;
 use crate::json::{Limits, Parsed, Streamer};
 use crate::schema::Schema;
 use crate::wire::{self, Event, Request, Timestamp, VersionInfo};
@@ -57,6 +64,71 @@ pub fn ready(result: Result<Value, QmpError>) -> CommandFuture {
 pub trait Handler: Send + Sync + 'static {
     /// Runs `command` with `args`.
     fn call(&self, command: &str, args: Map<String, Value>) -> CommandFuture;
+
+    /// Runs `command` for a client that may have passed file descriptors (commands
+    /// such as `add_client` take theirs from `fds`). By default the fds are not
+    /// looked at.
+    fn call_with_fds(
+        &self,
+        command: &str,
+        args: Map<String, Value>,
+        fds: &mut ClientFds,
+    ) -> CommandFuture {
+        let _ = fds;
+        self.call(command, args)
+    }
+}
+
+/// The file descriptors one client passed (QEMU's per-monitor fd list).
+#[derive(Debug, Default)]
+pub struct ClientFds {
+    /// The fds of the latest message that carried any, not yet named by `getfd`
+    /// (a newer message's fds replace them, as in QEMU's socket chardev).
+    received: Vec<OwnedFd>,
+    named: HashMap<String, OwnedFd>,
+}
+
+impl ClientFds {
+    /// Takes the fd named `name` (`monitor_get_fd`: the caller owns it now).
+    pub fn take(&mut self, name: &str) -> Result<OwnedFd, QmpError> {
+        self.named.remove(name).ok_or_else(|| {
+            QmpError::generic(format!("File descriptor named '{name}' has not been found"))
+        })
+    }
+
+    /// Fds that arrived with the bytes just read.
+    fn arrived(&mut self, fds: Vec<OwnedFd>) {
+        if !fds.is_empty() {
+            self.received = fds;
+        }
+    }
+
+    /// `getfd {fdname}`: names the first fd received (the others are closed); an
+    /// earlier fd of that name is closed.
+    pub fn getfd(&mut self, name: &str) -> Result<(), QmpError> {
+        if self.received.is_empty() {
+            return Err(QmpError::generic(
+                "No file descriptor supplied via SCM_RIGHTS",
+            ));
+        }
+        let fd = self.received.remove(0);
+        self.received.clear();
+        if name.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(QmpError::generic(
+                "Parameter 'fdname' expects a name not starting with a digit",
+            ));
+        }
+        self.named.insert(name.to_string(), fd);
+        Ok(())
+    }
+
+    /// `closefd {fdname}`.
+    pub fn closefd(&mut self, name: &str) -> Result<(), QmpError> {
+        self.named
+            .remove(name)
+            .map(drop)
+            .ok_or_else(|| QmpError::generic(format!("File descriptor named '{name}' not found")))
+    }
 }
 
 /// Sends events to every negotiated client. Cheap to clone; usable from any thread.
@@ -212,6 +284,7 @@ struct Connection {
     _done: mpsc::Sender<()>,
     negotiated: bool,
     events: Option<broadcast::Receiver<Arc<[u8]>>>,
+    fds: ClientFds,
 }
 
 impl Connection {
@@ -222,6 +295,7 @@ impl Connection {
             _done: done,
             negotiated: false,
             events: None,
+            fds: ClientFds::default(),
         }
     }
 
@@ -233,7 +307,7 @@ impl Connection {
     }
 
     async fn serve(&mut self, stream: UnixStream) -> std::io::Result<()> {
-        let (mut rd, mut wr) = stream.into_split();
+        let (rd, mut wr) = stream.into_split();
         wr.write_all(&wire::greeting(&self.shared.config.version))
             .await?;
         let mut streamer = Streamer::new(self.shared.config.limits);
@@ -282,8 +356,9 @@ impl Connection {
                         Err(e) => wire::reply_err(&e, id.as_ref()),
                     });
                 }
-                n = rd.read(&mut buf), if idle && !eof && !stopping => {
-                    let n = n?;
+                got = fdpass::recv(rd.as_ref(), &mut buf), if idle && !eof && !stopping => {
+                    let (n, fds) = got?;
+                    self.fds.arrived(fds);
                     if n == 0 {
                         eof = true;
                     } else {
@@ -352,8 +427,22 @@ impl Connection {
             return fail(e);
         }
         tracing::debug!(command = %req.execute, "QMP command");
-        let fut = self.shared.handler.call(&req.execute, req.arguments);
-        Step::Run(req.id, fut)
+        let name = || req.arguments["fdname"].as_str().unwrap_or_default();
+        let done = match req.execute.as_str() {
+            "getfd" => self.fds.getfd(name()),
+            "closefd" => self.fds.closefd(name()),
+            _ => {
+                let fut =
+                    self.shared
+                        .handler
+                        .call_with_fds(&req.execute, req.arguments, &mut self.fds);
+                return Step::Run(req.id, fut);
+            }
+        };
+        Step::Write(match done {
+            Ok(()) => wire::reply_ok(&Value::Object(Map::new()), req.id.as_ref()),
+            Err(e) => wire::reply_err(&e, req.id.as_ref()),
+        })
     }
 }
 

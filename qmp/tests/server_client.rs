@@ -23,6 +23,9 @@ const SCHEMA: &str = r#"[
     {"command": "count"},
     {"command": "slow", "data": {"ms": "int"}},
     {"command": "balloon", "data": {"value": "int"}},
+    {"command": "getfd", "data": {"fdname": "str"}},
+    {"command": "closefd", "data": {"fdname": "str"}},
+    {"command": "greet-fd", "data": {"fdname": "str"}},
     {"event": "STOP"}
 ]"#;
 
@@ -58,6 +61,24 @@ impl Handler for TestMachine {
             "balloon" => qmp::ready(Err(QmpError::no_balloon())),
             other => qmp::ready(Err(QmpError::command_not_found(other))),
         }
+    }
+
+    fn call_with_fds(
+        &self,
+        command: &str,
+        args: Map<String, Value>,
+        fds: &mut qmp::ClientFds,
+    ) -> qmp::CommandFuture {
+        if command != "greet-fd" {
+            return self.call(command, args);
+        }
+        // Like add_client: take the named fd and use it.
+        qmp::ready(fds.take(args["fdname"].as_str().unwrap()).map(|fd| {
+            use std::io::Write;
+            let mut s = std::os::unix::net::UnixStream::from(fd);
+            s.write_all(b"hello over a passed fd").unwrap();
+            json!({})
+        }))
     }
 }
 
@@ -375,4 +396,60 @@ fn client_futures_are_send() {
     let p = dir.path().join("x");
     let f = QmpClient::connect(&p);
     is_send(&f);
+}
+
+#[tokio::test]
+async fn getfd_names_a_passed_fd_that_a_command_then_takes() {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("qmp.sock");
+    let (_server, _m) = start(&path);
+    let c = QmpClient::connect(&path).await.unwrap();
+    let desc = |r: Result<Value, ClientError>| match r {
+        Err(ClientError::Command(e)) => e.desc,
+        other => panic!("expected an error, got {other:?}"),
+    };
+    // QEMU's errors: no fd came, a name starting with a digit, unknown names.
+    assert_eq!(
+        desc(c.execute("getfd", json!({"fdname": "a"})).await),
+        "No file descriptor supplied via SCM_RIGHTS"
+    );
+    assert_eq!(
+        desc(c.execute("greet-fd", json!({"fdname": "a"})).await),
+        "File descriptor named 'a' has not been found"
+    );
+    assert_eq!(
+        desc(c.execute("closefd", json!({"fdname": "a"})).await),
+        "File descriptor named 'a' not found"
+    );
+    let (mut mine, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    assert_eq!(
+        desc(
+            c.execute_with_fds("getfd", json!({"fdname": "1x"}), &[theirs.as_fd()])
+                .await
+        ),
+        "Parameter 'fdname' expects a name not starting with a digit"
+    );
+    // An fd is claimed once: after the failed getfd it is gone.
+    assert_eq!(
+        desc(c.execute("getfd", json!({"fdname": "a"})).await),
+        "No file descriptor supplied via SCM_RIGHTS"
+    );
+    c.execute_with_fds("getfd", json!({"fdname": "a"}), &[theirs.as_fd()])
+        .await
+        .unwrap();
+    drop(theirs);
+    c.execute("greet-fd", json!({"fdname": "a"})).await.unwrap();
+    let mut got = String::new();
+    mine.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "hello over a passed fd");
+    // Taken: the name is free again; closefd drops a named fd.
+    assert!(c.execute("greet-fd", json!({"fdname": "a"})).await.is_err());
+    let (_keep, other) = std::os::unix::net::UnixStream::pair().unwrap();
+    c.execute_with_fds("getfd", json!({"fdname": "b"}), &[other.as_fd()])
+        .await
+        .unwrap();
+    c.execute("closefd", json!({"fdname": "b"})).await.unwrap();
+    assert!(c.execute("closefd", json!({"fdname": "b"})).await.is_err());
 }
