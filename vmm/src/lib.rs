@@ -10,6 +10,7 @@
 //! * [`acpi`]: RSDP, XSDT, FADT, FACS, DSDT, MADT, MCFG;
 //! * [`devices`]: the buses and the platform devices (UARTs, PM, CMOS, i8042, …);
 //! * [`pci`], [`virtio`]: the PCI root bus and virtio devices;
+//! * [`tpm`]: the TPM 2.0 CRB interface, its ACPI description and swtpm;
 //! * [`display`]: the screen (video devices' output) and input routing, for VNC and QMP;
 //! * [`kvm`]: the few `unsafe` calls into KVM and the OS.
 
@@ -20,6 +21,7 @@ pub mod boot;
 pub mod control;
 pub mod devices;
 pub mod display;
+pub mod e1000;
 pub mod firmware;
 pub mod input;
 pub mod kvm;
@@ -31,6 +33,7 @@ pub mod monitor;
 pub mod pci;
 pub mod scsi;
 pub mod smbios;
+pub mod tpm;
 pub mod vcpu;
 pub mod virtio;
 pub mod vm;

@@ -7,6 +7,7 @@
 //! (GUEST_TSO*, GUEST_CSUM, enabled on the tap with TUNSETOFFLOAD once the guest
 //! accepts them). Receive uses mergeable buffers when negotiated.
 
+mod passt_args;
 pub mod stream;
 pub mod tap;
 
@@ -108,6 +109,14 @@ impl NetControl {
             if let Some(i) = self.interrupt.lock().ok().and_then(|g| g.clone()) {
                 i.notify_config();
             }
+        }
+    }
+
+    /// Whom to tell about link changes when the NIC is not virtio (an emulated
+    /// NIC raises its own link-status interrupt from `notify_config`).
+    pub fn on_change(&self, watcher: Arc<dyn VirtioInterrupt>) {
+        if let Ok(mut g) = self.interrupt.lock() {
+            *g = Some(watcher);
         }
     }
 
