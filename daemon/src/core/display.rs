@@ -15,7 +15,7 @@ use super::{Core, Error, Result};
 pub const SEND_KEY_MAX: usize = 16;
 
 impl Core {
-    fn vm_of(&self, uuid: &Uuid) -> Result<Arc<Vm>> {
+    pub(super) fn vm_of(&self, uuid: &Uuid) -> Result<Arc<Vm>> {
         let slot = self.slot(uuid)?;
         let r = slot.rec();
         r.require_active()?;

@@ -69,7 +69,7 @@ fn parse_disk(xml: &str) -> Result<Disk> {
 }
 
 /// The image a disk's source names (`file=` or `dev=`), if any.
-fn source_path(d: &Disk) -> Option<&str> {
+pub(super) fn source_path(d: &Disk) -> Option<&str> {
     let s = d.source.as_ref()?;
     s.get("file").or_else(|| s.get("dev"))
 }
