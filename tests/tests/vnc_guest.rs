@@ -4,7 +4,9 @@
 //! picture, the same as QMP `screendump`; the port chosen from 5900 up shows in
 //! `query-vnc`; the password is accepted and refused; two clients share the screen;
 //! a client sending garbage is dropped while the VM and the other client carry on;
-//! `VNC_CONNECTED`/`VNC_INITIALIZED`/`VNC_DISCONNECTED` reach QMP clients.
+//! `VNC_CONNECTED`/`VNC_INITIALIZED`/`VNC_DISCONNECTED` reach QMP clients; a socket
+//! passed with qemu.qmp's `send_fd_scm` + `getfd` becomes a client through
+//! `add_client` (with and without `skipauth`), with QEMU's errors for missing fds.
 
 mod qmp_common;
 
@@ -250,7 +252,61 @@ fn password_accepted_refused_changed_and_expired() {
         e["error"]["desc"].as_str().unwrap().contains("'soon'"),
         "{e}"
     );
+    add_client_serves_passed_sockets(&mut qmp);
     q.vm.assert_no_failures();
+}
+
+/// QMP fd passing on a password-protected server: what libvirt's OpenGraphicsFD does.
+fn add_client_serves_passed_sockets(qmp: &mut PyQmp) {
+    let desc = |r: serde_json::Value| r["error"]["desc"].as_str().unwrap_or_default().to_string();
+    assert_eq!(
+        desc(qmp.execute("getfd", json!({"fdname": "vnc"}))),
+        "No file descriptor supplied via SCM_RIGHTS"
+    );
+    assert_eq!(
+        desc(qmp.execute("add_client", json!({"protocol": "vnc", "fdname": "vnc"}))),
+        "File descriptor named 'vnc' has not been found"
+    );
+    assert_eq!(
+        desc(qmp.execute("closefd", json!({"fdname": "vnc"}))),
+        "File descriptor named 'vnc' not found"
+    );
+    for (sock, skipauth, security) in [("a", true, 1u8), ("b", false, 2u8)] {
+        qmp.pass_socket(sock);
+        qmp.ok("getfd", json!({"fdname": "vnc"}));
+        qmp.ok(
+            "add_client",
+            json!({"protocol": "vnc", "fdname": "vnc", "skipauth": skipauth}),
+        );
+        // The TCP clients above left their events queued: skip to the passed one.
+        let unix = (0..20)
+            .map(|_| qmp.event("VNC_CONNECTED", Duration::from_secs(10)))
+            .find(|ev| ev["data"]["client"]["family"] == "unix");
+        assert!(unix.is_some(), "no VNC_CONNECTED for the passed socket");
+        assert_eq!(qmp.sock_recv(sock, 12), b"RFB 003.008\n");
+        qmp.sock_send(sock, b"RFB 003.008\n");
+        assert_eq!(
+            qmp.sock_recv(sock, 2),
+            [1, security],
+            "skipauth={skipauth}: the security types offered"
+        );
+        if skipauth {
+            qmp.sock_send(sock, &[1]);
+            assert_eq!(qmp.sock_recv(sock, 4), [0, 0, 0, 0], "SecurityResult ok");
+            qmp.sock_send(sock, &[1]);
+            let init = qmp.sock_recv(sock, 24);
+            assert_eq!(&init[..4], [2, 128, 1, 224], "ServerInit 640x480");
+        }
+    }
+    // The name was taken by add_client; a wrong protocol still consumes the fd.
+    assert!(desc(qmp.execute("closefd", json!({"fdname": "vnc"}))).contains("not found"));
+    qmp.pass_socket("c");
+    qmp.ok("getfd", json!({"fdname": "x"}));
+    assert_eq!(
+        desc(qmp.execute("add_client", json!({"protocol": "rdp", "fdname": "x"}))),
+        "Invalid parameter 'rdp'"
+    );
+    assert_eq!(qmp.sock_recv("c", 1), b"", "the refused socket is closed");
 }
 
 /// gtk-vnc (virt-manager's and virt-viewer's VNC library) asks for ZRLE and QEMU's

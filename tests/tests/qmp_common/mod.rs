@@ -155,6 +155,34 @@ impl PyQmp {
     }
 }
 
+impl PyQmp {
+    /// Makes a socket pair, passes one end to the server with qemu.qmp's
+    /// `send_fd_scm` (for the next `getfd`) and keeps the other as `name`.
+    pub fn pass_socket(&mut self, name: &str) {
+        self.send(json!({ "pass_socket": name }));
+        let r = self.recv(QMP_TIMEOUT);
+        assert_eq!(r["passed"], name, "{r}");
+    }
+
+    /// Writes `bytes` to the kept socket `name`.
+    pub fn sock_send(&mut self, name: &str, bytes: &[u8]) {
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        self.send(json!({"sock_send": name, "hex": hex}));
+        self.recv(QMP_TIMEOUT);
+    }
+
+    /// Reads `n` bytes from the kept socket `name` (fewer if it closes or nothing
+    /// comes for 30 s).
+    pub fn sock_recv(&mut self, name: &str, n: usize) -> Vec<u8> {
+        self.send(json!({"sock_recv": name, "n": n, "timeout": QMP_TIMEOUT.as_secs()}));
+        let r = self.recv(QMP_TIMEOUT + Duration::from_secs(5));
+        let hex = r["hex"].as_str().unwrap_or_else(|| panic!("{r}"));
+        (0..hex.len() / 2)
+            .map(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).unwrap())
+            .collect()
+    }
+}
+
 impl Drop for PyQmp {
     fn drop(&mut self) {
         let _ = self.child.kill();

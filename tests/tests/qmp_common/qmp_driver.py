@@ -6,10 +6,17 @@ line on stdout:
   {"event": NAME, "timeout": SECONDS}    -> {"event": {...}} (the first event of that
                                             name, earlier others are kept in order)
   {"disconnect": true}                   -> {"disconnected": true}
+  {"pass_socket": NAME}                  -> {"passed": NAME}: one end of a new socket
+                                            pair goes to the server (send_fd_scm, for
+                                            getfd), the driver keeps the other as NAME
+  {"sock_send": NAME, "hex": HEX}        -> {"sent": N}
+  {"sock_recv": NAME, "n": N, "timeout": SECONDS}
+                                         -> {"hex": HEX} (N bytes, fewer at EOF)
 The first line out is {"greeting": {...}}.
 """
 import asyncio
 import json
+import socket
 import sys
 
 from qemu.qmp import EventListener, ExecuteError, QMPClient
@@ -27,6 +34,7 @@ async def main(path):
     await qmp.connect(path)
     out({"greeting": qmp.greeting._asdict()})
     seen = []
+    socks = {}
     loop = asyncio.get_running_loop()
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)
@@ -55,6 +63,29 @@ async def main(path):
                 out({"event": found})
             except asyncio.TimeoutError:
                 out({"timeout": want, "other_events": seen})
+        elif "pass_socket" in req:
+            ours, theirs = socket.socketpair()
+            qmp.send_fd_scm(theirs.fileno())
+            theirs.close()
+            socks[req["pass_socket"]] = ours
+            out({"passed": req["pass_socket"]})
+        elif "sock_send" in req:
+            s = socks[req["sock_send"]]
+            s.sendall(bytes.fromhex(req["hex"]))
+            out({"sent": len(req["hex"]) // 2})
+        elif "sock_recv" in req:
+            s = socks[req["sock_recv"]]
+            s.settimeout(req.get("timeout", 30))
+            got = b""
+            try:
+                while len(got) < req["n"]:
+                    chunk = s.recv(req["n"] - len(got))
+                    if not chunk:
+                        break
+                    got += chunk
+            except socket.timeout:
+                pass
+            out({"hex": got.hex()})
         elif "disconnect" in req:
             await qmp.disconnect()
             out({"disconnected": True})

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use qmp::{CommandFuture, EventSender, Handler, QmpError, Schema, VersionInfo};
+use qmp::{ClientFds, CommandFuture, EventSender, Handler, QmpError, Schema, VersionInfo};
 use serde_json::{json, Map, Value};
 use tokio::sync::broadcast;
 
@@ -55,6 +55,9 @@ pub const COMMANDS: &[&str] = &[
     "query-vnc-servers",
     "set_password",
     "expire_password",
+    "getfd",
+    "closefd",
+    "add_client",
 ];
 
 /// How long a command that asks the main loop for something (power button, reset,
@@ -190,6 +193,11 @@ impl Commands {
                 .clone()),
             c if media::COMMANDS.contains(&c) => qmp::ready(self.run_media(c, &args)),
             c if super::display::COMMANDS.contains(&c) => self.run_display(c, &args),
+            // The server runs these with the client's fds; called without any (tests),
+            // they fail as they would for a client that passed none.
+            c @ ("getfd" | "closefd" | "add_client") => {
+                self.call_with_fds(c, args, &mut ClientFds::default())
+            }
             c if crate::vnc::qmp::COMMANDS.contains(&c) => {
                 qmp::ready(crate::vnc::qmp::run(c, self.devices.vnc.as_deref(), &args))
             }
@@ -419,6 +427,24 @@ impl Commands {
 impl Handler for Commands {
     fn call(&self, command: &str, args: Map<String, Value>) -> CommandFuture {
         self.run(command, args)
+    }
+
+    fn call_with_fds(
+        &self,
+        command: &str,
+        args: Map<String, Value>,
+        fds: &mut ClientFds,
+    ) -> CommandFuture {
+        let name = args
+            .get("fdname")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        qmp::ready(match command {
+            "getfd" => fds.getfd(name).map(|()| json!({})),
+            "closefd" => fds.closefd(name).map(|()| json!({})),
+            "add_client" => crate::vnc::qmp::add_client(self.devices.vnc.as_deref(), &args, fds),
+            _ => return self.run(command, args),
+        })
     }
 }
 
@@ -709,6 +735,12 @@ mod tests {
                     };
                     args.insert(k.into(), json!(v));
                 }
+                "getfd" | "closefd" | "add_client" => {
+                    args.insert("fdname".into(), json!("f"));
+                    if *name == "add_client" {
+                        args.insert("protocol".into(), json!("vnc"));
+                    }
+                }
                 _ if media::COMMANDS.contains(name) => {
                     args.insert("id".into(), json!("cd0"));
                 }
@@ -724,6 +756,13 @@ mod tests {
                 // No display in this machine.
                 Err(e) if super::super::display::COMMANDS.contains(name) => {
                     assert_eq!(e.class, qmp::ErrorClass::GenericError, "{name}");
+                }
+                // No fd passed with the call.
+                Err(e) if ["getfd", "closefd", "add_client"].contains(name) => {
+                    assert!(
+                        e.desc.contains("SCM_RIGHTS") || e.desc.contains("'f'"),
+                        "{e:?}"
+                    );
                 }
                 // No <graphics>: refused as QEMU without -vnc.
                 Err(e) if ["set_password", "expire_password"].contains(name) => {

@@ -1,10 +1,12 @@
 //! QMP's VNC surface as QEMU 7.2 has it (`qapi/ui.json`): `query-vnc`,
-//! `query-vnc-servers`, `set_password`, `expire_password`, `add_client`, and the
-//! `VNC_*` events.
+//! `query-vnc-servers`, `set_password`, `expire_password`, `add_client` (with an fd
+//! the client passed: `getfd`), and the `VNC_*` events.
 
 use std::time::{Duration, SystemTime};
 
-use ::qmp::QmpError;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use ::qmp::{ClientFds, QmpError};
 use rfb::server::Endpoint;
 use rfb::{ClientEvent, ClientInfo, Security};
 use serde_json::{json, Map, Value};
@@ -127,6 +129,56 @@ fn protocol(args: &Map<String, Value>) -> Result<(), QmpError> {
         ))),
         None => Err(QmpError::generic("Parameter 'protocol' is missing")),
     }
+}
+
+/// `add_client {protocol, fdname, skipauth?, tls?}`: the fd named `fdname` (taken
+/// first, as QEMU does, so it is closed whatever follows) becomes a VNC client;
+/// `skipauth` lets it in without the password (libvirt's OpenGraphicsFD SKIPAUTH).
+/// QEMU ignores `tls` for VNC and so do we. Unlike QEMU, which drops the fd silently
+/// when no VNC display runs, this says so.
+pub fn add_client(
+    vnc: Option<&Vnc>,
+    args: &Map<String, Value>,
+    fds: &mut ClientFds,
+) -> Result<Value, QmpError> {
+    let fd = fds.take(
+        args.get("fdname")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+    )?;
+    match args
+        .get("protocol")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+    {
+        "vnc" => {}
+        "spice" => return Err(QmpError::generic("SPICE is not in use")),
+        other => return Err(QmpError::generic(format!("Invalid parameter '{other}'"))),
+    }
+    let vnc = vnc.ok_or_else(no_vnc)?;
+    let skip_auth = args
+        .get("skipauth")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    vnc.server()
+        .add_client(stream_of(fd)?, skip_auth)
+        .map_err(|e| QmpError::generic(e.to_string()))?;
+    Ok(json!({}))
+}
+
+/// The passed socket as the RFB server's stream: TCP when it is an inet socket (a
+/// client accepted elsewhere), else unix (libvirt's socketpair).
+fn stream_of(fd: OwnedFd) -> Result<rfb::server::Stream, QmpError> {
+    use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike, SockaddrStorage};
+    let family = getsockname::<SockaddrStorage>(fd.as_raw_fd())
+        .map_err(|e| QmpError::generic(format!("the passed fd is not a socket: {e}")))?
+        .family();
+    Ok(match family {
+        Some(AddressFamily::Inet | AddressFamily::Inet6) => {
+            rfb::server::Stream::Tcp(std::net::TcpStream::from(fd))
+        }
+        _ => rfb::server::Stream::Unix(std::os::unix::net::UnixStream::from(fd)),
+    })
 }
 
 /// `set_password {protocol: vnc, password, connected?}`.
