@@ -8,7 +8,7 @@
  *   OXTEST DONE                           all requested checks ran
  *
  * The kernel command line says what to do:
- *   oxtest=initrd,cpuid,kvmclock,e820,acpi,rtc,serial,smp,highmem,fwcfg,poweroff|reset|acpibutton|count|halt|int3|pvpanic
+ *   oxtest=initrd,cpuid,kvmclock,e820,acpi,rtc,serial,smp,highmem,fwcfg,tpm,poweroff|reset|acpibutton|count|input|redraw|halt|int3|pvpanic
  *   mem_expect=<MiB>  cpus_expect=<N>  reset_method=acpi|kbd|cf9|triple  ticks=<N>
  *   quiet   (print only READY, DONE, failures and the final action's lines)
  *
@@ -48,6 +48,15 @@
 
 /* a polled AHCI driver (owned by the ATA tests; uses the PCI helpers above) */
 #include "oxtest/ahci.c"
+
+/* the i8042 byte reporter (owned by the input tests) */
+#include "oxtest/input.c"
+
+/* the continuous redraw of the VNC benchmark (owned by bench/vnc) */
+#include "oxtest/redraw.c"
+
+/* a TPM 2.0 on the CRB interface (owned by the TPM tests; uses the ACPI walk) */
+#include "oxtest/tpm.c"
 
 /* ---------------------------------------------------------------- main */
 
@@ -100,6 +109,8 @@ void oxmain(int proto, uint64_t info)
 		check_display();
 	if (want("ahci"))
 		check_ahci();
+	if (want("tpm"))
+		check_tpm();
 
 	put("OXTEST DONE failures=");
 	put_dec((uint64_t)failures);
@@ -121,6 +132,10 @@ void oxmain(int proto, uint64_t info)
 		do_count();
 	if (want("acpibutton"))
 		do_acpibutton();
+	if (want("input"))
+		do_input();
+	if (want("redraw"))
+		do_redraw();
 	if (want("reset"))
 		do_reset();
 	if (want("poweroff"))

@@ -11,6 +11,7 @@
 //! * [`host`] tells what this host's KVM can do, for tests that must skip; [`net`]
 //!   whether a test may create taps, and the guest's link reports.
 //! * [`disk`] writes the images the guest's virtio-blk driver checks.
+//! * [`rfb_client`] speaks RFB to the VNC server as a viewer does (keys, pointer).
 //! * [`oxvirtd`] writes the configuration of a private daemon; [`cmd::Run`] is what a
 //!   client command did.
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod linux;
 pub mod net;
 pub mod oxtest;
 pub mod oxvirtd;
+pub mod rfb_client;
 pub mod session;
 pub mod spec;
 pub mod vm;
