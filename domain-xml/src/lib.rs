@@ -44,6 +44,7 @@ mod translate_devices;
 pub mod translate_firmware;
 mod translate_graphics;
 mod translate_input;
+pub mod translate_tpm;
 mod translate_video;
 mod units;
 mod xmlenum;

@@ -48,6 +48,7 @@ pub(crate) fn devices(dom: &Domain) -> Result<Vec<ms::Device>> {
     let mut out = Vec::new();
     out.extend(crate::translate_input::inputs(d)?);
     out.extend(crate::translate_video::videos(d)?);
+    out.extend(crate::translate_tpm::tpms(dom)?);
     for (i, s) in d.serials.iter().enumerate() {
         out.push(serial(i, s)?);
     }
@@ -217,12 +218,11 @@ fn place_console_ports(d: &Devices, out: &mut [ms::Device]) -> Result<()> {
 
 fn reject_unsupported_kinds(d: &Devices) -> Result<()> {
     // <sound>, <audio>, <redirdev>: comfort devices, run without effect (crate::comfort).
-    let lists: [(&str, bool); 14] = [
+    let lists: [(&str, bool); 13] = [
         ("lease", !d.leases.is_empty()),
         ("filesystem", !d.filesystems.is_empty()),
         ("smartcard", !d.smartcards.is_empty()),
         ("parallel", !d.parallels.is_empty()),
-        ("tpm", !d.tpms.is_empty()),
         ("hostdev", !d.hostdevs.is_empty()),
         ("redirfilter", !d.redirfilters.is_empty()),
         ("hub", !d.hubs.is_empty()),

@@ -41,11 +41,15 @@ pub fn default_nvram_dir() -> PathBuf {
     if effective_uid() == Some(0) {
         return PathBuf::from(crate::firmware::SYSTEM_NVRAM_DIR);
     }
-    let data = std::env::var_os("XDG_DATA_HOME")
+    user_data_home().join("oxvirt/nvram")
+}
+
+/// `$XDG_DATA_HOME`, or `~/.local/share`: where a session daemon keeps per-domain state.
+pub(crate) fn user_data_home() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("."));
-    data.join("oxvirt/nvram")
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// Descriptor directories for this process: the user's own first for a non-root
@@ -63,7 +67,7 @@ pub fn descriptor_dirs() -> Vec<PathBuf> {
 }
 
 /// The effective uid, from /proc (this crate has no libc binding).
-fn effective_uid() -> Option<u32> {
+pub(crate) fn effective_uid() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("Uid:"))?;
     line.split_whitespace().nth(2)?.parse().ok()

@@ -17,6 +17,8 @@ mod ata;
 pub use ata::{AtaBus, AtaController, AtaDisk, AHCI_PORTS};
 mod graphics;
 pub use graphics::{Graphics, GraphicsListen, SharePolicy, VNC_PORT_MIN};
+mod tpm;
+pub use tpm::{Tpm, TpmModel};
 
 /// Version of the spec format; bump when a change is not backwards compatible.
 pub const SPEC_VERSION: u32 = 1;
@@ -368,6 +370,9 @@ pub enum DeviceKind {
     /// tablets, which the VMM serves with a virtio tablet). The PS/2 keyboard and
     /// mouse are part of the platform and are not listed.
     Input(Input),
+    /// A TPM 2.0 (libvirt `<tpm>`), a platform MMIO device (`pci` is `None`); at
+    /// most one.
+    Tpm(Tpm),
 }
 
 /// A display adapter.
@@ -700,6 +705,7 @@ impl MachineSpec {
         let mut slots = std::collections::HashSet::new();
         let mut units = std::collections::HashSet::new();
         let mut ata_units = std::collections::HashSet::new();
+        let mut tpms = 0;
         for d in &self.devices {
             if !ids.insert(d.id.as_str()) {
                 return Err(SpecError::Invalid(format!(
@@ -722,6 +728,15 @@ impl MachineSpec {
                     return Err(SpecError::Invalid(format!(
                         "device '{}': ATA drive {}:{}:{} already in use",
                         d.id, u.controller, u.bus, u.unit
+                    )));
+                }
+            }
+            if matches!(d.kind, DeviceKind::Tpm(_)) {
+                tpms += 1;
+                if tpms > 1 || d.pci.is_some() {
+                    return Err(SpecError::Invalid(format!(
+                        "device '{}': one TPM at most, and not on PCI",
+                        d.id
                     )));
                 }
             }
@@ -972,6 +987,27 @@ mod tests {
         s.devices.push(unit("scsi0-0-0-1", false, false));
         let e = s.check().unwrap_err().to_string();
         assert!(e.contains("needs a medium"), "{e}");
+    }
+
+    #[test]
+    fn one_tpm_off_pci() {
+        let tpm = |id: &str| Device {
+            id: id.into(),
+            pci: None,
+            boot_index: None,
+            kind: DeviceKind::Tpm(Tpm {
+                model: TpmModel::Crb,
+                state_dir: "/var/lib/oxvirt/swtpm/u".into(),
+                log: None,
+            }),
+        };
+        let mut s = sample();
+        s.devices.push(tpm("tpm0"));
+        s.check().unwrap();
+        assert_eq!(MachineSpec::from_json(&s.to_json()).unwrap(), s);
+        s.devices.push(tpm("tpm1"));
+        let e = s.check().unwrap_err().to_string();
+        assert!(e.contains("device 'tpm1': one TPM at most"), "{e}");
     }
 
     #[test]

@@ -118,6 +118,8 @@ pub enum VmError {
     FwCfg(#[from] crate::devices::fw_cfg::FwCfgError),
     #[error(transparent)]
     Vnc(#[from] crate::vnc::VncError),
+    #[error("cannot start the TPM")]
+    Tpm(#[from] crate::tpm::TpmError),
 }
 
 fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> VmError {
@@ -214,6 +216,8 @@ pub struct Vmm {
     console: Option<Arc<crate::display::Console>>,
     /// The VNC server (`<graphics>`), serving `console`.
     vnc: Option<Arc<crate::vnc::Vnc>>,
+    /// swtpm behind the TPM (`<tpm>`), kept across machines like the NVRAM.
+    tpm: Option<crate::tpm::swtpm::SwtpmHandle>,
 }
 
 /// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread and every thread it
@@ -335,6 +339,7 @@ impl Vmm {
         let console = pci_backends.display();
         let vnc = crate::vnc::start_for(&spec, console.clone())?;
         lap("PCI device backends opened");
+        let tpm = crate::tpm::start_for(&spec)?;
         control.set_chardevs(
             chardevs
                 .iter()
@@ -372,6 +377,7 @@ impl Vmm {
             pci_backends,
             console,
             vnc,
+            tpm,
         })
     }
 
@@ -590,6 +596,12 @@ impl Vmm {
                 PVPANIC_PORT,
                 1,
             )?;
+        }
+
+        if let Some(tpm) = &self.tpm {
+            let (base, len) = crate::tpm::MMIO_RANGE;
+            mmio.insert(crate::tpm::device(tpm)?, base, len)
+                .map_err(VmError::Bus)?;
         }
 
         let pci = crate::virtio::attach::attach(spec, &self.pci_backends, vm, mem, &pio, &mmio)?;

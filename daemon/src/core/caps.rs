@@ -287,7 +287,7 @@ fn device_caps() -> Vec<DeviceCaps> {
             ]),
         ),
         ("filesystem", None),
-        ("tpm", None),
+        ("tpm", super::tpmstate::caps()),
         ("redirdev", None),
     ]
 }

@@ -151,10 +151,11 @@ impl Core {
             | TPM
             | KEEP_TPM;
         Error::check_flags(flags, known, "virDomainUndefineFlags")?;
+        super::tpmstate::check_flags(flags)?;
         let _catalog = self.inner.catalog.lock().await;
         let slot = self.slot(uuid)?;
         let _job = slot.job.lock().await;
-        let name = {
+        let (name, has_tpm) = {
             let r = slot.rec();
             if !r.persistent() {
                 return Err(Error::OperationInvalid(
@@ -167,9 +168,11 @@ impl Core {
                     r.name
                 )));
             }
-            r.name.clone()
+            let has_tpm = r.def.as_ref().is_some_and(|d| d.has_tpm());
+            (r.name.clone(), has_tpm)
         };
         self.inner.store.remove(&name)?;
+        super::tpmstate::on_undefine(uuid, has_tpm, flags);
         self.inner
             .domains
             .write()

@@ -114,6 +114,11 @@ impl Definition {
         &self.dom.devices.interfaces
     }
 
+    /// Whether the domain has a `<tpm>` (its state outlives the definition).
+    pub fn has_tpm(&self) -> bool {
+        !self.dom.devices.tpms.is_empty()
+    }
+
     /// The `<disk>` devices, in document order.
     pub fn disks(&self) -> &[domain_xml::Disk] {
         &self.dom.devices.disks

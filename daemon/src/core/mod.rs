@@ -71,6 +71,7 @@ pub mod state;
 pub mod store;
 mod supervise;
 mod tapname;
+mod tpmstate;
 mod volresolve;
 
 use std::collections::HashMap;

@@ -325,6 +325,7 @@ mod tests {
             apic_ids: (0..cpus).collect(),
             serial_ports: vec![0],
             pvpanic: false,
+            tpm: false,
             ram: &ram,
             platform,
         })
@@ -437,6 +438,7 @@ mod tests {
             apic_ids: vec![0, 1],
             serial_ports: vec![0],
             pvpanic: true,
+            tpm: true,
             ram: &ram,
             platform,
         };

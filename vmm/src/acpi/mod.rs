@@ -82,6 +82,8 @@ pub struct AcpiConfig<'a> {
     pub serial_ports: Vec<u8>,
     /// Whether a pvpanic device is present.
     pub pvpanic: bool,
+    /// Whether a TPM (CRB) is present: a TPM2 table and an MSFT0101 device.
+    pub tpm: bool,
     /// RAM layout (places the 64-bit MMIO window).
     pub ram: &'a RamLayout,
     /// The chipset's ECAM and 32-bit PCI window, and its PM block.
@@ -279,6 +281,12 @@ pub fn dsdt_aml(cfg: &AcpiConfig<'_>) -> Vec<u8> {
         ))));
     }
 
+    if cfg.tpm {
+        let mut dev = Vec::new();
+        crate::tpm::acpi::dsdt_device(&mut dev);
+        sb.push(Raw(dev));
+    }
+
     aml::Scope::new("\\_SB_".into(), sb.iter().map(|r| r as &dyn Aml).collect())
         .to_aml_bytes(&mut body);
     body
@@ -441,6 +449,10 @@ impl TableSet {
         if let Some(ecam) = cfg.platform.ecam {
             entries.push(set.push(mcfg(ecam), 16, true));
         }
+        if cfg.tpm {
+            let tpm2 = crate::tpm::acpi::tpm2_table(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
+            entries.push(set.push(tpm2, 16, true));
+        }
         let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
         for _ in &entries {
             xsdt.add_entry(0);
@@ -554,6 +566,7 @@ mod tests {
             apic_ids: (0..n).collect(),
             serial_ports: vec![0],
             pvpanic: true,
+            tpm: false,
             ram: &ram,
             platform: PlatformLayout::of(Chipset::Generic),
         })

@@ -243,7 +243,8 @@ impl PciBackends {
                 | DeviceKind::IdeController(_)
                 | DeviceKind::ScsiController(_)
                 | DeviceKind::Video(_)
-                | DeviceKind::Input(_) => {}
+                | DeviceKind::Input(_)
+                | DeviceKind::Tpm(_) => {}
                 // A CD-ROM with an empty tray: listed, with nothing inserted.
                 DeviceKind::ScsiDisk(_) | DeviceKind::AtaDisk(_) => {
                     let desc = BlockDescription {
@@ -548,7 +549,8 @@ fn virtio_device(
         | DeviceKind::IdeController(_)
         | DeviceKind::AtaDisk(_)
         | DeviceKind::ScsiDisk(_)
-        | DeviceKind::Video(_) => return Ok(None),
+        | DeviceKind::Video(_)
+        | DeviceKind::Tpm(_) => return Ok(None),
         DeviceKind::Input(i) => {
             let dev = crate::input::virtio_input::VirtioInput::new(&d.id, i.kind)
                 .map_err(|e| AttachError::Input(d.id.clone(), e))?;

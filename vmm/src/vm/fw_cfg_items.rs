@@ -30,6 +30,7 @@ impl Vmm {
                 .collect(),
             serial_ports: self.serial_slots.iter().map(|s| s.port).collect(),
             pvpanic: has_pvpanic(&self.spec),
+            tpm: crate::tpm::in_spec(&self.spec),
             ram: &self.ram,
             platform: self.platform,
         }
@@ -139,6 +140,7 @@ mod tests {
             apic_ids: vec![0, 1],
             serial_ports: vec![0],
             pvpanic: false,
+            tpm: false,
             ram: &ram,
             platform,
         };

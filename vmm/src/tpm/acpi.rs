@@ -1,0 +1,78 @@
+//! How ACPI describes the TPM (TCG ACPI Specification, and what QEMU's `tpm-crb`
+//! gives): a TPM2 table pointing at the CRB control area with start method 7
+//! ("uses the Command Response Buffer interface"), and a `MSFT0101` device whose
+//! `_CRS` is the CRB page, which Linux's `tpm_crb` binds to and checks the control
+//! area and buffers against.
+//!
+//! The table has no event-log area (LAML and LASA are 0): QEMU's firmware log
+//! (`etc/tpm/log` through the table loader) is not provided yet, so firmware does
+//! not measure the boot into a log the OS could read.
+
+use acpi_tables::aml;
+use acpi_tables::sdt::Sdt;
+use acpi_tables::Aml;
+
+use super::crb::{CRB_BASE, CRB_SIZE, CTRL_AREA};
+
+/// TPM2 table revision 4 with the log-area fields: 76 bytes.
+const TPM2_LEN: u32 = 76;
+/// Start method: Command Response Buffer.
+pub const START_METHOD_CRB: u32 = 7;
+
+/// The TPM2 table (checksum left to the placement, like every other table).
+pub fn tpm2_table(oem_id: [u8; 6], oem_table_id: [u8; 8], oem_revision: u32) -> Vec<u8> {
+    let mut t = Sdt::new(*b"TPM2", TPM2_LEN, 4, oem_id, oem_table_id, oem_revision);
+    t.write_u16(36, 0); // platform class: client
+    t.write_u64(40, CRB_BASE + CTRL_AREA);
+    t.write_u32(48, START_METHOD_CRB);
+    // 52..64: start-method parameters (none for CRB); 64: LAML, 68: LASA, all 0.
+    t.as_slice().to_vec()
+}
+
+/// The DSDT device, for `\_SB`.
+pub fn dsdt_device(sink: &mut Vec<u8>) {
+    let page = aml::Memory32Fixed::new(true, CRB_BASE as u32, CRB_SIZE as u32);
+    let crs = aml::ResourceTemplate::new(vec![&page]);
+    aml::Device::new(
+        "TPM_".into(),
+        vec![
+            &aml::Name::new("_HID".into(), &"MSFT0101"),
+            &aml::Name::new("_STR".into(), &"TPM 2.0 Device"),
+            &aml::Name::new("_STA".into(), &0xfu8),
+            &aml::Name::new("_CRS".into(), &crs),
+        ],
+    )
+    .to_aml_bytes(sink);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tpm2_table_points_at_the_crb_control_area_with_start_method_7() {
+        let t = tpm2_table(*b"OXVIRT", *b"OXVIRTVM", 1);
+        assert_eq!(&t[..4], b"TPM2");
+        assert_eq!(t.len(), TPM2_LEN as usize);
+        assert_eq!(u32::from_le_bytes(t[4..8].try_into().unwrap()), TPM2_LEN);
+        assert_eq!(t[8], 4, "revision");
+        assert_eq!(
+            u64::from_le_bytes(t[40..48].try_into().unwrap()),
+            0xfed4_0040
+        );
+        assert_eq!(u32::from_le_bytes(t[48..52].try_into().unwrap()), 7);
+    }
+
+    #[test]
+    fn dsdt_device_names_msft0101_and_the_crb_page() {
+        let mut aml = Vec::new();
+        dsdt_device(&mut aml);
+        let find = |needle: &[u8]| aml.windows(needle.len()).any(|w| w == needle);
+        assert!(find(b"MSFT0101"));
+        // Memory32Fixed descriptor: 0x86, length 9, read-write, base, length.
+        let mut desc = vec![0x86, 9, 0, 1];
+        desc.extend_from_slice(&0xfed4_0000u32.to_le_bytes());
+        desc.extend_from_slice(&0x1000u32.to_le_bytes());
+        assert!(find(&desc), "{aml:02x?}");
+    }
+}
