@@ -156,6 +156,11 @@ impl Swtpm {
         Ok(s)
     }
 
+    /// swtpm's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `CMD_SET_DATAFD`: the command code with the data socket attached.
     fn send_data_fd(&mut self, fd: &UnixStream) -> io::Result<()> {
         let code = CMD_SET_DATAFD.to_be_bytes();
