@@ -184,8 +184,9 @@ fn bad_input_is_refused_in_libvirt_words_and_changes_nothing() {
 }
 
 #[test]
-fn start_or_undefine_of_a_running_domain_is_refused() {
-    if !require_kvm("start_or_undefine_of_a_running_domain_is_refused") {
+fn start_or_rename_of_a_running_domain_is_refused_and_undefine_makes_it_transient() {
+    let name = "start_or_rename_of_a_running_domain_is_refused_and_undefine_makes_it_transient";
+    if !require_kvm(name) {
         return;
     }
     let d = Daemon::start(BusKind::Session);
@@ -195,13 +196,6 @@ fn start_or_undefine_of_a_running_domain_is_refused() {
     let e = refused(&d, &path, "org.libvirt.Domain", "Create", &["u", "0"]);
     assert!(
         e.contains("Requested operation is not valid: domain is already running"),
-        "{e}"
-    );
-    let e = refused(&d, &path, "org.libvirt.Domain", "Undefine", &["u", "0"]);
-    assert!(
-        e.contains(
-            "Requested operation is not valid: cannot undefine domain 'busy' while it is running"
-        ),
         "{e}"
     );
     let e = refused(
@@ -214,4 +208,21 @@ fn start_or_undefine_of_a_running_domain_is_refused() {
     assert!(e.contains("cannot rename active domain"), "{e}");
     assert_eq!(snapshot(&store), before, "the store changed");
     assert_eq!(d.state(&path), (1, 1));
+
+    // libvirt 9.0: undefining a running persistent domain makes it transient.
+    let events = d.monitor("undefine.log");
+    d.domain(&path, "Undefine", &["u", "0"]);
+    // DomainEvent(o, UNDEFINED = 1, REMOVED = 0).
+    events.wait_for(&d, &format!("(objectpath '{path}', 1, 0)"));
+    assert!(!store.join("busy.xml").exists(), "the definition stayed");
+    assert_eq!(
+        d.property(&path, "org.libvirt.Domain", "Persistent"),
+        "b false"
+    );
+    assert_eq!(d.state(&path), (1, 1), "undefine stopped the domain");
+    let e = refused(&d, &path, "org.libvirt.Domain", "Undefine", &["u", "0"]);
+    assert!(e.contains("cannot undefine transient domain"), "{e}");
+    // Gone once it stops.
+    d.domain(&path, "Destroy", &["u", "0"]);
+    d.wait_undefined("busy");
 }

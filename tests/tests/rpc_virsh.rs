@@ -606,12 +606,21 @@ fn rpc_virsh_domain_commands() {
         r.stderr
     );
 
-    // undefine
+    // undefine of a running domain (libvirt 9.0): it turns transient and keeps
+    // running, and is gone once it stops
+    d.virsh_ok(&["start", name]);
+    d.wait_state(name, "running");
     let out = d.virsh_ok(&["undefine", name]);
     assert!(
         out.contains(&format!("Domain '{name}' has been undefined")),
         "{out}"
     );
+    assert_eq!(field(&d.virsh_ok(&["dominfo", name]), "Persistent"), "no");
+    assert_eq!(
+        state_in(&d.virsh_ok(&["list", "--transient"]), name).as_deref(),
+        Some("running")
+    );
+    d.virsh_ok(&["destroy", name]);
     assert_eq!(state_in(&d.virsh_ok(&["list", "--all"]), name), None);
     // virsh says only this (as with libvirtd); the library error is NO_DOMAIN, which
     // the python test checks.

@@ -140,7 +140,8 @@ impl Core {
     }
 
     /// Removes a persistent definition (virDomainUndefineFlags). A running domain
-    /// must be stopped first.
+    /// becomes transient, as in libvirt: it keeps running on its live definition
+    /// and is gone when it stops.
     pub async fn undefine(&self, uuid: &Uuid, flags: u32) -> Result<()> {
         use flags::undefine::*;
         let known = MANAGED_SAVE
@@ -162,23 +163,28 @@ impl Core {
                     "cannot undefine transient domain".into(),
                 ));
             }
-            if r.active() {
-                return Err(Error::OperationInvalid(format!(
-                    "cannot undefine domain '{}' while it is running",
-                    r.name
-                )));
-            }
             let has_tpm = r.def.as_ref().is_some_and(|d| d.has_tpm());
             (r.name.clone(), has_tpm)
         };
         self.inner.store.remove(&name)?;
-        super::tpmstate::on_undefine(uuid, has_tpm, flags);
-        self.inner
-            .domains
-            .write()
-            .expect("domain map poisoned")
-            .remove(uuid);
-        slot.rec().def = None;
+        let still_running = {
+            let mut r = slot.rec();
+            r.def = None;
+            r.autostart = false;
+            r.active()
+        };
+        // A running domain's swtpm still uses its state.
+        if !still_running {
+            super::tpmstate::on_undefine(uuid, has_tpm, flags);
+        }
+        // The VMM supervisor drops a transient slot when its VMM exits.
+        if !still_running {
+            self.inner
+                .domains
+                .write()
+                .expect("domain map poisoned")
+                .remove(uuid);
+        }
         self.emit_lifecycle(&slot, kind::UNDEFINED, detail::undefined::REMOVED);
         Ok(())
     }
