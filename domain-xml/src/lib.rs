@@ -45,6 +45,7 @@ pub mod translate_firmware;
 mod translate_graphics;
 mod translate_input;
 pub mod translate_tpm;
+mod translate_user_net;
 mod translate_video;
 mod units;
 mod xmlenum;

@@ -72,6 +72,57 @@ fn network_default_nat_dhcp_lifecycle() {
         "{}",
         r.stderr
     );
+    // dnsmasq cannot start: port 53 is held (no SO_REUSEADDR) in the host namespace.
+    let mut port53 = std::process::Command::new("ip")
+        .args(["netns", "exec", host, "/usr/bin/python3", "-c"])
+        .arg(
+            "import socket,sys,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+             s.bind(('0.0.0.0',53))\nprint('bound',flush=True)\ntime.sleep(120)\n",
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 holding port 53");
+    let mut bound = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(port53.stdout.take().unwrap()),
+        &mut bound,
+    )
+    .unwrap();
+    assert_eq!(bound.trim(), "bound");
+    let dnsfail = d.file(
+        "dnsfail.xml",
+        "<network><name>dnsfail</name><bridge name='brdns'/><forward/>\
+         <ip address='10.78.0.1' prefix='24'><dhcp><range start='10.78.0.2' end='10.78.0.9'/>\
+         </dhcp></ip></network>",
+    );
+    d.virsh_ok(&["net-define", dnsfail.to_str().unwrap()]);
+    let r = d.virsh(&["net-start", "dnsfail"]);
+    let _ = port53.kill();
+    let _ = port53.wait();
+    assert!(
+        !r.ok
+            && r.stderr
+                .contains("dnsmasq for network 'dnsfail' failed to start")
+            && r.stderr.contains("Address already in use"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        d.in_ns("ip link show brdns").stdout.is_empty(),
+        "bridge left after dnsmasq failed"
+    );
+    let conf = d.dir.path().join("dnsmasq/dnsfail.conf");
+    assert!(!conf.exists(), "dnsmasq config left after dnsmasq failed");
+    assert!(
+        // `[d]`: the pattern must not match the shell running pgrep.
+        sh_run(&format!(
+            "pgrep -af '[d]nsmasq --conf-file={}'",
+            conf.display()
+        ))
+        .stdout
+        .is_empty(),
+        "a dnsmasq left running"
+    );
     let tables = d.in_ns("nft list tables").stdout;
     assert!(
         !tables.contains("oxvirt_"),
@@ -83,6 +134,7 @@ fn network_default_nat_dhcp_lifecycle() {
     );
     d.virsh_ok(&["net-undefine", "collide"]);
     d.virsh_ok(&["net-undefine", "taken"]);
+    d.virsh_ok(&["net-undefine", "dnsfail"]);
 
     // Define and start the default network as the package ships it.
     let def = d.file("default.xml", DEFAULT_XML);

@@ -114,6 +114,16 @@ impl Definition {
         &self.dom.devices.interfaces
     }
 
+    /// Whether a `<channel>` for the QEMU guest agent (`org.qemu.guest_agent.0`) is
+    /// configured.
+    pub fn has_guest_agent_channel(&self) -> bool {
+        self.dom
+            .devices
+            .channels
+            .iter()
+            .any(|c| c.target.name.as_deref() == Some("org.qemu.guest_agent.0"))
+    }
+
     /// Whether the domain has a `<tpm>` (its state outlives the definition).
     pub fn has_tpm(&self) -> bool {
         !self.dom.devices.tpms.is_empty()

@@ -60,7 +60,7 @@ pub(super) fn name_taps(counter: &AtomicU32, def: &mut Definition, spec: &mut Ma
                 NetBackend::Tap { name: n } => *n = Some(name.clone()),
                 NetBackend::Bridge { tap, .. } => *tap = Some(name.clone()),
                 // Not reached: `type='user'` interfaces are skipped above (no tap).
-                NetBackend::User => continue,
+                NetBackend::User(_) => continue,
             },
             _ => continue,
         }
@@ -106,7 +106,7 @@ mod tests {
                 DeviceKind::Net(n) => match &n.backend {
                     NetBackend::Tap { name } => name.clone(),
                     NetBackend::Bridge { tap, .. } => tap.clone(),
-                    NetBackend::User => None,
+                    NetBackend::User(_) => None,
                 },
                 _ => None,
             })

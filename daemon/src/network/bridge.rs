@@ -16,16 +16,23 @@ use super::xml::{IpDef, Network};
 
 /// Runs `ip ARGS`; a failure carries `ip`'s own message.
 fn ip(args: &[&str]) -> Result<()> {
+    ip_raw(args).map_err(|m| Error::System(format!("'ip {}' failed: {m}", args.join(" "))))
+}
+
+/// Runs `ip ARGS`; a failure is the kernel's words (iproute2's `RTNETLINK answers: `
+/// prefix removed), or why `ip` did not run.
+fn ip_raw(args: &[&str]) -> std::result::Result<(), String> {
     let out = Command::new("ip")
         .args(args)
         .output()
-        .map_err(|e| Error::System(format!("cannot run ip (Debian package iproute2): {e}")))?;
+        .map_err(|e| format!("cannot run ip (Debian package iproute2): {e}"))?;
     if !out.status.success() {
-        return Err(Error::System(format!(
-            "'ip {}' failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        let msg = String::from_utf8_lossy(&out.stderr);
+        let msg = msg.trim();
+        return Err(msg
+            .strip_prefix("RTNETLINK answers: ")
+            .unwrap_or(msg)
+            .to_string());
     }
     Ok(())
 }
@@ -96,7 +103,10 @@ pub fn create(net: &Network) -> Result<()> {
     // libvirt's order: the delay, then STP. With STP on, kernels raise a delay below
     // 2 s to 2 s (`br_stp_start`); libvirt's bridges get the same.
     args.extend(["type", "bridge", "forward_delay", &delay, "stp_state", stp]);
-    ip(&args)?;
+    // libvirt's words (virNetDevBridgeCreate); without CAP_NET_ADMIN, as a session
+    // daemon runs, "Operation not permitted".
+    ip_raw(&args)
+        .map_err(|m| Error::System(format!("error creating bridge interface {br}: {m}")))?;
     let rest = (|| {
         if !net.ips.iter().any(|i| !i.is_v4()) {
             // libvirt: no IPv6 on a bridge without an IPv6 <ip> (no link-local either).

@@ -26,6 +26,7 @@
 //! Operations are synchronous (they run `ip`, `nft`, `dnsmasq` and wait): front ends
 //! call them from `spawn_blocking`.
 
+pub mod arp;
 pub mod bridge;
 pub mod dnsmasq;
 pub mod error;

@@ -390,34 +390,26 @@ fn wire_lease(l: &network::Lease) -> WireLease {
     }
 }
 
-/// DOMAIN_INTERFACE_ADDRESSES: source 0 (`lease`) from the networks' leases; the
-/// agent and ARP sources are not supported.
+/// DOMAIN_INTERFACE_ADDRESSES: source `lease` or `arp` (the agent is answered with
+/// libvirt's errors), from [`crate::core::Core::interface_addresses`].
 pub fn interface_addresses(conn: &Conn, a: InterfaceAddressesArgs) -> CallResult {
-    let core = &conn.shared.core;
     let u = Uuid::from_bytes(a.dom.uuid);
-    core.lookup_by_uuid(&u).map_err(super::domain::vir)?;
-    if a.source != 0 {
-        return Err(VirError::no_support(&format!(
-            "virDomainInterfaceAddresses with source {} (only 'lease')",
-            a.source
-        )));
-    }
-    crate::core::Error::check_flags(a.flags, 0, "virDomainInterfaceAddresses")
-        .map_err(super::domain::vir)?;
-    let ifaces = core
-        .interface_leases(&u)
+    let ifaces = conn
+        .shared
+        .core
+        .interface_addresses(&u, a.source, a.flags)
         .map_err(super::domain::vir)?
         .into_iter()
         .map(|i| WireInterface {
             name: i.name,
             hwaddr: Some(i.mac),
             addrs: i
-                .leases
+                .addrs
                 .iter()
-                .map(|l| WireIpAddr {
-                    kind: i32::from(l.ip.is_ipv6()),
-                    addr: l.ip.to_string(),
-                    prefix: l.prefix,
+                .map(|(ip, prefix)| WireIpAddr {
+                    kind: i32::from(ip.is_ipv6()),
+                    addr: ip.to_string(),
+                    prefix: *prefix,
                 })
                 .collect(),
         })

@@ -17,6 +17,9 @@ use std::sync::{Arc, Mutex};
 use nix::sys::socket::{recv, MsgFlags};
 use tracing::{info, warn};
 
+use machine_spec::UserNet;
+
+use super::passt_args::passt_args;
 use super::{FrameIo, NetControl, VNET_HDR_LEN};
 
 /// passt's largest frame (`ETH_MAX_MTU`).
@@ -43,11 +46,14 @@ struct Stream {
 
 impl PasstLink {
     /// Starts `passt` for NIC `id` on a fresh socket pair (passt's end as its stdin:
-    /// `--fd 0`, which also makes it quit when our end closes).
-    pub fn start(id: &str, control: NetControl) -> io::Result<PasstLink> {
+    /// `--fd 0`, which also makes it quit when our end closes), with the NIC's
+    /// addresses and port forwards.
+    pub fn start(id: &str, user: &UserNet, control: NetControl) -> io::Result<PasstLink> {
         let (ours, theirs) = UnixStream::pair()?;
+        let args = passt_args(user);
         let child = Command::new("passt")
             .args(["--foreground", "--quiet", "--fd", "0"])
+            .args(&args)
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::null())
             .spawn()
@@ -60,6 +66,7 @@ impl PasstLink {
         info!(
             id,
             pid = child.id(),
+            options = args.join(" "),
             "passt started for user-mode networking"
         );
         let fd = ours.as_raw_fd();
