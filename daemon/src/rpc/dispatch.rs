@@ -9,8 +9,8 @@ use super::host;
 use super::network;
 use super::packet::{Header, PROGRAM_QEMU};
 use super::proto::{
-    feature, qemu, remote, AuthListRet, DomainCapsArgs, EmptyListRet, EventRegisterArgs, FlagsArgs,
-    IntValue, ListAllArgs, OpenArgs, OptStringValue, SecurityModelRet, StringValue, U64Value,
+    feature, qemu, remote, AuthListRet, DomainCapsArgs, EmptyListRet, EventRegisterArgs, IntValue,
+    ListAllArgs, OpenArgs, OptStringValue, SecurityModelRet, StringValue, U64Value,
 };
 use super::storage;
 use super::xdr::{from_bytes, to_bytes, CharArray, Xdr};
@@ -149,6 +149,8 @@ impl Conn {
         if self.access == Access::ReadOnly
             && !(read_only_safe(p)
                 || (storage::handles(p) && storage::read_only_safe(p))
+                || super::stats::read_only_safe(p)
+                || super::hostobj::read_only_safe(p)
                 || network::read_only_safe(p))
         {
             return Err(VirError::read_only(&format!("procedure {p}")));
@@ -164,6 +166,7 @@ impl Conn {
                 let on = matches!(
                     a.value,
                     feature::TYPED_PARAM_STRING
+                        | feature::FD_PASSING
                         | feature::PROGRAM_KEEPALIVE
                         | feature::REMOTE_EVENT_CALLBACK
                         | feature::REMOTE_CLOSE_CALLBACK
@@ -230,14 +233,7 @@ impl Conn {
                         .map_err(domain::vir)?,
                 })
             }
-            remote::CONNECT_GET_SYSINFO => {
-                let _: FlagsArgs = args(p, payload)?;
-                Err(VirError::no_support("virConnectGetSysinfo"))
-            }
-            remote::CONNECT_LIST_ALL_INTERFACES
-            | remote::CONNECT_LIST_ALL_NODE_DEVICES
-            | remote::CONNECT_LIST_ALL_NWFILTERS
-            | remote::CONNECT_LIST_ALL_SECRETS => {
+            remote::CONNECT_LIST_ALL_NWFILTERS => {
                 let _: ListAllArgs = args(p, payload)?;
                 ret(EmptyListRet { count: 0, ret: 0 })
             }
@@ -274,8 +270,11 @@ impl Conn {
                 self.events.deregister_other(a.value)?;
                 void()
             }
+            p if super::hostobj::handles(p) => super::hostobj::call(self, h, payload).await,
             p if storage::handles(p) => storage::call(self, h, payload).await,
+            p if super::stats::handles(p) => super::stats::call(self, h, payload).await,
             p if super::display::handles(p) => super::display::call(self, h, payload).await,
+            p if super::graphics::handles(p) => super::graphics::call(self, h, payload).await,
             _ => domain::call(self, h, payload).await,
         }
     }

@@ -8,12 +8,12 @@ use super::dispatch::{args, ret, void, CallResult};
 use super::error::VirError;
 use super::packet::{Header, PROGRAM_REMOTE};
 use super::proto::{
-    remote, AllDomainStatsArgs, AllDomainStatsRet, DeviceFlagsArgs, DomainArgs, DomainFlagsArgs,
-    DomainInfoRet, DomainStatsRecord, GetMetadataArgs, IdListRet, IntValue, InterfaceAddressesArgs,
-    ListAllArgs, ListAllDomainsRet, ListSnapshotsArgs, MemoryStat, MemoryStatsArgs, MemoryStatsRet,
-    MonitorCommandArgs, NonnullDomain, OpenConsoleArgs, RenameArgs, SchedulerTypeRet,
-    SecurityLabelRet, SetAutostartArgs, SetMemoryArgs, SetMemoryFlagsArgs, SetMetadataArgs,
-    StateRet, StringListRet, StringValue, TypedParam, TypedValue, U64Value, UuidArgs, XmlFlagsArgs,
+    remote, DeviceArgs, DeviceFlagsArgs, DomainArgs, DomainFlagsArgs, DomainInfoRet,
+    GetMetadataArgs, IdListRet, IntValue, InterfaceAddressesArgs, ListAllArgs, ListAllDomainsRet,
+    ListSnapshotsArgs, MemoryStat, MemoryStatsArgs, MemoryStatsRet, MonitorCommandArgs,
+    NonnullDomain, OpenConsoleArgs, RenameArgs, SchedulerTypeRet, SecurityLabelRet,
+    SetAutostartArgs, SetMemoryArgs, SetMemoryFlagsArgs, SetMetadataArgs, StateRet, StringListRet,
+    StringValue, U64Value, UuidArgs, XmlFlagsArgs,
 };
 use super::stream::ConsoleStream;
 use super::xdr::CharArray;
@@ -295,6 +295,35 @@ pub async fn call(conn: &mut Conn, h: &Header, payload: &[u8]) -> CallResult {
                 .map_err(vir)?;
             void()
         }
+        remote::DOMAIN_ATTACH_DEVICE => {
+            let a: DeviceArgs = args(p, payload)?;
+            // virDomainAttachDevice = AttachDeviceFlags(VIR_DOMAIN_AFFECT_LIVE).
+            core.attach_device(&uuid_of(&a.dom), &a.xml, core::flags::affect::LIVE)
+                .await
+                .map_err(vir)?;
+            void()
+        }
+        remote::DOMAIN_ATTACH_DEVICE_FLAGS => {
+            let a: DeviceFlagsArgs = args(p, payload)?;
+            core.attach_device(&uuid_of(&a.dom), &a.xml, a.flags)
+                .await
+                .map_err(vir)?;
+            void()
+        }
+        remote::DOMAIN_DETACH_DEVICE => {
+            let a: DeviceArgs = args(p, payload)?;
+            core.detach_device(&uuid_of(&a.dom), &a.xml, core::flags::affect::LIVE)
+                .await
+                .map_err(vir)?;
+            void()
+        }
+        remote::DOMAIN_DETACH_DEVICE_FLAGS => {
+            let a: DeviceFlagsArgs = args(p, payload)?;
+            core.detach_device(&uuid_of(&a.dom), &a.xml, a.flags)
+                .await
+                .map_err(vir)?;
+            void()
+        }
         remote::DOMAIN_UPDATE_DEVICE_FLAGS => {
             let a: DeviceFlagsArgs = args(p, payload)?;
             core.update_device(&uuid_of(&a.dom), &a.xml, a.flags)
@@ -344,32 +373,6 @@ pub async fn call(conn: &mut Conn, h: &Header, payload: &[u8]) -> CallResult {
                     .map(|(tag, val)| MemoryStat { tag, val })
                     .collect(),
             })
-        }
-        remote::CONNECT_GET_ALL_DOMAIN_STATS => {
-            let a: AllDomainStatsArgs = args(p, payload)?;
-            let doms = if a.doms.is_empty() {
-                core.list(a.flags & core::flags::list::ALL)
-                    .map_err(vir)?
-                    .into_iter()
-                    .map(|i| i.domain)
-                    .collect()
-            } else {
-                a.doms
-                    .iter()
-                    .map(|d| core.lookup_by_uuid(&uuid_of(d)))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(vir)?
-            };
-            let mut records = Vec::new();
-            for d in doms {
-                let s = core.stats(&d.uuid).await.map_err(vir)?;
-                let max_vcpus = vcpus(&core, &d.uuid, vcpu_flags::MAXIMUM).unwrap_or(s.info.vcpus);
-                records.push(DomainStatsRecord {
-                    dom: wire_domain(&d),
-                    params: stats_params(&s, max_vcpus, a.stats),
-                });
-            }
-            ret(AllDomainStatsRet { ret_stats: records })
         }
         remote::DOMAIN_HAS_MANAGED_SAVE_IMAGE | remote::DOMAIN_SNAPSHOT_NUM => {
             let a: DomainFlagsArgs = args(p, payload)?;
@@ -464,54 +467,6 @@ fn max_vcpus_of(xml: &str) -> Option<u32> {
         .children()
         .find(|n| n.has_tag_name("vcpu"))?;
     v.text()?.trim().parse().ok()
-}
-
-/// `virConnectGetAllDomainStats` groups (`VIR_DOMAIN_STATS_*`); 0 asks for all.
-mod stats_group {
-    pub const STATE: u32 = 1;
-    pub const CPU_TOTAL: u32 = 2;
-    pub const BALLOON: u32 = 4;
-    pub const VCPU: u32 = 8;
-}
-
-/// The typed parameters of one domain's stats record, with libvirt's field names.
-fn stats_params(s: &core::DomainStats, max_vcpus: u32, groups: u32) -> Vec<TypedParam> {
-    use stats_group::*;
-    let want = |g: u32| groups == 0 || groups & g != 0;
-    let mut out = Vec::new();
-    let mut put = |field: &str, value: TypedValue| {
-        out.push(TypedParam {
-            field: field.into(),
-            value,
-        })
-    };
-    let i = &s.info;
-    if want(STATE) {
-        put("state.state", TypedValue::Int(i.state.state as i32));
-        put("state.reason", TypedValue::Int(i.state.reason));
-    }
-    let active = i.state.is_active();
-    if want(CPU_TOTAL) && active {
-        put("cpu.time", TypedValue::ULLong(i.cpu_time_ns));
-        if let Some(u) = s.cpu_user_ns {
-            put("cpu.user", TypedValue::ULLong(u));
-        }
-    }
-    if want(BALLOON) {
-        let current = s.balloon_current_kib.unwrap_or(i.memory_kib);
-        put("balloon.current", TypedValue::ULLong(current));
-        put("balloon.maximum", TypedValue::ULLong(i.max_memory_kib));
-        if active {
-            if let Some(rss) = s.rss_kib {
-                put("balloon.rss", TypedValue::ULLong(rss));
-            }
-        }
-    }
-    if want(VCPU) {
-        put("vcpu.current", TypedValue::UInt(i.vcpus));
-        put("vcpu.maximum", TypedValue::UInt(max_vcpus));
-    }
-    out
 }
 
 /// DOMAIN_OPEN_CONSOLE: claim the console, reply, then start the stream (the reply

@@ -16,10 +16,12 @@ pub mod remote {
     pub const CONNECT_GET_MAX_VCPUS: i32 = 5;
     pub const NODE_GET_INFO: i32 = 6;
     pub const CONNECT_GET_CAPABILITIES: i32 = 7;
+    pub const DOMAIN_ATTACH_DEVICE: i32 = 8;
     pub const DOMAIN_CREATE: i32 = 9;
     pub const DOMAIN_CREATE_XML: i32 = 10;
     pub const DOMAIN_DEFINE_XML: i32 = 11;
     pub const DOMAIN_DESTROY: i32 = 12;
+    pub const DOMAIN_DETACH_DEVICE: i32 = 13;
     pub const DOMAIN_GET_XML_DESC: i32 = 14;
     pub const DOMAIN_GET_AUTOSTART: i32 = 15;
     pub const DOMAIN_GET_INFO: i32 = 16;
@@ -54,6 +56,8 @@ pub mod remote {
     pub const DOMAIN_IS_PERSISTENT: i32 = 151;
     pub const CONNECT_GET_LIB_VERSION: i32 = 157;
     pub const DOMAIN_MEMORY_STATS: i32 = 159;
+    pub const DOMAIN_ATTACH_DEVICE_FLAGS: i32 = 160;
+    pub const DOMAIN_DETACH_DEVICE_FLAGS: i32 = 161;
     pub const DOMAIN_UPDATE_DEVICE_FLAGS: i32 = 174;
     pub const DOMAIN_HAS_MANAGED_SAVE_IMAGE: i32 = 183;
     pub const DOMAIN_SNAPSHOT_NUM: i32 = 187;
@@ -117,6 +121,8 @@ pub mod keepalive {
 
 /// `virDrvFeature` numbers clients ask about with CONNECT_SUPPORTS_FEATURE.
 pub mod feature {
+    /// CALL_WITH_FDS / REPLY_WITH_FDS (virDomainOpenGraphicsFD checks it first).
+    pub const FD_PASSING: i32 = 8;
     pub const TYPED_PARAM_STRING: i32 = 9;
     pub const PROGRAM_KEEPALIVE: i32 = 10;
     pub const REMOTE_EVENT_CALLBACK: i32 = 14;
@@ -270,6 +276,10 @@ xdr_struct! {
 xdr_struct! {
     /// DOMAIN_CREATE_XML / DOMAIN_DEFINE_XML_FLAGS args.
     pub struct XmlFlagsArgs { pub xml: String, pub flags: u32 }
+}
+xdr_struct! {
+    /// DOMAIN_ATTACH_DEVICE / DOMAIN_DETACH_DEVICE args.
+    pub struct DeviceArgs { pub dom: NonnullDomain, pub xml: String }
 }
 xdr_struct! {
     /// DOMAIN_UPDATE_DEVICE_FLAGS args (also ATTACH/DETACH_DEVICE_FLAGS' shape).
