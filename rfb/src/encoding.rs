@@ -72,10 +72,21 @@ impl Encodings {
 /// Appends `r` of a frame `stride` pixels wide in the client's pixel format.
 pub fn raw(pixels: &[u32], stride: u32, r: Rect, pf: &PixelFormat, out: &mut Vec<u8>) {
     out.reserve((r.w * r.h) as usize * pf.bytes_per_pixel());
+    // The frame's own 0x00RRGGBB little-endian (what most clients keep from ServerInit):
+    // the bytes as they are, without per-channel scaling (bench/vnc's redraw case).
+    let native = pf.bits_per_pixel == 32
+        && !pf.big_endian
+        && (pf.red_max, pf.green_max, pf.blue_max) == (255, 255, 255)
+        && (pf.red_shift, pf.green_shift, pf.blue_shift) == (16, 8, 0);
     for y in r.y..r.y + r.h {
         let row = (y * stride + r.x) as usize;
-        for &p in &pixels[row..row + r.w as usize] {
-            pf.put(p, out);
+        let row = &pixels[row..row + r.w as usize];
+        if native {
+            out.extend(row.iter().flat_map(|p| (p & 0xff_ffff).to_le_bytes()));
+        } else {
+            for &p in row {
+                pf.put(p, out);
+            }
         }
     }
 }
@@ -105,6 +116,36 @@ pub fn ext_desktop_size(w: u32, h: u32, reason: u32, status: u32) -> (Rect, i32,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_in_the_server_format_is_the_frame_bytes_and_other_formats_convert() {
+        // A 3×2 frame; the rectangle is its right column.
+        let px = [
+            0x00ff_0000,
+            0x0000_ff00,
+            0xff12_3456,
+            0x0000_00ff,
+            0,
+            0x0001_0203,
+        ];
+        let r = Rect {
+            x: 2,
+            y: 0,
+            w: 1,
+            h: 2,
+        };
+        let mut out = Vec::new();
+        raw(&px, 3, r, &PixelFormat::SERVER_DEFAULT, &mut out);
+        // The unused top byte goes out as 0 (gtk-vnc takes depth 24 as 3 bytes of colour).
+        assert_eq!(out, [0x56, 0x34, 0x12, 0, 0x03, 0x02, 0x01, 0]);
+        let be = PixelFormat {
+            big_endian: true,
+            ..PixelFormat::SERVER_DEFAULT
+        };
+        out.clear();
+        raw(&px, 3, r, &be, &mut out);
+        assert_eq!(out, [0, 0x12, 0x34, 0x56, 0, 0x01, 0x02, 0x03]);
+    }
 
     #[test]
     fn gtk_vnc_list_picks_zrle_and_the_qemu_extensions() {

@@ -720,6 +720,9 @@ fn write_loop(inner: &Arc<Inner>, client: &Arc<Client>) {
                     st.session.write_update(frame.as_ref(), leds, abs);
                     break;
                 }
+                // Not held while waiting: the console then updates its picture in
+                // place instead of copying it (Arc::make_mut) on every refresh.
+                drop(frame);
                 st = client.wake.wait(st).unwrap_or_else(|p| p.into_inner());
             }
             (st.session.take_output(), st.closed)
