@@ -35,6 +35,8 @@
  *                   batches, one notification each); OXBENCH lines around the phase.
  *   vblkbench=MiB   sequential write then read of MiB through the first writable disk in
  *                   1 MiB requests, then 4 KiB requests; prints OXBENCH lines with TSC cycles.
+ *   vscsibench=MiB  the same phases on LUN 0 of target 0 of the first virtio-scsi adapter,
+ *                   as SCSI WRITE(10)/READ(10) on its request queue (same OXBENCH lines).
  *
  * Interrupts stay disabled (the guest runs with IF=0): completion is found by polling
  * the used ring, and MSI-X delivery is proven by the vector's bit in the local APIC IRR.
@@ -521,8 +523,16 @@ static void check_vblk(struct vdev *d)
 		bench_disk = d;
 }
 
+/* One read (write = 0) or write of `len` bytes at 512-byte `sector`; 0 when it worked. */
+typedef uint8_t (*rw_fn)(struct vdev *d, int write, uint64_t sector, void *buf, uint32_t len);
+
+static uint8_t blk_rw_data(struct vdev *d, int write, uint64_t sector, void *buf, uint32_t len)
+{
+	return blk_rw(d, write ? 1 : 0, sector, buf, len);
+}
+
 /* Sequential throughput with `req` byte requests over `total` bytes; prints TSC cycles. */
-static void bench_blk(struct vdev *d, uint64_t total, uint32_t req)
+static void bench_blk(struct vdev *d, uint64_t total, uint32_t req, rw_fn rw)
 {
 	uint8_t *buf = valloc(req, 4096);
 	for (uint32_t k = 0; k < req; k += 4096)
@@ -537,7 +547,7 @@ static void bench_blk(struct vdev *d, uint64_t total, uint32_t req)
 		uint64_t t0 = rdtsc(), n = 0;
 		int bad = 0;
 		for (uint64_t off = 0; off + req <= total; off += req, n++)
-			bad |= blk_rw(d, write ? 1 : 0, (4096 + off) / 512, buf, req) != 0;
+			bad |= rw(d, write, (4096 + off) / 512, buf, req) != 0;
 		uint64_t t1 = rdtsc();
 		put("OXBENCH vblk ");
 		put(write ? "write" : "read");
@@ -550,6 +560,96 @@ static void bench_blk(struct vdev *d, uint64_t total, uint32_t req)
 		put(bad ? " errors=1" : " errors=0");
 		flush();
 	}
+}
+
+/* ---------------------------------------------------------------- virtio-scsi */
+
+/* virtio 1.2 §5.6.6: a command request and its response (default 32-byte CDB and
+ * 96-byte sense sizes). */
+struct vscsi_req {
+	uint8_t lun[8];
+	uint64_t tag;
+	uint8_t task_attr, prio, crn;
+	uint8_t cdb[32];
+} __attribute__((packed));
+
+struct vscsi_resp {
+	uint32_t sense_len, resid;
+	uint16_t status_qualifier;
+	uint8_t status, response;
+	uint8_t sense[96];
+} __attribute__((packed));
+
+static struct vscsi_req *vscsi_req;
+static struct vscsi_resp *vscsi_resp;
+static struct vdev *bench_scsi;
+
+/* A command to target 0 LUN 0 on the request queue (queue 2); returns the SCSI
+ * status (0 = GOOD), 0xff if the transport failed. */
+static uint8_t scsi_cmd(struct vdev *d, const uint8_t *cdb, int write, void *buf, uint32_t len)
+{
+	memset(vscsi_req, 0, sizeof(*vscsi_req));
+	vscsi_req->lun[0] = 1;
+	vscsi_req->lun[2] = 0x40;
+	vscsi_req->tag++;
+	memcpy(vscsi_req->cdb, cdb, 16);
+	vscsi_resp->response = 0xff;
+	uint64_t a[3] = { (uint64_t)vscsi_req, 0, 0 };
+	uint32_t l[3] = { sizeof(*vscsi_req), 0, 0 };
+	uint16_t f[3] = { 0, 0, 0 };
+	int n = 2;
+	if (!len) {
+		a[1] = (uint64_t)vscsi_resp, l[1] = sizeof(*vscsi_resp), f[1] = VRING_DESC_F_WRITE;
+	} else if (write) {
+		/* Device-readable parts first: the request, then the data out. */
+		a[1] = (uint64_t)buf, l[1] = len;
+		a[2] = (uint64_t)vscsi_resp, l[2] = sizeof(*vscsi_resp), f[2] = VRING_DESC_F_WRITE;
+		n = 3;
+	} else {
+		a[1] = (uint64_t)vscsi_resp, l[1] = sizeof(*vscsi_resp), f[1] = VRING_DESC_F_WRITE;
+		a[2] = (uint64_t)buf, l[2] = len, f[2] = VRING_DESC_F_WRITE;
+		n = 3;
+	}
+	vq_submit(&d->q[2], 2, a, l, f, n);
+	if (vq_wait(&d->q[2]) < 0 || vscsi_resp->response != 0)
+		return 0xff;
+	return vscsi_resp->status;
+}
+
+static uint8_t scsi_rw(struct vdev *d, int write, uint64_t sector, void *buf, uint32_t len)
+{
+	uint8_t cdb[16];
+	uint32_t blocks = len / 512;
+	memset(cdb, 0, sizeof(cdb));
+	cdb[0] = write ? 0x2a : 0x28;	/* WRITE(10) / READ(10) */
+	cdb[2] = (uint8_t)(sector >> 24);
+	cdb[3] = (uint8_t)(sector >> 16);
+	cdb[4] = (uint8_t)(sector >> 8);
+	cdb[5] = (uint8_t)sector;
+	cdb[7] = (uint8_t)(blocks >> 8);
+	cdb[8] = (uint8_t)blocks;
+	return scsi_cmd(d, cdb, write, buf, len);
+}
+
+/* Brings the adapter up for the benchmark: three queues (control, event, request),
+ * then TEST UNIT READY until the unit's power-on UNIT ATTENTION is consumed. */
+static void setup_vscsi(struct vdev *d)
+{
+	if (bench_scsi)
+		return;
+	vscsi_req = valloc(sizeof(*vscsi_req), 16);
+	vscsi_resp = valloc(sizeof(*vscsi_resp), 16);
+	int ok = virtio_init(d, 0, 3);
+	uint8_t tur[16] = { 0 };
+	uint8_t st = 0xff;
+	for (int i = 0; ok && i < 4 && st != 0; i++)
+		st = scsi_cmd(d, tur, 0, 0, 0);
+	result("vscsi", ok && st == 0);
+	put("slot=");
+	put_dec(d->slot);
+	flush();
+	if (ok && st == 0)
+		bench_scsi = d;
 }
 
 /* ---------------------------------------------------------------- virtio-rng */
@@ -954,7 +1054,8 @@ static struct vdev vdevs[32];
 static void check_virtio(void)
 {
 	lapic_enable();
-	halt_wait = cmdline_num("vblkbench", 0) || cmdline_num("vnetbench", 0);
+	halt_wait = cmdline_num("vblkbench", 0) || cmdline_num("vnetbench", 0) ||
+		    cmdline_num("vscsibench", 0);
 	use_intx = want("intx");
 	if (use_intx && !acpi.found) {
 		/* The IO-APIC's address comes from the MADT. */
@@ -1008,6 +1109,10 @@ static void check_virtio(void)
 			if (want("vsock"))
 				check_vsock(d);
 			break;
+		case 8:
+			if (cmdline_num("vscsibench", 0))
+				setup_vscsi(d);
+			break;
 		default:
 			break;
 		}
@@ -1020,7 +1125,12 @@ static void check_virtio(void)
 		lapic_write(0x320, 1 << 16);	/* timer off again */
 	uint64_t mib = cmdline_num("vblkbench", 0);
 	if (mib && bench_disk) {
-		bench_blk(bench_disk, mib << 20, 1u << 20);
-		bench_blk(bench_disk, mib << 20 > (4u << 20) ? 4u << 20 : mib << 20, 4096);
+		bench_blk(bench_disk, mib << 20, 1u << 20, blk_rw_data);
+		bench_blk(bench_disk, mib << 20 > (4u << 20) ? 4u << 20 : mib << 20, 4096, blk_rw_data);
+	}
+	mib = cmdline_num("vscsibench", 0);
+	if (mib && bench_scsi) {
+		bench_blk(bench_scsi, mib << 20, 1u << 20, scsi_rw);
+		bench_blk(bench_scsi, mib << 20 > (4u << 20) ? 4u << 20 : mib << 20, 4096, scsi_rw);
 	}
 }

@@ -14,8 +14,9 @@
 //! the image, then the adapter writes the result into the received-FIS area
 //! (a D2H Register FIS; a Set Device Bits FIS for NCQ), clears PxCI/PxSACT,
 //! and raises PxIS, the port bit in IS and, with GHC.IE, the INTA# line
-//! (level-triggered, as long as an enabled PxIS bit is set). There is no MSI:
-//! Linux and Windows fall back to INTx, firmware polls.
+//! (level-triggered, as long as an enabled PxIS bit is set), or, once the driver
+//! enables the MSI capability (Linux's `ahci` does), one MSI per new enabled
+//! PxIS bit. Firmware polls.
 //!
 //! A COMRESET (PxSCTL.DET 1 → 0) or a software reset (a control FIS with SRST)
 //! puts the drive's signature in PxSIG and PxTFD, which is how drivers tell a
@@ -30,7 +31,8 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, VolatileSlice};
 use super::device::{cmd, status, AtaDevice, Taskfile};
 use crate::pci::config::{COMMAND_MEMORY, CONFIG_DWORDS};
 use crate::pci::intx::{IntxLine, IntxPin, PIN_INTA};
-use crate::pci::{BarKind, ConfigSpace, PciDevice, PciError, PciHeader, PciRoot};
+use crate::pci::msi::Msi;
+use crate::pci::{BarKind, ConfigSpace, MsiSink, PciDevice, PciError, PciHeader, PciRoot};
 use crate::scsi::Data;
 use crate::virtio::GuestMem;
 
@@ -200,6 +202,11 @@ pub struct Ahci {
     intx: Option<Arc<IntxPin>>,
     /// 1 while the interrupt line should be asserted (shared with the pin).
     level: Arc<AtomicU8>,
+    /// The MSI capability (none: INTx only), whether the driver enabled it, and
+    /// each port's enabled PxIS bits already signalled by a message.
+    msi: Option<Msi>,
+    msi_on: bool,
+    msi_seen: [u32; PORTS],
 }
 
 impl Ahci {
@@ -234,7 +241,15 @@ impl Ahci {
             is: 0,
             intx: None,
             level: Arc::new(AtomicU8::new(0)),
+            msi: None,
+            msi_on: false,
+            msi_seen: [0; PORTS],
         })
+    }
+
+    /// Gives the function its MSI capability; `sink` routes the vector.
+    pub fn attach_msi(&mut self, sink: Arc<dyn MsiSink>) {
+        self.msi = Some(Msi::add(&mut self.config, sink));
     }
 
     /// Gives the function INTA#, routed to `gsi`. Returns the pin for resampling.
@@ -618,7 +633,20 @@ impl Ahci {
         }
         let level = self.ghc & hba::GHC_IE != 0 && self.is != 0;
         let was = self.level.swap(u8::from(level), Ordering::SeqCst);
-        if level && was == 0 {
+        if let (true, Some(msi)) = (self.msi_on, &self.msi) {
+            // A message per event: a port bit that was not pending at the last
+            // message (one the driver cleared and that came back, too), so a
+            // completion that lands while the handler runs is never lost.
+            let mut new = false;
+            for (seen, p) in self.msi_seen.iter_mut().zip(&self.ports) {
+                let now = p.is & p.ie;
+                new |= now & !*seen != 0;
+                *seen = now;
+            }
+            if level && (new || was == 0) {
+                msi.trigger();
+            }
+        } else if level && was == 0 {
             if let Some(pin) = &self.intx {
                 pin.raise();
             }
@@ -627,7 +655,10 @@ impl Ahci {
 
     fn update_intx_mode(&self) {
         if let Some(pin) = &self.intx {
-            pin.set_mode(false, self.config.command() & COMMAND_INTX_DISABLE != 0);
+            pin.set_mode(
+                self.msi_on,
+                self.config.command() & COMMAND_INTX_DISABLE != 0,
+            );
         }
     }
 }
@@ -654,6 +685,15 @@ impl PciDevice for Ahci {
             return;
         }
         self.config.write(reg, offset, data);
+        if let Some(msi) = &mut self.msi {
+            let on = msi.config_written(&self.config);
+            if on != self.msi_on {
+                self.msi_on = on;
+                self.msi_seen = [0; PORTS];
+                self.update_intx_mode();
+                self.update_irq();
+            }
+        }
         if reg == 1 {
             self.update_intx_mode();
         }

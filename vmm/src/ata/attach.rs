@@ -11,6 +11,7 @@ use tracing::{info, warn};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::ahci::{Ahci, NCQ_DEPTH, PORTS};
+use super::bmdma::BAR_SIZE as BMIDE_PORTS;
 use super::device::{AtaDevice, DriveConfig};
 use super::ide::{IdeChannel, IdePorts, PiixIde, PORTS as IDE_PORTS};
 use crate::devices::bus::Bus;
@@ -47,10 +48,10 @@ pub fn add_controllers(
     backends: &PciBackends,
     mem: &GuestMem,
     root: &mut PciRoot,
-    routing: &IrqRouting,
+    routing: &Arc<IrqRouting>,
     (pio, vm): (&Bus, &VmFd),
 ) -> Result<Placed, AttachError> {
-    let mut placed = add_ide(spec, backends, root, pio, vm)?;
+    let mut placed = add_ide(spec, backends, mem, root, pio, vm)?;
     // (device id, slot and function if the spec gives them, controller index)
     type Wanted = (String, Option<(u8, u8)>, u32);
     let mut controllers: Vec<Wanted> = Vec::new();
@@ -97,6 +98,10 @@ pub fn add_controllers(
         let (drives, locks) = drives(spec, backends, AtaBus::Sata, index)?;
         let drives: Vec<Option<AtaDevice>> = drives.into_iter().map(|[d, _]| d).collect();
         let mut ahci = Ahci::new(drives, mem.clone(), root).map_err(perr)?;
+        match routing.msi_sink(1) {
+            Ok(sink) => ahci.attach_msi(sink),
+            Err(e) => warn!(id = %id, "AHCI without MSI: {e}"),
+        }
         let gsi = crate::acpi::pci_intx_gsi(slot, 0);
         match routing.intx_line(gsi) {
             Ok((line, resample)) => {
@@ -125,6 +130,7 @@ pub fn add_controllers(
 fn add_ide(
     spec: &MachineSpec,
     backends: &PciBackends,
+    mem: &GuestMem,
     root: &mut PciRoot,
     pio: &Bus,
     vm: &VmFd,
@@ -157,8 +163,9 @@ fn add_ide(
         None => (1, 1),
     };
     root.check_free(slot, function).map_err(perr)?;
-    let (channels, locks) = drives(spec, backends, AtaBus::Ide, index)?;
-    for (n, [master, slave]) in channels.into_iter().take(2).enumerate() {
+    let (drives, locks) = drives(spec, backends, AtaBus::Ide, index)?;
+    let mut channels = Vec::new();
+    for (n, [master, slave]) in drives.into_iter().take(2).enumerate() {
         let (cmd_port, ctl_port, gsi) = IDE_PORTS[n];
         let irq = EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).ok();
         if let Some(fd) = &irq {
@@ -166,22 +173,28 @@ fn add_ide(
                 warn!(id = %d.id, "IDE channel {n} without IRQ {gsi}: {e}");
             }
         }
-        let ports = Arc::new(Mutex::new(IdePorts(IdeChannel::new(master, slave, irq))));
+        let channel = Arc::new(Mutex::new(
+            IdeChannel::new(master, slave, irq).with_bus_master(mem.clone()),
+        ));
+        channels.push(channel.clone());
+        let ports = Arc::new(Mutex::new(IdePorts(channel)));
         pio.insert(ports.clone(), u64::from(cmd_port), 8)
             .map_err(|e| AttachError::Ata(d.id.clone(), format!("ports {cmd_port:#x}: {e}")))?;
         pio.insert(ports, u64::from(ctl_port), 1)
             .map_err(|e| AttachError::Ata(d.id.clone(), format!("port {ctl_port:#x}: {e}")))?;
     }
+    // The bus master's ports, where firmware would put them (SeaBIOS moves them).
+    let bmide = root.allocate_io_bar(BMIDE_PORTS).map_err(perr)?;
     root.add_device(
         slot,
         function,
         Box::new(LockedIde {
-            ide: PiixIde::new(),
+            ide: PiixIde::with_bus_master(channels, bmide),
             _locks: locks,
         }),
     )
     .map_err(perr)?;
-    info!(id = %d.id, "PIIX3 IDE at 00:{slot:02x}.{function}, channels at 0x1f0 and 0x170");
+    info!(id = %d.id, "PIIX3 IDE at 00:{slot:02x}.{function}, channels at 0x1f0 and 0x170, bus master at {bmide:#x}");
     placed.functions.push((d.id.clone(), slot, function));
     Ok(placed)
 }
@@ -204,6 +217,12 @@ impl crate::pci::PciDevice for LockedIde {
     }
     fn memory_enabled(&self) -> bool {
         self.ide.memory_enabled()
+    }
+    fn io_bars(&self) -> Vec<(usize, u64, u64)> {
+        self.ide.io_bars()
+    }
+    fn io_enabled(&self) -> bool {
+        self.ide.io_enabled()
     }
     fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
         self.ide.bar_read(bar, offset, data)

@@ -122,7 +122,8 @@ impl Outcome {
             transferred,
         }
     }
-    fn abort() -> Self {
+    /// ABORTED COMMAND.
+    pub fn abort() -> Self {
         Outcome {
             status: status::DRDY | status::ERR,
             error: error::ABRT,
@@ -467,13 +468,15 @@ fn sync_cache_cdb() -> [u8; 10] {
     c
 }
 
-/// A sector count register: 0 means 256 (28-bit) or 65536 (48-bit).
+/// A sector count register: 0 means 256 (28-bit) or 65536 (48-bit). A 28-bit
+/// command sees only the low byte: the high one is whatever an earlier command
+/// left in the register's "previous" half.
 fn sector_count(count: u16, ext: bool) -> u32 {
     match (count, ext) {
-        (0, false) => 256,
         (0, true) => 65536,
-        (n, false) => u32::from(n & 0xff),
         (n, true) => u32::from(n),
+        (n, false) if n & 0xff == 0 => 256,
+        (n, false) => u32::from(n & 0xff),
     }
 }
 

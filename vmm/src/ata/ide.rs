@@ -11,18 +11,25 @@
 //! interrupt reason in the sector count register. The drives are the same
 //! [`AtaDevice`]s the AHCI adapter uses.
 //!
-//! Only PIO: the function has no bus-master BAR (BAR4), so drivers (Linux's
-//! `ata_piix`, SeaBIOS) use PIO and DMA commands are aborted.
+//! Bus-master DMA ([`super::bmdma`]): the function's BAR4 holds each channel's
+//! bus-master registers; READ/WRITE DMA and ATAPI packets with the DMA bit move
+//! their data through the PRD table the driver gives, once it sets the start
+//! bit. Linux's `ata_piix` uses it (MWDMA2 on PIIX3, as under QEMU); SeaBIOS
+//! stays on PIO.
 
-use tracing::debug;
-use vm_memory::VolatileSlice;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tracing::{debug, warn};
+use vm_memory::{GuestAddress, GuestMemoryBackend, VolatileSlice};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::device::{cmd, error, status, AtaDevice, Direction, Taskfile};
+use super::bmdma::{self, Action, BusMaster};
+use super::device::{cmd, error, status, AtaDevice, Direction, Outcome, Taskfile};
 use crate::devices::bus::BusDevice;
-use crate::pci::config::{COMMAND_MEMORY, CONFIG_DWORDS};
-use crate::pci::{ConfigSpace, PciDevice, PciHeader};
+use crate::pci::config::{COMMAND_IO, COMMAND_MEMORY, CONFIG_DWORDS};
+use crate::pci::{BarKind, ConfigSpace, PciDevice, PciHeader};
 use crate::scsi::Data;
+use crate::virtio::GuestMem;
 
 /// Command block and control ports, IRQs of the two channels.
 pub const PORTS: [(u16, u16, u32); 2] = [(0x1f0, 0x3f6, 14), (0x170, 0x376, 15)];
@@ -52,8 +59,17 @@ enum Phase {
         block: usize,
         tf: Taskfile,
     },
-    /// The host writes the 12-byte CDB of a PACKET command.
-    Packet,
+    /// The host writes the 12-byte CDB of a PACKET command (`dma`: its data
+    /// goes through the bus master).
+    Packet {
+        dma: bool,
+    },
+    /// A DMA command (`cdb`: an ATAPI packet's) waits for the bus master's
+    /// start bit.
+    Dma {
+        tf: Taskfile,
+        cdb: [u8; 12],
+    },
     /// The host reads ATAPI data in pieces of at most `limit` bytes; `end` is
     /// where the current piece ends, `outcome` the command's final registers.
     AtapiIn {
@@ -83,6 +99,10 @@ pub struct IdeChannel {
     /// No task file register was written since the last reset: the sector
     /// count and LBA registers still show the selected drive's signature.
     since_reset: bool,
+    /// The channel's bus-master registers, and the memory it reaches (none:
+    /// the function has no BAR4 and DMA commands are aborted).
+    bm: BusMaster,
+    mem: Option<GuestMem>,
 }
 
 impl IdeChannel {
@@ -105,9 +125,17 @@ impl IdeChannel {
             pos: 0,
             phase: Phase::Idle,
             since_reset: true,
+            bm: BusMaster::default(),
+            mem: None,
         };
         c.reset();
         c
+    }
+
+    /// Gives the channel a bus master that reaches `mem`.
+    pub fn with_bus_master(mut self, mem: GuestMem) -> Self {
+        self.mem = Some(mem);
+        self
     }
 
     fn selected(&self) -> usize {
@@ -138,7 +166,12 @@ impl IdeChannel {
         self.status = self.drives[0].as_ref().map_or(0, |d| d.reset_status());
     }
 
-    fn interrupt(&self) {
+    fn interrupt(&mut self) {
+        if self.mem.is_some() {
+            // The bus master's interrupt bit follows the drive's line (drivers
+            // check it to tell their DMA completion from a spurious interrupt).
+            self.bm.status |= bmdma::STATUS_INTERRUPT;
+        }
         if self.control & CTL_NIEN == 0 {
             if let Some(fd) = &self.irq {
                 let _ = fd.write(1);
@@ -277,17 +310,28 @@ impl IdeChannel {
                 | cmd::WRITE_FPDMA_QUEUED
         );
         if c == cmd::PACKET && drive.is_atapi() {
-            if tf.features & 1 != 0 {
+            let dma = tf.features & 1 != 0;
+            if dma && self.mem.is_none() {
                 // DMA requested: there is no bus master.
                 return self.finish(status::DRDY | status::ERR, error::ABRT);
             }
             self.nsector[0] = REASON_CD;
             self.status = status::DRDY | status::DRQ;
-            self.phase = Phase::Packet;
+            self.phase = Phase::Packet { dma };
             return;
         }
         if dma {
-            return self.finish(status::DRDY | status::ERR, error::ABRT);
+            let queued = matches!(c, cmd::READ_FPDMA_QUEUED | cmd::WRITE_FPDMA_QUEUED);
+            if self.mem.is_none() || queued || drive.is_atapi() {
+                return self.finish(status::DRDY | status::ERR, error::ABRT);
+            }
+            self.status = status::DRDY | status::DSC | status::DRQ;
+            self.phase = Phase::Dma { tf, cdb: [0; 12] };
+            debug!(command = c, started = self.bm.started(), "IDE DMA command");
+            if self.bm.started() {
+                self.run_dma();
+            }
+            return;
         }
         let block = if matches!(
             c,
@@ -369,19 +413,23 @@ impl IdeChannel {
 
     fn write_data(&mut self, data: &[u8]) {
         match self.phase {
-            Phase::PioOut { .. } | Phase::Packet => {}
+            Phase::PioOut { .. } | Phase::Packet { .. } => {}
             _ => return,
         }
         let room = match self.phase {
-            Phase::Packet => 12usize.saturating_sub(self.buf.len()),
+            Phase::Packet { .. } => 12usize.saturating_sub(self.buf.len()),
             _ => self.buf.len().saturating_sub(self.pos),
         };
         let n = data.len().min(room);
         match self.phase {
-            Phase::Packet => {
+            Phase::Packet { dma } => {
                 self.buf.extend_from_slice(&data[..n]);
                 if self.buf.len() >= 12 {
-                    self.packet();
+                    if dma {
+                        self.packet_dma();
+                    } else {
+                        self.packet();
+                    }
                 }
             }
             Phase::PioOut { block, tf } => {
@@ -441,6 +489,81 @@ impl IdeChannel {
         self.atapi_next(limit, out.status, out.error);
     }
 
+    /// An ATAPI packet with the DMA bit: it runs once the bus master starts.
+    fn packet_dma(&mut self) {
+        let mut cdb = [0u8; 12];
+        cdb.copy_from_slice(&self.buf[..12]);
+        self.buf.clear();
+        let tf = self.taskfile(cmd::PACKET);
+        self.status = status::DRDY | status::DSC | status::DRQ;
+        self.phase = Phase::Dma { tf, cdb };
+        if self.bm.started() {
+            self.run_dma();
+        }
+    }
+
+    /// Runs the pending DMA command through the PRD table: the drive moves the
+    /// data between the guest's buffers and the image, then the bus master and
+    /// the drive report completion with one interrupt.
+    fn run_dma(&mut self) {
+        let Phase::Dma { tf, cdb } = self.phase else {
+            return;
+        };
+        let i = self.selected();
+        let (Some(mem), Some(drive)) = (self.mem.as_ref(), self.drives[i].as_mut()) else {
+            return;
+        };
+        let packet: &[u8] = if tf.command == cmd::PACKET { &cdb } else { &[] };
+        let slices: Option<Vec<VolatileSlice<'_>>> = self.bm.prd_list(mem).and_then(|prds| {
+            prds.iter()
+                .map(|&(addr, len)| mem.get_slice(GuestAddress(addr), len).ok())
+                .collect()
+        });
+        let (out, bus_error) = match slices {
+            Some(s) => {
+                let data = match (s.is_empty(), self.bm.to_memory()) {
+                    (true, _) => Data::None,
+                    (false, true) => Data::In(&s),
+                    (false, false) => Data::Out(&s),
+                };
+                (drive.execute(&tf, packet, data), false)
+            }
+            None => {
+                warn!(
+                    prd = self.bm.prd,
+                    "IDE: a PRD table or buffer is outside RAM"
+                );
+                (Outcome::abort(), true)
+            }
+        };
+        debug!(
+            command = tf.command,
+            op = packet.first().copied(),
+            bytes = out.transferred,
+            status = out.status,
+            "IDE DMA"
+        );
+        self.bm.complete(bus_error);
+        if tf.command == cmd::PACKET {
+            self.nsector[0] = REASON_CD | REASON_IO;
+        }
+        self.finish(out.status, out.error);
+    }
+
+    /// Reads the bus-master register byte at `offset` (0-7).
+    pub fn read_bus_master(&self, offset: u64) -> u8 {
+        self.bm.read(offset)
+    }
+
+    /// Writes the bus-master register byte at `offset`; the start bit runs a
+    /// DMA command that waits for it.
+    pub fn write_bus_master(&mut self, offset: u64, v: u8) {
+        tracing::trace!(offset, v, phase = ?self.phase, "IDE bus master write");
+        if self.bm.write(offset, v) == Action::Start {
+            self.run_dma();
+        }
+    }
+
     /// The next piece of ATAPI data, or the completion once all was read.
     fn atapi_next(&mut self, limit: usize, st: u8, err: u8) {
         let left = self.buf.len() - self.pos;
@@ -463,16 +586,25 @@ impl IdeChannel {
     }
 }
 
+/// A channel as its two front ends share it: the legacy ports and the bus
+/// master in the PCI function's BAR4.
+pub type SharedChannel = Arc<Mutex<IdeChannel>>;
+
+fn lock(c: &SharedChannel) -> MutexGuard<'_, IdeChannel> {
+    c.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// One channel's ports on the I/O bus: the command block (8 ports) and the
 /// control port.
-pub struct IdePorts(pub IdeChannel);
+pub struct IdePorts(pub SharedChannel);
 
 impl BusDevice for IdePorts {
     fn read(&mut self, base: u64, offset: u64, data: &mut [u8]) {
+        let mut c = lock(&self.0);
         if PORTS.iter().any(|p| u64::from(p.1) == base) {
-            self.0.read_control(data);
+            c.read_control(data);
         } else {
-            self.0.read_reg(offset, data);
+            c.read_reg(offset, data);
         }
     }
 
@@ -480,18 +612,24 @@ impl BusDevice for IdePorts {
         if data.is_empty() {
             return;
         }
+        let mut c = lock(&self.0);
         if PORTS.iter().any(|p| u64::from(p.1) == base) {
-            self.0.write_control(data[0]);
+            c.write_control(data[0]);
         } else {
-            self.0.write_reg(offset, data);
+            c.write_reg(offset, data);
         }
     }
 }
 
-/// The PIIX3 IDE PCI function: identity and the timing registers drivers
-/// program; the channels themselves are at the legacy ports.
+/// BAR4: the bus-master I/O BAR.
+const BMIDE_BAR: usize = 4;
+
+/// The PIIX3 IDE PCI function: identity, the timing registers drivers program
+/// and, with channels given, the bus master in BAR4; the channels' task files
+/// are at the legacy ports.
 pub struct PiixIde {
     config: ConfigSpace,
+    channels: Vec<SharedChannel>,
 }
 
 impl Default for PiixIde {
@@ -501,6 +639,17 @@ impl Default for PiixIde {
 }
 
 impl PiixIde {
+    /// The function with its bus master over `channels` (primary, secondary),
+    /// BAR4 at `port`.
+    pub fn with_bus_master(channels: Vec<SharedChannel>, port: u64) -> Self {
+        let mut ide = Self::new();
+        ide.config.add_bar(BMIDE_BAR, bmdma::BAR_SIZE, BarKind::Io);
+        ide.config.set_bar_address(BMIDE_BAR, port);
+        ide.channels = channels;
+        ide
+    }
+
+    /// The function without a bus master (PIO only).
     pub fn new() -> Self {
         let mut config = ConfigSpace::new(PciHeader {
             vendor: 0x8086,
@@ -516,7 +665,18 @@ impl PiixIde {
         // Both channels decoded (IDETIM bit 15), as SeaBIOS sets them up.
         config.set_byte(0x41, 0x80);
         config.set_byte(0x43, 0x80);
-        PiixIde { config }
+        PiixIde {
+            config,
+            channels: Vec::new(),
+        }
+    }
+
+    /// The channel and register a BAR4 port offset falls on.
+    fn bus_master_reg(&self, offset: u64) -> Option<(&SharedChannel, u64)> {
+        let c = self
+            .channels
+            .get((offset / bmdma::PORTS_PER_CHANNEL) as usize)?;
+        Some((c, offset % bmdma::PORTS_PER_CHANNEL))
     }
 }
 
@@ -538,10 +698,33 @@ impl PciDevice for PiixIde {
     fn memory_enabled(&self) -> bool {
         self.config.command() & COMMAND_MEMORY != 0
     }
-    fn bar_read(&mut self, _bar: usize, _offset: u64, data: &mut [u8]) {
-        data.fill(0xff);
+    fn io_bars(&self) -> Vec<(usize, u64, u64)> {
+        self.config.io_bars()
     }
-    fn bar_write(&mut self, _bar: usize, _offset: u64, _data: &[u8]) {}
+    fn io_enabled(&self) -> bool {
+        self.config.command() & COMMAND_IO != 0
+    }
+    fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
+        data.fill(0xff);
+        if bar != BMIDE_BAR {
+            return;
+        }
+        for (i, b) in data.iter_mut().enumerate() {
+            if let Some((c, reg)) = self.bus_master_reg(offset + i as u64) {
+                *b = lock(c).read_bus_master(reg);
+            }
+        }
+    }
+    fn bar_write(&mut self, bar: usize, offset: u64, data: &[u8]) {
+        if bar != BMIDE_BAR {
+            return;
+        }
+        for (i, &b) in data.iter().enumerate() {
+            if let Some((c, reg)) = self.bus_master_reg(offset + i as u64) {
+                lock(c).write_bus_master(reg, b);
+            }
+        }
+    }
     fn set_multifunction(&mut self) {
         self.config.set_multifunction(true);
     }

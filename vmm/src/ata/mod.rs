@@ -13,6 +13,7 @@
 
 pub mod ahci;
 pub mod attach;
+pub mod bmdma;
 pub mod device;
 pub mod ide;
 pub mod identify;

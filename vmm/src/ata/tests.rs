@@ -617,4 +617,154 @@ mod ide {
         assert_eq!(status(&mut c) & 0x89, 0);
         assert_eq!(got, iso.data.lock().unwrap()[5 * 2048..7 * 2048]);
     }
+
+    use crate::ata::bmdma::{CMD_START, CMD_TO_MEMORY, STATUS_ACTIVE, STATUS_INTERRUPT};
+    use vmm_sys_util::eventfd::EventFd;
+
+    /// A PRD table at 0x1000 with one entry per (address, bytes) pair.
+    fn prd_table(mem: &GuestMem, bufs: &[(u32, u16)]) {
+        for (i, &(addr, len)) in bufs.iter().enumerate() {
+            let at = 0x1000 + 8 * i as u64;
+            let eot = if i + 1 == bufs.len() { 1u32 << 31 } else { 0 };
+            mem.write_obj(addr, GuestAddress(at)).unwrap();
+            mem.write_obj(u32::from(len) | eot, GuestAddress(at + 4))
+                .unwrap();
+        }
+    }
+
+    fn set_prd(c: &mut IdeChannel, at: u32) {
+        for (i, b) in at.to_le_bytes().iter().enumerate() {
+            c.write_bus_master(4 + i as u64, *b);
+        }
+    }
+
+    /// The task file of an LBA28 command on the master.
+    fn lba28(c: &mut IdeChannel, lba: u32, count: u8, command: u8) {
+        c.write_reg(2, &[count]);
+        c.write_reg(3, &[lba as u8]);
+        c.write_reg(4, &[(lba >> 8) as u8]);
+        c.write_reg(5, &[(lba >> 16) as u8]);
+        c.write_reg(6, &[0xe0]);
+        c.write_reg(7, &[command]);
+    }
+
+    #[test]
+    fn bus_master_dma_reads_and_writes_through_the_prd_table() {
+        let img = MemDisk::default();
+        *img.data.lock().unwrap() = pattern(64 * 512, 0x17);
+        let mem = memory();
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut c = IdeChannel::new(
+            Some(drive(DeviceKind::Disk, Some(img.clone()), false)),
+            None,
+            Some(irq.try_clone().unwrap()),
+        )
+        .with_bus_master(mem.clone());
+        // READ DMA of 3 sectors at LBA 5 into two buffers, as Linux orders it:
+        // PRD table and direction, the command, then the start bit.
+        prd_table(&mem, &[(0x4000, 1024), (0x8000, 512)]);
+        set_prd(&mut c, 0x1000);
+        c.write_bus_master(0, CMD_TO_MEMORY);
+        lba28(&mut c, 5, 3, cmd::READ_DMA);
+        assert_eq!(status(&mut c) & 0x08, 0x08, "DRQ until the bus master runs");
+        assert!(irq.read().is_err(), "no interrupt before the start bit");
+        c.write_bus_master(0, CMD_TO_MEMORY | CMD_START);
+        assert_eq!(irq.read().unwrap(), 1, "one completion interrupt");
+        assert_eq!(
+            c.read_bus_master(2) & (STATUS_ACTIVE | STATUS_INTERRUPT),
+            STATUS_INTERRUPT
+        );
+        assert_eq!(status(&mut c) & 0x89, 0, "done, no error");
+        let mut got = vec![0u8; 1536];
+        mem.read_slice(&mut got[..1024], GuestAddress(0x4000))
+            .unwrap();
+        mem.read_slice(&mut got[1024..], GuestAddress(0x8000))
+            .unwrap();
+        assert_eq!(got, img.data.lock().unwrap()[5 * 512..8 * 512]);
+        // Stop, clear the interrupt bit (write 1), as the driver does.
+        c.write_bus_master(0, 0);
+        c.write_bus_master(2, STATUS_INTERRUPT);
+        assert_eq!(c.read_bus_master(2) & STATUS_INTERRUPT, 0);
+
+        // WRITE DMA of one sector at LBA 40; the start bit first this time.
+        let sector = pattern(512, 0xee);
+        mem.write_slice(&sector, GuestAddress(0x6000)).unwrap();
+        prd_table(&mem, &[(0x6000, 512)]);
+        c.write_bus_master(0, CMD_START);
+        lba28(&mut c, 40, 1, cmd::WRITE_DMA);
+        assert_eq!(irq.read().unwrap(), 1);
+        assert_eq!(img.data.lock().unwrap()[40 * 512..41 * 512], sector[..]);
+    }
+
+    #[test]
+    fn read_dma_of_256_sectors_ignores_the_previous_count_byte() {
+        let img = MemDisk::default();
+        *img.data.lock().unwrap() = pattern(512 * 512, 0x61);
+        let mem = memory();
+        let mut c = IdeChannel::new(
+            Some(drive(DeviceKind::Disk, Some(img.clone()), false)),
+            None,
+            None,
+        )
+        .with_bus_master(mem.clone());
+        // Count 0 (= 256 sectors) written after a count of 8: the register's
+        // previous half holds 8, which a 28-bit command must not see.
+        c.write_reg(2, &[8]);
+        prd_table(&mem, &[(0x20000, 0), (0x30000, 0)]);
+        set_prd(&mut c, 0x1000);
+        c.write_bus_master(0, CMD_TO_MEMORY);
+        lba28(&mut c, 16, 0, cmd::READ_DMA);
+        c.write_bus_master(0, CMD_TO_MEMORY | CMD_START);
+        assert_eq!(status(&mut c) & 0x89, 0);
+        let mut got = vec![0u8; 256 * 512];
+        mem.read_slice(&mut got, GuestAddress(0x20000)).unwrap();
+        assert_eq!(got, img.data.lock().unwrap()[16 * 512..272 * 512]);
+    }
+
+    #[test]
+    fn atapi_packet_with_the_dma_bit_reads_through_the_bus_master() {
+        let iso = MemDisk::default();
+        *iso.data.lock().unwrap() = pattern(16 * 2048, 0x3c);
+        let mem = memory();
+        let mut c = IdeChannel::new(
+            Some(drive(DeviceKind::Cdrom, Some(iso.clone()), false)),
+            None,
+            None,
+        )
+        .with_bus_master(mem.clone());
+        prd_table(&mem, &[(0x10000, 4096)]);
+        set_prd(&mut c, 0x1000);
+        c.write_bus_master(0, CMD_TO_MEMORY);
+        c.write_reg(1, &[1]); // DMA
+        c.write_reg(7, &[cmd::PACKET]);
+        let mut cdb = [0u8; 12];
+        cdb[0] = 0x28; // READ(10) of blocks 3-4
+        cdb[5] = 3;
+        cdb[8] = 2;
+        for w in cdb.chunks(2) {
+            c.write_reg(0, w);
+        }
+        c.write_bus_master(0, CMD_TO_MEMORY | CMD_START);
+        let mut reason = [0u8];
+        c.read_reg(2, &mut reason);
+        assert_eq!(reason[0], 3, "I/O and C/D: completion");
+        assert_eq!(status(&mut c) & 0x89, 0);
+        let mut got = vec![0u8; 4096];
+        mem.read_slice(&mut got, GuestAddress(0x10000)).unwrap();
+        assert_eq!(got, iso.data.lock().unwrap()[3 * 2048..5 * 2048]);
+    }
+
+    #[test]
+    fn dma_without_a_bus_master_is_aborted() {
+        let mut c = IdeChannel::new(
+            Some(drive(DeviceKind::Disk, Some(MemDisk::default()), false)),
+            None,
+            None,
+        );
+        lba28(&mut c, 0, 1, cmd::READ_DMA);
+        assert_eq!(status(&mut c) & 0x01, 0x01);
+        let mut e = [0u8];
+        c.read_reg(1, &mut e);
+        assert_eq!(e[0], error::ABRT);
+    }
 }

@@ -12,6 +12,8 @@ pub const CONFIG_DWORDS: usize = 64;
 pub const BAR0_REG: usize = 4;
 /// Number of BARs in a type-0 header.
 pub const NUM_BARS: usize = 6;
+/// Command register bit: I/O space decoding enabled.
+pub const COMMAND_IO: u16 = 1;
 /// Command register bit: memory space decoding enabled.
 pub const COMMAND_MEMORY: u16 = 1 << 1;
 /// Command register bit: bus mastering (DMA) enabled.
@@ -42,7 +44,12 @@ pub enum BarKind {
     Mem32,
     /// 64-bit memory BAR; it uses this BAR register and the next.
     Mem64,
+    /// I/O space BAR: a range of ports (x86 decodes 16 bits of it).
+    Io,
 }
+
+/// End of x86 port space: an I/O BAR decodes only below it.
+pub const IO_SPACE_END: u64 = 0x1_0000;
 
 #[derive(Debug, Clone, Copy)]
 struct Bar {
@@ -102,11 +109,12 @@ impl ConfigSpace {
         self.regs[15] = (self.regs[15] & !0xffff) | u32::from(pin) << 8 | u32::from(line);
     }
 
-    /// Declares BAR `index` as a memory region of `size` bytes (a power of two,
-    /// at least 16). A 64-bit BAR also claims register `index + 1`.
+    /// Declares BAR `index` as a region of `size` bytes (a power of two, at
+    /// least 16 for memory, 4 for I/O). A 64-bit BAR also claims register `index + 1`.
     pub fn add_bar(&mut self, index: usize, size: u64, kind: BarKind) {
+        let min = if kind == BarKind::Io { 4 } else { 16 };
         assert!(
-            size.is_power_of_two() && size >= 16,
+            size.is_power_of_two() && size >= min,
             "bad BAR size {size:#x}"
         );
         let reg = BAR0_REG + index;
@@ -123,6 +131,11 @@ impl ConfigSpace {
                 self.wmask[reg] = mask as u32 & !0xf;
                 self.wmask[reg + 1] = (mask >> 32) as u32;
             }
+            BarKind::Io => {
+                // Bit 0 = I/O space; the size mask covers all 32 bits, as on QEMU.
+                self.regs[reg] = 0x1;
+                self.wmask[reg] = mask as u32 & !0x3;
+            }
         }
         self.bars[index] = Some(Bar { size, kind });
     }
@@ -131,7 +144,8 @@ impl ConfigSpace {
     pub fn set_bar_address(&mut self, index: usize, addr: u64) {
         let bar = self.bars[index].expect("BAR declared before it is placed");
         let reg = BAR0_REG + index;
-        self.regs[reg] = (self.regs[reg] & 0xf) | (addr as u32 & !0xf);
+        let flags = Self::flag_bits(bar.kind);
+        self.regs[reg] = (self.regs[reg] & flags) | (addr as u32 & !flags);
         if bar.kind == BarKind::Mem64 {
             self.regs[reg + 1] = (addr >> 32) as u32;
         }
@@ -141,9 +155,9 @@ impl ConfigSpace {
     pub fn bar_address(&self, index: usize) -> Option<u64> {
         let bar = self.bars[index]?;
         let reg = BAR0_REG + index;
-        let low = u64::from(self.regs[reg] & !0xf);
+        let low = u64::from(self.regs[reg] & !Self::flag_bits(bar.kind));
         Some(match bar.kind {
-            BarKind::Mem32 => low,
+            BarKind::Mem32 | BarKind::Io => low,
             BarKind::Mem64 => low | u64::from(self.regs[reg + 1]) << 32,
         })
     }
@@ -156,13 +170,34 @@ impl ConfigSpace {
             .filter_map(|(i, b)| b.map(|b| (i, b.size, b.kind)))
     }
 
+    /// The low bits of a BAR register that are flags, not address.
+    fn flag_bits(kind: BarKind) -> u32 {
+        match kind {
+            BarKind::Mem32 | BarKind::Mem64 => 0xf,
+            BarKind::Io => 0x3,
+        }
+    }
+
     /// Memory BARs as programmed, skipping unassigned ones and ones mid-sizing
     /// (all ones written: the address would overflow past the end of space).
     pub fn bars(&self) -> Vec<(usize, u64, u64)> {
         self.bar_layout()
+            .filter(|&(_, _, kind)| kind != BarKind::Io)
             .filter_map(|(i, size, _)| {
                 let addr = self.bar_address(i)?;
                 (addr != 0 && addr.checked_add(size).is_some()).then_some((i, addr, size))
+            })
+            .collect()
+    }
+
+    /// I/O BARs as programmed: (index, first port, size), skipping unassigned
+    /// ones and ones beyond port space (mid-sizing).
+    pub fn io_bars(&self) -> Vec<(usize, u64, u64)> {
+        self.bar_layout()
+            .filter(|&(_, _, kind)| kind == BarKind::Io)
+            .filter_map(|(i, size, _)| {
+                let addr = self.bar_address(i)?;
+                (addr != 0 && addr + size <= IO_SPACE_END).then_some((i, addr, size))
             })
             .collect()
     }
@@ -287,6 +322,24 @@ mod tests {
         c.write(4, 0, &0x2000_0000u32.to_le_bytes());
         c.write(5, 0, &1u32.to_le_bytes());
         assert_eq!(c.bars(), vec![(0, 0x1_2000_0000, 0x4000)]);
+    }
+
+    #[test]
+    fn io_bar_sizing_and_decoding() {
+        let mut c = ConfigSpace::new(header());
+        c.add_bar(4, 16, BarKind::Io);
+        assert_eq!(c.read(8), 1, "I/O space indicator, no address yet");
+        assert!(c.io_bars().is_empty());
+        c.set_bar_address(4, 0xc040);
+        assert_eq!(c.read(8), 0xc041);
+        assert_eq!(c.io_bars(), vec![(4, 0xc040, 16)]);
+        assert!(c.bars().is_empty(), "an I/O BAR is not a memory BAR");
+        // Sizing: all ones read back as the size mask with the I/O bit.
+        c.write(8, 0, &[0xff; 4]);
+        assert_eq!(c.read(8), 0xffff_fff1);
+        assert!(c.io_bars().is_empty(), "a BAR mid-sizing is not decoded");
+        c.write(8, 0, &0xd000u32.to_le_bytes());
+        assert_eq!(c.io_bars(), vec![(4, 0xd000, 16)]);
     }
 
     #[test]

@@ -10,6 +10,10 @@
 //! legacy INTA# pin ([`intx`]), routed to GSI 16 + (slot mod 8) as the DSDT's `_PRT`
 //! says and the Interrupt Line register repeats.
 //!
+//! I/O BARs (legacy functions such as the PIIX3 IDE's bus master) live in port
+//! space: [`PciRoot`] hands them ports from [`root::IO_WINDOW`] and dispatches
+//! the port window the same way.
+//!
 //! Device BARs are assigned by the VMM when devices are added (firmware-style), so a
 //! guest that does not re-program BARs (Linux keeps valid firmware assignments) finds
 //! them ready. A guest may still move them; [`PciRoot`] dispatches BAR accesses by
@@ -21,6 +25,7 @@ pub mod bridge;
 pub mod chipset;
 pub mod config;
 pub mod intx;
+pub mod msi;
 pub mod msix;
 pub mod root;
 
@@ -44,6 +49,15 @@ pub trait PciDevice: Send {
     fn bars(&self) -> Vec<(usize, u64, u64)>;
     /// Whether memory decoding is enabled (command register bit 1).
     fn memory_enabled(&self) -> bool;
+    /// I/O-space BARs as currently programmed: (BAR index, first port, size).
+    /// Their accesses come through [`PciDevice::bar_read`] and `bar_write`.
+    fn io_bars(&self) -> Vec<(usize, u64, u64)> {
+        Vec::new()
+    }
+    /// Whether I/O decoding is enabled (command register bit 0).
+    fn io_enabled(&self) -> bool {
+        false
+    }
     /// Reads `data.len()` bytes at `offset` within BAR `bar`.
     fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]);
     /// Writes `data` at `offset` within BAR `bar`.
@@ -81,6 +95,9 @@ pub enum PciError {
     /// A BAR does not fit in the PCI window.
     #[error("no room for a {size:#x}-byte BAR in the PCI MMIO window")]
     BarSpace { size: u64 },
+    /// An I/O BAR does not fit in the PCI port window.
+    #[error("no room for a {size:#x}-port I/O BAR in the PCI I/O window")]
+    IoSpace { size: u64 },
     /// The spec put a device on a bus or segment other than 0000:00.
     #[error(
         "PCI address {domain:04x}:{bus:02x}:{slot:02x}.{function} is not on the root bus 0000:00"

@@ -14,6 +14,12 @@ pub const CONFIG_ADDRESS_PORT: u16 = 0xcf8;
 pub const CONFIG_PORTS_LEN: u16 = 8;
 /// ECAM size for bus 0..=255 of segment 0 (1 MiB per bus).
 pub const ECAM_SIZE: u64 = 256 << 20;
+/// Ports the root decodes for I/O BARs: (first port, count). The DSDT's `_CRS`
+/// gives PCI 0x0d00-0xffff; legacy devices sit below 0x1000, and firmware
+/// (SeaBIOS) and this VMM place I/O BARs from 0xc000, as on QEMU.
+pub const IO_WINDOW: (u64, u64) = (0x1000, 0xf000);
+/// Where the VMM places I/O BARs itself (direct kernel boot).
+const IO_ALLOC: (u64, u64) = (0xc000, 0x4000);
 
 /// Guest-physical windows the VMM's memory layout gives PCI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +92,18 @@ struct Slot {
     dev: Box<dyn PciDevice>,
     /// BARs as last seen decoding (memory enabled): (index, addr, size).
     decoding: Vec<(usize, u64, u64)>,
+    /// I/O BARs as last seen decoding (I/O enabled): (index, port, size).
+    io_decoding: Vec<(usize, u64, u64)>,
+}
+
+impl Slot {
+    fn new(dev: Box<dyn PciDevice>) -> Self {
+        Slot {
+            dev,
+            decoding: Vec::new(),
+            io_decoding: Vec::new(),
+        }
+    }
 }
 
 /// Bus 0 of segment 0.
@@ -98,6 +116,7 @@ pub struct PciRoot {
     config_address: u32,
     mmio32: BarAllocator,
     mmio64: Option<BarAllocator>,
+    io: BarAllocator,
 }
 
 impl std::fmt::Debug for PciRoot {
@@ -123,15 +142,17 @@ impl PciRoot {
             mmio32: BarAllocator::new(windows.mmio32.0, windows.mmio32.1),
             mmio64: (windows.mmio64.1 > 0)
                 .then(|| BarAllocator::new(windows.mmio64.0, windows.mmio64.1)),
+            io: BarAllocator::new(IO_ALLOC.0, IO_ALLOC.1),
         };
-        root.slots.insert(
-            0,
-            Slot {
-                dev: host,
-                decoding: Vec::new(),
-            },
-        );
+        root.slots.insert(0, Slot::new(host));
         root
+    }
+
+    /// Picks the first port of an I/O BAR of `size` ports.
+    pub fn allocate_io_bar(&mut self, size: u64) -> Result<u64, PciError> {
+        self.io
+            .allocate(size)
+            .map_err(|_| PciError::IoSpace { size })
     }
 
     /// Picks an address for a BAR of `size` bytes: the 64-bit window when the
@@ -167,13 +188,7 @@ impl PciRoot {
         dev: Box<dyn PciDevice>,
     ) -> Result<(), PciError> {
         self.check_free(slot, function)?;
-        self.slots.insert(
-            slot << 3 | function,
-            Slot {
-                dev,
-                decoding: Vec::new(),
-            },
-        );
+        self.slots.insert(slot << 3 | function, Slot::new(dev));
         Ok(())
     }
 
@@ -198,13 +213,7 @@ impl PciRoot {
         if devfns.contains_key(&(slot << 3 | function)) {
             return Err(PciError::AddressInUse { slot, function });
         }
-        devfns.insert(
-            slot << 3 | function,
-            Slot {
-                dev,
-                decoding: Vec::new(),
-            },
-        );
+        devfns.insert(slot << 3 | function, Slot::new(dev));
         Ok(())
     }
 
@@ -292,6 +301,11 @@ impl PciRoot {
             }
             s.decoding = now;
         }
+        s.io_decoding = if s.dev.io_enabled() {
+            s.dev.io_bars()
+        } else {
+            Vec::new()
+        };
     }
 
     /// Guest read from ports 0xCF8..0xCFF (`offset` relative to 0xCF8).
@@ -371,6 +385,44 @@ impl PciRoot {
                     .find(|(_, base, size)| addr >= *base && addr - base < *size)?;
                 Some((&mut s.dev, i, addr - base))
             })
+    }
+
+    fn find_io_bar(&mut self, port: u64) -> Option<(&mut Box<dyn PciDevice>, usize, u64)> {
+        self.slots
+            .values_mut()
+            .chain(self.behind.values_mut().flat_map(|b| b.values_mut()))
+            .find_map(|s| {
+                let &(i, base, _) = s
+                    .io_decoding
+                    .iter()
+                    .find(|(_, base, size)| port >= *base && port - base < *size)?;
+                Some((&mut s.dev, i, port - base))
+            })
+    }
+
+    /// Guest read of `port` (in [`IO_WINDOW`]); false if no I/O BAR decodes it.
+    pub fn io_read(&mut self, port: u64, data: &mut [u8]) -> bool {
+        match self.find_io_bar(port) {
+            Some((dev, bar, off)) => {
+                dev.bar_read(bar, off, data);
+                true
+            }
+            None => {
+                data.fill(0xff);
+                false
+            }
+        }
+    }
+
+    /// Guest write to `port`; false if no I/O BAR decodes it.
+    pub fn io_write(&mut self, port: u64, data: &[u8]) -> bool {
+        match self.find_io_bar(port) {
+            Some((dev, bar, off)) => {
+                dev.bar_write(bar, off, data);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Guest read at `addr` in a PCI MMIO window; false if no BAR decodes it.
@@ -516,6 +568,77 @@ mod tests {
         root.ecam_write(base + 0x10, &0xd000_0000u32.to_le_bytes());
         assert!(root.mmio_read(0xd000_0010, &mut r));
         assert!(!root.mmio_read(0xc000_0010, &mut r));
+    }
+
+    /// A function with one 16-port I/O BAR that answers reads with the offset.
+    struct Ports {
+        config: ConfigSpace,
+        written: Vec<(u64, Vec<u8>)>,
+    }
+
+    impl PciDevice for Ports {
+        fn read_config(&mut self, reg: usize) -> u32 {
+            self.config.read(reg)
+        }
+        fn write_config(&mut self, reg: usize, offset: u8, data: &[u8]) {
+            self.config.write(reg, offset, data);
+        }
+        fn bars(&self) -> Vec<(usize, u64, u64)> {
+            self.config.bars()
+        }
+        fn memory_enabled(&self) -> bool {
+            false
+        }
+        fn io_bars(&self) -> Vec<(usize, u64, u64)> {
+            self.config.io_bars()
+        }
+        fn io_enabled(&self) -> bool {
+            self.config.command() & super::super::config::COMMAND_IO != 0
+        }
+        fn bar_read(&mut self, _bar: usize, offset: u64, data: &mut [u8]) {
+            data.fill(offset as u8);
+        }
+        fn bar_write(&mut self, _bar: usize, offset: u64, data: &[u8]) {
+            self.written.push((offset, data.to_vec()));
+        }
+    }
+
+    #[test]
+    fn io_bars_decode_once_enabled_and_follow_moves() {
+        let mut root = PciRoot::new(windows());
+        let mut config = ConfigSpace::new(PciHeader {
+            vendor: 0x8086,
+            device: 0x7010,
+            revision: 0,
+            class: 0x01_0180,
+            subsystem_vendor: 0x1af4,
+            subsystem: 0x1100,
+        });
+        config.add_bar(4, 16, BarKind::Io);
+        let port = root.allocate_io_bar(16).unwrap();
+        assert_eq!(port, 0xc000);
+        config.set_bar_address(4, port);
+        root.add_device(
+            1,
+            1,
+            Box::new(Ports {
+                config,
+                written: Vec::new(),
+            }),
+        )
+        .unwrap();
+        let base = (1u64 << 15) | (1 << 12);
+        let mut d = [0u8; 1];
+        assert!(!root.io_read(0xc002, &mut d), "I/O decoding is off");
+        root.ecam_write(base + 4, &[0x01, 0]);
+        assert!(root.io_read(0xc002, &mut d));
+        assert_eq!(d, [2]);
+        assert!(!root.mmio_read(0xc002, &mut d), "not a memory BAR");
+        // The firmware moves the BAR (SeaBIOS places I/O BARs itself).
+        root.ecam_write(base + 0x20, &0xd040u32.to_le_bytes());
+        assert!(!root.io_write(0xc008, &[1]));
+        assert!(root.io_write(0xd048, &[1]));
+        assert_eq!(root.allocate_io_bar(16).unwrap(), 0xc010);
     }
 
     #[test]

@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 
 use kvm_ioctls::VmFd;
 use machine_spec::{
-    CacheMode, Chipset, Device, DeviceKind, DiskFormat, MachineSpec, NetBackend, PciControllerModel,
+    CacheMode, Chipset, Device, DeviceKind, DiskFormat, MachineSpec, NetBackend, NetModel,
+    PciControllerModel,
 };
 use tracing::{info, warn};
 use vm_memory::GuestMemoryMmap;
@@ -27,6 +28,7 @@ use super::block::{open_backend, Block, BlockError, BlockStats, DiskConfig, Imag
 use super::console::{Console, ConsoleBackend, InputRead};
 use super::kvm::{IntxResampler, IrqRouting, KvmIoEvents, KvmIrqError};
 use super::net::{parse_mac, FrameIo, Net, NetControl, PasstLink, Tap, TapError};
+use super::pci_transport::PciLayout;
 use super::rng::Rng;
 use super::scsi::VirtioScsi;
 use super::vsock::{Vsock, VsockError};
@@ -34,6 +36,9 @@ use super::{VirtioDevice, VirtioPciDevice};
 use crate::control::ChardevInfo;
 use crate::devices::bus::{Bus, BusDevice, BusError};
 use crate::devices::chardev::{Chardev, ChardevError, InputEvent};
+use crate::display::attach::Attached;
+use super::gpu::pci::VirtioDisplay;
+use crate::e1000::{E1000Error, E1000Function};
 use crate::layout::{self, PlatformLayout};
 use crate::media::MediaRegistry;
 use crate::monitor::{
@@ -41,7 +46,7 @@ use crate::monitor::{
 };
 use crate::pci::bridge::{Bridge, BridgeKind};
 use crate::pci::chipset::ChipsetFunction;
-use crate::pci::root::CONFIG_ADDRESS_PORT;
+use crate::pci::root::{CONFIG_ADDRESS_PORT, IO_WINDOW};
 use crate::pci::{PciError, PciRoot, PciWindows};
 use crate::scsi::{DeviceConfig, DeviceKind as ScsiKind, ScsiDevice, ScsiTarget};
 
@@ -82,6 +87,8 @@ pub enum AttachError {
     #[error("PCI root bus")]
     Bus(#[source] BusError),
     /// A virtio input device could not be set up.
+    #[error("interface '{0}': emulated NIC")]
+    Nic(String, #[source] std::io::Error),
     #[error("input device '{0}'")]
     Input(String, #[source] std::io::Error),
     /// The video device could not be built.
@@ -189,8 +196,8 @@ impl PciBackends {
                 }
                 DeviceKind::Net(n) => {
                     let control = NetControl::new(n.link_up);
-                    if n.backend == NetBackend::User {
-                        let link = PasstLink::start(&d.id, control.clone())
+                    if let NetBackend::User(user) = &n.backend {
+                        let link = PasstLink::start(&d.id, user, control.clone())
                             .map_err(|e| AttachError::Passt(d.id.clone(), Some(e)))?;
                         b.passt.push((d.id.clone(), Arc::new(link)));
                     }
@@ -405,6 +412,9 @@ impl BusDevice for PciHost {
             b if b == u64::from(CONFIG_ADDRESS_PORT) => self.root.pio_read(offset, data),
             b if b == u64::from(CONFIG_DATA_PORT) => self.root.pio_read(4 + offset, data),
             b if Some(b) == self.ecam => self.root.ecam_read(offset, data),
+            b if b == IO_WINDOW.0 => {
+                self.root.io_read(base + offset, data);
+            }
             _ => {
                 self.root.mmio_read(base + offset, data);
             }
@@ -416,6 +426,9 @@ impl BusDevice for PciHost {
             b if b == u64::from(CONFIG_ADDRESS_PORT) => self.root.pio_write(offset, data),
             b if b == u64::from(CONFIG_DATA_PORT) => self.root.pio_write(4 + offset, data),
             b if Some(b) == self.ecam => self.root.ecam_write(offset, data),
+            b if b == IO_WINDOW.0 => {
+                self.root.io_write(base + offset, data);
+            }
             _ => {
                 self.root.mmio_write(base + offset, data);
             }
@@ -477,34 +490,7 @@ fn virtio_device(
             Box::new(b)
         }
         DeviceKind::Net(n) => {
-            let mac =
-                parse_mac(&n.mac).ok_or_else(|| AttachError::Mac(d.id.clone(), n.mac.clone()))?;
-            let terr = |e| AttachError::Tap(d.id.clone(), e);
-            let io: Box<dyn FrameIo> = match &n.backend {
-                NetBackend::Tap { name } => {
-                    let t = Tap::open(name.as_deref()).map_err(terr)?;
-                    t.set_up().map_err(terr)?;
-                    info!(id = %d.id, tap = t.name(), mac = %n.mac, "virtio-net");
-                    Box::new(t)
-                }
-                NetBackend::Bridge { bridge, tap } => {
-                    let t = Tap::open(tap.as_deref()).map_err(terr)?;
-                    t.attach_to_bridge(bridge).map_err(terr)?;
-                    t.set_up().map_err(terr)?;
-                    info!(id = %d.id, tap = t.name(), bridge, mac = %n.mac, "virtio-net");
-                    Box::new(t)
-                }
-                NetBackend::User => {
-                    let link = backends
-                        .passt(&d.id)
-                        .ok_or_else(|| AttachError::Passt(d.id.clone(), None))?;
-                    info!(id = %d.id, mac = %n.mac, "virtio-net on passt");
-                    Box::new(link.io())
-                }
-            };
-            let control = backends
-                .net(&d.id)
-                .unwrap_or_else(|| NetControl::new(n.link_up));
+            let (mac, io, control) = net_backend(d, n, backends, "virtio-net")?;
             Box::new(Net::with_control(&d.id, mac, n.mtu, control, io))
         }
         DeviceKind::Rng(r) => Box::new(
@@ -724,7 +710,9 @@ pub fn attach(
             placed.push((d.id.clone(), slot, function));
         }
     }
-    if let Some((id, slot, function)) = crate::display::attach::attach_display(
+    // A virtio display goes on the bus below, with the other virtio functions.
+    let mut virtio_display = None;
+    match crate::display::attach::attach_display(
         spec,
         backends.display.as_ref(),
         vm,
@@ -735,60 +723,65 @@ pub fn attach(
     )
     .map_err(AttachError::Display)?
     {
-        placed.push((id, slot, function));
+        Some(Attached::Placed(p)) => placed.push(p),
+        Some(Attached::Virtio(v)) => virtio_display = Some(v),
+        None => {}
     }
     // Devices with an address first, so automatic placement never takes theirs.
     let mut order: Vec<&Device> = spec.devices.iter().filter(|d| d.pci.is_some()).collect();
     order.extend(spec.devices.iter().filter(|d| d.pci.is_none()));
     for d in order {
-        let Some(dev) = virtio_device(spec, d, backends)? else {
+        if let Some(nic) = e1000_nic(d, backends)? {
+            let at = placement(&root, d)?;
+            let perr = |e| AttachError::Pci(d.id.clone(), e);
+            let mut pci = E1000Function::new(&d.id, nic.0, nic.1, nic.2, mem.clone(), &mut root)
+                .map_err(|e| match e {
+                    E1000Error::Pci(e) => perr(e),
+                    E1000Error::EventFd(e) => AttachError::Nic(d.id.clone(), e),
+                })?;
+            match routing.intx_line(at.gsi) {
+                Ok((line, resample)) => {
+                    intx_pins.push((resample, pci.attach_intx(at.gsi as u8, line)))
+                }
+                Err(e) => warn!(id = %d.id, "e1000 without an interrupt: {e}"),
+            }
+            info!(id = %d.id, "e1000 at {:02x}:{:02x}.{}, BAR0 {:#x}", at.bus, at.slot, at.function, pci.bar0());
+            add_placed(&mut root, d, &at, Box::new(pci), (&mut placed, &mut behind))?;
             continue;
+        }
+        let (dev, layout, vga) = match virtio_display.take_if(|v| v.id == d.id) {
+            Some(mut v) => {
+                let vga = v.take_vga();
+                (v.gpu, v.layout, vga)
+            }
+            None => match virtio_device(spec, d, backends)? {
+                Some(dev) => (dev, PciLayout::default(), None),
+                None => continue,
+            },
         };
         let perr = |e| AttachError::Pci(d.id.clone(), e);
-        let (bus, slot, function) = match d.pci {
-            Some(a) => {
-                if a.domain != 0 {
-                    return Err(perr(PciError::NotRootBus {
-                        domain: a.domain,
-                        bus: a.bus,
-                        slot: a.slot,
-                        function: a.function,
-                    }));
-                }
-                (a.bus, a.slot, a.function)
-            }
-            None => (
-                0,
-                root.free_slot().ok_or(perr(PciError::BadSlot {
-                    slot: 32,
-                    function: 0,
-                }))?,
-                0,
-            ),
-        };
-        // The slot on bus 0 that INTx is swizzled to: behind a bridge, the bridge's
-        // (device 0 behind it, pin A → the bridge's pin A).
-        let bridge = if bus == 0 {
-            root.check_free(slot, function).map_err(perr)?;
-            None
-        } else {
-            Some(
-                root.bridge_of(bus)
-                    .ok_or(perr(PciError::NoSuchBus { bus }))?,
-            )
-        };
-        let intx_slot = bridge.map_or(slot, |(s, _)| s);
-        let intx_pin = if bridge.is_some() { slot % 4 } else { 0 };
+        let Placement {
+            bus,
+            slot,
+            function,
+            bridge,
+            gsi,
+        } = placement(&root, d)?;
         let vectors = dev.queue_max_sizes().len() as u16 + 1;
         let sink = routing
             .msi_sink(vectors)
             .map_err(|e| AttachError::Irq(d.id.clone(), e))?;
-        let mut pci =
-            VirtioPciDevice::new(dev, mem.clone(), &mut root, sink, Some(ioevents.clone()))
-                .map_err(perr)?;
+        let mut pci = VirtioPciDevice::with_layout(
+            dev,
+            mem.clone(),
+            &mut root,
+            sink,
+            Some(ioevents.clone()),
+            layout,
+        )
+        .map_err(perr)?;
         // INTA#, for drivers without MSI-X, on the GSI the DSDT's _PRT gives the slot.
         // Without it (KVM refuses resampling irqfds) the function is MSI-X only.
-        let gsi = crate::acpi::pci_intx_gsi(intx_slot, intx_pin);
         match routing.intx_line(gsi) {
             Ok((line, resample)) => {
                 let pin = pci.attach_intx(gsi as u8, line);
@@ -797,18 +790,15 @@ pub fn attach(
             Err(e) => warn!(id = %d.id, "no INTx: {e}"),
         }
         info!(id = %d.id, "{} at {bus:02x}:{slot:02x}.{function}, BAR0 {:#x}", pci.name(), pci.bar0());
-        match bridge {
-            None => {
-                root.add_device(slot, function, Box::new(pci))
-                    .map_err(perr)?;
-                placed.push((d.id.clone(), slot, function));
-            }
-            Some(at) => {
-                root.add_device_behind(bus, slot, function, Box::new(pci))
-                    .map_err(perr)?;
-                behind.push((d.id.clone(), at, (slot, function)));
-            }
-        }
+        let pci = VirtioDisplay::function(vga, pci);
+        let at = Placement {
+            bus,
+            slot,
+            function,
+            bridge,
+            gsi,
+        };
+        add_placed(&mut root, d, &at, pci, (&mut placed, &mut behind))?;
     }
     let ata = crate::ata::attach::add_controllers(
         spec,
@@ -835,6 +825,9 @@ pub fn attach(
         .map_err(AttachError::Bus)?;
     pio.insert(host.clone(), u64::from(CONFIG_DATA_PORT), 4)
         .map_err(AttachError::Bus)?;
+    // I/O BARs (the PIIX3 IDE's bus master), wherever firmware puts them.
+    pio.insert(host.clone(), IO_WINDOW.0, IO_WINDOW.1)
+        .map_err(AttachError::Bus)?;
     if let Some(ecam) = platform.ecam {
         mmio.insert(host.clone(), ecam, layout::PCI_ECAM_SIZE)
             .map_err(AttachError::Bus)?;
@@ -854,6 +847,141 @@ pub fn attach(
         placed,
         behind,
     })
+}
+
+/// Where a device function goes: its bus, slot and function, the bridge in front
+/// of it (its slot and function on bus 0), and the GSI its INTA# reaches.
+struct Placement {
+    bus: u8,
+    slot: u8,
+    function: u8,
+    bridge: Option<(u8, u8)>,
+    gsi: u32,
+}
+
+/// The address the spec gives `d` (or the first free slot on bus 0), checked
+/// against what is there.
+fn placement(root: &PciRoot, d: &Device) -> Result<Placement, AttachError> {
+    let perr = |e| AttachError::Pci(d.id.clone(), e);
+    let (bus, slot, function) = match d.pci {
+        Some(a) => {
+            if a.domain != 0 {
+                return Err(perr(PciError::NotRootBus {
+                    domain: a.domain,
+                    bus: a.bus,
+                    slot: a.slot,
+                    function: a.function,
+                }));
+            }
+            (a.bus, a.slot, a.function)
+        }
+        None => (
+            0,
+            root.free_slot().ok_or(perr(PciError::BadSlot {
+                slot: 32,
+                function: 0,
+            }))?,
+            0,
+        ),
+    };
+    // The slot on bus 0 that INTx is swizzled to: behind a bridge, the bridge's
+    // (device 0 behind it, pin A → the bridge's pin A).
+    let bridge = if bus == 0 {
+        root.check_free(slot, function).map_err(perr)?;
+        None
+    } else {
+        Some(
+            root.bridge_of(bus)
+                .ok_or(perr(PciError::NoSuchBus { bus }))?,
+        )
+    };
+    let intx_slot = bridge.map_or(slot, |(s, _)| s);
+    let intx_pin = if bridge.is_some() { slot % 4 } else { 0 };
+    Ok(Placement {
+        bus,
+        slot,
+        function,
+        bridge,
+        gsi: crate::acpi::pci_intx_gsi(intx_slot, intx_pin),
+    })
+}
+
+/// Puts `pci` where `at` says and records it.
+fn add_placed(
+    root: &mut PciRoot,
+    d: &Device,
+    at: &Placement,
+    pci: Box<dyn crate::pci::PciDevice>,
+    (placed, behind): (&mut Vec<(String, u8, u8)>, &mut Vec<Behind>),
+) -> Result<(), AttachError> {
+    let perr = |e| AttachError::Pci(d.id.clone(), e);
+    match at.bridge {
+        None => {
+            root.add_device(at.slot, at.function, pci).map_err(perr)?;
+            placed.push((d.id.clone(), at.slot, at.function));
+        }
+        Some(b) => {
+            root.add_device_behind(at.bus, at.slot, at.function, pci)
+                .map_err(perr)?;
+            behind.push((d.id.clone(), b, (at.slot, at.function)));
+        }
+    }
+    Ok(())
+}
+
+/// A device behind a bridge: its id, the bridge's (slot, function) on bus 0 and
+/// its own (slot, function) behind it.
+type Behind = (String, (u8, u8), (u8, u8));
+
+/// The MAC, backend and link control of an interface whose model is e1000.
+fn e1000_nic(
+    d: &Device,
+    backends: &PciBackends,
+) -> Result<Option<([u8; 6], Box<dyn FrameIo>, NetControl)>, AttachError> {
+    match &d.kind {
+        DeviceKind::Net(n) if n.model == NetModel::E1000 => {
+            net_backend(d, n, backends, "e1000").map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Opens the backend of interface `d`: its tap (made, or joined to a bridge) or its
+/// passt link; `what` names the device model in the log.
+fn net_backend(
+    d: &Device,
+    n: &machine_spec::Net,
+    backends: &PciBackends,
+    what: &str,
+) -> Result<([u8; 6], Box<dyn FrameIo>, NetControl), AttachError> {
+    let mac = parse_mac(&n.mac).ok_or_else(|| AttachError::Mac(d.id.clone(), n.mac.clone()))?;
+    let terr = |e| AttachError::Tap(d.id.clone(), e);
+    let io: Box<dyn FrameIo> = match &n.backend {
+        NetBackend::Tap { name } => {
+            let t = Tap::open(name.as_deref()).map_err(terr)?;
+            t.set_up().map_err(terr)?;
+            info!(id = %d.id, tap = t.name(), mac = %n.mac, "{what}");
+            Box::new(t)
+        }
+        NetBackend::Bridge { bridge, tap } => {
+            let t = Tap::open(tap.as_deref()).map_err(terr)?;
+            t.attach_to_bridge(bridge).map_err(terr)?;
+            t.set_up().map_err(terr)?;
+            info!(id = %d.id, tap = t.name(), bridge, mac = %n.mac, "{what}");
+            Box::new(t)
+        }
+        NetBackend::User(_) => {
+            let link = backends
+                .passt(&d.id)
+                .ok_or_else(|| AttachError::Passt(d.id.clone(), None))?;
+            info!(id = %d.id, mac = %n.mac, "{what} on passt");
+            Box::new(link.io())
+        }
+    };
+    let control = backends
+        .net(&d.id)
+        .unwrap_or_else(|| NetControl::new(n.link_up));
+    Ok((mac, io, control))
 }
 
 impl PciMachine {

@@ -26,7 +26,7 @@ use super::{
 };
 pub use backend::{DiskBackend, Qcow2Disk, RawDisk};
 pub use cache::OpenFlags;
-pub use lock::{ImageLock, LockError};
+pub use lock::{ImageLock, LockError, LockMode};
 
 /// Sector size the protocol counts in.
 pub const SECTOR: u64 = 512;
@@ -385,7 +385,12 @@ pub fn open_backend(
     id: &str,
     cfg: &DiskConfig<'_>,
 ) -> Result<(Box<dyn DiskBackend>, ImageLock), BlockError> {
-    let lock = ImageLock::acquire(cfg.path, !cfg.readonly && !cfg.shareable)?;
+    let mode = match (cfg.readonly, cfg.shareable) {
+        (true, _) => LockMode::ReadOnly,
+        (false, true) => LockMode::SharedWrite,
+        (false, false) => LockMode::Exclusive,
+    };
+    let lock = ImageLock::acquire(cfg.path, mode)?;
     let flags = OpenFlags {
         readonly: cfg.readonly,
         ..cfg.flags
