@@ -30,6 +30,8 @@ pub const TABLES_FILE: &str = "etc/acpi/tables";
 pub const RSDP_FILE: &str = "etc/acpi/rsdp";
 /// The script.
 pub const LOADER_FILE: &str = "etc/table-loader";
+/// The TPM's firmware event log (zeroed; the TPM2 table's LASA points at it).
+pub const TPM_LOG_FILE: &str = "etc/tpm/log";
 
 /// Size of one command.
 pub const COMMAND_LEN: usize = 128;
@@ -61,16 +63,20 @@ pub struct LoaderFiles {
     pub rsdp: Vec<u8>,
     /// `etc/table-loader`.
     pub loader: Vec<u8>,
+    /// `etc/tpm/log`, with a TPM.
+    pub tpm_log: Option<Vec<u8>>,
 }
 
 impl LoaderFiles {
     /// `(name, contents)` of each file, ready for `FwCfg::add_file`.
-    pub fn into_files(self) -> [(&'static str, Vec<u8>); 3] {
-        [
+    pub fn into_files(self) -> Vec<(&'static str, Vec<u8>)> {
+        let mut files = vec![
             (TABLES_FILE, self.tables),
             (RSDP_FILE, self.rsdp),
             (LOADER_FILE, self.loader),
-        ]
+        ];
+        files.extend(self.tpm_log.map(|log| (TPM_LOG_FILE, log)));
+        files
     }
 }
 
@@ -147,8 +153,15 @@ pub fn build(cfg: &AcpiConfig<'_>) -> LoaderFiles {
     let mut script = Vec::new();
     allocate(&mut script, TABLES_FILE, 64, ZONE_HIGH);
     allocate(&mut script, RSDP_FILE, 16, ZONE_FSEG);
+    if set.tpm_log.is_some() {
+        // As QEMU: byte-aligned, in high memory.
+        allocate(&mut script, TPM_LOG_FILE, 1, ZONE_HIGH);
+    }
     for p in &set.pointers {
         add_pointer(&mut script, TABLES_FILE, TABLES_FILE, off(p.at), p.size);
+    }
+    if let Some(lasa) = set.tpm_log {
+        add_pointer(&mut script, TABLES_FILE, TPM_LOG_FILE, off(lasa), 8);
     }
     for t in set.tables.iter().filter(|t| t.checksummed) {
         let result = off(t.offset + super::HEADER_CHECKSUM);
@@ -164,10 +177,14 @@ pub fn build(cfg: &AcpiConfig<'_>) -> LoaderFiles {
         off(rsdp.len()),
     );
 
+    let tpm_log = set
+        .tpm_log
+        .map(|_| vec![0u8; crate::tpm::acpi::LOG_AREA_SIZE as usize]);
     LoaderFiles {
         tables: set.blob,
         rsdp,
         loader: script,
+        tpm_log,
     }
 }
 
@@ -199,13 +216,16 @@ mod tests {
     }
 
     fn run(files: &LoaderFiles) -> Loaded {
-        let source: BTreeMap<&str, &Vec<u8>> = [
+        let mut source: BTreeMap<&str, &Vec<u8>> = [
             (TABLES_FILE, &files.tables),
             (RSDP_FILE, &files.rsdp),
             (LOADER_FILE, &files.loader),
         ]
         .into_iter()
         .collect();
+        if let Some(log) = &files.tpm_log {
+            source.insert(TPM_LOG_FILE, log);
+        }
         let mut l = Loaded {
             files: BTreeMap::new(),
             zones: BTreeMap::new(),
@@ -447,22 +467,54 @@ mod tests {
         let l = run(&build(&cfg));
         let (tables_at, _) = l.files[TABLES_FILE];
         // Relocated to the loader's address, the direct blob differs only in the FADT
-        // pointer fields and checksum.
+        // pointer fields and checksum, and the TPM2 table's log area and checksum.
         let set = TableSet::build(&cfg, FadtPointers::Wide);
         let moved = set.placed_at(tables_at);
         let loaded = &l.files[TABLES_FILE].1;
         assert_eq!(moved.len(), loaded.len());
         assert_eq!(set.placed_at(*base), *blob);
-        let fadt = set.tables.iter().find(|t| &t.signature == b"FACP").unwrap();
-        let differ: Vec<i64> = (0..moved.len())
+        let at = |sig: &[u8; 4]| {
+            set.tables
+                .iter()
+                .find(|t| &t.signature == sig)
+                .unwrap()
+                .offset
+        };
+        let (fadt, tpm2) = (at(b"FACP"), at(b"TPM2"));
+        let differ: Vec<usize> = (0..moved.len())
             .filter(|&i| moved[i] != loaded[i])
-            .map(|i| i as i64 - fadt.offset as i64)
             .collect();
         assert!(
-            differ
-                .iter()
-                .all(|&o| o == 9 || (36..44).contains(&o) || (132..140).contains(&o)),
+            differ.iter().all(|&i| {
+                let f = i as i64 - fadt as i64;
+                let t = i as i64 - tpm2 as i64;
+                f == 9
+                    || (36..44).contains(&f)
+                    || (132..140).contains(&f)
+                    || t == 9
+                    || (64..76).contains(&t)
+            }),
             "{differ:?}"
         );
+    }
+
+    #[test]
+    fn tpm2_log_area_is_the_allocated_etc_tpm_log() {
+        let ram = RamLayout::new(1 << 30);
+        let cfg = AcpiConfig {
+            apic_ids: vec![0],
+            serial_ports: vec![],
+            pvpanic: false,
+            tpm: true,
+            ram: &ram,
+            platform: PlatformLayout::of(Chipset::Q35),
+        };
+        let l = run(&build(&cfg));
+        let tpm2 = l.find("TPM2").expect("a TPM2 table in the XSDT");
+        assert_eq!(le(&tpm2[64..68]), 0x10000, "LAML");
+        let (log_at, log) = &l.files[TPM_LOG_FILE];
+        assert_eq!(le(&tpm2[68..76]), *log_at, "LASA");
+        assert_eq!(log.len(), 0x10000);
+        assert_eq!(l.zones[TPM_LOG_FILE], ZONE_HIGH);
     }
 }

@@ -423,6 +423,9 @@ pub struct TableSet {
     pub pointers: Vec<Pointer>,
     /// Blob offset of the XSDT, the RSDP's target.
     pub xsdt: usize,
+    /// The TPM2 table's LASA field, when it has an event-log area for the firmware
+    /// (the placement points it at the log).
+    pub tpm_log: Option<usize>,
 }
 
 impl TableSet {
@@ -450,8 +453,17 @@ impl TableSet {
             entries.push(set.push(mcfg(ecam), 16, true));
         }
         if cfg.tpm {
-            let tpm2 = crate::tpm::acpi::tpm2_table(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
-            entries.push(set.push(tpm2, 16, true));
+            use crate::tpm::acpi::{tpm2_table, LASA_OFFSET, LOG_AREA_SIZE};
+            // Only firmware can have an event log (a file the table loader allocates).
+            let log = fadt_pointers == FadtPointers::Firmware;
+            let len = if log { LOG_AREA_SIZE } else { 0 };
+            let tpm2 = set.push(
+                tpm2_table(OEM_ID, OEM_TABLE_ID, OEM_REVISION, len),
+                16,
+                true,
+            );
+            entries.push(tpm2);
+            set.tpm_log = log.then_some(tpm2 + LASA_OFFSET);
         }
         let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
         for _ in &entries {

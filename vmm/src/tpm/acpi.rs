@@ -4,9 +4,10 @@
 //! `_CRS` is the CRB page, which Linux's `tpm_crb` binds to and checks the control
 //! area and buffers against.
 //!
-//! The table has no event-log area (LAML and LASA are 0): QEMU's firmware log
-//! (`etc/tpm/log` through the table loader) is not provided yet, so firmware does
-//! not measure the boot into a log the OS could read.
+//! Under firmware the table has an event-log area, as QEMU gives it: LAML is 64 KiB
+//! and LASA points at `etc/tpm/log`, a zeroed fw_cfg file the table loader allocates
+//! (`acpi/loader.rs`), where SeaBIOS logs its measurements for the OS to read. With
+//! direct kernel boot there is no firmware to log anything: both are 0.
 
 use acpi_tables::aml;
 use acpi_tables::sdt::Sdt;
@@ -16,16 +17,30 @@ use super::crb::{CRB_BASE, CRB_SIZE, CTRL_AREA};
 
 /// TPM2 table revision 4 with the log-area fields: 76 bytes.
 const TPM2_LEN: u32 = 76;
+/// Offset of LAML (log area minimum length, u32) in the table.
+const LAML_OFFSET: usize = 64;
+/// Offset of LASA (log area start address, u64) in the table.
+pub const LASA_OFFSET: usize = 68;
+/// The firmware event log's size (QEMU's `TPM_LOG_AREA_MINIMUM_SIZE`).
+pub const LOG_AREA_SIZE: u32 = 64 * 1024;
 /// Start method: Command Response Buffer.
 pub const START_METHOD_CRB: u32 = 7;
 
-/// The TPM2 table (checksum left to the placement, like every other table).
-pub fn tpm2_table(oem_id: [u8; 6], oem_table_id: [u8; 8], oem_revision: u32) -> Vec<u8> {
+/// The TPM2 table (checksum left to the placement, like every other table), with a
+/// log area of `log_len` bytes whose address (LASA, at [`LASA_OFFSET`]) the
+/// placement fills in; 0: no log area.
+pub fn tpm2_table(
+    oem_id: [u8; 6],
+    oem_table_id: [u8; 8],
+    oem_revision: u32,
+    log_len: u32,
+) -> Vec<u8> {
     let mut t = Sdt::new(*b"TPM2", TPM2_LEN, 4, oem_id, oem_table_id, oem_revision);
     t.write_u16(36, 0); // platform class: client
     t.write_u64(40, CRB_BASE + CTRL_AREA);
     t.write_u32(48, START_METHOD_CRB);
-    // 52..64: start-method parameters (none for CRB); 64: LAML, 68: LASA, all 0.
+    // 52..64: start-method parameters (none for CRB).
+    t.write_u32(LAML_OFFSET, log_len);
     t.as_slice().to_vec()
 }
 
@@ -51,7 +66,7 @@ mod tests {
 
     #[test]
     fn tpm2_table_points_at_the_crb_control_area_with_start_method_7() {
-        let t = tpm2_table(*b"OXVIRT", *b"OXVIRTVM", 1);
+        let t = tpm2_table(*b"OXVIRT", *b"OXVIRTVM", 1, LOG_AREA_SIZE);
         assert_eq!(&t[..4], b"TPM2");
         assert_eq!(t.len(), TPM2_LEN as usize);
         assert_eq!(u32::from_le_bytes(t[4..8].try_into().unwrap()), TPM2_LEN);
@@ -61,6 +76,8 @@ mod tests {
             0xfed4_0040
         );
         assert_eq!(u32::from_le_bytes(t[48..52].try_into().unwrap()), 7);
+        assert_eq!(u32::from_le_bytes(t[64..68].try_into().unwrap()), 0x10000);
+        assert_eq!(&t[LASA_OFFSET..LASA_OFFSET + 8], &[0; 8]);
     }
 
     #[test]

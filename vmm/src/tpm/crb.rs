@@ -220,24 +220,20 @@ impl<B: TpmBackend> Crb<B> {
         }
     }
 
-    /// CTRL_START: runs the command in the buffer if the driver owns locality 0
-    /// and the TPM is out of idle; the response replaces it.
+    /// CTRL_START: runs the command in the buffer if the driver owns locality 0; the
+    /// response replaces it. Like QEMU, START does not insist on cmdReady first
+    /// (SeaBIOS starts commands from the idle state).
     fn start(&mut self) {
-        if !self.assigned || self.idle {
-            tracing::debug!(
-                assigned = self.assigned,
-                idle = self.idle,
-                "TPM CRB: START ignored"
-            );
+        if !self.assigned {
+            tracing::debug!("TPM CRB: START without locality 0 ignored");
             return;
         }
+        self.idle = false;
         // The command's own size field, bounded by the buffer.
-        let len = u32::from_be_bytes([
-            self.buffer[2],
-            self.buffer[3],
-            self.buffer[4],
-            self.buffer[5],
-        ]) as usize;
+        let field =
+            |b: &[u8], at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let len = field(&self.buffer, 2) as usize;
+        let code = field(&self.buffer, 6);
         let response = if !(HEADER_LEN..=BUFFER_SIZE).contains(&len) {
             // TPM_RC_COMMAND_SIZE: what a TPM answers a size it cannot take.
             error_response(0x142)
@@ -246,6 +242,12 @@ impl<B: TpmBackend> Crb<B> {
         };
         let n = response.len().min(BUFFER_SIZE);
         self.buffer[..n].copy_from_slice(&response[..n]);
+        tracing::debug!(
+            code = format_args!("{code:#x}"),
+            rc = format_args!("{:#x}", field(&self.buffer, 6)),
+            len = n,
+            "TPM command"
+        );
     }
 }
 
@@ -348,13 +350,15 @@ mod tests {
     }
 
     #[test]
-    fn start_without_locality_or_while_idle_does_nothing() {
+    fn start_needs_locality_0_but_not_cmd_ready() {
         let mut c = Crb::new(Echo::default());
         load(&mut c, &GET_RANDOM);
         wr32(&mut c, REG_CTRL_START, 1);
+        assert!(c.backend().commands.is_empty(), "no locality: ignored");
         wr32(&mut c, REG_LOC_CTRL, LOC_CTRL_REQUEST);
-        wr32(&mut c, REG_CTRL_START, 1); // still idle: no cmdReady
-        assert!(c.backend().commands.is_empty());
+        wr32(&mut c, REG_CTRL_START, 1); // idle, no cmdReady: runs (as QEMU)
+        assert_eq!(c.backend().commands.len(), 1);
+        assert_eq!(rd32(&mut c, REG_CTRL_STS) & CTRL_STS_IDLE, 0);
     }
 
     #[test]
