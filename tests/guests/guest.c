@@ -58,9 +58,6 @@
 /* a TPM 2.0 on the CRB interface (owned by the TPM tests; uses the ACPI walk) */
 #include "oxtest/tpm.c"
 
-/* a TPM 2.0 on the CRB interface (owned by the TPM tests; uses the ACPI walk) */
-#include "oxtest/tpm.c"
-
 /* ---------------------------------------------------------------- main */
 
 void oxmain(int proto, uint64_t info)
@@ -112,8 +109,6 @@ void oxmain(int proto, uint64_t info)
 		check_display();
 	if (want("ahci"))
 		check_ahci();
-	if (want("tpm"))
-		check_tpm();
 	if (want("tpm"))
 		check_tpm();
 
