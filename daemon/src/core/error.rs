@@ -12,10 +12,16 @@ pub mod code {
     pub const OPERATION_DENIED: i32 = 29;
     pub const SYSTEM_ERROR: i32 = 38;
     pub const NO_DOMAIN: i32 = 42;
+    pub const NO_NODE_DEVICE: i32 = 53;
     pub const OPERATION_INVALID: i32 = 55;
+    pub const NO_INTERFACE: i32 = 57;
+    pub const INVALID_SECRET: i32 = 65;
+    pub const NO_SECRET: i32 = 66;
     pub const CONFIG_UNSUPPORTED: i32 = 67;
     pub const OPERATION_TIMEOUT: i32 = 68;
+    pub const ARGUMENT_UNSUPPORTED: i32 = 74;
     pub const OPERATION_UNSUPPORTED: i32 = 84;
+    pub const AGENT_UNRESPONSIVE: i32 = 86;
     pub const NO_DOMAIN_METADATA: i32 = 80;
     pub const ACCESS_DENIED: i32 = 88;
     pub const DEVICE_MISSING: i32 = 99;
@@ -27,6 +33,9 @@ pub mod origin {
     pub const XML: i32 = 5;
     pub const QEMU: i32 = 10;
     pub const DOMAIN: i32 = 20;
+    pub const NODEDEV: i32 = 22;
+    pub const INTERFACE: i32 = 26;
+    pub const SECRET: i32 = 30;
 }
 
 /// Why a core operation failed. The `Display` text is libvirt's full message
@@ -36,6 +45,12 @@ pub enum Error {
     /// A caller is not allowed to do this.
     #[error("access denied: {0}")]
     AccessDenied(String),
+    /// The guest agent is configured but does not answer (oxvirt speaks to none).
+    #[error("Guest agent is not responding: {0}")]
+    AgentUnresponsive(String),
+    /// An argument's value is valid in general but not here.
+    #[error("argument unsupported: {0}")]
+    ArgumentUnsupported(String),
     /// The definition uses something this hypervisor cannot run.
     #[error("unsupported configuration: {0}")]
     ConfigUnsupported(String),
@@ -48,9 +63,21 @@ pub enum Error {
     /// A bad argument (unknown flags, bad UUID, …).
     #[error("invalid argument: {0}")]
     InvalidArg(String),
+    /// A secret definition or value request that cannot be honoured.
+    #[error("Invalid secret: {0}")]
+    InvalidSecret(String),
     /// No domain matches the lookup.
     #[error("Domain not found: {0}")]
     NoDomain(String),
+    /// No host interface matches the lookup.
+    #[error("Interface not found: {0}")]
+    NoInterface(String),
+    /// No host device matches the lookup.
+    #[error("Node device not found: {0}")]
+    NoNodeDevice(String),
+    /// No secret matches the lookup.
+    #[error("Secret not found: {0}")]
+    NoSecret(String),
     /// The requested metadata element does not exist.
     #[error("metadata not found: {0}")]
     NoDomainMetadata(String),
@@ -91,6 +118,8 @@ impl Error {
     pub fn code(&self) -> i32 {
         match self {
             Error::AccessDenied(_) => code::ACCESS_DENIED,
+            Error::AgentUnresponsive(_) => code::AGENT_UNRESPONSIVE,
+            Error::ArgumentUnsupported(_) => code::ARGUMENT_UNSUPPORTED,
             Error::ConfigUnsupported(_) => code::CONFIG_UNSUPPORTED,
             Error::Definition(e) => e.code(),
             Error::Network(e) => e.code(),
@@ -98,6 +127,10 @@ impl Error {
             Error::DeviceMissing(_) => code::DEVICE_MISSING,
             Error::Internal(_) => code::INTERNAL_ERROR,
             Error::InvalidArg(_) => code::INVALID_ARG,
+            Error::InvalidSecret(_) => code::INVALID_SECRET,
+            Error::NoInterface(_) => code::NO_INTERFACE,
+            Error::NoNodeDevice(_) => code::NO_NODE_DEVICE,
+            Error::NoSecret(_) => code::NO_SECRET,
             Error::NoDomain(_) => code::NO_DOMAIN,
             Error::NoDomainMetadata(_) => code::NO_DOMAIN_METADATA,
             Error::NoSupport(_) => code::NO_SUPPORT,
@@ -115,8 +148,15 @@ impl Error {
         match self {
             Error::Xml(_) | Error::ConfigUnsupported(_) => origin::DOMAIN,
             Error::Network(_) => crate::network::error::ORIGIN,
+            Error::InvalidSecret(_) | Error::NoSecret(_) => origin::SECRET,
+            Error::NoInterface(_) => origin::INTERFACE,
+            Error::NoNodeDevice(_) => origin::NODEDEV,
             Error::Storage(e) => e.origin(),
-            Error::NoDomain(_) | Error::Internal(_) | Error::OperationTimeout(_) => origin::QEMU,
+            Error::NoDomain(_)
+            | Error::Internal(_)
+            | Error::OperationTimeout(_)
+            | Error::AgentUnresponsive(_)
+            | Error::ArgumentUnsupported(_) => origin::QEMU,
             _ => origin::DOMAIN,
         }
     }
