@@ -49,6 +49,9 @@
 /* a polled AHCI driver (owned by the ATA tests; uses the PCI helpers above) */
 #include "oxtest/ahci.c"
 
+/* VGA mode 13h through the legacy ports (owned by the VGA graphics tests) */
+#include "oxtest/vga13.c"
+
 /* the i8042 byte reporter (owned by the input tests) */
 #include "oxtest/input.c"
 
@@ -109,6 +112,8 @@ void oxmain(int proto, uint64_t info)
 		check_display();
 	if (want("ahci"))
 		check_ahci();
+	if (want("vga13"))
+		check_vga13();
 	if (want("tpm"))
 		check_tpm();
 

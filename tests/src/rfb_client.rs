@@ -110,6 +110,43 @@ impl RfbClient {
         self.send(&m);
     }
 
+    /// The whole screen (0x00RRGGBB), from one non-incremental FramebufferUpdate in
+    /// Raw; asks for Raw only first (the server's pixel format is kept: 32 bpp, LE).
+    pub fn screen(&mut self) -> Result<Vec<u32>, String> {
+        self.set_encodings(&[encoding::RAW]);
+        let mut m = vec![3, 0, 0, 0, 0, 0];
+        m.extend_from_slice(&self.width.to_be_bytes());
+        m.extend_from_slice(&self.height.to_be_bytes());
+        self.send(&m);
+        let head = self.read(4)?;
+        if head[0] != 0 {
+            return Err(format!("server message {} instead of an update", head[0]));
+        }
+        let (w, h) = (usize::from(self.width), usize::from(self.height));
+        let mut px = vec![0u32; w * h];
+        for _ in 0..u16::from_be_bytes([head[2], head[3]]) {
+            let r = self.read(12)?;
+            let f = |o: usize| usize::from(u16::from_be_bytes([r[o], r[o + 1]]));
+            let (x, y, rw, rh) = (f(0), f(2), f(4), f(6));
+            let enc = i32::from_be_bytes([r[8], r[9], r[10], r[11]]);
+            if enc != encoding::RAW {
+                return Err(format!("rectangle in encoding {enc}, not Raw"));
+            }
+            if x + rw > w || y + rh > h {
+                return Err(format!("rectangle {rw}x{rh}+{x}+{y} outside {w}x{h}"));
+            }
+            let data = self.read(rw * rh * 4)?;
+            for row in 0..rh {
+                for col in 0..rw {
+                    let i = (row * rw + col) * 4;
+                    px[(y + row) * w + x + col] =
+                        u32::from_le_bytes(data[i..i + 4].try_into().expect("4 bytes")) & 0xff_ffff;
+                }
+            }
+        }
+        Ok(px)
+    }
+
     /// PointerEvent (message 5): button mask and position.
     pub fn pointer(&mut self, buttons: u8, x: u16, y: u16) {
         let mut m = vec![5, buttons];

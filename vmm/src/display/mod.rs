@@ -21,6 +21,7 @@ pub mod keycodes;
 pub mod render;
 pub mod stdvga;
 pub mod vga;
+pub mod vga_graphics;
 pub mod vram;
 
 pub use input::InputRouter;

@@ -2,7 +2,8 @@
 //! framebuffer of a DISPI mode (only the scanlines KVM's dirty log says changed are
 //! converted again), or VGA text mode (cells from planes 0/1, glyphs from the font
 //! the BIOS loaded into plane 2, attributes through the palette and DAC, the
-//! cursor), re-rendered only when the registers or the window were written.
+//! cursor), or a VGA graphics mode ([`render_graphics`]), re-rendered only when the
+//! registers or the window were written.
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use vm_memory::Bytes;
 use super::dispi::Mode;
 use super::stdvga::{SharedState, VgaState};
 use super::vga::VgaRegs;
+use super::vga_graphics::render_graphics;
 use super::vram::any_dirty;
 use super::{Image, Rect, ScreenSource};
 
@@ -21,8 +23,9 @@ enum Shown {
     Framebuffer(Mode),
     /// The VGA generation counter the text picture was drawn from.
     Text(u64),
-    /// A VGA graphics mode this renderer does not draw (blank picture).
-    Blank(u64),
+    /// The VGA generation counter a graphics-mode picture was drawn from (black for
+    /// the modes `render_graphics` does not draw).
+    Graphics(u64),
 }
 
 /// Refreshes between two full rescans of the framebuffer (≈ 1 s at VNC's 30 Hz).
@@ -69,15 +72,17 @@ impl VgaScreen {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(mode) = s.dispi.mode() {
             let dirty = s.vram.take_dirty();
-            let full = dirty.is_none() || self.shown != Shown::Framebuffer(mode);
+            let new_mode = self.shown != Shown::Framebuffer(mode);
             self.shown = Shown::Framebuffer(mode);
-            let how = if full {
-                Redraw::All
-            } else if rescan {
-                self.since_rescan = 0;
-                Redraw::Compare
-            } else {
-                Redraw::Dirty(dirty.as_deref().unwrap_or(&[]))
+            // Everything changed only with the mode; "everything dirty" (host writes,
+            // no dirty log) is a full comparison that damages what differs.
+            let how = match &dirty {
+                _ if new_mode => Redraw::All,
+                Some(d) if !rescan => Redraw::Dirty(d),
+                _ => {
+                    self.since_rescan = 0;
+                    Redraw::Compare
+                }
             };
             return render_framebuffer(&s, mode, image, how);
         }
@@ -104,22 +109,48 @@ impl VgaScreen {
             *image = Arc::new(img);
             return vec![rect];
         }
-        if self.shown == Shown::Blank(generation) {
+        if self.shown == Shown::Graphics(generation) {
             return Vec::new();
         }
-        self.shown = Shown::Blank(generation);
-        *image = Arc::new(Image::black(640, 480));
-        vec![image.rect()]
+        self.shown = Shown::Graphics(generation);
+        let img = render_graphics(vga).unwrap_or_else(|| Image::black(640, 480));
+        changed_rows(image, img)
     }
+}
+
+/// Puts `new` in `image`; the damage is the runs of rows that differ (the whole
+/// picture on a size change), so a program redrawing part of a VGA graphics screen
+/// sends only that part to VNC clients.
+fn changed_rows(image: &mut Arc<Image>, new: Image) -> Vec<Rect> {
+    if (image.width, image.height) != (new.width, new.height) {
+        *image = Arc::new(new);
+        return vec![image.rect()];
+    }
+    let w = new.width;
+    let mut rects: Vec<Rect> = Vec::new();
+    for y in 0..new.height {
+        let row = (y * w) as usize..((y + 1) * w) as usize;
+        if image.pixels[row.clone()] == new.pixels[row] {
+            continue;
+        }
+        match rects.last_mut() {
+            Some(r) if r.y + r.h == y => r.h += 1,
+            _ => rects.push(Rect { x: 0, y, w, h: 1 }),
+        }
+    }
+    if !rects.is_empty() {
+        *image = Arc::new(new);
+    }
+    rects
 }
 
 /// Which scanlines a framebuffer refresh converts.
 enum Redraw<'a> {
-    /// Every one (new mode, or the dirty log is unavailable).
+    /// Every one, all damaged (a new mode).
     All,
     /// Those on pages the dirty log names.
     Dirty(&'a [u64]),
-    /// Every one, but only those whose pixels differ count as damaged.
+    /// Every one (the periodic rescan, or the dirty log said "everything").
     Compare,
 }
 
@@ -141,7 +172,7 @@ fn render_framebuffer(
     let mem = s.vram.slice();
     let mut line = vec![0u8; row_bytes as usize];
     let mut converted = vec![0u32; w as usize];
-    let mut rows: Vec<u32> = Vec::new();
+    let mut rects: Vec<Rect> = Vec::new();
     for y in 0..h {
         let start = start_of(y);
         if let Redraw::Dirty(d) = how {
@@ -154,24 +185,46 @@ fn render_framebuffer(
         }
         convert_line(&line, mode.bpp, s.vga.as_ref(), &mut converted);
         let range = (y * w) as usize..((y + 1) * w) as usize;
-        if matches!(how, Redraw::Compare) && image.pixels[range.clone()] == converted[..] {
-            continue;
-        }
+        // Only the pixels that changed: a page the dirty log names again while the
+        // guest is still writing it (or one written with the same pixels) costs the
+        // clients nothing, or only the part that differs.
+        let (x0, x1) = match how {
+            Redraw::All => (0, w),
+            Redraw::Dirty(_) | Redraw::Compare => {
+                match changed_span(&image.pixels[range.clone()], &converted) {
+                    Some(span) => span,
+                    None => continue,
+                }
+            }
+        };
         Arc::make_mut(image).pixels[range].copy_from_slice(&converted);
-        rows.push(y);
-    }
-    if rows.is_empty() {
-        return Vec::new();
-    }
-    // Runs of consecutive rows, full width.
-    let mut rects: Vec<Rect> = Vec::new();
-    for &y in &rows {
+        // Runs of consecutive rows, each run as wide as its changes.
         match rects.last_mut() {
-            Some(r) if r.y + r.h == y => r.h += 1,
-            _ => rects.push(Rect { x: 0, y, w, h: 1 }),
+            Some(r) if r.y + r.h == y => {
+                let (left, right) = (r.x.min(x0), (r.x + r.w).max(x1));
+                *r = Rect {
+                    x: left,
+                    y: r.y,
+                    w: right - left,
+                    h: r.h + 1,
+                };
+            }
+            _ => rects.push(Rect {
+                x: x0,
+                y,
+                w: x1 - x0,
+                h: 1,
+            }),
         }
     }
     rects
+}
+
+/// The columns `[first, last + 1)` where `old` and `new` differ, if any.
+fn changed_span(old: &[u32], new: &[u32]) -> Option<(u32, u32)> {
+    let first = old.iter().zip(new).position(|(a, b)| a != b)?;
+    let last = old.iter().zip(new).rposition(|(a, b)| a != b)?;
+    Some((first as u32, last as u32 + 1))
 }
 
 /// One scanline of `bpp`-bit pixels to 0x00RRGGBB.
@@ -413,10 +466,28 @@ mod tests {
             vec![Rect {
                 x: 0,
                 y: 100,
-                w: 640,
+                w: 1,
                 h: 1
             }]
         );
+        // Dirty pages: only the pixels that changed are damaged, and a page written
+        // with what it held already damages nothing.
+        {
+            let mut s = state.lock().unwrap();
+            s.vram.write((200 * 640 + 10) * 4, &[0xff, 0, 0, 0]);
+            s.vram.write((201 * 640 + 600) * 4, &[0xff, 0, 0, 0]);
+            s.vram.write((300 * 640 + 5) * 4, &[0, 0, 0, 0]);
+        }
+        assert_eq!(
+            screen.refresh(&mut image),
+            vec![Rect {
+                x: 10,
+                y: 200,
+                w: 591,
+                h: 2
+            }]
+        );
+        assert_eq!(image.pixels[201 * 640 + 600], 0x0000ff);
         assert_eq!(image.pixels[100 * 640], 0xffffff);
         // 16 bpp: RGB565 pure green.
         let mut line = [0u32; 1];
