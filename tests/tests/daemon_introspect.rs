@@ -266,3 +266,39 @@ fn network_objects_match_libvirt_dbus_interfaces() {
     let list = d.call(CONNECT, "org.libvirt.Connect", "ListNetworks", &["u", "0"]);
     assert!(!list.contains(&net), "{list}");
 }
+
+/// The secret, node device and host interface objects against libvirt-dbus's
+/// Secret, NodeDevice and Interface interface files.
+#[test]
+fn host_objects_match_libvirt_dbus_interfaces() {
+    let d = Daemon::start(BusKind::Session);
+    let object = |method: &str, args: &[&str]| {
+        let out = d.call(CONNECT, "org.libvirt.Connect", method, args);
+        daemon_common::object_path(&out)
+    };
+    let secret = object(
+        "SecretDefineXML",
+        &[
+            "su",
+            "<secret><usage type='ceph'><name>c</name></usage></secret>",
+            "0",
+        ],
+    );
+    let dev = object("NodeDeviceLookupByName", &["s", "computer"]);
+    let iface = object("InterfaceLookupByName", &["s", "lo"]);
+    for (path, iface_name, min) in [
+        (&secret, "org.libvirt.Secret", 6),
+        (&dev, "org.libvirt.NodeDevice", 7),
+        (&iface, "org.libvirt.Interface", 6),
+    ] {
+        let x = d.busctl(&["introspect", "--xml-interface", "org.libvirt", path]);
+        assert!(x.ok, "{}", x.stderr);
+        compare_min(
+            &x.stdout,
+            &format!("/usr/share/dbus-1/interfaces/{iface_name}.xml"),
+            iface_name,
+            min,
+        );
+        check_schema(&x.stdout, iface_name);
+    }
+}

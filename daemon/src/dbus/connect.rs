@@ -10,8 +10,8 @@ use zbus::object_server::SignalEmitter;
 use zbus::{OwnedFd, OwnedObjectPath, OwnedVariant};
 
 use super::error::{unsupported, Result};
-use super::{host, stats, Context};
-use crate::core::{flags, Core, DomainCapsQuery, Error};
+use super::{host, stats, typed, Context};
+use crate::core::{flags, host_info, Core, DomainCapsQuery, Error};
 
 /// The connect object.
 pub struct ConnectIface {
@@ -21,29 +21,29 @@ pub struct ConnectIface {
 #[zbus::interface(name = "org.libvirt.Connect")]
 impl ConnectIface {
     #[zbus(property(emits_changed_signal = "const"), name = "Encrypted")]
-    async fn encrypted(&self) -> zbus::fdo::Result<bool> {
+    async fn encrypted(&self) -> Result<bool> {
         // The D-Bus connection is local; nothing is encrypted on the wire.
         Ok(false)
     }
 
     #[zbus(property(emits_changed_signal = "false"), name = "Hostname")]
-    async fn hostname(&self) -> zbus::fdo::Result<String> {
+    async fn hostname(&self) -> Result<String> {
         Ok(host::hostname())
     }
 
     #[zbus(property(emits_changed_signal = "false"), name = "LibVersion")]
-    async fn lib_version(&self) -> zbus::fdo::Result<u64> {
+    async fn lib_version(&self) -> Result<u64> {
         Ok(host::LIBVIRT_API_VERSION)
     }
 
     #[zbus(property(emits_changed_signal = "const"), name = "Secure")]
-    async fn secure(&self) -> zbus::fdo::Result<bool> {
+    async fn secure(&self) -> Result<bool> {
         // A local bus connection cannot be snooped on the network.
         Ok(true)
     }
 
     #[zbus(property(emits_changed_signal = "false"), name = "Version")]
-    async fn version(&self) -> zbus::fdo::Result<u64> {
+    async fn version(&self) -> Result<u64> {
         Ok(host::hypervisor_version())
     }
 
@@ -178,7 +178,8 @@ impl ConnectIface {
             let Ok(s) = self.ctx.core.stats(&uuid).await else {
                 continue;
             };
-            out.push((info.domain.name.clone(), stats::typed_params(&s, stats)));
+            let params = typed::to_wire(stats::typed_params(&s, stats));
+            out.push((info.domain.name.clone(), params));
         }
         Ok(out)
     }
@@ -230,7 +231,7 @@ impl ConnectIface {
     ) -> Result<String> {
         self.ctx.gate.check(conn, &hdr).await?;
         Error::check_flags(flags, 0, "virConnectGetSysinfo")?;
-        Ok(host::sysinfo())
+        Ok(host_info::sysinfo())
     }
 
     #[zbus(name = "InterfaceChangeBegin")]
@@ -254,13 +255,23 @@ impl ConnectIface {
     }
 
     #[zbus(name = "InterfaceLookupByMAC", out_args("interface"))]
-    async fn interface_lookup_by_mac(&self, _mac: String) -> Result<OwnedObjectPath> {
-        Err(unsupported("virInterfaceLookupByMACString"))
+    async fn interface_lookup_by_mac(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        mac: String,
+    ) -> Result<OwnedObjectPath> {
+        super::interface::lookup(&self.ctx, conn, &hdr, None, Some(&mac)).await
     }
 
     #[zbus(name = "InterfaceLookupByName", out_args("interface"))]
-    async fn interface_lookup_by_name(&self, _name: String) -> Result<OwnedObjectPath> {
-        Err(unsupported("virInterfaceLookupByName"))
+    async fn interface_lookup_by_name(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        name: String,
+    ) -> Result<OwnedObjectPath> {
+        super::interface::lookup(&self.ctx, conn, &hdr, Some(&name), None).await
     }
 
     #[zbus(name = "ListDomains", out_args("domains"))]
@@ -276,9 +287,13 @@ impl ConnectIface {
     }
 
     #[zbus(name = "ListInterfaces", out_args("interfaces"))]
-    async fn list_interfaces(&self, _flags: u32) -> Result<Vec<OwnedObjectPath>> {
-        // oxvirt manages no host interfaces: the empty list is the true answer.
-        Ok(Vec::new())
+    async fn list_interfaces(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        flags: u32,
+    ) -> Result<Vec<OwnedObjectPath>> {
+        super::interface::list(&self.ctx, conn, &hdr, flags).await
     }
 
     #[zbus(name = "ListNetworks", out_args("networks"))]
@@ -291,9 +306,13 @@ impl ConnectIface {
     }
 
     #[zbus(name = "ListNodeDevices", out_args("devs"))]
-    async fn list_node_devices(&self, _flags: u32) -> Result<Vec<OwnedObjectPath>> {
-        // Host device enumeration is not offered.
-        Ok(Vec::new())
+    async fn list_node_devices(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        flags: u32,
+    ) -> Result<Vec<OwnedObjectPath>> {
+        super::nodedev::list(&self.ctx, conn, &hdr, flags).await
     }
 
     #[zbus(name = "ListNWFilters", out_args("nwfilters"))]
@@ -302,8 +321,13 @@ impl ConnectIface {
     }
 
     #[zbus(name = "ListSecrets", out_args("secrets"))]
-    async fn list_secrets(&self, _flags: u32) -> Result<Vec<OwnedObjectPath>> {
-        Ok(Vec::new())
+    async fn list_secrets(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        flags: u32,
+    ) -> Result<Vec<OwnedObjectPath>> {
+        super::secret::list(&self.ctx, conn, &hdr, flags).await
     }
 
     #[zbus(name = "ListStoragePools", out_args("storagePools"))]
@@ -359,8 +383,13 @@ impl ConnectIface {
     }
 
     #[zbus(name = "NodeDeviceLookupByName", out_args("dev"))]
-    async fn node_device_lookup_by_name(&self, _name: String) -> Result<OwnedObjectPath> {
-        Err(unsupported("virNodeDeviceLookupByName"))
+    async fn node_device_lookup_by_name(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        name: String,
+    ) -> Result<OwnedObjectPath> {
+        super::nodedev::lookup(&self.ctx, conn, &hdr, &name).await
     }
 
     #[zbus(name = "NodeDeviceLookupSCSIHostByWWN", out_args("dev"))]
@@ -391,18 +420,25 @@ impl ConnectIface {
     #[zbus(name = "NodeGetCPUMap", out_args("res"))]
     async fn node_get_cpu_map(&self, flags: u32) -> Result<Vec<bool>> {
         Error::check_flags(flags, 0, "virNodeGetCPUMap")?;
-        Ok(host::cpu_map()?)
+        Ok(host_info::cpu_map()?)
     }
 
     #[zbus(name = "NodeGetCPUStats", out_args("cpuStats"))]
     async fn node_get_cpu_stats(&self, cpu_num: i32, flags: u32) -> Result<HashMap<String, u64>> {
         Error::check_flags(flags, 0, "virNodeGetCPUStats")?;
-        Ok(host::cpu_stats(cpu_num)?)
+        Ok(host_info::cpu_stats(cpu_num)?
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect())
     }
 
     #[zbus(name = "NodeGetFreeMemory", out_args("freemem"))]
     async fn node_get_free_memory(&self) -> Result<u64> {
-        Ok(host::free_memory_bytes()?)
+        let free_kib = host_info::memory_stats(host_info::ALL)?
+            .into_iter()
+            .find(|(k, _)| *k == "free")
+            .map_or(0, |(_, v)| v);
+        Ok(free_kib * 1024)
     }
 
     #[zbus(name = "NodeGetMemoryParameters", out_args("memoryParameters"))]
@@ -420,7 +456,10 @@ impl ConnectIface {
         flags: u32,
     ) -> Result<HashMap<String, u64>> {
         Error::check_flags(flags, 0, "virNodeGetMemoryStats")?;
-        Ok(host::memory_stats(cell_num)?)
+        Ok(host_info::memory_stats(cell_num)?
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect())
     }
 
     #[zbus(name = "NodeGetSecurityModel", out_args("securityModel"))]
@@ -439,22 +478,35 @@ impl ConnectIface {
     }
 
     #[zbus(name = "SecretDefineXML", out_args("secret"))]
-    async fn secret_define_xml(&self, _xml: String, _flags: u32) -> Result<OwnedObjectPath> {
-        Err(unsupported("virSecretDefineXML"))
+    async fn secret_define_xml(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        xml: String,
+        flags: u32,
+    ) -> Result<OwnedObjectPath> {
+        super::secret::define(&self.ctx, conn, &hdr, &xml, flags).await
     }
 
     #[zbus(name = "SecretLookupByUUID", out_args("secret"))]
-    async fn secret_lookup_by_uuid(&self, _uuid: String) -> Result<OwnedObjectPath> {
-        Err(unsupported("virSecretLookupByUUIDString"))
+    async fn secret_lookup_by_uuid(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        uuid: String,
+    ) -> Result<OwnedObjectPath> {
+        super::secret::lookup(&self.ctx, conn, &hdr, Some(&uuid), None).await
     }
 
     #[zbus(name = "SecretLookupByUsage", out_args("secret"))]
     async fn secret_lookup_by_usage(
         &self,
-        _usage_type: i32,
-        _usage_id: String,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        usage_type: i32,
+        usage_id: String,
     ) -> Result<OwnedObjectPath> {
-        Err(unsupported("virSecretLookupByUsage"))
+        super::secret::lookup(&self.ctx, conn, &hdr, None, Some((usage_type, &usage_id))).await
     }
 
     #[zbus(name = "StoragePoolCreateXML", out_args("storagePool"))]

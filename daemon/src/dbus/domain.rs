@@ -11,9 +11,9 @@ use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{OwnedFd, OwnedObjectPath, OwnedVariant};
 
-use super::error::{to_fdo, unsupported, Result};
-use super::{stats, Context};
-use crate::core::{flags, DomainInfo, Error};
+use super::error::{unsupported, LibvirtError, Result};
+use super::{stats, typed, Context};
+use crate::core::{affect, flags, DomainInfo, Error};
 
 /// One domain's object.
 pub struct DomainIface {
@@ -22,10 +22,13 @@ pub struct DomainIface {
 }
 
 impl DomainIface {
-    fn info(&self) -> zbus::fdo::Result<DomainInfo> {
-        self.ctx.core.info(&self.uuid).map_err(to_fdo)
+    fn info(&self) -> Result<DomainInfo> {
+        self.ctx.core.info(&self.uuid).map_err(LibvirtError::from)
     }
 }
+
+/// Every `virDomainSnapshotListFlags` bit (libvirt 9.0: ROOTS = 1 … TOPOLOGICAL = 1 << 10).
+const SNAPSHOT_LIST_FLAGS: u32 = (1 << 11) - 1;
 
 /// libvirt-dbus passes "" for a NULL string argument.
 fn non_empty(s: &str) -> Option<&str> {
@@ -35,13 +38,16 @@ fn non_empty(s: &str) -> Option<&str> {
 #[zbus::interface(name = "org.libvirt.Domain")]
 impl DomainIface {
     #[zbus(property(emits_changed_signal = "false"), name = "Active")]
-    async fn active(&self) -> zbus::fdo::Result<bool> {
+    async fn active(&self) -> Result<bool> {
         Ok(self.info()?.state.is_active())
     }
 
     #[zbus(property(emits_changed_signal = "false"), name = "Autostart")]
-    async fn autostart(&self) -> zbus::fdo::Result<bool> {
-        self.ctx.core.autostart(&self.uuid).map_err(to_fdo)
+    async fn autostart(&self) -> Result<bool> {
+        self.ctx
+            .core
+            .autostart(&self.uuid)
+            .map_err(LibvirtError::from)
     }
 
     #[zbus(property, name = "Autostart")]
@@ -50,56 +56,52 @@ impl DomainIface {
         value: bool,
         #[zbus(connection)] conn: &zbus::Connection,
         #[zbus(header)] hdr: Option<Header<'_>>,
-    ) -> zbus::fdo::Result<()> {
+    ) -> Result<()> {
         // Writing a property changes state: the same caller check as methods.
         let Some(hdr) = hdr else {
-            return Err(zbus::fdo::Error::AccessDenied("no caller".into()));
+            return Err(LibvirtError::Error("no caller".into()));
         };
-        self.ctx
-            .gate
-            .check(conn, &hdr)
-            .await
-            .map_err(|e| zbus::fdo::Error::AccessDenied(e.to_string()))?;
+        self.ctx.gate.check(conn, &hdr).await?;
         self.ctx
             .core
             .set_autostart(&self.uuid, value)
             .await
-            .map_err(to_fdo)
+            .map_err(LibvirtError::from)
     }
 
     #[zbus(property(emits_changed_signal = "false"), name = "Id")]
-    async fn id(&self) -> zbus::fdo::Result<u32> {
+    async fn id(&self) -> Result<u32> {
         // libvirt-dbus shows 0 for an inactive domain (id -1).
         Ok(u32::try_from(self.info()?.domain.id).unwrap_or(0))
     }
 
     #[zbus(property(emits_changed_signal = "false"), name = "Name")]
-    async fn name(&self) -> zbus::fdo::Result<String> {
+    async fn name(&self) -> Result<String> {
         Ok(self.info()?.domain.name)
     }
 
     #[zbus(property(emits_changed_signal = "false"), name = "OSType")]
-    async fn os_type(&self) -> zbus::fdo::Result<String> {
+    async fn os_type(&self) -> Result<String> {
         Ok(self.info()?.os_type)
     }
 
     #[zbus(property(emits_changed_signal = "false"), name = "Persistent")]
-    async fn persistent(&self) -> zbus::fdo::Result<bool> {
+    async fn persistent(&self) -> Result<bool> {
         Ok(self.info()?.persistent)
     }
 
     #[zbus(property(emits_changed_signal = "false"), name = "SchedulerType")]
-    async fn scheduler_type(&self) -> zbus::fdo::Result<(String, i32)> {
-        Err(to_fdo(Error::NoSupport("virDomainGetSchedulerType".into())))
+    async fn scheduler_type(&self) -> Result<(String, i32)> {
+        Err(unsupported("virDomainGetSchedulerType"))
     }
 
     #[zbus(property(emits_changed_signal = "false"), name = "Updated")]
-    async fn updated(&self) -> zbus::fdo::Result<bool> {
+    async fn updated(&self) -> Result<bool> {
         Ok(self.info()?.updated)
     }
 
     #[zbus(property(emits_changed_signal = "const"), name = "UUID")]
-    async fn uuid(&self) -> zbus::fdo::Result<String> {
+    async fn uuid(&self) -> Result<String> {
         Ok(self.uuid.hyphenated().to_string())
     }
 
@@ -283,8 +285,16 @@ impl DomainIface {
     }
 
     #[zbus(name = "GetEmulatorPinInfo", out_args("cpumap"))]
-    async fn get_emulator_pin_info(&self, _flags: u32) -> Result<Vec<bool>> {
-        Err(unsupported("virDomainGetEmulatorPinInfo"))
+    async fn get_emulator_pin_info(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        flags: u32,
+    ) -> Result<Vec<bool>> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        let core = &self.ctx.core;
+        let live = core.affects_live(&self.uuid, flags, "virDomainGetEmulatorPinInfo")?;
+        Ok(core.emulator_pin_info(&self.uuid, live)?)
     }
 
     #[zbus(name = "GetFSInfo", out_args("fsInfo"))]
@@ -397,7 +407,7 @@ impl DomainIface {
             "virDomainListGetStats",
         )?;
         let s = self.ctx.core.stats(&self.uuid).await?;
-        Ok(stats::typed_params(&s, stats))
+        Ok(typed::to_wire(stats::typed_params(&s, stats)))
     }
 
     #[zbus(name = "GetTime", out_args("time"))]
@@ -406,8 +416,16 @@ impl DomainIface {
     }
 
     #[zbus(name = "GetVcpuPinInfo", out_args("vcpuPinInfo"))]
-    async fn get_vcpu_pin_info(&self, _flags: u32) -> Result<Vec<Vec<bool>>> {
-        Err(unsupported("virDomainGetVcpuPinInfo"))
+    async fn get_vcpu_pin_info(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        flags: u32,
+    ) -> Result<Vec<Vec<bool>>> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        let core = &self.ctx.core;
+        let live = core.affects_live(&self.uuid, flags, "virDomainGetVcpuPinInfo")?;
+        Ok(core.vcpu_pin_info(&self.uuid, live).await?)
     }
 
     #[zbus(name = "GetVcpus", out_args("vcpus"))]
@@ -442,30 +460,24 @@ impl DomainIface {
         Err(unsupported("virDomainInjectNMI"))
     }
 
-    /// Source 0 (`lease`): the DHCP leases of the domain's `type='network'`
-    /// interfaces; the agent and ARP sources are not supported.
+    /// Source `lease` or `arp` (the agent is answered with libvirt's errors), from
+    /// [`crate::core::Core::interface_addresses`].
     #[zbus(name = "InterfaceAddresses", out_args("ifaces"))]
     async fn interface_addresses(
         &self,
         source: u32,
         flags: u32,
     ) -> Result<Vec<(String, String, Vec<(i32, String, u32)>)>> {
-        if source != 0 {
-            return Err(unsupported(&format!(
-                "virDomainInterfaceAddresses with source {source} (only 'lease')"
-            )));
-        }
-        crate::core::Error::check_flags(flags, 0, "virDomainInterfaceAddresses")?;
         Ok(self
             .ctx
             .core
-            .interface_leases(&self.uuid)?
+            .interface_addresses(&self.uuid, source, flags)?
             .into_iter()
             .map(|i| {
                 let addrs = i
-                    .leases
+                    .addrs
                     .iter()
-                    .map(|l| (i32::from(l.ip.is_ipv6()), l.ip.to_string(), l.prefix))
+                    .map(|(ip, prefix)| (i32::from(ip.is_ipv6()), ip.to_string(), *prefix))
                     .collect();
                 (i.name, i.mac, addrs)
             })
@@ -473,8 +485,17 @@ impl DomainIface {
     }
 
     #[zbus(name = "ListDomainSnapshots", out_args("domainSnapshots"))]
-    async fn list_domain_snapshots(&self, _flags: u32) -> Result<Vec<OwnedObjectPath>> {
-        Err(unsupported("virDomainListAllSnapshots"))
+    async fn list_domain_snapshots(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        flags: u32,
+    ) -> Result<Vec<OwnedObjectPath>> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        // Snapshots are not made (SnapshotCreateXML is refused): none to list.
+        self.ctx.core.info(&self.uuid)?;
+        Error::check_flags(flags, SNAPSHOT_LIST_FLAGS, "virDomainListAllSnapshots")?;
+        Ok(Vec::new())
     }
 
     #[zbus(name = "ManagedSave")]
@@ -550,14 +571,38 @@ impl DomainIface {
         Err(unsupported("virDomainMigrateToURI3"))
     }
 
+    /// A socket connected to the VNC server (virt-manager's local console path).
     #[zbus(name = "OpenGraphicsFD", out_args("fd"))]
-    async fn open_graphics_fd(&self, _idx: u32, _flags: u32) -> Result<OwnedFd> {
-        Err(unsupported("virDomainOpenGraphicsFD"))
+    async fn open_graphics_fd(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        idx: u32,
+        flags: u32,
+    ) -> Result<OwnedFd> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        let fd = self
+            .ctx
+            .core
+            .open_graphics_fd(&self.uuid, idx, flags)
+            .await?;
+        Ok(OwnedFd::from(fd))
     }
 
     #[zbus(name = "PinEmulator")]
-    async fn pin_emulator(&self, _cpumap: Vec<bool>, _flags: u32) -> Result<()> {
-        Err(unsupported("virDomainPinEmulator"))
+    async fn pin_emulator(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        cpumap: Vec<bool>,
+        flags: u32,
+    ) -> Result<()> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        let core = &self.ctx.core;
+        if !core.affects_live(&self.uuid, flags, "virDomainPinEmulator")? {
+            return Err(affect::config_pinning().into());
+        }
+        Ok(core.pin_emulator(&self.uuid, &cpumap).await?)
     }
 
     #[zbus(name = "PinIOThread")]
@@ -571,8 +616,20 @@ impl DomainIface {
     }
 
     #[zbus(name = "PinVcpu")]
-    async fn pin_vcpu(&self, _vcpu: u32, _cpumap: Vec<bool>, _flags: u32) -> Result<()> {
-        Err(unsupported("virDomainPinVcpuFlags"))
+    async fn pin_vcpu(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        vcpu: u32,
+        cpumap: Vec<bool>,
+        flags: u32,
+    ) -> Result<()> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        let core = &self.ctx.core;
+        if !core.affects_live(&self.uuid, flags, "virDomainPinVcpuFlags")? {
+            return Err(affect::config_pinning().into());
+        }
+        Ok(core.pin_vcpu(&self.uuid, vcpu, &cpumap).await?)
     }
 
     #[zbus(name = "PMWakeup")]

@@ -26,8 +26,3 @@ pub type Result<T> = std::result::Result<T, LibvirtError>;
 pub fn unsupported(api: &str) -> LibvirtError {
     core::Error::NoSupport(api.to_string()).into()
 }
-
-/// The same error for a property getter, which zbus types as `fdo::Error`.
-pub fn to_fdo(e: core::Error) -> zbus::fdo::Error {
-    zbus::fdo::Error::Failed(e.to_string())
-}

@@ -12,12 +12,18 @@ mod connect;
 mod domain;
 pub mod error;
 mod host;
+mod interface;
 mod network;
+mod nodedev;
+mod objects;
 pub mod path;
 pub mod polkit;
+mod properties;
+mod secret;
 mod stats;
 mod storage_pool;
 mod storage_vol;
+mod typed;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -74,12 +80,20 @@ pub struct Context {
     storage_objects: Arc<storage_pool::Exported>,
     /// The exported network objects.
     network_objects: Arc<network::Exported>,
+    /// The exported secret, node device and host interface objects.
+    secret_objects: Arc<objects::Objects<Uuid>>,
+    nodedev_objects: Arc<objects::Objects<String>>,
+    interface_objects: Arc<objects::Objects<String>>,
 }
 
 impl Context {
     fn path(&self, uuid: &Uuid) -> OwnedObjectPath {
         OwnedObjectPath::try_from(path::domain_path(&self.base, uuid))
             .expect("domain paths are valid object paths")
+    }
+
+    fn path_of_connect(&self) -> zbus::ObjectPath<'static> {
+        zbus::ObjectPath::try_from(self.base.to_string()).expect("the connect path was served")
     }
 
     /// Exports an object for every domain of the core and removes those of
@@ -97,7 +111,7 @@ impl Context {
                 ctx: self.clone(),
                 uuid: *uuid,
             };
-            match server.at(self.path(uuid), iface).await {
+            match properties::export(server, &self.path(uuid), iface).await {
                 Ok(_) => {
                     self.exported.lock().expect("poisoned").insert(*uuid);
                 }
@@ -122,6 +136,9 @@ pub async fn serve(core: Core, opts: ServeOptions) -> Result<zbus::Connection, S
         sync: Arc::default(),
         storage_objects: Arc::default(),
         network_objects: Arc::default(),
+        secret_objects: Arc::default(),
+        nodedev_objects: Arc::default(),
+        interface_objects: Arc::default(),
     };
     // Subscribe before exporting so no event between the two is lost.
     let mut events = core.subscribe();
@@ -131,6 +148,13 @@ pub async fn serve(core: Core, opts: ServeOptions) -> Result<zbus::Connection, S
         .build()
         .await
         .map_err(ServeError::Connect)?;
+    let connect_path = ctx.path_of_connect();
+    properties::replace_properties(conn.object_server(), &connect_path)
+        .await
+        .map_err(|source| ServeError::Export {
+            path: opts.object_path.clone(),
+            source,
+        })?;
     ctx.sync_objects(&conn).await;
     conn.request_name(opts.bus_name.as_str())
         .await
@@ -203,6 +227,30 @@ async fn forward(ctx: &Context, conn: &zbus::Connection, ev: Event) {
         },
         Event::ControlError { .. } => match SignalEmitter::new(conn, dom_path.clone()) {
             Ok(em) => DomainIface::control_error(&em).await,
+            Err(e) => Err(e),
+        },
+        Event::Graphics {
+            phase,
+            local,
+            remote,
+            auth_scheme,
+            subject,
+            ..
+        } => match SignalEmitter::new(conn, dom_path.clone()) {
+            Ok(em) => {
+                let addr = |a: &crate::core::event::GraphicsAddress| {
+                    (a.family, a.node.clone(), a.service.clone())
+                };
+                DomainIface::graphics(
+                    &em,
+                    *phase,
+                    addr(local),
+                    addr(remote),
+                    auth_scheme.clone(),
+                    subject.clone(),
+                )
+                .await
+            }
             Err(e) => Err(e),
         },
         Event::MetadataChange { kind, uri, .. } => match SignalEmitter::new(conn, dom_path.clone())

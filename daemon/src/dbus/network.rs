@@ -25,10 +25,6 @@ impl From<network::Error> for LibvirtError {
     }
 }
 
-fn to_fdo(e: network::Error) -> zbus::fdo::Error {
-    zbus::fdo::Error::Failed(e.to_string())
-}
-
 /// The object path of a network.
 pub fn network_path(base: &str, uuid: &Uuid) -> OwnedObjectPath {
     OwnedObjectPath::try_from(format!(
@@ -77,8 +73,8 @@ impl Context {
                 ctx: self.clone(),
                 uuid: *uuid,
             };
-            if server
-                .at(network_path(&self.base, uuid), iface)
+            let path = network_path(&self.base, uuid);
+            if super::properties::export(server, &path, iface)
                 .await
                 .is_ok()
             {
@@ -192,10 +188,10 @@ impl NetworkIface {
         Ok(self.ctx.networks().lookup_by_uuid(&self.uuid)?.name)
     }
 
-    fn info(&self) -> zbus::fdo::Result<network::NetInfo> {
+    fn info(&self) -> Result<network::NetInfo> {
         self.name()
             .and_then(|n| self.ctx.networks().info(&n))
-            .map_err(to_fdo)
+            .map_err(LibvirtError::from)
     }
 
     /// Checks the caller, then runs `f` on the named network on a blocking thread.
@@ -230,12 +226,12 @@ type DbusLease = (
 #[zbus::interface(name = "org.libvirt.Network")]
 impl NetworkIface {
     #[zbus(property(emits_changed_signal = "false"), name = "Active")]
-    async fn active(&self) -> zbus::fdo::Result<bool> {
+    async fn active(&self) -> Result<bool> {
         Ok(self.info()?.active)
     }
 
     #[zbus(property(emits_changed_signal = "false"), name = "Autostart")]
-    async fn autostart(&self) -> zbus::fdo::Result<bool> {
+    async fn autostart(&self) -> Result<bool> {
         Ok(self.info()?.autostart)
     }
 
@@ -245,34 +241,30 @@ impl NetworkIface {
         value: bool,
         #[zbus(connection)] conn: &zbus::Connection,
         #[zbus(header)] hdr: Option<Header<'_>>,
-    ) -> zbus::fdo::Result<()> {
+    ) -> Result<()> {
         let Some(hdr) = hdr else {
-            return Err(zbus::fdo::Error::AccessDenied("no caller".into()));
+            return Err(LibvirtError::Error("no caller".into()));
         };
-        self.ctx
-            .gate
-            .check(conn, &hdr)
-            .await
-            .map_err(|e| zbus::fdo::Error::AccessDenied(e.to_string()))?;
-        let name = self.name().map_err(to_fdo)?;
+        self.ctx.gate.check(conn, &hdr).await?;
+        let name = self.name()?;
         self.ctx
             .networks()
             .set_autostart(&name, value)
-            .map_err(to_fdo)
+            .map_err(LibvirtError::from)
     }
 
     #[zbus(property(emits_changed_signal = "const"), name = "Name")]
-    async fn name_prop(&self) -> zbus::fdo::Result<String> {
-        self.name().map_err(to_fdo)
+    async fn name_prop(&self) -> Result<String> {
+        self.name().map_err(LibvirtError::from)
     }
 
     #[zbus(property(emits_changed_signal = "false"), name = "Persistent")]
-    async fn persistent(&self) -> zbus::fdo::Result<bool> {
+    async fn persistent(&self) -> Result<bool> {
         Ok(self.info()?.persistent)
     }
 
     #[zbus(property(emits_changed_signal = "const"), name = "UUID")]
-    async fn uuid_prop(&self) -> zbus::fdo::Result<String> {
+    async fn uuid_prop(&self) -> Result<String> {
         Ok(self.uuid.to_string())
     }
 

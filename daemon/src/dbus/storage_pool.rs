@@ -26,10 +26,6 @@ impl From<storage::Error> for LibvirtError {
     }
 }
 
-fn to_fdo(e: storage::Error) -> zbus::fdo::Error {
-    zbus::fdo::Error::Failed(e.to_string())
-}
-
 /// libvirt-dbus's `virtDBusUtilEncodeStr`: letters and digits stay, every other byte
 /// becomes `_` and two hex digits.
 pub fn encode_key(s: &str) -> String {
@@ -91,7 +87,11 @@ impl Context {
                 ctx: self.clone(),
                 uuid: *uuid,
             };
-            if server.at(pool_path(&self.base, uuid), iface).await.is_ok() {
+            let path = pool_path(&self.base, uuid);
+            if super::properties::export(server, &path, iface)
+                .await
+                .is_ok()
+            {
                 ex.pools.lock().expect("poisoned").insert(*uuid);
             }
         }
@@ -110,7 +110,10 @@ impl Context {
             let path = vol_path(&self.base, &v.key);
             // A key seen again under another name (rare): replace the object.
             let _ = server.remove::<StorageVolIface, _>(path.clone()).await;
-            if server.at(path, iface).await.is_ok() {
+            if super::properties::export(server, &path, iface)
+                .await
+                .is_ok()
+            {
                 ex.vols.lock().expect("poisoned").insert(v.clone());
             }
         }
@@ -254,9 +257,11 @@ impl StoragePoolIface {
         Ok(self.ctx.storage().lookup_pool_by_uuid(&self.uuid)?.name)
     }
 
-    fn status(&self) -> zbus::fdo::Result<storage::PoolStatus> {
+    fn status(&self) -> Result<storage::PoolStatus> {
         let s = self.ctx.storage();
-        self.name().and_then(|n| s.pool_status(&n)).map_err(to_fdo)
+        self.name()
+            .and_then(|n| s.pool_status(&n))
+            .map_err(LibvirtError::from)
     }
 
     async fn checked(
@@ -272,12 +277,12 @@ impl StoragePoolIface {
 #[zbus::interface(name = "org.libvirt.StoragePool")]
 impl StoragePoolIface {
     #[zbus(property(emits_changed_signal = "false"), name = "Active")]
-    async fn active(&self) -> zbus::fdo::Result<bool> {
+    async fn active(&self) -> Result<bool> {
         Ok(self.status()?.active)
     }
 
     #[zbus(property(emits_changed_signal = "false"), name = "Autostart")]
-    async fn autostart(&self) -> zbus::fdo::Result<bool> {
+    async fn autostart(&self) -> Result<bool> {
         Ok(self.status()?.autostart)
     }
 
@@ -287,35 +292,31 @@ impl StoragePoolIface {
         value: bool,
         #[zbus(connection)] conn: &zbus::Connection,
         #[zbus(header)] hdr: Option<Header<'_>>,
-    ) -> zbus::fdo::Result<()> {
+    ) -> Result<()> {
         let Some(hdr) = hdr else {
-            return Err(zbus::fdo::Error::AccessDenied("no caller".into()));
+            return Err(LibvirtError::Error("no caller".into()));
         };
-        self.ctx
-            .gate
-            .check(conn, &hdr)
-            .await
-            .map_err(|e| zbus::fdo::Error::AccessDenied(e.to_string()))?;
-        let name = self.name().map_err(to_fdo)?;
+        self.ctx.gate.check(conn, &hdr).await?;
+        let name = self.name()?;
         self.ctx
             .storage()
             .set_pool_autostart(&name, value)
             .await
-            .map_err(to_fdo)
+            .map_err(LibvirtError::from)
     }
 
     #[zbus(property(emits_changed_signal = "const"), name = "Name")]
-    async fn name_prop(&self) -> zbus::fdo::Result<String> {
-        self.name().map_err(to_fdo)
+    async fn name_prop(&self) -> Result<String> {
+        self.name().map_err(LibvirtError::from)
     }
 
     #[zbus(property(emits_changed_signal = "false"), name = "Persistent")]
-    async fn persistent(&self) -> zbus::fdo::Result<bool> {
+    async fn persistent(&self) -> Result<bool> {
         Ok(self.status()?.persistent)
     }
 
     #[zbus(property(emits_changed_signal = "const"), name = "UUID")]
-    async fn uuid_prop(&self) -> zbus::fdo::Result<String> {
+    async fn uuid_prop(&self) -> Result<String> {
         Ok(self.uuid.to_string())
     }
 

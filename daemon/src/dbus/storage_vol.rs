@@ -16,17 +16,17 @@ pub struct StorageVolIface {
 #[zbus::interface(name = "org.libvirt.StorageVol")]
 impl StorageVolIface {
     #[zbus(property(emits_changed_signal = "const"), name = "Name")]
-    async fn name(&self) -> zbus::fdo::Result<String> {
+    async fn name(&self) -> Result<String> {
         Ok(self.vol.name.clone())
     }
 
     #[zbus(property(emits_changed_signal = "const"), name = "Key")]
-    async fn key(&self) -> zbus::fdo::Result<String> {
+    async fn key(&self) -> Result<String> {
         Ok(self.vol.key.clone())
     }
 
     #[zbus(property(emits_changed_signal = "const"), name = "Path")]
-    async fn path(&self) -> zbus::fdo::Result<String> {
+    async fn path(&self) -> Result<String> {
         // Directory pools: the key is the path.
         Ok(self.vol.key.clone())
     }
