@@ -61,15 +61,32 @@ pub mod tray {
     pub const CLOSE: i32 = 1;
 }
 
+/// `virDomainEventGraphicsPhase`.
+pub mod graphics {
+    pub const CONNECT: i32 = 0;
+    pub const INITIALIZE: i32 = 1;
+    pub const DISCONNECT: i32 = 2;
+}
+
 /// `VIR_DOMAIN_EVENT_ID_*`: which callback family an event belongs to.
 pub mod id {
     pub const LIFECYCLE: i32 = 0;
     pub const REBOOT: i32 = 1;
     pub const IO_ERROR: i32 = 4;
+    pub const GRAPHICS: i32 = 5;
     pub const CONTROL_ERROR: i32 = 7;
     pub const TRAY_CHANGE: i32 = 10;
     pub const BALLOON_CHANGE: i32 = 13;
     pub const METADATA_CHANGE: i32 = 23;
+}
+
+/// One end of a graphics connection (`virDomainEventGraphicsAddress`): `family` is
+/// 0 IPv4, 1 IPv6, 2 unix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphicsAddress {
+    pub family: i32,
+    pub node: String,
+    pub service: String,
 }
 
 /// One event, as the core broadcasts it.
@@ -104,6 +121,17 @@ pub enum Event {
         dev_alias: String,
         reason: i32,
     },
+    /// A VNC client connected, finished its handshake or left: `phase` from
+    /// [`graphics`], `auth_scheme` as QEMU names it (empty on connect), `subject`
+    /// the client's identities (`x509dname`, `saslUsername`; none here).
+    Graphics {
+        domain: DomainRef,
+        phase: i32,
+        local: GraphicsAddress,
+        remote: GraphicsAddress,
+        auth_scheme: String,
+        subject: Vec<(String, String)>,
+    },
     /// Metadata changed: `kind` is `virDomainMetadataType`, `uri` its namespace.
     MetadataChange {
         domain: DomainRef,
@@ -122,6 +150,7 @@ impl Event {
             | Event::ControlError { domain }
             | Event::IoError { domain, .. }
             | Event::TrayChange { domain, .. }
+            | Event::Graphics { domain, .. }
             | Event::MetadataChange { domain, .. } => domain,
         }
     }
@@ -135,6 +164,7 @@ impl Event {
             Event::ControlError { .. } => id::CONTROL_ERROR,
             Event::IoError { .. } => id::IO_ERROR,
             Event::TrayChange { .. } => id::TRAY_CHANGE,
+            Event::Graphics { .. } => id::GRAPHICS,
             Event::MetadataChange { .. } => id::METADATA_CHANGE,
         }
     }

@@ -108,8 +108,19 @@ impl Monitor {
         command: &str,
         arguments: Option<Value>,
     ) -> Result<Value, MonitorError> {
+        self.execute_with_fds(command, arguments, &[]).await
+    }
+
+    /// Runs `command` with `fds` passed along (QMP `getfd`).
+    pub async fn execute_with_fds(
+        &self,
+        command: &str,
+        arguments: Option<Value>,
+        fds: &[std::os::fd::BorrowedFd<'_>],
+    ) -> Result<Value, MonitorError> {
         let args = arguments.unwrap_or(Value::Null);
-        match tokio::time::timeout(COMMAND_TIMEOUT, self.client.execute(command, args)).await {
+        let call = self.client.execute_with_fds(command, args, fds);
+        match tokio::time::timeout(COMMAND_TIMEOUT, call).await {
             Ok(r) => r.map_err(|e| convert(e, &self.path)),
             Err(_) => Err(MonitorError::Timeout(command.to_string())),
         }

@@ -74,8 +74,18 @@ impl Vm {
 
     /// Runs a QMP command, turning monitor failures into libvirt errors.
     pub async fn qmp(&self, command: &str, args: Option<Value>) -> Result<Value> {
+        self.qmp_with_fds(command, args, &[]).await
+    }
+
+    /// [`Vm::qmp`] with file descriptors passed along (`getfd`).
+    pub async fn qmp_with_fds(
+        &self,
+        command: &str,
+        args: Option<Value>,
+        fds: &[std::os::fd::BorrowedFd<'_>],
+    ) -> Result<Value> {
         self.monitor
-            .execute(command, args)
+            .execute_with_fds(command, args, fds)
             .await
             .map_err(|e| match e {
                 MonitorError::Command { desc, .. } => Error::OperationFailed(desc),
@@ -411,6 +421,12 @@ impl Core {
                 });
             }
             "DEVICE_TRAY_MOVED" => self.tray_moved(slot, vm, &ev.data),
+            name @ ("VNC_CONNECTED" | "VNC_INITIALIZED" | "VNC_DISCONNECTED") => {
+                if let Some(e) = super::graphics_event::from_qmp(slot.domain_ref(), name, &ev.data)
+                {
+                    self.emit(e);
+                }
+            }
             "GUEST_PANICKED" => {
                 *vm.shutdown_reason.lock().expect("poisoned") = Some("guest-panic".into());
             }

@@ -6,8 +6,13 @@
 //! interleave inside a packet. Framing errors (bad length, unknown message type, a
 //! truncated packet) close the connection; a call that cannot be decoded or is unknown
 //! gets an error reply and the connection stays up.
+//!
+//! File descriptors travel as libvirt's `virSocketSendFD`/`virSocketRecvFD` send them:
+//! after a CALL_WITH_FDS or REPLY_WITH_FDS packet (whose payload starts with the fd
+//! count), one zero byte per fd with the fd attached (SCM_RIGHTS).
 
 use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
@@ -42,14 +47,31 @@ pub enum Access {
 /// the daemon buffer without limit (a stalled client stalls only its own connection).
 const OUTBOX_DEPTH: usize = 256;
 
+/// Most fds one packet may carry (libvirt's `VIR_NET_MESSAGE_NUM_FDS_MAX`).
+const MAX_FDS: u32 = 32;
+
+/// One encoded packet for the writer and the fds that follow it.
+#[derive(Debug)]
+pub struct Outgoing {
+    bytes: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
 /// The sending side of a connection.
 #[derive(Debug, Clone)]
-pub struct Outbox(mpsc::Sender<Vec<u8>>);
+pub struct Outbox(mpsc::Sender<Outgoing>);
 
 impl Outbox {
     /// Queues an encoded packet; false once the connection is gone.
     pub async fn send(&self, header: &Header, payload: &[u8]) -> bool {
-        self.0.send(packet::encode(header, payload)).await.is_ok()
+        self.send_with_fds(header, payload, Vec::new()).await
+    }
+
+    /// Queues a packet followed by `fds` (its header says REPLY_WITH_FDS and its
+    /// payload starts with their count).
+    pub async fn send_with_fds(&self, header: &Header, payload: &[u8], fds: Vec<OwnedFd>) -> bool {
+        let bytes = packet::encode(header, payload);
+        self.0.send(Outgoing { bytes, fds }).await.is_ok()
     }
 
     /// Queues a MESSAGE (event) packet: libvirtd sends these with serial 1.
@@ -87,6 +109,8 @@ pub struct Conn {
     pub streams: HashMap<u32, ConsoleStream>,
     /// Volume upload/download streams and storage pool event callbacks.
     pub storage: super::storage_stream::ConnStorage,
+    /// The fds that came with the CALL_WITH_FDS being handled.
+    fds: Vec<OwnedFd>,
 }
 
 /// Serves one client until it disconnects or breaks the framing. `uri` is what
@@ -107,11 +131,24 @@ pub async fn serve(shared: Arc<Shared>, stream: UnixStream, access: Access, uri:
         opened: false,
         streams: HashMap::new(),
         storage: Default::default(),
+        fds: Vec::new(),
     };
     loop {
         match Packet::read(&mut rd).await {
             Ok(Some(p)) => {
-                if !conn.handle(p).await {
+                if p.header.kind == MessageType::CallWithFds {
+                    match recv_fds(&rd, &p.payload).await {
+                        Ok(fds) => conn.fds = fds,
+                        Err(e) => {
+                            warn!("closing libvirt RPC connection: {e}");
+                            break;
+                        }
+                    }
+                }
+                let go_on = conn.handle(p).await;
+                // Fds the procedure did not take are closed now.
+                conn.fds.clear();
+                if !go_on {
                     break;
                 }
             }
@@ -131,10 +168,47 @@ pub async fn serve(shared: Arc<Shared>, stream: UnixStream, access: Access, uri:
     let _ = writer.await;
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>) {
-    while let Some(bytes) = rx.recv().await {
-        if wr.write_all(&bytes).await.is_err() {
+/// The fds announced at the start of a CALL_WITH_FDS payload, each of which follows
+/// the packet with one byte.
+async fn recv_fds(
+    rd: &tokio::net::unix::OwnedReadHalf,
+    payload: &[u8],
+) -> std::io::Result<Vec<OwnedFd>> {
+    let count = payload
+        .get(..4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or_else(|| std::io::Error::other("CALL_WITH_FDS packet without an fd count"))?;
+    if count > MAX_FDS {
+        return Err(std::io::Error::other(format!(
+            "CALL_WITH_FDS announces {count} fds (at most {MAX_FDS})"
+        )));
+    }
+    let mut fds = Vec::new();
+    for i in 0..count {
+        let mut byte = [0u8; 1];
+        let (n, got) = qmp::fdpass::recv(rd.as_ref(), &mut byte).await?;
+        match (n, got.into_iter().next()) {
+            (1, Some(fd)) => fds.push(fd),
+            _ => {
+                return Err(std::io::Error::other(format!(
+                    "fd {i} of {count} announced by CALL_WITH_FDS did not come"
+                )))
+            }
+        }
+    }
+    Ok(fds)
+}
+
+async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>) {
+    while let Some(out) = rx.recv().await {
+        if wr.write_all(&out.bytes).await.is_err() {
             break;
+        }
+        for fd in &out.fds {
+            if let Err(e) = qmp::fdpass::send(wr.as_ref(), &[0], &[fd.as_fd()]).await {
+                warn!("cannot pass a file descriptor to the client: {e}");
+                break;
+            }
         }
     }
     let _ = wr.shutdown().await;
@@ -156,8 +230,17 @@ impl Conn {
                 }
                 true
             }
-            (PROGRAM_REMOTE | PROGRAM_QEMU, MessageType::Call) if h.vers == PROTOCOL_VERSION => {
-                match self.call(&h, &p.payload).await {
+            (PROGRAM_REMOTE | PROGRAM_QEMU, MessageType::Call)
+            | (PROGRAM_REMOTE, MessageType::CallWithFds)
+                if h.vers == PROTOCOL_VERSION =>
+            {
+                // With fds (they came after the packet: serve), the arguments follow
+                // their count.
+                let args = match h.kind {
+                    MessageType::CallWithFds => p.payload.get(4..).unwrap_or_default(),
+                    _ => &p.payload,
+                };
+                match self.call(&h, args).await {
                     Ok(None) => true,
                     Ok(Some(payload)) => self.reply(&h, Ok(payload)).await,
                     Err(e) => self.reply(&h, Err(e)).await,
@@ -206,6 +289,21 @@ impl Conn {
         }
     }
 
+    /// Sends a successful reply whose fds follow it (REPLY_WITH_FDS: the payload
+    /// starts with their count, as `virNetMessageEncodeNumFDs` writes it).
+    pub async fn reply_with_fds(&self, h: &Header, payload: Vec<u8>, fds: Vec<OwnedFd>) -> bool {
+        let mut header = h.reply(Status::Ok);
+        header.kind = MessageType::ReplyWithFds;
+        let mut body = (fds.len() as u32).to_be_bytes().to_vec();
+        body.extend_from_slice(&payload);
+        self.out.send_with_fds(&header, &body, fds).await
+    }
+
+    /// The first fd that came with the call being handled (`virNetMessageDupFD`).
+    pub fn take_fd(&mut self) -> Option<OwnedFd> {
+        (!self.fds.is_empty()).then(|| self.fds.remove(0))
+    }
+
     /// Routes client STREAM packets to the console they belong to.
     async fn stream_packet(&mut self, h: &Header, payload: Vec<u8>) {
         if self.storage.owns(h.serial) {
@@ -237,5 +335,31 @@ impl Conn {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn fds_after_a_call_are_received_and_bad_counts_refused() {
+        let (client, server) = UnixStream::pair().unwrap();
+        let (rd, _wr) = server.into_split();
+        let (keep, give) = std::os::unix::net::UnixStream::pair().unwrap();
+        // virSocketSendFD: one zero byte carrying the fd.
+        qmp::fdpass::send(&client, &[0], &[give.as_fd()])
+            .await
+            .unwrap();
+        let fds = recv_fds(&rd, &1u32.to_be_bytes()).await.unwrap();
+        assert_eq!(fds.len(), 1);
+        drop(keep);
+        let e = recv_fds(&rd, &33u32.to_be_bytes()).await.unwrap_err();
+        assert!(e.to_string().contains("33 fds"), "{e}");
+        assert!(recv_fds(&rd, &[0, 0]).await.is_err());
+        // A plain byte where an fd was announced.
+        qmp::fdpass::send(&client, &[0], &[]).await.unwrap();
+        let e = recv_fds(&rd, &1u32.to_be_bytes()).await.unwrap_err();
+        assert!(e.to_string().contains("did not come"), "{e}");
     }
 }

@@ -221,6 +221,35 @@ async fn send(out: &Outbox, cb: i32, ev: &Event, dom: &NonnullDomain) -> bool {
             )
             .await
         }
+        Event::Graphics {
+            phase,
+            local,
+            remote,
+            auth_scheme,
+            subject,
+            ..
+        } => {
+            use super::graphics::{
+                GraphicsIdentityMsg, GraphicsMsg, DOMAIN_EVENT_CALLBACK_GRAPHICS,
+            };
+            let m = GraphicsMsg {
+                callback_id: cb,
+                dom: dom.clone(),
+                phase: *phase,
+                local: local.into(),
+                remote: remote.into(),
+                auth_scheme: auth_scheme.clone(),
+                subject: subject
+                    .iter()
+                    .map(|(kind, name)| GraphicsIdentityMsg {
+                        kind: kind.clone(),
+                        name: name.clone(),
+                    })
+                    .collect(),
+            };
+            out.message(PROGRAM_REMOTE, DOMAIN_EVENT_CALLBACK_GRAPHICS, &m)
+                .await
+        }
         // The core reports disk I/O errors (D-Bus `IOError`); the RPC messages
         // DOMAIN_EVENT_CALLBACK_IO_ERROR(_REASON) are not encoded yet.
         Event::IoError { .. } => true,
