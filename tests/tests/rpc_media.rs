@@ -18,78 +18,14 @@
 
 mod rpc_common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use oxvirt_tests::host::require_kvm;
 use oxvirt_tests::spec::serial_xml;
 use oxvirt_tests::{domain_xml, test_guests};
-use rpc_common::{Daemon, STEP};
-
-/// A process whose stdout is collected as it comes (killed on drop).
-struct Watch {
-    child: Child,
-    rx: Receiver<String>,
-    text: String,
-    what: &'static str,
-}
-
-impl Watch {
-    fn spawn(mut c: Command, what: &'static str) -> Watch {
-        let mut child = c
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
-        let mut out = child.stdout.take().unwrap();
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = out.read(&mut buf) {
-                if n == 0
-                    || tx
-                        .send(String::from_utf8_lossy(&buf[..n]).into_owned())
-                        .is_err()
-                {
-                    break;
-                }
-            }
-        });
-        Watch {
-            child,
-            rx,
-            text: String::new(),
-            what,
-        }
-    }
-
-    /// Waits until the output holds `needle` `n` times.
-    fn wait_count(&mut self, d: &Daemon, needle: &str, n: usize) {
-        let deadline = Instant::now() + STEP;
-        while self.text.matches(needle).count() < n {
-            if let Ok(chunk) = self.rx.recv_timeout(Duration::from_millis(100)) {
-                self.text.push_str(&chunk);
-            }
-            if Instant::now() > deadline {
-                d.fail(&format!(
-                    "{} never printed '{needle}' {n} times; it printed:\n{}",
-                    self.what, self.text
-                ));
-            }
-        }
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use rpc_common::{Daemon, Watch};
 
 /// python3-libvirt: registers a tray-change callback and prints each call as
 /// `TRAY <domain> <alias> <reason>`.

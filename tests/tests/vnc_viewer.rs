@@ -1,8 +1,10 @@
 //! A window as a person sees it: virt-viewer's `remote-viewer` under Xvfb connects to
 //! the VNC server (`vnc://127.0.0.1:PORT`, the port `query-vnc` and the live XML give)
 //! and shows the oxtest guest's picture; a screenshot of the X screen (`xwd`) must
-//! contain its colour bars. Skipped loudly without remote-viewer
-//! (virt-viewer), Xvfb (xvfb) or xwd (x11-apps).
+//! contain its colour bars. `virt-viewer --attach` does the same through oxvirtd
+//! with no port at all: it asks libvirt for a socket (`virDomainOpenGraphicsFD`, the
+//! path virt-manager's local console takes). Skipped loudly without remote-viewer /
+//! virt-viewer (virt-viewer), Xvfb (xvfb) or xwd (x11-apps).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,6 +14,7 @@ use oxvirt_tests::spec::pci_slot;
 use oxvirt_tests::{oxtest_spec, GUEST_TIMEOUT};
 
 mod qmp_common;
+mod rpc_common;
 use qmp_common::{PyQmp, QmpVm};
 
 struct Killed(Child);
@@ -57,17 +60,68 @@ fn xwd_pixels(b: &[u8]) -> Vec<u32> {
     px
 }
 
-#[test]
-fn remote_viewer_window_shows_the_guest_screen() {
-    let test = "remote_viewer_window_shows_the_guest_screen";
-    for tool in ["remote-viewer", "Xvfb", "xwd"] {
+/// Whether the viewer and X tools are there (else a loud skip).
+fn have_tools(test: &str, viewer: &str) -> bool {
+    for tool in [viewer, "Xvfb", "xwd"] {
         if !have(tool) {
             oxvirt_tests::skip(
                 test,
                 &format!("{tool} not installed (packages virt-viewer, xvfb, x11-apps)"),
             );
-            return;
+            return false;
         }
+    }
+    true
+}
+
+/// A private X server; its display name.
+fn xvfb() -> (Killed, String) {
+    let display = format!(":{}", 90 + std::process::id() % 100);
+    let x = Killed(
+        Command::new("Xvfb")
+            .args([&display, "-screen", "0", "1024x768x24", "-nolisten", "tcp"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    (x, display)
+}
+
+/// Waits until an `xwd` screenshot of `display` holds the guest's colour bars;
+/// `Err` with the pixel counts seen when they never show within 90 s.
+fn wait_for_bars(display: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut seen = String::new();
+    loop {
+        let out = Command::new("xwd")
+            .args(["-root", "-silent", "-display", display])
+            .output()
+            .unwrap();
+        if out.status.success() && out.stdout.len() > 100 {
+            let px = xwd_pixels(&out.stdout);
+            let count = |c: u32| px.iter().filter(|&&p| p == c).count();
+            let bars = [0xff0000, 0x00ff00, 0x0000ff, 0xffff00, 0xff00ff].map(count);
+            seen = format!("{bars:?}");
+            if bars.iter().all(|&n| n > 2000) {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(seen);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn remote_viewer_window_shows_the_guest_screen() {
+    if !have_tools(
+        "remote_viewer_window_shows_the_guest_screen",
+        "remote-viewer",
+    ) {
+        return;
     }
     let video = Device {
         id: "video0".into(),
@@ -98,16 +152,7 @@ fn remote_viewer_window_shows_the_guest_screen() {
         .unwrap()
         .parse()
         .unwrap();
-    let display = format!(":{}", 90 + std::process::id() % 100);
-    let _xvfb = Killed(
-        Command::new("Xvfb")
-            .args([&display, "-screen", "0", "1024x768x24", "-nolisten", "tcp"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    std::thread::sleep(Duration::from_secs(1));
+    let (_xvfb, display) = xvfb();
     let _viewer = Killed(
         Command::new("remote-viewer")
             .arg(format!("vnc://127.0.0.1:{port}"))
@@ -117,28 +162,50 @@ fn remote_viewer_window_shows_the_guest_screen() {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut seen = String::new();
-    loop {
-        let out = Command::new("xwd")
-            .args(["-root", "-silent", "-display", &display])
-            .output()
-            .unwrap();
-        if out.status.success() && out.stdout.len() > 100 {
-            let px = xwd_pixels(&out.stdout);
-            let count = |c: u32| px.iter().filter(|&&p| p == c).count();
-            let bars = [0xff0000, 0x00ff00, 0x0000ff, 0xffff00, 0xff00ff].map(count);
-            seen = format!("{bars:?}");
-            if bars.iter().all(|&n| n > 2000) {
-                break;
-            }
-        }
-        if Instant::now() > deadline {
-            q.vm.fail(&format!(
-                "remote-viewer's window never showed the colour bars (pixel counts {seen})"
-            ));
-        }
-        std::thread::sleep(Duration::from_secs(1));
+    if let Err(seen) = wait_for_bars(&display) {
+        q.vm.fail(&format!(
+            "remote-viewer's window never showed the colour bars (pixel counts {seen})"
+        ));
     }
     q.vm.assert_no_failures();
+}
+
+/// virt-viewer's `--attach`: no VNC port is used; libvirt hands virt-viewer a socket
+/// (OpenGraphicsFD with SKIPAUTH, so the domain's password is not asked).
+#[test]
+fn virt_viewer_attach_shows_the_guest_screen() {
+    if !have_tools("virt_viewer_attach_shows_the_guest_screen", "virt-viewer") {
+        return;
+    }
+    let d = rpc_common::Daemon::start();
+    let name = "attach1";
+    let xml = rpc_common::display_xml(name, "<graphics type='vnc' passwd='s3cret'/>");
+    d.virsh_ok(&["define", d.xml_file(name, &xml).to_str().unwrap()]);
+    d.virsh_ok(&["start", name]);
+    let (_xvfb, display) = xvfb();
+    let _viewer = Killed(
+        Command::new("virt-viewer")
+            .args(["--attach", "--connect", &d.uri(), name])
+            .env("DISPLAY", &display)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    if let Err(seen) = wait_for_bars(&display) {
+        d.fail(&format!(
+            "virt-viewer --attach never showed the colour bars (pixel counts {seen})"
+        ));
+    }
+    // The VMM logs each client's peer: the handed-over socket, no TCP client.
+    let log = d.domain_log(name);
+    assert!(
+        log.contains("VNC client connected") && log.contains("family: Unix"),
+        "no fd-handed VNC client in the domain log:\n{log}"
+    );
+    assert!(
+        !log.contains("family: Ipv4"),
+        "virt-viewer went through the TCP port:\n{log}"
+    );
+    d.virsh_ok(&["destroy", name]);
 }

@@ -9,6 +9,7 @@ use std::io::Read;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
 pub use oxvirt_tests::cmd::Run;
@@ -33,6 +34,24 @@ pub fn guest_xml(name: &str) -> String {
         1,
         "restart",
         &serial_xml("pty"),
+    )
+}
+
+/// The test guest drawing its known picture (tests/guests/oxtest/display.c) into a
+/// bochs-display, with `graphics` (a `<graphics>` element).
+pub fn display_xml(name: &str, graphics: &str) -> String {
+    domain_xml(
+        name,
+        &test_guests().elf,
+        "console=ttyS0 oxtest=pci,display",
+        64,
+        1,
+        "restart",
+        &serial_xml("pty"),
+    )
+    .replace(
+        "  </devices>",
+        &format!("    {graphics}\n    <video><model type='bochs'/></video>\n  </devices>"),
     )
 }
 
@@ -285,4 +304,67 @@ pub fn field<'a>(text: &'a str, key: &str) -> &'a str {
         .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
         .map(str::trim)
         .unwrap_or_else(|| panic!("no '{key}:' in:\n{text}"))
+}
+
+/// A process whose stdout is collected as it comes (killed on drop).
+pub struct Watch {
+    child: Child,
+    rx: Receiver<String>,
+    /// Everything printed so far.
+    pub text: String,
+    what: &'static str,
+}
+
+impl Watch {
+    pub fn spawn(mut c: Command, what: &'static str) -> Watch {
+        let mut child = c
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let mut out = child.stdout.take().unwrap();
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0
+                    || tx
+                        .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                        .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Watch {
+            child,
+            rx,
+            text: String::new(),
+            what,
+        }
+    }
+
+    /// Waits until the output holds `needle` `n` times.
+    pub fn wait_count(&mut self, d: &Daemon, needle: &str, n: usize) {
+        let deadline = Instant::now() + STEP;
+        while self.text.matches(needle).count() < n {
+            if let Ok(chunk) = self.rx.recv_timeout(Duration::from_millis(100)) {
+                self.text.push_str(&chunk);
+            }
+            if Instant::now() > deadline {
+                d.fail(&format!(
+                    "{} never printed '{needle}' {n} times; it printed:\n{}",
+                    self.what, self.text
+                ));
+            }
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
