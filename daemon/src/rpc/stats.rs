@@ -15,7 +15,8 @@ use super::proto::{
     FlagsArgs, NonnullDomain, StringValue, TypedParam, TypedValue,
 };
 use super::stats_proto::*;
-use crate::core::{self, host_info, stats::VcpuStat, Core};
+use crate::core::stats::{group, StatValue, VcpuStat};
+use crate::core::{self, host_info, Core};
 
 /// Whether this module serves procedure `p`.
 pub fn handles(p: i32) -> bool {
@@ -478,19 +479,6 @@ async fn cpu_stats(core: &Core, a: CpuStatsArgs) -> CallResult {
     })
 }
 
-/// `virConnectGetAllDomainStats` groups (`VIR_DOMAIN_STATS_*`).
-mod group {
-    pub const STATE: u32 = 1;
-    pub const CPU_TOTAL: u32 = 2;
-    pub const BALLOON: u32 = 4;
-    pub const VCPU: u32 = 8;
-    pub const INTERFACE: u32 = 16;
-    pub const BLOCK: u32 = 32;
-    pub const PERF: u32 = 64;
-    /// The groups a KVM domain of ours has.
-    pub const SERVED: u32 = STATE | CPU_TOTAL | BALLOON | VCPU | INTERFACE | BLOCK | PERF;
-}
-
 /// `VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT`, `_BACKING`, `_ENFORCE_STATS`.
 const STATS_NOWAIT: u32 = 1 << 29;
 const STATS_BACKING: u32 = 1 << 30;
@@ -541,120 +529,23 @@ async fn all_domain_stats(core: &Core, a: AllDomainStatsArgs) -> CallResult {
     ret(AllDomainStatsRet { ret_stats: records })
 }
 
-/// One domain's record, groups in libvirt's order with its field names and types.
+/// One domain's record as typed parameters ([`Core::stats_record`] has the fields).
 pub async fn domain_stats(core: &Core, u: &Uuid, groups: u32) -> Result<Vec<TypedParam>, VirError> {
-    use group::*;
-    let want = |g: u32| groups == 0 || groups & g != 0;
-    let s = core.stats(u).await.map_err(vir)?;
-    let i = &s.info;
-    let active = i.state.is_active();
-    let mut out = Vec::new();
-    let mut put = |field: String, value: TypedValue| out.push(TypedParam { field, value });
-    if want(STATE) {
-        put("state.state".into(), TypedValue::Int(i.state.state as i32));
-        put("state.reason".into(), TypedValue::Int(i.state.reason));
-    }
-    if want(CPU_TOTAL) && active {
-        if let Ok(t) = core.cpu_totals(u) {
-            put("cpu.time".into(), TypedValue::ULLong(t.cpu_time));
-            put("cpu.user".into(), TypedValue::ULLong(t.user_time));
-            put("cpu.system".into(), TypedValue::ULLong(t.system_time));
-        }
-    }
-    if want(BALLOON) {
-        let current = s.balloon_current_kib.unwrap_or(i.memory_kib);
-        put("balloon.current".into(), TypedValue::ULLong(current));
-        put(
-            "balloon.maximum".into(),
-            TypedValue::ULLong(i.max_memory_kib),
-        );
-        if active {
-            put("balloon.actual".into(), TypedValue::ULLong(current));
-            if let Some(rss) = s.rss_kib {
-                put("balloon.rss".into(), TypedValue::ULLong(rss));
-            }
-        }
-    }
-    if want(VCPU) {
-        put("vcpu.current".into(), TypedValue::UInt(i.vcpus));
-        put("vcpu.maximum".into(), TypedValue::UInt(i.max_vcpus));
-        if active {
-            for v in core.vcpu_stats(u).await.unwrap_or_default() {
-                let n = v.number;
-                put(format!("vcpu.{n}.state"), TypedValue::Int(v.state));
-                put(format!("vcpu.{n}.time"), TypedValue::ULLong(v.cpu_time_ns));
-                put(format!("vcpu.{n}.wait"), TypedValue::ULLong(v.wait_ns));
-                put(format!("vcpu.{n}.delay"), TypedValue::ULLong(v.delay_ns));
-            }
-        }
-    }
-    if want(INTERFACE) && active {
-        let nets = core.net_stats(u).unwrap_or_default();
-        put("net.count".into(), TypedValue::UInt(nets.len() as u32));
-        for (k, n) in nets.iter().enumerate() {
-            let c = &n.counters;
-            put(format!("net.{k}.name"), TypedValue::String(n.name.clone()));
-            for (f, v) in [
-                ("rx.bytes", c.rx_bytes),
-                ("rx.pkts", c.rx_packets),
-                ("rx.errs", c.rx_errs),
-                ("rx.drop", c.rx_drop),
-                ("tx.bytes", c.tx_bytes),
-                ("tx.pkts", c.tx_packets),
-                ("tx.errs", c.tx_errs),
-                ("tx.drop", c.tx_drop),
-            ] {
-                put(format!("net.{k}.{f}"), TypedValue::ULLong(v.max(0) as u64));
-            }
-        }
-    }
-    if want(BLOCK) {
-        let disks = core.disk_stats(u).await.unwrap_or_default();
-        put("block.count".into(), TypedValue::UInt(disks.len() as u32));
-        for (k, d) in disks.iter().enumerate() {
-            put(
-                format!("block.{k}.name"),
-                TypedValue::String(d.target.clone()),
-            );
-            if let Some(p) = &d.path {
-                put(format!("block.{k}.path"), TypedValue::String(p.clone()));
-            }
-            if let Some(c) = &d.counters {
-                for (f, v) in [
-                    ("rd.reqs", c.rd_req),
-                    ("rd.bytes", c.rd_bytes),
-                    ("rd.times", c.rd_total_times),
-                    ("wr.reqs", c.wr_req),
-                    ("wr.bytes", c.wr_bytes),
-                    ("wr.times", c.wr_total_times),
-                    ("fl.reqs", c.flush_req),
-                    ("fl.times", c.flush_total_times),
-                ] {
-                    put(
-                        format!("block.{k}.{f}"),
-                        TypedValue::ULLong(v.max(0) as u64),
-                    );
-                }
-            }
-            if let Some(z) = &d.sizes {
-                put(
-                    format!("block.{k}.allocation"),
-                    TypedValue::ULLong(z.allocation),
-                );
-                put(
-                    format!("block.{k}.capacity"),
-                    TypedValue::ULLong(z.capacity),
-                );
-                put(
-                    format!("block.{k}.physical"),
-                    TypedValue::ULLong(z.physical),
-                );
-            }
-        }
-    }
-    // PERF: no perf events are enabled, so the group has no fields (as libvirt
-    // without <perf> events).
-    Ok(out)
+    Ok(core
+        .stats_record(u, groups)
+        .await
+        .map_err(vir)?
+        .into_iter()
+        .map(|(field, v)| TypedParam {
+            field,
+            value: match v {
+                StatValue::Int(i) => TypedValue::Int(i),
+                StatValue::UInt(i) => TypedValue::UInt(i),
+                StatValue::ULLong(i) => TypedValue::ULLong(i),
+                StatValue::String(t) => TypedValue::String(t),
+            },
+        })
+        .collect())
 }
 
 #[cfg(test)]
