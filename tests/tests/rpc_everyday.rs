@@ -354,6 +354,7 @@ fn rpc_everyday_calls_answer_like_libvirt() {
         &["block.0.rd.reqs=", "vcpu.1.time=", "state.state=1"],
     );
     has(&["dommemstat", name], &["actual 65536", "rss "]);
+    has(&["cpu-stats", name], &["CPU0:", "cpu_time", "vcpu_time"]);
     has(
         &["cpu-stats", name, "--total"],
         &["cpu_time", "user_time", "system_time"],
