@@ -2,7 +2,8 @@
 //! (swtpm behind the CRB interface), the Linux test guest's `tpm_crb` binds the ACPI
 //! `MSFT0101` device, the TPM core starts the TPM and registers a TPM 2.0 (`tpm0`,
 //! `tpmrm0`), and a TPM2_GetRandom written to `/dev/tpm0` comes back with 16 bytes
-//! (≈ 30-60 s). Skipped loudly without swtpm.
+//! (≈ 30-60 s). Skipped loudly without swtpm, or when the guest kernel was built
+//! without `CONFIG_TCG_CRB=y`.
 
 #[allow(dead_code)] // shared with linux_guest.rs, which uses other parts
 #[path = "linux_guest/support.rs"]
@@ -42,6 +43,15 @@ fn linux_tpm_crb_drives_the_swtpm_behind_the_crb_interface() {
     let Some(g) = guest(T) else {
         return;
     };
+    // The driver is built in by tests/linux-guest/config.fragment (CONFIG_TCG_CRB=y).
+    let config = std::fs::read_to_string(g.dir.join("kernel.config")).unwrap_or_default();
+    if !config.lines().any(|l| l == "CONFIG_TCG_CRB=y") {
+        skip(
+            T,
+            "the Linux test guest's kernel has no built-in tpm_crb (CONFIG_TCG_CRB=y)",
+        );
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let mem = if g.stock { 256 } else { 128 };
     let mut spec = g.spec(
