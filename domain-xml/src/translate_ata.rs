@@ -50,6 +50,10 @@ pub(crate) fn ata_disk(
             "disk '{dev}': SATA unit {unit} does not exist (an AHCI controller has ports 0-5)"
         ));
     }
+    // QEMU's ide-hd refuses a read-only drive; libvirt says so first, in these words.
+    if d.readonly && !cdrom {
+        return unsupported(format!("readonly {bus} disks are not supported"));
+    }
     for (name, v) in [("vendor", &d.vendor), ("product", &d.product)] {
         if v.is_some() {
             return unsupported(format!(

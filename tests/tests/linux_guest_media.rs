@@ -14,7 +14,10 @@
 //!    unlocks and ejects (START STOP UNIT), and the tray-change event ("opened")
 //!    and `tray='open'` in the live XML follow;
 //! 5. `virsh change-media --update` into the open tray (libvirt skips the open step)
-//!    gives the guest disc A again.
+//!    gives the guest disc A again;
+//! 6. the same domain's IDE CD-ROM (`hdc` on the PIIX3 IDE function, Linux's
+//!    `ata_piix` and `sr`): the guest hashes disc A in it, `virsh change-media hdc
+//!    --update` puts disc B in, and the guest reads disc B.
 //!
 //! Each checksum is compared with the host's.
 
@@ -35,11 +38,14 @@ use support::{base64, guest, pattern, sha256_hex, BOOT};
 
 /// The guest's side (run by /init after its ready line; `oxvirt_cmd64`). Every wait
 /// is bounded; an empty hash is "no disc readable now".
-const SCRIPT: &str = r#"h() { sha256sum </dev/sr0 2>/dev/null | cut -d' ' -f1; }
+const SCRIPT: &str = r#"cd_on() { for d in /sys/block/sr*; do case $(readlink -f "$d") in *"$1"*) echo "/dev/${d##*/}"; return;; esac; done; }
+scsi=$(cd_on /virtio); ide=$(cd_on /ata)
+echo "OXCHECK drives scsi=$scsi ide=$ide"
+h() { sha256sum <"${1:-$scsi}" 2>/dev/null | cut -d' ' -f1; }
 echo 0 >/proc/sys/dev/cdrom/autoclose
 first=$(h)
 echo "OXCHECK disc n=1 sha256=$first"
-exec 3</dev/sr0
+exec 3<"$scsi"
 echo "OXCHECK locked"
 cur=$first; i=0
 while { [ -z "$cur" ] || [ "$cur" = "$first" ]; } && [ $i -lt 900 ]; do sleep 1; i=$((i+1)); cur=$(h); done
@@ -52,6 +58,11 @@ echo "OXCHECK ejected"
 cur=$(h); i=0
 while { [ -z "$cur" ] || [ "$cur" = "$second" ]; } && [ $i -lt 900 ]; do sleep 1; i=$((i+1)); cur=$(h); done
 echo "OXCHECK disc n=3 sha256=$cur"
+ifirst=$(h "$ide")
+echo "OXCHECK ide n=1 sha256=$ifirst"
+cur=$ifirst; i=0
+while { [ -z "$cur" ] || [ "$cur" = "$ifirst" ]; } && [ $i -lt 900 ]; do sleep 1; i=$((i+1)); cur=$(h "$ide"); done
+echo "OXCHECK ide n=2 sha256=$cur"
 "#;
 
 /// Waits until the console file holds `needle`; returns the rest of its line.
@@ -104,8 +115,10 @@ fn linux_sees_new_discs_after_virsh_change_media() {
             "<devices>
     <controller type='scsi' index='0' model='virtio-scsi'/>
     <disk type='file' device='cdrom'><driver name='qemu' type='raw'/>
-      <source file='{}'/><target dev='sda' bus='scsi'/><readonly/></disk>",
-            a_iso.display()
+      <source file='{a}'/><target dev='sda' bus='scsi'/><readonly/></disk>
+    <disk type='file' device='cdrom'><driver name='qemu' type='raw'/>
+      <source file='{a}'/><target dev='hdc' bus='ide'/><readonly/></disk>",
+            a = a_iso.display()
         ),
     );
     let f = d.xml_file(name, &xml);
@@ -229,6 +242,29 @@ fn linux_sees_new_discs_after_virsh_change_media() {
     ]);
     let h3 = wait_line(&d, &console, "OXCHECK disc n=3 sha256=", BOOT);
     assert_eq!(h3, sha256_hex(&a), "the guest did not read disc A again");
+
+    // 6. The IDE CD-ROM (at 00:01.1 as libvirt places it; the direct-boot machine
+    // gets the PIIX3's function 0 with it, so Linux scans the slot).
+    let i1 = wait_line(&d, &console, "OXCHECK ide n=1 sha256=", BOOT);
+    assert_eq!(
+        i1,
+        sha256_hex(&a),
+        "the guest read disc A in hdc differently"
+    );
+    let out = d.virsh_ok(&[
+        "change-media",
+        name,
+        "hdc",
+        b_iso.to_str().unwrap(),
+        "--update",
+    ]);
+    assert!(out.contains("Successfully updated media."), "{out}");
+    let i2 = wait_line(&d, &console, "OXCHECK ide n=2 sha256=", BOOT);
+    assert_eq!(
+        i2,
+        sha256_hex(&b),
+        "the guest did not read disc B in hdc after the change"
+    );
     let _ = ev.kill();
     let _ = ev.wait();
     // The guest powers off after its script.

@@ -15,6 +15,7 @@ use super::bmdma::BAR_SIZE as BMIDE_PORTS;
 use super::device::{AtaDevice, DriveConfig};
 use super::ide::{IdeChannel, IdePorts, PiixIde, PORTS as IDE_PORTS};
 use crate::devices::bus::Bus;
+use crate::pci::chipset::ChipsetFunction;
 use crate::pci::{IntxPin, PciError, PciRoot};
 use crate::scsi::{DeviceConfig, DeviceKind as ScsiKind, ScsiDevice};
 use crate::virtio::attach::{AttachError, PciBackends};
@@ -163,6 +164,13 @@ fn add_ide(
         None => (1, 1),
     };
     root.check_free(slot, function).map_err(perr)?;
+    if function != 0 && root.check_free(slot, 0).is_ok() {
+        // Guests scan functions 1-7 of a slot only when function 0 exists: a
+        // machine without the PIIX3 (direct kernel boot of a 'pc' domain, whose
+        // IDE libvirt puts at 00:01.1) gets the PIIX3's ISA bridge function too.
+        root.add_device(slot, 0, Box::new(ChipsetFunction::piix3_isa()))
+            .map_err(perr)?;
+    }
     let (drives, locks) = drives(spec, backends, AtaBus::Ide, index)?;
     let mut channels = Vec::new();
     for (n, [master, slave]) in drives.into_iter().take(2).enumerate() {

@@ -11,7 +11,7 @@ use vm_memory::{Bytes, GuestAddress};
 use super::ahci::Ahci;
 use super::device::{cmd, error, status, AtaDevice, DriveConfig, SIGNATURE_ATA, SIGNATURE_ATAPI};
 use crate::pci::intx::tests::CountingLine;
-use crate::pci::{PciDevice, PciRoot, PciWindows};
+use crate::pci::{MsiMessage, MsiSink, PciDevice, PciRoot, PciWindows};
 use crate::scsi::{DeviceConfig, DeviceKind, ScsiDevice};
 use crate::virtio::block::backend::{Bufs, DiskBackend};
 use crate::virtio::queue_util::testing::memory;
@@ -322,6 +322,57 @@ fn identify_device_fills_the_prd_buffer_and_interrupts() {
     assert_eq!((f[0], f[1], f[2] & 0xc9), (0x34, 0x40, 0x40));
     // Interrupt line low once acknowledged.
     assert_eq!(d.hba.read_config(1) & (1 << 19), 0);
+}
+
+/// An MSI route that counts its messages.
+#[derive(Default)]
+struct Messages(Mutex<u32>);
+
+impl MsiSink for Messages {
+    fn program(&self, _vector: u16, _msg: MsiMessage, _masked: bool) {}
+    fn trigger(&self, _vector: u16) {
+        *self.0.lock().unwrap() += 1;
+    }
+}
+
+#[test]
+fn msi_takes_over_from_intx_while_the_driver_enables_it() {
+    let img = MemDisk::default();
+    img.data.lock().unwrap().resize(1 << 20, 0);
+    let mut d = Driver::new(vec![Some(drive(DeviceKind::Disk, Some(img), false))]);
+    let msgs = Arc::new(Messages::default());
+    d.hba.attach_msi(msgs.clone());
+    d.start_port(0);
+    d.w(0x04, 1 << 1); // GHC.IE
+                       // Linux walks the capability list to the MSI capability (ID 5).
+    let mut at = (d.hba.read_config(0x34 / 4) & 0xff) as usize;
+    while d.hba.read_config(at / 4) & 0xff != 0x05 {
+        at = ((d.hba.read_config(at / 4) >> 8) & 0xff) as usize;
+        assert_ne!(at, 0, "no MSI capability");
+    }
+    let reg = at / 4;
+    d.hba
+        .write_config(reg + 1, 0, &0xfee0_0000u32.to_le_bytes());
+    d.hba.write_config(reg + 3, 0, &0x0041u16.to_le_bytes());
+    d.hba.write_config(reg, 2, &[1]);
+    let identify = h2d(cmd::IDENTIFY_DEVICE, 0, 0, 0);
+    d.issue(0, 0, &identify, &[], &[(BUF, 512)], false);
+    assert_eq!(*msgs.0.lock().unwrap(), 1, "one message per completion");
+    d.ack(0);
+    assert_eq!(*msgs.0.lock().unwrap(), 1, "acknowledging sends nothing");
+    d.issue(0, 1, &identify, &[], &[(BUF, 512)], false);
+    assert_eq!(*msgs.0.lock().unwrap(), 2);
+    assert_eq!(
+        d.irqs.0.load(Ordering::SeqCst),
+        0,
+        "no INTx while MSI is on"
+    );
+    d.ack(0);
+    // MSI off again (pci=nomsi, a driver unbinding): back to INTA#.
+    d.hba.write_config(reg, 2, &[0]);
+    d.issue(0, 2, &identify, &[], &[(BUF, 512)], false);
+    assert_eq!(d.irqs.0.load(Ordering::SeqCst), 1);
+    assert_eq!(*msgs.0.lock().unwrap(), 2);
 }
 
 #[test]
