@@ -372,6 +372,29 @@ fn rpc_everyday_calls_answer_like_libvirt() {
     assert!(virsh_blkstat(&d, name, "rd_req") >= 1);
 
     config_device_changes(&d, name);
+
+    // Shut off: bulk stats still answer (state, balloon, vcpu, block sizes), the
+    // per-device counters say the domain is not running, as libvirt's.
+    d.virsh_ok(&["destroy", name]);
+    has(
+        &["domstats", name],
+        &[
+            "state.state=5",
+            "block.0.capacity=4194304",
+            "vcpu.current=2",
+        ],
+    );
+    for args in [
+        &["domblkstat", name, "vda"][..],
+        &["domifstat", name, &tap()][..],
+    ] {
+        let r = d.virsh(args);
+        assert!(
+            !r.ok && r.stderr.contains("domain is not running"),
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
 }
 
 /// `--config` attach and detach on the running domain: the persistent definition

@@ -248,6 +248,7 @@ impl Core {
     /// Block counters of the disk with target (or source path) `disk`; an empty name
     /// sums every disk, as libvirt's `virDomainBlockStats` with `""`.
     pub async fn block_counters(&self, uuid: &Uuid, disk: &str) -> Result<BlockCounters> {
+        self.vm_of(uuid)?;
         let all = self.disk_stats(uuid).await?;
         if disk.is_empty() {
             return Ok(all
@@ -330,6 +331,7 @@ impl Core {
     /// `virDomainInterfaceStats` of the interface named by its host device (target
     /// dev), MAC or alias.
     pub fn interface_counters(&self, uuid: &Uuid, device: &str) -> Result<NetCounters> {
+        self.vm_of(uuid)?;
         self.net_stats(uuid)?
             .into_iter()
             .find(|n| n.name == device)
