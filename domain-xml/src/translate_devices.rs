@@ -721,13 +721,15 @@ fn network_backend(n: &Interface, tap: Option<String>) -> Result<ms::NetBackend>
 
 fn interface(n: &Interface) -> Result<ms::Device> {
     let what = format!("interface '{}'", n.mac);
-    if let Some(m) = &n.model {
-        if m != "virtio" {
+    let model = match n.model.as_deref() {
+        None | Some("virtio") => ms::NetModel::Virtio,
+        Some("e1000") => ms::NetModel::E1000,
+        Some(m) => {
             return unsupported(format!(
-                "interface model '{m}' is not supported (only 'virtio')"
-            ));
+                "interface model '{m}' is not supported (only 'virtio' and 'e1000')"
+            ))
         }
-    }
+    };
     // `<backend type='passt'>` names what `type='user'` runs on anyway.
     let passt_backend = |e: &&crate::element::Element| {
         n.interface_type == InterfaceType::User
@@ -735,7 +737,11 @@ fn interface(n: &Interface) -> Result<ms::Device> {
             && e.get_attr("type") == Some("passt")
             && e.attrs.len() == 1
     };
-    if let Some(e) = n.extra.iter().find(|e| !passt_backend(e)) {
+    let user_net = |e: &&crate::element::Element| {
+        n.interface_type == InterfaceType::User
+            && crate::translate_user_net::is_user_net_element(&e.name)
+    };
+    if let Some(e) = n.extra.iter().find(|e| !passt_backend(e) && !user_net(e)) {
         return unsupported(format!("<interface><{}> is not supported", e.name));
     }
     if let Some((k, _)) = n.attrs.first() {
@@ -782,7 +788,7 @@ fn interface(n: &Interface) -> Result<ms::Device> {
                     s.attrs.first().map(|(k, _)| k.as_str()).unwrap_or("")
                 ));
             }
-            ms::NetBackend::User
+            ms::NetBackend::User(crate::translate_user_net::user_net(&n.extra, &what)?)
         }
         other => {
             return unsupported(format!(
@@ -810,6 +816,7 @@ fn interface(n: &Interface) -> Result<ms::Device> {
             backend,
             link_up,
             mtu,
+            model,
         }),
     })
 }

@@ -17,6 +17,8 @@ mod ata;
 pub use ata::{AtaBus, AtaController, AtaDisk, AHCI_PORTS};
 mod graphics;
 pub use graphics::{Graphics, GraphicsListen, SharePolicy, VNC_PORT_MIN};
+mod user_net;
+pub use user_net::{PortForward, PortProto, PortRange, UserAddress, UserNet};
 mod tpm;
 pub use tpm::{Tpm, TpmModel};
 
@@ -402,6 +404,12 @@ pub enum VideoModel {
     /// `bochs-display`: PCI 1234:1111, framebuffer and DISPI registers only
     /// (libvirt `bochs`).
     Bochs,
+    /// `virtio-vga`: virtio-gpu 2D (PCI 1af4:1050, class VGA) with the `VGA`
+    /// compatibility parts (libvirt `virtio` as the primary adapter).
+    VirtioVga,
+    /// `virtio-gpu-pci`: virtio-gpu 2D alone (class display-other, no VGA; libvirt
+    /// `virtio` with `primary='no'`).
+    VirtioGpu,
 }
 
 /// A screen size in pixels.
@@ -573,7 +581,7 @@ pub struct Disk {
     pub discard: bool,
 }
 
-/// A virtio-net interface.
+/// A network interface: virtio-net, or an emulated Intel NIC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Net {
@@ -584,6 +592,27 @@ pub struct Net {
     pub link_up: bool,
     #[serde(default)]
     pub mtu: Option<u16>,
+    /// The device the guest sees (libvirt `<model type>`).
+    #[serde(default, skip_serializing_if = "NetModel::is_virtio")]
+    pub model: NetModel,
+}
+
+/// NIC models (libvirt `<model type>`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetModel {
+    /// virtio-net-pci.
+    #[default]
+    Virtio,
+    /// Intel 82540EM (QEMU `e1000`).
+    E1000,
+}
+
+impl NetModel {
+    /// Whether this is the default model (left out of serialized specs).
+    pub fn is_virtio(&self) -> bool {
+        *self == NetModel::Virtio
+    }
 }
 
 /// virtio-net host side.
@@ -600,8 +629,9 @@ pub enum NetBackend {
     },
     /// User-mode networking through passt (libvirt `<interface type='user'>`, what
     /// session-mode domains have): the VMM starts `passt` on a socket pair and speaks
-    /// its stream framing; no root, no tap.
-    User,
+    /// its stream framing; no root, no tap. The options set the guest's addresses
+    /// and forwarded host ports.
+    User(UserNet),
 }
 
 /// virtio-rng.
