@@ -4,8 +4,8 @@
 //! with virsh gets its TPM manufactured under `$XDG_DATA_HOME/oxvirt/swtpm/UUID`, and
 //! the oxtest guest finds it through ACPI (TPM2 table, MSFT0101) and talks to it on the
 //! CRB interface: TPM2_Startup, TPM2_GetRandom(16), TPM2_PCR_Read(sha256, PCR 0).
-//! `virsh undefine --keep-tpm` keeps the state, plain `undefine` removes it, and
-//! `--tpm --keep-tpm` together is refused.
+//! `virsh undefine --keep-tpm` keeps the state, plain `undefine` removes it,
+//! `--tpm --keep-tpm` together is refused, and a transient domain's state ends with it.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -141,4 +141,29 @@ fn a_session_domain_talks_to_its_swtpm_and_undefine_removes_the_state_unless_kep
     s.virsh_ok(URI, &["define", xml_path.to_str().unwrap()]);
     s.virsh_ok(URI, &["undefine", "tpmguest"]);
     assert!(!state.exists(), "undefine left {}", state.display());
+
+    // A transient domain (virsh create) has its TPM while it runs; its state goes
+    // with it when the guest powers off.
+    std::fs::remove_file(&console).unwrap();
+    s.virsh_ok(URI, &["create", xml_path.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while s
+        .virsh_ok(URI, &["list", "--all", "--name"])
+        .lines()
+        .any(|l| l.trim() == "tpmguest")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the transient domain did not end; console:\n{}",
+            std::fs::read_to_string(&console).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let text = std::fs::read_to_string(&console).unwrap_or_default();
+    assert!(text.contains("OXTEST tpm ok getrandom rc=0x0"), "{text}");
+    assert!(
+        !state.exists(),
+        "the transient domain left {}",
+        state.display()
+    );
 }

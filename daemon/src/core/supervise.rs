@@ -444,7 +444,7 @@ impl Core {
             vm.rebooting.load(Ordering::SeqCst) && !stopping && shutoff_reason == shutoff::SHUTDOWN;
         tracing::info!(domain = %slot.name(), ?info, shutoff_reason, rebooting, "VMM exited");
         let dom = slot.domain_ref();
-        let transient = {
+        let (transient, has_tpm) = {
             let mut r = slot.rec();
             let same_vm = r.vm.as_ref().is_some_and(|v| Arc::ptr_eq(v, vm));
             if !same_vm {
@@ -452,10 +452,11 @@ impl Core {
             }
             r.vm = None;
             r.id = -1;
+            let has_tpm = r.live.as_ref().is_some_and(|d| d.has_tpm());
             if !rebooting {
                 r.live = None;
             }
-            !r.persistent()
+            (!r.persistent(), has_tpm)
         };
         let _ = slot.apply(Change::Stop(shutoff_reason));
         if let Err(e) = vm.rt.remove() {
@@ -479,6 +480,8 @@ impl Core {
                 .write()
                 .expect("domain map poisoned")
                 .remove(&slot.uuid);
+            // As libvirt: a transient domain's TPM state ends with it.
+            super::tpmstate::on_undefine(&slot.uuid, has_tpm, 0);
         }
     }
 }

@@ -5,7 +5,8 @@
 //! is `domain_xml::translate_tpm::state_dir(UUID)`. libvirt removes it when a domain
 //! with an emulated TPM is undefined, unless `VIR_DOMAIN_UNDEFINE_KEEP_TPM` asks to
 //! keep it (`virsh undefine --keep-tpm`); `VIR_DOMAIN_UNDEFINE_TPM` removes it
-//! explicitly, and the two together are an error.
+//! explicitly, and the two together are an error. A transient domain's state goes when
+//! the domain does (its VMM exits), as libvirt removes it.
 
 use std::path::Path;
 
@@ -40,7 +41,8 @@ pub fn check_flags(flags: u32) -> Result<()> {
     Ok(())
 }
 
-/// At undefine of a domain that has a `<tpm>`: removes its state unless kept.
+/// At undefine of a domain that has a `<tpm>` (or the end of a transient one, `flags`
+/// 0): removes its state unless kept.
 pub fn on_undefine(uuid: &Uuid, has_tpm: bool, flags: u32) {
     if !has_tpm || flags & KEEP_TPM != 0 {
         return;
