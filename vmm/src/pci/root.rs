@@ -39,6 +39,8 @@ pub struct FunctionInfo {
     pub header: [u32; 16],
     /// Memory BARs: (index, address, size).
     pub bars: Vec<(usize, u64, u64)>,
+    /// I/O BARs: (index, first port, size).
+    pub io_bars: Vec<(usize, u64, u64)>,
 }
 
 /// The host bridge at 00.0: a header and nothing else.
@@ -262,6 +264,7 @@ impl PciRoot {
                     function: devfn & 7,
                     header,
                     bars: s.dev.bars(),
+                    io_bars: s.dev.io_bars(),
                 }
             })
             .collect()
@@ -639,6 +642,12 @@ mod tests {
         assert!(!root.io_write(0xc008, &[1]));
         assert!(root.io_write(0xd048, &[1]));
         assert_eq!(root.allocate_io_bar(16).unwrap(), 0xc010);
+        // query-pci lists it as an I/O region.
+        let f = root.snapshot();
+        assert_eq!(
+            (f[1].io_bars.clone(), f[1].bars.len()),
+            (vec![(4, 0xd040, 16)], 0)
+        );
     }
 
     #[test]

@@ -1055,6 +1055,14 @@ fn publish(root: &mut PciRoot, placed: &[(String, u8, u8)], backends: &PciBacken
                         prefetch: false,
                         mem_type_64: true,
                     })
+                    .chain(f.io_bars.iter().map(|&(bar, port, size)| PciRegion {
+                        bar: bar as u8,
+                        io: true,
+                        address: port as i64,
+                        size,
+                        prefetch: false,
+                        mem_type_64: false,
+                    }))
                     .collect(),
             }
         })
