@@ -15,7 +15,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::auth;
 use crate::session::{Event, Security, Session};
@@ -741,6 +741,7 @@ fn write_loop(inner: &Arc<Inner>, client: &Arc<Client>) {
 
 fn refresh_loop(inner: &Arc<Inner>) {
     let mut period = FAST_REFRESH;
+    let mut last = Instant::now();
     loop {
         let clients = {
             let mut clients = inner.clients.lock().unwrap_or_else(|p| p.into_inner());
@@ -764,6 +765,14 @@ fn refresh_loop(inner: &Arc<Inner>) {
                 .unwrap_or_else(|p| p.into_inner());
             guard.clone()
         };
+        // Activity (input, and every update request: a viewer asks again as soon as
+        // it has drawn) ends a slow period early, but refreshes stay at most
+        // FAST_REFRESH apart: without this a client on a busy screen drove a refresh
+        // per round trip, hundreds a second (bench/vnc redraw), where QEMU keeps 30 ms.
+        if let Some(rest) = FAST_REFRESH.checked_sub(last.elapsed()) {
+            std::thread::sleep(rest);
+        }
+        last = Instant::now();
         let active = inner.activity.swap(false, Ordering::AcqRel);
         let damage = inner.backend.refresh();
         let leds = inner.backend.leds();
