@@ -45,6 +45,39 @@ fn daemon_secrets_on_dbus() {
         .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
         .unwrap();
     assert_eq!(mode, 0o600);
+    // A property that cannot be read answers org.libvirt.Error with libvirt's text
+    // (libvirt-dbus returns the libvirt error), not DBus.Error.Failed: the files go
+    // behind the daemon's back while the object is still exported.
+    let dir = d.dir.path().join("secrets");
+    for ext in ["xml", "base64"] {
+        std::fs::rename(
+            dir.join(format!("{UUID}.{ext}")),
+            d.dir.path().join(format!("{UUID}.{ext}")),
+        )
+        .unwrap();
+    }
+    let o = std::process::Command::new("gdbus")
+        .args(["call", "--address", &d.address(), "--dest", "org.libvirt"])
+        .args(["--object-path", &path, "--method"])
+        .args([
+            "org.freedesktop.DBus.Properties.Get",
+            "org.libvirt.Secret",
+            "UsageID",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("GDBus.Error:org.libvirt.Error: Secret not found"),
+        "{err}"
+    );
+    for ext in ["xml", "base64"] {
+        std::fs::rename(
+            d.dir.path().join(format!("{UUID}.{ext}")),
+            dir.join(format!("{UUID}.{ext}")),
+        )
+        .unwrap();
+    }
     d.call(&path, "org.libvirt.Secret", "Undefine", &[]);
     assert_eq!(connect(&d, "ListSecrets", &["u", "0"]).trim(), "ao 0");
     let r = d.try_call(

@@ -2,9 +2,9 @@
 //! reference runs on a second private bus over libvirt's test driver
 //! (`/org/libvirt/Test`), and `daemon_common/wire.py` (dbus-python) compares the
 //! shapes: typed parameters two variant levels deep (`GetStats`,
-//! `GetAllDomainStats`), `Properties.GetAll` two levels and `Get` one, and a
-//! property error as `org.libvirt.Error`. No guest runs: an inactive domain has
-//! state and balloon figures.
+//! `GetAllDomainStats`), `Properties.GetAll` two levels and `Get` one (property
+//! errors: `daemon_host_objects`). No guest runs: an inactive domain has state and
+//! balloon figures.
 
 mod daemon_common;
 

@@ -92,7 +92,9 @@ impl DomainIface {
 
     #[zbus(property(emits_changed_signal = "false"), name = "SchedulerType")]
     async fn scheduler_type(&self) -> Result<(String, i32)> {
-        Err(unsupported("virDomainGetSchedulerType"))
+        // As the libvirt protocol side answers: the POSIX scheduler, no tunables.
+        self.info()?;
+        Ok(("posix".to_string(), 0))
     }
 
     #[zbus(property(emits_changed_signal = "false"), name = "Updated")]
