@@ -10,9 +10,12 @@
 
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use nix::sys::socket::{recv, MsgFlags};
 use tracing::{info, warn};
@@ -51,8 +54,10 @@ impl PasstLink {
     pub fn start(id: &str, user: &UserNet, control: NetControl) -> io::Result<PasstLink> {
         let (ours, theirs) = UnixStream::pair()?;
         let args = passt_args(user);
-        let child = Command::new("passt")
-            .args(["--foreground", "--quiet", "--fd", "0"])
+        let ready = ReadyFile::new(id)?;
+        let mut child = Command::new("passt")
+            .args(["--foreground", "--quiet", "--fd", "0", "--pid"])
+            .arg(&ready.path)
             .args(&args)
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::null())
@@ -63,6 +68,11 @@ impl PasstLink {
                     format!("cannot start passt (Debian package passt): {e}"),
                 )
             })?;
+        if let Err(e) = ready.wait(&mut child) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
         info!(
             id,
             pid = child.id(),
@@ -89,6 +99,66 @@ impl PasstLink {
             state: self.state.clone(),
             fd: self.fd,
         }
+    }
+}
+
+/// passt's pid file, which it writes once its setup (addresses, forwarded ports)
+/// succeeded: waiting for it, or for passt's exit, tells a bad option or a taken
+/// port apart from a running passt, as libvirt's start of passt does.
+struct ReadyFile {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+/// How long passt may take to set up on a loaded host.
+const PASST_SETUP: Duration = Duration::from_secs(30);
+
+impl ReadyFile {
+    /// An empty file passt can write to: passt started by root drops to `nobody`
+    /// before it opens the file, so the file is made writable for it.
+    fn new(id: &str) -> io::Result<ReadyFile> {
+        let dir = std::env::temp_dir().join(format!(
+            "oxvirt-passt-{}-{}",
+            std::process::id(),
+            id.replace('/', "_")
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("passt.pid");
+        std::fs::File::create(&path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
+        Ok(ReadyFile { dir, path })
+    }
+
+    /// Until passt wrote its pid, or an error naming its exit status (its own
+    /// message went to our stderr, the VMM log).
+    fn wait(&self, child: &mut Child) -> io::Result<()> {
+        let deadline = Instant::now() + PASST_SETUP;
+        loop {
+            if std::fs::metadata(&self.path).is_ok_and(|m| m.len() > 0) {
+                return Ok(());
+            }
+            if let Some(status) = child.try_wait()? {
+                return Err(io::Error::other(format!(
+                    "passt exited during its setup ({status}): a bad <ip>, <route> or \
+                     <portForward>, or a forwarded port already in use; passt's message is \
+                     in the log"
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::other(format!(
+                    "passt did not finish its setup within {} s",
+                    PASST_SETUP.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for ReadyFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_dir(&self.dir);
     }
 }
 
@@ -273,5 +343,47 @@ mod tests {
             nix::poll::PollFlags::POLLIN,
         )];
         assert_eq!(nix::poll::poll(&mut fds, 0u16).unwrap(), 0);
+    }
+
+    /// With Debian's passt: a forwarded port another socket holds makes passt quit
+    /// during setup, and the start fails instead of running a NIC with no link; a
+    /// free port starts. Skips without passt.
+    #[test]
+    fn passt_failing_its_setup_fails_the_start() {
+        if !std::path::Path::new("/usr/bin/passt").exists() {
+            eprintln!("SKIP passt_failing_its_setup_fails_the_start: /usr/bin/passt missing");
+            return;
+        }
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let forward = |port: u16| UserNet {
+            port_forwards: vec![machine_spec::PortForward {
+                proto: machine_spec::PortProto::Tcp,
+                address: Some("127.0.0.1".parse().unwrap()),
+                dev: None,
+                ranges: vec![machine_spec::PortRange {
+                    start: port,
+                    end: None,
+                    to: Some(22),
+                    exclude: false,
+                }],
+            }],
+            ..UserNet::default()
+        };
+        let taken = forward(held.local_addr().unwrap().port());
+        let e = PasstLink::start("net0", &taken, NetControl::new(true))
+            .err()
+            .expect("passt started on a taken port");
+        assert!(
+            e.to_string().contains("passt exited during its setup"),
+            "{e}"
+        );
+        let free_port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let link = PasstLink::start("net1", &forward(free_port), NetControl::new(true)).unwrap();
+        // passt listens on the forwarded port now.
+        assert!(std::net::TcpStream::connect(("127.0.0.1", free_port)).is_ok());
+        drop(link);
     }
 }
