@@ -51,6 +51,9 @@ fn vnc_session(port: u16, password: &str) {
 
 #[test]
 fn open_graphics_fd_and_graphics_events_on_every_front_end() {
+    if !oxvirt_tests::host::require_kvm("open_graphics_fd_and_graphics_events_on_every_front_end") {
+        return;
+    }
     let d = Daemon::start();
     let name = "gfx1";
     d.virsh_ok(&[

@@ -174,7 +174,8 @@ fn remote_viewer_window_shows_the_guest_screen() {
 /// (OpenGraphicsFD with SKIPAUTH, so the domain's password is not asked).
 #[test]
 fn virt_viewer_attach_shows_the_guest_screen() {
-    if !have_tools("virt_viewer_attach_shows_the_guest_screen", "virt-viewer") {
+    let test = "virt_viewer_attach_shows_the_guest_screen";
+    if !have_tools(test, "virt-viewer") || !oxvirt_tests::host::require_kvm(test) {
         return;
     }
     let d = rpc_common::Daemon::start();
