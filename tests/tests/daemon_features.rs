@@ -355,6 +355,27 @@ fn live_memory_goes_through_the_balloon() {
         inactive.contains("<currentMemory unit='KiB'>65536</currentMemory>"),
         "{inactive}"
     );
+    // GetStats of a running domain: the core's bulk record (as virsh domstats),
+    // each value two variant levels deep as libvirt-dbus sends it.
+    let r = d.busctl(&[
+        "--json=short",
+        "call",
+        "org.libvirt",
+        &path,
+        "org.libvirt.Domain",
+        "GetStats",
+        "uu",
+        "0",
+        "0",
+    ]);
+    assert!(r.ok, "{}", r.stderr);
+    for key in [
+        "\"cpu.time\":{\"type\":\"v\",\"data\":{\"type\":\"t\"",
+        "\"vcpu.current\":{\"type\":\"v\",\"data\":{\"type\":\"u\"",
+        "\"balloon.current\":{\"type\":\"v\",\"data\":{\"type\":\"t\"",
+    ] {
+        assert!(r.stdout.contains(key), "{key} not in {}", r.stdout);
+    }
     let stats = d.domain(&path, "MemoryStats", &["u", "0"]);
     // a{it}: tag 6 = actual balloon (KiB), 7 = RSS.
     assert!(

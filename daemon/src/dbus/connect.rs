@@ -10,7 +10,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::{OwnedFd, OwnedObjectPath, OwnedVariant};
 
 use super::error::{unsupported, Result};
-use super::{host, stats, typed, Context};
+use super::{host, stats, Context};
 use crate::core::{flags, host_info, Core, DomainCapsQuery, Error};
 
 /// The connect object.
@@ -175,11 +175,11 @@ impl ConnectIface {
         let mut out = Vec::new();
         for info in self.ctx.core.list(flags & flags::list::ALL)? {
             let uuid = info.domain.uuid;
-            let Ok(s) = self.ctx.core.stats(&uuid).await else {
+            // A domain that goes away meanwhile is left out, as libvirt does.
+            let Ok(record) = self.ctx.core.stats_record(&uuid, stats).await else {
                 continue;
             };
-            let params = typed::to_wire(stats::typed_params(&s, stats));
-            out.push((info.domain.name.clone(), params));
+            out.push((info.domain.name.clone(), stats::to_wire(record)));
         }
         Ok(out)
     }

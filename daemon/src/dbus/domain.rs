@@ -12,7 +12,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::{OwnedFd, OwnedObjectPath, OwnedVariant};
 
 use super::error::{unsupported, LibvirtError, Result};
-use super::{stats, typed, Context};
+use super::{stats, Context};
 use crate::core::{affect, flags, DomainInfo, Error};
 
 /// One domain's object.
@@ -408,8 +408,9 @@ impl DomainIface {
             flags::list::ALL | stats::ALL_STATS_FLAGS,
             "virDomainListGetStats",
         )?;
-        let s = self.ctx.core.stats(&self.uuid).await?;
-        Ok(typed::to_wire(stats::typed_params(&s, stats)))
+        Ok(stats::to_wire(
+            self.ctx.core.stats_record(&self.uuid, stats).await?,
+        ))
     }
 
     #[zbus(name = "GetTime", out_args("time"))]
