@@ -4,8 +4,10 @@
 //! is no adapter. `qxl`, what SPICE-era XML has, runs as `vga` (the guest sees a
 //! standard VGA, which Linux and Windows drive with their standard drivers); the spec
 //! keeps `requested_model` so the VMM warns and the daemon's live XML can show the
-//! device the guest really has. `cirrus`, `vmvga`, `ramfb` and (until virtio-gpu
-//! exists) `virtio` are refused with the list of models that exist.
+//! device the guest really has. `virtio` is virtio-gpu 2D: `virtio-vga` (with the
+//! VGA compatibility, as libvirt makes a primary `virtio`), or `virtio-gpu-pci`
+//! when `<model primary='no'>` asks for no VGA. `cirrus`, `vmvga` and `ramfb` are
+//! refused with the list of models that exist.
 
 use machine_spec as ms;
 
@@ -13,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::model::*;
 
 /// The models oxvirt runs, for messages.
-const MODELS: &str = "'vga', 'bochs', 'qxl' (served as 'vga') or 'none'";
+const MODELS: &str = "'vga', 'bochs', 'virtio', 'qxl' (served as 'vga') or 'none'";
 /// libvirt's default `vram` for VGA-like devices, in KiB (16 MiB).
 const DEFAULT_VRAM_KIB: u64 = 16 << 10;
 /// The largest framebuffer BAR offered (bochs-display's limit).
@@ -66,9 +68,15 @@ fn video(v: &GenericDevice, model: &str) -> Result<ms::Device> {
         "bochs" => (ms::VideoModel::Bochs, None),
         "qxl" => (ms::VideoModel::Vga, Some("qxl".to_string())),
         "virtio" => {
-            return unsupported(format!(
-                "<video><model type='virtio'> is not supported yet (no virtio-gpu); use {MODELS}"
-            ))
+            let primary = v
+                .element
+                .get_child("model")
+                .and_then(|m| m.get_attr("primary"));
+            if primary == Some("no") {
+                (ms::VideoModel::VirtioGpu, None)
+            } else {
+                (ms::VideoModel::VirtioVga, None)
+            }
         }
         other => {
             return unsupported(format!(
@@ -225,6 +233,21 @@ mod tests {
     }
 
     #[test]
+    fn virtio_is_virtio_vga_unless_primary_no() {
+        let v = video(
+            "<video><model type='virtio' heads='1' primary='yes'><resolution x='1280' y='800'/></model></video>",
+        )
+        .unwrap();
+        assert_eq!(v.model, VideoModel::VirtioVga);
+        assert_eq!(v.resolution.map(|r| (r.width, r.height)), Some((1280, 800)));
+        assert_eq!(v.vram_bytes, 16 << 20);
+        let v = video("<video><model type='virtio' primary='no'/></video>").unwrap();
+        assert_eq!(v.model, VideoModel::VirtioGpu);
+        let e = video("<video><model type='virtio' heads='2'/></video>").unwrap_err();
+        assert!(e.contains("heads='2'"), "{e}");
+    }
+
+    #[test]
     fn unsupported_models_and_options_are_named() {
         for m in ["cirrus", "vmvga", "ramfb"] {
             let e = video(&format!("<video><model type='{m}'/></video>")).unwrap_err();
@@ -233,8 +256,9 @@ mod tests {
                 "{e}"
             );
         }
-        let e = video("<video><model type='virtio'/></video>").unwrap_err();
-        assert!(e.contains("virtio"), "{e}");
+        let e = video("<video><model type='virtio'><acceleration accel3d='yes'/></model></video>")
+            .unwrap_err();
+        assert!(e.contains("accel3d"), "{e}");
         let e = video("<video><model type='vga' heads='2'/></video>").unwrap_err();
         assert!(e.contains("heads='2'"), "{e}");
         let e = video(

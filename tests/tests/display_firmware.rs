@@ -6,8 +6,16 @@
 //! against the glyphs of the ROM's own 8×16 font (found in the ROM file), so what is
 //! checked is the rendered picture, not the text memory. QMP `send-key` then presses
 //! Esc on the PS/2 keyboard, and SeaBIOS's boot menu must appear on the screen.
+//!
+//! With `<video><model type='virtio'/>` (virtio-vga) SeaBIOS runs
+//! `vgabios-virtio.bin` on the same VGA parts, and the banner must show both in the
+//! screendump and over VNC in gtk-vnc's `gvnccapture`, and through oxvirtd in
+//! `virsh screenshot` (a PNG streamed over the libvirt protocol).
 
+#[path = "display_common/gvnc.rs"]
+mod gvnc;
 mod qmp_common;
+mod rpc_common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -107,6 +115,15 @@ fn read_text(w: u32, h: u32, px: &[u32], font: &[[u8; 16]]) -> Vec<String> {
         .collect()
 }
 
+/// The text of an 80×25 text screen's picture (a line saying what it is otherwise).
+fn screen_text(w: u32, h: u32, px: &[u32], font: &[[u8; 16]]) -> Vec<String> {
+    if (w, h) == (720, 400) {
+        read_text(w, h, px, font)
+    } else {
+        vec![format!("({w}x{h} picture, not 80x25 text)")]
+    }
+}
+
 /// Takes screendumps until `want` appears in the text, or fails with the last text.
 fn wait_for_text(vm: &Vm, c: &mut PyQmp, dir: &Path, want: &str) -> Vec<String> {
     let font = rom_font();
@@ -118,11 +135,7 @@ fn wait_for_text(vm: &Vm, c: &mut PyQmp, dir: &Path, want: &str) -> Vec<String> 
             json!({"filename": file.to_str().unwrap(), "format": "ppm"}),
         );
         let (w, h, px) = parse_ppm(&std::fs::read(&file).unwrap());
-        let text = if (w, h) == (720, 400) {
-            read_text(w, h, &px, &font)
-        } else {
-            vec![format!("({w}x{h} picture, not 80x25 text)")]
-        };
+        let text = screen_text(w, h, &px, &font);
         if text.iter().any(|l| l.contains(want)) {
             return text;
         }
@@ -167,4 +180,100 @@ fn seabios_banner_on_the_vga_text_screen() {
         json!({"keys": [{"type": "qcode", "data": "esc"}]}),
     );
     wait_for_text(&vm, &mut c, dir.path(), "Select boot device");
+}
+
+/// virtio-vga before any virtio driver: SeaBIOS's virtio VGA BIOS draws its banner on
+/// the VGA side, seen in the screendump and by gtk-vnc over VNC.
+#[test]
+fn seabios_banner_on_virtio_vga_over_vnc() {
+    const NAME: &str = "seabios_banner_on_virtio_vga_over_vnc";
+    if !require_seabios(NAME) {
+        return;
+    }
+    if !Path::new("/usr/share/seabios/vgabios-virtio.bin").exists() {
+        eprintln!("SKIPPED: {NAME}: vgabios-virtio.bin missing (Debian package seabios)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("qmp.sock");
+    let vm = Vm::start_xml(
+        &domain(
+            "<video><model type='virtio' heads='1' primary='yes'/></video>\n    \
+             <graphics type='vnc' autoport='yes' listen='127.0.0.1'/>",
+        ),
+        &["--qmp", sock.to_str().unwrap()],
+    );
+    qmp_common::wait_socket(&sock, Duration::from_secs(30));
+    let mut c = PyQmp::connect(&sock);
+    let text = wait_for_text(&vm, &mut c, dir.path(), "Press ESC for boot menu.");
+    assert!(
+        text[0].starts_with("SeaBIOS (version 1."),
+        "banner on the first line: {text:?}"
+    );
+    let pci = c.ok("query-pci", json!(null)).to_string();
+    assert!(
+        pci.contains("\"vendor\":6900") && pci.contains("\"device\":4176"),
+        "virtio-vga (1af4:1050) in query-pci: {pci}"
+    );
+    if !gvnc::available() {
+        eprintln!(
+            "SKIPPED (VNC part): {NAME}: gvnccapture not installed (Debian package gvncviewer)"
+        );
+        return;
+    }
+    let info = c.ok("query-vnc", json!(null));
+    let port: u16 = info["service"].as_str().unwrap().parse().unwrap();
+    let (w, h, px) = gvnc::capture(port).unwrap_or_else(|e| vm.fail(&e));
+    let seen = screen_text(w, h, &px, &rom_font());
+    assert!(
+        seen.iter().any(|l| l.contains("Press ESC for boot menu.")) && seen == text,
+        "gvnccapture shows the same banner: {seen:?}, screendump {text:?}"
+    );
+}
+
+/// The same virtio-vga domain through oxvirtd: `virsh screenshot` streams the banner.
+#[test]
+fn virsh_screenshot_of_virtio_vga_shows_the_banner() {
+    const NAME: &str = "virsh_screenshot_of_virtio_vga_shows_the_banner";
+    if !require_seabios(NAME) {
+        return;
+    }
+    let d = rpc_common::Daemon::start();
+    let xml =
+        domain("<video><model type='virtio'/></video>\n    <graphics type='vnc' autoport='yes'/>")
+            .replace(&serial_xml("stdio"), &serial_xml("pty"));
+    d.virsh_ok(&["define", d.xml_file("fwvga", &xml).to_str().unwrap()]);
+    d.virsh_ok(&["start", "fwvga"]);
+    let live = d.virsh_ok(&["dumpxml", "fwvga"]);
+    assert!(live.contains("<model type='virtio'"), "{live}");
+    let font = rom_font();
+    let png = d.dir.path().join("shot.png");
+    let deadline = Instant::now() + BANNER_TIMEOUT;
+    loop {
+        let out = d.virsh_ok(&["screenshot", "fwvga", png.to_str().unwrap()]);
+        assert!(out.contains("with type of image/png"), "{out}");
+        let file = std::fs::File::open(&png).unwrap();
+        let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+            .read_info()
+            .unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        let n = info.color_type.samples();
+        let px: Vec<u32> = buf[..info.buffer_size()]
+            .chunks(n)
+            .map(|c| (u32::from(c[0]) << 16) | (u32::from(c[1]) << 8) | u32::from(c[2]))
+            .collect();
+        let text = screen_text(info.width, info.height, &px, &font);
+        if text.iter().any(|l| l.contains("Press ESC for boot menu.")) {
+            break;
+        }
+        if Instant::now() > deadline {
+            d.fail(&format!(
+                "virsh screenshot never showed the banner; screen:\n{}",
+                text.join("\n")
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    d.virsh_ok(&["destroy", "fwvga"]);
 }

@@ -276,7 +276,7 @@ fn device_caps() -> Vec<DeviceCaps> {
         ("graphics", Some(vec![("type", &["vnc"][..])])),
         (
             "video",
-            Some(vec![("modelType", &["vga", "bochs", "none"][..])]),
+            Some(vec![("modelType", &["vga", "bochs", "virtio", "none"][..])]),
         ),
         ("hostdev", None),
         (

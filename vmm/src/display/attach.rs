@@ -62,6 +62,9 @@ fn option_rom(model: VideoModel) -> Option<Arc<Vec<u8>>> {
     let name = match model {
         VideoModel::Vga => "vgabios-stdvga.bin",
         VideoModel::Bochs => "vgabios-bochs-display.bin",
+        VideoModel::VirtioVga => "vgabios-virtio.bin",
+        // QEMU's virtio-gpu-pci has no ROM either: firmware shows nothing on it.
+        VideoModel::VirtioGpu => return None,
     };
     let path: PathBuf = Path::new(VGABIOS_DIR).join(name);
     match std::fs::read(&path) {
@@ -79,6 +82,15 @@ fn option_rom(model: VideoModel) -> Option<Arc<Vec<u8>>> {
 /// What [`attach_display`] placed: (device id, slot, function).
 pub type Placed = (String, u8, u8);
 
+/// What [`attach_display`] did with the primary video device.
+pub enum Attached {
+    /// A 1234:1111 function, on the bus already.
+    Placed(Placed),
+    /// A virtio-gpu: its legacy VGA parts are on the buses; the virtio function
+    /// goes on the PCI bus with the other virtio devices.
+    Virtio(Box<crate::virtio::gpu::pci::VirtioDisplay>),
+}
+
 /// Puts the primary video device of `spec` on `root` (at its PCI address, or the
 /// first free slot), its ports on `pio`, for VGA its window on `mmio` (cut out of the
 /// RAM slot so that accesses exit), and makes it the picture of `console`.
@@ -90,10 +102,16 @@ pub fn attach_display(
     root: &mut PciRoot,
     pio: &Bus,
     mmio: &Bus,
-) -> Result<Option<Placed>, DisplayError> {
+) -> Result<Option<Attached>, DisplayError> {
     let (Some((d, video)), Some(console)) = (primary(spec), console) else {
         return Ok(None);
     };
+    if matches!(video.model, VideoModel::VirtioVga | VideoModel::VirtioGpu) {
+        let firmware = spec.boot.firmware.is_some();
+        let legacy = Legacy { vm, mem, pio, mmio };
+        return crate::virtio::gpu::pci::prepare(d, video, console, root, &legacy, firmware)
+            .map(|v| Some(Attached::Virtio(Box::new(v))));
+    }
     let vga = video.model == VideoModel::Vga;
     let (slot, function) = match d.pci {
         Some(a) if a.bus == 0 && a.domain == 0 => (a.slot, a.function),
@@ -122,38 +140,12 @@ pub fn attach_display(
     let bar2 = root
         .allocate_bar(MMIO_BAR_SIZE, BarKind::Mem32)
         .map_err(DisplayError::Pci)?;
-    let (w, h) = video
-        .resolution
-        .map_or(DEFAULT_RESOLUTION, |r| (r.width, r.height));
-    let state = Arc::new(Mutex::new(VgaState {
-        dispi: Dispi::new(vram_size),
-        vram: Vram::new(vram_size, Some(vm.clone()), VRAM_SLOT)?,
-        vga: vga.then(VgaRegs::new),
-        edid: super::edid::edid(w, h),
-    }));
-    let firmware = spec.boot.firmware.is_some();
-    let rom = if firmware {
-        option_rom(video.model)
-    } else {
-        None
-    };
+    let state = vga_state(video, vm, vga)?;
+    let rom = rom_for(video.model, spec.boot.firmware.is_some());
     let dev = StdVgaPci::new(state.clone(), vga, rom, bar0, bar2);
     root.add_device(slot, function, Box::new(dev))
         .map_err(DisplayError::Pci)?;
-    let ports = Arc::new(Mutex::new(VgaPorts(state.clone())));
-    pio.insert(ports.clone(), u64::from(DISPI_PORT), DISPI_PORTS)
-        .map_err(DisplayError::Bus)?;
-    if vga {
-        pio.insert(ports, u64::from(VGA_PORTS_BASE), VGA_PORTS_LEN)
-            .map_err(DisplayError::Bus)?;
-        cut_vga_window(vm, mem)?;
-        mmio.insert(
-            Arc::new(Mutex::new(VgaWindow(state.clone()))),
-            WINDOW_BASE,
-            WINDOW_SIZE,
-        )
-        .map_err(DisplayError::Bus)?;
-    }
+    Legacy { vm, mem, pio, mmio }.insert(&state, vga)?;
     console.set_source(Some(Box::new(VgaScreen::new(state))));
     tracing::info!(
         id = %d.id,
@@ -161,7 +153,76 @@ pub fn attach_display(
         if vga { "VGA" } else { "bochs-display" },
         vram_size >> 20
     );
-    Ok(Some((d.id.clone(), slot, function)))
+    Ok(Some(Attached::Placed((d.id.clone(), slot, function))))
+}
+
+/// The preferred display size of `video` (EDID, virtio-gpu display info).
+pub fn preferred_size(video: &Video) -> (u32, u32) {
+    video
+        .resolution
+        .map_or(DEFAULT_RESOLUTION, |r| (r.width, r.height))
+}
+
+/// The framebuffer, DISPI and (with `vga`) legacy VGA state of `video`.
+pub(crate) fn vga_state(
+    video: &Video,
+    vm: &Arc<VmFd>,
+    vga: bool,
+) -> Result<super::stdvga::SharedState, DisplayError> {
+    let (w, h) = preferred_size(video);
+    let vram_size = video.vram_bytes;
+    Ok(Arc::new(Mutex::new(VgaState {
+        dispi: Dispi::new(vram_size),
+        vram: Vram::new(vram_size, Some(vm.clone()), VRAM_SLOT)?,
+        vga: vga.then(VgaRegs::new),
+        edid: super::edid::edid(w, h),
+    })))
+}
+
+/// What the legacy parts of a display adapter are put on.
+pub(crate) struct Legacy<'a> {
+    pub vm: &'a Arc<VmFd>,
+    pub mem: &'a GuestMemoryMmap,
+    pub pio: &'a Bus,
+    pub mmio: &'a Bus,
+}
+
+impl Legacy<'_> {
+    /// Puts the DISPI ports and, with `vga`, the VGA ports and the 0xA0000 window
+    /// (cut out of the RAM slot) on the buses.
+    pub(crate) fn insert(
+        &self,
+        state: &super::stdvga::SharedState,
+        vga: bool,
+    ) -> Result<(), DisplayError> {
+        let ports = Arc::new(Mutex::new(VgaPorts(state.clone())));
+        self.pio
+            .insert(ports.clone(), u64::from(DISPI_PORT), DISPI_PORTS)
+            .map_err(DisplayError::Bus)?;
+        if vga {
+            self.pio
+                .insert(ports, u64::from(VGA_PORTS_BASE), VGA_PORTS_LEN)
+                .map_err(DisplayError::Bus)?;
+            cut_vga_window(self.vm, self.mem)?;
+            self.mmio
+                .insert(
+                    Arc::new(Mutex::new(VgaWindow(state.clone()))),
+                    WINDOW_BASE,
+                    WINDOW_SIZE,
+                )
+                .map_err(DisplayError::Bus)?;
+        }
+        Ok(())
+    }
+}
+
+/// The option ROM of `model` when the machine boots through firmware.
+pub(crate) fn rom_for(model: VideoModel, firmware: bool) -> Option<Arc<Vec<u8>>> {
+    if firmware {
+        option_rom(model)
+    } else {
+        None
+    }
 }
 
 /// Re-registers the low RAM slot (slot 0, from address 0) as [0, 0xA0000) and

@@ -26,6 +26,7 @@ use std::sync::atomic::Ordering;
 use super::balloon::{Balloon, BalloonControl};
 use super::block::{open_backend, Block, BlockError, BlockStats, DiskConfig, ImageLock, OpenFlags};
 use super::console::{Console, ConsoleBackend, InputRead};
+use super::gpu::pci::VirtioDisplay;
 use super::kvm::{IntxResampler, IrqRouting, KvmIoEvents, KvmIrqError};
 use super::net::{parse_mac, FrameIo, Net, NetControl, PasstLink, Tap, TapError};
 use super::pci_transport::PciLayout;
@@ -37,7 +38,6 @@ use crate::control::ChardevInfo;
 use crate::devices::bus::{Bus, BusDevice, BusError};
 use crate::devices::chardev::{Chardev, ChardevError, InputEvent};
 use crate::display::attach::Attached;
-use super::gpu::pci::VirtioDisplay;
 use crate::e1000::{E1000Error, E1000Function};
 use crate::layout::{self, PlatformLayout};
 use crate::media::MediaRegistry;
@@ -490,8 +490,8 @@ fn virtio_device(
             Box::new(b)
         }
         DeviceKind::Net(n) => {
-            let (mac, io, control) = net_backend(d, n, backends, "virtio-net")?;
-            Box::new(Net::with_control(&d.id, mac, n.mtu, control, io))
+            let b = net_backend(d, n, backends, "virtio-net")?;
+            Box::new(Net::with_control(&d.id, b.mac, n.mtu, b.control, b.io))
         }
         DeviceKind::Rng(r) => Box::new(
             Rng::open(&d.id, &r.source)
@@ -734,11 +734,12 @@ pub fn attach(
         if let Some(nic) = e1000_nic(d, backends)? {
             let at = placement(&root, d)?;
             let perr = |e| AttachError::Pci(d.id.clone(), e);
-            let mut pci = E1000Function::new(&d.id, nic.0, nic.1, nic.2, mem.clone(), &mut root)
-                .map_err(|e| match e {
-                    E1000Error::Pci(e) => perr(e),
-                    E1000Error::EventFd(e) => AttachError::Nic(d.id.clone(), e),
-                })?;
+            let mut pci =
+                E1000Function::new(&d.id, nic.mac, nic.io, nic.control, mem.clone(), &mut root)
+                    .map_err(|e| match e {
+                        E1000Error::Pci(e) => perr(e),
+                        E1000Error::EventFd(e) => AttachError::Nic(d.id.clone(), e),
+                    })?;
             match routing.intx_line(at.gsi) {
                 Ok((line, resample)) => {
                     intx_pins.push((resample, pci.attach_intx(at.gsi as u8, line)))
@@ -933,11 +934,16 @@ fn add_placed(
 /// its own (slot, function) behind it.
 type Behind = (String, (u8, u8), (u8, u8));
 
+/// What a NIC model needs of its interface: the MAC, the frame backend and the
+/// host's link control.
+struct NicBackend {
+    mac: [u8; 6],
+    io: Box<dyn FrameIo>,
+    control: NetControl,
+}
+
 /// The MAC, backend and link control of an interface whose model is e1000.
-fn e1000_nic(
-    d: &Device,
-    backends: &PciBackends,
-) -> Result<Option<([u8; 6], Box<dyn FrameIo>, NetControl)>, AttachError> {
+fn e1000_nic(d: &Device, backends: &PciBackends) -> Result<Option<NicBackend>, AttachError> {
     match &d.kind {
         DeviceKind::Net(n) if n.model == NetModel::E1000 => {
             net_backend(d, n, backends, "e1000").map(Some)
@@ -953,7 +959,7 @@ fn net_backend(
     n: &machine_spec::Net,
     backends: &PciBackends,
     what: &str,
-) -> Result<([u8; 6], Box<dyn FrameIo>, NetControl), AttachError> {
+) -> Result<NicBackend, AttachError> {
     let mac = parse_mac(&n.mac).ok_or_else(|| AttachError::Mac(d.id.clone(), n.mac.clone()))?;
     let terr = |e| AttachError::Tap(d.id.clone(), e);
     let io: Box<dyn FrameIo> = match &n.backend {
@@ -981,7 +987,7 @@ fn net_backend(
     let control = backends
         .net(&d.id)
         .unwrap_or_else(|| NetControl::new(n.link_up));
-    Ok((mac, io, control))
+    Ok(NicBackend { mac, io, control })
 }
 
 impl PciMachine {

@@ -19,6 +19,7 @@ pub mod attach;
 pub mod balloon;
 pub mod block;
 pub mod console;
+pub mod gpu;
 pub mod kvm;
 pub mod net;
 pub mod pci_transport;
@@ -55,6 +56,7 @@ pub mod device_type {
     pub const RNG: u32 = 4;
     pub const BALLOON: u32 = 5;
     pub const SCSI: u32 = 8;
+    pub const GPU: u32 = 16;
     pub const VSOCK: u32 = 19;
 }
 

@@ -184,6 +184,21 @@ pub struct VirtioPciDevice {
     /// BAR 0 address the ioeventfds are bound to.
     ioevent_base: Option<u64>,
     active: bool,
+    /// The BAR holding the virtio structures ("BAR 0" everywhere else here).
+    bar: usize,
+}
+
+/// How a function that is more than a virtio device lays itself out (virtio-vga:
+/// the VGA framebuffer in BAR 0, so the virtio structures move up). The default is
+/// a plain virtio function: BAR 0, the device type's class.
+#[derive(Default)]
+pub struct PciLayout {
+    /// The BAR of the virtio structures (64-bit, so it takes this index and the next).
+    pub bar: usize,
+    /// The class code, instead of the device type's.
+    pub class: Option<u32>,
+    /// Other BARs of the function: (index, size, kind, address); the caller serves them.
+    pub other_bars: Vec<(usize, u64, BarKind, u64)>,
 }
 
 impl std::fmt::Debug for VirtioPciDevice {
@@ -202,17 +217,19 @@ fn class_for(device_type: u32) -> u32 {
         super::device_type::NET => 0x02_0000,
         super::device_type::BLOCK | super::device_type::SCSI => 0x01_0000,
         super::device_type::CONSOLE => 0x07_8000,
+        // Display controller, "other" (virtio-gpu-pci; virtio-vga says VGA).
+        super::device_type::GPU => 0x03_8000,
         _ => 0xff_0000,
     }
 }
 
-fn vendor_cap(cfg_type: u8, offset: u64, length: u64, extra: &[u8]) -> Vec<u8> {
+fn vendor_cap(cfg_type: u8, bar: u8, offset: u64, length: u64, extra: &[u8]) -> Vec<u8> {
     let mut c = vec![
         cap::VENDOR,
         0,
         (16 + extra.len()) as u8,
         cfg_type,
-        0,
+        bar,
         0,
         0,
         0,
@@ -233,6 +250,19 @@ impl VirtioPciDevice {
         msi: Arc<dyn MsiSink>,
         ioevents: Option<Arc<dyn IoEventRegistrar>>,
     ) -> Result<Self, PciError> {
+        Self::with_layout(device, mem, root, msi, ioevents, PciLayout::default())
+    }
+
+    /// Like [`VirtioPciDevice::new`], with the virtio structures in BAR `layout.bar`
+    /// and `layout`'s class and other BARs.
+    pub fn with_layout(
+        device: Box<dyn VirtioDevice>,
+        mem: GuestMem,
+        root: &mut PciRoot,
+        msi: Arc<dyn MsiSink>,
+        ioevents: Option<Arc<dyn IoEventRegistrar>>,
+        layout: PciLayout,
+    ) -> Result<Self, PciError> {
         let sizes = device.queue_max_sizes();
         assert!(
             !sizes.is_empty() && sizes.len() <= MAX_QUEUES,
@@ -244,36 +274,43 @@ impl VirtioPciDevice {
             vendor: 0x1af4,
             device: 0x1040 + dtype as u16,
             revision: 1,
-            class: class_for(dtype),
+            class: layout.class.unwrap_or_else(|| class_for(dtype)),
             subsystem_vendor: 0x1af4,
             subsystem: 0x1100,
         });
-        config.add_bar(0, BAR0_SIZE, BarKind::Mem64);
+        let vbar = layout.bar;
+        for &(index, size, kind, addr) in &layout.other_bars {
+            config.add_bar(index, size, kind);
+            config.set_bar_address(index, addr);
+        }
+        config.add_bar(vbar, BAR0_SIZE, BarKind::Mem64);
         let bar0 = root.allocate_bar(BAR0_SIZE, BarKind::Mem32)?;
-        config.set_bar_address(0, bar0);
+        config.set_bar_address(vbar, bar0);
+        let b = vbar as u8;
 
-        config.add_capability(&vendor_cap(cap::COMMON, COMMON_CFG, 0x38, &[]), &[]);
+        config.add_capability(&vendor_cap(cap::COMMON, b, COMMON_CFG, 0x38, &[]), &[]);
         config.add_capability(
             &vendor_cap(
                 cap::NOTIFY,
+                b,
                 NOTIFY_CFG,
                 sizes.len() as u64 * u64::from(NOTIFY_MULTIPLIER),
                 &NOTIFY_MULTIPLIER.to_le_bytes(),
             ),
             &[],
         );
-        config.add_capability(&vendor_cap(cap::ISR, ISR_CFG, 1, &[]), &[]);
-        config.add_capability(&vendor_cap(cap::DEVICE, DEVICE_CFG, 0x1000, &[]), &[]);
+        config.add_capability(&vendor_cap(cap::ISR, b, ISR_CFG, 1, &[]), &[]);
+        config.add_capability(&vendor_cap(cap::DEVICE, b, DEVICE_CFG, 0x1000, &[]), &[]);
         // VIRTIO_PCI_CAP_PCI_CFG: a window into the BARs through config space.
         // bar (byte 4), offset, length and the data dword are guest-writable.
         let mut w = vec![0u8; 20];
         w[4] = 0xff;
         w[8..20].fill(0xff);
-        let pci_cfg_cap = config.add_capability(&vendor_cap(cap::PCI_CFG, 0, 0, &[0; 4]), &w);
+        let pci_cfg_cap = config.add_capability(&vendor_cap(cap::PCI_CFG, 0, 0, 0, &[0; 4]), &w);
 
         let vectors = sizes.len() as u16 + 1;
         let msix = MsixState::new(vectors, msi);
-        let (body, mask) = msix.capability(0, MSIX_TABLE as u32, MSIX_PBA as u32);
+        let (body, mask) = msix.capability(b, MSIX_TABLE as u32, MSIX_PBA as u32);
         let msix_cap = config.add_capability(&body, &mask);
 
         let kicks = sizes
@@ -301,6 +338,7 @@ impl VirtioPciDevice {
             ioevents,
             ioevent_base: None,
             active: false,
+            bar: vbar,
         };
         dev.bind_ioevents(bar0);
         Ok(dev)
@@ -330,9 +368,9 @@ impl VirtioPciDevice {
         self.device.name()
     }
 
-    /// Guest address of BAR 0.
+    /// Guest address of BAR 0 (of the virtio structures' BAR).
     pub fn bar0(&self) -> u64 {
-        self.config.bar_address(0).unwrap_or(0)
+        self.config.bar_address(self.bar).unwrap_or(0)
     }
 
     /// The device status byte (for tests and `info`-style queries).
@@ -645,7 +683,10 @@ impl VirtioPciDevice {
             self.config.byte(c + 11),
         ]);
         let len = self.config.byte(c + 12) as usize;
-        if bar != 0 || !matches!(len, 1 | 2 | 4) || u64::from(off) + len as u64 > BAR0_SIZE {
+        if usize::from(bar) != self.bar
+            || !matches!(len, 1 | 2 | 4)
+            || u64::from(off) + len as u64 > BAR0_SIZE
+        {
             return None;
         }
         match write {
@@ -705,7 +746,7 @@ impl PciDevice for VirtioPciDevice {
     }
 
     fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
-        if bar == 0 {
+        if bar == self.bar {
             self.bar0_read(offset, data);
         } else {
             data.fill(0xff);
@@ -713,7 +754,7 @@ impl PciDevice for VirtioPciDevice {
     }
 
     fn bar_write(&mut self, bar: usize, offset: u64, data: &[u8]) {
-        if bar == 0 {
+        if bar == self.bar {
             self.bar0_write(offset, data);
         }
     }
@@ -723,7 +764,7 @@ impl PciDevice for VirtioPciDevice {
     }
 
     fn bar_moved(&mut self, bar: usize, _old: u64, new: u64) {
-        if bar == 0 {
+        if bar == self.bar {
             self.bind_ioevents(new);
         }
     }

@@ -5,7 +5,9 @@
 //! its own pointer). One scanout; `VIRTIO_GPU_F_EDID` is offered (the EDID the
 //! 1234:1111 adapters have). The scanout resource is what the console shows
 //! ([`screen`]); RESOURCE_FLUSH marks the damage, so an idle screen costs nothing.
+//! [`pci`] makes it `virtio-vga` (with the std VGA parts) or `virtio-gpu-pci`.
 
+pub mod pci;
 pub mod protocol;
 pub mod screen;
 pub mod state;

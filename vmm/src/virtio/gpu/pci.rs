@@ -1,4 +1,4 @@
-//! `virtio-vga` and `virtio-gpu-pci`: virtio-gpu 2D ([`crate::virtio::gpu`]) as the
+//! `virtio-vga` and `virtio-gpu-pci`: the PCI functions of the virtio-gpu, the
 //! primary display adapter.
 //!
 //! `virtio-vga` is one PCI function (1af4:1050, class VGA) that is also a standard
@@ -17,12 +17,12 @@ use std::sync::Arc;
 
 use machine_spec::{Device, Video, VideoModel};
 
-use super::attach::{preferred_size, rom_for, vga_state, DisplayError, Legacy};
-use super::stdvga::{StdVgaPci, MMIO_BAR_SIZE};
-use super::Console;
+use super::screen::GpuScreen;
+use super::VirtioGpu;
+use crate::display::attach::{preferred_size, rom_for, vga_state, DisplayError, Legacy};
+use crate::display::stdvga::{StdVgaPci, MMIO_BAR_SIZE};
+use crate::display::Console;
 use crate::pci::{BarKind, PciDevice, PciRoot};
-use crate::virtio::gpu::screen::GpuScreen;
-use crate::virtio::gpu::VirtioGpu;
 use crate::virtio::pci_transport::PciLayout;
 use crate::virtio::{VirtioDevice, VirtioPciDevice};
 
@@ -62,7 +62,7 @@ impl VirtioDisplay {
 
 /// Builds the GPU of `video` (and for virtio-vga its VGA side, on the buses
 /// already) and makes it the picture of `console`.
-pub(super) fn prepare(
+pub(crate) fn prepare(
     d: &Device,
     video: &Video,
     console: &Arc<Console>,
