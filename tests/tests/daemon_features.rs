@@ -376,6 +376,15 @@ fn live_memory_goes_through_the_balloon() {
     ] {
         assert!(r.stdout.contains(key), "{key} not in {}", r.stdout);
     }
+    // No job runs (VIR_DOMAIN_JOB_NONE); the guest clock needs an agent.
+    let job = d.domain(&path, "GetJobInfo", &[]);
+    assert_eq!(job.trim(), "(ittttttttttt) 0 0 0 0 0 0 0 0 0 0 0 0");
+    let r = d.try_call(&path, "org.libvirt.Domain", "GetTime", &["u", "0"]);
+    assert!(
+        !r.ok && r.stderr.contains("QEMU guest agent is not configured"),
+        "{}",
+        r.stderr
+    );
     let stats = d.domain(&path, "MemoryStats", &["u", "0"]);
     // a{it}: tag 6 = actual balloon (KiB), 7 = RSS.
     assert!(

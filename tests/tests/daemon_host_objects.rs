@@ -176,4 +176,17 @@ fn daemon_node_devices_interfaces_and_snapshots_on_dbus() {
         &["uabu", "0", "1", "true", "2"],
     );
     assert!(!r.ok && r.stderr.contains("<cputune>"), "{}", r.stderr);
+    // Job and time calls need a running domain, as in libvirt.
+    for (method, args) in [
+        ("GetJobInfo", &[][..]),
+        ("GetJobStats", &["u", "0"][..]),
+        ("GetTime", &["u", "0"][..]),
+    ] {
+        let r = d.try_call(&dom, "org.libvirt.Domain", method, args);
+        assert!(
+            !r.ok && r.stderr.contains("domain is not running"),
+            "{method}: {}",
+            r.stderr
+        );
+    }
 }
