@@ -274,4 +274,23 @@ mod tests {
         assert!(root.mmio_read(u64::from(bar4 & !0xf) + 0x12, &mut q));
         assert_eq!(u16::from_le_bytes(q), 2, "two queues (control, cursor)");
     }
+
+    #[test]
+    fn virtio_gpu_pci_is_a_plain_display_other_function() {
+        let mut root = PciRoot::new(PciWindows {
+            mmio32: (0xc000_0000, 0x2000_0000),
+            mmio64: (0, 0),
+        });
+        let gpu = Box::new(VirtioGpu::new("video0", (1024, 768)));
+        let rec = Arc::new(Recorder::default());
+        let virtio =
+            VirtioPciDevice::with_layout(gpu, memory(), &mut root, rec, None, PciLayout::default())
+                .unwrap();
+        root.add_device(SLOT as u8, 0, VirtioDisplay::function(None, virtio))
+            .unwrap();
+        assert_eq!(cfg(&mut root, 0), 0x1050_1af4);
+        assert_eq!(cfg(&mut root, 8) >> 8, 0x03_8000, "class display-other");
+        assert_eq!(cfg(&mut root, 0x10) & 0x6, 0x4, "virtio in a 64-bit BAR 0");
+        assert_eq!(cfg(&mut root, 0x30), 0, "no expansion ROM");
+    }
 }
