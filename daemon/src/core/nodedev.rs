@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use super::error::{Error, Result};
 
@@ -225,14 +226,21 @@ fn first_existing(paths: &[&str]) -> PathBuf {
 
 /// Reads the devices under `sysfs` (normally `/sys`).
 pub fn scan(sysfs: &Path) -> Vec<NodeDevice> {
-    let pci_ids = IdNames::load(&first_existing(&[
-        "/usr/share/misc/pci.ids",
-        "/usr/share/hwdata/pci.ids",
-    ]));
-    let usb_ids = IdNames::load(&first_existing(&[
-        "/usr/share/misc/usb.ids",
-        "/usr/share/hwdata/usb.ids",
-    ]));
+    // The databases are read once per daemon: every lookup rescans sysfs.
+    static PCI_IDS: OnceLock<IdNames> = OnceLock::new();
+    static USB_IDS: OnceLock<IdNames> = OnceLock::new();
+    let pci_ids = PCI_IDS.get_or_init(|| {
+        IdNames::load(&first_existing(&[
+            "/usr/share/misc/pci.ids",
+            "/usr/share/hwdata/pci.ids",
+        ]))
+    });
+    let usb_ids = USB_IDS.get_or_init(|| {
+        IdNames::load(&first_existing(&[
+            "/usr/share/misc/usb.ids",
+            "/usr/share/hwdata/usb.ids",
+        ]))
+    });
     let mut devs = vec![NodeDevice {
         name: "computer".into(),
         path: None,
