@@ -1038,6 +1038,8 @@ fn publish(root: &mut PciRoot, placed: &[(String, u8, u8)], backends: &PciBacken
                 class_desc: match class {
                     0x0100 => Some("SCSI controller".into()),
                     0x0200 => Some("Ethernet controller".into()),
+                    0x0300 => Some("VGA controller".into()),
+                    0x0380 => Some("Display controller".into()),
                     0x0600 => Some("Host bridge".into()),
                     0x0780 => Some("Communication controller".into()),
                     _ => None,
@@ -1059,7 +1061,8 @@ fn publish(root: &mut PciRoot, placed: &[(String, u8, u8)], backends: &PciBacken
                         address: address as i64,
                         size,
                         prefetch: false,
-                        mem_type_64: true,
+                        // The BAR register's type bits (10b: 64-bit); the ROM is 32-bit.
+                        mem_type_64: h.get(4 + bar).is_some_and(|v| v & 0x6 == 0x4),
                     })
                     .chain(f.io_bars.iter().map(|&(bar, port, size)| PciRegion {
                         bar: bar as u8,
