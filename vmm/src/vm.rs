@@ -530,10 +530,11 @@ impl Vmm {
         // The PS/2 keyboard and mouse; the console's input goes to them (and to
         // virtio input devices, which take precedence once their driver is up).
         let i8042 = crate::input::i8042(vm, self.exits.clone());
-        if let Some(c) = &self.console {
-            let ps2 = Arc::new(crate::input::Ps2(i8042.clone()));
-            c.router().set_devices(vec![ps2.clone()], vec![ps2]);
-        }
+        let ps2 = Arc::new(crate::input::Ps2(i8042.clone()));
+        self.pci_backends
+            .input()
+            .router()
+            .set_devices(vec![ps2.clone()], vec![ps2]);
         put(i8042.clone(), I8042_DATA_PORT, 1)?;
         put(i8042, I8042_COMMAND_PORT, 1)?;
         let rtc_offset = crate::devices::cmos::start_offset(&spec.platform.rtc)?;

@@ -21,6 +21,9 @@ pub struct Devices {
     /// The primary display and input, if the machine has a video device
     /// (`screendump`, `send-key`, `input-send-event`, the VNC server).
     pub display: Option<Arc<crate::display::Console>>,
+    /// The console host input goes through (`send-key`, `input-send-event`): the
+    /// display's, or a headless one on a machine without a video device.
+    pub input: Option<Arc<crate::display::Console>>,
     /// The VNC server (`query-vnc`, `set_password`, `add_client`, the `VNC_*` events).
     pub vnc: Option<Arc<crate::vnc::Vnc>>,
     /// Removable-media drives (the tray commands, `DEVICE_TRAY_MOVED`).

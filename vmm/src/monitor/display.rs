@@ -24,7 +24,12 @@ const DEFAULT_HOLD_MS: u64 = 100;
 impl Commands {
     /// Runs one of [`COMMANDS`].
     pub(crate) fn run_display(&self, command: &str, args: &Map<String, Value>) -> CommandFuture {
-        let Some(console) = self.devices.display.clone() else {
+        // Input works without a video device too (the PS/2 keyboard is always there).
+        let console = match command {
+            "screendump" => self.devices.display.clone(),
+            _ => self.devices.input.clone().or(self.devices.display.clone()),
+        };
+        let Some(console) = console else {
             return qmp::ready(Err(QmpError::generic(match command {
                 "screendump" => "There is no console to take a screendump from",
                 _ => "This machine has no display and input devices for the monitor to use",

@@ -166,6 +166,10 @@ pub struct PciBackends {
     pci: Arc<PciList>,
     /// The primary display's console (kept across machines).
     display: Option<Arc<crate::display::Console>>,
+    /// Where host input goes: the display's console, or one of its own on a machine
+    /// without a video device (its PS/2 and virtio input still take QMP `send-key`,
+    /// as QEMU's do).
+    input: Arc<crate::display::Console>,
     /// The removable-media drives (CD-ROMs), whatever their bus.
     media: Arc<MediaRegistry>,
 }
@@ -174,6 +178,8 @@ impl PciBackends {
     /// Opens the character devices of the virtio consoles in `spec` and sets
     /// up the handles.
     pub fn open(spec: &MachineSpec) -> Result<Self, AttachError> {
+        let display = crate::display::attach::console_for(spec);
+        let input = display.clone().unwrap_or_default();
         let mut b = PciBackends {
             consoles: Vec::new(),
             balloon: None,
@@ -181,7 +187,8 @@ impl PciBackends {
             passt: Vec::new(),
             disks: Vec::new(),
             pci: Arc::new(PciList::default()),
-            display: crate::display::attach::console_for(spec),
+            display,
+            input,
             media: MediaRegistry::new(),
         };
         for d in &spec.devices {
@@ -314,6 +321,11 @@ impl PciBackends {
         self.display.clone()
     }
 
+    /// The console host input goes through (the display's, or a headless one).
+    pub fn input(&self) -> Arc<crate::display::Console> {
+        self.input.clone()
+    }
+
     /// What the monitor reports on: balloon, disks, the PCI bus, NICs.
     pub fn monitor_devices(&self) -> Devices {
         Devices {
@@ -333,6 +345,7 @@ impl PciBackends {
                 })
                 .collect(),
             display: self.display.clone(),
+            input: Some(self.input.clone()),
             media: Some(self.media.clone()),
             vnc: None,
         }
@@ -540,9 +553,7 @@ fn virtio_device(
         DeviceKind::Input(i) => {
             let dev = crate::input::virtio_input::VirtioInput::new(&d.id, i.kind)
                 .map_err(|e| AttachError::Input(d.id.clone(), e))?;
-            if let Some(c) = &backends.display {
-                crate::input::route_virtio(c.router(), dev.shared());
-            }
+            crate::input::route_virtio(backends.input.router(), dev.shared());
             Box::new(dev)
         }
     }))
