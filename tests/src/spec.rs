@@ -132,6 +132,7 @@ pub fn net_device(id: &str, slot: u8, mac: &str, backend: NetBackend) -> Device 
             backend,
             link_up: true,
             mtu: None,
+            model: Default::default(),
         }),
     }
 }

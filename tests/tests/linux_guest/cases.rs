@@ -550,6 +550,7 @@ pub fn virtio_net_reaches_a_tap(test: &str, g: &LinuxGuest) {
             },
             link_up: true,
             mtu: None,
+            model: Default::default(),
         }),
     ));
     let vm = ns.enter(|| Vm::start(&spec));

@@ -460,7 +460,7 @@ mod tests {
         // Non-TSO: the driver's pseudo-header sum includes the length.
         let partial = u32::from(get16(&pkt, 50)) + (pkt.len() - 34) as u32;
         put16(&mut pkt, 50, fold(partial));
-        let mut st = TxState {
+        let st = TxState {
             ctx: tso_context(0),
             popts: POPTS_TXSM,
             ..Default::default()
