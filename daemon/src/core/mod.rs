@@ -48,6 +48,7 @@
 //! create, undefine, rename) are serialised by one catalog lock, so names and
 //! UUIDs stay unique.
 
+pub mod affect;
 pub mod caps;
 mod catalog;
 pub mod definition;
@@ -62,18 +63,17 @@ mod graphics;
 mod graphics_event;
 mod graphics_fd;
 pub mod host_info;
+pub mod hostiface;
 pub mod keycodes;
 mod lifecycle;
 mod media;
 pub mod monitor;
 mod netdev;
 mod netresolve;
+pub mod nodedev;
 mod query;
 pub mod runtime;
 pub mod secret;
-pub mod nodedev;
-pub mod hostiface;
-pub mod affect;
 mod slot;
 pub mod state;
 pub mod stats;
