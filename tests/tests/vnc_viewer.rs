@@ -74,9 +74,12 @@ fn have_tools(test: &str, viewer: &str) -> bool {
     true
 }
 
-/// A private X server; its display name.
+/// A private X server; its display name, different for each call (the tests of this
+/// file run in parallel in one process).
 fn xvfb() -> (Killed, String) {
-    let display = format!(":{}", 90 + std::process::id() % 100);
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let display = format!(":{}", 90 + (std::process::id() % 100) * 4 + n % 4);
     let x = Killed(
         Command::new("Xvfb")
             .args([&display, "-screen", "0", "1024x768x24", "-nolisten", "tcp"])
