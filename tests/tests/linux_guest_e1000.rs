@@ -8,8 +8,8 @@
 //!
 //! The guest keeps its sending side open until the reply is in: Debian 12's passt
 //! sends more to a guest that has half-closed only when the host socket has news,
-//! so a reply written at once would stall after the first window (passt's
-//! behaviour, QEMU's too).
+//! so a reply written at once could stall after the first window (passt's own
+//! behaviour: tcp_tap_handler's TAP_FIN_RCVD branch only takes ACKs).
 
 #[allow(dead_code)] // shared with linux_guest.rs, which uses other parts
 #[path = "linux_guest/support.rs"]
