@@ -268,7 +268,13 @@ fn pause_stops_the_guest_resume_continues_and_power_button_reaches_pm1() {
     let (c, events, t) = start(spec(dir.path(), &ticker_until_power_button(), 2));
     wait_for(dir.path(), "..");
     assert_eq!(c.status(), RunState::Running);
-    let threads = c.vcpu_threads();
+    // vCPU 0 prints before vCPU 1's thread has necessarily registered: wait for both.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut threads = c.vcpu_threads();
+    while threads.len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        threads = c.vcpu_threads();
+    }
     assert_eq!(threads.len(), 2, "{threads:?}");
     assert!(threads.iter().all(|t| t.thread_id > 0));
     for t in &threads {
