@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use machine_spec::{exit, DeviceKind, Net, NetBackend, NetModel, UserNet};
 use oxvirt_tests::{skip, Vm};
-use support::{base64, check, guest, pci_device, wait_ready, Report, EXIT};
+use support::{base64, check, guest, pci_device, wait_ready, Report, DHCP_ETH0, EXIT};
 
 const MAC: &str = "52:54:00:e1:00:00";
 /// Bytes the guest sends, and the host sends back.
@@ -36,12 +36,8 @@ fn pattern(word: &str, len: usize) -> Vec<u8> {
 
 fn script(port: u16) -> String {
     format!(
-        r#"printf '#!/bin/sh\ncase "$1" in bound) ip addr add $ip/$mask dev $interface; ip route add default via $router; echo "$router" >/tmp/router;; esac\n' >/tmp/u.sh
-chmod +x /tmp/u.sh
-echo "OXCHECK driver name=$(basename "$(readlink /sys/class/net/eth0/device/driver)")"
-ip link set eth0 up
-udhcpc -i eth0 -n -q -f -t 10 -T 3 -s /tmp/u.sh >/tmp/udhcpc.log 2>&1 || {{ cat /tmp/udhcpc.log; exit 1; }}
-echo "OXCHECK dhcp addr=$(ip -4 -o addr show eth0 | awk '{{print $4}}')"
+        r#"echo "OXCHECK driver name=$(basename "$(readlink /sys/class/net/eth0/device/driver)")"
+{DHCP_ETH0}echo "OXCHECK dhcp addr=$(ip -4 -o addr show eth0 | awk '{{print $4}}')"
 yes 0123456789abcdef | head -c {BULK} >/tmp/out
 (cat /tmp/out; sleep 20) | nc -w 60 "$(cat /tmp/router)" {port} >/tmp/in
 echo "OXCHECK bulk got=$(wc -c </tmp/in) want=$(yes fedcba9876543210 | head -c {REPLY} | md5sum | cut -d' ' -f1) md5=$(md5sum </tmp/in | cut -d' ' -f1)"

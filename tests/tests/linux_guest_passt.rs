@@ -20,7 +20,7 @@ use machine_spec::{
     exit, DeviceKind, Net, NetBackend, PortForward, PortProto, PortRange, UserAddress, UserNet,
 };
 use oxvirt_tests::{skip, Vm};
-use support::{base64, check, guest, pci_device, wait_ready, Report, EXIT};
+use support::{base64, check, guest, pci_device, wait_ready, Report, DHCP_ETH0, EXIT};
 
 const MAC: &str = "52:54:00:70:61:73";
 
@@ -34,11 +34,7 @@ const GUEST_PORT: u16 = 2222;
 /// listener for the forwarded port.
 fn script(port: u16) -> String {
     format!(
-        r#"printf '#!/bin/sh\ncase "$1" in bound) ip addr add $ip/$mask dev $interface; ip route add default via $router; echo "$router" >/tmp/router;; esac\n' >/tmp/u.sh
-chmod +x /tmp/u.sh
-ip link set eth0 up
-udhcpc -i eth0 -n -q -f -t 10 -T 3 -s /tmp/u.sh >/tmp/udhcpc.log 2>&1 || {{ cat /tmp/udhcpc.log; exit 1; }}
-echo "OXCHECK dhcp addr=$(ip -4 -o addr show eth0 | awk '{{print $4}}') router=$(cat /tmp/router)"
+        r#"{DHCP_ETH0}echo "OXCHECK dhcp addr=$(ip -4 -o addr show eth0 | awk '{{print $4}}') router=$(cat /tmp/router)"
 for i in 1 2 3; do r=$(echo from-guest | nc -w 30 "$(cat /tmp/router)" {port}); [ -n "$r" ] && break; done
 echo "OXCHECK tcp reply=$r"
 [ "$r" = from-host ] || exit 1

@@ -499,3 +499,12 @@ pub fn base64(data: &[u8]) -> String {
     }
     out
 }
+
+/// Guest shell lines that bring eth0 up and take a DHCP lease with busybox `udhcpc`
+/// (address and default route set by the lease script, the router's address left in
+/// /tmp/router); the script exits 1 with udhcpc's log when no lease comes.
+pub const DHCP_ETH0: &str = r#"printf '#!/bin/sh\ncase "$1" in bound) ip addr add $ip/$mask dev $interface; ip route add default via $router; echo "$router" >/tmp/router;; esac\n' >/tmp/u.sh
+chmod +x /tmp/u.sh
+ip link set eth0 up
+udhcpc -i eth0 -n -q -f -t 10 -T 3 -s /tmp/u.sh >/tmp/udhcpc.log 2>&1 || { cat /tmp/udhcpc.log; exit 1; }
+"#;
