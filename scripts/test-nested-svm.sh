@@ -66,6 +66,11 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/cache/linux" "$work/cache/busybox-static"
 cp -a "$kernel_dir" "$work/cache/linux/"
 cp -a "$cache/busybox-static/busybox" "$work/cache/busybox-static/"
+# The oxtest guest (full_hyperv_enlightenments boots it), built here: L1 has no gcc. The
+# harness finds it by the hash of tests/guests/, which goes in too.
+guest_elf=$("$target/debug/oxvirt-test-assets" guests | head -1)
+mkdir -p "$work/cache/guests"
+cp -a "$(dirname "$guest_elf")" "$work/cache/guests/"
 ip=$(command -v ip)
 qemu_img=$(command -v qemu-img)
 [ "$("$ip" -V 2>&1 | grep -c iproute2)" = 1 ] || {
@@ -79,7 +84,7 @@ printf -v args ' %q' "$@"
 	--timeout "${OXVIRT_NESTED_TIMEOUT:-1200}" --stall "${OXVIRT_NESTED_STALL:-180}" \
 	${OXVIRT_NESTED_WATCH:+--watch "$OXVIRT_NESTED_WATCH"} \
 	--bin "$test_bin" --bin "$target/release/oxvirt-vmm" --bin "$ip" --bin "$qemu_img" \
-	--add "$work/cache" --add "$stock_dir" -- "
+	--add "$work/cache" --add "$stock_dir" --add "$repo/tests/guests" -- "
 export OXVIRT_CACHE=$work/cache OXVIRT_BIN_DIR=$target/release
 export OXVIRT_DEBIAN_KERNEL_DIR=$work/cache/linux/$(basename "$kernel_dir")
 export OXVIRT_LINUX_STOCK_DIR=$stock_dir RUST_BACKTRACE=1

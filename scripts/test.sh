@@ -3,7 +3,10 @@
 # integration tests spawn (oxvirt-vmm, oxvirtd, oxvirt-xml), then run every test.
 # Guest images are built by the test harness on first use and cached in
 # ${OXVIRT_CACHE:-$HOME/.cache/oxvirt}. Extra arguments go to `cargo test`.
+# --no-fail-fast: one failing test binary must not hide the rest (cargo would stop
+# there and skip every later package, the VMM's own tests included); the exit status
+# still fails if anything failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --workspace --bins
-cargo test --workspace "$@"
+cargo test --workspace --no-fail-fast "$@"

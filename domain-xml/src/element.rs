@@ -10,6 +10,9 @@ use crate::error::{Error, Result};
 /// Deepest element nesting accepted inside verbatim content (guards the recursion).
 const MAX_DEPTH: usize = 64;
 
+/// The `xml:` prefix's namespace, bound in every document without a declaration.
+const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
+
 /// An element: qualified name (`prefix:local` for namespaced ones), attributes in
 /// order (namespace declarations included as `xmlns:p`), and children.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -125,21 +128,26 @@ impl Element {
     }
 
     /// Copies a parsed element (and its subtree) verbatim. Namespace declarations
-    /// needed by the subtree are put on this element, so it stands alone.
+    /// needed by the subtree are put on this element, so it stands alone; where the
+    /// subtree binds one prefix to two namespaces (or undeclares the default one), the
+    /// inner binding is declared on the element that needs it, so the copy means what
+    /// the input meant.
     pub fn from_node(node: roxmltree::Node<'_, '_>) -> Result<Element> {
         let mut el = Self::copy(node, 0)?;
-        let mut decls: Vec<(String, String)> = Vec::new();
-        collect_namespaces(node, &mut decls);
-        for (prefix, uri) in decls.into_iter().rev() {
-            let key = if prefix.is_empty() {
-                "xmlns".to_string()
-            } else {
-                format!("xmlns:{prefix}")
-            };
+        let mut hoisted: Vec<(String, String)> = Vec::new();
+        for binding in used_bindings(node) {
+            if !hoisted.iter().any(|(p, _)| *p == binding.0) {
+                hoisted.push(binding);
+            }
+        }
+        let mut scope = hoisted.clone();
+        for (prefix, uri) in hoisted.into_iter().rev() {
+            let key = decl_key(&prefix);
             if el.get_attr(&key).is_none() {
                 el.attrs.insert(0, (key, uri));
             }
         }
+        declare_rebound(&mut el, node, &mut scope);
         Ok(el)
     }
 
@@ -151,14 +159,9 @@ impl Element {
             )));
         }
         let mut el = Element::new(qualified_name(node));
+        let source = node.document().input_text();
         for a in node.attributes() {
-            let name = match a.namespace() {
-                Some(ns) => match node.lookup_prefix(ns) {
-                    Some(p) if !p.is_empty() => format!("{p}:{}", a.name()),
-                    _ => a.name().to_string(),
-                },
-                None => a.name().to_string(),
-            };
+            let name = source[a.range_qname()].to_string();
             el.attrs.push((name, a.value().to_string()));
         }
         for c in node.children() {
@@ -240,36 +243,92 @@ impl Element {
     }
 }
 
+/// The element's name as written, prefix included (roxmltree resolves prefixes to
+/// URIs and keeps no prefix; the source text does, and a URI bound to two prefixes
+/// would otherwise come back under either).
 fn qualified_name(node: roxmltree::Node<'_, '_>) -> String {
-    let local = node.tag_name().name();
-    match node.tag_name().namespace() {
-        Some(ns) => match node.lookup_prefix(ns) {
-            Some(p) if !p.is_empty() => format!("{p}:{local}"),
-            _ => local.to_string(),
-        },
-        None => local.to_string(),
+    let text = &node.document().input_text()[node.range().start + 1..];
+    let end = text
+        .find(|c: char| c.is_whitespace() || c == '/' || c == '>')
+        .unwrap_or(text.len());
+    text[..end].to_string()
+}
+
+/// The `xmlns` or `xmlns:p` attribute that binds `prefix`.
+fn decl_key(prefix: &str) -> String {
+    if prefix.is_empty() {
+        "xmlns".to_string()
+    } else {
+        format!("xmlns:{prefix}")
     }
 }
 
-/// Namespaces (prefix, uri) used by elements and attributes of the subtree, in first-use
-/// order. The `xml` prefix is predeclared and skipped.
-fn collect_namespaces(node: roxmltree::Node<'_, '_>, out: &mut Vec<(String, String)>) {
-    for d in node.descendants().filter(|n| n.is_element()) {
-        let mut uris: Vec<&str> = Vec::new();
-        if let Some(ns) = d.tag_name().namespace() {
-            uris.push(ns);
+/// The prefix of a qualified name (`""` when it has none).
+fn prefix_of(qname: &str) -> &str {
+    qname.split_once(':').map_or("", |(p, _)| p)
+}
+
+/// The (prefix, uri) bindings an element itself needs: its name's (an unprefixed name in
+/// no namespace needs the default namespace to be empty) and its prefixed attributes'.
+fn own_bindings(node: roxmltree::Node<'_, '_>) -> Vec<(String, String)> {
+    let uri = node.tag_name().namespace().unwrap_or_default();
+    let mut out = vec![(
+        prefix_of(&qualified_name(node)).to_string(),
+        uri.to_string(),
+    )];
+    for a in node.attributes() {
+        if let Some(ns) = a.namespace().filter(|ns| *ns != XML_NS) {
+            let qname = &node.document().input_text()[a.range_qname()];
+            out.push((prefix_of(qname).to_string(), ns.to_string()));
         }
-        uris.extend(d.attributes().filter_map(|a| a.namespace()));
-        for uri in uris {
-            if uri == "http://www.w3.org/XML/1998/namespace" {
-                continue;
-            }
-            let prefix = d.lookup_prefix(uri).unwrap_or_default().to_string();
-            if !out.iter().any(|(p, u)| *p == prefix && u == uri) {
-                out.push((prefix, uri.to_string()));
+    }
+    out
+}
+
+/// Bindings the subtree uses, in first-use order (no namespace at all needs none).
+fn used_bindings(node: roxmltree::Node<'_, '_>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for d in node.descendants().filter(|n| n.is_element()) {
+        for b in own_bindings(d) {
+            let none = b.0.is_empty() && b.1.is_empty();
+            if !none && !out.contains(&b) {
+                out.push(b);
             }
         }
     }
+    out
+}
+
+/// Declares, on each element, the bindings it needs that differ from those in scope in
+/// the output (a prefix rebound to another namespace, `xmlns=''` under a default one).
+/// `el` is the copy of `node`.
+fn declare_rebound(
+    el: &mut Element,
+    node: roxmltree::Node<'_, '_>,
+    scope: &mut Vec<(String, String)>,
+) {
+    let depth = scope.len();
+    for (prefix, uri) in own_bindings(node) {
+        let current = scope
+            .iter()
+            .rev()
+            .find(|(p, _)| *p == prefix)
+            .map_or("", |(_, u)| u.as_str());
+        if current != uri {
+            let key = decl_key(&prefix);
+            el.attrs.retain(|(k, _)| *k != key);
+            el.attrs.insert(0, (key, uri.clone()));
+            scope.push((prefix, uri));
+        }
+    }
+    let copies = el.children.iter_mut().filter_map(|c| match c {
+        Node::Element(e) => Some(e),
+        Node::Text(_) => None,
+    });
+    for (ch, n) in copies.zip(node.children().filter(|n| n.is_element())) {
+        declare_rebound(ch, n, scope);
+    }
+    scope.truncate(depth);
 }
 
 fn pad(out: &mut String, indent: usize) {

@@ -41,12 +41,15 @@ mod pci;
 mod translate;
 mod translate_ata;
 mod translate_devices;
+mod translate_disk_queues;
 pub mod translate_firmware;
 mod translate_graphics;
+mod translate_hyperv;
 mod translate_input;
 pub mod translate_tpm;
 mod translate_user_net;
 mod translate_video;
+pub mod tuning;
 mod units;
 mod xmlenum;
 

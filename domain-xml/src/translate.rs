@@ -41,9 +41,13 @@ pub fn translate(dom: &Domain) -> Result<ms::MachineSpec> {
     for e in &dom.extra {
         extra_element(e)?;
     }
+    // Applied by the daemon in the domain's cgroup, not by the VMM.
+    let tuned = crate::tuning::tuning(dom)? != crate::tuning::Tuning::default();
+    crate::translate_disk_queues::check_iothreads(dom)?;
     let boot = boot(dom)?;
     let mut platform = platform(dom)?;
     platform.rtc = clock(dom)?;
+    platform.hyperv = crate::translate_hyperv::hyperv(dom)?;
     if boot.firmware.is_some() {
         platform.chipset = crate::translate_firmware::chipset(dom.os.machine.as_deref())?;
     }
@@ -74,6 +78,7 @@ pub fn translate(dom: &Domain) -> Result<ms::MachineSpec> {
             .into_iter()
             .chain(graphics_warnings)
             .chain(crate::translate_video::warnings(&dom.devices))
+            .chain(tuned.then(|| crate::tuning::WARNING.to_string()))
             .collect(),
     };
     pm(dom)?;
@@ -96,6 +101,10 @@ fn extra_element(e: &Element) -> Result<()> {
         "seclabel" if e.get_attr("type") == Some("none") => Ok(()),
         // Used by firmware boot with <os><smbios mode='sysinfo'> (translate_firmware).
         "sysinfo" => Ok(()),
+        // Counted by translate_disk_queues::check_iothreads (queues have their own workers).
+        "iothreads" => Ok(()),
+        // Checked by crate::tuning (the daemon applies them in the domain's cgroup).
+        "memtune" | "blkiotune" => Ok(()),
         "seclabel" => unsupported(format!(
             "<seclabel type='{}'> is not supported (oxvirt has no security driver)",
             e.get_attr("type").unwrap_or("dynamic")
@@ -167,9 +176,7 @@ fn cpus(dom: &Domain) -> Result<ms::Cpus> {
     if v.cpuset.is_some() {
         return unsupported("<vcpu cpuset> (host CPU pinning) is not supported");
     }
-    if dom.cputune.is_some() {
-        return unsupported("<cputune> is not supported");
-    }
+    // <cputune> is checked by crate::tuning (shares/period/quota go to the cgroup).
     let mut cpus = ms::Cpus {
         count: v.online(),
         max: v.max,
@@ -181,6 +188,7 @@ fn cpus(dom: &Domain) -> Result<ms::Cpus> {
         },
         mode: ms::CpuMode::HostPassthrough,
         features: Vec::new(),
+        model: None,
     };
     let Some(c) = &dom.cpu else {
         return Ok(cpus);
@@ -210,8 +218,21 @@ fn cpus(dom: &Domain) -> Result<ms::Cpus> {
             return unsupported("<cpu><model vendor_id> is not supported");
         }
     }
-    if c.vendor.is_some() {
-        return unsupported("<cpu><vendor> is not supported");
+    cpus.model = cpu_model(c)?;
+    if let Some(v) = &c.vendor {
+        // The live XML of a custom or host-model CPU names the vendor (as libvirt
+        // writes it): the model's own, or for a vendor-neutral model (qemu64,
+        // pentium3, …) the host's, which the guest keeps. Any other vendor would
+        // ask for a host check the translation cannot make.
+        let model = cpus
+            .model
+            .as_ref()
+            .and_then(|m| ms::cpu_models::find(&m.name));
+        let fits =
+            model.is_some_and(|m| m.vendor.is_none_or(|mv| mv.name().eq_ignore_ascii_case(v)));
+        if !fits {
+            return unsupported("<cpu><vendor> other than the model's vendor is not supported");
+        }
     }
     if c.cache.is_some() {
         return unsupported("<cpu><cache> is not supported");
@@ -234,6 +255,29 @@ fn cpus(dom: &Domain) -> Result<ms::Cpus> {
         })
         .collect();
     Ok(cpus)
+}
+
+/// `<cpu mode='custom' match check><model>NAME</model>`: a model of our table.
+fn cpu_model(c: &Cpu) -> Result<Option<ms::CpuModelRef>> {
+    let Some(name) = c.model.as_ref().and_then(|m| m.name.as_deref()) else {
+        return Ok(None);
+    };
+    if !matches!(c.mode, Some(CpuModeAttr::Custom) | None) {
+        return Ok(None);
+    }
+    if ms::cpu_models::find(name).is_none() {
+        return unsupported(format!("CPU model '{name}' is not supported by hypervisor"));
+    }
+    let minimum = match c.match_.as_deref() {
+        None | Some("exact") | Some("strict") => false,
+        Some("minimum") => true,
+        Some(x) => return unsupported(format!("<cpu match='{x}'> is not supported")),
+    };
+    Ok(Some(ms::CpuModelRef {
+        name: name.to_string(),
+        minimum,
+        enforce: c.check.as_deref() != Some("none"),
+    }))
 }
 
 fn boot(dom: &Domain) -> Result<ms::Boot> {
@@ -300,6 +344,7 @@ fn platform(dom: &Domain) -> Result<ms::Platform> {
     let mut p = ms::Platform {
         chipset: Default::default(),
         rtc: Default::default(),
+        hyperv: None,
         acpi: false,
         apic: false,
     };
@@ -314,6 +359,8 @@ fn platform(dom: &Domain) -> Result<ms::Platform> {
                 p.apic = true;
             }
             name if NO_EFFECT_FEATURES.contains(&name) => {}
+            // Enlightenments: translate_hyperv.
+            "hyperv" => {}
             // Features turned off that oxvirt never provides anyway.
             "vmport" | "smm" | "pvspinlock" | "ps2" | "pmu" if state_off => {}
             name => return unsupported(format!("<features><{name}> is not supported")),
@@ -381,7 +428,9 @@ fn clock(dom: &Domain) -> Result<ms::Rtc> {
             // Tick policies have no effect: KVM's in-kernel PIT and the RTC deliver ticks.
             "rtc" | "pit" => present && t.track.as_deref().is_none_or(|x| x == "guest"),
             "kvmclock" => present,
-            "hpet" | "hypervclock" | "tsc" | "platform" | "armvtimer" => !present,
+            "hpet" | "tsc" | "platform" | "armvtimer" => !present,
+            // Hyper-V's reference clock: translate_hyperv.
+            "hypervclock" => true,
             _ => false,
         };
         if !ok || t.frequency.is_some() || t.mode.is_some() || t.catchup.is_some() {

@@ -483,6 +483,7 @@ fn disk(d: &Disk) -> Result<ms::Device> {
     let mut format = ms::DiskFormat::Raw;
     let mut cache = ms::CacheMode::Default;
     let mut discard = false;
+    let (mut queues, mut io) = (None, ms::DiskIo::Default);
     if let Some(dr) = &d.driver {
         if dr.name.as_deref().is_some_and(|n| n != "qemu") {
             return unsupported(format!(
@@ -512,12 +513,12 @@ fn disk(d: &Disk) -> Result<ms::Device> {
             Some("unmap") => true,
             Some(x) => return Err(Error::xml(format!("unknown disk discard mode '{x}'"))),
         };
-        if let Some(io) = &dr.io {
-            if !["native", "threads", "io_uring"].contains(&io.as_str()) {
-                return Err(Error::xml(format!("unknown disk io mode '{io}'")));
-            }
-        }
-        if let Some((k, v)) = dr.other.first() {
+        (queues, io) = crate::translate_disk_queues::queueing(dev, dr, bus == DiskBus::Virtio)?;
+        if let Some((k, v)) = dr
+            .other
+            .iter()
+            .find(|(k, _)| !crate::translate_disk_queues::handles(k))
+        {
             return unsupported(format!("disk '{dev}': <driver {k}='{v}'> is not supported"));
         }
     }
@@ -577,6 +578,8 @@ fn disk(d: &Disk) -> Result<ms::Device> {
         serial: d.serial.clone(),
         cache,
         discard,
+        queues,
+        io,
     });
     if bus == DiskBus::Scsi {
         return scsi_disk(d, cdrom, image);
@@ -724,9 +727,10 @@ fn interface(n: &Interface) -> Result<ms::Device> {
     let model = match n.model.as_deref() {
         None | Some("virtio") => ms::NetModel::Virtio,
         Some("e1000") => ms::NetModel::E1000,
+        Some("e1000e") => ms::NetModel::E1000e,
         Some(m) => {
             return unsupported(format!(
-                "interface model '{m}' is not supported (only 'virtio' and 'e1000')"
+                "interface model '{m}' is not supported (only 'virtio', 'e1000' and 'e1000e')"
             ))
         }
     };

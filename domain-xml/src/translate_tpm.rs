@@ -1,8 +1,8 @@
-//! `<tpm>` → [`ms::Tpm`]: a TPM 2.0 on the CRB interface, emulated by swtpm.
+//! `<tpm>` → [`ms::Tpm`]: a TPM 2.0 on the CRB or TIS interface, emulated by swtpm.
 //!
 //! A TPM holds the guest's identity (keys, sealed secrets), so it is never dropped:
-//! what runs is `<tpm model='tpm-crb'><backend type='emulator' version='2.0'/>` (what
-//! virt-install writes for UEFI guests); everything else is refused by name. Its
+//! what runs is `<tpm model='tpm-crb'|'tpm-tis'><backend type='emulator' version='2.0'/>`
+//! (what virt-install writes for UEFI guests); everything else is refused by name. Its
 //! state lives where libvirt keeps it, per domain UUID: [`SYSTEM_SWTPM_DIR`] for the
 //! system daemon, `$XDG_DATA_HOME/oxvirt/swtpm` for a session one.
 
@@ -44,15 +44,12 @@ pub(crate) fn tpms(dom: &Domain) -> Result<Option<ms::Device>> {
     }
     let model = match t.attr("model") {
         Some("tpm-crb") => ms::TpmModel::Crb,
+        // No model: libvirt's QEMU driver picks tpm-tis on x86.
+        Some("tpm-tis") | None => ms::TpmModel::Tis,
         Some(m) => {
             return unsupported(format!(
-                "<tpm model='{m}'> is not supported (only 'tpm-crb')"
+                "<tpm model='{m}'> is not supported (only 'tpm-crb' and 'tpm-tis')"
             ))
-        }
-        None => {
-            return unsupported(
-                "<tpm> without a model is libvirt's 'tpm-tis', which is not supported (use model='tpm-crb')",
-            )
         }
     };
     backend(t)?;
@@ -136,6 +133,27 @@ mod tests {
             .1
             .state_dir
             .ends_with("oxvirt/swtpm/11111111-2222-3333-4444-555555555555"));
+    }
+
+    #[test]
+    fn tis_and_the_default_model_run_as_tis_and_other_models_are_refused_by_name() {
+        let model = |xml: &str| match &spec(xml).unwrap().devices[0].kind {
+            ms::DeviceKind::Tpm(t) => t.model,
+            k => panic!("{k:?}"),
+        };
+        let tis = "<tpm model='tpm-tis'><backend type='emulator' version='2.0'/></tpm>";
+        assert_eq!(model(tis), ms::TpmModel::Tis);
+        assert_eq!(
+            model("<tpm><backend type='emulator'/></tpm>"),
+            ms::TpmModel::Tis
+        );
+        let e = spec("<tpm model='tpm-spapr'><backend type='emulator'/></tpm>")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("<tpm model='tpm-spapr'> is not supported"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 mod ata;
+pub mod cpu_models;
 pub use ata::{AtaBus, AtaController, AtaDisk, AHCI_PORTS};
 mod graphics;
 pub use graphics::{Graphics, GraphicsListen, SharePolicy, VNC_PORT_MIN};
@@ -21,6 +22,8 @@ mod user_net;
 pub use user_net::{PortForward, PortProto, PortRange, UserAddress, UserNet};
 mod tpm;
 pub use tpm::{Tpm, TpmModel};
+mod hyperv;
+pub use hyperv::{HvFeature, HyperV};
 
 /// Version of the spec format; bump when a change is not backwards compatible.
 pub const SPEC_VERSION: u32 = 1;
@@ -82,6 +85,23 @@ pub struct Cpus {
     /// CPUID feature overrides from `<cpu><feature policy=… name=…/>`.
     #[serde(default)]
     pub features: Vec<CpuFeature>,
+    /// The named model of `mode: custom` (`<cpu><model>`), from [`cpu_models`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<CpuModelRef>,
+}
+
+/// A named CPU model a custom-mode guest runs (libvirt `<cpu match><model>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CpuModelRef {
+    /// A name of [`cpu_models::models`], e.g. `Skylake-Client`.
+    pub name: String,
+    /// `match='minimum'`: the host's other features are added to the model's.
+    #[serde(default)]
+    pub minimum: bool,
+    /// Refuse to start when the host lacks a feature the model needs (libvirt's
+    /// `check='partial|full'`); `false` (`check='none'`) drops such features.
+    pub enforce: bool,
 }
 
 /// CPU topology; `sockets * dies * cores * threads == Cpus::max`.
@@ -100,10 +120,10 @@ pub struct Topology {
 pub enum CpuMode {
     /// What KVM supports on this host (KVM_GET_SUPPORTED_CPUID), the default.
     HostPassthrough,
-    /// Same as passthrough on this hypervisor (no named model table yet).
+    /// The named model closest to the host, with the host's other features.
     HostModel,
     Maximum,
-    /// A named model; only features are applied, the model name is informational.
+    /// `Cpus::model` (or, without one, the host's CPUID) with the feature policies.
     Custom,
 }
 
@@ -240,6 +260,9 @@ pub struct Platform {
     /// What the CMOS real-time clock reads at start (libvirt `<clock offset>`).
     #[serde(default, skip_serializing_if = "Rtc::is_utc")]
     pub rtc: Rtc,
+    /// Hyper-V enlightenments (`hyperv.rs`); absent: none, and no Hyper-V CPUID leaves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hyperv: Option<HyperV>,
 }
 
 /// The CMOS real-time clock's start: `base` plus `adjustment_s` seconds, taken when the
@@ -579,6 +602,34 @@ pub struct Disk {
     pub cache: CacheMode,
     /// Pass guest discards to the image (libvirt `discard='unmap'`).
     pub discard: bool,
+    /// virtio-blk request queues (libvirt `<driver queues>`); None: one per vCPU,
+    /// as QEMU >= 5.2 does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queues: Option<u16>,
+    /// How requests reach the image (libvirt `<driver io>`).
+    #[serde(default, skip_serializing_if = "DiskIo::is_default")]
+    pub io: DiskIo,
+}
+
+/// Host I/O submission (libvirt `<driver io=…>`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DiskIo {
+    /// io_uring where the host has it, else a thread pool.
+    #[default]
+    Default,
+    /// Linux native AIO in QEMU; io_uring here (the kernel's successor to it).
+    Native,
+    /// A pool of threads doing blocking preadv/pwritev.
+    Threads,
+    IoUring,
+}
+
+impl DiskIo {
+    /// Whether this is the default (left out of serialized specs).
+    pub fn is_default(&self) -> bool {
+        *self == DiskIo::Default
+    }
 }
 
 /// A network interface: virtio-net, or an emulated Intel NIC.
@@ -606,6 +657,8 @@ pub enum NetModel {
     Virtio,
     /// Intel 82540EM (QEMU `e1000`).
     E1000,
+    /// Intel 82574L (QEMU `e1000e`), what virt-install gives Windows on q35.
+    E1000e,
 }
 
 impl NetModel {
@@ -902,6 +955,7 @@ mod tests {
                     name: "x2apic".into(),
                     policy: FeaturePolicy::Disable,
                 }],
+                model: None,
             },
             boot: Boot {
                 kernel: Some("/boot/vmlinux".into()),
@@ -914,6 +968,7 @@ mod tests {
                 apic: true,
                 chipset: Chipset::Generic,
                 rtc: Default::default(),
+                hyperv: None,
             },
             lifecycle: Lifecycle {
                 on_poweroff: LifecycleAction::Destroy,
@@ -948,6 +1003,8 @@ mod tests {
                         serial: Some("disk-a".into()),
                         cache: CacheMode::None,
                         discard: true,
+                        queues: None,
+                        io: Default::default(),
                     }),
                 },
             ],

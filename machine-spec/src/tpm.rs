@@ -1,6 +1,6 @@
-//! The TPM 2.0 device (libvirt `<tpm model='tpm-crb'><backend type='emulator'
-//! version='2.0'/>`): a CRB interface at 0xFED40000 in front of an `swtpm` the VMM
-//! starts, whose state lives in a per-domain directory.
+//! The TPM 2.0 device (libvirt `<tpm model='tpm-crb'|'tpm-tis'><backend
+//! type='emulator' version='2.0'/>`): a CRB or TIS interface at 0xFED40000 in front of
+//! an `swtpm` the VMM starts, whose state lives in a per-domain directory.
 
 use std::path::PathBuf;
 
@@ -29,4 +29,6 @@ pub struct Tpm {
 pub enum TpmModel {
     /// The Command Response Buffer interface (TCG PC Client PTP), QEMU's `tpm-crb`.
     Crb,
+    /// The TIS FIFO interface (five locality pages, polled), QEMU's ISA `tpm-tis`.
+    Tis,
 }

@@ -8,9 +8,10 @@
  *   OXTEST DONE                           all requested checks ran
  *
  * The kernel command line says what to do:
- *   oxtest=initrd,cpuid,kvmclock,e820,acpi,rtc,serial,smp,highmem,fwcfg,tpm,poweroff|reset|acpibutton|count|input|redraw|halt|int3|pvpanic
+ *   oxtest=initrd,cpuid,kvmclock,hyperv,e820,acpi,rtc,serial,smp,highmem,fwcfg,tpm,memfill,poweroff|reset|acpibutton|count|input|redraw|halt|int3|pvpanic
  *   mem_expect=<MiB>  cpus_expect=<N>  reset_method=acpi|kbd|cf9|triple  ticks=<N>
  *   quiet   (print only READY, DONE, failures and the final action's lines)
+ *   busy    (acpibutton: a 100 Hz timer runs while it waits, so the guest uses CPU)
  *
  * Guest code runs through KVM's instruction emulator on the development machines
  * (hundreds of times slower than hardware), so every check does as little as it can.
@@ -31,6 +32,8 @@
 #include "oxtest/bootinfo.c"
 #include "oxtest/acpi.c"
 #include "oxtest/cpuid.c"
+/* the Hyper-V leaves and MSRs (uses cpuid.c) */
+#include "oxtest/hyperv.c"
 #include "oxtest/initrd.c"
 #include "oxtest/highmem.c"
 #include "oxtest/irq.c"
@@ -60,6 +63,9 @@
 
 /* a TPM 2.0 on the CRB interface (owned by the TPM tests; uses the ACPI walk) */
 #include "oxtest/tpm.c"
+
+/* every page of RAM touched (owned by the cgroup tests) */
+#include "oxtest/memfill.c"
 
 /* ---------------------------------------------------------------- main */
 
@@ -94,6 +100,8 @@ void oxmain(int proto, uint64_t info)
 	}
 	if (want("kvmclock"))
 		check_kvmclock();
+	if (want("hyperv"))
+		check_hyperv();
 	if (want("rtc"))
 		check_rtc();
 	if (want("serial"))
@@ -116,6 +124,8 @@ void oxmain(int proto, uint64_t info)
 		check_vga13();
 	if (want("tpm"))
 		check_tpm();
+	if (want("memfill"))
+		do_memfill();
 
 	put("OXTEST DONE failures=");
 	put_dec((uint64_t)failures);

@@ -20,6 +20,18 @@ pub fn guest_pattern(slot: u8) -> Vec<u8> {
         .collect()
 }
 
+/// Where the oxtest guest's in-flight check (`inflight=5` on the vblk line) writes:
+/// 4 KiB at each of sectors 64, 72, ..., 96, posted together.
+pub const INFLIGHT_SECTORS: std::ops::Range<usize> = 64..104;
+
+/// The bytes the in-flight check leaves at `INFLIGHT_SECTORS` of the disk at PCI slot
+/// `slot`: byte k of write i is (i*31 + k + slot) & 0xff.
+pub fn inflight_pattern(slot: u8) -> Vec<u8> {
+    (0..5 * 4096usize)
+        .map(|j| ((j / 4096) * 31 + j % 4096 + usize::from(slot)) as u8)
+        .collect()
+}
+
 /// A raw image `dir/name` of `mib` MiB starting with [`host_pattern`], zeros after.
 pub fn raw_image(dir: &Path, name: &str, mib: u64) -> PathBuf {
     let p = dir.join(name);

@@ -119,6 +119,14 @@ impl SessionDaemon {
         run_bounded(c, limit)
     }
 
+    /// `program` as the user, in its environment, for servers a test runs beside the
+    /// daemon (cockpit-ws); add arguments and spawn it.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        as_user(&mut c, self.dir.path());
+        c
+    }
+
     /// `virsh -c URI ARGS…` as the user; fails the test with the daemon log on error.
     pub fn virsh_ok(&self, uri: &str, args: &[&str]) -> String {
         let mut all = vec!["-c", uri];

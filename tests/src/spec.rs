@@ -36,6 +36,7 @@ pub fn spec(kernel: &Path, cmdline: &str, mem_mib: u64, cpus: u32) -> MachineSpe
             },
             mode: CpuMode::HostPassthrough,
             features: Vec::new(),
+            model: None,
         },
         boot: Boot {
             firmware: None,
@@ -48,6 +49,7 @@ pub fn spec(kernel: &Path, cmdline: &str, mem_mib: u64, cpus: u32) -> MachineSpe
             rtc: Default::default(),
             acpi: true,
             apic: true,
+            hyperv: None,
         },
         lifecycle: Lifecycle {
             on_poweroff: LifecycleAction::Destroy,
@@ -96,6 +98,8 @@ pub fn raw_disk(path: &Path) -> Disk {
         serial: None,
         cache: CacheMode::Writeback,
         discard: false,
+        queues: None,
+        io: Default::default(),
     }
 }
 

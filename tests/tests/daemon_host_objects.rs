@@ -152,6 +152,28 @@ fn daemon_node_devices_interfaces_and_snapshots_on_dbus() {
     let dom = d.define_guest("snaps");
     let s = d.domain(&dom, "ListDomainSnapshots", &["u", "0"]);
     assert_eq!(s.trim(), "ao 0");
+    // Naming one: libvirt's "Domain snapshot not found", not "not supported".
+    let r = d.try_call(&dom, "org.libvirt.Domain", "SnapshotCurrent", &["u", "0"]);
+    assert!(
+        !r.ok
+            && r.stderr
+                .contains("the domain does not have a current snapshot"),
+        "{}",
+        r.stderr
+    );
+    let r = d.try_call(
+        &dom,
+        "org.libvirt.Domain",
+        "SnapshotLookupByName",
+        &["su", "first", "0"],
+    );
+    assert!(
+        !r.ok
+            && r.stderr
+                .contains("no domain snapshot with matching name 'first'"),
+        "{}",
+        r.stderr
+    );
 
     // Pin info of an inactive domain: its one vCPU may run on every host CPU.
     let ncpus = std::thread::available_parallelism().unwrap().get();

@@ -5,7 +5,8 @@
 //! the oxtest guest finds it through ACPI (TPM2 table, MSFT0101) and talks to it on the
 //! CRB interface: TPM2_Startup, TPM2_GetRandom(16), TPM2_PCR_Read(sha256, PCR 0).
 //! `virsh undefine --keep-tpm` keeps the state, plain `undefine` removes it,
-//! `--tpm --keep-tpm` together is refused, and a transient domain's state ends with it.
+//! `--tpm --keep-tpm` together is refused, and a transient domain (with `tpm-tis` this
+//! time: start method 6, the TIS FIFO) has its TPM while it runs and its state ends with it.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -60,13 +61,13 @@ fn a_session_domain_talks_to_its_swtpm_and_undefine_removes_the_state_unless_kep
         .and_then(|t| t.split("</tpm>").next())
         .unwrap_or_else(|| panic!("no <tpm supported='yes'> in domcapabilities:\n{caps}"));
     for v in [
+        "<value>tpm-tis</value>",
         "<value>tpm-crb</value>",
         "<value>emulator</value>",
         "<value>2.0</value>",
     ] {
         assert!(tpm_caps.contains(v), "{v} missing in {tpm_caps}");
     }
-    assert!(!tpm_caps.contains("tpm-tis"), "{tpm_caps}");
     if !require_kvm(TEST) {
         return;
     }
@@ -143,8 +144,15 @@ fn a_session_domain_talks_to_its_swtpm_and_undefine_removes_the_state_unless_kep
     assert!(!state.exists(), "undefine left {}", state.display());
 
     // A transient domain (virsh create) has its TPM while it runs; its state goes
-    // with it when the guest powers off.
+    // with it when the guest powers off. This one has the TIS interface (start method
+    // 6, the FIFO driven as Linux's tpm_tis does).
     std::fs::remove_file(&console).unwrap();
+    let tis = std::fs::read_to_string(&xml_path).unwrap().replacen(
+        "model='tpm-crb'",
+        "model='tpm-tis'",
+        1,
+    );
+    std::fs::write(&xml_path, tis).unwrap();
     s.virsh_ok(URI, &["create", xml_path.to_str().unwrap()]);
     let deadline = Instant::now() + Duration::from_secs(120);
     while s
@@ -160,7 +168,14 @@ fn a_session_domain_talks_to_its_swtpm_and_undefine_removes_the_state_unless_kep
         std::thread::sleep(Duration::from_millis(200));
     }
     let text = std::fs::read_to_string(&console).unwrap_or_default();
-    assert!(text.contains("OXTEST tpm ok getrandom rc=0x0"), "{text}");
+    for w in [
+        "OXTEST tpm ok table start=6 ctrl=0x0 dsdt=MSFT0101",
+        "OXTEST tpm ok getrandom rc=0x0 bytes=16 data=",
+        "OXTEST tpm ok pcrread rc=0x0 digests=1 size=32 pcr0=",
+        "OXTEST DONE failures=0",
+    ] {
+        assert!(text.contains(w), "missing {w:?} (TIS); console:\n{text}");
+    }
     assert!(
         !state.exists(),
         "the transient domain left {}",

@@ -1,5 +1,5 @@
-//! SeaBIOS with a TPM (tier 2): Debian's SeaBIOS on Q35 finds the CRB interface and the
-//! TPM2 table's event-log area (`etc/tpm/log` through the table loader), starts the TPM
+//! SeaBIOS with a TPM (tier 2): Debian's SeaBIOS on Q35 finds the CRB interface (and,
+//! in a second boot, the TIS FIFO interface) and the TPM2 table's event-log area (`etc/tpm/log` through the table loader), starts the TPM
 //! and measures the boot (TPM2_Startup, TPM2_PCR_Extend), every command answered with
 //! success by swtpm, and then boots the boot sector as without a TPM (≈ 5 s). The VMM's
 //! debug log of the CRB (`vmm::tpm=debug`) shows the commands. Skipped loudly without
@@ -22,13 +22,21 @@ fn installed(program: &str) -> bool {
 
 #[test]
 fn seabios_starts_the_tpm_and_measures_the_boot() {
-    const TEST: &str = "firmware_tpm";
-    if !require_seabios(TEST) {
+    run("firmware_tpm", TpmModel::Crb);
+}
+
+#[test]
+fn seabios_starts_the_tis_tpm_and_measures_the_boot() {
+    run("firmware_tpm (tis)", TpmModel::Tis);
+}
+
+fn run(test: &str, model: TpmModel) {
+    if !require_seabios(test) {
         return;
     }
     if !installed("swtpm") || !installed("swtpm_setup") {
         skip(
-            TEST,
+            test,
             "swtpm and swtpm_setup are not installed (Debian packages swtpm, swtpm-tools)",
         );
         return;
@@ -57,12 +65,12 @@ fn seabios_starts_the_tpm_and_measures_the_boot() {
         pci: None,
         boot_index: None,
         kind: DeviceKind::Tpm(Tpm {
-            model: TpmModel::Crb,
+            model,
             state_dir: dir.path().join("swtpm"),
             log: None,
         }),
     });
-    // The harness passes OXVIRT_LOG on; this test is alone in its binary.
+    // The harness passes OXVIRT_LOG on; both tests of this binary set the same value.
     std::env::set_var("OXVIRT_LOG", "info,vmm::tpm=debug");
     let vm = Vm::start(&s);
     vm.wait_for("OXBOOT-SECTOR-OK", BOOT_TIMEOUT);

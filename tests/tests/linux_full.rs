@@ -22,6 +22,8 @@
 
 #[path = "linux_guest/cases.rs"]
 mod cases;
+#[path = "hyperv_common/mod.rs"]
+mod hyperv_common;
 #[allow(dead_code)] // shared with linux_guest.rs, which uses other parts
 #[path = "linux_guest/support.rs"]
 mod support;
@@ -216,4 +218,15 @@ fn full_linux_virtio_vsock_both_ways() {
         return;
     };
     cases::virtio_vsock_both_ways(g);
+}
+
+/// The Hyper-V enlightenments as a guest sees them, where KVM has Hyper-V support (the
+/// oxtest guest, not Linux: `hyperv_common`); on an emulated KVM `hyperv_guest.rs`
+/// checks the refusal instead.
+#[test]
+fn full_hyperv_enlightenments() {
+    if !can_run("full_hyperv_enlightenments") {
+        return;
+    }
+    hyperv_common::run("full_hyperv_enlightenments");
 }

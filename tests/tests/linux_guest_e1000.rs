@@ -1,6 +1,8 @@
-//! The emulated Intel 82540EM (`<model type='e1000'/>`, what virt-install gives
-//! generic and i440FX guests): the Linux test guest's own `e1000` driver binds to it,
-//! gets an address by DHCP through passt and moves 256 KiB each way over TCP — the
+//! The emulated Intel NICs, each with the Linux test guest's own driver: the 82540EM
+//! (`<model type='e1000'/>`, what virt-install gives generic and i440FX guests;
+//! driver `e1000`) and the 82574L (`<model type='e1000e'/>`, what it gives Windows
+//! on q35; driver `e1000e`, which takes extended receive descriptors and falls back
+//! from MSI-X and MSI to INTx). The driver binds to it, gets an address by DHCP through passt and moves 256 KiB each way over TCP — the
 //! guest's large writes leave through the NIC's TCP segmentation and checksum
 //! insertion, the host's reply fills the receive ring many times over, and the
 //! guest's pure ACKs (which its driver pads to 60 bytes) reach passt. Skips loudly
@@ -24,7 +26,6 @@ use machine_spec::{exit, DeviceKind, Net, NetBackend, NetModel, UserNet};
 use oxvirt_tests::{skip, Vm};
 use support::{base64, check, guest, pci_device, wait_ready, Report, DHCP_ETH0, EXIT};
 
-const MAC: &str = "52:54:00:e1:00:00";
 /// Bytes the guest sends, and the host sends back.
 const BULK: usize = 256 * 1024;
 const REPLY: usize = 256 * 1024;
@@ -36,7 +37,7 @@ fn pattern(word: &str, len: usize) -> Vec<u8> {
 
 fn script(port: u16) -> String {
     format!(
-        r#"echo "OXCHECK driver name=$(basename "$(readlink /sys/class/net/eth0/device/driver)")"
+        r#"echo "OXCHECK driver name=$(basename "$(readlink /sys/class/net/eth0/device/driver)") device=$(cat /sys/class/net/eth0/device/device)"
 {DHCP_ETH0}echo "OXCHECK dhcp addr=$(ip -4 -o addr show eth0 | awk '{{print $4}}')"
 yes 0123456789abcdef | head -c {BULK} >/tmp/out
 (cat /tmp/out; sleep 20) | nc -w 60 "$(cat /tmp/router)" {port} >/tmp/in
@@ -49,12 +50,33 @@ grep -E 'eth0|e1000' /proc/interrupts || true
 
 #[test]
 fn linux_e1000_driver_moves_bulk_tcp_both_ways() {
-    const T: &str = "linux_e1000_driver_moves_bulk_tcp_both_ways";
+    bulk_both_ways(
+        "linux_e1000_driver_moves_bulk_tcp_both_ways",
+        NetModel::E1000,
+        "e1000",
+        "0x100e",
+    );
+}
+
+#[test]
+fn linux_e1000e_driver_moves_bulk_tcp_both_ways() {
+    bulk_both_ways(
+        "linux_e1000e_driver_moves_bulk_tcp_both_ways",
+        NetModel::E1000e,
+        "e1000e",
+        "0x10d3",
+    );
+}
+
+/// Boots the guest with one `model` NIC on passt and checks that Linux's `driver`
+/// binds to PCI device `device_id`, leases an address and moves the bulk both ways.
+fn bulk_both_ways(t: &str, model: NetModel, driver: &str, device_id: &str) {
+    const MAC: &str = "52:54:00:e1:00:00";
     if !Path::new("/usr/bin/passt").exists() {
-        skip(T, "/usr/bin/passt missing (Debian package passt)");
+        skip(t, "/usr/bin/passt missing (Debian package passt)");
         return;
     }
-    let Some(g) = guest(T) else {
+    let Some(g) = guest(t) else {
         return;
     };
     // The host side: reads the guest's bytes, then answers with its own.
@@ -86,7 +108,7 @@ fn linux_e1000_driver_moves_bulk_tcp_both_ways() {
             backend: NetBackend::User(UserNet::default()),
             link_up: true,
             mtu: None,
-            model: NetModel::E1000,
+            model,
         }),
     ));
     let vm = Vm::start(&spec);
@@ -109,15 +131,15 @@ fn linux_e1000_driver_moves_bulk_tcp_both_ways() {
         &vm,
         r.check_lines("driver")
             .first()
-            .is_some_and(|l| l.get("name") == "e1000"),
-        &format!("eth0 is not driven by Linux's e1000 driver: {out}"),
+            .is_some_and(|l| l.get("name") == driver && l.get("device") == device_id),
+        &format!("eth0 is not driven by Linux's {driver} driver on device {device_id}: {out}"),
     );
     check(
         &vm,
         r.check_lines("dhcp")
             .first()
             .is_some_and(|l| !l.get("addr").is_empty()),
-        &format!("no DHCP lease through the e1000: {out}"),
+        &format!("no DHCP lease through the {driver} NIC: {out}"),
     );
     let (ok, got) = server.join().unwrap();
     check(

@@ -85,6 +85,8 @@ fn sata_drive(id: &str, port: u8, cdrom: bool, name: &str, medium: Option<&Path>
                 serial: (!cdrom).then(|| "OXSATA-DISK".into()),
                 cache: CacheMode::Default,
                 discard: false,
+                queues: None,
+                io: Default::default(),
             }),
         }),
     }

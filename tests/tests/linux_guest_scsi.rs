@@ -65,6 +65,8 @@ fn scsi_unit(id: &str, target: u8, cdrom: bool, name: &str, medium: Option<&Path
                 serial: None,
                 cache: CacheMode::Default,
                 discard: false,
+                queues: None,
+                io: Default::default(),
             }),
         }),
     }

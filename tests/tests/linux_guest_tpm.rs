@@ -1,9 +1,10 @@
-//! Linux's own TPM driver on the VMM's TPM (tier 3): with `<tpm model='tpm-crb'>`
-//! (swtpm behind the CRB interface), the Linux test guest's `tpm_crb` binds the ACPI
-//! `MSFT0101` device, the TPM core starts the TPM and registers a TPM 2.0 (`tpm0`,
-//! `tpmrm0`), and a TPM2_GetRandom written to `/dev/tpm0` comes back with 16 bytes
-//! (≈ 30-60 s). Skipped loudly without swtpm, or when the guest kernel was built
-//! without `CONFIG_TCG_CRB=y`.
+//! Linux's own TPM drivers on the VMM's TPM (tier 3): with `<tpm model='tpm-crb'>`
+//! (swtpm behind the CRB interface) the Linux test guest's `tpm_crb`, with
+//! `model='tpm-tis'` (the TIS FIFO interface) its `tpm_tis`, binds the ACPI `MSFT0101`
+//! device, the TPM core starts the TPM and registers a TPM 2.0 (`tpm0`, `tpmrm0`), a
+//! TPM2_GetRandom written to `/dev/tpm0` comes back with 16 bytes, and the sha256
+//! PCR 0 reads through sysfs (≈ 30-60 s each). Skipped loudly without swtpm, or when
+//! the guest kernel was built without the driver (`CONFIG_TCG_CRB=y`, `CONFIG_TCG_TIS=y`).
 
 #[allow(dead_code)] // shared with linux_guest.rs, which uses other parts
 #[path = "linux_guest/support.rs"]
@@ -23,6 +24,8 @@ exec 3<>/dev/tpm0
 printf '\200\001\000\000\000\014\000\000\001\173\000\020' >&3
 r=$(dd bs=64 count=1 <&3 2>/dev/null | od -An -tx1 | tr -d ' \n')
 echo "OXCHECK tpm getrandom=$r"
+read -r p </sys/class/tpm/tpm0/pcr-sha256/0
+echo "OXCHECK tpm pcr0=$p"
 "#;
 
 fn installed(program: &str) -> bool {
@@ -32,23 +35,41 @@ fn installed(program: &str) -> bool {
 
 #[test]
 fn linux_tpm_crb_drives_the_swtpm_behind_the_crb_interface() {
-    const T: &str = "linux_tpm_crb_drives_the_swtpm_behind_the_crb_interface";
+    run(
+        "linux_tpm_crb_drives_the_swtpm_behind_the_crb_interface",
+        TpmModel::Crb,
+    );
+}
+
+#[test]
+fn linux_tpm_tis_drives_the_swtpm_behind_the_tis_interface() {
+    run(
+        "linux_tpm_tis_drives_the_swtpm_behind_the_tis_interface",
+        TpmModel::Tis,
+    );
+}
+
+fn run(test: &str, model: TpmModel) {
+    let (driver, option) = match model {
+        TpmModel::Crb => ("tpm_crb", "CONFIG_TCG_CRB=y"),
+        TpmModel::Tis => ("tpm_tis", "CONFIG_TCG_TIS=y"),
+    };
     if !installed("swtpm") || !installed("swtpm_setup") {
         skip(
-            T,
+            test,
             "swtpm and swtpm_setup are not installed (Debian packages swtpm, swtpm-tools)",
         );
         return;
     }
-    let Some(g) = guest(T) else {
+    let Some(g) = guest(test) else {
         return;
     };
-    // The driver is built in by tests/linux-guest/config.fragment (CONFIG_TCG_CRB=y).
+    // The driver is built in by tests/linux-guest/config.fragment.
     let config = std::fs::read_to_string(g.dir.join("kernel.config")).unwrap_or_default();
-    if !config.lines().any(|l| l == "CONFIG_TCG_CRB=y") {
+    if !config.lines().any(|l| l == option) {
         skip(
-            T,
-            "the Linux test guest's kernel has no built-in tpm_crb (CONFIG_TCG_CRB=y)",
+            test,
+            &format!("the Linux test guest's kernel has no built-in {driver} ({option})"),
         );
         return;
     }
@@ -64,7 +85,7 @@ fn linux_tpm_crb_drives_the_swtpm_behind_the_crb_interface() {
         pci: None,
         boot_index: None,
         kind: DeviceKind::Tpm(Tpm {
-            model: TpmModel::Crb,
+            model,
             state_dir: dir.path().join("swtpm"),
             log: None,
         }),
@@ -83,8 +104,8 @@ fn linux_tpm_crb_drives_the_swtpm_behind_the_crb_interface() {
     let id = line("OXCHECK tpm version=");
     check(
         &vm,
-        id == "OXCHECK tpm version=2 driver=tpm_crb",
-        &format!("Linux did not register a TPM 2.0 through tpm_crb: {id:?}"),
+        id == format!("OXCHECK tpm version=2 driver={driver}"),
+        &format!("Linux did not register a TPM 2.0 through {driver}: {id:?}"),
     );
     check(
         &vm,
@@ -98,5 +119,12 @@ fn linux_tpm_crb_drives_the_swtpm_behind_the_crb_interface() {
         &vm,
         hex.len() == 56 && hex.starts_with("80010000001c000000000010"),
         &format!("TPM2_GetRandom through /dev/tpm0: {rnd:?}"),
+    );
+    // Nothing measured into PCR 0 without firmware: 32 zero bytes, in hex.
+    let pcr = line("OXCHECK tpm pcr0=");
+    check(
+        &vm,
+        pcr.trim_start_matches("OXCHECK tpm pcr0=") == "0".repeat(64),
+        &format!("sha256 PCR 0 through sysfs: {pcr:?}"),
     );
 }

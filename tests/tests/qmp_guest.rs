@@ -115,6 +115,11 @@ fn qemu_qmp_session_pauses_resumes_and_powers_down_a_guest() {
         json!({"class": "DeviceNotActive", "desc": "No balloon device has been activated"})
     );
     let err = c.execute("device_del", json!({"id": "x"}));
+    assert_eq!(
+        err["error"],
+        json!({"class": "DeviceNotFound", "desc": "Device 'x' not found"})
+    );
+    let err = c.execute("migrate", json!({"uri": "exec:true"}));
     assert_eq!(err["error"]["class"], "CommandNotFound");
 
     // system_powerdown: POWERDOWN; the guest takes the ACPI power button and powers

@@ -48,7 +48,8 @@ fn rpc_virsh_host_commands() {
         );
     }
     // Something we do not implement answers "not supported"; the connection survives.
-    let r = d.virsh(&["cpu-models", "x86_64"]);
+    let filter = d.xml_file("nwfilter", "<filter name='oxvirt-test' chain='root'/>");
+    let r = d.virsh(&["nwfilter-define", filter.to_str().unwrap()]);
     assert!(!r.ok);
     assert!(
         r.stderr
@@ -645,6 +646,55 @@ fn rpc_virsh_domain_commands() {
     assert_eq!(field(&d.virsh_ok(&["dominfo", tname]), "Persistent"), "no");
     d.virsh_ok(&["destroy", tname]);
     assert_eq!(state_in(&d.virsh_ok(&["list", "--all"]), tname), None);
+}
+
+/// `virsh start --paused`: the VMM starts with its vCPUs parked (as libvirt starts
+/// QEMU with -S), so the guest prints nothing until `virsh resume`.
+#[test]
+fn rpc_virsh_start_paused() {
+    if !require_kvm("rpc_virsh_start_paused") {
+        return;
+    }
+    let d = Daemon::start();
+    let name = "rpc-virsh-paused";
+    let log = d.dir.path().join("paused-serial.log");
+    let xml = oxvirt_tests::spec::domain_xml(
+        name,
+        &oxvirt_tests::guests::test_guests().elf,
+        rpc_common::CMDLINE,
+        64,
+        1,
+        "destroy",
+        &oxvirt_tests::spec::serial_xml(&format!("file:{}", log.display())),
+    );
+    let file = d.xml_file(name, &xml);
+    d.virsh_ok(&["define", file.to_str().unwrap()]);
+    let out = d.virsh_ok(&["start", "--paused", name]);
+    assert!(out.contains(&format!("Domain '{name}' started")), "{out}");
+    assert_eq!(
+        d.virsh_ok(&["domstate", "--reason", name]).trim(),
+        "paused (user)"
+    );
+    // Long enough for the guest to have printed its banner had a vCPU run.
+    std::thread::sleep(Duration::from_millis(1500));
+    let early = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(early.is_empty(), "the guest ran while paused: {early}");
+    d.virsh_ok(&["resume", name]);
+    d.wait_state(name, "running");
+    let deadline = Instant::now() + STEP;
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("OXTEST") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no guest output after resume: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    d.virsh_ok(&["destroy", name]);
+    d.virsh_ok(&["undefine", name]);
 }
 
 /// `virsh console` needs a terminal: run it on a pty; once attached, `virsh reset` the

@@ -7,8 +7,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use machine_spec::{exit, Device, Disk, DiskFormat, MachineSpec};
-use oxvirt_tests::disk::{guest_pattern, host_pattern, raw_image, vblk_line};
+use machine_spec::{exit, Device, DeviceKind, Disk, DiskFormat, DiskIo, MachineSpec};
+use oxvirt_tests::disk::{
+    guest_pattern, host_pattern, inflight_pattern, raw_image, vblk_line, INFLIGHT_SECTORS,
+};
 use oxvirt_tests::host::require_kvm;
 use oxvirt_tests::spec::{disk_device, raw_disk};
 use oxvirt_tests::{oxtest_spec, Vm, GUEST_TIMEOUT};
@@ -81,7 +83,15 @@ fn raw_disks_at_spec_slots_read_host_pattern_and_write_guest_pattern() {
             false,
             Some("OXSERIAL-A"),
         ),
-        disk("virtio-disk1", 9, &b, DiskFormat::Raw, false, None),
+        {
+            // Two queues, requests through the I/O thread pool.
+            let mut d = disk("virtio-disk1", 9, &b, DiskFormat::Raw, false, None);
+            if let DeviceKind::Disk(k) = &mut d.kind {
+                k.queues = Some(2);
+                k.io = DiskIo::Threads;
+            }
+            d
+        },
     ]));
     vm.assert_no_failures();
     let pci = vm.expect_ok("pci", GUEST_TIMEOUT);
@@ -117,8 +127,31 @@ fn raw_disks_at_spec_slots_read_host_pattern_and_write_guest_pattern() {
     let db = vblk_line(&vm, 9);
     assert_eq!(db.field("cap"), Some("8192"));
     assert_eq!(db.field("id"), Some("-"));
+    // Several requests in flight at once: one queue per vCPU (one here) on
+    // io_uring, and on the second of two queues through the thread pool.
+    assert_eq!(da.field("queues"), Some("1"));
+    assert_eq!(
+        db.field("queues"),
+        Some("2"),
+        "VIRTIO_BLK_F_MQ, num_queues=2"
+    );
+    for d in [&da, &db] {
+        assert_eq!(d.field("inflight"), Some("5"), "{}", vm.console());
+    }
+    let log = vm.log();
+    assert!(
+        log.contains("virtio-disk1: virtio-blk with 2 queue(s)")
+            && log.contains("go through a pool of"),
+        "the domain log says how requests are submitted\n{log}"
+    );
     for (img, slot) in [(&a, 5u8), (&b, 9u8)] {
         let data = std::fs::read(img).unwrap();
+        assert!(
+            data[INFLIGHT_SECTORS.start * 512..INFLIGHT_SECTORS.end * 512]
+                == inflight_pattern(slot)[..],
+            "{}: the writes posted at once are on the image",
+            img.display()
+        );
         assert_eq!(
             &data[..4096],
             &host_pattern()[..],

@@ -8,7 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use machine_spec::{CacheMode, Device, Disk};
-use oxvirt_tests::disk::{guest_pattern, host_pattern, raw_image, vblk_line};
+use oxvirt_tests::disk::{
+    guest_pattern, host_pattern, inflight_pattern, raw_image, vblk_line, INFLIGHT_SECTORS,
+};
 use oxvirt_tests::host::{require_kvm, skip};
 use oxvirt_tests::spec::{disk_device, raw_disk};
 use oxvirt_tests::{oxtest_spec, Vm, GUEST_TIMEOUT};
@@ -92,6 +94,15 @@ fn every_cache_mode_moves_guest_data_to_the_image() {
             img.display(),
             vm.console()
         );
-        assert!(data[8192..].iter().all(|&b| b == 0), "{cache:?}: the rest");
+        // The guest's batch of writes in flight at once, through each cache mode
+        // (cache=none: O_DIRECT from io_uring).
+        let (a, b) = (INFLIGHT_SECTORS.start * 512, INFLIGHT_SECTORS.end * 512);
+        assert_eq!(line.field("inflight"), Some("5"), "{cache:?}");
+        assert!(
+            data[a..b] == inflight_pattern(slot)[..],
+            "{cache:?}: in flight"
+        );
+        assert!(data[8192..a].iter().all(|&b| b == 0), "{cache:?}: the rest");
+        assert!(data[b..].iter().all(|&b| b == 0), "{cache:?}: the rest");
     }
 }

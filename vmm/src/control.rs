@@ -148,6 +148,9 @@ pub enum VmEvent {
     Reset { guest: bool, reason: ShutdownCause },
     /// `GUEST_PANICKED`.
     GuestPanicked { action: PanicAction },
+    /// `VSERPORT_CHANGE`: the guest opened or closed virtio-serial port `id` (how
+    /// libvirt learns that a guest agent listens).
+    VserportChange { id: String, open: bool },
 }
 
 /// One vCPU thread (QMP `query-cpus-fast`).
@@ -235,13 +238,26 @@ impl VmControl {
         *lock(&self.shared.state)
     }
 
+    /// Keeps the vCPUs parked from their first instruction (QEMU's `-S`): the
+    /// machine comes up `paused` and runs on `cont`.
+    pub fn start_paused(&self) {
+        // No vCPU thread exists yet, so none needs to be waited for.
+        self.shared.vcpus.pause(Duration::ZERO);
+    }
+
     /// Parks every vCPU thread and returns once all are parked. Emits `STOP`.
-    /// Pausing a paused machine succeeds and changes nothing (as QEMU's `stop`).
+    /// Pausing a paused machine succeeds and changes nothing (as QEMU's `stop`);
+    /// before launch it keeps the vCPUs from starting (QEMU accepts `stop` in
+    /// `prelaunch` too).
     pub fn pause(&self) -> Result<(), ControlError> {
         let mut state = lock(&self.shared.state);
         match *state {
             RunState::Running => {}
             RunState::Paused => return Ok(()),
+            RunState::Prelaunch => {
+                self.start_paused();
+                return Ok(());
+            }
             other => return Err(ControlError::NotRunning(other.as_qmp_str())),
         }
         if !self.shared.vcpus.pause(PAUSE_TIMEOUT) {
@@ -370,12 +386,21 @@ mod tests {
     }
 
     #[test]
-    fn pause_needs_a_running_machine() {
+    fn pause_before_launch_keeps_the_vcpus_parked() {
         let c = VmControl::new(1 << 20).unwrap();
+        c.pause().unwrap();
+        assert_eq!(c.status(), RunState::Prelaunch);
+        assert!(c.shared().vcpus.is_paused());
+        c.set_status(RunState::Shutdown);
         assert!(matches!(
             c.pause(),
-            Err(ControlError::NotRunning("prelaunch"))
+            Err(ControlError::NotRunning("shutdown"))
         ));
+    }
+
+    #[test]
+    fn pause_and_resume_a_running_machine() {
+        let c = VmControl::new(1 << 20).unwrap();
         c.set_status(RunState::Running);
         // No vCPU threads: every one of zero is parked at once.
         c.pause().unwrap();

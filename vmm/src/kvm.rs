@@ -178,3 +178,110 @@ pub fn internal_error(vcpu: &mut VcpuFd) -> (u32, Vec<u64>) {
 pub fn exit_reason(vcpu: &mut VcpuFd) -> u32 {
     vcpu.get_kvm_run().exit_reason
 }
+
+// ------------------------------------------------------------------ Hyper-V
+// kvm-ioctls 0.25 wraps neither KVM_GET_SUPPORTED_HV_CPUID nor the Hyper-V exit's
+// payload, so these few calls live here with the module's other `unsafe`.
+
+vmm_sys_util::ioctl_iowr_nr!(
+    KVM_GET_SUPPORTED_HV_CPUID,
+    kvm_bindings::KVMIO,
+    0xc1,
+    kvm_bindings::kvm_cpuid2
+);
+
+/// `HV_STATUS_INVALID_HYPERCALL_CODE`: what a hypercall KVM leaves to user space gets.
+const HV_STATUS_INVALID_HYPERCALL_CODE: u64 = 2;
+
+/// The Hyper-V CPUID leaves KVM can back on `vcpu` (`KVM_GET_SUPPORTED_HV_CPUID`, the
+/// vCPU form, which every kernel with `KVM_CAP_HYPERV_CPUID` has). Empty when KVM has
+/// no Hyper-V support (the ioctl is unknown to it).
+pub fn supported_hv_cpuid(
+    vm: &VmFd,
+    vcpu: &VcpuFd,
+) -> Result<Vec<kvm_bindings::kvm_cpuid_entry2>, kvm_ioctls::Error> {
+    if vm.check_extension_raw(u64::from(kvm_bindings::KVM_CAP_HYPERV_CPUID)) <= 0 {
+        return Ok(Vec::new());
+    }
+    get_supported_hv_cpuid(vcpu)
+}
+
+/// The same from `/dev/kvm` before any VM exists: `Some` when the answer is known
+/// without a vCPU (the system form, `KVM_CAP_SYS_HYPERV_CPUID`, Linux 5.11+; or no
+/// Hyper-V support at all: empty), `None` when only the vCPU form exists.
+pub fn system_supported_hv_cpuid(
+    kvm: &Kvm,
+) -> Result<Option<Vec<kvm_bindings::kvm_cpuid_entry2>>, kvm_ioctls::Error> {
+    let cap = |c: u32| kvm.check_extension_raw(u64::from(c)) > 0;
+    if cap(kvm_bindings::KVM_CAP_SYS_HYPERV_CPUID) {
+        get_supported_hv_cpuid(kvm).map(Some)
+    } else if cap(kvm_bindings::KVM_CAP_HYPERV_CPUID) {
+        Ok(None)
+    } else {
+        Ok(Some(Vec::new()))
+    }
+}
+
+fn get_supported_hv_cpuid(
+    fd: &impl std::os::fd::AsRawFd,
+) -> Result<Vec<kvm_bindings::kvm_cpuid_entry2>, kvm_ioctls::Error> {
+    // KVM answers E2BIG without saying how many it has: grow until it fits (QEMU
+    // does the same). Kernels today report 7-11 leaves.
+    for n in [16usize, 64, 256] {
+        let mut cpuid =
+            kvm_bindings::CpuId::new(n).map_err(|_| kvm_ioctls::Error::new(libc::ENOMEM))?;
+        // SAFETY: `fd` is /dev/kvm or a vCPU, which both take this request; its
+        // argument is a `kvm_cpuid2` header followed by room for `n` entries, all owned
+        // by `cpuid` and alive across the call; KVM writes at most `nent` (= n) entries
+        // and updates `nent` to the count written.
+        let r = unsafe {
+            vmm_sys_util::ioctl::ioctl_with_mut_ptr(
+                fd,
+                KVM_GET_SUPPORTED_HV_CPUID(),
+                cpuid.as_mut_fam_struct_ptr(),
+            )
+        };
+        if r == 0 {
+            return Ok(cpuid.as_slice().to_vec());
+        }
+        let e = kvm_ioctls::Error::last();
+        if e.errno() != libc::E2BIG {
+            return Err(e);
+        }
+    }
+    Err(kvm_ioctls::Error::new(libc::E2BIG))
+}
+
+/// Enables the enlightened VMCS on `vcpu` (`KVM_CAP_HYPERV_ENLIGHTENED_VMCS`) and
+/// returns the eVMCS version range KVM supports (CPUID 0x4000000A EAX).
+pub fn enable_evmcs(vcpu: &VcpuFd) -> Result<u16, kvm_ioctls::Error> {
+    let mut version: u16 = 0;
+    let mut cap = kvm_bindings::kvm_enable_cap {
+        cap: kvm_bindings::KVM_CAP_HYPERV_ENLIGHTENED_VMCS,
+        ..Default::default()
+    };
+    // KVM stores the version through this pointer before KVM_ENABLE_CAP returns;
+    // `version` outlives the call.
+    cap.args[0] = std::ptr::addr_of_mut!(version) as u64;
+    vcpu.enable_cap(&cap)?;
+    Ok(version)
+}
+
+/// Answers a `KVM_EXIT_HYPERV`. SynIC MSR writes (KVM_EXIT_HYPERV_SYNIC) were already
+/// applied by KVM and are only reported (QEMU tracks them for VMBus, which oxvirt does
+/// not have); a hypercall KVM leaves to user space (post message, signal event: not
+/// advertised) gets "invalid hypercall code". Returns the exit's type and, for a
+/// hypercall, its input word, for the log.
+pub fn answer_hyperv_exit(vcpu: &mut VcpuFd) -> (u32, u64) {
+    let run = vcpu.get_kvm_run();
+    // SAFETY: called right after KVM_RUN returned KVM_EXIT_HYPERV, so `hyperv` is the
+    // active member of the exit union.
+    let hv = unsafe { &mut run.__bindgen_anon_1.hyperv };
+    if hv.type_ == kvm_bindings::KVM_EXIT_HYPERV_HCALL {
+        // SAFETY: `type_` says the hypercall member of the inner union is active.
+        let hcall = unsafe { &mut hv.u.hcall };
+        hcall.result = HV_STATUS_INVALID_HYPERCALL_CODE;
+        return (hv.type_, hcall.input);
+    }
+    (hv.type_, 0)
+}

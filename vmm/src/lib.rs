@@ -11,6 +11,7 @@
 //! * [`devices`]: the buses and the platform devices (UARTs, PM, CMOS, i8042, …);
 //! * [`pci`], [`virtio`]: the PCI root bus and virtio devices;
 //! * [`tpm`]: the TPM 2.0 CRB interface, its ACPI description and swtpm;
+//! * [`seccomp`]: the seccomp filter of each thread kind;
 //! * [`display`]: the screen (video devices' output) and input routing, for VNC and QMP;
 //! * [`kvm`]: the few `unsafe` calls into KVM and the OS.
 
@@ -32,6 +33,7 @@ pub mod memory;
 pub mod monitor;
 pub mod pci;
 pub mod scsi;
+pub mod seccomp;
 pub mod smbios;
 pub mod tpm;
 pub mod vcpu;

@@ -22,7 +22,7 @@ The serial console with a stdio backend is this terminal; the log goes to stderr
 /// Boot a virtual machine on KVM.
 #[derive(Parser, Debug)]
 #[command(name = "oxvirt-vmm", version, after_help = EXIT_STATUSES)]
-#[command(group(clap::ArgGroup::new("machine").required(true).args(["spec", "xml"])))]
+#[command(group(clap::ArgGroup::new("machine").required(true).args(["spec", "xml", "probe_cpu"])))]
 struct Args {
     /// Machine spec (JSON) to boot.
     #[arg(long, value_name = "FILE")]
@@ -36,6 +36,18 @@ struct Args {
     /// Write the process id to this file.
     #[arg(long, value_name = "PATH")]
     pidfile: Option<PathBuf>,
+    /// Per-thread seccomp filters: `kill` stops the VMM at a system call its
+    /// thread may not make (naming it on stderr), `log` lets the kernel log it,
+    /// `none` installs no filters.
+    #[arg(long, value_name = "MODE", default_value = "kill")]
+    seccomp: vmm::seccomp::Mode,
+    /// Print the host CPU as KVM offers it to guests (vendor, signature, libvirt
+    /// feature names) as JSON and exit: what oxvirtd's CPU model calls start from.
+    #[arg(long)]
+    probe_cpu: bool,
+    /// Start with the vCPUs stopped until QMP `cont` (QEMU's `-S`).
+    #[arg(long, short = 'S')]
+    paused: bool,
 }
 
 fn load_spec(args: &Args) -> anyhow::Result<MachineSpec> {
@@ -58,6 +70,12 @@ fn write_pidfile(path: &PathBuf) -> anyhow::Result<()> {
 }
 
 fn run(args: Args) -> anyhow::Result<i32> {
+    if args.probe_cpu {
+        let host = vmm::arch::x86_64::cpu_model::probe_host()
+            .context("cannot read KVM's supported CPUID from /dev/kvm")?;
+        println!("{}", serde_json::to_string(&host)?);
+        return Ok(0);
+    }
     let spec = load_spec(&args)?;
     // What the domain XML asked for that runs without effect or differently (the
     // domain log is where a libvirt user looks for it).
@@ -66,6 +84,9 @@ fn run(args: Args) -> anyhow::Result<i32> {
     }
     let machine_info = vmm::monitor::MachineInfo::from_spec(&spec);
     let mut vmm = vmm::Vmm::new(spec)?;
+    if args.paused {
+        vmm.control().start_paused();
+    }
     let monitor = match &args.qmp {
         Some(path) => {
             // The monitor starts (schema, runtime, socket) while the machine is
@@ -126,6 +147,10 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     vmm::vm::lap("arguments parsed, log initialised");
+    if let Err(e) = vmm::seccomp::init(args.seccomp) {
+        tracing::error!("{:#}", anyhow::Error::new(e));
+        return ExitCode::from(exit::VMM_ERROR as u8);
+    }
     match run(args) {
         Ok(status) => ExitCode::from(status as u8),
         Err(e) => {

@@ -322,6 +322,11 @@ pub fn run_vcpu(mut ctx: VcpuContext, gate: &VcpuGate) {
                 };
                 ctx.exits.request(exit);
             }
+            VcpuExit::Hyperv => {
+                // SynIC MSR writes and hypercalls KVM leaves to us (kvm.rs).
+                let (kind, input) = kvm::answer_hyperv_exit(&mut ctx.vcpu);
+                tracing::debug!(vcpu = index, kind, input, "Hyper-V exit");
+            }
             VcpuExit::InternalError => {
                 let msg = internal_error_message(&mut ctx);
                 ctx.exits.request(GuestExit::Crash(msg));

@@ -33,7 +33,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::acpi;
 use crate::arch::x86_64::regs::EntryMode;
-use crate::arch::x86_64::{cpuid, msrs, regs};
+use crate::arch::x86_64::{cpu_model, cpuid, msrs, regs};
 use crate::boot::{self, BootSource};
 use crate::control::{
     ChardevInfo, PanicAction, RunState, ShutdownCause, VcpuThreadInfo, VmControl, VmEvent,
@@ -55,6 +55,7 @@ use crate::memory::{self, MemoryError};
 use crate::vcpu::{self, VcpuContext};
 
 mod fw_cfg_items;
+mod hyperv;
 mod pending;
 use pending::PendingVm;
 
@@ -120,6 +121,8 @@ pub enum VmError {
     Vnc(#[from] crate::vnc::VncError),
     #[error("cannot start the TPM")]
     Tpm(#[from] crate::tpm::TpmError),
+    #[error(transparent)]
+    Hyperv(#[from] crate::arch::x86_64::hyperv::HypervError),
 }
 
 fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> VmError {
@@ -284,6 +287,10 @@ impl Vmm {
         if spec.cpus.count as usize > max_vcpus {
             return Err(VmError::TooManyVcpus(spec.cpus.count, max_vcpus));
         }
+        if let Some(hv) = &spec.platform.hyperv {
+            // Refused by name here, before the monitor, swtpm, VNC or any device starts.
+            hyperv::check_early(hv, &kvm)?;
+        }
         kvmsys::install_kick_handler()?;
         let platform = PlatformLayout::of(spec.platform.chipset);
         let ram = RamLayout::for_platform(spec.memory.size_bytes, &platform);
@@ -335,7 +342,15 @@ impl Vmm {
             }
         }
         lap("character devices opened");
-        let pci_backends = crate::virtio::attach::PciBackends::open(&spec)?;
+        let pci_backends =
+            crate::virtio::attach::PciBackends::open(&spec)?.with_port_events(control.clone());
+        {
+            // The main loop runs the monitor's hot-plug jobs when woken.
+            let c = control.clone();
+            pci_backends.hotplug().set_waker(Box::new(move || {
+                let _ = c.shared().wake.write(1);
+            }));
+        }
         let console = pci_backends.display();
         let vnc = crate::vnc::start_for(&spec, console.clone())?;
         lap("PCI device backends opened");
@@ -355,7 +370,7 @@ impl Vmm {
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(|e| VmError::KvmIoctl("KVM_GET_SUPPORTED_CPUID", e))?;
-        let base_cpuid = cpuid::apply_features(supported.as_slice(), &spec.cpus.features)?;
+        let base_cpuid = cpu_model::base_cpuid(supported.as_slice(), &spec.cpus)?;
         lap("CPUID computed; VMM initialised");
 
         Ok(Vmm {
@@ -437,7 +452,10 @@ impl Vmm {
             let control = self.control.clone();
             let h = std::thread::Builder::new()
                 .name(format!("vcpu{index}"))
-                .spawn(move || vcpu::run_vcpu(ctx, &control.shared().vcpus))
+                .spawn(move || {
+                    crate::seccomp::enter_or_exit(crate::seccomp::Thread::Vcpu);
+                    vcpu::run_vcpu(ctx, &control.shared().vcpus)
+                })
                 .map_err(|e| VmError::Spawn(index, e))?;
             threads.push(h);
         }
@@ -599,9 +617,9 @@ impl Vmm {
             )?;
         }
 
-        if let Some(tpm) = &self.tpm {
-            let (base, len) = crate::tpm::MMIO_RANGE;
-            mmio.insert(crate::tpm::device(tpm)?, base, len)
+        if let (Some(tpm), Some(model)) = (&self.tpm, crate::tpm::in_spec(spec)) {
+            let (base, len) = crate::tpm::mmio_range(model);
+            mmio.insert(crate::tpm::device(tpm, model)?, base, len)
                 .map_err(VmError::Bus)?;
         }
 
@@ -628,16 +646,26 @@ impl Vmm {
         let topo = spec.cpus.topology;
 
         let mut contexts = Vec::new();
+        // Built from vCPU 0's KVM_GET_SUPPORTED_HV_CPUID (vm/hyperv.rs).
+        let mut hv_leaves = None;
         for index in 0..spec.cpus.count {
             let vcpu = vm
                 .create_vcpu(u64::from(index))
                 .map_err(|e| VmError::KvmIoctl("KVM_CREATE_VCPU", e))?;
-            let entries = cpuid::for_vcpu(&self.base_cpuid, &topo, index);
+            let mut entries = cpuid::for_vcpu(&self.base_cpuid, &topo, index);
+            if let Some(hv) = &spec.platform.hyperv {
+                hyperv::prepare_vcpu(hv, vm, &vcpu, &mut hv_leaves)?;
+                let leaves = hv_leaves.as_deref().unwrap_or(&[]);
+                crate::arch::x86_64::hyperv::merge(&mut entries, leaves);
+            }
             let cpuid = CpuId::from_entries(&entries).map_err(|_| {
                 VmError::KvmIoctl("KVM_SET_CPUID2", kvm_ioctls::Error::new(libc::E2BIG))
             })?;
             vcpu.set_cpuid2(&cpuid)
                 .map_err(|e| VmError::KvmIoctl("KVM_SET_CPUID2", e))?;
+            if let Some(hv) = &spec.platform.hyperv {
+                hyperv::finish_vcpu(hv, vm, &vcpu, index)?;
+            }
             if entry.is_some() {
                 // What firmware would have left behind; firmware itself starts
                 // from the reset state.
@@ -789,6 +817,8 @@ impl Vmm {
             us = self.start.elapsed().as_micros() as u64,
             "guest started"
         );
+        // Everything this thread opens from here on is for a reset (see seccomp).
+        crate::seccomp::enter_or_exit(crate::seccomp::Thread::Main);
 
         let mut events = vec![EpollEvent::default(); 16];
         loop {
@@ -1028,6 +1058,8 @@ impl Vmm {
     }
 
     fn on_requests(&mut self) -> Result<Option<Outcome>, VmError> {
+        // Hot-plug work the monitor queued (`virtio/hotplug.rs`).
+        self.pci_backends.hotplug().run_pending();
         for req in self.control.take_requests() {
             match req {
                 crate::control::Request::Quit => {

@@ -103,6 +103,7 @@ fn spec(dir: &Path, code: &[u8], cpus: u32) -> MachineSpec {
             },
             mode: CpuMode::HostPassthrough,
             features: vec![],
+            model: None,
         },
         boot: Boot {
             firmware: None,
@@ -115,6 +116,7 @@ fn spec(dir: &Path, code: &[u8], cpus: u32) -> MachineSpec {
             rtc: Default::default(),
             acpi: true,
             apic: true,
+            hyperv: None,
         },
         lifecycle: Lifecycle {
             on_poweroff: LifecycleAction::Destroy,

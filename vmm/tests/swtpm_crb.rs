@@ -2,7 +2,9 @@
 //! VMM's swtpm backend manufactures the state, brings the TPM up as at power-on, runs
 //! TPM2_Startup and TPM2_GetRandom through the CRB registers; when swtpm dies, commands
 //! answer TPM_RC_FAILURE and CTRL_STS shows the fatal-error bit, and a machine reset
-//! after that still builds (the VM runs on). Skipped when swtpm is not installed.
+//! after that still builds (the VM runs on). The TIS FIFO interface in front of swtpm
+//! the same way (TPM2_Startup, GetRandom, PCR_Read, byte by byte as Linux's tpm_tis
+//! writes them), at locality 0 and then 2. Skipped when swtpm is not installed.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,6 +12,7 @@ use std::time::Duration;
 use machine_spec::{Tpm, TpmModel};
 use vmm::tpm::crb::{Crb, DATA_BUFFER, RC_FAILURE};
 use vmm::tpm::swtpm::{has_state, Swtpm, SwtpmHandle};
+use vmm::tpm::tis::Tis;
 
 const LOC_CTRL: u64 = 0x08;
 const CTRL_REQ: u64 = 0x40;
@@ -101,4 +104,75 @@ fn crb_commands_reach_swtpm_and_its_death_answers_tpm_failure() {
     wr32(&mut crb, LOC_CTRL, 1);
     wr32(&mut crb, CTRL_REQ, 1);
     assert_eq!(rc(&command(&mut crb, &STARTUP_CLEAR)), RC_FAILURE);
+}
+
+/// TPM2_PCR_Read of sha256 PCR 0.
+const PCR_READ_SHA256_0: [u8; 20] = [
+    0x80, 0x01, 0, 0, 0, 20, 0, 0, 0x01, 0x7e, 0, 0, 0, 1, 0, 0x0b, 3, 1, 0, 0,
+];
+
+/// Runs `cmd` at locality `l` as Linux's `tpm_tis_core` does (commandReady, the
+/// command a byte at a time while `expect` stays set, tpmGo, the response out of the
+/// FIFO until `dataAvail` clears); returns the response.
+fn tis_command(t: &mut Tis<SwtpmHandle>, l: u64, cmd: &[u8]) -> Vec<u8> {
+    const STS: u64 = 0x18;
+    const FIFO: u64 = 0x24;
+    let base = l << 12;
+    let sts = |t: &mut Tis<SwtpmHandle>| {
+        let mut b = [0u8; 4];
+        t.read(base + STS, &mut b);
+        u32::from_le_bytes(b)
+    };
+    t.write(base + STS, &[0x40]);
+    for (i, b) in cmd.iter().enumerate() {
+        t.write(base + FIFO, &[*b]);
+        let expect = sts(t) & 0x08 != 0;
+        assert_eq!(expect, i + 1 < cmd.len(), "expect after byte {i}");
+    }
+    t.write(base + STS, &[0x20]);
+    assert_eq!(sts(t) & 0x90, 0x90, "stsValid and dataAvail");
+    let mut rsp = Vec::new();
+    while sts(t) & 0x10 != 0 {
+        let mut b = [0u8; 1];
+        t.read(base + FIFO, &mut b);
+        rsp.push(b[0]);
+    }
+    t.write(base + STS, &[0x40]);
+    rsp
+}
+
+#[test]
+fn tis_commands_reach_swtpm_at_the_locality_that_sent_them() {
+    if !installed("swtpm") || !installed("swtpm_setup") {
+        eprintln!(
+            "*** SKIPPED: swtpm_crb (tis): swtpm/swtpm_setup not installed (Debian swtpm, swtpm-tools)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tpm = Tpm {
+        model: TpmModel::Tis,
+        state_dir: dir.path().join("state"),
+        log: Some(dir.path().join("swtpm.log")),
+    };
+    let swtpm = Swtpm::start(&tpm, "swtpm-tis-test:00000000-0000-0000-0000-000000000002")
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let handle = SwtpmHandle(Arc::new(Mutex::new(swtpm)));
+    handle.0.lock().unwrap().machine_start().unwrap();
+    let mut tis = Tis::new(handle);
+    tis.write(0x000, &[0x02]); // ACCESS requestUse, locality 0
+    assert_eq!(rc(&tis_command(&mut tis, 0, &STARTUP_CLEAR)), 0);
+    let r = tis_command(&mut tis, 0, &GET_RANDOM_16);
+    assert_eq!((rc(&r), r.len()), (0, 12 + 16));
+    // pcrUpdateCounter, the selection echoed, one 32-byte digest (zero: nothing
+    // measured into PCR 0).
+    let r = tis_command(&mut tis, 0, &PCR_READ_SHA256_0);
+    assert_eq!((rc(&r), r.len()), (0, 62), "{r:02x?}");
+    assert_eq!(&r[14..24], &PCR_READ_SHA256_0[10..20]);
+    assert_eq!(&r[28..30], &[0, 32]);
+    // Locality 2 takes over once 0 lets go; swtpm is told, and answers there too.
+    tis.write(0x2000, &[0x02]);
+    tis.write(0x000, &[0x20]);
+    let r = tis_command(&mut tis, 2, &GET_RANDOM_16);
+    assert_eq!((rc(&r), r.len()), (0, 12 + 16));
 }

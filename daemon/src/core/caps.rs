@@ -51,10 +51,12 @@ impl Core {
     /// `virConnectGetDomainCapabilities` (libvirt 9.0 knows no flags).
     pub fn domain_capabilities(&self, q: &DomainCapsQuery<'_>, flags: u32) -> Result<String> {
         Error::check_flags(flags, 0, "virConnectGetDomainCapabilities")?;
+        let vmm = &self.config().vmm;
         domain_capabilities(
-            &self.config().vmm,
+            vmm,
             &domain_xml::translate_firmware::descriptor_dirs(),
             q,
+            super::cpu::probe(vmm).ok().as_ref(),
         )
     }
 }
@@ -127,10 +129,12 @@ pub fn capabilities(vmm: &Path) -> String {
     let cpus = online_cpus();
     let n = cpus.len().max(1);
     let mut x = String::new();
+    let host = super::cpu::probe(vmm).ok();
+    let (model, features) = super::cpu::host_caps_cpu(host.as_ref());
     let _ = write!(
         x,
-        "<capabilities>\n\n  <host>\n    <uuid>{uuid}</uuid>\n    <cpu>\n      <arch>{ARCH}</arch>\n      \
-         <topology sockets='1' dies='1' cores='{n}' threads='1'/>\n    </cpu>\n    \
+        "<capabilities>\n\n  <host>\n    <uuid>{uuid}</uuid>\n    <cpu>\n      <arch>{ARCH}</arch>\n\
+         {model}      <topology sockets='1' dies='1' cores='{n}' threads='1'/>\n{features}    </cpu>\n    \
          <power_management/>\n    <iommu support='no'/>\n    <topology>\n      <cells num='1'>\n        \
          <cell id='0'>\n          <memory unit='KiB'>{mem}</memory>\n          <cpus num='{n}'>\n",
         uuid = escape(&host_uuid()),
@@ -302,6 +306,7 @@ pub fn domain_capabilities(
     vmm: &Path,
     dirs: &[PathBuf],
     q: &DomainCapsQuery<'_>,
+    host_cpu: Option<&machine_spec::cpu_models::HostCpu>,
 ) -> Result<String> {
     if let Some(bin) = given(q.emulatorbin) {
         // Any existing binary gets oxvirt's answer: a domain's <emulator> has no
@@ -376,13 +381,9 @@ pub fn domain_capabilities(
     x.push_str("    </loader>\n  </os>\n");
     // `migratable='on'` (what virt-install writes when it is offered) hides the
     // features that pin a guest to this host; both values translate.
+    x.push_str(&super::cpu::domcaps_cpu(host_cpu));
     x.push_str(
-        "  <cpu>\n    <mode name='host-passthrough' supported='yes'>\n      \
-         <enum name='hostPassthroughMigratable'>\n        <value>on</value>\n        \
-         <value>off</value>\n      </enum>\n    </mode>\n    \
-         <mode name='maximum' supported='yes'>\n      <enum name='maximumMigratable'>\n        \
-         <value>off</value>\n      </enum>\n    </mode>\n    <mode name='host-model' supported='no'/>\n    \
-         <mode name='custom' supported='no'/>\n  </cpu>\n  <memoryBacking supported='yes'>\n    \
+        "  <memoryBacking supported='yes'>\n    \
          <enum name='sourceType'>\n      <value>anonymous</value>\n      <value>memfd</value>\n    </enum>\n  \
          </memoryBacking>\n  <devices>\n",
     );
@@ -507,7 +508,7 @@ mod tests {
     fn q35_offers_bios_and_the_ovmf_build_without_smm() {
         let tmp = tempfile::tempdir().unwrap();
         let dirs = debian_like(tmp.path());
-        let x = domain_capabilities(Path::new(VMM), &dirs, &q("q35")).unwrap();
+        let x = domain_capabilities(Path::new(VMM), &dirs, &q("q35"), None).unwrap();
         let d = doc(&x);
         assert_eq!(text(&d, "machine"), "pc-q35-7.2");
         assert_eq!(text(&d, "path"), VMM);
@@ -520,7 +521,7 @@ mod tests {
         assert_eq!(values(&d, "loader", "readonly"), ["yes"]);
         assert_eq!(values(&d, "loader", "secure"), ["no"]);
         // A versioned name is echoed and answered the same way.
-        let v = domain_capabilities(Path::new(VMM), &dirs, &q("pc-q35-6.0")).unwrap();
+        let v = domain_capabilities(Path::new(VMM), &dirs, &q("pc-q35-6.0"), None).unwrap();
         assert!(v.contains("<machine>pc-q35-6.0</machine>"), "{v}");
         assert_eq!(loaders(&doc(&v)).len(), 1);
     }
@@ -534,7 +535,7 @@ mod tests {
                 machine: m,
                 ..Default::default()
             };
-            let x = domain_capabilities(Path::new(VMM), &dirs, &query).unwrap();
+            let x = domain_capabilities(Path::new(VMM), &dirs, &query, None).unwrap();
             let d = doc(&x);
             assert_eq!(text(&d, "machine"), "pc-i440fx-7.2", "{m:?}");
             assert_eq!(values(&d, "os", "firmware"), with_bios(&[]));
@@ -549,7 +550,7 @@ mod tests {
         let dirs = debian_like(tmp.path());
         // Without its image, the non-SMM build is gone; the SMM ones do not count.
         std::fs::remove_file(tmp.path().join("OVMF_CODE_4M.fd")).unwrap();
-        let x = domain_capabilities(Path::new(VMM), &dirs, &q("q35")).unwrap();
+        let x = domain_capabilities(Path::new(VMM), &dirs, &q("q35"), None).unwrap();
         let d = doc(&x);
         assert!(
             !values(&d, "os", "firmware").contains(&"efi".to_string()),
@@ -558,8 +559,13 @@ mod tests {
         assert!(loaders(&d).is_empty(), "{x}");
         assert_eq!(values(&d, "loader", "type"), ["rom"]);
         // No descriptors at all: the same.
-        let none =
-            domain_capabilities(Path::new(VMM), &[tmp.path().join("nothing")], &q("q35")).unwrap();
+        let none = domain_capabilities(
+            Path::new(VMM),
+            &[tmp.path().join("nothing")],
+            &q("q35"),
+            None,
+        )
+        .unwrap();
         assert!(!none.contains("<value>efi</value>"), "{none}");
     }
 
@@ -567,7 +573,7 @@ mod tests {
     fn arguments_are_checked_like_libvirt() {
         let dirs: Vec<PathBuf> = Vec::new();
         let vmm = Path::new(VMM);
-        let call = |q: DomainCapsQuery<'_>| domain_capabilities(vmm, &dirs, &q);
+        let call = |q: DomainCapsQuery<'_>| domain_capabilities(vmm, &dirs, &q, None);
         let e = call(q("microvm")).unwrap_err();
         assert_eq!(
             e.to_string(),

@@ -50,6 +50,11 @@ impl Definition {
         &self.dom.devices.graphics
     }
 
+    /// The `<cpu>` (live XML rewrites it at start: `cpu::live_cpu`).
+    pub fn cpu_mut(&mut self) -> &mut Option<domain_xml::Cpu> {
+        &mut self.dom.cpu
+    }
+
     /// The `<graphics>` devices, to edit (their live form).
     pub fn graphics_mut(&mut self) -> &mut Vec<domain_xml::GenericDevice> {
         &mut self.dom.devices.graphics
@@ -114,6 +119,16 @@ impl Definition {
         &self.dom.devices.interfaces
     }
 
+    /// The `<channel>` devices, in document order.
+    pub fn channels(&self) -> &[domain_xml::Chardev] {
+        &self.dom.devices.channels
+    }
+
+    /// The `<channel>` devices, to edit (their live form).
+    pub fn channels_mut(&mut self) -> &mut Vec<domain_xml::Chardev> {
+        &mut self.dom.devices.channels
+    }
+
     /// Whether a `<channel>` for the QEMU guest agent (`org.qemu.guest_agent.0`) is
     /// configured.
     pub fn has_guest_agent_channel(&self) -> bool {
@@ -142,6 +157,16 @@ impl Definition {
     /// Replaces interface number `index` (an index from [`Definition::interfaces`]).
     pub fn set_interface(&mut self, index: usize, iface: Interface) {
         self.dom.devices.interfaces[index] = iface;
+    }
+
+    /// The `<memtune>`/`<cputune>`/`<blkiotune>` values it sets.
+    pub fn tuning(&self) -> Result<domain_xml::tuning::Tuning> {
+        Ok(domain_xml::tuning::tuning(&self.dom)?)
+    }
+
+    /// Sets the tunables `t` sets (the others stay).
+    pub fn set_tuning(&mut self, t: &domain_xml::tuning::Tuning) {
+        domain_xml::tuning::set_tuning(&mut self.dom, t)
     }
 
     pub fn set_name(&mut self, name: &str) -> Result<()> {

@@ -58,12 +58,16 @@ impl Core {
             let r = slot.rec();
             (r.active(), r.persistent(), r.name.clone())
         };
-        let (live, _config) = impact(flags, active, persistent)?;
+        let (live, config) = impact(flags, active, persistent)?;
         if live {
-            return Err(Error::OperationUnsupported(format!(
-                "live {what} of device '{}' is not supported",
-                dev.tag_name().name()
-            )));
+            // Virtio disks and NICs behind root ports (`hotplug.rs`).
+            match what {
+                "attach" => self.attach_live(&slot, xml).await?,
+                _ => self.detach_live(&slot, xml).await?,
+            }
+            if !config {
+                return Ok(());
+            }
         }
         let old = slot.rec().def.clone().expect("persistent checked");
         let new_xml = edit(&old.to_xml(true), dev)?;
@@ -83,7 +87,7 @@ impl Core {
 }
 
 /// The definition text with `dev_xml` appended to `<devices>`.
-fn attach_to(def_xml: &str, dev_xml: &str, dev: roxmltree::Node) -> Result<String> {
+pub(super) fn attach_to(def_xml: &str, dev_xml: &str, dev: roxmltree::Node) -> Result<String> {
     let doc = parse(def_xml)?;
     let devices = devices_of(&doc);
     if dev.has_tag_name("disk") {
@@ -125,7 +129,7 @@ fn attach_to(def_xml: &str, dev_xml: &str, dev: roxmltree::Node) -> Result<Strin
 }
 
 /// The definition text without the device `dev` matches.
-fn detach_from(def_xml: &str, dev: roxmltree::Node) -> Result<String> {
+pub(super) fn detach_from(def_xml: &str, dev: roxmltree::Node) -> Result<String> {
     let doc = parse(def_xml)?;
     let candidates: Vec<roxmltree::Node> = devices_of(&doc)
         .into_iter()

@@ -22,6 +22,7 @@ pub mod code {
     pub const ARGUMENT_UNSUPPORTED: i32 = 74;
     pub const OPERATION_UNSUPPORTED: i32 = 84;
     pub const AGENT_UNRESPONSIVE: i32 = 86;
+    pub const CPU_INCOMPATIBLE: i32 = 91;
     pub const NO_DOMAIN_METADATA: i32 = 80;
     pub const ACCESS_DENIED: i32 = 88;
     pub const DEVICE_MISSING: i32 = 99;
@@ -36,6 +37,7 @@ pub mod origin {
     pub const NODEDEV: i32 = 22;
     pub const INTERFACE: i32 = 26;
     pub const SECRET: i32 = 30;
+    pub const CPU: i32 = 31;
 }
 
 /// Why a core operation failed. The `Display` text is libvirt's full message
@@ -51,6 +53,10 @@ pub enum Error {
     /// An argument's value is valid in general but not here.
     #[error("argument unsupported: {0}")]
     ArgumentUnsupported(String),
+    /// A CPU definition the host cannot run (`virConnectCompareCPU` with
+    /// `FAIL_INCOMPATIBLE`).
+    #[error("the CPU is incompatible with host CPU: {0}")]
+    CpuIncompatible(String),
     /// The definition uses something this hypervisor cannot run.
     #[error("unsupported configuration: {0}")]
     ConfigUnsupported(String),
@@ -121,6 +127,7 @@ impl Error {
             Error::AgentUnresponsive(_) => code::AGENT_UNRESPONSIVE,
             Error::ArgumentUnsupported(_) => code::ARGUMENT_UNSUPPORTED,
             Error::ConfigUnsupported(_) => code::CONFIG_UNSUPPORTED,
+            Error::CpuIncompatible(_) => code::CPU_INCOMPATIBLE,
             Error::Definition(e) => e.code(),
             Error::Network(e) => e.code(),
             Error::Storage(e) => e.code(),
@@ -151,6 +158,7 @@ impl Error {
             Error::InvalidSecret(_) | Error::NoSecret(_) => origin::SECRET,
             Error::NoInterface(_) => origin::INTERFACE,
             Error::NoNodeDevice(_) => origin::NODEDEV,
+            Error::CpuIncompatible(_) => origin::CPU,
             Error::Storage(e) => e.origin(),
             Error::NoDomain(_)
             | Error::Internal(_)

@@ -77,6 +77,9 @@ pub mod id {
     pub const CONTROL_ERROR: i32 = 7;
     pub const TRAY_CHANGE: i32 = 10;
     pub const BALLOON_CHANGE: i32 = 13;
+    pub const DEVICE_REMOVED: i32 = 15;
+    pub const DEVICE_ADDED: i32 = 19;
+    pub const AGENT_LIFECYCLE: i32 = 18;
     pub const METADATA_CHANGE: i32 = 23;
 }
 
@@ -121,6 +124,16 @@ pub enum Event {
         dev_alias: String,
         reason: i32,
     },
+    /// A device was hot-plugged (`dev_alias`: its alias, `virtio-disk1`, `net1`).
+    DeviceAdded {
+        domain: DomainRef,
+        dev_alias: String,
+    },
+    /// A device left the running domain (the guest released it after a detach).
+    DeviceRemoved {
+        domain: DomainRef,
+        dev_alias: String,
+    },
     /// A VNC client connected, finished its handshake or left: `phase` from
     /// [`graphics`], `auth_scheme` as QEMU names it (empty on connect), `subject`
     /// the client's identities (`x509dname`, `saslUsername`; none here).
@@ -138,6 +151,13 @@ pub enum Event {
         kind: i32,
         uri: Option<String>,
     },
+    /// The guest agent connected or went away: `state` and `reason` from
+    /// [`super::agent_calls::lifecycle`].
+    AgentLifecycle {
+        domain: DomainRef,
+        state: i32,
+        reason: i32,
+    },
 }
 
 impl Event {
@@ -150,8 +170,11 @@ impl Event {
             | Event::ControlError { domain }
             | Event::IoError { domain, .. }
             | Event::TrayChange { domain, .. }
+            | Event::DeviceAdded { domain, .. }
+            | Event::DeviceRemoved { domain, .. }
             | Event::Graphics { domain, .. }
-            | Event::MetadataChange { domain, .. } => domain,
+            | Event::MetadataChange { domain, .. }
+            | Event::AgentLifecycle { domain, .. } => domain,
         }
     }
 
@@ -164,8 +187,11 @@ impl Event {
             Event::ControlError { .. } => id::CONTROL_ERROR,
             Event::IoError { .. } => id::IO_ERROR,
             Event::TrayChange { .. } => id::TRAY_CHANGE,
+            Event::DeviceAdded { .. } => id::DEVICE_ADDED,
+            Event::DeviceRemoved { .. } => id::DEVICE_REMOVED,
             Event::Graphics { .. } => id::GRAPHICS,
             Event::MetadataChange { .. } => id::METADATA_CHANGE,
+            Event::AgentLifecycle { .. } => id::AGENT_LIFECYCLE,
         }
     }
 }

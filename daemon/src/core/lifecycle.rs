@@ -50,14 +50,20 @@ impl Core {
         let mut def = def;
         self.resolve_networks(&mut def)?;
         self.resolve_volumes(&mut def)?;
+        super::agent_calls::place_agent_channel(&self.inner.config.runtime_dir, &mut def);
         let mut spec = def.translate()?;
         super::tapname::name_taps(&self.inner.next_vnet, &mut def, &mut spec);
+        self.live_cpu(def.cpu_mut());
         let name = def.name().to_string();
-        let vm = self.launch(slot, &name, spec, &def.to_xml(false)).await?;
-        super::graphics::apply_live(&vm, &mut def).await?;
+        let vm = self
+            .launch(slot, &name, spec, &def.to_xml(false), paused)
+            .await?;
         if paused {
             vm.pause_reason.store(paused::USER, Ordering::SeqCst);
-            vm.qmp("stop", None).await?;
+        }
+        if let Err(e) = super::graphics::apply_live(&vm, &mut def).await {
+            self.discard(&vm).await;
+            return Err(e);
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::SeqCst);
         {
@@ -103,9 +109,12 @@ impl Core {
     pub async fn shutdown(&self, uuid: &Uuid, flags: u32) -> Result<()> {
         Error::check_flags(
             flags,
-            flags::shutdown::ACPI_POWER_BTN,
+            flags::shutdown::ACPI_POWER_BTN | flags::shutdown::GUEST_AGENT,
             "virDomainShutdownFlags",
         )?;
+        if self.shutdown_by_agent(uuid, flags, false).await? {
+            return Ok(());
+        }
         let slot = self.slot(uuid)?;
         let _job = slot.job.lock().await;
         let vm = Self::running_vm(&slot)?;
@@ -116,7 +125,14 @@ impl Core {
     /// Reboots through the guest: power button, and a new VMM when it powers off
     /// (libvirt's behaviour without a guest agent).
     pub async fn reboot(&self, uuid: &Uuid, flags: u32) -> Result<()> {
-        Error::check_flags(flags, flags::shutdown::ACPI_POWER_BTN, "virDomainReboot")?;
+        Error::check_flags(
+            flags,
+            flags::shutdown::ACPI_POWER_BTN | flags::shutdown::GUEST_AGENT,
+            "virDomainReboot",
+        )?;
+        if self.shutdown_by_agent(uuid, flags, true).await? {
+            return Ok(());
+        }
         let slot = self.slot(uuid)?;
         let _job = slot.job.lock().await;
         let vm = Self::running_vm(&slot)?;
@@ -139,10 +155,16 @@ impl Core {
         let name = def.name().to_string();
         let result = async {
             self.resolve_networks(&mut def)?;
+            super::agent_calls::place_agent_channel(&self.inner.config.runtime_dir, &mut def);
             let mut spec = def.translate()?;
             super::tapname::name_taps(&self.inner.next_vnet, &mut def, &mut spec);
-            let vm = self.launch(slot, &name, spec, &def.to_xml(false)).await?;
-            super::graphics::apply_live(&vm, &mut def).await?;
+            let vm = self
+                .launch(slot, &name, spec, &def.to_xml(false), false)
+                .await?;
+            if let Err(e) = super::graphics::apply_live(&vm, &mut def).await {
+                self.discard(&vm).await;
+                return Err(e);
+            }
             let id = self.inner.next_id.fetch_add(1, Ordering::SeqCst);
             {
                 let mut r = slot.rec();

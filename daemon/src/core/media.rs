@@ -301,7 +301,7 @@ impl Core {
 }
 
 /// A restarted daemon reattaches from the runtime copy: keep it current.
-fn record_live(vm: &Vm, name: &str, live_xml: &str) {
+pub(super) fn record_live(vm: &Vm, name: &str, live_xml: &str) {
     if let Err(e) = fsutil::write_atomic(&vm.rt.live_xml(), live_xml.as_bytes(), 0o600) {
         tracing::warn!(domain = name, error = %e, "cannot record the live definition");
     }

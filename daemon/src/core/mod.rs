@@ -49,8 +49,12 @@
 //! UUIDs stay unique.
 
 pub mod affect;
+mod agent;
+pub mod agent_calls;
 pub mod caps;
 mod catalog;
+pub mod cgroup;
+pub mod cpu;
 pub mod definition;
 mod device;
 mod device_config;
@@ -64,6 +68,7 @@ mod graphics_event;
 mod graphics_fd;
 pub mod host_info;
 pub mod hostiface;
+mod hotplug;
 pub mod keycodes;
 mod lifecycle;
 mod media;
@@ -81,6 +86,8 @@ pub mod store;
 mod supervise;
 mod tapname;
 mod tpmstate;
+pub mod tune;
+mod vm_cgroup;
 mod volresolve;
 
 use std::collections::HashMap;
@@ -170,6 +177,9 @@ impl Core {
             }),
         };
         volresolve::hook_in_use(&core);
+        // Finds the cgroup hierarchy now: says once in the log whether domains get
+        // cgroups (session mode: no), and on v2 leaves the inner node before any child.
+        vm_cgroup::hierarchy();
         core.load_store()?;
         core.reattach().await;
         if core.inner.config.autostart {

@@ -364,7 +364,7 @@ impl Core {
 
 /// Standard base64 (RFC 4648, padded) for the `.base64` value files: a few
 /// lines here instead of a new dependency for two calls.
-mod base64 {
+pub(super) mod base64 {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
     pub fn encode(data: &[u8]) -> String {

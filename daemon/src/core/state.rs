@@ -103,9 +103,9 @@ pub fn transition(from: State, change: Change) -> Result<Option<StateReason>, In
     let invalid = Err(InvalidTransition { from, change });
     match (from, change) {
         (Shutoff | NoState, Change::Boot) => Ok(Some(StateReason::new(Running, running::BOOTED))),
-        (Shutoff | NoState, Change::BootPaused) => {
-            Ok(Some(StateReason::new(Paused, paused::STARTING_UP)))
-        }
+        // libvirt (qemuProcessFinishStartup) leaves a domain started paused in
+        // `paused (user)`: the user asked for it.
+        (Shutoff | NoState, Change::BootPaused) => Ok(Some(StateReason::new(Paused, paused::USER))),
         (Running | Blocked, Change::Pause(r)) => Ok(Some(StateReason::new(Paused, r))),
         (Paused, Change::Pause(_)) => Ok(None),
         (Paused, Change::Resume) => Ok(Some(StateReason::new(Running, running::UNPAUSED))),

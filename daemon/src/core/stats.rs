@@ -377,6 +377,8 @@ pub enum StatValue {
     UInt(u32),
     ULLong(u64),
     String(String),
+    /// Guest info's `disk.N.partition`.
+    Boolean(bool),
 }
 
 /// `virConnectGetAllDomainStats` groups (`VIR_DOMAIN_STATS_*`); 0 asks for all.

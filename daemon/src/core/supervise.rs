@@ -29,6 +29,8 @@ use super::slot::{Record, Slot};
 use super::state::{crashed, paused, shutoff, Change};
 use super::{Core, Error, Result};
 
+mod domain_log;
+
 /// How long a new VMM may take to open its QMP socket.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -173,6 +175,7 @@ impl Core {
         name: &str,
         mut spec: machine_spec::MachineSpec,
         live_xml: &str,
+        paused: bool,
     ) -> Result<Arc<Vm>> {
         let rt = RuntimeDir::new(&self.inner.config.runtime_dir, name);
         rt.create()?;
@@ -198,6 +201,8 @@ impl Core {
             .arg(rt.qmp())
             .arg("--pidfile")
             .arg(rt.pidfile())
+            // vCPUs parked from the start, as libvirt starts QEMU with -S.
+            .args(paused.then_some("--paused"))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -210,6 +215,12 @@ impl Core {
             })?;
         let pid = child.id().map(|p| p as i32).unwrap_or(-1);
         tracing::info!(domain = name, pid, "VMM started");
+        if let Err(e) = place_in_cgroup(name, pid, live_xml) {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            let _ = rt.remove();
+            return Err(e);
+        }
 
         // Wait for the monitor socket, watching for an early exit.
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
@@ -250,6 +261,17 @@ impl Core {
         });
         self.spawn_supervisor(slot.clone(), vm.clone(), events, ExitSource::Child(child));
         Ok(vm)
+    }
+
+    /// Ends a VMM whose start failed after launch (nothing recorded it yet): kills
+    /// it, waits for it so its taps and sockets are gone, and removes its runtime dir.
+    pub(super) async fn discard(&self, vm: &Arc<Vm>) {
+        vm.stopping.store(true, Ordering::SeqCst);
+        vm.signal(Signal::SIGKILL);
+        if !vm.wait_exit(Duration::from_secs(10)).await {
+            tracing::error!(pid = vm.pid, "a VMM whose start failed did not exit");
+        }
+        let _ = vm.rt.remove();
     }
 
     /// Reattaches to a VMM found in `rt` after a daemon restart.
@@ -421,6 +443,8 @@ impl Core {
                 });
             }
             "DEVICE_TRAY_MOVED" => self.tray_moved(slot, vm, &ev.data),
+            "VSERPORT_CHANGE" => self.vserport_changed(&slot.uuid, &ev.data),
+            "DEVICE_DELETED" => self.device_deleted(slot, vm, &ev.data),
             name @ ("VNC_CONNECTED" | "VNC_INITIALIZED" | "VNC_DISCONNECTED") => {
                 if let Some(e) = super::graphics_event::from_qmp(slot.domain_ref(), name, &ev.data)
                 {
@@ -437,6 +461,7 @@ impl Core {
     /// The VMM is gone: shut the domain off with the reason its exit tells, clean
     /// its runtime dir, drop a transient domain, or restart it for a reboot.
     async fn on_vmm_exit(&self, slot: &Arc<Slot>, vm: &Arc<Vm>, info: ExitInfo) {
+        super::vm_cgroup::remove(&slot.name(), vm.pid);
         let stopping = vm.stopping.load(Ordering::SeqCst);
         let reason = vm.shutdown_reason.lock().expect("poisoned").clone();
         let (shutoff_reason, stopped_detail) = classify(info, stopping, reason.as_deref());
@@ -448,6 +473,9 @@ impl Core {
             let mut r = slot.rec();
             let same_vm = r.vm.as_ref().is_some_and(|v| Arc::ptr_eq(v, vm));
             if !same_vm {
+                // A VMM discarded before it was recorded (a start that failed
+                // after launch): its waiter is all that is left to tell.
+                vm.exited.send_replace(true);
                 return;
             }
             r.vm = None;
@@ -459,6 +487,14 @@ impl Core {
             (!r.persistent(), has_tpm)
         };
         let _ = slot.apply(Change::Stop(shutoff_reason));
+        match domain_log::keep(&self.inner.config.runtime_dir, &slot.name(), &vm.rt) {
+            // A crash's cause (a seccomp kill names the system call) in the daemon's log too.
+            Ok(Some(last)) if shutoff_reason == shutoff::CRASHED => {
+                tracing::warn!(domain = %slot.name(), "VMM crashed: {last}")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot keep the domain log"),
+        }
         if let Err(e) = vm.rt.remove() {
             tracing::warn!(error = %e, "cannot remove runtime dir");
         }
@@ -484,6 +520,18 @@ impl Core {
             super::tpmstate::on_undefine(&slot.uuid, has_tpm, 0);
         }
     }
+}
+
+/// Moves the VMM into its cgroup with the tuning of its live definition.
+fn place_in_cgroup(name: &str, pid: i32, live_xml: &str) -> Result<()> {
+    let dom = domain_xml::Domain::parse(live_xml)?;
+    let tuning = domain_xml::tuning::tuning(&dom)?;
+    if pid < 0 {
+        return Err(Error::Internal(format!(
+            "the VMM of domain '{name}' has no pid"
+        )));
+    }
+    super::vm_cgroup::place(name, pid, &tuning)
 }
 
 /// Serial consoles on the VMM's stdio would land in its log: send them to

@@ -22,7 +22,7 @@ pub fn caps() -> Option<Vec<(&'static str, &'static [&'static str])>> {
         return None;
     }
     Some(vec![
-        ("model", &["tpm-crb"][..]),
+        ("model", &["tpm-tis", "tpm-crb"][..]),
         ("backendModel", &["emulator"][..]),
         ("backendVersion", &["2.0"][..]),
     ])

@@ -48,13 +48,27 @@ impl ConnectIface {
     }
 
     #[zbus(name = "BaselineCPU", out_args("cpu"))]
-    async fn baseline_cpu(&self, _xml_cp_us: Vec<String>, _flags: u32) -> Result<String> {
-        Err(unsupported("virConnectBaselineCPU"))
+    async fn baseline_cpu(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        xml_cpus: Vec<String>,
+        flags: u32,
+    ) -> Result<String> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Ok(self.ctx.core.baseline_cpu(&xml_cpus, flags)?)
     }
 
     #[zbus(name = "CompareCPU", out_args("compareResult"))]
-    async fn compare_cpu(&self, _xml_desc: String, _flags: u32) -> Result<i32> {
-        Err(unsupported("virConnectCompareCPU"))
+    async fn compare_cpu(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        xml_desc: String,
+        flags: u32,
+    ) -> Result<i32> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Ok(self.ctx.core.compare_cpu(None, None, &xml_desc, flags)?)
     }
 
     #[zbus(name = "DomainCreateXML", out_args("domain"))]
@@ -195,8 +209,15 @@ impl ConnectIface {
     }
 
     #[zbus(name = "GetCPUModelNames", out_args("models"))]
-    async fn get_cpu_model_names(&self, _arch: String, _flags: u32) -> Result<Vec<String>> {
-        Err(unsupported("virConnectGetCPUModelNames"))
+    async fn get_cpu_model_names(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        arch: String,
+        flags: u32,
+    ) -> Result<Vec<String>> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Ok(self.ctx.core.cpu_model_names(&arch, flags)?)
     }
 
     #[zbus(name = "GetDomainCapabilities", out_args("domCapabilities"))]

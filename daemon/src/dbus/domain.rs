@@ -13,6 +13,7 @@ use zbus::{OwnedFd, OwnedObjectPath, OwnedVariant};
 
 use super::error::{unsupported, LibvirtError, Result};
 use super::{stats, Context};
+use crate::core::tune::{self, Group};
 use crate::core::{affect, flags, DomainInfo, Error};
 
 /// One domain's object.
@@ -27,6 +28,21 @@ impl DomainIface {
     }
 
     /// libvirt's "domain is not running" for calls about a live domain.
+    /// A `Get…Parameters` of the tuning `group` (flags: `VIR_DOMAIN_AFFECT_*`, and
+    /// `VIR_TYPED_PARAM_STRING_OKAY` which changes nothing here).
+    async fn get_tuning(
+        &self,
+        conn: &zbus::Connection,
+        hdr: &Header<'_>,
+        flags: u32,
+        group: Group,
+        api: &str,
+    ) -> Result<HashMap<String, OwnedVariant>> {
+        self.ctx.gate.check(conn, hdr).await?;
+        let t = self.ctx.core.tuning(&self.uuid, flags & !(1 << 2), api)?;
+        Ok(super::tune::to_wire(group, &t))
+    }
+
     fn require_active(&self) -> Result<()> {
         if !self.info()?.state.is_active() {
             return Err(Error::OperationInvalid("domain is not running".into()).into());
@@ -100,9 +116,9 @@ impl DomainIface {
 
     #[zbus(property(emits_changed_signal = "false"), name = "SchedulerType")]
     async fn scheduler_type(&self) -> Result<(String, i32)> {
-        // As the libvirt protocol side answers: the POSIX scheduler, no tunables.
+        // As the libvirt protocol side answers: the POSIX scheduler and its tunables.
         self.info()?;
-        Ok(("posix".to_string(), 0))
+        Ok(("posix".to_string(), tune::SCHEDULER_NPARAMS))
     }
 
     #[zbus(property(emits_changed_signal = "false"), name = "Updated")]
@@ -126,8 +142,15 @@ impl DomainIface {
     }
 
     #[zbus(name = "AttachDevice")]
-    async fn attach_device(&self, _xml: String, _flags: u32) -> Result<()> {
-        Err(unsupported("virDomainAttachDeviceFlags"))
+    async fn attach_device(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        xml: String,
+        flags: u32,
+    ) -> Result<()> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Ok(self.ctx.core.attach_device(&self.uuid, &xml, flags).await?)
     }
 
     #[zbus(name = "BlockCommit")]
@@ -233,18 +256,45 @@ impl DomainIface {
     }
 
     #[zbus(name = "DetachDevice")]
-    async fn detach_device(&self, _xml: String, _flags: u32) -> Result<()> {
-        Err(unsupported("virDomainDetachDeviceFlags"))
+    async fn detach_device(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        xml: String,
+        flags: u32,
+    ) -> Result<()> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Ok(self.ctx.core.detach_device(&self.uuid, &xml, flags).await?)
     }
 
+    /// Through the guest agent ([`crate::core::Core::agent_fs_freeze`]).
     #[zbus(name = "FSFreeze", out_args("frozenFilesystems"))]
-    async fn fs_freeze(&self, _mountpoints: Vec<String>, _flags: u32) -> Result<u32> {
-        Err(unsupported("virDomainFSFreeze"))
+    async fn fs_freeze(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        mountpoints: Vec<String>,
+        flags: u32,
+    ) -> Result<u32> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Ok(self
+            .ctx
+            .core
+            .agent_fs_freeze(&self.uuid, &mountpoints, flags)
+            .await?)
     }
 
+    /// Through the guest agent ([`crate::core::Core::agent_fs_thaw`]).
     #[zbus(name = "FSThaw", out_args("thawedFilesystems"))]
-    async fn fs_thaw(&self, _mountpoints: Vec<String>, _flags: u32) -> Result<u32> {
-        Err(unsupported("virDomainFSThaw"))
+    async fn fs_thaw(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        _mountpoints: Vec<String>,
+        flags: u32,
+    ) -> Result<u32> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Ok(self.ctx.core.agent_fs_thaw(&self.uuid, flags).await?)
     }
 
     #[zbus(name = "FSTrim")]
@@ -253,8 +303,20 @@ impl DomainIface {
     }
 
     #[zbus(name = "GetBlockIOParameters", out_args("BlkioParameters"))]
-    async fn get_block_io_parameters(&self, _flags: u32) -> Result<HashMap<String, OwnedVariant>> {
-        Err(unsupported("virDomainGetBlkioParameters"))
+    async fn get_block_io_parameters(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        flags: u32,
+    ) -> Result<HashMap<String, OwnedVariant>> {
+        self.get_tuning(
+            conn,
+            &hdr,
+            flags,
+            Group::Blkio,
+            "virDomainGetBlkioParameters",
+        )
+        .await
     }
 
     #[zbus(name = "GetBlockIOTune", out_args("blockIOTune"))]
@@ -307,14 +369,36 @@ impl DomainIface {
         Ok(core.emulator_pin_info(&self.uuid, live)?)
     }
 
+    /// Through the guest agent ([`crate::core::Core::agent_fsinfo`]).
     #[zbus(name = "GetFSInfo", out_args("fsInfo"))]
-    async fn get_fs_info(&self, _flags: u32) -> Result<Vec<(String, String, String, Vec<String>)>> {
-        Err(unsupported("virDomainGetFSInfo"))
+    async fn get_fs_info(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        flags: u32,
+    ) -> Result<Vec<(String, String, String, Vec<String>)>> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Ok(self
+            .ctx
+            .core
+            .agent_fsinfo(&self.uuid, flags)
+            .await?
+            .into_iter()
+            .map(|f| (f.mountpoint, f.name, f.fstype, f.dev_aliases))
+            .collect())
     }
 
+    /// Through the guest agent ([`crate::core::Core::agent_guest_vcpus`]).
     #[zbus(name = "GetGuestVcpus", out_args("vcpus"))]
-    async fn get_guest_vcpus(&self, _flags: u32) -> Result<HashMap<String, OwnedVariant>> {
-        Err(unsupported("virDomainGetGuestVcpus"))
+    async fn get_guest_vcpus(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        flags: u32,
+    ) -> Result<HashMap<String, OwnedVariant>> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        let params = self.ctx.core.agent_guest_vcpus(&self.uuid, flags).await?;
+        Ok(super::stats::to_wire(params))
     }
 
     #[zbus(name = "GetHostname", out_args("hostname"))]
@@ -364,8 +448,20 @@ impl DomainIface {
     }
 
     #[zbus(name = "GetMemoryParameters", out_args("memoryParameters"))]
-    async fn get_memory_parameters(&self, _flags: u32) -> Result<HashMap<String, OwnedVariant>> {
-        Err(unsupported("virDomainGetMemoryParameters"))
+    async fn get_memory_parameters(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        flags: u32,
+    ) -> Result<HashMap<String, OwnedVariant>> {
+        self.get_tuning(
+            conn,
+            &hdr,
+            flags,
+            Group::Memory,
+            "virDomainGetMemoryParameters",
+        )
+        .await
     }
 
     #[zbus(name = "GetMetadata", out_args("metadata"))]
@@ -395,8 +491,15 @@ impl DomainIface {
     }
 
     #[zbus(name = "GetSchedulerParameters", out_args("SchedulerParameters"))]
-    async fn get_scheduler_parameters(&self, _flags: u32) -> Result<HashMap<String, OwnedVariant>> {
-        Err(unsupported("virDomainGetSchedulerParametersFlags"))
+    async fn get_scheduler_parameters(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        flags: u32,
+    ) -> Result<HashMap<String, OwnedVariant>> {
+        let api = "virDomainGetSchedulerParametersFlags";
+        self.get_tuning(conn, &hdr, flags, Group::Scheduler, api)
+            .await
     }
 
     #[zbus(name = "GetSecurityLabelList", out_args("securityLabels"))]
@@ -444,10 +547,9 @@ impl DomainIface {
         flags: u32,
     ) -> Result<((u64, u32),)> {
         self.ctx.gate.check(conn, &hdr).await?;
-        Error::check_flags(flags, 0, "virDomainGetTime")?;
-        self.require_active()?;
-        // The guest's clock is reachable only through a guest agent channel.
-        Err(Error::ArgumentUnsupported("QEMU guest agent is not configured".into()).into())
+        let (secs, nsecs) = self.ctx.core.agent_get_time(&self.uuid, flags).await?;
+        // libvirt-dbus hands the seconds over as `t`.
+        Ok(((secs.max(0) as u64, nsecs),))
     }
 
     #[zbus(name = "GetVcpuPinInfo", out_args("vcpuPinInfo"))]
@@ -495,8 +597,8 @@ impl DomainIface {
         Err(unsupported("virDomainInjectNMI"))
     }
 
-    /// Source `lease` or `arp` (the agent is answered with libvirt's errors), from
-    /// [`crate::core::Core::interface_addresses`].
+    /// Sources `lease`, `agent` and `arp`, from
+    /// [`crate::core::Core::domain_interface_addresses`].
     #[zbus(name = "InterfaceAddresses", out_args("ifaces"))]
     async fn interface_addresses(
         &self,
@@ -506,7 +608,8 @@ impl DomainIface {
         Ok(self
             .ctx
             .core
-            .interface_addresses(&self.uuid, source, flags)?
+            .domain_interface_addresses(&self.uuid, source, flags)
+            .await?
             .into_iter()
             .map(|i| {
                 let addrs = i
@@ -747,10 +850,18 @@ impl DomainIface {
     #[zbus(name = "SetBlockIOParameters")]
     async fn set_block_io_parameters(
         &self,
-        _params: HashMap<String, OwnedVariant>,
-        _flags: u32,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        params: HashMap<String, OwnedVariant>,
+        flags: u32,
     ) -> Result<()> {
-        Err(unsupported("virDomainSetBlkioParameters"))
+        self.ctx.gate.check(conn, &hdr).await?;
+        let t = tune::tuning_from(Group::Blkio, &super::tune::given(&params))?;
+        Ok(self
+            .ctx
+            .core
+            .set_tuning(&self.uuid, flags, "virDomainSetBlkioParameters", &t)
+            .await?)
     }
 
     #[zbus(name = "SetBlockIOTune")]
@@ -763,9 +874,29 @@ impl DomainIface {
         Err(unsupported("virDomainSetBlockIoTune"))
     }
 
+    /// Through the guest agent ([`crate::core::Core::agent_set_guest_vcpus`]); the map
+    /// is libvirt-dbus's one boolean per vCPU.
     #[zbus(name = "SetGuestVcpus")]
-    async fn set_guest_vcpus(&self, _vcpumap: Vec<bool>, _state: i32, _flags: u32) -> Result<()> {
-        Err(unsupported("virDomainSetGuestVcpus"))
+    async fn set_guest_vcpus(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        vcpumap: Vec<bool>,
+        state: i32,
+        flags: u32,
+    ) -> Result<()> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        let list: Vec<String> = vcpumap
+            .iter()
+            .enumerate()
+            .filter(|(_, on)| **on)
+            .map(|(i, _)| i.to_string())
+            .collect();
+        Ok(self
+            .ctx
+            .core
+            .agent_set_guest_vcpus(&self.uuid, &list.join(","), state, flags)
+            .await?)
     }
 
     #[zbus(name = "SetInterfaceParameters")]
@@ -793,10 +924,18 @@ impl DomainIface {
     #[zbus(name = "SetMemoryParameters")]
     async fn set_memory_parameters(
         &self,
-        _params: HashMap<String, OwnedVariant>,
-        _flags: u32,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        params: HashMap<String, OwnedVariant>,
+        flags: u32,
     ) -> Result<()> {
-        Err(unsupported("virDomainSetMemoryParameters"))
+        self.ctx.gate.check(conn, &hdr).await?;
+        let t = tune::tuning_from(Group::Memory, &super::tune::given(&params))?;
+        Ok(self
+            .ctx
+            .core
+            .set_tuning(&self.uuid, flags, "virDomainSetMemoryParameters", &t)
+            .await?)
     }
 
     #[zbus(name = "SetMemoryStatsPeriod")]
@@ -853,20 +992,62 @@ impl DomainIface {
     #[zbus(name = "SetSchedulerParameters")]
     async fn set_scheduler_parameters(
         &self,
-        _params: HashMap<String, OwnedVariant>,
-        _flags: u32,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        params: HashMap<String, OwnedVariant>,
+        flags: u32,
     ) -> Result<()> {
-        Err(unsupported("virDomainSetSchedulerParametersFlags"))
+        self.ctx.gate.check(conn, &hdr).await?;
+        let t = tune::tuning_from(Group::Scheduler, &super::tune::given(&params))?;
+        Ok(self
+            .ctx
+            .core
+            .set_tuning(
+                &self.uuid,
+                flags,
+                "virDomainSetSchedulerParametersFlags",
+                &t,
+            )
+            .await?)
     }
 
+    /// Through the guest agent ([`crate::core::Core::agent_set_user_password`]).
     #[zbus(name = "SetUserPassword")]
-    async fn set_user_password(&self, _user: String, _password: String, _flags: u32) -> Result<()> {
-        Err(unsupported("virDomainSetUserPassword"))
+    async fn set_user_password(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        user: String,
+        password: String,
+        flags: u32,
+    ) -> Result<()> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Ok(self
+            .ctx
+            .core
+            .agent_set_user_password(&self.uuid, &user, &password, flags)
+            .await?)
     }
 
+    /// Through the guest agent ([`crate::core::Core::agent_set_time`]).
     #[zbus(name = "SetTime")]
-    async fn set_time(&self, _seconds: u64, _nseconds: u32, _flags: u32) -> Result<()> {
-        Err(unsupported("virDomainSetTime"))
+    async fn set_time(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        seconds: u64,
+        nseconds: u32,
+        flags: u32,
+    ) -> Result<()> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        let secs = i64::try_from(seconds).map_err(|_| {
+            Error::InvalidArg(format!("Time '{seconds}' is too big for guest agent"))
+        })?;
+        Ok(self
+            .ctx
+            .core
+            .agent_set_time(&self.uuid, secs, nseconds, flags)
+            .await?)
     }
 
     #[zbus(name = "SetVcpus")]
@@ -885,9 +1066,14 @@ impl DomainIface {
         Ok(self.ctx.core.shutdown(&self.uuid, flags).await?)
     }
 
+    /// No snapshots are made: libvirt's VIR_ERR_NO_DOMAIN_SNAPSHOT words, after the
+    /// domain lookup (as `rpc/snapshot.rs` answers SNAPSHOT_CURRENT).
     #[zbus(name = "SnapshotCurrent", out_args("domainSnapshot"))]
     async fn snapshot_current(&self, _flags: u32) -> Result<OwnedObjectPath> {
-        Err(unsupported("virDomainSnapshotCurrent"))
+        self.ctx.core.info(&self.uuid)?;
+        Err(LibvirtError::Error(
+            "Domain snapshot not found: the domain does not have a current snapshot".into(),
+        ))
     }
 
     #[zbus(name = "SnapshotCreateXML", out_args("domainSnapshot"))]
@@ -895,9 +1081,13 @@ impl DomainIface {
         Err(unsupported("virDomainSnapshotCreateXML"))
     }
 
+    /// No snapshots are made: none has this name (libvirt's words, as on RPC).
     #[zbus(name = "SnapshotLookupByName", out_args("domainSnapshot"))]
-    async fn snapshot_lookup_by_name(&self, _name: String, _flags: u32) -> Result<OwnedObjectPath> {
-        Err(unsupported("virDomainSnapshotLookupByName"))
+    async fn snapshot_lookup_by_name(&self, name: String, _flags: u32) -> Result<OwnedObjectPath> {
+        self.ctx.core.info(&self.uuid)?;
+        Err(LibvirtError::Error(format!(
+            "Domain snapshot not found: no domain snapshot with matching name '{name}'"
+        )))
     }
 
     #[zbus(name = "Suspend")]

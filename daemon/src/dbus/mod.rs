@@ -23,6 +23,7 @@ mod secret;
 mod stats;
 mod storage_pool;
 mod storage_vol;
+mod tune;
 mod typed;
 
 use std::collections::HashSet;
@@ -191,6 +192,12 @@ async fn forward(ctx: &Context, conn: &zbus::Connection, ev: Event) {
             Ok(em) => ConnectIface::domain_event(&em, dom_path.clone(), *event, *detail).await,
             Err(e) => Err(e),
         },
+        Event::AgentLifecycle { state, reason, .. } => {
+            match SignalEmitter::new(conn, dom_path.clone()) {
+                Ok(em) => DomainIface::agent_event(&em, *state, *reason).await,
+                Err(e) => Err(e),
+            }
+        }
         Event::Reboot { .. } => match SignalEmitter::new(conn, dom_path.clone()) {
             Ok(em) => DomainIface::reboot_signal(&em).await,
             Err(e) => Err(e),
@@ -225,6 +232,16 @@ async fn forward(ctx: &Context, conn: &zbus::Connection, ev: Event) {
             Ok(em) => DomainIface::tray_change(&em, dev_alias.clone(), *reason).await,
             Err(e) => Err(e),
         },
+        Event::DeviceAdded { dev_alias, .. } => match SignalEmitter::new(conn, dom_path.clone()) {
+            Ok(em) => DomainIface::device_added(&em, dev_alias.clone()).await,
+            Err(e) => Err(e),
+        },
+        Event::DeviceRemoved { dev_alias, .. } => {
+            match SignalEmitter::new(conn, dom_path.clone()) {
+                Ok(em) => DomainIface::device_removed(&em, dev_alias.clone()).await,
+                Err(e) => Err(e),
+            }
+        }
         Event::ControlError { .. } => match SignalEmitter::new(conn, dom_path.clone()) {
             Ok(em) => DomainIface::control_error(&em).await,
             Err(e) => Err(e),

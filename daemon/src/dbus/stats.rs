@@ -25,6 +25,7 @@ pub fn to_wire(record: Vec<(String, StatValue)>) -> HashMap<String, OwnedVariant
                     StatValue::ULLong(u) => OwnedVariant::from(u),
                     StatValue::String(s) => OwnedVariant::try_from(zbus::Variant::from(s))
                         .expect("a string variant is always owned"),
+                    StatValue::Boolean(b) => OwnedVariant::from(b),
                 };
                 (k, v)
             })

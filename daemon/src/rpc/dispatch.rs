@@ -150,7 +150,10 @@ impl Conn {
             && !(read_only_safe(p)
                 || (storage::handles(p) && storage::read_only_safe(p))
                 || super::stats::read_only_safe(p)
+                || super::tune::read_only_safe(p)
                 || super::hostobj::read_only_safe(p)
+                || super::snapshot::read_only_safe(p)
+                || super::cpu::read_only_safe(p)
                 || network::read_only_safe(p))
         {
             return Err(VirError::read_only(&format!("procedure {p}")));
@@ -272,7 +275,11 @@ impl Conn {
             }
             p if super::hostobj::handles(p) => super::hostobj::call(self, h, payload).await,
             p if storage::handles(p) => storage::call(self, h, payload).await,
+            p if super::agent::handles(p) => super::agent::call(self, h, payload).await,
             p if super::stats::handles(p) => super::stats::call(self, h, payload).await,
+            p if super::tune::handles(p) => super::tune::call(self, h, payload).await,
+            p if super::snapshot::handles(p) => super::snapshot::call(self, h, payload).await,
+            p if super::cpu::handles(p) => super::cpu::call(self, h, payload).await,
             p if super::display::handles(p) => super::display::call(self, h, payload).await,
             p if super::graphics::handles(p) => super::graphics::call(self, h, payload).await,
             _ => domain::call(self, h, payload).await,
@@ -288,6 +295,9 @@ impl Conn {
         }
         match p {
             qemu::DOMAIN_MONITOR_COMMAND => domain::monitor_command(self, args(p, payload)?).await,
+            super::agent::QEMU_DOMAIN_AGENT_COMMAND => {
+                super::agent::agent_command(self, args(p, payload)?).await
+            }
             _ => Err(VirError::unknown_procedure(PROGRAM_QEMU, p)),
         }
     }

@@ -402,12 +402,12 @@ pub async fn call(conn: &mut Conn, h: &Header, payload: &[u8]) -> CallResult {
             core.lookup_by_uuid(&uuid_of(&a.dom)).map_err(vir)?;
             ret(SchedulerTypeRet {
                 kind: "posix".into(),
-                nparams: 0,
+                nparams: super::tune::SCHEDULER_NPARAMS,
             })
         }
         remote::DOMAIN_INTERFACE_ADDRESSES => {
             let a: InterfaceAddressesArgs = args(p, payload)?;
-            super::network::interface_addresses(conn, a)
+            super::network::interface_addresses(conn, a).await
         }
         remote::DOMAIN_OPEN_CONSOLE => {
             let a: OpenConsoleArgs = args(p, payload)?;

@@ -269,6 +269,33 @@ async fn send(out: &Outbox, cb: i32, ev: &Event, dom: &NonnullDomain) -> bool {
             )
             .await
         }
+        Event::DeviceAdded { dev_alias, .. } | Event::DeviceRemoved { dev_alias, .. } => {
+            let m = super::proto::DeviceEventMsg {
+                callback_id: cb,
+                dom: dom.clone(),
+                dev_alias: dev_alias.clone(),
+            };
+            let proc = if matches!(ev, Event::DeviceAdded { .. }) {
+                remote::DOMAIN_EVENT_CALLBACK_DEVICE_ADDED
+            } else {
+                remote::DOMAIN_EVENT_CALLBACK_DEVICE_REMOVED
+            };
+            out.message(PROGRAM_REMOTE, proc, &m).await
+        }
+        Event::AgentLifecycle { state, reason, .. } => {
+            let m = super::agent::AgentLifecycleMsg {
+                callback_id: cb,
+                dom: dom.clone(),
+                state: *state,
+                reason: *reason,
+            };
+            out.message(
+                PROGRAM_REMOTE,
+                super::agent::DOMAIN_EVENT_CALLBACK_AGENT_LIFECYCLE,
+                &m,
+            )
+            .await
+        }
         Event::ControlError { .. } => {
             // `{callbackID; {dom}}`, the same layout as REBOOT.
             let m = RebootMsg {

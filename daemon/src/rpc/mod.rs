@@ -25,8 +25,10 @@
 //! The front end only decodes, calls the shared [`crate::core::Core`] and encodes.
 
 pub mod activation;
+pub mod agent;
 pub mod conn;
 pub mod console;
+pub mod cpu;
 pub mod dispatch;
 pub mod display;
 pub mod domain;
@@ -40,12 +42,14 @@ pub mod monitor;
 pub mod network;
 pub mod packet;
 pub mod proto;
+pub mod snapshot;
 pub mod stats;
 pub mod stats_proto;
 pub mod storage;
 pub mod storage_proto;
 pub mod storage_stream;
 pub mod stream;
+pub mod tune;
 pub mod xdr;
 
 use std::path::PathBuf;

@@ -390,14 +390,20 @@ fn wire_lease(l: &network::Lease) -> WireLease {
     }
 }
 
-/// DOMAIN_INTERFACE_ADDRESSES: source `lease` or `arp` (the agent is answered with
-/// libvirt's errors), from [`crate::core::Core::interface_addresses`].
-pub fn interface_addresses(conn: &Conn, a: InterfaceAddressesArgs) -> CallResult {
+/// DOMAIN_INTERFACE_ADDRESSES: source `lease`, `agent` or `arp`, from
+/// [`crate::core::Core::domain_interface_addresses`].
+pub async fn interface_addresses(conn: &Conn, a: InterfaceAddressesArgs) -> CallResult {
+    // Asking the guest agent needs a read-write connection (libvirt checks it for
+    // source agent only).
+    if a.source == 1 && conn.access != super::conn::Access::ReadWrite {
+        return Err(VirError::read_only("virDomainInterfaceAddresses"));
+    }
     let u = Uuid::from_bytes(a.dom.uuid);
     let ifaces = conn
         .shared
         .core
-        .interface_addresses(&u, a.source, a.flags)
+        .domain_interface_addresses(&u, a.source, a.flags)
+        .await
         .map_err(super::domain::vir)?
         .into_iter()
         .map(|i| WireInterface {

@@ -90,6 +90,8 @@ pub mod remote {
     pub const DOMAIN_EVENT_CALLBACK_REBOOT: i32 = 319;
     pub const DOMAIN_EVENT_CALLBACK_CONTROL_ERROR: i32 = 325;
     pub const DOMAIN_EVENT_CALLBACK_TRAY_CHANGE: i32 = 328;
+    pub const DOMAIN_EVENT_CALLBACK_DEVICE_REMOVED: i32 = 333;
+    pub const DOMAIN_EVENT_CALLBACK_DEVICE_ADDED: i32 = 354;
     pub const DOMAIN_EVENT_CALLBACK_BALLOON_CHANGE: i32 = 331;
     pub const CONNECT_GET_DOMAIN_CAPABILITIES: i32 = 342;
     pub const CONNECT_GET_ALL_DOMAIN_STATS: i32 = 344;
@@ -469,6 +471,11 @@ xdr_struct! {
     /// DOMAIN_EVENT_CALLBACK_TRAY_CHANGE message: `{callbackID; {dom; devAlias; reason}}`
     /// (the nested message flattens to the same bytes).
     pub struct TrayChangeMsg { pub callback_id: i32, pub dom: NonnullDomain, pub dev_alias: String, pub reason: i32 }
+}
+xdr_struct! {
+    /// DOMAIN_EVENT_CALLBACK_DEVICE_ADDED and _DEVICE_REMOVED message:
+    /// `{callbackID; {dom; devAlias}}`.
+    pub struct DeviceEventMsg { pub callback_id: i32, pub dom: NonnullDomain, pub dev_alias: String }
 }
 xdr_struct! {
     /// DOMAIN_EVENT_CALLBACK_BALLOON_CHANGE message; `actual` in KiB.

@@ -42,7 +42,6 @@ pub fn handles(p: i32) -> bool {
             | DOMAIN_GET_EMULATOR_PIN_INFO
             | NODE_GET_CPU_MAP
             | DOMAIN_GET_JOB_STATS
-            | DOMAIN_GET_TIME
             | CONNECT_GET_ALL_DOMAIN_STATS
     )
 }
@@ -263,17 +262,6 @@ pub async fn call(conn: &mut Conn, h: &Header, payload: &[u8]) -> CallResult {
                 kind: 0,
                 params: Vec::new(),
             })
-        }
-        DOMAIN_GET_TIME => {
-            let a: DomainFlagsArgs = args(p, payload)?;
-            require_active(&core, &a.dom)?;
-            // The guest's clock is only reachable through a guest agent channel,
-            // which oxvirt domains do not have.
-            Err(VirError::new(
-                74,
-                from::QEMU,
-                "argument unsupported: QEMU guest agent is not configured",
-            ))
         }
         DOMAIN_GET_CPU_STATS => {
             let a: CpuStatsArgs = args(p, payload)?;
@@ -543,6 +531,7 @@ pub async fn domain_stats(core: &Core, u: &Uuid, groups: u32) -> Result<Vec<Type
                 StatValue::UInt(i) => TypedValue::UInt(i),
                 StatValue::ULLong(i) => TypedValue::ULLong(i),
                 StatValue::String(t) => TypedValue::String(t),
+                StatValue::Boolean(b) => TypedValue::Boolean(b),
             },
         })
         .collect())

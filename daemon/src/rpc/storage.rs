@@ -428,7 +428,16 @@ pub async fn call(conn: &mut Conn, h: &Header, payload: &[u8]) -> CallResult {
             Err(VirError::no_support("virConnectFindStoragePoolSources"))
         }
         CONNECT_GET_STORAGE_POOL_CAPABILITIES => {
-            Err(VirError::no_support("virConnectGetStoragePoolCapabilities"))
+            let a: super::proto::FlagsArgs = args(p, payload)?;
+            if a.flags != 0 {
+                return Err(VirError::invalid_arg(format!(
+                    "unsupported flags (0x{:x}) in function virConnectGetStoragePoolCapabilities",
+                    a.flags
+                )));
+            }
+            ret(StringValue {
+                value: storage::pool_caps::capabilities_xml(),
+            })
         }
         _ => Err(VirError::unknown_procedure(
             super::packet::PROGRAM_REMOTE,

@@ -20,6 +20,7 @@
 
 pub mod error;
 pub mod image;
+pub mod pool_caps;
 pub mod pool_xml;
 pub mod sparse;
 pub mod vol_xml;

@@ -12,7 +12,7 @@ use super::error::{Error, Result};
 use super::xmlutil::{child, child_text, escape};
 
 /// libvirt's pool types in `virStoragePoolType` order (the number is in its errors).
-const POOL_TYPES: &[&str] = &[
+pub(super) const POOL_TYPES: &[&str] = &[
     "dir",
     "fs",
     "netfs",

@@ -27,6 +27,8 @@ static void check_cpuid(void)
 	put(" max_leaf=");
 	put_hex(max);
 	cpuid(1, 0, r);
+	put(" l1_eax=");
+	put_hex(r[0]);
 	put(" l1_ecx=");
 	put_hex(r[2]);
 	put(" l1_edx=");

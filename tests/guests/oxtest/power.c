@@ -139,8 +139,17 @@ static void do_acpibutton(void)
 	put(level ? " level" : " edge");
 	put(low ? " active-low" : " active-high");
 	flush();
+	/* busy: a 100 Hz LAPIC tick while waiting, so the guest uses some CPU time a
+	 * management UI can show (tests/cockpit_machines' usage figures). */
+	if (cmdline_has_word("busy")) {
+		lapic_enable();
+		lapic_write(0x3e0, 0x3);		/* divide by 16 */
+		lapic_write(0x320, 0x40 | (1 << 17));	/* periodic, vector 0x40 */
+		lapic_write(0x380, 625000);		/* 10 ms at a 1 GHz APIC bus (KVM's) */
+	}
 	while (!pwrbtn_seen)
 		__asm__ volatile("sti; hlt; cli");
+	lapic_write(0x320, 1 << 16);		/* mask */
 	result("acpibutton", 1);
 	put("pressed sci_irqs=");
 	put_dec((uint64_t)sci_seen);

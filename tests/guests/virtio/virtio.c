@@ -6,10 +6,14 @@
  * Checks (oxtest=... tokens):
  *   pci      one line listing every function on bus 0: "OXTEST pci ok 00.0=1b36:0008 04.0=1af4:1042 ..."
  *   virtio   drive every virtio device found:
- *     blk     "OXTEST vblk ok slot=S cap=N ro=R id=SERIAL read=pattern|other write=ok|ioerr msix=1 reinit=1"
+ *     blk     "OXTEST vblk ok slot=S cap=N ro=R id=SERIAL read=pattern|other write=ok|ioerr msix=1 reinit=1
+ *             queues=Q inflight=5|-"
  *             reads sector 0..7 (expects the host pattern (k*13+0x5a)&0xff at byte k),
  *             writes (k*3+S+0xa5)&0xff to bytes 4096..8191 and reads them back, flushes;
- *             a read-only disk (VIRTIO_BLK_F_RO) must fail the write with VIRTIO_BLK_S_IOERR
+ *             a read-only disk (VIRTIO_BLK_F_RO) must fail the write with VIRTIO_BLK_S_IOERR;
+ *             after a reset, re-initialises with VIRTIO_BLK_F_MQ and up to 2 queues (Q), and
+ *             on the last queue posts 5 writes of 4 KiB at once (byte k of write i at sector
+ *             64+8i is (i*31+k+S)&0xff), then 5 reads of them at once, and compares
  *     rng     "OXTEST vrng ok slot=S bytes=64 distinct=D"
  *     console "OXTEST vcons ok slot=S" after sending "OXVIRTIO console says hello" on port 0
  *   net      "OXTEST vnet-tx ok slot=S mac=M link=L" after sending a broadcast frame
@@ -35,6 +39,8 @@
  *                   batches, one notification each); OXBENCH lines around the phase.
  *   vblkbench=MiB   sequential write then read of MiB through the first writable disk in
  *                   1 MiB requests, then 4 KiB requests; prints OXBENCH lines with TSC cycles.
+ *   vblkdepth=N     with vblkbench: N (<= 32) requests kept in flight, 4 KiB ones at random
+ *                   offsets; the OXBENCH lines gain depth=N.
  *   vscsibench=MiB  the same phases on LUN 0 of target 0 of the first virtio-scsi adapter,
  *                   as SCSI WRITE(10)/READ(10) on its request queue (same OXBENCH lines).
  *
@@ -43,7 +49,11 @@
  * The link and intx modes take interrupts (sti;hlt) instead.
  */
 
+/* Ring arrays hold VQ_MAX entries; queues are set up with vq_size of them (16, or 128
+ * for vblkdepth=N benchmarks that keep up to 32 three-descriptor requests in flight). */
+#define VQ_MAX 128
 #define VQ_SIZE 16
+static uint16_t vq_size = VQ_SIZE;
 #define VIRTIO_F_VERSION_1 (1ull << 32)
 #define VRING_DESC_F_NEXT 1
 #define VRING_DESC_F_WRITE 2
@@ -61,14 +71,14 @@ struct vring_desc {
 };
 
 struct vring_avail {
-	uint16_t flags, idx, ring[VQ_SIZE], used_event;
+	uint16_t flags, idx, ring[VQ_MAX], used_event;
 };
 
 struct vring_used {
 	uint16_t flags, idx;
 	struct {
 		uint32_t id, len;
-	} ring[VQ_SIZE];
+	} ring[VQ_MAX];
 	uint16_t avail_event;
 };
 
@@ -345,9 +355,9 @@ static int virtio_init(struct vdev *d, uint64_t want, int nq)
 		uint16_t max = r16(c + 0x18);
 		if (!max)
 			return 0;
-		q->size = max < VQ_SIZE ? max : VQ_SIZE;
+		q->size = max < vq_size ? max : vq_size;
 		w16(c + 0x18, q->size);
-		q->desc = valloc(sizeof(struct vring_desc) * VQ_SIZE, 16);
+		q->desc = valloc(sizeof(struct vring_desc) * VQ_MAX, 16);
 		q->avail = valloc(sizeof(struct vring_avail), 2);
 		q->used = valloc(sizeof(struct vring_used), 4);
 		q->last_used = 0;
@@ -454,6 +464,68 @@ static uint8_t blk_rw(struct vdev *d, uint32_t type, uint64_t sector, void *buf,
 	return *blk_status;
 }
 
+#define BLK_F_MQ (1ull << 12)
+
+/* Puts request i of `n` on queue `qi` without notifying: descriptors 3i..3i+2 (header,
+ * `len` bytes at `buf`, status), header and status slots `slot` of hdrs/sts. */
+static struct blk_hdr *blk_hdrs;
+static volatile uint8_t *blk_sts;
+static void blk_post(struct vq *q, uint16_t slot, uint32_t type, uint64_t sector, void *buf, uint32_t len)
+{
+	uint16_t b = (uint16_t)(3 * slot);
+	blk_hdrs[slot].type = type;
+	blk_hdrs[slot].reserved = 0;
+	blk_hdrs[slot].sector = sector;
+	blk_sts[slot] = 0xff;
+	q->desc[b].addr = (uint64_t)&blk_hdrs[slot];
+	q->desc[b].len = 16;
+	q->desc[b].flags = VRING_DESC_F_NEXT;
+	q->desc[b].next = (uint16_t)(b + 1);
+	q->desc[b + 1].addr = (uint64_t)buf;
+	q->desc[b + 1].len = len;
+	q->desc[b + 1].flags = (uint16_t)(VRING_DESC_F_NEXT | (type == 1 ? 0 : VRING_DESC_F_WRITE));
+	q->desc[b + 1].next = (uint16_t)(b + 2);
+	q->desc[b + 2].addr = (uint64_t)&blk_sts[slot];
+	q->desc[b + 2].len = 1;
+	q->desc[b + 2].flags = VRING_DESC_F_WRITE;
+	q->desc[b + 2].next = 0;
+	q->avail->ring[q->avail->idx % q->size] = b;
+	mb();
+	q->avail->idx++;
+}
+
+static void blk_kick(struct vq *q, int qi)
+{
+	mb();
+	w16(q->notify, (uint16_t)qi);
+}
+
+#define BLK_DEPTH 5
+/* Several requests in flight at once on queue `qi`: BLK_DEPTH 4 KiB writes of distinct
+ * patterns to sectors 64, 72, ... posted together, then BLK_DEPTH reads of them posted
+ * together into zeroed buffers; 1 when every status is 0 and the data came back. */
+static int blk_inflight(struct vdev *d, int qi)
+{
+	struct vq *q = &d->q[qi];
+	uint8_t *w = valloc(BLK_DEPTH * 4096, 4096), *r = valloc(BLK_DEPTH * 4096, 4096);
+	for (int i = 0; i < BLK_DEPTH; i++)
+		for (int k = 0; k < 4096; k++)
+			w[i * 4096 + k] = (uint8_t)(i * 31 + k + d->slot);
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 0; i < BLK_DEPTH; i++)
+			blk_post(q, (uint16_t)i, pass ? 0 : 1, 64 + 8 * (uint64_t)i, (pass ? r : w) + i * 4096, 4096);
+		blk_kick(q, qi);
+		uint16_t want = (uint16_t)(q->last_used + BLK_DEPTH);
+		if (!vq_wait_idx(q, want))
+			return 0;
+		q->last_used = want;
+		for (int i = 0; i < BLK_DEPTH; i++)
+			if (blk_sts[i] != 0)
+				return 0;
+	}
+	return !memcmp(w, r, BLK_DEPTH * 4096);
+}
+
 static struct vdev *bench_disk;
 
 static void check_vblk(struct vdev *d)
@@ -461,6 +533,8 @@ static void check_vblk(struct vdev *d)
 	if (!blk_hdr) {
 		blk_hdr = valloc(16, 16);
 		blk_status = valloc(1, 1);
+		blk_hdrs = valloc(16 * (VQ_MAX / 3), 16);
+		blk_sts = valloc(VQ_MAX / 3, 1);
 	}
 	if (!virtio_init(d, BLK_F_RO | BLK_F_FLUSH, 1)) {
 		result("vblk", 0);
@@ -493,13 +567,18 @@ static void check_vblk(struct vdev *d)
 	}
 	intx_settle(d, 1);
 	int msix = use_intx ? intx_seen(d, 1) : halt_wait ? ticks > 0 : irr_set(d->q[0].vector);
-	/* Device reset and re-initialisation: a fresh queue must work, and the data stays. */
-	int reinit = virtio_init(d, BLK_F_RO | BLK_F_FLUSH, 1);
+	/* Device reset and re-initialisation: a fresh queue must work, and the data stays.
+	 * With VIRTIO_BLK_F_MQ offered, up to 2 queues, and the in-flight check on the last. */
+	w32(d->common + 0x00, 0);
+	int nq = (r32(d->common + 0x04) & BLK_F_MQ) ? r16(d->devcfg + 34) : 1;
+	nq = nq > 2 ? 2 : nq < 1 ? 1 : nq;
+	int reinit = virtio_init(d, BLK_F_RO | BLK_F_FLUSH | BLK_F_MQ, nq);
 	if (reinit) {
 		memset(buf, 0, 4096);
 		reinit = blk_rw(d, 0, 0, buf, 4096) == 0 && (!pattern || buf[1] == (uint8_t)(13 + 0x5a));
 	}
-	int ok = st_id == 0 && st_rd == 0 && msix && reinit && (ro ? st_wr == 1 : wrote);
+	int inflight = reinit && !ro ? blk_inflight(d, nq - 1) : -1;
+	int ok = st_id == 0 && st_rd == 0 && msix && reinit && (ro ? st_wr == 1 : wrote) && inflight != 0;
 	result("vblk", ok);
 	put("slot=");
 	put_dec(d->slot);
@@ -517,6 +596,9 @@ static void check_vblk(struct vdev *d)
 	}
 	put(" reinit=");
 	put_dec((uint64_t)reinit);
+	put(" queues=");
+	put_dec((uint64_t)nq);
+	put(inflight < 0 ? " inflight=-" : inflight ? " inflight=5" : " inflight=fail");
 	put_intx(d, 1);
 	flush();
 	if (!ro && !bench_disk)
@@ -555,6 +637,75 @@ static void bench_blk(struct vdev *d, uint64_t total, uint32_t req, rw_fn rw)
 		put_dec(req);
 		put(" count=");
 		put_dec(n);
+		put(" cycles=");
+		put_dec(t1 - t0);
+		put(bad ? " errors=1" : " errors=0");
+		flush();
+	}
+}
+
+/* vblkdepth=N: the same phases with N requests kept in flight on queue 0 (a completion
+ * is replaced by the next request at once, one notification per batch of
+ * replacements); `random` picks each request's offset at random within `total`. */
+static uint64_t bench_rng = 0x9e3779b97f4a7c15ull;
+static uint64_t bench_rand(void)
+{
+	bench_rng ^= bench_rng << 13;
+	bench_rng ^= bench_rng >> 7;
+	bench_rng ^= bench_rng << 17;
+	return bench_rng;
+}
+
+static void bench_blk_depth(struct vdev *d, uint64_t total, uint32_t req, uint16_t depth, int random)
+{
+	struct vq *q = &d->q[0];
+	uint8_t *buf = valloc((uint64_t)req * depth, 4096);
+	uint64_t n = total / req;
+	for (int write = 1; write >= 0; write--) {
+		put("OXBENCH vblk begin ");
+		put(write ? "write" : "read");
+		put(" req=");
+		put_dec(req);
+		put(" depth=");
+		put_dec(depth);
+		flush();
+		uint64_t t0 = rdtsc(), issued = 0, done = 0;
+		int bad = 0;
+#define NEXT_SECTOR() (8 + (random ? bench_rand() % n : issued) * (req / 512))
+		for (uint16_t i = 0; i < depth && issued < n; i++, issued++)
+			blk_post(q, i, (uint32_t)write, NEXT_SECTOR(), buf + (uint64_t)i * req, req);
+		blk_kick(q, 0);
+		while (done < n && !bad) {
+			if (!vq_wait_idx(q, (uint16_t)(q->last_used + 1))) {
+				bad = 1;
+				break;
+			}
+			int posted = 0;
+			while (q->used->idx != q->last_used) {
+				mb();
+				uint16_t slot = (uint16_t)(q->used->ring[q->last_used % q->size].id / 3);
+				q->last_used++;
+				bad |= blk_sts[slot] != 0;
+				done++;
+				if (issued < n) {
+					blk_post(q, slot, (uint32_t)write, NEXT_SECTOR(), buf + (uint64_t)slot * req, req);
+					issued++;
+					posted = 1;
+				}
+			}
+			if (posted)
+				blk_kick(q, 0);
+		}
+#undef NEXT_SECTOR
+		uint64_t t1 = rdtsc();
+		put("OXBENCH vblk ");
+		put(write ? "write" : "read");
+		put(" req=");
+		put_dec(req);
+		put(" depth=");
+		put_dec(depth);
+		put(" count=");
+		put_dec(done);
 		put(" cycles=");
 		put_dec(t1 - t0);
 		put(bad ? " errors=1" : " errors=0");
@@ -1057,6 +1208,12 @@ static void check_virtio(void)
 	halt_wait = cmdline_num("vblkbench", 0) || cmdline_num("vnetbench", 0) ||
 		    cmdline_num("vscsibench", 0);
 	use_intx = want("intx");
+	/* Up to 32 requests of 3 descriptors in flight: 128-entry rings. */
+	uint64_t depth = cmdline_num("vblkdepth", 0);
+	if (depth > 32)
+		depth = 32;
+	if (depth)
+		vq_size = VQ_MAX;
 	if (use_intx && !acpi.found) {
 		/* The IO-APIC's address comes from the MADT. */
 		acpi_verify = 0;
@@ -1124,7 +1281,10 @@ static void check_virtio(void)
 	if (use_intx)
 		lapic_write(0x320, 1 << 16);	/* timer off again */
 	uint64_t mib = cmdline_num("vblkbench", 0);
-	if (mib && bench_disk) {
+	if (mib && bench_disk && depth) {
+		bench_blk_depth(bench_disk, mib << 20, 1u << 20, (uint16_t)depth, 0);
+		bench_blk_depth(bench_disk, mib << 20 > (4u << 20) ? 4u << 20 : mib << 20, 4096, (uint16_t)depth, 1);
+	} else if (mib && bench_disk) {
 		bench_blk(bench_disk, mib << 20, 1u << 20, blk_rw_data);
 		bench_blk(bench_disk, mib << 20 > (4u << 20) ? 4u << 20 : mib << 20, 4096, blk_rw_data);
 	}

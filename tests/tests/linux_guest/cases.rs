@@ -182,6 +182,8 @@ fn disk(path: &Path, format: DiskFormat, target: &str, serial: &str) -> DeviceKi
         serial: Some(serial.into()),
         cache: CacheMode::Default,
         discard: false,
+        queues: None,
+        io: Default::default(),
     })
 }
 
@@ -202,7 +204,8 @@ pub fn virtio_blk_read_write(g: &LinuxGuest, format: DiskFormat) {
     let data_path = dir.path().join("data.raw");
     std::fs::write(&data_path, vec![0u8; 1 << 20]).expect("writing the second disk");
     let serial = format!("oxvirt-{fmt}-0");
-    let mut spec = g.spec(1, mem(g, 128), DISK_CMD);
+    // Two vCPUs: virtio-blk gets a queue per vCPU by default, and Linux uses both.
+    let mut spec = g.spec(2, mem(g, 128), DISK_CMD);
     spec.devices.push(pci_device(
         "virtio-disk0",
         4,
@@ -224,9 +227,10 @@ pub fn virtio_blk_read_write(g: &LinuxGuest, format: DiskFormat) {
                 l.get("serial") == serial
                     && l.get("sectors") == (DISK_SIZE / 512).to_string()
                     && l.get("ro") == "0"
+                    && l.get("mq") == "2"
             }),
         &format!(
-            "guest block devices {blk:?}, expected vda ({serial}, {} sectors) and vdb",
+            "guest block devices {blk:?}, expected vda ({serial}, {} sectors, 2 queues) and vdb",
             DISK_SIZE / 512
         ),
     );

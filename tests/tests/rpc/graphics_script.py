@@ -17,8 +17,16 @@ import time
 import libvirt
 
 
+_OUT = threading.Lock()
+
+
 def out(*words):
-    print(*words, flush=True)
+    # The event loop thread prints too: one whole line at a time (print writes the
+    # words and the newline separately, and CI saw two lines interleaved).
+    line = " ".join(str(w) for w in words) + "\n"
+    with _OUT:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 def handshake(sock, how, password_expected):

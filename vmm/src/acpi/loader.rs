@@ -345,7 +345,7 @@ mod tests {
             apic_ids: (0..cpus).collect(),
             serial_ports: vec![0],
             pvpanic: false,
-            tpm: false,
+            tpm: None,
             ram: &ram,
             platform,
         })
@@ -458,7 +458,7 @@ mod tests {
             apic_ids: vec![0, 1],
             serial_ports: vec![0],
             pvpanic: true,
-            tpm: true,
+            tpm: Some(machine_spec::TpmModel::Crb),
             ram: &ram,
             platform,
         };
@@ -505,7 +505,7 @@ mod tests {
             apic_ids: vec![0],
             serial_ports: vec![],
             pvpanic: false,
-            tpm: true,
+            tpm: Some(machine_spec::TpmModel::Crb),
             ram: &ram,
             platform: PlatformLayout::of(Chipset::Q35),
         };

@@ -82,8 +82,8 @@ pub struct AcpiConfig<'a> {
     pub serial_ports: Vec<u8>,
     /// Whether a pvpanic device is present.
     pub pvpanic: bool,
-    /// Whether a TPM (CRB) is present: a TPM2 table and an MSFT0101 device.
-    pub tpm: bool,
+    /// The TPM's interface, if there is one: a TPM2 table and an MSFT0101 device.
+    pub tpm: Option<machine_spec::TpmModel>,
     /// RAM layout (places the 64-bit MMIO window).
     pub ram: &'a RamLayout,
     /// The chipset's ECAM and 32-bit PCI window, and its PM block.
@@ -182,6 +182,15 @@ pub fn dsdt_aml(cfg: &AcpiConfig<'_>) -> Vec<u8> {
         aml::Name::new("_PRT".into(), &prt),
     ];
     pci0_body.extend(pci0_rest.iter().map(|n| n as &dyn Aml));
+    // A PCIe root grants the OS every native control it asks for (hot-plug,
+    // PME, AER, capability structure): `_OSC` returns its capabilities buffer
+    // unchanged, as QEMU's Q35 does without ACPI hot-plug. Without it Linux
+    // leaves the root ports' hot-plug slots (`pci/hotplug.rs`) to the platform.
+    let osc_ret = aml::Return::new(&aml::Arg(3));
+    let osc = aml::Method::new("_OSC".into(), 4, false, vec![&osc_ret]);
+    if cfg.platform.ecam.is_some() {
+        pci0_body.push(&osc);
+    }
     sb.push(Raw(bytes_of(&aml::Device::new("PCI0".into(), pci0_body))));
 
     // Motherboard resources: the ECAM window.
@@ -281,9 +290,9 @@ pub fn dsdt_aml(cfg: &AcpiConfig<'_>) -> Vec<u8> {
         ))));
     }
 
-    if cfg.tpm {
+    if let Some(model) = cfg.tpm {
         let mut dev = Vec::new();
-        crate::tpm::acpi::dsdt_device(&mut dev);
+        crate::tpm::acpi::dsdt_device(&mut dev, model);
         sb.push(Raw(dev));
     }
 
@@ -452,13 +461,13 @@ impl TableSet {
         if let Some(ecam) = cfg.platform.ecam {
             entries.push(set.push(mcfg(ecam), 16, true));
         }
-        if cfg.tpm {
+        if let Some(model) = cfg.tpm {
             use crate::tpm::acpi::{tpm2_table, LASA_OFFSET, LOG_AREA_SIZE};
             // Only firmware can have an event log (a file the table loader allocates).
             let log = fadt_pointers == FadtPointers::Firmware;
             let len = if log { LOG_AREA_SIZE } else { 0 };
             let tpm2 = set.push(
-                tpm2_table(OEM_ID, OEM_TABLE_ID, OEM_REVISION, len),
+                tpm2_table(model, OEM_ID, OEM_TABLE_ID, OEM_REVISION, len),
                 16,
                 true,
             );
@@ -578,7 +587,7 @@ mod tests {
             apic_ids: (0..n).collect(),
             serial_ports: vec![0],
             pvpanic: true,
-            tpm: false,
+            tpm: None,
             ram: &ram,
             platform: PlatformLayout::of(Chipset::Generic),
         })
@@ -700,6 +709,9 @@ mod tests {
         // EISAID("PNP0A08") = 0x080ad041 little-endian.
         assert!(find(&[0x0c, 0x41, 0xd0, 0x0a, 0x08]).is_some(), "PNP0A08");
         assert!(find(b"PCI0").is_some() && find(b"_PRT").is_some());
+        // Method(_OSC, 4) { Return (Arg3) }: native PCIe control granted.
+        let osc = find(b"_OSC").expect("_OSC");
+        assert_eq!(&d[osc + 4..osc + 7], &[0x04, 0xa4, 0x6b]);
         assert!(find(b"C001").is_some() && find(b"ACPI0007").is_some());
         assert!(find(b"COM1").is_some() && find(b"QEMU0001").is_some());
         // EISAID("PNP0B00") = 0x000bd041 little-endian.

@@ -1,7 +1,7 @@
-//! The 82540EM function: its register file, interrupts and rings, and the thread
-//! that moves frames from the backend into the receive ring. Transmit runs on the
-//! vCPU thread that writes the tail register, as on real hardware the write starts
-//! the DMA engine.
+//! The 82540EM or 82574L function ([`Model`]): its register file, interrupts and
+//! rings, and the thread that moves frames from the backend into the receive ring.
+//! Transmit runs on the vCPU thread that writes the tail register, as on real
+//! hardware the write starts the DMA engine.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -15,17 +15,17 @@ use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::eeprom::{self, Eeprom};
+use super::model::Model;
 use super::phy::{self, Phy};
-use super::regs::{self, ctrl, eerd, icr, mdic, rctl, status, tctl};
+use super::regs::{self, ctrl, ctrl_ext, eecd, eerd, icr, mdic, rctl, status, tctl};
 use super::tx::{TxDesc, TxState, STATUS_DD};
 use crate::pci::intx::{IntxLine, IntxPin, PIN_INTA};
 use crate::pci::{BarKind, ConfigSpace, PciDevice, PciError, PciHeader, PciRoot};
 use crate::virtio::net::{FrameIo, NetControl, VNET_HDR_LEN};
 use crate::virtio::{GuestMem, VirtioInterrupt};
 
-/// PCI ids: Intel 82540EM, subsystem as QEMU's e1000 (drivers match on the former).
+/// PCI vendor: Intel (device ids come from the [`Model`]).
 const VENDOR: u16 = 0x8086;
-pub const DEVICE_82540EM: u16 = 0x100e;
 const BAR_MMIO: usize = 0;
 const COMMAND_MEMORY: u16 = 1 << 1;
 const COMMAND_BUS_MASTER: u16 = 1 << 2;
@@ -36,6 +36,20 @@ const RXD_DD: u8 = 1 << 0;
 const RXD_EOP: u8 = 1 << 1;
 const RXD_IXSM: u8 = 1 << 2;
 const RXD_VP: u8 = 1 << 3;
+/// The 82574L's PCI Express capability (version 2, endpoint): x1 link at
+/// 2.5 GT/s, trained; 128-byte payloads; no extended capabilities behind it.
+const PCIE_ENDPOINT: [u8; 60] = {
+    let mut c = [0u8; 60];
+    c[0] = 0x10; // PCI Express
+    c[2] = 0x02; // version 2, device/port type 0: endpoint
+    c[12] = 0x11; // link capabilities: 2.5 GT/s, x1
+    c[18] = 0x11; // link status: 2.5 GT/s, x1
+    c
+};
+/// Device control and link control are the driver's to write.
+const PCIE_ENDPOINT_WRITABLE: [u8; 18] = [
+    0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0xff, 0xff,
+];
 /// Frames shorter than this are padded, as the MAC pads on the wire.
 const MIN_FRAME: usize = 60;
 /// Largest frame taken from the backend (jumbo frames up to 16 KiB).
@@ -44,6 +58,7 @@ const MAX_RX_FRAME: usize = 16384;
 /// The state the vCPUs and the receive thread share.
 pub struct E1000 {
     id: String,
+    model: Model,
     config: ConfigSpace,
     regs: Vec<u32>,
     eeprom: Eeprom,
@@ -103,7 +118,7 @@ impl E1000 {
             u32::from(u16::from_le_bytes([m[4], m[5]])) | regs::RAH_AV,
         );
         self.tx = TxState::default();
-        self.phy = Phy::default();
+        self.phy = Phy::new(self.model.phy_id2());
         self.update_irq();
     }
 
@@ -119,13 +134,11 @@ impl E1000 {
     pub fn read(&mut self, off: u64) -> u32 {
         match off {
             regs::STATUS => self.status(),
+            // The 82574L loads its NVM at reset by itself (e1000e polls AUTO_RD).
+            regs::EECD if self.model.is_82574() => self.eeprom.read_eecd() | eecd::AUTO_RD,
             regs::EECD => self.eeprom.read_eecd(),
-            regs::ICR => {
-                let v = self.reg(regs::ICR);
-                self.set(regs::ICR, 0);
-                self.update_irq();
-                v
-            }
+            regs::EEMNGCTL if self.model.is_82574() => regs::EEMNGCTL_CFG_DONE_0,
+            regs::ICR => self.read_icr(),
             regs::ICS | regs::IMC => 0,
             o if (regs::STATS_START..regs::STATS_END).contains(&o) => {
                 let v = self.reg(o);
@@ -149,12 +162,14 @@ impl E1000 {
             regs::STATUS => {}
             regs::EECD => self.eeprom.write_eecd(v),
             regs::EERD => {
-                if v & eerd::START != 0 {
-                    let addr = (v >> eerd::ADDR_SHIFT) & 0xff;
+                let (start, done, shift) = self.model.eerd_layout();
+                if v & start != 0 {
+                    let mask = if self.model.is_82574() { 0x3fff } else { 0xff };
+                    let addr = (v >> shift) & mask;
                     let data = self.eeprom.word(addr as usize);
                     self.set(
                         regs::EERD,
-                        eerd::DONE | addr << eerd::ADDR_SHIFT | u32::from(data) << eerd::DATA_SHIFT,
+                        done | addr << shift | u32::from(data) << eerd::DATA_SHIFT,
                     );
                 }
             }
@@ -164,7 +179,7 @@ impl E1000 {
                 self.set(regs::ICR, left);
                 self.update_irq();
             }
-            regs::ICS => self.raise(v),
+            regs::ICS => self.raise(v & !icr::INT_ASSERTED),
             regs::IMS => {
                 let m = self.reg(regs::IMS) | v;
                 self.set(regs::IMS, m);
@@ -178,6 +193,14 @@ impl E1000 {
             regs::RDH | regs::TDH => self.set(off, v & 0xffff),
             regs::RDLEN | regs::TDLEN => self.set(off, v & 0xf_ff80),
             regs::RCTL | regs::RDT => {
+                if off == regs::RCTL
+                    && v & rctl::DTYP_MASK != 0
+                    && self.reg(regs::RCTL) & rctl::DTYP_MASK == 0
+                {
+                    // e1000e picks them for a jumbo MTU: frames would land in the
+                    // first buffer only, so say so rather than fail silently.
+                    warn!(id = %self.id, "{}: packet-split receive descriptors (RCTL.DTYP, jumbo MTU) are not modelled", self.model.name());
+                }
                 self.set(off, if off == regs::RDT { v & 0xffff } else { v });
                 let _ = self.wake.write(1);
             }
@@ -209,6 +232,23 @@ impl E1000 {
             v
         };
         self.set(regs::MDIC, out | mdic::READY);
+    }
+
+    /// ICR as read: the causes, then cleared. The 82574L adds INT_ASSERTED while
+    /// an enabled cause is pending (e1000e's INTx handler returns IRQ_NONE without
+    /// it) and, under CTRL_EXT.IAME, masks the IAM causes as the read happens.
+    fn read_icr(&mut self) -> u32 {
+        let mut v = self.reg(regs::ICR);
+        if self.model.is_82574() && v & self.reg(regs::IMS) != 0 {
+            v |= icr::INT_ASSERTED;
+            if self.reg(regs::CTRL_EXT) & ctrl_ext::IAME != 0 {
+                let m = self.reg(regs::IMS) & !self.reg(regs::IAM);
+                self.set(regs::IMS, m);
+            }
+        }
+        self.set(regs::ICR, 0);
+        self.update_irq();
+        v
     }
 
     /// Sets interrupt causes and drives the line.
@@ -257,7 +297,7 @@ impl E1000 {
             let at = GuestAddress(base + u64::from(head) * 16);
             let mut raw = [0u8; 16];
             if self.mem.read_slice(&mut raw, at).is_err() {
-                warn!(id = %self.id, "e1000: transmit descriptor at {:#x} is outside RAM", at.0);
+                warn!(id = %self.id, "{}: transmit descriptor at {:#x} is outside RAM", self.model.name(), at.0);
                 break;
             }
             let d = TxDesc::parse(&raw);
@@ -388,11 +428,7 @@ impl E1000 {
                     st |= RXD_VP;
                 }
             }
-            let mut wb = [0u8; 8];
-            wb[0..2].copy_from_slice(&(chunk.len() as u16).to_le_bytes());
-            wb[4] = st;
-            wb[6..8].copy_from_slice(&special.to_le_bytes());
-            let _ = self.mem.write_slice(&wb, GuestAddress(at.0 + 8));
+            let _ = self.write_back_rx(at, chunk.len() as u16, st, special);
             head = (head + 1) % n;
         }
         self.set(regs::RDH, head);
@@ -406,6 +442,31 @@ impl E1000 {
         }
         self.raise(causes);
         Rx::Stored
+    }
+
+    /// Writes the receive descriptor at `at` back as done: the legacy layout
+    /// (length at 8, status at 12, VLAN at 14), or with RFCTL.EXSTEN on an 82574L
+    /// the extended one (RSS words at 0-7, which stay 0, status/error dword at 8,
+    /// length at 12, VLAN at 14), which e1000e always selects.
+    fn write_back_rx(
+        &self,
+        at: GuestAddress,
+        len: u16,
+        st: u8,
+        vlan: u16,
+    ) -> Result<(), vm_memory::GuestMemoryError> {
+        if self.model.is_82574() && self.reg(regs::RFCTL) & regs::RFCTL_EXSTEN != 0 {
+            let mut wb = [0u8; 16];
+            wb[8] = st;
+            wb[12..14].copy_from_slice(&len.to_le_bytes());
+            wb[14..16].copy_from_slice(&vlan.to_le_bytes());
+            return self.mem.write_slice(&wb, at);
+        }
+        let mut wb = [0u8; 8];
+        wb[0..2].copy_from_slice(&len.to_le_bytes());
+        wb[4] = st;
+        wb[6..8].copy_from_slice(&vlan.to_le_bytes());
+        self.mem.write_slice(&wb, GuestAddress(at.0 + 8))
     }
 
     fn link_changed(&mut self) {
@@ -447,24 +508,30 @@ pub struct E1000Function {
 }
 
 impl E1000Function {
-    /// An 82540EM with `mac` on `io`, its register BAR placed in `root`'s window.
+    /// A `model` NIC with `mac` on `io`, its register BAR placed in `root`'s window.
     pub fn new(
         id: &str,
+        model: Model,
         mac: [u8; 6],
         io: Box<dyn FrameIo>,
         link: NetControl,
         mem: GuestMem,
         root: &mut PciRoot,
     ) -> Result<Self, E1000Error> {
+        let (subsystem_vendor, subsystem) = model.subsystem();
         let mut config = ConfigSpace::new(PciHeader {
             vendor: VENDOR,
-            device: DEVICE_82540EM,
-            revision: 3,
+            device: model.device_id(),
+            revision: if model.is_82574() { 0 } else { 3 },
             class: 0x02_00_00,
-            subsystem_vendor: 0x1af4,
-            subsystem: 0x1100,
+            subsystem_vendor,
+            subsystem,
         });
         config.add_bar(BAR_MMIO, regs::MMIO_SIZE, BarKind::Mem32);
+        if model.is_82574() {
+            // Drivers (Windows' above all) expect an 82574L to be PCIe.
+            config.add_capability(&PCIE_ENDPOINT, &PCIE_ENDPOINT_WRITABLE);
+        }
         let at = root.allocate_bar(regs::MMIO_SIZE, BarKind::Mem32)?;
         config.set_bar_address(BAR_MMIO, at);
         let backend_fd = io.fd();
@@ -478,10 +545,11 @@ impl E1000Function {
         );
         let mut s = E1000 {
             id: id.to_string(),
+            model,
             config,
             regs: vec![0; (regs::MMIO_SIZE / 4) as usize],
-            eeprom: Eeprom::new(eeprom::image(mac, DEVICE_82540EM)),
-            phy: Phy::default(),
+            eeprom: Eeprom::new(eeprom::image(mac, model)),
+            phy: Phy::new(model.phy_id2()),
             tx: TxState::default(),
             mem,
             mac,
@@ -499,8 +567,11 @@ impl E1000Function {
         let rx = {
             let (state, stop, wake) = (state.clone(), stop.clone(), wake.clone());
             std::thread::Builder::new()
-                .name(format!("e1000-{id}"))
-                .spawn(move || receive_loop(&state, &io, backend_fd, &wake, &stop))
+                .name(format!("{}-{id}", model.name()))
+                .spawn(move || {
+                    crate::seccomp::enter_or_exit(crate::seccomp::Thread::Worker);
+                    receive_loop(&state, &io, backend_fd, &wake, &stop)
+                })
                 .ok()
         };
         if rx.is_none() {

@@ -3,6 +3,7 @@
 //! through EECD: start bit, opcode 110b, six address bits, then 16 data bits out)
 //! and EERD's one-access word read.
 
+use super::model::Model;
 use super::regs::eecd;
 
 /// Words in the EEPROM (a 1 Kbit part: EECD's size bit reads 0).
@@ -12,8 +13,9 @@ const CHECKSUM_TARGET: u16 = 0xbaba;
 /// Microwire READ opcode with its start bit: 1 10.
 const READ_WITH_START: u32 = 0b110;
 
-/// The EEPROM contents for `mac` on a device `device_id`.
-pub fn image(mac: [u8; 6], device_id: u16) -> [u16; WORDS] {
+/// The EEPROM contents for `mac` on a `model`.
+pub fn image(mac: [u8; 6], model: Model) -> [u16; WORDS] {
+    let device_id = model.device_id();
     let mut w = [0xffffu16; WORDS];
     for (word, pair) in w.iter_mut().zip(mac.chunks(2)) {
         *word = u16::from(pair[0]) | u16::from(pair[1]) << 8;
@@ -32,8 +34,8 @@ pub fn image(mac: [u8; 6], device_id: u16) -> [u16; WORDS] {
     w[0x0c] = 0x8086;
     w[0x0d] = device_id;
     w[0x0e] = 0x8086;
-    // Initialization control 2: symmetric and asymmetric pause advertised.
-    w[0x0f] = 0x3040;
+    // Initialization control 2 (see `Model::init_control2`).
+    w[0x0f] = model.init_control2();
     // Initialization control 3 (port A): no wake-on-LAN (APME clear).
     w[0x24] = 0x0000;
     let sum = w[..WORDS - 1]
@@ -161,7 +163,7 @@ mod tests {
 
     #[test]
     fn image_checksums_to_baba_and_holds_the_mac() {
-        let w = image([0x52, 0x54, 0x00, 0x12, 0x34, 0x56], 0x100e);
+        let w = image([0x52, 0x54, 0x00, 0x12, 0x34, 0x56], Model::I82540EM);
         let sum = w.iter().fold(0u16, |a, &x| a.wrapping_add(x));
         assert_eq!(sum, 0xbaba);
         assert_eq!(&w[..3], &[0x5452, 0x1200, 0x5634]);
@@ -169,11 +171,20 @@ mod tests {
 
     #[test]
     fn microwire_reads_every_word() {
-        let words = image([2, 0, 0, 0, 0, 1], 0x100e);
+        let words = image([2, 0, 0, 0, 0, 1], Model::I82540EM);
         let mut e = Eeprom::new(words);
         for a in 0..WORDS as u32 {
             assert_eq!(bitbang_read(&mut e, a), words[a as usize], "word {a}");
         }
+    }
+
+    #[test]
+    fn the_82574_image_checksums_and_reads_no_manageability_mode() {
+        let w = image([2, 0, 0, 0, 0, 1], Model::I82574L);
+        assert_eq!(w.iter().fold(0u16, |a, &x| a.wrapping_add(x)), 0xbaba);
+        assert_eq!(w[0x0d], 0x10d3);
+        // e1000e's e1000_check_mng_mode_82574: word 0x0F & 0x6000.
+        assert_eq!(w[0x0f] & 0x6000, 0);
     }
 
     #[test]

@@ -1,7 +1,14 @@
 //! Intel 82540EM gigabit Ethernet (`<model type='e1000'/>`, QEMU's `e1000`): what
 //! virt-install gives generic and older guests, and i440FX domains carry. Drivers
 //! for it ship with every OS since 2001, so it is the NIC of last resort where no
-//! virtio driver exists.
+//! virtio driver exists. The same function is also an Intel 82574L
+//! (`<model type='e1000e'/>`, QEMU's `e1000e`, what virt-install gives Windows on
+//! q35): [`model`] holds what differs (ids, PHY, EERD layout, NVM/config-done bits,
+//! INT_ASSERTED and interrupt auto-mask, extended receive descriptors, a PCI
+//! Express capability); its MSI-X, multiple queues, RSS and timestamping are not
+//! modelled (the driver falls back to INTx; the timestamp registers only hold what
+//! is written), nor packet-split receive descriptors, which e1000e uses only for an
+//! MTU above 1500 (a warning in the domain log says so).
 //!
 //! The register interface (§13 of Intel's 8254x manual) over one 128 KiB memory BAR,
 //! the Microwire EEPROM holding the MAC address ([`eeprom`]), the copper PHY behind
@@ -17,6 +24,7 @@
 
 pub mod device;
 pub mod eeprom;
+pub mod model;
 pub mod phy;
 pub mod regs;
 #[cfg(test)]
@@ -24,3 +32,4 @@ mod tests;
 pub mod tx;
 
 pub use device::{E1000Error, E1000Function};
+pub use model::Model;

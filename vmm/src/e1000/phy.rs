@@ -1,5 +1,6 @@
-//! The copper PHY behind MDIC: a Marvell 88E1011 as on 82540EM boards (the Linux
-//! driver refuses other PHY ids for this MAC), auto-negotiated to 1000 Mb/s full
+//! The copper PHY behind MDIC: a Marvell 88E1011 as on 82540EM boards, or the
+//! Marvell-derived BM PHY of the 82574L (the Linux drivers refuse other PHY ids for
+//! these MACs; both share the M88 register layout), auto-negotiated to 1000 Mb/s full
 //! duplex the moment it is asked, link following the host's link state.
 
 /// MII registers.
@@ -35,8 +36,11 @@ pub struct Phy {
     regs: [u16; 32],
 }
 
-impl Default for Phy {
-    fn default() -> Self {
+impl Phy {
+    /// The PHY after reset, answering `id2` in identifier register 2. Register 22
+    /// (the BM PHY's page select, which e1000e writes before registers above 15)
+    /// just holds its value: every page reads as page 0.
+    pub fn new(id2: u16) -> Self {
         let mut regs = [0u16; 32];
         // Auto-negotiation on, full duplex, 1000 Mb/s selected.
         regs[CONTROL as usize] = 0x1140;
@@ -44,7 +48,7 @@ impl Default for Phy {
         // auto-negotiation bits follow the link (see `read`).
         regs[STATUS as usize] = 0x794d;
         regs[ID1 as usize] = 0x0141;
-        regs[ID2 as usize] = 0x0c20;
+        regs[ID2 as usize] = id2;
         regs[AUTONEG_ADV as usize] = 0x0de1;
         // The partner: 10/100 full/half, pause, acknowledge.
         regs[LP_ABILITY as usize] = 0x45e1;
@@ -59,9 +63,7 @@ impl Default for Phy {
         regs[M88_EXT_SPEC_CONTROL as usize] = 0x0d60;
         Phy { regs }
     }
-}
 
-impl Phy {
     /// Register `reg` with the link bits for `link_up`.
     pub fn read(&self, reg: u8, link_up: bool) -> u16 {
         let v = self.regs[reg as usize & 31];
@@ -92,7 +94,7 @@ mod tests {
 
     #[test]
     fn id_is_the_88e1011_and_link_follows_the_host() {
-        let p = Phy::default();
+        let p = Phy::new(0x0c20);
         assert_eq!((p.read(ID1, true), p.read(ID2, true)), (0x0141, 0x0c20));
         assert_ne!(p.read(STATUS, true) & STATUS_LINK, 0);
         assert_eq!(p.read(STATUS, false) & STATUS_LINK, 0);
@@ -100,7 +102,7 @@ mod tests {
 
     #[test]
     fn restart_and_reset_self_clear() {
-        let mut p = Phy::default();
+        let mut p = Phy::new(0x0c20);
         p.write(CONTROL, 0x1140 | CONTROL_RESTART_AN | CONTROL_RESET);
         assert_eq!(p.read(CONTROL, true), 0x1140);
         p.write(ID1, 0);

@@ -12,6 +12,16 @@ pub const EECD: u64 = 0x0010;
 pub const EERD: u64 = 0x0014;
 /// MDI control: PHY register access.
 pub const MDIC: u64 = 0x0020;
+/// Extended device control (82574L: IAME, interrupt auto-mask on ICR read).
+pub const CTRL_EXT: u64 = 0x0018;
+/// Interrupt auto-mask (82574L): IMS bits cleared when ICR is read under IAME.
+pub const IAM: u64 = 0x00e0;
+/// Extended configuration control (82574L): bit 5 is the software MDIO semaphore.
+pub const EXTCNF_CTRL: u64 = 0x0f00;
+/// Management EEPROM control (82574L): bit 18, configuration of port 0 done.
+pub const EEMNGCTL: u64 = 0x1010;
+/// Receive filter control (82574L): bit 15 selects extended receive descriptors.
+pub const RFCTL: u64 = 0x5008;
 /// Interrupt cause read (read to clear).
 pub const ICR: u64 = 0x00c0;
 /// Interrupt cause set.
@@ -90,13 +100,29 @@ pub mod eecd {
     pub const GNT: u32 = 1 << 7;
     /// EEPROM present.
     pub const PRES: u32 = 1 << 8;
+    /// 82574L: the NVM was read into the registers after reset.
+    pub const AUTO_RD: u32 = 1 << 9;
 }
+
+pub mod ctrl_ext {
+    /// Interrupt auto-mask enable: reading ICR clears IMS by IAM.
+    pub const IAME: u32 = 1 << 27;
+}
+
+/// EEMNGCTL: port 0's configuration cycle is done.
+pub const EEMNGCTL_CFG_DONE_0: u32 = 1 << 18;
+
+/// RFCTL: extended receive descriptors.
+pub const RFCTL_EXSTEN: u32 = 1 << 15;
 
 pub mod eerd {
     pub const START: u32 = 1 << 0;
     pub const DONE: u32 = 1 << 4;
     pub const ADDR_SHIFT: u32 = 8;
     pub const DATA_SHIFT: u32 = 16;
+    /// The 82571 family's layout (82574L): done at bit 1, address from bit 2.
+    pub const DONE_82571: u32 = 1 << 1;
+    pub const ADDR_SHIFT_82571: u32 = 2;
 }
 
 pub mod mdic {
@@ -123,6 +149,8 @@ pub mod icr {
     pub const RXO: u32 = 1 << 6;
     /// Receive timer (a frame was stored).
     pub const RXT0: u32 = 1 << 7;
+    /// 82574L: an enabled cause is pending (e1000e's INTx handler requires it).
+    pub const INT_ASSERTED: u32 = 1 << 31;
 }
 
 pub mod rctl {
@@ -139,6 +167,8 @@ pub mod rctl {
     /// Broadcast accept.
     pub const BAM: u32 = 1 << 15;
     pub const BSIZE_SHIFT: u32 = 16;
+    /// Descriptor type (82574L): 01b is packet split, not modelled.
+    pub const DTYP_MASK: u32 = 3 << 10;
     /// Buffer size extension (sizes x16).
     pub const BSEX: u32 = 1 << 25;
     /// Strip the Ethernet CRC (else the driver expects 4 bytes of it).

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::regs::{self, icr, mdic, rctl, tctl};
-use super::E1000Function;
+use super::{E1000Function, Model};
 use crate::pci::intx::tests::CountingLine;
 use crate::pci::{PciDevice, PciRoot, PciWindows};
 use crate::virtio::net::{FrameIo, NetControl, VNET_HDR_LEN};
@@ -47,6 +47,10 @@ struct Nic {
 }
 
 fn nic() -> Nic {
+    nic_of(Model::I82540EM)
+}
+
+fn nic_of(model: Model) -> Nic {
     let mem = memory();
     let mut root = PciRoot::new(PciWindows {
         mmio32: (0xc000_0000, 0x2000_0000),
@@ -58,6 +62,7 @@ fn nic() -> Nic {
     let link = NetControl::new(true);
     let mut f = E1000Function::new(
         "net0",
+        model,
         MAC,
         Box::new(Dgram(a)),
         link.clone(),
@@ -108,6 +113,17 @@ impl Nic {
         self.wr(regs::IMS, icr::RXT0 | icr::TXDW | icr::LSC);
     }
 
+    fn phy(&self, reg: u32) -> u32 {
+        self.wr(
+            regs::MDIC,
+            mdic::OP_READ | 1 << mdic::PHY_SHIFT | reg << mdic::REG_SHIFT,
+        );
+        let v = self.rd(regs::MDIC);
+        assert_ne!(v & mdic::READY, 0);
+        assert_eq!(v & mdic::ERROR, 0);
+        v & 0xffff
+    }
+
     fn wait_for(&self, what: &str, mut done: impl FnMut() -> bool) {
         let t = Instant::now();
         while !done() {
@@ -129,18 +145,8 @@ fn eeprom_and_phy_identify_an_82540em_with_our_mac() {
     }
     assert_eq!(words.iter().fold(0u16, |s, &w| s.wrapping_add(w)), 0xbaba);
     assert_eq!(&words[..3], &[0x5452, 0xe100, 0x0100]);
-    let phy = |reg: u32| {
-        n.wr(
-            regs::MDIC,
-            mdic::OP_READ | 1 << mdic::PHY_SHIFT | reg << mdic::REG_SHIFT,
-        );
-        let v = n.rd(regs::MDIC);
-        assert_ne!(v & mdic::READY, 0);
-        assert_eq!(v & mdic::ERROR, 0);
-        v & 0xffff
-    };
-    assert_eq!((phy(2), phy(3)), (0x0141, 0x0c20));
-    assert_ne!(phy(1) & 1 << 2, 0, "PHY link up");
+    assert_eq!((n.phy(2), n.phy(3)), (0x0141, 0x0c20));
+    assert_ne!(n.phy(1) & 1 << 2, 0, "PHY link up");
     assert_ne!(n.rd(regs::STATUS) & 2, 0, "STATUS.LU");
     // RA[0] holds the MAC, valid.
     assert_eq!(n.rd(regs::RA), 0xe100_5452);
@@ -233,4 +239,84 @@ fn software_reset_restores_defaults() {
     assert_eq!(n.rd(regs::RCTL), 0);
     assert_eq!(n.rd(regs::IMS), 0);
     assert_eq!(n.rd(regs::RA + 4), 0x8000_0100);
+}
+
+/// What Linux's e1000e (82571.c, netdev.c) reads from an 82574L at probe and reset.
+#[test]
+fn the_82574l_answers_what_e1000e_probes() {
+    let mut n = nic_of(Model::I82574L);
+    let mut cfg = |reg: usize| n.f.read_config(reg);
+    assert_eq!(cfg(0), 0x10d3_8086, "device and vendor");
+    assert_eq!(cfg(11), 0x0000_8086, "subsystem 8086:0000");
+    // The capability list holds the PCI Express capability.
+    let cap = (cfg(13) & 0xff) as usize;
+    assert_eq!(cfg(cap / 4) & 0xff, 0x10);
+    // EERD in the 82571 layout: start bit 0, done bit 1, address from bit 2.
+    let mut words = Vec::new();
+    for a in 0..64u32 {
+        n.wr(regs::EERD, 1 | a << 2);
+        let v = n.rd(regs::EERD);
+        assert_ne!(v & 1 << 1, 0, "EERD done");
+        words.push((v >> 16) as u16);
+    }
+    assert_eq!(words.iter().fold(0u16, |s, &w| s.wrapping_add(w)), 0xbaba);
+    assert_eq!(&words[..3], &[0x5452, 0xe100, 0x0100]);
+    // NVM auto-read done, configuration done, no GIO master pending.
+    assert_ne!(n.rd(regs::EECD) & 1 << 9, 0, "EECD.AUTO_RD");
+    assert_ne!(n.rd(regs::EEMNGCTL) & 1 << 18, 0, "EEMNGCTL config done");
+    assert_eq!(n.rd(regs::STATUS) & 1 << 19, 0, "STATUS.GIO_MASTER_ENABLE");
+    // The software semaphore latches.
+    n.wr(regs::EXTCNF_CTRL, 1 << 5);
+    assert_ne!(n.rd(regs::EXTCNF_CTRL) & 1 << 5, 0);
+    // BM PHY, revision 1; a page select on register 22 is accepted.
+    assert_eq!((n.phy(2), n.phy(3)), (0x0141, 0x0cb1));
+    n.wr(
+        regs::MDIC,
+        mdic::OP_WRITE | 1 << mdic::PHY_SHIFT | 22 << mdic::REG_SHIFT,
+    );
+    assert_eq!(n.rd(regs::MDIC) & mdic::ERROR, 0);
+    // RA[0] holds the NVM's MAC after reset; timestamp registers keep their value.
+    assert_eq!(n.rd(regs::RA), 0xe100_5452);
+    n.wr(0xb620, 0x10);
+    assert_eq!(n.rd(0xb620), 0x10, "TSYNCTXCTL");
+}
+
+#[test]
+fn the_82574l_asserts_and_auto_masks_on_icr_read() {
+    let n = nic_of(Model::I82574L);
+    n.bring_up();
+    n.rd(regs::ICR);
+    n.wr(regs::IAM, 0xffff_ffff);
+    n.wr(regs::CTRL_EXT, 1 << 27);
+    n.wr(regs::ICS, icr::LSC);
+    let v = n.rd(regs::ICR);
+    assert_eq!(v, icr::LSC | icr::INT_ASSERTED);
+    assert_eq!(n.rd(regs::IMS), 0, "IAME masked the causes");
+    // Nothing enabled pending: no INT_ASSERTED.
+    n.wr(regs::ICS, icr::LSC);
+    assert_eq!(n.rd(regs::ICR), icr::LSC);
+    // The 82540EM never sets it.
+    let old = nic();
+    old.bring_up();
+    old.rd(regs::ICR);
+    old.wr(regs::ICS, icr::LSC);
+    assert_eq!(old.rd(regs::ICR), icr::LSC);
+}
+
+#[test]
+fn the_82574l_writes_extended_receive_descriptors() {
+    let n = nic_of(Model::I82574L);
+    n.wr(regs::RFCTL, regs::RFCTL_EXSTEN);
+    n.bring_up();
+    n.peer.send(&frame_to(MAC, 200)).unwrap();
+    n.wait_for("frame stored", || n.rd(regs::RDH) == 1);
+    let mut d = [0u8; 16];
+    n.mem.read_slice(&mut d, GuestAddress(RX_RING)).unwrap();
+    let status = u32::from_le_bytes(d[8..12].try_into().unwrap());
+    assert_eq!(status & 0x03, 0x03, "DD and EOP in the status/error dword");
+    assert_eq!(u16::from_le_bytes([d[12], d[13]]), 200 + 4, "length at 12");
+    assert_eq!(&d[..8], &[0; 8], "RSS words");
+    let mut buf = vec![0u8; 6];
+    n.mem.read_slice(&mut buf, GuestAddress(RX_BUFS)).unwrap();
+    assert_eq!(&buf[..], &MAC);
 }

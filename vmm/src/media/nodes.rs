@@ -22,6 +22,8 @@ pub struct Node {
     pub format: Option<MediumFormat>,
     /// The protocol node a format node sits on, when it was named.
     pub child: Option<String>,
+    /// `read-only` (a hot-plugged disk's, `virtio/hotplug.rs`).
+    pub read_only: bool,
 }
 
 impl Node {
@@ -108,6 +110,13 @@ impl NodeTable {
     }
 }
 
+/// The node's `read-only` option.
+fn read_only(args: &Map<String, Value>) -> bool {
+    args.get("read-only")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
 /// Reads one node's options; `top` says whether it needs a node name (an
 /// inline child does not).
 fn parse(args: &Map<String, Value>, nodes: &[Node], top: bool) -> Result<Node, MediaError> {
@@ -151,6 +160,7 @@ fn parse(args: &Map<String, Value>, nodes: &[Node], top: bool) -> Result<Node, M
                 path: PathBuf::from(path),
                 format: None,
                 child: None,
+                read_only: read_only(args),
             })
         }
         "raw" | "qcow2" => {
@@ -189,6 +199,7 @@ fn parse(args: &Map<String, Value>, nodes: &[Node], top: bool) -> Result<Node, M
                 path,
                 format,
                 child,
+                read_only: read_only(args),
             })
         }
         other => Err(MediaError::Options(format!(

@@ -74,6 +74,7 @@ pub fn register_drives(
                     path: k.path.clone(),
                     format: Some(format),
                     child: None,
+                    read_only: true,
                 });
                 let file = MediumFile {
                     path: k.path.clone(),

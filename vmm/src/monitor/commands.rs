@@ -42,6 +42,10 @@ pub const COMMANDS: &[&str] = &[
     "eject",
     "blockdev-add",
     "blockdev-del",
+    "device_add",
+    "device_del",
+    "netdev_add",
+    "netdev_del",
     "query-pci",
     "query-memory-size-summary",
     "query-target",
@@ -192,6 +196,7 @@ impl Commands {
                 .get_or_init(|| self.schema.introspect())
                 .clone()),
             c if media::COMMANDS.contains(&c) => qmp::ready(self.run_media(c, &args)),
+            c if super::hotplug::COMMANDS.contains(&c) => self.run_hotplug(c, args),
             c if super::display::COMMANDS.contains(&c) => self.run_display(c, &args),
             // The server runs these with the client's fds; called without any (tests),
             // they fail as they would for a client that passed none.
@@ -650,9 +655,11 @@ mod tests {
                 "POWERDOWN",
                 "RESET",
                 "GUEST_PANICKED",
+                "VSERPORT_CHANGE",
                 "BALLOON_CHANGE",
                 "BLOCK_IO_ERROR",
                 "DEVICE_TRAY_MOVED",
+                "DEVICE_DELETED",
                 "VNC_CONNECTED",
                 "VNC_INITIALIZED",
                 "VNC_DISCONNECTED"
@@ -726,6 +733,19 @@ mod tests {
                 "blockdev-del" => {
                     args.insert("node-name".into(), json!("n"));
                 }
+                "device_add" => {
+                    args.insert("driver".into(), json!("virtio-blk-pci"));
+                    args.insert("id".into(), json!("vd1"));
+                    args.insert("bus".into(), json!("pci.1"));
+                    args.insert("drive".into(), json!("n"));
+                }
+                "device_del" | "netdev_del" => {
+                    args.insert("id".into(), json!("vd1"));
+                }
+                "netdev_add" => {
+                    args.insert("type".into(), json!("tap"));
+                    args.insert("id".into(), json!("hostnet1"));
+                }
                 "set_password" | "expire_password" => {
                     args.insert("protocol".into(), json!("vnc"));
                     let (k, v) = if *name == "set_password" {
@@ -767,6 +787,10 @@ mod tests {
                 // No <graphics>: refused as QEMU without -vnc.
                 Err(e) if ["set_password", "expire_password"].contains(name) => {
                     assert_eq!(e.desc, "VNC display not active");
+                }
+                // No hot-plug hub in this test machine.
+                Err(e) if super::super::hotplug::COMMANDS.contains(name) => {
+                    assert_eq!(e.desc, "this machine has no hot-pluggable bus", "{name}");
                 }
                 // No drive, no image: refused, by name.
                 Err(e) if media::COMMANDS.contains(name) => {

@@ -28,6 +28,8 @@ pub struct Devices {
     pub vnc: Option<Arc<crate::vnc::Vnc>>,
     /// Removable-media drives (the tray commands, `DEVICE_TRAY_MOVED`).
     pub media: Option<Arc<crate::media::MediaRegistry>>,
+    /// Live device hot-plug (`device_add`, `device_del`, `DEVICE_DELETED`).
+    pub hotplug: Option<Arc<crate::virtio::hotplug::HotplugHub>>,
 }
 
 /// A NIC as the monitor sees it: its device id and its link control.

@@ -22,6 +22,9 @@ pub fn to_qmp(ev: &VmEvent) -> (&'static str, Option<Value>) {
             "GUEST_PANICKED",
             Some(json!({"action": action.as_qmp_str()})),
         ),
+        VmEvent::VserportChange { id, open } => {
+            ("VSERPORT_CHANGE", Some(json!({"id": id, "open": open})))
+        }
     }
 }
 
@@ -58,6 +61,16 @@ mod tests {
                 action: PanicAction::Pause
             }),
             ("GUEST_PANICKED", Some(json!({"action": "pause"})))
+        );
+        assert_eq!(
+            to_qmp(&VmEvent::VserportChange {
+                id: "channel0".into(),
+                open: true
+            }),
+            (
+                "VSERPORT_CHANGE",
+                Some(json!({"id": "channel0", "open": true}))
+            )
         );
     }
 }

@@ -10,13 +10,15 @@
 //! * [`hmp`]: the `human-monitor-command` subset;
 //! * [`devices`]: what the monitor can see of devices (block, balloon, PCI);
 //! * [`events`]: VM events → QMP events;
-//! * [`media`]: the CD-ROM tray and medium commands, `DEVICE_TRAY_MOVED`.
+//! * [`media`]: the CD-ROM tray and medium commands, `DEVICE_TRAY_MOVED`;
+//! * [`hotplug`]: `device_add`/`device_del` and their netdevs, `DEVICE_DELETED`.
 
 pub mod commands;
 pub mod devices;
 pub mod display;
 pub mod events;
 pub mod hmp;
+pub mod hotplug;
 pub mod media;
 
 use std::path::{Path, PathBuf};
@@ -141,6 +143,7 @@ impl Monitor {
         let server_thread = std::thread::Builder::new()
             .name("qmp".into())
             .spawn(move || {
+                crate::seccomp::enter_or_exit(crate::seccomp::Thread::Monitor);
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -163,9 +166,11 @@ impl Monitor {
                     let _ = ready_tx.send(Ok(()));
                     let poller = tokio::spawn(commands::watch_devices(h.clone()));
                     let trays = tokio::spawn(h.clone().forward_tray_moves());
+                    let unplugs = tokio::spawn(h.clone().forward_unplugs());
                     let _ = stop_rx.await;
                     poller.abort();
                     trays.abort();
+                    unplugs.abort();
                     server.shutdown(SHUTDOWN_GRACE).await;
                 });
             })
@@ -189,18 +194,21 @@ impl Monitor {
         let fh = handler.clone();
         let forwarder = std::thread::Builder::new()
             .name("qmp-events".into())
-            .spawn(move || loop {
-                match vm_events.recv_timeout(Duration::from_millis(50)) {
-                    Ok(ev) => {
-                        fh.forward(&ev);
-                        let _ = forward_tx.send(ev);
-                    }
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                        if stop_flag.load(Ordering::Acquire) {
-                            return;
+            .spawn(move || {
+                crate::seccomp::enter_or_exit(crate::seccomp::Thread::Monitor);
+                loop {
+                    match vm_events.recv_timeout(Duration::from_millis(50)) {
+                        Ok(ev) => {
+                            fh.forward(&ev);
+                            let _ = forward_tx.send(ev);
                         }
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                            if stop_flag.load(Ordering::Acquire) {
+                                return;
+                            }
+                        }
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
                     }
-                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
                 }
             })
             .map_err(MonitorError::Start)?;

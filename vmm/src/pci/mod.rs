@@ -24,6 +24,7 @@ pub mod alloc;
 pub mod bridge;
 pub mod chipset;
 pub mod config;
+pub mod hotplug;
 pub mod intx;
 pub mod msi;
 pub mod msix;
@@ -72,6 +73,10 @@ pub trait PciDevice: Send {
     fn bridge(&self) -> Option<BridgeBus> {
         None
     }
+    /// A bridge function itself (its hot-plug slot).
+    fn as_bridge(&mut self) -> Option<&mut bridge::Bridge> {
+        None
+    }
 }
 
 /// The bus behind a bridge: its number as the spec (libvirt's controller index)
@@ -111,6 +116,16 @@ pub enum PciError {
     /// No bridge provides the bus a device names.
     #[error("no PCI controller provides bus {bus:#04x}")]
     NoSuchBus { bus: u8 },
+    /// The bus a hot-plug names is not behind a hot-plug capable port.
+    #[error("PCI bus {bus:#04x} does not support hotplugging")]
+    NotHotplug { bus: u8 },
+    /// The port's slot refused the hot-plug request.
+    #[error("hot-plug slot of PCI bus {bus:#04x}")]
+    Hotplug {
+        bus: u8,
+        #[source]
+        source: hotplug::SlotError,
+    },
     /// Slot or function number out of range, or the host bridge's 00.0.
     #[error("PCI slot {slot:#x} function {function} is out of range or reserved")]
     BadSlot { slot: u8, function: u8 },

@@ -119,7 +119,14 @@ pub struct PciRoot {
     mmio32: BarAllocator,
     mmio64: Option<BarAllocator>,
     io: BarAllocator,
+    /// Told which bus (spec index) a guest just emptied by powering its
+    /// hot-plug slot off, with the functions taken from it.
+    unplug_listener: Option<UnplugListener>,
 }
+
+/// Receives the functions removed from behind a hot-plug port: (the port's spec
+/// bus index, the functions).
+pub type UnplugListener = Box<dyn FnMut(u8, Vec<Box<dyn PciDevice>>) + Send>;
 
 impl std::fmt::Debug for PciRoot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -145,6 +152,7 @@ impl PciRoot {
             mmio64: (windows.mmio64.1 > 0)
                 .then(|| BarAllocator::new(windows.mmio64.0, windows.mmio64.1)),
             io: BarAllocator::new(IO_ALLOC.0, IO_ALLOC.1),
+            unplug_listener: None,
         };
         root.slots.insert(0, Slot::new(host));
         root
@@ -216,7 +224,74 @@ impl PciRoot {
             return Err(PciError::AddressInUse { slot, function });
         }
         devfns.insert(slot << 3 | function, Slot::new(dev));
+        if let Some(b) = self.bridge_mut(bus) {
+            b.set_populated(true);
+        }
         Ok(())
+    }
+
+    /// The bridge function that provides spec bus `bus`.
+    fn bridge_mut(&mut self, bus: u8) -> Option<&mut super::bridge::Bridge> {
+        self.slots
+            .values_mut()
+            .find(|s| s.dev.bridge().is_some_and(|b| b.index == bus))?
+            .dev
+            .as_bridge()
+    }
+
+    /// Sets who hears of guest-completed hot-unplugs.
+    pub fn set_unplug_listener(&mut self, listener: UnplugListener) {
+        self.unplug_listener = Some(listener);
+    }
+
+    /// Hot-adds `dev` as device 0 behind the hot-plug port providing spec bus
+    /// `bus`, and tells the guest (presence detect, link up).
+    pub fn hotplug_behind(&mut self, bus: u8, dev: Box<dyn PciDevice>) -> Result<(), PciError> {
+        let capable = self
+            .bridge_mut(bus)
+            .ok_or(PciError::NoSuchBus { bus })?
+            .hotplug_capable();
+        if !capable {
+            return Err(PciError::NotHotplug { bus });
+        }
+        if self.behind.get(&bus).is_some_and(|f| !f.is_empty()) {
+            return Err(PciError::AddressInUse {
+                slot: 0,
+                function: 0,
+            });
+        }
+        self.behind
+            .entry(bus)
+            .or_default()
+            .insert(0, Slot::new(dev));
+        let b = self.bridge_mut(bus).ok_or(PciError::NoSuchBus { bus })?;
+        b.plug().map_err(|e| PciError::Hotplug { bus, source: e })
+    }
+
+    /// Asks the guest to release what is behind the port providing spec bus
+    /// `bus` (attention button). When the guest had powered the slot off
+    /// already, the functions go at once and are returned.
+    pub fn request_unplug(&mut self, bus: u8) -> Result<Option<Vec<Box<dyn PciDevice>>>, PciError> {
+        let b = self.bridge_mut(bus).ok_or(PciError::NoSuchBus { bus })?;
+        if b.request_unplug()
+            .map_err(|e| PciError::Hotplug { bus, source: e })?
+        {
+            return Ok(Some(self.remove_behind(bus)));
+        }
+        Ok(None)
+    }
+
+    /// Takes every function from behind the bridge providing spec bus `bus`.
+    pub fn remove_behind(&mut self, bus: u8) -> Vec<Box<dyn PciDevice>> {
+        let gone: Vec<Box<dyn PciDevice>> = self
+            .behind
+            .remove(&bus)
+            .map(|f| f.into_values().map(|s| s.dev).collect())
+            .unwrap_or_default();
+        if let Some(b) = self.bridge_mut(bus) {
+            b.unplugged();
+        }
+        gone
     }
 
     /// The (slot, function) on bus 0 of the bridge that provides spec bus `bus`.
@@ -287,6 +362,23 @@ impl PciRoot {
             return;
         };
         s.dev.write_config(reg, offset, data);
+        // A hot-plug port whose slot the guest just powered off: what is behind
+        // it goes now.
+        if let Some(index) = s
+            .dev
+            .as_bridge()
+            .and_then(|b| b.take_unplug_ready().then_some(()))
+            .and(s.dev.bridge().map(|b| b.index))
+        {
+            let gone = self.remove_behind(index);
+            if let Some(l) = self.unplug_listener.as_mut() {
+                l(index, gone);
+            }
+            return;
+        }
+        let Some(s) = self.function(bus, devfn) else {
+            return;
+        };
         // Keep the decode table current, and tell the device when a BAR that was
         // decoding moves (ioeventfds must follow).
         let now = if s.dev.memory_enabled() {

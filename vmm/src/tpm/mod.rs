@@ -1,15 +1,18 @@
-//! TPM 2.0 (libvirt `<tpm model='tpm-crb'><backend type='emulator' version='2.0'/>`).
+//! TPM 2.0 (libvirt `<tpm model='tpm-crb'|'tpm-tis'><backend type='emulator'
+//! version='2.0'/>`).
 //!
-//! What the guest sees: a CRB interface at 0xFED40000 ([`crb`]), described by the
-//! ACPI TPM2 table (start method 7, "command response buffer") and an `MSFT0101`
-//! device in the DSDT ([`acpi`]), which is how Linux's `tpm_crb`, SeaBIOS and OVMF
-//! find it. Behind it, the VMM's own swtpm ([`swtpm`]), started once per VMM and
+//! What the guest sees: a CRB interface at 0xFED40000 ([`crb`]) or the TIS FIFO
+//! interface's five locality pages there ([`tis`]), described by the ACPI TPM2 table
+//! (start method 7, "command response buffer", or 6, "memory mapped" for TIS) and an
+//! `MSFT0101` device in the DSDT ([`acpi`]), which is how Linux's `tpm_crb` or
+//! `tpm_tis`, SeaBIOS and OVMF find it. Behind it, the VMM's own swtpm ([`swtpm`]), started once per VMM and
 //! kept across machine resets the way passt is for user-mode networking: one code
 //! path for daemon-run domains and `oxvirt-vmm --xml`, and swtpm ends with the VMM.
 
 pub mod acpi;
 pub mod crb;
 pub mod swtpm;
+pub mod tis;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -19,6 +22,7 @@ use machine_spec::{DeviceKind, MachineSpec, TpmModel};
 use crate::devices::bus::BusDevice;
 use crb::{Crb, CRB_BASE};
 use swtpm::{Swtpm, SwtpmHandle};
+use tis::{Tis, TIS_BASE};
 
 /// Errors of starting the TPM.
 #[derive(Debug, thiserror::Error)]
@@ -45,42 +49,59 @@ pub fn start_for(spec: &MachineSpec) -> Result<Option<SwtpmHandle>, TpmError> {
     }) else {
         return Ok(None);
     };
-    match tpm.model {
-        TpmModel::Crb => {}
-    }
     let vmid = format!("{}:{}", spec.name, spec.uuid);
     let s = Swtpm::start(tpm, &vmid)?;
     Ok(Some(SwtpmHandle(Arc::new(Mutex::new(s)))))
 }
 
-/// Whether the spec has a TPM (the ACPI tables describe it).
-pub fn in_spec(spec: &MachineSpec) -> bool {
-    spec.devices
-        .iter()
-        .any(|d| matches!(d.kind, DeviceKind::Tpm(_)))
+/// The spec's TPM interface, if it has a TPM (the ACPI tables describe it).
+pub fn in_spec(spec: &MachineSpec) -> Option<TpmModel> {
+    spec.devices.iter().find_map(|d| match &d.kind {
+        DeviceKind::Tpm(t) => Some(t.model),
+        _ => None,
+    })
 }
 
-/// The CRB device of one machine: the TPM is brought up (as at power-on) first.
-pub fn device(tpm: &SwtpmHandle) -> Result<Arc<Mutex<CrbDevice>>, TpmError> {
+/// The TPM interface of one machine: the TPM is brought up (as at power-on) first.
+pub fn device(tpm: &SwtpmHandle, model: TpmModel) -> Result<Arc<Mutex<TpmDevice>>, TpmError> {
     tpm.0
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .machine_start()?;
-    Ok(Arc::new(Mutex::new(CrbDevice(Crb::new(tpm.clone())))))
+    Ok(Arc::new(Mutex::new(match model {
+        TpmModel::Crb => TpmDevice::Crb(Crb::new(tpm.clone())),
+        TpmModel::Tis => TpmDevice::Tis(Tis::new(tpm.clone())),
+    })))
 }
 
-/// Where the CRB page goes on the MMIO bus.
-pub const MMIO_RANGE: (u64, u64) = (CRB_BASE, crb::CRB_SIZE);
+/// Where the interface's registers go on the MMIO bus.
+pub fn mmio_range(model: TpmModel) -> (u64, u64) {
+    match model {
+        TpmModel::Crb => (CRB_BASE, crb::CRB_SIZE),
+        TpmModel::Tis => (TIS_BASE, tis::TIS_SIZE),
+    }
+}
 
-/// The CRB interface on the MMIO bus.
-pub struct CrbDevice(Crb<SwtpmHandle>);
+/// The TPM interface on the MMIO bus.
+pub enum TpmDevice {
+    /// `tpm-crb`.
+    Crb(Crb<SwtpmHandle>),
+    /// `tpm-tis`.
+    Tis(Tis<SwtpmHandle>),
+}
 
-impl BusDevice for CrbDevice {
+impl BusDevice for TpmDevice {
     fn read(&mut self, _base: u64, offset: u64, data: &mut [u8]) {
-        self.0.read(offset, data);
+        match self {
+            TpmDevice::Crb(c) => c.read(offset, data),
+            TpmDevice::Tis(t) => t.read(offset, data),
+        }
     }
 
     fn write(&mut self, _base: u64, offset: u64, data: &[u8]) {
-        self.0.write(offset, data);
+        match self {
+            TpmDevice::Crb(c) => c.write(offset, data),
+            TpmDevice::Tis(t) => t.write(offset, data),
+        }
     }
 }

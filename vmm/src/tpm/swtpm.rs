@@ -60,6 +60,8 @@ pub struct Swtpm {
     failed: bool,
     /// Machines built on this TPM so far (resets make new ones).
     machines: u32,
+    /// The locality swtpm was last told commands come from (TIS has five).
+    locality: u8,
 }
 
 /// The shared handle the CRB device of each machine build talks through.
@@ -150,6 +152,7 @@ impl Swtpm {
             established: false,
             failed: false,
             machines: 0,
+            locality: 0,
         };
         s.send_data_fd(&data_theirs)
             .map_err(|e| TpmError::Control("CMD_SET_DATAFD", e))?;
@@ -243,6 +246,7 @@ impl Swtpm {
             .map_err(err("CMD_INIT"))?;
         self.control(CMD_SET_LOCALITY, "CMD_SET_LOCALITY", &[0, 0, 0, 0], 0)
             .map_err(err("CMD_SET_LOCALITY"))?;
+        self.locality = 0;
         self.read_established();
         self.failed = false;
         Ok(())
@@ -293,10 +297,19 @@ impl SwtpmHandle {
 }
 
 impl TpmBackend for SwtpmHandle {
-    fn execute(&mut self, _locality: u8, command: &[u8]) -> Vec<u8> {
+    fn execute(&mut self, locality: u8, command: &[u8]) -> Vec<u8> {
         let mut s = self.lock();
         if s.failed {
             return error_response(RC_FAILURE);
+        }
+        // Commands carry no locality: swtpm is told when it changes, as QEMU does.
+        if locality != s.locality {
+            let req = [locality, 0, 0, 0];
+            if let Err(e) = s.control(CMD_SET_LOCALITY, "CMD_SET_LOCALITY", &req, 0) {
+                s.fail(&e);
+                return error_response(RC_FAILURE);
+            }
+            s.locality = locality;
         }
         match s.transact(command) {
             Ok(r) => r,

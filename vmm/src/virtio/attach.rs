@@ -38,7 +38,7 @@ use crate::control::ChardevInfo;
 use crate::devices::bus::{Bus, BusDevice, BusError};
 use crate::devices::chardev::{Chardev, ChardevError, InputEvent};
 use crate::display::attach::Attached;
-use crate::e1000::{E1000Error, E1000Function};
+use crate::e1000::{E1000Error, E1000Function, Model};
 use crate::layout::{self, PlatformLayout};
 use crate::media::MediaRegistry;
 use crate::monitor::{
@@ -172,9 +172,20 @@ pub struct PciBackends {
     input: Arc<crate::display::Console>,
     /// The removable-media drives (CD-ROMs), whatever their bus.
     media: Arc<MediaRegistry>,
+    /// Live hot-plug (`device_add`/`device_del`), across machines.
+    hotplug: Arc<super::hotplug::HotplugHub>,
+    /// Where named console ports report the guest opening them (`VSERPORT_CHANGE`).
+    events: Option<crate::control::VmControl>,
 }
 
 impl PciBackends {
+    /// Sends the guest's opening and closing of named console ports (a guest agent
+    /// starting or stopping) to `control`'s subscribers as `VSERPORT_CHANGE`.
+    pub fn with_port_events(mut self, control: crate::control::VmControl) -> Self {
+        self.events = Some(control);
+        self
+    }
+
     /// Opens the character devices of the virtio consoles in `spec` and sets
     /// up the handles.
     pub fn open(spec: &MachineSpec) -> Result<Self, AttachError> {
@@ -190,6 +201,8 @@ impl PciBackends {
             display,
             input,
             media: MediaRegistry::new(),
+            hotplug: super::hotplug::HotplugHub::new(),
+            events: None,
         };
         for d in &spec.devices {
             match &d.kind {
@@ -287,6 +300,11 @@ impl PciBackends {
         Ok(b)
     }
 
+    /// Live hot-plug, for the main loop to run its jobs.
+    pub fn hotplug(&self) -> &Arc<super::hotplug::HotplugHub> {
+        &self.hotplug
+    }
+
     /// The removable-media drives.
     pub fn media(&self) -> &Arc<MediaRegistry> {
         &self.media
@@ -348,6 +366,7 @@ impl PciBackends {
             input: Some(self.input.clone()),
             media: Some(self.media.clone()),
             vnc: None,
+            hotplug: Some(self.hotplug.clone()),
         }
     }
 
@@ -419,6 +438,12 @@ struct PciHost {
     ecam: Option<u64>,
 }
 
+impl super::hotplug::RootAccess for PciHost {
+    fn root(&mut self) -> &mut PciRoot {
+        &mut self.root
+    }
+}
+
 impl BusDevice for PciHost {
     fn read(&mut self, base: u64, offset: u64, data: &mut [u8]) {
         match base {
@@ -464,10 +489,26 @@ pub struct PciMachine {
     /// Devices behind bridges: (device id, the bridge's (slot, function) on bus 0,
     /// the device's (slot, function) behind it).
     pub behind: Vec<(String, DevFn, DevFn)>,
+    /// Told when this machine goes, so hot-plug lets go of its root bus.
+    hotplug: Arc<super::hotplug::HotplugHub>,
+}
+
+impl Drop for PciMachine {
+    fn drop(&mut self) {
+        self.hotplug
+            .clear_machine(Arc::as_ptr(&self._host) as *const ());
+    }
 }
 
 fn open_flags(cache: CacheMode) -> OpenFlags {
     OpenFlags::for_cache(cache)
+}
+
+/// virtio-blk queues of disk `k`: as many as asked, else one per vCPU (QEMU >= 5.2).
+fn disk_queues(spec: &MachineSpec, k: &machine_spec::Disk) -> u16 {
+    k.queues
+        .unwrap_or_else(|| u16::try_from(spec.cpus.count).unwrap_or(u16::MAX))
+        .clamp(1, 256)
 }
 
 /// Opens the backend of device `d` as a virtio device; `None` for devices
@@ -494,8 +535,9 @@ fn virtio_device(
                 .find(|(id, _)| id == &d.id)
                 .map(|(_, v)| v.clone());
             let stats = view.as_ref().map(|v| v.stats.clone()).unwrap_or_default();
-            let b =
-                Block::open(&d.id, &cfg, stats).map_err(|e| AttachError::Disk(d.id.clone(), e))?;
+            let b = Block::open(&d.id, &cfg, stats)
+                .map_err(|e| AttachError::Disk(d.id.clone(), e))?
+                .with_queueing(disk_queues(spec, k), k.io.into());
             if let Some(v) = view {
                 v.size.store(b.capacity_bytes(), Ordering::Relaxed);
             }
@@ -519,11 +561,19 @@ fn virtio_device(
             let Some(cd) = cd else {
                 return Ok(None);
             };
-            Box::new(Console::new(
-                &d.id,
-                Box::new(ChardevPort(cd)),
-                c.name.clone(),
-            ))
+            let con = Console::new(&d.id, Box::new(ChardevPort(cd)), c.name.clone());
+            match (&c.name, &backends.events) {
+                (Some(_), Some(events)) => {
+                    let (events, id) = (events.clone(), d.id.clone());
+                    Box::new(con.with_open_hook(Box::new(move |open| {
+                        events.emit(crate::control::VmEvent::VserportChange {
+                            id: id.clone(),
+                            open,
+                        })
+                    })))
+                }
+                _ => Box::new(con),
+            }
         }
         DeviceKind::Balloon(b) => {
             let Some(control) = &backends.balloon else {
@@ -713,6 +763,13 @@ pub fn attach(
                 PciControllerModel::PciBridge => BridgeKind::PciBridge,
             };
             let mut bridge = Bridge::new(kind, c.index, c.chassis, c.port);
+            if kind == BridgeKind::PcieRootPort {
+                // The port's hot-plug interrupt (`pci/hotplug.rs`).
+                let sink = routing
+                    .msi_sink(1)
+                    .map_err(|e| AttachError::Irq(d.id.clone(), e))?;
+                bridge = bridge.with_msi(sink);
+            }
             // Numbered as the spec numbers it, as firmware would; firmware and
             // OSes that renumber are followed (`PciRoot` reads the register).
             bridge.set_bus_numbers(0, c.index, c.index);
@@ -738,26 +795,40 @@ pub fn attach(
         Some(Attached::Virtio(v)) => virtio_display = Some(v),
         None => {}
     }
-    // Devices with an address first, so automatic placement never takes theirs.
-    let mut order: Vec<&Device> = spec.devices.iter().filter(|d| d.pci.is_some()).collect();
+    // Devices with an address first, so automatic placement never takes theirs;
+    // hot-added devices of the last machine again, hot-removed ones not.
+    let hot = backends.hotplug.hot_devices();
+    let mut order: Vec<&Device> = spec
+        .devices
+        .iter()
+        .chain(&hot)
+        .filter(|d| d.pci.is_some() && !backends.hotplug.was_removed(&d.id))
+        .collect();
     order.extend(spec.devices.iter().filter(|d| d.pci.is_none()));
     for d in order {
-        if let Some(nic) = e1000_nic(d, backends)? {
+        if let Some((model, nic)) = e1000_nic(d, backends)? {
             let at = placement(&root, d)?;
             let perr = |e| AttachError::Pci(d.id.clone(), e);
-            let mut pci =
-                E1000Function::new(&d.id, nic.mac, nic.io, nic.control, mem.clone(), &mut root)
-                    .map_err(|e| match e {
-                        E1000Error::Pci(e) => perr(e),
-                        E1000Error::EventFd(e) => AttachError::Nic(d.id.clone(), e),
-                    })?;
+            let mut pci = E1000Function::new(
+                &d.id,
+                model,
+                nic.mac,
+                nic.io,
+                nic.control,
+                mem.clone(),
+                &mut root,
+            )
+            .map_err(|e| match e {
+                E1000Error::Pci(e) => perr(e),
+                E1000Error::EventFd(e) => AttachError::Nic(d.id.clone(), e),
+            })?;
             match routing.intx_line(at.gsi) {
                 Ok((line, resample)) => {
                     intx_pins.push((resample, pci.attach_intx(at.gsi as u8, line)))
                 }
-                Err(e) => warn!(id = %d.id, "e1000 without an interrupt: {e}"),
+                Err(e) => warn!(id = %d.id, "{} without an interrupt: {e}", model.name()),
             }
-            info!(id = %d.id, "e1000 at {:02x}:{:02x}.{}, BAR0 {:#x}", at.bus, at.slot, at.function, pci.bar0());
+            info!(id = %d.id, "{} at {:02x}:{:02x}.{}, BAR0 {:#x}", model.name(), at.bus, at.slot, at.function, pci.bar0());
             add_placed(&mut root, d, &at, Box::new(pci), (&mut placed, &mut behind))?;
             continue;
         }
@@ -829,10 +900,28 @@ pub fn attach(
     } else {
         Some(IntxResampler::start(intx_pins).map_err(|e| AttachError::Irq("INTx".into(), e))?)
     };
+    root.set_unplug_listener(backends.hotplug.unplug_listener());
+    // Devices behind root ports can be unplugged live, the boot-time ones too.
+    let cold: Vec<(String, u8)> = spec
+        .devices
+        .iter()
+        .filter_map(|d| Some((d, d.pci?.bus)))
+        .filter(|(d, bus)| *bus != 0 && behind.iter().any(|b| b.0 == d.id))
+        .map(|(d, bus)| (d.id.clone(), bus))
+        .collect();
     let host = Arc::new(Mutex::new(PciHost {
         root,
         ecam: platform.ecam,
     }));
+    backends.hotplug.set_machine(
+        super::hotplug::Machine {
+            root: host.clone(),
+            routing: routing.clone(),
+            ioevents: ioevents.clone(),
+            mem: mem.clone(),
+        },
+        cold,
+    );
     pio.insert(host.clone(), u64::from(CONFIG_ADDRESS_PORT), 1)
         .map_err(AttachError::Bus)?;
     pio.insert(host.clone(), u64::from(CONFIG_DATA_PORT), 4)
@@ -858,6 +947,7 @@ pub fn attach(
         _intx: intx,
         placed,
         behind,
+        hotplug: backends.hotplug.clone(),
     })
 }
 
@@ -953,14 +1043,21 @@ struct NicBackend {
     control: NetControl,
 }
 
-/// The MAC, backend and link control of an interface whose model is e1000.
-fn e1000_nic(d: &Device, backends: &PciBackends) -> Result<Option<NicBackend>, AttachError> {
-    match &d.kind {
-        DeviceKind::Net(n) if n.model == NetModel::E1000 => {
-            net_backend(d, n, backends, "e1000").map(Some)
-        }
-        _ => Ok(None),
-    }
+/// The Intel part and the MAC, backend and link control of an interface whose
+/// model is e1000 or e1000e.
+fn e1000_nic(
+    d: &Device,
+    backends: &PciBackends,
+) -> Result<Option<(Model, NicBackend)>, AttachError> {
+    let DeviceKind::Net(n) = &d.kind else {
+        return Ok(None);
+    };
+    let model = match n.model {
+        NetModel::E1000 => Model::I82540EM,
+        NetModel::E1000e => Model::I82574L,
+        NetModel::Virtio => return Ok(None),
+    };
+    net_backend(d, n, backends, model.name()).map(|nic| Some((model, nic)))
 }
 
 /// Opens the backend of interface `d`: its tap (made, or joined to a bridge) or its

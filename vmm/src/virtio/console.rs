@@ -85,7 +85,13 @@ pub struct Port {
     name: Option<String>,
     pending: VecDeque<u8>,
     control_out: VecDeque<Vec<u8>>,
+    /// Told when the guest opens (true) or closes (false) the port.
+    open_hook: Option<OpenHook>,
+    guest_open: bool,
 }
+
+/// What a named port reports the guest's open/close to (QMP `VSERPORT_CHANGE`).
+pub type OpenHook = Box<dyn Fn(bool) + Send>;
 
 fn control(id: u32, ev: u16, value: u16, extra: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(8 + extra.len());
@@ -134,6 +140,8 @@ impl Port {
             name,
             pending: VecDeque::new(),
             control_out: VecDeque::new(),
+            open_hook: None,
+            guest_open: false,
         }
     }
 
@@ -232,6 +240,16 @@ impl Port {
                     }
                     self.control_out
                         .push_back(control(0, event::PORT_OPEN, 1, &[]));
+                }
+                // The guest's side: a process opened or closed the port.
+                event::PORT_OPEN if id == 0 => {
+                    let open = value == 1;
+                    if open != self.guest_open {
+                        self.guest_open = open;
+                        if let Some(hook) = &self.open_hook {
+                            hook(open);
+                        }
+                    }
                 }
                 _ => {}
             }
@@ -339,6 +357,14 @@ impl Console {
             port: Some(Port::new(backend, name)),
             worker: None,
         }
+    }
+
+    /// Reports the guest opening and closing the port to `hook`.
+    pub fn with_open_hook(mut self, hook: OpenHook) -> Self {
+        if let Some(p) = &mut self.port {
+            p.open_hook = Some(hook);
+        }
+        self
     }
 }
 
@@ -495,5 +521,27 @@ mod tests {
         assert_eq!(&name[8..30], b"org.qemu.guest_agent.0");
         assert_eq!(used(&mem, &ctl_rx, 1).1, 8 + 23);
         assert_eq!(u16::from_le_bytes([msg(2)[4], msg(2)[5]]), event::PORT_OPEN);
+    }
+
+    #[test]
+    fn the_guest_opening_and_closing_the_port_is_reported_once_each() {
+        let mem = memory();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let mut port = Port::new(
+            Box::new(OutputOnly(Vec::new())),
+            Some("org.qemu.guest_agent.0".into()),
+        );
+        port.open_hook = Some(Box::new(move |open| s.lock().unwrap().push(open)));
+        let (ctl_tx, mut tx) = queue(&mem, 0, CTRL_TX);
+        let intr = CountingInterrupt::default();
+        for (i, value) in [1u16, 1, 0].into_iter().enumerate() {
+            let at = 0x10_0000 + i as u64 * 0x100;
+            mem.write_slice(&control(0, event::PORT_OPEN, value, &[]), ga(at))
+                .unwrap();
+            add_chain(&ctl_tx, i as u16, &[(at, 8, false)]);
+        }
+        port.control_in(&mut tx, &mem, &intr);
+        assert_eq!(*seen.lock().unwrap(), vec![true, false]);
     }
 }

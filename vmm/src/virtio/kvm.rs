@@ -258,6 +258,7 @@ impl IntxResampler {
         let thread = std::thread::Builder::new()
             .name("intx".into())
             .spawn(move || {
+                crate::seccomp::enter_or_exit(crate::seccomp::Thread::Worker);
                 let mut events = vec![EpollEvent::default(); pins.len() + 1];
                 loop {
                     let n = match epoll.wait(-1, &mut events) {

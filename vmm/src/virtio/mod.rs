@@ -20,6 +20,7 @@ pub mod balloon;
 pub mod block;
 pub mod console;
 pub mod gpu;
+pub mod hotplug;
 pub mod kvm;
 pub mod net;
 pub mod pci_transport;

@@ -704,6 +704,22 @@ impl VirtioPciDevice {
     }
 }
 
+/// A function taken off the bus (hot-unplug, machine rebuild) leaves no
+/// ioeventfd behind: one left registered would swallow the doorbell writes of
+/// the next function whose BAR lands at the same address.
+impl Drop for VirtioPciDevice {
+    fn drop(&mut self) {
+        if let (Some(reg), Some(base)) = (self.ioevents.as_ref(), self.ioevent_base) {
+            for (q, evt) in self.kicks.iter().enumerate() {
+                let _ = reg.unregister(
+                    base + NOTIFY_CFG + q as u64 * u64::from(NOTIFY_MULTIPLIER),
+                    evt,
+                );
+            }
+        }
+    }
+}
+
 impl PciDevice for VirtioPciDevice {
     fn read_config(&mut self, reg: usize) -> u32 {
         if reg * 4 == self.pci_cfg_cap + 16 {

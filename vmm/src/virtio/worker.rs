@@ -153,7 +153,10 @@ impl<H: WorkerHandler> Worker<H> {
         let stop_fd = stop.try_clone()?;
         let thread = std::thread::Builder::new()
             .name(name.to_string())
-            .spawn(move || run(handler, ctx, stop_fd))?;
+            .spawn(move || {
+                crate::seccomp::enter_or_exit(crate::seccomp::Thread::Worker);
+                run(handler, ctx, stop_fd)
+            })?;
         Ok(Worker {
             stop,
             thread: Some(thread),

@@ -107,6 +107,7 @@ mod tests {
                 },
                 mode: CpuMode::HostPassthrough,
                 features: vec![],
+                model: None,
             },
             boot: Boot {
                 firmware: None,
@@ -119,6 +120,7 @@ mod tests {
                 rtc: Default::default(),
                 acpi,
                 apic: true,
+                hyperv: None,
             },
             lifecycle: Lifecycle {
                 on_poweroff: LifecycleAction::Destroy,
@@ -140,7 +142,7 @@ mod tests {
             apic_ids: vec![0, 1],
             serial_ports: vec![0],
             pvpanic: false,
-            tpm: false,
+            tpm: None,
             ram: &ram,
             platform,
         };

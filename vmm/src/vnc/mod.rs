@@ -32,6 +32,9 @@ pub enum VncError {
     /// Every port from 5900 up is taken.
     #[error("no free VNC port on {0} from {min} up", min = ms::VNC_PORT_MIN)]
     NoFreePort(String),
+    /// The server's threads could not be confined.
+    #[error("cannot confine the VNC server")]
+    Seccomp(#[source] crate::seccomp::SeccompError),
     /// The server could not start.
     #[error("cannot start the VNC server")]
     Server(#[source] rfb::server::ServerError),
@@ -70,13 +73,12 @@ impl Vnc {
                 ms::SharePolicy::Ignore => rfb::SharePolicy::Ignore,
             },
         };
-        let server = rfb::Server::new(backend, config).map_err(VncError::Server)?;
-        let listening = match &g.listen {
+        // Bound here, served from threads under the VNC filter (see `serve`).
+        let (listener, listening) = match &g.listen {
             ms::GraphicsListen::Address { address, port } => {
                 let l = bind_tcp(address, *port)?;
                 let local = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-                server.listen_tcp(l).map_err(VncError::Server)?;
-                local
+                (Some(Listener::Tcp(l)), local)
             }
             ms::GraphicsListen::Socket { path } => {
                 // A socket left by an earlier run of this domain is replaced, as QEMU does.
@@ -86,11 +88,11 @@ impl Vnc {
                     let _ = std::fs::remove_file(path);
                 }
                 let l = UnixListener::bind(path).map_err(|e| VncError::Bind(path.clone(), e))?;
-                server.listen_unix(l).map_err(VncError::Server)?;
-                path.clone()
+                (Some(Listener::Unix(l)), path.clone())
             }
-            ms::GraphicsListen::None => "no socket (QMP add_client only)".to_string(),
+            ms::GraphicsListen::None => (None, "no socket (QMP add_client only)".to_string()),
         };
+        let server = serve(backend, config, listener)?;
         tracing::info!(listen = %listening, "VNC server started");
         Ok(Vnc { server, events })
     }
@@ -110,6 +112,40 @@ impl Drop for Vnc {
     fn drop(&mut self) {
         self.server.shutdown();
     }
+}
+
+/// A bound listening socket.
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// Starts the protocol server on `listener` from a thread that has entered the VNC
+/// seccomp filter, so rfb's threads (refresh, accept, clients) inherit it.
+fn serve(
+    backend: Arc<ConsoleBackend>,
+    config: rfb::ServerConfig,
+    listener: Option<Listener>,
+) -> Result<rfb::Server, VncError> {
+    std::thread::scope(|s| {
+        let starter = std::thread::Builder::new()
+            .name("vnc-start".into())
+            .spawn_scoped(s, move || {
+                crate::seccomp::enter(crate::seccomp::Thread::Vnc).map_err(VncError::Seccomp)?;
+                let server = rfb::Server::new(backend, config).map_err(VncError::Server)?;
+                match listener {
+                    Some(Listener::Tcp(l)) => server.listen_tcp(l),
+                    Some(Listener::Unix(l)) => server.listen_unix(l),
+                    None => Ok(()),
+                }
+                .map_err(VncError::Server)?;
+                Ok(server)
+            })
+            .map_err(|e| VncError::Server(e.into()))?;
+        starter
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
 }
 
 /// The VNC server a spec asks for, serving `console` (a black screen without a

@@ -18,6 +18,16 @@ pub enum CpuidError {
         "guest CPU does not match the host: host CPU (KVM) does not provide required feature '{0}'"
     )]
     MissingRequired(String),
+    /// A named model's needs or a policy the host cannot honour (libvirt's
+    /// `VIR_ERR_CPU_INCOMPATIBLE` text).
+    #[error("the CPU is incompatible with host CPU: {0}")]
+    Incompatible(String),
+    /// No named model fits the host (`host-model`).
+    #[error("unsupported configuration: no CPU model describes this host's CPU")]
+    NoHostModel,
+    /// A model name that is not in our table.
+    #[error("unsupported configuration: CPU model '{0}' is not supported by hypervisor")]
+    UnknownModel(String),
 }
 
 /// `CPUID.1:ECX` hypervisor-present bit.
@@ -89,7 +99,7 @@ fn reg_mut(e: &mut kvm_cpuid_entry2, r: Reg) -> &mut u32 {
     }
 }
 
-fn find(
+pub(super) fn find(
     entries: &mut [kvm_cpuid_entry2],
     leaf: u32,
     subleaf: u32,
@@ -99,13 +109,13 @@ fn find(
     })
 }
 
-fn bit_is_set(entries: &mut [kvm_cpuid_entry2], b: FeatureBit) -> bool {
+pub(super) fn bit_is_set(entries: &mut [kvm_cpuid_entry2], b: FeatureBit) -> bool {
     find(entries, b.leaf, b.subleaf)
         .map(|e| *reg_mut(e, b.reg) & (1 << b.bit) != 0)
         .unwrap_or(false)
 }
 
-fn set_bit(entries: &mut [kvm_cpuid_entry2], b: FeatureBit, on: bool) {
+pub(super) fn set_bit(entries: &mut [kvm_cpuid_entry2], b: FeatureBit, on: bool) {
     if let Some(e) = find(entries, b.leaf, b.subleaf) {
         let r = reg_mut(e, b.reg);
         if on {

@@ -67,6 +67,8 @@ const TABLE: &[(&str, FeatureBit)] = &[
     ("f16c", f(1, 0, Ecx, 29)),
     ("rdrand", f(1, 0, Ecx, 30)),
     ("hypervisor", f(1, 0, Ecx, 31)),
+    // CPUID.6:EAX
+    ("arat", f(6, 0, Eax, 2)),
     // CPUID.1:EDX
     ("fpu", f(1, 0, Edx, 0)),
     ("vme", f(1, 0, Edx, 1)),
@@ -119,6 +121,7 @@ const TABLE: &[(&str, FeatureBit)] = &[
     ("avx512ifma", f(7, 0, Ebx, 21)),
     ("clflushopt", f(7, 0, Ebx, 23)),
     ("clwb", f(7, 0, Ebx, 24)),
+    ("intel-pt", f(7, 0, Ebx, 25)),
     ("avx512pf", f(7, 0, Ebx, 26)),
     ("avx512er", f(7, 0, Ebx, 27)),
     ("avx512cd", f(7, 0, Ebx, 28)),
@@ -161,6 +164,8 @@ const TABLE: &[(&str, FeatureBit)] = &[
     ("arch-capabilities", f(7, 0, Edx, 29)),
     ("core-capability", f(7, 0, Edx, 30)),
     ("ssbd", f(7, 0, Edx, 31)),
+    // CPUID.(7,1):EAX
+    ("avx512-bf16", f(7, 1, Eax, 5)),
     // CPUID.(0xD,1):EAX
     ("xsaveopt", f(0xd, 1, Eax, 0)),
     ("xsavec", f(0xd, 1, Eax, 1)),
@@ -209,6 +214,10 @@ const TABLE: &[(&str, FeatureBit)] = &[
     ("amd-stibp", f(0x8000_0008, 0, Ebx, 15)),
     ("amd-ssbd", f(0x8000_0008, 0, Ebx, 24)),
     ("virt-ssbd", f(0x8000_0008, 0, Ebx, 25)),
+    // CPUID.0x8000000A:EDX (SVM features)
+    ("npt", f(0x8000_000a, 0, Edx, 0)),
+    ("nrip-save", f(0x8000_000a, 0, Edx, 3)),
+    ("svme-addr-chk", f(0x8000_000a, 0, Edx, 28)),
     // KVM paravirtual features, CPUID.0x40000001:EAX
     ("kvmclock", f(0x4000_0001, 0, Eax, 0)),
     ("kvm-nopiodelay", f(0x4000_0001, 0, Eax, 1)),
@@ -240,6 +249,11 @@ pub const KVM_HIDDEN_BY_DEFAULT: &[&str] = &[
 /// Canonical spelling for comparisons: lower case, `_` written as `-`.
 pub fn normalize(name: &str) -> String {
     name.trim().to_ascii_lowercase().replace('_', "-")
+}
+
+/// Every named feature bit: `(canonical name, bit)`; one bit may have two names.
+pub fn all() -> impl Iterator<Item = (&'static str, FeatureBit)> {
+    TABLE.iter().copied()
 }
 
 /// Looks a feature up by its libvirt or QEMU name.

@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
@@ -36,6 +36,13 @@ pub trait DiskBackend: Send {
     fn is_direct(&self) -> bool {
         false
     }
+    /// The descriptor a plain `preadv`/`pwritev` of `iov` at `offset` may use,
+    /// so that the request can be submitted asynchronously (io_uring, I/O
+    /// threads); None when the backend must do the transfer itself. The
+    /// descriptor stays open as long as the backend.
+    fn async_fd(&mut self, _offset: u64, _iov: &[libc::iovec]) -> Option<RawFd> {
+        None
+    }
 }
 
 /// A raw image: a regular file or a block device.
@@ -47,6 +54,9 @@ pub struct RawDisk {
     size: u64,
     block_device: bool,
     ignore_flush: bool,
+    /// Descriptors given up (O_DIRECT refused) but kept open: transfers in
+    /// flight may still name them.
+    retired: Vec<File>,
 }
 
 /// The `O_DIRECT` side of a raw image.
@@ -93,6 +103,7 @@ impl RawDisk {
             size,
             block_device,
             ignore_flush: flags.ignore_flush,
+            retired: Vec::new(),
         })
     }
 
@@ -143,7 +154,8 @@ impl RawDisk {
             None => {
                 warn!("virtio-blk: O_DIRECT refused page-aligned I/O ({e}); using the host page cache");
                 let d = self.direct.take().expect("checked above");
-                self.file = d.buffered;
+                let direct = std::mem::replace(&mut self.file, d.buffered);
+                self.retired.push(direct);
             }
         }
     }
@@ -229,6 +241,10 @@ impl DiskBackend for RawDisk {
 
     fn read_at(&mut self, offset: u64, bufs: Bufs<'_, '_>) -> io::Result<()> {
         self.transfer(offset, bufs, false)
+    }
+
+    fn async_fd(&mut self, offset: u64, iov: &[libc::iovec]) -> Option<RawFd> {
+        Some(self.fd_for(offset, iov).0)
     }
 
     fn write_at(&mut self, offset: u64, bufs: Bufs<'_, '_>) -> io::Result<()> {

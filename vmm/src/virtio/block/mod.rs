@@ -7,25 +7,31 @@
 
 pub mod backend;
 pub mod cache;
+pub mod engine;
+mod inflight;
 pub mod lock;
 
+use std::os::fd::RawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 use virtio_queue::DescriptorChain;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, VolatileSlice};
 
-use super::queue_util::{drain, segments, Segment};
-use super::worker::{DeviceCtx, Worker, WorkerHandler};
+use super::queue_util::{segments, Segment};
+use super::worker::Worker;
 use super::{
     device_type, read_config_bytes, ActivateError, Activation, GuestMem, VirtioDevice,
     VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
 };
 pub use backend::{DiskBackend, Qcow2Disk, RawDisk};
 pub use cache::OpenFlags;
+use engine::Engine;
+pub use engine::IoMode;
+use inflight::QueueWorker;
 pub use lock::{ImageLock, LockError, LockMode};
 
 /// Sector size the protocol counts in.
@@ -43,6 +49,7 @@ pub mod features {
     pub const RO: u64 = 1 << 5;
     pub const BLK_SIZE: u64 = 1 << 6;
     pub const FLUSH: u64 = 1 << 9;
+    pub const MQ: u64 = 1 << 12;
     pub const DISCARD: u64 = 1 << 13;
     pub const WRITE_ZEROES: u64 = 1 << 14;
 }
@@ -117,6 +124,73 @@ fn bump(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
 
+impl BlockStats {
+    /// Counts one read or write of `len` bytes at `off` that took `took`.
+    pub(crate) fn count_rw(&self, write: bool, off: u64, len: u64, took: Duration, ok: bool) {
+        let ns = took.as_nanos() as u64;
+        match (ok, write) {
+            (true, true) => {
+                bump(&self.wr_ops, 1);
+                bump(&self.wr_bytes, len);
+                bump(&self.wr_ns, ns);
+                self.wr_highest_offset
+                    .fetch_max(off + len, Ordering::Relaxed);
+            }
+            (true, false) => {
+                bump(&self.rd_ops, 1);
+                bump(&self.rd_bytes, len);
+                bump(&self.rd_ns, ns);
+            }
+            (false, true) => bump(&self.failed_wr, 1),
+            (false, false) => bump(&self.failed_rd, 1),
+        }
+    }
+}
+
+/// A request chain taken apart: type, first sector, data buffers, status byte.
+#[derive(Debug, Clone)]
+pub(crate) struct Request {
+    pub rtype: u32,
+    pub sector: u64,
+    pub data: Vec<Segment>,
+    pub data_len: u64,
+    pub status: GuestAddress,
+}
+
+impl Request {
+    /// Parses a chain's segments; None when it is too malformed to carry a
+    /// status byte (the chain is then returned with a used length of 0).
+    pub(crate) fn parse(mem: &GuestMem, segs: &[Segment]) -> Option<Self> {
+        let total: u64 = segs.iter().map(|s| u64::from(s.len)).sum();
+        let last = segs.last().copied()?;
+        if total < 17 || !last.write || last.len == 0 {
+            warn!("virtio-blk: malformed request ({} bytes)", total);
+            return None;
+        }
+        let status = GuestAddress(last.addr.0 + u64::from(last.len) - 1);
+        let mut hdr = [0u8; 16];
+        let mut p = 0;
+        for s in &sub_range(segs, 0, 16) {
+            if s.write
+                || mem
+                    .read_slice(&mut hdr[p..p + s.len as usize], s.addr)
+                    .is_err()
+            {
+                return None;
+            }
+            p += s.len as usize;
+        }
+        let data = sub_range(segs, 16, total - 1);
+        Some(Request {
+            rtype: u32::from_le_bytes(hdr[0..4].try_into().expect("4 bytes")),
+            sector: u64::from_le_bytes(hdr[8..16].try_into().expect("8 bytes")),
+            data_len: data.iter().map(|s| u64::from(s.len)).sum(),
+            data,
+            status,
+        })
+    }
+}
+
 /// Executes requests against one image.
 pub struct RequestHandler {
     backend: Box<dyn DiskBackend>,
@@ -181,36 +255,54 @@ impl RequestHandler {
     /// Executes one request chain; returns the bytes written into it (the used
     /// length). A chain too malformed to carry a status byte is returned with 0.
     pub fn process(&mut self, mem: &GuestMem, chain: DescriptorChain<&GuestMem>) -> u32 {
-        let segs = segments(chain);
-        let total: u64 = segs.iter().map(|s| u64::from(s.len)).sum();
-        let Some(last) = segs.last().copied() else {
+        let Some(r) = Request::parse(mem, &segments(chain)) else {
             return 0;
         };
-        if total < 17 || !last.write || last.len == 0 {
-            warn!("virtio-blk: malformed request ({} bytes)", total);
-            return 0;
-        }
-        let status_addr = GuestAddress(last.addr.0 + u64::from(last.len) - 1);
-        let header = sub_range(&segs, 0, 16);
-        let mut hdr = [0u8; 16];
-        let mut p = 0;
-        for s in &header {
-            if s.write
-                || mem
-                    .read_slice(&mut hdr[p..p + s.len as usize], s.addr)
-                    .is_err()
-            {
-                return 0;
-            }
-            p += s.len as usize;
-        }
-        let rtype = u32::from_le_bytes(hdr[0..4].try_into().expect("4 bytes"));
-        let sector = u64::from_le_bytes(hdr[8..16].try_into().expect("8 bytes"));
-        let data = sub_range(&segs, 16, total - 1);
-        let data_len: u64 = data.iter().map(|s| u64::from(s.len)).sum();
-        let (st, written) = self.execute(mem, rtype, sector, &data, data_len);
-        let _ = mem.write_obj(st, status_addr);
+        let (st, written) = self.run(mem, &r);
+        let _ = mem.write_obj(st, r.status);
         written + 1
+    }
+
+    /// Executes a parsed request; returns its status and the data bytes written
+    /// into the guest's buffers.
+    pub(crate) fn run(&mut self, mem: &GuestMem, r: &Request) -> (u8, u32) {
+        self.execute(mem, r.rtype, r.sector, &r.data, r.data_len)
+    }
+
+    /// The byte offset of a read or write, or the status that fails it (a write
+    /// to a read-only disk, buffers pointing the wrong way, out of range).
+    pub(crate) fn rw_offset(
+        &self,
+        write: bool,
+        sector: u64,
+        data: &[Segment],
+        data_len: u64,
+    ) -> Result<u64, u8> {
+        if write && self.readonly {
+            return Err(status::IOERR);
+        }
+        // Data buffers must point the right way: device-writable for reads.
+        if data.iter().any(|s| s.write == write) || !data_len.is_multiple_of(SECTOR) {
+            return Err(status::IOERR);
+        }
+        sector
+            .checked_mul(SECTOR)
+            .filter(|o| {
+                o.checked_add(data_len)
+                    .is_some_and(|end| end <= self.backend.size())
+            })
+            .ok_or(status::IOERR)
+    }
+
+    /// The descriptor an asynchronous transfer of `iov` at `offset` may go to
+    /// (None: the backend does its own I/O, e.g. qcow2).
+    pub(crate) fn async_fd(&mut self, offset: u64, iov: &[libc::iovec]) -> Option<RawFd> {
+        self.backend.async_fd(offset, iov)
+    }
+
+    /// The counters this handler updates.
+    pub(crate) fn stats(&self) -> Arc<BlockStats> {
+        self.stats.clone()
     }
 
     fn execute(
@@ -221,53 +313,24 @@ impl RequestHandler {
         data: &[Segment],
         data_len: u64,
     ) -> (u8, u32) {
-        let offset = sector.checked_mul(SECTOR);
-        let in_range = |len: u64| {
-            offset
-                .and_then(|o| o.checked_add(len))
-                .is_some_and(|end| end <= self.backend.size())
-        };
         match rtype {
             req::IN | req::OUT => {
                 let write = rtype == req::OUT;
-                if write && self.readonly {
-                    return (status::IOERR, 0);
-                }
-                // Data buffers must point the right way: device-writable for reads.
-                if data.iter().any(|s| s.write == write) || !data_len.is_multiple_of(SECTOR) {
-                    return (status::IOERR, 0);
-                }
-                if !in_range(data_len) {
-                    return (status::IOERR, 0);
-                }
+                let off = match self.rw_offset(write, sector, data, data_len) {
+                    Ok(off) => off,
+                    Err(st) => return (st, 0),
+                };
                 let Some(slices) = guest_slices(mem, data) else {
                     return (status::IOERR, 0);
                 };
-                let off = offset.unwrap_or(0);
                 let t = Instant::now();
                 let r = if write {
                     self.backend.write_at(off, &slices)
                 } else {
                     self.backend.read_at(off, &slices)
                 };
-                let ns = t.elapsed().as_nanos() as u64;
-                let st = &self.stats;
-                match (&r, write) {
-                    (Ok(()), true) => {
-                        bump(&st.wr_ops, 1);
-                        bump(&st.wr_bytes, data_len);
-                        bump(&st.wr_ns, ns);
-                        st.wr_highest_offset
-                            .fetch_max(off + data_len, Ordering::Relaxed);
-                    }
-                    (Ok(()), false) => {
-                        bump(&st.rd_ops, 1);
-                        bump(&st.rd_bytes, data_len);
-                        bump(&st.rd_ns, ns);
-                    }
-                    (Err(_), true) => bump(&st.failed_wr, 1),
-                    (Err(_), false) => bump(&st.failed_rd, 1),
-                }
+                self.stats
+                    .count_rw(write, off, data_len, t.elapsed(), r.is_ok());
                 match r {
                     Ok(()) => (status::OK, if write { 0 } else { data_len as u32 }),
                     Err(e) => {
@@ -422,34 +485,22 @@ pub fn open_backend(
     Ok((backend, lock))
 }
 
-/// The worker side: the handler plus the queue loop.
-struct BlockWorker {
-    handler: RequestHandler,
-}
-
-impl WorkerHandler for BlockWorker {
-    fn queue_event(&mut self, ctx: &mut DeviceCtx, pos: usize) {
-        let DeviceCtx {
-            mem,
-            queues,
-            interrupt,
-            ..
-        } = ctx;
-        let handler = &mut self.handler;
-        drain(&mut queues[pos], mem, interrupt.as_ref(), |chain| {
-            handler.process(mem, chain)
-        });
-    }
-}
-
 /// The virtio-blk device.
 pub struct Block {
     id: String,
     readonly: bool,
     discard: bool,
     capacity: u64,
-    handler: Option<RequestHandler>,
-    worker: Option<Worker<BlockWorker>>,
+    /// Shared by the queue workers for what they run synchronously.
+    handler: Arc<Mutex<RequestHandler>>,
+    /// Request queues offered (`num_queues`).
+    queues: u16,
+    io: IoMode,
+    /// Idle submission engines, one per queue: made before the guest runs (I/O
+    /// threads are best started before the VMM's threads take their seccomp
+    /// filters) and kept across device resets.
+    engines: Vec<Engine>,
+    workers: Vec<Worker<QueueWorker>>,
     _lock: Option<ImageLock>,
 }
 
@@ -459,6 +510,7 @@ impl std::fmt::Debug for Block {
             .field("id", &self.id)
             .field("readonly", &self.readonly)
             .field("capacity", &self.capacity)
+            .field("queues", &self.queues)
             .finish()
     }
 }
@@ -471,8 +523,9 @@ impl Block {
         stats: Arc<BlockStats>,
     ) -> Result<Self, BlockError> {
         let (backend, lock) = open_backend(id, cfg)?;
-        let mut b = Self::with_backend(id, backend, cfg.readonly, cfg.discard, cfg.serial);
-        b.handler = b.handler.map(|h| h.with_stats(stats));
+        let handler =
+            RequestHandler::new(backend, cfg.readonly, cfg.discard, cfg.serial).with_stats(stats);
+        let mut b = Self::with_handler(id, handler, cfg.readonly, cfg.discard);
         b._lock = Some(lock);
         Ok(b)
     }
@@ -486,15 +539,34 @@ impl Block {
         serial: Option<&str>,
     ) -> Self {
         let handler = RequestHandler::new(backend, readonly, discard, serial);
+        Self::with_handler(id, handler, readonly, discard)
+    }
+
+    fn with_handler(id: &str, handler: RequestHandler, readonly: bool, discard: bool) -> Self {
         Block {
             id: id.to_string(),
             readonly,
             discard,
             capacity: handler.size() / SECTOR,
-            handler: Some(handler),
-            worker: None,
+            handler: Arc::new(Mutex::new(handler)),
+            queues: 1,
+            io: IoMode::Auto,
+            engines: Vec::new(),
+            workers: Vec::new(),
             _lock: None,
         }
+    }
+
+    /// Offers `queues` request queues (at least 1), each served by its own
+    /// worker with requests submitted as `io` says.
+    pub fn with_queueing(mut self, queues: u16, io: IoMode) -> Self {
+        self.queues = queues.max(1);
+        self.io = io;
+        if let Err(e) = self.make_engines() {
+            // Retried at activation, where the error reaches the guest's driver.
+            warn!("{}: cannot set up request submission: {e}", self.id);
+        }
+        self
     }
 
     /// Guest-visible size in bytes (whole sectors).
@@ -507,8 +579,8 @@ impl Block {
         c[0..8].copy_from_slice(&self.capacity.to_le_bytes());
         c[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
         c[20..24].copy_from_slice(&(SECTOR as u32).to_le_bytes());
-        // num_queues (only meaningful with MQ, which we do not offer).
-        c[34..36].copy_from_slice(&1u16.to_le_bytes());
+        // num_queues (read by drivers that negotiated MQ).
+        c[34..36].copy_from_slice(&self.queues.to_le_bytes());
         c[36..40].copy_from_slice(&MAX_DISCARD_SECTORS.to_le_bytes());
         c[40..44].copy_from_slice(&1u32.to_le_bytes());
         c[44..48].copy_from_slice(&1u32.to_le_bytes());
@@ -516,6 +588,32 @@ impl Block {
         c[52..56].copy_from_slice(&1u32.to_le_bytes());
         c[56] = 1;
         c
+    }
+
+    /// Makes the missing submission engines (one per queue); the first time,
+    /// logs which path requests take.
+    fn make_engines(&mut self) -> std::io::Result<()> {
+        let first = self.engines.is_empty() && self.workers.is_empty();
+        while self.engines.len() + self.workers.len() < usize::from(self.queues) {
+            let (engine, why_not) = Engine::new(self.io, u32::from(QUEUE_SIZE))?;
+            if first && self.engines.is_empty() {
+                let how = match &why_not {
+                    Some(why) if self.io == IoMode::IoUring => {
+                        warn!("{}: io='io_uring' asked for, but {why}", self.id);
+                        format!("{} ({why})", engine.describe())
+                    }
+                    Some(why) => format!("{} ({why})", engine.describe()),
+                    None => engine.describe(),
+                };
+                info!(
+                    "{}: virtio-blk with {} queue(s) of {QUEUE_SIZE}, each on its own \
+                     worker; reads and writes go through {how}",
+                    self.id, self.queues
+                );
+            }
+            self.engines.push(engine);
+        }
+        Ok(())
     }
 }
 
@@ -529,7 +627,7 @@ impl VirtioDevice for Block {
     }
 
     fn queue_max_sizes(&self) -> Vec<u16> {
-        vec![QUEUE_SIZE]
+        vec![QUEUE_SIZE; usize::from(self.queues)]
     }
 
     fn features(&self) -> u64 {
@@ -538,6 +636,9 @@ impl VirtioDevice for Block {
             | features::FLUSH
             | VIRTIO_RING_F_EVENT_IDX
             | VIRTIO_RING_F_INDIRECT_DESC;
+        if self.queues > 1 {
+            f |= features::MQ;
+        }
         if self.readonly {
             f |= features::RO;
         } else {
@@ -560,23 +661,49 @@ impl VirtioDevice for Block {
                 queue: 0,
             });
         }
-        let handler = self.handler.take().ok_or(ActivateError::NoBackend {
-            device: "virtio-blk",
-        })?;
-        let name = format!("_{}", self.id);
-        let worker = Worker::spawn(&name, BlockWorker { handler }, act).map_err(|source| {
-            ActivateError::Worker {
-                device: "virtio-blk",
-                source,
+        let Activation {
+            mem,
+            features,
+            queues,
+            interrupt,
+        } = act;
+        for aq in queues {
+            let name = format!("_{}q{}", self.id, aq.index);
+            let engine = self.make_engines().and_then(|()| {
+                self.engines
+                    .pop()
+                    .ok_or(std::io::ErrorKind::NotFound.into())
+            });
+            let worker = engine.and_then(|e| {
+                let w = QueueWorker::new(self.handler.clone(), e);
+                let act = Activation {
+                    mem: mem.clone(),
+                    features,
+                    queues: vec![aq],
+                    interrupt: interrupt.clone(),
+                };
+                Worker::spawn(&name, w, act)
+            });
+            match worker {
+                Ok(w) => self.workers.push(w),
+                Err(source) => {
+                    self.reset();
+                    return Err(ActivateError::Worker {
+                        device: "virtio-blk",
+                        source,
+                    });
+                }
             }
-        })?;
-        self.worker = Some(worker);
+        }
         Ok(())
     }
 
     fn reset(&mut self) {
-        if let Some(w) = self.worker.take() {
-            self.handler = w.stop().map(|w| w.handler);
+        // Each worker waits for its I/O in flight before it ends.
+        for w in self.workers.drain(..) {
+            if let Some(w) = w.stop() {
+                self.engines.push(w.into_engine());
+            }
         }
     }
 }

@@ -1,0 +1,448 @@
+//! Live attach and detach of virtio disks and NICs (`virsh attach-device --live`,
+//! `attach-disk`, `attach-interface` and their detach twins; D-Bus `AttachDevice`,
+//! `DetachDevice`), the way libvirt's QEMU driver does it on a Q35 machine:
+//!
+//! * **attach**: the device goes behind a free `pcie-root-port` (one no device
+//!   names as its bus; libvirt adds no ports live, so a domain needs spare ones, as
+//!   virt-install leaves). The live definition with the device appended is parsed,
+//!   resolved (networks, volumes, a `vnetN` tap name) and translated as at start;
+//!   the VMM gets `blockdev-add` + `device_add` (disk) or `netdev_add` +
+//!   `device_add` (NIC), and the device-added event follows;
+//! * **detach**: the device is found as the `--config` detach finds it; the VMM
+//!   gets `device_del` (the guest is asked through the slot's attention button).
+//!   When the guest releases it the VMM sends `DEVICE_DELETED`: the device leaves
+//!   the live definition, its backend node or netdev goes, device-removed follows.
+//!   The call waits up to 5 seconds for that, as libvirt does
+//!   (`QEMU_UNPLUG_TIMEOUT`); a guest that has not released it by then leaves the
+//!   device in place and the call still succeeds — libvirt's behaviour: the
+//!   removal completes whenever the guest does it.
+//!
+//! i440FX machines have no hot-plug here yet (ACPI PCI hot-plug): refused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use machine_spec::{DeviceKind, DiskFormat, MachineSpec, NetBackend, NetModel};
+use serde_json::{json, Value};
+
+use super::definition::Definition;
+use super::device_config::{attach_to, detach_from};
+use super::event::Event;
+use super::slot::Slot;
+use super::supervise::Vm;
+use super::{Core, Error, Result};
+
+/// How long a detach waits for the guest (libvirt's `QEMU_UNPLUG_TIMEOUT`).
+const UNPLUG_WAIT: Duration = Duration::from_secs(5);
+
+/// The block node libvirt would name for disk `alias`.
+fn node_name(alias: &str) -> String {
+    format!("libvirt-{alias}-format")
+}
+
+/// The netdev id libvirt gives NIC `alias`.
+fn netdev_id(alias: &str) -> String {
+    format!("host{alias}")
+}
+
+/// Spec bus indexes of root ports nothing sits behind, lowest first.
+fn free_root_ports(spec: &MachineSpec) -> Vec<u8> {
+    let used: Vec<u8> = spec
+        .devices
+        .iter()
+        .filter_map(|d| d.pci)
+        .filter(|a| a.bus != 0)
+        .map(|a| a.bus)
+        .collect();
+    let mut free: Vec<u8> = spec
+        .devices
+        .iter()
+        .filter_map(|d| match &d.kind {
+            DeviceKind::PciController(c)
+                if c.model == machine_spec::PciControllerModel::PcieRootPort =>
+            {
+                Some(c.index)
+            }
+            _ => None,
+        })
+        .filter(|i| !used.contains(i))
+        .collect();
+    free.sort_unstable();
+    free
+}
+
+/// The device element's text with its `<address>` replaced by one behind the
+/// root port providing bus `bus`.
+fn placed_at(xml: &str, dev: roxmltree::Node, bus: u8) -> String {
+    let text = &xml[dev.range()];
+    let start = dev.range().start;
+    let address = format!(
+        "<address type='pci' domain='0x0000' bus='{bus:#04x}' slot='0x00' function='0x0'/>"
+    );
+    match dev
+        .children()
+        .find(|c| c.is_element() && c.has_tag_name("address"))
+    {
+        Some(a) => {
+            let r = a.range();
+            format!(
+                "{}{address}{}",
+                &text[..r.start - start],
+                &text[r.end - start..]
+            )
+        }
+        None if text.ends_with("/>") => {
+            let open = &text[..text.len() - 2];
+            let tag = dev.tag_name().name();
+            format!("{open}>{address}</{tag}>")
+        }
+        None => {
+            let end = text.rfind("</").unwrap_or(text.len());
+            format!("{}{address}{}", &text[..end], &text[end..])
+        }
+    }
+}
+
+/// Whether a definition's machine type is a Q35 one (`q35`, `pc-q35-…`): where
+/// libvirt lays out root ports, and PCIe native hot-plug applies. (The spec's
+/// chipset says Generic for a direct kernel boot of either.)
+fn is_q35(xml: &str) -> bool {
+    let Ok(doc) = roxmltree::Document::parse(xml) else {
+        return false;
+    };
+    doc.descendants()
+        .find(|n| n.has_tag_name("type") && n.parent().is_some_and(|p| p.has_tag_name("os")))
+        .and_then(|t| t.attribute("machine"))
+        .is_some_and(|m| m == "q35" || m.starts_with("pc-q35"))
+}
+
+/// The aliases of the disks and interfaces in a definition's XML.
+fn device_aliases(xml: &str) -> Vec<(String, String)> {
+    let Ok(doc) = roxmltree::Document::parse(xml) else {
+        return Vec::new();
+    };
+    let Some(devices) = doc
+        .root_element()
+        .children()
+        .find(|n| n.has_tag_name("devices"))
+    else {
+        return Vec::new();
+    };
+    devices
+        .children()
+        .filter(|d| d.has_tag_name("disk") || d.has_tag_name("interface"))
+        .filter_map(|d| {
+            let alias = d
+                .children()
+                .find(|c| c.has_tag_name("alias"))?
+                .attribute("name")?;
+            Some((d.tag_name().name().to_string(), alias.to_string()))
+        })
+        .collect()
+}
+
+/// The definition XML without the disk or interface whose alias is `alias`.
+fn without_alias(xml: &str, alias: &str) -> Option<String> {
+    let doc = roxmltree::Document::parse(xml).ok()?;
+    let dev = doc
+        .root_element()
+        .children()
+        .find(|n| n.has_tag_name("devices"))?
+        .children()
+        .filter(|d| d.has_tag_name("disk") || d.has_tag_name("interface"))
+        .find(|d| {
+            d.children()
+                .any(|c| c.has_tag_name("alias") && c.attribute("name") == Some(alias))
+        })?;
+    let r = dev.range();
+    Some(format!("{}{}", &xml[..r.start], &xml[r.end..]))
+}
+
+fn unsupported(what: &str, tag: &str) -> Error {
+    Error::OperationUnsupported(format!("live {what} of device '{tag}' is not supported"))
+}
+
+impl Core {
+    /// Attaches the device `xml` to the running domain of `slot` (job lock held).
+    pub(super) async fn attach_live(&self, slot: &Arc<Slot>, xml: &str) -> Result<()> {
+        let doc = roxmltree::Document::parse(xml)
+            .map_err(|e| Error::Xml(format!("(device_definition): {e}")))?;
+        let dev = doc.root_element();
+        let tag = dev.tag_name().name();
+        if tag != "disk" && tag != "interface" {
+            return Err(unsupported("attach", tag));
+        }
+        let (live, vm) = running(slot)?;
+        let live_xml = live.to_xml(false);
+        let now = live.translate()?;
+        if !is_q35(&live_xml) {
+            return Err(Error::OperationUnsupported(format!(
+                "live attach of device '{tag}' is not supported on i440FX machines (no ACPI \
+                 PCI hot-plug yet): use a Q35 machine with a free pcie-root-port"
+            )));
+        }
+        let bus = *free_root_ports(&now)
+            .first()
+            .ok_or_else(|| Error::Internal("No more available PCI slots".into()))?;
+        let dev_xml = placed_at(xml, dev, bus);
+        let dev_doc = roxmltree::Document::parse(&dev_xml)
+            .map_err(|e| Error::Internal(format!("device XML: {e}")))?;
+        let new_xml = attach_to(&live_xml, &dev_xml, dev_doc.root_element())?;
+        let mut def = Definition::parse(&new_xml)?;
+        self.resolve_networks(&mut def)?;
+        self.resolve_volumes(&mut def)?;
+        let mut spec = def.translate()?;
+        super::tapname::name_taps(&self.inner.next_vnet, &mut def, &mut spec);
+        let d = spec
+            .devices
+            .iter()
+            .find(|d| d.pci.is_some_and(|a| a.bus == bus))
+            .ok_or_else(|| Error::Internal(format!("the new {tag} is not on bus {bus}")))?;
+        let pci_bus = format!("pci.{bus}");
+        match &d.kind {
+            DeviceKind::Disk(k) => {
+                let node = node_name(&d.id);
+                let format = match k.format {
+                    DiskFormat::Raw => "raw",
+                    DiskFormat::Qcow2 => "qcow2",
+                };
+                vm.qmp(
+                    "blockdev-add",
+                    Some(json!({
+                        "driver": format, "node-name": node, "read-only": k.readonly,
+                        "file": {"driver": "file", "filename": k.path.display().to_string()}
+                    })),
+                )
+                .await?;
+                let mut args = json!({"driver": "virtio-blk-pci", "id": d.id, "bus": pci_bus,
+                    "addr": "0x0", "drive": node});
+                if let Some(s) = &k.serial {
+                    args["serial"] = json!(s);
+                }
+                if let Err(e) = vm.qmp("device_add", Some(args)).await {
+                    let _ = vm
+                        .qmp("blockdev-del", Some(json!({"node-name": node})))
+                        .await;
+                    return Err(e);
+                }
+            }
+            DeviceKind::Net(n) if n.model == NetModel::Virtio => {
+                let netdev = netdev_id(&d.id);
+                let mut args = json!({"type": "tap", "id": netdev});
+                match &n.backend {
+                    NetBackend::Tap { name } => args["ifname"] = json!(name),
+                    NetBackend::Bridge { bridge, tap } => {
+                        args["ifname"] = json!(tap);
+                        args["br"] = json!(bridge);
+                    }
+                    NetBackend::User(_) => {
+                        return Err(unsupported("attach", "interface type='user'"))
+                    }
+                }
+                vm.qmp("netdev_add", Some(args)).await?;
+                let args = json!({"driver": "virtio-net-pci", "id": d.id, "bus": pci_bus,
+                    "addr": "0x0", "netdev": netdev, "mac": n.mac});
+                if let Err(e) = vm.qmp("device_add", Some(args)).await {
+                    let _ = vm.qmp("netdev_del", Some(json!({"id": netdev}))).await;
+                    return Err(e);
+                }
+            }
+            _ => return Err(unsupported("attach", tag)),
+        }
+        let alias = d.id.clone();
+        tracing::info!(domain = %slot.name(), device = alias, bus, "device attached live");
+        let live_xml = def.to_xml(false);
+        slot.rec().live = Some(def);
+        super::media::record_live(&vm, &slot.name(), &live_xml);
+        self.emit(Event::DeviceAdded {
+            domain: slot.domain_ref(),
+            dev_alias: alias,
+        });
+        Ok(())
+    }
+
+    /// Detaches the device `xml` names from the running domain of `slot` (job
+    /// lock held): asks the guest, waits a while for it (see the module doc).
+    pub(super) async fn detach_live(&self, slot: &Arc<Slot>, xml: &str) -> Result<()> {
+        let doc = roxmltree::Document::parse(xml)
+            .map_err(|e| Error::Xml(format!("(device_definition): {e}")))?;
+        let dev = doc.root_element();
+        let tag = dev.tag_name().name();
+        if tag != "disk" && tag != "interface" {
+            return Err(unsupported("detach", tag));
+        }
+        let (live, vm) = running(slot)?;
+        let live_xml = live.to_xml(false);
+        let rest = detach_from(&live_xml, dev)?;
+        let left = device_aliases(&rest);
+        let alias = device_aliases(&live_xml)
+            .into_iter()
+            .find(|a| !left.contains(a))
+            .map(|(_, a)| a)
+            .ok_or_else(|| Error::Internal(format!("Cannot detach {tag} device with no alias")))?;
+        let spec = live.translate()?;
+        let d =
+            spec.devices.iter().find(|d| d.id == alias).ok_or_else(|| {
+                Error::Internal(format!("device '{alias}' is not in the machine"))
+            })?;
+        let hotpluggable = matches!(&d.kind, DeviceKind::Disk(_))
+            || matches!(&d.kind, DeviceKind::Net(n) if n.model == NetModel::Virtio);
+        let behind_port = d.pci.is_some_and(|a| {
+            a.bus != 0
+                && spec.devices.iter().any(|c| {
+                    matches!(&c.kind,
+                DeviceKind::PciController(p) if p.index == a.bus
+                    && p.model == machine_spec::PciControllerModel::PcieRootPort)
+                })
+        });
+        if !hotpluggable {
+            return Err(unsupported("detach", tag));
+        }
+        if !behind_port {
+            let a = d
+                .pci
+                .map_or((0, 0, 0, 0), |a| (a.domain, a.bus, a.slot, a.function));
+            return Err(Error::OperationFailed(format!(
+                "cannot hot unplug {tag} device with PCI guest address: \
+                 {:04x}:{:02x}:{:02x}.{} - not allowed by controller",
+                a.0, a.1, a.2, a.3
+            )));
+        }
+        let mut events = self.subscribe();
+        vm.qmp("device_del", Some(json!({"id": alias}))).await?;
+        let uuid = slot.domain_ref().uuid;
+        let removed = tokio::time::timeout(UNPLUG_WAIT, async {
+            loop {
+                match events.recv().await {
+                    Ok(Event::DeviceRemoved { domain, dev_alias })
+                        if domain.uuid == uuid && dev_alias == alias =>
+                    {
+                        return true
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return false,
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        if !removed {
+            // libvirt: success; the device goes when (if) the guest releases it.
+            tracing::warn!(domain = %slot.name(), device = alias,
+                "the guest has not released the device yet; it stays until it does");
+        }
+        Ok(())
+    }
+
+    /// The VMM's `DEVICE_DELETED`: the guest released device `data.device`.
+    pub(super) fn device_deleted(&self, slot: &Slot, vm: &Arc<Vm>, data: &Value) {
+        let Some(alias) = data["device"].as_str() else {
+            return;
+        };
+        let (kind, live_xml) = {
+            let mut r = slot.rec();
+            let Some(def) = r.live.as_ref() else {
+                return;
+            };
+            let xml = def.to_xml(false);
+            let Some(kind) = device_aliases(&xml)
+                .into_iter()
+                .find(|(_, a)| a == alias)
+                .map(|(k, _)| k)
+            else {
+                tracing::warn!(
+                    device = alias,
+                    "DEVICE_DELETED for a device the live definition lacks"
+                );
+                return;
+            };
+            let Some(rest) = without_alias(&xml, alias) else {
+                return;
+            };
+            match Definition::parse(&rest) {
+                Ok(def) => {
+                    r.live = Some(def);
+                    (kind, rest)
+                }
+                Err(e) => {
+                    tracing::error!(device = alias, error = %e, "live definition without the device");
+                    return;
+                }
+            }
+        };
+        tracing::info!(domain = %slot.name(), device = alias, "device removed");
+        super::media::record_live(vm, &slot.name(), &live_xml);
+        // The backend goes too, as libvirt's qemuDomainRemove*Device does.
+        let (cmd, args) = if kind == "disk" {
+            ("blockdev-del", json!({"node-name": node_name(alias)}))
+        } else {
+            ("netdev_del", json!({"id": netdev_id(alias)}))
+        };
+        let vm = vm.clone();
+        let name = slot.name();
+        tokio::spawn(async move {
+            if let Err(e) = vm.qmp(cmd, Some(args)).await {
+                tracing::warn!(domain = name, error = %e, "{cmd} after unplug");
+            }
+        });
+        self.emit(Event::DeviceRemoved {
+            domain: slot.domain_ref(),
+            dev_alias: alias.to_string(),
+        });
+    }
+}
+
+/// The live definition and VMM of a running domain.
+fn running(slot: &Slot) -> Result<(Definition, Arc<Vm>)> {
+    let r = slot.rec();
+    match (r.live.clone(), r.vm.clone()) {
+        (Some(live), Some(vm)) => Ok((live, vm)),
+        _ => Err(Error::OperationInvalid("domain is not running".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_goes_behind_the_chosen_port() {
+        let x = "<disk type='file' device='disk'><source file='/b.img'/><target dev='vdb' bus='virtio'/></disk>";
+        let d = roxmltree::Document::parse(x).unwrap();
+        let out = placed_at(x, d.root_element(), 3);
+        assert!(
+            out.ends_with("<address type='pci' domain='0x0000' bus='0x03' slot='0x00' function='0x0'/></disk>"),
+            "{out}"
+        );
+        let x = "<interface type='network'><address type='pci' bus='0x09' slot='0x01'/><source network='default'/></interface>";
+        let d = roxmltree::Document::parse(x).unwrap();
+        let out = placed_at(x, d.root_element(), 5);
+        assert!(!out.contains("0x09") && out.contains("bus='0x05'"), "{out}");
+    }
+
+    #[test]
+    fn machine_type_decides() {
+        let q = |m: &str| format!("<domain><os><type machine='{m}'>hvm</type></os></domain>");
+        assert!(is_q35(&q("q35")) && is_q35(&q("pc-q35-7.2")));
+        assert!(!is_q35(&q("pc")) && !is_q35(&q("pc-i440fx-7.2")));
+    }
+
+    #[test]
+    fn aliases_and_removal_by_alias() {
+        let def = "<domain><devices><disk><target dev='vda'/><alias name='virtio-disk0'/></disk>\
+            <interface type='bridge'><alias name='net0'/></interface></devices></domain>";
+        assert_eq!(
+            device_aliases(def),
+            vec![
+                ("disk".to_string(), "virtio-disk0".to_string()),
+                ("interface".to_string(), "net0".to_string())
+            ]
+        );
+        let rest = without_alias(def, "net0").unwrap();
+        assert!(
+            !rest.contains("net0") && rest.contains("virtio-disk0"),
+            "{rest}"
+        );
+        assert!(without_alias(def, "net9").is_none());
+    }
+}

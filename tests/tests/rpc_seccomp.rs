@@ -1,0 +1,145 @@
+//! The VMM's per-thread seccomp filters seen from outside, through oxvirtd and
+//! Debian's virsh: every thread of a running VMM is filtered (`Seccomp: 2`,
+//! `NoNewPrivs: 1` in /proc), and a thread that makes a system call its filter
+//! forbids stops the VMM, which the daemon reports as `shut off (crashed)` with the
+//! call named in the domain log it keeps. The forbidden call comes from the
+//! test-only HMP command `x-oxvirt-test-forbidden-syscall` (run on the monitor
+//! thread), sent with `virsh qemu-monitor-command --hmp`.
+
+mod rpc_common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rpc_common::{display_xml, Daemon, STEP};
+
+/// `(thread name, Seccomp:, NoNewPrivs:)` of every thread of process `pid`.
+fn thread_confinement(pid: i32) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        out.push((
+            comm.trim().to_string(),
+            field("Seccomp:"),
+            field("NoNewPrivs:"),
+        ));
+    }
+    out
+}
+
+fn vmm_pid(d: &Daemon, name: &str) -> i32 {
+    let p = d.dir.path().join("run/domains").join(name).join("pid");
+    let deadline = Instant::now() + STEP;
+    loop {
+        if let Some(pid) = std::fs::read_to_string(&p)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return pid;
+        }
+        if Instant::now() > deadline {
+            d.fail(&format!("no pid file {}", p.display()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn every_vmm_thread_is_filtered_and_a_forbidden_call_crashes_the_domain_with_its_name_logged() {
+    if !oxvirt_tests::host::require_kvm("rpc_seccomp") {
+        return;
+    }
+    let d = Daemon::start();
+    let name = "sc1";
+    let xml = display_xml(name, "<graphics type='vnc' port='-1' autoport='yes'/>");
+    d.virsh_ok(&["define", d.xml_file(name, &xml).to_str().unwrap()]);
+    d.virsh_ok(&["start", name]);
+    d.wait_state(name, "running");
+
+    // The main thread installs its filter once the machine runs, just after the
+    // monitor answers: wait for every thread to show it.
+    let pid = vmm_pid(&d, name);
+    let deadline = Instant::now() + STEP;
+    let threads = loop {
+        let t = thread_confinement(pid);
+        let ready = t.iter().any(|(c, _, _)| c.starts_with("vcpu"))
+            && t.iter().all(|(_, s, n)| s == "2" && n == "1");
+        if ready || Instant::now() > deadline {
+            break t;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for kind in ["vcpu0", "qmp", "qmp-events", "vnc-accept", "vnc-refresh"] {
+        assert!(
+            threads.iter().any(|(c, _, _)| c == kind),
+            "no {kind} thread: {threads:?}"
+        );
+    }
+    for (comm, seccomp, nnp) in &threads {
+        assert_eq!(
+            (seccomp.as_str(), nnp.as_str()),
+            ("2", "1"),
+            "thread {comm} is not filtered: {threads:?}\n{}",
+            d.domain_log(name)
+        );
+    }
+
+    // The monitor thread makes a system call no thread may make: the VMM dies of
+    // SIGSYS (virsh loses the monitor, so its own result does not matter).
+    let _ = d.virsh(&[
+        "qemu-monitor-command",
+        name,
+        "--hmp",
+        "x-oxvirt-test-forbidden-syscall",
+    ]);
+    d.wait_state(name, "shut off");
+    assert_eq!(
+        d.virsh_ok(&["domstate", "--reason", name]).trim(),
+        "shut off (crashed)"
+    );
+    let kept = d.dir.path().join("run/log").join(format!("{name}.log"));
+    let log = std::fs::read_to_string(&kept).unwrap_or_default();
+    let line = "oxvirt-vmm: seccomp: the monitor thread made system call 135 (personality), \
+                which its filter forbids; stopping the VMM";
+    assert!(
+        log.contains(line),
+        "the kept domain log {} does not name the call:\n{log}\n--- oxvirtd log:\n{}",
+        kept.display(),
+        d.log()
+    );
+    assert!(
+        d.log().contains("VMM crashed: oxvirt-vmm: seccomp:"),
+        "{}",
+        d.log()
+    );
+    // The domain starts again (nothing of the crashed run is left in the way).
+    d.virsh_ok(&["start", name]);
+    d.wait_state(name, "running");
+    d.virsh_ok(&["destroy", name]);
+}
+
+#[test]
+fn an_unknown_seccomp_mode_is_a_usage_error_that_names_it() {
+    let out = std::process::Command::new(oxvirt_tests::bin_path("oxvirt-vmm"))
+        .args(["--seccomp", "trap", "--spec"])
+        .arg(Path::new("/nonexistent/spec.json"))
+        .output()
+        .expect("running oxvirt-vmm");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("unknown seccomp mode 'trap' (expected none, log or kill)"),
+        "{err}"
+    );
+}

@@ -1,0 +1,69 @@
+//! The ioctl request numbers the allow-lists name.
+//!
+//! kvm-ioctls keeps its request numbers private, so the KVM ones are computed here
+//! from `<linux/kvm.h>`'s definitions (direction, `KVMIO`, number, argument size)
+//! with the kvm-bindings types; the others come from libc or `<linux/fs.h>`.
+
+use kvm_bindings as kb;
+use std::mem::size_of;
+
+const NONE: u64 = 0;
+const WRITE: u64 = 1;
+const READ: u64 = 2;
+const KVMIO: u64 = 0xae;
+
+/// `_IOC(dir, type, nr, size)` of `<asm-generic/ioctl.h>`.
+const fn ioc(dir: u64, ty: u64, nr: u64, size: usize) -> u64 {
+    (dir << 30) | ((size as u64) << 16) | (ty << 8) | nr
+}
+
+const fn kvm(dir: u64, nr: u64, size: usize) -> u64 {
+    ioc(dir, KVMIO, nr, size)
+}
+
+// /dev/kvm
+pub const KVM_GET_API_VERSION: u64 = kvm(NONE, 0x00, 0);
+pub const KVM_CREATE_VM: u64 = kvm(NONE, 0x01, 0);
+pub const KVM_CHECK_EXTENSION: u64 = kvm(NONE, 0x03, 0);
+pub const KVM_GET_VCPU_MMAP_SIZE: u64 = kvm(NONE, 0x04, 0);
+pub const KVM_GET_SUPPORTED_CPUID: u64 = kvm(READ | WRITE, 0x05, size_of::<kb::kvm_cpuid2>());
+
+// VM
+pub const KVM_CREATE_VCPU: u64 = kvm(NONE, 0x41, 0);
+pub const KVM_GET_DIRTY_LOG: u64 = kvm(WRITE, 0x42, size_of::<kb::kvm_dirty_log>());
+pub const KVM_SET_USER_MEMORY_REGION: u64 =
+    kvm(WRITE, 0x46, size_of::<kb::kvm_userspace_memory_region>());
+pub const KVM_SET_TSS_ADDR: u64 = kvm(NONE, 0x47, 0);
+pub const KVM_SET_IDENTITY_MAP_ADDR: u64 = kvm(WRITE, 0x48, size_of::<u64>());
+pub const KVM_CREATE_IRQCHIP: u64 = kvm(NONE, 0x60, 0);
+pub const KVM_IRQ_LINE: u64 = kvm(WRITE, 0x61, size_of::<kb::kvm_irq_level>());
+pub const KVM_SET_GSI_ROUTING: u64 = kvm(WRITE, 0x6a, size_of::<kb::kvm_irq_routing>());
+pub const KVM_IRQFD: u64 = kvm(WRITE, 0x76, size_of::<kb::kvm_irqfd>());
+pub const KVM_CREATE_PIT2: u64 = kvm(WRITE, 0x77, size_of::<kb::kvm_pit_config>());
+pub const KVM_IOEVENTFD: u64 = kvm(WRITE, 0x79, size_of::<kb::kvm_ioeventfd>());
+pub const KVM_SET_CLOCK: u64 = kvm(WRITE, 0x7b, size_of::<kb::kvm_clock_data>());
+pub const KVM_GET_CLOCK: u64 = kvm(READ, 0x7c, size_of::<kb::kvm_clock_data>());
+
+// vCPU
+pub const KVM_RUN: u64 = kvm(NONE, 0x80, 0);
+pub const KVM_GET_REGS: u64 = kvm(READ, 0x81, size_of::<kb::kvm_regs>());
+pub const KVM_SET_REGS: u64 = kvm(WRITE, 0x82, size_of::<kb::kvm_regs>());
+pub const KVM_GET_SREGS: u64 = kvm(READ, 0x83, size_of::<kb::kvm_sregs>());
+pub const KVM_SET_SREGS: u64 = kvm(WRITE, 0x84, size_of::<kb::kvm_sregs>());
+pub const KVM_TRANSLATE: u64 = kvm(READ | WRITE, 0x85, size_of::<kb::kvm_translation>());
+pub const KVM_SET_MSRS: u64 = kvm(WRITE, 0x89, size_of::<kb::kvm_msrs>());
+pub const KVM_SET_FPU: u64 = kvm(WRITE, 0x8d, size_of::<kb::kvm_fpu>());
+pub const KVM_GET_LAPIC: u64 = kvm(READ, 0x8e, size_of::<kb::kvm_lapic_state>());
+pub const KVM_SET_LAPIC: u64 = kvm(WRITE, 0x8f, size_of::<kb::kvm_lapic_state>());
+pub const KVM_SET_CPUID2: u64 = kvm(WRITE, 0x90, size_of::<kb::kvm_cpuid2>());
+pub const KVM_SET_MP_STATE: u64 = kvm(WRITE, 0x99, size_of::<kb::kvm_mp_state>());
+pub const KVM_ENABLE_CAP: u64 = kvm(WRITE, 0xa3, size_of::<kb::kvm_enable_cap>());
+pub const KVM_GET_SUPPORTED_HV_CPUID: u64 = kvm(READ | WRITE, 0xc1, size_of::<kb::kvm_cpuid2>());
+
+// Block devices (`<linux/fs.h>`): size, discard (BLKSSZGET is in libc).
+pub const BLKGETSIZE64: u64 = ioc(READ, 0x12, 114, size_of::<u64>());
+pub const BLKDISCARD: u64 = ioc(NONE, 0x12, 119, 0);
+
+/// `<linux/sockios.h>`, not in the libc crate (the tap, FIONBIO and terminal
+/// requests are; `Ioctl` is `u64` on x86-64).
+pub const SIOCBRADDIF: u64 = 0x89a2;
