@@ -293,7 +293,6 @@ fn rpc_everyday_calls_answer_like_libvirt() {
             "cpu.system",
             "balloon.current",
             "balloon.maximum",
-            "balloon.actual",
             "balloon.rss",
             "vcpu.current",
             "vcpu.maximum",
@@ -371,6 +370,7 @@ fn rpc_everyday_calls_answer_like_libvirt() {
     );
     assert!(virsh_blkstat(&d, name, "rd_req") >= 1);
 
+    vcpu_count_changes(&d, name);
     config_device_changes(&d, name);
 
     // Shut off: bulk stats still answer (state, balloon, vcpu, block sizes), the
@@ -394,6 +394,70 @@ fn rpc_everyday_calls_answer_like_libvirt() {
             "{args:?}: {}",
             r.stderr
         );
+    }
+}
+
+/// `virsh setvcpus` on the running 2-vCPU domain, as libvirt 9.0's QEMU driver answers:
+/// the persistent count and maximum change with `--config`; live, the same count is
+/// accepted (nothing to do) and another is refused by name (no vCPU hot-plug), leaving
+/// both definitions alone; `find-storage-pool-sources` answers libvirt's errors for
+/// pool types without discovery.
+fn vcpu_count_changes(d: &Daemon, name: &str) {
+    let count = |args: &[&str]| -> String {
+        let mut a = vec!["vcpucount", name];
+        a.extend_from_slice(args);
+        d.virsh_ok(&a).trim().to_string()
+    };
+    d.virsh_ok(&["setvcpus", name, "2", "--live"]);
+    d.virsh_ok(&["setvcpus", name, "2"]);
+    let r = d.virsh(&["setvcpus", name, "1", "--live"]);
+    assert!(
+        !r.ok && r.stderr.contains("vCPU hot-plug"),
+        "live change: {}",
+        r.stderr
+    );
+    let r = d.virsh(&["setvcpus", name, "3", "--live"]);
+    assert!(
+        !r.ok
+            && r.stderr.contains(
+                "requested vcpus is greater than max allowable vcpus for the live domain: 3 > 2"
+            ),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(count(&["--live", "--active"]), "2");
+
+    d.virsh_ok(&["setvcpus", name, "4", "--maximum", "--config"]);
+    d.virsh_ok(&["setvcpus", name, "1", "--config"]);
+    assert_eq!(count(&["--config", "--maximum"]), "4");
+    assert_eq!(count(&["--config", "--active"]), "1");
+    let inactive = d.virsh_ok(&["dumpxml", "--inactive", name]);
+    assert!(
+        inactive.contains("<vcpu placement='static' current='1'>4</vcpu>")
+            || inactive.contains("<vcpu current='1'>4</vcpu>"),
+        "{inactive}"
+    );
+    let r = d.virsh(&["setvcpus", name, "5", "--config"]);
+    assert!(
+        !r.ok
+            && r.stderr.contains(
+                "requested vcpus is greater than max allowable vcpus for the persistent domain: 5 > 4"
+            ),
+        "{}",
+        r.stderr
+    );
+    // The running domain did not move; put the definition back.
+    assert_eq!(count(&["--live", "--active"]), "2");
+    d.virsh_ok(&["setvcpus", name, "2", "--maximum", "--config"]);
+    d.virsh_ok(&["setvcpus", name, "2", "--config"]);
+    assert_eq!(count(&["--config", "--active"]), "2");
+
+    for (kind, text) in [
+        ("logical", "missing backend for pool type 3 (logical)"),
+        ("dir", "pool type 'dir' does not support source discovery"),
+    ] {
+        let r = d.virsh(&["find-storage-pool-sources", kind]);
+        assert!(!r.ok && r.stderr.contains(text), "{kind}: {}", r.stderr);
     }
 }
 

@@ -110,6 +110,26 @@ impl Definition {
         self.dom.vcpu.max
     }
 
+    /// Sets the vCPUs online at boot (`<vcpu current>`, dropped when it is the maximum).
+    pub fn set_vcpus(&mut self, n: u32) -> Result<()> {
+        let max = self.dom.vcpu.max;
+        if n == 0 || n > max {
+            return Err(Error::InvalidArg(format!(
+                "requested vcpus is greater than max allowable vcpus for the persistent domain: {n} > {max}"
+            )));
+        }
+        self.dom.vcpu.current = (n != max).then_some(n);
+        Ok(())
+    }
+
+    /// Sets the maximum vCPU count (`<vcpu>` text); the current count follows it down.
+    pub fn set_max_vcpus(&mut self, n: u32) -> Result<()> {
+        let online = self.dom.vcpu.online().min(n);
+        self.dom.vcpu.max = n;
+        self.dom.vcpu.current = (online != n).then_some(online);
+        Ok(())
+    }
+
     pub fn os_type(&self) -> String {
         self.dom.os.os_type.clone()
     }

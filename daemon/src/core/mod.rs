@@ -87,6 +87,7 @@ mod supervise;
 mod tapname;
 mod tpmstate;
 pub mod tune;
+mod vcpus;
 mod vm_cgroup;
 mod volresolve;
 

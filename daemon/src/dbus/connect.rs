@@ -165,11 +165,11 @@ impl ConnectIface {
     #[zbus(name = "FindStoragePoolSources", out_args("storagePoolSources"))]
     async fn find_storage_pool_sources(
         &self,
-        _type_: String,
+        type_: String,
         _src_spec: String,
-        _flags: u32,
+        flags: u32,
     ) -> Result<String> {
-        Err(unsupported("virConnectFindStoragePoolSources"))
+        Ok(crate::storage::pool_xml::find_pool_sources(&type_, flags)?)
     }
 
     #[zbus(name = "GetAllDomainStats", out_args("records"))]

@@ -40,7 +40,7 @@ impl DomainIface {
     ) -> Result<HashMap<String, OwnedVariant>> {
         self.ctx.gate.check(conn, hdr).await?;
         let t = self.ctx.core.tuning(&self.uuid, flags & !(1 << 2), api)?;
-        Ok(super::tune::to_wire(group, &t))
+        Ok(super::tune::to_wire(group, &t)?)
     }
 
     fn require_active(&self) -> Result<()> {
@@ -1051,8 +1051,15 @@ impl DomainIface {
     }
 
     #[zbus(name = "SetVcpus")]
-    async fn set_vcpus(&self, _vcpus: u32, _flags: u32) -> Result<()> {
-        Err(unsupported("virDomainSetVcpusFlags"))
+    async fn set_vcpus(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        vcpus: u32,
+        flags: u32,
+    ) -> Result<()> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Ok(self.ctx.core.set_vcpus(&self.uuid, vcpus, flags).await?)
     }
 
     #[zbus(name = "Shutdown")]

@@ -12,8 +12,8 @@ use super::proto::{
     GetMetadataArgs, IdListRet, IntValue, InterfaceAddressesArgs, ListAllArgs, ListAllDomainsRet,
     ListSnapshotsArgs, MemoryStat, MemoryStatsArgs, MemoryStatsRet, MonitorCommandArgs,
     NonnullDomain, OpenConsoleArgs, RenameArgs, SchedulerTypeRet, SecurityLabelRet,
-    SetAutostartArgs, SetMemoryArgs, SetMemoryFlagsArgs, SetMetadataArgs, StateRet, StringListRet,
-    StringValue, U64Value, UuidArgs, XmlFlagsArgs,
+    SetAutostartArgs, SetMemoryArgs, SetMemoryFlagsArgs, SetMetadataArgs, SetVcpusArgs,
+    SetVcpusFlagsArgs, StateRet, StringListRet, StringValue, U64Value, UuidArgs, XmlFlagsArgs,
 };
 use super::stream::ConsoleStream;
 use super::xdr::CharArray;
@@ -280,6 +280,21 @@ pub async fn call(conn: &mut Conn, h: &Header, payload: &[u8]) -> CallResult {
                 )? as i32,
             })
         }
+        remote::DOMAIN_SET_VCPUS => {
+            let a: SetVcpusArgs = args(p, payload)?;
+            // virDomainSetVcpus = SetVcpusFlags(VIR_DOMAIN_AFFECT_LIVE).
+            core.set_vcpus(&uuid_of(&a.dom), a.nvcpus, core::flags::affect::LIVE)
+                .await
+                .map_err(vir)?;
+            void()
+        }
+        remote::DOMAIN_SET_VCPUS_FLAGS => {
+            let a: SetVcpusFlagsArgs = args(p, payload)?;
+            core.set_vcpus(&uuid_of(&a.dom), a.nvcpus, a.flags)
+                .await
+                .map_err(vir)?;
+            void()
+        }
         remote::DOMAIN_SET_MEMORY => {
             let a: SetMemoryArgs = args(p, payload)?;
             // virDomainSetMemory = SetMemoryFlags(VIR_DOMAIN_AFFECT_LIVE).
@@ -426,7 +441,7 @@ mod vcpu_flags {
 }
 
 /// virDomainGetVcpusFlags: the current or maximum vCPU count of the live or the
-/// persistent definition (they only differ once vCPU hotplug exists).
+/// persistent definition (`setvcpus --config` makes them differ until the next start).
 fn vcpus(core: &core::Core, u: &Uuid, flags: u32) -> Result<u32, VirError> {
     use vcpu_flags::*;
     core::Error::check_flags(
@@ -445,28 +460,8 @@ fn vcpus(core: &core::Core, u: &Uuid, flags: u32) -> Result<u32, VirError> {
             "virDomainGetVcpusFlags with VIR_DOMAIN_VCPU_GUEST",
         ));
     }
-    let info = core.info(u).map_err(vir)?;
-    let active = info.state.is_active();
-    if flags & LIVE != 0 && !active {
-        return Err(VirError::operation_invalid("domain is not running"));
-    }
-    let live = flags & LIVE != 0 || (flags & CONFIG == 0 && active);
-    if flags & MAXIMUM == 0 {
-        return Ok(info.vcpus);
-    }
-    let xml_flags = if live { 0 } else { core::flags::xml::INACTIVE };
-    let xml = core.xml_desc(u, xml_flags).map_err(vir)?;
-    Ok(max_vcpus_of(&xml).unwrap_or(info.vcpus))
-}
-
-/// `<vcpu>M</vcpu>` of a domain XML.
-fn max_vcpus_of(xml: &str) -> Option<u32> {
-    let doc = roxmltree::Document::parse(xml).ok()?;
-    let v = doc
-        .root_element()
-        .children()
-        .find(|n| n.has_tag_name("vcpu"))?;
-    v.text()?.trim().parse().ok()
+    // The core picks the live or the persistent definition from the flags.
+    core.vcpus(u, flags).map_err(vir)
 }
 
 /// DOMAIN_OPEN_CONSOLE: claim the console, reply, then start the stream (the reply

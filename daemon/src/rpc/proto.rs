@@ -37,6 +37,7 @@ pub mod remote {
     pub const DOMAIN_RESUME: i32 = 28;
     pub const DOMAIN_SET_AUTOSTART: i32 = 29;
     pub const DOMAIN_SET_MEMORY: i32 = 31;
+    pub const DOMAIN_SET_VCPUS: i32 = 32;
     pub const DOMAIN_SHUTDOWN: i32 = 33;
     pub const DOMAIN_SUSPEND: i32 = 34;
     pub const DOMAIN_UNDEFINE: i32 = 35;
@@ -62,6 +63,7 @@ pub mod remote {
     pub const DOMAIN_HAS_MANAGED_SAVE_IMAGE: i32 = 183;
     pub const DOMAIN_SNAPSHOT_NUM: i32 = 187;
     pub const DOMAIN_CREATE_WITH_FLAGS: i32 = 196;
+    pub const DOMAIN_SET_VCPUS_FLAGS: i32 = 199;
     pub const DOMAIN_GET_VCPUS_FLAGS: i32 = 200;
     pub const DOMAIN_OPEN_CONSOLE: i32 = 201;
     pub const DOMAIN_IS_UPDATED: i32 = 202;
@@ -298,6 +300,14 @@ xdr_struct! {
 xdr_struct! {
     /// DOMAIN_SET_MEMORY_FLAGS args.
     pub struct SetMemoryFlagsArgs { pub dom: NonnullDomain, pub memory: u64, pub flags: u32 }
+}
+xdr_struct! {
+    /// DOMAIN_SET_VCPUS args.
+    pub struct SetVcpusArgs { pub dom: NonnullDomain, pub nvcpus: u32 }
+}
+xdr_struct! {
+    /// DOMAIN_SET_VCPUS_FLAGS args.
+    pub struct SetVcpusFlagsArgs { pub dom: NonnullDomain, pub nvcpus: u32, pub flags: u32 }
 }
 xdr_struct! {
     /// DOMAIN_SET_METADATA args.
@@ -551,6 +561,8 @@ pub fn decode_args(prog: u32, proc_: i32, payload: &[u8]) -> Result<(), XdrError
         DOMAIN_UPDATE_DEVICE_FLAGS => d::<DeviceFlagsArgs>(payload).map(drop),
         DOMAIN_SET_MEMORY => d::<SetMemoryArgs>(payload).map(drop),
         DOMAIN_SET_MEMORY_FLAGS => d::<SetMemoryFlagsArgs>(payload).map(drop),
+        DOMAIN_SET_VCPUS => d::<SetVcpusArgs>(payload).map(drop),
+        DOMAIN_SET_VCPUS_FLAGS => d::<SetVcpusFlagsArgs>(payload).map(drop),
         DOMAIN_SET_METADATA => d::<SetMetadataArgs>(payload).map(drop),
         DOMAIN_GET_METADATA => d::<GetMetadataArgs>(payload).map(drop),
         DOMAIN_RENAME => d::<RenameArgs>(payload).map(drop),

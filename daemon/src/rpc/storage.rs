@@ -425,7 +425,9 @@ pub async fn call(conn: &mut Conn, h: &Header, payload: &[u8]) -> CallResult {
             void()
         }
         CONNECT_FIND_STORAGE_POOL_SOURCES => {
-            Err(VirError::no_support("virConnectFindStoragePoolSources"))
+            let a: super::storage_proto::FindPoolSourcesArgs = args(p, payload)?;
+            let xml = storage::pool_xml::find_pool_sources(&a.kind, a.flags).map_err(vir)?;
+            ret(StringValue { value: xml })
         }
         CONNECT_GET_STORAGE_POOL_CAPABILITIES => {
             let a: super::proto::FlagsArgs = args(p, payload)?;

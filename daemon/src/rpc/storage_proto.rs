@@ -66,6 +66,10 @@ xdr_struct! {
     pub struct PoolArg { pub pool: NonnullPool }
 }
 xdr_struct! {
+    /// CONNECT_FIND_STORAGE_POOL_SOURCES args.
+    pub struct FindPoolSourcesArgs { pub kind: String, pub src_spec: Option<String>, pub flags: u32 }
+}
+xdr_struct! {
     pub struct PoolFlagsArgs { pub pool: NonnullPool, pub flags: u32 }
 }
 xdr_struct! {

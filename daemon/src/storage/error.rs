@@ -9,6 +9,7 @@ pub mod code {
     pub const OPERATION_FAILED: i32 = 9;
     pub const XML_ERROR: i32 = 27;
     pub const SYSTEM_ERROR: i32 = 38;
+    pub const NO_SUPPORT: i32 = 3;
     pub const NO_STORAGE_POOL: i32 = 49;
     pub const NO_STORAGE_VOL: i32 = 50;
     pub const OPERATION_INVALID: i32 = 55;
@@ -29,6 +30,9 @@ pub enum Error {
     InvalidArg(String),
     #[error("Storage pool not found: {0}")]
     NoPool(String),
+    /// `VIR_ERR_NO_SUPPORT`: the pool type's backend lacks the operation.
+    #[error("this function is not supported by the connection driver: {0}")]
+    NoSupport(String),
     #[error("Storage volume not found: {0}")]
     NoVol(String),
     #[error("operation failed: {0}")]
@@ -60,6 +64,7 @@ impl Error {
             Error::Internal(_) => code::INTERNAL_ERROR,
             Error::InvalidArg(_) => code::INVALID_ARG,
             Error::NoPool(_) => code::NO_STORAGE_POOL,
+            Error::NoSupport(_) => code::NO_SUPPORT,
             Error::NoVol(_) => code::NO_STORAGE_VOL,
             Error::OperationFailed(_) => code::OPERATION_FAILED,
             Error::OperationInvalid(_) => code::OPERATION_INVALID,
