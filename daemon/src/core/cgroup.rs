@@ -19,6 +19,9 @@ pub const MEMORY_UNLIMITED_KIB: u64 = 9_007_199_254_740_991;
 /// What a v1 memory limit of -1 reads back as (with 4 KiB pages; larger pages give
 /// less, so anything from here on is "no limit").
 const V1_UNLIMITED_BYTES: u64 = 0x7FFF_FFFF_FFF0_0000;
+/// libvirt's refusal (virCgroupV1GetBlkioWeight, VIR_ERR_OPERATION_INVALID) where the
+/// blkio controller has no weight file.
+pub const NO_BLKIO_WEIGHT: &str = "blkio device weight is valid only for bfq or cfq scheduler";
 
 /// Which cgroup layout a directory follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,19 +329,21 @@ impl DomainCgroup {
             write(&self.file(Cpu, "cpu.cfs_quota_us"), &v.to_string())?;
         }
         if let Some(w) = t.blkio_weight {
-            write(&self.blkio_weight_file(), &w.to_string())?;
+            let file = self.blkio_weight_file().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::Unsupported, NO_BLKIO_WEIGHT.to_string())
+            })?;
+            write(&file, &w.to_string())?;
         }
         Ok(())
     }
 
-    /// `blkio.weight` (CFQ), or `blkio.bfq.weight` where the kernel schedules with BFQ.
-    fn blkio_weight_file(&self) -> PathBuf {
-        let cfq = self.file(Controller::Blkio, "blkio.weight");
-        if cfq.exists() {
-            cfq
-        } else {
-            self.file(Controller::Blkio, "blkio.bfq.weight")
-        }
+    /// `blkio.bfq.weight` (BFQ) or `blkio.weight` (CFQ), in libvirt's order; `None`
+    /// where the disks' I/O scheduler has no weights (mq-deadline, none).
+    fn blkio_weight_file(&self) -> Option<PathBuf> {
+        ["blkio.bfq.weight", "blkio.weight"]
+            .into_iter()
+            .map(|f| self.file(Controller::Blkio, f))
+            .find(|p| p.exists())
     }
 
     fn apply_v2(&self, t: &Tuning) -> io::Result<()> {
@@ -413,7 +418,7 @@ impl DomainCgroup {
             cpu_shares: Some(parse(&self.file(Cpu, "cpu.shares"))?),
             cpu_period_us: Some(parse(&self.file(Cpu, "cpu.cfs_period_us"))?),
             cpu_quota_us: Some(parse(&self.file(Cpu, "cpu.cfs_quota_us"))?),
-            blkio_weight: Some(parse(&self.blkio_weight_file())?),
+            blkio_weight: self.blkio_weight_file().map(|f| parse(&f)).transpose()?,
         })
     }
 
@@ -450,13 +455,19 @@ impl DomainCgroup {
             _ => None,
         };
         let (quota, period) = self.read_cpu_max()?;
+        // "default N" on the first line, then per-device "MAJ:MIN N"; no file where
+        // the I/O scheduler has no weights.
         let io = self.file(Blkio, "io.weight");
-        let io_text = read(&io)?;
-        // "default N" on the first line, then per-device "MAJ:MIN N".
-        let weight = io_text
-            .lines()
-            .find_map(|l| l.strip_prefix("default "))
-            .ok_or_else(|| bad(&io, &io_text))?;
+        let weight = if io.exists() {
+            let io_text = read(&io)?;
+            let w = io_text
+                .lines()
+                .find_map(|l| l.strip_prefix("default "))
+                .ok_or_else(|| bad(&io, &io_text))?;
+            Some(number(w, &io)?)
+        } else {
+            None
+        };
         Ok(Tuning {
             hard_limit_kib: Some(unlimited(hard)),
             soft_limit_kib: Some(unlimited(self.read_v2_kib("memory.high")?)),
@@ -464,7 +475,7 @@ impl DomainCgroup {
             cpu_shares: Some(parse(&self.file(Cpu, "cpu.weight"))?),
             cpu_period_us: Some(period),
             cpu_quota_us: Some(quota),
-            blkio_weight: Some(number(weight, &io)?),
+            blkio_weight: weight,
         })
     }
 

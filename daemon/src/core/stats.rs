@@ -344,9 +344,7 @@ impl Core {
                 })?;
                 tap_counters(iface.target_dev.as_deref()?)
             })
-            .ok_or_else(|| {
-                Error::InvalidArg(format!("invalid path, '{device}' is not a known interface"))
-            })
+            .ok_or_else(|| Error::InvalidArg(format!("'{device}' is not a known interface")))
     }
 
     /// Interfaces with a host-side device and their counters (bulk `interface`).
@@ -422,8 +420,8 @@ impl Core {
             let current = s.balloon_current_kib.unwrap_or(i.memory_kib);
             put("balloon.current".into(), ULLong(current));
             put("balloon.maximum".into(), ULLong(i.max_memory_kib));
+            // libvirt 9.0 has no `balloon.actual`: `current` is the balloon's size.
             if active {
-                put("balloon.actual".into(), ULLong(current));
                 if let Some(rss) = s.rss_kib {
                     put("balloon.rss".into(), ULLong(rss));
                 }

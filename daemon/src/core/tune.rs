@@ -92,19 +92,37 @@ pub enum Param {
     ULLong(u64),
     UInt(u32),
     LLong(i64),
+    /// A string parameter (sent only to clients that accept strings).
+    Str(&'static str),
 }
 
 /// The group's parameters of `t` with libvirt's names (qemu_driver.c) and types;
-/// memory in KiB (every field set: [`Core::tuning`] fills defaults).
-pub fn params(group: Group, t: &Tuning) -> Vec<(&'static str, Param)> {
+/// memory in KiB (every field set: [`Core::tuning`] fills defaults). A running
+/// domain's blkio weight that the host's I/O scheduler does not have is libvirt's
+/// error, as is the rest of the group with it.
+pub fn params(group: Group, t: &Tuning) -> Result<Vec<(&'static str, Param)>> {
     let v = |x: Option<u64>| Param::ULLong(x.unwrap_or_default());
-    match group {
+    Ok(match group {
         Group::Memory => vec![
             ("hard_limit", v(t.hard_limit_kib)),
             ("soft_limit", v(t.soft_limit_kib)),
             ("swap_hard_limit", v(t.swap_hard_limit_kib)),
         ],
-        Group::Blkio => vec![("weight", Param::UInt(t.blkio_weight.unwrap_or_default()))],
+        Group::Blkio => {
+            let weight = t
+                .blkio_weight
+                .ok_or_else(|| Error::OperationInvalid(super::cgroup::NO_BLKIO_WEIGHT.into()))?;
+            // The per-device lists libvirt formats from <blkiotune><device> (path,value
+            // pairs): translation refuses <device>, so they are empty.
+            vec![
+                ("weight", Param::UInt(weight)),
+                ("device_weight", Param::Str("")),
+                ("device_read_iops_sec", Param::Str("")),
+                ("device_write_iops_sec", Param::Str("")),
+                ("device_read_bytes_sec", Param::Str("")),
+                ("device_write_bytes_sec", Param::Str("")),
+            ]
+        }
         Group::Scheduler => vec![
             ("cpu_shares", v(t.cpu_shares)),
             ("vcpu_period", v(t.cpu_period_us)),
@@ -113,7 +131,7 @@ pub fn params(group: Group, t: &Tuning) -> Vec<(&'static str, Param)> {
                 Param::LLong(t.cpu_quota_us.unwrap_or_default()),
             ),
         ],
-    }
+    })
 }
 
 /// What a setter's parameters set: each `(name, integer value)`, `None` where the
@@ -189,9 +207,40 @@ mod tests {
             assert!(e.to_string().contains(n), "{e}");
         }
         let names: Vec<_> = params(Group::Scheduler, &t)
+            .unwrap()
             .into_iter()
             .map(|(n, _)| n)
             .collect();
         assert_eq!(names, ["cpu_shares", "vcpu_period", "vcpu_quota"]);
+    }
+
+    #[test]
+    fn blkio_parameters_are_libvirts_six_or_its_error_without_a_weight() {
+        let t = Tuning {
+            blkio_weight: Some(500),
+            ..Tuning::default()
+        };
+        let got = params(Group::Blkio, &t).unwrap();
+        let names: Vec<_> = got.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names,
+            [
+                "weight",
+                "device_weight",
+                "device_read_iops_sec",
+                "device_write_iops_sec",
+                "device_read_bytes_sec",
+                "device_write_bytes_sec"
+            ]
+        );
+        assert_eq!(got[0].1, Param::UInt(500));
+        let e = params(Group::Blkio, &Tuning::default()).unwrap_err();
+        assert!(matches!(e, Error::OperationInvalid(_)), "{e:?}");
+        assert!(
+            e.to_string()
+                .contains("valid only for bfq or cfq scheduler"),
+            "{e}"
+        );
+        assert!(params(Group::Memory, &Tuning::default()).is_ok());
     }
 }

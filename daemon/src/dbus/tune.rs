@@ -9,21 +9,26 @@ use zbus::{OwnedVariant, Variant};
 
 use crate::core::tune::{self, Group, Param};
 
-/// The group's parameters of `t` as libvirt-dbus answers them.
-pub fn to_wire(group: Group, t: &Tuning) -> HashMap<String, OwnedVariant> {
-    super::typed::to_wire(
-        tune::params(group, t)
+/// The group's parameters of `t` as libvirt-dbus answers them (it asks for strings).
+pub fn to_wire(
+    group: Group,
+    t: &Tuning,
+) -> crate::core::error::Result<HashMap<String, OwnedVariant>> {
+    Ok(super::typed::to_wire(
+        tune::params(group, t)?
             .into_iter()
             .map(|(name, v)| {
                 let v = match v {
                     Param::ULLong(x) => OwnedVariant::from(x),
                     Param::UInt(x) => OwnedVariant::from(x),
                     Param::LLong(x) => OwnedVariant::from(x),
+                    Param::Str(s) => OwnedVariant::try_from(Variant::from(s))
+                        .expect("a string variant has no file descriptors"),
                 };
                 (name.to_string(), v)
             })
             .collect(),
-    )
+    ))
 }
 
 /// A setter's `a{sv}` as the core reads it: each integer value, `None` for others.

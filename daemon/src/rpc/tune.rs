@@ -95,7 +95,7 @@ pub async fn call(conn: &mut Conn, h: &Header, payload: &[u8]) -> CallResult {
         let t = core
             .tuning(&Uuid::from_bytes(dom.uuid), flags & !STRING_OKAY, api)
             .map_err(vir)?;
-        Ok::<_, VirError>(params(group, &t))
+        params(group, &t, flags & STRING_OKAY != 0)
     };
     match p {
         DOMAIN_GET_MEMORY_PARAMETERS | DOMAIN_GET_BLKIO_PARAMETERS => {
@@ -199,19 +199,26 @@ pub async fn call(conn: &mut Conn, h: &Header, payload: &[u8]) -> CallResult {
     }
 }
 
-/// The group's parameters of `t` on the wire.
-fn params(group: Group, t: &Tuning) -> Vec<TypedParam> {
-    tune::params(group, t)
+/// The group's parameters of `t` on the wire; string ones only for clients that
+/// accept strings (`VIR_TYPED_PARAM_STRING_OKAY`), as libvirt's daemon filters them.
+fn params(group: Group, t: &Tuning, strings: bool) -> Result<Vec<TypedParam>, VirError> {
+    Ok(tune::params(group, t)
+        .map_err(vir)?
         .into_iter()
-        .map(|(field, v)| TypedParam {
-            field: field.into(),
-            value: match v {
+        .filter_map(|(field, v)| {
+            let value = match v {
                 Param::ULLong(x) => TypedValue::ULLong(x),
                 Param::UInt(x) => TypedValue::UInt(x),
                 Param::LLong(x) => TypedValue::LLong(x),
-            },
+                Param::Str(s) if strings => TypedValue::String(s.into()),
+                Param::Str(_) => return None,
+            };
+            Some(TypedParam {
+                field: field.into(),
+                value,
+            })
         })
-        .collect()
+        .collect())
 }
 
 /// The setter's parameters as the core reads them.
