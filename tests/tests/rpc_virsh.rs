@@ -697,6 +697,44 @@ fn rpc_virsh_start_paused() {
     d.virsh_ok(&["undefine", name]);
 }
 
+/// A start whose machine cannot be built (a disk image that is not there) fails as
+/// libvirt's does — the call answers the VMM's reason, naming the file — and leaves the
+/// domain shut off and the daemon serving; it did report success, then stop, while the
+/// VMM built the machine behind its already-open monitor.
+#[test]
+fn rpc_virsh_start_with_a_missing_disk_fails() {
+    if !require_kvm("rpc_virsh_start_with_a_missing_disk_fails") {
+        return;
+    }
+    let d = Daemon::start();
+    let name = "rpc-virsh-nodisk";
+    let missing = d.dir.path().join("not-there.img");
+    let xml = guest_xml(name).replace(
+        "</devices>",
+        &format!(
+            "<disk type='file' device='disk'><driver name='qemu' type='raw'/>\
+             <source file='{}'/><target dev='vda' bus='virtio'/></disk>\n</devices>",
+            missing.display()
+        ),
+    );
+    let file = d.xml_file(name, &xml);
+    d.virsh_ok(&["define", file.to_str().unwrap()]);
+    for _ in 0..2 {
+        let r = d.virsh(&["start", name]);
+        assert!(!r.ok, "start succeeded: {}", r.stdout);
+        assert!(
+            r.stderr
+                .contains("process exited while connecting to monitor")
+                && r.stderr.contains("not-there.img"),
+            "{}",
+            r.stderr
+        );
+        assert_eq!(d.virsh_ok(&["domstate", name]).trim(), "shut off");
+    }
+    d.virsh_ok(&["undefine", name]);
+    assert!(d.virsh_ok(&["list", "--all"]).contains("Name"));
+}
+
 /// `virsh console` needs a terminal: run it on a pty; once attached, `virsh reset` the
 /// guest and watch it boot (ready marker) and arm its power button; detach with Ctrl-].
 fn console_shows_guest_booting(d: &Daemon, name: &str) {

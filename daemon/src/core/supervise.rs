@@ -249,6 +249,34 @@ impl Core {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
+        // The VMM serves its monitor while it builds the machine (both start at once),
+        // so a greeting is not yet a start: a disk, kernel or firmware that cannot be
+        // opened ends the build and the process. Wait for the status to leave
+        // `prelaunch` (the machine is built), or for that exit, and report its reason.
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                let tail = rt.log_tail(2000);
+                let _ = rt.remove();
+                return Err(Error::Internal(format!(
+                    "process exited while connecting to monitor ({st}): {tail}"
+                )));
+            }
+            match monitor.execute("query-status", None).await {
+                Ok(v) if v["status"] != "prelaunch" => break,
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "query-status during start"),
+            }
+            if tokio::time::Instant::now() > deadline {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                let tail = rt.log_tail(2000);
+                let _ = rt.remove();
+                return Err(Error::OperationTimeout(format!(
+                    "VMM for domain '{name}' did not finish building the machine: {tail}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let vm = Arc::new(Vm {
             pid,
             rt,
