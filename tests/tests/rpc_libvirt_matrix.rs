@@ -572,3 +572,66 @@ fn rpc_python_matrix_matches_libvirtd_qemu() {
     );
     d.virsh_ok(&["destroy", NAME]);
 }
+
+/// The comparison itself (no daemons): a renamed field, a changed type, a missing
+/// per-vCPU entry and an extra bulk-stats key are each reported; allow-listed keys are
+/// not; libvirt's error reference is met only by the same code.
+#[test]
+fn matrix_comparison_reports_what_differs() {
+    let diffs = |o: Value, t: Value| {
+        let mut ds = Vec::new();
+        diff(&o, &t, "", &mut ds);
+        ds.into_iter().map(|d| d.field).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        diffs(json!({"rd_bytes": "int"}), json!({"rd_bytes": "int"})),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        diffs(json!({"rd_byte": "int"}), json!({"rd_bytes": "int"})),
+        ["rd_byte", "rd_bytes"]
+    );
+    assert_eq!(
+        diffs(
+            json!({"numa_nodeset": "int"}),
+            json!({"numa_nodeset": "str"})
+        ),
+        ["numa_nodeset"]
+    );
+    assert_eq!(
+        diffs(json!(["list", ["int"]]), json!(["list", ["int", "int"]])),
+        [""]
+    );
+    let stats = |extra: &str| json!(["list", [["tuple", ["virDomain", {"state.state": "int", extra: "int"}]]]]);
+    let d = diffs(stats("balloon.actual"), stats("balloon.last-update"));
+    assert_eq!(d, ["balloon.actual", "balloon.last-update"]);
+    assert!(allowed("getAllDomainStats(balloon)", "balloon.actual").is_none());
+    assert!(allowed("getAllDomainStats(balloon)", "balloon.last-update").is_some());
+    assert!(allowed("dom.memoryStats", "balloon.last-update").is_none());
+
+    let mut failures = Vec::new();
+    let err = |code: i64| json!({"err": code, "msg": "m"});
+    let v = against_reference(
+        "dom.blkioParameters",
+        &err(55),
+        &json!({"err": 55}),
+        &mut failures,
+    );
+    assert!(v.starts_with("same"), "{v}");
+    let v = against_reference(
+        "dom.blkioParameters",
+        &err(1),
+        &json!({"err": 55}),
+        &mut failures,
+    );
+    assert_eq!(v, "DIFFERENT");
+    let ok = json!({"ok": {"hard_limit": "int", "soft_limit": "int"}});
+    let r = reference("dom.memoryParameters", 2).unwrap();
+    assert_eq!(
+        against_reference("dom.memoryParameters", &ok, &r, &mut failures),
+        "DIFFERENT"
+    );
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    let percpu = reference("dom.getCPUStats(False)", 3).unwrap();
+    assert_eq!(percpu[1].as_array().map(Vec::len), Some(3));
+}
