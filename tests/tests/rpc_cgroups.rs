@@ -115,7 +115,29 @@ fn a_running_domain_is_in_its_own_cgroup_with_its_tuning_and_the_cgroup_goes_wit
     let name = "cg1";
     let xml = guest_xml(name).replacen("  <devices>", TUNING, 1);
     d.virsh_ok(&["define", d.xml_file(name, &xml).to_str().unwrap()]);
-    d.virsh_ok(&["start", name]);
+    // A blkio weight needs an I/O scheduler with one (bfq, or cfq on old kernels); where
+    // the host has none, the start is refused in libvirt's words and the rest runs
+    // without <blkiotune>.
+    let start = d.virsh(&["start", name]);
+    let has_weight = start.ok;
+    if !has_weight {
+        assert!(
+            start
+                .stderr
+                .contains("blkio device weight is valid only for bfq or cfq scheduler"),
+            "{}",
+            start.stderr
+        );
+        assert_eq!(d.virsh_ok(&["domstate", name]).trim(), "shut off");
+        eprintln!(
+            "*** SKIPPED (part of rpc_cgroups): <blkiotune> weight: this host's block devices \
+             have no scheduler with a blkio weight (no bfq/cfq); the refusal was checked"
+        );
+        let xml = xml.replace("<blkiotune><weight>300</weight></blkiotune>", "");
+        d.virsh_ok(&["undefine", name]);
+        d.virsh_ok(&["define", d.xml_file(name, &xml).to_str().unwrap()]);
+        d.virsh_ok(&["start", name]);
+    }
     d.wait_state(name, "running");
     let pid = vmm_pid(&d, name);
 
@@ -157,7 +179,9 @@ fn a_running_domain_is_in_its_own_cgroup_with_its_tuning_and_the_cgroup_goes_wit
     } else {
         "blkio.bfq.weight"
     };
-    assert_eq!(read(blkio, weight), "300");
+    if has_weight {
+        assert_eq!(read(blkio, weight), "300");
+    }
     // Every thread of the VMM (vCPUs included) is in it.
     let tasks = read(cpu, "tasks");
     for t in std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -182,7 +206,9 @@ fn a_running_domain_is_in_its_own_cgroup_with_its_tuning_and_the_cgroup_goes_wit
     assert_eq!(sched["cpu_shares"], "2048", "{sched:?}");
     assert_eq!(sched["vcpu_period"], "100000", "{sched:?}");
     assert_eq!(sched["vcpu_quota"], "50000", "{sched:?}");
-    assert_eq!(fields(&d.virsh_ok(&["blkiotune", name]))["weight"], "300");
+    if has_weight {
+        assert_eq!(fields(&d.virsh_ok(&["blkiotune", name]))["weight"], "300");
+    }
     // No <numatune> (translation refuses it): libvirt's default policy, no nodeset.
     let numa = fields(&d.virsh_ok(&["numatune", name]));
     assert_eq!(numa["numa_mode"], "strict", "{numa:?}");
@@ -203,14 +229,20 @@ fn a_running_domain_is_in_its_own_cgroup_with_its_tuning_and_the_cgroup_goes_wit
     ]);
     assert_eq!(read(cpu, "cpu.shares"), "512");
     assert_eq!(read(cpu, "cpu.cfs_quota_us"), "20000");
-    d.virsh_ok(&["blkiotune", name, "--weight", "700", "--live"]);
-    assert_eq!(read(blkio, weight), "700");
+    if has_weight {
+        d.virsh_ok(&["blkiotune", name, "--weight", "700", "--live"]);
+        assert_eq!(read(blkio, weight), "700");
+    }
     let live = d.virsh_ok(&["dumpxml", name]);
     for want in [
         "<hard_limit unit='KiB'>400000</hard_limit>",
         "<shares>512</shares>",
         "<quota>20000</quota>",
-        "<weight>700</weight>",
+        if has_weight {
+            "<weight>700</weight>"
+        } else {
+            "<cputune>"
+        },
     ] {
         assert!(live.contains(want), "live XML lacks {want}:\n{live}");
     }
@@ -244,8 +276,10 @@ fn a_running_domain_is_in_its_own_cgroup_with_its_tuning_and_the_cgroup_goes_wit
     assert!(got.contains("\"hard_limit\" v t 400000"), "{got}");
     let got = busctl(&d, &obj, "GetSchedulerParameters", &["u", "0"]);
     assert!(got.contains("\"vcpu_quota\" v x 20000"), "{got}");
-    let got = busctl(&d, &obj, "GetBlockIOParameters", &["u", "0"]);
-    assert!(got.contains("\"weight\" v u 700"), "{got}");
+    if has_weight {
+        let got = busctl(&d, &obj, "GetBlockIOParameters", &["u", "0"]);
+        assert!(got.contains("\"weight\" v u 700"), "{got}");
+    }
     busctl(
         &d,
         &obj,
@@ -263,20 +297,24 @@ fn a_running_domain_is_in_its_own_cgroup_with_its_tuning_and_the_cgroup_goes_wit
         &["a{sv}u", "1", "cpu_shares", "t", "256", "1"],
     );
     assert_eq!(read(cpu, "cpu.shares"), "256");
-    busctl(
-        &d,
-        &obj,
-        "SetBlockIOParameters",
-        &["a{sv}u", "1", "weight", "u", "600", "1"],
-    );
-    assert_eq!(read(blkio, weight), "600");
+    if has_weight {
+        busctl(
+            &d,
+            &obj,
+            "SetBlockIOParameters",
+            &["a{sv}u", "1", "weight", "u", "600", "1"],
+        );
+        assert_eq!(read(blkio, weight), "600");
+    }
 
     // Out of range or unknown: refused by name, nothing written.
     let r = d.virsh(&["schedinfo", name, "--live", "vcpu_period=10"]);
     assert!(!r.ok && r.stderr.contains("period"), "{}", r.stderr);
     let r = d.virsh(&["blkiotune", name, "--weight", "5000", "--live"]);
     assert!(!r.ok && r.stderr.contains("weight"), "{}", r.stderr);
-    assert_eq!(read(blkio, weight), "600");
+    if has_weight {
+        assert_eq!(read(blkio, weight), "600");
+    }
 
     d.virsh_ok(&["destroy", name]);
     d.wait_state(name, "shut off");
