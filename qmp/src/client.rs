@@ -12,13 +12,23 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
-use tokio::sync::{broadcast, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::error::QmpError;
 use crate::wire::Event;
 
-/// Events a slow subscriber may be behind before it misses some.
-const EVENT_QUEUE: usize = 4096;
+/// Events a [`QmpClient::subscribe`] receiver may be behind before it misses some.
+/// tokio's broadcast channel allocates every slot up front (≈ 100 bytes each with an
+/// `Event`), so it is made on the first `subscribe` only: oxvirtd keeps one client per
+/// running domain and reads [`QmpClient::next_event`], and a 4096-slot broadcast
+/// channel per client cost it ≈ 400 KiB a domain (bench/density).
+const EVENT_QUEUE: usize = 512;
+
+/// Events not yet taken by [`QmpClient::next_event`] before newer ones are dropped. The
+/// queue (tokio's mpsc) allocates its slots in small blocks as events wait, not up front.
+const FIRST_EVENTS_QUEUE: usize = 4096;
+
+type Subscribers = Arc<Mutex<Option<broadcast::Sender<Event>>>>;
 
 /// Errors of the client.
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +63,10 @@ pub struct QmpClient {
     writer: tokio::sync::Mutex<OwnedWriteHalf>,
     waiters: Waiters,
     next_id: AtomicU64,
-    events: broadcast::Sender<Event>,
-    first_events: tokio::sync::Mutex<broadcast::Receiver<Event>>,
+    /// Made by the first `subscribe`.
+    events: Subscribers,
+    /// Every event since the connection was made; closed when the connection is.
+    first_events: tokio::sync::Mutex<mpsc::Receiver<Event>>,
     greeting: Value,
     closed: watch::Receiver<bool>,
 }
@@ -87,10 +99,17 @@ impl QmpClient {
                 line.trim_end()
             )));
         }
-        let (events, first_events) = broadcast::channel(EVENT_QUEUE);
+        let events: Subscribers = Default::default();
+        let (first_tx, first_events) = mpsc::channel(FIRST_EVENTS_QUEUE);
         let waiters: Waiters = Default::default();
         let (closed_tx, closed) = watch::channel(false);
-        tokio::spawn(read_loop(rd, waiters.clone(), events.clone(), closed_tx));
+        tokio::spawn(read_loop(
+            rd,
+            waiters.clone(),
+            first_tx,
+            events.clone(),
+            closed_tx,
+        ));
         let client = QmpClient {
             writer: tokio::sync::Mutex::new(wr),
             waiters,
@@ -155,24 +174,21 @@ impl QmpClient {
         }
     }
 
-    /// The next event since the connection was made (none are missed), or `None` once
-    /// the connection is closed and every event has been taken.
+    /// The next event since the connection was made (none are missed while fewer than
+    /// 4096 wait), or `None` once the connection is closed and every event has been
+    /// taken.
     pub async fn next_event(&self) -> Option<Event> {
-        let mut rx = self.first_events.lock().await;
-        loop {
-            match rx.recv().await {
-                Ok(ev) => return Some(ev),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!("QMP client missed {n} events");
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
+        self.first_events.lock().await.recv().await
     }
 
-    /// A new subscription to the events from now on.
+    /// A new subscription to the events from now on (a receiver more than 512 events
+    /// behind misses some: `RecvError::Lagged`).
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.events.subscribe()
+        self.events
+            .lock()
+            .expect("subscribers lock")
+            .get_or_insert_with(|| broadcast::channel(EVENT_QUEUE).0)
+            .subscribe()
     }
 
     /// Whether the server has closed the connection.
@@ -190,7 +206,8 @@ impl QmpClient {
 async fn read_loop(
     mut rd: BufReader<OwnedReadHalf>,
     waiters: Waiters,
-    events: broadcast::Sender<Event>,
+    first_events: mpsc::Sender<Event>,
+    subscribers: Subscribers,
     closed: watch::Sender<bool>,
 ) {
     let mut line = String::new();
@@ -210,7 +227,15 @@ async fn read_loop(
         if msg.get("event").is_some() {
             match serde_json::from_value::<Event>(msg) {
                 Ok(ev) => {
-                    let _ = events.send(ev);
+                    if let Some(tx) = subscribers.lock().expect("subscribers lock").as_ref() {
+                        let _ = tx.send(ev.clone());
+                    }
+                    if let Err(mpsc::error::TrySendError::Full(ev)) = first_events.try_send(ev) {
+                        tracing::warn!(
+                            "QMP client: {FIRST_EVENTS_QUEUE} events not taken, dropping {}",
+                            ev.event
+                        );
+                    }
                 }
                 Err(e) => tracing::warn!("QMP: malformed event: {e}"),
             }

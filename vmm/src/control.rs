@@ -193,11 +193,22 @@ pub(crate) struct Shared {
     requests: Mutex<VecDeque<Request>>,
     /// Wakes the main loop when a request is queued.
     pub(crate) wake: EventFd,
-    subscribers: Mutex<Vec<Sender<VmEvent>>>,
+    /// Live subscribers, each with the id [`VmControl::unsubscribe`] takes.
+    subscribers: Mutex<Subscribers>,
     pub(crate) vcpus: VcpuGate,
     chardevs: Mutex<Vec<ChardevInfo>>,
     memory_size: u64,
 }
+
+#[derive(Default)]
+struct Subscribers {
+    next_id: u64,
+    list: Vec<(u64, Sender<VmEvent>)>,
+}
+
+/// Names one subscription, for [`VmControl::unsubscribe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriptionId(u64);
 
 /// How long [`VmControl::pause`] waits for every vCPU to park.
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -221,7 +232,7 @@ impl VmControl {
                 state: Mutex::new(RunState::Prelaunch),
                 requests: Mutex::new(VecDeque::new()),
                 wake: EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)?,
-                subscribers: Mutex::new(Vec::new()),
+                subscribers: Mutex::new(Subscribers::default()),
                 vcpus: VcpuGate::new(),
                 chardevs: Mutex::new(Vec::new()),
                 memory_size,
@@ -326,9 +337,26 @@ impl VmControl {
 
     /// A new receiver of every event emitted from now on.
     pub fn subscribe(&self) -> Receiver<VmEvent> {
+        self.subscribe_with_id().0
+    }
+
+    /// As [`subscribe`](Self::subscribe), with the id that ends the subscription: a
+    /// thread blocked in `recv` on it needs no timeout to notice that it should stop.
+    pub fn subscribe_with_id(&self) -> (Receiver<VmEvent>, SubscriptionId) {
         let (tx, rx) = channel();
-        lock(&self.shared.subscribers).push(tx);
-        rx
+        let mut subs = lock(&self.shared.subscribers);
+        let id = subs.next_id;
+        subs.next_id += 1;
+        subs.list.push((id, tx));
+        (rx, SubscriptionId(id))
+    }
+
+    /// Drops the sending side of a subscription: its receiver gets what was already
+    /// sent, then `Disconnected`.
+    pub fn unsubscribe(&self, id: SubscriptionId) {
+        lock(&self.shared.subscribers)
+            .list
+            .retain(|(i, _)| *i != id.0);
     }
 
     fn request(&self, req: Request) -> Result<(), ControlError> {
@@ -355,7 +383,9 @@ impl VmControl {
     /// Sends `event` to every live subscriber.
     pub(crate) fn emit(&self, event: VmEvent) {
         tracing::debug!(?event, "event");
-        lock(&self.shared.subscribers).retain(|tx| tx.send(event.clone()).is_ok());
+        lock(&self.shared.subscribers)
+            .list
+            .retain(|(_, tx)| tx.send(event.clone()).is_ok());
     }
 }
 
@@ -383,6 +413,20 @@ mod tests {
         c.power_button().unwrap();
         assert_eq!(c.take_requests(), vec![Request::Quit, Request::PowerButton]);
         assert!(c.take_requests().is_empty());
+    }
+
+    #[test]
+    fn unsubscribing_ends_the_receiver_after_what_was_sent() {
+        let c = VmControl::new(1 << 20).unwrap();
+        let (a, id) = c.subscribe_with_id();
+        let b = c.subscribe();
+        c.emit(VmEvent::Powerdown);
+        c.unsubscribe(id);
+        c.emit(VmEvent::Powerdown);
+        assert_eq!(a.recv().unwrap(), VmEvent::Powerdown);
+        assert!(a.recv().is_err(), "the receiver is still connected");
+        assert_eq!(b.try_recv().unwrap(), VmEvent::Powerdown);
+        assert_eq!(b.try_recv().unwrap(), VmEvent::Powerdown);
     }
 
     #[test]

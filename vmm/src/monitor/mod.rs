@@ -22,7 +22,6 @@ pub mod hotplug;
 pub mod media;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -31,7 +30,7 @@ use machine_spec::{CpuMode, MachineSpec};
 use qmp::json::Limits;
 use qmp::{QmpServer, Schema, ServerConfig, VersionInfo};
 
-use crate::control::VmControl;
+use crate::control::{SubscriptionId, VmControl};
 
 pub use devices::{
     BlockCounters, BlockDescription, BlockView, Devices, Nic, PciFunction, PciRegion, PciView,
@@ -109,7 +108,9 @@ pub struct Monitor {
     path: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server_thread: Option<JoinHandle<()>>,
-    forwarder_stop: Arc<AtomicBool>,
+    /// Ending this subscription ends the forwarder (after what is queued).
+    control: VmControl,
+    vm_events: SubscriptionId,
     forwarder: Option<JoinHandle<()>>,
 }
 
@@ -122,7 +123,8 @@ impl Monitor {
         devices: Devices,
     ) -> Result<Monitor, MonitorError> {
         let schema = Arc::new(Schema::parse(SCHEMA_JSON)?);
-        let vm_events = control.subscribe();
+        let vm_control = control.clone();
+        let (vm_events, vm_events_id) = control.subscribe_with_id();
         let (forward_tx, _) = tokio::sync::broadcast::channel(256);
         let handler = Arc::new(commands::Commands::new(
             info,
@@ -188,27 +190,17 @@ impl Monitor {
                 )));
             }
         }
-        // VM events arrive on a std channel; a plain thread forwards them.
-        let forwarder_stop = Arc::new(AtomicBool::new(false));
-        let stop_flag = forwarder_stop.clone();
+        // VM events arrive on a std channel; a plain thread forwards them. It sleeps in
+        // `recv` until an event comes (an idle VMM has no timer wake-ups) and ends when
+        // `stop_now` ends its subscription, after forwarding what was queued.
         let fh = handler.clone();
         let forwarder = std::thread::Builder::new()
             .name("qmp-events".into())
             .spawn(move || {
                 crate::seccomp::enter_or_exit(crate::seccomp::Thread::Monitor);
-                loop {
-                    match vm_events.recv_timeout(Duration::from_millis(50)) {
-                        Ok(ev) => {
-                            fh.forward(&ev);
-                            let _ = forward_tx.send(ev);
-                        }
-                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                            if stop_flag.load(Ordering::Acquire) {
-                                return;
-                            }
-                        }
-                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-                    }
+                while let Ok(ev) = vm_events.recv() {
+                    fh.forward(&ev);
+                    let _ = forward_tx.send(ev);
                 }
             })
             .map_err(MonitorError::Start)?;
@@ -217,7 +209,8 @@ impl Monitor {
             path: path.to_path_buf(),
             stop: Some(stop_tx),
             server_thread: Some(server_thread),
-            forwarder_stop,
+            control: vm_control,
+            vm_events: vm_events_id,
             forwarder: Some(forwarder),
         })
     }
@@ -229,9 +222,8 @@ impl Monitor {
     }
 
     fn stop_now(&mut self) {
-        // The forwarder drains what is queued (its timeout path runs only when the
-        // channel is empty) before it sees the flag.
-        self.forwarder_stop.store(true, Ordering::Release);
+        // The forwarder drains what is queued, then sees the channel closed.
+        self.control.unsubscribe(self.vm_events);
         if let Some(f) = self.forwarder.take() {
             let _ = f.join();
         }
