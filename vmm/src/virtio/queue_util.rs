@@ -1,7 +1,9 @@
 //! Small helpers shared by the devices for walking descriptor chains and
 //! returning used buffers.
 
+use std::num::Wrapping;
 use std::ops::Deref;
+use std::sync::atomic::Ordering;
 
 use virtio_queue::{DescriptorChain, QueueT};
 use vm_memory::{GuestAddress, GuestMemory};
@@ -59,15 +61,31 @@ where
             }
             used += 1;
         }
-        match aq.queue.enable_notification(mem) {
-            Ok(true) => continue,
-            _ => break,
+        if !more_work(aq, mem) {
+            break;
         }
     }
     if used > 0 {
         notify_if_needed(aq, mem, interrupt);
     }
     used
+}
+
+/// Re-enables notifications after a drain and says whether the driver made more
+/// chains available meanwhile (serve again) — false too when the available index is
+/// more than the queue size ahead of the device's position: such a ring is invalid
+/// (virtio 1.2 §2.7.6, at most queue-size entries are ever outstanding),
+/// `pop_descriptor_chain` refuses it, and serving "again" would spin forever. The
+/// queue is then left alone until the driver fixes the index or resets the device.
+/// Found by the guest fuzzer (`oxtest=fuzz fuzzseed=1`).
+pub fn more_work<M: GuestMemory>(aq: &mut ActiveQueue, mem: &M) -> bool {
+    if !matches!(aq.queue.enable_notification(mem), Ok(true)) {
+        return false;
+    }
+    match aq.queue.avail_idx(mem, Ordering::Acquire) {
+        Ok(avail) => (avail - Wrapping(aq.queue.next_avail())).0 <= aq.queue.size(),
+        Err(_) => false,
+    }
 }
 
 /// Interrupts the driver for `aq` unless it suppressed notifications.
@@ -78,6 +96,43 @@ pub fn notify_if_needed<M: GuestMemory>(
 ) {
     if aq.queue.needs_notification(mem).unwrap_or(true) {
         interrupt.notify_queue(aq.index);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vm_memory::{Bytes, GuestAddress};
+
+    use super::testing::{add_chain, memory, queue, used_idx, CountingInterrupt};
+    use super::*;
+
+    /// An available index far ahead of the ring (a hostile driver) ends the drain:
+    /// nothing is served, and it returns instead of spinning.
+    #[test]
+    fn drain_returns_on_an_avail_index_past_the_queue_size() {
+        let mem = memory();
+        let (mock, mut aq) = queue(&mem, 0x10000, 0);
+        add_chain(&mock, 0, &[(0x20000, 16, false)]);
+        let avail_idx = GuestAddress(mock.avail_addr().0 + 2);
+        mem.write_obj(1000u16, avail_idx).unwrap();
+        // On a thread of its own, so that a drain that spins fails the test instead of
+        // hanging it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let m = mem.clone();
+        std::thread::spawn(move || {
+            let irq = CountingInterrupt::default();
+            let n = drain(&mut aq, &m, &irq, |_| 0);
+            tx.send((n, aq)).unwrap();
+        });
+        let (served, mut aq) = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("drain spins on an invalid available index");
+        assert_eq!(served, 0);
+        assert_eq!(used_idx(&mem, &mock), 0);
+        // A sane index afterwards is served again.
+        mem.write_obj(1u16, avail_idx).unwrap();
+        let irq = CountingInterrupt::default();
+        assert_eq!(drain(&mut aq, &mem, &irq, |_| 0), 1);
     }
 }
 

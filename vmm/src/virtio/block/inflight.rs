@@ -27,7 +27,7 @@ use vmm_sys_util::epoll::EventSet;
 
 use super::engine::{Completion, Engine, Transfer};
 use super::{guest_slices, req, status, BlockStats, Request, RequestHandler};
-use crate::virtio::queue_util::{notify_if_needed, segments};
+use crate::virtio::queue_util::{more_work, notify_if_needed, segments};
 use crate::virtio::worker::{DeviceCtx, WorkerHandler};
 use crate::virtio::{ActiveQueue, GuestMem, VirtioInterrupt};
 
@@ -105,9 +105,8 @@ impl QueueWorker {
             if let Err(e) = self.engine.submit() {
                 warn!("virtio-blk: submitting I/O: {e}");
             }
-            match aq.queue.enable_notification(mem) {
-                Ok(true) => continue,
-                _ => break,
+            if !more_work(aq, mem) {
+                break;
             }
         }
         self.engine.reap(&mut self.done);
