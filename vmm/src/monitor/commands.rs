@@ -84,7 +84,8 @@ pub struct Commands {
     events: OnceLock<EventSender>,
     balloon_actual: Mutex<Option<u64>>,
     /// Failed read and write counts per block device at the last poll.
-    block_failures: Mutex<Vec<(u64, u64)>>,
+    /// Failed (read, write) operations seen per block device, by its view's address.
+    block_failures: Mutex<std::collections::HashMap<usize, (u64, u64)>>,
 }
 
 impl Commands {
@@ -104,7 +105,7 @@ impl Commands {
             forwarded,
             events: OnceLock::new(),
             balloon_actual: Mutex::new(None),
-            block_failures: Mutex::new(Vec::new()),
+            block_failures: Mutex::new(Default::default()),
         }
     }
 
@@ -157,8 +158,7 @@ impl Commands {
             "query-cpus-fast" => ok(self.cpus_fast()),
             "query-hotpluggable-cpus" => ok(self.hotpluggable_cpus()),
             "query-block" => ok(self
-                .devices
-                .blocks
+                .blocks()
                 .iter()
                 .map(|b| block_info(b.as_ref(), self.devices.media.as_ref()))
                 .collect()),
@@ -310,9 +310,28 @@ impl Commands {
             .collect()
     }
 
+    /// The block devices present now: the boot-time ones not hot-removed, then
+    /// the hot-added ones (`virtio/hotplug.rs`).
+    pub(crate) fn blocks(&self) -> Vec<Arc<dyn BlockView>> {
+        let Some(hub) = &self.devices.hotplug else {
+            return self.devices.blocks.clone();
+        };
+        let mut v: Vec<Arc<dyn BlockView>> = if hub.any_removed() {
+            self.devices
+                .blocks
+                .iter()
+                .filter(|b| !hub.was_removed(&b.describe().qdev))
+                .cloned()
+                .collect()
+        } else {
+            self.devices.blocks.clone()
+        };
+        v.extend(hub.block_views());
+        v
+    }
+
     fn blockstats(&self) -> Value {
-        self.devices
-            .blocks
+        self.blocks()
             .iter()
             .map(|b| {
                 let d = b.describe();
@@ -389,8 +408,10 @@ impl Commands {
             .block_failures
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        seen.resize(self.devices.blocks.len(), (0, 0));
-        for (b, seen) in self.devices.blocks.iter().zip(seen.iter_mut()) {
+        let blocks = self.blocks();
+        seen.retain(|k, _| blocks.iter().any(|b| view_key(b) == *k));
+        for b in &blocks {
+            let seen = seen.entry(view_key(b)).or_default();
             let mut errors = b.take_io_errors();
             // Devices that only count failures still get one event per operation kind
             // and poll, with the generic host error text.
@@ -455,7 +476,10 @@ impl Handler for Commands {
 
 /// Polls devices for events until aborted.
 pub(crate) async fn watch_devices(cmds: Arc<Commands>) {
-    if cmds.devices.balloon.is_none() && cmds.devices.blocks.is_empty() {
+    if cmds.devices.balloon.is_none()
+        && cmds.devices.blocks.is_empty()
+        && cmds.devices.hotplug.is_none()
+    {
         return;
     }
     let mut tick = tokio::time::interval(DEVICE_POLL);
@@ -463,6 +487,11 @@ pub(crate) async fn watch_devices(cmds: Arc<Commands>) {
         tick.tick().await;
         cmds.poll_devices();
     }
+}
+
+/// Identifies a block view across calls (views live as long as their disk).
+fn view_key(b: &Arc<dyn BlockView>) -> usize {
+    Arc::as_ptr(b) as *const () as usize
 }
 
 fn qom_cpu_path(index: u32) -> String {

@@ -229,7 +229,7 @@ fn info(cmds: &Commands, sub: &str, current_cpu: u32) -> Option<String> {
             );
         }
         "block" => {
-            for (i, b) in cmds.devices.blocks.iter().enumerate() {
+            for (i, b) in cmds.blocks().iter().enumerate() {
                 let mut d = b.describe();
                 // A CD-ROM's medium and tray as they are now.
                 let (tray_open, locked) =

@@ -764,6 +764,12 @@ impl ScsiTarget {
         self.luns.iter().find(|(l, _)| *l == lun).map(|(_, d)| d)
     }
 
+    /// Takes `lun` away (a hot-unplug); its unit, if it was there.
+    pub fn remove(&mut self, lun: u16) -> Option<SharedDevice> {
+        let i = self.luns.iter().position(|(l, _)| *l == lun)?;
+        Some(self.luns.remove(i).1)
+    }
+
     /// Whether the target has any unit.
     pub fn is_empty(&self) -> bool {
         self.luns.is_empty()
@@ -772,7 +778,7 @@ impl ScsiTarget {
     /// Executes a command addressed to `lun`: REPORT LUNS is the target's; an
     /// absent LUN answers INQUIRY with "no unit here" (peripheral qualifier 3)
     /// and everything else with LOGICAL UNIT NOT SUPPORTED, as QEMU's SCSI bus.
-    pub fn execute(&mut self, lun: u16, cdb: &[u8], data: Data<'_, '_>) -> Completion {
+    pub fn execute(&self, lun: u16, cdb: &[u8], data: Data<'_, '_>) -> Completion {
         if cdb.first() == Some(&op::REPORT_LUNS) {
             if cdb.len() < 12 {
                 return Completion::check(Sense::INVALID_FIELD);

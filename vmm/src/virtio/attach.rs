@@ -91,6 +91,9 @@ pub enum AttachError {
     Nic(String, #[source] std::io::Error),
     #[error("input device '{0}'")]
     Input(String, #[source] std::io::Error),
+    /// A virtio-scsi controller could not be made.
+    #[error("SCSI controller '{0}'")]
+    Scsi(String, #[source] std::io::Error),
     /// The video device could not be built.
     #[error("video device")]
     Display(#[source] crate::display::attach::DisplayError),
@@ -100,11 +103,49 @@ pub enum AttachError {
 }
 
 /// A disk as the monitor sees it: its configuration and live counters.
-struct DiskView {
+pub(crate) struct DiskView {
     desc: BlockDescription,
     stats: Arc<BlockStats>,
     /// Guest-visible size, known once the image is open.
     size: std::sync::atomic::AtomicU64,
+}
+
+impl DiskView {
+    /// The counters its device updates.
+    pub(crate) fn stats(&self) -> Arc<BlockStats> {
+        self.stats.clone()
+    }
+
+    /// Notes the guest-visible size once the image is open.
+    pub(crate) fn set_size(&self, bytes: u64) {
+        self.size.store(bytes, Ordering::Relaxed);
+    }
+}
+
+/// The monitor's view of disk `id` on image `k` (`removable`: a CD-ROM's).
+pub(crate) fn disk_view(id: &str, k: &machine_spec::Disk, removable: bool) -> Arc<DiskView> {
+    let desc = BlockDescription {
+        qdev: id.to_string(),
+        node_name: format!("libvirt-{id}-format"),
+        file: k.path.display().to_string(),
+        format: match k.format {
+            DiskFormat::Raw => "raw".into(),
+            DiskFormat::Qcow2 => "qcow2".into(),
+        },
+        read_only: k.readonly,
+        virtual_size: 0,
+        actual_size: None,
+        writeback: !matches!(k.cache, CacheMode::Writethrough | CacheMode::Directsync),
+        direct: false,
+        no_flush: matches!(k.cache, CacheMode::Unsafe),
+        removable,
+        empty: false,
+    };
+    Arc::new(DiskView {
+        desc,
+        stats: Arc::new(BlockStats::default()),
+        size: Default::default(),
+    })
 }
 
 impl BlockView for DiskView {
@@ -230,36 +271,12 @@ impl PciBackends {
                 | DeviceKind::AtaDisk(machine_spec::AtaDisk {
                     medium: Some(k), ..
                 }) => {
-                    let desc = BlockDescription {
-                        qdev: d.id.clone(),
-                        node_name: format!("libvirt-{}-format", d.id),
-                        file: k.path.display().to_string(),
-                        format: match k.format {
-                            DiskFormat::Raw => "raw".into(),
-                            DiskFormat::Qcow2 => "qcow2".into(),
-                        },
-                        read_only: k.readonly,
-                        virtual_size: 0,
-                        actual_size: None,
-                        writeback: !matches!(
-                            k.cache,
-                            CacheMode::Writethrough | CacheMode::Directsync
-                        ),
-                        direct: false,
-                        no_flush: matches!(k.cache, CacheMode::Unsafe),
-                        removable: match &d.kind {
-                            DeviceKind::ScsiDisk(u) => u.cdrom,
-                            DeviceKind::AtaDisk(u) => u.cdrom,
-                            _ => false,
-                        },
-                        empty: false,
+                    let removable = match &d.kind {
+                        DeviceKind::ScsiDisk(u) => u.cdrom,
+                        DeviceKind::AtaDisk(u) => u.cdrom,
+                        _ => false,
                     };
-                    let view = DiskView {
-                        desc,
-                        stats: Arc::new(BlockStats::default()),
-                        size: Default::default(),
-                    };
-                    b.disks.push((d.id.clone(), Arc::new(view)));
+                    b.disks.push((d.id.clone(), disk_view(&d.id, k, removable)));
                 }
                 DeviceKind::Serial(_)
                 | DeviceKind::Rng(_)
@@ -517,6 +534,10 @@ fn virtio_device(
     spec: &MachineSpec,
     d: &Device,
     backends: &PciBackends,
+    (scsi, scsi_units): (
+        &mut Vec<super::hotplug::ScsiAdapter>,
+        &mut Vec<super::hotplug::ScsiUnit>,
+    ),
 ) -> Result<Option<Box<dyn VirtioDevice>>, AttachError> {
     Ok(Some(match &d.kind {
         DeviceKind::Disk(k) => {
@@ -590,7 +611,16 @@ fn virtio_device(
             Vsock::new(&d.id, u64::from(v.guest_cid), &v.uds_path)
                 .map_err(|e| AttachError::Vsock(d.id.clone(), e))?,
         ),
-        DeviceKind::ScsiController(c) => Box::new(scsi_controller(spec, &d.id, c.index, backends)?),
+        DeviceKind::ScsiController(c) => {
+            let (dev, units) = scsi_controller(spec, &d.id, c.index, backends)?;
+            scsi.push(super::hotplug::ScsiAdapter {
+                id: d.id.clone(),
+                index: c.index,
+                bus: dev.bus(),
+            });
+            scsi_units.extend(units);
+            Box::new(dev)
+        }
         DeviceKind::Serial(_)
         | DeviceKind::Pvpanic
         | DeviceKind::PciController(_)
@@ -609,93 +639,124 @@ fn virtio_device(
     }))
 }
 
-/// A virtio-scsi adapter with the units of `spec` that name controller `index`:
-/// each image opened and locked as a virtio-blk one would be.
+/// A virtio-scsi adapter with the units of `spec` that name controller `index`
+/// (those hot-removed since left out, those hot-added since put in): each
+/// image opened and locked as a virtio-blk one would be. Returns the units
+/// for live hot-plug's records too.
 fn scsi_controller(
     spec: &MachineSpec,
     id: &str,
     index: u32,
     backends: &PciBackends,
-) -> Result<VirtioScsi, AttachError> {
+) -> Result<(VirtioScsi, Vec<super::hotplug::ScsiUnit>), AttachError> {
     let mut targets: Vec<(u8, ScsiTarget)> = Vec::new();
-    let mut locks: Vec<ImageLock> = Vec::new();
-    for d in &spec.devices {
+    let mut records: Vec<(u8, u16, String, Option<ImageLock>)> = Vec::new();
+    let mut cold = Vec::new();
+    let hub = &backends.hotplug;
+    let hot = hub.hot_scsi_devices();
+    let mut put = |target: u8, lun: u16, unit: crate::scsi::SharedDevice| match targets
+        .iter_mut()
+        .find(|(t, _)| *t == target)
+    {
+        Some((_, t)) => t.insert_shared(lun, unit),
+        None => {
+            let mut t = ScsiTarget::new();
+            t.insert_shared(lun, unit);
+            targets.push((target, t));
+        }
+    };
+    for d in spec.devices.iter().chain(&hot) {
         let DeviceKind::ScsiDisk(u) = &d.kind else {
             continue;
         };
-        if u.controller != index {
+        if u.controller != index || hub.was_removed(&d.id) {
             continue;
+        }
+        let is_hot = hot.iter().any(|h| h.id == d.id);
+        if !is_hot {
+            cold.push(super::hotplug::ScsiUnit {
+                id: d.id.clone(),
+                controller: index,
+                target: u.target,
+                lun: u.lun,
+                cdrom: u.cdrom,
+                hot: None,
+            });
         }
         if let Some(unit) = backends.removable_unit(&d.id) {
             info!(id = %d.id, controller = %id, target = u.target, lun = u.lun, "SCSI CD-ROM");
-            match targets.iter_mut().find(|(t, _)| *t == u.target) {
-                Some((_, t)) => t.insert_shared(u.lun, unit),
-                None => {
-                    let mut t = ScsiTarget::new();
-                    t.insert_shared(u.lun, unit);
-                    targets.push((u.target, t));
-                }
-            }
+            put(u.target, u.lun, unit);
+            records.push((u.target, u.lun, d.id.clone(), None));
             continue;
         }
-        let view = backends
-            .disks
-            .iter()
-            .find(|(i, _)| i == &d.id)
-            .map(|(_, v)| v.clone());
-        let medium = match &u.medium {
-            Some(k) => {
-                let cfg = DiskConfig {
-                    path: &k.path,
-                    qcow2: k.format == DiskFormat::Qcow2,
-                    readonly: k.readonly || u.cdrom,
-                    shareable: k.shareable,
-                    serial: k.serial.as_deref(),
-                    discard: k.discard,
-                    flags: open_flags(k.cache),
-                };
-                let (b, lock) =
-                    open_backend(&d.id, &cfg).map_err(|e| AttachError::Disk(d.id.clone(), e))?;
-                locks.push(lock);
-                if let Some(v) = &view {
-                    v.size.store(b.size(), Ordering::Relaxed);
-                }
-                Some(b)
-            }
-            None => None,
+        let view = match is_hot {
+            true => hub.hot_view(&d.id),
+            false => backends
+                .disks
+                .iter()
+                .find(|(i, _)| i == &d.id)
+                .map(|(_, v)| v.clone()),
         };
-        let disk = u.medium.as_ref();
-        let cfg = DeviceConfig {
-            kind: if u.cdrom {
-                ScsiKind::Cdrom
-            } else {
-                ScsiKind::Disk
-            },
-            readonly: disk.is_none_or(|k| k.readonly),
-            writeback: disk.is_none_or(|k| {
-                !matches!(k.cache, CacheMode::Writethrough | CacheMode::Directsync)
-            }),
-            serial: disk.and_then(|k| k.serial.clone()),
-            device_id: d.id.clone(),
-            vendor: u.vendor.clone(),
-            product: u.product.clone(),
-            wwn: u.wwn,
-        };
-        let mut unit = ScsiDevice::new(cfg, medium);
-        if let Some(v) = view {
-            unit = unit.with_stats(v.stats.clone());
-        }
+        let (unit, lock) =
+            scsi_unit(d, u, view.as_ref()).map_err(|e| AttachError::Disk(d.id.clone(), e))?;
         info!(id = %d.id, controller = %id, target = u.target, lun = u.lun, cdrom = u.cdrom, "SCSI unit");
-        match targets.iter_mut().find(|(t, _)| *t == u.target) {
-            Some((_, t)) => t.insert(u.lun, unit),
-            None => {
-                let mut t = ScsiTarget::new();
-                t.insert(u.lun, unit);
-                targets.push((u.target, t));
-            }
-        }
+        put(u.target, u.lun, Arc::new(Mutex::new(unit)));
+        records.push((u.target, u.lun, d.id.clone(), lock));
     }
-    Ok(VirtioScsi::new(id, targets).with_locks(locks))
+    let mut dev = VirtioScsi::new(id, targets).map_err(|e| AttachError::Scsi(id.to_string(), e))?;
+    for (target, lun, unit_id, lock) in records {
+        dev = dev.with_unit(target, lun, &unit_id, lock);
+    }
+    Ok((dev, cold))
+}
+
+/// SCSI unit `d` (`u`) over its image, opened and locked as a virtio-blk one
+/// would be (none for an empty CD-ROM), counting into `view`'s statistics.
+pub(crate) fn scsi_unit(
+    d: &Device,
+    u: &machine_spec::ScsiDisk,
+    view: Option<&Arc<DiskView>>,
+) -> Result<(ScsiDevice, Option<ImageLock>), BlockError> {
+    let (medium, lock) = match &u.medium {
+        Some(k) => {
+            let cfg = DiskConfig {
+                path: &k.path,
+                qcow2: k.format == DiskFormat::Qcow2,
+                readonly: k.readonly || u.cdrom,
+                shareable: k.shareable,
+                serial: k.serial.as_deref(),
+                discard: k.discard,
+                flags: open_flags(k.cache),
+            };
+            let (b, lock) = open_backend(&d.id, &cfg)?;
+            if let Some(v) = view {
+                v.set_size(b.size());
+            }
+            (Some(b), Some(lock))
+        }
+        None => (None, None),
+    };
+    let disk = u.medium.as_ref();
+    let cfg = DeviceConfig {
+        kind: if u.cdrom {
+            ScsiKind::Cdrom
+        } else {
+            ScsiKind::Disk
+        },
+        readonly: disk.is_none_or(|k| k.readonly),
+        writeback: disk
+            .is_none_or(|k| !matches!(k.cache, CacheMode::Writethrough | CacheMode::Directsync)),
+        serial: disk.and_then(|k| k.serial.clone()),
+        device_id: d.id.clone(),
+        vendor: u.vendor.clone(),
+        product: u.product.clone(),
+        wwn: u.wwn,
+    };
+    let mut unit = ScsiDevice::new(cfg, medium);
+    if let Some(v) = view {
+        unit = unit.with_stats(v.stats());
+    }
+    Ok((unit, lock))
 }
 
 /// Builds the root bus and every PCI device of `spec`, and puts the root on
@@ -798,6 +859,7 @@ pub fn attach(
     // Devices with an address first, so automatic placement never takes theirs;
     // hot-added devices of the last machine again, hot-removed ones not.
     let hot = backends.hotplug.hot_devices();
+    let (mut scsi, mut scsi_units) = (Vec::new(), Vec::new());
     let mut order: Vec<&Device> = spec
         .devices
         .iter()
@@ -837,7 +899,7 @@ pub fn attach(
                 let vga = v.take_vga();
                 (v.gpu, v.layout, vga)
             }
-            None => match virtio_device(spec, d, backends)? {
+            None => match virtio_device(spec, d, backends, (&mut scsi, &mut scsi_units))? {
                 Some(dev) => (dev, PciLayout::default(), None),
                 None => continue,
             },
@@ -913,12 +975,14 @@ pub fn attach(
         root,
         ecam: platform.ecam,
     }));
+    backends.hotplug.set_scsi_units(scsi_units);
     backends.hotplug.set_machine(
         super::hotplug::Machine {
             root: host.clone(),
             routing: routing.clone(),
             ioevents: ioevents.clone(),
             mem: mem.clone(),
+            scsi,
         },
         cold,
     );

@@ -12,7 +12,17 @@
 //! * `device_del` presses the port's attention button; the device goes when the
 //!   guest powers the slot off (`pci/hotplug.rs`), and only then do subscribers
 //!   hear its id (the monitor's `DEVICE_DELETED`). A guest that never does so
-//!   keeps it, as with QEMU.
+//!   keeps it, as with QEMU;
+//! * a SCSI LUN on a virtio-scsi controller: `device_add {driver: scsi-hd, drive:
+//!   NODE, id, bus: scsi0.0, channel: 0, scsi-id: T, lun: L}` (what libvirt sends;
+//!   `scsi0` is the controller's id) adds the unit to the controller's
+//!   [`ScsiBus`], which tells the guest on its event queue (`virtio/scsi.rs`);
+//!   `device_del` of it removes it at once, without the guest's cooperation, and
+//!   subscribers hear its id right away, as with QEMU's SCSI bus.
+//!
+//! Hot-added disks (both kinds) are listed by `query-block` and
+//! `query-blockstats` ([`HotplugHub::block_views`]); removed boot-time ones no
+//! longer are.
 //!
 //! The work happens on the VMM's main thread, the one that builds machines (its
 //! seccomp filter allows opening images and taps, KVM's irqfd/ioeventfd calls
@@ -34,12 +44,15 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
 use tracing::info;
 
+use super::attach::{disk_view, scsi_unit, DiskView};
 use super::block::{Block, DiskConfig, OpenFlags};
 use super::kvm::IrqRouting;
 use super::net::{parse_mac, Net, NetControl, Tap};
 use super::pci_transport::PciLayout;
+use super::scsi::{ScsiBus, ScsiBusError, MAX_LUN, MAX_TARGET};
 use super::{GuestMem, IoEventRegistrar, VirtioDevice, VirtioPciDevice};
 use crate::media::{MediaRegistry, MediumFormat};
+use crate::monitor::BlockView;
 use crate::pci::{PciDevice, PciRoot};
 
 /// Why a hot-plug request failed; the text is QEMU's where it has one.
@@ -51,9 +64,18 @@ pub enum HotplugError {
     /// A property's value is malformed.
     #[error("Property '{0}' has an invalid value '{1}'")]
     Invalid(String, String),
-    /// A `driver` other than the two hot-pluggable ones.
-    #[error("'{0}' is not a valid device model name for hot-plug (virtio-blk-pci and virtio-net-pci are)")]
+    /// A `driver` other than the hot-pluggable ones.
+    #[error("'{0}' is not a valid device model name for hot-plug (virtio-blk-pci, virtio-net-pci and scsi-hd are)")]
     Driver(String),
+    /// A SCSI bus (`scsi0.0`) no controller provides.
+    #[error("Bus '{0}' not found")]
+    NoBus(String),
+    /// The SCSI address is taken.
+    #[error(transparent)]
+    Scsi(#[from] ScsiBusError),
+    /// A device that cannot be unplugged live.
+    #[error("device '{0}' cannot be unplugged: {1}")]
+    NotUnpluggable(String, &'static str),
     /// An id already in use.
     #[error("Duplicate device ID '{0}' for device")]
     DuplicateId(String),
@@ -112,13 +134,22 @@ struct Occupant {
     netdev: Option<String>,
 }
 
-/// What the current machine gives hot-plug: its root bus and the means to make
-/// a virtio function.
+/// What the current machine gives hot-plug: its root bus, the means to make
+/// a virtio function, its SCSI controllers.
 pub(crate) struct Machine {
     pub root: Arc<Mutex<dyn RootAccess>>,
     pub routing: Arc<IrqRouting>,
     pub ioevents: Arc<dyn IoEventRegistrar>,
     pub mem: GuestMem,
+    pub scsi: Vec<ScsiAdapter>,
+}
+
+/// A virtio-scsi controller of the machine: its device id (libvirt's alias,
+/// `scsi0`, whose bus `scsi0.0` `device_add` names), libvirt index and units.
+pub(crate) struct ScsiAdapter {
+    pub id: String,
+    pub index: u32,
+    pub bus: Arc<ScsiBus>,
 }
 
 /// The root bus behind whatever lock the machine keeps it.
@@ -150,6 +181,24 @@ pub struct HotplugHub {
     /// Ids of boot-time devices removed since: left out of rebuilt machines.
     removed: Mutex<Vec<String>>,
     listeners: Mutex<Vec<UnboundedSender<String>>>,
+    /// What the monitor reports of hot-added disks, by device id.
+    views: Mutex<Vec<(String, Arc<DiskView>)>>,
+    /// The LUNs on virtio-scsi controllers.
+    scsi_units: Mutex<Vec<ScsiUnit>>,
+}
+
+/// A LUN on a virtio-scsi controller.
+#[derive(Debug, Clone)]
+pub(crate) struct ScsiUnit {
+    pub id: String,
+    /// The controller's libvirt index.
+    pub controller: u32,
+    pub target: u8,
+    pub lun: u16,
+    /// CD-ROMs stay (their drive belongs to the media registry).
+    pub cdrom: bool,
+    /// For a hot-added unit: what to build again in a rebuilt machine.
+    pub hot: Option<Device>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -243,6 +292,27 @@ impl HotplugHub {
         lock(&self.removed).iter().any(|r| r == id)
     }
 
+    /// Whether any boot-time device was hot-removed.
+    pub fn any_removed(&self) -> bool {
+        !lock(&self.removed).is_empty()
+    }
+
+    /// The block views of the hot-added disks present now.
+    pub fn block_views(&self) -> Vec<Arc<dyn BlockView>> {
+        lock(&self.views)
+            .iter()
+            .map(|(_, v)| v.clone() as Arc<dyn BlockView>)
+            .collect()
+    }
+
+    /// The block view of hot-added disk `id` (its counters survive a rebuild).
+    pub(crate) fn hot_view(&self, id: &str) -> Option<Arc<DiskView>> {
+        lock(&self.views)
+            .iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, v)| v.clone())
+    }
+
     /// The machine just built: its root and the devices behind hot-plug ports,
     /// (id, spec bus) of those from the spec.
     pub(crate) fn set_machine(&self, m: Machine, cold: Vec<(String, u8)>) {
@@ -255,6 +325,22 @@ impl HotplugHub {
             netdev: None,
         }));
         *lock(&self.machine) = Some(m);
+    }
+
+    /// The SCSI units of the machine being built: the boot-time ones (`cold`,
+    /// not hot-removed) and the hot-added ones kept.
+    pub(crate) fn set_scsi_units(&self, cold: Vec<ScsiUnit>) {
+        let mut u = lock(&self.scsi_units);
+        u.retain(|u| u.hot.is_some());
+        u.extend(cold);
+    }
+
+    /// The hot-added SCSI units a rebuilt machine must have again.
+    pub(crate) fn hot_scsi_devices(&self) -> Vec<Device> {
+        lock(&self.scsi_units)
+            .iter()
+            .filter_map(|u| u.hot.clone())
+            .collect()
     }
 
     /// The machine whose root bus is `root` is gone (dropped at a rebuild or at
@@ -302,11 +388,18 @@ impl HotplugHub {
             occ.remove(i)
         };
         info!(id = %o.id, bus, "device unplugged");
-        if o.hot.is_none() {
-            lock(&self.removed).push(o.id.clone());
+        self.forget(&o.id, o.hot.is_none());
+    }
+
+    /// Device `id` is gone: no longer listed, left out of rebuilt machines if
+    /// it was a boot-time one (`cold`); the subscribers hear its id.
+    fn forget(&self, id: &str, cold: bool) {
+        if cold {
+            lock(&self.removed).push(id.to_string());
         }
+        lock(&self.views).retain(|(i, _)| i != id);
         let mut l = lock(&self.listeners);
-        l.retain(|tx| tx.send(o.id.clone()).is_ok());
+        l.retain(|tx| tx.send(id.to_string()).is_ok());
     }
 
     /// `netdev_add`.
@@ -425,12 +518,16 @@ impl HotplugHub {
         ))
     }
 
-    /// `device_add`: builds the function and puts it behind the named port.
+    /// `device_add`: builds the function and puts it behind the named port, or
+    /// the SCSI unit on its controller.
     pub fn device_add(
         &self,
         args: &Map<String, Value>,
         media: &MediaRegistry,
     ) -> Result<(), HotplugError> {
+        if str_arg(args, "driver") == Some("scsi-hd") {
+            return self.scsi_add(args, media);
+        }
         let (d, netdev) = self.device_of(args, media)?;
         if lock(&self.occupants).iter().any(|o| o.id == d.id) {
             return Err(HotplugError::DuplicateId(d.id));
@@ -438,12 +535,15 @@ impl HotplugHub {
         let machine = lock(&self.machine);
         let m = machine.as_ref().ok_or(HotplugError::NoMachine)?;
         let bus = d.pci.map_or(0, |a| a.bus);
-        let pci = build(m, &d)?;
+        let (pci, view) = build(m, &d)?;
         let mut root = m.root.lock().unwrap_or_else(|e| e.into_inner());
         root.root()
             .hotplug_behind(bus, pci)
             .map_err(|e| HotplugError::Pci(format!("pci.{bus}"), e))?;
         info!(id = %d.id, bus, "device hot-added");
+        if let Some(v) = view {
+            lock(&self.views).push((d.id.clone(), v));
+        }
         lock(&self.occupants).push(Occupant {
             id: d.id.clone(),
             bus,
@@ -453,9 +553,86 @@ impl HotplugHub {
         Ok(())
     }
 
+    /// `device_add` of a `scsi-hd`: the unit goes on its controller at once and
+    /// the controller tells the guest.
+    fn scsi_add(
+        &self,
+        args: &Map<String, Value>,
+        media: &MediaRegistry,
+    ) -> Result<(), HotplugError> {
+        let machine = lock(&self.machine);
+        let m = machine.as_ref().ok_or(HotplugError::NoMachine)?;
+        let adapters: Vec<(String, u32)> = m.scsi.iter().map(|a| (a.id.clone(), a.index)).collect();
+        let d = scsi_device_of(args, media, &adapters)?;
+        if lock(&self.occupants).iter().any(|o| o.id == d.id)
+            || lock(&self.scsi_units).iter().any(|u| u.id == d.id)
+        {
+            return Err(HotplugError::DuplicateId(d.id));
+        }
+        let DeviceKind::ScsiDisk(u) = &d.kind else {
+            return Err(HotplugError::Driver(d.id));
+        };
+        let adapter = m
+            .scsi
+            .iter()
+            .find(|a| a.index == u.controller)
+            .ok_or_else(|| HotplugError::NoBus(format!("scsi{}.0", u.controller)))?;
+        let k = u.medium.as_ref().ok_or(HotplugError::Missing("drive"))?;
+        let view = disk_view(&d.id, k, false);
+        let (unit, image_lock) = scsi_unit(&d, u, Some(&view))
+            .map_err(|e| HotplugError::Disk(k.path.display().to_string(), e))?;
+        adapter.bus.add(
+            u.target,
+            u.lun,
+            &d.id,
+            Arc::new(Mutex::new(unit)),
+            image_lock,
+        )?;
+        info!(id = %d.id, controller = %adapter.id, target = u.target, lun = u.lun, "SCSI disk hot-added");
+        lock(&self.views).push((d.id.clone(), view));
+        lock(&self.scsi_units).push(ScsiUnit {
+            id: d.id.clone(),
+            controller: u.controller,
+            target: u.target,
+            lun: u.lun,
+            cdrom: false,
+            hot: Some(d.clone()),
+        });
+        Ok(())
+    }
+
+    /// `device_del` of a SCSI unit: it goes at once, without the guest's
+    /// cooperation (QEMU's SCSI bus), and the subscribers hear it right away.
+    fn scsi_del(&self, u: ScsiUnit) -> Result<bool, HotplugError> {
+        if u.cdrom {
+            return Err(HotplugError::NotUnpluggable(
+                u.id,
+                "SCSI CD-ROMs stay (change their medium instead)",
+            ));
+        }
+        let machine = lock(&self.machine);
+        let m = machine.as_ref().ok_or(HotplugError::NoMachine)?;
+        let unit = m
+            .scsi
+            .iter()
+            .find(|a| a.index == u.controller)
+            .and_then(|a| a.bus.remove(u.target, u.lun));
+        drop(machine);
+        // The image closes here, on the main thread.
+        drop(unit);
+        lock(&self.scsi_units).retain(|x| x.id != u.id);
+        info!(id = %u.id, controller = u.controller, target = u.target, lun = u.lun, "SCSI unit unplugged");
+        self.forget(&u.id, u.hot.is_none());
+        Ok(true)
+    }
+
     /// `device_del`: asks the guest to release the device. Returns whether it
     /// went at once (the guest had powered its slot off).
     pub fn device_del(&self, id: &str) -> Result<bool, HotplugError> {
+        let scsi = lock(&self.scsi_units).iter().find(|u| u.id == id).cloned();
+        if let Some(u) = scsi {
+            return self.scsi_del(u);
+        }
         let bus = lock(&self.occupants)
             .iter()
             .find(|o| o.id == id)
@@ -480,8 +657,13 @@ impl HotplugHub {
     }
 }
 
-/// Opens `d`'s backend and wraps it in a virtio-pci function (MSI-X only).
-fn build(m: &Machine, d: &Device) -> Result<Box<dyn PciDevice>, HotplugError> {
+/// A hot-added function and, for a disk, its block view.
+type Built = (Box<dyn PciDevice>, Option<Arc<DiskView>>);
+
+/// Opens `d`'s backend and wraps it in a virtio-pci function (MSI-X only);
+/// a disk's block view with it.
+fn build(m: &Machine, d: &Device) -> Result<Built, HotplugError> {
+    let mut view = None;
     let dev: Box<dyn VirtioDevice> = match &d.kind {
         DeviceKind::Disk(k) => {
             let cfg = DiskConfig {
@@ -493,10 +675,12 @@ fn build(m: &Machine, d: &Device) -> Result<Box<dyn PciDevice>, HotplugError> {
                 discard: k.discard,
                 flags: OpenFlags::for_cache(k.cache),
             };
-            Box::new(
-                Block::open(&d.id, &cfg, Arc::default())
-                    .map_err(|e| HotplugError::Disk(k.path.display().to_string(), e))?,
-            )
+            let v = disk_view(&d.id, k, false);
+            let b = Block::open(&d.id, &cfg, v.stats())
+                .map_err(|e| HotplugError::Disk(k.path.display().to_string(), e))?;
+            v.set_size(b.capacity_bytes());
+            view = Some(v);
+            Box::new(b)
         }
         DeviceKind::Net(n) => {
             let mac = parse_mac(&n.mac)
@@ -539,7 +723,105 @@ fn build(m: &Machine, d: &Device) -> Result<Box<dyn PciDevice>, HotplugError> {
         PciLayout::default(),
     )
     .map_err(|e| HotplugError::Pci(d.id.clone(), e))?;
-    Ok(Box::new(pci))
+    Ok((Box::new(pci), view))
+}
+
+/// A number argument (QEMU takes numbers; strings of digits too).
+fn num_arg(args: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, HotplugError> {
+    match args.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| HotplugError::Invalid(name.into(), n.to_string())),
+        Some(Value::String(t)) => {
+            let parsed = match t.strip_prefix("0x") {
+                Some(h) => u64::from_str_radix(h, 16),
+                None => t.parse(),
+            };
+            parsed
+                .map(Some)
+                .map_err(|_| HotplugError::Invalid(name.into(), t.clone()))
+        }
+        Some(v) => Err(HotplugError::Invalid(name.into(), v.to_string())),
+    }
+}
+
+/// The spec device of a `scsi-hd` `device_add` (libvirt's arguments: `bus`
+/// `ALIAS.0`, `channel`, `scsi-id`, `lun`, `drive`, `id`, `serial`, `wwn`,
+/// `vendor`, `product`, `write-cache`), on one of `adapters` (id, index).
+fn scsi_device_of(
+    args: &Map<String, Value>,
+    media: &MediaRegistry,
+    adapters: &[(String, u32)],
+) -> Result<Device, HotplugError> {
+    let id = str_arg(args, "id").ok_or(HotplugError::Missing("id"))?;
+    let bus = str_arg(args, "bus").ok_or(HotplugError::Missing("bus"))?;
+    let controller = bus
+        .strip_suffix(".0")
+        .and_then(|alias| adapters.iter().find(|(a, _)| a == alias))
+        .map(|(_, index)| *index)
+        .ok_or_else(|| HotplugError::NoBus(bus.into()))?;
+    if num_arg(args, "channel")?.is_some_and(|c| c != 0) {
+        return Err(HotplugError::Invalid(
+            "channel".into(),
+            args["channel"].to_string(),
+        ));
+    }
+    let target = num_arg(args, "scsi-id")?.unwrap_or(0);
+    if target > u64::from(MAX_TARGET) {
+        return Err(HotplugError::Invalid("scsi-id".into(), target.to_string()));
+    }
+    let lun = num_arg(args, "lun")?.unwrap_or(0);
+    if lun > u64::from(MAX_LUN) {
+        return Err(HotplugError::Invalid("lun".into(), lun.to_string()));
+    }
+    let drive = str_arg(args, "drive").ok_or(HotplugError::Missing("drive"))?;
+    let node = media
+        .nodes
+        .get(drive)
+        .ok_or_else(|| HotplugError::NoDrive(drive.into()))?;
+    let cache = match str_arg(args, "write-cache") {
+        Some("off") => CacheMode::Writethrough,
+        None | Some("on" | "auto") => CacheMode::Default,
+        Some(v) => return Err(HotplugError::Invalid("write-cache".into(), v.into())),
+    };
+    let wwn = match args.get("wwn") {
+        None => None,
+        Some(_) => num_arg(args, "wwn")?,
+    };
+    let disk = machine_spec::Disk {
+        path: node.path.clone(),
+        format: match node.format {
+            Some(MediumFormat::Qcow2) => DiskFormat::Qcow2,
+            Some(MediumFormat::Raw) | None => DiskFormat::Raw,
+        },
+        target: id.into(),
+        readonly: node.read_only,
+        shareable: false,
+        serial: str_arg(args, "serial").map(str::to_string),
+        cache,
+        discard: false,
+        queues: None,
+        io: Default::default(),
+    };
+    Ok(Device {
+        id: id.into(),
+        pci: None,
+        boot_index: None,
+        kind: DeviceKind::ScsiDisk(machine_spec::ScsiDisk {
+            controller,
+            target: target as u8,
+            lun: lun as u16,
+            cdrom: false,
+            name: id.into(),
+            medium: Some(disk),
+            vendor: str_arg(args, "vendor").map(str::to_string),
+            product: str_arg(args, "product").map(str::to_string),
+            wwn,
+            tray_open: false,
+        }),
+    })
 }
 
 #[cfg(test)]
@@ -631,5 +913,83 @@ mod tests {
             Err(HotplugError::NotFound(_))
         ));
         assert!(hub.netdev_del("hostnet1").is_ok());
+    }
+
+    #[test]
+    fn scsi_hd_arguments_as_libvirt_sends_them() {
+        let media = MediaRegistry::new();
+        let img = std::env::temp_dir().join(format!("hp-scsi-{}.img", std::process::id()));
+        std::fs::write(&img, vec![0u8; 4096]).unwrap();
+        media
+            .nodes
+            .add(&args(serde_json::json!({
+                "driver": "qcow2", "node-name": "libvirt-scsi0-0-0-1-format",
+                "file": {"driver": "file", "filename": img.display().to_string()}
+            })))
+            .unwrap();
+        let _ = std::fs::remove_file(&img);
+        let adapters = [("scsi0".to_string(), 0u32), ("ua-fast".to_string(), 3)];
+        let d = scsi_device_of(
+            &args(
+                serde_json::json!({"driver": "scsi-hd", "bus": "ua-fast.0", "channel": 0,
+                "scsi-id": 2, "lun": 300, "device_id": "drive-scsi3-0-2-300",
+                "drive": "libvirt-scsi0-0-0-1-format", "id": "scsi3-0-2-300",
+                "write-cache": "off", "serial": "S1", "wwn": 0x5000c50015ea71ac_u64}),
+            ),
+            &media,
+            &adapters,
+        )
+        .unwrap();
+        assert!(d.pci.is_none());
+        match d.kind {
+            DeviceKind::ScsiDisk(u) => {
+                assert_eq!((u.controller, u.target, u.lun, u.cdrom), (3, 2, 300, false));
+                assert_eq!(u.wwn, Some(0x5000c50015ea71ac));
+                let k = u.medium.unwrap();
+                assert_eq!(k.format, DiskFormat::Qcow2);
+                assert_eq!(k.cache, CacheMode::Writethrough);
+                assert_eq!(k.serial.as_deref(), Some("S1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Bad input is named, in QEMU's words where it has them.
+        let bad = |v: Value| {
+            scsi_device_of(&args(v), &media, &adapters)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            bad(
+                serde_json::json!({"driver": "scsi-hd", "bus": "scsi1.0", "drive": "x", "id": "d"})
+            ),
+            "Bus 'scsi1.0' not found"
+        );
+        assert_eq!(
+            bad(
+                serde_json::json!({"driver": "scsi-hd", "bus": "scsi0.0", "scsi-id": 256,
+                "drive": "x", "id": "d"})
+            ),
+            "Property 'scsi-id' has an invalid value '256'"
+        );
+        assert_eq!(
+            bad(
+                serde_json::json!({"driver": "scsi-hd", "bus": "scsi0.0", "lun": 16384,
+                "drive": "x", "id": "d"})
+            ),
+            "Property 'lun' has an invalid value '16384'"
+        );
+        assert!(bad(
+            serde_json::json!({"driver": "scsi-hd", "bus": "scsi0.0", "drive": "nope", "id": "d"})
+        )
+        .contains("node-name='nope'"));
+        // Without a machine, device_add of a scsi-hd is refused as such.
+        let hub = HotplugHub::new();
+        assert!(matches!(
+            hub.device_add(
+                &args(serde_json::json!({"driver": "scsi-hd", "bus": "scsi0.0", "drive": "x", "id": "d"})),
+                &media
+            ),
+            Err(HotplugError::NoMachine)
+        ));
     }
 }

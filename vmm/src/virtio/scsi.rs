@@ -2,30 +2,53 @@
 //! [`ScsiTarget`]s of `crate::scsi`.
 //!
 //! Queues: 0 control (task management, asynchronous notification queries),
-//! 1 event (buffers kept for events; none are sent yet), 2 requests. A request
-//! chain is the driver's header (8-byte LUN, tag, task attributes, CDB of
-//! `cdb_size` bytes) and data-out buffers, then the device's response (sense
-//! length, residual, status, response, `sense_size` bytes of sense) and data-in
-//! buffers. The LUN field is SAM's single-level format as Linux and SeaBIOS
-//! write it: byte 0 = 1, byte 1 = target id, bytes 2-3 = the LUN (flat space).
-//! A request to a target id no unit uses is answered `VIRTIO_SCSI_S_BAD_TARGET`
-//! without a SCSI status (SeaBIOS scans all 256 ids this way).
+//! 1 event, 2 requests. A request chain is the driver's header (8-byte LUN, tag,
+//! task attributes, CDB of `cdb_size` bytes) and data-out buffers, then the
+//! device's response (sense length, residual, status, response, `sense_size`
+//! bytes of sense) and data-in buffers. The LUN field is SAM's single-level
+//! format as Linux and SeaBIOS write it: byte 0 = 1, byte 1 = target id, bytes
+//! 2-3 = the LUN (flat space). A request to a target id no unit uses is
+//! answered `VIRTIO_SCSI_S_BAD_TARGET` without a SCSI status (SeaBIOS scans all
+//! 256 ids this way).
+//!
+//! Hot-plug (`VIRTIO_SCSI_F_HOTPLUG`, QEMU's default): the units live in a
+//! [`ScsiBus`] shared by the worker and the host side, which adds and removes
+//! LUNs live (`virtio/hotplug.rs`, QMP `device_add scsi-hd` / `device_del`).
+//! Each change is reported on the event queue as QEMU reports it:
+//! `VIRTIO_SCSI_T_TRANSPORT_RESET` with `VIRTIO_SCSI_EVT_RESET_RESCAN` (added)
+//! or `VIRTIO_SCSI_EVT_RESET_REMOVED` (removed), the LUN in the request
+//! format. A removal takes effect at once: the next command to that LUN gets
+//! what a missing LUN gets. Events wait in the device while the driver has
+//! given no event buffer, up to [`MAX_PENDING_EVENTS`]; beyond that they are
+//! dropped and the next event reported carries `VIRTIO_SCSI_T_EVENTS_MISSED`
+//! (alone, as `VIRTIO_SCSI_T_NO_EVENT`, when nothing else is left to report),
+//! whereupon the driver rescans (virtio 1.2 §5.6.6.3). Drivers that did not
+//! negotiate the feature get no events (they find the change on their next
+//! scan); events are not kept across a device reset, after which the driver
+//! scans anyway.
 
-use tracing::{debug, warn};
-use virtio_queue::DescriptorChain;
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tracing::{debug, info, warn};
+use virtio_queue::{DescriptorChain, QueueT};
 use vm_memory::{Bytes, GuestAddress};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::block::{guest_slices, sub_range, ImageLock};
-use super::queue_util::{drain, segments, Segment};
+use super::queue_util::{drain, notify_if_needed, segments, Segment};
 use super::worker::{DeviceCtx, Worker, WorkerHandler};
 use super::{
-    device_type, read_config_bytes, ActivateError, Activation, GuestMem, VirtioDevice,
-    VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
+    device_type, read_config_bytes, ActivateError, Activation, ActiveQueue, GuestMem, VirtioDevice,
+    VirtioInterrupt, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
 };
-use crate::scsi::{Data, ScsiTarget};
+use crate::scsi::{Data, ScsiTarget, SharedDevice};
 
 /// Queue indexes.
 const CONTROL_QUEUE: u16 = 0;
+const EVENT_QUEUE: u16 = 1;
 const REQUEST_QUEUE: u16 = 2;
 /// Queue sizes: control, event, request (QEMU's).
 const QUEUE_SIZES: [u16; 3] = [128, 128, 256];
@@ -35,8 +58,27 @@ const SENSE_SIZE: u32 = 96;
 /// Data segments per request we advertise (queue size - 2, as QEMU).
 const SEG_MAX: u32 = 254;
 /// Highest target id and LUN we advertise (QEMU's).
-const MAX_TARGET: u16 = 255;
-const MAX_LUN: u32 = 16383;
+pub const MAX_TARGET: u16 = 255;
+pub const MAX_LUN: u32 = 16383;
+
+/// The device reports LUNs coming and going on the event queue.
+pub const VIRTIO_SCSI_F_HOTPLUG: u64 = 1 << 1;
+
+/// Events kept for a driver that has no event buffer posted; more are dropped
+/// (and reported missed).
+pub const MAX_PENDING_EVENTS: usize = 16;
+
+/// Event types and reasons (virtio 1.2 §5.6.6.3).
+pub mod event {
+    pub const NO_EVENT: u32 = 0;
+    pub const TRANSPORT_RESET: u32 = 1;
+    /// Or-ed into the type: events were lost.
+    pub const EVENTS_MISSED: u32 = 0x8000_0000;
+    pub const RESET_RESCAN: u32 = 1;
+    pub const RESET_REMOVED: u32 = 2;
+    /// `struct virtio_scsi_event`: event, lun[8], reason.
+    pub const LEN: usize = 16;
+}
 
 /// Response codes (virtio 1.2 §5.6.6.1).
 pub mod response {
@@ -66,30 +108,313 @@ pub fn decode_lun(lun: &[u8; 8]) -> Option<(u8, u16)> {
     Some((lun[1], l & 0x3fff))
 }
 
-/// The adapter's targets and the request logic.
+/// The 8-byte LUN field of `target`:`lun`, as REPORT LUNS and QEMU's events
+/// write it (flat addressing from LUN 256 on).
+pub fn encode_lun(target: u8, lun: u16) -> [u8; 8] {
+    let mut l = [0u8; 8];
+    l[0] = 1;
+    l[1] = target;
+    if lun >= 256 {
+        l[2] = 0x40 | (lun >> 8) as u8;
+    }
+    l[3] = lun as u8;
+    l
+}
+
+/// One `struct virtio_scsi_event`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScsiEvent {
+    pub event: u32,
+    pub lun: [u8; 8],
+    pub reason: u32,
+}
+
+impl ScsiEvent {
+    /// `VIRTIO_SCSI_T_TRANSPORT_RESET` for `target`:`lun` with `reason`.
+    pub fn transport_reset(target: u8, lun: u16, reason: u32) -> Self {
+        ScsiEvent {
+            event: event::TRANSPORT_RESET,
+            lun: encode_lun(target, lun),
+            reason,
+        }
+    }
+
+    /// The little-endian wire form.
+    pub fn bytes(&self) -> [u8; event::LEN] {
+        let mut b = [0u8; event::LEN];
+        b[0..4].copy_from_slice(&self.event.to_le_bytes());
+        b[4..12].copy_from_slice(&self.lun);
+        b[12..16].copy_from_slice(&self.reason.to_le_bytes());
+        b
+    }
+}
+
+/// Events waiting for event-queue buffers.
+#[derive(Debug, Default)]
+pub struct EventQueue {
+    /// The driver negotiated `VIRTIO_SCSI_F_HOTPLUG` and the device is active.
+    enabled: bool,
+    pending: VecDeque<ScsiEvent>,
+    /// Events were dropped: the next one reported says so.
+    missed: bool,
+}
+
+impl EventQueue {
+    /// A fresh queue, taking events or not (device activated / reset).
+    pub fn reset(&mut self, enabled: bool) {
+        *self = EventQueue {
+            enabled,
+            ..Default::default()
+        };
+    }
+
+    /// Queues `e` (dropped, and marked missed, when [`MAX_PENDING_EVENTS`]
+    /// already wait; ignored while events are off).
+    pub fn push(&mut self, e: ScsiEvent) {
+        if !self.enabled {
+            return;
+        }
+        if self.pending.len() >= MAX_PENDING_EVENTS {
+            self.missed = true;
+        } else {
+            self.pending.push_back(e);
+        }
+    }
+
+    /// Whether there is anything to report.
+    pub fn has_work(&self) -> bool {
+        !self.pending.is_empty() || self.missed
+    }
+
+    /// The next event to report: the oldest waiting one, with `EVENTS_MISSED`
+    /// or-ed in if events were dropped; a bare `NO_EVENT | EVENTS_MISSED`
+    /// when only the loss is left to report.
+    pub fn take(&mut self) -> Option<ScsiEvent> {
+        let mut e = match self.pending.pop_front() {
+            Some(e) => e,
+            None if self.missed => ScsiEvent {
+                event: event::NO_EVENT,
+                lun: [0; 8],
+                reason: 0,
+            },
+            None => return None,
+        };
+        if std::mem::take(&mut self.missed) {
+            e.event |= event::EVENTS_MISSED;
+        }
+        Some(e)
+    }
+
+    /// An event could not be delivered (a buffer too short for it).
+    pub fn lost(&mut self) {
+        self.missed = true;
+    }
+}
+
+/// Puts waiting events into the driver's event buffers, as many as there are
+/// of both; returns how many buffers were used. Notifications stay enabled so
+/// that a driver posting buffers later wakes the device.
+pub fn deliver_events(
+    aq: &mut ActiveQueue,
+    mem: &GuestMem,
+    interrupt: &dyn VirtioInterrupt,
+    events: &mut EventQueue,
+) -> usize {
+    let mut used = 0;
+    while events.has_work() {
+        let Some(chain) = aq.queue.pop_descriptor_chain(mem) else {
+            break;
+        };
+        let head = chain.head_index();
+        let segs = segments(chain);
+        let writable: Vec<Segment> = segs.into_iter().filter(|s| s.write).collect();
+        let room: u64 = writable.iter().map(|s| u64::from(s.len)).sum();
+        let len = match events.take() {
+            Some(e) if room >= event::LEN as u64 => write_bytes(mem, &writable, &e.bytes()),
+            Some(_) => {
+                warn!("virtio-scsi: event buffer of {room} bytes is too short");
+                events.lost();
+                0
+            }
+            None => 0,
+        };
+        if aq.queue.add_used(mem, head, len).is_err() {
+            break;
+        }
+        used += 1;
+    }
+    if used > 0 {
+        notify_if_needed(aq, mem, interrupt);
+    }
+    used
+}
+
+/// Why a LUN cannot be added.
+#[derive(Debug, thiserror::Error)]
+pub enum ScsiBusError {
+    /// Something sits at that address already (QEMU's words).
+    #[error("lun already used by '{0}'")]
+    LunUsed(String),
+}
+
+/// A unit's bookkeeping beside its target: its device id and its image lock.
+struct UnitRecord {
+    target: u8,
+    lun: u16,
+    id: String,
+    _lock: Option<ImageLock>,
+}
+
+/// The adapter's units and events, shared by the device's worker and the host
+/// side (hot-plug). Commands hold the unit table for reading while they run,
+/// so a unit removed is no longer being served when [`ScsiBus::remove`]
+/// returns.
+pub struct ScsiBus {
+    /// (target id, target), sorted by id; a target with no LUN left goes.
+    targets: RwLock<Vec<(u8, ScsiTarget)>>,
+    units: Mutex<Vec<UnitRecord>>,
+    events: Mutex<EventQueue>,
+    /// Wakes the worker to deliver events.
+    wake: EventFd,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ScsiBus {
+    /// A bus with `targets` (units without records: tests, CD-ROMs).
+    fn new(mut targets: Vec<(u8, ScsiTarget)>) -> std::io::Result<Arc<Self>> {
+        targets.sort_by_key(|(t, _)| *t);
+        Ok(Arc::new(ScsiBus {
+            targets: RwLock::new(targets),
+            units: Mutex::new(Vec::new()),
+            events: Mutex::new(EventQueue::default()),
+            wake: EventFd::new(EFD_NONBLOCK)?,
+        }))
+    }
+
+    /// Whether `target`:`lun` has a unit.
+    pub fn occupied(&self, target: u8, lun: u16) -> bool {
+        self.targets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|(t, tg)| *t == target && tg.lun(lun).is_some())
+    }
+
+    /// Records `id` and the image lock of the unit at `target`:`lun`.
+    fn record(&self, target: u8, lun: u16, id: &str, lock: Option<ImageLock>) {
+        let mut u = lock_units(self);
+        u.retain(|r| (r.target, r.lun) != (target, lun));
+        u.push(UnitRecord {
+            target,
+            lun,
+            id: id.to_string(),
+            _lock: lock,
+        });
+    }
+
+    /// Adds unit `id` at `target`:`lun` (its image lock kept with it) and
+    /// tells the driver (`RESET_RESCAN`).
+    pub fn add(
+        &self,
+        target: u8,
+        lun: u16,
+        id: &str,
+        dev: SharedDevice,
+        lock: Option<ImageLock>,
+    ) -> Result<(), ScsiBusError> {
+        {
+            let mut targets = self.targets.write().unwrap_or_else(|e| e.into_inner());
+            if targets
+                .iter()
+                .any(|(t, tg)| *t == target && tg.lun(lun).is_some())
+            {
+                let by = lock_units(self)
+                    .iter()
+                    .find(|r| (r.target, r.lun) == (target, lun))
+                    .map(|r| r.id.clone())
+                    .unwrap_or_default();
+                return Err(ScsiBusError::LunUsed(by));
+            }
+            match targets.iter_mut().find(|(t, _)| *t == target) {
+                Some((_, t)) => t.insert_shared(lun, dev),
+                None => {
+                    let mut t = ScsiTarget::new();
+                    t.insert_shared(lun, dev);
+                    targets.push((target, t));
+                    targets.sort_by_key(|(t, _)| *t);
+                }
+            }
+        }
+        self.record(target, lun, id, lock);
+        info!(id, target, lun, "SCSI unit hot-added");
+        self.notify(ScsiEvent::transport_reset(target, lun, event::RESET_RESCAN));
+        Ok(())
+    }
+
+    /// Removes the unit at `target`:`lun` at once (no command to it runs after
+    /// this returns; its image lock is released) and tells the driver
+    /// (`RESET_REMOVED`). Returns the unit, `None` if there was none.
+    pub fn remove(&self, target: u8, lun: u16) -> Option<SharedDevice> {
+        let dev = {
+            let mut targets = self.targets.write().unwrap_or_else(|e| e.into_inner());
+            let i = targets.iter().position(|(t, _)| *t == target)?;
+            let dev = targets[i].1.remove(lun)?;
+            if targets[i].1.is_empty() {
+                targets.remove(i);
+            }
+            dev
+        };
+        lock_units(self).retain(|r| (r.target, r.lun) != (target, lun));
+        info!(target, lun, "SCSI unit removed");
+        self.notify(ScsiEvent::transport_reset(
+            target,
+            lun,
+            event::RESET_REMOVED,
+        ));
+        Some(dev)
+    }
+
+    fn notify(&self, e: ScsiEvent) {
+        let mut ev = lock(&self.events);
+        ev.push(e);
+        if ev.has_work() {
+            let _ = self.wake.write(1);
+        }
+    }
+}
+
+fn lock_units(bus: &ScsiBus) -> std::sync::MutexGuard<'_, Vec<UnitRecord>> {
+    lock(&bus.units)
+}
+
+/// The adapter's request logic over its [`ScsiBus`].
 pub struct ScsiHost {
-    /// (target id, target), sorted by id.
-    targets: Vec<(u8, ScsiTarget)>,
+    bus: Arc<ScsiBus>,
     cdb_size: u32,
     sense_size: u32,
 }
 
 impl ScsiHost {
     /// A host over `targets`.
-    pub fn new(mut targets: Vec<(u8, ScsiTarget)>) -> Self {
-        targets.sort_by_key(|(t, _)| *t);
+    #[cfg(test)]
+    pub fn new(targets: Vec<(u8, ScsiTarget)>) -> Self {
+        Self::on(ScsiBus::new(targets).unwrap())
+    }
+
+    fn on(bus: Arc<ScsiBus>) -> Self {
         ScsiHost {
-            targets,
+            bus,
             cdb_size: CDB_SIZE,
             sense_size: SENSE_SIZE,
         }
     }
 
-    fn target(&mut self, id: u8) -> Option<&mut ScsiTarget> {
-        self.targets
-            .iter_mut()
-            .find(|(t, _)| *t == id)
-            .map(|(_, t)| t)
+    /// The units, shared with the host side.
+    pub fn bus(&self) -> &Arc<ScsiBus> {
+        &self.bus
     }
 
     /// Serves one request-queue chain; returns the used length.
@@ -118,7 +443,8 @@ impl ScsiHost {
             None => r.response = response::BAD_TARGET,
             Some((target, l)) => {
                 let (dout, din) = (out_len - req_len, in_len - resp_len);
-                let Some(t) = self.target(target) else {
+                let targets = self.bus.targets.read().unwrap_or_else(|e| e.into_inner());
+                let Some((_, t)) = targets.iter().find(|(id, _)| *id == target) else {
                     r.response = response::BAD_TARGET;
                     return write_response(mem, &resp, &r, self.sense_size);
                 };
@@ -185,7 +511,14 @@ impl ScsiHost {
             return 0;
         };
         let lun: [u8; 8] = lun.try_into().expect("8 bytes");
-        let known = decode_lun(&lun).is_some_and(|(tg, _)| self.target(tg).is_some());
+        let known = decode_lun(&lun).is_some_and(|(tg, _)| {
+            self.bus
+                .targets
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .any(|(t, _)| *t == tg)
+        });
         let answer: Vec<u8> = if t == T_TMF {
             // Requests complete before the next one is read, so every task
             // function finds nothing left to do.
@@ -265,8 +598,40 @@ struct ScsiWorker {
     host: ScsiHost,
 }
 
+impl ScsiWorker {
+    /// Reports waiting events, if the driver enabled the event queue.
+    fn deliver(&self, ctx: &mut DeviceCtx) {
+        let Some(pos) = ctx.queue(EVENT_QUEUE) else {
+            return;
+        };
+        let DeviceCtx {
+            mem,
+            queues,
+            interrupt,
+            ..
+        } = ctx;
+        let mut events = lock(&self.host.bus.events);
+        deliver_events(&mut queues[pos], mem, interrupt.as_ref(), &mut events);
+    }
+}
+
 impl WorkerHandler for ScsiWorker {
+    fn extra_fds(&self) -> Vec<(RawFd, EventSet)> {
+        vec![(self.host.bus.wake.as_raw_fd(), EventSet::IN)]
+    }
+    fn started(&mut self, ctx: &mut DeviceCtx) {
+        self.deliver(ctx);
+    }
+    fn fd_event(&mut self, ctx: &mut DeviceCtx, _i: usize, _events: EventSet) {
+        let _ = self.host.bus.wake.read();
+        self.deliver(ctx);
+    }
     fn queue_event(&mut self, ctx: &mut DeviceCtx, pos: usize) {
+        if ctx.queues[pos].index == EVENT_QUEUE {
+            // New event buffers: anything waiting goes into them.
+            self.deliver(ctx);
+            return;
+        }
         let DeviceCtx {
             mem,
             queues,
@@ -281,7 +646,6 @@ impl WorkerHandler for ScsiWorker {
             REQUEST_QUEUE => drain(&mut queues[pos], mem, interrupt.as_ref(), |c| {
                 host.request(mem, c)
             }),
-            // Event buffers stay with the device until there is an event.
             _ => 0,
         };
     }
@@ -290,31 +654,37 @@ impl WorkerHandler for ScsiWorker {
 /// The virtio-scsi device.
 pub struct VirtioScsi {
     id: String,
+    bus: Arc<ScsiBus>,
     host: Option<ScsiHost>,
     worker: Option<Worker<ScsiWorker>>,
     cdb_size: u32,
     sense_size: u32,
-    /// Locks of the images the units use, held as long as the device.
-    _locks: Vec<ImageLock>,
 }
 
 impl VirtioScsi {
-    /// An adapter with `targets`.
-    pub fn new(id: &str, targets: Vec<(u8, ScsiTarget)>) -> Self {
-        VirtioScsi {
+    /// An adapter with `targets` (fails only if no eventfd can be made).
+    pub fn new(id: &str, targets: Vec<(u8, ScsiTarget)>) -> std::io::Result<Self> {
+        let host = ScsiHost::on(ScsiBus::new(targets)?);
+        Ok(VirtioScsi {
             id: id.to_string(),
-            host: Some(ScsiHost::new(targets)),
+            bus: host.bus.clone(),
+            host: Some(host),
             worker: None,
             cdb_size: CDB_SIZE,
             sense_size: SENSE_SIZE,
-            _locks: Vec::new(),
-        }
+        })
     }
 
-    /// Keeps the units' image locks with the device.
-    pub fn with_locks(mut self, locks: Vec<ImageLock>) -> Self {
-        self._locks = locks;
+    /// Records the device id and image lock of the unit at `target`:`lun`
+    /// (the lock is held until the unit is removed or the device dropped).
+    pub fn with_unit(self, target: u8, lun: u16, id: &str, lock: Option<ImageLock>) -> Self {
+        self.bus.record(target, lun, id, lock);
         self
+    }
+
+    /// The units, for live hot-plug.
+    pub fn bus(&self) -> Arc<ScsiBus> {
+        self.bus.clone()
     }
 
     fn config_bytes(&self) -> [u8; 36] {
@@ -343,7 +713,7 @@ impl VirtioDevice for VirtioScsi {
         QUEUE_SIZES.to_vec()
     }
     fn features(&self) -> u64 {
-        VIRTIO_RING_F_EVENT_IDX | VIRTIO_RING_F_INDIRECT_DESC
+        VIRTIO_RING_F_EVENT_IDX | VIRTIO_RING_F_INDIRECT_DESC | VIRTIO_SCSI_F_HOTPLUG
     }
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.config_bytes(), offset, data);
@@ -372,6 +742,7 @@ impl VirtioDevice for VirtioScsi {
         })?;
         host.cdb_size = self.cdb_size;
         host.sense_size = self.sense_size;
+        lock(&self.bus.events).reset(act.features & VIRTIO_SCSI_F_HOTPLUG != 0);
         let w = Worker::spawn(&format!("_{}", self.id), ScsiWorker { host }, act).map_err(
             |source| ActivateError::Worker {
                 device: "virtio-scsi",
@@ -385,6 +756,7 @@ impl VirtioDevice for VirtioScsi {
         if let Some(w) = self.worker.take() {
             self.host = w.stop().map(|w| w.host);
         }
+        lock(&self.bus.events).reset(false);
         self.cdb_size = CDB_SIZE;
         self.sense_size = SENSE_SIZE;
     }
@@ -396,7 +768,9 @@ mod tests {
     use crate::scsi::{DeviceConfig, DeviceKind, ScsiDevice};
     use crate::virtio::block::OpenFlags;
     use crate::virtio::block::RawDisk;
-    use crate::virtio::queue_util::testing::{add_chain, memory, queue, used, CountingInterrupt};
+    use crate::virtio::queue_util::testing::{
+        add_chain, memory, queue, used, used_idx, CountingInterrupt,
+    };
     use std::io::Write;
 
     const HDR: u64 = 0x10_0000;
@@ -553,9 +927,176 @@ mod tests {
         assert_eq!(r, [0, 0, 0, 0, response::BAD_TARGET]);
     }
 
+    fn disk_unit(id: &str) -> (SharedDevice, tempfile::NamedTempFile) {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&vec![7u8; 8 * 512]).unwrap();
+        let backend = RawDisk::open(f.path(), OpenFlags::default()).unwrap();
+        let dev = ScsiDevice::new(
+            DeviceConfig {
+                kind: DeviceKind::Disk,
+                readonly: false,
+                writeback: true,
+                serial: None,
+                device_id: id.into(),
+                vendor: None,
+                product: None,
+                wwn: None,
+            },
+            Some(Box::new(backend)),
+        );
+        (Arc::new(Mutex::new(dev)), f)
+    }
+
+    /// The event in the 16 bytes at `at`.
+    fn event_at(mem: &GuestMem, at: u64) -> ScsiEvent {
+        let mut b = [0u8; 16];
+        mem.read_slice(&mut b, GuestAddress(at)).unwrap();
+        ScsiEvent {
+            event: u32::from_le_bytes(b[0..4].try_into().unwrap()),
+            lun: b[4..12].try_into().unwrap(),
+            reason: u32::from_le_bytes(b[12..16].try_into().unwrap()),
+        }
+    }
+
+    #[test]
+    fn hot_added_and_removed_luns_are_reported_once_buffers_come() {
+        let mem = memory();
+        let (mock, mut eq) = queue(&mem, 0, EVENT_QUEUE);
+        let (host, _f) = host_with_disk();
+        let bus = host.bus().clone();
+        lock(&bus.events).reset(true);
+        let intr = CountingInterrupt::default();
+        let (unit, _g) = disk_unit("scsi0-0-2-300");
+        bus.add(2, 300, "scsi0-0-2-300", unit, None).unwrap();
+        assert!(bus.occupied(2, 300));
+        // No buffer yet: the event waits.
+        let deliver =
+            |eq: &mut ActiveQueue| deliver_events(eq, &mem, &intr, &mut lock(&bus.events));
+        assert_eq!(deliver(&mut eq), 0);
+        assert!(lock(&bus.events).has_work());
+        bus.remove(2, 300).unwrap();
+        assert!(!bus.occupied(2, 300));
+        add_chain(&mock, 0, &[(DATA, 16, true)]);
+        add_chain(&mock, 1, &[(DATA + 16, 16, true)]);
+        add_chain(&mock, 2, &[(DATA + 32, 16, true)]);
+        assert_eq!(deliver(&mut eq), 2, "two events, two buffers used");
+        assert_eq!(used(&mem, &mock, 0), (0, 16));
+        assert_eq!(
+            event_at(&mem, DATA),
+            ScsiEvent {
+                event: event::TRANSPORT_RESET,
+                // LUN 300: flat addressing, as REPORT LUNS and QEMU write it.
+                lun: [1, 2, 0x41, 0x2c, 0, 0, 0, 0],
+                reason: event::RESET_RESCAN,
+            }
+        );
+        let e = event_at(&mem, DATA + 16);
+        assert_eq!(
+            (e.event, e.reason),
+            (event::TRANSPORT_RESET, event::RESET_REMOVED)
+        );
+        assert_eq!(decode_lun(&e.lun), Some((2, 300)));
+        assert_eq!(*intr.queues.lock().unwrap(), vec![EVENT_QUEUE]);
+        // The third buffer stays with the device for the next event.
+        assert!(!lock(&bus.events).has_work());
+        assert_eq!(used_idx(&mem, &mock), 2);
+    }
+
+    #[test]
+    fn dropped_events_are_reported_missed() {
+        let mut q = EventQueue::default();
+        // Events off (no driver, or one without VIRTIO_SCSI_F_HOTPLUG): nothing kept.
+        q.push(ScsiEvent::transport_reset(0, 0, event::RESET_RESCAN));
+        assert!(!q.has_work());
+        q.reset(true);
+        for lun in 0..MAX_PENDING_EVENTS as u16 + 3 {
+            q.push(ScsiEvent::transport_reset(0, lun, event::RESET_RESCAN));
+        }
+        let first = q.take().unwrap();
+        assert_eq!(
+            first.event,
+            event::TRANSPORT_RESET | event::EVENTS_MISSED,
+            "the next event reported says events were lost"
+        );
+        assert_eq!(decode_lun(&first.lun), Some((0, 0)));
+        let rest: Vec<ScsiEvent> = std::iter::from_fn(|| q.take()).collect();
+        assert_eq!(rest.len(), MAX_PENDING_EVENTS - 1);
+        assert!(rest.iter().all(|e| e.event == event::TRANSPORT_RESET));
+        assert_eq!(decode_lun(&rest.last().unwrap().lun), Some((0, 15)));
+        // A loss with nothing else to report: NO_EVENT | EVENTS_MISSED alone.
+        q.lost();
+        let e = q.take().unwrap();
+        assert_eq!(e.event, event::NO_EVENT | event::EVENTS_MISSED);
+        assert!(q.take().is_none());
+
+        // Through the queue: a buffer too short loses the event, the next says so.
+        let mem = memory();
+        let (mock, mut eq) = queue(&mem, 0, EVENT_QUEUE);
+        let intr = CountingInterrupt::default();
+        q.push(ScsiEvent::transport_reset(1, 0, event::RESET_REMOVED));
+        add_chain(&mock, 0, &[(DATA, 8, true)]);
+        add_chain(&mock, 1, &[(DATA + 16, 16, true)]);
+        assert_eq!(deliver_events(&mut eq, &mem, &intr, &mut q), 2);
+        assert_eq!(used(&mem, &mock, 0), (0, 0));
+        assert_eq!(used(&mem, &mock, 1), (1, 16));
+        assert_eq!(
+            event_at(&mem, DATA + 16).event,
+            event::NO_EVENT | event::EVENTS_MISSED
+        );
+        // A device reset forgets what was waiting.
+        q.push(ScsiEvent::transport_reset(1, 0, event::RESET_RESCAN));
+        q.reset(false);
+        assert!(!q.has_work());
+    }
+
+    #[test]
+    fn removed_lun_answers_as_a_missing_one_at_once() {
+        let mem = memory();
+        let (mock, mut aq) = queue(&mem, 0, REQUEST_QUEUE);
+        let (mut host, _f) = host_with_disk();
+        let bus = host.bus().clone();
+        let (unit, _g) = disk_unit("scsi0-0-2-1");
+        bus.add(2, 1, "scsi0-0-2-1", unit.clone(), None).unwrap();
+        // The address is taken: refused with QEMU's words.
+        let e = bus.add(2, 1, "other", unit, None).unwrap_err();
+        assert_eq!(e.to_string(), "lun already used by 'scsi0-0-2-1'");
+        let intr = CountingInterrupt::default();
+        let inquiry = |host: &mut ScsiHost, aq: &mut ActiveQueue, lun: [u8; 8], at: u16| {
+            request_header(&mem, lun, &[0x12, 0, 0, 0, 36, 0]);
+            add_chain(
+                &mock,
+                at,
+                &[(HDR, 51, false), (RESP, 108, true), (DATA, 36, true)],
+            );
+            drain(aq, &mem, &intr, |c| host.request(&mem, c));
+            let mut r = [0u8; 12];
+            mem.read_slice(&mut r, GuestAddress(RESP)).unwrap();
+            let pq: u8 = mem.read_obj(GuestAddress(DATA)).unwrap();
+            (r[11], pq)
+        };
+        assert_eq!(
+            inquiry(&mut host, &mut aq, [1, 2, 0, 1, 0, 0, 0, 0], 0),
+            (response::OK, 0x00)
+        );
+        // Removed: INQUIRY says "no unit here" (LUN 0 is still on the target).
+        bus.remove(2, 1).unwrap();
+        assert_eq!(
+            inquiry(&mut host, &mut aq, [1, 2, 0, 1, 0, 0, 0, 0], 3),
+            (response::OK, 0x7f)
+        );
+        // The target's last LUN gone: the target is gone too.
+        mem.write_obj(0xeeu8, GuestAddress(DATA)).unwrap();
+        bus.remove(2, 0).unwrap();
+        assert!(bus.remove(2, 0).is_none());
+        assert_eq!(
+            inquiry(&mut host, &mut aq, [1, 2, 0, 0, 0, 0, 0, 0], 6).0,
+            response::BAD_TARGET
+        );
+    }
+
     #[test]
     fn config_space_is_qemus() {
-        let d = VirtioScsi::new("scsi0", Vec::new());
+        let d = VirtioScsi::new("scsi0", Vec::new()).unwrap();
         let mut b = [0u8; 36];
         d.read_config(0, &mut b);
         assert_eq!(u32::from_le_bytes(b[0..4].try_into().unwrap()), 1);
