@@ -18,6 +18,18 @@
 //!   removal completes whenever the guest does it.
 //!
 //! i440FX machines have no hot-plug here yet (ACPI PCI hot-plug): refused.
+//!
+//! **SCSI disks** (`<target bus='scsi'/>`, any machine type) are LUNs on a
+//! virtio-scsi controller the domain already has (libvirt would add a missing
+//! controller; oxvirt adds none live and says so). The drive address is the one
+//! libvirt gives (`<address type='drive'>` as written, else from the target
+//! name, `sdb` → unit 1, as at definition); an address in use is refused with
+//! libvirt's duplicate-address error. The VMM gets `blockdev-add` + `device_add
+//! {driver: scsi-hd, bus: scsi0.0, channel, scsi-id, lun, …}` as libvirt 9 sends
+//! it, and the guest hears of it on the controller's event queue. Detach needs
+//! no guest cooperation: the VMM removes the LUN at once and sends
+//! `DEVICE_DELETED` right away, as QEMU does. SCSI CD-ROMs are neither attached
+//! nor detached live (libvirt: "disk device type 'cdrom' cannot be detached").
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -172,6 +184,9 @@ impl Core {
         if tag != "disk" && tag != "interface" {
             return Err(unsupported("attach", tag));
         }
+        if tag == "disk" && on_scsi_bus(dev) {
+            return self.attach_scsi_live(slot, xml, dev).await;
+        }
         let (live, vm) = running(slot)?;
         let live_xml = live.to_xml(false);
         let now = live.translate()?;
@@ -285,6 +300,14 @@ impl Core {
             spec.devices.iter().find(|d| d.id == alias).ok_or_else(|| {
                 Error::Internal(format!("device '{alias}' is not in the machine"))
             })?;
+        if let DeviceKind::ScsiDisk(u) = &d.kind {
+            if u.cdrom {
+                return Err(Error::OperationUnsupported(
+                    "disk device type 'cdrom' cannot be detached".into(),
+                ));
+            }
+            return self.detach_scsi_live(slot, &vm, &alias).await;
+        }
         let hotpluggable = matches!(&d.kind, DeviceKind::Disk(_))
             || matches!(&d.kind, DeviceKind::Net(n) if n.model == NetModel::Virtio);
         let behind_port = d.pci.is_some_and(|a| {
@@ -330,6 +353,137 @@ impl Core {
             // libvirt: success; the device goes when (if) the guest releases it.
             tracing::warn!(domain = %slot.name(), device = alias,
                 "the guest has not released the device yet; it stays until it does");
+        }
+        Ok(())
+    }
+
+    /// Attaches the SCSI disk `xml` (`dev`) to the running domain of `slot` as a
+    /// LUN of its virtio-scsi controller (see the module doc).
+    async fn attach_scsi_live(
+        &self,
+        slot: &Arc<Slot>,
+        xml: &str,
+        dev: roxmltree::Node<'_, '_>,
+    ) -> Result<()> {
+        let (live, vm) = running(slot)?;
+        let live_xml = live.to_xml(false);
+        let now = live.translate()?;
+        let new_xml = attach_to(&live_xml, xml, dev)?;
+        let mut def = Definition::parse(&new_xml)?;
+        duplicate_drive_address(&def, dev)?;
+        self.resolve_volumes(&mut def)?;
+        let spec = def.translate()?;
+        let d = spec
+            .devices
+            .iter()
+            .find(|d| {
+                matches!(d.kind, DeviceKind::ScsiDisk(_))
+                    && !now.devices.iter().any(|n| n.id == d.id)
+            })
+            .ok_or_else(|| Error::Internal("the new SCSI disk is not in the machine".into()))?;
+        let DeviceKind::ScsiDisk(u) = &d.kind else {
+            unreachable!("matched above")
+        };
+        if u.cdrom {
+            return Err(unsupported("attach", "disk device='cdrom' bus='scsi'"));
+        }
+        let controller = now
+            .devices
+            .iter()
+            .find(|c| matches!(&c.kind, DeviceKind::ScsiController(c) if c.index == u.controller))
+            .ok_or_else(|| {
+                Error::OperationUnsupported(format!(
+                    "live attach of disk '{}' needs SCSI controller {} in the running domain \
+                     (oxvirt adds no controllers live): attach it to an existing \
+                     <controller type='scsi'> with <address type='drive' controller=.../>",
+                    u.name, u.controller
+                ))
+            })?;
+        let k = u
+            .medium
+            .as_ref()
+            .ok_or_else(|| Error::Internal(format!("disk '{}' has no source", u.name)))?;
+        let node = node_name(&d.id);
+        let format = match k.format {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        };
+        vm.qmp(
+            "blockdev-add",
+            Some(json!({
+                "driver": format, "node-name": node, "read-only": k.readonly,
+                "file": {"driver": "file", "filename": k.path.display().to_string()}
+            })),
+        )
+        .await?;
+        let write_cache = if matches!(
+            k.cache,
+            machine_spec::CacheMode::Writethrough | machine_spec::CacheMode::Directsync
+        ) {
+            "off"
+        } else {
+            "on"
+        };
+        let mut args = json!({"driver": "scsi-hd", "bus": format!("{}.0", controller.id),
+            "channel": 0, "scsi-id": u.target, "lun": u.lun,
+            "device_id": format!("drive-{}", d.id), "drive": node, "id": d.id,
+            "write-cache": write_cache});
+        if let Some(s) = &k.serial {
+            args["serial"] = json!(s);
+        }
+        if let Some(w) = u.wwn {
+            args["wwn"] = json!(w);
+        }
+        for (name, v) in [("vendor", &u.vendor), ("product", &u.product)] {
+            if let Some(v) = v {
+                args[name] = json!(v);
+            }
+        }
+        if let Err(e) = vm.qmp("device_add", Some(args)).await {
+            let _ = vm
+                .qmp("blockdev-del", Some(json!({"node-name": node})))
+                .await;
+            return Err(e);
+        }
+        let alias = d.id.clone();
+        tracing::info!(domain = %slot.name(), device = alias, controller = u.controller,
+            target = u.target, lun = u.lun, "SCSI disk attached live");
+        let live_xml = def.to_xml(false);
+        slot.rec().live = Some(def);
+        super::media::record_live(&vm, &slot.name(), &live_xml);
+        self.emit(Event::DeviceAdded {
+            domain: slot.domain_ref(),
+            dev_alias: alias,
+        });
+        Ok(())
+    }
+
+    /// Detaches SCSI disk `alias`: the VMM removes the LUN at once and answers
+    /// with `DEVICE_DELETED` (handled by [`Core::device_deleted`]), waited for
+    /// here so that the call returns with the disk gone from the live XML.
+    async fn detach_scsi_live(&self, slot: &Arc<Slot>, vm: &Arc<Vm>, alias: &str) -> Result<()> {
+        let mut events = self.subscribe();
+        vm.qmp("device_del", Some(json!({"id": alias}))).await?;
+        let uuid = slot.domain_ref().uuid;
+        let removed = tokio::time::timeout(UNPLUG_WAIT, async {
+            loop {
+                match events.recv().await {
+                    Ok(Event::DeviceRemoved { domain, dev_alias })
+                        if domain.uuid == uuid && dev_alias == alias =>
+                    {
+                        return true
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return false,
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        if !removed {
+            return Err(Error::OperationFailed(format!(
+                "the VMM did not report the removal of SCSI disk '{alias}'"
+            )));
         }
         Ok(())
     }
@@ -390,6 +544,58 @@ impl Core {
             dev_alias: alias.to_string(),
         });
     }
+}
+
+/// libvirt's error for a new SCSI disk (`dev`, now in `def`) at the drive
+/// address of another one.
+fn duplicate_drive_address(def: &Definition, dev: roxmltree::Node) -> Result<()> {
+    let target = dev
+        .children()
+        .find(|c| c.is_element() && c.has_tag_name("target"))
+        .and_then(|t| t.attribute("dev"))
+        .unwrap_or_default();
+    let on_scsi = |d: &&domain_xml::Disk| d.target.bus == Some(domain_xml::DiskBus::Scsi);
+    let Some(new) = def
+        .disks()
+        .iter()
+        .filter(on_scsi)
+        .find(|d| d.target.dev == target)
+    else {
+        return Ok(());
+    };
+    let Some(domain_xml::Address::Drive {
+        controller,
+        bus,
+        target: t,
+        unit,
+    }) = &new.address
+    else {
+        return Ok(());
+    };
+    match def
+        .disks()
+        .iter()
+        .filter(on_scsi)
+        .find(|d| d.target.dev != target && d.address == new.address)
+    {
+        Some(other) => Err(Error::Xml(format!(
+            "Found duplicate drive address for disk with target name '{}' controller='{controller}' \
+             bus='{bus}' target='{t}' unit='{unit}'",
+            other.target.dev
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Whether a `<disk>` element's target names the SCSI bus (or, without a bus,
+/// a name libvirt puts there: `sdX`).
+fn on_scsi_bus(dev: roxmltree::Node) -> bool {
+    dev.children()
+        .find(|c| c.is_element() && c.has_tag_name("target"))
+        .is_some_and(|t| match t.attribute("bus") {
+            Some(bus) => bus == "scsi",
+            None => t.attribute("dev").is_some_and(|d| d.starts_with("sd")),
+        })
 }
 
 /// The live definition and VMM of a running domain.
