@@ -12,9 +12,11 @@ For each stack in turn (oxvirtd + oxvirt-vmm, then libvirtd + QEMU), in the same
      counts 1/k in each, so the sum is what the host really holds) and the anon part;
      daemon memory per running domain = (daemon PSS with COUNT running - daemon PSS with
      COUNT defined, none running) / COUNT;
-  4. `virsh list` latency with COUNT running (a whole virsh process; median of RUNS),
-     and listAllDomains + state() of each in the open connection;
-  5. destroy and undefine all, and go on with the other stack.
+  4. leave them running and go on with the other stack;
+  5. `virsh list` latency with COUNT running on each (a whole virsh process; median
+     of RUNS, the stacks alternating), and listAllDomains + state() of each in the
+     open connection;
+  6. destroy and undefine all, one stack after the other.
 Prints a table and the ratios oxvirt / libvirt (below 1: oxvirt costs less).
 
 The two stacks do not run the guest the same way on a machine without hardware KVM:
@@ -334,25 +336,37 @@ def run_stack(s, a, kernel):
     r["daemon"] = {k: sum_mem(v) for k, v in s.daemon_pids().items()}
     r["extra"] = {k: sum_mem(v) for k, v in s.extra_pids().items()}
 
-    lat, api = [], []
-    for _ in range(a.runs):
-        dt, running = virsh_list(s.uri)
-        if running != a.count:
-            raise RuntimeError(f"{s.label}: virsh list shows {running} running, not {a.count}")
-        lat.append(dt)
-        t = time.perf_counter()
-        [d.state() for d in c.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)]
-        api.append(time.perf_counter() - t)
-    r["virsh_list"] = statistics.median(lat)
-    r["api_list"] = statistics.median(api)
+    s.doms = doms
+    return r
 
+
+def measure_lists(stacks, res, a):
+    """`virsh list` and list+state with every stack's domains running, the stacks
+    alternating run by run (the load of a shared machine drifts)."""
+    lat = {s.label: [] for s in stacks}
+    api = {s.label: [] for s in stacks}
+    for _ in range(a.runs):
+        for s in stacks:
+            dt, running = virsh_list(s.uri)
+            if running != a.count:
+                raise RuntimeError(f"{s.label}: virsh list shows {running} running, "
+                                   f"not {a.count}")
+            lat[s.label].append(dt)
+            t = time.perf_counter()
+            [d.state() for d in s.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)]
+            api[s.label].append(time.perf_counter() - t)
+    for s in stacks:
+        res[s.label]["virsh_list"] = statistics.median(lat[s.label])
+        res[s.label]["api_list"] = statistics.median(api[s.label])
+
+
+def destroy_all(s, r):
     t0 = time.perf_counter()
-    for d in doms:
+    for d in s.doms:
         d.destroy()
     r["destroy"] = time.perf_counter() - t0
-    for d in doms:
+    for d in s.doms:
         d.undefine()
-    return r
 
 
 def cleanup(stacks, tmp):
@@ -474,8 +488,13 @@ def main():
             stacks.append(start_oxvirtd(tmp, bin_dir))
         if a.only != "oxvirt":
             stacks.append(start_libvirtd(tmp))
+        # Each stack starts its domains while the other's (if started first) idle on;
+        # then the listings alternate between the two; then each destroys its own.
         for s in stacks:
             res[s.label] = run_stack(s, a, kernel)
+        measure_lists(stacks, res, a)
+        for s in stacks:
+            destroy_all(s, res[s.label])
         report(a, res, stacks)
     finally:
         cleanup(stacks, tmp)
