@@ -69,8 +69,9 @@ impl Monitor {
                 })
                 .is_ok()
             };
-            // The client keeps its event channel open while it exists, so watch for
-            // the close and then take what is left; dropping `tx` ends the stream.
+            // `next_event` ends once the connection is closed and its queue drained;
+            // the close is watched too, then what is left is taken (bounded); dropping
+            // `tx` ends the stream.
             loop {
                 tokio::select! {
                     biased;
