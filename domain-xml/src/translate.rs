@@ -343,6 +343,7 @@ const NO_EFFECT_FEATURES: &[&str] = &["pae", "hap", "privnet", "vmcoreinfo"];
 fn platform(dom: &Domain) -> Result<ms::Platform> {
     let mut p = ms::Platform {
         chipset: Default::default(),
+        acpi_pci_hotplug: false,
         rtc: Default::default(),
         hyperv: None,
         acpi: false,
@@ -366,6 +367,13 @@ fn platform(dom: &Domain) -> Result<ms::Platform> {
             name => return unsupported(format!("<features><{name}> is not supported")),
         }
     }
+    // i440FX machines hot-plug on the root bus through ACPI (QEMU's PIIX4 PM), with
+    // firmware or with a kernel booted directly alike; Q35 uses its root ports.
+    let i440fx = matches!(
+        crate::translate_firmware::chipset(dom.os.machine.as_deref()),
+        Ok(ms::Chipset::I440fx)
+    );
+    p.acpi_pci_hotplug = p.acpi && i440fx;
     Ok(p)
 }
 

@@ -65,7 +65,7 @@ fn accepted() -> Vec<Accepted> {
         ("kernel", "", "", "", "/boot/kernel", json!("/boot/vmlinux")),
         ("initrd", "", "<initrd>/boot/initrd.img</initrd>", "", "/boot/initrd", json!("/boot/initrd.img")),
         ("cmdline", "", "<cmdline>console=ttyS0 quiet</cmdline>", "", "/boot/cmdline", json!("console=ttyS0 quiet")),
-        ("features acpi apic", "<features><acpi/><apic/><pae/></features>", "", "", "/platform", json!({"acpi": true, "apic": true})),
+        ("features acpi apic (pc: ACPI PCI hot-plug)", "<features><acpi/><apic/><pae/></features>", "", "", "/platform", json!({"acpi": true, "apic": true, "acpi_pci_hotplug": true})),
         ("no features: no acpi", "", "", "", "/platform", json!({"acpi": false, "apic": false})),
         ("on_poweroff", "<on_poweroff>restart</on_poweroff>", "", "", "/lifecycle/on_poweroff", json!("restart")),
         ("on_reboot", "<on_reboot>destroy</on_reboot>", "", "", "/lifecycle/on_reboot", json!("destroy")),

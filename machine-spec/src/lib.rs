@@ -257,6 +257,12 @@ pub struct Platform {
     /// The chipset; firmware boot needs Q35 or i440FX.
     #[serde(default, skip_serializing_if = "Chipset::is_generic")]
     pub chipset: Chipset,
+    /// ACPI PCI hot-plug of the root bus's slots, as QEMU's PIIX4 PM does it (libvirt
+    /// `pc`/`pc-i440fx-*` machines, with ACPI): the hot-plug registers at I/O 0xae00,
+    /// a GPE0 block at 0xafe0 and the DSDT's slot devices. Q35 uses PCIe native
+    /// hot-plug on its root ports instead.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub acpi_pci_hotplug: bool,
     /// What the CMOS real-time clock reads at start (libvirt `<clock offset>`).
     #[serde(default, skip_serializing_if = "Rtc::is_utc")]
     pub rtc: Rtc,
@@ -967,6 +973,7 @@ mod tests {
                 acpi: true,
                 apic: true,
                 chipset: Chipset::Generic,
+                acpi_pci_hotplug: false,
                 rtc: Default::default(),
                 hyperv: None,
             },

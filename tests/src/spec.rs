@@ -46,6 +46,7 @@ pub fn spec(kernel: &Path, cmdline: &str, mem_mib: u64, cpus: u32) -> MachineSpe
         },
         platform: Platform {
             chipset: Default::default(),
+            acpi_pci_hotplug: false,
             rtc: Default::default(),
             acpi: true,
             apic: true,

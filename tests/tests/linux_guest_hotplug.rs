@@ -1,6 +1,8 @@
 //! Live device hot-plug with Debian's virsh against oxvirtd, judged by Linux (the
-//! patched test guest on a Q35 machine with spare `pcie-root-port`s; its `pciehp`
-//! drives the ports' hot-plug slots):
+//! patched test guest). Two machines share the harness ([`Run`]):
+//!
+//! **Q35** with spare `pcie-root-port`s (PCIe native hot-plug; the guest's `pciehp`
+//! drives the ports' slots):
 //!
 //! 1. `virsh attach-disk --live` of a virtio disk: the guest finds `/dev/vda` and
 //!    hashes it; the hash is the host file's; `virsh event` shows device-added;
@@ -15,6 +17,14 @@
 //! 5. `virsh detach-disk --live`: the guest releases the disk (pciehp powers the
 //!    slot off), the disk leaves the live XML, device-removed follows, and the guest
 //!    no longer has `/dev/vda` while `eth0` is still there.
+//!
+//! **i440FX** (`pc`: ACPI PCI hot-plug of the root bus; the guest's `acpiphp` takes
+//! the GPE, the slot notifications and runs `_EJ0`): a virtio disk and a virtio NIC
+//! attached live go in free slots of bus 0 (the slot the guest finds each in is the
+//! one the live XML names; the disk's data hashes as on the host, the NIC's link is
+//! up), then `detach-disk` and `detach-interface --live`, the guest cooperating:
+//! device-removed for each, both leave the live XML, and the guest's
+//! `/sys/bus/pci/devices` loses both functions.
 
 mod rpc_common;
 #[allow(dead_code)] // shared with linux_guest.rs, which uses other parts
@@ -22,14 +32,15 @@ mod rpc_common;
 mod support;
 
 use std::io::Read;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use oxvirt_tests::domain_xml;
 use oxvirt_tests::spec::serial_xml;
 use rpc_common::Daemon;
-use support::{base64, guest, pattern, sha256_hex, BOOT};
+use support::{base64, guest, pattern, sha256_hex, LinuxGuest, BOOT};
 
 const MAC: &str = "52:54:00:4f:58:01";
 
@@ -118,20 +129,171 @@ fn domain_call_once(d: &Daemon, uuid: &str, method: &str, xml: &str) -> std::pro
         .expect("busctl (Debian package systemd)")
 }
 
+/// A running domain of the Linux guest under a fresh oxvirtd, `virsh event`
+/// listening: what both machines' cases share.
+struct Run {
+    d: Daemon,
+    name: &'static str,
+    console: PathBuf,
+    rx: Receiver<String>,
+    /// What `virsh event` printed so far.
+    events: String,
+    ev: Child,
+}
+
+impl Run {
+    /// Defines and starts `name` running `script` in the guest (after its ready
+    /// line), its XML the test guest's `pc` domain passed through `edit`; waits
+    /// for the script's first line.
+    fn start(
+        g: &LinuxGuest,
+        name: &'static str,
+        script: &str,
+        edit: impl Fn(String) -> String,
+    ) -> Run {
+        let d = Daemon::start();
+        let console = d.dir.path().join("console.log");
+        let cmdline = format!("{} oxvirt_cmd64={}", g.cmdline, base64(script.as_bytes()));
+        let xml = domain_xml(
+            name,
+            &g.kernel,
+            &cmdline,
+            160,
+            1,
+            "destroy",
+            &serial_xml(&format!("file:{}", console.display())),
+        )
+        .replace(
+            "</kernel>",
+            &format!("</kernel>\n    <initrd>{}</initrd>", g.initrd.display()),
+        );
+        let f = d.xml_file(name, &edit(xml));
+        d.virsh_ok(&["define", f.to_str().unwrap()]);
+        let mut ev = Command::new("virsh")
+            .args(["-c", &d.uri(), "event", "--all", "--loop"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("virsh event");
+        let mut ev_out = ev.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = ev_out.read(&mut buf) {
+                if n == 0
+                    || tx
+                        .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                        .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        d.virsh_ok(&["start", name]);
+        wait_line(&d, &console, "OXCHECK waiting", BOOT);
+        Run {
+            d,
+            name,
+            console,
+            rx,
+            events: String::new(),
+            ev,
+        }
+    }
+
+    /// Waits for the guest's `needle` line; the rest of it.
+    fn line(&self, needle: &str) -> String {
+        wait_line(&self.d, &self.console, needle, BOOT)
+    }
+
+    /// Waits for libvirt's `device-added`/`device-removed` event of `alias`.
+    fn event(&mut self, what: &str, alias: &str) {
+        let needle = format!("event 'device-{what}' for domain '{}': {alias}", self.name);
+        wait_event(&self.d, &self.rx, &mut self.events, &needle);
+    }
+
+    /// `virsh attach-disk --live` of `img` as `vda`: the event, the guest's hash of
+    /// the disk checked against `data`. Returns the live XML.
+    fn attach_disk(&mut self, img: &Path, data: &[u8]) -> String {
+        let out = self.d.virsh_ok(&[
+            "attach-disk",
+            self.name,
+            img.to_str().unwrap(),
+            "vda",
+            "--targetbus",
+            "virtio",
+            "--live",
+        ]);
+        assert!(out.contains("Disk attached successfully"), "{out}");
+        let live = self.d.virsh_ok(&["dumpxml", self.name]);
+        self.event("added", "virtio-disk0");
+        let h = self.line("OXCHECK disk sha256=");
+        let h = h.split_whitespace().next().unwrap_or_default();
+        assert_eq!(
+            h,
+            sha256_hex(data),
+            "the guest read the hot-added disk differently"
+        );
+        live
+    }
+
+    /// `virsh attach-device --live` of a virtio NIC on a tap: the guest's `eth0`
+    /// comes up with the MAC given, the event follows.
+    fn attach_nic(&mut self) {
+        let nic = self.d.xml_file(
+            "nic",
+            &format!(
+                "<interface type='ethernet'><mac address='{MAC}'/><target dev='oxhp0'/>\
+                 <model type='virtio'/></interface>"
+            ),
+        );
+        let out = self
+            .d
+            .virsh_ok(&["attach-device", self.name, nic.to_str().unwrap(), "--live"]);
+        assert!(out.contains("Device attached successfully"), "{out}");
+        let line = self.line("OXCHECK nic ");
+        assert_eq!(line, format!("mac={MAC} carrier=1"), "the guest's eth0");
+        self.event("added", "net0");
+    }
+
+    fn stop(mut self) {
+        let _ = self.ev.kill();
+        let _ = self.ev.wait();
+        self.d.virsh_ok(&["destroy", self.name]);
+    }
+}
+
+/// The PCI address (`0000:BB:SS.F`, as Linux names it) the live XML gives the
+/// device whose alias is `alias`.
+fn pci_address(live: &str, alias: &str) -> Option<String> {
+    let doc = roxmltree::Document::parse(live).ok()?;
+    let dev = doc.descendants().find(|n| {
+        n.children()
+            .any(|c| c.has_tag_name("alias") && c.attribute("name") == Some(alias))
+    })?;
+    let a = dev
+        .children()
+        .find(|c| c.has_tag_name("address") && c.attribute("type") == Some("pci"))?;
+    let num = |k: &str| u32::from_str_radix(a.attribute(k)?.trim_start_matches("0x"), 16).ok();
+    Some(format!(
+        "{:04x}:{:02x}:{:02x}.{:x}",
+        num("domain")?,
+        num("bus")?,
+        num("slot")?,
+        num("function")?
+    ))
+}
+
 #[test]
 fn linux_sees_virtio_disk_and_nic_come_and_go_with_virsh() {
     let Some(g) = guest("linux_sees_virtio_disk_and_nic_come_and_go_with_virsh") else {
         return;
     };
-    let d = Daemon::start();
     let name = "linux-hotplug";
     let data = pattern(512 << 10, 0x5eed);
-    let img = d.dir.path().join("hot.img");
-    std::fs::write(&img, &data).unwrap();
-    let console = d.dir.path().join("console.log");
     // Linux takes native hot-plug of the root ports because the DSDT's `_OSC`
     // grants it (no `pcie_ports=native` here).
-    let cmdline = format!("{} oxvirt_cmd64={}", g.cmdline, base64(SCRIPT.as_bytes()));
     let ports: String = (1..=3)
         .map(|i| {
             format!(
@@ -145,95 +307,29 @@ fn linux_sees_virtio_disk_and_nic_come_and_go_with_virsh() {
             )
         })
         .collect();
-    let xml = domain_xml(
-        name,
-        &g.kernel,
-        &cmdline,
-        160,
-        1,
-        "destroy",
-        &serial_xml(&format!("file:{}", console.display())),
-    )
-    .replace("machine='pc'", "machine='q35'")
-    .replace(
-        "</kernel>",
-        &format!("</kernel>\n    <initrd>{}</initrd>", g.initrd.display()),
-    )
-    .replace("<devices>", &format!("<devices>\n    {ports}"));
-    let f = d.xml_file(name, &xml);
-    d.virsh_ok(&["define", f.to_str().unwrap()]);
-    let mut ev = Command::new("virsh")
-        .args(["-c", &d.uri(), "event", "--all", "--loop"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("virsh event");
-    let mut ev_out = ev.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = ev_out.read(&mut buf) {
-            if n == 0
-                || tx
-                    .send(String::from_utf8_lossy(&buf[..n]).into_owned())
-                    .is_err()
-            {
-                break;
-            }
-        }
+    let mut run = Run::start(g, name, SCRIPT, |xml| {
+        xml.replace("machine='pc'", "machine='q35'")
+            .replace("<devices>", &format!("<devices>\n    {ports}"))
     });
-    let mut events = String::new();
-    d.virsh_ok(&["start", name]);
-    wait_line(&d, &console, "OXCHECK waiting", BOOT);
+    let img = run.d.dir.path().join("hot.img");
+    std::fs::write(&img, &data).unwrap();
 
     // 1. A virtio disk, hot-added.
-    let out = d.virsh_ok(&[
-        "attach-disk",
-        name,
-        img.to_str().unwrap(),
-        "vda",
-        "--targetbus",
-        "virtio",
-        "--live",
-    ]);
-    assert!(out.contains("Disk attached successfully"), "{out}");
-    let live = d.virsh_ok(&["dumpxml", name]);
+    let live = run.attach_disk(&img, &data);
     assert!(
         live.contains("<alias name='virtio-disk0'/>") && live.contains("bus='0x01' slot='0x00'"),
         "the disk goes behind the first free root port: {live}"
     );
-    wait_event(
-        &d,
-        &rx,
-        &mut events,
-        &format!("event 'device-added' for domain '{name}': virtio-disk0"),
-    );
-    let h = wait_line(&d, &console, "OXCHECK disk sha256=", BOOT);
-    assert_eq!(
-        h,
-        sha256_hex(&data),
-        "the guest read the hot-added disk differently"
-    );
 
     // 2. A virtio NIC on a tap, hot-added.
-    let nic = d.xml_file(
-        "nic",
-        &format!(
-            "<interface type='ethernet'><mac address='{MAC}'/><target dev='oxhp0'/>\
-             <model type='virtio'/></interface>"
-        ),
-    );
-    let out = d.virsh_ok(&["attach-device", name, nic.to_str().unwrap(), "--live"]);
-    assert!(out.contains("Device attached successfully"), "{out}");
-    let line = wait_line(&d, &console, "OXCHECK nic ", BOOT);
-    assert_eq!(line, format!("mac={MAC} carrier=1"), "the guest's eth0");
-    wait_event(
-        &d,
-        &rx,
-        &mut events,
-        &format!("event 'device-added' for domain '{name}': net0"),
-    );
+    run.attach_nic();
+    let Run {
+        ref d,
+        ref console,
+        ref rx,
+        ref mut events,
+        ..
+    } = run;
 
     // 3. The guest refuses the NIC's removal: libvirt answers success after its
     // wait, and the interface stays.
@@ -267,7 +363,7 @@ fn linux_sees_virtio_disk_and_nic_come_and_go_with_virsh() {
         wait_event(
             &d,
             &rx,
-            &mut events,
+            events,
             &format!("event 'device-{what}' for domain '{name}': virtio-disk1"),
         );
     }
@@ -278,7 +374,7 @@ fn linux_sees_virtio_disk_and_nic_come_and_go_with_virsh() {
     wait_event(
         &d,
         &rx,
-        &mut events,
+        events,
         &format!("event 'device-removed' for domain '{name}': virtio-disk0"),
     );
     let live = d.virsh_ok(&["dumpxml", name]);
@@ -292,7 +388,86 @@ fn linux_sees_virtio_disk_and_nic_come_and_go_with_virsh() {
         !events.contains("device-removed' for domain 'linux-hotplug': net0"),
         "{events}"
     );
-    let _ = ev.kill();
-    let _ = ev.wait();
-    d.virsh_ok(&["destroy", name]);
+    run.stop();
+}
+
+/// The guest's side of the `pc` case: it reports where each device is and when
+/// its function leaves `/sys/bus/pci`.
+const PC_SCRIPT: &str = r#"w() { i=0; while ! eval "$1" && [ $i -lt 900 ]; do sleep 1; i=$((i+1)); done; }
+at() { basename "$(dirname "$(readlink -f "$1")")"; }
+echo "OXCHECK waiting"
+w '[ -b /dev/vda ]'
+disk=$(at /sys/block/vda/device)
+echo "OXCHECK disk sha256=$(sha256sum </dev/vda | cut -d' ' -f1) pci=$disk"
+w '[ -e /sys/class/net/eth0 ]'
+ip link set eth0 up
+w '[ "$(cat /sys/class/net/eth0/carrier 2>/dev/null)" = 1 ]'
+nic=$(at /sys/class/net/eth0/device)
+echo "OXCHECK nic mac=$(cat /sys/class/net/eth0/address) carrier=$(cat /sys/class/net/eth0/carrier)"
+echo "OXCHECK nicpci=$nic"
+w "[ ! -e /sys/bus/pci/devices/$disk ]"
+b=absent; [ -b /dev/vda ] && b=present
+echo "OXCHECK disk gone vda=$b"
+w "[ ! -e /sys/bus/pci/devices/$nic ]"
+n=absent; [ -e /sys/class/net/eth0 ] && n=present
+echo "OXCHECK end eth0=$n pci=$(ls /sys/bus/pci/devices | tr '\n' ' ')"
+"#;
+
+#[test]
+fn linux_sees_virtio_disk_and_nic_come_and_go_on_i440fx() {
+    let Some(g) = guest("linux_sees_virtio_disk_and_nic_come_and_go_on_i440fx") else {
+        return;
+    };
+    let data = pattern(256 << 10, 0xacb1);
+    let mut run = Run::start(g, "linux-hotplug-pc", PC_SCRIPT, |xml| xml);
+    let img = run.d.dir.path().join("hot.img");
+    std::fs::write(&img, &data).unwrap();
+
+    // A virtio disk in a free slot of bus 0: the guest finds it where the live
+    // XML says.
+    let live = run.attach_disk(&img, &data);
+    let want = pci_address(&live, "virtio-disk0")
+        .unwrap_or_else(|| run.d.fail(&format!("no PCI address for the disk: {live}")));
+    assert!(want.starts_with("0000:00:"), "on the root bus: {live}");
+    let seen = run.line("OXCHECK disk sha256=");
+    assert!(
+        seen.ends_with(&format!("pci={want}")),
+        "{seen} (live XML: {want})"
+    );
+
+    // A virtio NIC in the next one.
+    run.attach_nic();
+    let live = run.d.virsh_ok(&["dumpxml", run.name]);
+    let nic = pci_address(&live, "net0")
+        .unwrap_or_else(|| run.d.fail(&format!("no PCI address for the NIC: {live}")));
+    assert_ne!(nic, want);
+    assert_eq!(run.line("OXCHECK nicpci="), nic);
+
+    // Both go, the guest ejecting each slot.
+    let out = run.d.virsh_ok(&["detach-disk", run.name, "vda", "--live"]);
+    assert!(out.contains("Disk detached successfully"), "{out}");
+    run.event("removed", "virtio-disk0");
+    assert_eq!(run.line("OXCHECK disk gone "), "vda=absent");
+    let out = run.d.virsh_ok(&[
+        "detach-interface",
+        run.name,
+        "ethernet",
+        "--mac",
+        MAC,
+        "--live",
+    ]);
+    assert!(out.contains("Interface detached successfully"), "{out}");
+    run.event("removed", "net0");
+    let end = run.line("OXCHECK end ");
+    assert!(end.starts_with("eth0=absent "), "{end}");
+    assert!(
+        !end.contains(&want) && !end.contains(&nic),
+        "the guest still lists a removed function: {end}"
+    );
+    let live = run.d.virsh_ok(&["dumpxml", run.name]);
+    assert!(
+        !live.contains("virtio-disk0") && !live.contains(MAC),
+        "both leave the live XML: {live}"
+    );
+    run.stop();
 }

@@ -572,15 +572,23 @@ impl Vmm {
             1,
         )?;
         let pm_kind = crate::devices::pm::PmKind::of(spec.platform.chipset);
-        let pm = Arc::new(Mutex::new(PmDevice::with_kind(
+        let mut pm = PmDevice::with_kind(
             pm_kind,
             Box::new(KvmIrqLine {
                 vm: vm.clone(),
                 gsi: SCI_IRQ,
             }),
             self.exits.clone(),
-        )));
+        );
+        if spec.platform.acpi_pci_hotplug {
+            pm = pm.with_gpe();
+        }
+        let pm = Arc::new(Mutex::new(pm));
         put(pm.clone(), PM_BASE, pm_kind.ports())?;
+        if spec.platform.acpi_pci_hotplug {
+            use crate::devices::pm::{GPE0_BLK, GPE0_LEN};
+            put(pm.clone(), GPE0_BLK, u64::from(GPE0_LEN))?;
+        }
         let fw_cfg = Arc::new(Mutex::new(fw_cfg_items::build(
             mem,
             spec,
@@ -623,7 +631,22 @@ impl Vmm {
                 .map_err(VmError::Bus)?;
         }
 
-        let pci = crate::virtio::attach::attach(spec, &self.pci_backends, vm, mem, &pio, &mmio)?;
+        // ACPI PCI hot-plug events (`pc`) raise the PM block's hot-plug GPE.
+        let gpe_pm = pm.clone();
+        let hotplug_event = Box::new(move || {
+            gpe_pm
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .raise_gpe(crate::devices::pm::GPE_PCI_HOTPLUG);
+        });
+        let pci = crate::virtio::attach::attach(
+            spec,
+            &self.pci_backends,
+            vm,
+            mem,
+            (&pio, &mmio),
+            hotplug_event,
+        )?;
         lap("PCI root and devices attached");
         // Boot order names PCI slots, known now.
         {

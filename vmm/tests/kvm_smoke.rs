@@ -113,6 +113,7 @@ fn spec(dir: &Path, code: &[u8], cpus: u32) -> MachineSpec {
         },
         platform: Platform {
             chipset: Default::default(),
+            acpi_pci_hotplug: false,
             rtc: Default::default(),
             acpi: true,
             apic: true,

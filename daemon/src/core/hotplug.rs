@@ -1,23 +1,27 @@
 //! Live attach and detach of virtio disks and NICs (`virsh attach-device --live`,
 //! `attach-disk`, `attach-interface` and their detach twins; D-Bus `AttachDevice`,
-//! `DetachDevice`), the way libvirt's QEMU driver does it on a Q35 machine:
+//! `DetachDevice`), the way libvirt's QEMU driver does it: on a Q35 machine
+//! behind PCIe root ports (native hot-plug), on an i440FX (`pc`) machine in a
+//! slot of the root bus (ACPI PCI hot-plug):
 //!
-//! * **attach**: the device goes behind a free `pcie-root-port` (one no device
-//!   names as its bus; libvirt adds no ports live, so a domain needs spare ones, as
-//!   virt-install leaves). The live definition with the device appended is parsed,
+//! * **attach**: on Q35 the device goes behind a free `pcie-root-port` (one no
+//!   device names as its bus; libvirt adds no ports live, so a domain needs spare
+//!   ones, as virt-install leaves); on `pc` in the slot its `<address>` names, or
+//!   else the lowest free slot of bus 0 from 2 up (slot 1 is the PIIX3's), as
+//!   libvirt assigns it. The live definition with the device appended is parsed,
 //!   resolved (networks, volumes, a `vnetN` tap name) and translated as at start;
 //!   the VMM gets `blockdev-add` + `device_add` (disk) or `netdev_add` +
 //!   `device_add` (NIC), and the device-added event follows;
 //! * **detach**: the device is found as the `--config` detach finds it; the VMM
-//!   gets `device_del` (the guest is asked through the slot's attention button).
+//!   gets `device_del` (the guest is asked through the port's attention button,
+//!   or on `pc` through the hot-plug GPE and the slot's eject request; boot-time
+//!   virtio disks and NICs on bus 0 of a `pc` machine can go too, as in libvirt).
 //!   When the guest releases it the VMM sends `DEVICE_DELETED`: the device leaves
 //!   the live definition, its backend node or netdev goes, device-removed follows.
 //!   The call waits up to 5 seconds for that, as libvirt does
 //!   (`QEMU_UNPLUG_TIMEOUT`); a guest that has not released it by then leaves the
 //!   device in place and the call still succeeds — libvirt's behaviour: the
 //!   removal completes whenever the guest does it.
-//!
-//! i440FX machines have no hot-plug here yet (ACPI PCI hot-plug): refused.
 //!
 //! **SCSI disks** (`<target bus='scsi'/>`, any machine type) are LUNs on a
 //! virtio-scsi controller the domain already has (libvirt would add a missing
@@ -83,13 +87,55 @@ fn free_root_ports(spec: &MachineSpec) -> Vec<u8> {
     free
 }
 
-/// The device element's text with its `<address>` replaced by one behind the
-/// root port providing bus `bus`.
-fn placed_at(xml: &str, dev: roxmltree::Node, bus: u8) -> String {
+/// Root-bus slots nothing uses on a `pc` machine, lowest first: from 2 up (0 is
+/// the host bridge, 1 the PIIX3), as libvirt's address assignment goes.
+fn free_root_slots(spec: &MachineSpec) -> Vec<u8> {
+    (2u8..32)
+        .filter(|s| {
+            !spec
+                .devices
+                .iter()
+                .filter_map(|d| d.pci)
+                .any(|a| a.domain == 0 && a.bus == 0 && a.slot == *s)
+        })
+        .collect()
+}
+
+/// The PCI slot an attached device's `<address type='pci'>` names, if any; on a
+/// `pc` machine it must be on bus 0, function 0.
+fn asked_slot(dev: roxmltree::Node) -> Result<Option<u8>> {
+    let Some(a) = dev
+        .children()
+        .find(|c| c.has_tag_name("address") && c.attribute("type") == Some("pci"))
+    else {
+        return Ok(None);
+    };
+    let num = |name: &str| {
+        let v = a.attribute(name).unwrap_or("0");
+        let parsed = match v.strip_prefix("0x") {
+            Some(h) => u32::from_str_radix(h, 16),
+            None => v.parse(),
+        };
+        parsed.map_err(|_| Error::Xml(format!("invalid PCI address {name} '{v}'")))
+    };
+    let (bus, slot, function) = (num("bus")?, num("slot")?, num("function")?);
+    if num("domain")? != 0 || bus != 0 || function != 0 || !(2..32).contains(&slot) {
+        return Err(Error::OperationUnsupported(format!(
+            "cannot hot-plug a device at PCI address {:04x}:{bus:02x}:{slot:02x}.{function}: \
+             on i440FX machines only function 0 of slots 0x02-0x1f of bus 0 are hot-pluggable",
+            num("domain")?
+        )));
+    }
+    Ok(Some(slot as u8))
+}
+
+/// The device element's text with its `<address>` replaced by one at `slot` of
+/// bus `bus` (behind a root port: the port's bus, slot 0; `pc`: bus 0).
+fn placed_at(xml: &str, dev: roxmltree::Node, bus: u8, slot: u8) -> String {
     let text = &xml[dev.range()];
     let start = dev.range().start;
     let address = format!(
-        "<address type='pci' domain='0x0000' bus='{bus:#04x}' slot='0x00' function='0x0'/>"
+        "<address type='pci' domain='0x0000' bus='{bus:#04x}' slot='{slot:#04x}' function='0x0'/>"
     );
     match dev
         .children()
@@ -190,16 +236,27 @@ impl Core {
         let (live, vm) = running(slot)?;
         let live_xml = live.to_xml(false);
         let now = live.translate()?;
-        if !is_q35(&live_xml) {
+        let no_slot = || Error::Internal("No more available PCI slots".into());
+        let (bus, pci_slot) = if is_q35(&live_xml) {
+            (*free_root_ports(&now).first().ok_or_else(no_slot)?, 0)
+        } else if now.platform.acpi_pci_hotplug {
+            let free = free_root_slots(&now);
+            let s = match asked_slot(dev)? {
+                Some(s) if free.contains(&s) => s,
+                Some(s) => {
+                    return Err(Error::Xml(format!(
+                        "Attempted double use of PCI Address 0000:00:{s:02x}.0"
+                    )))
+                }
+                None => *free.first().ok_or_else(no_slot)?,
+            };
+            (0, s)
+        } else {
             return Err(Error::OperationUnsupported(format!(
-                "live attach of device '{tag}' is not supported on i440FX machines (no ACPI \
-                 PCI hot-plug yet): use a Q35 machine with a free pcie-root-port"
+                "live attach of device '{tag}' needs ACPI (<features><acpi/>) on i440FX machines"
             )));
-        }
-        let bus = *free_root_ports(&now)
-            .first()
-            .ok_or_else(|| Error::Internal("No more available PCI slots".into()))?;
-        let dev_xml = placed_at(xml, dev, bus);
+        };
+        let dev_xml = placed_at(xml, dev, bus, pci_slot);
         let dev_doc = roxmltree::Document::parse(&dev_xml)
             .map_err(|e| Error::Internal(format!("device XML: {e}")))?;
         let new_xml = attach_to(&live_xml, &dev_xml, dev_doc.root_element())?;
@@ -211,9 +268,12 @@ impl Core {
         let d = spec
             .devices
             .iter()
-            .find(|d| d.pci.is_some_and(|a| a.bus == bus))
-            .ok_or_else(|| Error::Internal(format!("the new {tag} is not on bus {bus}")))?;
+            .find(|d| d.pci.is_some_and(|a| a.bus == bus && a.slot == pci_slot))
+            .ok_or_else(|| {
+                Error::Internal(format!("the new {tag} is not at {bus:02x}:{pci_slot:02x}"))
+            })?;
         let pci_bus = format!("pci.{bus}");
+        let addr = format!("{pci_slot:#x}");
         match &d.kind {
             DeviceKind::Disk(k) => {
                 let node = node_name(&d.id);
@@ -230,7 +290,7 @@ impl Core {
                 )
                 .await?;
                 let mut args = json!({"driver": "virtio-blk-pci", "id": d.id, "bus": pci_bus,
-                    "addr": "0x0", "drive": node});
+                    "addr": addr, "drive": node});
                 if let Some(s) = &k.serial {
                     args["serial"] = json!(s);
                 }
@@ -256,7 +316,7 @@ impl Core {
                 }
                 vm.qmp("netdev_add", Some(args)).await?;
                 let args = json!({"driver": "virtio-net-pci", "id": d.id, "bus": pci_bus,
-                    "addr": "0x0", "netdev": netdev, "mac": n.mac});
+                    "addr": addr, "netdev": netdev, "mac": n.mac});
                 if let Err(e) = vm.qmp("device_add", Some(args)).await {
                     let _ = vm.qmp("netdev_del", Some(json!({"id": netdev}))).await;
                     return Err(e);
@@ -265,7 +325,7 @@ impl Core {
             _ => return Err(unsupported("attach", tag)),
         }
         let alias = d.id.clone();
-        tracing::info!(domain = %slot.name(), device = alias, bus, "device attached live");
+        tracing::info!(domain = %slot.name(), device = alias, bus, pci_slot, "device attached live");
         let live_xml = def.to_xml(false);
         slot.rec().live = Some(def);
         super::media::record_live(&vm, &slot.name(), &live_xml);
@@ -318,10 +378,14 @@ impl Core {
                     && p.model == machine_spec::PciControllerModel::PcieRootPort)
                 })
         });
+        // `pc`: a function 0 in a root-bus slot the ACPI hot-plug offers.
+        let acpi_slot = spec.platform.acpi_pci_hotplug
+            && d.pci
+                .is_some_and(|a| a.bus == 0 && a.function == 0 && (2..32).contains(&a.slot));
         if !hotpluggable {
             return Err(unsupported("detach", tag));
         }
-        if !behind_port {
+        if !behind_port && !acpi_slot {
             let a = d
                 .pci
                 .map_or((0, 0, 0, 0), |a| (a.domain, a.bus, a.slot, a.function));
@@ -615,15 +679,62 @@ mod tests {
     fn address_goes_behind_the_chosen_port() {
         let x = "<disk type='file' device='disk'><source file='/b.img'/><target dev='vdb' bus='virtio'/></disk>";
         let d = roxmltree::Document::parse(x).unwrap();
-        let out = placed_at(x, d.root_element(), 3);
+        let out = placed_at(x, d.root_element(), 3, 0);
         assert!(
             out.ends_with("<address type='pci' domain='0x0000' bus='0x03' slot='0x00' function='0x0'/></disk>"),
             "{out}"
         );
         let x = "<interface type='network'><address type='pci' bus='0x09' slot='0x01'/><source network='default'/></interface>";
         let d = roxmltree::Document::parse(x).unwrap();
-        let out = placed_at(x, d.root_element(), 5);
+        let out = placed_at(x, d.root_element(), 5, 0);
         assert!(!out.contains("0x09") && out.contains("bus='0x05'"), "{out}");
+        // pc: a slot of bus 0.
+        let out = placed_at(x, d.root_element(), 0, 7);
+        assert!(
+            out.contains("bus='0x00' slot='0x07' function='0x0'"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn pc_slots_libvirt_style() {
+        let x = "<interface type='network'><address type='pci' domain='0x0000' bus='0x00' slot='0x09' function='0x0'/></interface>";
+        let d = roxmltree::Document::parse(x).unwrap();
+        assert_eq!(asked_slot(d.root_element()).unwrap(), Some(9));
+        let x = "<disk><target dev='vdb'/></disk>";
+        let d = roxmltree::Document::parse(x).unwrap();
+        assert_eq!(asked_slot(d.root_element()).unwrap(), None);
+        for bad in [
+            "<disk><address type='pci' bus='0x01' slot='0x00'/></disk>",
+            "<disk><address type='pci' bus='0x00' slot='0x01'/></disk>",
+            "<disk><address type='pci' bus='0x00' slot='0x05' function='0x1'/></disk>",
+        ] {
+            let d = roxmltree::Document::parse(bad).unwrap();
+            assert!(asked_slot(d.root_element()).is_err(), "{bad}");
+        }
+        let def = Definition::parse(
+            "<domain type='kvm'><name>x</name><memory unit='MiB'>64</memory>\
+             <os><type machine='pc'>hvm</type><kernel>/boot/k</kernel></os>\
+             <features><acpi/></features><devices/></domain>",
+        )
+        .unwrap();
+        let mut spec = def.translate().unwrap();
+        assert!(spec.platform.acpi_pci_hotplug, "pc with ACPI hot-plugs");
+        spec.devices.clear();
+        assert_eq!(free_root_slots(&spec).first(), Some(&2));
+        spec.devices.push(machine_spec::Device {
+            id: "video0".into(),
+            pci: Some(machine_spec::PciAddress {
+                domain: 0,
+                bus: 0,
+                slot: 2,
+                function: 0,
+            }),
+            boot_index: None,
+            kind: DeviceKind::Pvpanic,
+        });
+        assert_eq!(free_root_slots(&spec).first(), Some(&3));
+        assert_eq!(free_root_slots(&spec).len(), 29);
     }
 
     #[test]

@@ -348,6 +348,7 @@ mod tests {
             tpm: None,
             ram: &ram,
             platform,
+            pci_hotplug_slots: None,
         })
     }
 
@@ -461,6 +462,7 @@ mod tests {
             tpm: Some(machine_spec::TpmModel::Crb),
             ram: &ram,
             platform,
+            pci_hotplug_slots: None,
         };
         let direct = super::super::build(&cfg).unwrap();
         let (base, blob) = &direct.blobs[1];
@@ -508,6 +510,7 @@ mod tests {
             tpm: Some(machine_spec::TpmModel::Crb),
             ram: &ram,
             platform: PlatformLayout::of(Chipset::Q35),
+            pci_hotplug_slots: None,
         };
         let l = run(&build(&cfg));
         let tpm2 = l.find("TPM2").expect("a TPM2 table in the XSDT");

@@ -17,6 +17,14 @@
 //!   at 0xfec00000, IRQ 9 overridden to level/active-high, LINT1 = NMI.
 //! * MCFG: ECAM at 0xe0000000 for segment 0, buses 0-255.
 //!
+//! With ACPI PCI hot-plug (`pc` machines, [`AcpiConfig::pci_hotplug_slots`]) the
+//! FADT also names the GPE0 block at 0xafe0 and the DSDT describes QEMU's PIIX4
+//! hot-plug interface (`pci/acpi_hotplug.rs`): under `\_SB.PCI0` the registers at
+//! 0xae00 (PCIU, PCID, B0EJ, BNUM), a mutex, `PCEJ` (eject), one `Sxx` device per
+//! hot-pluggable slot (named by devfn as QEMU names them: `_ADR`, `_SUN`, `_EJ0`),
+//! `DVNT` and `PCNT` (Notify device check for PCIU's slots, eject request for
+//! PCID's), and `\_GPE._E01` calling `PCNT`; PNP0A06 devices claim both port ranges.
+//!
 //! That is the generic platform; the chipset's [`PlatformLayout`] moves the ECAM
 //! window (Q35: 0xb0000000; i440FX has none, so no MCFG and a PNP0A03 bridge) and
 //! the 32-bit PCI window (firmware platforms: [0xc0000000, 0xfec00000), where
@@ -88,6 +96,9 @@ pub struct AcpiConfig<'a> {
     pub ram: &'a RamLayout,
     /// The chipset's ECAM and 32-bit PCI window, and its PM block.
     pub platform: PlatformLayout,
+    /// ACPI PCI hot-plug (`pc`): the root-bus slots it offers, a bit each
+    /// (`pci::acpi_hotplug::slots_of`); None without it.
+    pub pci_hotplug_slots: Option<u32>,
 }
 
 /// Tables with the guest addresses they are placed at.
@@ -191,7 +202,22 @@ pub fn dsdt_aml(cfg: &AcpiConfig<'_>) -> Vec<u8> {
     if cfg.platform.ecam.is_some() {
         pci0_body.push(&osc);
     }
+    let hotplug = cfg
+        .pci_hotplug_slots
+        .map(|slots| Raw(pci_hotplug_aml(slots)));
+    if let Some(h) = &hotplug {
+        pci0_body.push(h);
+    }
     sb.push(Raw(bytes_of(&aml::Device::new("PCI0".into(), pci0_body))));
+    if hotplug.is_some() {
+        // The GPE0 block's ports, claimed as QEMU claims them.
+        sb.push(Raw(io_resources(
+            "GPE0",
+            "GPE0 resources",
+            pm::GPE0_BLK,
+            pm::GPE0_LEN,
+        )));
+    }
 
     // Motherboard resources: the ECAM window.
     if let Some(ecam) = cfg.platform.ecam {
@@ -298,7 +324,150 @@ pub fn dsdt_aml(cfg: &AcpiConfig<'_>) -> Vec<u8> {
 
     aml::Scope::new("\\_SB_".into(), sb.iter().map(|r| r as &dyn Aml).collect())
         .to_aml_bytes(&mut body);
+    if hotplug.is_some() {
+        // GPE 1: a hot-plug event (`devices/pm.rs` raises it).
+        let acquire = aml::Acquire::new("\\_SB_.PCI0.BLCK".into(), 0xffff);
+        let pcnt = aml::MethodCall::new("\\_SB_.PCI0.PCNT".into(), vec![]);
+        let release = aml::Release::new("\\_SB_.PCI0.BLCK".into());
+        let e01 = aml::Method::new("_E01".into(), 0, false, vec![&acquire, &pcnt, &release]);
+        let hid = aml::Name::new("_HID".into(), &"ACPI0006");
+        aml::Scope::new("\\_GPE".into(), vec![&hid, &e01]).to_aml_bytes(&mut body);
+    }
     body
+}
+
+/// A PNP0A06 device claiming `len` ports from `base` (present, decoding, hidden),
+/// as QEMU's DSDT has for its hot-plug and GPE ports.
+fn io_resources(name: &str, uid: &'static str, base: u16, len: u8) -> Vec<u8> {
+    let crs = Raw(bytes_of(&aml::ResourceTemplate::new(vec![&aml::IO::new(
+        base, base, 1, len,
+    )])));
+    bytes_of(&aml::Device::new(
+        name.into(),
+        vec![
+            &aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0A06")),
+            &aml::Name::new("_UID".into(), &uid),
+            &aml::Name::new("_STA".into(), &0xbu8),
+            &aml::Name::new("_CRS".into(), &crs),
+        ],
+    ))
+}
+
+/// The AML name of root-bus slot `slot`'s device: `S` and its devfn in hex, as
+/// QEMU names them (`S08_` for slot 1).
+pub fn pci_slot_name(slot: u8) -> String {
+    format!("S{:02X}_", slot << 3)
+}
+
+/// `\_SB.PCI0`'s part of ACPI PCI hot-plug: the register fields, `BLCK`, `PCEJ`,
+/// `BSEL`, a device per slot in `slots`, `DVNT`, `PCNT` and the ports' PNP0A06.
+fn pci_hotplug_aml(slots: u32) -> Vec<u8> {
+    use crate::pci::acpi_hotplug as hp;
+    use aml::{FieldAccessType, FieldEntry, FieldLockRule, FieldUpdateRule, OpRegionSpace};
+    let mut out = Vec::new();
+    let region = |out: &mut Vec<u8>, name: &str, offset: u64, fields: &[&str]| {
+        let at = u32::from(hp::BASE) + offset as u32;
+        let len = 4 * fields.len() as u8;
+        aml::OpRegion::new(name.into(), OpRegionSpace::SystemIO, &at, &len).to_aml_bytes(out);
+        let entries = fields
+            .iter()
+            .map(|f| {
+                let mut n = [0u8; 4];
+                n.copy_from_slice(f.as_bytes());
+                FieldEntry::Named(n, 32)
+            })
+            .collect();
+        aml::Field::new(
+            name.into(),
+            FieldAccessType::DWord,
+            FieldLockRule::NoLock,
+            FieldUpdateRule::WriteAsZeroes,
+            entries,
+        )
+        .to_aml_bytes(out);
+    };
+    region(&mut out, "PCST", hp::PCI_UP, &["PCIU", "PCID"]);
+    region(&mut out, "SEJ_", hp::PCI_EJ, &["B0EJ"]);
+    region(&mut out, "BNMR", hp::PCI_SEL, &["BNUM"]);
+    aml::Mutex::new("BLCK".into(), 0).to_aml_bytes(&mut out);
+
+    // PCEJ(bus, slot): select the bus, write the slot's bit to B0EJ.
+    let blck = || aml::Path::new("BLCK");
+    let bnum = aml::Path::new("BNUM");
+    let b0ej = aml::Path::new("B0EJ");
+    let acquire = aml::Acquire::new(blck(), 0xffff);
+    let select = aml::Store::new(&bnum, &aml::Arg(0));
+    let bit = aml::ShiftLeft::new(&aml::ZERO, &aml::ONE, &aml::Arg(1));
+    let eject = aml::Store::new(&b0ej, &bit);
+    let release = aml::Release::new(blck());
+    let ret = aml::Return::new(&aml::ZERO);
+    aml::Method::new(
+        "PCEJ".into(),
+        2,
+        false,
+        vec![&acquire, &select, &eject, &release, &ret],
+    )
+    .to_aml_bytes(&mut out);
+    aml::Name::new("BSEL".into(), &aml::ZERO).to_aml_bytes(&mut out);
+
+    let hot: Vec<u8> = (0..32u8).filter(|s| slots & (1 << s) != 0).collect();
+    let (bsel, sun) = (aml::Path::new("BSEL"), aml::Path::new("_SUN"));
+    let call_pcej = aml::MethodCall::new("PCEJ".into(), vec![&bsel, &sun]);
+    let ej0 = aml::Method::new("_EJ0".into(), 1, false, vec![&call_pcej]);
+    for &slot in &hot {
+        let adr = u32::from(slot) << 16;
+        let sun = u32::from(slot);
+        aml::Device::new(
+            pci_slot_name(slot).as_str().into(),
+            vec![
+                &aml::Name::new("_ADR".into(), &adr),
+                &aml::Name::new("_SUN".into(), &sun),
+                &ej0,
+            ],
+        )
+        .to_aml_bytes(&mut out);
+    }
+
+    // DVNT(slots, event): Notify each slot device whose bit is set.
+    let names: Vec<(aml::Path, u32)> = hot
+        .iter()
+        .map(|&s| (aml::Path::new(&pci_slot_name(s)), 1u32 << s))
+        .collect();
+    let tests: Vec<aml::And> = names
+        .iter()
+        .map(|(_, bit)| aml::And::new(&aml::ZERO, &aml::Arg(0), bit))
+        .collect();
+    let notifies: Vec<aml::Notify> = names
+        .iter()
+        .map(|(p, _)| aml::Notify::new(p, &aml::Arg(1)))
+        .collect();
+    let ifs: Vec<aml::If> = tests
+        .iter()
+        .zip(&notifies)
+        .map(|(t, n)| aml::If::new(t, vec![n]))
+        .collect();
+    aml::Method::new(
+        "DVNT".into(),
+        2,
+        false,
+        ifs.iter().map(|i| i as &dyn Aml).collect(),
+    )
+    .to_aml_bytes(&mut out);
+
+    // PCNT: bus 0's news, device check (1) for PCIU, eject request (3) for PCID.
+    let select = aml::Store::new(&bnum, &aml::ZERO);
+    let (pciu, pcid) = (aml::Path::new("PCIU"), aml::Path::new("PCID"));
+    let up = aml::MethodCall::new("DVNT".into(), vec![&pciu, &aml::ONE]);
+    let down = aml::MethodCall::new("DVNT".into(), vec![&pcid, &3u8]);
+    aml::Method::new("PCNT".into(), 0, false, vec![&select, &up, &down]).to_aml_bytes(&mut out);
+
+    out.extend(io_resources(
+        "PHPR",
+        "PCI Hotplug resources",
+        hp::BASE,
+        hp::LEN as u8,
+    ));
+    out
 }
 
 /// The GSI that PCI slot `slot`'s INTx pin `pin` (0 = INTA) is routed to:
@@ -307,8 +476,9 @@ pub fn pci_intx_gsi(slot: u8, pin: u8) -> u32 {
     16 + ((u32::from(slot) + u32::from(pin)) % 8)
 }
 
-/// The FADT, its FACS and DSDT pointers left 0 (the placements fill them).
-fn fadt() -> Vec<u8> {
+/// The FADT, its FACS and DSDT pointers left 0 (the placements fill them);
+/// with `gpe0`, the GPE0 block of ACPI PCI hot-plug.
+fn fadt(gpe0: bool) -> Vec<u8> {
     let io = |width_bytes: u8, access: AccessSize, port: u16| {
         GAS::new(
             AddressSpace::SystemIo,
@@ -334,6 +504,10 @@ fn fadt() -> Vec<u8> {
     f.x_pm1a_evt_blk = io(pm::PM1_EVT_LEN, AccessSize::WordAccess, pm::PM1A_EVT_BLK);
     f.x_pm1a_cnt_blk = io(pm::PM1_CNT_LEN, AccessSize::WordAccess, pm::PM1A_CNT_BLK);
     f.x_pm_tmr_blk = io(pm::PM_TMR_LEN, AccessSize::DwordAccess, pm::PM_TMR_BLK);
+    if gpe0 {
+        f = f.gpe_info(u32::from(pm::GPE0_BLK), 0, pm::GPE0_LEN, 0, 0);
+        f.x_gpe0_blk = io(pm::GPE0_LEN, AccessSize::ByteAccess, pm::GPE0_BLK);
+    }
     f.reset_reg = io(1, AccessSize::ByteAccess, RESET_PORT);
     f.reset_value = RESET_VALUE;
     f.century = crate::devices::cmos::REG_CENTURY as u8;
@@ -445,7 +619,7 @@ impl TableSet {
         let mut dsdt = Sdt::new(*b"DSDT", 36, 2, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
         dsdt.append_slice(&dsdt_aml(cfg));
         let dsdt = set.push(dsdt.as_slice().to_vec(), 16, true);
-        let fadt = set.push(fadt(), 16, true);
+        let fadt = set.push(fadt(cfg.pci_hotplug_slots.is_some()), 16, true);
         match fadt_pointers {
             FadtPointers::Wide => {
                 set.point(fadt + FADT_X_FIRMWARE_CTRL, 8, facs);
@@ -582,6 +756,10 @@ mod tests {
     }
 
     fn tables(n: u32) -> AcpiTables {
+        tables_with(n, None)
+    }
+
+    fn tables_with(n: u32, pci_hotplug_slots: Option<u32>) -> AcpiTables {
         let ram = RamLayout::new(4 << 30);
         build(&AcpiConfig {
             apic_ids: (0..n).collect(),
@@ -590,6 +768,7 @@ mod tests {
             tpm: None,
             ram: &ram,
             platform: PlatformLayout::of(Chipset::Generic),
+            pci_hotplug_slots,
         })
         .unwrap()
     }
@@ -716,6 +895,87 @@ mod tests {
         assert!(find(b"COM1").is_some() && find(b"QEMU0001").is_some());
         // EISAID("PNP0B00") = 0x000bd041 little-endian.
         assert!(find(&[0x0c, 0x41, 0xd0, 0x0b, 0x00]).is_some(), "PNP0B00");
+    }
+
+    #[test]
+    fn acpi_pci_hotplug_has_slot_devices_gpe_handler_and_fadt_gpe0() {
+        // Slots 3-31 but 5 (a device that cannot go sits there).
+        let slots = !0b111u32 & !(1 << 5);
+        let all = walk(&tables_with(1, Some(slots)));
+        let d = &all.iter().find(|(s, _)| s == "DSDT").unwrap().1;
+        let find = |needle: &[u8]| d.windows(needle.len()).position(|w| w == needle);
+        // Device (S18_) { Name (_ADR, 0x00030000) Name (_SUN, 3) Method (_EJ0, 1) … }
+        let s18 = find(b"S18_").expect("slot 3's device");
+        assert_eq!(&d[s18 - 3..s18 - 1], &[0x5b, 0x82], "DeviceOp");
+        let adr = s18 + find_from(d, s18, b"_ADR");
+        assert_eq!(&d[adr + 4..adr + 9], &[0x0c, 0, 0, 3, 0]);
+        let sun = s18 + find_from(d, s18, b"_SUN");
+        assert_eq!(&d[sun + 4..sun + 6], &[0x0a, 3]);
+        assert!(find_from(d, s18, b"_EJ0") < find_from(d, s18, b"S20_"));
+        assert!(find(b"SF8_").is_some(), "slot 31");
+        assert!(find(b"S10_").is_none(), "slot 2 is not offered");
+        assert!(find(b"S28_").is_none(), "slot 5 is not offered");
+        assert!(find(b"S08_").is_none(), "nor the chipset's slot 1");
+        for name in [
+            &b"PCIU"[..],
+            b"PCID",
+            b"B0EJ",
+            b"BNUM",
+            b"BLCK",
+            b"PCEJ",
+            b"DVNT",
+        ] {
+            assert!(find(name).is_some(), "{}", String::from_utf8_lossy(name));
+        }
+        // OperationRegion (PCST, SystemIO, 0xAE00, 8)
+        let pcst = find(b"PCST").unwrap();
+        assert_eq!(&d[pcst - 2..pcst], &[0x5b, 0x80]);
+        assert_eq!(
+            &d[pcst + 4..pcst + 10],
+            &[0x01, 0x0b, 0x00, 0xae, 0x0a, 0x08]
+        );
+        // Method (PCNT, 0) { BNUM = 0; DVNT (PCIU, 1); DVNT (PCID, 3) }
+        let pcnt = find(b"PCNT").unwrap();
+        assert_eq!(d[pcnt + 4], 0, "no arguments");
+        assert_eq!(
+            &d[pcnt + 5..pcnt + 11],
+            &[0x70, 0x00, b'B', b'N', b'U', b'M']
+        );
+        assert_eq!(&d[pcnt + 11..pcnt + 20], b"DVNTPCIU\x01");
+        assert_eq!(&d[pcnt + 20..pcnt + 30], b"DVNTPCID\x0a\x03");
+        // Scope (\_GPE) { Method (_E01) { Acquire; \_SB.PCI0.PCNT (); Release } }
+        let gpe = find(b"\\_GPE").expect("\\_GPE scope");
+        let e01 = gpe + find_from(d, gpe, b"_E01");
+        assert!(find_from(d, e01, b"PCNT") < 40);
+        // PNP0A06 claims of 0xae00-0xae17 and 0xafe0-0xafe3.
+        assert!(find(&[0x47, 0x01, 0x00, 0xae, 0x00, 0xae, 0x01, 0x18]).is_some());
+        assert!(find(&[0x47, 0x01, 0xe0, 0xaf, 0xe0, 0xaf, 0x01, 0x04]).is_some());
+        // FADT: GPE0_BLK 0xafe0, 4 bytes; X_GPE0_BLK the same port.
+        let f = &all.iter().find(|(s, _)| s == "FACP").unwrap().1;
+        assert_eq!(u32_at(f, 80), 0xafe0, "GPE0_BLK");
+        assert_eq!(f[92], 4, "GPE0_BLK_LEN");
+        assert_eq!(
+            (f[220], f[221], u64_at(f, 224)),
+            (1, 32, 0xafe0),
+            "X_GPE0_BLK"
+        );
+
+        // Without hot-plug: none of it.
+        let all = walk(&tables(1));
+        let d = &all.iter().find(|(s, _)| s == "DSDT").unwrap().1;
+        assert!(!d
+            .windows(4)
+            .any(|w| w == b"_E01" || w == b"PCNT" || w == b"S18_"));
+        let f = &all.iter().find(|(s, _)| s == "FACP").unwrap().1;
+        assert_eq!((u32_at(f, 80), f[92]), (0, 0));
+    }
+
+    /// Offset of `needle` in `d` from `from` on.
+    fn find_from(d: &[u8], from: usize, needle: &[u8]) -> usize {
+        d[from..]
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .unwrap_or(usize::MAX / 2)
     }
 
     #[test]

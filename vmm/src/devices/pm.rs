@@ -23,6 +23,13 @@
 //! * PIIX4 (i440FX): 64 ports, PM1 and timer as above; soft-off is SLP_TYP 0 too.
 //!
 //! Other ports of the block read 0 and ignore writes.
+//!
+//! Machines with ACPI PCI hot-plug (`pc`, [`PmDevice::with_gpe`]) also have QEMU's
+//! PIIX4 GPE0 block at [`GPE0_BLK`]: 2 bytes of status (write 1 to clear), then 2 of
+//! enable; the FADT's GPE0_BLK names it. The PCI hot-plug registers
+//! (`pci/acpi_hotplug.rs`) raise GPE [`GPE_PCI_HOTPLUG`] through
+//! [`PmDevice::raise_gpe`], and the SCI is asserted while `STS & EN` has a bit set
+//! here or in PM1.
 
 use std::time::Instant;
 
@@ -59,6 +66,13 @@ pub const ICH9_GPE0_LEN: u64 = 16;
 pub const ICH9_SMI_EN_OFFSET: u64 = 0x30;
 /// SMI_EN bit 5: an APM port write raises an SMI.
 pub const ICH9_SMI_EN_APMC_EN: u32 = 1 << 5;
+
+/// The GPE0 block of machines with ACPI PCI hot-plug (QEMU's PIIX4 address).
+pub const GPE0_BLK: u16 = 0xafe0;
+/// Its length: 2 bytes of status, 2 of enable (16 GPEs).
+pub const GPE0_LEN: u8 = 4;
+/// The GPE that PCI hot-plug events raise (the DSDT's `\_GPE._E01`).
+pub const GPE_PCI_HOTPLUG: u8 = 1;
 
 const PWRBTN: u16 = 1 << 8;
 const SCI_EN: u16 = 1;
@@ -120,6 +134,8 @@ pub struct PmDevice {
     gpe0: [u8; ICH9_GPE0_LEN as usize],
     /// ICH9 SMI_EN.
     smi_en: u32,
+    /// The GPE0 block at [`GPE0_BLK`] (status 0-1, enable 2-3), when the machine has it.
+    gpe: Option<[u8; GPE0_LEN as usize]>,
     start: Instant,
     sci: Box<dyn IrqLine>,
     exits: ExitSink,
@@ -142,10 +158,26 @@ impl PmDevice {
             gpe0: [0; ICH9_GPE0_LEN as usize],
             // No SMM: "SMM already initialised", as QEMU's ICH9 pm_reset says.
             smi_en: ICH9_SMI_EN_APMC_EN,
+            gpe: None,
             start: Instant::now(),
             sci,
             exits,
         }
+    }
+
+    /// Gives the block the GPE0 registers at [`GPE0_BLK`] (the caller maps them).
+    pub fn with_gpe(mut self) -> Self {
+        self.gpe = Some([0; GPE0_LEN as usize]);
+        self
+    }
+
+    /// Sets GPE `bit`'s status (an event) and raises the SCI if it is enabled.
+    /// Without a GPE0 block nothing happens.
+    pub fn raise_gpe(&mut self, bit: u8) {
+        if let Some(g) = self.gpe.as_mut() {
+            g[usize::from(bit / 8)] |= 1 << (bit % 8);
+        }
+        self.update_sci();
     }
 
     /// Presses the power button: sets PWRBTN_STS and raises the SCI if enabled.
@@ -155,7 +187,37 @@ impl PmDevice {
     }
 
     fn update_sci(&self) {
-        self.sci.set_level(self.status & self.enable != 0);
+        let gpe = self
+            .gpe
+            .is_some_and(|g| g[0] & g[2] != 0 || g[1] & g[3] != 0);
+        self.sci.set_level(self.status & self.enable != 0 || gpe);
+    }
+
+    /// An access to the GPE0 block (`base` is [`GPE0_BLK`]).
+    fn gpe_access(&mut self, offset: u64, read: Option<&mut [u8]>, write: &[u8]) {
+        let Some(g) = self.gpe.as_mut() else {
+            if let Some(data) = read {
+                data.fill(0);
+            }
+            return;
+        };
+        match read {
+            Some(data) => {
+                for (i, b) in data.iter_mut().enumerate() {
+                    *b = g.get(offset as usize + i).copied().unwrap_or(0);
+                }
+            }
+            None => {
+                for (i, &b) in write.iter().enumerate() {
+                    match offset as usize + i {
+                        at @ 0..=1 => g[at] &= !b, // status: write 1 to clear
+                        at @ 2..=3 => g[at] = b,
+                        _ => {}
+                    }
+                }
+                self.update_sci();
+            }
+        }
     }
 
     fn timer(&self) -> u32 {
@@ -180,7 +242,10 @@ impl PmDevice {
 }
 
 impl BusDevice for PmDevice {
-    fn read(&mut self, _base: u64, offset: u64, data: &mut [u8]) {
+    fn read(&mut self, base: u64, offset: u64, data: &mut [u8]) {
+        if base == u64::from(GPE0_BLK) {
+            return self.gpe_access(offset, Some(data), &[]);
+        }
         // One timer sample for the whole access, so a 32-bit read is consistent.
         let timer = if offset < 12 && offset + data.len() as u64 > 8 {
             self.timer()
@@ -192,7 +257,10 @@ impl BusDevice for PmDevice {
         }
     }
 
-    fn write(&mut self, _base: u64, offset: u64, data: &[u8]) {
+    fn write(&mut self, base: u64, offset: u64, data: &[u8]) {
+        if base == u64::from(GPE0_BLK) {
+            return self.gpe_access(offset, None, data);
+        }
         let mut control_written = false;
         for (i, &b) in data.iter().enumerate() {
             let at = offset as usize + i;
@@ -365,6 +433,57 @@ mod tests {
         assert_eq!(r32(&mut p, 0x30), 0);
         p.write(0x600, 4, &SLP_EN.to_le_bytes());
         assert_eq!(s.take(), None, "SLP_TYP 0 is S0 on the generic platform");
+    }
+
+    #[test]
+    fn gpe0_raises_the_sci_while_status_and_enable_share_a_bit() {
+        let level = Arc::new(AtomicBool::new(false));
+        let mut p = PmDevice::with_kind(
+            PmKind::Generic,
+            Box::new(Line(level.clone())),
+            ExitSink::new().unwrap(),
+        )
+        .with_gpe();
+        let gpe = u64::from(GPE0_BLK);
+        let r = |p: &mut PmDevice| {
+            let mut b = [0u8; 4];
+            p.read(gpe, 0, &mut b);
+            b
+        };
+        p.raise_gpe(GPE_PCI_HOTPLUG);
+        assert_eq!(r(&mut p), [2, 0, 0, 0], "status set, not enabled");
+        assert!(!level.load(Ordering::SeqCst));
+        // The OS enables GPE 1 (ACPICA writes the enable byte alone).
+        p.write(gpe, 2, &[2]);
+        assert!(level.load(Ordering::SeqCst));
+        assert_eq!(r(&mut p), [2, 0, 2, 0]);
+        // Writing 0 keeps the status; writing 1 clears it and drops the SCI.
+        p.write(gpe, 0, &[0]);
+        assert!(level.load(Ordering::SeqCst));
+        p.write(gpe, 0, &[2]);
+        assert!(!level.load(Ordering::SeqCst));
+        assert_eq!(r(&mut p), [0, 0, 2, 0]);
+        // A second event while enabled raises it at once; PM1 is unaffected.
+        p.raise_gpe(GPE_PCI_HOTPLUG);
+        assert!(level.load(Ordering::SeqCst));
+        assert_eq!(r16(&mut p, 0), 0);
+        // GPE 9 lives in the second byte.
+        p.write(gpe, 0, &[2]);
+        p.raise_gpe(9);
+        assert!(!level.load(Ordering::SeqCst));
+        p.write(gpe, 3, &[2]);
+        assert!(level.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn without_a_gpe_block_gpe_ports_read_zero_and_events_are_dropped() {
+        let (mut p, level, _) = pm_of(PmKind::Piix4);
+        p.write(u64::from(GPE0_BLK), 2, &[0xff, 0xff]);
+        p.raise_gpe(GPE_PCI_HOTPLUG);
+        let mut b = [0xffu8; 4];
+        p.read(u64::from(GPE0_BLK), 0, &mut b);
+        assert_eq!(b, [0; 4]);
+        assert!(!level.load(Ordering::SeqCst));
     }
 
     #[test]

@@ -402,7 +402,7 @@ mod tests {
         root.add_device(2, 0, Box::new(port)).unwrap();
         let gone = Arc::new(Mutex::new(Vec::new()));
         let g = gone.clone();
-        root.set_unplug_listener(Box::new(move |bus, devs| {
+        root.set_unplug_listener(Box::new(move |bus, _slot, devs| {
             g.lock().unwrap().push((bus, devs.len()));
         }));
         let port = 2u64 << 15;

@@ -20,6 +20,7 @@
 //! the addresses currently programmed and tells the device when one moves
 //! ([`PciDevice::bar_moved`]) so its ioeventfds can follow.
 
+pub mod acpi_hotplug;
 pub mod alloc;
 pub mod bridge;
 pub mod chipset;
@@ -119,6 +120,9 @@ pub enum PciError {
     /// The bus a hot-plug names is not behind a hot-plug capable port.
     #[error("PCI bus {bus:#04x} does not support hotplugging")]
     NotHotplug { bus: u8 },
+    /// A root-bus slot that ACPI PCI hot-plug does not offer.
+    #[error("PCI slot {slot:#04x} of bus 0x00 does not support hotplugging")]
+    SlotNotHotplug { slot: u8 },
     /// The port's slot refused the hot-plug request.
     #[error("hot-plug slot of PCI bus {bus:#04x}")]
     Hotplug {

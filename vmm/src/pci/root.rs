@@ -120,13 +120,19 @@ pub struct PciRoot {
     mmio64: Option<BarAllocator>,
     io: BarAllocator,
     /// Told which bus (spec index) a guest just emptied by powering its
-    /// hot-plug slot off, with the functions taken from it.
+    /// hot-plug slot off, or which root-bus slot it ejected, with the functions
+    /// taken from it.
     unplug_listener: Option<UnplugListener>,
+    /// ACPI PCI hot-plug of this bus's slots (`pc` machines).
+    acpi_hotplug: Option<super::acpi_hotplug::AcpiHotplugRegs>,
+    /// Raises the hot-plug GPE (the PM block's; set with `acpi_hotplug`).
+    hotplug_event: Option<Box<dyn FnMut() + Send>>,
 }
 
-/// Receives the functions removed from behind a hot-plug port: (the port's spec
-/// bus index, the functions).
-pub type UnplugListener = Box<dyn FnMut(u8, Vec<Box<dyn PciDevice>>) + Send>;
+/// Receives the functions a guest let go: (the spec bus index of the port they
+/// were behind and slot 0, or bus 0 and the root-bus slot ACPI ejected, the
+/// functions).
+pub type UnplugListener = Box<dyn FnMut(u8, u8, Vec<Box<dyn PciDevice>>) + Send>;
 
 impl std::fmt::Debug for PciRoot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -153,6 +159,8 @@ impl PciRoot {
                 .then(|| BarAllocator::new(windows.mmio64.0, windows.mmio64.1)),
             io: BarAllocator::new(IO_ALLOC.0, IO_ALLOC.1),
             unplug_listener: None,
+            acpi_hotplug: None,
+            hotplug_event: None,
         };
         root.slots.insert(0, Slot::new(host));
         root
@@ -294,6 +302,117 @@ impl PciRoot {
         gone
     }
 
+    /// Turns on ACPI PCI hot-plug of the slots in `slots` (a bit each;
+    /// `acpi_hotplug::slots_of`); `event` raises the hot-plug GPE.
+    pub fn enable_acpi_hotplug(&mut self, slots: u32, event: Box<dyn FnMut() + Send>) {
+        self.acpi_hotplug = Some(super::acpi_hotplug::AcpiHotplugRegs::new(slots));
+        self.hotplug_event = Some(event);
+    }
+
+    /// Whether root-bus slots are hot-pluggable through ACPI.
+    pub fn acpi_hotplug_enabled(&self) -> bool {
+        self.acpi_hotplug.is_some()
+    }
+
+    /// The lowest hot-pluggable root-bus slot with nothing in it.
+    pub fn free_hotplug_slot(&self) -> Option<u8> {
+        let regs = self.acpi_hotplug.as_ref()?;
+        (1u8..32).find(|&s| regs.hotpluggable(s) && !self.slots.keys().any(|d| d >> 3 == s))
+    }
+
+    /// Checks that `slot` of the root bus is ACPI hot-pluggable.
+    fn hotplug_regs(
+        &mut self,
+        slot: u8,
+    ) -> Result<&mut super::acpi_hotplug::AcpiHotplugRegs, PciError> {
+        match self.acpi_hotplug.as_mut() {
+            None => Err(PciError::NotHotplug { bus: 0 }),
+            Some(r) if !r.hotpluggable(slot) => Err(PciError::SlotNotHotplug { slot }),
+            Some(r) => Ok(r),
+        }
+    }
+
+    /// Hot-adds `dev` as function 0 of root-bus `slot` and tells the guest (PCIU,
+    /// hot-plug GPE).
+    pub fn hotplug_slot(&mut self, slot: u8, dev: Box<dyn PciDevice>) -> Result<(), PciError> {
+        self.hotplug_regs(slot)?;
+        if self.slots.keys().any(|d| d >> 3 == slot) {
+            return Err(PciError::AddressInUse { slot, function: 0 });
+        }
+        self.slots.insert(slot << 3, Slot::new(dev));
+        self.hotplug_regs(slot)?.plug(slot);
+        self.raise_hotplug_event();
+        Ok(())
+    }
+
+    /// Asks the guest to eject root-bus `slot` (PCID, hot-plug GPE); its `_EJ0`
+    /// removes the functions later (see [`PciRoot::acpi_hotplug_write`]).
+    pub fn request_unplug_slot(&mut self, slot: u8) -> Result<(), PciError> {
+        self.hotplug_regs(slot)?;
+        if !self.slots.keys().any(|d| d >> 3 == slot) {
+            return Err(PciError::Hotplug {
+                bus: 0,
+                source: super::hotplug::SlotError::Empty,
+            });
+        }
+        self.hotplug_regs(slot)?.request_unplug(slot);
+        self.raise_hotplug_event();
+        Ok(())
+    }
+
+    fn raise_hotplug_event(&mut self) {
+        if let Some(e) = self.hotplug_event.as_mut() {
+            e();
+        }
+    }
+
+    /// Guest read of the ACPI hot-plug registers (`offset` from
+    /// `acpi_hotplug::BASE`); 32-bit registers, narrower reads see their bytes.
+    pub fn acpi_hotplug_read(&mut self, offset: u64, data: &mut [u8]) {
+        let v = match self.acpi_hotplug.as_mut() {
+            Some(r) => r.read(offset & !3),
+            None => 0,
+        };
+        let bytes = v.to_le_bytes();
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = bytes.get((offset % 4) as usize + i).copied().unwrap_or(0);
+        }
+    }
+
+    /// Guest write of the ACPI hot-plug registers: a B0EJ write that ejects a
+    /// slot takes its functions out and hands them to the unplug listener.
+    pub fn acpi_hotplug_write(&mut self, offset: u64, data: &[u8]) {
+        let Some(r) = self.acpi_hotplug.as_mut() else {
+            return;
+        };
+        if !offset.is_multiple_of(4) || data.is_empty() {
+            return;
+        }
+        let mut v = [0u8; 4];
+        let n = data.len().min(4);
+        v[..n].copy_from_slice(&data[..n]);
+        let Some(slot) = r.write(offset, u32::from_le_bytes(v)) else {
+            return;
+        };
+        let devfns: Vec<u8> = self
+            .slots
+            .keys()
+            .copied()
+            .filter(|d| d >> 3 == slot)
+            .collect();
+        if devfns.is_empty() {
+            return;
+        }
+        let gone: Vec<Box<dyn PciDevice>> = devfns
+            .iter()
+            .filter_map(|d| self.slots.remove(d))
+            .map(|s| s.dev)
+            .collect();
+        if let Some(l) = self.unplug_listener.as_mut() {
+            l(0, slot, gone);
+        }
+    }
+
     /// The (slot, function) on bus 0 of the bridge that provides spec bus `bus`.
     pub fn bridge_of(&self, bus: u8) -> Option<(u8, u8)> {
         self.slots
@@ -372,7 +491,7 @@ impl PciRoot {
         {
             let gone = self.remove_behind(index);
             if let Some(l) = self.unplug_listener.as_mut() {
-                l(index, gone);
+                l(index, 0, gone);
             }
             return;
         }
@@ -764,5 +883,68 @@ mod tests {
             })
         ));
         assert_eq!(root.free_slot(), Some(2));
+    }
+
+    #[test]
+    fn acpi_hotplug_of_root_slots_follows_the_guest_eject() {
+        use super::super::acpi_hotplug::{PCI_DOWN, PCI_EJ, PCI_RMV, PCI_SEL, PCI_UP};
+        use std::sync::{Arc, Mutex};
+        let mut root = PciRoot::new(windows());
+        let dev = ram(&mut root);
+        assert!(matches!(
+            root.hotplug_slot(3, dev),
+            Err(PciError::NotHotplug { bus: 0 })
+        ));
+        let events = Arc::new(Mutex::new(0));
+        let e = events.clone();
+        // Slots 0-1 (host bridge, chipset) and 2 (say, video) are not offered.
+        root.enable_acpi_hotplug(!0b111, Box::new(move || *e.lock().unwrap() += 1));
+        let gone = Arc::new(Mutex::new(Vec::new()));
+        let g = gone.clone();
+        root.set_unplug_listener(Box::new(move |bus, slot, devs| {
+            g.lock().unwrap().push((bus, slot, devs.len()));
+        }));
+        let read = |root: &mut PciRoot, off: u64| {
+            let mut d = [0u8; 4];
+            root.acpi_hotplug_read(off, &mut d);
+            u32::from_le_bytes(d)
+        };
+        assert_eq!(read(&mut root, PCI_RMV), !0b111);
+        let dev = ram(&mut root);
+        assert!(matches!(
+            root.hotplug_slot(2, dev),
+            Err(PciError::SlotNotHotplug { slot: 2 })
+        ));
+        assert_eq!(root.free_hotplug_slot(), Some(3));
+        let dev = ram(&mut root);
+        root.hotplug_slot(3, dev).unwrap();
+        assert_eq!(*events.lock().unwrap(), 1, "the GPE is raised");
+        assert_eq!(root.free_hotplug_slot(), Some(4));
+        assert_eq!(cf8(&mut root, 3, 0), 0x1044_1af4, "the guest finds it");
+        assert_eq!(read(&mut root, PCI_UP), 1 << 3);
+        assert_eq!(read(&mut root, PCI_UP), 0);
+        let dev = ram(&mut root);
+        assert!(matches!(
+            root.hotplug_slot(3, dev),
+            Err(PciError::AddressInUse { slot: 3, .. })
+        ));
+        // Removal: asked, then nothing happens until the guest's _EJ0.
+        assert!(root.request_unplug_slot(4).is_err(), "empty slot");
+        root.request_unplug_slot(3).unwrap();
+        assert_eq!(*events.lock().unwrap(), 2);
+        assert_eq!(read(&mut root, PCI_DOWN), 1 << 3);
+        assert_eq!(cf8(&mut root, 3, 0), 0x1044_1af4, "still there");
+        assert!(gone.lock().unwrap().is_empty());
+        root.acpi_hotplug_write(PCI_SEL, &0u32.to_le_bytes());
+        root.acpi_hotplug_write(PCI_EJ, &(1u32 << 3).to_le_bytes());
+        assert_eq!(*gone.lock().unwrap(), vec![(0, 3, 1)]);
+        assert_eq!(cf8(&mut root, 3, 0), u32::MAX, "gone from the bus");
+        assert_eq!(read(&mut root, PCI_DOWN), 0);
+        // The chipset's slot cannot be ejected.
+        let dev = ram(&mut root);
+        root.add_device(1, 0, dev).unwrap();
+        root.acpi_hotplug_write(PCI_EJ, &(1u32 << 1).to_le_bytes());
+        assert_eq!(cf8(&mut root, 1, 0), 0x1044_1af4);
+        assert_eq!(gone.lock().unwrap().len(), 1);
     }
 }

@@ -44,6 +44,7 @@ use crate::media::MediaRegistry;
 use crate::monitor::{
     BlockCounters, BlockDescription, BlockView, Devices, Nic, PciFunction, PciRegion, PciView,
 };
+use crate::pci::acpi_hotplug;
 use crate::pci::bridge::{Bridge, BridgeKind};
 use crate::pci::chipset::ChipsetFunction;
 use crate::pci::root::{CONFIG_ADDRESS_PORT, IO_WINDOW};
@@ -467,7 +468,8 @@ impl BusDevice for PciHost {
             b if b == u64::from(CONFIG_ADDRESS_PORT) => self.root.pio_read(offset, data),
             b if b == u64::from(CONFIG_DATA_PORT) => self.root.pio_read(4 + offset, data),
             b if Some(b) == self.ecam => self.root.ecam_read(offset, data),
-            b if b == IO_WINDOW.0 => {
+            b if b == u64::from(acpi_hotplug::BASE) => self.root.acpi_hotplug_read(offset, data),
+            b if in_io_window(b) => {
                 self.root.io_read(base + offset, data);
             }
             _ => {
@@ -481,7 +483,8 @@ impl BusDevice for PciHost {
             b if b == u64::from(CONFIG_ADDRESS_PORT) => self.root.pio_write(offset, data),
             b if b == u64::from(CONFIG_DATA_PORT) => self.root.pio_write(4 + offset, data),
             b if Some(b) == self.ecam => self.root.ecam_write(offset, data),
-            b if b == IO_WINDOW.0 => {
+            b if b == u64::from(acpi_hotplug::BASE) => self.root.acpi_hotplug_write(offset, data),
+            b if in_io_window(b) => {
                 self.root.io_write(base + offset, data);
             }
             _ => {
@@ -489,6 +492,30 @@ impl BusDevice for PciHost {
             }
         }
     }
+}
+
+/// Whether a range the root is mapped at is (a piece of) the I/O BAR window.
+fn in_io_window(base: u64) -> bool {
+    (IO_WINDOW.0..IO_WINDOW.0 + IO_WINDOW.1).contains(&base)
+}
+
+/// The I/O BAR window's pieces: [`IO_WINDOW`] less `holes` (port ranges other
+/// devices own), as (first port, length).
+fn io_window_pieces(holes: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut holes = holes.to_vec();
+    holes.sort_unstable();
+    let mut pieces = Vec::new();
+    let (mut at, end) = (IO_WINDOW.0, IO_WINDOW.0 + IO_WINDOW.1);
+    for (b, n) in holes {
+        if b > at {
+            pieces.push((at, b - at));
+        }
+        at = at.max(b + n);
+    }
+    if at < end {
+        pieces.push((at, end - at));
+    }
+    pieces
 }
 
 /// A (slot, function) pair.
@@ -761,14 +788,17 @@ pub(crate) fn scsi_unit(
 
 /// Builds the root bus and every PCI device of `spec`, and puts the root on
 /// the port-I/O bus (0xCF8-0xCFF) and the MMIO bus (ECAM and the 32-bit BAR
-/// window). `vm` must have an in-kernel irqchip.
+/// window). `vm` must have an in-kernel irqchip. With ACPI PCI hot-plug in the
+/// spec, the root also serves the hot-plug registers (`pci/acpi_hotplug.rs`) and
+/// `hotplug_event` raises the hot-plug GPE; the PM block's GPE0 ports are
+/// already on `pio` then (the I/O BAR window leaves them out).
 pub fn attach(
     spec: &MachineSpec,
     backends: &PciBackends,
     vm: &Arc<VmFd>,
     mem: &GuestMemoryMmap,
-    pio: &Bus,
-    mmio: &Bus,
+    (pio, mmio): (&Bus, &Bus),
+    hotplug_event: Box<dyn FnMut() + Send>,
 ) -> Result<PciMachine, AttachError> {
     let platform = PlatformLayout::of(spec.platform.chipset);
     let windows = PciWindows {
@@ -963,13 +993,26 @@ pub fn attach(
         Some(IntxResampler::start(intx_pins).map_err(|e| AttachError::Irq("INTx".into(), e))?)
     };
     root.set_unplug_listener(backends.hotplug.unplug_listener());
-    // Devices behind root ports can be unplugged live, the boot-time ones too.
-    let cold: Vec<(String, u8)> = spec
+    let acpi_slots = acpi_hotplug::slots_of(spec);
+    if spec.platform.acpi_pci_hotplug {
+        root.enable_acpi_hotplug(acpi_slots, hotplug_event);
+    }
+    // Devices behind root ports can be unplugged live, the boot-time ones too, and
+    // so can virtio disks and NICs in the root bus's ACPI hot-plug slots.
+    let cold: Vec<(String, u8, u8)> = spec
         .devices
         .iter()
-        .filter_map(|d| Some((d, d.pci?.bus)))
-        .filter(|(d, bus)| *bus != 0 && behind.iter().any(|b| b.0 == d.id))
-        .map(|(d, bus)| (d.id.clone(), bus))
+        .filter_map(|d| Some((d, d.pci?)))
+        .filter(|(d, a)| {
+            if a.bus != 0 {
+                behind.iter().any(|b| b.0 == d.id)
+            } else {
+                acpi_slots & (1 << (a.slot % 32)) != 0
+                    && acpi_hotplug::unpluggable(&d.kind)
+                    && placed.iter().any(|p| p.0 == d.id)
+            }
+        })
+        .map(|(d, a)| (d.id.clone(), a.bus, if a.bus == 0 { a.slot } else { 0 }))
         .collect();
     let host = Arc::new(Mutex::new(PciHost {
         root,
@@ -990,22 +1033,42 @@ pub fn attach(
         .map_err(AttachError::Bus)?;
     pio.insert(host.clone(), u64::from(CONFIG_DATA_PORT), 4)
         .map_err(AttachError::Bus)?;
-    // I/O BARs (the PIIX3 IDE's bus master), wherever firmware puts them.
-    pio.insert(host.clone(), IO_WINDOW.0, IO_WINDOW.1)
+    // I/O BARs (the PIIX3 IDE's bus master), wherever firmware puts them; but
+    // the ACPI hot-plug registers and the GPE0 block are ports of their own.
+    let holes: &[(u64, u64)] = if spec.platform.acpi_pci_hotplug {
+        pio.insert(
+            host.clone(),
+            u64::from(acpi_hotplug::BASE),
+            acpi_hotplug::LEN,
+        )
         .map_err(AttachError::Bus)?;
+        &[
+            (u64::from(acpi_hotplug::BASE), acpi_hotplug::LEN),
+            (
+                u64::from(crate::devices::pm::GPE0_BLK),
+                u64::from(crate::devices::pm::GPE0_LEN),
+            ),
+        ]
+    } else {
+        &[]
+    };
+    for (base, len) in io_window_pieces(holes) {
+        pio.insert(host.clone(), base, len)
+            .map_err(AttachError::Bus)?;
+    }
     if let Some(ecam) = platform.ecam {
         mmio.insert(host.clone(), ecam, layout::PCI_ECAM_SIZE)
             .map_err(AttachError::Bus)?;
     }
     mmio.insert(host.clone(), platform.mmio32.0, platform.mmio32.1)
         .map_err(AttachError::Bus)?;
-    if platform.firmware() {
-        // Firmware may put 64-bit BARs above 4 GiB (OVMF does, in its 64-bit
-        // aperture); the DSDT's 64-bit window says where they may go.
-        let ram = layout::RamLayout::for_platform(spec.memory.size_bytes, &platform);
-        mmio.insert(host.clone(), ram.mmio64_start(), layout::PCI_MMIO64_SIZE)
-            .map_err(AttachError::Bus)?;
-    }
+    // 64-bit BARs may go above 4 GiB, where the DSDT's 64-bit window says:
+    // firmware puts them there (OVMF, in its 64-bit aperture), and so does Linux
+    // for a function hot-added to the root bus (it assigns the BARs of a new
+    // device itself, a 64-bit prefetchable one from that window first).
+    let ram = layout::RamLayout::for_platform(spec.memory.size_bytes, &platform);
+    mmio.insert(host.clone(), ram.mmio64_start(), layout::PCI_MMIO64_SIZE)
+        .map_err(AttachError::Bus)?;
     Ok(PciMachine {
         _host: host,
         _intx: intx,
@@ -1250,5 +1313,26 @@ fn publish(root: &mut PciRoot, placed: &[(String, u8, u8)], backends: &PciBacken
         .collect();
     if let Ok(mut f) = backends.pci.functions.lock() {
         *f = functions;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_window_leaves_the_acpi_hotplug_and_gpe_ports_out() {
+        assert_eq!(io_window_pieces(&[]), vec![IO_WINDOW]);
+        let pieces = io_window_pieces(&[(0xafe0, 4), (0xae00, 0x18)]);
+        assert_eq!(
+            pieces,
+            vec![
+                (0x1000, 0xae00 - 0x1000),
+                (0xae18, 0xafe0 - 0xae18),
+                (0xafe4, 0x1_0000 - 0xafe4)
+            ]
+        );
+        assert!(pieces.iter().all(|&(b, _)| in_io_window(b)));
+        assert!(!in_io_window(u64::from(CONFIG_ADDRESS_PORT)));
     }
 }

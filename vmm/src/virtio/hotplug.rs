@@ -1,6 +1,6 @@
-//! Live hot-plug of virtio disks and NICs behind PCIe root ports, for QMP
-//! `device_add`/`device_del` and `netdev_add`/`netdev_del` as QEMU takes them
-//! from libvirt:
+//! Live hot-plug of virtio disks and NICs behind PCIe root ports (Q35) and in
+//! the root bus's ACPI hot-plug slots (`pc`), for QMP `device_add`/`device_del`
+//! and `netdev_add`/`netdev_del` as QEMU takes them from libvirt:
 //!
 //! * a disk's image is a block node named by `blockdev-add` (the media
 //!   registry's node table); `device_add {driver: virtio-blk-pci, drive: NODE,
@@ -9,6 +9,11 @@
 //!   (`br`: the bridge the VMM joins it to, since here the VMM, not libvirt,
 //!   makes the tap); `device_add {driver: virtio-net-pci, netdev: ID, mac, id,
 //!   bus: pci.N, addr: 0x0}`;
+//! * on a `pc` machine the same functions go on the root bus: `device_add {…,
+//!   bus: pci.0, addr: 0xS}` puts one in slot S (without `addr`: the lowest free
+//!   hot-plug slot), sets its PCIU bit and raises the hot-plug GPE; `device_del`
+//!   sets its PCID bit and raises the GPE, and the device goes when the guest's
+//!   `_EJ0` writes the slot to B0EJ (`pci/acpi_hotplug.rs`);
 //! * `device_del` presses the port's attention button; the device goes when the
 //!   guest powers the slot off (`pci/hotplug.rs`), and only then do subscribers
 //!   hear its id (the monitor's `DEVICE_DELETED`). A guest that never does so
@@ -64,6 +69,9 @@ pub enum HotplugError {
     /// A property's value is malformed.
     #[error("Property '{0}' has an invalid value '{1}'")]
     Invalid(String, String),
+    /// No free hot-plug slot on the root bus.
+    #[error("PCI: no slot/function available for {0}, all in use or reserved")]
+    NoSlot(String),
     /// A `driver` other than the hot-pluggable ones.
     #[error("'{0}' is not a valid device model name for hot-plug (virtio-blk-pci, virtio-net-pci and scsi-hd are)")]
     Driver(String),
@@ -126,8 +134,11 @@ struct Netdev {
 #[derive(Debug, Clone)]
 struct Occupant {
     id: String,
-    /// The spec bus index (the root port's libvirt controller index).
+    /// The spec bus index (the root port's libvirt controller index), or 0 for
+    /// the root bus.
     bus: u8,
+    /// On the root bus, the slot; behind a port, 0.
+    slot: u8,
     /// For a hot-added device: what to build again in a rebuilt machine.
     hot: Option<Device>,
     /// The netdev it uses (freed when it goes).
@@ -216,12 +227,22 @@ fn parse_bus(bus: &str) -> Result<u8, HotplugError> {
         .ok_or_else(|| HotplugError::Invalid("bus".into(), bus.into()))
 }
 
-/// `addr`: behind a root port only device 0, function 0 exists.
-fn check_addr(addr: Option<&str>) -> Result<(), HotplugError> {
-    match addr {
-        None | Some("0" | "0x0" | "0.0" | "0x0.0x0" | "00.0") => Ok(()),
-        Some(a) => Err(HotplugError::Invalid("addr".into(), a.into())),
+/// `addr` (QEMU's `SLOT[.FUNCTION]`, each hex with or without `0x`): the slot;
+/// only function 0 is hot-pluggable. Behind a root port only slot 0 exists.
+fn parse_addr(addr: &str, bus: u8) -> Result<u8, HotplugError> {
+    let bad = || HotplugError::Invalid("addr".into(), addr.into());
+    let hex = |t: &str| {
+        let t = t.strip_prefix("0x").unwrap_or(t);
+        u8::from_str_radix(t, 16).map_err(|_| bad())
+    };
+    let (slot, function) = match addr.split_once('.') {
+        Some((s, f)) => (hex(s)?, hex(f)?),
+        None => (hex(addr)?, 0),
+    };
+    if function != 0 || slot >= 32 || (bus != 0 && slot != 0) {
+        return Err(bad());
     }
+    Ok(slot)
 }
 
 impl HotplugHub {
@@ -315,12 +336,15 @@ impl HotplugHub {
 
     /// The machine just built: its root and the devices behind hot-plug ports,
     /// (id, spec bus) of those from the spec.
-    pub(crate) fn set_machine(&self, m: Machine, cold: Vec<(String, u8)>) {
+    /// (A root-bus device's bus is 0 and its slot is given; behind a port the
+    /// slot is 0.)
+    pub(crate) fn set_machine(&self, m: Machine, cold: Vec<(String, u8, u8)>) {
         let mut occ = lock(&self.occupants);
         occ.retain(|o| o.hot.is_some());
-        occ.extend(cold.into_iter().map(|(id, bus)| Occupant {
+        occ.extend(cold.into_iter().map(|(id, bus, slot)| Occupant {
             id,
             bus,
+            slot,
             hot: None,
             netdev: None,
         }));
@@ -364,16 +388,16 @@ impl HotplugHub {
     /// The root bus's listener for guest-completed unplugs.
     pub fn unplug_listener(self: &Arc<Self>) -> crate::pci::root::UnplugListener {
         let hub = Arc::downgrade(self);
-        Box::new(move |bus, gone| {
+        Box::new(move |bus, slot, gone| {
             if let Some(hub) = hub.upgrade() {
-                hub.unplugged(bus, gone);
+                hub.unplugged(bus, slot, gone);
             }
         })
     }
 
-    /// What was behind port `bus` is gone: have the main thread drop it, tell
-    /// the subscribers.
-    fn unplugged(&self, bus: u8, gone: Vec<Box<dyn PciDevice>>) {
+    /// What was behind port `bus` (or in root-bus `slot`) is gone: have the main
+    /// thread drop it, tell the subscribers.
+    fn unplugged(&self, bus: u8, slot: u8, gone: Vec<Box<dyn PciDevice>>) {
         lock(&self.released).extend(gone);
         if let Some(wake) = self.waker.get() {
             wake();
@@ -382,12 +406,12 @@ impl HotplugHub {
         }
         let o = {
             let mut occ = lock(&self.occupants);
-            let Some(i) = occ.iter().position(|o| o.bus == bus) else {
+            let Some(i) = occ.iter().position(|o| o.bus == bus && o.slot == slot) else {
                 return;
             };
             occ.remove(i)
         };
-        info!(id = %o.id, bus, "device unplugged");
+        info!(id = %o.id, bus, slot, "device unplugged");
         self.forget(&o.id, o.hot.is_none());
     }
 
@@ -447,11 +471,15 @@ impl HotplugHub {
         let driver = str_arg(args, "driver").ok_or(HotplugError::Missing("driver"))?;
         let id = str_arg(args, "id").ok_or(HotplugError::Missing("id"))?;
         let bus = parse_bus(str_arg(args, "bus").ok_or(HotplugError::Missing("bus"))?)?;
-        check_addr(str_arg(args, "addr"))?;
+        // On the root bus without `addr`, device_add picks the slot (0 here).
+        let slot = match str_arg(args, "addr") {
+            Some(a) => parse_addr(a, bus)?,
+            None => 0,
+        };
         let pci = Some(PciAddress {
             domain: 0,
             bus,
-            slot: 0,
+            slot,
             function: 0,
         });
         let (kind, netdev) = match driver {
@@ -528,25 +556,41 @@ impl HotplugHub {
         if str_arg(args, "driver") == Some("scsi-hd") {
             return self.scsi_add(args, media);
         }
-        let (d, netdev) = self.device_of(args, media)?;
+        let (mut d, netdev) = self.device_of(args, media)?;
         if lock(&self.occupants).iter().any(|o| o.id == d.id) {
             return Err(HotplugError::DuplicateId(d.id));
         }
         let machine = lock(&self.machine);
         let m = machine.as_ref().ok_or(HotplugError::NoMachine)?;
-        let bus = d.pci.map_or(0, |a| a.bus);
+        let (bus, asked) = d.pci.map_or((0, 0), |a| (a.bus, a.slot));
         let (pci, view) = build(m, &d)?;
         let mut root = m.root.lock().unwrap_or_else(|e| e.into_inner());
-        root.root()
-            .hotplug_behind(bus, pci)
-            .map_err(|e| HotplugError::Pci(format!("pci.{bus}"), e))?;
-        info!(id = %d.id, bus, "device hot-added");
+        let perr = |e| HotplugError::Pci(format!("pci.{bus}"), e);
+        // Behind a root port, or in a root-bus ACPI hot-plug slot (`pc`).
+        let slot = if bus == 0 {
+            let slot = match (asked, root.root().acpi_hotplug_enabled()) {
+                (0, true) => root.root().free_hotplug_slot().ok_or_else(|| {
+                    HotplugError::NoSlot(str_arg(args, "driver").unwrap_or_default().into())
+                })?,
+                (s, _) => s,
+            };
+            root.root().hotplug_slot(slot, pci).map_err(perr)?;
+            if let Some(a) = d.pci.as_mut() {
+                a.slot = slot;
+            }
+            slot
+        } else {
+            root.root().hotplug_behind(bus, pci).map_err(perr)?;
+            0
+        };
+        info!(id = %d.id, bus, slot, "device hot-added");
         if let Some(v) = view {
             lock(&self.views).push((d.id.clone(), v));
         }
         lock(&self.occupants).push(Occupant {
             id: d.id.clone(),
             bus,
+            slot,
             hot: Some(d),
             netdev,
         });
@@ -633,23 +677,28 @@ impl HotplugHub {
         if let Some(u) = scsi {
             return self.scsi_del(u);
         }
-        let bus = lock(&self.occupants)
+        let (bus, slot) = lock(&self.occupants)
             .iter()
             .find(|o| o.id == id)
-            .map(|o| o.bus)
+            .map(|o| (o.bus, o.slot))
             .ok_or_else(|| HotplugError::NotFound(id.into()))?;
         let machine = lock(&self.machine);
         let m = machine.as_ref().ok_or(HotplugError::NoMachine)?;
         let gone = {
             let mut root = m.root.lock().unwrap_or_else(|e| e.into_inner());
-            root.root()
-                .request_unplug(bus)
-                .map_err(|e| HotplugError::Pci(format!("pci.{bus}"), e))?
+            let perr = |e| HotplugError::Pci(format!("pci.{bus}"), e);
+            if bus == 0 {
+                // ACPI: the guest's _EJ0 removes it (or never does).
+                root.root().request_unplug_slot(slot).map_err(perr)?;
+                None
+            } else {
+                root.root().request_unplug(bus).map_err(perr)?
+            }
         };
         drop(machine);
         match gone {
             Some(devs) => {
-                self.unplugged(bus, devs);
+                self.unplugged(bus, slot, devs);
                 Ok(true)
             }
             None => Ok(false),
@@ -900,6 +949,22 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(e.to_string(), "Property 'addr' has an invalid value '0x1'");
+        // On the root bus (pc: ACPI hot-plug) `addr` names the slot.
+        let (d, _) = hub
+            .device_of(
+                &args(
+                    serde_json::json!({"driver": "virtio-net-pci", "netdev": "hostnet1",
+                    "mac": "52:54:00:12:34:57", "bus": "pci.0", "addr": "0x7", "id": "net2"}),
+                ),
+                &media,
+            )
+            .unwrap();
+        assert_eq!((d.pci.unwrap().bus, d.pci.unwrap().slot), (0, 7));
+        assert_eq!(parse_addr("0x0a.0x0", 0).unwrap(), 10);
+        assert_eq!(parse_addr("1f", 0).unwrap(), 31);
+        assert!(parse_addr("0x3.1", 0).is_err(), "function 1");
+        assert!(parse_addr("0x20", 0).is_err());
+        assert!(parse_addr("zz", 0).is_err());
         let e = hub
             .device_of(
                 &args(serde_json::json!({"driver": "virtio-blk-pci", "bus": "pci.6", "drive": "nope", "id": "d"})),

@@ -33,6 +33,11 @@ impl Vmm {
             tpm: crate::tpm::in_spec(&self.spec),
             ram: &self.ram,
             platform: self.platform,
+            pci_hotplug_slots: self
+                .spec
+                .platform
+                .acpi_pci_hotplug
+                .then(|| crate::pci::acpi_hotplug::slots_of(&self.spec)),
         }
     }
 }
@@ -117,6 +122,7 @@ mod tests {
             },
             platform: Platform {
                 chipset,
+                acpi_pci_hotplug: false,
                 rtc: Default::default(),
                 acpi,
                 apic: true,
@@ -145,6 +151,7 @@ mod tests {
             tpm: None,
             ram: &ram,
             platform,
+            pci_hotplug_slots: None,
         };
         build(&mem, &s, &cfg).unwrap()
     }
