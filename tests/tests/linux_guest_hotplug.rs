@@ -333,7 +333,7 @@ fn linux_sees_virtio_disk_and_nic_come_and_go_with_virsh() {
 
     // 3. The guest refuses the NIC's removal: libvirt answers success after its
     // wait, and the interface stays.
-    wait_line(&d, &console, "OXCHECK refusing", BOOT);
+    wait_line(d, console, "OXCHECK refusing", BOOT);
     let out = d.virsh_ok(&["detach-interface", name, "ethernet", "--mac", MAC, "--live"]);
     assert!(out.contains("Interface detached successfully"), "{out}");
     std::thread::sleep(Duration::from_secs(8));
@@ -354,15 +354,15 @@ fn linux_sees_virtio_disk_and_nic_come_and_go_with_virsh() {
         second.display()
     );
     for method in ["AttachDevice", "DetachDevice"] {
-        domain_call(&d, &uuid, method, &vdb);
+        domain_call(d, &uuid, method, &vdb);
         let what = if method == "AttachDevice" {
             "added"
         } else {
             "removed"
         };
         wait_event(
-            &d,
-            &rx,
+            d,
+            rx,
             events,
             &format!("event 'device-{what}' for domain '{name}': virtio-disk1"),
         );
@@ -372,8 +372,8 @@ fn linux_sees_virtio_disk_and_nic_come_and_go_with_virsh() {
     let out = d.virsh_ok(&["detach-disk", name, "vda", "--live"]);
     assert!(out.contains("Disk detached successfully"), "{out}");
     wait_event(
-        &d,
-        &rx,
+        d,
+        rx,
         events,
         &format!("event 'device-removed' for domain '{name}': virtio-disk0"),
     );
@@ -382,7 +382,7 @@ fn linux_sees_virtio_disk_and_nic_come_and_go_with_virsh() {
         !live.contains("virtio-disk0") && live.contains(MAC),
         "{live}"
     );
-    let end = wait_line(&d, &console, "OXCHECK end ", BOOT);
+    let end = wait_line(d, console, "OXCHECK end ", BOOT);
     assert_eq!(end, "disk=absent nic=present");
     assert!(
         !events.contains("device-removed' for domain 'linux-hotplug': net0"),
