@@ -8,10 +8,11 @@
  *   OXTEST DONE                           all requested checks ran
  *
  * The kernel command line says what to do:
- *   oxtest=initrd,cpuid,kvmclock,hyperv,e820,acpi,rtc,serial,smp,highmem,fwcfg,tpm,memfill,poweroff|reset|acpibutton|count|input|redraw|halt|int3|pvpanic
+ *   oxtest=initrd,cpuid,kvmclock,hyperv,e820,acpi,rtc,serial,smp,highmem,fwcfg,tpm,memfill,fuzz,poweroff|reset|acpibutton|count|input|redraw|halt|int3|pvpanic
  *   mem_expect=<MiB>  cpus_expect=<N>  reset_method=acpi|kbd|cf9|triple  ticks=<N>
  *   quiet   (print only READY, DONE, failures and the final action's lines)
  *   busy    (acpibutton: a 100 Hz timer runs while it waits, so the guest uses CPU)
+ *   fuzzseed=<N> fuzzops=<M> fuzzvq=<R> fuzzverbose   (fuzz: see oxtest/fuzz.c)
  *
  * Guest code runs through KVM's instruction emulator on the development machines
  * (hundreds of times slower than hardware), so every check does as little as it can.
@@ -66,6 +67,9 @@
 
 /* every page of RAM touched (owned by the cgroup tests) */
 #include "oxtest/memfill.c"
+
+/* the seeded device fuzzer (owned by the guest fuzz test; uses the virtio and ACPI code) */
+#include "oxtest/fuzz.c"
 
 /* ---------------------------------------------------------------- main */
 
@@ -126,6 +130,8 @@ void oxmain(int proto, uint64_t info)
 		check_tpm();
 	if (want("memfill"))
 		do_memfill();
+	if (want("fuzz"))
+		do_fuzz();
 
 	put("OXTEST DONE failures=");
 	put_dec((uint64_t)failures);
