@@ -67,9 +67,11 @@ fn wait_line(d: &Daemon, console: &Path, needle: &str, within: Duration) -> Stri
     let deadline = Instant::now() + within;
     loop {
         let text = std::fs::read_to_string(console).unwrap_or_default();
-        if let Some(i) = text.find(needle) {
-            let rest = &text[i + needle.len()..];
-            return rest.lines().next().unwrap_or("").trim().to_string();
+        // Only a whole line: the guest may be half-way through writing it.
+        if let Some(rest) = text.find(needle).map(|i| &text[i + needle.len()..]) {
+            if let Some(end) = rest.find('\n') {
+                return rest[..end].trim().to_string();
+            }
         }
         if Instant::now() > deadline {
             d.fail(&format!(
@@ -469,5 +471,160 @@ fn linux_sees_virtio_disk_and_nic_come_and_go_on_i440fx() {
         !live.contains("virtio-disk0") && !live.contains(MAC),
         "both leave the live XML: {live}"
     );
+    run.stop();
+}
+
+/// The guest's side of the SCSI case: each disk's hash and SCSI address
+/// (host:channel:target:lun) as it appears, then when each goes.
+const SCSI_SCRIPT: &str = r#"w() { i=0; while ! eval "$1" && [ $i -lt 900 ]; do sleep 1; i=$((i+1)); done; }
+hctl() { basename "$(readlink -f /sys/block/$1/device)"; }
+echo "OXCHECK waiting"
+w '[ -b /dev/sda ]'
+echo "OXCHECK sda sha256=$(sha256sum </dev/sda | cut -d' ' -f1) hctl=$(hctl sda)"
+w '[ -b /dev/sdb ]'
+echo "OXCHECK sdb sha256=$(sha256sum </dev/sdb | cut -d' ' -f1) hctl=$(hctl sdb)"
+w '[ ! -b /dev/sda ]'
+b=absent; [ -b /dev/sdb ] && b=present
+echo "OXCHECK sda gone sdb=$b"
+w '[ ! -b /dev/sdb ]'
+echo "OXCHECK end scsi_disks=$(ls /sys/class/scsi_disk | wc -l)"
+"#;
+
+/// SCSI LUNs on a virtio-scsi controller, hot-added and removed live: the guest's
+/// `virtio_scsi` hears of each on the controller's event queue (rescan / removed)
+/// and adds or removes the disk itself; no guest cooperation is needed to remove.
+///
+/// 1. `virsh attach-disk --targetbus scsi --live` of `sda` (no address: libvirt's
+///    from the name, unit 0): device-added, the live XML's drive address and alias,
+///    the guest's `/dev/sda` hashes as the host file at SCSI address x:0:0:0;
+/// 2. `virsh attach-device --live` of `sdb` at unit 3 (`scsi_add_device` of LUN 3);
+///    a third disk at the same address is refused with libvirt's error;
+/// 3. `virsh domblkstat` counts what the guest read from the hot-added disk;
+/// 4. `virsh detach-disk --live` of each: device-removed, gone from the live XML
+///    when the call returns, and from the guest (`sdb` staying while `sda` goes);
+/// 5. `--config` attach of a SCSI disk to the running domain changes only the
+///    persistent definition.
+#[test]
+fn linux_sees_scsi_luns_come_and_go_with_virsh() {
+    let Some(g) = guest("linux_sees_scsi_luns_come_and_go_with_virsh") else {
+        return;
+    };
+    let name = "linux-hotplug-scsi";
+    let mut run = Run::start(g, name, SCSI_SCRIPT, |xml| {
+        xml.replace(
+            "<devices>",
+            "<devices>\n    <controller type='scsi' index='0' model='virtio-scsi'/>",
+        )
+    });
+    let dir = run.d.dir.path().to_path_buf();
+    let (a, b) = (pattern(256 << 10, 0x5c5a), pattern(128 << 10, 0x5c5b));
+    let (img_a, img_b) = (dir.join("lun0.img"), dir.join("lun3.img"));
+    std::fs::write(&img_a, &a).unwrap();
+    std::fs::write(&img_b, &b).unwrap();
+
+    // 1. sda, its address from its name.
+    let out = run.d.virsh_ok(&[
+        "attach-disk",
+        name,
+        img_a.to_str().unwrap(),
+        "sda",
+        "--targetbus",
+        "scsi",
+        "--live",
+    ]);
+    assert!(out.contains("Disk attached successfully"), "{out}");
+    let live = run.d.virsh_ok(&["dumpxml", name]);
+    assert!(
+        live.contains("<alias name='scsi0-0-0-0'/>")
+            && live.contains("<address type='drive' controller='0' bus='0' target='0' unit='0'/>"),
+        "sda on unit 0 of controller 0: {live}"
+    );
+    run.event("added", "scsi0-0-0-0");
+    let seen = run.line("OXCHECK sda sha256=");
+    assert_eq!(
+        seen.split_whitespace().next(),
+        Some(sha256_hex(&a).as_str()),
+        "the guest read the hot-added LUN differently: {seen}"
+    );
+    assert!(seen.ends_with(":0:0:0"), "sda is LUN 0 of target 0: {seen}");
+
+    // 2. sdb at unit 3, and a third disk where it is.
+    let disk_xml = |img: &Path, dev: &str| {
+        format!(
+            "<disk type='file' device='disk'><driver name='qemu' type='raw'/>\
+             <source file='{}'/><target dev='{dev}' bus='scsi'/>\
+             <address type='drive' controller='0' bus='0' target='0' unit='3'/></disk>",
+            img.display()
+        )
+    };
+    let f = run.d.xml_file("sdb", &disk_xml(&img_b, "sdb"));
+    let out = run
+        .d
+        .virsh_ok(&["attach-device", name, f.to_str().unwrap(), "--live"]);
+    assert!(out.contains("Device attached successfully"), "{out}");
+    run.event("added", "scsi0-0-0-3");
+    let seen = run.line("OXCHECK sdb sha256=");
+    assert_eq!(
+        seen.split_whitespace().next(),
+        Some(sha256_hex(&b).as_str()),
+        "{seen}"
+    );
+    assert!(seen.ends_with(":0:0:3"), "sdb is LUN 3 of target 0: {seen}");
+    let f = run.d.xml_file("sdc", &disk_xml(&img_b, "sdc"));
+    let r = run
+        .d
+        .virsh(&["attach-device", name, f.to_str().unwrap(), "--live"]);
+    assert!(
+        !r.ok
+            && r.stderr
+                .contains("Found duplicate drive address for disk with target name 'sdb'"),
+        "{} {}",
+        r.stdout,
+        r.stderr
+    );
+
+    // 3. What the guest read of sda is counted.
+    let stats = run.d.virsh_ok(&["domblkstat", name, "sda"]);
+    let rd: u64 = stats
+        .lines()
+        .find_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+            [_, "rd_bytes", n] => n.parse().ok(),
+            _ => None,
+        })
+        .unwrap_or_else(|| run.d.fail(&format!("no rd_bytes: {stats}")));
+    assert!(rd >= a.len() as u64, "rd_bytes {rd} < {}: {stats}", a.len());
+
+    // 4. Both go, at once and without the guest's help.
+    let out = run.d.virsh_ok(&["detach-disk", name, "sda", "--live"]);
+    assert!(out.contains("Disk detached successfully"), "{out}");
+    let live = run.d.virsh_ok(&["dumpxml", name]);
+    assert!(
+        !live.contains("scsi0-0-0-0") && live.contains("scsi0-0-0-3"),
+        "sda leaves the live XML when the call returns: {live}"
+    );
+    run.event("removed", "scsi0-0-0-0");
+    assert_eq!(run.line("OXCHECK sda gone "), "sdb=present");
+    let out = run.d.virsh_ok(&["detach-disk", name, "sdb", "--live"]);
+    assert!(out.contains("Disk detached successfully"), "{out}");
+    run.event("removed", "scsi0-0-0-3");
+    assert_eq!(run.line("OXCHECK end "), "scsi_disks=0");
+
+    // 5. --config: the persistent definition only.
+    let out = run.d.virsh_ok(&[
+        "attach-disk",
+        name,
+        img_b.to_str().unwrap(),
+        "sdc",
+        "--targetbus",
+        "scsi",
+        "--config",
+    ]);
+    assert!(out.contains("Disk attached successfully"), "{out}");
+    let inactive = run.d.virsh_ok(&["dumpxml", "--inactive", name]);
+    assert!(
+        inactive.contains("<target dev='sdc' bus='scsi'/>") && inactive.contains("unit='2'/>"),
+        "{inactive}"
+    );
+    assert!(!run.d.virsh_ok(&["dumpxml", name]).contains("sdc"));
     run.stop();
 }
