@@ -988,7 +988,7 @@ mod tests {
         media
             .nodes
             .add(&args(serde_json::json!({
-                "driver": "qcow2", "node-name": "libvirt-scsi0-0-0-1-format",
+                "driver": "raw", "node-name": "libvirt-scsi0-0-0-1-format",
                 "file": {"driver": "file", "filename": img.display().to_string()}
             })))
             .unwrap();
@@ -1011,7 +1011,7 @@ mod tests {
                 assert_eq!((u.controller, u.target, u.lun, u.cdrom), (3, 2, 300, false));
                 assert_eq!(u.wwn, Some(0x5000c50015ea71ac));
                 let k = u.medium.unwrap();
-                assert_eq!(k.format, DiskFormat::Qcow2);
+                assert_eq!(k.format, DiskFormat::Raw);
                 assert_eq!(k.cache, CacheMode::Writethrough);
                 assert_eq!(k.serial.as_deref(), Some("S1"));
             }
