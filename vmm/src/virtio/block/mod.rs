@@ -42,6 +42,9 @@ const QUEUE_SIZE: u16 = 256;
 const SEG_MAX: u32 = 126;
 /// Largest discard/write-zeroes request, in sectors.
 const MAX_DISCARD_SECTORS: u32 = 1 << 22;
+/// Segments per discard or write-zeroes request (config space max_discard_seg and
+/// max_write_zeroes_seg).
+const MAX_DWZ_SEGS: u32 = 1;
 
 /// Feature bits.
 pub mod features {
@@ -374,7 +377,14 @@ impl RequestHandler {
                 if rtype == req::DISCARD && !self.discard {
                     return (status::UNSUPP, 0);
                 }
-                // Each 16-byte segment: le64 sector, le32 count, le32 flags.
+                // Each 16-byte segment: le64 sector, le32 count, le32 flags. The config
+                // space allows one (max_discard_seg, max_write_zeroes_seg): more is
+                // UNSUPP as QEMU answers it, before anything is allocated (a 4 GiB
+                // descriptor was a 4 GiB allocation, the class of bug the guest fuzzer
+                // found in virtio-console).
+                if data_len > 16 * u64::from(MAX_DWZ_SEGS) {
+                    return (status::UNSUPP, 0);
+                }
                 let mut raw = vec![0u8; data_len as usize];
                 let mut p = 0;
                 for s in data {
@@ -393,8 +403,10 @@ impl RequestHandler {
                     let sec = u64::from_le_bytes(seg[0..8].try_into().expect("8 bytes"));
                     let num = u32::from_le_bytes(seg[8..12].try_into().expect("4 bytes"));
                     let flags = u32::from_le_bytes(seg[12..16].try_into().expect("4 bytes"));
-                    let (off, len) = (sec * SECTOR, u64::from(num) * SECTOR);
-                    if num > MAX_DISCARD_SECTORS || off + len > self.backend.size() {
+                    let (off, len) = (sec.wrapping_mul(SECTOR), u64::from(num) * SECTOR);
+                    // A sector past 2^55 overflowed here (a panic in debug builds).
+                    let end = sec.checked_mul(SECTOR).and_then(|o| o.checked_add(len));
+                    if num > MAX_DISCARD_SECTORS || end.is_none_or(|e| e > self.backend.size()) {
                         return (status::IOERR, 0);
                     }
                     if rtype == req::DISCARD && flags != 0 {
@@ -582,10 +594,10 @@ impl Block {
         // num_queues (read by drivers that negotiated MQ).
         c[34..36].copy_from_slice(&self.queues.to_le_bytes());
         c[36..40].copy_from_slice(&MAX_DISCARD_SECTORS.to_le_bytes());
-        c[40..44].copy_from_slice(&1u32.to_le_bytes());
+        c[40..44].copy_from_slice(&MAX_DWZ_SEGS.to_le_bytes());
         c[44..48].copy_from_slice(&1u32.to_le_bytes());
         c[48..52].copy_from_slice(&MAX_DISCARD_SECTORS.to_le_bytes());
-        c[52..56].copy_from_slice(&1u32.to_le_bytes());
+        c[52..56].copy_from_slice(&MAX_DWZ_SEGS.to_le_bytes());
         c[56] = 1;
         c
     }

@@ -188,6 +188,39 @@ fn discard_and_write_zeroes_clear_data() {
     );
 }
 
+/// Hostile discard/write-zeroes requests: more than the one segment the config space
+/// allows is UNSUPP before anything is copied (each descriptor can span guest RAM), a
+/// sector whose byte offset overflows u64 is IOERR (it panicked in debug builds).
+#[test]
+fn write_zeroes_with_huge_lengths_or_sectors_fails_cleanly() {
+    let mem = memory();
+    let (_file, backend) = raw_image(1 << 20);
+    let mut h = RequestHandler::new(backend, false, true, None);
+    let t = std::time::Instant::now();
+    assert_eq!(
+        run(
+            &mut h,
+            &mem,
+            req::WRITE_ZEROES,
+            0,
+            &[(DATA, 1 << 20, false)]
+        )
+        .0,
+        status::UNSUPP
+    );
+    assert!(t.elapsed() < std::time::Duration::from_millis(500));
+    let mut seg = [0u8; 16];
+    seg[0..8].copy_from_slice(&(u64::MAX / 4).to_le_bytes());
+    seg[8..12].copy_from_slice(&16u32.to_le_bytes());
+    mem.write_slice(&seg, GuestAddress(DATA)).unwrap();
+    for rtype in [req::WRITE_ZEROES, req::DISCARD] {
+        assert_eq!(
+            run(&mut h, &mem, rtype, 0, &[(DATA, 16, false)]).0,
+            status::IOERR
+        );
+    }
+}
+
 #[test]
 fn config_space_reports_capacity_and_limits() {
     let dev = Block::with_backend("d", raw_image(1 << 20).1, false, true, None);
