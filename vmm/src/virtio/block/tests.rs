@@ -188,6 +188,21 @@ fn discard_and_write_zeroes_clear_data() {
     );
 }
 
+/// A status buffer at the top of the address space (its end overflows u64) is a
+/// malformed chain, returned with no status, not a worker panic.
+#[test]
+fn a_buffer_wrapping_the_address_space_is_malformed() {
+    let mem = memory();
+    let (_file, backend) = raw_image(1 << 20);
+    let mut h = RequestHandler::new(backend, false, true, None);
+    let (mock, mut aq) = queue(&mem, 0, 0);
+    header(&mem, req::IN, 0);
+    add_chain(&mock, 0, &[(HDR, 16, false), (u64::MAX - 8, 4096, true)]);
+    let intr = CountingInterrupt::default();
+    assert_eq!(drain(&mut aq, &mem, &intr, |c| h.process(&mem, c)), 1);
+    assert_eq!(used(&mem, &mock, 0).1, 0);
+}
+
 /// Hostile discard/write-zeroes requests: more than the one segment the config space
 /// allows is UNSUPP before anything is copied (each descriptor can span guest RAM), a
 /// sector whose byte offset overflows u64 is IOERR (it panicked in debug builds).
