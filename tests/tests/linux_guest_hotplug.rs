@@ -49,7 +49,7 @@ const MAC: &str = "52:54:00:4f:58:01";
 const SCRIPT: &str = r#"w() { i=0; while ! eval "$1" && [ $i -lt 900 ]; do sleep 1; i=$((i+1)); done; }
 echo "OXCHECK waiting"
 w '[ -b /dev/vda ]'
-echo "OXCHECK disk sha256=$(sha256sum </dev/vda | cut -d' ' -f1)"
+echo "OXCHECK disk sha256=$(sha256sum </dev/vda | cut -d' ' -f1) mq=$(ls /sys/block/vda/mq | wc -l)"
 w '[ -e /sys/class/net/eth0 ]'
 ip link set eth0 up
 w '[ "$(cat /sys/class/net/eth0/carrier 2>/dev/null)" = 1 ]'
@@ -215,27 +215,57 @@ impl Run {
         wait_event(&self.d, &self.rx, &mut self.events, &needle);
     }
 
-    /// `virsh attach-disk --live` of `img` as `vda`: the event, the guest's hash of
-    /// the disk checked against `data`. Returns the live XML.
-    fn attach_disk(&mut self, img: &Path, data: &[u8]) -> String {
-        let out = self.d.virsh_ok(&[
-            "attach-disk",
-            self.name,
-            img.to_str().unwrap(),
-            "vda",
-            "--targetbus",
-            "virtio",
-            "--live",
-        ]);
+    /// `virsh attach-disk --live` of `img` as `vda` or, with `queues`, `attach-device
+    /// --live` of the same disk with `<driver queues='N'>`: the event, the guest's hash of
+    /// the disk checked against `data`, and its request queue count (`/sys/block/vda/mq`:
+    /// N, else one per vCPU). Returns the live XML.
+    fn attach_disk(&mut self, img: &Path, data: &[u8], queues: Option<u32>) -> String {
+        let out = match queues {
+            None => self.d.virsh_ok(&[
+                "attach-disk",
+                self.name,
+                img.to_str().unwrap(),
+                "vda",
+                "--targetbus",
+                "virtio",
+                "--live",
+            ]),
+            Some(n) => {
+                let disk = self.d.xml_file(
+                    "disk",
+                    &format!(
+                        "<disk type='file' device='disk'>\
+                         <driver name='qemu' type='raw' queues='{n}'/>\
+                         <source file='{}'/><target dev='vda' bus='virtio'/></disk>",
+                        img.display()
+                    ),
+                );
+                let out = self.d.virsh_ok(&[
+                    "attach-device",
+                    self.name,
+                    disk.to_str().unwrap(),
+                    "--live",
+                ]);
+                out.replace("Device attached", "Disk attached")
+            }
+        };
         assert!(out.contains("Disk attached successfully"), "{out}");
         let live = self.d.virsh_ok(&["dumpxml", self.name]);
         self.event("added", "virtio-disk0");
         let h = self.line("OXCHECK disk sha256=");
-        let h = h.split_whitespace().next().unwrap_or_default();
+        let mut words = h.split_whitespace();
         assert_eq!(
-            h,
+            words.next().unwrap_or_default(),
             sha256_hex(data),
             "the guest read the hot-added disk differently"
+        );
+        let mq = words
+            .find_map(|w| w.strip_prefix("mq="))
+            .unwrap_or_default();
+        assert_eq!(
+            mq,
+            queues.unwrap_or(1).to_string(),
+            "request queues the guest's virtio_blk found on the hot-added disk"
         );
         live
     }
@@ -310,14 +340,20 @@ fn linux_sees_virtio_disk_and_nic_come_and_go_with_virsh() {
         })
         .collect();
     let mut run = Run::start(g, name, SCRIPT, |xml| {
+        // Two vCPUs: Linux's virtio_blk uses at most one request queue per CPU, so
+        // the hot-added disk's two queues show only with two.
         xml.replace("machine='pc'", "machine='q35'")
+            .replace(
+                "<vcpu placement='static'>1</vcpu>",
+                "<vcpu placement='static'>2</vcpu>",
+            )
             .replace("<devices>", &format!("<devices>\n    {ports}"))
     });
     let img = run.d.dir.path().join("hot.img");
     std::fs::write(&img, &data).unwrap();
 
     // 1. A virtio disk, hot-added.
-    let live = run.attach_disk(&img, &data);
+    let live = run.attach_disk(&img, &data, Some(2));
     assert!(
         live.contains("<alias name='virtio-disk0'/>") && live.contains("bus='0x01' slot='0x00'"),
         "the disk goes behind the first free root port: {live}"
@@ -400,7 +436,7 @@ at() { basename "$(dirname "$(readlink -f "$1")")"; }
 echo "OXCHECK waiting"
 w '[ -b /dev/vda ]'
 disk=$(at /sys/block/vda/device)
-echo "OXCHECK disk sha256=$(sha256sum </dev/vda | cut -d' ' -f1) pci=$disk"
+echo "OXCHECK disk sha256=$(sha256sum </dev/vda | cut -d' ' -f1) mq=$(ls /sys/block/vda/mq | wc -l) pci=$disk"
 w '[ -e /sys/class/net/eth0 ]'
 ip link set eth0 up
 w '[ "$(cat /sys/class/net/eth0/carrier 2>/dev/null)" = 1 ]'
@@ -427,7 +463,7 @@ fn linux_sees_virtio_disk_and_nic_come_and_go_on_i440fx() {
 
     // A virtio disk in a free slot of bus 0: the guest finds it where the live
     // XML says.
-    let live = run.attach_disk(&img, &data);
+    let live = run.attach_disk(&img, &data, None);
     let want = pci_address(&live, "virtio-disk0")
         .unwrap_or_else(|| run.d.fail(&format!("no PCI address for the disk: {live}")));
     assert!(want.starts_with("0000:00:"), "on the root bus: {live}");

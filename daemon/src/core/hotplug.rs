@@ -294,6 +294,11 @@ impl Core {
                 if let Some(s) = &k.serial {
                     args["serial"] = json!(s);
                 }
+                // libvirt sends <driver queues='N'> as num-queues; without it the VMM
+                // gives one queue per vCPU, as QEMU >= 5.2 does.
+                if let Some(q) = k.queues {
+                    args["num-queues"] = json!(q);
+                }
                 if let Err(e) = vm.qmp("device_add", Some(args)).await {
                     let _ = vm
                         .qmp("blockdev-del", Some(json!({"node-name": node})))

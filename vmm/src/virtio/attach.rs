@@ -1026,6 +1026,9 @@ pub fn attach(
             ioevents: ioevents.clone(),
             mem: mem.clone(),
             scsi,
+            disk_queues: u16::try_from(spec.cpus.count)
+                .unwrap_or(u16::MAX)
+                .clamp(1, 256),
         },
         cold,
     );

@@ -153,6 +153,9 @@ pub(crate) struct Machine {
     pub ioevents: Arc<dyn IoEventRegistrar>,
     pub mem: GuestMem,
     pub scsi: Vec<ScsiAdapter>,
+    /// Request queues of a hot-added virtio-blk without `num-queues`: one per vCPU,
+    /// as at start (QEMU >= 5.2's default).
+    pub disk_queues: u16,
 }
 
 /// A virtio-scsi controller of the machine: its device id (libvirt's alias,
@@ -501,7 +504,13 @@ impl HotplugHub {
                     serial: str_arg(args, "serial").map(str::to_string),
                     cache: CacheMode::Default,
                     discard: false,
-                    queues: None,
+                    queues: match num_arg(args, "num-queues")? {
+                        None => None,
+                        Some(n @ 1..=256) => Some(n as u16),
+                        Some(n) => {
+                            return Err(HotplugError::Invalid("num-queues".into(), n.to_string()))
+                        }
+                    },
                     io: Default::default(),
                 };
                 (DeviceKind::Disk(disk), None)
@@ -726,7 +735,8 @@ fn build(m: &Machine, d: &Device) -> Result<Built, HotplugError> {
             };
             let v = disk_view(&d.id, k, false);
             let b = Block::open(&d.id, &cfg, v.stats())
-                .map_err(|e| HotplugError::Disk(k.path.display().to_string(), e))?;
+                .map_err(|e| HotplugError::Disk(k.path.display().to_string(), e))?
+                .with_queueing(k.queues.unwrap_or(m.disk_queues), k.io.into());
             v.set_size(b.capacity_bytes());
             view = Some(v);
             Box::new(b)
@@ -906,8 +916,26 @@ mod tests {
         assert_eq!(d.pci.unwrap().bus, 5);
         assert!(nd.is_none());
         match d.kind {
-            DeviceKind::Disk(k) => assert!(k.path == img && k.readonly),
+            DeviceKind::Disk(k) => assert!(k.path == img && k.readonly && k.queues.is_none()),
             other => panic!("{other:?}"),
+        }
+        // <driver queues='N'> arrives as num-queues; 0 or more than 256 is refused.
+        let blk = |q: serde_json::Value| {
+            hub.device_of(
+                &args(
+                    serde_json::json!({"driver": "virtio-blk-pci", "bus": "pci.5",
+                    "drive": "libvirt-2-format", "id": "virtio-disk1", "num-queues": q}),
+                ),
+                &media,
+            )
+        };
+        match blk(serde_json::json!(4)).unwrap().0.kind {
+            DeviceKind::Disk(k) => assert_eq!(k.queues, Some(4)),
+            other => panic!("{other:?}"),
+        }
+        for bad in [0, 257] {
+            let e = blk(serde_json::json!(bad)).unwrap_err();
+            assert!(e.to_string().contains("num-queues"), "{e}");
         }
         let _ = std::fs::remove_file(&img);
         hub.netdev_add(&args(
