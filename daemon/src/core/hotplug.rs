@@ -400,24 +400,7 @@ impl Core {
                 a.0, a.1, a.2, a.3
             )));
         }
-        let mut events = self.subscribe();
-        vm.qmp("device_del", Some(json!({"id": alias}))).await?;
-        let uuid = slot.domain_ref().uuid;
-        let removed = tokio::time::timeout(UNPLUG_WAIT, async {
-            loop {
-                match events.recv().await {
-                    Ok(Event::DeviceRemoved { domain, dev_alias })
-                        if domain.uuid == uuid && dev_alias == alias =>
-                    {
-                        return true
-                    }
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return false,
-                }
-            }
-        })
-        .await
-        .unwrap_or(false);
+        let removed = self.device_del_and_wait(slot, &vm, &alias).await?;
         if !removed {
             // libvirt: success; the device goes when (if) the guest releases it.
             tracing::warn!(domain = %slot.name(), device = alias,
@@ -527,14 +510,19 @@ impl Core {
         Ok(())
     }
 
-    /// Detaches SCSI disk `alias`: the VMM removes the LUN at once and answers
-    /// with `DEVICE_DELETED` (handled by [`Core::device_deleted`]), waited for
-    /// here so that the call returns with the disk gone from the live XML.
-    async fn detach_scsi_live(&self, slot: &Arc<Slot>, vm: &Arc<Vm>, alias: &str) -> Result<()> {
+    /// Sends `device_del` for `alias` and waits up to [`UNPLUG_WAIT`] for its
+    /// device-removed event (the VMM's `DEVICE_DELETED`, handled by
+    /// [`Core::device_deleted`]): whether the device went in that time.
+    async fn device_del_and_wait(
+        &self,
+        slot: &Arc<Slot>,
+        vm: &Arc<Vm>,
+        alias: &str,
+    ) -> Result<bool> {
         let mut events = self.subscribe();
         vm.qmp("device_del", Some(json!({"id": alias}))).await?;
         let uuid = slot.domain_ref().uuid;
-        let removed = tokio::time::timeout(UNPLUG_WAIT, async {
+        Ok(tokio::time::timeout(UNPLUG_WAIT, async {
             loop {
                 match events.recv().await {
                     Ok(Event::DeviceRemoved { domain, dev_alias })
@@ -548,7 +536,14 @@ impl Core {
             }
         })
         .await
-        .unwrap_or(false);
+        .unwrap_or(false))
+    }
+
+    /// Detaches SCSI disk `alias`: the VMM removes the LUN at once and answers
+    /// with `DEVICE_DELETED` (handled by [`Core::device_deleted`]), waited for
+    /// here so that the call returns with the disk gone from the live XML.
+    async fn detach_scsi_live(&self, slot: &Arc<Slot>, vm: &Arc<Vm>, alias: &str) -> Result<()> {
+        let removed = self.device_del_and_wait(slot, vm, alias).await?;
         if !removed {
             return Err(Error::OperationFailed(format!(
                 "the VMM did not report the removal of SCSI disk '{alias}'"

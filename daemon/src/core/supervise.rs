@@ -222,8 +222,13 @@ impl Core {
             return Err(e);
         }
 
-        // Wait for the monitor socket, watching for an early exit.
+        // Wait for the monitor socket, then for the machine: the VMM serves its monitor
+        // while it builds the machine (both start at once), so a greeting is not yet a
+        // start — a disk, kernel or firmware that cannot be opened ends the build and the
+        // process. The start is done once the status leaves `prelaunch`; an exit before
+        // that is reported with its reason from the domain log.
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        let mut connected = None;
         let (monitor, events) = loop {
             if let Ok(Some(st)) = child.try_wait() {
                 let tail = rt.log_tail(2000);
@@ -232,51 +237,39 @@ impl Core {
                     "process exited while connecting to monitor ({st}): {tail}"
                 )));
             }
-            if rt.qmp().exists() {
-                match Monitor::connect(&rt.qmp()).await {
-                    Ok(pair) => break pair,
+            match &connected {
+                None if rt.qmp().exists() => match Monitor::connect(&rt.qmp()).await {
+                    Ok(pair) => {
+                        connected = Some(pair);
+                        continue;
+                    }
                     Err(e) => tracing::debug!(error = %e, "monitor not ready"),
-                }
+                },
+                None => {}
+                Some((monitor, _)) => match monitor.execute("query-status", None).await {
+                    Ok(v) if v["status"] != "prelaunch" => {
+                        break connected.take().expect("connected");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "query-status during start"),
+                },
             }
             if tokio::time::Instant::now() > deadline {
                 let _ = child.start_kill();
                 let _ = child.wait().await;
                 let tail = rt.log_tail(2000);
                 let _ = rt.remove();
+                let what = match connected {
+                    None => "open its monitor",
+                    Some(_) => "finish building the machine",
+                };
                 return Err(Error::OperationTimeout(format!(
-                    "VMM for domain '{name}' did not open its monitor: {tail}"
+                    "VMM for domain '{name}' did not {what}: {tail}"
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            let pause = if connected.is_some() { 5 } else { 20 };
+            tokio::time::sleep(Duration::from_millis(pause)).await;
         };
-        // The VMM serves its monitor while it builds the machine (both start at once),
-        // so a greeting is not yet a start: a disk, kernel or firmware that cannot be
-        // opened ends the build and the process. Wait for the status to leave
-        // `prelaunch` (the machine is built), or for that exit, and report its reason.
-        loop {
-            if let Ok(Some(st)) = child.try_wait() {
-                let tail = rt.log_tail(2000);
-                let _ = rt.remove();
-                return Err(Error::Internal(format!(
-                    "process exited while connecting to monitor ({st}): {tail}"
-                )));
-            }
-            match monitor.execute("query-status", None).await {
-                Ok(v) if v["status"] != "prelaunch" => break,
-                Ok(_) => {}
-                Err(e) => tracing::debug!(error = %e, "query-status during start"),
-            }
-            if tokio::time::Instant::now() > deadline {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                let tail = rt.log_tail(2000);
-                let _ = rt.remove();
-                return Err(Error::OperationTimeout(format!(
-                    "VMM for domain '{name}' did not finish building the machine: {tail}"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
         let vm = Arc::new(Vm {
             pid,
             rt,
