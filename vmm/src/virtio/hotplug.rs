@@ -487,31 +487,13 @@ impl HotplugHub {
         });
         let (kind, netdev) = match driver {
             "virtio-blk-pci" => {
-                let drive = str_arg(args, "drive").ok_or(HotplugError::Missing("drive"))?;
-                let node = media
-                    .nodes
-                    .get(drive)
-                    .ok_or_else(|| HotplugError::NoDrive(drive.into()))?;
-                let disk = machine_spec::Disk {
-                    path: node.path.clone(),
-                    format: match node.format {
-                        Some(MediumFormat::Qcow2) => DiskFormat::Qcow2,
-                        Some(MediumFormat::Raw) | None => DiskFormat::Raw,
-                    },
-                    target: id.into(),
-                    readonly: node.read_only,
-                    shareable: false,
-                    serial: str_arg(args, "serial").map(str::to_string),
-                    cache: CacheMode::Default,
-                    discard: false,
-                    queues: match num_arg(args, "num-queues")? {
-                        None => None,
-                        Some(n @ 1..=256) => Some(n as u16),
-                        Some(n) => {
-                            return Err(HotplugError::Invalid("num-queues".into(), n.to_string()))
-                        }
-                    },
-                    io: Default::default(),
+                let mut disk = drive_disk(args, media, id)?;
+                disk.queues = match num_arg(args, "num-queues")? {
+                    None => None,
+                    Some(n @ 1..=256) => Some(n as u16),
+                    Some(n) => {
+                        return Err(HotplugError::Invalid("num-queues".into(), n.to_string()))
+                    }
                 };
                 (DeviceKind::Disk(disk), None)
             }
@@ -786,6 +768,40 @@ fn build(m: &Machine, d: &Device) -> Result<Built, HotplugError> {
 }
 
 /// A number argument (QEMU takes numbers; strings of digits too).
+/// The image behind a disk device's `drive` (a `blockdev-add` node), with the
+/// `serial` and `write-cache` that libvirt 9 sends on `virtio-blk-pci` and `scsi-hd`.
+fn drive_disk(
+    args: &Map<String, Value>,
+    media: &MediaRegistry,
+    id: &str,
+) -> Result<machine_spec::Disk, HotplugError> {
+    let drive = str_arg(args, "drive").ok_or(HotplugError::Missing("drive"))?;
+    let node = media
+        .nodes
+        .get(drive)
+        .ok_or_else(|| HotplugError::NoDrive(drive.into()))?;
+    let cache = match str_arg(args, "write-cache") {
+        Some("off") => CacheMode::Writethrough,
+        None | Some("on" | "auto") => CacheMode::Default,
+        Some(v) => return Err(HotplugError::Invalid("write-cache".into(), v.into())),
+    };
+    Ok(machine_spec::Disk {
+        path: node.path.clone(),
+        format: match node.format {
+            Some(MediumFormat::Qcow2) => DiskFormat::Qcow2,
+            Some(MediumFormat::Raw) | None => DiskFormat::Raw,
+        },
+        target: id.into(),
+        readonly: node.read_only,
+        shareable: false,
+        serial: str_arg(args, "serial").map(str::to_string),
+        cache,
+        discard: false,
+        queues: None,
+        io: Default::default(),
+    })
+}
+
 fn num_arg(args: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, HotplugError> {
     match args.get(name) {
         None => Ok(None),
@@ -835,35 +851,11 @@ fn scsi_device_of(
     if lun > u64::from(MAX_LUN) {
         return Err(HotplugError::Invalid("lun".into(), lun.to_string()));
     }
-    let drive = str_arg(args, "drive").ok_or(HotplugError::Missing("drive"))?;
-    let node = media
-        .nodes
-        .get(drive)
-        .ok_or_else(|| HotplugError::NoDrive(drive.into()))?;
-    let cache = match str_arg(args, "write-cache") {
-        Some("off") => CacheMode::Writethrough,
-        None | Some("on" | "auto") => CacheMode::Default,
-        Some(v) => return Err(HotplugError::Invalid("write-cache".into(), v.into())),
-    };
     let wwn = match args.get("wwn") {
         None => None,
         Some(_) => num_arg(args, "wwn")?,
     };
-    let disk = machine_spec::Disk {
-        path: node.path.clone(),
-        format: match node.format {
-            Some(MediumFormat::Qcow2) => DiskFormat::Qcow2,
-            Some(MediumFormat::Raw) | None => DiskFormat::Raw,
-        },
-        target: id.into(),
-        readonly: node.read_only,
-        shareable: false,
-        serial: str_arg(args, "serial").map(str::to_string),
-        cache,
-        discard: false,
-        queues: None,
-        io: Default::default(),
-    };
+    let disk = drive_disk(args, media, id)?;
     Ok(Device {
         id: id.into(),
         pci: None,
