@@ -159,9 +159,12 @@ impl Drop for SessionDaemon {
         }
         let _ = self.dbus.kill();
         let _ = self.dbus.wait();
-        // Domains' VMMs are children of the daemon's session; stop any left.
+        // Domains' VMMs are children of the daemon's session; stop any left — only
+        // this session's (their runtime files are under its directory), so tests that
+        // run beside this one as the same user keep theirs.
         let _ = Command::new("pkill")
-            .args(["-KILL", "-U", &UID.to_string(), "-f", "oxvirt-vmm"])
+            .args(["-KILL", "-U", &UID.to_string(), "-f"])
+            .arg(format!("oxvirt-vmm .*{}/", self.dir.path().display()))
             .status();
     }
 }
