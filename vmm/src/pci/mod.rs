@@ -65,7 +65,8 @@ pub trait PciDevice: Send {
     /// Writes `data` at `offset` within BAR `bar`.
     fn bar_write(&mut self, bar: usize, offset: u64, data: &[u8]);
     /// BAR `bar` now decodes at `new` instead of `old` (guest re-programmed it
-    /// with memory decoding on). Devices with ioeventfds in the BAR move them.
+    /// with memory decoding on), or starts decoding at `new` (`old == new`: it was
+    /// not decoding before). Devices with ioeventfds in the BAR move them there.
     fn bar_moved(&mut self, _bar: usize, _old: u64, _new: u64) {}
     /// Sets the multi-function bit of the header type (function 0 of a slot
     /// that has other functions).

@@ -498,8 +498,11 @@ impl PciRoot {
         let Some(s) = self.function(bus, devfn) else {
             return;
         };
-        // Keep the decode table current, and tell the device when a BAR that was
-        // decoding moves (ioeventfds must follow).
+        // Keep the decode table current, and tell the device where each BAR now
+        // decodes when that changed (ioeventfds must follow): a BAR moved while
+        // decoding, and one that starts decoding — firmware and a hot-plug driver
+        // program BARs with decoding off, so the first address the device hears of
+        // may differ from the one it bound its ioeventfds to at creation.
         let now = if s.dev.memory_enabled() {
             s.dev.bars()
         } else {
@@ -507,10 +510,9 @@ impl PciRoot {
         };
         if now != s.decoding {
             for &(i, new, _) in &now {
-                if let Some(&(_, old, _)) = s.decoding.iter().find(|b| b.0 == i) {
-                    if old != new {
-                        s.dev.bar_moved(i, old, new);
-                    }
+                let old = s.decoding.iter().find(|b| b.0 == i).map(|b| b.1);
+                if old != Some(new) {
+                    s.dev.bar_moved(i, old.unwrap_or(new), new);
                 }
             }
             s.decoding = now;

@@ -382,9 +382,15 @@ impl VirtioPciDevice {
         let Some(reg) = self.ioevents.clone() else {
             return;
         };
+        if self.ioevent_base == Some(base) {
+            return;
+        }
         if let Some(old) = self.ioevent_base.take() {
             for (q, evt) in self.kicks.iter().enumerate() {
-                let _ = reg.unregister(old + NOTIFY_CFG + q as u64 * 4, evt);
+                let _ = reg.unregister(
+                    old + NOTIFY_CFG + q as u64 * u64::from(NOTIFY_MULTIPLIER),
+                    evt,
+                );
             }
         }
         for (q, evt) in self.kicks.iter().enumerate() {

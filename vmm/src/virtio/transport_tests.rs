@@ -381,3 +381,69 @@ fn without_msix_the_function_interrupts_on_inta_until_the_isr_is_read() {
     assert_eq!(asserted(), 3);
     assert_eq!(d.r(isr, 1), 1);
 }
+
+/// An ioeventfd registrar that keeps the addresses currently registered.
+#[derive(Default)]
+struct Doorbells(std::sync::Mutex<Vec<u64>>);
+
+impl super::pci_transport::IoEventRegistrar for Doorbells {
+    fn register(&self, addr: u64, _evt: &vmm_sys_util::eventfd::EventFd) -> std::io::Result<()> {
+        self.0.lock().unwrap().push(addr);
+        Ok(())
+    }
+    fn unregister(&self, addr: u64, _evt: &vmm_sys_util::eventfd::EventFd) -> std::io::Result<()> {
+        let mut v = self.0.lock().unwrap();
+        let i = v
+            .iter()
+            .position(|a| *a == addr)
+            .expect("unregistering what was registered");
+        v.remove(i);
+        Ok(())
+    }
+}
+
+/// Firmware and a hot-plug driver program BAR 0 with decoding off, then turn
+/// decoding on: the doorbells' ioeventfds must follow to where the BAR decodes,
+/// leaving nothing at the address the device started at (a stale one would swallow
+/// writes of whatever device lands there).
+#[test]
+fn ioeventfds_follow_a_bar_programmed_before_decoding_is_on() {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(&[0u8; 4096]).unwrap();
+    let backend: Box<dyn DiskBackend> =
+        Box::new(RawDisk::open(f.path(), OpenFlags::default()).unwrap());
+    let blk = Block::with_backend("vda", backend, false, false, None)
+        .with_queueing(2, Default::default());
+    let mem = memory();
+    let bells = Arc::new(Doorbells::default());
+    let mut root = PciRoot::new(windows());
+    let dev = VirtioPciDevice::new(
+        Box::new(blk),
+        mem,
+        &mut root,
+        Arc::new(Recorder::default()),
+        Some(bells.clone()),
+    )
+    .unwrap();
+    root.add_device(SLOT, 0, Box::new(dev)).unwrap();
+    let cfg = u64::from(SLOT) << 15;
+    let mut d = [0u8; 4];
+    root.ecam_read(cfg + 0x10, &mut d);
+    let first = u64::from(u32::from_le_bytes(d) & !0xf);
+    let at = |base: u64| vec![base + NOTIFY_CFG, base + NOTIFY_CFG + 4];
+    assert_eq!(
+        *bells.0.lock().unwrap(),
+        at(first),
+        "bound where the VMM placed BAR 0"
+    );
+    // Move BAR 0 while not decoding, then enable memory space.
+    let moved = first + 0x0100_0000;
+    root.ecam_write(cfg + 0x10, &(moved as u32 | 0x4).to_le_bytes());
+    root.ecam_write(cfg + 0x14, &((moved >> 32) as u32).to_le_bytes());
+    root.ecam_write(cfg + 4, &[0x06, 0]);
+    assert_eq!(*bells.0.lock().unwrap(), at(moved));
+    // Decoding off and on again at the same place changes nothing.
+    root.ecam_write(cfg + 4, &[0x00, 0]);
+    root.ecam_write(cfg + 4, &[0x06, 0]);
+    assert_eq!(*bells.0.lock().unwrap(), at(moved));
+}
