@@ -40,6 +40,24 @@ fn no_list_allows_the_handlers_death_call_or_the_test_hooks_call() {
     }
 }
 
+/// A signal may interrupt any thread's sleep; the kernel then resumes it through
+/// `restart_syscall`, which a filter must allow (the main thread was killed for it
+/// after a guest power-off with `on_poweroff='restart'`).
+#[test]
+fn every_thread_may_resume_an_interrupted_sleep() {
+    for t in Thread::ALL {
+        let a = t.allow_list();
+        for call in [libc::SYS_restart_syscall, libc::SYS_rt_sigreturn] {
+            assert!(
+                a.mentions(call),
+                "{} forbids {}",
+                t.name(),
+                syscall_name(call)
+            );
+        }
+    }
+}
+
 #[test]
 fn only_vcpu_and_main_threads_may_run_a_vcpu_or_create_a_vm() {
     use ioctls::{KVM_CREATE_VM, KVM_RUN};

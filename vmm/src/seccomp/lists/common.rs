@@ -34,6 +34,9 @@ pub(in crate::seccomp) fn allow(a: &mut AllowList) {
         SYS_sigaltstack,
         SYS_rt_sigprocmask,
         SYS_rt_sigreturn,
+        // the kernel's continuation of a sleep (nanosleep, poll, futex with a timeout)
+        // that a signal handler interrupted: the interrupted call was allowed already
+        SYS_restart_syscall,
         SYS_gettid,
         SYS_getpid,
         SYS_sched_getaffinity,
