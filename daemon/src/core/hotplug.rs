@@ -276,19 +276,7 @@ impl Core {
         let addr = format!("{pci_slot:#x}");
         match &d.kind {
             DeviceKind::Disk(k) => {
-                let node = node_name(&d.id);
-                let format = match k.format {
-                    DiskFormat::Raw => "raw",
-                    DiskFormat::Qcow2 => "qcow2",
-                };
-                vm.qmp(
-                    "blockdev-add",
-                    Some(json!({
-                        "driver": format, "node-name": node, "read-only": k.readonly,
-                        "file": {"driver": "file", "filename": k.path.display().to_string()}
-                    })),
-                )
-                .await?;
+                let node = blockdev_add(&vm, &d.id, k).await?;
                 let mut args = json!({"driver": "virtio-blk-pci", "id": d.id, "bus": pci_bus,
                     "addr": addr, "drive": node});
                 if let Some(s) = &k.serial {
@@ -455,19 +443,7 @@ impl Core {
             .medium
             .as_ref()
             .ok_or_else(|| Error::Internal(format!("disk '{}' has no source", u.name)))?;
-        let node = node_name(&d.id);
-        let format = match k.format {
-            DiskFormat::Raw => "raw",
-            DiskFormat::Qcow2 => "qcow2",
-        };
-        vm.qmp(
-            "blockdev-add",
-            Some(json!({
-                "driver": format, "node-name": node, "read-only": k.readonly,
-                "file": {"driver": "file", "filename": k.path.display().to_string()}
-            })),
-        )
-        .await?;
+        let node = blockdev_add(&vm, &d.id, k).await?;
         let write_cache = if matches!(
             k.cache,
             machine_spec::CacheMode::Writethrough | machine_spec::CacheMode::Directsync
@@ -669,6 +645,25 @@ fn running(slot: &Slot) -> Result<(Definition, Arc<Vm>)> {
         (Some(live), Some(vm)) => Ok((live, vm)),
         _ => Err(Error::OperationInvalid("domain is not running".into())),
     }
+}
+
+/// `blockdev-add` of disk `k`'s image as libvirt 9 sends it (format node over a file
+/// node); the node's name, for `device_add`'s `drive`.
+async fn blockdev_add(vm: &Vm, id: &str, k: &machine_spec::Disk) -> Result<String> {
+    let node = node_name(id);
+    let format = match k.format {
+        DiskFormat::Raw => "raw",
+        DiskFormat::Qcow2 => "qcow2",
+    };
+    vm.qmp(
+        "blockdev-add",
+        Some(json!({
+            "driver": format, "node-name": node, "read-only": k.readonly,
+            "file": {"driver": "file", "filename": k.path.display().to_string()}
+        })),
+    )
+    .await?;
+    Ok(node)
 }
 
 #[cfg(test)]
