@@ -143,6 +143,21 @@ impl ImageLock {
 mod tests {
     use super::*;
 
+    /// Acquires a lock that a dropped `ImageLock` of this process just gave
+    /// up. Another test of this binary may be spawning a child at that moment:
+    /// between fork and exec the child holds a copy of every descriptor, and
+    /// with it the OFD lock, so give it a moment (the CI saw this race).
+    fn acquire_after_release(p: &Path, mode: LockMode) -> ImageLock {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match ImageLock::acquire(p, mode) {
+                Ok(l) => return l,
+                Err(e) if std::time::Instant::now() > deadline => panic!("{e}"),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
+    }
+
     #[test]
     fn exclusive_conflicts_and_shared_coexists() {
         let dir = tempfile::tempdir().unwrap();
@@ -160,7 +175,7 @@ mod tests {
             "readers wait for the writer"
         );
         drop(a);
-        let r1 = ImageLock::acquire(&p, LockMode::ReadOnly).unwrap();
+        let r1 = acquire_after_release(&p, LockMode::ReadOnly);
         let _r2 = ImageLock::acquire(&p, LockMode::ReadOnly).unwrap();
         assert!(ImageLock::acquire(&p, LockMode::Exclusive).is_err());
         assert!(
