@@ -4,7 +4,10 @@
 //! forbids stops the VMM, which the daemon reports as `shut off (crashed)` with the
 //! call named in the domain log it keeps. The forbidden call comes from the
 //! test-only HMP command `x-oxvirt-test-forbidden-syscall` (run on the monitor
-//! thread), sent with `virsh qemu-monitor-command --hmp`.
+//! thread), sent with `virsh qemu-monitor-command --hmp`. Every thread also holds
+//! only the capabilities its kind needs later (none for vCPUs, device workers and
+//! VNC), the bounding set lowered alike: a VMM the daemon starts as root keeps no
+//! root powers in the threads that handle guest or network input.
 
 mod rpc_common;
 
@@ -13,8 +16,18 @@ use std::time::{Duration, Instant};
 
 use rpc_common::{display_xml, Daemon, STEP};
 
-/// `(thread name, Seccomp:, NoNewPrivs:)` of every thread of process `pid`.
-fn thread_confinement(pid: i32) -> Vec<(String, String, String)> {
+/// One thread's confinement as /proc shows it.
+#[derive(Debug)]
+struct Confinement {
+    comm: String,
+    seccomp: String,
+    nnp: String,
+    /// CapEff, CapPrm and CapBnd.
+    caps: [u64; 3],
+}
+
+/// The confinement of every thread of process `pid`.
+fn thread_confinement(pid: i32) -> Vec<Confinement> {
     let mut out = Vec::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return out;
@@ -29,11 +42,13 @@ fn thread_confinement(pid: i32) -> Vec<(String, String, String)> {
                 .map(|v| v.trim().to_string())
                 .unwrap_or_default()
         };
-        out.push((
-            comm.trim().to_string(),
-            field("Seccomp:"),
-            field("NoNewPrivs:"),
-        ));
+        let cap = |name: &str| u64::from_str_radix(&field(name), 16).unwrap_or(u64::MAX);
+        out.push(Confinement {
+            comm: comm.trim().to_string(),
+            seccomp: field("Seccomp:"),
+            nnp: field("NoNewPrivs:"),
+            caps: [cap("CapEff:"), cap("CapPrm:"), cap("CapBnd:")],
+        });
     }
     out
 }
@@ -73,8 +88,8 @@ fn every_vmm_thread_is_filtered_and_a_forbidden_call_crashes_the_domain_with_its
     let deadline = Instant::now() + STEP;
     let threads = loop {
         let t = thread_confinement(pid);
-        let ready = t.iter().any(|(c, _, _)| c.starts_with("vcpu"))
-            && t.iter().all(|(_, s, n)| s == "2" && n == "1");
+        let ready = t.iter().any(|c| c.comm.starts_with("vcpu"))
+            && t.iter().all(|c| c.seccomp == "2" && c.nnp == "1");
         if ready || Instant::now() > deadline {
             break t;
         }
@@ -82,17 +97,44 @@ fn every_vmm_thread_is_filtered_and_a_forbidden_call_crashes_the_domain_with_its
     };
     for kind in ["vcpu0", "qmp", "qmp-events", "vnc-accept", "vnc-refresh"] {
         assert!(
-            threads.iter().any(|(c, _, _)| c == kind),
+            threads.iter().any(|c| c.comm == kind),
             "no {kind} thread: {threads:?}"
         );
     }
-    for (comm, seccomp, nnp) in &threads {
+    // CAP_DAC_OVERRIDE | CAP_DAC_READ_SEARCH: opening images; CAP_NET_ADMIN: taps.
+    const DAC: u64 = 1 << 1 | 1 << 2;
+    const NET_ADMIN: u64 = 1 << 12;
+    for c in &threads {
         assert_eq!(
-            (seccomp.as_str(), nnp.as_str()),
+            (c.seccomp.as_str(), c.nnp.as_str()),
             ("2", "1"),
-            "thread {comm} is not filtered: {threads:?}\n{}",
+            "thread {} is not filtered: {threads:?}\n{}",
+            c.comm,
             d.domain_log(name)
         );
+        // The main thread hot-plugs NICs and rebuilds the machine at reset; the
+        // monitor (and its runtime's threads) opens images for blockdev-add and
+        // media changes. Everything else — vCPUs, device workers, VNC — keeps none.
+        let allowed = if c.comm == "oxvirt-vmm" {
+            DAC | NET_ADMIN
+        } else if c.comm.starts_with("qmp") {
+            DAC
+        } else {
+            0
+        };
+        for (what, v) in ["CapEff", "CapPrm", "CapBnd"].iter().zip(c.caps) {
+            assert_eq!(
+                v & !allowed,
+                0,
+                "thread {} has {what} {v:#x}, more than {allowed:#x}: {threads:?}",
+                c.comm
+            );
+        }
+    }
+    // The test runs as root in CI: the daemon's VMM had every capability to lose.
+    if nix::unistd::geteuid().is_root() {
+        let vcpu = threads.iter().find(|c| c.comm == "vcpu0").unwrap();
+        assert_eq!(vcpu.caps, [0, 0, 0], "{threads:?}");
     }
 
     // The monitor thread makes a system call no thread may make: the VMM dies of

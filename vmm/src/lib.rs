@@ -19,6 +19,7 @@ pub mod acpi;
 pub mod arch;
 pub mod ata;
 pub mod boot;
+pub mod capabilities;
 pub mod control;
 pub mod devices;
 pub mod display;

@@ -128,6 +128,19 @@ impl Thread {
         a
     }
 
+    /// The capabilities this kind keeps ([`crate::capabilities`]): the main
+    /// thread hot-plugs NICs (a new tap on its bridge) and rebuilds the machine on
+    /// reset; the monitor opens images for blockdev-add and media changes. Guest-
+    /// and network-facing threads keep none.
+    pub fn capabilities(self) -> u64 {
+        use crate::capabilities::{mask, DAC_OVERRIDE, DAC_READ_SEARCH, NET_ADMIN};
+        match self {
+            Thread::Main => mask(&[DAC_OVERRIDE, DAC_READ_SEARCH, NET_ADMIN]),
+            Thread::Monitor => mask(&[DAC_OVERRIDE, DAC_READ_SEARCH]),
+            Thread::Vcpu | Thread::Worker | Thread::Vnc => 0,
+        }
+    }
+
     fn index(self) -> usize {
         Thread::ALL.iter().position(|t| *t == self).unwrap_or(0)
     }
@@ -140,6 +153,8 @@ pub enum SeccompError {
     Apply(&'static str, #[source] seccompiler::Error),
     #[error("cannot compile the seccomp filter of the {0} thread")]
     Compile(&'static str, #[source] seccompiler::BackendError),
+    #[error("cannot lower the capabilities of the {0} thread")]
+    Capabilities(&'static str, #[source] std::io::Error),
     #[error("cannot install the SIGSYS handler")]
     Handler(#[source] nix::Error),
 }
@@ -202,8 +217,16 @@ pub fn mode() -> Mode {
     MODE.get().copied().unwrap_or(Mode::None)
 }
 
-/// Installs `thread`'s filter on the calling thread (and sets `no_new_privs`).
+/// Lowers the calling thread's capabilities to what `thread` keeps and installs
+/// its filter (and sets `no_new_privs`). The capabilities go in every mode once
+/// [`init`] ran (`--seccomp none` is about filters only); library users and unit
+/// tests that never call [`init`] keep theirs.
 pub fn enter(thread: Thread) -> Result<(), SeccompError> {
+    if MODE.get().is_none() {
+        return Ok(());
+    }
+    crate::capabilities::restrict_thread(thread.capabilities())
+        .map_err(|e| SeccompError::Capabilities(thread.name(), e))?;
     if mode() == Mode::None {
         return Ok(());
     }

@@ -56,11 +56,18 @@ pub(in crate::seccomp) fn allow(a: &mut AllowList) {
             F_DUPFD_CLOEXEC as u64,
         ],
     );
-    // Naming threads; a thread spawned by this one installs its own filter.
+    // Naming threads; a thread spawned by this one lowers its capabilities
+    // (crate::capabilities) and installs its own filter.
     a.call_with(
         SYS_prctl,
         0,
-        &[PR_SET_NAME as u64, PR_SET_NO_NEW_PRIVS as u64],
+        &[
+            PR_SET_NAME as u64,
+            PR_SET_NO_NEW_PRIVS as u64,
+            PR_CAPBSET_DROP as u64,
+            PR_CAP_AMBIENT as u64,
+        ],
     );
+    a.calls(&[SYS_capget, SYS_capset]);
     a.call_with(SYS_seccomp, 0, &[SECCOMP_SET_MODE_FILTER as u64]);
 }
