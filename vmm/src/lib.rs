@@ -21,6 +21,8 @@ pub mod ata;
 pub mod boot;
 pub mod capabilities;
 pub mod control;
+#[doc(hidden)]
+pub mod devfuzz;
 pub mod devices;
 pub mod display;
 pub mod e1000;
