@@ -32,6 +32,8 @@ use crate::ata::ide::{IdeChannel, IdePorts, PiixIde, PORTS as IDE_PORTS};
 use crate::devices::bus::BusDevice;
 use crate::devices::cmos::Cmos;
 use crate::devices::fw_cfg::{FwCfg, FW_CFG_PORT, FW_CFG_PORT_LEN};
+use crate::devices::legacy::{PortA, Pvpanic, ResetControl, PORT_A, PVPANIC_PORT, RESET_PORT};
+use crate::devices::pm::{PmDevice, PmKind, GPE0_BLK, GPE0_LEN, PM_BASE};
 use crate::display::dispi::Dispi;
 use crate::display::stdvga::{
     StdVgaPci, VgaPorts, VgaState, VgaWindow, DISPI_PORT, DISPI_PORTS, VGA_PORTS_BASE,
@@ -42,7 +44,9 @@ use crate::display::vram::Vram;
 use crate::e1000::device::E1000Function;
 use crate::e1000::model::Model;
 use crate::input::i8042::I8042;
-use crate::pci::{IntxLine, PciDevice, PciRoot, PciWindows};
+use crate::lifecycle::ExitSink;
+use crate::pci::bridge::{Bridge, BridgeKind};
+use crate::pci::{IntxLine, MsiMessage, MsiSink, PciDevice, PciRoot, PciWindows};
 use crate::scsi::{DeviceConfig, DeviceKind, ScsiDevice};
 use crate::tpm::crb::{Crb, TpmBackend, CRB_SIZE, RC_FAILURE};
 use crate::tpm::tis::{Tis, TIS_SIZE};
@@ -163,6 +167,11 @@ impl IntxLine for NoLine {
 }
 impl crate::devices::pm::IrqLine for NoLine {
     fn set_level(&self, _high: bool) {}
+}
+
+impl MsiSink for NoLine {
+    fn program(&self, _vector: u16, _msg: MsiMessage, _masked: bool) {}
+    fn trigger(&self, _vector: u16) {}
 }
 
 /// A network peer that never answers and drops what it is sent.
@@ -335,6 +344,39 @@ impl Machine {
             dev: Box::new(TisBus(Tis::new(AbsentTpm))),
             ranges: vec![(0xfed4_0000, TIS_SIZE)],
         });
+        // A PCIe root port with a device behind it and a PCI bridge: their
+        // hot-plug slot registers (the scenarios plug and unplug from the host side).
+        let mut port = Bridge::new(BridgeKind::PcieRootPort, 1, 1, 0x10).with_msi(Arc::new(NoLine));
+        port.set_populated(true);
+        pci.push(Box::new(port));
+        pci.push(Box::new(Bridge::new(BridgeKind::PciBridge, 2, 0, 0)));
+
+        // Guest exits (reset, power-off, panic) are recorded and never acted on.
+        let exits = ExitSink::new().expect("eventfd");
+        for kind in [PmKind::Ich9, PmKind::Piix4] {
+            bus.push(OnBus {
+                dev: Box::new(
+                    PmDevice::with_kind(kind, Box::new(NoLine), exits.clone()).with_gpe(),
+                ),
+                ranges: vec![
+                    (u64::from(PM_BASE), kind.ports()),
+                    (u64::from(GPE0_BLK), u64::from(GPE0_LEN)),
+                ],
+            });
+        }
+        bus.push(OnBus {
+            dev: Box::new(ResetControl::new(exits.clone())),
+            ranges: vec![(u64::from(RESET_PORT), 1)],
+        });
+        bus.push(OnBus {
+            dev: Box::new(PortA::new(exits.clone())),
+            ranges: vec![(u64::from(PORT_A), 1)],
+        });
+        bus.push(OnBus {
+            dev: Box::new(Pvpanic::new(exits)),
+            ranges: vec![(u64::from(PVPANIC_PORT), 1)],
+        });
+
         for d in pci.iter_mut() {
             // I/O and memory decoding and bus mastering on, as firmware leaves them.
             d.write_config(1, 0, &[0x07, 0]);
@@ -445,10 +487,33 @@ impl Machine {
     /// the several registers and structures one transfer needs.
     fn scenario(&mut self, op: &[u8; OP_LEN]) {
         let mut r = Rng::from_op(op);
-        match op[1] % 3 {
+        match op[1] % 4 {
             0 => self.ahci_command(&mut r),
             1 => self.fw_cfg_dma(&mut r),
-            _ => self.ide_dma(&mut r),
+            2 => self.ide_dma(&mut r),
+            _ => self.hotplug_event(&mut r),
+        }
+    }
+
+    /// What the monitor does to a bridge's slot: plug, ask for the unplug, see
+    /// whether the guest released it, remove the device.
+    fn hotplug_event(&mut self, r: &mut Rng) {
+        let what = r.below(5);
+        for d in self.pci.iter_mut() {
+            let Some(b) = d.as_bridge() else { continue };
+            match what {
+                0 => {
+                    let _ = b.plug();
+                }
+                1 => {
+                    let _ = b.request_unplug();
+                }
+                2 => {
+                    let _ = b.take_unplug_ready();
+                }
+                3 => b.unplugged(),
+                _ => b.set_populated(r.below(2) == 0),
+            }
         }
     }
 
@@ -774,7 +839,7 @@ mod tests {
     #[test]
     fn every_pci_device_decodes_its_bars_after_setup() {
         let m = Machine::new();
-        for d in &m.pci {
+        for d in m.pci.iter().filter(|d| d.bridge().is_none()) {
             assert!(
                 !d.bars().is_empty() || !d.io_bars().is_empty(),
                 "a device without BARs would never be reached"
