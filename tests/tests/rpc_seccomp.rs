@@ -101,8 +101,10 @@ fn every_vmm_thread_is_filtered_and_a_forbidden_call_crashes_the_domain_with_its
             "no {kind} thread: {threads:?}"
         );
     }
-    // CAP_DAC_OVERRIDE | CAP_DAC_READ_SEARCH: opening images; CAP_NET_ADMIN: taps.
+    // CAP_DAC_OVERRIDE | CAP_DAC_READ_SEARCH: opening images; CAP_KILL: stopping
+    // passt (it runs as nobody); CAP_NET_ADMIN: taps.
     const DAC: u64 = 1 << 1 | 1 << 2;
+    const KILL: u64 = 1 << 5;
     const NET_ADMIN: u64 = 1 << 12;
     for c in &threads {
         assert_eq!(
@@ -112,11 +114,12 @@ fn every_vmm_thread_is_filtered_and_a_forbidden_call_crashes_the_domain_with_its
             c.comm,
             d.domain_log(name)
         );
-        // The main thread hot-plugs NICs and rebuilds the machine at reset; the
+        // The main thread hot-plugs NICs, rebuilds the machine at reset and stops
+        // passt at exit; the
         // monitor (and its runtime's threads) opens images for blockdev-add and
         // media changes. Everything else — vCPUs, device workers, VNC — keeps none.
         let allowed = if c.comm == "oxvirt-vmm" {
-            DAC | NET_ADMIN
+            DAC | KILL | NET_ADMIN
         } else if c.comm.starts_with("qmp") {
             DAC
         } else {

@@ -19,6 +19,8 @@ use std::io;
 pub const DAC_OVERRIDE: u32 = 1;
 /// `CAP_DAC_READ_SEARCH`: reach images in directories root cannot search by mode.
 pub const DAC_READ_SEARCH: u32 = 2;
+/// `CAP_KILL`: stop a helper running as another user (passt drops to `nobody`).
+pub const KILL: u32 = 5;
 /// `CAP_SETPCAP`: change the bounding set.
 const SETPCAP: u32 = 8;
 /// `CAP_NET_ADMIN`: create hot-plugged taps and put them on their bridge.

@@ -129,13 +129,14 @@ impl Thread {
     }
 
     /// The capabilities this kind keeps ([`crate::capabilities`]): the main
-    /// thread hot-plugs NICs (a new tap on its bridge) and rebuilds the machine on
-    /// reset; the monitor opens images for blockdev-add and media changes. Guest-
-    /// and network-facing threads keep none.
+    /// thread hot-plugs NICs (a new tap on its bridge), rebuilds the machine on
+    /// reset and stops passt at exit (passt started by root runs as `nobody`);
+    /// the monitor opens images for blockdev-add and media changes. Guest- and
+    /// network-facing threads keep none.
     pub fn capabilities(self) -> u64 {
-        use crate::capabilities::{mask, DAC_OVERRIDE, DAC_READ_SEARCH, NET_ADMIN};
+        use crate::capabilities::{mask, DAC_OVERRIDE, DAC_READ_SEARCH, KILL, NET_ADMIN};
         match self {
-            Thread::Main => mask(&[DAC_OVERRIDE, DAC_READ_SEARCH, NET_ADMIN]),
+            Thread::Main => mask(&[DAC_OVERRIDE, DAC_READ_SEARCH, KILL, NET_ADMIN]),
             Thread::Monitor => mask(&[DAC_OVERRIDE, DAC_READ_SEARCH]),
             Thread::Vcpu | Thread::Worker | Thread::Vnc => 0,
         }

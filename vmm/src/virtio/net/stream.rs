@@ -164,9 +164,27 @@ impl Drop for ReadyFile {
 
 impl Drop for PasstLink {
     fn drop(&mut self) {
-        if let Ok(mut c) = self.child.lock() {
-            let _ = c.kill();
-            let _ = c.wait();
+        // Our end closing makes passt quit by itself (`--fd 0`); the kill is for a
+        // passt that does not. Started by root, passt runs as `nobody`, and a kill
+        // across users needs CAP_KILL, which the VMM's threads may have dropped:
+        // never wait unbounded for a child that may not have been signalled.
+        if let Ok(mut st) = self.state.lock() {
+            st.sock = None;
+        }
+        let Ok(mut c) = self.child.lock() else { return };
+        let killed = c.kill().is_ok();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match c.try_wait() {
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                Ok(None) => {
+                    warn!(pid = c.id(), killed, "passt did not exit; leaving it");
+                    return;
+                }
+                _ => return,
+            }
         }
     }
 }
