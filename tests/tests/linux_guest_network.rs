@@ -4,7 +4,8 @@
 //! (live XML shows bridge and tap), the guest gets its address from dnsmasq with
 //! busybox `udhcpc`, pings the bridge, reaches a TCP server in an "outside"
 //! namespace through NAT, and `virsh domifaddr` / `net-dhcp-leases` show the lease
-//! (`domifaddr --source arp` the host's neighbour entry).
+//! (`domifaddr --source arp` the host's neighbour entry). The guest's driver takes the
+//! control queue and changes its MAC address through it (the receive filter follows).
 //! Skips loudly without KVM, root, nft, dnsmasq or busybox.
 
 #[allow(dead_code)] // shared with linux_guest.rs, which uses other parts
@@ -30,6 +31,10 @@ ip -4 -o addr show eth0
 if ping -c 2 -W 5 192.168.122.1 >/dev/null; then echo "OXVIRT ping ok=1"; else echo "OXVIRT ping ok=0"; fi
 for i in 1 2 3; do r=$(echo x | nc -w 30 10.200.0.2 8080); [ -n "$r" ] && break; done
 echo "OXVIRT tcp reply=$r"
+echo "OXVIRT ctrlvq=$(cut -c18 /sys/class/net/eth0/device/features)"
+if ip link set eth0 address 52:54:00:6e:65:75 && ping -c 2 -W 5 192.168.122.1 >/dev/null; then echo "OXVIRT newmac ok=1"; else echo "OXVIRT newmac ok=0"; fi
+ip link set eth0 address 52:54:00:6e:65:74
+ping -c 1 -W 5 192.168.122.1 >/dev/null
 echo "OXVIRT net-done"
 "#;
 
@@ -100,6 +105,10 @@ fn linux_guest_network_default_dhcp_nat() {
         "OXVIRT dhcp ok=1",
         "OXVIRT ping ok=1",
         "OXVIRT tcp reply=hello",
+        // The driver took the control queue and set a new MAC address through it;
+        // the receive filter let the replies to the new address in.
+        "OXVIRT ctrlvq=1",
+        "OXVIRT newmac ok=1",
     ] {
         assert!(text.contains(line), "missing `{line}`; console:\n{text}");
     }

@@ -5,8 +5,10 @@
 //! offloads pass through untouched: the guest may send 64 KiB TSO frames with
 //! partial checksums (HOST_TSO*, CSUM), and the tap may hand it large frames
 //! (GUEST_TSO*, GUEST_CSUM, enabled on the tap with TUNSETOFFLOAD once the guest
-//! accepts them). Receive uses mergeable buffers when negotiated.
+//! accepts them). Receive uses mergeable buffers when negotiated. The control queue
+//! ([`ctrl`]) programs a receive filter, the MAC address and the receive offloads.
 
+pub mod ctrl;
 mod passt_args;
 pub mod stream;
 pub mod tap;
@@ -34,6 +36,7 @@ pub use tap::{Tap, TapError, VNET_HDR_LEN};
 pub mod features {
     pub const CSUM: u64 = 1 << 0;
     pub const GUEST_CSUM: u64 = 1 << 1;
+    pub const CTRL_GUEST_OFFLOADS: u64 = 1 << 2;
     pub const MTU: u64 = 1 << 3;
     pub const MAC: u64 = 1 << 5;
     pub const GUEST_TSO4: u64 = 1 << 7;
@@ -44,10 +47,19 @@ pub mod features {
     pub const HOST_ECN: u64 = 1 << 13;
     pub const MRG_RXBUF: u64 = 1 << 15;
     pub const STATUS: u64 = 1 << 16;
+    pub const CTRL_VQ: u64 = 1 << 17;
+    pub const CTRL_RX: u64 = 1 << 18;
+    pub const CTRL_VLAN: u64 = 1 << 19;
+    pub const CTRL_RX_EXTRA: u64 = 1 << 20;
+    pub const CTRL_MAC_ADDR: u64 = 1 << 23;
 }
 
 const RXQ: u16 = 0;
 const TXQ: u16 = 1;
+/// The control queue, after the one receive/transmit pair.
+const CTRLQ: u16 = 2;
+/// Largest control command read (a MAC table of 64 + 64 entries is under 1 KiB).
+const MAX_CTRL: usize = 4096;
 /// Largest frame plus header the tap can hand us (64 KiB GSO frame).
 const MAX_FRAME: usize = 65562;
 
@@ -131,11 +143,18 @@ pub struct NetCore {
     io: Box<dyn FrameIo>,
     link_up: Arc<AtomicBool>,
     mergeable: bool,
+    /// Negotiated features (what the control commands may use).
+    features: u64,
+    /// The MAC address the driver set (config space reads it).
+    mac: Arc<Mutex<[u8; 6]>>,
+    filter: ctrl::RxFilter,
     /// A frame read from the backend that did not fit in the guest's buffers yet.
     held: Option<Vec<u8>>,
     buf: Vec<u8>,
     /// Frames dropped (link down, backend full, no room).
     pub dropped: u64,
+    /// Frames the receive filter kept from the guest.
+    pub filtered: u64,
 }
 
 impl NetCore {
@@ -145,15 +164,30 @@ impl NetCore {
             io,
             link_up,
             mergeable: false,
+            features: 0,
+            mac: Arc::new(Mutex::new([0; 6])),
+            filter: ctrl::RxFilter::new([0; 6], 0),
             held: None,
             buf: vec![0; MAX_FRAME],
             dropped: 0,
+            filtered: 0,
         }
     }
 
-    /// Applies negotiated features (mergeable buffers, receive offloads).
+    /// Applies negotiated features (mergeable buffers, receive offloads) and starts
+    /// the receive filter from its reset state.
     pub fn negotiate(&mut self, f: u64) {
         self.mergeable = f & features::MRG_RXBUF != 0;
+        self.features = f;
+        let mac = self.mac.lock().map(|m| *m).unwrap_or_default();
+        self.filter = ctrl::RxFilter::new(mac, f);
+        if let Err(e) = self.set_guest_offloads(f) {
+            warn!("virtio-net: receive offloads {f:#x}: {e}");
+        }
+    }
+
+    /// Enables on the backend the receive offloads among the feature bits `f`.
+    fn set_guest_offloads(&mut self, f: u64) -> io::Result<()> {
         let mut tun = 0;
         if f & features::GUEST_CSUM != 0 {
             tun |= libc::TUN_F_CSUM;
@@ -167,9 +201,63 @@ impl NetCore {
                 tun |= libc::TUN_F_TSO_ECN;
             }
         }
-        if let Err(e) = self.io.set_offload(tun) {
-            warn!("virtio-net: receive offloads {tun:#x}: {e}");
+        self.io.set_offload(tun)
+    }
+
+    /// Control queue: each chain is a command (class, command, data) and a
+    /// device-writable ack byte, `VIRTIO_NET_OK` or `VIRTIO_NET_ERR`.
+    pub fn control(&mut self, aq: &mut ActiveQueue, mem: &GuestMem, intr: &dyn VirtioInterrupt) {
+        drain(aq, mem, intr, |chain| {
+            let segs = segments(chain);
+            let mut req = Vec::new();
+            for s in segs.iter().filter(|s| !s.write) {
+                let start = req.len();
+                let len = (s.len as usize).min(MAX_CTRL - start);
+                req.resize(start + len, 0);
+                if mem.read_slice(&mut req[start..], s.addr).is_err() {
+                    req.truncate(start);
+                }
+            }
+            let Some(ack) = segs.iter().rev().find(|s| s.write && s.len > 0) else {
+                debug!("virtio-net: control command without room for its ack");
+                return 0;
+            };
+            let status = match req.as_slice() {
+                [class, cmd, data @ ..] => self.execute(*class, *cmd, data),
+                _ => ctrl::ACK_ERR,
+            };
+            match mem.write_obj(status, ack.addr) {
+                Ok(()) => 1,
+                Err(_) => 0,
+            }
+        });
+    }
+
+    /// Carries out one control command; the ack byte.
+    fn execute(&mut self, class: u8, cmd: u8, data: &[u8]) -> u8 {
+        let command = match ctrl::parse(class, cmd, data, self.features) {
+            Ok(c) => c,
+            Err(e) => {
+                debug!("virtio-net: control command refused: {e}");
+                return ctrl::ACK_ERR;
+            }
+        };
+        match command {
+            ctrl::Command::GuestOffloads(bits) => {
+                if let Err(e) = self.set_guest_offloads(bits) {
+                    warn!("virtio-net: receive offloads {bits:#x}: {e}");
+                    return ctrl::ACK_ERR;
+                }
+            }
+            ctrl::Command::MacAddr(mac) => {
+                if let Ok(mut m) = self.mac.lock() {
+                    *m = mac;
+                }
+                self.filter.apply(&command);
+            }
+            _ => self.filter.apply(&command),
         }
+        ctrl::ACK_OK
     }
 
     /// Transmit queue: each chain is a header plus a frame, sent as one write.
@@ -224,6 +312,10 @@ impl NetCore {
             };
             if !self.link_up.load(Ordering::SeqCst) {
                 self.dropped += 1;
+                continue;
+            }
+            if !self.filter.accepts(&frame[VNET_HDR_LEN..]) {
+                self.filtered += 1;
                 continue;
             }
             if !self.place(aq, mem, &frame) {
@@ -338,6 +430,15 @@ impl WorkerHandler for NetWorker {
                 self.core
                     .transmit(&mut queues[pos], mem, interrupt.as_ref());
             }
+            CTRLQ => {
+                let DeviceCtx {
+                    mem,
+                    queues,
+                    interrupt,
+                    ..
+                } = ctx;
+                self.core.control(&mut queues[pos], mem, interrupt.as_ref());
+            }
             _ => {}
         }
     }
@@ -350,7 +451,10 @@ impl WorkerHandler for NetWorker {
 /// The virtio-net device.
 pub struct Net {
     id: String,
+    /// The configured MAC address, which a device reset restores.
     mac: [u8; 6],
+    /// The current one (the driver may set another through the control queue).
+    current_mac: Arc<Mutex<[u8; 6]>>,
     mtu: Option<u16>,
     /// The backend carries checksum/GSO offloads ([`FrameIo::offloads`]).
     offloads: bool,
@@ -390,13 +494,18 @@ impl Net {
         io: Box<dyn FrameIo>,
     ) -> Self {
         let link = control.link_up.clone();
+        let current_mac = Arc::new(Mutex::new(mac));
+        let offloads = io.offloads();
+        let mut core = NetCore::new(io, link);
+        core.mac = current_mac.clone();
         Net {
             id: id.to_string(),
             mac,
+            current_mac,
             mtu,
-            offloads: io.offloads(),
+            offloads,
             control,
-            core: Some(NetCore::new(io, link)),
+            core: Some(core),
             worker: None,
         }
     }
@@ -415,14 +524,23 @@ impl VirtioDevice for Net {
         "virtio-net"
     }
     fn queue_max_sizes(&self) -> Vec<u16> {
-        vec![256, 256]
+        vec![256, 256, 64]
     }
     fn features(&self) -> u64 {
         use features::*;
-        let mut f =
-            MAC | STATUS | MRG_RXBUF | VIRTIO_RING_F_EVENT_IDX | VIRTIO_RING_F_INDIRECT_DESC;
+        let mut f = MAC
+            | STATUS
+            | MRG_RXBUF
+            | CTRL_VQ
+            | CTRL_RX
+            | CTRL_RX_EXTRA
+            | CTRL_VLAN
+            | CTRL_MAC_ADDR
+            | VIRTIO_RING_F_EVENT_IDX
+            | VIRTIO_RING_F_INDIRECT_DESC;
         if self.offloads {
             f |= CSUM
+                | CTRL_GUEST_OFFLOADS
                 | GUEST_CSUM
                 | HOST_TSO4
                 | HOST_TSO6
@@ -438,7 +556,8 @@ impl VirtioDevice for Net {
     }
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         let mut c = [0u8; 12];
-        c[..6].copy_from_slice(&self.mac);
+        let mac = self.current_mac.lock().map(|m| *m).unwrap_or(self.mac);
+        c[..6].copy_from_slice(&mac);
         c[6..8].copy_from_slice(&u16::from(self.control.link_up()).to_le_bytes());
         c[8..10].copy_from_slice(&1u16.to_le_bytes());
         c[10..12].copy_from_slice(&self.mtu.unwrap_or(1500).to_le_bytes());
@@ -464,6 +583,9 @@ impl VirtioDevice for Net {
     fn reset(&mut self) {
         if let Ok(mut g) = self.control.interrupt.lock() {
             *g = None;
+        }
+        if let Ok(mut m) = self.current_mac.lock() {
+            *m = self.mac;
         }
         if let Some(w) = self.worker.take() {
             self.core = w.stop().map(|w| {

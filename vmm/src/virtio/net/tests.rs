@@ -170,3 +170,111 @@ fn tap_open_creates_a_tap_when_permitted() {
         }
     }
 }
+
+/// Posts one control command (class, command, data) and returns the device's ack.
+fn command(
+    core: &mut NetCore,
+    mem: &GuestMem,
+    ctrl: &mut ActiveQueue,
+    mock: &virtio_queue::mock::MockSplitQueue<'_, GuestMem>,
+    n: u16,
+    req: &[u8],
+) -> u8 {
+    mem.write_slice(req, GuestAddress(0x40_0000)).unwrap();
+    mem.write_obj(0xeeu8, GuestAddress(0x41_0000)).unwrap();
+    add_chain(
+        mock,
+        n,
+        &[
+            (0x40_0000, 2, false),
+            (0x40_0002, (req.len() - 2) as u32, false),
+            (0x41_0000, 1, true),
+        ],
+    );
+    core.control(ctrl, mem, &CountingInterrupt::default());
+    assert_eq!(used(mem, mock, n).1, 1, "the ack byte is the used length");
+    mem.read_obj(GuestAddress(0x41_0000)).unwrap()
+}
+
+fn frame_to(dest: [u8; 6], payload: &[u8]) -> Vec<u8> {
+    let mut f = frame(payload);
+    f[VNET_HDR_LEN..VNET_HDR_LEN + 6].copy_from_slice(&dest);
+    f
+}
+
+#[test]
+fn control_queue_programs_the_receive_filter_and_the_mac() {
+    let mem = memory();
+    let (io, host) = pair();
+    let mac = parse_mac("52:54:00:00:00:01").unwrap();
+    let net = Net::new("net0", mac, None, true, io);
+    let offered = net.features();
+    for f in [
+        features::CTRL_VQ,
+        features::CTRL_RX,
+        features::CTRL_MAC_ADDR,
+    ] {
+        assert_ne!(offered & f, 0, "feature {f:#x} offered");
+    }
+    let current = net.current_mac.clone();
+    let mut core = net.core.unwrap();
+    core.negotiate(offered);
+    let (mock_c, mut ctrl) = queue(&mem, 0x1_0000, CTRLQ);
+    let (mock_rx, mut rx) = queue(&mem, 0x2_0000, RXQ);
+    let intr = CountingInterrupt::default();
+    let other = [0x52, 0x54, 0, 0, 0, 2];
+    let deliver = |core: &mut NetCore, rx: &mut ActiveQueue, n: u16, dest: [u8; 6]| {
+        host.send(&frame_to(dest, b"x")).unwrap();
+        add_chain(
+            &mock_rx,
+            n,
+            &[(0x20_0000 + u64::from(n) * 0x1000, 2048, true)],
+        );
+        core.receive(rx, &mem, &intr);
+        used_idx(&mem, &mock_rx)
+    };
+    assert_eq!(
+        deliver(&mut core, &mut rx, 0, other),
+        1,
+        "promiscuous at reset"
+    );
+    // Promiscuous off (class RX, command PROMISC, 0).
+    assert_eq!(
+        command(&mut core, &mem, &mut ctrl, &mock_c, 0, &[0, 0, 0]),
+        0
+    );
+    assert_eq!(deliver(&mut core, &mut rx, 1, other), 1, "filtered");
+    assert_eq!(core.filtered, 1);
+    assert_eq!(deliver(&mut core, &mut rx, 1, mac), 2, "our MAC passes");
+    // A new MAC address (class MAC, command ADDR_SET): config space shows it.
+    let mut req = vec![1, 1];
+    req.extend_from_slice(&other);
+    assert_eq!(command(&mut core, &mem, &mut ctrl, &mock_c, 1, &req), 0);
+    assert_eq!(*current.lock().unwrap(), other);
+    assert_eq!(deliver(&mut core, &mut rx, 2, other), 3);
+    assert_eq!(
+        deliver(&mut core, &mut rx, 3, mac),
+        3,
+        "the old MAC is filtered"
+    );
+    // Refused: an unknown class, and a command cut short.
+    assert_eq!(
+        command(&mut core, &mem, &mut ctrl, &mock_c, 2, &[9, 0, 0]),
+        1
+    );
+    assert_eq!(command(&mut core, &mem, &mut ctrl, &mock_c, 3, &[0, 0]), 1);
+}
+
+#[test]
+fn device_reset_restores_the_configured_mac() {
+    let (io, _host) = pair();
+    let mac = parse_mac("52:54:00:00:00:01").unwrap();
+    let mut net = Net::new("net0", mac, None, true, io);
+    *net.current_mac.lock().unwrap() = [2; 6];
+    let mut c = [0u8; 6];
+    net.read_config(0, &mut c);
+    assert_eq!(c, [2; 6]);
+    net.reset();
+    net.read_config(0, &mut c);
+    assert_eq!(c, mac);
+}
