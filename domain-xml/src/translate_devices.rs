@@ -821,6 +821,8 @@ fn interface(n: &Interface) -> Result<ms::Device> {
             link_up,
             mtu,
             model,
+            // The daemon opens the tap and fills this in at start.
+            tap_fd: None,
         }),
     })
 }

@@ -652,6 +652,13 @@ pub struct Net {
     /// The device the guest sees (libvirt `<model type>`).
     #[serde(default, skip_serializing_if = "NetModel::is_virtio")]
     pub model: NetModel,
+    /// The backend's tap, already open in the VMM as this descriptor (inherited from
+    /// the daemon, which created it with a vnet header, put it on its bridge and
+    /// brought it up, as libvirt hands QEMU `-netdev tap,fd=N`): the VMM uses it as
+    /// is and needs no privilege for it. `None`: the VMM opens the backend's tap by
+    /// name itself (`oxvirt-vmm` run by hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tap_fd: Option<i32>,
 }
 
 /// NIC models (libvirt `<model type>`).

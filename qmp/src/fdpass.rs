@@ -45,6 +45,35 @@ fn recv_now(stream: &UnixStream, buf: &mut [u8]) -> std::io::Result<(usize, Vec<
     Ok((msg.bytes, fds))
 }
 
+/// [`send`] on a blocking socket (a helper process's stdout): one message, `bytes`
+/// (not empty) with `fds`.
+pub fn send_blocking(
+    socket: BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> std::io::Result<()> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(std::io::Error::other(format!(
+            "cannot pass {} file descriptors at once (at most {MAX_FDS})",
+            fds.len()
+        )));
+    }
+    let n = sendmsg(
+        socket,
+        &[IoSlice::new(bytes)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )?;
+    if n != bytes.len() {
+        return Err(std::io::Error::other(
+            "short write passing file descriptors",
+        ));
+    }
+    Ok(())
+}
+
 /// Writes all of `bytes`, the fds riding with the first chunk (at least one byte must
 /// be sent with them; `bytes` must not be empty when `fds` is not).
 pub async fn send(

@@ -138,6 +138,7 @@ pub fn net_device(id: &str, slot: u8, mac: &str, backend: NetBackend) -> Device 
             link_up: true,
             mtu: None,
             model: Default::default(),
+            tap_fd: None,
         }),
     }
 }

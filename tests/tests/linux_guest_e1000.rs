@@ -109,6 +109,7 @@ fn bulk_both_ways(t: &str, model: NetModel, driver: &str, device_id: &str) {
             link_up: true,
             mtu: None,
             model,
+            tap_fd: None,
         }),
     ));
     let vm = Vm::start(&spec);

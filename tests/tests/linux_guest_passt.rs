@@ -112,6 +112,7 @@ fn linux_guest_user_networking_through_passt() {
             link_up: true,
             mtu: None,
             model: Default::default(),
+            tap_fd: None,
         }),
     ));
     let vm = Vm::start(&spec);

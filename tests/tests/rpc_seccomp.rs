@@ -77,7 +77,18 @@ fn every_vmm_thread_is_filtered_and_a_forbidden_call_crashes_the_domain_with_its
     }
     let d = Daemon::start();
     let name = "sc1";
-    let xml = display_xml(name, "<graphics type='vnc' port='-1' autoport='yes'/>");
+    // As root, a tap-backed NIC too: the daemon creates the tap and hands it over
+    // open, so the VMM needs no CAP_NET_ADMIN for it.
+    let root = nix::unistd::geteuid().is_root();
+    let nic = if root {
+        "<interface type='ethernet'><mac address='52:54:00:5e:cc:01'/><model type='virtio'/></interface>"
+    } else {
+        ""
+    };
+    let xml = display_xml(
+        name,
+        &format!("<graphics type='vnc' port='-1' autoport='yes'/>{nic}"),
+    );
     d.virsh_ok(&["define", d.xml_file(name, &xml).to_str().unwrap()]);
     d.virsh_ok(&["start", name]);
     d.wait_state(name, "running");
@@ -102,10 +113,9 @@ fn every_vmm_thread_is_filtered_and_a_forbidden_call_crashes_the_domain_with_its
         );
     }
     // CAP_DAC_OVERRIDE | CAP_DAC_READ_SEARCH: opening images; CAP_KILL: stopping
-    // passt (it runs as nobody); CAP_NET_ADMIN: taps.
+    // passt (it runs as nobody). No CAP_NET_ADMIN: oxvirtd hands taps over open.
     const DAC: u64 = 1 << 1 | 1 << 2;
     const KILL: u64 = 1 << 5;
-    const NET_ADMIN: u64 = 1 << 12;
     for c in &threads {
         assert_eq!(
             (c.seccomp.as_str(), c.nnp.as_str()),
@@ -114,12 +124,11 @@ fn every_vmm_thread_is_filtered_and_a_forbidden_call_crashes_the_domain_with_its
             c.comm,
             d.domain_log(name)
         );
-        // The main thread hot-plugs NICs, rebuilds the machine at reset and stops
-        // passt at exit; the
-        // monitor (and its runtime's threads) opens images for blockdev-add and
+        // The main thread rebuilds the machine at reset and stops passt at exit;
+        // the monitor (and its runtime's threads) opens images for blockdev-add and
         // media changes. Everything else — vCPUs, device workers, VNC — keeps none.
         let allowed = if c.comm == "oxvirt-vmm" {
-            DAC | KILL | NET_ADMIN
+            DAC | KILL
         } else if c.comm.starts_with("qmp") {
             DAC
         } else {
@@ -134,10 +143,39 @@ fn every_vmm_thread_is_filtered_and_a_forbidden_call_crashes_the_domain_with_its
             );
         }
     }
-    // The test runs as root in CI: the daemon's VMM had every capability to lose.
-    if nix::unistd::geteuid().is_root() {
+    // The test runs as root in CI: the daemon's VMM had every capability to lose,
+    // and its NIC's tap is one it was given (a /dev/net/tun descriptor), on the host.
+    if root {
+        let taps = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|l| l == std::path::Path::new("/dev/net/tun"))
+            .count();
+        assert!(taps >= 1, "the VMM holds no tap: {}", d.domain_log(name));
+        let live = d.virsh_ok(&["domiflist", name]);
+        let tap = live
+            .lines()
+            .find(|l| l.contains("52:54:00:5e:cc:01"))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("{live}"))
+            .to_string();
+        assert!(
+            std::path::Path::new("/sys/class/net").join(&tap).exists(),
+            "tap {tap} is not on the host: {live}"
+        );
         let vcpu = threads.iter().find(|c| c.comm == "vcpu0").unwrap();
         assert_eq!(vcpu.caps, [0, 0, 0], "{threads:?}");
+        // A reset rebuilds the machine on the filtered main thread, the NIC on a
+        // duplicate of the same tap.
+        d.virsh_ok(&["reset", name]);
+        std::thread::sleep(Duration::from_millis(500));
+        d.wait_state(name, "running");
+        assert_eq!(vmm_pid(&d, name), pid, "{}", d.domain_log(name));
+        assert!(
+            std::path::Path::new("/sys/class/net").join(&tap).exists(),
+            "tap {tap} went at reset: {}",
+            d.domain_log(name)
+        );
     }
 
     // The monitor thread makes a system call no thread may make: the VMM dies of

@@ -22,7 +22,7 @@ The serial console with a stdio backend is this terminal; the log goes to stderr
 /// Boot a virtual machine on KVM.
 #[derive(Parser, Debug)]
 #[command(name = "oxvirt-vmm", version, after_help = EXIT_STATUSES)]
-#[command(group(clap::ArgGroup::new("machine").required(true).args(["spec", "xml", "probe_cpu"])))]
+#[command(group(clap::ArgGroup::new("machine").required(true).args(["spec", "xml", "probe_cpu", "open_tap"])))]
 struct Args {
     /// Machine spec (JSON) to boot.
     #[arg(long, value_name = "FILE")]
@@ -48,6 +48,19 @@ struct Args {
     /// Start with the vCPUs stopped until QMP `cont` (QEMU's `-S`).
     #[arg(long, short = 'S')]
     paused: bool,
+    /// oxvirtd's tap helper: create (or join) tap NAME with a vnet header, put it on
+    /// `--bridge`, bring it up, send its descriptor and name over stdout (a unix
+    /// socket) and exit.
+    #[arg(long, value_name = "NAME")]
+    open_tap: Option<String>,
+    /// The bridge for `--open-tap`.
+    #[arg(long, value_name = "BRIDGE")]
+    bridge: Option<String>,
+    /// Keep no CAP_NET_ADMIN: every tap comes open (`tap_fd` in the spec, `netdev_add`
+    /// with `fd`), as oxvirtd starts the VMM; a tap named without a descriptor then
+    /// cannot be created or joined to its bridge.
+    #[arg(long)]
+    no_net_admin: bool,
 }
 
 fn load_spec(args: &Args) -> anyhow::Result<MachineSpec> {
@@ -130,7 +143,15 @@ fn main() -> ExitCode {
     let _ = vmm::vm::startup_clock();
     // Before any thread exists, so every thread inherits the mask.
     let _ = vmm::block_host_signals();
-    let args = match Args::try_parse() {
+    // clap does not check `requires` against a member of the required group.
+    let parsed = Args::try_parse().and_then(|a| match (&a.bridge, &a.open_tap) {
+        (Some(_), None) => Err(<Args as clap::CommandFactory>::command().error(
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "--bridge goes with --open-tap",
+        )),
+        _ => Ok(a),
+    });
+    let args = match parsed {
         Ok(a) => a,
         Err(e) => {
             let _ = e.print();
@@ -147,6 +168,23 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     vmm::vm::lap("arguments parsed, log initialised");
+    if let Some(name) = &args.open_tap {
+        use std::os::fd::AsFd;
+        return match vmm::virtio::net::Tap::hand_over(
+            name,
+            args.bridge.as_deref(),
+            std::io::stdout().as_fd(),
+        ) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{:#}", anyhow::Error::new(e));
+                ExitCode::from(exit::VMM_ERROR as u8)
+            }
+        };
+    }
+    if args.no_net_admin {
+        vmm::seccomp::drop_net_admin();
+    }
     if let Err(e) = vmm::seccomp::init(args.seccomp) {
         tracing::error!("{:#}", anyhow::Error::new(e));
         return ExitCode::from(exit::VMM_ERROR as u8);

@@ -121,3 +121,20 @@ fn bad_domain_xml_is_a_vmm_error() {
     assert_eq!(o.status.code(), Some(exit::VMM_ERROR));
     assert!(stderr(&o).contains("domain.xml"), "{}", stderr(&o));
 }
+
+/// oxvirtd's tap helper: a tap it cannot put on its bridge is an error naming the
+/// tap and the failed step, and leaves no tap behind (the descriptor is never sent).
+#[test]
+fn open_tap_helper_names_what_failed() {
+    let o = vmm(&["--open-tap", "oxclitap0", "--bridge", "oxno-such-br0"]);
+    assert_eq!(o.status.code(), Some(exit::VMM_ERROR), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("oxclitap0"), "{err}");
+    if nix::unistd::geteuid().is_root() {
+        assert!(err.contains("SIOCBRADDIF"), "{err}");
+    }
+    assert!(!Path::new("/sys/class/net/oxclitap0").exists());
+    // --bridge belongs to --open-tap.
+    let o = vmm(&["--spec", "/dev/null", "--bridge", "br0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

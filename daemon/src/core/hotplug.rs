@@ -296,18 +296,32 @@ impl Core {
             }
             DeviceKind::Net(n) if n.model == NetModel::Virtio => {
                 let netdev = netdev_id(&d.id);
-                let mut args = json!({"type": "tap", "id": netdev});
-                match &n.backend {
-                    NetBackend::Tap { name } => args["ifname"] = json!(name),
-                    NetBackend::Bridge { bridge, tap } => {
-                        args["ifname"] = json!(tap);
-                        args["br"] = json!(bridge);
-                    }
+                let (name, bridge) = match &n.backend {
+                    NetBackend::Tap { name } => (name.clone(), None),
+                    NetBackend::Bridge { bridge, tap } => (tap.clone(), Some(bridge.as_str())),
                     NetBackend::User(_) => {
                         return Err(unsupported("attach", "interface type='user'"))
                     }
+                };
+                // The tap comes open, as libvirt passes it (`getfd`, then `netdev_add`
+                // with `fd`): the VMM keeps no CAP_NET_ADMIN. It goes when the VMM
+                // closes it (netdev_del, exit).
+                let vmm = &self.inner.config.vmm;
+                let tap =
+                    super::tap::open(vmm, name.as_deref().unwrap_or("vnet%d"), bridge).await?;
+                tracing::info!(domain = %slot.name(), tap = tap.name, "tap for hot-plug");
+                let fdname = format!("tap-{netdev}");
+                vm.qmp_with_fds(
+                    "getfd",
+                    Some(json!({"fdname": fdname})),
+                    &[std::os::fd::AsFd::as_fd(&tap.fd)],
+                )
+                .await?;
+                let args = json!({"type": "tap", "id": netdev, "fd": fdname});
+                if let Err(e) = vm.qmp("netdev_add", Some(args)).await {
+                    let _ = vm.qmp("closefd", Some(json!({"fdname": fdname}))).await;
+                    return Err(e);
                 }
-                vm.qmp("netdev_add", Some(args)).await?;
                 let args = json!({"driver": "virtio-net-pci", "id": d.id, "bus": pci_bus,
                     "addr": addr, "netdev": netdev, "mac": n.mac});
                 if let Err(e) = vm.qmp("device_add", Some(args)).await {

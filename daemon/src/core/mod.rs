@@ -84,6 +84,7 @@ pub mod state;
 pub mod stats;
 pub mod store;
 mod supervise;
+mod tap;
 mod tapname;
 mod tpmstate;
 pub mod tune;

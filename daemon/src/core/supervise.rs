@@ -9,6 +9,7 @@
 //! and the last QMP `SHUTDOWN` reason (kept in `status.json`) tells a power-off
 //! from a crash.
 
+use command_fds::{CommandFdExt, FdMapping};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -180,6 +181,15 @@ impl Core {
         let rt = RuntimeDir::new(&self.inner.config.runtime_dir, name);
         rt.create()?;
         redirect_stdio_consoles(&mut spec, &rt);
+        // The taps, created and on their bridges, go to the VMM as descriptors; ours
+        // close when this function returns (the taps live as long as the VMM does).
+        let taps = match super::tap::open_for_spec(&self.inner.config.vmm, &mut spec).await {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = rt.remove();
+                return Err(e);
+            }
+        };
         super::fsutil::write_atomic(&rt.spec(), spec.to_json().as_bytes(), 0o600)?;
         super::fsutil::write_atomic(&rt.live_xml(), live_xml.as_bytes(), 0o600)?;
         let log = std::fs::OpenOptions::new()
@@ -191,7 +201,19 @@ impl Core {
             .try_clone()
             .map_err(|e| Error::io("open log file", &rt.log(), &e))?;
         let vmm = &self.inner.config.vmm;
-        let mut child = tokio::process::Command::new(vmm)
+        let mut command = tokio::process::Command::new(vmm);
+        let mappings = taps
+            .into_iter()
+            .zip(super::tap::FIRST_FD..)
+            .map(|(t, child_fd)| FdMapping {
+                parent_fd: t.fd,
+                child_fd,
+            })
+            .collect();
+        command
+            .fd_mappings(mappings)
+            .map_err(|e| Error::Internal(format!("cannot hand the taps to the VMM: {e}")))?;
+        let mut child = command
             // Relative paths in the spec (a unix channel without a path: libvirt's
             // guest agent channel as virt-install writes it) live in the runtime dir.
             .current_dir(rt.path())
@@ -203,6 +225,8 @@ impl Core {
             .arg(rt.pidfile())
             // vCPUs parked from the start, as libvirt starts QEMU with -S.
             .args(paused.then_some("--paused"))
+            // Its taps come open (above), so it keeps no CAP_NET_ADMIN.
+            .arg("--no-net-admin")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)

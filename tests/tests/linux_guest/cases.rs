@@ -555,6 +555,7 @@ pub fn virtio_net_reaches_a_tap(test: &str, g: &LinuxGuest) {
             link_up: true,
             mtu: None,
             model: Default::default(),
+            tap_fd: None,
         }),
     ));
     let vm = ns.enter(|| Vm::start(&spec));

@@ -65,10 +65,35 @@ impl Commands {
             // A device the guest had already powered off goes at once; its event
             // comes from the forwarder like any other.
             "device_del" => Box::pin(async move { done(hub.del_on_main(id).await.map(|_| ())) }),
-            "netdev_add" => qmp::ready(done(hub.netdev_add(&args))),
+            // With `fd`, the server runs it with the client's descriptors
+            // (`netdev_add_with_fd`); here there are none to name.
+            "netdev_add" if args.contains_key("fd") => qmp::ready(Err(QmpError::generic(format!(
+                "File descriptor named '{}' not found",
+                args["fd"].as_str().unwrap_or_default()
+            )))),
+            "netdev_add" => qmp::ready(done(hub.netdev_add(&args, None))),
             "netdev_del" => qmp::ready(done(hub.netdev_del(&id))),
             other => qmp::ready(Err(QmpError::command_not_found(other))),
         }
+    }
+
+    /// `netdev_add` with `fd`: the tap descriptor the client passed with `getfd`
+    /// under that name (libvirt's way; QEMU's `fd` may also be a number, which is
+    /// the client's own descriptor table and means nothing over a socket here).
+    pub(crate) fn netdev_add_with_fd(
+        &self,
+        args: &Map<String, Value>,
+        fds: &mut qmp::ClientFds,
+    ) -> Result<Value, QmpError> {
+        let hub = self.hotplug()?;
+        let name = args
+            .get("fd")
+            .and_then(Value::as_str)
+            .ok_or_else(|| QmpError::generic("Parameter 'fd' expects a string"))?;
+        let fd = fds.take(name)?;
+        hub.netdev_add(args, Some(fd))
+            .map(|()| json!({}))
+            .map_err(qmp_error)
     }
 
     /// Sends `DEVICE_DELETED` for each device the guest releases, until aborted.

@@ -28,6 +28,7 @@ mod names;
 
 use std::cell::Cell;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use seccompiler::{BpfProgram, SeccompAction};
@@ -129,13 +130,17 @@ impl Thread {
     }
 
     /// The capabilities this kind keeps ([`crate::capabilities`]): the main
-    /// thread hot-plugs NICs (a new tap on its bridge), rebuilds the machine on
-    /// reset and stops passt at exit (passt started by root runs as `nobody`);
+    /// thread hot-plugs NICs (a new tap on its bridge; not under oxvirtd, which
+    /// hands taps over open: [`drop_net_admin`]), rebuilds the machine on reset and
+    /// stops passt at exit (passt started by root runs as `nobody`);
     /// the monitor opens images for blockdev-add and media changes. Guest- and
     /// network-facing threads keep none.
     pub fn capabilities(self) -> u64 {
         use crate::capabilities::{mask, DAC_OVERRIDE, DAC_READ_SEARCH, KILL, NET_ADMIN};
         match self {
+            Thread::Main if !KEEP_NET_ADMIN.load(Ordering::Relaxed) => {
+                mask(&[DAC_OVERRIDE, DAC_READ_SEARCH, KILL])
+            }
             Thread::Main => mask(&[DAC_OVERRIDE, DAC_READ_SEARCH, KILL, NET_ADMIN]),
             Thread::Monitor => mask(&[DAC_OVERRIDE, DAC_READ_SEARCH]),
             Thread::Vcpu | Thread::Worker | Thread::Vnc => 0,
@@ -161,6 +166,14 @@ pub enum SeccompError {
 }
 
 static MODE: OnceLock<Mode> = OnceLock::new();
+/// Whether the main thread keeps CAP_NET_ADMIN (taps it creates itself).
+static KEEP_NET_ADMIN: AtomicBool = AtomicBool::new(true);
+
+/// No thread keeps CAP_NET_ADMIN: every tap comes open from whoever started the VMM
+/// (oxvirtd). Call from `main` before [`init`].
+pub fn drop_net_admin() {
+    KEEP_NET_ADMIN.store(false, Ordering::Relaxed);
+}
 static PROGRAMS: [OnceLock<BpfProgram>; 5] = [const { OnceLock::new() }; 5];
 
 thread_local! {

@@ -1201,6 +1201,13 @@ fn net_backend(
     let mac = parse_mac(&n.mac).ok_or_else(|| AttachError::Mac(d.id.clone(), n.mac.clone()))?;
     let terr = |e| AttachError::Tap(d.id.clone(), e);
     let io: Box<dyn FrameIo> = match &n.backend {
+        // The daemon's tap, on its bridge and up already (`tap_fd`).
+        NetBackend::Tap { .. } | NetBackend::Bridge { .. } if n.tap_fd.is_some() => {
+            let fd = n.tap_fd.unwrap_or(-1);
+            let t = Tap::from_inherited(fd).map_err(terr)?;
+            info!(id = %d.id, tap = t.name(), fd, mac = %n.mac, "{what}");
+            Box::new(t)
+        }
         NetBackend::Tap { name } => {
             let t = Tap::open(name.as_deref()).map_err(terr)?;
             t.set_up().map_err(terr)?;

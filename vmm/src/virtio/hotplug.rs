@@ -41,6 +41,7 @@
 //! device tree does. Hot-added functions use MSI-X only (no INTx pin is routed).
 
 use std::collections::VecDeque;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use machine_spec::{CacheMode, Device, DeviceKind, DiskFormat, NetBackend, NetModel, PciAddress};
@@ -123,11 +124,15 @@ pub enum HotplugError {
 }
 
 /// A tap backend from `netdev_add`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 struct Netdev {
     id: String,
     ifname: Option<String>,
     bridge: Option<String>,
+    /// The tap handed over with `fd` (the daemon's way: no privilege needed here),
+    /// checked and configured when a NIC is built on it (on the main thread, whose
+    /// filter allows the tap ioctls); `None`: opened by `ifname` then.
+    tap: Option<Arc<std::os::fd::OwnedFd>>,
 }
 
 /// A device behind a hot-plug port.
@@ -430,20 +435,33 @@ impl HotplugHub {
     }
 
     /// `netdev_add`.
-    pub fn netdev_add(&self, args: &Map<String, Value>) -> Result<(), HotplugError> {
+    /// `netdev_add` of a tap: by `ifname` (and `br`), opened when a NIC uses it, or
+    /// `fd`, the descriptor the client passed with `getfd` under that name (`fd`
+    /// here; QEMU's `netdev_add type=tap,fd=NAME`), which libvirt sends.
+    pub fn netdev_add(
+        &self,
+        args: &Map<String, Value>,
+        fd: Option<std::os::fd::OwnedFd>,
+    ) -> Result<(), HotplugError> {
         let ty = str_arg(args, "type").ok_or(HotplugError::Missing("type"))?;
         let id = str_arg(args, "id").ok_or(HotplugError::Missing("id"))?;
         if ty != "tap" {
             return Err(HotplugError::NetdevType(ty.into()));
         }
+        let tap = fd.map(Arc::new);
         let mut n = lock(&self.netdevs);
         if n.iter().any(|d| d.id == id) {
             return Err(HotplugError::DuplicateNetdev(id.into()));
         }
         n.push(Netdev {
             id: id.into(),
-            ifname: str_arg(args, "ifname").map(str::to_string),
-            bridge: str_arg(args, "br").map(str::to_string),
+            ifname: str_arg(args, "ifname")
+                .map(str::to_string)
+                .filter(|_| tap.is_none()),
+            bridge: str_arg(args, "br")
+                .map(str::to_string)
+                .filter(|_| tap.is_none()),
+            tap,
         });
         Ok(())
     }
@@ -521,6 +539,7 @@ impl HotplugHub {
                     link_up: true,
                     mtu: None,
                     model: NetModel::Virtio,
+                    tap_fd: n.tap.as_ref().map(|t| t.as_raw_fd()),
                 };
                 (DeviceKind::Net(net), Some(nd.to_string()))
             }
@@ -550,6 +569,14 @@ impl HotplugHub {
         let (mut d, netdev) = self.device_of(args, media)?;
         if lock(&self.occupants).iter().any(|o| o.id == d.id) {
             return Err(HotplugError::DuplicateId(d.id));
+        }
+        // A netdev's tap descriptor must stay open while the NIC is built on it:
+        // `netdev_del` waits for this lock, then sees the NIC and refuses.
+        let netdevs = lock(&self.netdevs);
+        if let Some(nd) = &netdev {
+            if !netdevs.iter().any(|n| &n.id == nd) {
+                return Err(HotplugError::NoNetdev(nd.clone()));
+            }
         }
         let machine = lock(&self.machine);
         let m = machine.as_ref().ok_or(HotplugError::NoMachine)?;
@@ -585,6 +612,7 @@ impl HotplugHub {
             hot: Some(d),
             netdev,
         });
+        drop(netdevs);
         Ok(())
     }
 
@@ -733,11 +761,18 @@ fn build(m: &Machine, d: &Device) -> Result<Built, HotplugError> {
             };
             let shown = name.unwrap_or_default().to_string();
             let terr = |e| HotplugError::Tap(shown.clone(), e);
-            let tap = Tap::open(name).map_err(terr)?;
-            if let Some(b) = bridge {
-                tap.attach_to_bridge(b).map_err(terr)?;
-            }
-            tap.set_up().map_err(terr)?;
+            let tap = match n.tap_fd {
+                // The daemon's: on its bridge and up already.
+                Some(fd) => Tap::from_inherited(fd).map_err(terr)?,
+                None => {
+                    let tap = Tap::open(name).map_err(terr)?;
+                    if let Some(b) = bridge {
+                        tap.attach_to_bridge(b).map_err(terr)?;
+                    }
+                    tap.set_up().map_err(terr)?;
+                    tap
+                }
+            };
             info!(id = %d.id, tap = tap.name(), "virtio-net (hot-plug)");
             Box::new(Net::with_control(
                 &d.id,
@@ -930,12 +965,16 @@ mod tests {
             assert!(e.to_string().contains("num-queues"), "{e}");
         }
         let _ = std::fs::remove_file(&img);
-        hub.netdev_add(&args(
-            serde_json::json!({"type": "tap", "id": "hostnet1", "ifname": "vnet7"}),
-        ))
+        hub.netdev_add(
+            &args(serde_json::json!({"type": "tap", "id": "hostnet1", "ifname": "vnet7"})),
+            None,
+        )
         .unwrap();
         assert!(matches!(
-            hub.netdev_add(&args(serde_json::json!({"type": "tap", "id": "hostnet1"}))),
+            hub.netdev_add(
+                &args(serde_json::json!({"type": "tap", "id": "hostnet1"})),
+                None
+            ),
             Err(HotplugError::DuplicateNetdev(_))
         ));
         let (d, nd) = hub
@@ -1076,5 +1115,50 @@ mod tests {
             ),
             Err(HotplugError::NoMachine)
         ));
+    }
+
+    #[test]
+    fn netdev_add_takes_an_open_tap_and_the_nic_checks_it() {
+        let hub = HotplugHub::new();
+        let media = MediaRegistry::default();
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let raw = null.as_raw_fd();
+        hub.netdev_add(
+            &args(serde_json::json!({"type": "tap", "id": "n0", "fd": "t"})),
+            Some(null.into()),
+        )
+        .unwrap();
+        let (d, _) = hub
+            .device_of(
+                &args(
+                    serde_json::json!({"driver": "virtio-net-pci", "netdev": "n0",
+                    "mac": "52:54:00:12:34:57", "bus": "pci.6", "id": "net0"}),
+                ),
+                &media,
+            )
+            .unwrap();
+        let DeviceKind::Net(n) = d.kind else {
+            panic!("{:?}", d.kind)
+        };
+        assert_eq!(
+            n.tap_fd,
+            Some(raw),
+            "the NIC is built on the netdev's descriptor"
+        );
+        // Building it checks that the descriptor is a tap with a vnet header.
+        let e = Tap::from_inherited(raw).unwrap_err();
+        assert!(
+            format!("{:#}", anyhow::Error::new(e)).contains("not an open tap device"),
+            "the error names the descriptor"
+        );
+        let tap = match Tap::open(None) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("SKIPPED netdev_add with a tap descriptor: {e} (needs CAP_NET_ADMIN)");
+                return;
+            }
+        };
+        let dup = Tap::from_inherited(tap.file().as_raw_fd()).unwrap();
+        assert_eq!(dup.name(), tap.name());
     }
 }

@@ -96,6 +96,8 @@ pub(in crate::seccomp) fn allow(a: &mut AllowList) {
         KVM_SET_CLOCK,
         KVM_GET_CLOCK,
         TUNSETIFF,
+        // A tap handed over open (spec `tap_fd`, `netdev_add` with `fd`): its name and flags.
+        TUNGETIFF,
         TUNSETVNETHDRSZ,
         TUNSETOFFLOAD,
         SIOCGIFFLAGS,

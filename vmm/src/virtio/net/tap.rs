@@ -1,10 +1,11 @@
-//! Tap devices: open or create one by name, configure vnet headers and
-//! offloads, attach it to a bridge.
+//! Tap devices: open or create one by name, or take one the daemon opened (an
+//! inherited or QMP-passed descriptor); configure vnet headers and offloads, attach
+//! it to a bridge.
 
 use std::ffi::CStr;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 /// Size of `struct virtio_net_hdr_v1`, which the tap prepends to each frame.
@@ -22,6 +23,13 @@ pub enum TapError {
     #[error("cannot attach to tap device '{name}'")]
     SetIff {
         name: String,
+        #[source]
+        source: io::Error,
+    },
+    /// A descriptor handed to the VMM is not an open tap with a vnet header.
+    #[error("descriptor {fd} is not an open tap device with a vnet header")]
+    NotATap {
+        fd: RawFd,
         #[source]
         source: io::Error,
     },
@@ -84,7 +92,97 @@ impl Tap {
         let actual = unsafe { CStr::from_ptr(req.ifr_name.as_ptr()) }
             .to_string_lossy()
             .into_owned();
-        let tap = Tap { file, name: actual };
+        Tap::configure(file, actual)
+    }
+
+    /// A tap of its own on the tap open as descriptor `fd` (a duplicate; `fd` stays
+    /// open): one the daemon created with a vnet header, put on its bridge and
+    /// brought up, so using it takes no privilege.
+    pub fn from_fd(fd: BorrowedFd<'_>) -> Result<Tap, TapError> {
+        let raw = fd.as_raw_fd();
+        let not_a_tap = |source| TapError::NotATap { fd: raw, source };
+        let file = File::from(fd.try_clone_to_owned().map_err(not_a_tap)?);
+        // SAFETY: ifreq is plain old data; all-zero is a valid value.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        // SAFETY: TUNGETIFF writes one ifreq, which outlives the call.
+        if unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNGETIFF, &mut req) } < 0 {
+            return Err(not_a_tap(last()));
+        }
+        // SAFETY: TUNGETIFF wrote the flags member of the union.
+        let flags = i32::from(unsafe { req.ifr_ifru.ifru_flags });
+        let want = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
+        if flags & want != want {
+            return Err(not_a_tap(io::Error::other(format!(
+                "its flags are {flags:#x}, not IFF_TAP | IFF_NO_PI | IFF_VNET_HDR"
+            ))));
+        }
+        // SAFETY: the kernel NUL-terminates the name it returns in ifr_name.
+        let name = unsafe { CStr::from_ptr(req.ifr_name.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
+        // The status flags belong to the open file, which the daemon shares: make
+        // sure reads do not block the worker.
+        let fl = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL)
+            .map_err(|e| not_a_tap(e.into()))?;
+        let fl = nix::fcntl::OFlag::from_bits_truncate(fl) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(fl))
+            .map_err(|e| not_a_tap(e.into()))?;
+        Tap::configure(file, name)
+    }
+
+    /// The tap the spec names as descriptor `fd`: inherited from the daemon (which
+    /// keeps no copy, so the tap goes when the VMM's descriptors close), or a
+    /// hot-plugged netdev's (QMP `netdev_add` with `fd`). The descriptor is marked
+    /// close-on-exec, so helpers the VMM starts (passt, swtpm) do not keep the tap
+    /// alive; each machine build (a reset rebuilds it) takes its own duplicate.
+    pub fn from_inherited(fd: RawFd) -> Result<Tap, TapError> {
+        // SAFETY: F_GETFD only reads the descriptor table; it fails on a closed fd.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(TapError::NotATap { fd, source: last() });
+        }
+        // SAFETY: `fd` is open (checked above) and stays open during this call: an
+        // inherited one is never closed, a hot-plugged netdev's is held by the netdev,
+        // which `netdev_del` keeps while a NIC uses it or one is being added on it.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        nix::fcntl::fcntl(
+            borrowed,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(|e| TapError::NotATap {
+            fd,
+            source: e.into(),
+        })?;
+        Tap::from_fd(borrowed)
+    }
+
+    /// `oxvirt-vmm --open-tap`, oxvirtd's tap helper (as QEMU's bridge helper is
+    /// libvirt's): creates (or joins) tap `name`, puts it on `bridge`, brings it up
+    /// and sends its descriptor with its name over `socket` (the helper's stdout, a
+    /// unix socket), so the daemon that forbids `unsafe` code gets the tap ioctls
+    /// done here and the VMM that will use the tap needs no privilege for it.
+    pub fn hand_over(
+        name: &str,
+        bridge: Option<&str>,
+        socket: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<(), TapError> {
+        let tap = Tap::open(Some(name))?;
+        if let Some(b) = bridge {
+            tap.attach_to_bridge(b)?;
+        }
+        tap.set_up()?;
+        use std::os::fd::AsFd;
+        qmp::fdpass::send_blocking(socket, tap.name.as_bytes(), &[tap.file.as_fd()]).map_err(
+            |source| TapError::Ioctl {
+                name: tap.name.clone(),
+                what: "passing the descriptor",
+                source,
+            },
+        )
+    }
+
+    /// Sets the vnet header size and clears the offloads of a newly taken tap.
+    fn configure(file: File, name: String) -> Result<Tap, TapError> {
+        let tap = Tap { file, name };
         let hdr = VNET_HDR_LEN as libc::c_int;
         // SAFETY: TUNSETVNETHDRSZ reads one int.
         if unsafe { libc::ioctl(tap.file.as_raw_fd(), libc::TUNSETVNETHDRSZ, &hdr) } < 0 {

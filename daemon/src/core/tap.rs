@@ -1,0 +1,105 @@
+//! The taps of a domain's interfaces, opened by the daemon and handed to the VMM as
+//! open descriptors, as libvirt's QEMU driver does (`-netdev tap,fd=N` at start,
+//! `getfd` + `netdev_add` with `fd` for hot-plug): creating a tap, joining it to a
+//! bridge and bringing it up take CAP_NET_ADMIN, which the VMM then does not keep.
+//! The tap ioctls run in `oxvirt-vmm --open-tap`, a helper that sends the descriptor
+//! back over a socket (this crate forbids `unsafe` code; QEMU's bridge helper works
+//! the same way for libvirt's session mode). The taps are not persistent: the daemon
+//! closes its copy once the VMM has one, and a tap goes when its VMM exits, crashes
+//! or is killed.
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::process::Stdio;
+
+use machine_spec::{DeviceKind, MachineSpec, NetBackend};
+
+use super::{Error, Result};
+
+/// The first descriptor number the VMM gets its taps on (after stdin/out/err).
+pub const FIRST_FD: i32 = 3;
+
+/// A tap opened for the VMM: the interface name, the descriptor.
+#[derive(Debug)]
+pub struct OpenTap {
+    pub name: String,
+    pub fd: OwnedFd,
+}
+
+/// Opens (creating it if needed) tap `name` (or a `vnet%d`-style pattern) with a
+/// vnet header, on `bridge` and up, through `vmm --open-tap`.
+pub async fn open(vmm: &Path, name: &str, bridge: Option<&str>) -> Result<OpenTap> {
+    let fail = |why: String| Error::System(format!("cannot create tap device '{name}': {why}"));
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+        .map_err(|e| fail(format!("cannot create a socket pair: {e}")))?;
+    let mut cmd = tokio::process::Command::new(vmm);
+    cmd.arg("--open-tap").arg(name);
+    if let Some(b) = bridge {
+        cmd.arg("--bridge").arg(b);
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(OwnedFd::from(theirs)))
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| fail(format!("cannot run '{}': {e}", vmm.display())))?;
+    ours.set_nonblocking(true)
+        .map_err(|e| fail(e.to_string()))?;
+    let ours = tokio::net::UnixStream::from_std(ours).map_err(|e| fail(e.to_string()))?;
+    let mut buf = [0u8; 64];
+    let received = qmp::fdpass::recv(&ours, &mut buf).await;
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    match received {
+        Ok((n, fds)) if out.status.success() && n > 0 => {
+            let fd = fds
+                .into_iter()
+                .next()
+                .ok_or_else(|| fail("the helper sent no descriptor".into()))?;
+            Ok(OpenTap {
+                name: String::from_utf8_lossy(&buf[..n]).into_owned(),
+                fd,
+            })
+        }
+        _ => {
+            // The helper's log line: "ERROR cannot attach to tap device 'x': why".
+            let err = String::from_utf8_lossy(&out.stderr);
+            let why = err
+                .lines()
+                .last()
+                .map(|l| {
+                    l.split_once("ERROR")
+                        .map_or(l, |(_, m)| m)
+                        .trim()
+                        .to_string()
+                })
+                .unwrap_or_else(|| format!("the helper failed ({})", out.status));
+            Err(fail(why))
+        }
+    }
+}
+
+/// Opens the tap of every tap-backed interface of `spec` and records in the spec the
+/// descriptor number the VMM will find it on ([`FIRST_FD`] onwards); the taps, in
+/// that order, for the spawn to map. On a failure the taps opened so far close
+/// (and go) with the returned error.
+pub async fn open_for_spec(vmm: &Path, spec: &mut MachineSpec) -> Result<Vec<OpenTap>> {
+    let mut taps = Vec::new();
+    for d in &mut spec.devices {
+        let DeviceKind::Net(n) = &mut d.kind else {
+            continue;
+        };
+        let (name, bridge) = match &n.backend {
+            NetBackend::Tap { name } => (name.clone(), None),
+            NetBackend::Bridge { bridge, tap } => (tap.clone(), Some(bridge.clone())),
+            NetBackend::User(_) => continue,
+        };
+        let tap = open(vmm, name.as_deref().unwrap_or("vnet%d"), bridge.as_deref()).await?;
+        n.tap_fd = Some(FIRST_FD + taps.len() as i32);
+        taps.push(tap);
+    }
+    Ok(taps)
+}
