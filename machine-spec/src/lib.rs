@@ -700,6 +700,18 @@ pub enum NetBackend {
     User(UserNet),
 }
 
+impl NetBackend {
+    /// A tap backend's tap name (`None`: the kernel picks) and bridge; `None` for
+    /// passt.
+    pub fn tap(&self) -> Option<(Option<&str>, Option<&str>)> {
+        match self {
+            NetBackend::Tap { name } => Some((name.as_deref(), None)),
+            NetBackend::Bridge { bridge, tap } => Some((tap.as_deref(), Some(bridge))),
+            NetBackend::User(_) => None,
+        }
+    }
+}
+
 /// virtio-rng.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

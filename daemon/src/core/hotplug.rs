@@ -38,7 +38,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use machine_spec::{DeviceKind, DiskFormat, MachineSpec, NetBackend, NetModel};
+use machine_spec::{DeviceKind, DiskFormat, MachineSpec, NetModel};
 use serde_json::{json, Value};
 
 use super::definition::Definition;
@@ -296,19 +296,13 @@ impl Core {
             }
             DeviceKind::Net(n) if n.model == NetModel::Virtio => {
                 let netdev = netdev_id(&d.id);
-                let (name, bridge) = match &n.backend {
-                    NetBackend::Tap { name } => (name.clone(), None),
-                    NetBackend::Bridge { bridge, tap } => (tap.clone(), Some(bridge.as_str())),
-                    NetBackend::User(_) => {
-                        return Err(unsupported("attach", "interface type='user'"))
-                    }
-                };
                 // The tap comes open, as libvirt passes it (`getfd`, then `netdev_add`
                 // with `fd`): the VMM keeps no CAP_NET_ADMIN. It goes when the VMM
                 // closes it (netdev_del, exit).
-                let vmm = &self.inner.config.vmm;
-                let tap =
-                    super::tap::open(vmm, name.as_deref().unwrap_or("vnet%d"), bridge).await?;
+                let Some(tap) = super::tap::open_for(&self.inner.config.vmm, &n.backend).await?
+                else {
+                    return Err(unsupported("attach", "interface type='user'"));
+                };
                 tracing::info!(domain = %slot.name(), tap = tap.name, "tap for hot-plug");
                 let fdname = format!("tap-{netdev}");
                 vm.qmp_with_fds(

@@ -82,6 +82,15 @@ pub async fn open(vmm: &Path, name: &str, bridge: Option<&str>) -> Result<OpenTa
     }
 }
 
+/// Opens the tap of a tap-backed interface (`None` for passt): its own name or
+/// `vnet%d`, on its bridge.
+pub async fn open_for(vmm: &Path, backend: &NetBackend) -> Result<Option<OpenTap>> {
+    let Some((name, bridge)) = backend.tap() else {
+        return Ok(None);
+    };
+    open(vmm, name.unwrap_or("vnet%d"), bridge).await.map(Some)
+}
+
 /// Opens the tap of every tap-backed interface of `spec` and records in the spec the
 /// descriptor number the VMM will find it on ([`FIRST_FD`] onwards); the taps, in
 /// that order, for the spawn to map. On a failure the taps opened so far close
@@ -92,14 +101,10 @@ pub async fn open_for_spec(vmm: &Path, spec: &mut MachineSpec) -> Result<Vec<Ope
         let DeviceKind::Net(n) = &mut d.kind else {
             continue;
         };
-        let (name, bridge) = match &n.backend {
-            NetBackend::Tap { name } => (name.clone(), None),
-            NetBackend::Bridge { bridge, tap } => (tap.clone(), Some(bridge.clone())),
-            NetBackend::User(_) => continue,
-        };
-        let tap = open(vmm, name.as_deref().unwrap_or("vnet%d"), bridge.as_deref()).await?;
-        n.tap_fd = Some(FIRST_FD + taps.len() as i32);
-        taps.push(tap);
+        if let Some(tap) = open_for(vmm, &n.backend).await? {
+            n.tap_fd = Some(FIRST_FD + taps.len() as i32);
+            taps.push(tap);
+        }
     }
     Ok(taps)
 }

@@ -1200,28 +1200,27 @@ fn net_backend(
 ) -> Result<NicBackend, AttachError> {
     let mac = parse_mac(&n.mac).ok_or_else(|| AttachError::Mac(d.id.clone(), n.mac.clone()))?;
     let terr = |e| AttachError::Tap(d.id.clone(), e);
-    let io: Box<dyn FrameIo> = match &n.backend {
-        // The daemon's tap, on its bridge and up already (`tap_fd`).
-        NetBackend::Tap { .. } | NetBackend::Bridge { .. } if n.tap_fd.is_some() => {
-            let fd = n.tap_fd.unwrap_or(-1);
+    let io: Box<dyn FrameIo> = match (&n.backend, n.tap_fd) {
+        // The daemon's tap, on its bridge and up already.
+        (NetBackend::Tap { .. } | NetBackend::Bridge { .. }, Some(fd)) => {
             let t = Tap::from_inherited(fd).map_err(terr)?;
             info!(id = %d.id, tap = t.name(), fd, mac = %n.mac, "{what}");
             Box::new(t)
         }
-        NetBackend::Tap { name } => {
+        (NetBackend::Tap { name }, None) => {
             let t = Tap::open(name.as_deref()).map_err(terr)?;
             t.set_up().map_err(terr)?;
             info!(id = %d.id, tap = t.name(), mac = %n.mac, "{what}");
             Box::new(t)
         }
-        NetBackend::Bridge { bridge, tap } => {
+        (NetBackend::Bridge { bridge, tap }, None) => {
             let t = Tap::open(tap.as_deref()).map_err(terr)?;
             t.attach_to_bridge(bridge).map_err(terr)?;
             t.set_up().map_err(terr)?;
             info!(id = %d.id, tap = t.name(), bridge, mac = %n.mac, "{what}");
             Box::new(t)
         }
-        NetBackend::User(_) => {
+        (NetBackend::User(_), _) => {
             let link = backends
                 .passt(&d.id)
                 .ok_or_else(|| AttachError::Passt(d.id.clone(), None))?;

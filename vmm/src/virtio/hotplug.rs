@@ -754,11 +754,10 @@ fn build(m: &Machine, d: &Device) -> Result<Built, HotplugError> {
         DeviceKind::Net(n) => {
             let mac = parse_mac(&n.mac)
                 .ok_or_else(|| HotplugError::Invalid("mac".into(), n.mac.clone()))?;
-            let (name, bridge) = match &n.backend {
-                NetBackend::Tap { name } => (name.as_deref(), None),
-                NetBackend::Bridge { bridge, tap } => (tap.as_deref(), Some(bridge.as_str())),
-                NetBackend::User(_) => return Err(HotplugError::NetdevType("user".into())),
-            };
+            let (name, bridge) = n
+                .backend
+                .tap()
+                .ok_or_else(|| HotplugError::NetdevType("user".into()))?;
             let shown = name.unwrap_or_default().to_string();
             let terr = |e| HotplugError::Tap(shown.clone(), e);
             let tap = match n.tap_fd {
