@@ -46,6 +46,7 @@ pub mod translate_firmware;
 mod translate_graphics;
 mod translate_hyperv;
 mod translate_input;
+mod translate_net_driver;
 pub mod translate_tpm;
 mod translate_user_net;
 mod translate_video;

@@ -745,7 +745,12 @@ fn interface(n: &Interface) -> Result<ms::Device> {
         n.interface_type == InterfaceType::User
             && crate::translate_user_net::is_user_net_element(&e.name)
     };
-    if let Some(e) = n.extra.iter().find(|e| !passt_backend(e) && !user_net(e)) {
+    let driver = |e: &&crate::element::Element| e.name == "driver";
+    if let Some(e) = n
+        .extra
+        .iter()
+        .find(|e| !passt_backend(e) && !user_net(e) && !driver(e))
+    {
         return unsupported(format!("<interface><{}> is not supported", e.name));
     }
     if let Some((k, _)) = n.attrs.first() {
@@ -800,6 +805,7 @@ fn interface(n: &Interface) -> Result<ms::Device> {
         ))
         }
     };
+    let queues = crate::translate_net_driver::queues(n, &what, model, &backend)?;
     let link_up = match n.link_state.as_deref() {
         None | Some("up") => true,
         Some("down") => false,
@@ -822,7 +828,8 @@ fn interface(n: &Interface) -> Result<ms::Device> {
             mtu,
             model,
             // The daemon opens the tap and fills this in at start.
-            tap_fd: None,
+            queues,
+            tap_fds: Vec::new(),
         }),
     })
 }

@@ -652,13 +652,25 @@ pub struct Net {
     /// The device the guest sees (libvirt `<model type>`).
     #[serde(default, skip_serializing_if = "NetModel::is_virtio")]
     pub model: NetModel,
-    /// The backend's tap, already open in the VMM as this descriptor (inherited from
-    /// the daemon, which created it with a vnet header, put it on its bridge and
-    /// brought it up, as libvirt hands QEMU `-netdev tap,fd=N`): the VMM uses it as
-    /// is and needs no privilege for it. `None`: the VMM opens the backend's tap by
-    /// name itself (`oxvirt-vmm` run by hand).
+    /// Receive/transmit queue pairs (libvirt `<driver queues='N'>`, virtio and a tap
+    /// backend only): the tap is opened multiqueue, one queue and one VMM worker
+    /// per pair. `None`: one pair.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tap_fd: Option<i32>,
+    pub queues: Option<u16>,
+    /// The backend's tap, already open in the VMM as these descriptors, one per
+    /// queue pair (inherited from the daemon, which created it with a vnet header,
+    /// put it on its bridge and brought it up, as libvirt hands QEMU `-netdev
+    /// tap,fds=N:M`): the VMM uses them as they are and needs no privilege for them.
+    /// Empty: the VMM opens the backend's tap by name itself (`oxvirt-vmm` run by hand).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tap_fds: Vec<i32>,
+}
+
+impl Net {
+    /// How many receive/transmit queue pairs the NIC has.
+    pub fn queue_pairs(&self) -> u16 {
+        self.queues.unwrap_or(1).max(1)
+    }
 }
 
 /// NIC models (libvirt `<model type>`).

@@ -91,6 +91,11 @@ pub struct ClientFds {
 }
 
 impl ClientFds {
+    /// Whether an fd is stored as `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.named.contains_key(name)
+    }
+
     /// Takes the fd named `name` (`monitor_get_fd`: the caller owns it now).
     pub fn take(&mut self, name: &str) -> Result<OwnedFd, QmpError> {
         self.named.remove(name).ok_or_else(|| {

@@ -138,7 +138,8 @@ pub fn net_device(id: &str, slot: u8, mac: &str, backend: NetBackend) -> Device 
             link_up: true,
             mtu: None,
             model: Default::default(),
-            tap_fd: None,
+            queues: None,
+            tap_fds: Vec::new(),
         }),
     }
 }

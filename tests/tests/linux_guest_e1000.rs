@@ -109,7 +109,8 @@ fn bulk_both_ways(t: &str, model: NetModel, driver: &str, device_id: &str) {
             link_up: true,
             mtu: None,
             model,
-            tap_fd: None,
+            queues: None,
+            tap_fds: Vec::new(),
         }),
     ));
     let vm = Vm::start(&spec);

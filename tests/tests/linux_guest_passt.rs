@@ -112,7 +112,8 @@ fn linux_guest_user_networking_through_passt() {
             link_up: true,
             mtu: None,
             model: Default::default(),
-            tap_fd: None,
+            queues: None,
+            tap_fds: Vec::new(),
         }),
     ));
     let vm = Vm::start(&spec);

@@ -56,8 +56,12 @@ struct Args {
     /// The bridge for `--open-tap`.
     #[arg(long, value_name = "BRIDGE")]
     bridge: Option<String>,
-    /// Keep no CAP_NET_ADMIN: every tap comes open (`tap_fd` in the spec, `netdev_add`
-    /// with `fd`), as oxvirtd starts the VMM; a tap named without a descriptor then
+    /// Queues for `--open-tap`: more than one makes a multiqueue tap, and one
+    /// descriptor per queue is sent.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    queues: Option<u16>,
+    /// Keep no CAP_NET_ADMIN: every tap comes open (`tap_fds` in the spec, `netdev_add`
+    /// with `fd`/`fds`), as oxvirtd starts the VMM; a tap named without a descriptor then
     /// cannot be created or joined to its bridge.
     #[arg(long)]
     no_net_admin: bool,
@@ -144,11 +148,12 @@ fn main() -> ExitCode {
     // Before any thread exists, so every thread inherits the mask.
     let _ = vmm::block_host_signals();
     // clap does not check `requires` against a member of the required group.
-    let parsed = Args::try_parse().and_then(|a| match (&a.bridge, &a.open_tap) {
-        (Some(_), None) => Err(<Args as clap::CommandFactory>::command().error(
-            clap::error::ErrorKind::MissingRequiredArgument,
-            "--bridge goes with --open-tap",
-        )),
+    let parsed = Args::try_parse().and_then(|a| match (&a.bridge, &a.queues, &a.open_tap) {
+        (Some(_), _, None) | (_, Some(_), None) => Err(<Args as clap::CommandFactory>::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "--bridge and --queues go with --open-tap",
+            )),
         _ => Ok(a),
     });
     let args = match parsed {
@@ -173,6 +178,7 @@ fn main() -> ExitCode {
         return match vmm::virtio::net::Tap::hand_over(
             name,
             args.bridge.as_deref(),
+            args.queues.unwrap_or(1),
             std::io::stdout().as_fd(),
         ) {
             Ok(()) => ExitCode::SUCCESS,

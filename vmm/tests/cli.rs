@@ -134,7 +134,14 @@ fn open_tap_helper_names_what_failed() {
         assert!(err.contains("SIOCBRADDIF"), "{err}");
     }
     assert!(!Path::new("/sys/class/net/oxclitap0").exists());
-    // --bridge belongs to --open-tap.
-    let o = vmm(&["--spec", "/dev/null", "--bridge", "br0"]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // --bridge and --queues belong to --open-tap; queues are 1 to 64.
+    for args in [
+        &["--spec", "/dev/null", "--bridge", "br0"][..],
+        &["--spec", "/dev/null", "--queues", "2"],
+        &["--open-tap", "oxclitap0", "--queues", "0"],
+        &["--open-tap", "oxclitap0", "--queues", "65"],
+    ] {
+        let o = vmm(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+    }
 }

@@ -299,25 +299,47 @@ impl Core {
                 // The tap comes open, as libvirt passes it (`getfd`, then `netdev_add`
                 // with `fd`): the VMM keeps no CAP_NET_ADMIN. It goes when the VMM
                 // closes it (netdev_del, exit).
-                let Some(tap) = super::tap::open_for(&self.inner.config.vmm, &n.backend).await?
-                else {
+                let Some(tap) = super::tap::open_for(&self.inner.config.vmm, n).await? else {
                     return Err(unsupported("attach", "interface type='user'"));
                 };
-                tracing::info!(domain = %slot.name(), tap = tap.name, "tap for hot-plug");
-                let fdname = format!("tap-{netdev}");
-                vm.qmp_with_fds(
-                    "getfd",
-                    Some(json!({"fdname": fdname})),
-                    &[std::os::fd::AsFd::as_fd(&tap.fd)],
-                )
-                .await?;
-                let args = json!({"type": "tap", "id": netdev, "fd": fdname});
+                tracing::info!(domain = %slot.name(), tap = tap.name, queues = tap.fds.len(),
+                    "tap for hot-plug");
+                // One `getfd` per queue; a multiqueue tap's go as `fds` (libvirt's form).
+                let mut names = Vec::new();
+                for (i, fd) in tap.fds.iter().enumerate() {
+                    let fdname = format!("tap-{netdev}-{i}");
+                    let got = vm
+                        .qmp_with_fds(
+                            "getfd",
+                            Some(json!({"fdname": fdname})),
+                            &[std::os::fd::AsFd::as_fd(fd)],
+                        )
+                        .await;
+                    if let Err(e) = got {
+                        for fdname in names {
+                            let _ = vm.qmp("closefd", Some(json!({"fdname": fdname}))).await;
+                        }
+                        return Err(e);
+                    }
+                    names.push(fdname);
+                }
+                let args = match names.as_slice() {
+                    [one] => json!({"type": "tap", "id": netdev, "fd": one}),
+                    many => json!({"type": "tap", "id": netdev, "fds": many.join(":")}),
+                };
                 if let Err(e) = vm.qmp("netdev_add", Some(args)).await {
-                    let _ = vm.qmp("closefd", Some(json!({"fdname": fdname}))).await;
+                    for fdname in names {
+                        let _ = vm.qmp("closefd", Some(json!({"fdname": fdname}))).await;
+                    }
                     return Err(e);
                 }
-                let args = json!({"driver": "virtio-net-pci", "id": d.id, "bus": pci_bus,
+                let mut args = json!({"driver": "virtio-net-pci", "id": d.id, "bus": pci_bus,
                     "addr": addr, "netdev": netdev, "mac": n.mac});
+                // As libvirt sends it: mq on, a vector per queue plus config and control.
+                if tap.fds.len() > 1 {
+                    args["mq"] = json!(true);
+                    args["vectors"] = json!(2 * tap.fds.len() + 2);
+                }
                 if let Err(e) = vm.qmp("device_add", Some(args)).await {
                     let _ = vm.qmp("netdev_del", Some(json!({"id": netdev}))).await;
                     return Err(e);

@@ -205,8 +205,8 @@ impl Core {
         let mappings = taps
             .into_iter()
             .zip(super::tap::FIRST_FD..)
-            .map(|(t, child_fd)| FdMapping {
-                parent_fd: t.fd,
+            .map(|(parent_fd, child_fd)| FdMapping {
+                parent_fd,
                 child_fd,
             })
             .collect();

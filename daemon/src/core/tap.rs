@@ -12,23 +12,24 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::Stdio;
 
-use machine_spec::{DeviceKind, MachineSpec, NetBackend};
+use machine_spec::{DeviceKind, MachineSpec, Net};
 
 use super::{Error, Result};
 
 /// The first descriptor number the VMM gets its taps on (after stdin/out/err).
 pub const FIRST_FD: i32 = 3;
 
-/// A tap opened for the VMM: the interface name, the descriptor.
+/// A tap opened for the VMM: the interface name, a descriptor per queue.
 #[derive(Debug)]
 pub struct OpenTap {
     pub name: String,
-    pub fd: OwnedFd,
+    pub fds: Vec<OwnedFd>,
 }
 
 /// Opens (creating it if needed) tap `name` (or a `vnet%d`-style pattern) with a
-/// vnet header, on `bridge` and up, through `vmm --open-tap`.
-pub async fn open(vmm: &Path, name: &str, bridge: Option<&str>) -> Result<OpenTap> {
+/// vnet header and `queues` queues (multiqueue when more than one), on `bridge` and
+/// up, through `vmm --open-tap`.
+pub async fn open(vmm: &Path, name: &str, bridge: Option<&str>, queues: u16) -> Result<OpenTap> {
     let fail = |why: String| Error::System(format!("cannot create tap device '{name}': {why}"));
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()
         .map_err(|e| fail(format!("cannot create a socket pair: {e}")))?;
@@ -36,6 +37,9 @@ pub async fn open(vmm: &Path, name: &str, bridge: Option<&str>) -> Result<OpenTa
     cmd.arg("--open-tap").arg(name);
     if let Some(b) = bridge {
         cmd.arg("--bridge").arg(b);
+    }
+    if queues > 1 {
+        cmd.arg("--queues").arg(queues.to_string());
     }
     let child = cmd
         .stdin(Stdio::null())
@@ -55,13 +59,15 @@ pub async fn open(vmm: &Path, name: &str, bridge: Option<&str>) -> Result<OpenTa
         .map_err(|e| fail(e.to_string()))?;
     match received {
         Ok((n, fds)) if out.status.success() && n > 0 => {
-            let fd = fds
-                .into_iter()
-                .next()
-                .ok_or_else(|| fail("the helper sent no descriptor".into()))?;
+            if fds.len() != usize::from(queues) {
+                return Err(fail(format!(
+                    "the helper sent {} descriptors for {queues} queues",
+                    fds.len()
+                )));
+            }
             Ok(OpenTap {
                 name: String::from_utf8_lossy(&buf[..n]).into_owned(),
-                fd,
+                fds,
             })
         }
         _ => {
@@ -83,28 +89,32 @@ pub async fn open(vmm: &Path, name: &str, bridge: Option<&str>) -> Result<OpenTa
 }
 
 /// Opens the tap of a tap-backed interface (`None` for passt): its own name or
-/// `vnet%d`, on its bridge.
-pub async fn open_for(vmm: &Path, backend: &NetBackend) -> Result<Option<OpenTap>> {
-    let Some((name, bridge)) = backend.tap() else {
+/// `vnet%d`, on its bridge, a queue per queue pair.
+pub async fn open_for(vmm: &Path, net: &Net) -> Result<Option<OpenTap>> {
+    let Some((name, bridge)) = net.backend.tap() else {
         return Ok(None);
     };
-    open(vmm, name.unwrap_or("vnet%d"), bridge).await.map(Some)
+    open(vmm, name.unwrap_or("vnet%d"), bridge, net.queue_pairs())
+        .await
+        .map(Some)
 }
 
 /// Opens the tap of every tap-backed interface of `spec` and records in the spec the
-/// descriptor number the VMM will find it on ([`FIRST_FD`] onwards); the taps, in
-/// that order, for the spawn to map. On a failure the taps opened so far close
-/// (and go) with the returned error.
-pub async fn open_for_spec(vmm: &Path, spec: &mut MachineSpec) -> Result<Vec<OpenTap>> {
-    let mut taps = Vec::new();
+/// descriptor numbers the VMM will find its queues on ([`FIRST_FD`] onwards); the
+/// descriptors, in that order, for the spawn to map. On a failure the taps opened so
+/// far close (and go) with the returned error.
+pub async fn open_for_spec(vmm: &Path, spec: &mut MachineSpec) -> Result<Vec<OwnedFd>> {
+    let mut fds = Vec::new();
     for d in &mut spec.devices {
         let DeviceKind::Net(n) = &mut d.kind else {
             continue;
         };
-        if let Some(tap) = open_for(vmm, &n.backend).await? {
-            n.tap_fd = Some(FIRST_FD + taps.len() as i32);
-            taps.push(tap);
+        if let Some(tap) = open_for(vmm, n).await? {
+            n.tap_fds = (FIRST_FD + fds.len() as i32..)
+                .take(tap.fds.len())
+                .collect();
+            fds.extend(tap.fds);
         }
     }
-    Ok(taps)
+    Ok(fds)
 }

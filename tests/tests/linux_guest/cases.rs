@@ -555,7 +555,8 @@ pub fn virtio_net_reaches_a_tap(test: &str, g: &LinuxGuest) {
             link_up: true,
             mtu: None,
             model: Default::default(),
-            tap_fd: None,
+            queues: None,
+            tap_fds: Vec::new(),
         }),
     ));
     let vm = ns.enter(|| Vm::start(&spec));

@@ -469,7 +469,9 @@ impl Handler for Commands {
             "getfd" => fds.getfd(name).map(|()| json!({})),
             "closefd" => fds.closefd(name).map(|()| json!({})),
             "add_client" => crate::vnc::qmp::add_client(self.devices.vnc.as_deref(), &args, fds),
-            "netdev_add" if args.contains_key("fd") => self.netdev_add_with_fd(&args, fds),
+            "netdev_add" if args.contains_key("fd") || args.contains_key("fds") => {
+                self.netdev_add_with_fd(&args, fds)
+            }
             _ => return self.run(command, args),
         })
     }

@@ -67,31 +67,57 @@ impl Commands {
             "device_del" => Box::pin(async move { done(hub.del_on_main(id).await.map(|_| ())) }),
             // With `fd`, the server runs it with the client's descriptors
             // (`netdev_add_with_fd`); here there are none to name.
-            "netdev_add" if args.contains_key("fd") => qmp::ready(Err(QmpError::generic(format!(
-                "File descriptor named '{}' not found",
-                args["fd"].as_str().unwrap_or_default()
-            )))),
-            "netdev_add" => qmp::ready(done(hub.netdev_add(&args, None))),
+            "netdev_add" if args.contains_key("fd") || args.contains_key("fds") => {
+                let name = args.get("fd").or_else(|| args.get("fds"));
+                qmp::ready(Err(QmpError::generic(format!(
+                    "File descriptor named '{}' not found",
+                    name.and_then(Value::as_str).unwrap_or_default()
+                ))))
+            }
+            "netdev_add" => qmp::ready(done(hub.netdev_add(&args, Vec::new()))),
             "netdev_del" => qmp::ready(done(hub.netdev_del(&id))),
             other => qmp::ready(Err(QmpError::command_not_found(other))),
         }
     }
 
-    /// `netdev_add` with `fd`: the tap descriptor the client passed with `getfd`
-    /// under that name (libvirt's way; QEMU's `fd` may also be a number, which is
-    /// the client's own descriptor table and means nothing over a socket here).
+    /// `netdev_add` with `fd`, or `fds` for a multiqueue tap: the tap descriptors
+    /// the client passed with `getfd` under those names, `fds` colon-separated, one
+    /// per queue (libvirt's way; QEMU's may also be numbers, which are the client's
+    /// own descriptor table and mean nothing over a socket here). Named descriptors
+    /// are taken only once all of them are found.
     pub(crate) fn netdev_add_with_fd(
         &self,
         args: &Map<String, Value>,
         fds: &mut qmp::ClientFds,
     ) -> Result<Value, QmpError> {
         let hub = self.hotplug()?;
-        let name = args
-            .get("fd")
-            .and_then(Value::as_str)
-            .ok_or_else(|| QmpError::generic("Parameter 'fd' expects a string"))?;
-        let fd = fds.take(name)?;
-        hub.netdev_add(args, Some(fd))
+        let (param, names) = match (args.get("fd"), args.get("fds")) {
+            (Some(_), Some(_)) => {
+                return Err(QmpError::generic(
+                    "Parameters 'fd' and 'fds' are mutually exclusive",
+                ))
+            }
+            (Some(v), None) => ("fd", v),
+            (None, Some(v)) => ("fds", v),
+            (None, None) => return Err(QmpError::generic("Parameter 'fd' is missing")),
+        };
+        let names = names
+            .as_str()
+            .ok_or_else(|| QmpError::generic(format!("Parameter '{param}' expects a string")))?;
+        let names: Vec<&str> = match param {
+            "fds" => names.split(':').collect(),
+            _ => vec![names],
+        };
+        if let Some(missing) = names.iter().find(|n| !fds.has(n)) {
+            return Err(QmpError::generic(format!(
+                "File descriptor named '{missing}' has not been found"
+            )));
+        }
+        let taken = names
+            .iter()
+            .map(|n| fds.take(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        hub.netdev_add(args, taken)
             .map(|()| json!({}))
             .map_err(qmp_error)
     }

@@ -28,7 +28,9 @@ use super::block::{open_backend, Block, BlockError, BlockStats, DiskConfig, Imag
 use super::console::{Console, ConsoleBackend, InputRead};
 use super::gpu::pci::VirtioDisplay;
 use super::kvm::{IntxResampler, IrqRouting, KvmIoEvents, KvmIrqError};
-use super::net::{parse_mac, FrameIo, Net, NetControl, PasstLink, Tap, TapError};
+use super::net::{
+    parse_mac, tap_pairs, FrameIo, Net, NetControl, PairBackend, PasstLink, Tap, TapError,
+};
 use super::pci_transport::PciLayout;
 use super::rng::Rng;
 use super::scsi::VirtioScsi;
@@ -594,7 +596,7 @@ fn virtio_device(
         }
         DeviceKind::Net(n) => {
             let b = net_backend(d, n, backends, "virtio-net")?;
-            Box::new(Net::with_control(&d.id, b.mac, n.mtu, b.control, b.io))
+            Box::new(Net::multiqueue(&d.id, b.mac, n.mtu, b.control, b.queues))
         }
         DeviceKind::Rng(r) => Box::new(
             Rng::open(&d.id, &r.source)
@@ -905,7 +907,13 @@ pub fn attach(
                 &d.id,
                 model,
                 nic.mac,
-                nic.io,
+                nic.queues
+                    .into_iter()
+                    .next()
+                    .map(|(io, _)| io)
+                    .ok_or_else(|| {
+                        AttachError::Nic(d.id.clone(), std::io::ErrorKind::NotFound.into())
+                    })?,
                 nic.control,
                 mem.clone(),
                 &mut root,
@@ -1169,7 +1177,8 @@ type Behind = (String, (u8, u8), (u8, u8));
 /// host's link control.
 struct NicBackend {
     mac: [u8; 6],
-    io: Box<dyn FrameIo>,
+    /// One backend per queue pair (one for the Intel models).
+    queues: Vec<PairBackend>,
     control: NetControl,
 }
 
@@ -1200,38 +1209,56 @@ fn net_backend(
 ) -> Result<NicBackend, AttachError> {
     let mac = parse_mac(&n.mac).ok_or_else(|| AttachError::Mac(d.id.clone(), n.mac.clone()))?;
     let terr = |e| AttachError::Tap(d.id.clone(), e);
-    let io: Box<dyn FrameIo> = match (&n.backend, n.tap_fd) {
-        // The daemon's tap, on its bridge and up already.
-        (NetBackend::Tap { .. } | NetBackend::Bridge { .. }, Some(fd)) => {
-            let t = Tap::from_inherited(fd).map_err(terr)?;
-            info!(id = %d.id, tap = t.name(), fd, mac = %n.mac, "{what}");
-            Box::new(t)
+    let queues = n.queue_pairs();
+    let taps = match (&n.backend, n.tap_fds.as_slice()) {
+        // The daemon's tap, on its bridge and up already: one descriptor per queue.
+        (NetBackend::Tap { .. } | NetBackend::Bridge { .. }, fds @ [_, ..]) => {
+            let taps = fds
+                .iter()
+                .map(|fd| Tap::from_inherited(*fd))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(terr)?;
+            info!(id = %d.id, tap = taps[0].name(), ?fds, mac = %n.mac, "{what}");
+            taps
         }
-        (NetBackend::Tap { name }, None) => {
-            let t = Tap::open(name.as_deref()).map_err(terr)?;
-            t.set_up().map_err(terr)?;
-            info!(id = %d.id, tap = t.name(), mac = %n.mac, "{what}");
-            Box::new(t)
+        (NetBackend::Tap { name }, []) => {
+            let taps = Tap::open_queues(name.as_deref(), queues).map_err(terr)?;
+            taps[0].set_up().map_err(terr)?;
+            info!(id = %d.id, tap = taps[0].name(), queues, mac = %n.mac, "{what}");
+            taps
         }
-        (NetBackend::Bridge { bridge, tap }, None) => {
-            let t = Tap::open(tap.as_deref()).map_err(terr)?;
-            t.attach_to_bridge(bridge).map_err(terr)?;
-            t.set_up().map_err(terr)?;
-            info!(id = %d.id, tap = t.name(), bridge, mac = %n.mac, "{what}");
-            Box::new(t)
+        (NetBackend::Bridge { bridge, tap }, []) => {
+            let taps = Tap::open_queues(tap.as_deref(), queues).map_err(terr)?;
+            taps[0].attach_to_bridge(bridge).map_err(terr)?;
+            taps[0].set_up().map_err(terr)?;
+            info!(id = %d.id, tap = taps[0].name(), bridge, queues, mac = %n.mac, "{what}");
+            taps
         }
         (NetBackend::User(_), _) => {
             let link = backends
                 .passt(&d.id)
                 .ok_or_else(|| AttachError::Passt(d.id.clone(), None))?;
             info!(id = %d.id, mac = %n.mac, "{what} on passt");
-            Box::new(link.io())
+            let control = backends
+                .net(&d.id)
+                .unwrap_or_else(|| NetControl::new(n.link_up));
+            let io: Box<dyn FrameIo> = Box::new(link.io());
+            return Ok(NicBackend {
+                mac,
+                queues: vec![(io, None)],
+                control,
+            });
         }
     };
+    let queues = tap_pairs(taps).map_err(terr)?;
     let control = backends
         .net(&d.id)
         .unwrap_or_else(|| NetControl::new(n.link_up));
-    Ok(NicBackend { mac, io, control })
+    Ok(NicBackend {
+        mac,
+        queues,
+        control,
+    })
 }
 
 impl PciMachine {

@@ -53,7 +53,7 @@ use tracing::info;
 use super::attach::{disk_view, scsi_unit, DiskView};
 use super::block::{Block, DiskConfig, OpenFlags};
 use super::kvm::IrqRouting;
-use super::net::{parse_mac, Net, NetControl, Tap};
+use super::net::{parse_mac, tap_pairs, Net, NetControl, Tap};
 use super::pci_transport::PciLayout;
 use super::scsi::{ScsiBus, ScsiBusError, MAX_LUN, MAX_TARGET};
 use super::{GuestMem, IoEventRegistrar, VirtioDevice, VirtioPciDevice};
@@ -129,10 +129,12 @@ struct Netdev {
     id: String,
     ifname: Option<String>,
     bridge: Option<String>,
-    /// The tap handed over with `fd` (the daemon's way: no privilege needed here),
-    /// checked and configured when a NIC is built on it (on the main thread, whose
-    /// filter allows the tap ioctls); `None`: opened by `ifname` then.
-    tap: Option<Arc<std::os::fd::OwnedFd>>,
+    /// The tap handed over with `fd`, or its queues with `fds` (the daemon's way: no
+    /// privilege needed here), checked and configured when a NIC is built on it (on
+    /// the main thread, whose filter allows the tap ioctls); empty: opened by
+    /// `ifname` then, with `queues` queues.
+    taps: Vec<Arc<std::os::fd::OwnedFd>>,
+    queues: Option<u16>,
 }
 
 /// A device behind a hot-plug port.
@@ -435,33 +437,37 @@ impl HotplugHub {
     }
 
     /// `netdev_add`.
-    /// `netdev_add` of a tap: by `ifname` (and `br`), opened when a NIC uses it, or
-    /// `fd`, the descriptor the client passed with `getfd` under that name (`fd`
-    /// here; QEMU's `netdev_add type=tap,fd=NAME`), which libvirt sends.
+    /// `netdev_add` of a tap: by `ifname` (and `br`, and `queues` for a multiqueue
+    /// tap), opened when a NIC uses it, or `fd`/`fds`, the descriptors the client
+    /// passed with `getfd` under those names (`fds` here, one per queue; QEMU's
+    /// `netdev_add type=tap,fd=NAME` or `fds=NAME:NAME`), which libvirt sends.
     pub fn netdev_add(
         &self,
         args: &Map<String, Value>,
-        fd: Option<std::os::fd::OwnedFd>,
+        fds: Vec<std::os::fd::OwnedFd>,
     ) -> Result<(), HotplugError> {
         let ty = str_arg(args, "type").ok_or(HotplugError::Missing("type"))?;
         let id = str_arg(args, "id").ok_or(HotplugError::Missing("id"))?;
         if ty != "tap" {
             return Err(HotplugError::NetdevType(ty.into()));
         }
-        let tap = fd.map(Arc::new);
+        let queues = match num_arg(args, "queues")? {
+            None => None,
+            Some(q @ 1..=64) => Some(q as u16),
+            Some(q) => return Err(HotplugError::Invalid("queues".into(), q.to_string())),
+        };
+        let taps: Vec<_> = fds.into_iter().map(Arc::new).collect();
+        let tap = !taps.is_empty();
         let mut n = lock(&self.netdevs);
         if n.iter().any(|d| d.id == id) {
             return Err(HotplugError::DuplicateNetdev(id.into()));
         }
         n.push(Netdev {
             id: id.into(),
-            ifname: str_arg(args, "ifname")
-                .map(str::to_string)
-                .filter(|_| tap.is_none()),
-            bridge: str_arg(args, "br")
-                .map(str::to_string)
-                .filter(|_| tap.is_none()),
-            tap,
+            ifname: str_arg(args, "ifname").map(str::to_string).filter(|_| !tap),
+            bridge: str_arg(args, "br").map(str::to_string).filter(|_| !tap),
+            taps,
+            queues: queues.filter(|_| !tap),
         });
         Ok(())
     }
@@ -533,13 +539,20 @@ impl HotplugHub {
                     },
                     None => NetBackend::Tap { name: n.ifname },
                 };
+                // As QEMU: one pair unless `mq=on`, then one per tap queue (the other
+                // queues of a multiqueue tap are detached when the NIC is built).
+                let queues = match bool_arg(args, "mq")? {
+                    true => n.queues.or(Some(n.taps.len() as u16)).filter(|q| *q > 1),
+                    false => None,
+                };
                 let net = machine_spec::Net {
                     mac: mac.into(),
                     backend,
                     link_up: true,
                     mtu: None,
                     model: NetModel::Virtio,
-                    tap_fd: n.tap.as_ref().map(|t| t.as_raw_fd()),
+                    queues,
+                    tap_fds: n.taps.iter().map(|t| t.as_raw_fd()).collect(),
                 };
                 (DeviceKind::Net(net), Some(nd.to_string()))
             }
@@ -760,25 +773,42 @@ fn build(m: &Machine, d: &Device) -> Result<Built, HotplugError> {
                 .ok_or_else(|| HotplugError::NetdevType("user".into()))?;
             let shown = name.unwrap_or_default().to_string();
             let terr = |e| HotplugError::Tap(shown.clone(), e);
-            let tap = match n.tap_fd {
+            let pairs = usize::from(n.queue_pairs());
+            let mut taps = match n.tap_fds.as_slice() {
                 // The daemon's: on its bridge and up already.
-                Some(fd) => Tap::from_inherited(fd).map_err(terr)?,
-                None => {
-                    let tap = Tap::open(name).map_err(terr)?;
+                [] => {
+                    let taps = Tap::open_queues(name, pairs as u16).map_err(terr)?;
                     if let Some(b) = bridge {
-                        tap.attach_to_bridge(b).map_err(terr)?;
+                        taps[0].attach_to_bridge(b).map_err(terr)?;
                     }
-                    tap.set_up().map_err(terr)?;
-                    tap
+                    taps[0].set_up().map_err(terr)?;
+                    taps
                 }
+                fds => fds
+                    .iter()
+                    .map(|fd| Tap::from_inherited(*fd))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(terr)?,
             };
-            info!(id = %d.id, tap = tap.name(), "virtio-net (hot-plug)");
-            Box::new(Net::with_control(
+            // Queues of a multiqueue netdev the NIC does not use (`mq` off) get no
+            // frames steered to them.
+            for t in taps.iter().skip(pairs) {
+                t.set_queue_enabled(false).map_err(terr)?;
+            }
+            taps.truncate(pairs);
+            if taps.len() < pairs {
+                return Err(HotplugError::Invalid(
+                    "mq".into(),
+                    format!("{pairs} queue pairs on {} tap queues", taps.len()),
+                ));
+            }
+            info!(id = %d.id, tap = taps[0].name(), pairs, "virtio-net (hot-plug)");
+            Box::new(Net::multiqueue(
                 &d.id,
                 mac,
                 n.mtu,
                 NetControl::new(n.link_up),
-                Box::new(tap),
+                tap_pairs(taps).map_err(terr)?,
             ))
         }
         _ => return Err(HotplugError::Driver(d.id.clone())),
@@ -801,7 +831,6 @@ fn build(m: &Machine, d: &Device) -> Result<Built, HotplugError> {
     Ok((Box::new(pci), view))
 }
 
-/// A number argument (QEMU takes numbers; strings of digits too).
 /// The image behind a disk device's `drive` (a `blockdev-add` node), with the
 /// `serial` and `write-cache` that libvirt 9 sends on `virtio-blk-pci` and `scsi-hd`.
 fn drive_disk(
@@ -836,6 +865,19 @@ fn drive_disk(
     })
 }
 
+/// A boolean argument (QEMU takes `true`/`false`, and `on`/`off` strings); false
+/// when absent.
+fn bool_arg(args: &Map<String, Value>, name: &'static str) -> Result<bool, HotplugError> {
+    match args.get(name) {
+        None => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::String(t)) if matches!(t.as_str(), "on" | "true" | "yes") => Ok(true),
+        Some(Value::String(t)) if matches!(t.as_str(), "off" | "false" | "no") => Ok(false),
+        Some(v) => Err(HotplugError::Invalid(name.into(), v.to_string())),
+    }
+}
+
+/// A number argument (QEMU takes numbers; strings of digits too).
 fn num_arg(args: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, HotplugError> {
     match args.get(name) {
         None => Ok(None),
@@ -966,13 +1008,13 @@ mod tests {
         let _ = std::fs::remove_file(&img);
         hub.netdev_add(
             &args(serde_json::json!({"type": "tap", "id": "hostnet1", "ifname": "vnet7"})),
-            None,
+            Vec::new(),
         )
         .unwrap();
         assert!(matches!(
             hub.netdev_add(
                 &args(serde_json::json!({"type": "tap", "id": "hostnet1"})),
-                None
+                Vec::new()
             ),
             Err(HotplugError::DuplicateNetdev(_))
         ));
@@ -1124,7 +1166,7 @@ mod tests {
         let raw = null.as_raw_fd();
         hub.netdev_add(
             &args(serde_json::json!({"type": "tap", "id": "n0", "fd": "t"})),
-            Some(null.into()),
+            vec![null.into()],
         )
         .unwrap();
         let (d, _) = hub
@@ -1140,8 +1182,8 @@ mod tests {
             panic!("{:?}", d.kind)
         };
         assert_eq!(
-            n.tap_fd,
-            Some(raw),
+            n.tap_fds,
+            vec![raw],
             "the NIC is built on the netdev's descriptor"
         );
         // Building it checks that the descriptor is a tap with a vnet header.

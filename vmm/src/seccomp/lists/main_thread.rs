@@ -96,10 +96,13 @@ pub(in crate::seccomp) fn allow(a: &mut AllowList) {
         KVM_SET_CLOCK,
         KVM_GET_CLOCK,
         TUNSETIFF,
-        // A tap handed over open (spec `tap_fd`, `netdev_add` with `fd`): its name and flags.
+        // A tap handed over open (spec `tap_fds`, `netdev_add` with `fd`/`fds`): its
+        // name and flags.
         TUNGETIFF,
         TUNSETVNETHDRSZ,
         TUNSETOFFLOAD,
+        // a multiqueue tap's queues attached and detached (virtio-net's pairs)
+        TUNSETQUEUE,
         SIOCGIFFLAGS,
         SIOCSIFFLAGS,
         SIOCGIFINDEX,

@@ -50,6 +50,8 @@ pub(in crate::seccomp) fn allow(a: &mut AllowList) {
         FIONBIO,
         FIOCLEX,
         TUNSETOFFLOAD,
+        // virtio-net's control queue switches a multiqueue tap's queues
+        TUNSETQUEUE,
         BLKGETSIZE64,
         BLKDISCARD,
         BLKSSZGET,

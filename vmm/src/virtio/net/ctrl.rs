@@ -46,6 +46,9 @@ pub enum Command {
     Vlan(u16, bool),
     /// `VIRTIO_NET_CTRL_GUEST_OFFLOADS_SET` with the offload feature bits.
     GuestOffloads(u64),
+    /// `VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET`: how many queue pairs the driver uses (at
+    /// least 1; the device checks the upper bound, its `max_virtqueue_pairs`).
+    QueuePairs(u16),
 }
 
 /// Receive modes, in `VIRTIO_NET_CTRL_RX_*` order.
@@ -125,7 +128,16 @@ pub fn parse(class: u8, cmd: u8, data: &[u8], negotiated: u64) -> Result<Command
             }
             Ok(Command::GuestOffloads(bits))
         }
-        class::ANNOUNCE | class::MQ => Err(format!("class {class} is not offered")),
+        class::MQ if has(features::MQ) && cmd == 0 => {
+            let pairs: [u8; 2] = data
+                .try_into()
+                .map_err(|_| format!("queue pairs of {} bytes", data.len()))?;
+            match u16::from_le_bytes(pairs) {
+                0 => Err("zero queue pairs".into()),
+                n => Ok(Command::QueuePairs(n)),
+            }
+        }
+        class::ANNOUNCE => Err(format!("class {class} is not offered")),
         _ => Err(format!(
             "class {class} command {cmd} unknown or without its feature"
         )),
@@ -188,7 +200,7 @@ impl RxFilter {
         }
     }
 
-    /// Applies a filter command; `GuestOffloads` is the data path's, not the filter's.
+    /// Applies a filter command; `GuestOffloads` and `QueuePairs` are the data path's.
     pub fn apply(&mut self, cmd: &Command) {
         match cmd {
             Command::RxMode(mode, on) => {
@@ -227,8 +239,13 @@ impl RxFilter {
                     }
                 }
             }
-            Command::GuestOffloads(_) => {}
+            Command::GuestOffloads(_) | Command::QueuePairs(_) => {}
         }
+    }
+
+    /// The MAC address frames to the guest are for (config space shows it).
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
     }
 
     /// Whether a frame (Ethernet header first, no virtio-net header) reaches the guest.
@@ -378,7 +395,18 @@ mod tests {
         assert!(parse(3, 0, &[], ALL).is_err(), "announce not offered");
         assert!(
             parse(4, 0, &1u16.to_le_bytes(), ALL).is_err(),
-            "mq not offered"
+            "mq not negotiated"
+        );
+        let mq = ALL | features::MQ;
+        assert_eq!(
+            parse(4, 0, &3u16.to_le_bytes(), mq),
+            Ok(Command::QueuePairs(3))
+        );
+        assert!(parse(4, 0, &0u16.to_le_bytes(), mq).is_err(), "no pairs");
+        assert!(parse(4, 0, &[1], mq).is_err(), "short");
+        assert!(
+            parse(4, 1, &1u16.to_le_bytes(), mq).is_err(),
+            "RSS not offered"
         );
         let tso6 = features::GUEST_TSO6.to_le_bytes();
         assert!(parse(5, 0, &tso6, ALL).is_err(), "not negotiated");

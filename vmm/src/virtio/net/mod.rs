@@ -7,6 +7,13 @@
 //! (GUEST_TSO*, GUEST_CSUM, enabled on the tap with TUNSETOFFLOAD once the guest
 //! accepts them). Receive uses mergeable buffers when negotiated. The control queue
 //! ([`ctrl`]) programs a receive filter, the MAC address and the receive offloads.
+//!
+//! Multiqueue (`VIRTIO_NET_F_MQ`, libvirt `<driver queues='N'>`): N receive/transmit
+//! pairs, each on its own queue of a multiqueue tap and its own worker thread, so
+//! flows spread over host CPUs as they do with QEMU. Queue `2k`/`2k+1` is pair k's,
+//! the control queue comes last (`2N`; 2 when the driver did not take MQ). Until the
+//! driver sets a pair count (`VQ_PAIRS_SET`) only the first pair is in use, and the
+//! tap queues of unused pairs are detached so the kernel steers nothing to them.
 
 pub mod ctrl;
 mod passt_args;
@@ -51,12 +58,11 @@ pub mod features {
     pub const CTRL_RX: u64 = 1 << 18;
     pub const CTRL_VLAN: u64 = 1 << 19;
     pub const CTRL_RX_EXTRA: u64 = 1 << 20;
+    pub const MQ: u64 = 1 << 22;
     pub const CTRL_MAC_ADDR: u64 = 1 << 23;
 }
 
-const RXQ: u16 = 0;
-const TXQ: u16 = 1;
-/// The control queue, after the one receive/transmit pair.
+/// The control queue's index without `MQ`: after the one receive/transmit pair.
 const CTRLQ: u16 = 2;
 /// Largest control command read (a MAC table of 64 + 64 entries is under 1 KiB).
 const MAX_CTRL: usize = 4096;
@@ -99,6 +105,61 @@ impl FrameIo for Tap {
     }
 }
 
+/// Switches a backend queue on and off: a multiqueue tap's queue of a pair the guest
+/// does not use is detached, so the kernel steers no frames to it.
+pub trait QueueSwitch: Send {
+    fn set_enabled(&mut self, on: bool) -> io::Result<()>;
+}
+
+impl QueueSwitch for Tap {
+    fn set_enabled(&mut self, on: bool) -> io::Result<()> {
+        self.set_queue_enabled(on).map_err(io::Error::other)
+    }
+}
+
+/// One queue pair's backend: its frame transport and, for pairs after the first,
+/// the switch that attaches and detaches it ([`Net::multiqueue`]).
+pub type PairBackend = (Box<dyn FrameIo>, Option<Box<dyn QueueSwitch>>);
+
+/// The pair backends of a tap's queues (one per pair, in order): each queue moves
+/// its pair's frames, and a second handle on it lets the control queue switch it.
+pub fn tap_pairs(taps: Vec<Tap>) -> Result<Vec<PairBackend>, TapError> {
+    let mut pairs: Vec<PairBackend> = Vec::new();
+    for t in taps {
+        let switch: Option<Box<dyn QueueSwitch>> = match pairs.is_empty() {
+            true => None,
+            false => Some(Box::new(t.try_clone()?)),
+        };
+        pairs.push((Box::new(t), switch));
+    }
+    Ok(pairs)
+}
+
+/// The backend queues of pairs 2..N, as the control queue switches them.
+struct MultiQueue {
+    /// Pair `i + 1`'s queue and whether it is attached.
+    switches: Vec<(Box<dyn QueueSwitch>, bool)>,
+}
+
+impl MultiQueue {
+    /// Attaches the queues of the first `pairs` pairs and detaches the others.
+    fn set_active(&mut self, pairs: u16) -> io::Result<()> {
+        for (i, (sw, on)) in self.switches.iter_mut().enumerate() {
+            let want = i + 1 < usize::from(pairs);
+            if *on != want {
+                sw.set_enabled(want)?;
+                *on = want;
+            }
+        }
+        Ok(())
+    }
+
+    /// The most pairs there are.
+    fn max_pairs(&self) -> u16 {
+        self.switches.len() as u16 + 1
+    }
+}
+
 /// Host control of a NIC: link state (QMP `set_link`).
 #[derive(Clone)]
 pub struct NetControl {
@@ -138,16 +199,19 @@ impl NetControl {
     }
 }
 
-/// The data path of one NIC, independent of threads.
+/// The data path of one queue pair, independent of threads.
 pub struct NetCore {
     io: Box<dyn FrameIo>,
     link_up: Arc<AtomicBool>,
     mergeable: bool,
     /// Negotiated features (what the control commands may use).
     features: u64,
-    /// The MAC address the driver set (config space reads it).
-    mac: Arc<Mutex<[u8; 6]>>,
-    filter: ctrl::RxFilter,
+    /// The receive filter and MAC address the control queue programs, shared by
+    /// every pair (config space reads the address from it).
+    filter: Arc<Mutex<ctrl::RxFilter>>,
+    /// The other pairs' backend queues: the first pair's core, which serves the
+    /// control queue, switches them (`None` with one pair).
+    mq: Option<MultiQueue>,
     /// A frame read from the backend that did not fit in the guest's buffers yet.
     held: Option<Vec<u8>>,
     buf: Vec<u8>,
@@ -165,8 +229,8 @@ impl NetCore {
             link_up,
             mergeable: false,
             features: 0,
-            mac: Arc::new(Mutex::new([0; 6])),
-            filter: ctrl::RxFilter::new([0; 6], 0),
+            filter: Arc::new(Mutex::new(ctrl::RxFilter::new([0; 6], 0))),
+            mq: None,
             held: None,
             buf: vec![0; MAX_FRAME],
             dropped: 0,
@@ -174,13 +238,19 @@ impl NetCore {
         }
     }
 
-    /// Applies negotiated features (mergeable buffers, receive offloads) and starts
-    /// the receive filter from its reset state.
+    /// Applies negotiated features (mergeable buffers, the control commands); the
+    /// pair that serves the control queue also enables the receive offloads (one
+    /// setting for the whole tap) and restarts the receive filter from its reset state.
     pub fn negotiate(&mut self, f: u64) {
         self.mergeable = f & features::MRG_RXBUF != 0;
         self.features = f;
-        let mac = self.mac.lock().map(|m| *m).unwrap_or_default();
-        self.filter = ctrl::RxFilter::new(mac, f);
+    }
+
+    /// The first pair's part of [`NetCore::negotiate`]: receive offloads, the filter.
+    fn negotiate_device(&mut self, f: u64) {
+        if let Ok(mut filter) = self.filter.lock() {
+            *filter = ctrl::RxFilter::new(filter.mac(), f);
+        }
         if let Err(e) = self.set_guest_offloads(f) {
             warn!("virtio-net: receive offloads {f:#x}: {e}");
         }
@@ -249,13 +319,22 @@ impl NetCore {
                     return ctrl::ACK_ERR;
                 }
             }
-            ctrl::Command::MacAddr(mac) => {
-                if let Ok(mut m) = self.mac.lock() {
-                    *m = mac;
+            ctrl::Command::QueuePairs(n) => {
+                let Some(mq) = self.mq.as_mut().filter(|mq| n <= mq.max_pairs()) else {
+                    debug!("virtio-net: {n} queue pairs refused");
+                    return ctrl::ACK_ERR;
+                };
+                if let Err(e) = mq.set_active(n) {
+                    warn!("virtio-net: switching to {n} queue pairs: {e}");
+                    return ctrl::ACK_ERR;
                 }
-                self.filter.apply(&command);
+                debug!("virtio-net: {n} queue pairs in use");
             }
-            _ => self.filter.apply(&command),
+            _ => {
+                if let Ok(mut f) = self.filter.lock() {
+                    f.apply(&command);
+                }
+            }
         }
         ctrl::ACK_OK
     }
@@ -314,7 +393,11 @@ impl NetCore {
                 self.dropped += 1;
                 continue;
             }
-            if !self.filter.accepts(&frame[VNET_HDR_LEN..]) {
+            let accepted = self
+                .filter
+                .lock()
+                .map_or(true, |f| f.accepts(&frame[VNET_HDR_LEN..]));
+            if !accepted {
                 self.filtered += 1;
                 continue;
             }
@@ -379,13 +462,21 @@ impl NetCore {
     }
 }
 
+/// One pair's worker: its receive and transmit queues, and the control queue for
+/// the first pair.
 struct NetWorker {
     core: NetCore,
+    pair: u16,
+    ctrlq: Option<u16>,
 }
 
 impl NetWorker {
+    fn rxq(&self) -> u16 {
+        2 * self.pair
+    }
+
     fn rx(&mut self, ctx: &mut DeviceCtx) {
-        let Some(pos) = ctx.queue(RXQ) else {
+        let Some(pos) = ctx.queue(self.rxq()) else {
             return;
         };
         let waiting = {
@@ -418,28 +509,21 @@ impl WorkerHandler for NetWorker {
     }
 
     fn queue_event(&mut self, ctx: &mut DeviceCtx, pos: usize) {
-        match ctx.queues[pos].index {
-            RXQ => self.rx(ctx),
-            TXQ => {
-                let DeviceCtx {
-                    mem,
-                    queues,
-                    interrupt,
-                    ..
-                } = ctx;
-                self.core
-                    .transmit(&mut queues[pos], mem, interrupt.as_ref());
-            }
-            CTRLQ => {
-                let DeviceCtx {
-                    mem,
-                    queues,
-                    interrupt,
-                    ..
-                } = ctx;
-                self.core.control(&mut queues[pos], mem, interrupt.as_ref());
-            }
-            _ => {}
+        let index = ctx.queues[pos].index;
+        if index == self.rxq() {
+            return self.rx(ctx);
+        }
+        let DeviceCtx {
+            mem,
+            queues,
+            interrupt,
+            ..
+        } = ctx;
+        if index == self.rxq() + 1 {
+            self.core
+                .transmit(&mut queues[pos], mem, interrupt.as_ref());
+        } else if Some(index) == self.ctrlq {
+            self.core.control(&mut queues[pos], mem, interrupt.as_ref());
         }
     }
 
@@ -453,14 +537,18 @@ pub struct Net {
     id: String,
     /// The configured MAC address, which a device reset restores.
     mac: [u8; 6],
-    /// The current one (the driver may set another through the control queue).
-    current_mac: Arc<Mutex<[u8; 6]>>,
+    /// The receive filter, with the current MAC address (the driver may set another
+    /// through the control queue).
+    filter: Arc<Mutex<ctrl::RxFilter>>,
     mtu: Option<u16>,
     /// The backend carries checksum/GSO offloads ([`FrameIo::offloads`]).
     offloads: bool,
+    /// Receive/transmit queue pairs.
+    pairs: u16,
     control: NetControl,
-    core: Option<NetCore>,
-    worker: Option<Worker<NetWorker>>,
+    /// Each pair's data path while the device is not active, in pair order.
+    cores: Vec<NetCore>,
+    workers: Vec<Worker<NetWorker>>,
 }
 
 /// Parses `52:54:00:12:34:56`.
@@ -493,26 +581,65 @@ impl Net {
         control: NetControl,
         io: Box<dyn FrameIo>,
     ) -> Self {
-        let link = control.link_up.clone();
-        let current_mac = Arc::new(Mutex::new(mac));
-        let offloads = io.offloads();
-        let mut core = NetCore::new(io, link);
-        core.mac = current_mac.clone();
+        Self::multiqueue(id, mac, mtu, control, vec![(io, None)])
+    }
+
+    /// A NIC with one queue pair per backend queue in `queues` (at least one): each
+    /// pair's frame transport, and for pairs after the first a switch that attaches
+    /// and detaches its queue (a second handle on a multiqueue tap's queue).
+    pub fn multiqueue(
+        id: &str,
+        mac: [u8; 6],
+        mtu: Option<u16>,
+        control: NetControl,
+        queues: Vec<PairBackend>,
+    ) -> Self {
+        let filter = Arc::new(Mutex::new(ctrl::RxFilter::new(mac, 0)));
+        let offloads = queues.first().is_some_and(|(io, _)| io.offloads());
+        let pairs = queues.len().max(1) as u16;
+        let mut switches = Vec::new();
+        let mut cores = Vec::new();
+        for (io, switch) in queues {
+            let mut core = NetCore::new(io, control.link_up.clone());
+            core.filter = filter.clone();
+            cores.push(core);
+            if let Some(sw) = switch {
+                switches.push((sw, true));
+            }
+        }
+        if let Some(first) = cores.first_mut().filter(|_| !switches.is_empty()) {
+            let mut mq = MultiQueue { switches };
+            // Until the driver asks for more, the first pair only.
+            if let Err(e) = mq.set_active(1) {
+                warn!(id, "virtio-net: detaching the other queues: {e}");
+            }
+            first.mq = Some(mq);
+        }
         Net {
             id: id.to_string(),
             mac,
-            current_mac,
+            filter,
             mtu,
             offloads,
+            pairs,
             control,
-            core: Some(core),
-            worker: None,
+            cores,
+            workers: Vec::new(),
         }
     }
 
     /// The host-side control handle.
     pub fn control(&self) -> NetControl {
         self.control.clone()
+    }
+
+    /// The control queue's index under `features`: after every pair with `MQ`.
+    fn ctrl_queue(&self, features: u64) -> u16 {
+        if features & features::MQ != 0 {
+            2 * self.pairs
+        } else {
+            CTRLQ
+        }
     }
 }
 
@@ -524,7 +651,9 @@ impl VirtioDevice for Net {
         "virtio-net"
     }
     fn queue_max_sizes(&self) -> Vec<u16> {
-        vec![256, 256, 64]
+        let mut sizes = vec![256; 2 * usize::from(self.pairs)];
+        sizes.push(64);
+        sizes
     }
     fn features(&self) -> u64 {
         use features::*;
@@ -552,47 +681,116 @@ impl VirtioDevice for Net {
         if self.mtu.is_some() {
             f |= MTU;
         }
+        if self.pairs > 1 {
+            f |= features::MQ;
+        }
         f
     }
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         let mut c = [0u8; 12];
-        let mac = self.current_mac.lock().map(|m| *m).unwrap_or(self.mac);
+        let mac = self.filter.lock().map(|f| f.mac()).unwrap_or(self.mac);
         c[..6].copy_from_slice(&mac);
         c[6..8].copy_from_slice(&u16::from(self.control.link_up()).to_le_bytes());
-        c[8..10].copy_from_slice(&1u16.to_le_bytes());
+        c[8..10].copy_from_slice(&self.pairs.to_le_bytes());
         c[10..12].copy_from_slice(&self.mtu.unwrap_or(1500).to_le_bytes());
         read_config_bytes(&c, offset, data);
     }
     fn activate(&mut self, act: Activation) -> Result<(), ActivateError> {
-        let core = self.core.take().ok_or(ActivateError::NoBackend {
-            device: "virtio-net",
-        })?;
+        if self.cores.len() != usize::from(self.pairs) {
+            return Err(ActivateError::NoBackend {
+                device: "virtio-net",
+            });
+        }
         if let Ok(mut g) = self.control.interrupt.lock() {
             *g = Some(act.interrupt.clone());
         }
-        let w =
-            Worker::spawn(&format!("_{}", self.id), NetWorker { core }, act).map_err(|source| {
-                ActivateError::Worker {
-                    device: "virtio-net",
-                    source,
+        let Activation {
+            mem,
+            features,
+            queues,
+            interrupt,
+        } = act;
+        let ctrlq = self.ctrl_queue(features);
+        let pairs = if features & features::MQ != 0 {
+            self.pairs
+        } else {
+            1
+        };
+        // Each pair's worker takes its two queues; the first also the control queue.
+        let mut per_pair: Vec<Vec<ActiveQueue>> = (0..pairs).map(|_| Vec::new()).collect();
+        for q in queues {
+            let pair = if q.index == ctrlq { 0 } else { q.index / 2 };
+            if let Some(v) = per_pair.get_mut(usize::from(pair)) {
+                v.push(q);
+            }
+        }
+        let mut cores = std::mem::take(&mut self.cores).into_iter();
+        for (pair, queues) in (0..pairs).zip(per_pair) {
+            let Some(mut core) = cores.next() else { break };
+            if pair == 0 {
+                core.negotiate_device(features);
+            }
+            let name = match pair {
+                0 => format!("_{}", self.id),
+                p => format!("_{}q{p}", self.id),
+            };
+            let handler = NetWorker {
+                core,
+                pair,
+                ctrlq: (pair == 0).then_some(ctrlq),
+            };
+            let act = Activation {
+                mem: mem.clone(),
+                features,
+                queues,
+                interrupt: interrupt.clone(),
+            };
+            match Worker::spawn(&name, handler, act) {
+                Ok(w) => self.workers.push(w),
+                Err(source) => {
+                    // Give every backend back, so a later activation can start over.
+                    self.cores.extend(cores);
+                    self.reset();
+                    return Err(ActivateError::Worker {
+                        device: "virtio-net",
+                        source,
+                    });
                 }
-            })?;
-        self.worker = Some(w);
+            }
+        }
+        // Pairs the driver did not take (no MQ) keep their cores here.
+        self.cores.extend(cores);
         Ok(())
     }
     fn reset(&mut self) {
         if let Ok(mut g) = self.control.interrupt.lock() {
             *g = None;
         }
-        if let Ok(mut m) = self.current_mac.lock() {
-            *m = self.mac;
+        if let Ok(mut f) = self.filter.lock() {
+            *f = ctrl::RxFilter::new(self.mac, 0);
         }
-        if let Some(w) = self.worker.take() {
-            self.core = w.stop().map(|w| {
-                let mut c = w.core;
+        let idle = std::mem::take(&mut self.cores);
+        let mut cores: Vec<(u16, NetCore)> = self
+            .workers
+            .drain(..)
+            .filter_map(|w| w.stop())
+            .map(|w| (w.pair, w.core))
+            .collect();
+        let first_idle = cores.len() as u16;
+        cores.extend((first_idle..).zip(idle));
+        cores.sort_by_key(|(pair, _)| *pair);
+        self.cores = cores
+            .into_iter()
+            .map(|(_, mut c)| {
                 c.held = None;
                 c
-            });
+            })
+            .collect();
+        // As after power-on: the first pair only until the driver asks again.
+        if let Some(mq) = self.cores.first_mut().and_then(|c| c.mq.as_mut()) {
+            if let Err(e) = mq.set_active(1) {
+                warn!(id = %self.id, "virtio-net: detaching the other queues: {e}");
+            }
         }
     }
 }

@@ -73,6 +73,24 @@ impl Tap {
     /// Opens the tap `name`, creating it if it does not exist (and we may);
     /// `None` lets the kernel pick `tapN`. The tap carries vnet headers.
     pub fn open(name: Option<&str>) -> Result<Tap, TapError> {
+        Tap::open_one(name, false)
+    }
+
+    /// Opens `queues` queues of the tap `name` (created if it does not exist, `None`
+    /// lets the kernel pick), one descriptor each; more than one makes it a
+    /// multiqueue tap (IFF_MULTI_QUEUE), as QEMU opens a tap for `queues=N`.
+    pub fn open_queues(name: Option<&str>, queues: u16) -> Result<Vec<Tap>, TapError> {
+        let multi = queues > 1;
+        let first = Tap::open_one(name, multi)?;
+        let actual = first.name.clone();
+        let mut taps = vec![first];
+        for _ in 1..queues {
+            taps.push(Tap::open_one(Some(&actual), multi)?);
+        }
+        Ok(taps)
+    }
+
+    fn open_one(name: Option<&str>, multi_queue: bool) -> Result<Tap, TapError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -80,7 +98,11 @@ impl Tap {
             .open("/dev/net/tun")
             .map_err(TapError::OpenTun)?;
         let mut req = ifreq(name.unwrap_or("tap%d"))?;
-        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as i16;
+        let mut flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
+        if multi_queue {
+            flags |= libc::IFF_MULTI_QUEUE;
+        }
+        req.ifr_ifru.ifru_flags = flags as i16;
         // SAFETY: TUNSETIFF reads and writes one ifreq, which outlives the call.
         if unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) } < 0 {
             return Err(TapError::SetIff {
@@ -102,6 +124,10 @@ impl Tap {
         let raw = fd.as_raw_fd();
         let not_a_tap = |source| TapError::NotATap { fd: raw, source };
         let file = File::from(fd.try_clone_to_owned().map_err(not_a_tap)?);
+        // A queue of a multiqueue tap that a previous machine build detached (its
+        // pair was off, see `set_queue_enabled`) answers TUNGETIFF only once attached
+        // again; on any other tap this fails harmlessly (EINVAL).
+        let _ = set_queue(&file, true);
         // SAFETY: ifreq is plain old data; all-zero is a valid value.
         let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
         // SAFETY: TUNGETIFF writes one ifreq, which outlives the call.
@@ -156,28 +182,32 @@ impl Tap {
     }
 
     /// `oxvirt-vmm --open-tap`, oxvirtd's tap helper (as QEMU's bridge helper is
-    /// libvirt's): creates (or joins) tap `name`, puts it on `bridge`, brings it up
-    /// and sends its descriptor with its name over `socket` (the helper's stdout, a
-    /// unix socket), so the daemon that forbids `unsafe` code gets the tap ioctls
-    /// done here and the VMM that will use the tap needs no privilege for it.
+    /// libvirt's): creates (or joins) tap `name` with `queues` queues, puts it on
+    /// `bridge`, brings it up and sends its descriptors (one per queue, in one
+    /// message) with its name over `socket` (the helper's stdout, a unix socket), so
+    /// the daemon that forbids `unsafe` code gets the tap ioctls done here and the
+    /// VMM that will use the tap needs no privilege for it.
     pub fn hand_over(
         name: &str,
         bridge: Option<&str>,
+        queues: u16,
         socket: std::os::fd::BorrowedFd<'_>,
     ) -> Result<(), TapError> {
-        let tap = Tap::open(Some(name))?;
+        let taps = Tap::open_queues(Some(name), queues)?;
+        let tap = &taps[0];
         if let Some(b) = bridge {
             tap.attach_to_bridge(b)?;
         }
         tap.set_up()?;
         use std::os::fd::AsFd;
-        qmp::fdpass::send_blocking(socket, tap.name.as_bytes(), &[tap.file.as_fd()]).map_err(
-            |source| TapError::Ioctl {
+        let fds: Vec<_> = taps.iter().map(|t| t.file.as_fd()).collect();
+        qmp::fdpass::send_blocking(socket, tap.name.as_bytes(), &fds).map_err(|source| {
+            TapError::Ioctl {
                 name: tap.name.clone(),
-                what: "passing the descriptor",
+                what: "passing the descriptors",
                 source,
-            },
-        )
+            }
+        })
     }
 
     /// Sets the vnet header size and clears the offloads of a newly taken tap.
@@ -268,8 +298,55 @@ impl Tap {
         Ok(())
     }
 
+    /// Attaches (`true`) or detaches this queue of a multiqueue tap: the kernel
+    /// steers received frames only to attached queues, so the queues of pairs the
+    /// guest does not use are detached (`VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET`).
+    pub fn set_queue_enabled(&self, on: bool) -> Result<(), TapError> {
+        set_queue(&self.file, on).map_err(|source| TapError::Ioctl {
+            name: self.name.clone(),
+            what: if on {
+                "attaching a queue"
+            } else {
+                "detaching a queue"
+            },
+            source,
+        })
+    }
+
+    /// A second handle on this queue, for switching it on and off from another
+    /// thread (the control queue's) than the one that moves its frames.
+    pub fn try_clone(&self) -> Result<Tap, TapError> {
+        let file = self.file.try_clone().map_err(|source| TapError::Ioctl {
+            name: self.name.clone(),
+            what: "duplicating the descriptor",
+            source,
+        })?;
+        Ok(Tap {
+            file,
+            name: self.name.clone(),
+        })
+    }
+
     /// The fd for reads, writes and polling.
     pub fn file(&self) -> &File {
         &self.file
     }
+}
+
+/// TUNSETQUEUE: attaches or detaches the queue open as `file` (no privilege needed:
+/// the queue belongs to whoever holds the descriptor).
+fn set_queue(file: &File, on: bool) -> io::Result<()> {
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let flags = if on {
+        libc::IFF_ATTACH_QUEUE
+    } else {
+        libc::IFF_DETACH_QUEUE
+    };
+    req.ifr_ifru.ifru_flags = flags as i16;
+    // SAFETY: TUNSETQUEUE reads one ifreq, which outlives the call.
+    if unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETQUEUE, &req) } < 0 {
+        return Err(last());
+    }
+    Ok(())
 }
