@@ -53,7 +53,7 @@ echo "OXCHECK disk sha256=$(sha256sum </dev/vda | cut -d' ' -f1) mq=$(ls /sys/bl
 w '[ -e /sys/class/net/eth0 ]'
 ip link set eth0 up
 w '[ "$(cat /sys/class/net/eth0/carrier 2>/dev/null)" = 1 ]'
-echo "OXCHECK nic mac=$(cat /sys/class/net/eth0/address) carrier=$(cat /sys/class/net/eth0/carrier)"
+echo "OXCHECK nic mac=$(cat /sys/class/net/eth0/address) carrier=$(cat /sys/class/net/eth0/carrier) mq=$(cut -c23 /sys/class/net/eth0/device/features)"
 port=$(basename "$(dirname "$(dirname "$(readlink -f /sys/class/net/eth0/device)")")")
 echo "$port" >/sys/bus/pci/drivers/pcieport/unbind && echo "OXCHECK refusing port=$port"
 w '[ ! -b /dev/vda ]'
@@ -270,14 +270,15 @@ impl Run {
         live
     }
 
-    /// `virsh attach-device --live` of a virtio NIC on a tap: the guest's `eth0`
-    /// comes up with the MAC given, the event follows.
+    /// `virsh attach-device --live` of a virtio NIC on a tap with two queue pairs:
+    /// the guest's `eth0` comes up with the MAC given and multiqueue offered (the
+    /// daemon handed over both queues of a multiqueue tap), the event follows.
     fn attach_nic(&mut self) {
         let nic = self.d.xml_file(
             "nic",
             &format!(
                 "<interface type='ethernet'><mac address='{MAC}'/><target dev='oxhp0'/>\
-                 <model type='virtio'/></interface>"
+                 <model type='virtio'/><driver queues='2'/></interface>"
             ),
         );
         let out = self
@@ -285,7 +286,18 @@ impl Run {
             .virsh_ok(&["attach-device", self.name, nic.to_str().unwrap(), "--live"]);
         assert!(out.contains("Device attached successfully"), "{out}");
         let line = self.line("OXCHECK nic ");
-        assert_eq!(line, format!("mac={MAC} carrier=1"), "the guest's eth0");
+        assert_eq!(
+            line,
+            format!("mac={MAC} carrier=1 mq=1"),
+            "the guest's eth0"
+        );
+        let flags = std::fs::read_to_string("/sys/class/net/oxhp0/tun_flags").unwrap_or_default();
+        let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap_or(0);
+        assert_ne!(
+            flags & 0x100,
+            0,
+            "oxhp0 is not a multiqueue tap (tun_flags {flags:#x})"
+        );
         self.event("added", "net0");
     }
 
@@ -441,7 +453,7 @@ w '[ -e /sys/class/net/eth0 ]'
 ip link set eth0 up
 w '[ "$(cat /sys/class/net/eth0/carrier 2>/dev/null)" = 1 ]'
 nic=$(at /sys/class/net/eth0/device)
-echo "OXCHECK nic mac=$(cat /sys/class/net/eth0/address) carrier=$(cat /sys/class/net/eth0/carrier)"
+echo "OXCHECK nic mac=$(cat /sys/class/net/eth0/address) carrier=$(cat /sys/class/net/eth0/carrier) mq=$(cut -c23 /sys/class/net/eth0/device/features)"
 echo "OXCHECK nicpci=$nic"
 w "[ ! -e /sys/bus/pci/devices/$disk ]"
 b=absent; [ -b /dev/vda ] && b=present

@@ -77,11 +77,13 @@ fn every_vmm_thread_is_filtered_and_a_forbidden_call_crashes_the_domain_with_its
     }
     let d = Daemon::start();
     let name = "sc1";
-    // As root, a tap-backed NIC too: the daemon creates the tap and hands it over
-    // open, so the VMM needs no CAP_NET_ADMIN for it.
+    // As root, a tap-backed NIC too, with two queue pairs: the daemon creates the
+    // multiqueue tap and hands its queues over open, so the VMM needs no
+    // CAP_NET_ADMIN for it.
     let root = nix::unistd::geteuid().is_root();
     let nic = if root {
-        "<interface type='ethernet'><mac address='52:54:00:5e:cc:01'/><model type='virtio'/></interface>"
+        "<interface type='ethernet'><mac address='52:54:00:5e:cc:01'/><model type='virtio'/>\
+         <driver queues='2'/></interface>"
     } else {
         ""
     };
@@ -151,7 +153,11 @@ fn every_vmm_thread_is_filtered_and_a_forbidden_call_crashes_the_domain_with_its
             .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
             .filter(|l| l == std::path::Path::new("/dev/net/tun"))
             .count();
-        assert!(taps >= 1, "the VMM holds no tap: {}", d.domain_log(name));
+        assert!(
+            taps >= 2,
+            "the VMM does not hold both queues of its tap: {}",
+            d.domain_log(name)
+        );
         let live = d.virsh_ok(&["domiflist", name]);
         let tap = live
             .lines()
@@ -165,8 +171,9 @@ fn every_vmm_thread_is_filtered_and_a_forbidden_call_crashes_the_domain_with_its
         );
         let vcpu = threads.iter().find(|c| c.comm == "vcpu0").unwrap();
         assert_eq!(vcpu.caps, [0, 0, 0], "{threads:?}");
-        // A reset rebuilds the machine on the filtered main thread, the NIC on a
-        // duplicate of the same tap.
+        // A reset rebuilds the machine on the filtered main thread, the NIC on
+        // duplicates of the same tap's queues (the second one, detached while no
+        // driver asked for two pairs, is attached again).
         d.virsh_ok(&["reset", name]);
         std::thread::sleep(Duration::from_millis(500));
         d.wait_state(name, "running");
