@@ -4,10 +4,11 @@
 //! backend hands the guest buffers to `preadv`/`pwritev`, the qcow2 backend
 //! hands them to imago as an I/O vector. No bounce buffer.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use tracing::{debug, warn};
@@ -36,11 +37,16 @@ pub trait DiskBackend: Send {
     fn is_direct(&self) -> bool {
         false
     }
-    /// The descriptor a plain `preadv`/`pwritev` of `iov` at `offset` may use,
-    /// so that the request can be submitted asynchronously (io_uring, I/O
-    /// threads); None when the backend must do the transfer itself. The
-    /// descriptor stays open as long as the backend.
-    fn async_fd(&mut self, _offset: u64, _iov: &[libc::iovec]) -> Option<RawFd> {
+    /// Where a plain `preadv` (`write`: `pwritev`) of `iov` at disk byte `offset`
+    /// may go, so that the request can be submitted asynchronously (io_uring, I/O
+    /// threads): a descriptor and the byte in it. None when the backend must do the
+    /// transfer itself. The descriptor stays open as long as the backend.
+    fn async_target(
+        &mut self,
+        _offset: u64,
+        _iov: &[libc::iovec],
+        _write: bool,
+    ) -> Option<(RawFd, u64)> {
         None
     }
 }
@@ -243,8 +249,13 @@ impl DiskBackend for RawDisk {
         self.transfer(offset, bufs, false)
     }
 
-    fn async_fd(&mut self, offset: u64, iov: &[libc::iovec]) -> Option<RawFd> {
-        Some(self.fd_for(offset, iov).0)
+    fn async_target(
+        &mut self,
+        offset: u64,
+        iov: &[libc::iovec],
+        _write: bool,
+    ) -> Option<(RawFd, u64)> {
+        Some((self.fd_for(offset, iov).0, offset))
     }
 
     fn write_at(&mut self, offset: u64, bufs: Bufs<'_, '_>) -> io::Result<()> {
@@ -314,10 +325,24 @@ fn fallocate(file: &File, mode: libc::c_int, offset: u64, len: u64) -> io::Resul
 }
 
 /// A qcow2 image (and its backing chain) through imago.
+///
+/// Reads and writes of clusters the image itself holds (allocated, and for writes
+/// not shared with a snapshot) go to the image file directly at the offset imago maps
+/// them to, through the queue's engine with many in flight, as QEMU's qcow2 driver
+/// sends guest data to its file; everything else (backing data, zero or unallocated
+/// clusters, allocation, compressed clusters) runs through imago on the queue worker.
+/// A request that fails on the direct path is redone through imago.
 pub struct Qcow2Disk {
     access: imago::FormatAccess<imago::file::File>,
     sync_writes: bool,
     ignore_flush: bool,
+    /// The image file for direct transfers: opened like imago's (`O_DIRECT` when
+    /// imago's is); None when the image keeps its data elsewhere (an external data
+    /// file) or every write must be synced (`sync_writes`: imago does that).
+    data: Option<File>,
+    /// Alignment a direct transfer needs (offset, buffer addresses and lengths):
+    /// imago's for its `O_DIRECT` file, 1 through the page cache.
+    align: usize,
 }
 
 impl std::fmt::Debug for Qcow2Disk {
@@ -349,11 +374,29 @@ impl Qcow2Disk {
             }
             r => r?,
         };
-        Ok(Qcow2Disk {
+        let mut disk = Qcow2Disk {
             access,
             sync_writes: flags.sync_writes,
             ignore_flush: flags.ignore_flush,
-        })
+            data: None,
+            align: 1,
+        };
+        if !flags.sync_writes && !external_data_file(path) {
+            disk.align = disk.access.mem_align().max(disk.access.req_align());
+            let mut o = OpenOptions::new();
+            o.read(true).write(!flags.readonly);
+            if disk.align > 1 {
+                o.custom_flags(libc::O_DIRECT);
+            }
+            match o.open(path) {
+                Ok(f) => disk.data = Some(f),
+                Err(e) => debug!(
+                    "disk image '{}': no direct transfers ({e}); every request goes through imago",
+                    path.display()
+                ),
+            }
+        }
+        Ok(disk)
     }
 
     fn open_with(
@@ -415,4 +458,51 @@ impl DiskBackend for Qcow2Disk {
     fn write_zeroes(&mut self, offset: u64, len: u64, _unmap: bool) -> io::Result<()> {
         self.access.write_zeroes(offset, len)
     }
+
+    fn async_target(
+        &mut self,
+        offset: u64,
+        iov: &[libc::iovec],
+        write: bool,
+    ) -> Option<(RawFd, u64)> {
+        let data = self.data.as_ref()?;
+        let a = self.align;
+        let aligned = |v: usize| v.is_multiple_of(a);
+        if !aligned(offset as usize)
+            || !iov
+                .iter()
+                .all(|v| aligned(v.iov_base as usize) && aligned(v.iov_len))
+        {
+            return None;
+        }
+        let len: u64 = iov.iter().map(|v| v.iov_len as u64).sum();
+        // This layer's own clusters only: backing data is read through imago.
+        match self.access.get_shallow_mapping(offset, len).ok()? {
+            (
+                imago::ShallowMapping::Raw {
+                    offset: at,
+                    writable,
+                    ..
+                },
+                mapped,
+            ) if mapped >= len && (writable || !write) => Some((data.as_raw_fd(), at)),
+            _ => None,
+        }
+    }
+}
+
+/// Whether the qcow2 image at `path` keeps its data in an external data file
+/// (incompatible feature bit 2 of a version 3 header); unreadable counts as yes.
+fn external_data_file(path: &Path) -> bool {
+    let mut h = [0u8; 80];
+    let read = File::open(path).and_then(|f| {
+        use std::os::unix::fs::FileExt;
+        f.read_exact_at(&mut h, 0)
+    });
+    if read.is_err() {
+        return true;
+    }
+    let version = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+    let incompatible = u64::from_be_bytes(h[72..80].try_into().unwrap_or_default());
+    version >= 3 && incompatible & (1 << 2) != 0
 }

@@ -308,10 +308,16 @@ impl RequestHandler {
             .ok_or(status::IOERR)
     }
 
-    /// The descriptor an asynchronous transfer of `iov` at `offset` may go to
-    /// (None: the backend does its own I/O, e.g. qcow2).
-    pub(crate) fn async_fd(&mut self, offset: u64, iov: &[libc::iovec]) -> Option<RawFd> {
-        self.backend.async_fd(offset, iov)
+    /// The descriptor and byte an asynchronous transfer of `iov` at disk byte
+    /// `offset` may go to (None: the backend does this one itself, e.g. a qcow2
+    /// cluster it must allocate).
+    pub(crate) fn async_target(
+        &mut self,
+        offset: u64,
+        iov: &[libc::iovec],
+        write: bool,
+    ) -> Option<(RawFd, u64)> {
+        self.backend.async_target(offset, iov, write)
     }
 
     /// The counters this handler updates.
