@@ -40,7 +40,7 @@ EOF
     tar -C "$work" -xf "$work/libvirt-dbus_1.4.1.orig.tar.xz"
 fi
 elf=${OXVIRT_SUITE_KERNEL:-}
-[ -f "$elf" ] || elf=$(cargo run -q -p oxvirt-tests --bin oxvirt-test-assets -- guests 2>/dev/null | head -1 || true)
+[ -f "$elf" ] || elf=$(cargo run -q -p oxvirt-tests --bin oxvirt-test-assets -- guests 2>/dev/null | sed -n 1p || true)
 [ -f "$elf" ] || elf=$(ls "${OXVIRT_CACHE:-$HOME/.cache/oxvirt}"/guests/*/oxtest.elf | head -1)
 # As root, each oxvirtd gets its own network namespace: the `default` network's bridge,
 # NAT rules and dnsmasq (and those the tests create) never touch the host's network.

@@ -68,7 +68,9 @@ cp -a "$kernel_dir" "$work/cache/linux/"
 cp -a "$cache/busybox-static/busybox" "$work/cache/busybox-static/"
 # The oxtest guest (full_hyperv_enlightenments boots it), built here: L1 has no gcc. The
 # harness finds it by the hash of tests/guests/, which goes in too.
-guest_elf=$("$target/debug/oxvirt-test-assets" guests | head -1)
+# sed, not head: head exits after one line and the tool would write its second one
+# into a closed pipe (EPIPE, a failed pipeline under pipefail).
+guest_elf=$("$target/debug/oxvirt-test-assets" guests | sed -n 1p)
 mkdir -p "$work/cache/guests"
 cp -a "$(dirname "$guest_elf")" "$work/cache/guests/"
 ip=$(command -v ip)

@@ -15,11 +15,15 @@ fn main() -> anyhow::Result<()> {
     match what.as_str() {
         "guests" => {
             let g = oxvirt_tests::test_guests();
-            println!("{}\n{}", g.elf.display(), g.bzimage.display());
+            // One write for both lines: a reader that stops after the first (`head -1`)
+            // must not make the second one fail on a closed pipe.
+            let lines = format!("{}\n{}\n", g.elf.display(), g.bzimage.display());
+            std::io::Write::write_all(&mut std::io::stdout(), lines.as_bytes())?;
         }
         "kernel" => {
             let k = oxvirt_tests::linux::debian_kernel()?;
-            println!("{}\n{}", k.vmlinuz.display(), k.vmlinux.display());
+            let lines = format!("{}\n{}\n", k.vmlinuz.display(), k.vmlinux.display());
+            std::io::Write::write_all(&mut std::io::stdout(), lines.as_bytes())?;
         }
         "initramfs" => println!("{}", oxvirt_tests::linux::busybox_initramfs()?.display()),
         "bootsector" => println!("{}", oxvirt_tests::test_guests().bootsector.display()),
