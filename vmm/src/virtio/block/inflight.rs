@@ -516,13 +516,8 @@ mod tests {
     #[test]
     fn qcow2_held_clusters_go_in_flight_the_rest_through_imago() {
         const T: &str = "qcow2_held_clusters_go_in_flight_the_rest_through_imago";
-        let tool = |t: &str| {
-            std::process::Command::new(t)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        };
-        if !tool("qemu-img") || !tool("qemu-io") {
+        use crate::virtio::block::tests::have;
+        if !have("qemu-img") || !have("qemu-io") {
             eprintln!("SKIPPED {T}: qemu-img/qemu-io not installed (Debian qemu-utils)");
             return;
         }

@@ -271,7 +271,7 @@ fn used_index_advances_for_a_batch() {
     assert_eq!(used(&mem, &mock, 2), (4, 1));
 }
 
-fn have(tool: &str) -> bool {
+pub(super) fn have(tool: &str) -> bool {
     Command::new(tool)
         .arg("--version")
         .output()
