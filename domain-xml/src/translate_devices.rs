@@ -805,7 +805,7 @@ fn interface(n: &Interface) -> Result<ms::Device> {
         ))
         }
     };
-    let queues = crate::translate_net_driver::queues(n, &what, model, &backend)?;
+    let (queues, driver) = crate::translate_net_driver::driver(n, &what, model, &backend)?;
     let link_up = match n.link_state.as_deref() {
         None | Some("up") => true,
         Some("down") => false,
@@ -830,6 +830,7 @@ fn interface(n: &Interface) -> Result<ms::Device> {
             // The daemon opens the tap and fills this in at start.
             queues,
             tap_fds: Vec::new(),
+            driver,
         }),
     })
 }

@@ -664,6 +664,31 @@ pub struct Net {
     /// Empty: the VMM opens the backend's tap by name itself (`oxvirt-vmm` run by hand).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tap_fds: Vec<i32>,
+    /// Who moves a tap-backed virtio NIC's frames (libvirt `<driver name>`).
+    #[serde(default, skip_serializing_if = "NetDriver::is_default")]
+    pub driver: NetDriver,
+}
+
+/// Who moves a virtio NIC's frames between its queues and its tap (libvirt
+/// `<driver name>`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NetDriver {
+    /// The host kernel's vhost-net where `/dev/vhost-net` opens, else the VMM (what
+    /// libvirt does with QEMU when `<driver name>` is left out).
+    #[default]
+    Default,
+    /// vhost-net, or the NIC does not start (`name='vhost'`).
+    Vhost,
+    /// The VMM's own userspace device (`name='qemu'`).
+    Qemu,
+}
+
+impl NetDriver {
+    /// Whether this is the default (left out of serialized specs).
+    pub fn is_default(&self) -> bool {
+        *self == NetDriver::Default
+    }
 }
 
 impl Net {

@@ -140,6 +140,7 @@ pub fn net_device(id: &str, slot: u8, mac: &str, backend: NetBackend) -> Device 
             model: Default::default(),
             queues: None,
             tap_fds: Vec::new(),
+            driver: Default::default(),
         }),
     }
 }

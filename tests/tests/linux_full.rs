@@ -5,7 +5,8 @@
 //! `linux_guest/cases.rs`, with `tests/linux-guest/build.sh --stock`, Debian's kernel,
 //! its modules and udev in the same busybox initramfs and `/init` the patched guest
 //! uses here): `/dev/vda` read/write with checksums (raw and qcow2), each disk's serial
-//! in sysfs and as `/dev/disk/by-id/virtio-<serial>`, ping and TCP over a tap,
+//! in sysfs and as `/dev/disk/by-id/virtio-<serial>`, ping and TCP over a tap through
+//! vhost-net with two queue pairs,
 //! `/dev/hwrng`, vsock both ways, virtio-console and balloon, the ACPI power button.
 //!
 //! These cannot run on an emulated KVM (`kvm_pvm`: the stock kernel stops at an
@@ -187,13 +188,15 @@ fn full_linux_virtio_blk_qcow2_read_write() {
     cases::virtio_blk_read_write(g, DiskFormat::Qcow2);
 }
 
+/// vhost-net (`<driver name='vhost'>`: the kernel of the nested tier has it) with two
+/// queue pairs and two vCPUs: ping, and TCP from each vCPU through its own pair.
 #[test]
-fn full_linux_virtio_net_ping_and_tcp_over_a_tap() {
-    let test = "full_linux_virtio_net_ping_and_tcp_over_a_tap";
+fn full_linux_vhost_net_two_pairs_ping_and_tcp_over_a_tap() {
+    let test = "full_linux_vhost_net_two_pairs_ping_and_tcp_over_a_tap";
     let Some(g) = support::full_guest(test) else {
         return;
     };
-    cases::virtio_net_reaches_a_tap(test, g);
+    cases::virtio_net_reaches_a_tap(test, g, machine_spec::NetDriver::Vhost, 2);
 }
 
 #[test]

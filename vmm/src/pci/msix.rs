@@ -10,6 +10,8 @@
 
 use std::sync::Arc;
 
+use vmm_sys_util::eventfd::EventFd;
+
 /// Size of one table entry in bytes.
 pub const ENTRY_SIZE: u64 = 16;
 /// MSI-X capability ID.
@@ -36,6 +38,12 @@ pub trait MsiSink: Send + Sync {
     fn program(&self, vector: u16, msg: MsiMessage, masked: bool);
     /// Delivers vector `vector` (programmed unmasked before).
     fn trigger(&self, vector: u16);
+    /// An eventfd whose every write delivers vector `vector` with no exit to the VMM
+    /// (KVM's irqfd), for a backend in the host kernel to signal; `None` where there is
+    /// none. Such writes bypass the mask: one made while the vector is masked is lost.
+    fn irqfd(&self, _vector: u16) -> Option<EventFd> {
+        None
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -48,6 +56,9 @@ struct Entry {
 pub struct MsixState {
     entries: Vec<Entry>,
     pending: Vec<u64>,
+    /// Vectors whose irqfd was handed out ([`MsixState::irqfd`]): a signal may have
+    /// been lost while one was masked, so unmasking it delivers it.
+    direct: Vec<bool>,
     enabled: bool,
     function_masked: bool,
     sink: Arc<dyn MsiSink>,
@@ -77,6 +88,7 @@ impl MsixState {
         MsixState {
             entries,
             pending: vec![0; usize::from(vectors).div_ceil(64)],
+            direct: vec![false; usize::from(vectors)],
             enabled: false,
             function_masked: false,
             sink,
@@ -118,15 +130,41 @@ impl MsixState {
 
     /// Takes the new message-control value after a guest write to the capability.
     pub fn set_control(&mut self, ctrl: u16) {
-        let was_enabled = self.enabled;
+        let was = (self.enabled, self.function_masked);
         self.enabled = ctrl & CTRL_ENABLE != 0;
         self.function_masked = ctrl & CTRL_FUNCTION_MASK != 0;
-        if self.enabled && !was_enabled {
+        if (self.enabled, self.function_masked) != was {
+            // Routes follow both bits, so a handed-out irqfd delivers nothing while
+            // MSI-X is off or the function is masked.
+            let was_open = was.0 && !was.1;
             for v in 0..self.vectors() {
                 self.program(v);
+                if !was_open && self.enabled {
+                    self.note_unmasked(v);
+                }
             }
         }
         self.deliver_pending();
+    }
+
+    /// Hands out the irqfd of vector `v` ([`MsiSink::irqfd`]) for a kernel backend to
+    /// signal; `None` while MSI-X is off or where the sink has none. From then on the
+    /// vector counts as pending whenever it is unmasked (a spurious interrupt at
+    /// worst, which virtio drivers ignore), since a signal while masked was lost.
+    pub fn irqfd(&mut self, v: u16) -> Option<EventFd> {
+        if !self.enabled || usize::from(v) >= self.entries.len() {
+            return None;
+        }
+        let fd = self.sink.irqfd(v)?;
+        self.direct[usize::from(v)] = true;
+        Some(fd)
+    }
+
+    /// Vector `v` may have become deliverable: pending if its irqfd was handed out.
+    fn note_unmasked(&mut self, v: u16) {
+        if self.direct[usize::from(v)] && !self.vector_masked(v) {
+            self.pending[usize::from(v) / 64] |= 1 << (v % 64);
+        }
     }
 
     /// Resets to the power-on state (all vectors masked, MSI-X off).
@@ -138,6 +176,7 @@ impl MsixState {
             };
         }
         self.pending.iter_mut().for_each(|p| *p = 0);
+        self.direct.iter_mut().for_each(|d| *d = false);
         self.enabled = false;
         self.function_masked = false;
     }
@@ -148,8 +187,8 @@ impl MsixState {
 
     fn program(&self, v: u16) {
         let e = self.entries[usize::from(v)];
-        self.sink
-            .program(v, e.msg, e.control & VECTOR_MASKED != 0 || !self.enabled);
+        let masked = e.control & VECTOR_MASKED != 0 || !self.enabled || self.function_masked;
+        self.sink.program(v, e.msg, masked);
     }
 
     fn deliver_pending(&mut self) {
@@ -225,6 +264,9 @@ impl MsixState {
         if self.enabled && (new.control != e.control || new.control & VECTOR_MASKED == 0) {
             self.program(v);
         }
+        if e.control & VECTOR_MASKED != 0 && self.enabled {
+            self.note_unmasked(v);
+        }
         self.deliver_pending();
     }
 
@@ -261,12 +303,48 @@ pub(crate) mod tests {
         fn trigger(&self, vector: u16) {
             self.fired.lock().unwrap().push(vector);
         }
+        fn irqfd(&self, _vector: u16) -> Option<EventFd> {
+            EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).ok()
+        }
     }
 
     fn program_vector(m: &mut MsixState, v: u64, addr: u64, data: u32, masked: bool) {
         m.write_table(v * 16, &addr.to_le_bytes());
         m.write_table(v * 16 + 8, &data.to_le_bytes());
         m.write_table(v * 16 + 12, &u32::from(masked).to_le_bytes());
+    }
+
+    #[test]
+    fn a_handed_out_irqfd_vector_is_delivered_when_unmasked() {
+        let rec = Arc::new(Recorder::default());
+        let mut m = MsixState::new(3, rec.clone());
+        assert!(m.irqfd(0).is_none(), "MSI-X off: no irqfd");
+        m.set_control(CTRL_ENABLE);
+        for v in 0..3 {
+            program_vector(&mut m, v, 0xfee0_0000, 0x40 + v as u32, false);
+        }
+        assert!(m.irqfd(1).is_some());
+        assert!(m.irqfd(3).is_none(), "no such vector");
+        // A kernel backend's signal while vector 1 is masked went nowhere: the
+        // unmask delivers it; vector 2, never handed out, stays quiet.
+        m.write_table(16 + 12, &1u32.to_le_bytes());
+        m.write_table(2 * 16 + 12, &1u32.to_le_bytes());
+        m.write_table(16 + 12, &0u32.to_le_bytes());
+        m.write_table(2 * 16 + 12, &0u32.to_le_bytes());
+        assert_eq!(*rec.fired.lock().unwrap(), vec![1]);
+        // The function mask takes every route away and gives the direct one back.
+        rec.programmed.lock().unwrap().clear();
+        m.set_control(CTRL_ENABLE | CTRL_FUNCTION_MASK);
+        let masked: Vec<bool> = rec.programmed.lock().unwrap().iter().map(|p| p.2).collect();
+        assert_eq!(masked, vec![true; 3]);
+        m.set_control(CTRL_ENABLE);
+        assert_eq!(*rec.fired.lock().unwrap(), vec![1, 1]);
+        // A reset forgets the handed-out vectors.
+        m.reset();
+        m.set_control(CTRL_ENABLE);
+        program_vector(&mut m, 1, 0xfee0_0000, 0x41, true);
+        m.write_table(16 + 12, &0u32.to_le_bytes());
+        assert_eq!(*rec.fired.lock().unwrap(), vec![1, 1]);
     }
 
     #[test]

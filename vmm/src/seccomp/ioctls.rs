@@ -6,6 +6,7 @@
 
 use kvm_bindings as kb;
 use std::mem::size_of;
+use vhost::vhost_kern::vhost_binding as vb;
 
 const NONE: u64 = 0;
 const WRITE: u64 = 1;
@@ -67,3 +68,17 @@ pub const BLKDISCARD: u64 = ioc(NONE, 0x12, 119, 0);
 /// `<linux/sockios.h>`, not in the libc crate (the tap, FIONBIO and terminal
 /// requests are; `Ioctl` is `u64` on x86-64).
 pub const SIOCBRADDIF: u64 = 0x89a2;
+
+// vhost-net (`<linux/vhost.h>`, magic 0xaf): owner and features when a NIC is built,
+// the rings at each activation, the tap attached and detached (activation, link, reset).
+const VHOST: u64 = 0xaf;
+pub const VHOST_GET_FEATURES: u64 = ioc(READ, VHOST, 0x00, size_of::<u64>());
+pub const VHOST_SET_FEATURES: u64 = ioc(WRITE, VHOST, 0x00, size_of::<u64>());
+pub const VHOST_SET_OWNER: u64 = ioc(NONE, VHOST, 0x01, 0);
+pub const VHOST_SET_MEM_TABLE: u64 = ioc(WRITE, VHOST, 0x03, size_of::<vb::vhost_memory>());
+pub const VHOST_SET_VRING_NUM: u64 = ioc(WRITE, VHOST, 0x10, size_of::<vb::vhost_vring_state>());
+pub const VHOST_SET_VRING_ADDR: u64 = ioc(WRITE, VHOST, 0x11, size_of::<vb::vhost_vring_addr>());
+pub const VHOST_SET_VRING_BASE: u64 = ioc(WRITE, VHOST, 0x12, size_of::<vb::vhost_vring_state>());
+pub const VHOST_SET_VRING_KICK: u64 = ioc(WRITE, VHOST, 0x20, size_of::<vb::vhost_vring_file>());
+pub const VHOST_SET_VRING_CALL: u64 = ioc(WRITE, VHOST, 0x21, size_of::<vb::vhost_vring_file>());
+pub const VHOST_NET_SET_BACKEND: u64 = ioc(WRITE, VHOST, 0x30, size_of::<vb::vhost_vring_file>());

@@ -93,6 +93,29 @@ fn kvm_request_numbers_match_the_kernel_headers() {
 }
 
 #[test]
+fn vhost_request_numbers_match_the_vhost_crate() {
+    use vhost::vhost_kern::vhost_binding as vb;
+    let pairs = [
+        (ioctls::VHOST_GET_FEATURES, vb::VHOST_GET_FEATURES()),
+        (ioctls::VHOST_SET_FEATURES, vb::VHOST_SET_FEATURES()),
+        (ioctls::VHOST_SET_OWNER, vb::VHOST_SET_OWNER()),
+        (ioctls::VHOST_SET_MEM_TABLE, vb::VHOST_SET_MEM_TABLE()),
+        (ioctls::VHOST_SET_VRING_NUM, vb::VHOST_SET_VRING_NUM()),
+        (ioctls::VHOST_SET_VRING_ADDR, vb::VHOST_SET_VRING_ADDR()),
+        (ioctls::VHOST_SET_VRING_BASE, vb::VHOST_SET_VRING_BASE()),
+        (ioctls::VHOST_SET_VRING_KICK, vb::VHOST_SET_VRING_KICK()),
+        (ioctls::VHOST_SET_VRING_CALL, vb::VHOST_SET_VRING_CALL()),
+        (ioctls::VHOST_NET_SET_BACKEND, vb::VHOST_NET_SET_BACKEND()),
+    ];
+    for (ours, theirs) in pairs {
+        assert_eq!(ours, theirs, "{ours:#x}");
+    }
+    // <linux/vhost.h> as strace prints them.
+    assert_eq!(ioctls::VHOST_SET_OWNER, 0xaf01);
+    assert_eq!(ioctls::VHOST_NET_SET_BACKEND, 0x4008af30);
+}
+
+#[test]
 fn modes_parse_and_unknown_ones_are_named() {
     assert_eq!("none".parse::<Mode>(), Ok(Mode::None));
     assert_eq!("log".parse::<Mode>(), Ok(Mode::Log));

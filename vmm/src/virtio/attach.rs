@@ -29,7 +29,8 @@ use super::console::{Console, ConsoleBackend, InputRead};
 use super::gpu::pci::VirtioDisplay;
 use super::kvm::{IntxResampler, IrqRouting, KvmIoEvents, KvmIrqError};
 use super::net::{
-    parse_mac, tap_pairs, FrameIo, Net, NetControl, PairBackend, PasstLink, Tap, TapError,
+    parse_mac, tap_pairs, vhost, FrameIo, Net, NetControl, PairBackend, PasstLink, Tap, TapError,
+    VhostError,
 };
 use super::pci_transport::PciLayout;
 use super::rng::Rng;
@@ -62,6 +63,9 @@ pub enum AttachError {
     /// A NIC's tap could not be set up.
     #[error("interface '{0}'")]
     Tap(String, #[source] TapError),
+    /// `<driver name='vhost'>` on a host without a usable vhost-net.
+    #[error("interface '{0}': vhost-net requested but could not be initialized")]
+    Vhost(String, #[source] VhostError),
     /// passt (user-mode networking) could not be started.
     #[error("interface '{0}': user-mode networking")]
     Passt(String, #[source] Option<std::io::Error>),
@@ -596,7 +600,9 @@ fn virtio_device(
         }
         DeviceKind::Net(n) => {
             let b = net_backend(d, n, backends, "virtio-net")?;
-            Box::new(Net::multiqueue(&d.id, b.mac, n.mtu, b.control, b.queues))
+            let vhost =
+                vhost::open_for(&d.id, n).map_err(|e| AttachError::Vhost(d.id.clone(), e))?;
+            Box::new(Net::multiqueue(&d.id, b.mac, n.mtu, b.control, b.queues).with_vhost(vhost))
         }
         DeviceKind::Rng(r) => Box::new(
             Rng::open(&d.id, &r.source)

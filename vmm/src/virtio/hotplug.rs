@@ -115,6 +115,9 @@ pub enum HotplugError {
     /// The tap could not be made.
     #[error("could not configure tap '{0}'")]
     Tap(String, #[source] super::net::TapError),
+    /// QEMU's words for `vhost=on` where vhost-net cannot be set up.
+    #[error("vhost-net requested but could not be initialized")]
+    Vhost(#[source] super::net::VhostError),
     /// Interrupt routes for the function could not be made.
     #[error("cannot route the interrupts of '{0}'")]
     Irq(String, #[source] super::kvm::KvmIrqError),
@@ -135,6 +138,9 @@ struct Netdev {
     /// `ifname` then, with `queues` queues.
     taps: Vec<Arc<std::os::fd::OwnedFd>>,
     queues: Option<u16>,
+    /// `vhost=on`: the NIC's frames go through vhost-net, or the NIC is refused
+    /// (QEMU's default is off; libvirt asks for it where the host has it).
+    vhost: bool,
 }
 
 /// A device behind a hot-plug port.
@@ -468,6 +474,7 @@ impl HotplugHub {
             bridge: str_arg(args, "br").map(str::to_string).filter(|_| !tap),
             taps,
             queues: queues.filter(|_| !tap),
+            vhost: bool_arg(args, "vhost")?,
         });
         Ok(())
     }
@@ -553,6 +560,10 @@ impl HotplugHub {
                     model: NetModel::Virtio,
                     queues,
                     tap_fds: n.taps.iter().map(|t| t.as_raw_fd()).collect(),
+                    driver: match n.vhost {
+                        true => machine_spec::NetDriver::Vhost,
+                        false => machine_spec::NetDriver::Qemu,
+                    },
                 };
                 (DeviceKind::Net(net), Some(nd.to_string()))
             }
@@ -802,14 +813,18 @@ fn build(m: &Machine, d: &Device) -> Result<Built, HotplugError> {
                     format!("{pairs} queue pairs on {} tap queues", taps.len()),
                 ));
             }
+            let vhost = super::net::vhost::open_for(&d.id, n).map_err(HotplugError::Vhost)?;
             info!(id = %d.id, tap = taps[0].name(), pairs, "virtio-net (hot-plug)");
-            Box::new(Net::multiqueue(
-                &d.id,
-                mac,
-                n.mtu,
-                NetControl::new(n.link_up),
-                tap_pairs(taps).map_err(terr)?,
-            ))
+            Box::new(
+                Net::multiqueue(
+                    &d.id,
+                    mac,
+                    n.mtu,
+                    NetControl::new(n.link_up),
+                    tap_pairs(taps).map_err(terr)?,
+                )
+                .with_vhost(vhost),
+            )
         }
         _ => return Err(HotplugError::Driver(d.id.clone())),
     };

@@ -201,6 +201,10 @@ impl MsiSink for KvmMsiSink {
             let _ = fd.write(1);
         }
     }
+
+    fn irqfd(&self, vector: u16) -> Option<EventFd> {
+        self.fds.get(usize::from(vector))?.try_clone().ok()
+    }
 }
 
 impl IrqRouting {

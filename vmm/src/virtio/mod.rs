@@ -69,6 +69,12 @@ pub trait VirtioInterrupt: Send + Sync {
     fn notify_queue(&self, queue: u16);
     /// The device configuration changed.
     fn notify_config(&self);
+    /// An eventfd whose writes raise queue `queue`'s interrupt with no exit to the VMM
+    /// (its MSI-X vector's KVM irqfd), for a backend in the host kernel (vhost-net) to
+    /// signal; `None` where there is none (INTx, no vector, no KVM): relay instead.
+    fn queue_irqfd(&self, _queue: u16) -> Option<EventFd> {
+        None
+    }
 }
 
 /// One queue the driver enabled, as handed to the device on activation.
@@ -99,6 +105,12 @@ pub enum ActivateError {
     /// The backend is gone (a previous activation failed to give it back).
     #[error("virtio {device}: backend unavailable")]
     NoBackend { device: &'static str },
+    /// The backend refused to start (vhost-net).
+    #[error("virtio {device}: the backend did not start: {reason}")]
+    Backend {
+        device: &'static str,
+        reason: String,
+    },
     /// The worker thread could not be started.
     #[error("virtio {device}: cannot start the worker thread")]
     Worker {

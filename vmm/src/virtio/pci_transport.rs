@@ -152,6 +152,14 @@ impl VirtioInterrupt for PciInterrupt {
         self.raise(v);
     }
 
+    fn queue_irqfd(&self, queue: u16) -> Option<EventFd> {
+        let v = *self.queue_vectors.get(usize::from(queue))?;
+        if v == NO_VECTOR {
+            return None;
+        }
+        self.msix.lock().ok()?.irqfd(v)
+    }
+
     fn notify_config(&self) {
         // The driver re-reads the configuration while the generation moves (§4.1.4.3).
         self.config_generation.fetch_add(1, Ordering::SeqCst);

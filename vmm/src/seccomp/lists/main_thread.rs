@@ -103,6 +103,9 @@ pub(in crate::seccomp) fn allow(a: &mut AllowList) {
         TUNSETOFFLOAD,
         // a multiqueue tap's queues attached and detached (virtio-net's pairs)
         TUNSETQUEUE,
+        // a vhost-net instance per pair of a NIC being built (the rest: worker list)
+        VHOST_SET_OWNER,
+        VHOST_GET_FEATURES,
         SIOCGIFFLAGS,
         SIOCSIFFLAGS,
         SIOCGIFINDEX,

@@ -55,6 +55,16 @@ pub(in crate::seccomp) fn allow(a: &mut AllowList) {
         BLKGETSIZE64,
         BLKDISCARD,
         BLKSSZGET,
+        // vhost-net: the rings handed over at activation (a vCPU's DRIVER_OK), the
+        // tap attached and detached (activation, link state, reset)
+        VHOST_SET_FEATURES,
+        VHOST_SET_MEM_TABLE,
+        VHOST_SET_VRING_NUM,
+        VHOST_SET_VRING_ADDR,
+        VHOST_SET_VRING_BASE,
+        VHOST_SET_VRING_KICK,
+        VHOST_SET_VRING_CALL,
+        VHOST_NET_SET_BACKEND,
         // the INTx resampler and MSI-X masking re-route interrupts
         KVM_IRQ_LINE,
         KVM_IRQFD,

@@ -14,21 +14,27 @@
 //! the control queue comes last (`2N`; 2 when the driver did not take MQ). Until the
 //! driver sets a pair count (`VQ_PAIRS_SET`) only the first pair is in use, and the
 //! tap queues of unused pairs are detached so the kernel steers nothing to them.
+//!
+//! With vhost-net ([`vhost`], libvirt's default where the host has it) the host
+//! kernel moves each pair's frames; the VMM serves only the control queue and relays
+//! the kernel's interrupts, on one worker.
 
 pub mod ctrl;
 mod passt_args;
 pub mod stream;
 pub mod tap;
+pub mod vhost;
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::Bytes;
 use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::queue_util::{drain, notify_if_needed, segments, Segment};
 use super::worker::{DeviceCtx, Worker, WorkerHandler};
@@ -38,6 +44,7 @@ use super::{
 };
 pub use stream::{PasstLink, StreamIo};
 pub use tap::{Tap, TapError, VNET_HDR_LEN};
+pub use vhost::{VhostError, VhostNet};
 
 /// Feature bits.
 pub mod features {
@@ -165,7 +172,13 @@ impl MultiQueue {
 pub struct NetControl {
     link_up: Arc<AtomicBool>,
     interrupt: Arc<Mutex<Option<Arc<dyn VirtioInterrupt>>>>,
+    /// With vhost-net, the running pairs' instances and tap queues: link down
+    /// detaches the taps (no frame moves either way), as QEMU stops vhost then.
+    vhost: Arc<Mutex<Vec<VhostPair>>>,
 }
+
+/// A running pair's vhost-net instance and the tap queue it serves.
+type VhostPair = (Arc<VhostNet>, RawFd);
 
 impl NetControl {
     /// A control with the link `up` or down; see [`Net::with_control`].
@@ -173,12 +186,20 @@ impl NetControl {
         NetControl {
             link_up: Arc::new(AtomicBool::new(up)),
             interrupt: Arc::new(Mutex::new(None)),
+            vhost: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
     /// Sets the link state and tells the driver (configuration change).
     pub fn set_link(&self, up: bool) {
         if self.link_up.swap(up, Ordering::SeqCst) != up {
+            if let Ok(pairs) = self.vhost.lock() {
+                for (v, tap) in pairs.iter() {
+                    if let Err(e) = v.set_backend(up.then_some(*tap)) {
+                        warn!("virtio-net: link {}: {e}", if up { "up" } else { "down" });
+                    }
+                }
+            }
             if let Some(i) = self.interrupt.lock().ok().and_then(|g| g.clone()) {
                 i.notify_config();
             }
@@ -468,6 +489,9 @@ struct NetWorker {
     core: NetCore,
     pair: u16,
     ctrlq: Option<u16>,
+    /// With vhost-net: each ring's call eventfd and its queue index. The kernel
+    /// signals them; the worker raises the queue's interrupt (and reads no tap).
+    calls: Vec<(EventFd, u16)>,
 }
 
 impl NetWorker {
@@ -501,7 +525,13 @@ impl NetWorker {
 
 impl WorkerHandler for NetWorker {
     fn extra_fds(&self) -> Vec<(RawFd, EventSet)> {
-        vec![(self.core.io.fd(), EventSet::IN)]
+        if self.calls.is_empty() {
+            return vec![(self.core.io.fd(), EventSet::IN)];
+        }
+        self.calls
+            .iter()
+            .map(|(fd, _)| (fd.as_raw_fd(), EventSet::IN))
+            .collect()
     }
 
     fn started(&mut self, ctx: &mut DeviceCtx) {
@@ -527,8 +557,14 @@ impl WorkerHandler for NetWorker {
         }
     }
 
-    fn fd_event(&mut self, ctx: &mut DeviceCtx, _i: usize, _events: EventSet) {
-        self.rx(ctx);
+    fn fd_event(&mut self, ctx: &mut DeviceCtx, i: usize, _events: EventSet) {
+        match self.calls.get(i) {
+            None => self.rx(ctx),
+            Some((call, queue)) => {
+                let _ = call.read();
+                ctx.interrupt.notify_queue(*queue);
+            }
+        }
     }
 }
 
@@ -549,6 +585,10 @@ pub struct Net {
     /// Each pair's data path while the device is not active, in pair order.
     cores: Vec<NetCore>,
     workers: Vec<Worker<NetWorker>>,
+    /// Each pair's vhost-net instance; empty: the VMM moves the frames itself.
+    vhost: Vec<Arc<VhostNet>>,
+    /// The rings the kernel serves while active (their kick eventfds with them).
+    vhost_rings: Vec<ActiveQueue>,
 }
 
 /// Parses `52:54:00:12:34:56`.
@@ -625,6 +665,117 @@ impl Net {
             control,
             cores,
             workers: Vec::new(),
+            vhost: Vec::new(),
+            vhost_rings: Vec::new(),
+        }
+    }
+
+    /// Hands the pairs' frames to the host kernel: one vhost-net instance per pair
+    /// ([`vhost::open_for`]; none keeps the VMM's own data path).
+    pub fn with_vhost(mut self, instances: Vec<VhostNet>) -> Self {
+        if !instances.is_empty() && instances.len() == self.cores.len() {
+            self.vhost = instances.into_iter().map(Arc::new).collect();
+        }
+        self
+    }
+
+    /// Whether the host kernel moves the frames.
+    pub fn is_vhost(&self) -> bool {
+        !self.vhost.is_empty()
+    }
+
+    /// Starts vhost-net on the rings of the first `pairs` pairs and the worker that
+    /// serves the control queue and relays the kernel's interrupts; `queues` without
+    /// the control queue's become the kernel's.
+    fn activate_vhost(
+        &mut self,
+        mem: GuestMem,
+        features: u64,
+        queues: Vec<ActiveQueue>,
+        interrupt: Arc<dyn VirtioInterrupt>,
+        (ctrlq, pairs): (u16, u16),
+    ) -> Result<(), ActivateError> {
+        let device = "virtio-net";
+        let (ctrl, rings): (Vec<_>, Vec<_>) = queues.into_iter().partition(|q| q.index == ctrlq);
+        let find = |i: u16| {
+            rings
+                .iter()
+                .find(|q| q.index == i)
+                .ok_or(ActivateError::MissingQueue { device, queue: i })
+        };
+        let fail = |e: &dyn std::error::Error| ActivateError::Backend {
+            device,
+            reason: crate::seccomp::error_chain(e),
+        };
+        // Each ring's call eventfd: its vector's KVM irqfd where MSI-X gives one (no
+        // VMM thread on the interrupt path, as QEMU wires vhost), else one the worker
+        // relays.
+        let mut calls = Vec::new();
+        let mut call_fd = |queue: u16| -> Result<EventFd, ActivateError> {
+            if let Some(fd) = interrupt.queue_irqfd(queue) {
+                return Ok(fd);
+            }
+            let fd = EventFd::new(EFD_NONBLOCK).map_err(|e| fail(&e))?;
+            calls.push((fd.try_clone().map_err(|e| fail(&e))?, queue));
+            Ok(fd)
+        };
+        let mut running: Vec<VhostPair> = Vec::new();
+        let up = self.control.link_up();
+        for pair in 0..pairs {
+            let (rx, tx) = (find(2 * pair)?, find(2 * pair + 1)?);
+            let call_rx = call_fd(2 * pair)?;
+            let call_tx = call_fd(2 * pair + 1)?;
+            let v = &self.vhost[usize::from(pair)];
+            let tap = self.cores[usize::from(pair)].io.fd();
+            let rings = [(rx, &call_rx), (tx, &call_tx)].map(|(q, call)| vhost::Ring {
+                queue: &q.queue,
+                kick: &q.kick,
+                call,
+            });
+            let started = v
+                .start(&mem, features, rings)
+                .and_then(|()| v.set_backend(up.then_some(tap)));
+            if let Err(e) = started {
+                for (v, _) in &running {
+                    let _ = v.set_backend(None);
+                }
+                return Err(fail(&e));
+            }
+            running.push((v.clone(), tap));
+        }
+        info!(
+            id = %self.id,
+            rings = 2 * pairs,
+            relayed = calls.len(),
+            "vhost-net started: ring interrupts through KVM irqfds unless relayed"
+        );
+        if let Ok(mut g) = self.control.vhost.lock() {
+            *g = running;
+        }
+        self.vhost_rings = rings;
+        let mut core = self.cores.remove(0);
+        core.negotiate_device(features);
+        let handler = NetWorker {
+            core,
+            pair: 0,
+            ctrlq: Some(ctrlq),
+            calls,
+        };
+        let act = Activation {
+            mem,
+            features,
+            queues: ctrl,
+            interrupt,
+        };
+        match Worker::spawn(&format!("_{}", self.id), handler, act) {
+            Ok(w) => {
+                self.workers.push(w);
+                Ok(())
+            }
+            Err(source) => {
+                self.reset();
+                Err(ActivateError::Worker { device, source })
+            }
         }
     }
 
@@ -717,6 +868,9 @@ impl VirtioDevice for Net {
             1
         };
         // Each pair's worker takes its two queues; the first also the control queue.
+        if self.is_vhost() {
+            return self.activate_vhost(mem, features, queues, interrupt, (ctrlq, pairs));
+        }
         let mut per_pair: Vec<Vec<ActiveQueue>> = (0..pairs).map(|_| Vec::new()).collect();
         for q in queues {
             let pair = if q.index == ctrlq { 0 } else { q.index / 2 };
@@ -738,6 +892,7 @@ impl VirtioDevice for Net {
                 core,
                 pair,
                 ctrlq: (pair == 0).then_some(ctrlq),
+                calls: Vec::new(),
             };
             let act = Activation {
                 mem: mem.clone(),
@@ -769,6 +924,15 @@ impl VirtioDevice for Net {
         if let Ok(mut f) = self.filter.lock() {
             *f = ctrl::RxFilter::new(self.mac, 0);
         }
+        // The kernel lets go of the rings before the driver sets them up again.
+        if let Ok(mut running) = self.control.vhost.lock() {
+            for (v, _) in running.drain(..) {
+                if let Err(e) = v.set_backend(None) {
+                    warn!(id = %self.id, "virtio-net: reset: {e}");
+                }
+            }
+        }
+        self.vhost_rings.clear();
         let idle = std::mem::take(&mut self.cores);
         let mut cores: Vec<(u16, NetCore)> = self
             .workers
