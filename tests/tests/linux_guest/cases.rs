@@ -537,7 +537,8 @@ fn check_exchanges(vm: &Vm, r: &Report, what: &str, exchanges: &[(Vec<u8>, Vec<u
 /// two vCPUs and the NIC two queue pairs on a multiqueue tap: the exchange runs once
 /// from each vCPU (`taskset`), so each pair carries a flow both ways (the guest
 /// transmits on its vCPU's queue, the tap steers the replies to the queue the flow
-/// came from), and both receive queues' interrupt counts must move.
+/// came from), and both receive queues' interrupt counts must move. Then the guest
+/// unbinds and binds the driver (a device reset and a new activation) and pings again.
 pub fn virtio_net_reaches_a_tap(test: &str, g: &LinuxGuest, driver: NetDriver, pairs: u16) {
     if !nix::unistd::geteuid().is_root() {
         skip(
@@ -565,7 +566,14 @@ pub fn virtio_net_reaches_a_tap(test: &str, g: &LinuxGuest, driver: NetDriver, p
         cmd += "awk '/input\\.[0-9]/{s=0; for (i=2; i<NF-2; i++) s+=$i; print \"RXIRQ\", $NF, s}' \
                 /proc/interrupts; ";
     }
-    cmd += "(exit $rc)";
+    // A device reset and a fresh start: the driver unbound and bound again (with
+    // vhost-net the kernel lets go of the old rings and takes the new ones).
+    cmd += "p=$(basename $(readlink -f /sys/class/net/eth0/device/..)); \
+            echo $p >/sys/bus/pci/drivers/virtio-pci/unbind; \
+            echo $p >/sys/bus/pci/drivers/virtio-pci/bind; \
+            for i in 1 2 3 4 5 6 7 8 9 10; do [ -e /sys/class/net/eth0 ] && break; sleep 1; done; \
+            ip addr add 10.0.2.15/24 dev eth0; ip link set eth0 up; \
+            ping -c 2 -w 30 10.0.2.2 >/dev/null && echo REBOUND-PING-OK; (exit $rc)";
     let mut spec = g.spec(
         u32::from(pairs),
         mem(g, 128),
@@ -653,6 +661,15 @@ pub fn virtio_net_reaches_a_tap(test: &str, g: &LinuxGuest, driver: NetDriver, p
         &format!("ping or oxcheck tcp failed: {:?}", r.cmd_output),
     );
     check_exchanges(&vm, &r, "tcp", &exchanges);
+    check(
+        &vm,
+        r.cmd_output.contains("REBOUND-PING-OK"),
+        &format!(
+            "no ping replies after the driver was unbound and bound again (a device \
+             reset and restart): {:?}",
+            r.cmd_output
+        ),
+    );
     if pairs > 1 {
         // `RXIRQ virtio0-input.N COUNT`, one line per receive queue.
         let rx: Vec<(&str, u64)> = r

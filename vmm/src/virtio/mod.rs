@@ -96,6 +96,23 @@ pub struct Activation {
     pub interrupt: Arc<dyn VirtioInterrupt>,
 }
 
+impl Activation {
+    /// Takes the queues out, leaving what the device's workers share.
+    pub fn take_queues(&mut self) -> Vec<ActiveQueue> {
+        std::mem::take(&mut self.queues)
+    }
+
+    /// One worker's activation: `queues`, with the same memory, features and interrupt.
+    pub fn part(&self, queues: Vec<ActiveQueue>) -> Activation {
+        Activation {
+            mem: self.mem.clone(),
+            features: self.features,
+            queues,
+            interrupt: self.interrupt.clone(),
+        }
+    }
+}
+
 /// Why a device could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ActivateError {

@@ -690,13 +690,8 @@ impl VirtioDevice for Block {
                 queue: 0,
             });
         }
-        let Activation {
-            mem,
-            features,
-            queues,
-            interrupt,
-        } = act;
-        for aq in queues {
+        let mut act = act;
+        for aq in act.take_queues() {
             let name = format!("_{}q{}", self.id, aq.index);
             let engine = self.make_engines().and_then(|()| {
                 self.engines
@@ -705,13 +700,7 @@ impl VirtioDevice for Block {
             });
             let worker = engine.and_then(|e| {
                 let w = QueueWorker::new(self.handler.clone(), e);
-                let act = Activation {
-                    mem: mem.clone(),
-                    features,
-                    queues: vec![aq],
-                    interrupt: interrupt.clone(),
-                };
-                Worker::spawn(&name, w, act)
+                Worker::spawn(&name, w, act.part(vec![aq]))
             });
             match worker {
                 Ok(w) => self.workers.push(w),

@@ -689,14 +689,14 @@ impl Net {
     /// the control queue's become the kernel's.
     fn activate_vhost(
         &mut self,
-        mem: GuestMem,
-        features: u64,
-        queues: Vec<ActiveQueue>,
-        interrupt: Arc<dyn VirtioInterrupt>,
+        mut act: Activation,
         (ctrlq, pairs): (u16, u16),
     ) -> Result<(), ActivateError> {
         let device = "virtio-net";
-        let (ctrl, rings): (Vec<_>, Vec<_>) = queues.into_iter().partition(|q| q.index == ctrlq);
+        let (ctrl, rings): (Vec<_>, Vec<_>) = act
+            .take_queues()
+            .into_iter()
+            .partition(|q| q.index == ctrlq);
         let find = |i: u16| {
             rings
                 .iter()
@@ -712,7 +712,7 @@ impl Net {
         // relays.
         let mut calls = Vec::new();
         let mut call_fd = |queue: u16| -> Result<EventFd, ActivateError> {
-            if let Some(fd) = interrupt.queue_irqfd(queue) {
+            if let Some(fd) = act.interrupt.queue_irqfd(queue) {
                 return Ok(fd);
             }
             let fd = EventFd::new(EFD_NONBLOCK).map_err(|e| fail(&e))?;
@@ -733,7 +733,7 @@ impl Net {
                 call,
             });
             let started = v
-                .start(&mem, features, rings)
+                .start(&act.mem, act.features, rings)
                 .and_then(|()| v.set_backend(up.then_some(tap)));
             if let Err(e) = started {
                 for (v, _) in &running {
@@ -754,20 +754,14 @@ impl Net {
         }
         self.vhost_rings = rings;
         let mut core = self.cores.remove(0);
-        core.negotiate_device(features);
+        core.negotiate_device(act.features);
         let handler = NetWorker {
             core,
             pair: 0,
             ctrlq: Some(ctrlq),
             calls,
         };
-        let act = Activation {
-            mem,
-            features,
-            queues: ctrl,
-            interrupt,
-        };
-        match Worker::spawn(&format!("_{}", self.id), handler, act) {
+        match Worker::spawn(&format!("_{}", self.id), handler, act.part(ctrl)) {
             Ok(w) => {
                 self.workers.push(w);
                 Ok(())
@@ -855,12 +849,8 @@ impl VirtioDevice for Net {
         if let Ok(mut g) = self.control.interrupt.lock() {
             *g = Some(act.interrupt.clone());
         }
-        let Activation {
-            mem,
-            features,
-            queues,
-            interrupt,
-        } = act;
+        let mut act = act;
+        let features = act.features;
         let ctrlq = self.ctrl_queue(features);
         let pairs = if features & features::MQ != 0 {
             self.pairs
@@ -869,10 +859,10 @@ impl VirtioDevice for Net {
         };
         // Each pair's worker takes its two queues; the first also the control queue.
         if self.is_vhost() {
-            return self.activate_vhost(mem, features, queues, interrupt, (ctrlq, pairs));
+            return self.activate_vhost(act, (ctrlq, pairs));
         }
         let mut per_pair: Vec<Vec<ActiveQueue>> = (0..pairs).map(|_| Vec::new()).collect();
-        for q in queues {
+        for q in act.take_queues() {
             let pair = if q.index == ctrlq { 0 } else { q.index / 2 };
             if let Some(v) = per_pair.get_mut(usize::from(pair)) {
                 v.push(q);
@@ -894,13 +884,7 @@ impl VirtioDevice for Net {
                 ctrlq: (pair == 0).then_some(ctrlq),
                 calls: Vec::new(),
             };
-            let act = Activation {
-                mem: mem.clone(),
-                features,
-                queues,
-                interrupt: interrupt.clone(),
-            };
-            match Worker::spawn(&name, handler, act) {
+            match Worker::spawn(&name, handler, act.part(queues)) {
                 Ok(w) => self.workers.push(w),
                 Err(source) => {
                     // Give every backend back, so a later activation can start over.
