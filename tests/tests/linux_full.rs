@@ -196,7 +196,18 @@ fn full_linux_vhost_net_two_pairs_ping_and_tcp_over_a_tap() {
     let Some(g) = support::full_guest(test) else {
         return;
     };
-    cases::virtio_net_reaches_a_tap(test, g, machine_spec::NetDriver::Vhost, 2);
+    cases::virtio_net_reaches_a_tap(test, g, machine_spec::NetDriver::Vhost, 2, false);
+}
+
+/// vhost-net on INTA# (`pci=nomsi`): no vector to hand the kernel, so the VMM relays
+/// each ring's interrupt.
+#[test]
+fn full_linux_vhost_net_on_intx_ping_and_tcp_over_a_tap() {
+    let test = "full_linux_vhost_net_on_intx_ping_and_tcp_over_a_tap";
+    let Some(g) = support::full_guest(test) else {
+        return;
+    };
+    cases::virtio_net_reaches_a_tap(test, g, machine_spec::NetDriver::Vhost, 1, true);
 }
 
 #[test]

@@ -77,7 +77,7 @@ fn linux_virtio_on_intx_with_pci_nomsi() {
 fn linux_virtio_net_reaches_a_tap() {
     let test = "linux_virtio_net_reaches_a_tap";
     let Some(g) = guest(test) else { return };
-    cases::virtio_net_reaches_a_tap(test, g, machine_spec::NetDriver::Default, 1);
+    cases::virtio_net_reaches_a_tap(test, g, machine_spec::NetDriver::Default, 1, false);
 }
 
 #[test]
