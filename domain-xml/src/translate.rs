@@ -80,6 +80,7 @@ pub fn translate(dom: &Domain) -> Result<ms::MachineSpec> {
             .chain(crate::translate_video::warnings(&dom.devices))
             .chain(tuned.then(|| crate::tuning::WARNING.to_string()))
             .collect(),
+        files: Vec::new(),
     };
     pm(dom)?;
     spec.check().map_err(|e| Error::InvalidArg(e.to_string()))?;

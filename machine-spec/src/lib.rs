@@ -56,6 +56,22 @@ pub struct MachineSpec {
     /// start, so the domain log says it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Files already open in the VMM (inherited descriptors): wherever the VMM would
+    /// open one of these paths (a disk image or its backing files, a CD-ROM medium,
+    /// kernel, initrd, firmware), it uses the descriptor instead, as QEMU does with
+    /// `/dev/fdset/N`. oxvirtd opens them, so the VMM needs no right to the paths.
+    /// A path may be listed twice (read-write and `O_DIRECT`, say); the VMM picks
+    /// the descriptor whose access mode and `O_DIRECT` fit the open.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<PassedFile>,
+}
+
+/// A file handed to the VMM open: the path it stands for and the descriptor number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PassedFile {
+    pub path: PathBuf,
+    pub fd: i32,
 }
 
 /// Guest RAM.
@@ -823,6 +839,30 @@ impl MachineSpec {
                 t.sockets, t.dies, t.cores, t.threads, c.max
             )));
         }
+        let mut fds: Vec<i32> = self.files.iter().map(|f| f.fd).collect();
+        fds.extend(self.devices.iter().flat_map(|d| match &d.kind {
+            DeviceKind::Net(n) => n.tap_fds.clone(),
+            _ => Vec::new(),
+        }));
+        fds.sort_unstable();
+        if let Some(w) = fds.windows(2).find(|w| w[0] == w[1]) {
+            return Err(SpecError::Invalid(format!(
+                "descriptor {} is handed over twice (files, tap_fds)",
+                w[0]
+            )));
+        }
+        if let Some(f) = self
+            .files
+            .iter()
+            .find(|f| f.fd < 3 || !f.path.is_absolute())
+        {
+            return Err(SpecError::Invalid(format!(
+                "files: '{}' as descriptor {}: the path must be absolute and the \
+                 descriptor 3 or above",
+                f.path.display(),
+                f.fd
+            )));
+        }
         if self.memory.size_bytes < 1 << 20 {
             return Err(SpecError::Invalid(
                 "memory.size_bytes must be at least 1 MiB".into(),
@@ -1073,6 +1113,7 @@ mod tests {
             ],
             graphics: None,
             warnings: Vec::new(),
+            files: Vec::new(),
         }
     }
 

@@ -129,6 +129,19 @@ impl ClientFds {
         Ok(())
     }
 
+    /// The first fd of the latest message that carried any (the others are
+    /// closed): what `add-fd` puts in a set.
+    pub fn take_received(&mut self) -> Result<OwnedFd, QmpError> {
+        if self.received.is_empty() {
+            return Err(QmpError::generic(
+                "No file descriptor supplied via SCM_RIGHTS",
+            ));
+        }
+        let fd = self.received.remove(0);
+        self.received.clear();
+        Ok(fd)
+    }
+
     /// `closefd {fdname}`.
     pub fn closefd(&mut self, name: &str) -> Result<(), QmpError> {
         self.named

@@ -60,6 +60,7 @@ pub fn spec(kernel: &Path, cmdline: &str, mem_mib: u64, cpus: u32) -> MachineSpe
         devices: vec![serial_device(CharBackend::Stdio)],
         graphics: None,
         warnings: Vec::new(),
+        files: Vec::new(),
     }
 }
 

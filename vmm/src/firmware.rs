@@ -57,7 +57,12 @@ impl FirmwareRom {
     /// Loads `path` so that its last byte is at `end - 1` (a second flash unit
     /// sits below the first).
     pub fn load_ending_at(path: &Path, end: u64) -> Result<Self, FirmwareError> {
-        let data = std::fs::read(path).map_err(|e| FirmwareError::Read(path.into(), e))?;
+        let data = crate::files::open(path, crate::files::Access::READ)
+            .and_then(|mut f| {
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(&mut f, &mut data).map(|_| data)
+            })
+            .map_err(|e| FirmwareError::Read(path.into(), e))?;
         let len = data.len() as u64;
         if len == 0 || !len.is_multiple_of(4096) || len > MAX_FIRMWARE_SIZE {
             return Err(FirmwareError::BadSize(path.into(), len));

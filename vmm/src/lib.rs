@@ -26,6 +26,7 @@ pub mod devfuzz;
 pub mod devices;
 pub mod display;
 pub mod e1000;
+pub mod files;
 pub mod firmware;
 pub mod input;
 pub mod kvm;

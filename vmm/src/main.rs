@@ -94,6 +94,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let spec = load_spec(&args)?;
+    vmm::files::adopt(&spec.files).context("cannot take the files handed over")?;
     // What the domain XML asked for that runs without effect or differently (the
     // domain log is where a libvirt user looks for it).
     for w in &spec.warnings {

@@ -66,6 +66,7 @@ pub(crate) mod fsutil;
 mod graphics;
 mod graphics_event;
 mod graphics_fd;
+mod handover;
 pub mod host_info;
 pub mod hostiface;
 mod hotplug;

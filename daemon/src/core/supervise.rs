@@ -190,6 +190,14 @@ impl Core {
                 return Err(e);
             }
         };
+        // Images, media, kernel and firmware go to the VMM open too, after the taps.
+        let first = super::tap::FIRST_FD + taps.len() as i32;
+        let (spec, files) = tokio::task::spawn_blocking(move || {
+            let files = super::handover::open_for_spec(&mut spec, first);
+            (spec, files)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("cannot open the domain's files: {e}")))?;
         super::fsutil::write_atomic(&rt.spec(), spec.to_json().as_bytes(), 0o600)?;
         super::fsutil::write_atomic(&rt.live_xml(), live_xml.as_bytes(), 0o600)?;
         let log = std::fs::OpenOptions::new()
@@ -204,6 +212,7 @@ impl Core {
         let mut command = tokio::process::Command::new(vmm);
         let mappings = taps
             .into_iter()
+            .chain(files)
             .zip(super::tap::FIRST_FD..)
             .map(|(parent_fd, child_fd)| FdMapping {
                 parent_fd,
@@ -212,7 +221,7 @@ impl Core {
             .collect();
         command
             .fd_mappings(mappings)
-            .map_err(|e| Error::Internal(format!("cannot hand the taps to the VMM: {e}")))?;
+            .map_err(|e| Error::Internal(format!("cannot hand the VMM its files: {e}")))?;
         let mut child = command
             // Relative paths in the spec (a unix channel without a path: libvirt's
             // guest agent channel as virt-install writes it) live in the runtime dir.

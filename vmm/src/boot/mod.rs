@@ -137,7 +137,8 @@ fn load_initrd(
     kernel_end: u64,
     max_end: u64,
 ) -> Result<InitrdPlacement, BootError> {
-    let mut f = File::open(path).map_err(|e| BootError::Initrd(path.into(), e))?;
+    let mut f = crate::files::open(path, crate::files::Access::READ)
+        .map_err(|e| BootError::Initrd(path.into(), e))?;
     let size = f
         .metadata()
         .map_err(|e| BootError::Initrd(path.into(), e))?
@@ -158,7 +159,8 @@ pub fn load(
     rsdp: Option<u64>,
 ) -> Result<EntryMode, BootError> {
     let path = src.kernel;
-    let mut file = File::open(path).map_err(|e| BootError::KernelOpen(path.into(), e))?;
+    let mut file = crate::files::open(path, crate::files::Access::READ)
+        .map_err(|e| BootError::KernelOpen(path.into(), e))?;
     let format = detect_format(path, &mut file)?;
     let low_end = ram.low_size();
     match format {

@@ -186,14 +186,14 @@ impl Pflash {
     ///   for Debian's `OVMF_VARS_4M.fd`); a file of another size is refused rather than
     ///   mapped where OVMF would not find its variables.
     pub fn open(path: &Path, size_expected: Option<u64>) -> Result<Pflash, PflashError> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|source| PflashError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
+        let access = crate::files::Access {
+            write: true,
+            direct: false,
+        };
+        let mut file = crate::files::open(path, access).map_err(|source| PflashError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {

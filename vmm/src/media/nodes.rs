@@ -67,9 +67,11 @@ impl NodeTable {
         match node.format {
             Some(_) => drop(OpenedMedium::open(&node.name, node.medium())?),
             None => {
-                std::fs::File::open(&node.path).map_err(|e| MediaError::Open {
-                    path: node.path.display().to_string(),
-                    reason: super::strip_os_error(&e),
+                crate::files::open(&node.path, crate::files::Access::READ).map_err(|e| {
+                    MediaError::Open {
+                        path: node.path.display().to_string(),
+                        reason: super::strip_os_error(&e),
+                    }
                 })?;
             }
         }

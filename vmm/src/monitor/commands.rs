@@ -61,6 +61,9 @@ pub const COMMANDS: &[&str] = &[
     "expire_password",
     "getfd",
     "closefd",
+    "add-fd",
+    "remove-fd",
+    "query-fdsets",
     "add_client",
 ];
 
@@ -200,9 +203,36 @@ impl Commands {
             c if super::display::COMMANDS.contains(&c) => self.run_display(c, &args),
             // The server runs these with the client's fds; called without any (tests),
             // they fail as they would for a client that passed none.
-            c @ ("getfd" | "closefd" | "add_client") => {
+            c @ ("getfd" | "closefd" | "add_client" | "add-fd") => {
                 self.call_with_fds(c, args, &mut ClientFds::default())
             }
+            "remove-fd" => {
+                let id = args.get("fdset-id").and_then(Value::as_u64).unwrap_or(u64::MAX);
+                let fd = args
+                    .get("fd")
+                    .and_then(Value::as_i64)
+                    .map(|n| i32::try_from(n).unwrap_or(-1));
+                qmp::ready(
+                    crate::files::remove(id, fd)
+                        .map(|()| json!({}))
+                        .map_err(|e| QmpError::generic(e.to_string())),
+                )
+            }
+            "query-fdsets" => ok(Value::Array(
+                crate::files::query()
+                    .into_iter()
+                    .map(|(id, fds)| {
+                        let fds: Vec<Value> = fds
+                            .into_iter()
+                            .map(|(fd, opaque)| match opaque {
+                                Some(o) => json!({"fd": fd, "opaque": o}),
+                                None => json!({"fd": fd}),
+                            })
+                            .collect();
+                        json!({"fdset-id": id, "fds": fds})
+                    })
+                    .collect(),
+            )),
             c if crate::vnc::qmp::COMMANDS.contains(&c) => {
                 qmp::ready(crate::vnc::qmp::run(c, self.devices.vnc.as_deref(), &args))
             }
@@ -469,6 +499,12 @@ impl Handler for Commands {
             "getfd" => fds.getfd(name).map(|()| json!({})),
             "closefd" => fds.closefd(name).map(|()| json!({})),
             "add_client" => crate::vnc::qmp::add_client(self.devices.vnc.as_deref(), &args, fds),
+            "add-fd" => fds.take_received().map(|fd| {
+                let id = args.get("fdset-id").and_then(Value::as_u64);
+                let opaque = args.get("opaque").and_then(Value::as_str).map(String::from);
+                let added = crate::files::add(fd, id, opaque);
+                json!({"fdset-id": added.fdset_id, "fd": added.fd})
+            }),
             "netdev_add" if args.contains_key("fd") || args.contains_key("fds") => {
                 self.netdev_add_with_fd(&args, fds)
             }
@@ -796,6 +832,9 @@ mod tests {
                 _ if media::COMMANDS.contains(name) => {
                     args.insert("id".into(), json!("cd0"));
                 }
+                "remove-fd" => {
+                    args.insert("fdset-id".into(), json!(424242));
+                }
                 _ => {}
             }
             let cmd = c.schema.command(name).unwrap();
@@ -810,11 +849,14 @@ mod tests {
                     assert_eq!(e.class, qmp::ErrorClass::GenericError, "{name}");
                 }
                 // No fd passed with the call.
-                Err(e) if ["getfd", "closefd", "add_client"].contains(name) => {
+                Err(e) if ["getfd", "closefd", "add_client", "add-fd"].contains(name) => {
                     assert!(
                         e.desc.contains("SCM_RIGHTS") || e.desc.contains("'f'"),
                         "{e:?}"
                     );
+                }
+                Err(e) if *name == "remove-fd" => {
+                    assert!(e.desc.contains("fdset-id:424242"), "{e:?}");
                 }
                 // No <graphics>: refused as QEMU without -vnc.
                 Err(e) if ["set_password", "expire_password"].contains(name) => {

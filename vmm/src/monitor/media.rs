@@ -199,7 +199,9 @@ impl Commands {
 fn probe_format(path: &std::path::Path) -> MediumFormat {
     use std::io::Read;
     let mut magic = [0u8; 4];
-    match std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)) {
+    match crate::files::open(path, crate::files::Access::READ)
+        .and_then(|mut f| f.read_exact(&mut magic))
+    {
         Ok(()) if &magic == b"QFI\xfb" => MediumFormat::Qcow2,
         _ => MediumFormat::Raw,
     }

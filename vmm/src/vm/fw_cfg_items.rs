@@ -136,6 +136,7 @@ mod tests {
             devices: vec![],
             graphics: None,
             warnings: Vec::new(),
+            files: Vec::new(),
         }
     }
 

@@ -4,11 +4,10 @@
 //! backend hands the guest buffers to `preadv`/`pwritev`, the qcow2 backend
 //! hands them to imago as an I/O vector. No bounce buffer.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use tracing::{debug, warn};
@@ -383,12 +382,11 @@ impl Qcow2Disk {
         };
         if !flags.sync_writes && !external_data_file(path) {
             disk.align = disk.access.mem_align().max(disk.access.req_align());
-            let mut o = OpenOptions::new();
-            o.read(true).write(!flags.readonly);
-            if disk.align > 1 {
-                o.custom_flags(libc::O_DIRECT);
-            }
-            match o.open(path) {
+            let access = crate::files::Access {
+                write: !flags.readonly,
+                direct: disk.align > 1,
+            };
+            match crate::files::open(path, access) {
                 Ok(f) => disk.data = Some(f),
                 Err(e) => debug!(
                     "disk image '{}': no direct transfers ({e}); every request goes through imago",
@@ -403,12 +401,58 @@ impl Qcow2Disk {
         path: &Path,
         flags: OpenFlags,
     ) -> io::Result<imago::FormatAccess<imago::file::File>> {
+        use imago::qcow2::Qcow2;
         use imago::FormatDriverBuilder;
-        let q = imago::qcow2::Qcow2::<imago::file::File>::builder_path(path)
+        let builder = if crate::files::is_given(path) {
+            let access = crate::files::Access {
+                write: !flags.readonly,
+                direct: flags.direct,
+            };
+            // The real path, so that relative backing names resolve as by path.
+            let opts = imago::StorageOpenOptions::new()
+                .filename(crate::files::real_path(path))
+                .write(access.write)
+                .direct(access.direct);
+            let file = crate::files::open(path, access)?;
+            Qcow2::builder(imago::file::File::from_open_file(file, opts)?)
+        } else {
+            Qcow2::<imago::file::File>::builder_path(path)
+        };
+        let q = builder
             .write(!flags.readonly)
             .storage_open_options(imago::StorageOpenOptions::new().direct(flags.direct))
-            .open(imago::PermissiveImplicitOpenGate::default())?;
+            .open(GivenFilesGate)?;
         Ok(imago::FormatAccess::new(q))
+    }
+}
+
+/// Opens a qcow2's backing files (and external data file) as the top image is
+/// opened: from the descriptors handed to the VMM where one stands for the path
+/// ([`crate::files`]), else by path. A backing file is opened read-only.
+#[derive(Debug, Clone, Copy, Default)]
+struct GivenFilesGate;
+
+impl imago::format::gate::ImplicitOpenGate<imago::file::File> for GivenFilesGate {
+    fn open_format<F: imago::FormatDriverBuilder<imago::file::File>>(
+        &mut self,
+        builder: F,
+    ) -> io::Result<imago::FormatAccess<imago::file::File>> {
+        Ok(imago::FormatAccess::new(builder.open(*self)?))
+    }
+
+    fn open_storage(&mut self, opts: imago::StorageOpenOptions) -> io::Result<imago::file::File> {
+        use imago::Storage;
+        match opts.get_filename() {
+            Some(p) if crate::files::is_given(p) => {
+                let access = crate::files::Access {
+                    write: opts.get_writable(),
+                    direct: opts.get_direct(),
+                };
+                let file = crate::files::open(p, access)?;
+                imago::file::File::from_open_file(file, opts)
+            }
+            _ => imago::file::File::open(opts),
+        }
     }
 }
 
@@ -495,7 +539,7 @@ impl DiskBackend for Qcow2Disk {
 /// (incompatible feature bit 2 of a version 3 header); unreadable counts as yes.
 fn external_data_file(path: &Path) -> bool {
     let mut h = [0u8; 80];
-    let read = File::open(path).and_then(|f| {
+    let read = crate::files::open(path, crate::files::Access::READ).and_then(|f| {
         use std::os::unix::fs::FileExt;
         f.read_exact_at(&mut h, 0)
     });

@@ -89,6 +89,31 @@ pub fn open_image(path: &Path, flags: OpenFlags) -> io::Result<(File, OpenFlags)
 }
 
 fn open_with(path: &Path, flags: OpenFlags) -> io::Result<File> {
+    if crate::files::is_given(path) {
+        let file = crate::files::open(
+            path,
+            crate::files::Access {
+                write: !flags.readonly,
+                direct: flags.direct,
+            },
+        )?;
+        // O_DSYNC (writethrough, directsync) cannot be set on an open description
+        // (F_SETFL ignores it): whoever opened the image must have given it.
+        if flags.sync_writes && !flags.readonly {
+            use nix::fcntl::{fcntl, FcntlArg, OFlag};
+            let now = OFlag::from_bits_truncate(fcntl(&file, FcntlArg::F_GETFL)?);
+            if !now.contains(OFlag::O_DSYNC) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "'{}' was handed over without O_DSYNC, which its cache mode needs",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+        return Ok(file);
+    }
     OpenOptions::new()
         .read(true)
         .write(!flags.readonly)

@@ -68,7 +68,21 @@ impl LockMode {
 /// A held image lock; dropping it releases the lock.
 #[derive(Debug)]
 pub struct ImageLock {
-    _file: File,
+    file: File,
+    /// The description is a handed-over image's ([`crate::files`]), which lives
+    /// on after this lock: dropping it unlocks explicitly.
+    shared: bool,
+}
+
+impl Drop for ImageLock {
+    fn drop(&mut self) {
+        if self.shared {
+            let _ = fcntl(
+                &self.file,
+                FcntlArg::F_OFD_SETLK(&flock(libc::F_UNLCK, 0, 0)),
+            );
+        }
+    }
 }
 
 fn flock(kind: libc::c_int, start: i64, len: i64) -> libc::flock {
@@ -93,11 +107,18 @@ impl ImageLock {
             kind,
             path: path.to_path_buf(),
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(exclusive)
-            .open(path)
-            .map_err(io)?;
+        let shared = crate::files::is_given(path);
+        let file = if shared {
+            // A handed-over image locks through its own description (OFD locks
+            // belong to the description, which the disk's descriptors share).
+            crate::files::open(path, crate::files::Access::READ).map_err(io)?
+        } else {
+            OpenOptions::new()
+                .read(true)
+                .write(exclusive)
+                .open(path)
+                .map_err(io)?
+        };
         let set = |l: libc::flock, kind| match fcntl(&file, FcntlArg::F_OFD_SETLK(&l)) {
             Ok(_) => Ok(()),
             Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => Err(busy(kind)),
@@ -106,7 +127,7 @@ impl ImageLock {
         if exclusive {
             // Byte 0 to the end of any file: every other lock conflicts.
             set(flock(libc::F_WRLCK, 0, 0), "write")?;
-            return Ok(ImageLock { _file: file });
+            return Ok(ImageLock { file, shared });
         }
         let (used, unshared) = mode.qemu_perms();
         for &p in used {
@@ -135,7 +156,7 @@ impl ImageLock {
                 return Err(busy("shared"));
             }
         }
-        Ok(ImageLock { _file: file })
+        Ok(ImageLock { file, shared })
     }
 }
 

@@ -452,3 +452,92 @@ fn each_queue_is_served_by_its_own_worker() {
     assert!(disk[10 * 512..11 * 512].iter().all(|&b| b == 0x60));
     assert!(disk[11 * 512..12 * 512].iter().all(|&b| b == 0x61));
 }
+
+/// A qcow2 chain handed over open (oxvirtd's way, #20): the overlay and its
+/// backing file are found through their descriptors, though neither path exists
+/// any more when the disk is opened; writes land in the handed-over overlay.
+#[test]
+fn a_qcow2_chain_handed_over_opens_from_its_descriptors() {
+    if !have("qemu-img") || !have("qemu-io") {
+        eprintln!("SKIPPED a_qcow2_chain_handed_over_opens_from_its_descriptors: qemu-img/qemu-io not installed (Debian qemu-utils)");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("images");
+    std::fs::create_dir(&dir).unwrap();
+    let (base, top) = (dir.join("base.qcow2"), dir.join("top.qcow2"));
+    let sh = |args: &[&str]| {
+        let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    sh(&["qemu-img", "create", "-q", "-f", "qcow2", &s(&base), "4M"]);
+    sh(&["qemu-io", "-c", "write -P 0x33 0 64k", &s(&base)]);
+    sh(&[
+        "qemu-img",
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        &s(&top),
+    ]);
+    let fd = |p: &std::path::Path, write: bool| {
+        std::os::fd::OwnedFd::from(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(write)
+                .open(p)
+                .unwrap(),
+        )
+    };
+    let sets = [
+        crate::files::add(fd(&top, true), None, Some(s(&top))),
+        crate::files::add(fd(&base, false), None, Some(s(&base))),
+    ];
+    let moved = root.path().join("moved");
+    std::fs::rename(&dir, &moved).unwrap();
+    assert!(!top.exists() && !base.exists());
+    let mem = memory();
+    {
+        let cfg = DiskConfig {
+            path: &top,
+            qcow2: true,
+            readonly: false,
+            shareable: false,
+            serial: None,
+            discard: false,
+            flags: OpenFlags::default(),
+        };
+        let dev = Block::open("vda", &cfg, Arc::new(BlockStats::default())).unwrap();
+        let mut h = dev.handler.lock().unwrap();
+        let h = &mut *h;
+        let (st, _) = run(h, &mem, req::IN, 0, &[(DATA, 4096, true)]);
+        assert_eq!(st, status::OK);
+        let mut b = vec![0u8; 4096];
+        mem.read_slice(&mut b, GuestAddress(DATA)).unwrap();
+        assert!(
+            b.iter().all(|&x| x == 0x33),
+            "backing data through descriptors"
+        );
+        mem.write_slice(&[0x44; 4096], GuestAddress(DATA)).unwrap();
+        assert_eq!(
+            run(h, &mem, req::OUT, 256, &[(DATA, 4096, false)]).0,
+            status::OK
+        );
+        assert_eq!(run(h, &mem, req::FLUSH, 0, &[]).0, status::OK);
+    }
+    for a in sets {
+        crate::files::remove(a.fdset_id, None).unwrap();
+    }
+    let top = moved.join("top.qcow2");
+    sh(&["qemu-io", "-c", "read -P 0x44 128k 4k", &s(&top)]);
+    sh(&["qemu-io", "-c", "read -P 0x33 0 4k", &s(&top)]);
+}

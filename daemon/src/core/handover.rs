@@ -1,0 +1,195 @@
+//! The files a domain's VMM reads and writes, opened by the daemon and handed to
+//! the VMM as inherited descriptors (`files` in the spec; the VMM's `files`
+//! module uses them wherever it would open those paths), as libvirt hands QEMU
+//! its images through fd sets: disk images with their qcow2 backing chains,
+//! CD-ROM media, the kernel and initrd of a direct boot, the firmware and its
+//! variable store. The VMM then needs no right to those paths — the step before
+//! it runs as an unprivileged user in a mount namespace of its own (#20).
+//!
+//! A file the daemon cannot open is left out: the VMM opens it by path as before
+//! and its error (what libvirt users see today) names the path and the reason.
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use machine_spec::{CacheMode, DeviceKind, Disk, DiskFormat, MachineSpec, PassedFile};
+
+/// How deep a qcow2 backing chain is followed (QEMU's limit is 16 as well).
+const MAX_CHAIN: usize = 16;
+
+/// One open the VMM will make, and so one descriptor to hand over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Want {
+    path: PathBuf,
+    write: bool,
+    direct: bool,
+    dsync: bool,
+}
+
+/// The opens a disk image takes in the VMM: the image (read-write unless
+/// read-only), `O_DIRECT` for cache modes `none`/`directsync` with a page-cache
+/// twin (raw disks keep one for unaligned requests; qcow2 opens its data file
+/// both ways), `O_DSYNC` on raw images for `writethrough`/`directsync` (imago
+/// syncs qcow2 itself), and every backing file read-only.
+fn disk_wants(disk: &Disk, out: &mut Vec<Want>) {
+    let direct = matches!(disk.cache, CacheMode::None | CacheMode::Directsync);
+    let qcow2 = disk.format == DiskFormat::Qcow2;
+    let dsync = !qcow2
+        && !disk.readonly
+        && matches!(disk.cache, CacheMode::Writethrough | CacheMode::Directsync);
+    let mut push = |path: &Path, write: bool| {
+        let base = Want {
+            path: path.to_path_buf(),
+            write,
+            direct: false,
+            dsync: dsync && write,
+        };
+        if direct {
+            out.push(Want {
+                direct: true,
+                ..base.clone()
+            });
+        }
+        out.push(base);
+    };
+    push(&disk.path, !disk.readonly);
+    if qcow2 {
+        for backing in backing_chain(&disk.path) {
+            push(&backing, false);
+        }
+    }
+}
+
+/// The backing files of the qcow2 image at `top`, nearest first, as the VMM's
+/// imago resolves them (a relative name against the directory of the image that
+/// names it). Stops at a raw file, an unreadable one, a loop or [`MAX_CHAIN`].
+pub fn backing_chain(top: &Path) -> Vec<PathBuf> {
+    let mut chain: Vec<PathBuf> = Vec::new();
+    let mut at = top.to_path_buf();
+    while chain.len() < MAX_CHAIN {
+        let mut head = vec![0u8; 64 * 1024];
+        let Ok(n) = File::open(&at).and_then(|mut f| read_up_to(&mut f, &mut head)) else {
+            break;
+        };
+        head.truncate(n);
+        let Some(h) = crate::storage::image::parse_qcow2(&head) else {
+            break;
+        };
+        let Some(name) = h.backing else {
+            break;
+        };
+        // A backing "file" given as a protocol URL (nbd:, json:) is not a file.
+        if name.contains(':') && !name.starts_with('/') {
+            break;
+        }
+        let next = match Path::new(&name) {
+            p if p.is_absolute() => p.to_path_buf(),
+            p => at.parent().unwrap_or(Path::new("/")).join(p),
+        };
+        if next == top || chain.contains(&next) {
+            break;
+        }
+        chain.push(next.clone());
+        if h.backing_format.as_deref() == Some("raw") {
+            break;
+        }
+        at = next;
+    }
+    chain
+}
+
+fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Every open the VMM will make of a file named in `spec`.
+fn wants(spec: &MachineSpec) -> Vec<Want> {
+    let mut out = Vec::new();
+    let read = |p: &Path| Want {
+        path: p.to_path_buf(),
+        write: false,
+        direct: false,
+        dsync: false,
+    };
+    out.extend(spec.boot.kernel.as_deref().map(read));
+    out.extend(spec.boot.initrd.as_deref().map(read));
+    if let Some(fw) = &spec.boot.firmware {
+        out.push(read(&fw.code));
+        // The variable store only once it exists: the VMM creates it from the
+        // template the first time (in a directory it may write).
+        if let Some(vars) = fw.vars.as_deref().filter(|v| v.exists()) {
+            out.push(Want {
+                write: true,
+                ..read(vars)
+            });
+        }
+    }
+    for d in &spec.devices {
+        let disk = match &d.kind {
+            DeviceKind::Disk(disk) => Some(disk),
+            DeviceKind::AtaDisk(u) => u.medium.as_ref(),
+            DeviceKind::ScsiDisk(u) => u.medium.as_ref(),
+            _ => None,
+        };
+        if let Some(disk) = disk {
+            disk_wants(disk, &mut out);
+        }
+    }
+    let mut seen = Vec::new();
+    out.retain(|w| {
+        let new = !seen.contains(w);
+        seen.push(w.clone());
+        new
+    });
+    out
+}
+
+fn open(w: &Want) -> std::io::Result<File> {
+    let mut flags = 0;
+    if w.direct {
+        flags |= libc::O_DIRECT;
+    }
+    if w.dsync {
+        flags |= libc::O_DSYNC;
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(w.write)
+        .custom_flags(flags)
+        .open(&w.path)
+}
+
+/// Opens the files `spec` names and records them in `spec.files` as descriptors
+/// `first_fd` onwards; returns the descriptors, in that order, for the spawn to
+/// map. Blocking: run it off the async threads.
+pub fn open_for_spec(spec: &mut MachineSpec, first_fd: i32) -> Vec<OwnedFd> {
+    let mut fds = Vec::new();
+    for w in wants(spec) {
+        match open(&w) {
+            Ok(f) => {
+                spec.files.push(PassedFile {
+                    path: w.path.clone(),
+                    fd: first_fd + fds.len() as i32,
+                });
+                fds.push(OwnedFd::from(f));
+            }
+            // O_DIRECT refused (tmpfs): the VMM falls back to the page cache as it
+            // would by path; anything else it reports by path.
+            Err(e) => tracing::debug!(path = %w.path.display(), error = %e, "not handed over"),
+        }
+    }
+    fds
+}
+
+#[cfg(test)]
+mod tests;

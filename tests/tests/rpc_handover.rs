@@ -1,0 +1,170 @@
+//! The daemon hands the VMM its files open (#20): a domain's qcow2 disk with its
+//! backing file and a SATA CD-ROM's image go to the VMM as inherited descriptors
+//! listed in the spec (`files`), which QMP `query-fdsets` shows as fd sets named by
+//! their paths, and the VMM opens nothing of them by path: with the images' directory
+//! renamed away, `virsh reset` (the VMM rebuilds the machine and opens every disk
+//! again) still finds them, and the guest keeps running.
+
+mod rpc_common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use oxvirt_tests::host::require_kvm;
+use oxvirt_tests::spec::serial_xml;
+use oxvirt_tests::{domain_xml, test_guests};
+use rpc_common::{Daemon, STEP};
+
+fn qemu_img(args: &[&str]) -> bool {
+    match Command::new("qemu-img").args(args).output() {
+        Ok(o) => {
+            assert!(
+                o.status.success(),
+                "qemu-img {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// The files process `pid` holds open.
+fn open_files(pid: i32) -> BTreeSet<PathBuf> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn images_go_to_the_vmm_open_and_a_reset_finds_them_with_their_paths_gone() {
+    if !require_kvm("rpc_handover") {
+        return;
+    }
+    let d = Daemon::start();
+    let images = d.dir.path().join("handed-over");
+    std::fs::create_dir(&images).unwrap();
+    let (base, top, iso) = (
+        images.join("base.qcow2"),
+        images.join("top.qcow2"),
+        images.join("cd.iso"),
+    );
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    if !qemu_img(&["create", "-q", "-f", "qcow2", &s(&base), "4M"]) {
+        eprintln!("SKIPPED rpc_handover: qemu-img not installed (Debian qemu-utils)");
+        return;
+    }
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        &s(&top),
+    ]);
+    std::fs::write(&iso, vec![0x5a; 16 * 2048]).unwrap();
+    let name = "ho1";
+    let xml = domain_xml(
+        name,
+        &test_guests().elf,
+        "console=ttyS0 oxtest=count",
+        64,
+        1,
+        "restart",
+        &serial_xml("pty"),
+    )
+    .replace(
+        "<devices>",
+        &format!(
+            "<devices>
+    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+      <source file='{}'/><target dev='vda' bus='virtio'/></disk>
+    <disk type='file' device='cdrom'><driver name='qemu' type='raw'/>
+      <source file='{}'/><target dev='sda' bus='sata'/><readonly/></disk>",
+            top.display(),
+            iso.display()
+        ),
+    );
+    d.virsh_ok(&["define", d.xml_file(name, &xml).to_str().unwrap()]);
+    d.virsh_ok(&["start", name]);
+    d.wait_state(name, "running");
+    let rt = d.dir.path().join("run/domains").join(name);
+    let pid: i32 = std::fs::read_to_string(rt.join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+
+    // The spec names every file handed over; the VMM holds them.
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rt.join("spec.json")).unwrap()).unwrap();
+    let listed: BTreeSet<PathBuf> = spec["files"]
+        .as_array()
+        .unwrap_or_else(|| d.fail(&format!("no files in the spec: {spec}")))
+        .iter()
+        .map(|f| PathBuf::from(f["path"].as_str().unwrap()))
+        .collect();
+    let want: BTreeSet<PathBuf> = [&top, &base, &iso].into_iter().cloned().collect();
+    assert!(
+        want.is_subset(&listed),
+        "handed over {listed:?}, want {want:?}"
+    );
+    let held = open_files(pid);
+    assert!(want.is_subset(&held), "the VMM holds {held:?}");
+
+    // QMP shows them as fd sets named by their paths.
+    let sets = d.virsh_ok(&[
+        "qemu-monitor-command",
+        name,
+        r#"{"execute":"query-fdsets"}"#,
+    ]);
+    let sets: serde_json::Value = serde_json::from_str(&sets).unwrap();
+    let named: BTreeSet<PathBuf> = sets["return"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["fds"].as_array().unwrap().iter())
+        .filter_map(|f| f["opaque"].as_str().map(PathBuf::from))
+        .collect();
+    assert!(want.is_subset(&named), "{sets}");
+
+    // Paths gone: the rebuilt machine opens every image again, from the sets.
+    let moved = d.dir.path().join("handed-over-moved");
+    std::fs::rename(&images, &moved).unwrap();
+    d.virsh_ok(&["reset", name]);
+    let deadline = Instant::now() + STEP;
+    loop {
+        let log = std::fs::read_to_string(rt.join("log")).unwrap_or_default();
+        // Each build of the machine attaches the disk again.
+        if log.matches("virtio-blk id=virtio-disk0").count() >= 2 {
+            break;
+        }
+        if Instant::now() > deadline {
+            d.fail(&format!(
+                "no machine rebuild after reset:\n{}",
+                d.domain_log(name)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let state = d.virsh_ok(&["domstate", name]);
+    assert_eq!(state.trim(), "running", "{}", d.domain_log(name));
+    let held = open_files(pid);
+    assert!(
+        held.contains(&moved.join("top.qcow2")) && held.contains(&moved.join("base.qcow2")),
+        "{held:?}"
+    );
+    let blk = d.virsh_ok(&["domblklist", name]);
+    assert!(blk.contains(&s(&top)), "{blk}");
+    d.virsh_ok(&["destroy", name]);
+}
