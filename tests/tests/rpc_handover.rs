@@ -3,7 +3,11 @@
 //! listed in the spec (`files`), which QMP `query-fdsets` shows as fd sets named by
 //! their paths, and the VMM opens nothing of them by path: with the images' directory
 //! renamed away, `virsh reset` (the VMM rebuilds the machine and opens every disk
-//! again) still finds them, and the guest keeps running.
+//! again) still finds them, and the guest keeps running. Run as root (CI), the images
+//! belong to `nobody`, mode 0600 in a 0700 directory, and the VMM keeps no CAP_DAC_*
+//! in any thread: it could not open one of them by path, yet it runs, takes a
+//! hot-plugged qcow2 disk (`virsh attach-disk`; the daemon sends its chain with QMP
+//! `add-fd` before `blockdev-add`) and a new CD-ROM medium (`virsh change-media`).
 
 mod rpc_common;
 
@@ -72,6 +76,30 @@ fn images_go_to_the_vmm_open_and_a_reset_finds_them_with_their_paths_gone() {
         &s(&top),
     ]);
     std::fs::write(&iso, vec![0x5a; 16 * 2048]).unwrap();
+    // Images only their owner may read, whom the VMM is not.
+    let root = nix::unistd::geteuid().is_root();
+    let (extra, new_iso) = (images.join("extra.qcow2"), images.join("new.iso"));
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        &s(&extra),
+    ]);
+    std::fs::write(&new_iso, vec![0xa5; 16 * 2048]).unwrap();
+    if root {
+        use std::os::unix::fs::PermissionsExt;
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        for p in [&base, &top, &iso, &extra, &new_iso, &images] {
+            nix::unistd::chown(p.as_path(), Some(nobody.uid), Some(nobody.gid)).unwrap();
+            let mode = if p == &images { 0o700 } else { 0o600 };
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+    }
     let name = "ho1";
     let xml = domain_xml(
         name,
@@ -136,6 +164,50 @@ fn images_go_to_the_vmm_open_and_a_reset_finds_them_with_their_paths_gone() {
         .filter_map(|f| f["opaque"].as_str().map(PathBuf::from))
         .collect();
     assert!(want.is_subset(&named), "{sets}");
+
+    if root {
+        // No thread may open the images by path.
+        const DAC: u64 = 1 << 1 | 1 << 2;
+        for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+        {
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            for field in ["CapEff:", "CapPrm:"] {
+                let v = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(field))
+                    .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+                    .unwrap();
+                assert_eq!(v & DAC, 0, "thread {:?} has {field} {v:#x}", t.path());
+            }
+        }
+        // A hot-plugged disk and a new medium from the same directory.
+        let out = d.virsh_ok(&[
+            "attach-disk",
+            name,
+            &s(&extra),
+            "vdc",
+            "--targetbus",
+            "virtio",
+            "--subdriver",
+            "qcow2",
+        ]);
+        assert!(out.contains("Disk attached successfully"), "{out}");
+        let out = d.virsh_ok(&["change-media", name, "sda", &s(&new_iso), "--update"]);
+        assert!(
+            out.contains("succeeded") || out.contains("Successfully"),
+            "{out}"
+        );
+        let held = open_files(pid);
+        for p in [&extra, &new_iso] {
+            assert!(
+                held.contains(p),
+                "the VMM does not hold {}: {held:?}",
+                p.display()
+            );
+        }
+    }
 
     // Paths gone: the rebuilt machine opens every image again, from the sets.
     let moved = d.dir.path().join("handed-over-moved");

@@ -114,9 +114,9 @@ fn every_vmm_thread_is_filtered_and_a_forbidden_call_crashes_the_domain_with_its
             "no {kind} thread: {threads:?}"
         );
     }
-    // CAP_DAC_OVERRIDE | CAP_DAC_READ_SEARCH: opening images; CAP_KILL: stopping
-    // passt (it runs as nobody). No CAP_NET_ADMIN: oxvirtd hands taps over open.
-    const DAC: u64 = 1 << 1 | 1 << 2;
+    // CAP_KILL: stopping passt (it runs as nobody). No CAP_NET_ADMIN: oxvirtd hands
+    // taps over open; no CAP_DAC_*: it hands images, media, kernel and firmware over
+    // open too (spec `files`, add-fd; rpc_handover).
     const KILL: u64 = 1 << 5;
     for c in &threads {
         assert_eq!(
@@ -126,16 +126,9 @@ fn every_vmm_thread_is_filtered_and_a_forbidden_call_crashes_the_domain_with_its
             c.comm,
             d.domain_log(name)
         );
-        // The main thread rebuilds the machine at reset and stops passt at exit;
-        // the monitor (and its runtime's threads) opens images for blockdev-add and
-        // media changes. Everything else — vCPUs, device workers, VNC — keeps none.
-        let allowed = if c.comm == "oxvirt-vmm" {
-            DAC | KILL
-        } else if c.comm.starts_with("qmp") {
-            DAC
-        } else {
-            0
-        };
+        // The main thread stops passt at exit. Everything else — the monitor, vCPUs,
+        // device workers, VNC — keeps none.
+        let allowed = if c.comm == "oxvirt-vmm" { KILL } else { 0 };
         for (what, v) in ["CapEff", "CapPrm", "CapBnd"].iter().zip(c.caps) {
             assert_eq!(
                 v & !allowed,

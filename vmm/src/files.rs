@@ -122,10 +122,18 @@ pub struct Added {
 }
 
 /// `add-fd`: puts `fd` in set `fdset_id` (a new set with the lowest free id when
-/// `None`).
+/// `None`). A new set named by a path replaces the sets that path named before
+/// (their descriptors close; devices keep their own duplicates): a file handed
+/// over again — an image re-attached after it was recreated — is the newest one.
 pub fn add(fd: OwnedFd, fdset_id: Option<u64>, opaque: Option<String>) -> Added {
     let mut s = sets();
     let id = fdset_id.unwrap_or_else(|| (0..).find(|i| !s.sets.contains_key(i)).unwrap_or(0));
+    if let Some(path) = opaque.as_deref().filter(|o| o.starts_with('/')) {
+        let path = Path::new(path);
+        while let Some(old) = s.find(path).filter(|old| *old != id) {
+            s.sets.remove(&old);
+        }
+    }
     let raw = fd.as_raw_fd();
     s.sets.entry(id).or_default().push(SetFd { fd, opaque });
     Added {

@@ -65,6 +65,12 @@ struct Args {
     /// cannot be created or joined to its bridge.
     #[arg(long)]
     no_net_admin: bool,
+    /// Keep no CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH: the domain's images, media,
+    /// kernel and firmware come open (`files` in the spec, QMP `add-fd` before
+    /// `blockdev-add`), as oxvirtd starts the VMM; a file opened by path then needs
+    /// the VMM user's own rights.
+    #[arg(long)]
+    no_dac: bool,
 }
 
 fn load_spec(args: &Args) -> anyhow::Result<MachineSpec> {
@@ -191,6 +197,9 @@ fn main() -> ExitCode {
     }
     if args.no_net_admin {
         vmm::seccomp::drop_net_admin();
+    }
+    if args.no_dac {
+        vmm::seccomp::drop_dac();
     }
     if let Err(e) = vmm::seccomp::init(args.seccomp) {
         tracing::error!("{:#}", anyhow::Error::new(e));

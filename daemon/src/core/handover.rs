@@ -40,6 +40,17 @@ fn disk_wants(disk: &Disk, out: &mut Vec<Want>) {
     let dsync = !qcow2
         && !disk.readonly
         && matches!(disk.cache, CacheMode::Writethrough | CacheMode::Directsync);
+    image_wants(&disk.path, qcow2, !disk.readonly, direct, dsync, out);
+}
+
+fn image_wants(
+    image: &Path,
+    qcow2: bool,
+    writable: bool,
+    direct: bool,
+    dsync: bool,
+    out: &mut Vec<Want>,
+) {
     let mut push = |path: &Path, write: bool| {
         let base = Want {
             path: path.to_path_buf(),
@@ -55,9 +66,9 @@ fn disk_wants(disk: &Disk, out: &mut Vec<Want>) {
         }
         out.push(base);
     };
-    push(&disk.path, !disk.readonly);
+    push(image, writable);
     if qcow2 {
-        for backing in backing_chain(&disk.path) {
+        for backing in backing_chain(image) {
             push(&backing, false);
         }
     }
@@ -189,6 +200,55 @@ pub fn open_for_spec(spec: &mut MachineSpec, first_fd: i32) -> Vec<OwnedFd> {
         }
     }
     fds
+}
+
+/// Hands a running VMM the files of an image it is about to open by path
+/// (`blockdev-add` of a hot-plugged disk or a new CD-ROM medium): each goes with
+/// QMP `add-fd`, in a set named by its path (`opaque`), which the VMM's opens of
+/// that path take. The sets stay while the VMM runs (a machine rebuilt at reset
+/// opens the disk again); handing a path over again replaces its set. A file the
+/// daemon cannot open is left to the VMM, whose error names it.
+pub(super) async fn add_fdsets(
+    vm: &super::supervise::Vm,
+    image: &Path,
+    qcow2: bool,
+    writable: bool,
+    cache: CacheMode,
+) -> super::Result<()> {
+    let mut wants = Vec::new();
+    let direct = matches!(cache, CacheMode::None | CacheMode::Directsync);
+    let dsync =
+        !qcow2 && writable && matches!(cache, CacheMode::Writethrough | CacheMode::Directsync);
+    let image = image.to_path_buf();
+    let opened = tokio::task::spawn_blocking(move || {
+        image_wants(&image, qcow2, writable, direct, dsync, &mut wants);
+        wants
+            .into_iter()
+            .filter_map(|w| match open(&w) {
+                Ok(f) => Some((w.path, f)),
+                Err(e) => {
+                    tracing::debug!(path = %w.path.display(), error = %e, "not handed over");
+                    None
+                }
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| super::Error::Internal(format!("cannot open the image's files: {e}")))?;
+    let mut set_of: Vec<(PathBuf, u64)> = Vec::new();
+    for (path, file) in opened {
+        let mut args = serde_json::json!({"opaque": path.to_string_lossy()});
+        if let Some((_, id)) = set_of.iter().find(|(p, _)| *p == path) {
+            args["fdset-id"] = serde_json::json!(id);
+        }
+        let r = vm
+            .qmp_with_fds("add-fd", Some(args), &[std::os::fd::AsFd::as_fd(&file)])
+            .await?;
+        if let Some(id) = r["fdset-id"].as_u64() {
+            set_of.push((path, id));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

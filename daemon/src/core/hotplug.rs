@@ -688,6 +688,16 @@ async fn blockdev_add(vm: &Vm, id: &str, k: &machine_spec::Disk) -> Result<Strin
         DiskFormat::Raw => "raw",
         DiskFormat::Qcow2 => "qcow2",
     };
+    // The image and its backing chain go over open first; the VMM's open of the
+    // path takes them (it may not open them by path itself).
+    super::handover::add_fdsets(
+        vm,
+        &k.path,
+        k.format == DiskFormat::Qcow2,
+        !k.readonly,
+        k.cache,
+    )
+    .await?;
     vm.qmp(
         "blockdev-add",
         Some(json!({

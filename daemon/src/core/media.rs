@@ -15,6 +15,7 @@
 //! The tray's position in the live XML (`<target tray='open'>`) and libvirt's
 //! tray-change event follow the VMM's `DEVICE_TRAY_MOVED` events ([`tray_moved`]).
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -234,6 +235,11 @@ impl Core {
             }
         }
         if let Some((storage, format, node)) = nodes {
+            if let Some(path) = source_path(new) {
+                let qcow2 = format["driver"] == "qcow2";
+                let cache = machine_spec::CacheMode::Default;
+                super::handover::add_fdsets(&vm, Path::new(path), qcow2, false, cache).await?;
+            }
             vm.qmp("blockdev-add", Some(storage)).await?;
             vm.qmp("blockdev-add", Some(format)).await?;
             vm.qmp(

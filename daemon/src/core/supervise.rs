@@ -236,6 +236,9 @@ impl Core {
             .args(paused.then_some("--paused"))
             // Its taps come open (above), so it keeps no CAP_NET_ADMIN.
             .arg("--no-net-admin")
+            // Its images, media, kernel and firmware come open too (above; add-fd for
+            // hot-plug and media), so it keeps no CAP_DAC_* either.
+            .arg("--no-dac")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)

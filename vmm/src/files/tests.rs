@@ -114,10 +114,8 @@ fn opens_get_a_descriptor_with_the_access_they_ask_for() {
         Err(RemoveError::NoFd(added.fdset_id, second.fd))
     );
     remove(added.fdset_id, None).unwrap();
-    assert_eq!(
-        remove(added.fdset_id, None),
-        Err(RemoveError::NoSet(added.fdset_id))
-    );
+    // (An id no test uses: the ids of removed sets are handed out again.)
+    assert_eq!(remove(999_999, None), Err(RemoveError::NoSet(999_999)));
 }
 
 #[test]
@@ -170,4 +168,31 @@ fn adopted_descriptors_become_sets_named_by_their_path() {
     .unwrap();
     assert_ne!(flags & libc::FD_CLOEXEC, 0);
     remove(set.0, None).unwrap();
+}
+
+#[test]
+fn a_path_handed_over_again_replaces_the_set_it_named() {
+    let (d, path) = temp_with(b"first");
+    let first = add(open_fd(&path, false), None, opaque(&path));
+    // Recreated under the same name and handed over again.
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(d.path().join("img"), b"second").unwrap();
+    let second = add(open_fd(&path, false), None, opaque(&path));
+    assert_ne!(first.fdset_id, second.fdset_id);
+    let mut s = String::new();
+    open(&path, Access::READ)
+        .unwrap()
+        .read_to_string(&mut s)
+        .unwrap();
+    assert_eq!(s, "second");
+    assert!(!query().iter().any(|(id, _)| *id == first.fdset_id));
+    // A second descriptor for the same set does not replace it.
+    let twin = add(open_fd(&path, true), Some(second.fdset_id), opaque(&path));
+    assert_eq!(twin.fdset_id, second.fdset_id);
+    let set = query()
+        .into_iter()
+        .find(|(id, _)| *id == second.fdset_id)
+        .unwrap();
+    assert_eq!(set.1.len(), 2);
+    remove(second.fdset_id, None).unwrap();
 }

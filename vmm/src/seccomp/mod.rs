@@ -133,16 +133,25 @@ impl Thread {
     /// thread hot-plugs NICs (a new tap on its bridge; not under oxvirtd, which
     /// hands taps over open: [`drop_net_admin`]), rebuilds the machine on reset and
     /// stops passt at exit (passt started by root runs as `nobody`);
-    /// the monitor opens images for blockdev-add and media changes. Guest- and
-    /// network-facing threads keep none.
+    /// the monitor opens images for blockdev-add and media changes. Both keep
+    /// CAP_DAC_* only where images are opened by path (not under oxvirtd, which
+    /// hands them over open: [`drop_dac`]). Guest- and network-facing threads keep
+    /// none.
     pub fn capabilities(self) -> u64 {
         use crate::capabilities::{mask, DAC_OVERRIDE, DAC_READ_SEARCH, KILL, NET_ADMIN};
+        let dac = if KEEP_DAC.load(Ordering::Relaxed) {
+            mask(&[DAC_OVERRIDE, DAC_READ_SEARCH])
+        } else {
+            0
+        };
+        let net_admin = if KEEP_NET_ADMIN.load(Ordering::Relaxed) {
+            mask(&[NET_ADMIN])
+        } else {
+            0
+        };
         match self {
-            Thread::Main if !KEEP_NET_ADMIN.load(Ordering::Relaxed) => {
-                mask(&[DAC_OVERRIDE, DAC_READ_SEARCH, KILL])
-            }
-            Thread::Main => mask(&[DAC_OVERRIDE, DAC_READ_SEARCH, KILL, NET_ADMIN]),
-            Thread::Monitor => mask(&[DAC_OVERRIDE, DAC_READ_SEARCH]),
+            Thread::Main => dac | mask(&[KILL]) | net_admin,
+            Thread::Monitor => dac,
             Thread::Vcpu | Thread::Worker | Thread::Vnc => 0,
         }
     }
@@ -173,6 +182,18 @@ static KEEP_NET_ADMIN: AtomicBool = AtomicBool::new(true);
 /// (oxvirtd). Call from `main` before [`init`].
 pub fn drop_net_admin() {
     KEEP_NET_ADMIN.store(false, Ordering::Relaxed);
+}
+
+/// Whether the main and monitor threads keep CAP_DAC_OVERRIDE/READ_SEARCH (images
+/// they open by path whatever their owner and mode).
+static KEEP_DAC: AtomicBool = AtomicBool::new(true);
+
+/// No thread keeps CAP_DAC_*: the domain's files come open from whoever started the
+/// VMM (oxvirtd: `files` in the spec, `add-fd` before `blockdev-add`), and what the
+/// VMM still opens by path it opens with the rights of its user alone. Call from
+/// `main` before [`init`].
+pub fn drop_dac() {
+    KEEP_DAC.store(false, Ordering::Relaxed);
 }
 static PROGRAMS: [OnceLock<BpfProgram>; 5] = [const { OnceLock::new() }; 5];
 
