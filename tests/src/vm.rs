@@ -157,6 +157,16 @@ impl Vm {
 
     /// As [`Vm::start`], with extra command-line arguments (`--qmp PATH`, …).
     pub fn start_with(spec: &MachineSpec, extra: &[&str]) -> Vm {
+        Self::start_with_files(spec, extra, Vec::new())
+    }
+
+    /// As [`Vm::start_with`], the VMM inheriting `files` as descriptors 3, 4, …
+    /// (what `spec.files` names: oxvirtd's hand-over).
+    pub fn start_with_files(
+        spec: &MachineSpec,
+        extra: &[&str],
+        files: Vec<std::os::fd::OwnedFd>,
+    ) -> Vm {
         let dir = tempfile::Builder::new()
             .prefix("oxvirt-test-")
             .tempdir()
@@ -166,7 +176,13 @@ impl Vm {
         let source = console_source(spec);
         let mut args = vec!["--spec".to_string(), path.display().to_string()];
         args.extend(extra.iter().map(|s| s.to_string()));
-        Self::spawn(dir, args, source, format!("spec:\n{}", spec.to_json()))
+        Self::spawn(
+            dir,
+            args,
+            source,
+            format!("spec:\n{}", spec.to_json()),
+            files,
+        )
     }
 
     /// Runs `oxvirt-vmm --xml` with a domain XML document. The console is read from the
@@ -185,7 +201,7 @@ impl Vm {
         } else {
             ConsoleSource::Stdout
         };
-        Self::spawn(dir, args, source, format!("domain XML:\n{xml}"))
+        Self::spawn(dir, args, source, format!("domain XML:\n{xml}"), Vec::new())
     }
 
     /// The private directory of this run (for sockets and files a test adds).
@@ -193,9 +209,27 @@ impl Vm {
         self.dir.path()
     }
 
-    fn spawn(dir: tempfile::TempDir, args: Vec<String>, source: ConsoleSource, what: String) -> Vm {
+    fn spawn(
+        dir: tempfile::TempDir,
+        args: Vec<String>,
+        source: ConsoleSource,
+        what: String,
+        files: Vec<std::os::fd::OwnedFd>,
+    ) -> Vm {
         let bin = bin_path("oxvirt-vmm");
         let mut cmd = Command::new(&bin);
+        if !files.is_empty() {
+            use command_fds::{CommandFdExt, FdMapping};
+            let mappings = files
+                .into_iter()
+                .zip(3..)
+                .map(|(parent_fd, child_fd)| FdMapping {
+                    parent_fd,
+                    child_fd,
+                })
+                .collect();
+            cmd.fd_mappings(mappings).expect("descriptors for the VMM");
+        }
         // stdin is a pipe the test holds open: the VMM's stdio backend can watch it, and
         // tests can type into the guest's console (`send_stdin`).
         cmd.args(&args)

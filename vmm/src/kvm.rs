@@ -40,12 +40,28 @@ pub enum KvmError {
 }
 
 /// Opens `/dev/kvm`, turning the usual failures into messages that say what to do.
+/// A `/dev/kvm` handed over open ([`crate::files`]) is used instead: a VMM running
+/// as a user without access to the device (`--run-as`) still gets KVM.
 pub fn open_kvm() -> Result<Kvm, KvmError> {
-    let kvm = Kvm::new().map_err(|e| match e.errno() {
-        libc::ENOENT | libc::ENXIO | libc::ENODEV => KvmError::NoKvm,
-        libc::EACCES | libc::EPERM => KvmError::KvmPermission,
-        _ => KvmError::Open(std::io::Error::from_raw_os_error(e.errno())),
-    })?;
+    let dev = std::path::Path::new("/dev/kvm");
+    let kvm = if crate::files::is_given(dev) {
+        let access = crate::files::Access {
+            write: true,
+            direct: false,
+        };
+        let file = crate::files::open(dev, access).map_err(KvmError::Open)?;
+        // SAFETY: `file` is a new duplicate of a /dev/kvm descriptor, owned by nobody
+        // else; the Kvm object takes it over and closes it.
+        unsafe {
+            <Kvm as std::os::fd::FromRawFd>::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(file))
+        }
+    } else {
+        Kvm::new().map_err(|e| match e.errno() {
+            libc::ENOENT | libc::ENXIO | libc::ENODEV => KvmError::NoKvm,
+            libc::EACCES | libc::EPERM => KvmError::KvmPermission,
+            _ => KvmError::Open(std::io::Error::from_raw_os_error(e.errno())),
+        })?
+    };
     let v = kvm.get_api_version();
     if v != kvm_bindings::KVM_API_VERSION as i32 {
         return Err(KvmError::ApiVersion(v));

@@ -36,6 +36,7 @@ pub mod media;
 pub mod memory;
 pub mod monitor;
 pub mod pci;
+pub mod privilege;
 pub mod scsi;
 pub mod seccomp;
 pub mod smbios;

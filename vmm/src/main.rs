@@ -71,6 +71,12 @@ struct Args {
     /// the VMM user's own rights.
     #[arg(long)]
     no_dac: bool,
+    /// Started as root, take the files handed over (`files` in the spec: images,
+    /// kernel, firmware, `/dev/kvm`) and become USER (a name or a uid, with its
+    /// groups) before building the machine: QEMU's `-runas`. What is not handed over
+    /// is then opened with USER's rights only.
+    #[arg(long, value_name = "USER")]
+    run_as: Option<String>,
 }
 
 fn load_spec(args: &Args) -> anyhow::Result<MachineSpec> {
@@ -101,6 +107,9 @@ fn run(args: Args) -> anyhow::Result<i32> {
     }
     let spec = load_spec(&args)?;
     vmm::files::adopt(&spec.files).context("cannot take the files handed over")?;
+    if let Some(user) = &args.run_as {
+        vmm::privilege::run_as(user)?;
+    }
     // What the domain XML asked for that runs without effect or differently (the
     // domain log is where a libvirt user looks for it).
     for w in &spec.warnings {
