@@ -16,6 +16,8 @@
 //!                           # session: $XDG_RUNTIME_DIR/libvirt/virtoxvirtd-sock
 //! qemu_uri = false          # also answer qemu:///system|session on libvirt's QEMU
 //!                           # sockets (virtqemud-sock, libvirt-sock) next to rpc_socket
+//! vmm_user = "oxvirt-vmm"   # system mode: run each VMM as this user (oxvirt-vmm
+//!                           # --run-as), its files handed over open; unset: as root
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -64,6 +66,7 @@ struct File {
     autostart: Option<bool>,
     rpc_socket: Option<PathBuf>,
     qemu_uri: Option<bool>,
+    vmm_user: Option<String>,
 }
 
 /// Where the daemon reaches D-Bus.
@@ -95,6 +98,9 @@ pub struct Config {
     pub rpc_socket: PathBuf,
     /// Also serve libvirt's QEMU-driver sockets (`qemu:///…`) in `rpc_socket`'s directory.
     pub qemu_uri: bool,
+    /// System mode: the user every VMM runs as (`oxvirt-vmm --run-as`); `None`: the
+    /// daemon's own (root, with the VMM's per-thread capability limits).
+    pub vmm_user: Option<String>,
 }
 
 impl Config {
@@ -157,6 +163,8 @@ impl Config {
                 (None, Mode::Session) => runtime_base()?.join("libvirt/virtoxvirtd-sock"),
             },
             qemu_uri: f.qemu_uri.unwrap_or(false),
+            // A session daemon's VMMs run as its user already.
+            vmm_user: f.vmm_user.filter(|_| mode == Mode::System),
         })
     }
 }

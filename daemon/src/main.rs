@@ -64,6 +64,7 @@ async fn run(config: Config, passed: daemon::rpc::activation::Inherited) -> anyh
         runtime_dir: config.runtime_dir.clone(),
         vmm: config.vmm.clone(),
         autostart: config.autostart,
+        vmm_user: config.vmm_user.clone(),
     })
     .await
     .context("opening the domain store")?;

@@ -240,3 +240,148 @@ fn images_go_to_the_vmm_open_and_a_reset_finds_them_with_their_paths_gone() {
     assert!(blk.contains(&s(&top)), "{blk}");
     d.virsh_ok(&["destroy", name]);
 }
+
+/// `vmm_user` in a system daemon's config: every VMM runs as that user
+/// (`oxvirt-vmm --run-as`, `/dev/kvm` handed over with the images), in a runtime
+/// directory of its own, and the everyday calls that reach files still work: a
+/// hot-plugged qcow2, a new CD-ROM medium, a screenshot, a reset, destroy.
+#[test]
+fn a_system_daemon_with_vmm_user_runs_each_vmm_as_that_user() {
+    let test = "a_system_daemon_with_vmm_user_runs_each_vmm_as_that_user";
+    if !require_kvm(test) {
+        return;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "*** SKIPPED: {test}: a VMM user needs a root daemon (CI runs the suite as root)"
+        );
+        return;
+    }
+    let d = Daemon::start_with_config("vmm_user = \"nobody\"");
+    // The VMM reaches its runtime directory below the daemon's private one.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    }
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let images = d.dir.path().join("nobodys");
+    std::fs::create_dir(&images).unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (base, top, extra, iso) = (
+        images.join("base.qcow2"),
+        images.join("top.qcow2"),
+        images.join("extra.qcow2"),
+        images.join("new.iso"),
+    );
+    if !qemu_img(&["create", "-q", "-f", "qcow2", &s(&base), "4M"]) {
+        eprintln!("*** SKIPPED: {test}: qemu-img not installed (Debian qemu-utils)");
+        return;
+    }
+    for p in [&top, &extra] {
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            &s(p),
+        ]);
+    }
+    std::fs::write(&iso, vec![0xa5; 16 * 2048]).unwrap();
+    for p in [&base, &top, &extra, &iso, &images] {
+        use std::os::unix::fs::PermissionsExt;
+        nix::unistd::chown(p.as_path(), Some(nobody.uid), Some(nobody.gid)).unwrap();
+        let mode = if p == &images { 0o700 } else { 0o600 };
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let name = "ho2";
+    let xml = rpc_common::display_xml(name, "<graphics type='vnc' port='-1' autoport='yes'/>")
+        .replace(
+            "  </devices>",
+            &format!(
+                "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+      <source file='{}'/><target dev='vda' bus='virtio'/></disk>
+    <disk type='file' device='cdrom'><driver name='qemu' type='raw'/>
+      <target dev='sda' bus='sata'/><readonly/></disk>
+  </devices>",
+                top.display()
+            ),
+        );
+    d.virsh_ok(&["define", d.xml_file(name, &xml).to_str().unwrap()]);
+    d.virsh_ok(&["start", name]);
+    d.wait_state(name, "running");
+    let rt = d.dir.path().join("run/domains").join(name);
+    let pid: i32 = std::fs::read_to_string(rt.join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let uid = nobody.uid.as_raw().to_string();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        };
+        assert!(
+            field("Uid:").split_whitespace().all(|u| u == uid),
+            "{status}"
+        );
+        assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
+    }
+    let log = std::fs::read_to_string(rt.join("log")).unwrap_or_default();
+    assert!(log.contains("running as an unprivileged user"), "{log}");
+
+    let out = d.virsh_ok(&[
+        "attach-disk",
+        name,
+        &s(&extra),
+        "vdc",
+        "--targetbus",
+        "virtio",
+        "--subdriver",
+        "qcow2",
+    ]);
+    assert!(out.contains("Disk attached successfully"), "{out}");
+    d.virsh_ok(&["change-media", name, "sda", &s(&iso), "--insert"]);
+    let held = open_files(pid);
+    for p in [&top, &base, &extra, &iso] {
+        assert!(
+            held.contains(p),
+            "the VMM does not hold {}: {held:?}",
+            p.display()
+        );
+    }
+    let shot = d.dir.path().join("shot.ppm");
+    d.virsh_ok(&["screenshot", name, &s(&shot)]);
+    assert!(std::fs::metadata(&shot)
+        .map(|m| m.len() > 0)
+        .unwrap_or(false));
+    d.virsh_ok(&["reset", name]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        d.virsh_ok(&["domstate", name]).trim(),
+        "running",
+        "{}",
+        d.domain_log(name)
+    );
+    d.virsh_ok(&["destroy", name]);
+    d.wait_state(name, "shut off");
+    let deadline = Instant::now() + STEP;
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if Instant::now() > deadline {
+            d.fail("the VMM outlived destroy");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

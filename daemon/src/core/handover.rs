@@ -123,8 +123,9 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-/// Every open the VMM will make of a file named in `spec`.
-fn wants(spec: &MachineSpec) -> Vec<Want> {
+/// Every open the VMM will make of a file named in `spec`, and of `/dev/kvm` when
+/// `kvm` (a VMM that runs as a user of its own may not open it).
+fn wants(spec: &MachineSpec, kvm: bool) -> Vec<Want> {
     let mut out = Vec::new();
     let read = |p: &Path| Want {
         path: p.to_path_buf(),
@@ -132,6 +133,12 @@ fn wants(spec: &MachineSpec) -> Vec<Want> {
         direct: false,
         dsync: false,
     };
+    if kvm {
+        out.push(Want {
+            write: true,
+            ..read(Path::new("/dev/kvm"))
+        });
+    }
     out.extend(spec.boot.kernel.as_deref().map(read));
     out.extend(spec.boot.initrd.as_deref().map(read));
     if let Some(fw) = &spec.boot.firmware {
@@ -183,9 +190,9 @@ fn open(w: &Want) -> std::io::Result<File> {
 /// Opens the files `spec` names and records them in `spec.files` as descriptors
 /// `first_fd` onwards; returns the descriptors, in that order, for the spawn to
 /// map. Blocking: run it off the async threads.
-pub fn open_for_spec(spec: &mut MachineSpec, first_fd: i32) -> Vec<OwnedFd> {
+pub fn open_for_spec(spec: &mut MachineSpec, first_fd: i32, kvm: bool) -> Vec<OwnedFd> {
     let mut fds = Vec::new();
-    for w in wants(spec) {
+    for w in wants(spec, kvm) {
         match open(&w) {
             Ok(f) => {
                 spec.files.push(PassedFile {

@@ -130,6 +130,8 @@ pub struct CoreConfig {
     pub vmm: PathBuf,
     /// Start autostart domains in [`Core::open`].
     pub autostart: bool,
+    /// The user VMMs run as (`--run-as`), when the daemon is root.
+    pub vmm_user: Option<String>,
 }
 
 /// The domain core. Cheap to clone; every clone is the same core.
@@ -160,8 +162,24 @@ impl Core {
     /// Opens the store, reattaches to running VMMs, and (if configured) starts the
     /// autostart domains.
     pub async fn open(config: CoreConfig) -> Result<Core> {
-        fsutil::create_dir(&config.runtime_dir, 0o700)?;
-        fsutil::create_dir(&config.runtime_dir.join("domains"), 0o700)?;
+        // A VMM running as its own user must reach its directory below this one.
+        let parent_mode = if config.vmm_user.is_some() {
+            0o711
+        } else {
+            0o700
+        };
+        fsutil::create_dir(&config.runtime_dir, parent_mode)?;
+        fsutil::create_dir(&config.runtime_dir.join("domains"), parent_mode)?;
+        if config.vmm_user.is_some() {
+            use std::os::unix::fs::PermissionsExt;
+            for d in [
+                config.runtime_dir.clone(),
+                config.runtime_dir.join("domains"),
+            ] {
+                std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o711))
+                    .map_err(|e| Error::io("set the mode of", &d, &e))?;
+            }
+        }
         let store = Store::open(&config.domains_dir)?;
         let networks = netresolve::open_networks(&config)?;
         let storage = volresolve::open_storage(&config)?;

@@ -179,7 +179,19 @@ impl Core {
         paused: bool,
     ) -> Result<Arc<Vm>> {
         let rt = RuntimeDir::new(&self.inner.config.runtime_dir, name);
+        let run_as = self.vmm_user()?;
         rt.create()?;
+        if let Some(user) = &run_as {
+            // The VMM makes its sockets and pid file here, as that user.
+            if let Err(e) = nix::unistd::chown(rt.path(), Some(user.uid), Some(user.gid)) {
+                let _ = rt.remove();
+                return Err(Error::System(format!(
+                    "cannot give '{}' to user '{}': {e}",
+                    rt.path().display(),
+                    user.name
+                )));
+            }
+        }
         redirect_stdio_consoles(&mut spec, &rt);
         // The taps, created and on their bridges, go to the VMM as descriptors; ours
         // close when this function returns (the taps live as long as the VMM does).
@@ -192,8 +204,9 @@ impl Core {
         };
         // Images, media, kernel and firmware go to the VMM open too, after the taps.
         let first = super::tap::FIRST_FD + taps.len() as i32;
+        let kvm = run_as.is_some();
         let (spec, files) = tokio::task::spawn_blocking(move || {
-            let files = super::handover::open_for_spec(&mut spec, first);
+            let files = super::handover::open_for_spec(&mut spec, first, kvm);
             (spec, files)
         })
         .await
@@ -239,6 +252,13 @@ impl Core {
             // Its images, media, kernel and firmware come open too (above; add-fd for
             // hot-plug and media), so it keeps no CAP_DAC_* either.
             .arg("--no-dac")
+            .args(
+                run_as
+                    .as_ref()
+                    .map(|u| ["--run-as".to_string(), u.name.clone()])
+                    .into_iter()
+                    .flatten(),
+            )
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -318,6 +338,26 @@ impl Core {
         });
         self.spawn_supervisor(slot.clone(), vm.clone(), events, ExitSource::Child(child));
         Ok(vm)
+    }
+
+    /// The user VMMs run as (`vmm_user` in the config; only a root daemon can
+    /// start them so), looked up now so that a missing user fails the start by name.
+    fn vmm_user(&self) -> Result<Option<nix::unistd::User>> {
+        let Some(name) = &self.inner.config.vmm_user else {
+            return Ok(None);
+        };
+        if !nix::unistd::geteuid().is_root() {
+            return Ok(None);
+        }
+        match nix::unistd::User::from_name(name) {
+            Ok(Some(u)) => Ok(Some(u)),
+            Ok(None) => Err(Error::ConfigUnsupported(format!(
+                "vmm_user '{name}' does not exist on this host"
+            ))),
+            Err(e) => Err(Error::System(format!(
+                "cannot look up vmm_user '{name}': {e}"
+            ))),
+        }
     }
 
     /// Ends a VMM whose start failed after launch (nothing recorded it yet): kills

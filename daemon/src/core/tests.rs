@@ -24,6 +24,7 @@ async fn core(dir: &Path) -> Core {
         runtime_dir: dir.join("run"),
         vmm: PathBuf::from("/nonexistent/oxvirt-vmm"),
         autostart: false,
+        vmm_user: None,
     })
     .await
     .unwrap()

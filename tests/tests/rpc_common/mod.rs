@@ -66,6 +66,11 @@ pub struct Daemon {
 impl Daemon {
     /// Starts oxvirtd and waits until its RPC socket accepts connections.
     pub fn start() -> Daemon {
+        Self::start_with_config("")
+    }
+
+    /// As [`Daemon::start`], with `extra` lines appended to its config file.
+    pub fn start_with_config(extra: &str) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("oxvirt-rpc-")
             .tempdir()
@@ -81,6 +86,10 @@ impl Daemon {
         wait_for_socket(&bus, Duration::from_secs(20), "dbus-daemon");
         let socket = dir.path().join("rpc").join("virtoxvirtd-sock");
         let config = write_config(dir.path(), &bus, false, &socket);
+        if !extra.is_empty() {
+            let text = std::fs::read_to_string(&config).unwrap();
+            std::fs::write(&config, format!("{text}{extra}\n")).unwrap();
+        }
         let log = std::fs::File::create(dir.path().join("oxvirtd.log")).unwrap();
         let daemon = Command::new(bin_path("oxvirtd"))
             .arg("--system")

@@ -90,7 +90,7 @@ fn the_spec_lists_every_file_handed_over_with_its_descriptor() {
         d.display()
     );
     let mut spec = domain_xml::spec_from_xml(&xml).unwrap();
-    let fds = open_for_spec(&mut spec, 7);
+    let fds = open_for_spec(&mut spec, 7, false);
     assert_eq!(fds.len(), spec.files.len());
     let listed: Vec<(&Path, i32)> = spec
         .files
