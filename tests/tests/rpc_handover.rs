@@ -244,7 +244,9 @@ fn images_go_to_the_vmm_open_and_a_reset_finds_them_with_their_paths_gone() {
 /// `vmm_user` in a system daemon's config: every VMM runs as that user
 /// (`oxvirt-vmm --run-as`, `/dev/kvm` handed over with the images), in a runtime
 /// directory of its own, and the everyday calls that reach files still work: a
-/// hot-plugged qcow2, a new CD-ROM medium, a screenshot, a reset, destroy.
+/// hot-plugged qcow2, a new CD-ROM medium, a screenshot, a reset, destroy. With
+/// swtpm installed the domain has a TPM: its state directory is made the user's and
+/// swtpm (started by the VMM) manufactures the TPM there.
 #[test]
 fn a_system_daemon_with_vmm_user_runs_each_vmm_as_that_user() {
     let test = "a_system_daemon_with_vmm_user_runs_each_vmm_as_that_user";
@@ -298,18 +300,36 @@ fn a_system_daemon_with_vmm_user_runs_each_vmm_as_that_user() {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
     }
     let name = "ho2";
-    let xml = rpc_common::display_xml(name, "<graphics type='vnc' port='-1' autoport='yes'/>")
-        .replace(
-            "  </devices>",
-            &format!(
-                "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+    let tpm = ["swtpm", "swtpm_setup"].iter().all(|t| {
+        std::process::Command::new(t)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if !tpm {
+        eprintln!(
+            "*** SKIPPED: {test}: the TPM part: swtpm not installed (Debian swtpm, swtpm-tools)"
+        );
+    }
+    let graphics = format!(
+        "<graphics type='vnc' port='-1' autoport='yes'/>{}",
+        if tpm {
+            "<tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>"
+        } else {
+            ""
+        }
+    );
+    let xml = rpc_common::display_xml(name, &graphics).replace(
+        "  </devices>",
+        &format!(
+            "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
       <source file='{}'/><target dev='vda' bus='virtio'/></disk>
     <disk type='file' device='cdrom'><driver name='qemu' type='raw'/>
       <target dev='sda' bus='sata'/><readonly/></disk>
   </devices>",
-                top.display()
-            ),
-        );
+            top.display()
+        ),
+    );
     d.virsh_ok(&["define", d.xml_file(name, &xml).to_str().unwrap()]);
     d.virsh_ok(&["start", name]);
     d.wait_state(name, "running");
@@ -341,6 +361,22 @@ fn a_system_daemon_with_vmm_user_runs_each_vmm_as_that_user() {
     }
     let log = std::fs::read_to_string(rt.join("log")).unwrap_or_default();
     assert!(log.contains("running as an unprivileged user"), "{log}");
+    if tpm {
+        use std::os::unix::fs::MetadataExt;
+        let uuid = d.virsh_ok(&["domuuid", name]).trim().to_string();
+        let state = Path::new("/var/lib/oxvirt/swtpm").join(&uuid);
+        let owner = std::fs::metadata(&state)
+            .map(|m| m.uid())
+            .unwrap_or(u32::MAX);
+        assert_eq!(owner, nobody.uid.as_raw(), "{}", state.display());
+        let made = std::fs::read_dir(&state)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("tpm2"))
+            })
+            .unwrap_or(false);
+        assert!(made, "no TPM state in {}: {log}", state.display());
+    }
 
     let out = d.virsh_ok(&[
         "attach-disk",
@@ -377,6 +413,8 @@ fn a_system_daemon_with_vmm_user_runs_each_vmm_as_that_user() {
     );
     d.virsh_ok(&["destroy", name]);
     d.wait_state(name, "shut off");
+    // (Removes the TPM state too.)
+    d.virsh_ok(&["undefine", name]);
     let deadline = Instant::now() + STEP;
     while std::path::Path::new(&format!("/proc/{pid}")).exists() {
         if Instant::now() > deadline {

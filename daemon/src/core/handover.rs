@@ -209,6 +209,72 @@ pub fn open_for_spec(spec: &mut MachineSpec, first_fd: i32, kvm: bool) -> Vec<Ow
     fds
 }
 
+/// What a VMM running as `uid`/`gid` must be able to write besides its runtime
+/// directory, made ready by the daemon as libvirt's does for QEMU: a TPM's state
+/// directory (swtpm, which the VMM starts, runs as that user too) and its log, and a
+/// UEFI variable store that does not exist yet, copied from its template (then
+/// handed over with the other files). Blocking.
+pub fn prepare_for_user(
+    spec: &MachineSpec,
+    uid: nix::unistd::Uid,
+    gid: nix::unistd::Gid,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let give = |p: &Path| nix::unistd::chown(p, Some(uid), Some(gid)).map_err(std::io::Error::from);
+    for d in &spec.devices {
+        let DeviceKind::Tpm(t) = &d.kind else {
+            continue;
+        };
+        if let Some(parent) = t.state_dir.parent() {
+            // Reachable, not listable: one directory per domain UUID below.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o711)
+                .create(parent)?;
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&t.state_dir)?;
+        give_tree(&t.state_dir, &give)?;
+        if let Some(log) = &t.log {
+            if let Some(dir) = log.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            OpenOptions::new().create(true).append(true).open(log)?;
+            give(log)?;
+        }
+    }
+    if let Some(fw) = &spec.boot.firmware {
+        if let (Some(vars), Some(template)) = (&fw.vars, &fw.vars_template) {
+            if !vars.exists() {
+                if let Some(dir) = vars.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let tmp = vars.with_extension("tmp-oxvirtd");
+                std::fs::copy(template, &tmp)?;
+                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+                std::fs::rename(&tmp, vars)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `give` to `dir` and everything below it (no links followed).
+fn give_tree(dir: &Path, give: &dyn Fn(&Path) -> std::io::Result<()>) -> std::io::Result<()> {
+    give(dir)?;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            give_tree(&e.path(), give)?;
+        } else if !e.file_type()?.is_symlink() {
+            give(&e.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// Hands a running VMM the files of an image it is about to open by path
 /// (`blockdev-add` of a hot-plugged disk or a new CD-ROM medium): each goes with
 /// QMP `add-fd`, in a set named by its path (`opaque`), which the VMM's opens of

@@ -204,13 +204,27 @@ impl Core {
         };
         // Images, media, kernel and firmware go to the VMM open too, after the taps.
         let first = super::tap::FIRST_FD + taps.len() as i32;
-        let kvm = run_as.is_some();
-        let (spec, files) = tokio::task::spawn_blocking(move || {
-            let files = super::handover::open_for_spec(&mut spec, first, kvm);
-            (spec, files)
+        let ids = run_as.as_ref().map(|u| (u.uid, u.gid, u.name.clone()));
+        let prepared = tokio::task::spawn_blocking(move || {
+            if let Some((uid, gid, user)) = &ids {
+                super::handover::prepare_for_user(&spec, *uid, *gid).map_err(|e| {
+                    Error::System(format!(
+                        "cannot prepare the domain's files for user '{user}': {e}"
+                    ))
+                })?;
+            }
+            let files = super::handover::open_for_spec(&mut spec, first, ids.is_some());
+            Ok::<_, Error>((spec, files))
         })
         .await
         .map_err(|e| Error::Internal(format!("cannot open the domain's files: {e}")))?;
+        let (spec, files) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = rt.remove();
+                return Err(e);
+            }
+        };
         super::fsutil::write_atomic(&rt.spec(), spec.to_json().as_bytes(), 0o600)?;
         super::fsutil::write_atomic(&rt.live_xml(), live_xml.as_bytes(), 0o600)?;
         let log = std::fs::OpenOptions::new()
