@@ -46,59 +46,135 @@ fn open_files(pid: i32) -> BTreeSet<PathBuf> {
         .unwrap_or_default()
 }
 
+fn s(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
+
+/// A domain's images in `dir/NAME`: `top.qcow2` and `extra.qcow2` over `base.qcow2`
+/// (relative backing names), `cd.iso` and `new.iso`. `None` (said loudly) without
+/// qemu-img.
+struct Images {
+    dir: PathBuf,
+    base: PathBuf,
+    top: PathBuf,
+    extra: PathBuf,
+    iso: PathBuf,
+    new_iso: PathBuf,
+}
+
+impl Images {
+    fn make(parent: &Path, name: &str, test: &str) -> Option<Images> {
+        let dir = parent.join(name);
+        std::fs::create_dir(&dir).unwrap();
+        let i = Images {
+            base: dir.join("base.qcow2"),
+            top: dir.join("top.qcow2"),
+            extra: dir.join("extra.qcow2"),
+            iso: dir.join("cd.iso"),
+            new_iso: dir.join("new.iso"),
+            dir,
+        };
+        if !qemu_img(&["create", "-q", "-f", "qcow2", &s(&i.base), "4M"]) {
+            eprintln!("*** SKIPPED: {test}: qemu-img not installed (Debian qemu-utils)");
+            return None;
+        }
+        for p in [&i.top, &i.extra] {
+            let backing = ["-b", "base.qcow2", "-F", "qcow2"];
+            qemu_img(&[&["create", "-q", "-f", "qcow2"][..], &backing, &[&s(p)]].concat());
+        }
+        std::fs::write(&i.iso, vec![0x5a; 16 * 2048]).unwrap();
+        std::fs::write(&i.new_iso, vec![0xa5; 16 * 2048]).unwrap();
+        Some(i)
+    }
+
+    /// Gives every file to `nobody`, mode 0600, in a 0700 directory: only that user
+    /// may open them by path, and root without CAP_DAC_* may not.
+    fn give_to_nobody(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        let nobody = nobody();
+        let files = [&self.base, &self.top, &self.extra, &self.iso, &self.new_iso];
+        for p in files.into_iter().chain([&self.dir]) {
+            nix::unistd::chown(p.as_path(), Some(nobody.uid), Some(nobody.gid)).unwrap();
+            let mode = if p == &self.dir { 0o700 } else { 0o600 };
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+    }
+}
+
+fn nobody() -> nix::unistd::User {
+    nix::unistd::User::from_name("nobody").unwrap().unwrap()
+}
+
+/// Defines and starts `xml` as `name`; the VMM's runtime directory and pid.
+fn start(d: &Daemon, name: &str, xml: &str) -> (PathBuf, i32) {
+    d.virsh_ok(&["define", d.xml_file(name, xml).to_str().unwrap()]);
+    d.virsh_ok(&["start", name]);
+    d.wait_state(name, "running");
+    let rt = d.dir.path().join("run/domains").join(name);
+    let pid = std::fs::read_to_string(rt.join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (rt, pid)
+}
+
+/// A field of every thread's /proc status.
+fn thread_fields(pid: i32, field: &str) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .map(|t| {
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
+        .collect()
+}
+
+/// `virsh attach-disk` of the extra qcow2 and `change-media` to the new ISO on
+/// `sda`; the VMM then holds both.
+fn hot_plug_and_change_media(d: &Daemon, name: &str, pid: i32, i: &Images, how: &str) {
+    let out = d.virsh_ok(&[
+        "attach-disk",
+        name,
+        &s(&i.extra),
+        "vdc",
+        "--targetbus",
+        "virtio",
+        "--subdriver",
+        "qcow2",
+    ]);
+    assert!(out.contains("Disk attached successfully"), "{out}");
+    d.virsh_ok(&["change-media", name, "sda", &s(&i.new_iso), how]);
+    let held = open_files(pid);
+    for p in [&i.extra, &i.new_iso] {
+        assert!(
+            held.contains(p),
+            "the VMM does not hold {}: {held:?}",
+            p.display()
+        );
+    }
+}
+
 #[test]
 fn images_go_to_the_vmm_open_and_a_reset_finds_them_with_their_paths_gone() {
-    if !require_kvm("rpc_handover") {
+    let test = "images_go_to_the_vmm_open_and_a_reset_finds_them_with_their_paths_gone";
+    if !require_kvm(test) {
         return;
     }
     let d = Daemon::start();
-    let images = d.dir.path().join("handed-over");
-    std::fs::create_dir(&images).unwrap();
-    let (base, top, iso) = (
-        images.join("base.qcow2"),
-        images.join("top.qcow2"),
-        images.join("cd.iso"),
-    );
-    let s = |p: &Path| p.to_str().unwrap().to_string();
-    if !qemu_img(&["create", "-q", "-f", "qcow2", &s(&base), "4M"]) {
-        eprintln!("SKIPPED rpc_handover: qemu-img not installed (Debian qemu-utils)");
+    let Some(i) = Images::make(d.dir.path(), "handed-over", test) else {
         return;
-    }
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        "base.qcow2",
-        "-F",
-        "qcow2",
-        &s(&top),
-    ]);
-    std::fs::write(&iso, vec![0x5a; 16 * 2048]).unwrap();
-    // Images only their owner may read, whom the VMM is not.
+    };
+    // As root: images only their owner may read, whom the VMM is not.
     let root = nix::unistd::geteuid().is_root();
-    let (extra, new_iso) = (images.join("extra.qcow2"), images.join("new.iso"));
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        "base.qcow2",
-        "-F",
-        "qcow2",
-        &s(&extra),
-    ]);
-    std::fs::write(&new_iso, vec![0xa5; 16 * 2048]).unwrap();
     if root {
-        use std::os::unix::fs::PermissionsExt;
-        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
-        for p in [&base, &top, &iso, &extra, &new_iso, &images] {
-            nix::unistd::chown(p.as_path(), Some(nobody.uid), Some(nobody.gid)).unwrap();
-            let mode = if p == &images { 0o700 } else { 0o600 };
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-        }
+        i.give_to_nobody();
     }
     let name = "ho1";
     let xml = domain_xml(
@@ -118,19 +194,11 @@ fn images_go_to_the_vmm_open_and_a_reset_finds_them_with_their_paths_gone() {
       <source file='{}'/><target dev='vda' bus='virtio'/></disk>
     <disk type='file' device='cdrom'><driver name='qemu' type='raw'/>
       <source file='{}'/><target dev='sda' bus='sata'/><readonly/></disk>",
-            top.display(),
-            iso.display()
+            i.top.display(),
+            i.iso.display()
         ),
     );
-    d.virsh_ok(&["define", d.xml_file(name, &xml).to_str().unwrap()]);
-    d.virsh_ok(&["start", name]);
-    d.wait_state(name, "running");
-    let rt = d.dir.path().join("run/domains").join(name);
-    let pid: i32 = std::fs::read_to_string(rt.join("pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let (rt, pid) = start(&d, name, &xml);
 
     // The spec names every file handed over; the VMM holds them.
     let spec: serde_json::Value =
@@ -141,7 +209,7 @@ fn images_go_to_the_vmm_open_and_a_reset_finds_them_with_their_paths_gone() {
         .iter()
         .map(|f| PathBuf::from(f["path"].as_str().unwrap()))
         .collect();
-    let want: BTreeSet<PathBuf> = [&top, &base, &iso].into_iter().cloned().collect();
+    let want: BTreeSet<PathBuf> = [&i.top, &i.base, &i.iso].into_iter().cloned().collect();
     assert!(
         want.is_subset(&listed),
         "handed over {listed:?}, want {want:?}"
@@ -166,52 +234,21 @@ fn images_go_to_the_vmm_open_and_a_reset_finds_them_with_their_paths_gone() {
     assert!(want.is_subset(&named), "{sets}");
 
     if root {
-        // No thread may open the images by path.
+        // No thread may open the images by path, yet a hot-plug and a media change
+        // from their directory work (the daemon sends them with add-fd).
         const DAC: u64 = 1 << 1 | 1 << 2;
-        for t in std::fs::read_dir(format!("/proc/{pid}/task"))
-            .unwrap()
-            .flatten()
-        {
-            let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
-            for field in ["CapEff:", "CapPrm:"] {
-                let v = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix(field))
-                    .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
-                    .unwrap();
-                assert_eq!(v & DAC, 0, "thread {:?} has {field} {v:#x}", t.path());
+        for field in ["CapEff:", "CapPrm:"] {
+            for v in thread_fields(pid, field) {
+                let v = u64::from_str_radix(&v, 16).unwrap();
+                assert_eq!(v & DAC, 0, "a thread has {field} {v:#x}");
             }
         }
-        // A hot-plugged disk and a new medium from the same directory.
-        let out = d.virsh_ok(&[
-            "attach-disk",
-            name,
-            &s(&extra),
-            "vdc",
-            "--targetbus",
-            "virtio",
-            "--subdriver",
-            "qcow2",
-        ]);
-        assert!(out.contains("Disk attached successfully"), "{out}");
-        let out = d.virsh_ok(&["change-media", name, "sda", &s(&new_iso), "--update"]);
-        assert!(
-            out.contains("succeeded") || out.contains("Successfully"),
-            "{out}"
-        );
-        let held = open_files(pid);
-        for p in [&extra, &new_iso] {
-            assert!(
-                held.contains(p),
-                "the VMM does not hold {}: {held:?}",
-                p.display()
-            );
-        }
+        hot_plug_and_change_media(&d, name, pid, &i, "--update");
     }
 
     // Paths gone: the rebuilt machine opens every image again, from the sets.
     let moved = d.dir.path().join("handed-over-moved");
-    std::fs::rename(&images, &moved).unwrap();
+    std::fs::rename(&i.dir, &moved).unwrap();
     d.virsh_ok(&["reset", name]);
     let deadline = Instant::now() + STEP;
     loop {
@@ -237,7 +274,7 @@ fn images_go_to_the_vmm_open_and_a_reset_finds_them_with_their_paths_gone() {
         "{held:?}"
     );
     let blk = d.virsh_ok(&["domblklist", name]);
-    assert!(blk.contains(&s(&top)), "{blk}");
+    assert!(blk.contains(&s(&i.top)), "{blk}");
     d.virsh_ok(&["destroy", name]);
 }
 
@@ -265,41 +302,10 @@ fn a_system_daemon_with_vmm_user_runs_each_vmm_as_that_user() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
     }
-    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
-    let images = d.dir.path().join("nobodys");
-    std::fs::create_dir(&images).unwrap();
-    let s = |p: &Path| p.to_str().unwrap().to_string();
-    let (base, top, extra, iso) = (
-        images.join("base.qcow2"),
-        images.join("top.qcow2"),
-        images.join("extra.qcow2"),
-        images.join("new.iso"),
-    );
-    if !qemu_img(&["create", "-q", "-f", "qcow2", &s(&base), "4M"]) {
-        eprintln!("*** SKIPPED: {test}: qemu-img not installed (Debian qemu-utils)");
+    let Some(i) = Images::make(d.dir.path(), "nobodys", test) else {
         return;
-    }
-    for p in [&top, &extra] {
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.qcow2",
-            "-F",
-            "qcow2",
-            &s(p),
-        ]);
-    }
-    std::fs::write(&iso, vec![0xa5; 16 * 2048]).unwrap();
-    for p in [&base, &top, &extra, &iso, &images] {
-        use std::os::unix::fs::PermissionsExt;
-        nix::unistd::chown(p.as_path(), Some(nobody.uid), Some(nobody.gid)).unwrap();
-        let mode = if p == &images { 0o700 } else { 0o600 };
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-    }
-    let name = "ho2";
+    };
+    i.give_to_nobody();
     let tpm = ["swtpm", "swtpm_setup"].iter().all(|t| {
         std::process::Command::new(t)
             .arg("--version")
@@ -311,6 +317,7 @@ fn a_system_daemon_with_vmm_user_runs_each_vmm_as_that_user() {
             "*** SKIPPED: {test}: the TPM part: swtpm not installed (Debian swtpm, swtpm-tools)"
         );
     }
+    let name = "ho2";
     let graphics = format!(
         "<graphics type='vnc' port='-1' autoport='yes'/>{}",
         if tpm {
@@ -327,37 +334,17 @@ fn a_system_daemon_with_vmm_user_runs_each_vmm_as_that_user() {
     <disk type='file' device='cdrom'><driver name='qemu' type='raw'/>
       <target dev='sda' bus='sata'/><readonly/></disk>
   </devices>",
-            top.display()
+            i.top.display()
         ),
     );
-    d.virsh_ok(&["define", d.xml_file(name, &xml).to_str().unwrap()]);
-    d.virsh_ok(&["start", name]);
-    d.wait_state(name, "running");
-    let rt = d.dir.path().join("run/domains").join(name);
-    let pid: i32 = std::fs::read_to_string(rt.join("pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let (rt, pid) = start(&d, name, &xml);
+    let nobody = nobody();
     let uid = nobody.uid.as_raw().to_string();
-    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flatten()
-    {
-        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
-        let field = |k: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(k))
-                .unwrap_or("")
-                .trim()
-                .to_string()
-        };
-        assert!(
-            field("Uid:").split_whitespace().all(|u| u == uid),
-            "{status}"
-        );
-        assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
+    for ids in thread_fields(pid, "Uid:") {
+        assert!(ids.split_whitespace().all(|u| u == uid), "Uid: {ids}");
+    }
+    for cap in thread_fields(pid, "CapEff:") {
+        assert_eq!(cap, "0000000000000000");
     }
     let log = std::fs::read_to_string(rt.join("log")).unwrap_or_default();
     assert!(log.contains("running as an unprivileged user"), "{log}");
@@ -378,26 +365,7 @@ fn a_system_daemon_with_vmm_user_runs_each_vmm_as_that_user() {
         assert!(made, "no TPM state in {}: {log}", state.display());
     }
 
-    let out = d.virsh_ok(&[
-        "attach-disk",
-        name,
-        &s(&extra),
-        "vdc",
-        "--targetbus",
-        "virtio",
-        "--subdriver",
-        "qcow2",
-    ]);
-    assert!(out.contains("Disk attached successfully"), "{out}");
-    d.virsh_ok(&["change-media", name, "sda", &s(&iso), "--insert"]);
-    let held = open_files(pid);
-    for p in [&top, &base, &extra, &iso] {
-        assert!(
-            held.contains(p),
-            "the VMM does not hold {}: {held:?}",
-            p.display()
-        );
-    }
+    hot_plug_and_change_media(&d, name, pid, &i, "--insert");
     let shot = d.dir.path().join("shot.ppm");
     d.virsh_ok(&["screenshot", name, &s(&shot)]);
     assert!(std::fs::metadata(&shot)
@@ -416,7 +384,7 @@ fn a_system_daemon_with_vmm_user_runs_each_vmm_as_that_user() {
     // (Removes the TPM state too.)
     d.virsh_ok(&["undefine", name]);
     let deadline = Instant::now() + STEP;
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+    while Path::new(&format!("/proc/{pid}")).exists() {
         if Instant::now() > deadline {
             d.fail("the VMM outlived destroy");
         }

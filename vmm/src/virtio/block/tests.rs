@@ -278,6 +278,39 @@ pub(super) fn have(tool: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// A writable, unshared qcow2 disk on `path` with default flags.
+fn writable_qcow2(path: &std::path::Path) -> DiskConfig<'_> {
+    DiskConfig {
+        path,
+        qcow2: true,
+        readonly: false,
+        shareable: false,
+        serial: None,
+        discard: false,
+        flags: OpenFlags::default(),
+    }
+}
+
+/// Reads sector 0 (every byte must be `expect`), writes a page of `write` at
+/// sector 256 and flushes, each answered OK.
+fn read_write_flush(h: &mut RequestHandler, mem: &GuestMem, expect: u8, write: u8) {
+    let (st, _) = run(h, mem, req::IN, 0, &[(DATA, 4096, true)]);
+    assert_eq!(st, status::OK);
+    let mut b = vec![0u8; 4096];
+    mem.read_slice(&mut b, GuestAddress(DATA)).unwrap();
+    assert!(
+        b.iter().all(|&x| x == expect),
+        "read {:#x}, want {expect:#x}",
+        b[0]
+    );
+    mem.write_slice(&[write; 4096], GuestAddress(DATA)).unwrap();
+    assert_eq!(
+        run(h, mem, req::OUT, 256, &[(DATA, 4096, false)]).0,
+        status::OK
+    );
+    assert_eq!(run(h, mem, req::FLUSH, 0, &[]).0, status::OK);
+}
+
 #[test]
 fn qcow2_overlay_reads_base_and_writes_only_the_overlay() {
     if !have("qemu-img") || !have("qemu-io") {
@@ -325,34 +358,14 @@ fn qcow2_overlay_reads_base_and_writes_only_the_overlay() {
     ]);
     let mem = memory();
     {
-        let cfg = DiskConfig {
-            path: &top,
-            qcow2: true,
-            readonly: false,
-            shareable: false,
-            serial: None,
-            discard: false,
-            flags: OpenFlags::default(),
-        };
+        let cfg = writable_qcow2(&top);
         let stats = Arc::new(BlockStats::default());
         let dev = Block::open("vda", &cfg, stats.clone()).unwrap();
         let mut h = dev.handler.lock().unwrap();
         let h = &mut *h;
         assert_eq!(h.size(), 4 << 20);
-        let (st, _) = run(h, &mem, req::IN, 0, &[(DATA, 4096, true)]);
-        assert_eq!(st, status::OK);
-        let mut b = vec![0u8; 4096];
-        mem.read_slice(&mut b, GuestAddress(DATA)).unwrap();
-        assert!(
-            b.iter().all(|&x| x == 0x11),
-            "base data visible through the overlay"
-        );
-        mem.write_slice(&[0x22; 4096], GuestAddress(DATA)).unwrap();
-        assert_eq!(
-            run(h, &mem, req::OUT, 256, &[(DATA, 4096, false)]).0,
-            status::OK
-        );
-        assert_eq!(run(h, &mem, req::FLUSH, 0, &[]).0, status::OK);
+        // Base data visible through the overlay.
+        read_write_flush(h, &mem, 0x11, 0x22);
         assert_eq!(
             stats.rd_bytes.load(std::sync::atomic::Ordering::Relaxed),
             4096
@@ -507,32 +520,12 @@ fn a_qcow2_chain_handed_over_opens_from_its_descriptors() {
     assert!(!top.exists() && !base.exists());
     let mem = memory();
     {
-        let cfg = DiskConfig {
-            path: &top,
-            qcow2: true,
-            readonly: false,
-            shareable: false,
-            serial: None,
-            discard: false,
-            flags: OpenFlags::default(),
-        };
+        let cfg = writable_qcow2(&top);
         let dev = Block::open("vda", &cfg, Arc::new(BlockStats::default())).unwrap();
         let mut h = dev.handler.lock().unwrap();
         let h = &mut *h;
-        let (st, _) = run(h, &mem, req::IN, 0, &[(DATA, 4096, true)]);
-        assert_eq!(st, status::OK);
-        let mut b = vec![0u8; 4096];
-        mem.read_slice(&mut b, GuestAddress(DATA)).unwrap();
-        assert!(
-            b.iter().all(|&x| x == 0x33),
-            "backing data through descriptors"
-        );
-        mem.write_slice(&[0x44; 4096], GuestAddress(DATA)).unwrap();
-        assert_eq!(
-            run(h, &mem, req::OUT, 256, &[(DATA, 4096, false)]).0,
-            status::OK
-        );
-        assert_eq!(run(h, &mem, req::FLUSH, 0, &[]).0, status::OK);
+        // Backing data through the descriptors.
+        read_write_flush(h, &mem, 0x33, 0x44);
     }
     for a in sets {
         crate::files::remove(a.fdset_id, None).unwrap();
