@@ -10,7 +10,6 @@
 //! and its error (what libvirt users see today) names the path and the reason.
 
 use std::fs::{File, OpenOptions};
-use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -35,22 +34,14 @@ struct Want {
 /// both ways), `O_DSYNC` on raw images for `writethrough`/`directsync` (imago
 /// syncs qcow2 itself), and every backing file read-only.
 fn disk_wants(disk: &Disk, out: &mut Vec<Want>) {
-    let direct = matches!(disk.cache, CacheMode::None | CacheMode::Directsync);
     let qcow2 = disk.format == DiskFormat::Qcow2;
-    let dsync = !qcow2
-        && !disk.readonly
-        && matches!(disk.cache, CacheMode::Writethrough | CacheMode::Directsync);
-    image_wants(&disk.path, qcow2, !disk.readonly, direct, dsync, out);
+    image_wants(&disk.path, qcow2, !disk.readonly, disk.cache, out);
 }
 
-fn image_wants(
-    image: &Path,
-    qcow2: bool,
-    writable: bool,
-    direct: bool,
-    dsync: bool,
-    out: &mut Vec<Want>,
-) {
+fn image_wants(image: &Path, qcow2: bool, writable: bool, cache: CacheMode, out: &mut Vec<Want>) {
+    let direct = matches!(cache, CacheMode::None | CacheMode::Directsync);
+    let dsync =
+        !qcow2 && writable && matches!(cache, CacheMode::Writethrough | CacheMode::Directsync);
     let mut push = |path: &Path, write: bool| {
         let base = Want {
             path: path.to_path_buf(),
@@ -82,7 +73,7 @@ pub fn backing_chain(top: &Path) -> Vec<PathBuf> {
     let mut at = top.to_path_buf();
     while chain.len() < MAX_CHAIN {
         let mut head = vec![0u8; 64 * 1024];
-        let Ok(n) = File::open(&at).and_then(|mut f| read_up_to(&mut f, &mut head)) else {
+        let Ok(n) = crate::storage::image::read_up_to(&at, &mut head) else {
             break;
         };
         head.truncate(n);
@@ -110,17 +101,6 @@ pub fn backing_chain(top: &Path) -> Vec<PathBuf> {
         at = next;
     }
     chain
-}
-
-fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 /// Every open the VMM will make of a file named in `spec`, and of `/dev/kvm` when
@@ -289,12 +269,9 @@ pub(super) async fn add_fdsets(
     cache: CacheMode,
 ) -> super::Result<()> {
     let mut wants = Vec::new();
-    let direct = matches!(cache, CacheMode::None | CacheMode::Directsync);
-    let dsync =
-        !qcow2 && writable && matches!(cache, CacheMode::Writethrough | CacheMode::Directsync);
     let image = image.to_path_buf();
     let opened = tokio::task::spawn_blocking(move || {
-        image_wants(&image, qcow2, writable, direct, dsync, &mut wants);
+        image_wants(&image, qcow2, writable, cache, &mut wants);
         wants
             .into_iter()
             .filter_map(|w| match open(&w) {

@@ -130,7 +130,8 @@ pub fn probe(name: &str, path: &Path) -> Result<VolInfo> {
     Ok(info)
 }
 
-fn read_up_to(path: &Path, buf: &mut [u8]) -> Result<usize> {
+/// Reads up to `buf.len()` bytes from the start of `path`; how many were read.
+pub(crate) fn read_up_to(path: &Path, buf: &mut [u8]) -> Result<usize> {
     let mut f = File::open(path).map_err(|e| Error::io("open", path, &e))?;
     let mut n = 0;
     while n < buf.len() {

@@ -9,6 +9,14 @@ fn qemu_img(args: &[&str]) -> bool {
     }
 }
 
+/// A qcow2 at `path` over `backing` (a name as the header keeps it) of `format`.
+fn overlay(path: &Path, backing: &str, format: &str) -> bool {
+    let path = path.to_str().unwrap();
+    qemu_img(&[
+        "create", "-q", "-f", "qcow2", "-b", backing, "-F", format, path,
+    ])
+}
+
 #[test]
 fn a_backing_chain_is_followed_as_the_vmm_resolves_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -20,31 +28,11 @@ fn a_backing_chain_is_followed_as_the_vmm_resolves_it() {
     // mid names base by an absolute path, top names mid relatively.
     let mid = d.join("sub/mid.qcow2");
     let top = d.join("top.qcow2");
-    if !qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        &s(&base),
-        "-F",
-        "raw",
-        &s(&mid),
-    ]) {
+    if !overlay(&mid, &s(&base), "raw") {
         eprintln!("SKIPPED a_backing_chain_is_followed_as_the_vmm_resolves_it: no qemu-img (Debian qemu-utils)");
         return;
     }
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        "sub/mid.qcow2",
-        "-F",
-        "qcow2",
-        &s(&top),
-    ]);
+    overlay(&top, "sub/mid.qcow2", "qcow2");
     assert_eq!(
         backing_chain(&top),
         vec![d.join("sub/mid.qcow2"), base.clone()]
@@ -64,17 +52,7 @@ fn the_spec_lists_every_file_handed_over_with_its_descriptor() {
         eprintln!("SKIPPED the_spec_lists_every_file_handed_over_with_its_descriptor: no qemu-img (Debian qemu-utils)");
         return;
     }
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        "base.qcow2",
-        "-F",
-        "qcow2",
-        &s(&top),
-    ]);
+    overlay(&top, "base.qcow2", "qcow2");
     let kernel = d.join("vmlinux");
     std::fs::write(&kernel, b"kernel").unwrap();
     let xml = format!(

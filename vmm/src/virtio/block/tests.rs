@@ -278,6 +278,25 @@ pub(super) fn have(tool: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// A qcow2 at `top` over `base.qcow2` in its directory (qemu-img).
+fn qcow2_over_base(top: &std::path::Path) {
+    let o = Command::new("qemu-img")
+        .args([
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+        ])
+        .arg(top)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 /// A writable, unshared qcow2 disk on `path` with default flags.
 fn writable_qcow2(path: &std::path::Path) -> DiskConfig<'_> {
     DiskConfig {
@@ -344,18 +363,7 @@ fn qcow2_overlay_reads_base_and_writes_only_the_overlay() {
         "write -P 0x11 0 64k",
         base.to_str().unwrap(),
     ]);
-    sh(&[
-        "qemu-img",
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        "base.qcow2",
-        "-F",
-        "qcow2",
-        top.to_str().unwrap(),
-    ]);
+    qcow2_over_base(&top);
     let mem = memory();
     {
         let cfg = writable_qcow2(&top);
@@ -490,18 +498,7 @@ fn a_qcow2_chain_handed_over_opens_from_its_descriptors() {
     let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
     sh(&["qemu-img", "create", "-q", "-f", "qcow2", &s(&base), "4M"]);
     sh(&["qemu-io", "-c", "write -P 0x33 0 64k", &s(&base)]);
-    sh(&[
-        "qemu-img",
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        "base.qcow2",
-        "-F",
-        "qcow2",
-        &s(&top),
-    ]);
+    qcow2_over_base(&top);
     let fd = |p: &std::path::Path, write: bool| {
         std::os::fd::OwnedFd::from(
             std::fs::OpenOptions::new()
