@@ -8,5 +8,10 @@
 # still fails if anything failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Run as root, the daemon tests start system daemons, which run their VMMs as the
+# package's own user (vmm_user, default oxvirt-vmm): create it as the package does.
+if [[ $(id -u) == 0 ]] && ! getent passwd oxvirt-vmm >/dev/null; then
+  systemd-sysusers "$PWD/packaging/sysusers/oxvirt.conf"
+fi
 cargo build --workspace --bins
 cargo test --workspace --no-fail-fast "$@"

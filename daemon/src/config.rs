@@ -17,7 +17,7 @@
 //! qemu_uri = false          # also answer qemu:///system|session on libvirt's QEMU
 //!                           # sockets (virtqemud-sock, libvirt-sock) next to rpc_socket
 //! vmm_user = "oxvirt-vmm"   # system mode: run each VMM as this user (oxvirt-vmm
-//!                           # --run-as), its files handed over open; unset: as root
+//!                           # --run-as), its files handed over open; "root": as root
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -69,6 +69,10 @@ struct File {
     vmm_user: Option<String>,
 }
 
+/// The user a system daemon runs its VMMs as unless the config names another
+/// (created by the package's sysusers.d file, `packaging/sysusers/oxvirt.conf`).
+pub const DEFAULT_VMM_USER: &str = "oxvirt-vmm";
+
 /// Where the daemon reaches D-Bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bus {
@@ -98,8 +102,9 @@ pub struct Config {
     pub rpc_socket: PathBuf,
     /// Also serve libvirt's QEMU-driver sockets (`qemu:///…`) in `rpc_socket`'s directory.
     pub qemu_uri: bool,
-    /// System mode: the user every VMM runs as (`oxvirt-vmm --run-as`); `None`: the
-    /// daemon's own (root, with the VMM's per-thread capability limits).
+    /// System mode: the user every VMM runs as (`oxvirt-vmm --run-as`; by default
+    /// [`DEFAULT_VMM_USER`]); `None`: the daemon's own (`vmm_user = "root"`, or a
+    /// session daemon), with the VMM's per-thread capability limits.
     pub vmm_user: Option<String>,
 }
 
@@ -163,8 +168,13 @@ impl Config {
                 (None, Mode::Session) => runtime_base()?.join("libvirt/virtoxvirtd-sock"),
             },
             qemu_uri: f.qemu_uri.unwrap_or(false),
-            // A session daemon's VMMs run as its user already.
-            vmm_user: f.vmm_user.filter(|_| mode == Mode::System),
+            // A session daemon's VMMs run as its user already; "root", as
+            // qemu.conf's `user = "root"`, keeps a system daemon's VMMs as root.
+            vmm_user: match mode {
+                Mode::Session => None,
+                Mode::System => Some(f.vmm_user.unwrap_or_else(|| DEFAULT_VMM_USER.into()))
+                    .filter(|u| u != "root"),
+            },
         })
     }
 }
@@ -235,6 +245,19 @@ mod tests {
         assert_eq!(c.bus, Bus::Address("unix:path=/tmp/bus".into()));
         assert_eq!(c.object_path, "/x/Y");
         assert_eq!(c.vmm, Path::new("/opt/vmm"));
+    }
+
+    #[test]
+    fn system_vmms_run_as_their_own_user_unless_root_is_asked_for() {
+        let c = Config::from_file(Mode::System, File::default()).unwrap();
+        assert_eq!(c.vmm_user.as_deref(), Some(DEFAULT_VMM_USER));
+        let f: File = toml::from_str("vmm_user = 'qemu'").unwrap();
+        let c = Config::from_file(Mode::System, f).unwrap();
+        assert_eq!(c.vmm_user.as_deref(), Some("qemu"));
+        let f: File = toml::from_str("vmm_user = 'root'").unwrap();
+        assert_eq!(Config::from_file(Mode::System, f).unwrap().vmm_user, None);
+        let f: File = toml::from_str("vmm_user = 'qemu'").unwrap();
+        assert_eq!(Config::from_file(Mode::Session, f).unwrap().vmm_user, None);
     }
 
     #[test]

@@ -830,6 +830,7 @@ fn interface(n: &Interface) -> Result<ms::Device> {
             // The daemon opens the tap and fills this in at start.
             queues,
             tap_fds: Vec::new(),
+            vhost_fds: Vec::new(),
             driver,
         }),
     })

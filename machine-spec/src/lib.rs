@@ -680,6 +680,11 @@ pub struct Net {
     /// Empty: the VMM opens the backend's tap by name itself (`oxvirt-vmm` run by hand).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tap_fds: Vec<i32>,
+    /// vhost-net instances already open in the VMM as these descriptors, one per
+    /// queue pair (the daemon opens `/dev/vhost-net`, root's, as libvirt hands QEMU
+    /// `vhostfds=N:M`). Empty: the VMM opens them itself where `driver` asks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vhost_fds: Vec<i32>,
     /// Who moves a tap-backed virtio NIC's frames (libvirt `<driver name>`).
     #[serde(default, skip_serializing_if = "NetDriver::is_default")]
     pub driver: NetDriver,
@@ -841,13 +846,13 @@ impl MachineSpec {
         }
         let mut fds: Vec<i32> = self.files.iter().map(|f| f.fd).collect();
         fds.extend(self.devices.iter().flat_map(|d| match &d.kind {
-            DeviceKind::Net(n) => n.tap_fds.clone(),
+            DeviceKind::Net(n) => [n.tap_fds.as_slice(), n.vhost_fds.as_slice()].concat(),
             _ => Vec::new(),
         }));
         fds.sort_unstable();
         if let Some(w) = fds.windows(2).find(|w| w[0] == w[1]) {
             return Err(SpecError::Invalid(format!(
-                "descriptor {} is handed over twice (files, tap_fds)",
+                "descriptor {} is handed over twice (files, tap_fds, vhost_fds)",
                 w[0]
             )));
         }

@@ -141,6 +141,7 @@ pub fn net_device(id: &str, slot: u8, mac: &str, backend: NetBackend) -> Device 
             model: Default::default(),
             queues: None,
             tap_fds: Vec::new(),
+            vhost_fds: Vec::new(),
             driver: Default::default(),
         }),
     }

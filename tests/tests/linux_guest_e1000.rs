@@ -111,6 +111,7 @@ fn bulk_both_ways(t: &str, model: NetModel, driver: &str, device_id: &str) {
             model,
             queues: None,
             tap_fds: Vec::new(),
+            vhost_fds: Vec::new(),
             driver: Default::default(),
         }),
     ));

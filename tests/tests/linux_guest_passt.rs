@@ -114,6 +114,7 @@ fn linux_guest_user_networking_through_passt() {
             model: Default::default(),
             queues: None,
             tap_fds: Vec::new(),
+            vhost_fds: Vec::new(),
             driver: Default::default(),
         }),
     ));

@@ -3,9 +3,9 @@
 //! listed in the spec (`files`), which QMP `query-fdsets` shows as fd sets named by
 //! their paths, and the VMM opens nothing of them by path: with the images' directory
 //! renamed away, `virsh reset` (the VMM rebuilds the machine and opens every disk
-//! again) still finds them, and the guest keeps running. Run as root (CI), the images
-//! belong to `nobody`, mode 0600 in a 0700 directory, and the VMM keeps no CAP_DAC_*
-//! in any thread: it could not open one of them by path, yet it runs, takes a
+//! again) still finds them, and the guest keeps running. Run as root (CI) with
+//! `vmm_user = "root"`, the images belong to `nobody`, mode 0600 in a 0700
+//! directory, and the VMM keeps no CAP_DAC_* in any thread: it could not open one of them by path, yet it runs, takes a
 //! hot-plugged qcow2 disk (`virsh attach-disk`; the daemon sends its chain with QMP
 //! `add-fd` before `blockdev-add`) and a new CD-ROM medium (`virsh change-media`).
 
@@ -105,6 +105,56 @@ fn nobody() -> nix::unistd::User {
     nix::unistd::User::from_name("nobody").unwrap().unwrap()
 }
 
+/// The VMM of `name` (process `pid`, runtime directory `rt`) runs in its own mount
+/// namespace (`--mount-sandbox`): the host's tree read-only, `/tmp` private — a
+/// world-readable image in the test's directory, which the VMM's user could open by
+/// path, is not there for a `blockdev-add` by path — and its runtime directory, at
+/// its own path, writable.
+fn check_mount_sandbox(d: &Daemon, name: &str, pid: i32, rt: &Path) {
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/mnt")).unwrap();
+    assert_ne!(
+        ns(&pid.to_string()),
+        ns("self"),
+        "the VMM shares our mount namespace"
+    );
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let at = |point: &str| {
+        mounts
+            .lines()
+            .filter(|l| l.split(' ').nth(4) == Some(point))
+            .last()
+            .unwrap_or_else(|| panic!("no mount on {point} in the VMM's namespace:\n{mounts}"))
+            .to_string()
+    };
+    let opts = |l: &str| l.split(' ').nth(5).unwrap_or_default().to_string();
+    assert!(
+        opts(&at("/")).starts_with("ro"),
+        "/ is writable: {}",
+        at("/")
+    );
+    assert!(at("/tmp").contains(" - tmpfs "), "{}", at("/tmp"));
+    assert!(opts(&at("/tmp")).starts_with("rw"), "{}", at("/tmp"));
+    let rt_mount = at(rt.to_str().unwrap());
+    assert!(opts(&rt_mount).starts_with("rw"), "{rt_mount}");
+    let readable = d.dir.path().join("readable.img");
+    std::fs::write(&readable, vec![0u8; 65536]).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let add = format!(
+        r#"{{"execute":"blockdev-add","arguments":{{"node-name":"sandboxed","driver":"raw","file":{{"driver":"file","filename":"{}"}}}}}}"#,
+        readable.display()
+    );
+    let out = d.virsh(&["qemu-monitor-command", name, &add]);
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        said.contains("No such file or directory"),
+        "blockdev-add of {} by path: {said}",
+        readable.display()
+    );
+}
+
 /// Defines and starts `xml` as `name`; the VMM's runtime directory and pid.
 fn start(d: &Daemon, name: &str, xml: &str) -> (PathBuf, i32) {
     d.virsh_ok(&["define", d.xml_file(name, xml).to_str().unwrap()]);
@@ -167,7 +217,9 @@ fn images_go_to_the_vmm_open_and_a_reset_finds_them_with_their_paths_gone() {
     if !require_kvm(test) {
         return;
     }
-    let d = Daemon::start();
+    // VMMs as root (`vmm_user = "root"`, as qemu.conf's `user`), without CAP_DAC_*:
+    // the default user is the other test's.
+    let d = Daemon::start_with_config("vmm_user = \"root\"");
     let Some(i) = Images::make(d.dir.path(), "handed-over", test) else {
         return;
     };
@@ -199,6 +251,7 @@ fn images_go_to_the_vmm_open_and_a_reset_finds_them_with_their_paths_gone() {
         ),
     );
     let (rt, pid) = start(&d, name, &xml);
+    check_mount_sandbox(&d, name, pid, &rt);
 
     // The spec names every file handed over; the VMM holds them.
     let spec: serde_json::Value =
@@ -278,15 +331,18 @@ fn images_go_to_the_vmm_open_and_a_reset_finds_them_with_their_paths_gone() {
     d.virsh_ok(&["destroy", name]);
 }
 
-/// `vmm_user` in a system daemon's config: every VMM runs as that user
-/// (`oxvirt-vmm --run-as`, `/dev/kvm` handed over with the images), in a runtime
-/// directory of its own, and the everyday calls that reach files still work: a
-/// hot-plugged qcow2, a new CD-ROM medium, a screenshot, a reset, destroy. With
-/// swtpm installed the domain has a TPM: its state directory is made the user's and
-/// swtpm (started by the VMM) manufactures the TPM there.
+/// A system daemon runs every VMM as its own user by default (`vmm_user`,
+/// `oxvirt-vmm` unless the config names another; `oxvirt-vmm --run-as`, `/dev/kvm`
+/// handed over with the images), in a runtime directory of its own, and the everyday
+/// calls that reach files still work: a hot-plugged qcow2, a new CD-ROM medium, a
+/// screenshot, a reset, destroy. The serial console's log file and a unix socket
+/// the VMM listens on lie in a directory only root may enter: the daemon creates
+/// and hands over both. With swtpm installed the domain has a TPM: its state
+/// directory is made the user's and swtpm (started by the VMM) manufactures the
+/// TPM there.
 #[test]
-fn a_system_daemon_with_vmm_user_runs_each_vmm_as_that_user() {
-    let test = "a_system_daemon_with_vmm_user_runs_each_vmm_as_that_user";
+fn a_system_daemon_runs_each_vmm_as_its_own_user() {
+    let test = "a_system_daemon_runs_each_vmm_as_its_own_user";
     if !require_kvm(test) {
         return;
     }
@@ -296,19 +352,26 @@ fn a_system_daemon_with_vmm_user_runs_each_vmm_as_that_user() {
         );
         return;
     }
-    let d = Daemon::start_with_config("vmm_user = \"nobody\"");
-    // The VMM reaches its runtime directory below the daemon's private one.
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    }
+    let user = nix::unistd::User::from_name("oxvirt-vmm")
+        .unwrap()
+        .expect("user oxvirt-vmm (systemd-sysusers packaging/sysusers/oxvirt.conf; scripts/test.sh creates it)");
+    let d = Daemon::start();
     let Some(i) = Images::make(d.dir.path(), "nobodys", test) else {
         return;
     };
     i.give_to_nobody();
+    let private = d.dir.path().join("root-only");
+    std::fs::create_dir(&private).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let serial_log = private.join("serial.log");
+    let channel = private.join("channel.sock");
+    // (`swtpm_setup --version` exits 1 in Debian's 0.7.1: ask for its help instead.)
     let tpm = ["swtpm", "swtpm_setup"].iter().all(|t| {
         std::process::Command::new(t)
-            .arg("--version")
+            .arg("--help")
             .output()
             .is_ok_and(|o| o.status.success())
     });
@@ -326,20 +389,28 @@ fn a_system_daemon_with_vmm_user_runs_each_vmm_as_that_user() {
             ""
         }
     );
-    let xml = rpc_common::display_xml(name, &graphics).replace(
-        "  </devices>",
-        &format!(
-            "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+    let xml = rpc_common::display_xml(name, &graphics)
+        .replace(
+            &serial_xml("pty"),
+            &serial_xml(&format!("file:{}", serial_log.display())),
+        )
+        .replace(
+            "  </devices>",
+            &format!(
+                "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
       <source file='{}'/><target dev='vda' bus='virtio'/></disk>
     <disk type='file' device='cdrom'><driver name='qemu' type='raw'/>
       <target dev='sda' bus='sata'/><readonly/></disk>
+    <channel type='unix'><source mode='bind' path='{}'/>
+      <target type='virtio' name='org.example.test'/></channel>
   </devices>",
-            i.top.display()
-        ),
-    );
+                i.top.display(),
+                channel.display()
+            ),
+        );
     let (rt, pid) = start(&d, name, &xml);
-    let nobody = nobody();
-    let uid = nobody.uid.as_raw().to_string();
+    check_mount_sandbox(&d, name, pid, &rt);
+    let uid = user.uid.as_raw().to_string();
     for ids in thread_fields(pid, "Uid:") {
         assert!(ids.split_whitespace().all(|u| u == uid), "Uid: {ids}");
     }
@@ -355,7 +426,7 @@ fn a_system_daemon_with_vmm_user_runs_each_vmm_as_that_user() {
         let owner = std::fs::metadata(&state)
             .map(|m| m.uid())
             .unwrap_or(u32::MAX);
-        assert_eq!(owner, nobody.uid.as_raw(), "{}", state.display());
+        assert_eq!(owner, user.uid.as_raw(), "{}", state.display());
         let made = std::fs::read_dir(&state)
             .map(|d| {
                 d.flatten()
@@ -365,6 +436,17 @@ fn a_system_daemon_with_vmm_user_runs_each_vmm_as_that_user() {
         assert!(made, "no TPM state in {}: {log}", state.display());
     }
 
+    // The guest's serial output reaches the log file the daemon opened, and the
+    // channel's socket (bound by the daemon) takes a client.
+    let deadline = Instant::now() + STEP;
+    while !std::fs::read_to_string(&serial_log).is_ok_and(|t| t.contains("OXTEST")) {
+        if Instant::now() > deadline {
+            d.fail(&format!("no guest output in {}", serial_log.display()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::os::unix::net::UnixStream::connect(&channel)
+        .unwrap_or_else(|e| d.fail(&format!("connect to {}: {e}", channel.display())));
     hot_plug_and_change_media(&d, name, pid, &i, "--insert");
     let shot = d.dir.path().join("shot.ppm");
     d.virsh_ok(&["screenshot", name, &s(&shot)]);

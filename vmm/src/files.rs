@@ -298,6 +298,39 @@ pub fn real_path(path: &Path) -> PathBuf {
         .map_or_else(|| path.to_path_buf(), PathBuf::from)
 }
 
+/// A duplicate of the descriptor handed over for `path`, as it is (no access-mode
+/// check, no rewind): a chardev's log file opened for appending, a listening
+/// socket. `None` when no set stands for `path`.
+pub fn take(path: &Path) -> Option<io::Result<OwnedFd>> {
+    let s = sets();
+    let id = s.find(path)?;
+    Some(match s.sets.get(&id).and_then(|fds| fds.first()) {
+        Some(f) => f.fd.try_clone(),
+        None => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("'{}': fd set {id} holds no descriptor", path.display()),
+        )),
+    })
+}
+
+/// A listening unix socket at `path`: the one handed over for it (the daemon
+/// bound it where the VMM may not write), else bound here, replacing a stale
+/// socket file.
+pub fn listen_unix(path: &Path) -> io::Result<std::os::unix::net::UnixListener> {
+    let l = match take(path) {
+        Some(fd) => std::os::unix::net::UnixListener::from(fd?),
+        None => {
+            if std::fs::symlink_metadata(path)
+                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+            {
+                let _ = std::fs::remove_file(path);
+            }
+            std::os::unix::net::UnixListener::bind(path)?
+        }
+    };
+    Ok(l)
+}
+
 /// Whether a set stands for `path` (it was handed over).
 pub fn is_given(path: &Path) -> bool {
     sets().find(path).is_some()

@@ -35,6 +35,7 @@ pub mod lifecycle;
 pub mod media;
 pub mod memory;
 pub mod monitor;
+pub mod mounts;
 pub mod pci;
 pub mod privilege;
 pub mod scsi;

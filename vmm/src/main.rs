@@ -77,6 +77,13 @@ struct Args {
     /// is then opened with USER's rights only.
     #[arg(long, value_name = "USER")]
     run_as: Option<String>,
+    /// Run in a private mount namespace where the host's files are read-only, /tmp
+    /// is private and /home, /root, /run and the like are empty; only DIR (the
+    /// domain's runtime directory) and a TPM's state stay writable. Everything else
+    /// must come open (`files` in the spec), as oxvirtd hands it over. Not root: in
+    /// a user namespace of its own, where the host allows one.
+    #[arg(long, value_name = "DIR")]
+    mount_sandbox: Option<PathBuf>,
 }
 
 fn load_spec(args: &Args) -> anyhow::Result<MachineSpec> {
@@ -107,6 +114,10 @@ fn run(args: Args) -> anyhow::Result<i32> {
     }
     let spec = load_spec(&args)?;
     vmm::files::adopt(&spec.files).context("cannot take the files handed over")?;
+    if let Some(dir) = &args.mount_sandbox {
+        vmm::mounts::enter(dir, &vmm::mounts::writable_paths(&spec))?;
+        vmm::vm::lap("mount sandbox entered");
+    }
     if let Some(user) = &args.run_as {
         vmm::privilege::run_as(user)?;
     }

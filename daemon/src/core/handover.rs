@@ -3,18 +3,22 @@
 //! module uses them wherever it would open those paths), as libvirt hands QEMU
 //! its images through fd sets: disk images with their qcow2 backing chains,
 //! CD-ROM media, the kernel and initrd of a direct boot, the firmware and its
-//! variable store. The VMM then needs no right to those paths — the step before
-//! it runs as an unprivileged user in a mount namespace of its own (#20).
+//! variable store; and as libvirt prepares QEMU's chardevs, the character devices'
+//! output files and the unix sockets the VMM listens on (chardevs, vsock, VNC).
+//! The VMM then needs no right to those paths: it runs as an unprivileged user
+//! (#20).
 //!
 //! A file the daemon cannot open is left out: the VMM opens it by path as before
 //! and its error (what libvirt users see today) names the path and the reason.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use machine_spec::{CacheMode, DeviceKind, Disk, DiskFormat, MachineSpec, PassedFile};
+use machine_spec::{
+    CacheMode, CharBackend, DeviceKind, Disk, DiskFormat, GraphicsListen, MachineSpec, PassedFile,
+};
 
 /// How deep a qcow2 backing chain is followed (QEMU's limit is 16 as well).
 const MAX_CHAIN: usize = 16;
@@ -26,6 +30,20 @@ struct Want {
     write: bool,
     direct: bool,
     dsync: bool,
+    kind: Kind,
+}
+
+/// What the descriptor for a path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Kind {
+    /// The file, opened as it is (images, kernel, firmware, `/dev/kvm`).
+    #[default]
+    Existing,
+    /// A character device's output file, created if missing, appended to or
+    /// truncated as the VMM would open it.
+    Log { append: bool },
+    /// A unix socket the VMM listens on (a chardev, vsock, VNC), bound here.
+    Listener,
 }
 
 /// The opens a disk image takes in the VMM: the image (read-write unless
@@ -48,6 +66,7 @@ fn image_wants(image: &Path, qcow2: bool, writable: bool, cache: CacheMode, out:
             write,
             direct: false,
             dsync: dsync && write,
+            kind: Kind::Existing,
         };
         if direct {
             out.push(Want {
@@ -112,6 +131,11 @@ fn wants(spec: &MachineSpec, kvm: bool) -> Vec<Want> {
         write: false,
         direct: false,
         dsync: false,
+        kind: Kind::Existing,
+    };
+    let listener = |p: &Path| Want {
+        kind: Kind::Listener,
+        ..read(p)
     };
     if kvm {
         out.push(Want {
@@ -142,6 +166,34 @@ fn wants(spec: &MachineSpec, kvm: bool) -> Vec<Want> {
         if let Some(disk) = disk {
             disk_wants(disk, &mut out);
         }
+        let chardev = match &d.kind {
+            DeviceKind::Serial(s) => Some(&s.backend),
+            DeviceKind::Console(c) => Some(&c.backend),
+            _ => None,
+        };
+        // Relative paths are the runtime directory's (the VMM's working directory),
+        // which it may write anyway.
+        match chardev {
+            Some(CharBackend::File { path, append }) if path.is_absolute() => out.push(Want {
+                write: true,
+                kind: Kind::Log { append: *append },
+                ..read(path)
+            }),
+            Some(CharBackend::Unix { path, listen: true }) if path.is_absolute() => {
+                out.push(listener(path))
+            }
+            _ => {}
+        }
+        if let DeviceKind::Vsock(v) = &d.kind {
+            if v.uds_path.is_absolute() {
+                out.push(listener(&v.uds_path));
+            }
+        }
+    }
+    if let Some(GraphicsListen::Socket { path }) = spec.graphics.as_ref().map(|g| &g.listen) {
+        if Path::new(path).is_absolute() {
+            out.push(listener(Path::new(path)));
+        }
     }
     let mut seen = Vec::new();
     out.retain(|w| {
@@ -152,7 +204,29 @@ fn wants(spec: &MachineSpec, kvm: bool) -> Vec<Want> {
     out
 }
 
-fn open(w: &Want) -> std::io::Result<File> {
+fn open(w: &Want) -> std::io::Result<OwnedFd> {
+    match w.kind {
+        Kind::Existing => {}
+        Kind::Log { append } => {
+            return OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(append)
+                .truncate(!append)
+                .mode(0o600)
+                .open(&w.path)
+                .map(OwnedFd::from)
+        }
+        Kind::Listener => {
+            // A socket left by an earlier run is replaced, as the VMM (and QEMU) do.
+            if std::fs::symlink_metadata(&w.path)
+                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+            {
+                let _ = std::fs::remove_file(&w.path);
+            }
+            return std::os::unix::net::UnixListener::bind(&w.path).map(OwnedFd::from);
+        }
+    }
     let mut flags = 0;
     if w.direct {
         flags |= libc::O_DIRECT;
@@ -165,6 +239,7 @@ fn open(w: &Want) -> std::io::Result<File> {
         .write(w.write)
         .custom_flags(flags)
         .open(&w.path)
+        .map(OwnedFd::from)
 }
 
 /// Opens the files `spec` names and records them in `spec.files` as descriptors
@@ -179,7 +254,7 @@ pub fn open_for_spec(spec: &mut MachineSpec, first_fd: i32, kvm: bool) -> Vec<Ow
                     path: w.path.clone(),
                     fd: first_fd + fds.len() as i32,
                 });
-                fds.push(OwnedFd::from(f));
+                fds.push(f);
             }
             // O_DIRECT refused (tmpfs): the VMM falls back to the page cache as it
             // would by path; anything else it reports by path.
@@ -189,18 +264,24 @@ pub fn open_for_spec(spec: &mut MachineSpec, first_fd: i32, kvm: bool) -> Vec<Ow
     fds
 }
 
-/// What a VMM running as `uid`/`gid` must be able to write besides its runtime
-/// directory, made ready by the daemon as libvirt's does for QEMU: a TPM's state
-/// directory (swtpm, which the VMM starts, runs as that user too) and its log, and a
+/// What the VMM writes by path besides its runtime directory, made ready by the
+/// daemon as libvirt's does for QEMU — the VMM's mount sandbox keeps these paths
+/// writable but cannot create them in the read-only host tree: a TPM's state
+/// directory (swtpm, which the VMM starts, keeps the TPM there) and its log, and a
 /// UEFI variable store that does not exist yet, copied from its template (then
-/// handed over with the other files). Blocking.
-pub fn prepare_for_user(
+/// handed over with the other files). With `owner` (a VMM running as its own user),
+/// the TPM's directory and log are given to that user. Blocking.
+pub fn prepare(
     spec: &MachineSpec,
-    uid: nix::unistd::Uid,
-    gid: nix::unistd::Gid,
+    owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
 ) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let give = |p: &Path| nix::unistd::chown(p, Some(uid), Some(gid)).map_err(std::io::Error::from);
+    let give = |p: &Path| match owner {
+        Some((uid, gid)) => {
+            nix::unistd::chown(p, Some(uid), Some(gid)).map_err(std::io::Error::from)
+        }
+        None => Ok(()),
+    };
     for d in &spec.devices {
         let DeviceKind::Tpm(t) = &d.kind else {
             continue;
@@ -216,6 +297,21 @@ pub fn prepare_for_user(
             .recursive(true)
             .mode(0o700)
             .create(&t.state_dir)?;
+        if owner.is_some() {
+            // swtpm, as the user, reaches the state by path: the two directories
+            // above it (`swtpm/` and the state root) are made searchable, not
+            // listable, as libvirt's /var/lib/libvirt/swtpm is (they may have been
+            // made 0700 before a VMM user was configured).
+            for dir in t.state_dir.ancestors().skip(1).take(2) {
+                let mode = std::fs::metadata(dir)?.permissions().mode();
+                if mode & 0o011 != 0o011 {
+                    std::fs::set_permissions(
+                        dir,
+                        std::fs::Permissions::from_mode((mode & 0o7777) | 0o011),
+                    )?;
+                }
+            }
+        }
         give_tree(&t.state_dir, &give)?;
         if let Some(log) = &t.log {
             if let Some(dir) = log.parent() {

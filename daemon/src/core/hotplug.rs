@@ -304,10 +304,14 @@ impl Core {
                 };
                 tracing::info!(domain = %slot.name(), tap = tap.name, queues = tap.fds.len(),
                     "tap for hot-plug");
-                // One `getfd` per queue; a multiqueue tap's go as `fds` (libvirt's form).
+                // One `getfd` per queue; a multiqueue tap's go as `fds` (libvirt's form),
+                // then the vhost-net instances (one per pair) as `vhostfds`.
+                let vhost = super::tap::open_vhost(n);
+                let tap_fds = tap.fds.iter().enumerate().map(|(i, fd)| ("tap", i, fd));
+                let vhost_fds = vhost.iter().enumerate().map(|(i, fd)| ("vhost", i, fd));
                 let mut names = Vec::new();
-                for (i, fd) in tap.fds.iter().enumerate() {
-                    let fdname = format!("tap-{netdev}-{i}");
+                for (what, i, fd) in tap_fds.chain(vhost_fds) {
+                    let fdname = format!("{what}-{netdev}-{i}");
                     let got = vm
                         .qmp_with_fds(
                             "getfd",
@@ -323,11 +327,19 @@ impl Core {
                     }
                     names.push(fdname);
                 }
-                let mut args = match names.as_slice() {
+                let (tap_names, vhost_names) = names.split_at(tap.fds.len());
+                let mut args = match tap_names {
                     [one] => json!({"type": "tap", "id": netdev, "fd": one}),
                     many => json!({"type": "tap", "id": netdev, "fds": many.join(":")}),
                 };
-                if wants_vhost(n) {
+                match vhost_names {
+                    [] => {}
+                    [one] => args["vhostfd"] = json!(one),
+                    many => args["vhostfds"] = json!(many.join(":")),
+                }
+                // `<driver name='vhost'>` without an instance: the VMM tries, and
+                // refuses the NIC with the reason.
+                if !vhost.is_empty() || n.driver == machine_spec::NetDriver::Vhost {
                     args["vhost"] = json!(true);
                 }
                 if let Err(e) = vm.qmp("netdev_add", Some(args)).await {
@@ -707,22 +719,6 @@ async fn blockdev_add(vm: &Vm, id: &str, k: &machine_spec::Disk) -> Result<Strin
     )
     .await?;
     Ok(node)
-}
-
-/// Whether a hot-plugged NIC asks the VMM for vhost-net (`netdev_add vhost=on`):
-/// `<driver name='vhost'>` always (the attach fails where the host has none), left
-/// out where this daemon can open `/dev/vhost-net` — libvirt's choice for QEMU, whose
-/// own default is off.
-fn wants_vhost(n: &machine_spec::Net) -> bool {
-    match n.driver {
-        machine_spec::NetDriver::Vhost => true,
-        machine_spec::NetDriver::Qemu => false,
-        machine_spec::NetDriver::Default => std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/vhost-net")
-            .is_ok(),
-    }
 }
 
 #[cfg(test)]

@@ -206,13 +206,13 @@ impl Core {
         let first = super::tap::FIRST_FD + taps.len() as i32;
         let ids = run_as.as_ref().map(|u| (u.uid, u.gid, u.name.clone()));
         let prepared = tokio::task::spawn_blocking(move || {
-            if let Some((uid, gid, user)) = &ids {
-                super::handover::prepare_for_user(&spec, *uid, *gid).map_err(|e| {
-                    Error::System(format!(
+            super::handover::prepare(&spec, ids.as_ref().map(|(uid, gid, _)| (*uid, *gid)))
+                .map_err(|e| match &ids {
+                    Some((_, _, user)) => Error::System(format!(
                         "cannot prepare the domain's files for user '{user}': {e}"
-                    ))
+                    )),
+                    None => Error::System(format!("cannot prepare the domain's files: {e}")),
                 })?;
-            }
             let files = super::handover::open_for_spec(&mut spec, first, ids.is_some());
             Ok::<_, Error>((spec, files))
         })
@@ -266,6 +266,10 @@ impl Core {
             // Its images, media, kernel and firmware come open too (above; add-fd for
             // hot-plug and media), so it keeps no CAP_DAC_* either.
             .arg("--no-dac")
+            // Everything comes open, so the host's files can be read-only to it, its
+            // runtime directory the one place it writes (a TPM's state besides).
+            .arg("--mount-sandbox")
+            .arg(rt.path())
             .args(
                 run_as
                     .as_ref()

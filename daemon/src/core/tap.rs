@@ -12,7 +12,7 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::Stdio;
 
-use machine_spec::{DeviceKind, MachineSpec, Net};
+use machine_spec::{DeviceKind, MachineSpec, Net, NetDriver, NetModel};
 
 use super::{Error, Result};
 
@@ -114,7 +114,38 @@ pub async fn open_for_spec(vmm: &Path, spec: &mut MachineSpec) -> Result<Vec<Own
                 .take(tap.fds.len())
                 .collect();
             fds.extend(tap.fds);
+            let vhost = open_vhost(n);
+            n.vhost_fds = (FIRST_FD + fds.len() as i32..).take(vhost.len()).collect();
+            fds.extend(vhost);
         }
     }
     Ok(fds)
 }
+
+/// The vhost-net instances of a tap-backed virtio NIC, one per queue pair, opened
+/// here as libvirt opens them for QEMU (`vhostfds=`): `/dev/vhost-net` is root's
+/// (0600), and a VMM running as its own user could not open it. None where the NIC
+/// keeps the VMM's data path (`<driver name='qemu'>`, other models) or the host has
+/// no vhost-net (the VMM then falls back, or refuses `name='vhost'`, with the reason).
+pub fn open_vhost(n: &Net) -> Vec<OwnedFd> {
+    if n.driver == NetDriver::Qemu || n.model != NetModel::Virtio || n.backend.tap().is_none() {
+        return Vec::new();
+    }
+    let open = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(VHOST_NET)
+            .map(OwnedFd::from)
+    };
+    match (0..n.queue_pairs()).map(|_| open()).collect() {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::debug!(error = %e, "{VHOST_NET} not handed over");
+            Vec::new()
+        }
+    }
+}
+
+/// The vhost-net device node.
+pub const VHOST_NET: &str = "/dev/vhost-net";

@@ -533,7 +533,8 @@ fn check_exchanges(vm: &Vm, r: &Report, what: &str, exchanges: &[(Vec<u8>, Vec<u
 /// namespace and gets the host's answer (busybox nc), checked by sha256 on both sides.
 /// `driver` is the NIC's data path: tier 3 leaves it to the host (these machines
 /// have no vhost-net: the VMM's own), tier 4 asks for vhost-net (the nested tier's
-/// kernel has it) and the test checks the VMM took it. With `pairs` 2 the guest has
+/// kernel has it, and the test opens one instance per pair and hands it over as
+/// oxvirtd does: `vhost_fds`) and the test checks the VMM took it. With `pairs` 2 the guest has
 /// two vCPUs and the NIC two queue pairs on a multiqueue tap: the exchange runs once
 /// from each vCPU (`taskset`), so each pair carries a flow both ways (the guest
 /// transmits on its vCPU's queue, the tap steers the replies to the queue the flow
@@ -604,10 +605,29 @@ pub fn virtio_net_reaches_a_tap(
             model: Default::default(),
             queues: (pairs > 1).then_some(pairs),
             tap_fds: Vec::new(),
+            vhost_fds: Vec::new(),
             driver,
         }),
     ));
-    let vm = ns.enter(|| Vm::start(&spec));
+    // With vhost-net required, the instances come open as oxvirtd hands them over
+    // (`vhost_fds`, one per pair: a VMM without the right to open /dev/vhost-net).
+    let handed: Vec<std::os::fd::OwnedFd> = match driver {
+        NetDriver::Vhost => (0..pairs)
+            .map(|_| {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/vhost-net")
+                    .map(std::os::fd::OwnedFd::from)
+                    .expect("/dev/vhost-net")
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    if let Some(DeviceKind::Net(n)) = spec.devices.last_mut().map(|d| &mut d.kind) {
+        n.vhost_fds = (3..).take(handed.len()).collect();
+    }
+    let vm = ns.enter(|| Vm::start_with_files(&spec, &[], handed));
     // The VMM creates the tap in the namespace; give it the host address.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

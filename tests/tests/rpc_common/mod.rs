@@ -75,6 +75,13 @@ impl Daemon {
             .prefix("oxvirt-rpc-")
             .tempdir()
             .expect("temporary directory");
+        // The VMMs (the system daemon's oxvirt-vmm user) reach their runtime
+        // directories below this one; nothing here is listable by others.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o711),
+        )
+        .unwrap();
         let bus = dir.path().join("bus");
         let dbus = Command::new("dbus-daemon")
             .args(["--session", "--nofork", "--nopidfile"])

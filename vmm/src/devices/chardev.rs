@@ -178,13 +178,18 @@ impl Chardev {
                 c.input = Input::Stream(Box::new(io::stdin()));
             }
             CharBackend::File { path, append } => {
-                let f = OpenOptions::new()
-                    .create(true)
-                    .write(true)
-                    .append(*append)
-                    .truncate(!*append)
-                    .open(path)
-                    .map_err(|e| ChardevError::File(id.into(), path.clone(), e))?;
+                // Handed over open (created, truncated or not) where the daemon
+                // writes it for us; by path otherwise.
+                let f = match crate::files::take(path) {
+                    Some(fd) => fd.map(File::from),
+                    None => OpenOptions::new()
+                        .create(true)
+                        .write(true)
+                        .append(*append)
+                        .truncate(!*append)
+                        .open(path),
+                }
+                .map_err(|e| ChardevError::File(id.into(), path.clone(), e))?;
                 c.filename = format!("file:{}", path.display());
                 *c.sink.lock().unwrap() = boxed(f);
             }
@@ -192,11 +197,12 @@ impl Chardev {
             CharBackend::Unix { path, listen } => {
                 let err = |what, e| ChardevError::Unix(id.into(), path.clone(), what, e);
                 if *listen {
-                    let _ = std::fs::remove_file(path);
-                    let l = UnixListener::bind(path).map_err(|e| err("listen on", e))?;
+                    let given = crate::files::is_given(path);
+                    let l = crate::files::listen_unix(path).map_err(|e| err("listen on", e))?;
                     l.set_nonblocking(true).map_err(|e| err("listen on", e))?;
                     c.input = Input::Listener(Listener::Unix(l));
-                    c.socket_path = Some(path.clone());
+                    // A socket the daemon made is the daemon's to remove.
+                    c.socket_path = (!given).then(|| path.clone());
                     c.filename = format!("unix:{},server=on", path.display());
                 } else {
                     let s = UnixStream::connect(path).map_err(|e| err("connect to", e))?;

@@ -74,7 +74,7 @@ impl Commands {
                     name.and_then(Value::as_str).unwrap_or_default()
                 ))))
             }
-            "netdev_add" => qmp::ready(done(hub.netdev_add(&args, Vec::new()))),
+            "netdev_add" => qmp::ready(done(hub.netdev_add(&args, Vec::new(), Vec::new()))),
             "netdev_del" => qmp::ready(done(hub.netdev_del(&id))),
             other => qmp::ready(Err(QmpError::command_not_found(other))),
         }
@@ -108,7 +108,25 @@ impl Commands {
             "fds" => names.split(':').collect(),
             _ => vec![names],
         };
-        if let Some(missing) = names.iter().find(|n| !fds.has(n)) {
+        // vhost-net instances the same way (`vhostfd`, `vhostfds`), which QEMU
+        // takes with a tap's `fd`/`fds`.
+        let vhost_names: Vec<&str> = match (args.get("vhostfd"), args.get("vhostfds")) {
+            (Some(_), Some(_)) => {
+                return Err(QmpError::generic(
+                    "Parameters 'vhostfd' and 'vhostfds' are mutually exclusive",
+                ))
+            }
+            (Some(v), None) => vec![v
+                .as_str()
+                .ok_or_else(|| QmpError::generic("Parameter 'vhostfd' expects a string"))?],
+            (None, Some(v)) => v
+                .as_str()
+                .ok_or_else(|| QmpError::generic("Parameter 'vhostfds' expects a string"))?
+                .split(':')
+                .collect(),
+            (None, None) => Vec::new(),
+        };
+        if let Some(missing) = names.iter().chain(&vhost_names).find(|n| !fds.has(n)) {
             return Err(QmpError::generic(format!(
                 "File descriptor named '{missing}' has not been found"
             )));
@@ -117,7 +135,11 @@ impl Commands {
             .iter()
             .map(|n| fds.take(n))
             .collect::<Result<Vec<_>, _>>()?;
-        hub.netdev_add(args, taken)
+        let vhost = vhost_names
+            .iter()
+            .map(|n| fds.take(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        hub.netdev_add(args, taken, vhost)
             .map(|()| json!({}))
             .map_err(qmp_error)
     }

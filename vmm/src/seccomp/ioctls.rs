@@ -75,6 +75,7 @@ const VHOST: u64 = 0xaf;
 pub const VHOST_GET_FEATURES: u64 = ioc(READ, VHOST, 0x00, size_of::<u64>());
 pub const VHOST_SET_FEATURES: u64 = ioc(WRITE, VHOST, 0x00, size_of::<u64>());
 pub const VHOST_SET_OWNER: u64 = ioc(NONE, VHOST, 0x01, 0);
+pub const VHOST_RESET_OWNER: u64 = ioc(NONE, VHOST, 0x02, 0);
 pub const VHOST_SET_MEM_TABLE: u64 = ioc(WRITE, VHOST, 0x03, size_of::<vb::vhost_memory>());
 pub const VHOST_SET_VRING_NUM: u64 = ioc(WRITE, VHOST, 0x10, size_of::<vb::vhost_vring_state>());
 pub const VHOST_SET_VRING_ADDR: u64 = ioc(WRITE, VHOST, 0x11, size_of::<vb::vhost_vring_addr>());

@@ -99,6 +99,7 @@ fn vhost_request_numbers_match_the_vhost_crate() {
         (ioctls::VHOST_GET_FEATURES, vb::VHOST_GET_FEATURES()),
         (ioctls::VHOST_SET_FEATURES, vb::VHOST_SET_FEATURES()),
         (ioctls::VHOST_SET_OWNER, vb::VHOST_SET_OWNER()),
+        (ioctls::VHOST_RESET_OWNER, vb::VHOST_RESET_OWNER()),
         (ioctls::VHOST_SET_MEM_TABLE, vb::VHOST_SET_MEM_TABLE()),
         (ioctls::VHOST_SET_VRING_NUM, vb::VHOST_SET_VRING_NUM()),
         (ioctls::VHOST_SET_VRING_ADDR, vb::VHOST_SET_VRING_ADDR()),

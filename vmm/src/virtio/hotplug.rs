@@ -141,6 +141,9 @@ struct Netdev {
     /// `vhost=on`: the NIC's frames go through vhost-net, or the NIC is refused
     /// (QEMU's default is off; libvirt asks for it where the host has it).
     vhost: bool,
+    /// vhost-net instances handed over with `vhostfd`/`vhostfds` (one per queue
+    /// pair, opened by the daemon; they imply `vhost=on`, as in QEMU).
+    vhost_fds: Vec<Arc<std::os::fd::OwnedFd>>,
 }
 
 /// A device behind a hot-plug port.
@@ -451,6 +454,7 @@ impl HotplugHub {
         &self,
         args: &Map<String, Value>,
         fds: Vec<std::os::fd::OwnedFd>,
+        vhost_fds: Vec<std::os::fd::OwnedFd>,
     ) -> Result<(), HotplugError> {
         let ty = str_arg(args, "type").ok_or(HotplugError::Missing("type"))?;
         let id = str_arg(args, "id").ok_or(HotplugError::Missing("id"))?;
@@ -474,7 +478,8 @@ impl HotplugHub {
             bridge: str_arg(args, "br").map(str::to_string).filter(|_| !tap),
             taps,
             queues: queues.filter(|_| !tap),
-            vhost: bool_arg(args, "vhost")?,
+            vhost: bool_arg(args, "vhost")? || !vhost_fds.is_empty(),
+            vhost_fds: vhost_fds.into_iter().map(Arc::new).collect(),
         });
         Ok(())
     }
@@ -560,6 +565,7 @@ impl HotplugHub {
                     model: NetModel::Virtio,
                     queues,
                     tap_fds: n.taps.iter().map(|t| t.as_raw_fd()).collect(),
+                    vhost_fds: n.vhost_fds.iter().map(|v| v.as_raw_fd()).collect(),
                     driver: match n.vhost {
                         true => machine_spec::NetDriver::Vhost,
                         false => machine_spec::NetDriver::Qemu,
@@ -1024,11 +1030,13 @@ mod tests {
         hub.netdev_add(
             &args(serde_json::json!({"type": "tap", "id": "hostnet1", "ifname": "vnet7"})),
             Vec::new(),
+            Vec::new(),
         )
         .unwrap();
         assert!(matches!(
             hub.netdev_add(
                 &args(serde_json::json!({"type": "tap", "id": "hostnet1"})),
+                Vec::new(),
                 Vec::new()
             ),
             Err(HotplugError::DuplicateNetdev(_))
@@ -1182,6 +1190,7 @@ mod tests {
         hub.netdev_add(
             &args(serde_json::json!({"type": "tap", "id": "n0", "fd": "t"})),
             vec![null.into()],
+            Vec::new(),
         )
         .unwrap();
         let (d, _) = hub

@@ -209,14 +209,13 @@ pub struct VsockMux {
 }
 
 impl VsockMux {
-    /// Listens on `uds_path` (replacing a stale socket file).
+    /// Listens on `uds_path` (handed over, or bound replacing a stale socket file).
     pub fn new(guest_cid: u64, uds_path: &Path) -> Result<Self, VsockError> {
-        let _ = std::fs::remove_file(uds_path);
         let lerr = |source| VsockError::Listen {
             path: uds_path.to_path_buf(),
             source,
         };
-        let listener = UnixListener::bind(uds_path).map_err(lerr)?;
+        let listener = crate::files::listen_unix(uds_path).map_err(lerr)?;
         listener.set_nonblocking(true).map_err(lerr)?;
         let epoll = Epoll::new().map_err(VsockError::Epoll)?;
         epoll

@@ -81,13 +81,10 @@ impl Vnc {
                 (Some(Listener::Tcp(l)), local)
             }
             ms::GraphicsListen::Socket { path } => {
-                // A socket left by an earlier run of this domain is replaced, as QEMU does.
-                if std::fs::symlink_metadata(path)
-                    .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
-                {
-                    let _ = std::fs::remove_file(path);
-                }
-                let l = UnixListener::bind(path).map_err(|e| VncError::Bind(path.clone(), e))?;
+                // Handed over by the daemon, or bound here; a socket left by an
+                // earlier run of this domain is replaced, as QEMU does.
+                let l = crate::files::listen_unix(std::path::Path::new(path))
+                    .map_err(|e| VncError::Bind(path.clone(), e))?;
                 (Some(Listener::Unix(l)), path.clone())
             }
             ms::GraphicsListen::None => (None, "no socket (QMP add_client only)".to_string()),

@@ -93,3 +93,44 @@ fn the_spec_lists_every_file_handed_over_with_its_descriptor() {
     assert_eq!(mode(&fds[2]), libc::O_RDONLY, "backing files read-only");
     spec.check().unwrap();
 }
+
+#[test]
+fn chardev_logs_and_listening_sockets_are_made_and_handed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let log = d.join("serial.log");
+    std::fs::write(&log, b"old run\n").unwrap();
+    let sock = d.join("channel.sock");
+    // A stale socket file from an earlier run is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    let xml = format!(
+        "<domain type='kvm'><name>c</name><memory unit='MiB'>64</memory>\
+         <os><type>hvm</type><kernel>/nonexistent/vmlinux</kernel></os><devices>\
+         <serial type='file'><source path='{}'/><target port='0'/></serial>\
+         <channel type='unix'><source mode='bind' path='{}'/>\
+         <target type='virtio' name='org.example.0'/></channel>\
+         <channel type='unix'><source mode='bind' path='relative.sock'/>\
+         <target type='virtio' name='org.example.1'/></channel>\
+         </devices></domain>",
+        log.display(),
+        sock.display()
+    );
+    let mut spec = domain_xml::spec_from_xml(&xml).unwrap();
+    let fds = open_for_spec(&mut spec, 3, false);
+    let listed: Vec<&Path> = spec.files.iter().map(|f| f.path.as_path()).collect();
+    assert_eq!(
+        listed,
+        vec![log.as_path(), sock.as_path()],
+        "a relative socket is the runtime directory's, left to the VMM"
+    );
+    // The log: truncated (no append='on'), write-only, ours to write through.
+    assert_eq!(std::fs::read(&log).unwrap(), b"");
+    let mut f = std::fs::File::from(fds[0].try_clone().unwrap());
+    std::io::Write::write_all(&mut f, b"guest\n").unwrap();
+    assert_eq!(std::fs::read(&log).unwrap(), b"guest\n");
+    // The socket: bound and listening, a client gets in.
+    let l = std::os::unix::net::UnixListener::from(fds[1].try_clone().unwrap());
+    let _client = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    l.accept().unwrap();
+    spec.check().unwrap();
+}

@@ -103,8 +103,10 @@ pub(in crate::seccomp) fn allow(a: &mut AllowList) {
         TUNSETOFFLOAD,
         // a multiqueue tap's queues attached and detached (virtio-net's pairs)
         TUNSETQUEUE,
-        // a vhost-net instance per pair of a NIC being built (the rest: worker list)
+        // a vhost-net instance per pair of a NIC being built (the rest: worker list);
+        // a handed-over one released from the last build at a machine rebuild
         VHOST_SET_OWNER,
+        VHOST_RESET_OWNER,
         VHOST_GET_FEATURES,
         SIOCGIFFLAGS,
         SIOCSIFFLAGS,

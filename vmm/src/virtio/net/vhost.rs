@@ -110,13 +110,50 @@ impl VhostNet {
             .map_err(VhostError::Open)?;
         let v = VhostNet { file };
         // Owner and features need no memory yet.
+        v.bind(&GuestMem::default())
+            .set_owner()
+            .map_err(call("VHOST_SET_OWNER"))?;
+        v.check_features()?;
+        Ok(v)
+    }
+
+    /// Takes the instance handed over as descriptor `fd` (the daemon opened
+    /// `/dev/vhost-net`, root's: libvirt's `vhostfds`) and makes this process its
+    /// owner. The descriptor stays with whoever handed it over (the spec's, kept for
+    /// the VMM's life; a netdev's): a machine rebuilt at reset takes it again, and
+    /// then the instance is still ours from the last build, so it is released first
+    /// (`VHOST_RESET_OWNER` drops the old rings and memory table).
+    pub fn from_inherited(fd: RawFd) -> Result<Self, VhostError> {
+        // SAFETY: F_DUPFD_CLOEXEC only reads the descriptor table; it fails on a
+        // closed fd, and the duplicate is a new descriptor this process owns.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+        if dup < 0 {
+            return Err(VhostError::Open(io::Error::last_os_error()));
+        }
+        // SAFETY: `dup` was just created above and nothing else owns it.
+        let file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(dup) };
+        let v = VhostNet { file };
         let b = v.bind(&GuestMem::default());
-        b.set_owner().map_err(call("VHOST_SET_OWNER"))?;
-        let have = b.get_features().map_err(call("VHOST_GET_FEATURES"))?;
+        match b.set_owner() {
+            Err(vhost::Error::IoctlError(e)) if e.raw_os_error() == Some(libc::EBUSY) => {
+                b.reset_owner().map_err(call("VHOST_RESET_OWNER"))?;
+                b.set_owner().map_err(call("VHOST_SET_OWNER"))?;
+            }
+            r => r.map_err(call("VHOST_SET_OWNER"))?,
+        }
+        v.check_features()?;
+        Ok(v)
+    }
+
+    fn check_features(&self) -> Result<(), VhostError> {
+        let have = self
+            .bind(&GuestMem::default())
+            .get_features()
+            .map_err(call("VHOST_GET_FEATURES"))?;
         if have & RING_FEATURES != RING_FEATURES {
             return Err(VhostError::Features(RING_FEATURES & !have));
         }
-        Ok(v)
+        Ok(())
     }
 
     fn bind(&self, mem: &GuestMem) -> Bound<'_> {
@@ -208,7 +245,24 @@ pub fn open_for(id: &str, n: &machine_spec::Net) -> Result<Vec<VhostNet>, VhostE
         return Ok(Vec::new());
     }
     let pairs = n.queue_pairs();
-    match (0..pairs).map(|_| VhostNet::open()).collect() {
+    // Handed over by the daemon (a VMM running as its own user may not open the
+    // node), else opened here.
+    let opened: Result<Vec<VhostNet>, VhostError> = match n.vhost_fds.as_slice() {
+        [] => (0..pairs).map(|_| VhostNet::open()).collect(),
+        fds if fds.len() < usize::from(pairs) => Err(VhostError::Open(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} descriptors handed over for {pairs} queue pairs",
+                fds.len()
+            ),
+        ))),
+        fds => fds
+            .iter()
+            .take(usize::from(pairs))
+            .map(|fd| VhostNet::from_inherited(*fd))
+            .collect(),
+    };
+    match opened {
         Ok(v) => {
             info!(id, pairs, "virtio-net data path: vhost-net");
             Ok(v)
@@ -239,6 +293,7 @@ mod tests {
             model: NetModel::Virtio,
             queues,
             tap_fds: Vec::new(),
+            vhost_fds: Vec::new(),
             driver,
         }
     }
