@@ -256,8 +256,6 @@ mod tests {
         assert_eq!(c.vmm_user.as_deref(), Some("qemu"));
         let f: File = toml::from_str("vmm_user = 'root'").unwrap();
         assert_eq!(Config::from_file(Mode::System, f).unwrap().vmm_user, None);
-        let f: File = toml::from_str("vmm_user = 'qemu'").unwrap();
-        assert_eq!(Config::from_file(Mode::Session, f).unwrap().vmm_user, None);
     }
 
     #[test]

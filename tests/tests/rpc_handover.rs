@@ -121,8 +121,7 @@ fn check_mount_sandbox(d: &Daemon, name: &str, pid: i32, rt: &Path) {
     let at = |point: &str| {
         mounts
             .lines()
-            .filter(|l| l.split(' ').nth(4) == Some(point))
-            .last()
+            .rfind(|l| l.split(' ').nth(4) == Some(point))
             .unwrap_or_else(|| panic!("no mount on {point} in the VMM's namespace:\n{mounts}"))
             .to_string()
     };

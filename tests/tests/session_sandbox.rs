@@ -82,8 +82,7 @@ fn a_session_vmm_runs_in_its_own_user_and_mount_namespace() {
     let opts_at = |point: &str| {
         mounts
             .lines()
-            .filter(|l| l.split(' ').nth(4) == Some(point))
-            .last()
+            .rfind(|l| l.split(' ').nth(4) == Some(point))
             .and_then(|l| l.split(' ').nth(5))
             .unwrap_or_else(|| panic!("no mount on {point}:\n{mounts}"))
             .to_string()

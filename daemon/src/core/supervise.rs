@@ -370,7 +370,9 @@ impl Core {
         match nix::unistd::User::from_name(name) {
             Ok(Some(u)) => Ok(Some(u)),
             Ok(None) => Err(Error::ConfigUnsupported(format!(
-                "vmm_user '{name}' does not exist on this host"
+                "vmm_user '{name}' does not exist on this host (the package creates \
+                 oxvirt-vmm: systemd-sysusers oxvirt.conf; or set vmm_user = \"root\" \
+                 in oxvirtd.toml)"
             ))),
             Err(e) => Err(Error::System(format!(
                 "cannot look up vmm_user '{name}': {e}"
