@@ -47,6 +47,7 @@ mod translate_graphics;
 mod translate_hyperv;
 mod translate_input;
 mod translate_net_driver;
+mod translate_seclabel;
 pub mod translate_tpm;
 mod translate_user_net;
 mod translate_video;

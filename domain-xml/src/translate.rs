@@ -81,6 +81,7 @@ pub fn translate(dom: &Domain) -> Result<ms::MachineSpec> {
             .chain(tuned.then(|| crate::tuning::WARNING.to_string()))
             .collect(),
         files: Vec::new(),
+        run_as: crate::translate_seclabel::dac_label(dom)?,
     };
     pm(dom)?;
     spec.check().map_err(|e| Error::InvalidArg(e.to_string()))?;
@@ -99,17 +100,14 @@ fn extra_element(e: &Element) -> Result<()> {
                 )),
             }
         }
-        "seclabel" if e.get_attr("type") == Some("none") => Ok(()),
+        // Read by crate::translate_seclabel (the user the VMM runs as).
+        "seclabel" => Ok(()),
         // Used by firmware boot with <os><smbios mode='sysinfo'> (translate_firmware).
         "sysinfo" => Ok(()),
         // Counted by translate_disk_queues::check_iothreads (queues have their own workers).
         "iothreads" => Ok(()),
         // Checked by crate::tuning (the daemon applies them in the domain's cgroup).
         "memtune" | "blkiotune" => Ok(()),
-        "seclabel" => unsupported(format!(
-            "<seclabel type='{}'> is not supported (oxvirt has no security driver)",
-            e.get_attr("type").unwrap_or("dynamic")
-        )),
         name => unsupported(format!("<{name}> is not supported")),
     }
 }

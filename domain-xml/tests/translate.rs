@@ -292,7 +292,7 @@ fn rejected_top_level_and_boot_choices() {
         ),
         (
             "<domain type='kvm'><name>a</name><memory unit='MiB'>64</memory><os><type>hvm</type><kernel>/k</kernel></os><seclabel type='dynamic' model='selinux'/></domain>",
-            "unsupported configuration: <seclabel type='dynamic'> is not supported (oxvirt has no security driver)",
+            "unsupported configuration: <seclabel model='selinux'>: security driver 'selinux' is not available (oxvirt's is dac: the VMM runs as its own user, sandboxed)",
         ),
         (
             "<domain type='kvm' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'><name>a</name><memory unit='MiB'>64</memory><os><type>hvm</type><kernel>/k</kernel></os><qemu:commandline><qemu:arg value='-s'/></qemu:commandline></domain>",

@@ -64,6 +64,12 @@ pub struct MachineSpec {
     /// the descriptor whose access mode and `O_DIRECT` fit the open.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<PassedFile>,
+    /// The user and group this domain's VMM runs as, from a static DAC security
+    /// label (libvirt `<seclabel type='static' model='dac'><label>USER:GROUP`, names
+    /// or `+UID:+GID`): oxvirtd starts the VMM with `--run-as` so. `None`: the
+    /// daemon's configured user (`vmm_user`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<String>,
 }
 
 /// A file handed to the VMM open: the path it stands for and the descriptor number.
@@ -1119,6 +1125,7 @@ mod tests {
             graphics: None,
             warnings: Vec::new(),
             files: Vec::new(),
+            run_as: None,
         }
     }
 

@@ -472,3 +472,71 @@ fn a_system_daemon_runs_each_vmm_as_its_own_user() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A domain's static DAC security label picks the user and group its VMM runs as,
+/// as libvirt runs QEMU for it (`<seclabel type='static' model='dac'><label>USER:GROUP`);
+/// the label stays in the domain's XML. A label naming a user the host lacks fails the
+/// start by name, and the domain stays defined and shut off.
+#[test]
+fn a_static_dac_label_picks_the_vmm_user_and_group() {
+    let test = "a_static_dac_label_picks_the_vmm_user_and_group";
+    if !require_kvm(test) {
+        return;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "*** SKIPPED: {test}: a VMM user needs a root daemon (CI runs the suite as root)"
+        );
+        return;
+    }
+    let nobody = nobody();
+    let nogroup = nix::unistd::Group::from_gid(nobody.gid).unwrap().unwrap();
+    let d = Daemon::start();
+    let label = |l: &str| {
+        format!("<seclabel type='static' model='dac' relabel='no'><label>{l}</label></seclabel>")
+    };
+    let xml = |name: &str, l: &str| {
+        domain_xml(
+            name,
+            &test_guests().elf,
+            "console=ttyS0 oxtest=count",
+            64,
+            1,
+            "destroy",
+            &serial_xml("pty"),
+        )
+        .replace("</domain>", &format!("{}</domain>", label(l)))
+    };
+    let (_, pid) = start(
+        &d,
+        "labelled",
+        &xml("labelled", &format!("nobody:{}", nogroup.name)),
+    );
+    let (uid, gid) = (
+        nobody.uid.as_raw().to_string(),
+        nobody.gid.as_raw().to_string(),
+    );
+    for ids in thread_fields(pid, "Uid:") {
+        assert!(ids.split_whitespace().all(|u| u == uid), "Uid: {ids}");
+    }
+    for ids in thread_fields(pid, "Gid:") {
+        assert!(ids.split_whitespace().all(|g| g == gid), "Gid: {ids}");
+    }
+    let dumped = d.virsh_ok(&["dumpxml", "labelled"]);
+    assert!(
+        dumped.contains("<seclabel type='static' model='dac' relabel='no'>"),
+        "{dumped}"
+    );
+    d.virsh_ok(&["destroy", "labelled"]);
+
+    d.virsh_ok(&[
+        "define",
+        d.xml_file("ghost", &xml("ghost", "no-such-user:nogroup"))
+            .to_str()
+            .unwrap(),
+    ]);
+    let r = d.virsh(&["start", "ghost"]);
+    assert!(!r.ok, "a label naming a missing user started");
+    assert!(r.stderr.contains("no user 'no-such-user'"), "{}", r.stderr);
+    assert_eq!(d.virsh_ok(&["domstate", "ghost"]).trim(), "shut off");
+}

@@ -73,9 +73,9 @@ struct Args {
     no_dac: bool,
     /// Started as root, take the files handed over (`files` in the spec: images,
     /// kernel, firmware, `/dev/kvm`) and become USER (a name or a uid, with its
-    /// groups) before building the machine: QEMU's `-runas`. What is not handed over
-    /// is then opened with USER's rights only.
-    #[arg(long, value_name = "USER")]
+    /// groups; `USER:GROUP` as libvirt's DAC labels) before building the machine:
+    /// QEMU's `-runas`. What is not handed over is then opened with USER's rights only.
+    #[arg(long, value_name = "USER[:GROUP]")]
     run_as: Option<String>,
     /// Run in a private mount namespace where the host's files are read-only, /tmp
     /// is private and /home, /root, /run and the like are empty; only DIR (the

@@ -7,7 +7,7 @@
 
 use std::ffi::CString;
 
-use nix::unistd::{initgroups, setgid, setuid, Gid, Uid, User};
+use nix::unistd::{initgroups, setgid, setgroups, setuid, Gid, Group, Uid, User};
 
 /// Why the switch failed.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +16,8 @@ pub enum RunAsError {
     NotRoot(u32),
     #[error("no user '{0}' on this host")]
     NoUser(String),
+    #[error("no group '{0}' on this host")]
+    NoGroup(String),
     #[error("cannot look up user '{0}'")]
     Lookup(String, #[source] nix::Error),
     #[error("cannot become user '{user}': {step} failed")]
@@ -27,40 +29,70 @@ pub enum RunAsError {
     },
 }
 
-/// Becomes `name` (a user name, or a numeric uid) with its primary group and its
-/// supplementary groups. Call from `main` before other threads exist.
-pub fn run_as(name: &str) -> Result<(), RunAsError> {
+/// Becomes `who`: `USER` or `USER:GROUP` as libvirt writes DAC labels (names, or
+/// numbers with or without a leading `+`), with USER's supplementary groups where it
+/// has an entry (a bare number needs none: only GROUP then). GROUP defaults to the
+/// user's primary group. Call from `main` before other threads exist.
+pub fn run_as(who: &str) -> Result<(), RunAsError> {
     let euid = Uid::effective();
     if !euid.is_root() {
         return Err(RunAsError::NotRoot(euid.as_raw()));
     }
-    let user = match name.parse::<u32>() {
-        Ok(uid) => User::from_uid(Uid::from_raw(uid)),
-        Err(_) => User::from_name(name),
+    let (user_part, group_part) = match who.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (who, None),
+    };
+    let number = |s: &str| s.strip_prefix('+').unwrap_or(s).parse::<u32>().ok();
+    let user = match number(user_part) {
+        Some(uid) => User::from_uid(Uid::from_raw(uid)),
+        None => User::from_name(user_part),
     }
-    .map_err(|e| RunAsError::Lookup(name.into(), e))?
-    .ok_or_else(|| RunAsError::NoUser(name.into()))?;
-    let who = user.name.clone();
+    .map_err(|e| RunAsError::Lookup(user_part.into(), e))?;
+    let (uid, name) = match (&user, number(user_part)) {
+        (Some(u), _) => (u.uid, u.name.clone()),
+        (None, Some(uid)) => (Uid::from_raw(uid), format!("+{uid}")),
+        (None, None) => return Err(RunAsError::NoUser(user_part.into())),
+    };
+    let gid = match group_part {
+        Some(g) => match number(g) {
+            Some(gid) => Gid::from_raw(gid),
+            None => {
+                Group::from_name(g)
+                    .map_err(|e| RunAsError::Lookup(g.into(), e))?
+                    .ok_or_else(|| RunAsError::NoGroup(g.into()))?
+                    .gid
+            }
+        },
+        None => match &user {
+            Some(u) => u.gid,
+            None => return Err(RunAsError::NoGroup(format!("of uid {}", uid.as_raw()))),
+        },
+    };
     let fail = |step: &'static str| {
-        let user = who.clone();
+        let user = name.clone();
         move |source| RunAsError::Switch { user, step, source }
     };
-    let cname = CString::new(user.name.clone()).map_err(|_| RunAsError::NoUser(name.into()))?;
-    initgroups(&cname, user.gid).map_err(fail("initgroups"))?;
-    setgid(user.gid).map_err(fail("setgid"))?;
+    match &user {
+        Some(u) => {
+            let cname = CString::new(u.name.clone()).map_err(|_| RunAsError::NoUser(who.into()))?;
+            initgroups(&cname, gid).map_err(fail("initgroups"))?;
+        }
+        None => setgroups(&[gid]).map_err(fail("setgroups"))?,
+    }
+    setgid(gid).map_err(fail("setgid"))?;
     // Nothing the process may ever exec can gain a capability back.
     drop_bounding_set();
-    setuid(user.uid).map_err(fail("setuid"))?;
+    setuid(uid).map_err(fail("setuid"))?;
     // setuid from root to another uid clears the permitted and effective sets;
     // check rather than trust it.
-    if Uid::current() != user.uid || Gid::current() != user.gid {
+    if Uid::current() != uid || Gid::current() != gid {
         return Err(RunAsError::Switch {
-            user: user.name.clone(),
+            user: name,
             step: "setuid",
             source: nix::Error::EPERM,
         });
     }
-    tracing::info!(user = %user.name, uid = user.uid.as_raw(), gid = user.gid.as_raw(), "running as an unprivileged user");
+    tracing::info!(user = %name, uid = uid.as_raw(), gid = gid.as_raw(), "running as an unprivileged user");
     Ok(())
 }
 

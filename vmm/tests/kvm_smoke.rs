@@ -139,6 +139,7 @@ fn spec(dir: &Path, code: &[u8], cpus: u32) -> MachineSpec {
         graphics: None,
         warnings: Vec::new(),
         files: Vec::new(),
+        run_as: None,
     }
 }
 

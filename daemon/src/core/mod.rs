@@ -162,23 +162,16 @@ impl Core {
     /// Opens the store, reattaches to running VMMs, and (if configured) starts the
     /// autostart domains.
     pub async fn open(config: CoreConfig) -> Result<Core> {
-        // A VMM running as its own user must reach its directory below this one.
-        let parent_mode = if config.vmm_user.is_some() {
-            0o711
-        } else {
-            0o700
-        };
-        fsutil::create_dir(&config.runtime_dir, parent_mode)?;
-        fsutil::create_dir(&config.runtime_dir.join("domains"), parent_mode)?;
-        if config.vmm_user.is_some() {
+        // A VMM running as its own user (vmm_user, or a domain's DAC label) must
+        // reach its directory below these; nothing in them is listable by others.
+        for d in [
+            config.runtime_dir.clone(),
+            config.runtime_dir.join("domains"),
+        ] {
             use std::os::unix::fs::PermissionsExt;
-            for d in [
-                config.runtime_dir.clone(),
-                config.runtime_dir.join("domains"),
-            ] {
-                std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o711))
-                    .map_err(|e| Error::io("set the mode of", &d, &e))?;
-            }
+            fsutil::create_dir(&d, 0o711)?;
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o711))
+                .map_err(|e| Error::io("set the mode of", &d, &e))?;
         }
         let store = Store::open(&config.domains_dir)?;
         let networks = netresolve::open_networks(&config)?;

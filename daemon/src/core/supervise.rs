@@ -179,7 +179,7 @@ impl Core {
         paused: bool,
     ) -> Result<Arc<Vm>> {
         let rt = RuntimeDir::new(&self.inner.config.runtime_dir, name);
-        let run_as = self.vmm_user()?;
+        let run_as = self.vmm_ids(spec.run_as.as_deref())?;
         rt.create()?;
         if let Some(user) = &run_as {
             // The VMM makes its sockets and pid file here, as that user.
@@ -188,7 +188,7 @@ impl Core {
                 return Err(Error::System(format!(
                     "cannot give '{}' to user '{}': {e}",
                     rt.path().display(),
-                    user.name
+                    user.label
                 )));
             }
         }
@@ -204,7 +204,7 @@ impl Core {
         };
         // Images, media, kernel and firmware go to the VMM open too, after the taps.
         let first = super::tap::FIRST_FD + taps.len() as i32;
-        let ids = run_as.as_ref().map(|u| (u.uid, u.gid, u.name.clone()));
+        let ids = run_as.as_ref().map(|u| (u.uid, u.gid, u.label.clone()));
         let prepared = tokio::task::spawn_blocking(move || {
             super::handover::prepare(&spec, ids.as_ref().map(|(uid, gid, _)| (*uid, *gid)))
                 .map_err(|e| match &ids {
@@ -273,7 +273,7 @@ impl Core {
             .args(
                 run_as
                     .as_ref()
-                    .map(|u| ["--run-as".to_string(), u.name.clone()])
+                    .map(|u| ["--run-as".to_string(), u.label.clone()])
                     .into_iter()
                     .flatten(),
             )
@@ -358,26 +358,30 @@ impl Core {
         Ok(vm)
     }
 
-    /// The user VMMs run as (`vmm_user` in the config; only a root daemon can
-    /// start them so), looked up now so that a missing user fails the start by name.
-    fn vmm_user(&self) -> Result<Option<nix::unistd::User>> {
-        let Some(name) = &self.inner.config.vmm_user else {
-            return Ok(None);
-        };
+    /// Who the VMM runs as: the domain's static DAC label (`label`, `USER:GROUP`), else
+    /// `vmm_user` from the config; only a root daemon starts VMMs so. Looked up now, so
+    /// that a missing user or group fails the start by name. `None`: as the daemon
+    /// (root with `vmm_user = "root"` or a label naming root, or a session daemon).
+    fn vmm_ids(&self, label: Option<&str>) -> Result<Option<VmmIds>> {
         if !nix::unistd::geteuid().is_root() {
             return Ok(None);
         }
-        match nix::unistd::User::from_name(name) {
-            Ok(Some(u)) => Ok(Some(u)),
-            Ok(None) => Err(Error::ConfigUnsupported(format!(
-                "vmm_user '{name}' does not exist on this host (the package creates \
-                 oxvirt-vmm: systemd-sysusers oxvirt.conf; or set vmm_user = \"root\" \
-                 in oxvirtd.toml)"
-            ))),
-            Err(e) => Err(Error::System(format!(
-                "cannot look up vmm_user '{name}': {e}"
-            ))),
-        }
+        let (label, what) = match (label, &self.inner.config.vmm_user) {
+            (Some(l), _) => (l, "the domain's <seclabel> user"),
+            (None, Some(u)) => (u.as_str(), "vmm_user"),
+            (None, None) => return Ok(None),
+        };
+        VmmIds::resolve(label).map_err(|why| {
+            Error::ConfigUnsupported(format!(
+                "{what} '{label}': {why}{}",
+                if label == crate::config::DEFAULT_VMM_USER {
+                    " (the package creates it: systemd-sysusers oxvirt.conf; or set \
+                     vmm_user = \"root\" in oxvirtd.toml)"
+                } else {
+                    ""
+                }
+            ))
+        })
     }
 
     /// Ends a VMM whose start failed after launch (nothing recorded it yet): kills
@@ -653,6 +657,60 @@ fn place_in_cgroup(name: &str, pid: i32, live_xml: &str) -> Result<()> {
 
 /// Serial consoles on the VMM's stdio would land in its log: send them to
 /// `console.log` in the runtime dir instead, where tools and tests read them.
+/// The user and group a VMM runs as (`oxvirt-vmm --run-as LABEL`).
+#[derive(Debug, Clone)]
+struct VmmIds {
+    uid: nix::unistd::Uid,
+    gid: nix::unistd::Gid,
+    /// `USER` or `USER:GROUP` as given (names, or `+UID:+GID`), for `--run-as`.
+    label: String,
+}
+
+impl VmmIds {
+    /// Looks up `USER[:GROUP]` as libvirt reads DAC labels and qemu.conf's
+    /// `user`/`group`: names, or numbers with a leading `+`. A missing group is the
+    /// user's primary one. `None` for root (the VMM stays root).
+    fn resolve(label: &str) -> std::result::Result<Option<VmmIds>, String> {
+        use nix::unistd::{Gid, Group, Uid, User};
+        let (user, group) = match label.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (label, None),
+        };
+        let number = |s: &str| s.strip_prefix('+').and_then(|n| n.parse::<u32>().ok());
+        let entry = match number(user) {
+            Some(uid) => User::from_uid(Uid::from_raw(uid)),
+            None => User::from_name(user),
+        }
+        .map_err(|e| format!("cannot look up user '{user}': {e}"))?;
+        let uid = match (&entry, number(user)) {
+            (Some(u), _) => u.uid,
+            (None, Some(uid)) => Uid::from_raw(uid),
+            (None, None) => return Err(format!("no user '{user}' on this host")),
+        };
+        let gid = match (group, &entry) {
+            (Some(g), _) => match number(g) {
+                Some(gid) => Gid::from_raw(gid),
+                None => {
+                    Group::from_name(g)
+                        .map_err(|e| format!("cannot look up group '{g}': {e}"))?
+                        .ok_or_else(|| format!("no group '{g}' on this host"))?
+                        .gid
+                }
+            },
+            (None, Some(u)) => u.gid,
+            (None, None) => return Err(format!("uid {user} has no group: name one")),
+        };
+        if uid.is_root() {
+            return Ok(None);
+        }
+        Ok(Some(VmmIds {
+            uid,
+            gid,
+            label: label.to_string(),
+        }))
+    }
+}
+
 fn redirect_stdio_consoles(spec: &mut machine_spec::MachineSpec, rt: &RuntimeDir) {
     use machine_spec::{CharBackend, DeviceKind};
     for dev in &mut spec.devices {

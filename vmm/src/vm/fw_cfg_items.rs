@@ -137,6 +137,7 @@ mod tests {
             graphics: None,
             warnings: Vec::new(),
             files: Vec::new(),
+            run_as: None,
         }
     }
 
