@@ -16,8 +16,9 @@
 //!                           # session: $XDG_RUNTIME_DIR/libvirt/virtoxvirtd-sock
 //! qemu_uri = false          # also answer qemu:///system|session on libvirt's QEMU
 //!                           # sockets (virtqemud-sock, libvirt-sock) next to rpc_socket
-//! vmm_user = "oxvirt-vmm"   # system mode: run each VMM as this user (oxvirt-vmm
-//!                           # --run-as), its files handed over open; "root": as root
+//! vmm_user = "oxvirt-vmm"   # system mode: run each VMM as this user, or USER:GROUP
+//!                           # (oxvirt-vmm --run-as), its files handed over open;
+//!                           # "root": as root. A domain's static DAC <seclabel> wins.
 //! ```
 
 use std::path::{Path, PathBuf};
