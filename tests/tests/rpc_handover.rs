@@ -416,6 +416,17 @@ fn a_system_daemon_runs_each_vmm_as_its_own_user() {
     for cap in thread_fields(pid, "CapEff:") {
         assert_eq!(cap, "0000000000000000");
     }
+    // The user's supplementary groups (kvm, as the package makes it), as libvirt
+    // gives QEMU's user its own.
+    let kvm = nix::unistd::Group::from_name("kvm").unwrap().unwrap().gid;
+    for groups in thread_fields(pid, "Groups:") {
+        assert!(
+            groups
+                .split_whitespace()
+                .any(|g| g == kvm.as_raw().to_string()),
+            "Groups: {groups}"
+        );
+    }
     let log = std::fs::read_to_string(rt.join("log")).unwrap_or_default();
     assert!(log.contains("running as an unprivileged user"), "{log}");
     if tpm {

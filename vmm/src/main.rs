@@ -77,6 +77,16 @@ struct Args {
     /// QEMU's `-runas`. What is not handed over is then opened with USER's rights only.
     #[arg(long, value_name = "USER[:GROUP]")]
     run_as: Option<String>,
+    /// With `--run-as`: the supplementary groups (numbers, comma-separated) instead
+    /// of the user's own from the user database (oxvirtd passes them with `--run-as
+    /// +UID:+GID`, so the VMM asks the database nothing).
+    #[arg(
+        long,
+        value_name = "GID,...",
+        value_delimiter = ',',
+        requires = "run_as"
+    )]
+    groups: Option<Vec<u32>>,
     /// Run in a private mount namespace where the host's files are read-only, /tmp
     /// is private and /home, /root, /run and the like are empty; only DIR (the
     /// domain's runtime directory) and a TPM's state stay writable. Everything else
@@ -119,7 +129,11 @@ fn run(args: Args) -> anyhow::Result<i32> {
         vmm::vm::lap("mount sandbox entered");
     }
     if let Some(user) = &args.run_as {
-        vmm::privilege::run_as(user)?;
+        let groups: Option<Vec<nix::unistd::Gid>> = args
+            .groups
+            .as_ref()
+            .map(|g| g.iter().map(|n| nix::unistd::Gid::from_raw(*n)).collect());
+        vmm::privilege::run_as(user, groups.as_deref())?;
     }
     // What the domain XML asked for that runs without effect or differently (the
     // domain log is where a libvirt user looks for it).

@@ -30,10 +30,14 @@ pub enum RunAsError {
 }
 
 /// Becomes `who`: `USER` or `USER:GROUP` as libvirt writes DAC labels (names, or
-/// numbers with or without a leading `+`), with USER's supplementary groups where it
-/// has an entry (a bare number needs none: only GROUP then). GROUP defaults to the
-/// user's primary group. Call from `main` before other threads exist.
-pub fn run_as(who: &str) -> Result<(), RunAsError> {
+/// numbers with or without a leading `+`). The supplementary groups are `groups` where
+/// given, else USER's own (`initgroups`; none but GROUP for a uid without an entry).
+/// GROUP defaults to the user's primary group. `+UID:+GID` with `groups` — what oxvirtd
+/// passes, having looked the user up itself — asks nothing of the user database: a
+/// lookup through NSS (modules loaded, systemd's userdb asked) costs more than the
+/// rest of the start-up's privilege steps together. Call from `main` before other
+/// threads exist.
+pub fn run_as(who: &str, groups: Option<&[Gid]>) -> Result<(), RunAsError> {
     let euid = Uid::effective();
     if !euid.is_root() {
         return Err(RunAsError::NotRoot(euid.as_raw()));
@@ -43,11 +47,16 @@ pub fn run_as(who: &str) -> Result<(), RunAsError> {
         None => (who, None),
     };
     let number = |s: &str| s.strip_prefix('+').unwrap_or(s).parse::<u32>().ok();
-    let user = match number(user_part) {
-        Some(uid) => User::from_uid(Uid::from_raw(uid)),
-        None => User::from_name(user_part),
-    }
-    .map_err(|e| RunAsError::Lookup(user_part.into(), e))?;
+    let numeric = |s: &str| s.starts_with('+') && number(s).is_some();
+    let user = if numeric(user_part) && group_part.is_some_and(numeric) && groups.is_some() {
+        None
+    } else {
+        match number(user_part) {
+            Some(uid) => User::from_uid(Uid::from_raw(uid)),
+            None => User::from_name(user_part),
+        }
+        .map_err(|e| RunAsError::Lookup(user_part.into(), e))?
+    };
     let (uid, name) = match (&user, number(user_part)) {
         (Some(u), _) => (u.uid, u.name.clone()),
         (None, Some(uid)) => (Uid::from_raw(uid), format!("+{uid}")),
@@ -72,12 +81,17 @@ pub fn run_as(who: &str) -> Result<(), RunAsError> {
         let user = name.clone();
         move |source| RunAsError::Switch { user, step, source }
     };
-    match &user {
-        Some(u) => {
+    match (groups, &user) {
+        (Some(list), _) => {
+            let mut all = vec![gid];
+            all.extend(list.iter().copied().filter(|g| *g != gid));
+            setgroups(&all).map_err(fail("setgroups"))?;
+        }
+        (None, Some(u)) => {
             let cname = CString::new(u.name.clone()).map_err(|_| RunAsError::NoUser(who.into()))?;
             initgroups(&cname, gid).map_err(fail("initgroups"))?;
         }
-        None => setgroups(&[gid]).map_err(fail("setgroups"))?,
+        (None, None) => setgroups(&[gid]).map_err(fail("setgroups"))?,
     }
     setgid(gid).map_err(fail("setgid"))?;
     // Nothing the process may ever exec can gain a capability back.

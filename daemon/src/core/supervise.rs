@@ -270,13 +270,7 @@ impl Core {
             // runtime directory the one place it writes (a TPM's state besides).
             .arg("--mount-sandbox")
             .arg(rt.path())
-            .args(
-                run_as
-                    .as_ref()
-                    .map(|u| ["--run-as".to_string(), u.label.clone()])
-                    .into_iter()
-                    .flatten(),
-            )
+            .args(run_as.as_ref().map(VmmIds::args).into_iter().flatten())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -662,8 +656,10 @@ fn place_in_cgroup(name: &str, pid: i32, live_xml: &str) -> Result<()> {
 struct VmmIds {
     uid: nix::unistd::Uid,
     gid: nix::unistd::Gid,
-    /// `USER` or `USER:GROUP` as given (names, or `+UID:+GID`), for `--run-as`.
+    /// `USER` or `USER:GROUP` as given (names, or `+UID:+GID`), for messages.
     label: String,
+    /// The supplementary groups (the user's own, as libvirt gives QEMU's user).
+    groups: Vec<nix::unistd::Gid>,
 }
 
 impl VmmIds {
@@ -703,11 +699,36 @@ impl VmmIds {
         if uid.is_root() {
             return Ok(None);
         }
+        let groups = match &entry {
+            Some(u) => std::ffi::CString::new(u.name.clone())
+                .ok()
+                .and_then(|n| nix::unistd::getgrouplist(&n, gid).ok())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
         Ok(Some(VmmIds {
             uid,
             gid,
             label: label.to_string(),
+            groups,
         }))
+    }
+
+    /// `oxvirt-vmm` arguments: numeric ids and the group list, so that the VMM
+    /// looks nothing up (see `vmm::privilege::run_as`).
+    fn args(&self) -> [String; 4] {
+        let groups: Vec<String> = self.groups.iter().map(|g| g.as_raw().to_string()).collect();
+        [
+            "--run-as".into(),
+            format!("+{}:+{}", self.uid.as_raw(), self.gid.as_raw()),
+            "--groups".into(),
+            // A lone primary group when the user has no others.
+            if groups.is_empty() {
+                self.gid.as_raw().to_string()
+            } else {
+                groups.join(",")
+            },
+        ]
     }
 }
 
