@@ -92,14 +92,17 @@ pub fn normalize(p: &Path) -> PathBuf {
         .collect()
 }
 
+/// N of QEMU's `/dev/fdset/N`.
+fn fdset_id(path: &Path) -> Option<u64> {
+    path.to_str()
+        .and_then(|s| s.strip_prefix(FDSET_PREFIX))
+        .and_then(|n| n.parse().ok())
+}
+
 impl FdSets {
     /// The set `path` names: `/dev/fdset/N`, or the set whose opaque is `path`.
     fn find(&self, path: &Path) -> Option<u64> {
-        if let Some(id) = path
-            .to_str()
-            .and_then(|s| s.strip_prefix(FDSET_PREFIX))
-            .and_then(|n| n.parse().ok())
-        {
+        if let Some(id) = fdset_id(path) {
             return Some(id);
         }
         if !path.is_absolute() {
@@ -222,9 +225,10 @@ pub fn adopt(files: &[machine_spec::PassedFile]) -> io::Result<()> {
     Ok(())
 }
 
-/// Where `path` comes from for an open: a duplicate of a handed-over descriptor,
-/// or `None` when no set stands for it.
-fn from_set(path: &Path, want: Access) -> Option<io::Result<File>> {
+/// `path` opened from the descriptors handed over for it (a duplicate whose access
+/// mode and `O_DIRECT` fit `want`, rewound), or `None` when no set stands for it —
+/// the caller then opens it by path its own way.
+pub fn given(path: &Path, want: Access) -> Option<io::Result<File>> {
     let s = sets();
     let id = s.find(path)?;
     let Some(fds) = s.sets.get(&id) else {
@@ -266,7 +270,7 @@ fn from_set(path: &Path, want: Access) -> Option<io::Result<File>> {
 
 /// Opens `path` for `want`: from its fd set if one stands for it, else by path.
 pub fn open(path: &Path, want: Access) -> io::Result<File> {
-    if let Some(r) = from_set(path, want) {
+    if let Some(r) = given(path, want) {
         return r;
     }
     let mut o = OpenOptions::new();
@@ -281,11 +285,7 @@ pub fn open(path: &Path, want: Access) -> io::Result<File> {
 /// path): imago resolves a qcow2's relative backing names against it.
 pub fn real_path(path: &Path) -> PathBuf {
     let s = sets();
-    let Some(id) = path
-        .to_str()
-        .and_then(|p| p.strip_prefix(FDSET_PREFIX))
-        .and_then(|n| n.parse::<u64>().ok())
-    else {
+    let Some(id) = fdset_id(path) else {
         return path.to_path_buf();
     };
     s.sets

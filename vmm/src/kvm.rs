@@ -44,12 +44,12 @@ pub enum KvmError {
 /// as a user without access to the device (`--run-as`) still gets KVM.
 pub fn open_kvm() -> Result<Kvm, KvmError> {
     let dev = std::path::Path::new("/dev/kvm");
-    let kvm = if crate::files::is_given(dev) {
-        let access = crate::files::Access {
-            write: true,
-            direct: false,
-        };
-        let file = crate::files::open(dev, access).map_err(KvmError::Open)?;
+    let access = crate::files::Access {
+        write: true,
+        direct: false,
+    };
+    let kvm = if let Some(file) = crate::files::given(dev, access) {
+        let file = file.map_err(KvmError::Open)?;
         // SAFETY: `file` is a new duplicate of a /dev/kvm descriptor, owned by nobody
         // else; the Kvm object takes it over and closes it.
         unsafe {

@@ -403,20 +403,20 @@ impl Qcow2Disk {
     ) -> io::Result<imago::FormatAccess<imago::file::File>> {
         use imago::qcow2::Qcow2;
         use imago::FormatDriverBuilder;
-        let builder = if crate::files::is_given(path) {
-            let access = crate::files::Access {
-                write: !flags.readonly,
-                direct: flags.direct,
-            };
-            // The real path, so that relative backing names resolve as by path.
-            let opts = imago::StorageOpenOptions::new()
-                .filename(crate::files::real_path(path))
-                .write(access.write)
-                .direct(access.direct);
-            let file = crate::files::open(path, access)?;
-            Qcow2::builder(imago::file::File::from_open_file(file, opts)?)
-        } else {
-            Qcow2::<imago::file::File>::builder_path(path)
+        let access = crate::files::Access {
+            write: !flags.readonly,
+            direct: flags.direct,
+        };
+        let builder = match crate::files::given(path, access) {
+            Some(file) => {
+                // The real path, so that relative backing names resolve as by path.
+                let opts = imago::StorageOpenOptions::new()
+                    .filename(crate::files::real_path(path))
+                    .write(access.write)
+                    .direct(access.direct);
+                Qcow2::builder(imago::file::File::from_open_file(file?, opts)?)
+            }
+            None => Qcow2::<imago::file::File>::builder_path(path),
         };
         let q = builder
             .write(!flags.readonly)
@@ -442,16 +442,16 @@ impl imago::format::gate::ImplicitOpenGate<imago::file::File> for GivenFilesGate
 
     fn open_storage(&mut self, opts: imago::StorageOpenOptions) -> io::Result<imago::file::File> {
         use imago::Storage;
-        match opts.get_filename() {
-            Some(p) if crate::files::is_given(p) => {
-                let access = crate::files::Access {
-                    write: opts.get_writable(),
-                    direct: opts.get_direct(),
-                };
-                let file = crate::files::open(p, access)?;
-                imago::file::File::from_open_file(file, opts)
-            }
-            _ => imago::file::File::open(opts),
+        let access = crate::files::Access {
+            write: opts.get_writable(),
+            direct: opts.get_direct(),
+        };
+        match opts
+            .get_filename()
+            .and_then(|p| crate::files::given(p, access))
+        {
+            Some(file) => imago::file::File::from_open_file(file?, opts),
+            None => imago::file::File::open(opts),
         }
     }
 }

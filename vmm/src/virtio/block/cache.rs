@@ -89,14 +89,12 @@ pub fn open_image(path: &Path, flags: OpenFlags) -> io::Result<(File, OpenFlags)
 }
 
 fn open_with(path: &Path, flags: OpenFlags) -> io::Result<File> {
-    if crate::files::is_given(path) {
-        let file = crate::files::open(
-            path,
-            crate::files::Access {
-                write: !flags.readonly,
-                direct: flags.direct,
-            },
-        )?;
+    let access = crate::files::Access {
+        write: !flags.readonly,
+        direct: flags.direct,
+    };
+    if let Some(file) = crate::files::given(path, access) {
+        let file = file?;
         // O_DSYNC (writethrough, directsync) cannot be set on an open description
         // (F_SETFL ignores it): whoever opened the image must have given it.
         if flags.sync_writes && !flags.readonly {

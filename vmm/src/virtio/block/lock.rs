@@ -107,17 +107,18 @@ impl ImageLock {
             kind,
             path: path.to_path_buf(),
         };
-        let shared = crate::files::is_given(path);
-        let file = if shared {
-            // A handed-over image locks through its own description (OFD locks
-            // belong to the description, which the disk's descriptors share).
-            crate::files::open(path, crate::files::Access::READ).map_err(io)?
-        } else {
-            OpenOptions::new()
-                .read(true)
-                .write(exclusive)
-                .open(path)
-                .map_err(io)?
+        // A handed-over image locks through its own description (OFD locks belong
+        // to the description, which the disk's descriptors share).
+        let (file, shared) = match crate::files::given(path, crate::files::Access::READ) {
+            Some(f) => (f.map_err(io)?, true),
+            None => (
+                OpenOptions::new()
+                    .read(true)
+                    .write(exclusive)
+                    .open(path)
+                    .map_err(io)?,
+                false,
+            ),
         };
         let set = |l: libc::flock, kind| match fcntl(&file, FcntlArg::F_OFD_SETLK(&l)) {
             Ok(_) => Ok(()),
