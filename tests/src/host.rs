@@ -142,6 +142,33 @@ pub fn require_seabios(test: &str) -> bool {
     true
 }
 
+/// Checks that process `pid` (a VMM started with `--mount-sandbox RT`) runs in a
+/// mount namespace of its own laid out as the sandbox promises: `/` read-only, `/tmp`
+/// a private writable tmpfs, `rt` bound writable at its own path.
+pub fn check_mount_sandbox(pid: i32, rt: &Path) {
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/mnt")).unwrap();
+    assert_ne!(
+        ns(&pid.to_string()),
+        ns("self"),
+        "the VMM shares our mount namespace"
+    );
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    // mountinfo: id parent dev root POINT OPTIONS … - FSTYPE …; the last line for a
+    // point is the mount on top.
+    let at = |point: &str| {
+        mounts
+            .lines()
+            .rfind(|l| l.split(' ').nth(4) == Some(point))
+            .unwrap_or_else(|| panic!("no mount on {point} in the VMM's namespace:\n{mounts}"))
+    };
+    let opts = |point: &str| at(point).split(' ').nth(5).unwrap_or_default();
+    assert!(opts("/").starts_with("ro"), "/ is writable: {}", at("/"));
+    assert!(at("/tmp").contains(" - tmpfs "), "{}", at("/tmp"));
+    assert!(opts("/tmp").starts_with("rw"), "{}", at("/tmp"));
+    let rt = rt.to_str().unwrap();
+    assert!(opts(rt).starts_with("rw"), "{}", at(rt));
+}
+
 #[cfg(test)]
 mod tests {
     use super::tcg_cpu;

@@ -110,31 +110,8 @@ fn nobody() -> nix::unistd::User {
 /// world-readable image in the test's directory, which the VMM's user could open by
 /// path, is not there for a `blockdev-add` by path — and its runtime directory, at
 /// its own path, writable.
-fn check_mount_sandbox(d: &Daemon, name: &str, pid: i32, rt: &Path) {
-    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/mnt")).unwrap();
-    assert_ne!(
-        ns(&pid.to_string()),
-        ns("self"),
-        "the VMM shares our mount namespace"
-    );
-    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
-    let at = |point: &str| {
-        mounts
-            .lines()
-            .rfind(|l| l.split(' ').nth(4) == Some(point))
-            .unwrap_or_else(|| panic!("no mount on {point} in the VMM's namespace:\n{mounts}"))
-            .to_string()
-    };
-    let opts = |l: &str| l.split(' ').nth(5).unwrap_or_default().to_string();
-    assert!(
-        opts(&at("/")).starts_with("ro"),
-        "/ is writable: {}",
-        at("/")
-    );
-    assert!(at("/tmp").contains(" - tmpfs "), "{}", at("/tmp"));
-    assert!(opts(&at("/tmp")).starts_with("rw"), "{}", at("/tmp"));
-    let rt_mount = at(rt.to_str().unwrap());
-    assert!(opts(&rt_mount).starts_with("rw"), "{rt_mount}");
+fn check_sandbox(d: &Daemon, name: &str, pid: i32, rt: &Path) {
+    oxvirt_tests::host::check_mount_sandbox(pid, rt);
     let readable = d.dir.path().join("readable.img");
     std::fs::write(&readable, vec![0u8; 65536]).unwrap();
     {
@@ -152,6 +129,21 @@ fn check_mount_sandbox(d: &Daemon, name: &str, pid: i32, rt: &Path) {
         "blockdev-add of {} by path: {said}",
         readable.display()
     );
+}
+
+/// Whether `test` can run here: KVM, and root (a VMM user needs a root daemon);
+/// says why not.
+fn root_with_kvm(test: &str) -> bool {
+    if !require_kvm(test) {
+        return false;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "*** SKIPPED: {test}: a VMM user needs a root daemon (CI runs the suite as root)"
+        );
+        return false;
+    }
+    true
 }
 
 /// Defines and starts `xml` as `name`; the VMM's runtime directory and pid.
@@ -250,7 +242,7 @@ fn images_go_to_the_vmm_open_and_a_reset_finds_them_with_their_paths_gone() {
         ),
     );
     let (rt, pid) = start(&d, name, &xml);
-    check_mount_sandbox(&d, name, pid, &rt);
+    check_sandbox(&d, name, pid, &rt);
 
     // The spec names every file handed over; the VMM holds them.
     let spec: serde_json::Value =
@@ -342,13 +334,7 @@ fn images_go_to_the_vmm_open_and_a_reset_finds_them_with_their_paths_gone() {
 #[test]
 fn a_system_daemon_runs_each_vmm_as_its_own_user() {
     let test = "a_system_daemon_runs_each_vmm_as_its_own_user";
-    if !require_kvm(test) {
-        return;
-    }
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!(
-            "*** SKIPPED: {test}: a VMM user needs a root daemon (CI runs the suite as root)"
-        );
+    if !root_with_kvm(test) {
         return;
     }
     let user = nix::unistd::User::from_name("oxvirt-vmm")
@@ -408,7 +394,7 @@ fn a_system_daemon_runs_each_vmm_as_its_own_user() {
             ),
         );
     let (rt, pid) = start(&d, name, &xml);
-    check_mount_sandbox(&d, name, pid, &rt);
+    check_sandbox(&d, name, pid, &rt);
     let uid = user.uid.as_raw().to_string();
     for ids in thread_fields(pid, "Uid:") {
         assert!(ids.split_whitespace().all(|u| u == uid), "Uid: {ids}");
@@ -491,13 +477,7 @@ fn a_system_daemon_runs_each_vmm_as_its_own_user() {
 #[test]
 fn a_static_dac_label_picks_the_vmm_user_and_group() {
     let test = "a_static_dac_label_picks_the_vmm_user_and_group";
-    if !require_kvm(test) {
-        return;
-    }
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!(
-            "*** SKIPPED: {test}: a VMM user needs a root daemon (CI runs the suite as root)"
-        );
+    if !root_with_kvm(test) {
         return;
     }
     let nobody = nobody();
