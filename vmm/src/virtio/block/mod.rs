@@ -174,10 +174,7 @@ impl Request {
         // the sums below overflowed on it (a panic in debug builds, and a panicking
         // worker ends the VMM). Found by the guest fuzzer, seed 27 (fuzzops=4000
         // fuzzvq=60, q35).
-        if segs
-            .iter()
-            .any(|s| s.addr.0.checked_add(u64::from(s.len)).is_none())
-        {
+        if wraps(segs) {
             warn!("virtio-blk: malformed request (a buffer wraps the address space)");
             return None;
         }
@@ -214,7 +211,17 @@ pub struct RequestHandler {
     stats: Arc<BlockStats>,
 }
 
-/// Bytes `start..end` of a chain's concatenated segments, as segments.
+/// Whether a buffer of the chain wraps past the top of the address space: no guest
+/// memory, and sums over it overflow (a panic in debug builds; a panicking worker
+/// ends the VMM).
+pub(crate) fn wraps(segs: &[Segment]) -> bool {
+    segs.iter()
+        .any(|s| s.addr.0.checked_add(u64::from(s.len)).is_none())
+}
+
+/// Bytes `start..end` of a chain's concatenated segments, as segments. A segment
+/// that would wrap the address space ([`wraps`]; callers refuse such chains first)
+/// ends at the top of it, where no guest memory is, so an access through it fails.
 pub(crate) fn sub_range(segs: &[Segment], start: u64, end: u64) -> Vec<Segment> {
     let mut out = Vec::new();
     let mut pos = 0u64;
@@ -224,7 +231,7 @@ pub(crate) fn sub_range(segs: &[Segment], start: u64, end: u64) -> Vec<Segment> 
         let (lo, hi) = (a.max(start), b.min(end));
         if lo < hi {
             out.push(Segment {
-                addr: GuestAddress(s.addr.0 + (lo - a)),
+                addr: GuestAddress(s.addr.0.saturating_add(lo - a)),
                 len: (hi - lo) as u32,
                 write: s.write,
             });
