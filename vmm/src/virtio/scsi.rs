@@ -821,16 +821,21 @@ mod tests {
         assert_eq!(decode_lun(&[1, 0, 0xc1, 0, 0, 0, 0, 0]), None);
     }
 
+    /// READ(10) of sectors 5 and 6 from target 2, LUN 0, in the request header.
+    fn read_10_header(mem: &GuestMem) {
+        request_header(
+            mem,
+            [1, 2, 0, 0, 0, 0, 0, 0],
+            &[0x28, 0, 0, 0, 0, 5, 0, 0, 2, 0],
+        );
+    }
+
     #[test]
     fn read_10_through_the_request_queue() {
         let mem = memory();
         let (mock, mut aq) = queue(&mem, 0, REQUEST_QUEUE);
         let (mut host, _f) = host_with_disk();
-        request_header(
-            &mem,
-            [1, 2, 0, 0, 0, 0, 0, 0],
-            &[0x28, 0, 0, 0, 0, 5, 0, 0, 2, 0],
-        );
+        read_10_header(&mem);
         add_chain(
             &mock,
             0,
@@ -888,11 +893,7 @@ mod tests {
         let mem = memory();
         let (mock, mut aq) = queue(&mem, 0, REQUEST_QUEUE);
         let (mut host, _f) = host_with_disk();
-        request_header(
-            &mem,
-            [1, 2, 0, 0, 0, 0, 0, 0],
-            &[0x28, 0, 0, 0, 0, 5, 0, 0, 2, 0],
-        );
+        read_10_header(&mem);
         add_chain(
             &mock,
             0,
