@@ -64,22 +64,7 @@ echo "OXCHECK end disk=$disk nic=$nic"
 
 /// Waits until the console file holds `needle`; returns the rest of its line.
 fn wait_line(d: &Daemon, console: &Path, needle: &str, within: Duration) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        let text = std::fs::read_to_string(console).unwrap_or_default();
-        // Only a whole line: the guest may be half-way through writing it.
-        if let Some(rest) = text.find(needle).map(|i| &text[i + needle.len()..]) {
-            if let Some(end) = rest.find('\n') {
-                return rest[..end].trim().to_string();
-            }
-        }
-        if Instant::now() > deadline {
-            d.fail(&format!(
-                "the guest never printed '{needle}'; console:\n{text}"
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    support::console_line(console, needle, within).unwrap_or_else(|e| d.fail(&e))
 }
 
 /// Waits until `virsh event` has printed `needle`.

@@ -67,20 +67,7 @@ echo "OXCHECK ide n=2 sha256=$cur"
 
 /// Waits until the console file holds `needle`; returns the rest of its line.
 fn wait_line(d: &Daemon, console: &Path, needle: &str, within: Duration) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        let text = std::fs::read_to_string(console).unwrap_or_default();
-        if let Some(i) = text.find(needle) {
-            let rest = &text[i + needle.len()..];
-            return rest.lines().next().unwrap_or("").trim().to_string();
-        }
-        if Instant::now() > deadline {
-            d.fail(&format!(
-                "the guest never printed '{needle}'; console:\n{text}"
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    support::console_line(console, needle, within).unwrap_or_else(|e| d.fail(&e))
 }
 
 #[test]

@@ -457,6 +457,28 @@ pub fn sha256_hex(data: &[u8]) -> String {
         .to_string()
 }
 
+/// Waits until the console file holds a whole line with `needle`; returns the rest
+/// of that line, or the console so far when `within` passes. Only a finished line
+/// counts: the guest may be half-way through writing it (a hash read mid-line was
+/// a CI flake once).
+pub fn console_line(console: &Path, needle: &str, within: Duration) -> Result<String, String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let text = std::fs::read_to_string(console).unwrap_or_default();
+        if let Some(rest) = text.find(needle).map(|i| &text[i + needle.len()..]) {
+            if let Some(end) = rest.find('\n') {
+                return Ok(rest[..end].trim().to_string());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the guest never printed '{needle}'; console:\n{text}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// The first 64-hex-digit word of `text`.
 pub fn find_sha256(text: &str) -> Option<String> {
     text.split_whitespace()
