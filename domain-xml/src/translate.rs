@@ -82,6 +82,7 @@ pub fn translate(dom: &Domain) -> Result<ms::MachineSpec> {
             .collect(),
         files: Vec::new(),
         run_as: crate::translate_seclabel::dac_label(dom)?,
+        incoming: None,
     };
     pm(dom)?;
     spec.check().map_err(|e| Error::InvalidArg(e.to_string()))?;

@@ -70,6 +70,22 @@ pub struct MachineSpec {
     /// daemon's configured user (`vmm_user`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_as: Option<String>,
+    /// Start from a saved machine state instead of booting (QEMU's `-incoming`;
+    /// libvirt's restore and managed save): the stream QMP `migrate` wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incoming: Option<Incoming>,
+}
+
+/// Where a saved machine state is read from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Incoming {
+    /// The file (listed in `files` when oxvirtd hands it over open).
+    pub path: PathBuf,
+    /// Where the VMM's stream starts in it (oxvirtd's save files begin with their
+    /// own header and the domain XML).
+    #[serde(default)]
+    pub offset: u64,
 }
 
 /// A file handed to the VMM open: the path it stands for and the descriptor number.
@@ -1126,6 +1142,7 @@ mod tests {
             warnings: Vec::new(),
             files: Vec::new(),
             run_as: None,
+            incoming: None,
         }
     }
 

@@ -62,6 +62,7 @@ pub fn spec(kernel: &Path, cmdline: &str, mem_mib: u64, cpus: u32) -> MachineSpe
         warnings: Vec::new(),
         files: Vec::new(),
         run_as: None,
+        incoming: None,
     }
 }
 

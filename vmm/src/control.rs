@@ -185,12 +185,22 @@ pub(crate) enum Request {
     Quit,
     Reset,
     PowerButton,
+    /// Look at the queued saves ([`VmControl::save`]).
+    Save,
+}
+
+/// A save the main loop owes: where to write and whom to answer (bytes written, or
+/// why not).
+pub(crate) struct SaveJob {
+    pub(crate) out: std::fs::File,
+    pub(crate) reply: Sender<Result<u64, String>>,
 }
 
 /// State shared by all handles and the VMM.
 pub(crate) struct Shared {
     state: Mutex<RunState>,
     requests: Mutex<VecDeque<Request>>,
+    saves: Mutex<Vec<SaveJob>>,
     /// Wakes the main loop when a request is queued.
     pub(crate) wake: EventFd,
     /// Live subscribers, each with the id [`VmControl::unsubscribe`] takes.
@@ -231,6 +241,7 @@ impl VmControl {
             shared: Arc::new(Shared {
                 state: Mutex::new(RunState::Prelaunch),
                 requests: Mutex::new(VecDeque::new()),
+                saves: Mutex::new(Vec::new()),
                 wake: EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)?,
                 subscribers: Mutex::new(Subscribers::default()),
                 vcpus: VcpuGate::new(),
@@ -315,6 +326,17 @@ impl VmControl {
         self.request(Request::Quit)
     }
 
+    /// Writes the machine's state to `out` (QMP `migrate`; `crate::vmstate`) and
+    /// returns the bytes written once it is complete. A running guest is paused
+    /// first and stays paused. Blocks until the main loop has done it.
+    pub fn save(&self, out: std::fs::File) -> Result<u64, String> {
+        let (reply, rx) = channel();
+        lock(&self.shared.saves).push(SaveJob { out, reply });
+        self.request(Request::Save).map_err(|e| e.to_string())?;
+        rx.recv()
+            .unwrap_or_else(|_| Err("the VMM stopped before the save ended".into()))
+    }
+
     /// The vCPU threads of the machine as it runs now (they change on reset).
     pub fn vcpu_threads(&self) -> Vec<VcpuThreadInfo> {
         self.shared.vcpus.threads()
@@ -370,6 +392,10 @@ impl VmControl {
         // Drain the eventfd counter; it only says "look at the queue".
         let _ = self.shared.wake.read();
         lock(&self.shared.requests).drain(..).collect()
+    }
+
+    pub(crate) fn take_saves(&self) -> Vec<SaveJob> {
+        std::mem::take(&mut *lock(&self.shared.saves))
     }
 
     pub(crate) fn set_status(&self, state: RunState) {

@@ -45,6 +45,7 @@ pub mod tpm;
 pub mod vcpu;
 pub mod virtio;
 pub mod vm;
+pub mod vmstate;
 pub mod vnc;
 
 pub use control::{

@@ -249,8 +249,8 @@ fn internal_error_message(ctx: &mut VcpuContext) -> String {
     )
 }
 
-/// The body of a vCPU thread: runs until stopped or the guest exits.
-pub fn run_vcpu(mut ctx: VcpuContext, gate: &VcpuGate) {
+/// The body of a vCPU thread: runs the vCPU until the gate stops it or the guest ends; gives the vCPU back.
+pub fn run_vcpu(mut ctx: VcpuContext, gate: &VcpuGate) -> VcpuContext {
     let mut info = ctx.info.clone();
     info.thread_id = kvm::gettid();
     kvm::bind_kick_target(&mut ctx.vcpu);
@@ -349,8 +349,15 @@ pub fn run_vcpu(mut ctx: VcpuContext, gate: &VcpuGate) {
             }
         }
     }
+    // An I/O or MMIO exit completes only at the next KVM_RUN (the value read goes
+    // into the register, RIP moves on): enter once with immediate_exit so the vCPU's
+    // state is whole for a save (KVM's API documentation asks for this).
+    ctx.vcpu.set_kvm_immediate_exit(1);
+    let _ = ctx.vcpu.run();
+    ctx.vcpu.set_kvm_immediate_exit(0);
     kvm::unbind_kick_target();
     gate.mark_exited(index);
+    ctx
 }
 
 /// Parks until the gate says stop (or the pause/stop state changes).

@@ -57,6 +57,7 @@ use crate::vcpu::{self, VcpuContext};
 mod fw_cfg_items;
 mod hyperv;
 mod pending;
+mod save;
 use pending::PendingVm;
 
 static STARTUP_CLOCK: OnceLock<Instant> = OnceLock::new();
@@ -123,6 +124,8 @@ pub enum VmError {
     Tpm(#[from] crate::tpm::TpmError),
     #[error(transparent)]
     Hyperv(#[from] crate::arch::x86_64::hyperv::HypervError),
+    #[error("cannot restore the machine state saved in {0}")]
+    Restore(String, #[source] crate::vmstate::StateError),
 }
 
 fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> VmError {
@@ -159,6 +162,15 @@ struct Populated {
     serials: Vec<Arc<Mutex<SerialDevice>>>,
     pm: Arc<Mutex<PmDevice>>,
     pci: crate::virtio::attach::PciMachine,
+    platform: PlatformDevices,
+}
+
+/// The platform devices with state a saved machine keeps (besides the serial
+/// ports and the PM block, which the main loop uses too).
+struct PlatformDevices {
+    i8042: Arc<Mutex<crate::input::i8042::I8042>>,
+    cmos: Arc<Mutex<Cmos>>,
+    fw_cfg: Arc<Mutex<crate::devices::fw_cfg::FwCfg>>,
 }
 
 /// A machine that is built but not started. Field order is drop order: devices
@@ -172,15 +184,18 @@ struct Built {
 /// One boot of the guest. Dropping it (after the vCPU threads are joined)
 /// releases the VM, its vCPUs and its memory.
 struct Machine {
-    threads: Vec<JoinHandle<()>>,
+    /// Each gives its vCPU back when it ends (a save reads the vCPUs, then starts
+    /// their threads again).
+    threads: Vec<JoinHandle<VcpuContext>>,
     /// By serial slot.
     serials: Vec<Arc<Mutex<SerialDevice>>>,
     pm: Arc<Mutex<PmDevice>>,
+    platform: PlatformDevices,
     /// PCI root and virtio devices; dropped (workers stopped) before the VM and memory.
-    _pci: crate::virtio::attach::PciMachine,
+    pci: crate::virtio::attach::PciMachine,
     // Field order is drop order: the VM goes before the memory it maps.
-    _vm: Arc<VmFd>,
-    _mem: GuestMemoryMmap,
+    vm: Arc<VmFd>,
+    mem: GuestMemoryMmap,
 }
 
 /// How a run ended: the process exit status and the message to log.
@@ -221,6 +236,11 @@ pub struct Vmm {
     vnc: Option<Arc<crate::vnc::Vnc>>,
     /// swtpm behind the TPM (`<tpm>`), kept across machines like the NVRAM.
     tpm: Option<crate::tpm::swtpm::SwtpmHandle>,
+    /// The MSRs KVM saves and restores (`KVM_GET_MSR_INDEX_LIST`), for a save.
+    msr_indices: Vec<u32>,
+    /// The spec's saved state is still to be loaded (into the first machine only;
+    /// a reset boots afresh).
+    restore_pending: bool,
 }
 
 /// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread and every thread it
@@ -281,8 +301,13 @@ impl Vmm {
     pub fn new(spec: MachineSpec) -> Result<Vmm, VmError> {
         let start = startup_clock();
         lap("spec loaded");
+        let spec_incoming = spec.incoming.is_some();
         let kvm = kvmsys::open_kvm()?;
         lap("/dev/kvm opened");
+        let msr_indices = kvm
+            .get_msr_index_list()
+            .map(|l| l.as_slice().to_vec())
+            .unwrap_or_default();
         let max_vcpus = kvm.get_max_vcpus();
         if spec.cpus.count as usize > max_vcpus {
             return Err(VmError::TooManyVcpus(spec.cpus.count, max_vcpus));
@@ -393,6 +418,8 @@ impl Vmm {
             console,
             vnc,
             tpm,
+            msr_indices,
+            restore_pending: spec_incoming,
         })
     }
 
@@ -433,11 +460,29 @@ impl Vmm {
                     serials,
                     pm,
                     pci,
+                    platform,
                 },
             vm,
             mem,
         } = built;
+        let threads = self.spawn_vcpus(contexts)?;
+        Ok(Machine {
+            threads,
+            serials,
+            pm,
+            platform,
+            pci,
+            vm,
+            mem,
+        })
+    }
 
+    /// Starts one thread per vCPU (parked at once while paused) and returns when
+    /// every one has registered.
+    fn spawn_vcpus(
+        &self,
+        contexts: Vec<VcpuContext>,
+    ) -> Result<Vec<JoinHandle<VcpuContext>>, VmError> {
         // The state is `running` before any guest code runs, so a guest's
         // first output never races a `prelaunch` status.
         let paused = self.control.shared().vcpus.is_paused();
@@ -470,14 +515,7 @@ impl Vmm {
             tracing::warn!("not every vCPU thread started within 10 s");
         }
         lap("vCPU threads started");
-        Ok(Machine {
-            threads,
-            serials,
-            pm,
-            _pci: pci,
-            _vm: vm,
-            _mem: mem,
-        })
+        Ok(threads)
     }
 
     /// Writes the ACPI tables and loads the kernel, initrd and boot
@@ -554,13 +592,10 @@ impl Vmm {
             .router()
             .set_devices(vec![ps2.clone()], vec![ps2]);
         put(i8042.clone(), I8042_DATA_PORT, 1)?;
-        put(i8042, I8042_COMMAND_PORT, 1)?;
+        put(i8042.clone(), I8042_COMMAND_PORT, 1)?;
         let rtc_offset = crate::devices::cmos::start_offset(&spec.platform.rtc)?;
-        put(
-            Arc::new(Mutex::new(Cmos::with_offset(rtc_offset))),
-            CMOS_PORT,
-            2,
-        )?;
+        let cmos = Arc::new(Mutex::new(Cmos::with_offset(rtc_offset)));
+        put(cmos.clone(), CMOS_PORT, 2)?;
         put(
             Arc::new(Mutex::new(ResetControl::new(self.exits.clone()))),
             RESET_PORT,
@@ -744,6 +779,11 @@ impl Vmm {
             serials,
             pm,
             pci,
+            platform: PlatformDevices {
+                i8042,
+                cmos,
+                fw_cfg,
+            },
         })
     }
 
@@ -764,6 +804,9 @@ impl Vmm {
                 self.build_machine(pending)?
             }
         };
+        if std::mem::take(&mut self.restore_pending) {
+            self.restore_into(&built)?;
+        }
         self.machine = Some(self.launch(built)?);
         Ok(())
     }
@@ -1103,6 +1146,20 @@ impl Vmm {
                         guest: false,
                         reason: ShutdownCause::HostQmpSystemReset,
                     });
+                }
+                crate::control::Request::Save => {
+                    for mut job in self.control.take_saves() {
+                        let r = self.save_machine(&mut job.out).map_err(|e| {
+                            let mut msg = e.to_string();
+                            let mut src = std::error::Error::source(&e);
+                            while let Some(s) = src {
+                                msg.push_str(&format!(": {s}"));
+                                src = s.source();
+                            }
+                            msg
+                        });
+                        let _ = job.reply.send(r);
+                    }
                 }
                 crate::control::Request::PowerButton => {
                     if let Some(m) = &self.machine {

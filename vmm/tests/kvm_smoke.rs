@@ -140,6 +140,7 @@ fn spec(dir: &Path, code: &[u8], cpus: u32) -> MachineSpec {
         warnings: Vec::new(),
         files: Vec::new(),
         run_as: None,
+        incoming: None,
     }
 }
 

@@ -164,6 +164,14 @@ impl PyQmp {
         assert_eq!(r["passed"], name, "{r}");
     }
 
+    /// Opens `path` for writing (created, truncated) and passes it to the server
+    /// for the next `getfd`, as libvirt passes a save file.
+    pub fn pass_file(&mut self, path: &Path) {
+        self.send(json!({ "pass_file": path }));
+        let r = self.recv(QMP_TIMEOUT);
+        assert_eq!(r["passed"], json!(path), "{r}");
+    }
+
     /// Writes `bytes` to the kept socket `name`.
     pub fn sock_send(&mut self, name: &str, bytes: &[u8]) {
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();

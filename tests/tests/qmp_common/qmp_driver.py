@@ -9,6 +9,10 @@ line on stdout:
   {"pass_socket": NAME}                  -> {"passed": NAME}: one end of a new socket
                                             pair goes to the server (send_fd_scm, for
                                             getfd), the driver keeps the other as NAME
+  {"pass_file": PATH}                    -> {"passed": PATH}: PATH opened for writing
+                                            (created 0600, truncated) goes to the
+                                            server for the next getfd, as libvirt
+                                            passes a save file
   {"sock_send": NAME, "hex": HEX}        -> {"sent": N}
   {"sock_recv": NAME, "n": N, "timeout": SECONDS}
                                          -> {"hex": HEX} (N bytes, fewer at EOF)
@@ -16,6 +20,7 @@ The first line out is {"greeting": {...}}.
 """
 import asyncio
 import json
+import os
 import socket
 import sys
 
@@ -69,6 +74,11 @@ async def main(path):
             theirs.close()
             socks[req["pass_socket"]] = ours
             out({"passed": req["pass_socket"]})
+        elif "pass_file" in req:
+            fd = os.open(req["pass_file"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            qmp.send_fd_scm(fd)
+            os.close(fd)
+            out({"passed": req["pass_file"]})
         elif "sock_send" in req:
             s = socks[req["sock_send"]]
             s.sendall(bytes.fromhex(req["hex"]))

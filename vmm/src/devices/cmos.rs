@@ -125,6 +125,36 @@ pub fn start_offset(rtc: &machine_spec::Rtc) -> Result<i64, RtcError> {
     Ok(i64::from(offset) + rtc.adjustment_s)
 }
 
+/// The CMOS bytes, the index register and the clock's offset from the host's
+/// (the clock itself reads the host's, as QEMU's `rtc clock=host` does after a restore).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedCmos {
+    index: u8,
+    data: Vec<u8>,
+    offset: i64,
+}
+
+impl crate::vmstate::Stateful for Cmos {
+    fn save_state(&self) -> serde_json::Value {
+        crate::vmstate::to_value(&SavedCmos {
+            index: self.index,
+            data: self.data.to_vec(),
+            offset: self.offset,
+        })
+    }
+
+    fn restore_state(&mut self, v: &serde_json::Value) -> Result<(), String> {
+        let s: SavedCmos = crate::vmstate::from_value(v)?;
+        self.data = s
+            .data
+            .try_into()
+            .map_err(|d: Vec<u8>| format!("{} CMOS bytes, not 128", d.len()))?;
+        self.index = s.index;
+        self.offset = s.offset;
+        Ok(())
+    }
+}
+
 impl Cmos {
     /// A CMOS showing the host clock, 24-hour BCD, as a PC BIOS leaves it.
     pub fn new() -> Self {

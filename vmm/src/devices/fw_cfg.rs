@@ -360,6 +360,32 @@ fn zero_fill(mem: &GuestMemoryMmap, addr: u64, len: u32) -> bool {
     true
 }
 
+/// Where the guest was in an item (the items themselves are built from the spec).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedFwCfg {
+    selected: u16,
+    offset: usize,
+    dma_addr: u64,
+}
+
+impl crate::vmstate::Stateful for FwCfg {
+    fn save_state(&self) -> serde_json::Value {
+        crate::vmstate::to_value(&SavedFwCfg {
+            selected: self.selected,
+            offset: self.offset,
+            dma_addr: self.dma_addr,
+        })
+    }
+
+    fn restore_state(&mut self, v: &serde_json::Value) -> Result<(), String> {
+        let s: SavedFwCfg = crate::vmstate::from_value(v)?;
+        self.selected = s.selected;
+        self.offset = s.offset;
+        self.dma_addr = s.dma_addr;
+        Ok(())
+    }
+}
+
 impl BusDevice for FwCfg {
     fn read(&mut self, _base: u64, offset: u64, data: &mut [u8]) {
         match offset {

@@ -241,6 +241,60 @@ impl PmDevice {
     }
 }
 
+/// The PM registers, and how far the PM timer had counted (it goes on from there,
+/// so a restored guest never sees it jump back).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedPm {
+    status: u16,
+    enable: u16,
+    control: u16,
+    gpe0: Vec<u8>,
+    smi_en: u32,
+    gpe: Option<Vec<u8>>,
+    timer_ns: u64,
+}
+
+impl crate::vmstate::Stateful for PmDevice {
+    fn save_state(&self) -> serde_json::Value {
+        crate::vmstate::to_value(&SavedPm {
+            status: self.status,
+            enable: self.enable,
+            control: self.control,
+            gpe0: self.gpe0.to_vec(),
+            smi_en: self.smi_en,
+            gpe: self.gpe.map(|g| g.to_vec()),
+            timer_ns: self.start.elapsed().as_nanos() as u64,
+        })
+    }
+
+    fn restore_state(&mut self, v: &serde_json::Value) -> Result<(), String> {
+        let s: SavedPm = crate::vmstate::from_value(v)?;
+        if s.gpe.is_some() != self.gpe.is_some() {
+            return Err("the saved PM block differs in its GPE0 block".into());
+        }
+        self.gpe0 = s
+            .gpe0
+            .try_into()
+            .map_err(|_| "ICH9 GPE0 block of the wrong size".to_string())?;
+        if let Some(g) = s.gpe {
+            self.gpe = Some(
+                g.try_into()
+                    .map_err(|_| "GPE0 block of the wrong size".to_string())?,
+            );
+        }
+        self.status = s.status;
+        self.enable = s.enable;
+        self.control = s.control;
+        self.smi_en = s.smi_en;
+        let now = Instant::now();
+        self.start = now
+            .checked_sub(std::time::Duration::from_nanos(s.timer_ns))
+            .unwrap_or(now);
+        self.update_sci();
+        Ok(())
+    }
+}
+
 impl BusDevice for PmDevice {
     fn read(&mut self, base: u64, offset: u64, data: &mut [u8]) {
         if base == u64::from(GPE0_BLK) {

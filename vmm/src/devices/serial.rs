@@ -62,6 +62,72 @@ impl SerialDevice {
     }
 }
 
+/// The UART's registers and receive FIFO (vm-superio's `SerialState`, which has no
+/// serde of its own).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedUart {
+    dll: u8,
+    dlm: u8,
+    ier: u8,
+    iir: u8,
+    lcr: u8,
+    lsr: u8,
+    mcr: u8,
+    msr: u8,
+    scr: u8,
+    rx: Vec<u8>,
+}
+
+impl crate::vmstate::Stateful for SerialDevice {
+    fn save_state(&self) -> serde_json::Value {
+        let s = self.uart.state();
+        crate::vmstate::to_value(&SavedUart {
+            dll: s.baud_divisor_low,
+            dlm: s.baud_divisor_high,
+            ier: s.interrupt_enable,
+            iir: s.interrupt_identification,
+            lcr: s.line_control,
+            lsr: s.line_status,
+            mcr: s.modem_control,
+            msr: s.modem_status,
+            scr: s.scratch,
+            rx: s.in_buffer,
+        })
+    }
+
+    fn restore_state(&mut self, v: &serde_json::Value) -> Result<(), String> {
+        let s: SavedUart = crate::vmstate::from_value(v)?;
+        let state = vm_superio::serial::SerialState {
+            baud_divisor_low: s.dll,
+            baud_divisor_high: s.dlm,
+            interrupt_enable: s.ier,
+            interrupt_identification: s.iir,
+            line_control: s.lcr,
+            line_status: s.lsr,
+            modem_control: s.mcr,
+            modem_status: s.msr,
+            scratch: s.scr,
+            in_buffer: s.rx,
+        };
+        let irq = self
+            .uart
+            .interrupt_evt()
+            .0
+            .try_clone()
+            .map_err(|e| e.to_string())?;
+        let space = self
+            .uart
+            .events()
+            .0
+            .try_clone()
+            .map_err(|e| e.to_string())?;
+        let out = self.uart.writer().clone();
+        self.uart = Serial::from_state(&state, IrqFdTrigger(irq), RxSpace(space), out)
+            .map_err(|e| format!("{e:?}"))?;
+        Ok(())
+    }
+}
+
 impl BusDevice for SerialDevice {
     fn read(&mut self, _base: u64, offset: u64, data: &mut [u8]) {
         if let Some(first) = data.first_mut() {

@@ -39,7 +39,7 @@ const CCB_AUX_OFF: u8 = 0x20;
 const CCB_XLATE: u8 = 0x40;
 
 /// Where a byte in the output buffer came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Source {
     Controller,
     Keyboard,
@@ -60,6 +60,44 @@ pub struct I8042 {
     kbd_irq: Box<dyn IrqLine>,
     aux_irq: Box<dyn IrqLine>,
     exits: Option<ExitSink>,
+}
+
+/// The controller's registers and buffers, and both devices'.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedI8042 {
+    ccb: u8,
+    status: u8,
+    obf: Option<(u8, Source)>,
+    replies: Vec<(u8, Source)>,
+    pending: Option<u8>,
+    kbd: Keyboard,
+    mouse: Mouse,
+}
+
+impl crate::vmstate::Stateful for I8042 {
+    fn save_state(&self) -> serde_json::Value {
+        crate::vmstate::to_value(&SavedI8042 {
+            ccb: self.ccb,
+            status: self.status,
+            obf: self.obf,
+            replies: self.replies.iter().copied().collect(),
+            pending: self.pending,
+            kbd: self.kbd.clone(),
+            mouse: self.mouse.clone(),
+        })
+    }
+
+    fn restore_state(&mut self, v: &serde_json::Value) -> Result<(), String> {
+        let s: SavedI8042 = crate::vmstate::from_value(v)?;
+        self.ccb = s.ccb;
+        self.status = s.status;
+        self.obf = s.obf;
+        self.replies = s.replies.into();
+        self.pending = s.pending;
+        self.kbd = s.kbd;
+        self.mouse = s.mouse;
+        Ok(())
+    }
 }
 
 impl I8042 {

@@ -25,7 +25,7 @@ fn push(q: &mut VecDeque<u8>, bytes: &[u8]) {
 }
 
 /// The keyboard.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Keyboard {
     /// Bytes for the controller, oldest first.
     pub out: VecDeque<u8>,
@@ -124,7 +124,7 @@ impl Keyboard {
 }
 
 /// The mouse.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Mouse {
     /// Bytes for the controller, oldest first.
     pub out: VecDeque<u8>,

@@ -65,6 +65,8 @@ pub const COMMANDS: &[&str] = &[
     "remove-fd",
     "query-fdsets",
     "add_client",
+    "migrate",
+    "query-migrate",
 ];
 
 /// How long a command that asks the main loop for something (power button, reset,
@@ -89,6 +91,8 @@ pub struct Commands {
     /// Failed read and write counts per block device at the last poll.
     /// Failed (read, write) operations seen per block device, by its view's address.
     block_failures: Mutex<std::collections::HashMap<usize, (u64, u64)>>,
+    /// The last `migrate`'s outcome, for `query-migrate`.
+    pub(crate) migration: super::migrate::MigrationInfo,
 }
 
 impl Commands {
@@ -109,6 +113,7 @@ impl Commands {
             events: OnceLock::new(),
             balloon_actual: Mutex::new(None),
             block_failures: Mutex::new(Default::default()),
+            migration: Default::default(),
         }
     }
 
@@ -117,6 +122,11 @@ impl Commands {
             v.set_events(events.clone());
         }
         let _ = self.events.set(events);
+    }
+
+    /// The event sender, once the server has given it.
+    pub(crate) fn event_sender(&self) -> Option<qmp::EventSender> {
+        self.events.get().cloned()
     }
 
     pub(crate) fn emit(&self, name: &str, data: Option<Value>) {
@@ -187,6 +197,7 @@ impl Commands {
                 "plugged-memory": 0,
             })),
             "query-target" => ok(json!({"arch": "x86_64"})),
+            "query-migrate" => ok(self.migration.get()),
             // We do not implement S3, so the guest cannot be woken from it.
             "query-current-machine" => ok(json!({"wakeup-suspend-support": false})),
             "human-monitor-command" => {
@@ -203,7 +214,7 @@ impl Commands {
             c if super::display::COMMANDS.contains(&c) => self.run_display(c, &args),
             // The server runs these with the client's fds; called without any (tests),
             // they fail as they would for a client that passed none.
-            c @ ("getfd" | "closefd" | "add_client" | "add-fd") => {
+            c @ ("getfd" | "closefd" | "add_client" | "add-fd" | "migrate") => {
                 self.call_with_fds(c, args, &mut ClientFds::default())
             }
             "remove-fd" => {
@@ -508,6 +519,7 @@ impl Handler for Commands {
             "netdev_add" if args.contains_key("fd") || args.contains_key("fds") => {
                 self.netdev_add_with_fd(&args, fds)
             }
+            "migrate" => return self.migrate(&args, fds),
             _ => return self.run(command, args),
         })
     }
@@ -727,6 +739,7 @@ mod tests {
                 "BALLOON_CHANGE",
                 "BLOCK_IO_ERROR",
                 "DEVICE_TRAY_MOVED",
+                "MIGRATION",
                 "DEVICE_DELETED",
                 "VNC_CONNECTED",
                 "VNC_INITIALIZED",
@@ -835,6 +848,9 @@ mod tests {
                 "remove-fd" => {
                     args.insert("fdset-id".into(), json!(424242));
                 }
+                "migrate" => {
+                    args.insert("uri".into(), json!("fd:f"));
+                }
                 _ => {}
             }
             let cmd = c.schema.command(name).unwrap();
@@ -849,7 +865,9 @@ mod tests {
                     assert_eq!(e.class, qmp::ErrorClass::GenericError, "{name}");
                 }
                 // No fd passed with the call.
-                Err(e) if ["getfd", "closefd", "add_client", "add-fd"].contains(name) => {
+                Err(e)
+                    if ["getfd", "closefd", "add_client", "add-fd", "migrate"].contains(name) =>
+                {
                     assert!(
                         e.desc.contains("SCM_RIGHTS") || e.desc.contains("'f'"),
                         "{e:?}"

@@ -20,6 +20,7 @@ pub mod events;
 pub mod hmp;
 pub mod hotplug;
 pub mod media;
+mod migrate;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -70,7 +70,7 @@ pub fn slots_of(spec: &machine_spec::MachineSpec) -> u32 {
 }
 
 /// The hot-plug state of the root bus's 32 slots.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AcpiHotplugRegs {
     up: u32,
     down: u32,

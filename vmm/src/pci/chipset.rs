@@ -211,6 +211,16 @@ impl PciDevice for ChipsetFunction {
     fn set_multifunction(&mut self) {
         self.config.set_multifunction(true);
     }
+    fn save_state(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!(self.config.save_regs()))
+    }
+    fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), String> {
+        self.config
+            .restore_regs(&crate::vmstate::from_value::<Vec<u32>>(state)?)
+    }
+    fn state_name(&self) -> String {
+        self.name.into()
+    }
 }
 
 #[cfg(test)]

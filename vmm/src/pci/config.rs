@@ -93,6 +93,24 @@ impl ConfigSpace {
         }
     }
 
+    /// The register values (a saved machine keeps these; masks, BAR sizes and the
+    /// capability chain come from the device model, which the restore builds again).
+    pub fn save_regs(&self) -> Vec<u32> {
+        self.regs.to_vec()
+    }
+
+    /// Puts saved register values back.
+    pub fn restore_regs(&mut self, regs: &[u32]) -> Result<(), String> {
+        if regs.len() != CONFIG_DWORDS {
+            return Err(format!(
+                "{} configuration registers, not {CONFIG_DWORDS}",
+                regs.len()
+            ));
+        }
+        self.regs.copy_from_slice(regs);
+        Ok(())
+    }
+
     /// Marks the function as a bridge-less multi-function header (bit 7 of the
     /// header type) so the guest scans functions 1..7 of the slot.
     pub fn set_multifunction(&mut self, on: bool) {

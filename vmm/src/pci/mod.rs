@@ -71,6 +71,20 @@ pub trait PciDevice: Send {
     /// Sets the multi-function bit of the header type (function 0 of a slot
     /// that has other functions).
     fn set_multifunction(&mut self) {}
+    /// The function's state for a saved machine (`crate::vmstate`); `None` for a
+    /// device that cannot save it yet, which blocks saving the machine.
+    fn save_state(&self) -> Option<serde_json::Value> {
+        None
+    }
+    /// Takes the state [`PciDevice::save_state`] gave, on a function just built
+    /// from the same spec.
+    fn restore_state(&mut self, _state: &serde_json::Value) -> Result<(), String> {
+        Err("this device cannot restore a saved state".into())
+    }
+    /// What to call the function in an error (its model).
+    fn state_name(&self) -> String {
+        "a PCI device".into()
+    }
     /// For a bridge (type-1 header): the bus behind it.
     fn bridge(&self) -> Option<BridgeBus> {
         None

@@ -88,6 +88,16 @@ impl PciDevice for HostBridge {
         data.fill(0xff);
     }
     fn bar_write(&mut self, _bar: usize, _offset: u64, _data: &[u8]) {}
+    fn save_state(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!(self.config.save_regs()))
+    }
+    fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), String> {
+        self.config
+            .restore_regs(&crate::vmstate::from_value::<Vec<u32>>(state)?)
+    }
+    fn state_name(&self) -> String {
+        "host bridge".into()
+    }
 }
 
 struct Slot {
@@ -495,14 +505,85 @@ impl PciRoot {
             }
             return;
         }
-        let Some(s) = self.function(bus, devfn) else {
-            return;
-        };
-        // Keep the decode table current, and tell the device where each BAR now
-        // decodes when that changed (ioeventfds must follow): a BAR moved while
-        // decoding, and one that starts decoding — firmware and a hot-plug driver
-        // program BARs with decoding off, so the first address the device hears of
-        // may differ from the one it bound its ioeventfds to at creation.
+        if let Some(s) = self.function(bus, devfn) {
+            s.refresh_decoding();
+        }
+    }
+
+    /// The state of every function for a saved machine, keyed `BUS:DEVFN` (the
+    /// spec's bus index); the first function that cannot save blocks it: (bus,
+    /// devfn, what it is).
+    pub fn save_state(&self) -> Result<serde_json::Value, (u8, u8, String)> {
+        let mut functions = serde_json::Map::new();
+        let all = self.slots.iter().map(|(d, s)| (0u8, d, s)).chain(
+            self.behind
+                .iter()
+                .flat_map(|(b, m)| m.iter().map(move |(d, s)| (*b, d, s))),
+        );
+        for (bus, devfn, s) in all {
+            let key = format!("{bus}:{devfn}");
+            let state = s
+                .dev
+                .save_state()
+                .ok_or_else(|| (bus, *devfn, s.dev.state_name()))?;
+            functions.insert(key, state);
+        }
+        Ok(serde_json::json!({
+            "config_address": self.config_address,
+            "acpi_hotplug": self.acpi_hotplug.as_ref().map(crate::vmstate::to_value),
+            "functions": functions,
+        }))
+    }
+
+    /// Takes what [`PciRoot::save_state`] gave, on a bus built from the same spec.
+    pub fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), String> {
+        let functions = state["functions"]
+            .as_object()
+            .ok_or("no PCI functions in the saved state")?;
+        let count = self.slots.len() + self.behind.values().map(|m| m.len()).sum::<usize>();
+        if functions.len() != count {
+            return Err(format!(
+                "{} PCI functions were saved, this machine has {count}",
+                functions.len()
+            ));
+        }
+        for (key, v) in functions {
+            let (bus, devfn) = key
+                .split_once(':')
+                .and_then(|(b, d)| Some((b.parse::<u8>().ok()?, d.parse::<u8>().ok()?)))
+                .ok_or_else(|| format!("bad PCI function key '{key}'"))?;
+            let slot = if bus == 0 {
+                self.slots.get_mut(&devfn)
+            } else {
+                self.behind.get_mut(&bus).and_then(|m| m.get_mut(&devfn))
+            }
+            .ok_or_else(|| format!("no PCI function {key} in this machine"))?;
+            slot.dev
+                .restore_state(v)
+                .map_err(|e| format!("{}: {e}", slot.dev.state_name()))?;
+            slot.refresh_decoding();
+        }
+        self.config_address = state["config_address"]
+            .as_u64()
+            .and_then(|a| u32::try_from(a).ok())
+            .unwrap_or(0);
+        if let (Some(regs), Some(v)) = (self.acpi_hotplug.as_mut(), state.get("acpi_hotplug")) {
+            if !v.is_null() {
+                *regs = crate::vmstate::from_value(v)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Slot {
+    /// Keeps the decode table current, and tells the device where each BAR now
+    /// decodes when that changed (ioeventfds must follow): a BAR moved while
+    /// decoding, and one that starts decoding — firmware and a hot-plug driver
+    /// program BARs with decoding off, so the first address the device hears of
+    /// may differ from the one it bound its ioeventfds to at creation.
+    fn refresh_decoding(&mut self) {
+        let s = self;
         let now = if s.dev.memory_enabled() {
             s.dev.bars()
         } else {
@@ -523,7 +604,9 @@ impl PciRoot {
             Vec::new()
         };
     }
+}
 
+impl PciRoot {
     /// Guest read from ports 0xCF8..0xCFF (`offset` relative to 0xCF8).
     pub fn pio_read(&mut self, offset: u64, data: &mut [u8]) {
         data.fill(0xff);

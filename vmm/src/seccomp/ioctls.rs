@@ -59,6 +59,16 @@ pub const KVM_SET_LAPIC: u64 = kvm(WRITE, 0x8f, size_of::<kb::kvm_lapic_state>()
 pub const KVM_SET_CPUID2: u64 = kvm(WRITE, 0x90, size_of::<kb::kvm_cpuid2>());
 pub const KVM_SET_MP_STATE: u64 = kvm(WRITE, 0x99, size_of::<kb::kvm_mp_state>());
 pub const KVM_ENABLE_CAP: u64 = kvm(WRITE, 0xa3, size_of::<kb::kvm_enable_cap>());
+// Saving a machine's state from the main thread (vmstate.rs; restoring happens
+// before any filter is installed).
+pub const KVM_GET_IRQCHIP: u64 = kvm(READ | WRITE, 0x62, size_of::<kb::kvm_irqchip>());
+pub const KVM_GET_PIT2: u64 = kvm(READ, 0x9f, size_of::<kb::kvm_pit_state2>());
+pub const KVM_GET_MSRS: u64 = kvm(READ | WRITE, 0x88, size_of::<kb::kvm_msrs>());
+pub const KVM_GET_MP_STATE: u64 = kvm(READ, 0x98, size_of::<kb::kvm_mp_state>());
+pub const KVM_GET_VCPU_EVENTS: u64 = kvm(READ, 0x9f, size_of::<kb::kvm_vcpu_events>());
+pub const KVM_GET_DEBUGREGS: u64 = kvm(READ, 0xa1, size_of::<kb::kvm_debugregs>());
+pub const KVM_GET_XSAVE: u64 = kvm(READ, 0xa4, size_of::<kb::kvm_xsave>());
+pub const KVM_GET_XCRS: u64 = kvm(READ, 0xa6, size_of::<kb::kvm_xcrs>());
 pub const KVM_GET_SUPPORTED_HV_CPUID: u64 = kvm(READ | WRITE, 0xc1, size_of::<kb::kvm_cpuid2>());
 
 // Block devices (`<linux/fs.h>`): size, discard (BLKSSZGET is in libc).

@@ -88,6 +88,11 @@ fn kvm_request_numbers_match_the_kernel_headers() {
     assert_eq!(ioctls::KVM_GET_REGS, 0x8090ae81);
     assert_eq!(ioctls::KVM_IRQFD, 0x4020ae76);
     assert_eq!(ioctls::KVM_GET_DIRTY_LOG, 0x4010ae42);
+    assert_eq!(ioctls::KVM_GET_XSAVE, 0x9000aea4);
+    assert_eq!(ioctls::KVM_GET_MSRS, 0xc008ae88);
+    assert_eq!(ioctls::KVM_GET_IRQCHIP, 0xc208ae62);
+    assert_eq!(ioctls::KVM_GET_PIT2, 0x8070ae9f);
+    assert_eq!(ioctls::KVM_GET_VCPU_EVENTS, 0x8040ae9f);
     assert_eq!(ioctls::BLKGETSIZE64, 0x80081272);
     assert_eq!(ioctls::BLKDISCARD, 0x1277);
 }

@@ -543,6 +543,41 @@ pub struct PciMachine {
     hotplug: Arc<super::hotplug::HotplugHub>,
 }
 
+impl PciMachine {
+    /// The state of the PCI bus and its functions for a saved machine; a function
+    /// that cannot save blocks it, named by its spec id where it has one.
+    pub fn save_state(&self) -> Result<serde_json::Value, String> {
+        let host = self._host.lock().unwrap_or_else(|e| e.into_inner());
+        host.root.save_state().map_err(|(bus, devfn, what)| {
+            let (slot, function) = (devfn >> 3, devfn & 7);
+            let id = if bus == 0 {
+                self.placed
+                    .iter()
+                    .find(|p| p.1 == slot && p.2 == function)
+                    .map(|p| p.0.clone())
+            } else {
+                self.behind
+                    .iter()
+                    .find(|b| b.2 == (slot, function))
+                    .map(|b| b.0.clone())
+            };
+            match id {
+                Some(id) => format!("{id} ({what})"),
+                None => format!("{what} at {bus:02x}:{slot:02x}.{function}"),
+            }
+        })
+    }
+
+    /// Puts a saved state back into this (just built) bus.
+    pub fn restore_state(&self, state: &serde_json::Value) -> Result<(), String> {
+        self._host
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .root
+            .restore_state(state)
+    }
+}
+
 impl Drop for PciMachine {
     fn drop(&mut self) {
         self.hotplug

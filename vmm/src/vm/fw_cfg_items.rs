@@ -138,6 +138,7 @@ mod tests {
             warnings: Vec::new(),
             files: Vec::new(),
             run_as: None,
+            incoming: None,
         }
     }
 

@@ -95,6 +95,15 @@ pub(in crate::seccomp) fn allow(a: &mut AllowList) {
         KVM_CREATE_PIT2,
         KVM_SET_CLOCK,
         KVM_GET_CLOCK,
+        // QMP `migrate`: the machine's state, read with its vCPUs stopped (vmstate.rs)
+        KVM_GET_IRQCHIP,
+        KVM_GET_PIT2,
+        KVM_GET_MSRS,
+        KVM_GET_MP_STATE,
+        KVM_GET_VCPU_EVENTS,
+        KVM_GET_DEBUGREGS,
+        KVM_GET_XSAVE,
+        KVM_GET_XCRS,
         TUNSETIFF,
         // A tap handed over open (spec `tap_fds`, `netdev_add` with `fd`/`fds`): its
         // name and flags.
