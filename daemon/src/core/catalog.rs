@@ -89,16 +89,12 @@ impl Core {
         }
     }
 
-    /// Creates and starts a transient domain (virDomainCreateXML); it vanishes when
-    /// it stops. An inactive persistent domain with the same name and UUID is
-    /// started from this XML instead, as libvirt does.
-    pub async fn create_xml(&self, xml: &str, flags: u32) -> Result<DomainRef> {
-        Error::check_flags(flags, flags::create::START_PAUSED, "virDomainCreateXML")?;
-        let paused = flags & flags::create::START_PAUSED != 0;
-        let def = Definition::parse(xml)?;
-        let _catalog = self.inner.catalog.lock().await;
+    /// The inactive domain `def` starts as (same name and UUID), or a new transient
+    /// one (`true`: the caller removes it again if the start fails). The catalog
+    /// lock is held.
+    pub(super) fn slot_to_start(&self, def: &Definition) -> Result<(Arc<Slot>, bool)> {
         let uuid = def.uuid();
-        let (slot, fresh) = match self.find_same(&def)? {
+        Ok(match self.find_same(def)? {
             Some(slot) => {
                 if slot.rec().active() {
                     return Err(Error::OperationInvalid(format!(
@@ -128,7 +124,19 @@ impl Core {
                     .insert(uuid, slot.clone());
                 (slot, true)
             }
-        };
+        })
+    }
+
+    /// Creates and starts a transient domain (virDomainCreateXML); it vanishes when
+    /// it stops. An inactive persistent domain with the same name and UUID is
+    /// started from this XML instead, as libvirt does.
+    pub async fn create_xml(&self, xml: &str, flags: u32) -> Result<DomainRef> {
+        Error::check_flags(flags, flags::create::START_PAUSED, "virDomainCreateXML")?;
+        let paused = flags & flags::create::START_PAUSED != 0;
+        let def = Definition::parse(xml)?;
+        let _catalog = self.inner.catalog.lock().await;
+        let uuid = def.uuid();
+        let (slot, fresh) = self.slot_to_start(&def)?;
         let _job = slot.job.lock().await;
         if let Err(e) = self.boot(&slot, def, paused).await {
             if fresh {
@@ -166,6 +174,16 @@ impl Core {
             let has_tpm = r.def.as_ref().is_some_and(|d| d.has_tpm());
             (r.name.clone(), has_tpm)
         };
+        // As libvirt: a managed save image is removed only when the caller says so.
+        let image = self.managed_save_path(&name);
+        if image.exists() {
+            if flags & MANAGED_SAVE == 0 {
+                return Err(Error::OperationInvalid(
+                    "Refusing to undefine while domain managed save image exists".into(),
+                ));
+            }
+            super::save::remove_image(&image)?;
+        }
         self.inner.store.remove(&name)?;
         let still_running = {
             let mut r = slot.rec();

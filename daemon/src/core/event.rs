@@ -32,6 +32,7 @@ pub mod detail {
     }
     pub mod started {
         pub const BOOTED: i32 = 0;
+        pub const RESTORED: i32 = 2;
     }
     pub mod suspended {
         pub const PAUSED: i32 = 0;
@@ -43,6 +44,7 @@ pub mod detail {
         pub const SHUTDOWN: i32 = 0;
         pub const DESTROYED: i32 = 1;
         pub const CRASHED: i32 = 2;
+        pub const SAVED: i32 = 4;
         pub const FAILED: i32 = 5;
     }
     pub mod shutdown {

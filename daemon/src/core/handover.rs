@@ -145,6 +145,8 @@ fn wants(spec: &MachineSpec, kvm: bool) -> Vec<Want> {
     }
     out.extend(spec.boot.kernel.as_deref().map(read));
     out.extend(spec.boot.initrd.as_deref().map(read));
+    // A saved state to start from (restore, managed save).
+    out.extend(spec.incoming.as_ref().map(|i| read(&i.path)));
     if let Some(fw) = &spec.boot.firmware {
         out.push(read(&fw.code));
         // The variable store only once it exists: the VMM creates it from the

@@ -41,12 +41,34 @@ impl Core {
                 .or_else(|| r.live.clone())
                 .ok_or_else(|| Error::Internal(format!("domain '{}' has no definition", r.name)))?
         };
-        self.boot(&slot, def, flags & flags::create::START_PAUSED != 0)
-            .await
+        let paused = flags & flags::create::START_PAUSED != 0;
+        // A managed save image: the domain goes on from it (and the image goes),
+        // unless the caller asks for a fresh boot (which discards it, as libvirt).
+        let image = self.managed_save_path(&slot.name());
+        if image.exists() {
+            if flags & flags::create::FORCE_BOOT == 0 {
+                return self.restore_managed(&slot, &image, paused).await;
+            }
+            super::save::remove_image(&image)?;
+        }
+        self.boot(&slot, def, paused).await
     }
 
     /// Launches `def` for `slot` (job lock held) and marks it running.
     pub(super) async fn boot(&self, slot: &Arc<Slot>, def: Definition, paused: bool) -> Result<()> {
+        self.boot_from(slot, def, paused, None).await
+    }
+
+    /// [`Core::boot`], or with `incoming` the domain goes on from a saved state
+    /// (restore): the VMM starts paused, runs on unless `paused` or the state was
+    /// saved paused, and the events say `restored`.
+    pub(super) async fn boot_from(
+        &self,
+        slot: &Arc<Slot>,
+        def: Definition,
+        paused: bool,
+        incoming: Option<super::save::Incoming>,
+    ) -> Result<()> {
         let mut def = def;
         self.resolve_networks(&mut def)?;
         self.resolve_volumes(&mut def)?;
@@ -55,9 +77,22 @@ impl Core {
         super::tapname::name_taps(&self.inner.next_vnet, &mut def, &mut spec);
         self.live_cpu(def.cpu_mut());
         let name = def.name().to_string();
+        let restoring = incoming.is_some();
+        // A saved paused domain comes back paused (libvirt's `was_running`).
+        let paused = paused || incoming.as_ref().is_some_and(|i| !i.running);
+        spec.incoming = incoming.map(|i| machine_spec::Incoming {
+            path: i.path,
+            offset: i.offset,
+        });
         let vm = self
-            .launch(slot, &name, spec, &def.to_xml(false), paused)
+            .launch(slot, &name, spec, &def.to_xml(false), paused || restoring)
             .await?;
+        if restoring && !paused {
+            if let Err(e) = vm.qmp("cont", None).await {
+                self.discard(&vm).await;
+                return Err(e);
+            }
+        }
         if paused {
             vm.pause_reason.store(paused::USER, Ordering::SeqCst);
         }
@@ -72,10 +107,10 @@ impl Core {
             r.live = Some(def);
             r.vm = Some(vm.clone());
         }
-        let change = if paused {
-            Change::BootPaused
-        } else {
-            Change::Boot
+        let change = match (paused, restoring) {
+            (true, _) => Change::BootPaused,
+            (false, true) => Change::Restore,
+            (false, false) => Change::Boot,
         };
         slot.apply(change)?;
         {
@@ -85,7 +120,11 @@ impl Core {
         self.emit(Event::Lifecycle {
             domain: slot.domain_ref(),
             event: kind::STARTED,
-            detail: detail::started::BOOTED,
+            detail: if restoring {
+                detail::started::RESTORED
+            } else {
+                detail::started::BOOTED
+            },
         });
         if paused {
             self.emit(Event::Lifecycle {
@@ -97,7 +136,7 @@ impl Core {
         Ok(())
     }
 
-    fn running_vm(slot: &Slot) -> Result<Arc<super::supervise::Vm>> {
+    pub(super) fn running_vm(slot: &Slot) -> Result<Arc<super::supervise::Vm>> {
         let r = slot.rec();
         r.require_active()?;
         r.vm.clone()

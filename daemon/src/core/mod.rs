@@ -79,6 +79,7 @@ mod netresolve;
 pub mod nodedev;
 mod query;
 pub mod runtime;
+mod save;
 pub mod secret;
 mod slot;
 pub mod state;

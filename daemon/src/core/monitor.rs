@@ -45,7 +45,7 @@ pub struct Monitor {
 }
 
 /// How long one command may take before the daemon gives up on it.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Monitor {
     /// Connects to `path`, reads the greeting, negotiates capabilities; returns the
@@ -119,9 +119,22 @@ impl Monitor {
         arguments: Option<Value>,
         fds: &[std::os::fd::BorrowedFd<'_>],
     ) -> Result<Value, MonitorError> {
+        self.execute_within(command, arguments, fds, COMMAND_TIMEOUT)
+            .await
+    }
+
+    /// [`Monitor::execute_with_fds`] with its own time limit (a save writes all of
+    /// guest RAM before it answers).
+    pub async fn execute_within(
+        &self,
+        command: &str,
+        arguments: Option<Value>,
+        fds: &[std::os::fd::BorrowedFd<'_>],
+        limit: Duration,
+    ) -> Result<Value, MonitorError> {
         let args = arguments.unwrap_or(Value::Null);
         let call = self.client.execute_with_fds(command, args, fds);
-        match tokio::time::timeout(COMMAND_TIMEOUT, call).await {
+        match tokio::time::timeout(limit, call).await {
             Ok(r) => r.map_err(|e| convert(e, &self.path)),
             Err(_) => Err(MonitorError::Timeout(command.to_string())),
         }

@@ -48,7 +48,10 @@ impl Core {
         let mut out = Vec::new();
         for slot in self.slots() {
             let info = self.info_of(&slot);
-            if matches_filter(&info, flags) {
+            // Only looked at when a filter asks (one stat per domain).
+            let saved = flags & (flags::list::MANAGEDSAVE | flags::list::NO_MANAGEDSAVE) != 0
+                && self.managed_save_path(&info.domain.name).exists();
+            if matches_filter(&info, flags, saved) {
                 out.push(info);
             }
         }
@@ -207,7 +210,7 @@ impl Core {
 
 /// libvirt's filter semantics: within each group of flags, a domain must match
 /// one of the set bits; groups with no bit set do not filter.
-fn matches_filter(info: &DomainInfo, flags: u32) -> bool {
+fn matches_filter(info: &DomainInfo, flags: u32, managed_save: bool) -> bool {
     use flags::list::*;
     let group = |a: u32, b: u32, is_a: bool| -> bool {
         let set = flags & (a | b);
@@ -227,7 +230,7 @@ fn matches_filter(info: &DomainInfo, flags: u32) -> bool {
     group(ACTIVE, INACTIVE, active)
         && group(PERSISTENT, TRANSIENT, info.persistent)
         && state_ok
-        && group(MANAGEDSAVE, NO_MANAGEDSAVE, false)
+        && group(MANAGEDSAVE, NO_MANAGEDSAVE, managed_save)
         && group(AUTOSTART, NO_AUTOSTART, info.autostart)
         && group(HAS_SNAPSHOT, NO_SNAPSHOT, false)
         && group(HAS_CHECKPOINT, NO_CHECKPOINT, false)
@@ -271,14 +274,16 @@ mod tests {
         let run = info(State::Running, true);
         let off = info(State::Shutoff, true);
         let trans = info(State::Paused, false);
-        assert!(matches_filter(&run, 0));
-        assert!(matches_filter(&run, ACTIVE));
-        assert!(!matches_filter(&off, ACTIVE));
-        assert!(matches_filter(&off, ACTIVE | INACTIVE));
-        assert!(matches_filter(&trans, TRANSIENT | PAUSED));
-        assert!(!matches_filter(&trans, PERSISTENT));
-        assert!(matches_filter(&run, NO_MANAGEDSAVE | NO_SNAPSHOT));
-        assert!(!matches_filter(&run, MANAGEDSAVE));
-        assert!(!matches_filter(&run, AUTOSTART));
+        assert!(matches_filter(&run, 0, false));
+        assert!(matches_filter(&run, ACTIVE, false));
+        assert!(!matches_filter(&off, ACTIVE, false));
+        assert!(matches_filter(&off, ACTIVE | INACTIVE, false));
+        assert!(matches_filter(&trans, TRANSIENT | PAUSED, false));
+        assert!(!matches_filter(&trans, PERSISTENT, false));
+        assert!(matches_filter(&run, NO_MANAGEDSAVE | NO_SNAPSHOT, false));
+        assert!(!matches_filter(&run, MANAGEDSAVE, false));
+        assert!(matches_filter(&off, MANAGEDSAVE, true));
+        assert!(!matches_filter(&off, NO_MANAGEDSAVE, true));
+        assert!(!matches_filter(&run, AUTOSTART, false));
     }
 }

@@ -32,6 +32,7 @@ pub struct StateReason {
 pub mod running {
     pub const UNKNOWN: i32 = 0;
     pub const BOOTED: i32 = 1;
+    pub const RESTORED: i32 = 3;
     pub const UNPAUSED: i32 = 5;
 }
 /// `virDomainPausedReason`.
@@ -48,6 +49,7 @@ pub mod shutoff {
     pub const SHUTDOWN: i32 = 1;
     pub const DESTROYED: i32 = 2;
     pub const CRASHED: i32 = 3;
+    pub const SAVED: i32 = 5;
     pub const FAILED: i32 = 6;
     pub const DAEMON: i32 = 8;
 }
@@ -78,6 +80,9 @@ pub enum Change {
     Boot,
     /// The VMM is up with the vCPUs stopped from the start.
     BootPaused,
+    /// The VMM is up from a saved state and the vCPUs run (a paused restore is
+    /// `BootPaused`).
+    Restore,
     /// The vCPUs stopped (`reason` from [`paused`]).
     Pause(i32),
     /// The vCPUs run again.
@@ -103,6 +108,9 @@ pub fn transition(from: State, change: Change) -> Result<Option<StateReason>, In
     let invalid = Err(InvalidTransition { from, change });
     match (from, change) {
         (Shutoff | NoState, Change::Boot) => Ok(Some(StateReason::new(Running, running::BOOTED))),
+        (Shutoff | NoState, Change::Restore) => {
+            Ok(Some(StateReason::new(Running, running::RESTORED)))
+        }
         // libvirt (qemuProcessFinishStartup) leaves a domain started paused in
         // `paused (user)`: the user asked for it.
         (Shutoff | NoState, Change::BootPaused) => Ok(Some(StateReason::new(Paused, paused::USER))),
@@ -120,6 +128,7 @@ pub fn transition(from: State, change: Change) -> Result<Option<StateReason>, In
         (Crashed, Change::Crash(_)) => Ok(None),
         (Running | Blocked | Paused | Shutdown | Crashed | PmSuspended, Change::Boot)
         | (Running | Blocked | Paused | Shutdown | Crashed | PmSuspended, Change::BootPaused)
+        | (Running | Blocked | Paused | Shutdown | Crashed | PmSuspended, Change::Restore)
         | (Shutoff | NoState | Crashed | Shutdown | PmSuspended, Change::Pause(_))
         | (Shutoff | NoState | Crashed | Shutdown | PmSuspended, Change::Resume)
         | (NoState, Change::Stop(_))

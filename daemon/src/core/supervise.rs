@@ -42,6 +42,9 @@ pub(super) struct Vm {
     pub monitor: Monitor,
     /// A host-initiated stop (destroy) is under way: the exit is not a crash.
     pub stopping: AtomicBool,
+    /// The domain's state was saved (save, managed save) and the VMM is ending:
+    /// it stops as `shut off (saved)`.
+    pub saved: AtomicBool,
     /// The domain is rebooting through a power-off (libvirt's "fake reboot").
     pub rebooting: AtomicBool,
     /// Reason the next `STOP` event stands for (set by suspend).
@@ -87,8 +90,29 @@ impl Vm {
         args: Option<Value>,
         fds: &[std::os::fd::BorrowedFd<'_>],
     ) -> Result<Value> {
+        self.qmp_fds_within(command, args, fds, super::monitor::COMMAND_TIMEOUT)
+            .await
+    }
+
+    /// [`Vm::qmp`] with its own time limit.
+    pub async fn qmp_within(
+        &self,
+        command: &str,
+        args: Option<Value>,
+        limit: Duration,
+    ) -> Result<Value> {
+        self.qmp_fds_within(command, args, &[], limit).await
+    }
+
+    async fn qmp_fds_within(
+        &self,
+        command: &str,
+        args: Option<Value>,
+        fds: &[std::os::fd::BorrowedFd<'_>],
+        limit: Duration,
+    ) -> Result<Value> {
         self.monitor
-            .execute_with_fds(command, args, fds)
+            .execute_within(command, args, fds, limit)
             .await
             .map_err(|e| match e {
                 MonitorError::Command { desc, .. } => Error::OperationFailed(desc),
@@ -343,6 +367,7 @@ impl Core {
             rt,
             monitor,
             stopping: AtomicBool::new(false),
+            saved: AtomicBool::new(false),
             rebooting: AtomicBool::new(false),
             pause_reason: AtomicI32::new(paused::UNKNOWN),
             shutdown_reason: Mutex::new(None),
@@ -404,6 +429,7 @@ impl Core {
             rt,
             monitor,
             stopping: AtomicBool::new(status.stopping),
+            saved: AtomicBool::new(false),
             rebooting: AtomicBool::new(false),
             pause_reason: AtomicI32::new(paused::UNKNOWN),
             shutdown_reason: Mutex::new(status.shutdown_reason.clone()),
@@ -579,7 +605,11 @@ impl Core {
         super::vm_cgroup::remove(&slot.name(), vm.pid);
         let stopping = vm.stopping.load(Ordering::SeqCst);
         let reason = vm.shutdown_reason.lock().expect("poisoned").clone();
-        let (shutoff_reason, stopped_detail) = classify(info, stopping, reason.as_deref());
+        let (shutoff_reason, stopped_detail) = if vm.saved.load(Ordering::SeqCst) {
+            (shutoff::SAVED, detail::stopped::SAVED)
+        } else {
+            classify(info, stopping, reason.as_deref())
+        };
         let rebooting =
             vm.rebooting.load(Ordering::SeqCst) && !stopping && shutoff_reason == shutoff::SHUTDOWN;
         tracing::info!(domain = %slot.name(), ?info, shutoff_reason, rebooting, "VMM exited");

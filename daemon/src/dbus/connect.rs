@@ -142,9 +142,19 @@ impl ConnectIface {
         Ok(self.ctx.path(&self.ctx.core.lookup_by_uuid(&uuid)?.uuid))
     }
 
+    /// An empty `xml` is libvirt-dbus's NULL.
     #[zbus(name = "DomainRestore")]
-    async fn domain_restore(&self, _from: String, _xml: String, _flags: u32) -> Result<()> {
-        Err(unsupported("virDomainRestoreFlags"))
+    async fn domain_restore(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        from: String,
+        xml: String,
+        flags: u32,
+    ) -> Result<()> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        let xml = Some(xml.as_str()).filter(|x| !x.is_empty());
+        Ok(self.ctx.core.restore(&from, xml, flags).await?)
     }
 
     #[zbus(name = "DomainSaveImageDefineXML")]
@@ -158,8 +168,15 @@ impl ConnectIface {
     }
 
     #[zbus(name = "DomainSaveImageGetXMLDesc", out_args("xml"))]
-    async fn domain_save_image_get_xml_desc(&self, _file: String, _flags: u32) -> Result<String> {
-        Err(unsupported("virDomainSaveImageGetXMLDesc"))
+    async fn domain_save_image_get_xml_desc(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        file: String,
+        flags: u32,
+    ) -> Result<String> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Ok(self.ctx.core.save_image_xml(&file, flags)?)
     }
 
     #[zbus(name = "FindStoragePoolSources", out_args("storagePoolSources"))]

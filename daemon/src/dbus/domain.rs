@@ -588,8 +588,14 @@ impl DomainIface {
     }
 
     #[zbus(name = "HasManagedSaveImage", out_args("managedSaveImage"))]
-    async fn has_managed_save_image(&self, _flags: u32) -> Result<bool> {
-        Err(unsupported("virDomainHasManagedSaveImage"))
+    async fn has_managed_save_image(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        flags: u32,
+    ) -> Result<bool> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Ok(self.ctx.core.has_managed_save_image(&self.uuid, flags)?)
     }
 
     #[zbus(name = "InjectNMI")]
@@ -637,13 +643,25 @@ impl DomainIface {
     }
 
     #[zbus(name = "ManagedSave")]
-    async fn managed_save(&self, _flags: u32) -> Result<()> {
-        Err(unsupported("virDomainManagedSave"))
+    async fn managed_save(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        flags: u32,
+    ) -> Result<()> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Ok(self.ctx.core.managed_save(&self.uuid, flags).await?)
     }
 
     #[zbus(name = "ManagedSaveRemove")]
-    async fn managed_save_remove(&self, _flags: u32) -> Result<()> {
-        Err(unsupported("virDomainManagedSaveRemove"))
+    async fn managed_save_remove(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        flags: u32,
+    ) -> Result<()> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Ok(self.ctx.core.managed_save_remove(&self.uuid, flags).await?)
     }
 
     #[zbus(name = "MemoryPeek", out_args("buffer"))]
@@ -819,9 +837,19 @@ impl DomainIface {
         Ok(self.ctx.core.resume(&self.uuid).await?)
     }
 
+    /// An empty `xml` is libvirt-dbus's NULL.
     #[zbus(name = "Save")]
-    async fn save(&self, _to: String, _xml: String, _flags: u32) -> Result<()> {
-        Err(unsupported("virDomainSaveFlags"))
+    async fn save(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        to: String,
+        xml: String,
+        flags: u32,
+    ) -> Result<()> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        let xml = Some(xml.as_str()).filter(|x| !x.is_empty());
+        Ok(self.ctx.core.save(&self.uuid, &to, xml, flags).await?)
     }
 
     #[zbus(name = "SendKey")]

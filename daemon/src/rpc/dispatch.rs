@@ -89,6 +89,7 @@ fn read_only_safe(proc_: i32) -> bool {
             | CONNECT_GET_LIB_VERSION
             | DOMAIN_MEMORY_STATS
             | DOMAIN_HAS_MANAGED_SAVE_IMAGE
+            | DOMAIN_SAVE_IMAGE_GET_XML_DESC
             | DOMAIN_SNAPSHOT_NUM
             | DOMAIN_GET_VCPUS_FLAGS
             | DOMAIN_IS_UPDATED

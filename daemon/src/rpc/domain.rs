@@ -11,9 +11,10 @@ use super::proto::{
     remote, DeviceArgs, DeviceFlagsArgs, DomainArgs, DomainFlagsArgs, DomainInfoRet,
     GetMetadataArgs, IdListRet, IntValue, InterfaceAddressesArgs, ListAllArgs, ListAllDomainsRet,
     ListSnapshotsArgs, MemoryStat, MemoryStatsArgs, MemoryStatsRet, MonitorCommandArgs,
-    NonnullDomain, OpenConsoleArgs, RenameArgs, SchedulerTypeRet, SecurityLabelRet,
-    SetAutostartArgs, SetMemoryArgs, SetMemoryFlagsArgs, SetMetadataArgs, SetVcpusArgs,
-    SetVcpusFlagsArgs, StateRet, StringListRet, StringValue, U64Value, UuidArgs, XmlFlagsArgs,
+    NonnullDomain, OpenConsoleArgs, RenameArgs, RestoreFlagsArgs, SaveArgs, SaveFlagsArgs,
+    SaveImageXmlArgs, SchedulerTypeRet, SecurityLabelRet, SetAutostartArgs, SetMemoryArgs,
+    SetMemoryFlagsArgs, SetMetadataArgs, SetVcpusArgs, SetVcpusFlagsArgs, StateRet, StringListRet,
+    StringValue, U64Value, UuidArgs, XmlFlagsArgs,
 };
 use super::stream::ConsoleStream;
 use super::xdr::CharArray;
@@ -389,10 +390,65 @@ pub async fn call(conn: &mut Conn, h: &Header, payload: &[u8]) -> CallResult {
                     .collect(),
             })
         }
-        remote::DOMAIN_HAS_MANAGED_SAVE_IMAGE | remote::DOMAIN_SNAPSHOT_NUM => {
+        remote::DOMAIN_SNAPSHOT_NUM => {
             let a: DomainFlagsArgs = args(p, payload)?;
             core.lookup_by_uuid(&uuid_of(&a.dom)).map_err(vir)?;
             ret(IntValue { value: 0 })
+        }
+        remote::DOMAIN_HAS_MANAGED_SAVE_IMAGE => {
+            let a: DomainFlagsArgs = args(p, payload)?;
+            let has = core
+                .has_managed_save_image(&uuid_of(&a.dom), a.flags)
+                .map_err(vir)?;
+            ret(IntValue {
+                value: i32::from(has),
+            })
+        }
+        remote::DOMAIN_MANAGED_SAVE => {
+            let a: DomainFlagsArgs = args(p, payload)?;
+            core.managed_save(&uuid_of(&a.dom), a.flags)
+                .await
+                .map_err(vir)?;
+            void()
+        }
+        remote::DOMAIN_MANAGED_SAVE_REMOVE => {
+            let a: DomainFlagsArgs = args(p, payload)?;
+            core.managed_save_remove(&uuid_of(&a.dom), a.flags)
+                .await
+                .map_err(vir)?;
+            void()
+        }
+        remote::DOMAIN_SAVE => {
+            let a: SaveArgs = args(p, payload)?;
+            core.save(&uuid_of(&a.dom), &a.to, None, 0)
+                .await
+                .map_err(vir)?;
+            void()
+        }
+        remote::DOMAIN_SAVE_FLAGS => {
+            let a: SaveFlagsArgs = args(p, payload)?;
+            core.save(&uuid_of(&a.dom), &a.to, a.dxml.as_deref(), a.flags)
+                .await
+                .map_err(vir)?;
+            void()
+        }
+        remote::DOMAIN_RESTORE => {
+            let a: StringValue = args(p, payload)?;
+            core.restore(&a.value, None, 0).await.map_err(vir)?;
+            void()
+        }
+        remote::DOMAIN_RESTORE_FLAGS => {
+            let a: RestoreFlagsArgs = args(p, payload)?;
+            core.restore(&a.from, a.dxml.as_deref(), a.flags)
+                .await
+                .map_err(vir)?;
+            void()
+        }
+        remote::DOMAIN_SAVE_IMAGE_GET_XML_DESC => {
+            let a: SaveImageXmlArgs = args(p, payload)?;
+            ret(StringValue {
+                value: core.save_image_xml(&a.file, a.flags).map_err(vir)?,
+            })
         }
         remote::DOMAIN_LIST_ALL_SNAPSHOTS => {
             let a: ListSnapshotsArgs = args(p, payload)?;

@@ -43,6 +43,8 @@ pub mod remote {
     pub const DOMAIN_UNDEFINE: i32 = 35;
     pub const CONNECT_LIST_DOMAINS: i32 = 37;
     pub const CONNECT_NUM_OF_DOMAINS: i32 = 51;
+    pub const DOMAIN_RESTORE: i32 = 54;
+    pub const DOMAIN_SAVE: i32 = 55;
     pub const DOMAIN_GET_SCHEDULER_TYPE: i32 = 56;
     pub const CONNECT_GET_HOSTNAME: i32 = 59;
     pub const CONNECT_SUPPORTS_FEATURE: i32 = 60;
@@ -60,7 +62,9 @@ pub mod remote {
     pub const DOMAIN_ATTACH_DEVICE_FLAGS: i32 = 160;
     pub const DOMAIN_DETACH_DEVICE_FLAGS: i32 = 161;
     pub const DOMAIN_UPDATE_DEVICE_FLAGS: i32 = 174;
+    pub const DOMAIN_MANAGED_SAVE: i32 = 182;
     pub const DOMAIN_HAS_MANAGED_SAVE_IMAGE: i32 = 183;
+    pub const DOMAIN_MANAGED_SAVE_REMOVE: i32 = 184;
     pub const DOMAIN_SNAPSHOT_NUM: i32 = 187;
     pub const DOMAIN_CREATE_WITH_FLAGS: i32 = 196;
     pub const DOMAIN_SET_VCPUS_FLAGS: i32 = 199;
@@ -71,7 +75,10 @@ pub mod remote {
     pub const DOMAIN_SET_MEMORY_FLAGS: i32 = 204;
     pub const DOMAIN_GET_STATE: i32 = 212;
     pub const DOMAIN_UNDEFINE_FLAGS: i32 = 231;
+    pub const DOMAIN_SAVE_FLAGS: i32 = 232;
+    pub const DOMAIN_RESTORE_FLAGS: i32 = 233;
     pub const DOMAIN_DESTROY_FLAGS: i32 = 234;
+    pub const DOMAIN_SAVE_IMAGE_GET_XML_DESC: i32 = 235;
     pub const DOMAIN_RESET: i32 = 245;
     pub const DOMAIN_SHUTDOWN_FLAGS: i32 = 258;
     pub const DOMAIN_SET_METADATA: i32 = 264;
@@ -276,6 +283,28 @@ xdr_struct! {
 }
 
 // ---- lifecycle and config ----
+
+xdr_struct! {
+    /// DOMAIN_SAVE args.
+    pub struct SaveArgs { pub dom: NonnullDomain, pub to: String }
+}
+xdr_struct! {
+    /// DOMAIN_SAVE_FLAGS args.
+    pub struct SaveFlagsArgs {
+        pub dom: NonnullDomain,
+        pub to: String,
+        pub dxml: Option<String>,
+        pub flags: u32,
+    }
+}
+xdr_struct! {
+    /// DOMAIN_RESTORE_FLAGS args (DOMAIN_RESTORE's is a [`StringValue`]).
+    pub struct RestoreFlagsArgs { pub from: String, pub dxml: Option<String>, pub flags: u32 }
+}
+xdr_struct! {
+    /// DOMAIN_SAVE_IMAGE_GET_XML_DESC args.
+    pub struct SaveImageXmlArgs { pub file: String, pub flags: u32 }
+}
 
 xdr_struct! {
     /// DOMAIN_CREATE_XML / DOMAIN_DEFINE_XML_FLAGS args.
@@ -556,7 +585,15 @@ pub fn decode_args(prog: u32, proc_: i32, payload: &[u8]) -> Result<(), XdrError
         | DOMAIN_GET_XML_DESC
         | DOMAIN_GET_STATE
         | DOMAIN_GET_VCPUS_FLAGS
-        | DOMAIN_GET_MESSAGES => d::<DomainFlagsArgs>(payload).map(drop),
+        | DOMAIN_GET_MESSAGES
+        | DOMAIN_MANAGED_SAVE
+        | DOMAIN_HAS_MANAGED_SAVE_IMAGE
+        | DOMAIN_MANAGED_SAVE_REMOVE => d::<DomainFlagsArgs>(payload).map(drop),
+        DOMAIN_SAVE => d::<SaveArgs>(payload).map(drop),
+        DOMAIN_SAVE_FLAGS => d::<SaveFlagsArgs>(payload).map(drop),
+        DOMAIN_RESTORE => d::<StringValue>(payload).map(drop),
+        DOMAIN_RESTORE_FLAGS => d::<RestoreFlagsArgs>(payload).map(drop),
+        DOMAIN_SAVE_IMAGE_GET_XML_DESC => d::<SaveImageXmlArgs>(payload).map(drop),
         DOMAIN_SET_AUTOSTART => d::<SetAutostartArgs>(payload).map(drop),
         DOMAIN_UPDATE_DEVICE_FLAGS => d::<DeviceFlagsArgs>(payload).map(drop),
         DOMAIN_SET_MEMORY => d::<SetMemoryArgs>(payload).map(drop),
