@@ -17,6 +17,7 @@ pub mod code {
     pub const NO_INTERFACE: i32 = 57;
     pub const INVALID_SECRET: i32 = 65;
     pub const NO_SECRET: i32 = 66;
+    pub const NO_DOMAIN_SNAPSHOT: i32 = 72;
     pub const CONFIG_UNSUPPORTED: i32 = 67;
     pub const OPERATION_TIMEOUT: i32 = 68;
     pub const ARGUMENT_UNSUPPORTED: i32 = 74;
@@ -84,6 +85,9 @@ pub enum Error {
     /// No secret matches the lookup.
     #[error("Secret not found: {0}")]
     NoSecret(String),
+    /// No snapshot of the domain matches the lookup.
+    #[error("Domain snapshot not found: {0}")]
+    NoSnapshot(String),
     /// The requested metadata element does not exist.
     #[error("metadata not found: {0}")]
     NoDomainMetadata(String),
@@ -138,6 +142,7 @@ impl Error {
             Error::NoInterface(_) => code::NO_INTERFACE,
             Error::NoNodeDevice(_) => code::NO_NODE_DEVICE,
             Error::NoSecret(_) => code::NO_SECRET,
+            Error::NoSnapshot(_) => code::NO_DOMAIN_SNAPSHOT,
             Error::NoDomain(_) => code::NO_DOMAIN,
             Error::NoDomainMetadata(_) => code::NO_DOMAIN_METADATA,
             Error::NoSupport(_) => code::NO_SUPPORT,
@@ -161,6 +166,7 @@ impl Error {
             Error::CpuIncompatible(_) => origin::CPU,
             Error::Storage(e) => e.origin(),
             Error::NoDomain(_)
+            | Error::NoSnapshot(_)
             | Error::Internal(_)
             | Error::OperationTimeout(_)
             | Error::AgentUnresponsive(_)

@@ -33,6 +33,7 @@ pub mod detail {
     pub mod started {
         pub const BOOTED: i32 = 0;
         pub const RESTORED: i32 = 2;
+        pub const FROM_SNAPSHOT: i32 = 3;
     }
     pub mod suspended {
         pub const PAUSED: i32 = 0;
@@ -46,6 +47,7 @@ pub mod detail {
         pub const CRASHED: i32 = 2;
         pub const SAVED: i32 = 4;
         pub const FAILED: i32 = 5;
+        pub const FROM_SNAPSHOT: i32 = 6;
     }
     pub mod shutdown {
         pub const FINISHED: i32 = 0;

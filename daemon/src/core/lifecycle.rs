@@ -14,7 +14,7 @@ use super::event::{detail, kind, Event};
 use super::flags;
 use super::runtime::{self, RuntimeDir};
 use super::slot::{Record, Slot};
-use super::state::{paused, Change, State, StateReason};
+use super::state::{paused, running, Change, State, StateReason};
 use super::supervise::{classify, ExitInfo};
 use super::{Core, Error, Result};
 
@@ -78,6 +78,7 @@ impl Core {
         self.live_cpu(def.cpu_mut());
         let name = def.name().to_string();
         let restoring = incoming.is_some();
+        let from_snapshot = incoming.as_ref().is_some_and(|i| i.snapshot);
         // A saved paused domain comes back paused (libvirt's `was_running`).
         let paused = paused || incoming.as_ref().is_some_and(|i| !i.running);
         spec.incoming = incoming.map(|i| machine_spec::Incoming {
@@ -109,7 +110,8 @@ impl Core {
         }
         let change = match (paused, restoring) {
             (true, _) => Change::BootPaused,
-            (false, true) => Change::Restore,
+            (false, true) if from_snapshot => Change::Restore(running::FROM_SNAPSHOT),
+            (false, true) => Change::Restore(running::RESTORED),
             (false, false) => Change::Boot,
         };
         slot.apply(change)?;
@@ -120,7 +122,9 @@ impl Core {
         self.emit(Event::Lifecycle {
             domain: slot.domain_ref(),
             event: kind::STARTED,
-            detail: if restoring {
+            detail: if from_snapshot {
+                detail::started::FROM_SNAPSHOT
+            } else if restoring {
                 detail::started::RESTORED
             } else {
                 detail::started::BOOTED

@@ -20,7 +20,6 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,6 +55,8 @@ pub(super) struct Incoming {
     pub offset: u64,
     /// The guest ran when it was saved.
     pub running: bool,
+    /// It is a snapshot's (the events and reasons say `from snapshot`).
+    pub snapshot: bool,
 }
 
 /// A save file's header.
@@ -239,6 +240,7 @@ impl Core {
             path,
             offset: image.offset,
             running: run_after(image.running, flags),
+            snapshot: false,
         };
         if let Err(e) = self.boot_from(&slot, def, false, Some(incoming)).await {
             if fresh {
@@ -270,6 +272,7 @@ impl Core {
             path: path.to_path_buf(),
             offset: image.offset,
             running: image.running,
+            snapshot: false,
         };
         self.boot_from(slot, def, paused, Some(incoming)).await?;
         remove_image(path)
@@ -308,15 +311,11 @@ impl Core {
             return Err(e);
         }
         // The state is on disk: the VMM ends, and the domain stops as saved.
-        vm.saved.store(true, Ordering::SeqCst);
-        vm.stopping.store(true, Ordering::SeqCst);
-        if let Err(e) = vm.qmp("quit", None).await {
-            tracing::debug!(error = %e, "quit after a save");
-        }
-        if !vm.wait_exit(Duration::from_secs(30)).await {
-            vm.signal(nix::sys::signal::Signal::SIGKILL);
-            vm.wait_exit(Duration::from_secs(10)).await;
-        }
+        vm.end_as(
+            super::state::shutoff::SAVED,
+            super::event::detail::stopped::SAVED,
+        )
+        .await;
         Ok(())
     }
 }

@@ -33,6 +33,7 @@ pub mod running {
     pub const UNKNOWN: i32 = 0;
     pub const BOOTED: i32 = 1;
     pub const RESTORED: i32 = 3;
+    pub const FROM_SNAPSHOT: i32 = 4;
     pub const UNPAUSED: i32 = 5;
 }
 /// `virDomainPausedReason`.
@@ -51,6 +52,7 @@ pub mod shutoff {
     pub const CRASHED: i32 = 3;
     pub const SAVED: i32 = 5;
     pub const FAILED: i32 = 6;
+    pub const FROM_SNAPSHOT: i32 = 7;
     pub const DAEMON: i32 = 8;
 }
 /// `virDomainCrashedReason`.
@@ -81,8 +83,8 @@ pub enum Change {
     /// The VMM is up with the vCPUs stopped from the start.
     BootPaused,
     /// The VMM is up from a saved state and the vCPUs run (a paused restore is
-    /// `BootPaused`).
-    Restore,
+    /// `BootPaused`): the running reason (restored, from snapshot).
+    Restore(i32),
     /// The vCPUs stopped (`reason` from [`paused`]).
     Pause(i32),
     /// The vCPUs run again.
@@ -108,9 +110,7 @@ pub fn transition(from: State, change: Change) -> Result<Option<StateReason>, In
     let invalid = Err(InvalidTransition { from, change });
     match (from, change) {
         (Shutoff | NoState, Change::Boot) => Ok(Some(StateReason::new(Running, running::BOOTED))),
-        (Shutoff | NoState, Change::Restore) => {
-            Ok(Some(StateReason::new(Running, running::RESTORED)))
-        }
+        (Shutoff | NoState, Change::Restore(r)) => Ok(Some(StateReason::new(Running, r))),
         // libvirt (qemuProcessFinishStartup) leaves a domain started paused in
         // `paused (user)`: the user asked for it.
         (Shutoff | NoState, Change::BootPaused) => Ok(Some(StateReason::new(Paused, paused::USER))),
@@ -128,7 +128,7 @@ pub fn transition(from: State, change: Change) -> Result<Option<StateReason>, In
         (Crashed, Change::Crash(_)) => Ok(None),
         (Running | Blocked | Paused | Shutdown | Crashed | PmSuspended, Change::Boot)
         | (Running | Blocked | Paused | Shutdown | Crashed | PmSuspended, Change::BootPaused)
-        | (Running | Blocked | Paused | Shutdown | Crashed | PmSuspended, Change::Restore)
+        | (Running | Blocked | Paused | Shutdown | Crashed | PmSuspended, Change::Restore(_))
         | (Shutoff | NoState | Crashed | Shutdown | PmSuspended, Change::Pause(_))
         | (Shutoff | NoState | Crashed | Shutdown | PmSuspended, Change::Resume)
         | (NoState, Change::Stop(_))

@@ -42,9 +42,9 @@ pub(super) struct Vm {
     pub monitor: Monitor,
     /// A host-initiated stop (destroy) is under way: the exit is not a crash.
     pub stopping: AtomicBool,
-    /// The domain's state was saved (save, managed save) and the VMM is ending:
-    /// it stops as `shut off (saved)`.
-    pub saved: AtomicBool,
+    /// The VMM is ending for a reason the exit cannot tell (its state was saved, a
+    /// snapshot is being reverted to): the shut-off reason and STOPPED detail.
+    pub stop_as: Mutex<Option<(i32, i32)>>,
     /// The domain is rebooting through a power-off (libvirt's "fake reboot").
     pub rebooting: AtomicBool,
     /// Reason the next `STOP` event stands for (set by suspend).
@@ -56,6 +56,20 @@ pub(super) struct Vm {
 }
 
 impl Vm {
+    /// Ends the VMM on purpose, the domain stopping with shut-off `reason` and
+    /// STOPPED `detail` (QMP `quit`; killed if it does not go within 30 s).
+    pub async fn end_as(&self, reason: i32, detail: i32) {
+        *self.stop_as.lock().expect("poisoned") = Some((reason, detail));
+        self.stopping.store(true, Ordering::SeqCst);
+        if let Err(e) = self.qmp("quit", None).await {
+            tracing::debug!(error = %e, "quit");
+        }
+        if !self.wait_exit(Duration::from_secs(30)).await {
+            self.signal(Signal::SIGKILL);
+            self.wait_exit(Duration::from_secs(10)).await;
+        }
+    }
+
     /// The status file content for this VMM and `rec`.
     pub fn status(&self, uuid: Uuid, rec: &Record) -> Status {
         let mut st = Status::of(uuid, rec, self.pid, &self.rt);
@@ -367,7 +381,7 @@ impl Core {
             rt,
             monitor,
             stopping: AtomicBool::new(false),
-            saved: AtomicBool::new(false),
+            stop_as: Mutex::new(None),
             rebooting: AtomicBool::new(false),
             pause_reason: AtomicI32::new(paused::UNKNOWN),
             shutdown_reason: Mutex::new(None),
@@ -429,7 +443,7 @@ impl Core {
             rt,
             monitor,
             stopping: AtomicBool::new(status.stopping),
-            saved: AtomicBool::new(false),
+            stop_as: Mutex::new(None),
             rebooting: AtomicBool::new(false),
             pause_reason: AtomicI32::new(paused::UNKNOWN),
             shutdown_reason: Mutex::new(status.shutdown_reason.clone()),
@@ -605,11 +619,9 @@ impl Core {
         super::vm_cgroup::remove(&slot.name(), vm.pid);
         let stopping = vm.stopping.load(Ordering::SeqCst);
         let reason = vm.shutdown_reason.lock().expect("poisoned").clone();
-        let (shutoff_reason, stopped_detail) = if vm.saved.load(Ordering::SeqCst) {
-            (shutoff::SAVED, detail::stopped::SAVED)
-        } else {
-            classify(info, stopping, reason.as_deref())
-        };
+        let stop_as = *vm.stop_as.lock().expect("poisoned");
+        let (shutoff_reason, stopped_detail) =
+            stop_as.unwrap_or_else(|| classify(info, stopping, reason.as_deref()));
         let rebooting =
             vm.rebooting.load(Ordering::SeqCst) && !stopping && shutoff_reason == shutoff::SHUTDOWN;
         tracing::info!(domain = %slot.name(), ?info, shutoff_reason, rebooting, "VMM exited");

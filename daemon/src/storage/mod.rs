@@ -25,7 +25,7 @@ pub mod pool_xml;
 pub mod sparse;
 pub mod vol_xml;
 mod volumes;
-mod xmlutil;
+pub(crate) mod xmlutil;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
