@@ -426,7 +426,9 @@ pub async fn call(conn: &mut Conn, h: &Header, payload: &[u8]) -> CallResult {
         }
         CONNECT_FIND_STORAGE_POOL_SOURCES => {
             let a: super::storage_proto::FindPoolSourcesArgs = args(p, payload)?;
-            let xml = storage::pool_xml::find_pool_sources(&a.kind, a.flags).map_err(vir)?;
+            let xml = storage::find_pool_sources(&a.kind, a.flags)
+                .await
+                .map_err(vir)?;
             ret(StringValue { value: xml })
         }
         CONNECT_GET_STORAGE_POOL_CAPABILITIES => {
