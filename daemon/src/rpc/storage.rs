@@ -376,10 +376,7 @@ pub async fn call(conn: &mut Conn, h: &Header, payload: &[u8]) -> CallResult {
         VOL_GET_PATH => {
             let a: VolArg = args(p, payload)?;
             ret(StringValue {
-                value: s
-                    .lookup_vol_by_name(&a.vol.pool, &a.vol.name)
-                    .map_err(vir)?
-                    .key,
+                value: s.vol_target_path(&a.vol.pool, &a.vol.name).map_err(vir)?,
             })
         }
         VOL_RESIZE => {

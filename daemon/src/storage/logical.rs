@@ -416,6 +416,8 @@ mod tests {
             devices: vec![],
             format: super::super::pool_xml::LvmFormat::Lvm2,
         };
+        // libvirt's virStoragePoolBuildFlags values, as virsh sends them.
+        assert_eq!((flags::BUILD_NO_OVERWRITE, flags::BUILD_OVERWRITE), (4, 8));
         let e = build(&src, flags::BUILD_OVERWRITE | flags::BUILD_NO_OVERWRITE).unwrap_err();
         assert_eq!(e.code(), super::super::error::code::INVALID_ARG);
     }

@@ -80,9 +80,9 @@ pub mod flags {
     pub const CREATE_WITH_BUILD: u32 = 1;
     pub const CREATE_WITH_BUILD_OVERWRITE: u32 = 2;
     pub const CREATE_WITH_BUILD_NO_OVERWRITE: u32 = 4;
-    /// `virStoragePoolBuildFlags`.
-    pub const BUILD_OVERWRITE: u32 = 4;
-    pub const BUILD_NO_OVERWRITE: u32 = 8;
+    /// `virStoragePoolBuildFlags` (REPAIR 1 and RESIZE 2 no backend here takes).
+    pub const BUILD_NO_OVERWRITE: u32 = 4;
+    pub const BUILD_OVERWRITE: u32 = 8;
     /// `virStorageVolCreateFlags`: PREALLOC_METADATA, REFLINK, VALIDATE.
     pub const VOL_CREATE_KNOWN: u32 = 1 | 2 | 4;
     /// `virStorageVolResizeFlags`.

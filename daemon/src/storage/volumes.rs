@@ -70,6 +70,11 @@ impl Storage {
         Ok(self.vol_place(pool, name)?.0)
     }
 
+    /// virStorageVolGetPath (a dir volume's key is its path, a logical one's is not).
+    pub fn vol_target_path(&self, pool: &str, name: &str) -> Result<String> {
+        Ok(self.vol_path(pool, name)?.to_string_lossy().into_owned())
+    }
+
     /// The volume's file and, for a logical volume, what `lvs` said of it.
     fn vol_place(&self, pool: &str, name: &str) -> Result<(PathBuf, Option<lvm::Lv>)> {
         self.lookup_vol_by_name(pool, name)?;
