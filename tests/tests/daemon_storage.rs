@@ -1,7 +1,7 @@
 //! Storage pools and volumes over D-Bus (libvirt-dbus's `org.libvirt.StoragePool`,
 //! `org.libvirt.StorageVol` and Connect's pool methods) with busctl and gdbus:
 //! define/start a pool, create, inspect, resize and delete volumes, the
-//! `StoragePoolEvent` and `Refresh` signals, and libvirt's errors.
+//! `StoragePoolEvent` and `Refresh` signals, LVM source discovery, and libvirt's errors.
 
 mod daemon_common;
 
@@ -38,6 +38,19 @@ fn dbus_storage_pools_and_volumes() {
         &["s", "default"],
     ));
     assert!(list.contains(&default), "{list}");
+
+    // Source discovery for LVM (what libvirt-dbus's test_connect_find_storage_pool_sources
+    // calls): a <sources> document, listing volume groups where there are any. Only root
+    // can read the physical volumes.
+    if nix::unistd::geteuid().is_root() || !std::path::Path::new("/usr/sbin/pvs").exists() {
+        let found = d.call(
+            CONNECT,
+            "org.libvirt.Connect",
+            "FindStoragePoolSources",
+            &["ssu", "logical", "", "0"],
+        );
+        assert!(found.starts_with("s \"<sources>"), "{found}");
+    }
 
     let xml = format!(
         "<pool type='dir'><name>dbuspool</name><target><path>{}</path></target></pool>",

@@ -1,7 +1,7 @@
 //! `virsh pool-capabilities` (what Cockpit's Create storage pool dialog reads to offer
-//! pool types): every libvirt pool type listed, only `dir` supported, with the volume
-//! formats it creates; valid against libvirt's own schema (`storagepoolcaps.rng`).
-//! No guest runs.
+//! pool types): every libvirt pool type listed, `dir` supported with the volume formats
+//! it creates, `logical` with its source formats where the LVM tools (lvm2) are
+//! installed; valid against libvirt's own schema (`storagepoolcaps.rng`). No guest runs.
 
 mod rpc_common;
 
@@ -10,16 +10,30 @@ use std::process::Command;
 use rpc_common::Daemon;
 
 #[test]
-fn rpc_pool_capabilities_offer_dir_only() {
+fn rpc_pool_capabilities_offer_dir_and_logical() {
     let d = Daemon::start();
     let caps = d.virsh_ok(&["pool-capabilities"]);
     assert!(caps.contains("<pool type='dir' supported='yes'>"), "{caps}");
-    assert!(
-        caps.contains("<pool type='logical' supported='no'>"),
-        "{caps}"
-    );
-    assert_eq!(caps.matches("supported='yes'").count(), 1, "{caps}");
     assert!(caps.contains("<value>qcow2</value>"), "{caps}");
+    // The daemon offers LVM pools where it can run the tools.
+    let lvm = std::path::Path::new("/usr/sbin/lvcreate").exists();
+    if lvm {
+        assert!(
+            caps.contains(
+                "<pool type='logical' supported='yes'>\n    <poolOptions>\n      \
+                 <defaultFormat type='lvm2'/>"
+            ),
+            "{caps}"
+        );
+        assert!(caps.contains("<value>lvm2</value>"), "{caps}");
+    } else {
+        assert!(
+            caps.contains("<pool type='logical' supported='no'>"),
+            "{caps}"
+        );
+    }
+    let supported = if lvm { 2 } else { 1 };
+    assert_eq!(caps.matches("supported='yes'").count(), supported, "{caps}");
 
     let p = d.xml_file("poolcaps", &caps);
     let out = Command::new("virt-xml-validate")

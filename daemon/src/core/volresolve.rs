@@ -1,9 +1,10 @@
 //! Where domains meet the storage driver ([`crate::storage`]): at start, each
 //! `<disk type='volume'><source pool volume/>` is resolved to its volume's file, and
-//! the live definition records it as `<disk type='file'><source file=…/>` with the
-//! volume's format, so translation sees a plain file and `dumpxml` of the running
-//! domain shows the path; and the storage driver asks which running domain uses a
-//! file before deleting or wiping a volume.
+//! the live definition records it as `<disk type='file'><source file=…/>` (a logical
+//! volume as `<disk type='block'><source dev=…/>`) with the volume's format, so
+//! translation sees a plain file or device and `dumpxml` of the running domain shows
+//! the path; and the storage driver asks which running domain uses a file before
+//! deleting or wiping a volume.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -98,7 +99,7 @@ impl Core {
                     "disk '{dev}': <source> of a volume disk needs 'pool' and 'volume'"
                 )));
             };
-            let (path, format) = self.storage().resolve(pool, volume)?;
+            let (path, format, block) = self.storage().resolve(pool, volume)?;
             let format = match format {
                 VolFormat::Qcow2 => DiskFormat::Qcow2,
                 VolFormat::Raw | VolFormat::Iso => DiskFormat::Raw,
@@ -117,10 +118,16 @@ impl Core {
             source
                 .attrs
                 .retain(|(k, _)| !matches!(k.as_str(), "pool" | "volume" | "mode"));
+            // A logical volume is a block device: `<disk type='block'><source dev>`.
+            let (kind, attr) = if block {
+                (DiskType::Block, "dev")
+            } else {
+                (DiskType::File, "file")
+            };
             source
                 .attrs
-                .insert(0, ("file".to_string(), path.to_string_lossy().into_owned()));
-            disk.disk_type = DiskType::File;
+                .insert(0, (attr.to_string(), path.to_string_lossy().into_owned()));
+            disk.disk_type = kind;
         }
         Ok(())
     }

@@ -186,7 +186,7 @@ impl ConnectIface {
         _src_spec: String,
         flags: u32,
     ) -> Result<String> {
-        Ok(crate::storage::pool_xml::find_pool_sources(&type_, flags)?)
+        Ok(crate::storage::find_pool_sources(&type_, flags).await?)
     }
 
     #[zbus(name = "GetAllDomainStats", out_args("records"))]

@@ -27,8 +27,11 @@ impl StorageVolIface {
 
     #[zbus(property(emits_changed_signal = "const"), name = "Path")]
     async fn path(&self) -> Result<String> {
-        // Directory pools: the key is the path.
-        Ok(self.vol.key.clone())
+        Ok(self
+            .ctx
+            .core
+            .storage()
+            .vol_target_path(&self.vol.pool, &self.vol.name)?)
     }
 
     #[zbus(name = "Delete")]

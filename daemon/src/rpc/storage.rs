@@ -376,10 +376,7 @@ pub async fn call(conn: &mut Conn, h: &Header, payload: &[u8]) -> CallResult {
         VOL_GET_PATH => {
             let a: VolArg = args(p, payload)?;
             ret(StringValue {
-                value: s
-                    .lookup_vol_by_name(&a.vol.pool, &a.vol.name)
-                    .map_err(vir)?
-                    .key,
+                value: s.vol_target_path(&a.vol.pool, &a.vol.name).map_err(vir)?,
             })
         }
         VOL_RESIZE => {
@@ -426,7 +423,9 @@ pub async fn call(conn: &mut Conn, h: &Header, payload: &[u8]) -> CallResult {
         }
         CONNECT_FIND_STORAGE_POOL_SOURCES => {
             let a: super::storage_proto::FindPoolSourcesArgs = args(p, payload)?;
-            let xml = storage::pool_xml::find_pool_sources(&a.kind, a.flags).map_err(vir)?;
+            let xml = storage::find_pool_sources(&a.kind, a.flags)
+                .await
+                .map_err(vir)?;
             ret(StringValue { value: xml })
         }
         CONNECT_GET_STORAGE_POOL_CAPABILITIES => {

@@ -9,6 +9,8 @@ pub mod code {
     pub const OPERATION_FAILED: i32 = 9;
     pub const XML_ERROR: i32 = 27;
     pub const SYSTEM_ERROR: i32 = 38;
+    pub const CONFIG_UNSUPPORTED: i32 = 67;
+    pub const STORAGE_PROBE_FAILED: i32 = 75;
     pub const NO_SUPPORT: i32 = 3;
     pub const NO_STORAGE_POOL: i32 = 49;
     pub const NO_STORAGE_VOL: i32 = 50;
@@ -26,6 +28,9 @@ pub const FROM_STORAGE: i32 = 18;
 pub enum Error {
     #[error("internal error: {0}")]
     Internal(String),
+    /// `VIR_ERR_CONFIG_UNSUPPORTED`: a definition the backend cannot act on.
+    #[error("unsupported configuration: {0}")]
+    ConfigUnsupported(String),
     #[error("invalid argument: {0}")]
     InvalidArg(String),
     #[error("Storage pool not found: {0}")]
@@ -43,6 +48,9 @@ pub enum Error {
     OperationUnsupported(String),
     #[error("storage pool already built: {0}")]
     PoolBuilt(String),
+    /// `VIR_ERR_STORAGE_PROBE_FAILED`: a source device's contents cannot be told.
+    #[error("Storage pool probe failed: {0}")]
+    ProbeFailed(String),
     /// A host call failed: "cannot … 'path': strerror".
     #[error("{0}")]
     System(String),
@@ -62,6 +70,7 @@ impl Error {
     pub fn code(&self) -> i32 {
         match self {
             Error::Internal(_) => code::INTERNAL_ERROR,
+            Error::ConfigUnsupported(_) => code::CONFIG_UNSUPPORTED,
             Error::InvalidArg(_) => code::INVALID_ARG,
             Error::NoPool(_) => code::NO_STORAGE_POOL,
             Error::NoSupport(_) => code::NO_SUPPORT,
@@ -70,6 +79,7 @@ impl Error {
             Error::OperationInvalid(_) => code::OPERATION_INVALID,
             Error::OperationUnsupported(_) => code::OPERATION_UNSUPPORTED,
             Error::PoolBuilt(_) => code::STORAGE_POOL_BUILT,
+            Error::ProbeFailed(_) => code::STORAGE_PROBE_FAILED,
             Error::System(_) => code::SYSTEM_ERROR,
             Error::VolExists(_) => code::STORAGE_VOL_EXIST,
             Error::UnknownSuffix(_) => code::INVALID_ARG,

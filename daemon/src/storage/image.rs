@@ -109,6 +109,7 @@ pub fn probe(name: &str, path: &Path) -> Result<VolInfo> {
         times,
         backing: None,
         compat: None,
+        block: None,
     };
     if meta.is_dir() {
         info.format = VolFormat::Dir;

@@ -1,7 +1,8 @@
-//! libvirt storage pool XML (`<pool type='dir'>`): parse what clients send
-//! (`virsh pool-define-as`, virt-install, virt-manager, Cockpit) and format what
-//! `pool-dumpxml` prints, in libvirt 9.0's layout. Only `dir` pools run here; the other
-//! types parse, and are refused where libvirt refuses a type whose backend is missing.
+//! libvirt storage pool XML (`<pool type='dir'>` and `<pool type='logical'>`): parse
+//! what clients send (`virsh pool-define-as`, virt-install, virt-manager, Cockpit) and
+//! format what `pool-dumpxml` prints, in libvirt 9.0's layout. Only `dir` and `logical`
+//! pools run here; the other types are refused where libvirt refuses a type whose
+//! backend is missing.
 
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -29,23 +30,12 @@ pub(super) const POOL_TYPES: &[&str] = &[
     "vstorage",
 ];
 
-/// virConnectFindStoragePoolSources: source discovery for pool type `kind`. The `dir`
-/// backend (the one that runs here) has no discovery, as in libvirt; every other type's
-/// backend is missing from this build, so the answer is libvirtd's for a missing backend
-/// (what a libvirt host without that storage driver module answers).
-pub fn find_pool_sources(kind: &str, flags: u32) -> Result<String> {
-    Error::check_flags(flags, 0, "virConnectFindStoragePoolSources")?;
-    let Some(index) = POOL_TYPES.iter().position(|t| *t == kind) else {
-        return Err(Error::Internal(format!("unknown storage pool type {kind}")));
-    };
-    if kind == "dir" {
-        return Err(Error::NoSupport(format!(
-            "pool type '{kind}' does not support source discovery"
-        )));
+/// libvirt's answer for a pool type whose backend this build lacks.
+pub(super) fn missing_backend(kind: &str) -> Error {
+    match POOL_TYPES.iter().position(|t| *t == kind) {
+        Some(index) => Error::Internal(format!("missing backend for pool type {index} ({kind})")),
+        None => Error::Internal(format!("unknown storage pool type {kind}")),
     }
-    Err(Error::Internal(format!(
-        "missing backend for pool type {index} ({kind})"
-    )))
 }
 
 /// `<permissions>` of a pool target or a volume.
@@ -108,9 +98,58 @@ impl Perms {
 pub struct PoolDef {
     pub name: String,
     pub uuid: Uuid,
-    /// The directory that holds the volumes (no trailing `/`).
+    /// The directory that holds the volumes (no trailing `/`); a logical pool's is
+    /// always `/dev/VG`, as libvirt makes it.
     pub path: PathBuf,
     pub perms: Perms,
+    pub kind: PoolKind,
+}
+
+/// The pool type and what only that type has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolKind {
+    Dir,
+    Logical(LogicalSource),
+}
+
+/// A logical pool's `<source>`: its LVM volume group and physical volumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogicalSource {
+    /// The volume group (`<source><name>`, by default the pool's name).
+    pub vg: String,
+    /// `<device path>`: the physical volumes pool-build initialises.
+    pub devices: Vec<String>,
+    /// `<format type>`: `lvm2` (libvirt's default) or `unknown`.
+    pub format: LvmFormat,
+}
+
+/// `virStoragePoolFormatLogical`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LvmFormat {
+    Unknown,
+    Lvm2,
+}
+
+impl LvmFormat {
+    /// Every value, in libvirt's order (pool capabilities list them so).
+    pub const ALL: [LvmFormat; 2] = [LvmFormat::Unknown, LvmFormat::Lvm2];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LvmFormat::Unknown => "unknown",
+            LvmFormat::Lvm2 => "lvm2",
+        }
+    }
+}
+
+impl PoolKind {
+    /// libvirt's name of the type (`<pool type>`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PoolKind::Dir => "dir",
+            PoolKind::Logical(_) => "logical",
+        }
+    }
 }
 
 /// Sizes of a pool's file system (statvfs), in bytes.
@@ -136,18 +175,24 @@ impl PoolDef {
         let kind = root
             .attribute("type")
             .ok_or_else(|| Error::Xml("storage pool missing type attribute".into()))?;
-        let Some(index) = POOL_TYPES.iter().position(|t| *t == kind) else {
+        if !POOL_TYPES.contains(&kind) {
             return Err(Error::Xml(format!("unknown storage pool type {kind}")));
-        };
-        if kind != "dir" {
-            // What libvirtd says for a pool type its build lacks.
-            return Err(Error::Internal(format!(
-                "missing backend for pool type {index} ({kind})"
-            )));
         }
+        if kind != "dir" && kind != "logical" {
+            // What libvirtd says for a pool type its build lacks.
+            return Err(missing_backend(kind));
+        }
+        let source = child(root, "source");
+        let source_name = source
+            .and_then(|s| child_text(s, "name"))
+            .map(str::trim)
+            .filter(|n| !n.is_empty());
+        // A logical pool without <name> is named after its volume group (libvirt's
+        // SOURCE_NAME rule).
         let name = child_text(root, "name")
             .map(str::trim)
             .filter(|n| !n.is_empty())
+            .or(source_name.filter(|_| kind == "logical"))
             .ok_or_else(|| Error::Xml("missing pool source name element".into()))?
             .to_string();
         if name.contains('/') {
@@ -159,17 +204,26 @@ impl PoolDef {
                 .map_err(|_| Error::Xml("malformed uuid element".into()))?,
         };
         let target = child(root, "target");
-        let path = target
-            .and_then(|t| child_text(t, "path"))
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| Error::Xml("missing storage pool target path".into()))?;
-        if !path.starts_with('/') {
-            return Err(Error::Xml(format!(
-                "storage pool target path '{path}' must be absolute"
-            )));
-        }
-        let path = sanitize(path);
+        let (path, kind) = if kind == "logical" {
+            let src = parse_logical_source(source, source_name.unwrap_or(&name))?;
+            // libvirt ignores a given target path: a volume group lives at /dev/VG.
+            (
+                sanitize(&format!("/dev/{}", src.vg)),
+                PoolKind::Logical(src),
+            )
+        } else {
+            let path = target
+                .and_then(|t| child_text(t, "path"))
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| Error::Xml("missing storage pool target path".into()))?;
+            if !path.starts_with('/') {
+                return Err(Error::Xml(format!(
+                    "storage pool target path '{path}' must be absolute"
+                )));
+            }
+            (sanitize(path), PoolKind::Dir)
+        };
         let perms = match target.and_then(|t| child(t, "permissions")) {
             Some(p) => Perms::parse(p)?,
             None => Perms::default(),
@@ -179,14 +233,23 @@ impl PoolDef {
             uuid,
             path,
             perms,
+            kind,
         })
+    }
+
+    /// The logical pool's source (`None` for a dir pool).
+    pub fn logical(&self) -> Option<&LogicalSource> {
+        match &self.kind {
+            PoolKind::Logical(s) => Some(s),
+            PoolKind::Dir => None,
+        }
     }
 
     /// libvirt's `pool-dumpxml` layout; `sizes` is `None` for an inactive pool (zeros).
     pub fn format(&self, sizes: Option<PoolSizes>, actual: Option<&Perms>) -> String {
         let s = sizes.unwrap_or_default();
         let mut out = String::new();
-        let _ = writeln!(out, "<pool type='dir'>");
+        let _ = writeln!(out, "<pool type='{}'>", self.kind.as_str());
         let _ = writeln!(out, "  <name>{}</name>", escape(&self.name));
         let _ = writeln!(out, "  <uuid>{}</uuid>", self.uuid);
         let _ = writeln!(out, "  <capacity unit='bytes'>{}</capacity>", s.capacity);
@@ -196,7 +259,15 @@ impl PoolDef {
             s.allocation
         );
         let _ = writeln!(out, "  <available unit='bytes'>{}</available>", s.available);
-        let _ = writeln!(out, "  <source>\n  </source>");
+        let _ = writeln!(out, "  <source>");
+        if let PoolKind::Logical(src) = &self.kind {
+            for d in &src.devices {
+                let _ = writeln!(out, "    <device path='{}'/>", escape(d));
+            }
+            let _ = writeln!(out, "    <name>{}</name>", escape(&src.vg));
+            let _ = writeln!(out, "    <format type='{}'/>", src.format.as_str());
+        }
+        let _ = writeln!(out, "  </source>");
         let _ = writeln!(out, "  <target>");
         let _ = writeln!(
             out,
@@ -211,6 +282,46 @@ impl PoolDef {
         out.push_str("</pool>\n");
         out
     }
+}
+
+/// A logical pool's `<source>`: devices, volume group (default `default_vg`, the pool's
+/// name) and format, checked as libvirt checks them.
+fn parse_logical_source(
+    source: Option<roxmltree::Node<'_, '_>>,
+    default_vg: &str,
+) -> Result<LogicalSource> {
+    let vg = default_vg.to_string();
+    // The LVM tools get these as arguments: a leading '-' would read as an option.
+    if vg.starts_with('-') {
+        return Err(Error::Xml(format!("invalid volume group name '{vg}'")));
+    }
+    let mut devices = Vec::new();
+    let mut format = LvmFormat::Lvm2;
+    if let Some(source) = source {
+        for d in source
+            .children()
+            .filter(|c| c.is_element() && c.tag_name().name() == "device")
+        {
+            let path = d
+                .attribute("path")
+                .ok_or_else(|| Error::Xml("missing storage pool source device path".into()))?;
+            if path.starts_with('-') {
+                return Err(Error::Xml(format!("invalid source device path '{path}'")));
+            }
+            devices.push(path.to_string());
+        }
+        if let Some(t) = child(source, "format").and_then(|f| f.attribute("type")) {
+            format = LvmFormat::ALL
+                .into_iter()
+                .find(|f| f.as_str() == t)
+                .ok_or_else(|| Error::ConfigUnsupported(format!("unknown pool format type {t}")))?;
+        }
+    }
+    Ok(LogicalSource {
+        vg,
+        devices,
+        format,
+    })
 }
 
 /// libvirt's `virFileSanitizePath`: collapse `//`, drop a trailing `/`.
@@ -266,28 +377,92 @@ mod tests {
             e.to_string(),
             "internal error: missing backend for pool type 2 (netfs)"
         );
-        let e = find_pool_sources("logical", 0).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "internal error: missing backend for pool type 3 (logical)"
-        );
-        let e = find_pool_sources("dir", 0).unwrap_err();
-        assert_eq!(e.code(), super::super::error::code::NO_SUPPORT);
-        assert!(e
-            .to_string()
-            .ends_with("pool type 'dir' does not support source discovery"));
-        let e = find_pool_sources("bogus", 0).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "internal error: unknown storage pool type bogus"
-        );
-        assert!(find_pool_sources("dir", 1)
-            .unwrap_err()
-            .to_string()
-            .contains("unsupported flags"));
         let e = PoolDef::parse("<pool type='bogus'><name>a</name></pool>").unwrap_err();
         assert_eq!(e.to_string(), "XML error: unknown storage pool type bogus");
         let e = PoolDef::parse("<pool type='dir'><name>a</name></pool>").unwrap_err();
         assert_eq!(e.to_string(), "XML error: missing storage pool target path");
+    }
+
+    #[test]
+    fn virsh_logical_pool_define_as_xml_parses_and_formats_as_libvirt() {
+        // virsh pool-define-as lv logical --source-dev /dev/loop3 --source-name vg0
+        //   --target /dev/vg0
+        let xml = "<pool type='logical'><name>lv</name><source><device path='/dev/loop3'/>\
+                   <name>vg0</name></source><target><path>/dev/vg0</path></target></pool>";
+        let p = PoolDef::parse(xml).unwrap();
+        assert_eq!(p.name, "lv");
+        assert_eq!(p.path, PathBuf::from("/dev/vg0"));
+        let src = p.logical().unwrap();
+        assert_eq!(src.vg, "vg0");
+        assert_eq!(src.devices, ["/dev/loop3"]);
+        assert_eq!(src.format, LvmFormat::Lvm2);
+        let out = p.format(None, None);
+        assert!(
+            out.starts_with("<pool type='logical'>\n  <name>lv</name>\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "  <source>\n    <device path='/dev/loop3'/>\n    <name>vg0</name>\n    \
+                 <format type='lvm2'/>\n  </source>\n  <target>\n    <path>/dev/vg0</path>\n  </target>\n"
+            ),
+            "{out}"
+        );
+        assert_eq!(PoolDef::parse(&out).unwrap(), p);
+    }
+
+    #[test]
+    fn logical_pool_defaults_follow_libvirt() {
+        // No source name: the volume group is the pool's name; the target path is
+        // always /dev/VG, whatever was given.
+        let p = PoolDef::parse(
+            "<pool type='logical'><name>data</name><target><path>/srv/x</path></target></pool>",
+        )
+        .unwrap();
+        assert_eq!(p.logical().unwrap().vg, "data");
+        assert_eq!(p.path, PathBuf::from("/dev/data"));
+        assert!(p.logical().unwrap().devices.is_empty());
+        // No pool name: the volume group's.
+        let p = PoolDef::parse(
+            "<pool type='logical'><source><name>vgx</name><format type='unknown'/></source></pool>",
+        )
+        .unwrap();
+        assert_eq!(p.name, "vgx");
+        assert_eq!(p.logical().unwrap().format, LvmFormat::Unknown);
+        assert_eq!(p.kind.as_str(), "logical");
+        // A dir pool has no logical source.
+        let d = PoolDef::parse(
+            "<pool type='dir'><name>a</name><target><path>/a</path></target></pool>",
+        )
+        .unwrap();
+        assert!(d.logical().is_none());
+        assert!(d.format(None, None).contains("<source>\n  </source>"));
+    }
+
+    #[test]
+    fn bad_logical_pools_get_libvirt_errors() {
+        let e = PoolDef::parse(
+            "<pool type='logical'><name>a</name><source><format type='ext4'/></source></pool>",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unsupported configuration: unknown pool format type ext4"
+        );
+        let e =
+            PoolDef::parse("<pool type='logical'><name>a</name><source><device/></source></pool>")
+                .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "XML error: missing storage pool source device path"
+        );
+        let e = PoolDef::parse("<pool type='logical'><source/></pool>").unwrap_err();
+        assert_eq!(e.to_string(), "XML error: missing pool source name element");
+        let e = PoolDef::parse("<pool type='logical'><name>-x</name></pool>").unwrap_err();
+        assert_eq!(e.to_string(), "XML error: invalid volume group name '-x'");
+        assert_eq!(
+            missing_backend("disk").to_string(),
+            "internal error: missing backend for pool type 4 (disk)"
+        );
     }
 }

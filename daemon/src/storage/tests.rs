@@ -227,12 +227,142 @@ async fn duplicate_pools_are_refused() {
     assert!(s.list_pools(flags::list::TRANSIENT).is_empty());
 }
 
+#[tokio::test]
+async fn source_discovery_answers_as_libvirt() {
+    let e = find_pool_sources("dir", 0).await.unwrap_err();
+    assert_eq!(e.code(), error::code::NO_SUPPORT);
+    assert!(e
+        .to_string()
+        .ends_with("pool type 'dir' does not support source discovery"));
+    let e = find_pool_sources("netfs", 0).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "internal error: missing backend for pool type 2 (netfs)"
+    );
+    let e = find_pool_sources("bogus", 0).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "internal error: unknown storage pool type bogus"
+    );
+    assert!(find_pool_sources("logical", 1)
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("unsupported flags (0x1) in function virConnectFindStoragePoolSources"));
+    // With or without LVM here: a <sources> document (empty without the tools). Only
+    // root may read the physical volumes.
+    if nix::unistd::geteuid().is_root() || !lvm::installed() {
+        let x = find_pool_sources("logical", 0).await.unwrap();
+        let doc = roxmltree::Document::parse(&x).unwrap();
+        assert_eq!(doc.root_element().tag_name().name(), "sources");
+        if !lvm::installed() {
+            assert_eq!(x, "<sources>\n</sources>\n");
+        }
+    }
+}
+
+#[tokio::test]
+async fn logical_pools_define_list_and_refuse_to_start_without_their_group() {
+    let root = tempfile::tempdir().unwrap();
+    let s = open(root.path());
+    let vg = format!("oxvg_absent_{}", std::process::id());
+    let xml = format!(
+        "<pool type='logical'><name>lv</name><source><device path='/dev/oxvirt-no-such-disk'/>\
+         <name>{vg}</name></source><target><path>/dev/{vg}</path></target></pool>"
+    );
+    s.define_pool(&xml, 0).await.unwrap();
+    let dumped = s.pool_xml("lv", 0).unwrap();
+    assert!(dumped.starts_with("<pool type='logical'>"), "{dumped}");
+    validate(&dumped, "storagepool");
+    let names = |f| -> Vec<String> { s.list_pools(f).into_iter().map(|p| p.pool.name).collect() };
+    assert_eq!(names(flags::list::LOGICAL), ["lv"]);
+    assert_eq!(names(flags::list::DIR), ["default"]);
+    assert_eq!(
+        names(flags::list::DIR | flags::list::LOGICAL),
+        ["default", "lv"]
+    );
+    assert_eq!(names(1 << 7), Vec::<String>::new());
+    // Its target is the group's, whatever was given: a dir pool there conflicts.
+    let e = s
+        .define_pool(
+            &format!(
+                "<pool type='dir'><name>d</name><target><path>/dev/{vg}</path></target></pool>"
+            ),
+            0,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "operation failed: Storage source conflict with pool: 'lv'"
+    );
+
+    let e = s.start_pool("lv", 0).await.unwrap_err();
+    if lvm::installed() && nix::unistd::geteuid().is_root() {
+        assert_eq!(
+            e.to_string(),
+            format!("unsupported configuration: cannot find logical volume group name '{vg}'")
+        );
+        assert_eq!(e.code(), error::code::CONFIG_UNSUPPORTED);
+    } else {
+        assert!(e.to_string().contains("/usr/sbin/"), "{e}");
+    }
+    assert!(!s.pool_status("lv").unwrap().active);
+    // Building on a missing device fails before any LVM tool runs.
+    let e = s
+        .build_pool("lv", flags::BUILD_OVERWRITE)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "cannot open device '/dev/oxvirt-no-such-disk': No such file or directory"
+    );
+    let e = s
+        .build_pool("lv", flags::BUILD_OVERWRITE | flags::BUILD_NO_OVERWRITE)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("mutually exclusive"), "{e}");
+    s.undefine_pool("lv").await.unwrap();
+}
+
+#[test]
+fn block_volume_xml_validates() {
+    let info = VolInfo {
+        name: "v1".into(),
+        path: PathBuf::from("/dev/vg/v1"),
+        format: VolFormat::Raw,
+        capacity: 8 << 20,
+        allocation: 8 << 20,
+        physical: 8 << 20,
+        perms: pool_xml::Perms {
+            mode: Some(0o600),
+            owner: Some(0),
+            group: Some(6),
+            label: None,
+        },
+        times: [(1, 2), (3, 4), (5, 6)],
+        backing: None,
+        compat: None,
+        block: Some(vol_xml::BlockVol {
+            key: "Jm3Uv4-kS0C-dzRw-c3Xd-3zyW-bJfa-oFYBNn".into(),
+            extents: vec![vol_xml::Extent {
+                device: "/dev/loop0".into(),
+                start: 0,
+                end: 8 << 20,
+            }],
+            sparse: false,
+        }),
+    };
+    validate(&info.format_xml(), "storagevol");
+}
+
 /// The fuzz target's property (`fuzz/fuzz_targets/storage_xml.rs`) on mutated inputs,
 /// so every test run checks it: the parsers never panic; a pool that parses formats to
 /// XML that parses back equal.
 #[test]
 fn mutated_storage_inputs_never_panic() {
-    let seeds: [&[u8]; 3] = [
+    let seeds: [&[u8]; 4] = [
+        b"<pool type='logical'><name>lv</name><source><device path='/dev/loop0'/><name>vg</name><format type='lvm2'/></source><target><path>/dev/vg</path></target></pool>",
         b"<pool type='dir'><name>p</name><uuid>e4679589-6b6f-4b3a-9a7b-ffa3a5c6a6e1</uuid><target><path>/a/b</path><permissions><mode>0711</mode><owner>0</owner></permissions></target></pool>",
         b"<volume><name>v</name><capacity unit='G'>1</capacity><allocation>0</allocation><target><format type='qcow2'/></target><backingStore><path>/b</path><format type='raw'/></backingStore></volume>",
         b"QFI\xfb\x00\x00\x00\x03\x00\x00\x00\x00\x00\x00\x00\x68\x00\x00\x00\x04\x00\x00\x00\x10\x00\x00\x00\x00\x40\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x68/x/y",

@@ -6,6 +6,7 @@ use std::fmt::Write;
 use std::path::PathBuf;
 
 use super::error::{Error, Result};
+pub use super::lvm::Extent;
 use super::pool_xml::Perms;
 use super::xmlutil::{child, child_text, escape};
 
@@ -169,13 +170,27 @@ pub struct VolInfo {
     pub backing: Option<(String, Option<VolFormat>)>,
     /// qcow2: `0.10` (version 2) or `1.1` (version 3).
     pub compat: Option<&'static str>,
+    /// A block device volume (a logical pool's LV); `None` for files and directories.
+    pub block: Option<BlockVol>,
+}
+
+/// What a block volume has beyond a file: its key and where its data lies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockVol {
+    /// The LV's UUID (libvirt's key for logical volumes).
+    pub key: String,
+    pub extents: Vec<Extent>,
+    /// A thin snapshot made with `--virtualsize`: writing it all would overflow it.
+    pub sparse: bool,
 }
 
 impl VolInfo {
-    /// libvirt's `virStorageVolType`: 0 file, 2 dir.
+    /// libvirt's `virStorageVolType`: 0 file, 1 block, 2 dir.
     pub fn vol_type(&self) -> i32 {
         if self.format == VolFormat::Dir {
             2
+        } else if self.block.is_some() {
+            1
         } else {
             0
         }
@@ -185,14 +200,22 @@ impl VolInfo {
     pub fn format_xml(&self) -> String {
         let path = escape(&self.path.to_string_lossy());
         let mut out = String::new();
-        let kind = if self.format == VolFormat::Dir {
-            "dir"
-        } else {
-            "file"
+        let kind = match self.vol_type() {
+            2 => "dir",
+            1 => "block",
+            _ => "file",
         };
         let _ = writeln!(out, "<volume type='{kind}'>");
         let _ = writeln!(out, "  <name>{}</name>", escape(&self.name));
-        let _ = writeln!(out, "  <key>{path}</key>");
+        match &self.block {
+            Some(b) => {
+                let _ = writeln!(out, "  <key>{}</key>", escape(&b.key));
+                format_extents(&mut out, &b.extents);
+            }
+            None => {
+                let _ = writeln!(out, "  <key>{path}</key>");
+            }
+        }
         let _ = writeln!(out, "  <capacity unit='bytes'>{}</capacity>", self.capacity);
         let _ = writeln!(
             out,
@@ -202,7 +225,10 @@ impl VolInfo {
         let _ = writeln!(out, "  <physical unit='bytes'>{}</physical>", self.physical);
         let _ = writeln!(out, "  <target>");
         let _ = writeln!(out, "    <path>{path}</path>");
-        let _ = writeln!(out, "    <format type='{}'/>", self.format.as_str());
+        // A logical pool has no volume formats: libvirt prints none for its volumes.
+        if self.block.is_none() {
+            let _ = writeln!(out, "    <format type='{}'/>", self.format.as_str());
+        }
         self.perms.format(&mut out, "    ");
         let _ = writeln!(out, "    <timestamps>");
         for (name, (s, ns)) in ["atime", "mtime", "ctime"].iter().zip(self.times) {
@@ -226,6 +252,27 @@ impl VolInfo {
         out.push_str("</volume>\n");
         out
     }
+}
+
+/// libvirt's `<source>` of a volume with extents: one `<device>` per run of extents
+/// on the same physical volume.
+fn format_extents(out: &mut String, extents: &[Extent]) {
+    out.push_str("  <source>\n");
+    let mut current: Option<&str> = None;
+    for e in extents {
+        if current != Some(e.device.as_str()) {
+            if current.is_some() {
+                out.push_str("    </device>\n");
+            }
+            let _ = writeln!(out, "    <device path='{}'>", escape(&e.device));
+            current = Some(&e.device);
+        }
+        let _ = writeln!(out, "      <extent start='{}' end='{}'/>", e.start, e.end);
+    }
+    if current.is_some() {
+        out.push_str("    </device>\n");
+    }
+    out.push_str("  </source>\n");
 }
 
 #[cfg(test)]
@@ -272,5 +319,62 @@ mod tests {
         assert_eq!(e.to_string(), "invalid argument: unknown suffix 'zz'");
         let e = VolRequest::parse("<volume><name>a</name></volume>").unwrap_err();
         assert_eq!(e.to_string(), "XML error: missing capacity element");
+    }
+
+    #[test]
+    fn block_volumes_format_as_libvirt_logical_volumes() {
+        let info = VolInfo {
+            name: "v1".into(),
+            path: PathBuf::from("/dev/vg/v1"),
+            format: VolFormat::Raw,
+            capacity: 8 << 20,
+            allocation: 8 << 20,
+            physical: 8 << 20,
+            perms: Perms {
+                mode: Some(0o600),
+                owner: Some(0),
+                group: Some(6),
+                label: None,
+            },
+            times: [(1, 2), (3, 4), (5, 6)],
+            backing: None,
+            compat: None,
+            block: Some(BlockVol {
+                key: "abcd-ef".into(),
+                extents: vec![
+                    Extent {
+                        device: "/dev/loop0".into(),
+                        start: 0,
+                        end: 4 << 20,
+                    },
+                    Extent {
+                        device: "/dev/loop0".into(),
+                        start: 8 << 20,
+                        end: 12 << 20,
+                    },
+                    Extent {
+                        device: "/dev/loop1".into(),
+                        start: 0,
+                        end: 1,
+                    },
+                ],
+                sparse: false,
+            }),
+        };
+        assert_eq!(info.vol_type(), 1);
+        let x = info.format_xml();
+        assert!(x.starts_with(
+            "<volume type='block'>\n  <name>v1</name>\n  <key>abcd-ef</key>\n  <source>\n    \
+             <device path='/dev/loop0'>\n      <extent start='0' end='4194304'/>\n      \
+             <extent start='8388608' end='12582912'/>\n    </device>\n    \
+             <device path='/dev/loop1'>\n      <extent start='0' end='1'/>\n    </device>\n  </source>\n  \
+             <capacity unit='bytes'>8388608</capacity>\n"
+        ), "{x}");
+        assert!(
+            x.contains("<target>\n    <path>/dev/vg/v1</path>\n    <permissions>"),
+            "{x}"
+        );
+        assert!(!x.contains("<format"), "{x}");
+        roxmltree::Document::parse(&x).unwrap();
     }
 }

@@ -2,26 +2,26 @@
 //! pool, by key or path across pools), create (from XML, or as a copy of another
 //! volume), delete, wipe, resize, and the files behind upload, download and
 //! `<disk type='volume'>`. File work runs on blocking threads under the driver's job lock.
+//! A logical pool's volumes are its LVs ([`logical`]): created and deleted by the LVM
+//! tools, block devices otherwise.
 
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::error::{Error, Result};
 use super::vol_xml::{VolFormat, VolInfo, VolRequest};
-use super::{blocking, flags, image, vol_ref, Storage, VolRef};
+use super::{blocking, flags, image, logical, lvm, Storage, VolRef};
 
 impl Storage {
     /// The volumes of an active pool, by name.
     pub fn list_vols(&self, pool: &str) -> Result<Vec<VolRef>> {
-        self.with_active(pool, |p| {
-            Ok(p.vols.iter().map(|n| vol_ref(&p.def, n)).collect())
-        })
+        self.with_active(pool, |p| Ok(p.vols.iter().map(|n| p.vol_ref(n)).collect()))
     }
 
     pub fn lookup_vol_by_name(&self, pool: &str, name: &str) -> Result<VolRef> {
         self.with_active(pool, |p| {
             if p.vols.contains(name) {
-                Ok(vol_ref(&p.def, name))
+                Ok(p.vol_ref(name))
             } else {
                 Err(Error::NoVol(format!(
                     "no storage vol with matching name '{name}'"
@@ -40,13 +40,23 @@ impl Storage {
                     || canon
                         .as_ref()
                         .is_some_and(|c| std::fs::canonicalize(&full).ok().as_ref() == Some(c));
-                hit.then(|| vol_ref(&p.def, n))
+                hit.then(|| p.vol_ref(n))
             })
         })
     }
 
+    /// A logical volume by its LV UUID.
+    fn find_by_uuid(&self, key: &str) -> Option<VolRef> {
+        self.pools().values().filter(|p| p.active).find_map(|p| {
+            let vg = p.vg.as_ref()?;
+            let lv = vg.lvs.values().find(|lv| lv.uuid == key)?;
+            Some(p.vol_ref(&lv.name))
+        })
+    }
+
     pub fn lookup_vol_by_key(&self, key: &str) -> Result<VolRef> {
-        self.find_by_path(key)
+        self.find_by_uuid(key)
+            .or_else(|| self.find_by_path(key))
             .ok_or_else(|| Error::NoVol(format!("no storage vol with matching key {key}")))
     }
 
@@ -57,12 +67,28 @@ impl Storage {
 
     /// The file behind a volume handle (checks the pool is active and has it).
     fn vol_path(&self, pool: &str, name: &str) -> Result<PathBuf> {
-        Ok(PathBuf::from(self.lookup_vol_by_name(pool, name)?.key))
+        Ok(self.vol_place(pool, name)?.0)
+    }
+
+    /// virStorageVolGetPath (a dir volume's key is its path, a logical one's is not).
+    pub fn vol_target_path(&self, pool: &str, name: &str) -> Result<String> {
+        Ok(self.vol_path(pool, name)?.to_string_lossy().into_owned())
+    }
+
+    /// The volume's file and, for a logical volume, what `lvs` said of it.
+    fn vol_place(&self, pool: &str, name: &str) -> Result<(PathBuf, Option<lvm::Lv>)> {
+        self.lookup_vol_by_name(pool, name)?;
+        self.with_active(pool, |p| {
+            let lv = p.vg.as_ref().and_then(|vg| vg.lvs.get(name)).cloned();
+            Ok((p.def.path.join(name), lv))
+        })
     }
 
     pub fn vol_info(&self, pool: &str, name: &str) -> Result<VolInfo> {
-        let path = self.vol_path(pool, name)?;
-        image::probe(name, &path)
+        match self.vol_place(pool, name)? {
+            (path, Some(lv)) => logical::vol_info(name, &path, &lv),
+            (path, None) => image::probe(name, &path),
+        }
     }
 
     pub fn vol_xml(&self, pool: &str, name: &str, flags: u32) -> Result<String> {
@@ -81,13 +107,23 @@ impl Storage {
         Error::check_flags(flags, flags::VOL_CREATE_KNOWN, "virStorageVolCreateXML")?;
         let mut req = VolRequest::parse(xml)?;
         let _job = self.inner.job.lock().await;
-        let dir = self.with_active(pool, |p| {
+        let def = self.with_active(pool, |p| {
             if p.vols.contains(&req.name) {
                 return Err(Error::VolExists(req.name.clone()));
             }
-            Ok(p.def.path.clone())
+            Ok(p.def.clone())
         })?;
-        let path = dir.join(&req.name);
+        if let Some(src) = def.logical() {
+            if from.is_some() {
+                return Err(Error::OperationUnsupported(
+                    "copying a volume into a logical pool is not supported".into(),
+                ));
+            }
+            let (vg, r2) = (src.vg.clone(), req.clone());
+            blocking(move || logical::create_vol(&def, &vg, &r2)).await?;
+            return self.created_lv(pool, &req.name).await;
+        }
+        let path = def.path.join(&req.name);
         match from {
             None => {
                 let (p2, r2) = (path.clone(), req.clone());
@@ -104,8 +140,26 @@ impl Storage {
         }
         self.with_pool(pool, |p| {
             p.vols.insert(req.name.clone());
-            Ok(vol_ref(&p.def, &req.name))
+            Ok(p.vol_ref(&req.name))
         })
+    }
+
+    /// Reads the group again after `lvcreate` (the new LV's UUID is its key; the
+    /// group's free space changed); an LV that does not show is removed again.
+    async fn created_lv(&self, pool: &str, name: &str) -> Result<VolRef> {
+        let path = self.with_active(pool, |p| Ok(p.def.path.join(name)))?;
+        let found = self.rescan(pool).await.and_then(|()| {
+            self.with_active(pool, |p| Ok(p.vols.contains(name).then(|| p.vol_ref(name))))
+        });
+        match found {
+            Ok(Some(v)) => Ok(v),
+            other => {
+                let _ = blocking(move || logical::delete_vol(&path)).await;
+                Err(other.err().unwrap_or_else(|| {
+                    Error::System(format!("cannot find newly created volume '{name}'"))
+                }))
+            }
+        }
     }
 
     fn refuse_in_use(&self, name: &str, path: &Path) -> Result<()> {
@@ -124,8 +178,12 @@ impl Storage {
     pub async fn delete_vol(&self, pool: &str, name: &str, flags: u32) -> Result<()> {
         Error::check_flags(flags, flags::VOL_DELETE_KNOWN, "virStorageVolDelete")?;
         let _job = self.inner.job.lock().await;
-        let path = self.vol_path(pool, name)?;
+        let (path, lv) = self.vol_place(pool, name)?;
         self.refuse_in_use(name, &path)?;
+        if lv.is_some() {
+            blocking(move || logical::delete_vol(&path)).await?;
+            return self.rescan(pool).await;
+        }
         let p2 = path.clone();
         blocking(move || {
             let r = if p2.is_dir() {
@@ -157,6 +215,13 @@ impl Storage {
         let _job = self.inner.job.lock().await;
         let info = self.vol_info(pool, name)?;
         self.refuse_in_use(name, &info.path)?;
+        if info.block.as_ref().is_some_and(|b| b.sparse) {
+            // Filling a thin snapshot overflows it (libvirt refuses too).
+            return Err(Error::NoSupport(format!(
+                "logical volume '{}' is sparse, volume wipe not supported",
+                info.path.display()
+            )));
+        }
         blocking(move || image::wipe(&info)).await
     }
 
@@ -176,6 +241,12 @@ impl Storage {
         )?;
         let _job = self.inner.job.lock().await;
         let info = self.vol_info(pool, name)?;
+        if info.block.is_some() {
+            // libvirt's logical backend has no resize either.
+            return Err(Error::NoSupport(
+                "storage pool does not support changing of volume capacity".into(),
+            ));
+        }
         let target = if flags & RESIZE_DELTA != 0 {
             if flags & RESIZE_SHRINK != 0 {
                 info.capacity
@@ -246,19 +317,20 @@ impl Storage {
         Error::check_flags(flags, 1, "virStorageVolDownload")?;
         let path = self.vol_path(pool, name)?;
         let mut f = std::fs::File::open(&path).map_err(|e| Error::io("open", &path, &e))?;
+        // The end, not the length: a block device's length reads 0.
         let size = f
-            .metadata()
-            .map_err(|e| Error::io("stat", &path, &e))?
-            .len();
+            .seek(SeekFrom::End(0))
+            .map_err(|e| Error::io("seek", &path, &e))?;
         f.seek(SeekFrom::Start(offset))
             .map_err(|e| Error::io("seek", &path, &e))?;
         let left = size.saturating_sub(offset);
         Ok((f, if length == 0 { left } else { length.min(left) }))
     }
 
-    /// The file and format of `<disk type='volume'><source pool volume>`.
-    pub fn resolve(&self, pool: &str, volume: &str) -> Result<(PathBuf, VolFormat)> {
+    /// The file, format and whether it is a block device (a logical volume), of
+    /// `<disk type='volume'><source pool volume>`.
+    pub fn resolve(&self, pool: &str, volume: &str) -> Result<(PathBuf, VolFormat, bool)> {
         let info = self.vol_info(pool, volume)?;
-        Ok((info.path, info.format))
+        Ok((info.path, info.format, info.block.is_some()))
     }
 }
