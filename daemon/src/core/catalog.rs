@@ -174,6 +174,19 @@ impl Core {
             let has_tpm = r.def.as_ref().is_some_and(|d| d.has_tpm());
             (r.name.clone(), has_tpm)
         };
+        // As libvirt: an inactive domain's snapshots, and a managed save image, are
+        // forgotten only when the caller says so.
+        let snapshots = self.snapshot_count(&name);
+        if snapshots > 0 {
+            if flags & SNAPSHOTS_METADATA == 0 && !slot.rec().active() {
+                return Err(Error::OperationInvalid(format!(
+                    "cannot delete inactive domain with {snapshots} snapshots"
+                )));
+            }
+            if flags & SNAPSHOTS_METADATA != 0 {
+                self.snapshot_forget_all(&name)?;
+            }
+        }
         // As libvirt: a managed save image is removed only when the caller says so.
         let image = self.managed_save_path(&name);
         if image.exists() {

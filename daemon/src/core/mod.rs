@@ -80,6 +80,8 @@ pub mod nodedev;
 mod query;
 pub mod runtime;
 mod save;
+mod snapshot;
+pub use snapshot::{create as snapshot_create_flags, list as snapshot_list_flags};
 pub mod secret;
 mod slot;
 pub mod state;

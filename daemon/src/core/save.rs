@@ -281,6 +281,30 @@ impl Core {
     /// Saves the running domain of `slot` into `path` and stops it (job lock held).
     async fn save_locked(&self, slot: &Arc<Slot>, path: &Path, flags: u32) -> Result<()> {
         let vm = Self::running_vm(slot)?;
+        let was_running = slot.rec().state.state == State::Running;
+        self.save_running(slot, &vm, path, run_after(was_running, flags), false)
+            .await?;
+        // The state is on disk: the VMM ends, and the domain stops as saved.
+        vm.end_as(
+            super::state::shutoff::SAVED,
+            super::event::detail::stopped::SAVED,
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Writes the state of `slot`'s running VMM into `path` (our header with the live
+    /// XML and `running`, then the VMM's stream). The VMM pauses the guest for it;
+    /// with `resume` a guest that ran runs on (a snapshot), else it stays paused for
+    /// the caller to end the VMM. On failure the file goes and the guest runs on.
+    pub(super) async fn save_running(
+        &self,
+        slot: &Arc<Slot>,
+        vm: &Arc<super::supervise::Vm>,
+        path: &Path,
+        running: bool,
+        resume: bool,
+    ) -> Result<()> {
         let (xml, was_running) = {
             let r = slot.rec();
             let def = r
@@ -289,7 +313,6 @@ impl Core {
                 .ok_or_else(|| Error::Internal("a running domain without its definition".into()))?;
             (def.to_xml(true), r.state.state == State::Running)
         };
-        let running = run_after(was_running, flags);
         let p = path.to_path_buf();
         let (file, _) = tokio::task::spawn_blocking(move || create_image(&p, &xml, running))
             .await
@@ -302,21 +325,15 @@ impl Core {
         }
         .await;
         drop(file);
-        if let Err(e) = saved {
+        if let Err(e) = &saved {
             let _ = remove_image(path);
-            // The VMM paused the guest for the save: it runs on as it was.
-            if was_running {
-                let _ = vm.qmp("cont", None).await;
-            }
-            return Err(e);
+            tracing::warn!(domain = %slot.name(), error = %e, "saving the domain's state failed");
         }
-        // The state is on disk: the VMM ends, and the domain stops as saved.
-        vm.end_as(
-            super::state::shutoff::SAVED,
-            super::event::detail::stopped::SAVED,
-        )
-        .await;
-        Ok(())
+        // The VMM paused the guest for the save: it runs on as it was.
+        if was_running && (resume || saved.is_err()) {
+            vm.qmp("cont", None).await?;
+        }
+        saved.map(drop)
     }
 }
 
