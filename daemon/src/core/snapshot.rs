@@ -130,8 +130,15 @@ impl Snap {
         let name = child_text(root, "name")
             .ok_or_else(|| Error::Xml("a snapshot without a name".into()))?
             .to_string();
+        // Written indented by two inside <domainsnapshot>: take that back off.
         let domain = child(root, "domain")
-            .map(|d| xml[d.range()].to_string())
+            .map(|d| {
+                xml[d.range()]
+                    .lines()
+                    .map(|l| l.strip_prefix("  ").unwrap_or(l))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
             .ok_or_else(|| Error::Xml(format!("snapshot '{name}' has no domain")))?;
         let disks = child(root, "disks")
             .map(|d| {
@@ -163,6 +170,7 @@ impl Snap {
 }
 
 /// What a `SnapshotCreateXML` request asks for.
+#[derive(Debug)]
 struct Request {
     name: Option<String>,
     description: Option<String>,
