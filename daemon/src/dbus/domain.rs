@@ -12,7 +12,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::{OwnedFd, OwnedObjectPath, OwnedVariant};
 
 use super::error::{unsupported, LibvirtError, Result};
-use super::{stats, Context};
+use super::{snapshot, stats, Context};
 use crate::core::tune::{self, Group};
 use crate::core::{affect, flags, DomainInfo, Error};
 
@@ -43,6 +43,13 @@ impl DomainIface {
         Ok(super::tune::to_wire(group, &t)?)
     }
 
+    /// The served object path of this domain's snapshot `name`.
+    async fn snapshot_object(&self, conn: &zbus::Connection, name: String) -> OwnedObjectPath {
+        snapshot::paths(&self.ctx, conn, &self.uuid, &[name])
+            .await
+            .remove(0)
+    }
+
     fn require_active(&self) -> Result<()> {
         if !self.info()?.state.is_active() {
             return Err(Error::OperationInvalid("domain is not running".into()).into());
@@ -50,9 +57,6 @@ impl DomainIface {
         Ok(())
     }
 }
-
-/// Every `virDomainSnapshotListFlags` bit (libvirt 9.0: ROOTS = 1 … TOPOLOGICAL = 1 << 10).
-const SNAPSHOT_LIST_FLAGS: u32 = (1 << 11) - 1;
 
 /// libvirt-dbus passes "" for a NULL string argument.
 fn non_empty(s: &str) -> Option<&str> {
@@ -636,10 +640,8 @@ impl DomainIface {
         flags: u32,
     ) -> Result<Vec<OwnedObjectPath>> {
         self.ctx.gate.check(conn, &hdr).await?;
-        // Snapshots are not made (SnapshotCreateXML is refused): none to list.
-        self.ctx.core.info(&self.uuid)?;
-        Error::check_flags(flags, SNAPSHOT_LIST_FLAGS, "virDomainListAllSnapshots")?;
-        Ok(Vec::new())
+        let names = self.ctx.core.snapshot_names(&self.uuid, flags)?;
+        Ok(snapshot::paths(&self.ctx, conn, &self.uuid, &names).await)
     }
 
     #[zbus(name = "ManagedSave")]
@@ -1101,28 +1103,51 @@ impl DomainIface {
         Ok(self.ctx.core.shutdown(&self.uuid, flags).await?)
     }
 
-    /// No snapshots are made: libvirt's VIR_ERR_NO_DOMAIN_SNAPSHOT words, after the
-    /// domain lookup (as `rpc/snapshot.rs` answers SNAPSHOT_CURRENT).
     #[zbus(name = "SnapshotCurrent", out_args("domainSnapshot"))]
-    async fn snapshot_current(&self, _flags: u32) -> Result<OwnedObjectPath> {
-        self.ctx.core.info(&self.uuid)?;
-        Err(LibvirtError::Error(
-            "Domain snapshot not found: the domain does not have a current snapshot".into(),
-        ))
+    async fn snapshot_current(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        flags: u32,
+    ) -> Result<OwnedObjectPath> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Error::check_flags(flags, 0, "virDomainSnapshotCurrent")?;
+        // libvirt's VIR_ERR_NO_DOMAIN_SNAPSHOT words, as RPC's SNAPSHOT_CURRENT.
+        let name = self.ctx.core.snapshot_current(&self.uuid)?.ok_or_else(|| {
+            Error::NoSnapshot("the domain does not have a current snapshot".into())
+        })?;
+        Ok(self.snapshot_object(conn, name).await)
     }
 
     #[zbus(name = "SnapshotCreateXML", out_args("domainSnapshot"))]
-    async fn snapshot_create_xml(&self, _xml: String, _flags: u32) -> Result<OwnedObjectPath> {
-        Err(unsupported("virDomainSnapshotCreateXML"))
+    async fn snapshot_create_xml(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        xml: String,
+        flags: u32,
+    ) -> Result<OwnedObjectPath> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        let name = self
+            .ctx
+            .core
+            .snapshot_create(&self.uuid, &xml, flags)
+            .await?;
+        Ok(self.snapshot_object(conn, name).await)
     }
 
-    /// No snapshots are made: none has this name (libvirt's words, as on RPC).
     #[zbus(name = "SnapshotLookupByName", out_args("domainSnapshot"))]
-    async fn snapshot_lookup_by_name(&self, name: String, _flags: u32) -> Result<OwnedObjectPath> {
-        self.ctx.core.info(&self.uuid)?;
-        Err(LibvirtError::Error(format!(
-            "Domain snapshot not found: no domain snapshot with matching name '{name}'"
-        )))
+    async fn snapshot_lookup_by_name(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        name: String,
+        flags: u32,
+    ) -> Result<OwnedObjectPath> {
+        self.ctx.gate.check(conn, &hdr).await?;
+        Error::check_flags(flags, 0, "virDomainSnapshotLookupByName")?;
+        self.ctx.core.snapshot_lookup(&self.uuid, &name)?;
+        Ok(self.snapshot_object(conn, name).await)
     }
 
     #[zbus(name = "Suspend")]

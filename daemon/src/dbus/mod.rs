@@ -1,7 +1,8 @@
 //! The D-Bus front end: libvirt-dbus's `org.libvirt` service on top of the core.
 //!
-//! One connect object (`org.libvirt.Connect`, default `/org/libvirt/QEMU`) and one
-//! object per domain (`org.libvirt.Domain`). Domain objects follow the core's
+//! One connect object (`org.libvirt.Connect`, default `/org/libvirt/QEMU`), one
+//! object per domain (`org.libvirt.Domain`) and one per domain snapshot
+//! (`org.libvirt.DomainSnapshot`). Domain objects follow the core's
 //! catalog: after every event and catalog call the set of exported objects is
 //! brought in line with the core's domain list. Lifecycle events become
 //! `Connect.DomainEvent(o, i, i)` signals; reboot, balloon and control-error
@@ -20,6 +21,7 @@ pub mod path;
 pub mod polkit;
 mod properties;
 mod secret;
+mod snapshot;
 mod stats;
 mod storage_pool;
 mod storage_vol;
@@ -85,6 +87,8 @@ pub struct Context {
     secret_objects: Arc<objects::Objects<Uuid>>,
     nodedev_objects: Arc<objects::Objects<String>>,
     interface_objects: Arc<objects::Objects<String>>,
+    /// The exported domain snapshot objects, by (domain, snapshot name).
+    snapshot_objects: Arc<objects::Objects<(Uuid, String)>>,
 }
 
 impl Context {
@@ -123,6 +127,9 @@ impl Context {
             let _ = server.remove::<DomainIface, _>(self.path(uuid)).await;
             self.exported.lock().expect("poisoned").remove(uuid);
         }
+        // Snapshots go with their domain (undefine), and those on disk at start
+        // get their objects.
+        snapshot::sync(self, conn).await;
     }
 }
 
@@ -140,6 +147,7 @@ pub async fn serve(core: Core, opts: ServeOptions) -> Result<zbus::Connection, S
         secret_objects: Arc::default(),
         nodedev_objects: Arc::default(),
         interface_objects: Arc::default(),
+        snapshot_objects: Arc::default(),
     };
     // Subscribe before exporting so no event between the two is lost.
     let mut events = core.subscribe();

@@ -1,5 +1,5 @@
 //! Exported object sets for the host objects (secrets, node devices, host
-//! interfaces): the objects on the bus are brought in line with what the core
+//! interfaces) and domain snapshots: the objects on the bus are brought in line with what the core
 //! lists each time a client lists or looks one up, so an object path a method
 //! returns is always served.
 

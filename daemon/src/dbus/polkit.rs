@@ -38,6 +38,7 @@ const OTHER_READS: &[&str] = &[
     "CompareCPU",
     "BaselineCPU",
     "SnapshotCurrent",
+    "IsCurrent",
     "MigrateGetMaxSpeed",
     "MigrateGetCompressionCache",
     "DomainSaveImageGetXMLDesc",
@@ -168,6 +169,24 @@ mod tests {
             "SendKey",
         ] {
             assert_eq!(Action::for_call(domain, m), Action::Manage, "{m}");
+        }
+        let snap = Some("org.libvirt.DomainSnapshot");
+        for m in ["GetParent", "GetXMLDesc", "IsCurrent", "ListChildren"] {
+            assert_eq!(Action::for_call(snap, m), Action::Monitor, "{m}");
+        }
+        for m in ["Delete", "Revert"] {
+            assert_eq!(Action::for_call(snap, m), Action::Manage, "{m}");
+        }
+        assert_eq!(
+            Action::for_call(domain, "SnapshotCreateXML"),
+            Action::Manage
+        );
+        for m in [
+            "SnapshotCurrent",
+            "SnapshotLookupByName",
+            "ListDomainSnapshots",
+        ] {
+            assert_eq!(Action::for_call(domain, m), Action::Monitor, "{m}");
         }
         // Writing a property (Autostart) is a change; reading one is not.
         let props = Some("org.freedesktop.DBus.Properties");
