@@ -10,11 +10,11 @@ use super::packet::{Header, PROGRAM_REMOTE};
 use super::proto::{
     remote, DeviceArgs, DeviceFlagsArgs, DomainArgs, DomainFlagsArgs, DomainInfoRet,
     GetMetadataArgs, IdListRet, IntValue, InterfaceAddressesArgs, ListAllArgs, ListAllDomainsRet,
-    ListSnapshotsArgs, MemoryStat, MemoryStatsArgs, MemoryStatsRet, MonitorCommandArgs,
-    NonnullDomain, OpenConsoleArgs, RenameArgs, RestoreFlagsArgs, SaveArgs, SaveFlagsArgs,
-    SaveImageXmlArgs, SchedulerTypeRet, SecurityLabelRet, SetAutostartArgs, SetMemoryArgs,
-    SetMemoryFlagsArgs, SetMetadataArgs, SetVcpusArgs, SetVcpusFlagsArgs, StateRet, StringListRet,
-    StringValue, U64Value, UuidArgs, XmlFlagsArgs,
+    MemoryStat, MemoryStatsArgs, MemoryStatsRet, MonitorCommandArgs, NonnullDomain,
+    OpenConsoleArgs, RenameArgs, RestoreFlagsArgs, SaveArgs, SaveFlagsArgs, SaveImageXmlArgs,
+    SchedulerTypeRet, SecurityLabelRet, SetAutostartArgs, SetMemoryArgs, SetMemoryFlagsArgs,
+    SetMetadataArgs, SetVcpusArgs, SetVcpusFlagsArgs, StateRet, StringListRet, StringValue,
+    U64Value, UuidArgs, XmlFlagsArgs,
 };
 use super::stream::ConsoleStream;
 use super::xdr::CharArray;
@@ -390,11 +390,6 @@ pub async fn call(conn: &mut Conn, h: &Header, payload: &[u8]) -> CallResult {
                     .collect(),
             })
         }
-        remote::DOMAIN_SNAPSHOT_NUM => {
-            let a: DomainFlagsArgs = args(p, payload)?;
-            core.lookup_by_uuid(&uuid_of(&a.dom)).map_err(vir)?;
-            ret(IntValue { value: 0 })
-        }
         remote::DOMAIN_HAS_MANAGED_SAVE_IMAGE => {
             let a: DomainFlagsArgs = args(p, payload)?;
             let has = core
@@ -449,11 +444,6 @@ pub async fn call(conn: &mut Conn, h: &Header, payload: &[u8]) -> CallResult {
             ret(StringValue {
                 value: core.save_image_xml(&a.file, a.flags).map_err(vir)?,
             })
-        }
-        remote::DOMAIN_LIST_ALL_SNAPSHOTS => {
-            let a: ListSnapshotsArgs = args(p, payload)?;
-            core.lookup_by_uuid(&uuid_of(&a.dom)).map_err(vir)?;
-            ret(super::proto::EmptyListRet { count: 0, ret: 0 })
         }
         remote::DOMAIN_GET_SECURITY_LABEL => {
             let a: DomainArgs = args(p, payload)?;
