@@ -150,10 +150,15 @@ fn bad_input_is_refused_in_libvirt_words_and_changes_nothing() {
     // Unknown flags.
     let e = refused(&d, &path, "org.libvirt.Domain", "Undefine", &["u", "1024"]);
     assert!(e.contains("unsupported flags (0x400)"), "{e}");
-    // An API we do not implement answers libvirt's NO_SUPPORT by name.
     let e = refused(&d, &path, "org.libvirt.Domain", "ManagedSave", &["u", "0"]);
     assert!(
-        e.contains("this function is not supported by the connection driver: virDomainManagedSave"),
+        e.contains("Requested operation is not valid: domain is not running"),
+        "{e}"
+    );
+    // An API we do not implement answers libvirt's NO_SUPPORT by name.
+    let e = refused(&d, &path, "org.libvirt.Domain", "InjectNMI", &["u", "0"]);
+    assert!(
+        e.contains("this function is not supported by the connection driver: virDomainInjectNMI"),
         "{e}"
     );
     assert_eq!(snapshot(&store), before, "the store changed");

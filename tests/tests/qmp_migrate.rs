@@ -7,15 +7,16 @@
 //! twice a second): after the save it is paused and counts no more; the new VMM's
 //! guest goes on from N+1 — no new boot ("OXTEST READY" never shows), the timer,
 //! the interrupt controllers and the UART all as they were. Its ACPI power button
-//! then still works (PM block and IOAPIC routing restored). A machine with a device
-//! that cannot save (virtio-rng, for now) refuses by the device's id and runs on.
+//! then still works (PM block and IOAPIC routing restored); a virtio-rng the guest
+//! leaves alone comes along. A machine with a device that cannot save
+//! (virtio-balloon, for now) refuses by the device's id and runs on.
 
 mod qmp_common;
 
 use std::time::Duration;
 
-use machine_spec::Incoming;
-use oxvirt_tests::spec::{oxtest_spec, rng_device};
+use machine_spec::{Balloon, Device, DeviceKind, Incoming};
+use oxvirt_tests::spec::{oxtest_spec, pci_slot, rng_device};
 use oxvirt_tests::Vm;
 use qmp_common::{PyQmp, QmpVm};
 use serde_json::json;
@@ -35,7 +36,7 @@ fn last_tick(vm: &Vm) -> u64 {
 #[test]
 fn a_saved_guest_goes_on_counting_in_a_new_vmm() {
     // Ten ticks (five seconds), then it waits for the power button.
-    let mut spec = oxtest_spec("count,acpibutton ticks=10", Vec::new());
+    let mut spec = oxtest_spec("count,acpibutton ticks=10", vec![rng_device("rng0", 3)]);
     spec.cpus.count = 2;
     spec.cpus.max = 2;
     spec.cpus.topology.cores = 2;
@@ -99,7 +100,16 @@ fn a_saved_guest_goes_on_counting_in_a_new_vmm() {
 
 #[test]
 fn a_machine_with_a_device_that_cannot_save_refuses_by_its_id() {
-    let spec = oxtest_spec("count", vec![rng_device("rng0", 3)]);
+    let balloon = Device {
+        boot_index: None,
+        id: "balloon0".into(),
+        pci: pci_slot(3),
+        kind: DeviceKind::Balloon(Balloon {
+            stats_period: 0,
+            deflate_on_oom: false,
+        }),
+    };
+    let spec = oxtest_spec("count", vec![balloon]);
     let a = QmpVm::start(&spec);
     a.vm.wait_count("OXTEST tick", 1, WAIT);
     let state = a.vm.dir().join("saved.state");
@@ -109,7 +119,7 @@ fn a_machine_with_a_device_that_cannot_save_refuses_by_its_id() {
     let r = q.execute("migrate", json!({"uri": "fd:migrate"}));
     let desc = r["error"]["desc"].as_str().unwrap_or_default().to_string();
     assert!(
-        desc.contains("device 'rng0") && desc.contains("cannot save its state"),
+        desc.contains("device 'balloon0 (virtio-balloon)' cannot save its state"),
         "{r}"
     );
     let info = q.ok("query-migrate", json!(null));

@@ -669,6 +669,9 @@ const COMMAND_INTX_DISABLE: u16 = 1 << 10;
 const STATUS_INTERRUPT: u32 = 1 << 19;
 
 impl PciDevice for Ahci {
+    fn state_name(&self) -> String {
+        "AHCI controller".into()
+    }
     fn read_config(&mut self, reg: usize) -> u32 {
         if reg >= CONFIG_DWORDS {
             return 0;

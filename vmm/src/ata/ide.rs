@@ -681,6 +681,9 @@ impl PiixIde {
 }
 
 impl PciDevice for PiixIde {
+    fn state_name(&self) -> String {
+        "PIIX IDE controller".into()
+    }
     fn read_config(&mut self, reg: usize) -> u32 {
         if reg >= CONFIG_DWORDS {
             return 0;

@@ -208,6 +208,9 @@ impl StdVgaPci {
 }
 
 impl PciDevice for StdVgaPci {
+    fn state_name(&self) -> String {
+        "VGA".into()
+    }
     fn read_config(&mut self, reg: usize) -> u32 {
         if reg == ROM_REG {
             return self.rom_reg;

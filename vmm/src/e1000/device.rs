@@ -690,6 +690,9 @@ fn receive_loop(
 }
 
 impl PciDevice for E1000Function {
+    fn state_name(&self) -> String {
+        "e1000".into()
+    }
     fn read_config(&mut self, reg: usize) -> u32 {
         let s = self.lock();
         let v = s.config.read(reg);

@@ -297,7 +297,46 @@ impl Bridge {
     }
 }
 
+/// A bridge's registers and its hot-plug slot's.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedBridge {
+    regs: Vec<u32>,
+    slot: Option<(HotplugSlot, bool)>,
+}
+
 impl PciDevice for Bridge {
+    fn can_save(&self) -> bool {
+        true
+    }
+    fn save_state(&mut self) -> Option<serde_json::Value> {
+        Some(crate::vmstate::to_value(&SavedBridge {
+            regs: self.config.save_regs(),
+            slot: self
+                .hotplug
+                .as_ref()
+                .map(|h| (h.slot.clone(), h.unplug_ready)),
+        }))
+    }
+    fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), String> {
+        let s: SavedBridge = crate::vmstate::from_value(state)?;
+        self.config.restore_regs(&s.regs)?;
+        match (self.hotplug.as_mut(), s.slot) {
+            (Some(h), Some((slot, ready))) => {
+                h.slot = slot;
+                h.unplug_ready = ready;
+                // The MSI message comes from the restored capability.
+                if let Some(m) = h.msi.as_mut() {
+                    m.config_written(&self.config);
+                }
+            }
+            (None, None) => {}
+            _ => return Err("the saved bridge differs in its hot-plug slot".into()),
+        }
+        Ok(())
+    }
+    fn state_name(&self) -> String {
+        format!("{:?}", self.kind)
+    }
     fn read_config(&mut self, reg: usize) -> u32 {
         self.config.read(reg)
     }

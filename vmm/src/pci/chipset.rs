@@ -211,7 +211,10 @@ impl PciDevice for ChipsetFunction {
     fn set_multifunction(&mut self) {
         self.config.set_multifunction(true);
     }
-    fn save_state(&self) -> Option<serde_json::Value> {
+    fn can_save(&self) -> bool {
+        true
+    }
+    fn save_state(&mut self) -> Option<serde_json::Value> {
         Some(serde_json::json!(self.config.save_regs()))
     }
     fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), String> {

@@ -75,7 +75,7 @@ pub struct SlotWrite {
 }
 
 /// The slot registers of one hot-plug capable downstream port.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HotplugSlot {
     control: u16,
     status: u16,

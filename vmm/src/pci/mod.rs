@@ -71,11 +71,19 @@ pub trait PciDevice: Send {
     /// Sets the multi-function bit of the header type (function 0 of a slot
     /// that has other functions).
     fn set_multifunction(&mut self) {}
-    /// The function's state for a saved machine (`crate::vmstate`); `None` for a
-    /// device that cannot save it yet, which blocks saving the machine.
-    fn save_state(&self) -> Option<serde_json::Value> {
+    /// Whether [`PciDevice::save_state`] can save this function (no side effects):
+    /// one that cannot blocks saving the machine.
+    fn can_save(&self) -> bool {
+        false
+    }
+    /// The function's state for a saved machine (`crate::vmstate`), with the vCPUs
+    /// stopped; a device with a data path stops it (completing what was in flight)
+    /// until [`PciDevice::resume_after_save`]. Only called when `can_save`.
+    fn save_state(&mut self) -> Option<serde_json::Value> {
         None
     }
+    /// Serves again after [`PciDevice::save_state`] (the guest goes on).
+    fn resume_after_save(&mut self) {}
     /// Takes the state [`PciDevice::save_state`] gave, on a function just built
     /// from the same spec.
     fn restore_state(&mut self, _state: &serde_json::Value) -> Result<(), String> {

@@ -88,7 +88,10 @@ impl PciDevice for HostBridge {
         data.fill(0xff);
     }
     fn bar_write(&mut self, _bar: usize, _offset: u64, _data: &[u8]) {}
-    fn save_state(&self) -> Option<serde_json::Value> {
+    fn can_save(&self) -> bool {
+        true
+    }
+    fn save_state(&mut self) -> Option<serde_json::Value> {
         Some(serde_json::json!(self.config.save_regs()))
     }
     fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), String> {
@@ -510,29 +513,50 @@ impl PciRoot {
         }
     }
 
-    /// The state of every function for a saved machine, keyed `BUS:DEVFN` (the
-    /// spec's bus index); the first function that cannot save blocks it: (bus,
-    /// devfn, what it is).
-    pub fn save_state(&self) -> Result<serde_json::Value, (u8, u8, String)> {
-        let mut functions = serde_json::Map::new();
-        let all = self.slots.iter().map(|(d, s)| (0u8, d, s)).chain(
+    /// Every function, bus 0 first: (spec bus index, devfn, slot).
+    fn all_slots(&mut self) -> impl Iterator<Item = (u8, u8, &mut Slot)> {
+        self.slots.iter_mut().map(|(d, s)| (0u8, *d, s)).chain(
             self.behind
-                .iter()
-                .flat_map(|(b, m)| m.iter().map(move |(d, s)| (*b, d, s))),
-        );
-        for (bus, devfn, s) in all {
-            let key = format!("{bus}:{devfn}");
-            let state = s
-                .dev
-                .save_state()
-                .ok_or_else(|| (bus, *devfn, s.dev.state_name()))?;
-            functions.insert(key, state);
+                .iter_mut()
+                .flat_map(|(b, m)| m.iter_mut().map(move |(d, s)| (*b, *d, s))),
+        )
+    }
+
+    /// The first function that cannot save its state: (bus, devfn, what it is).
+    pub fn save_blocker(&self) -> Option<(u8, u8, String)> {
+        let bus0 = self.slots.iter().map(|(d, s)| (0u8, *d, s));
+        let behind = self
+            .behind
+            .iter()
+            .flat_map(|(b, m)| m.iter().map(move |(d, s)| (*b, *d, s)));
+        bus0.chain(behind)
+            .find(|(_, _, s)| !s.dev.can_save())
+            .map(|(b, d, s)| (b, d, s.dev.state_name()))
+    }
+
+    /// The state of every function for a saved machine, keyed `BUS:DEVFN` (the
+    /// spec's bus index), and the address register. The caller checked
+    /// [`PciRoot::save_blocker`]; devices stop serving until
+    /// [`PciRoot::resume_after_save`].
+    pub fn save_state(&mut self) -> serde_json::Value {
+        let mut functions = serde_json::Map::new();
+        for (bus, devfn, s) in self.all_slots() {
+            if let Some(state) = s.dev.save_state() {
+                functions.insert(format!("{bus}:{devfn}"), state);
+            }
         }
-        Ok(serde_json::json!({
+        serde_json::json!({
             "config_address": self.config_address,
             "acpi_hotplug": self.acpi_hotplug.as_ref().map(crate::vmstate::to_value),
             "functions": functions,
-        }))
+        })
+    }
+
+    /// Every function serves again after a save.
+    pub fn resume_after_save(&mut self) {
+        for (_, _, s) in self.all_slots() {
+            s.dev.resume_after_save();
+        }
     }
 
     /// Takes what [`PciRoot::save_state`] gave, on a bus built from the same spec.

@@ -544,28 +544,42 @@ pub struct PciMachine {
 }
 
 impl PciMachine {
-    /// The state of the PCI bus and its functions for a saved machine; a function
-    /// that cannot save blocks it, named by its spec id where it has one.
-    pub fn save_state(&self) -> Result<serde_json::Value, String> {
+    /// The first function that cannot save its state, named by its spec id where
+    /// it has one (no side effects).
+    pub fn save_blocker(&self) -> Option<String> {
         let host = self._host.lock().unwrap_or_else(|e| e.into_inner());
-        host.root.save_state().map_err(|(bus, devfn, what)| {
-            let (slot, function) = (devfn >> 3, devfn & 7);
-            let id = if bus == 0 {
-                self.placed
-                    .iter()
-                    .find(|p| p.1 == slot && p.2 == function)
-                    .map(|p| p.0.clone())
-            } else {
-                self.behind
-                    .iter()
-                    .find(|b| b.2 == (slot, function))
-                    .map(|b| b.0.clone())
-            };
-            match id {
-                Some(id) => format!("{id} ({what})"),
-                None => format!("{what} at {bus:02x}:{slot:02x}.{function}"),
-            }
+        let (bus, devfn, what) = host.root.save_blocker()?;
+        let (slot, function) = (devfn >> 3, devfn & 7);
+        let id = if bus == 0 {
+            self.placed
+                .iter()
+                .find(|p| p.1 == slot && p.2 == function)
+                .map(|p| p.0.clone())
+        } else {
+            None
+        };
+        Some(match id {
+            Some(id) => format!("{id} ({what})"),
+            None => format!("{what} at {bus:02x}:{slot:02x}.{function}"),
         })
+    }
+
+    /// The state of the PCI bus and its functions (see `PciRoot::save_state`).
+    pub fn save_state(&self) -> serde_json::Value {
+        self._host
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .root
+            .save_state()
+    }
+
+    /// The functions serve again after a save.
+    pub fn resume_after_save(&self) {
+        self._host
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .root
+            .resume_after_save();
     }
 
     /// Puts a saved state back into this (just built) bus.

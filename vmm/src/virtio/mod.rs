@@ -155,6 +155,17 @@ pub trait VirtioDevice: Send {
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError>;
     /// Stops serving and returns to the pre-activation state (backend kept).
     fn reset(&mut self);
+    /// Whether [`VirtioDevice::reset_for_save`] would succeed (no side effects).
+    fn can_save(&self) -> bool {
+        false
+    }
+    /// Stops serving for a machine save (the transport activates it again after,
+    /// or in the restored machine, from the used rings): every chain taken from a
+    /// queue is completed onto its used ring first, so none is in flight. `false`
+    /// (the default): this device cannot be saved yet and nothing was done.
+    fn reset_for_save(&mut self) -> bool {
+        false
+    }
 }
 
 /// Copies `src[offset..]` into `data`, zero-filling what lies beyond `src`:

@@ -465,6 +465,14 @@ impl VirtioPciDevice {
     }
 
     fn activate(&mut self) {
+        self.activate_at(false);
+    }
+
+    /// Activates the device; with `from_used` each queue goes on from its used
+    /// ring's index (a restored or just-saved machine: nothing was in flight, so
+    /// every chain taken was returned and the next to take is the next to return),
+    /// and each queue is kicked once for what the driver added meanwhile.
+    fn activate_at(&mut self, from_used: bool) {
         let event_idx = self.driver_features & super::VIRTIO_RING_F_EVENT_IDX != 0;
         let mut active = Vec::new();
         for (i, s) in self.queues.iter().enumerate() {
@@ -485,6 +493,15 @@ impl VirtioPciDevice {
             q.set_used_ring_address(Some(s.device as u32), Some((s.device >> 32) as u32));
             q.set_event_idx(event_idx);
             q.set_ready(true);
+            if from_used {
+                use vm_memory::Bytes;
+                let idx: u16 = self
+                    .mem
+                    .read_obj(GuestAddress(s.device.wrapping_add(2)))
+                    .unwrap_or(0);
+                q.set_next_avail(idx);
+                q.set_next_used(idx);
+            }
             if !q.is_valid(&self.mem) {
                 warn!(
                     device = self.device.name(),
@@ -533,6 +550,13 @@ impl VirtioPciDevice {
                     "activated"
                 );
                 self.active = true;
+                if from_used {
+                    for (k, s) in self.kicks.iter().zip(&self.queues) {
+                        if s.enabled {
+                            let _ = k.write(1);
+                        }
+                    }
+                }
             }
             Err(e) => {
                 warn!("{e}");
@@ -734,7 +758,149 @@ impl Drop for VirtioPciDevice {
     }
 }
 
+/// One queue as the driver set it up.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedQueue {
+    size: u16,
+    vector: u16,
+    enabled: bool,
+    desc: u64,
+    driver: u64,
+    device: u64,
+}
+
+/// The transport's state; the rings' positions are in guest memory (their used
+/// indices), the device's data path is started again from them.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedVirtio {
+    regs: Vec<u32>,
+    device_feature_select: u32,
+    driver_feature_select: u32,
+    driver_features: u64,
+    device_status: u8,
+    config_generation: u8,
+    queue_select: u16,
+    queues: Vec<SavedQueue>,
+    config_vector: u16,
+    isr: u8,
+    msix_table: Vec<u8>,
+}
+
+impl VirtioPciDevice {
+    /// Whether the driver had the device running (DRIVER_OK with features agreed).
+    fn driver_ok(&self) -> bool {
+        let s = self.device_status;
+        s & status::DRIVER_OK != 0
+            && s & status::FEATURES_OK != 0
+            && s & status::DEVICE_NEEDS_RESET == 0
+    }
+
+    fn saved(&self) -> SavedVirtio {
+        let msix_table = match self.msix.lock() {
+            Ok(m) => {
+                let mut t = vec![0u8; m.table_size() as usize];
+                for (i, chunk) in t.chunks_mut(4).enumerate() {
+                    m.read_table(i as u64 * 4, chunk);
+                }
+                t
+            }
+            Err(_) => Vec::new(),
+        };
+        SavedVirtio {
+            regs: self.config.save_regs(),
+            device_feature_select: self.device_feature_select,
+            driver_feature_select: self.driver_feature_select,
+            driver_features: self.driver_features,
+            device_status: self.device_status,
+            config_generation: self.config_generation.load(Ordering::SeqCst),
+            queue_select: self.queue_select,
+            queues: self
+                .queues
+                .iter()
+                .map(|q| SavedQueue {
+                    size: q.size,
+                    vector: q.vector,
+                    enabled: q.enabled,
+                    desc: q.desc,
+                    driver: q.driver,
+                    device: q.device,
+                })
+                .collect(),
+            config_vector: self.config_vector.load(Ordering::SeqCst),
+            isr: self.isr.load(Ordering::SeqCst),
+            msix_table,
+        }
+    }
+}
+
 impl PciDevice for VirtioPciDevice {
+    fn can_save(&self) -> bool {
+        self.device.can_save()
+    }
+
+    fn save_state(&mut self) -> Option<serde_json::Value> {
+        if self.active {
+            if !self.device.reset_for_save() {
+                return None;
+            }
+            self.active = false;
+        }
+        Some(crate::vmstate::to_value(&self.saved()))
+    }
+
+    fn resume_after_save(&mut self) {
+        if !self.active && self.driver_ok() {
+            self.activate_at(true);
+        }
+    }
+
+    fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), String> {
+        let s: SavedVirtio = crate::vmstate::from_value(state)?;
+        if s.queues.len() != self.queues.len() {
+            return Err(format!(
+                "{} queues were saved, this device has {}",
+                s.queues.len(),
+                self.queues.len()
+            ));
+        }
+        self.config.restore_regs(&s.regs)?;
+        self.device_feature_select = s.device_feature_select;
+        self.driver_feature_select = s.driver_feature_select;
+        self.driver_features = s.driver_features;
+        self.device_status = s.device_status;
+        self.config_generation
+            .store(s.config_generation, Ordering::SeqCst);
+        self.queue_select = s.queue_select;
+        for (q, saved) in self.queues.iter_mut().zip(&s.queues) {
+            q.size = saved.size;
+            q.vector = saved.vector;
+            q.enabled = saved.enabled;
+            q.desc = saved.desc;
+            q.driver = saved.driver;
+            q.device = saved.device;
+        }
+        self.config_vector.store(s.config_vector, Ordering::SeqCst);
+        self.isr.store(s.isr, Ordering::SeqCst);
+        // The MSI-X table as the guest wrote it (routes go to KVM on the way), then
+        // its control word from the restored capability.
+        let ctrl = self.msix_cap + 2;
+        let control = u16::from_le_bytes([self.config.byte(ctrl), self.config.byte(ctrl + 1)]);
+        if let Ok(mut m) = self.msix.lock() {
+            for (i, chunk) in s.msix_table.chunks(4).enumerate() {
+                m.write_table(i as u64 * 4, chunk);
+            }
+            m.set_control(control);
+        }
+        self.update_intx_mode();
+        // The data path starts in `resume_after_save`, once the interrupt
+        // controllers and vCPUs are back (an interrupt raised now would be lost).
+        Ok(())
+    }
+
+    fn state_name(&self) -> String {
+        self.device.name().into()
+    }
+
     fn read_config(&mut self, reg: usize) -> u32 {
         if reg * 4 == self.pci_cfg_cap + 16 {
             if let Some(v) = self.pci_cfg_access(None) {

@@ -129,6 +129,14 @@ impl VirtioDevice for Rng {
             self.entropy = w.stop().map(|w| w.entropy);
         }
     }
+    /// Each request is served whole on the worker: nothing is ever in flight.
+    fn can_save(&self) -> bool {
+        true
+    }
+    fn reset_for_save(&mut self) -> bool {
+        self.reset();
+        true
+    }
 }
 
 #[cfg(test)]

@@ -104,11 +104,16 @@ pub trait WorkerHandler: Send + 'static {
     fn queue_event(&mut self, ctx: &mut DeviceCtx, pos: usize);
     /// Extra fd `i` is ready with `events`.
     fn fd_event(&mut self, _ctx: &mut DeviceCtx, _i: usize, _events: EventSet) {}
+    /// The worker stops for a machine save ([`Worker::stop_for_save`]): complete
+    /// whatever was taken from the queues onto their used rings.
+    fn stopping_for_save(&mut self, _ctx: &mut DeviceCtx) {}
 }
 
 /// A running worker thread.
 pub struct Worker<H> {
     stop: EventFd,
+    /// Set before `stop` is signalled when the stop is for a save.
+    saving: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<JoinHandle<H>>,
 }
 
@@ -151,14 +156,17 @@ impl<H: WorkerHandler> Worker<H> {
             extra,
         };
         let stop_fd = stop.try_clone()?;
+        let saving = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let saving_seen = saving.clone();
         let thread = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
                 crate::seccomp::enter_or_exit(crate::seccomp::Thread::Worker);
-                run(handler, ctx, stop_fd)
+                run(handler, ctx, stop_fd, &saving_seen)
             })?;
         Ok(Worker {
             stop,
+            saving,
             thread: Some(thread),
         })
     }
@@ -167,6 +175,13 @@ impl<H: WorkerHandler> Worker<H> {
     pub fn stop(mut self) -> Option<H> {
         let _ = self.stop.write(1);
         self.thread.take()?.join().ok()
+    }
+
+    /// [`Worker::stop`] for a machine save: the handler completes what it took
+    /// from the queues first ([`WorkerHandler::stopping_for_save`]).
+    pub fn stop_for_save(self) -> Option<H> {
+        self.saving.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stop()
     }
 }
 
@@ -179,7 +194,12 @@ impl<H> Drop for Worker<H> {
     }
 }
 
-fn run<H: WorkerHandler>(mut handler: H, mut ctx: DeviceCtx, stop: EventFd) -> H {
+fn run<H: WorkerHandler>(
+    mut handler: H,
+    mut ctx: DeviceCtx,
+    stop: EventFd,
+    saving: &std::sync::atomic::AtomicBool,
+) -> H {
     handler.started(&mut ctx);
     let mut events = vec![EpollEvent::default(); 32];
     loop {
@@ -195,6 +215,9 @@ fn run<H: WorkerHandler>(mut handler: H, mut ctx: DeviceCtx, stop: EventFd) -> H
             match ev.data() {
                 STOP_TOKEN => {
                     let _ = stop.read();
+                    if saving.load(std::sync::atomic::Ordering::SeqCst) {
+                        handler.stopping_for_save(&mut ctx);
+                    }
                     return handler;
                 }
                 t if t >= FD_TOKEN_BASE => {

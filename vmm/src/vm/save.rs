@@ -80,8 +80,10 @@ impl Vmm {
     }
 
     fn save_stopped(&self, m: &mut Machine, out: &mut std::fs::File) -> Result<u64, StateError> {
-        // The PCI functions first: a blocker refuses before the guest is touched.
-        let pci = m.pci.save_state().map_err(StateError::Blocked)?;
+        // A blocker refuses before the guest is touched.
+        if let Some(id) = m.pci.save_blocker() {
+            return Err(StateError::Blocked(id));
+        }
         if self.control.status() == RunState::Running {
             self.control
                 .pause()
@@ -102,7 +104,12 @@ impl Vmm {
         let result = if lost {
             Err(StateError::Mismatch("a vCPU thread died".into()))
         } else {
-            self.write_state(m, &contexts, pci, out)
+            // The devices stop (completing what is in flight into guest memory)
+            // before RAM is written, and serve again after.
+            let pci = m.pci.save_state();
+            let r = self.write_state(m, &contexts, pci, out);
+            m.pci.resume_after_save();
+            r
         };
         // The threads again, parked: the guest is paused either way.
         match self.spawn_vcpus(contexts) {
@@ -186,6 +193,8 @@ impl Vmm {
         for (c, s) in p.contexts.iter().zip(&state.vcpus) {
             s.apply(&c.vcpu).map_err(e)?;
         }
+        // Devices with a data path start serving from their rings now.
+        p.pci.resume_after_save();
         tracing::info!("machine state restored");
         Ok(())
     }

@@ -305,6 +305,27 @@ impl WorkerHandler for QueueWorker {
     fn started(&mut self, ctx: &mut DeviceCtx) {
         self._mem = Some(ctx.mem.clone());
     }
+
+    /// Waits for the transfers in flight and puts them on the used ring, so a
+    /// saved machine has no request the restored one would never answer.
+    fn stopping_for_save(&mut self, ctx: &mut DeviceCtx) {
+        let DeviceCtx {
+            mem,
+            queues,
+            interrupt,
+            ..
+        } = ctx;
+        let mut out = std::mem::take(&mut self.done);
+        if let Err(e) = self.engine.drain(&mut out) {
+            warn!("virtio-blk: waiting for I/O in flight: {e}");
+        }
+        self.done = out;
+        if let Some(aq) = queues.first_mut() {
+            if self.finish(mem, aq) > 0 {
+                notify_if_needed(aq, mem, interrupt.as_ref());
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -731,6 +731,19 @@ impl VirtioDevice for Block {
             }
         }
     }
+
+    fn can_save(&self) -> bool {
+        true
+    }
+    fn reset_for_save(&mut self) -> bool {
+        // Each worker completes its I/O in flight onto the used ring first.
+        for w in self.workers.drain(..) {
+            if let Some(w) = w.stop_for_save() {
+                self.engines.push(w.into_engine());
+            }
+        }
+        true
+    }
 }
 
 #[cfg(test)]

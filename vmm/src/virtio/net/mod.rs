@@ -941,6 +941,20 @@ impl VirtioDevice for Net {
             }
         }
     }
+
+    /// The VMM's own data path with one pair: frames are handled as they come, no
+    /// chain is held. vhost-net (the kernel's ring state) and several pairs (the
+    /// driver's pair count lives in the control queue's state) are not saved yet.
+    fn can_save(&self) -> bool {
+        self.vhost.is_empty() && self.pairs == 1
+    }
+    fn reset_for_save(&mut self) -> bool {
+        if !self.can_save() {
+            return false;
+        }
+        self.reset();
+        true
+    }
 }
 
 #[cfg(test)]
