@@ -94,7 +94,7 @@ mod tests {
         let odd = "before-upgrade 1.2_é";
         let p = snapshot_path(base, &u, odd);
         assert!(p.ends_with("_before_2dupgrade_201_2e2_5f_c3_a9"), "{p}");
-        assert!(zbus::zvariant::ObjectPath::try_from(p.as_str()).is_ok());
+        assert!(zbus::ObjectPath::try_from(p.as_str()).is_ok());
         assert_eq!(snapshot_path_parse(base, &p), Some((u, odd.to_string())));
         for bad in [
             "/org/libvirt/QEMU/domain/_6a888e3b_2249_45da_a9c2_c6731e2ebde4",
