@@ -200,6 +200,12 @@ fn a_shut_off_domain_snapshots_its_qcow2_disk() {
     assert!(out.contains("Domain snapshot off1 created"), "{out}");
     let listed = run("qemu-img", &["snapshot", "-l", image.to_str().unwrap()]);
     assert!(listed.contains("off1"), "{listed}");
+    let r = d.virsh(&["domrename", name, "other"]);
+    assert!(
+        !r.ok && r.stderr.contains("cannot rename domain with snapshots"),
+        "{}",
+        r.stderr
+    );
     let xml = d.virsh_ok(&["snapshot-dumpxml", name, "off1"]);
     assert!(xml.contains("<state>shutoff</state>"), "{xml}");
     assert!(

@@ -249,6 +249,17 @@ impl Core {
             })?;
             (r.name.clone(), def)
         };
+        // As libvirt: what is kept by name (a managed save image, snapshots) pins it.
+        if self.managed_save_path(&old).exists() {
+            return Err(Error::OperationInvalid(
+                "domain with a managed saved state can't be renamed".into(),
+            ));
+        }
+        if self.snapshot_count(&old) > 0 {
+            return Err(Error::OperationInvalid(
+                "cannot rename domain with snapshots".into(),
+            ));
+        }
         def.set_name(new_name)?;
         self.inner.store.rename(&old, new_name, &def.to_xml(true))?;
         let before = slot.domain_ref();
