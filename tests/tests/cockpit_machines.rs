@@ -5,8 +5,9 @@
 //! `org.libvirt` on the user's session bus, which is oxvirtd's. cockpit-ws runs as
 //! that user with `--local-session=cockpit-bridge` (no login), bound to loopback.
 //! The browser side is `cockpit/machines.py`: the VM list, Run, a running VM's page
-//! with usage figures above zero and no error toast, Shut down, the Create VM
-//! dialog; this side checks each state change with virsh as well. On failure the
+//! with usage figures above zero and no error toast, a snapshot made from the
+//! Create snapshot dialog and listed, a refused one's error in the dialog, Shut
+//! down, the Create VM dialog; this side checks each state change with virsh as well. On failure the
 //! screenshot and page HTML are kept in `target/cockpit-machines/`.
 
 use std::io::{BufRead, BufReader, Write};
