@@ -148,7 +148,7 @@ fn daemon_node_devices_interfaces_and_snapshots_on_dbus() {
         .replace("\\'", "'");
     assert!(x.contains("<interface type='ethernet' name='lo'>"), "{x}");
 
-    // No snapshots are ever made: the list is empty, not "not supported".
+    // A domain without snapshots: the list is empty, not "not supported".
     let dom = d.define_guest("snaps");
     let s = d.domain(&dom, "ListDomainSnapshots", &["u", "0"]);
     assert_eq!(s.trim(), "ao 0");
