@@ -276,6 +276,14 @@ fn a_running_domain_is_in_its_own_cgroup_with_its_tuning_and_the_cgroup_goes_wit
     assert!(got.contains("\"hard_limit\" v t 400000"), "{got}");
     let got = busctl(&d, &obj, "GetSchedulerParameters", &["u", "0"]);
     assert!(got.contains("\"vcpu_quota\" v x 20000"), "{got}");
+    // No <numatune>: libvirt's defaults, as `virsh numatune` shows them too.
+    let got = busctl(&d, &obj, "GetNumaParameters", &["u", "0"]);
+    assert!(
+        got.contains("\"numa_mode\" v i 0") && got.contains("\"numa_nodeset\" v s \"\""),
+        "{got}"
+    );
+    let numa = d.virsh_ok(&["numatune", name]);
+    assert!(numa.contains("strict"), "{numa}");
     if has_weight {
         let got = busctl(&d, &obj, "GetBlockIOParameters", &["u", "0"]);
         assert!(got.contains("\"weight\" v u 700"), "{got}");
