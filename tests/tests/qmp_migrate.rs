@@ -55,9 +55,10 @@ fn a_saved_guest_goes_on_counting_in_a_new_vmm() {
     assert_eq!(info["status"], "completed", "{info}");
     let len = std::fs::metadata(&state).unwrap().len();
     assert_eq!(info["ram"]["total"], json!(len), "{info}");
+    // The guest's code and data are in it; the untouched rest of its 128 MiB is not.
     assert!(
-        len > 128 << 20,
-        "the stream holds all 128 MiB of RAM: {len} bytes"
+        (64 << 10..16 << 20).contains(&len),
+        "zero pages are left out of the stream: {len} bytes"
     );
     let st = q.ok("query-status", json!(null));
     assert_eq!(st["status"], "paused", "{st}");

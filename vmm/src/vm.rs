@@ -443,7 +443,13 @@ impl Vmm {
 
     /// Everything of a machine but its vCPU threads.
     fn build_machine(&self, pending: PendingVm) -> Result<Built, VmError> {
-        let entry = self.load_guest(pending.memory());
+        // A machine restored from a saved state gets all of its RAM from the stream,
+        // which skips zero pages: nothing may be loaded into it first.
+        let entry = if self.restore_pending {
+            Ok(None)
+        } else {
+            self.load_guest(pending.memory())
+        };
         let (vm, mem) = pending.finish()?;
         lap("VM, memory slot, irqchip and PIT ready");
 

@@ -10,7 +10,9 @@
 //!
 //! The header holds the KVM state of the VM (PIC, IOAPIC, PIT, kvmclock) and of each
 //! vCPU (registers, XSAVE, LAPIC, MSRs, pending events), every device's state by
-//! name, and the RAM layout; the regions follow as raw bytes in that order. A machine
+//! name, and the RAM layout; the regions follow in that order, each as runs of up to
+//! 256 pages: a 32-byte bitmap of the pages that are not all zero, then those pages
+//! (a restored machine's RAM starts zeroed, so zero pages cost 1 bit). A machine
 //! with a device that cannot save its state refuses to save, naming the device
 //! (QEMU's migration blockers), rather than writing a stream that restores wrong.
 
@@ -30,6 +32,10 @@ const MAGIC: &[u8; 8] = b"OXVMSTAT";
 const VERSION: u32 = 1;
 /// A header larger than this is not ours (it is a few hundred KiB with many vCPUs).
 const MAX_HEADER: u64 = 256 << 20;
+/// RAM goes in runs of this many pages, each led by a bitmap of its non-zero pages.
+const PAGE: usize = 4096;
+const RUN_PAGES: usize = 256;
+const RUN: usize = PAGE * RUN_PAGES;
 
 /// Errors of saving or restoring.
 #[derive(Debug, thiserror::Error)]
@@ -219,17 +225,30 @@ pub fn write(
         .map_err(io)?;
     out.write_all(&header).map_err(io)?;
     let mut total = (MAGIC.len() + 12 + header.len()) as u64;
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; RUN];
     for &(addr, len) in &state.regions {
         let mut done = 0u64;
         while done < len {
-            let n = (len - done).min(buf.len() as u64) as usize;
-            mem.read_slice(&mut buf[..n], GuestAddress(addr + done))
+            let n = (len - done).min(RUN as u64) as usize;
+            let run = &mut buf[..n];
+            mem.read_slice(run, GuestAddress(addr + done))
                 .map_err(|e| StateError::Memory(e.to_string()))?;
-            out.write_all(&buf[..n]).map_err(io)?;
+            let mut bitmap = [0u8; RUN_PAGES / 8];
+            for (i, page) in run.chunks(PAGE).enumerate() {
+                if !is_zero(page) {
+                    bitmap[i / 8] |= 1 << (i % 8);
+                }
+            }
+            out.write_all(&bitmap).map_err(io)?;
+            total += bitmap.len() as u64;
+            for (i, page) in run.chunks(PAGE).enumerate() {
+                if bitmap[i / 8] & (1 << (i % 8)) != 0 {
+                    out.write_all(page).map_err(io)?;
+                    total += page.len() as u64;
+                }
+            }
             done += n as u64;
         }
-        total += len;
     }
     out.flush().map_err(io)?;
     Ok(total)
@@ -260,7 +279,8 @@ pub fn read_header(input: &mut impl Read) -> Result<MachineState, StateError> {
     serde_json::from_slice(&header).map_err(|e| StateError::Header(e.to_string()))
 }
 
-/// Reads the RAM that follows the header into `mem`, whose layout must match.
+/// Reads the RAM that follows the header into `mem`, whose layout must match and
+/// which must be all zeros (a new machine's, nothing loaded): zero pages are skipped.
 pub fn read_memory(
     input: &mut impl Read,
     state: &MachineState,
@@ -273,20 +293,37 @@ pub fn read_memory(
             state.regions
         )));
     }
-    let mut buf = vec![0u8; 1 << 20];
+    let mut page = vec![0u8; PAGE];
     for &(addr, len) in &state.regions {
         let mut done = 0u64;
         while done < len {
-            let n = (len - done).min(buf.len() as u64) as usize;
+            let n = (len - done).min(RUN as u64) as usize;
+            let mut bitmap = [0u8; RUN_PAGES / 8];
             input
-                .read_exact(&mut buf[..n])
+                .read_exact(&mut bitmap)
                 .map_err(|e| StateError::Io("read", e))?;
-            mem.write_slice(&buf[..n], GuestAddress(addr + done))
-                .map_err(|e| StateError::Memory(e.to_string()))?;
+            for (i, start) in (0..n).step_by(PAGE).enumerate() {
+                if bitmap[i / 8] & (1 << (i % 8)) == 0 {
+                    continue;
+                }
+                let len = PAGE.min(n - start);
+                input
+                    .read_exact(&mut page[..len])
+                    .map_err(|e| StateError::Io("read", e))?;
+                mem.write_slice(&page[..len], GuestAddress(addr + done + start as u64))
+                    .map_err(|e| StateError::Memory(e.to_string()))?;
+            }
             done += n as u64;
         }
     }
     Ok(())
+}
+
+/// Whether a page is all zeros (sixteen bytes at a time).
+fn is_zero(page: &[u8]) -> bool {
+    let mut words = page.chunks_exact(16);
+    words.all(|w| u128::from_ne_bytes(w.try_into().expect("16 bytes")) == 0)
+        && words.remainder().iter().all(|&b| b == 0)
 }
 
 /// A device whose state goes into the stream under its name.
@@ -313,8 +350,9 @@ mod tests {
 
     #[test]
     fn a_stream_has_magic_version_header_and_ram() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x2000)]).unwrap();
-        mem.write_slice(b"hello", GuestAddress(0x1000)).unwrap();
+        // 2 MiB (two runs of 256 pages), one page not zero.
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap();
+        mem.write_slice(b"hello", GuestAddress(0x10_1000)).unwrap();
         let state = MachineState {
             regions: regions(&mem),
             vm: VmState {
@@ -331,14 +369,20 @@ mod tests {
         let n = write(&mut out, &state, &mem).unwrap();
         assert_eq!(n, out.len() as u64);
         assert_eq!(&out[..8], MAGIC);
+        let header = u64::from_le_bytes(out[12..20].try_into().unwrap()) as usize;
+        assert_eq!(
+            out.len(),
+            20 + header + 2 * 32 + 4096,
+            "only the one page is in it"
+        );
 
         let mut input = &out[..];
         let back = read_header(&mut input).unwrap();
         assert_eq!(back.devices["serial0"]["a"], 1);
-        let fresh = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x2000)]).unwrap();
+        let fresh = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap();
         read_memory(&mut input, &back, &fresh).unwrap();
         let mut got = [0u8; 5];
-        fresh.read_slice(&mut got, GuestAddress(0x1000)).unwrap();
+        fresh.read_slice(&mut got, GuestAddress(0x10_1000)).unwrap();
         assert_eq!(&got, b"hello");
         assert!(input.is_empty());
 
