@@ -226,23 +226,35 @@ pub fn write(
     out.write_all(&header).map_err(io)?;
     let mut total = (MAGIC.len() + 12 + header.len()) as u64;
     let mut buf = vec![0u8; RUN];
+    let mut pagemap = Pagemap::open();
     for &(addr, len) in &state.regions {
         let mut done = 0u64;
         while done < len {
             let n = (len - done).min(RUN as u64) as usize;
-            let run = &mut buf[..n];
-            mem.read_slice(run, GuestAddress(addr + done))
-                .map_err(|e| StateError::Memory(e.to_string()))?;
+            let at = GuestAddress(addr + done);
+            // Pages the kernel never backed (neither present nor swapped) are zero
+            // without reading them; the others are read and looked at.
+            let backed = mem
+                .get_host_address(at)
+                .ok()
+                .and_then(|host| pagemap.as_mut()?.backed(host as u64, n.div_ceil(PAGE)));
             let mut bitmap = [0u8; RUN_PAGES / 8];
-            for (i, page) in run.chunks(PAGE).enumerate() {
+            for (i, start) in (0..n).step_by(PAGE).enumerate() {
+                if backed.is_some_and(|b| b[i / 64] & (1 << (i % 64)) == 0) {
+                    continue;
+                }
+                let page = &mut buf[start..(start + PAGE).min(n)];
+                mem.read_slice(page, GuestAddress(at.0 + start as u64))
+                    .map_err(|e| StateError::Memory(e.to_string()))?;
                 if !is_zero(page) {
                     bitmap[i / 8] |= 1 << (i % 8);
                 }
             }
             out.write_all(&bitmap).map_err(io)?;
             total += bitmap.len() as u64;
-            for (i, page) in run.chunks(PAGE).enumerate() {
+            for (i, start) in (0..n).step_by(PAGE).enumerate() {
                 if bitmap[i / 8] & (1 << (i % 8)) != 0 {
+                    let page = &buf[start..(start + PAGE).min(n)];
                     out.write_all(page).map_err(io)?;
                     total += page.len() as u64;
                 }
@@ -317,6 +329,37 @@ pub fn read_memory(
         }
     }
     Ok(())
+}
+
+/// `/proc/self/pagemap`: which pages of the VMM's own memory the kernel backs. Guest
+/// RAM is a private or memfd mapping whose pages the guest never touched are neither
+/// present nor swapped out, and read as zeros: a save skips them without reading
+/// (with most of a large guest's RAM untouched, reading it is most of the time).
+struct Pagemap(std::fs::File);
+
+impl Pagemap {
+    fn open() -> Option<Pagemap> {
+        std::fs::File::open("/proc/self/pagemap").ok().map(Pagemap)
+    }
+
+    /// A bit per page (up to 256) from host address `host`: set when the page is
+    /// present or swapped, i.e. may hold something. `None` when it cannot be read.
+    fn backed(&mut self, host: u64, pages: usize) -> Option<[u64; 4]> {
+        use std::os::unix::fs::FileExt;
+        let mut raw = vec![0u8; pages * 8];
+        self.0
+            .read_exact_at(&mut raw, host / PAGE as u64 * 8)
+            .ok()?;
+        let mut bits = [0u64; 4];
+        for (i, e) in raw.chunks_exact(8).enumerate() {
+            let e = u64::from_le_bytes(e.try_into().expect("8 bytes"));
+            // Bit 63: present; bit 62: swapped.
+            if e & (3 << 62) != 0 {
+                bits[i / 64] |= 1 << (i % 64);
+            }
+        }
+        Some(bits)
+    }
 }
 
 /// Whether a page is all zeros (sixteen bytes at a time).
