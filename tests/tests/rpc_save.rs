@@ -13,46 +13,17 @@
 mod rpc_common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use oxvirt_tests::domain_xml;
 use oxvirt_tests::spec::serial_xml;
 use oxvirt_tests::test_guests;
-use rpc_common::{Daemon, STEP};
-
-/// The ticks on the console, in order.
-fn ticks(console: &Path) -> Vec<u64> {
-    std::fs::read_to_string(console)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("OXTEST tick "))
-        .filter_map(|n| n.trim().parse().ok())
-        .collect()
-}
+use rpc_common::{console_ticks, Daemon};
 
 fn boots(console: &Path) -> usize {
     std::fs::read_to_string(console)
         .unwrap_or_default()
         .matches("OXTEST READY")
         .count()
-}
-
-/// Waits until the console shows at least `n` ticks.
-fn wait_ticks(d: &Daemon, console: &Path, n: usize) -> Vec<u64> {
-    let deadline = Instant::now() + STEP;
-    loop {
-        let t = ticks(console);
-        if t.len() >= n {
-            return t;
-        }
-        if Instant::now() > deadline {
-            d.fail(&format!(
-                "fewer than {n} ticks on the console:\n{}",
-                std::fs::read_to_string(console).unwrap_or_default()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -72,7 +43,7 @@ fn managedsave_save_and_restore_go_on_where_the_guest_was() {
     let f = d.xml_file(name, &xml);
     d.virsh_ok(&["define", f.to_str().unwrap()]);
     d.virsh_ok(&["start", name]);
-    let before = wait_ticks(&d, &console, 2);
+    let before = d.wait_ticks(&console, 2);
     assert_eq!(boots(&console), 1);
 
     // 1. managedsave: shut off (saved), with an image the next start uses.
@@ -81,7 +52,7 @@ fn managedsave_save_and_restore_go_on_where_the_guest_was() {
         out.contains(&format!("Domain '{name}' state saved by libvirt")),
         "{out}"
     );
-    let last = *ticks(&console).last().unwrap();
+    let last = *console_ticks(&console).last().unwrap();
     assert!(last >= *before.last().unwrap());
     let st = d.virsh_ok(&["domstate", name, "--reason"]);
     assert_eq!(st.trim(), "shut off (saved)", "{st}");
@@ -109,7 +80,7 @@ fn managedsave_save_and_restore_go_on_where_the_guest_was() {
     d.virsh_ok(&["start", name]);
     let st = d.virsh_ok(&["domstate", name, "--reason"]);
     assert_eq!(st.trim(), "running (restored)", "{st}");
-    let t = wait_ticks(&d, &console, 1);
+    let t = d.wait_ticks(&console, 1);
     assert_eq!(t[0], last + 1, "the count did not go on from {last}: {t:?}");
     assert_eq!(boots(&console), 0, "the restored guest booted again");
     assert!(
@@ -123,7 +94,7 @@ fn managedsave_save_and_restore_go_on_where_the_guest_was() {
     let file = d.dir.path().join("by-hand.save");
     let out = d.virsh_ok(&["save", name, file.to_str().unwrap()]);
     assert!(out.contains(&format!("Domain '{name}' saved to")), "{out}");
-    let last = *ticks(&console).last().unwrap();
+    let last = *console_ticks(&console).last().unwrap();
     d.wait_state(name, "shut off");
     let saved_xml = d.virsh_ok(&["save-image-dumpxml", file.to_str().unwrap()]);
     assert!(
@@ -132,23 +103,23 @@ fn managedsave_save_and_restore_go_on_where_the_guest_was() {
     );
     let out = d.virsh_ok(&["restore", file.to_str().unwrap()]);
     assert!(out.contains("Domain restored from"), "{out}");
-    let t = wait_ticks(&d, &console, 1);
+    let t = d.wait_ticks(&console, 1);
     assert_eq!(t[0], last + 1, "the count did not go on from {last}: {t:?}");
     assert_eq!(boots(&console), 0);
 
     // The restored guest counts to ten and powers off on the button.
-    wait_ticks(&d, &console, 10 - last as usize);
+    d.wait_ticks(&console, 10 - last as usize);
     d.shutdown_until_off(name);
 
     // 4. managedsave-remove: the next start boots afresh.
     d.virsh_ok(&["start", name]);
-    wait_ticks(&d, &console, 1);
+    d.wait_ticks(&console, 1);
     d.virsh_ok(&["managedsave", name]);
     assert!(image.exists());
     d.virsh_ok(&["managedsave-remove", name]);
     assert!(!image.exists());
     d.virsh_ok(&["start", name]);
-    let t = wait_ticks(&d, &console, 1);
+    let t = d.wait_ticks(&console, 1);
     assert_eq!(t[0], 1, "a fresh boot counts from one: {t:?}");
     assert_eq!(boots(&console), 1);
     d.virsh_ok(&["destroy", name]);

@@ -15,38 +15,11 @@ mod rpc_common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use oxvirt_tests::domain_xml;
 use oxvirt_tests::spec::serial_xml;
 use oxvirt_tests::test_guests;
-use rpc_common::{Daemon, STEP};
-
-fn ticks(console: &Path) -> Vec<u64> {
-    std::fs::read_to_string(console)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("OXTEST tick "))
-        .filter_map(|n| n.trim().parse().ok())
-        .collect()
-}
-
-fn wait_ticks(d: &Daemon, console: &Path, n: usize) -> Vec<u64> {
-    let deadline = Instant::now() + STEP;
-    loop {
-        let t = ticks(console);
-        if t.len() >= n {
-            return t;
-        }
-        if Instant::now() > deadline {
-            d.fail(&format!(
-                "fewer than {n} ticks on the console:\n{}",
-                std::fs::read_to_string(console).unwrap_or_default()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use rpc_common::{console_ticks, Daemon};
 
 fn counting_xml(name: &str, console: &Path) -> String {
     domain_xml(
@@ -79,13 +52,13 @@ fn a_running_domain_goes_back_to_its_snapshot() {
     let f = d.xml_file(name, &counting_xml(name, &console));
     d.virsh_ok(&["define", f.to_str().unwrap()]);
     d.virsh_ok(&["start", name]);
-    let before = *wait_ticks(&d, &console, 3).last().unwrap();
+    let before = *d.wait_ticks(&console, 3).last().unwrap();
 
     let out = d.virsh_ok(&["snapshot-create-as", name, "s1", "--description", "first"]);
     assert!(out.contains("Domain snapshot s1 created"), "{out}");
-    let after = *ticks(&console).last().unwrap();
+    let after = *console_ticks(&console).last().unwrap();
     // The guest runs on after a snapshot.
-    wait_ticks(&d, &console, ticks(&console).len() + 2);
+    d.wait_ticks(&console, console_ticks(&console).len() + 2);
     assert_eq!(d.virsh_ok(&["domstate", name]).trim(), "running");
 
     let xml = d.virsh_ok(&["snapshot-dumpxml", name, "s1"]);
@@ -123,7 +96,7 @@ fn a_running_domain_goes_back_to_its_snapshot() {
     d.virsh_ok(&["snapshot-revert", name, "s1"]);
     let st = d.virsh_ok(&["domstate", name, "--reason"]);
     assert_eq!(st.trim(), "running (from snapshot)", "{st}");
-    let t = wait_ticks(&d, &console, 1);
+    let t = d.wait_ticks(&console, 1);
     assert!(
         (before + 1..=after + 1).contains(&t[0]),
         "after the revert the count went on from {} (the snapshot was taken between ticks {before} and {after})",
@@ -227,7 +200,7 @@ fn a_shut_off_domain_snapshots_its_qcow2_disk() {
 
     // A running domain cannot freeze its writable disk (yet): refused by name.
     d.virsh_ok(&["start", name]);
-    wait_ticks(&d, &console, 1);
+    d.wait_ticks(&console, 1);
     let r = d.virsh(&["snapshot-create-as", name, "on1"]);
     assert!(
         !r.ok && r.stderr.contains("writable disk 'vda'"),

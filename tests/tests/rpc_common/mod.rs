@@ -314,6 +314,38 @@ fn wait_for_socket(p: &Path, within: Duration, what: &str) {
     }
 }
 
+/// The counts of the oxtest guest's `count` mode ("OXTEST tick N") on a serial log
+/// file, in order; only whole lines (the guest may be half-way through the last).
+pub fn console_ticks(console: &Path) -> Vec<u64> {
+    let text = std::fs::read_to_string(console).unwrap_or_default();
+    let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+    whole
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("OXTEST tick "))
+        .filter_map(|n| n.trim().parse().ok())
+        .collect()
+}
+
+impl Daemon {
+    /// Waits until the console shows at least `n` ticks ([`console_ticks`]).
+    pub fn wait_ticks(&self, console: &Path, n: usize) -> Vec<u64> {
+        let deadline = Instant::now() + STEP;
+        loop {
+            let t = console_ticks(console);
+            if t.len() >= n {
+                return t;
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!(
+                    "fewer than {n} ticks on the console:\n{}",
+                    std::fs::read_to_string(console).unwrap_or_default()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 /// The value after `key:` in `virsh dominfo`-style output.
 pub fn field<'a>(text: &'a str, key: &str) -> &'a str {
     text.lines()
