@@ -26,6 +26,23 @@ fn rpc_virsh_host_commands() {
     let caps = d.virsh_ok(&["capabilities"]);
     assert!(caps.contains("<os_type>hvm</os_type>"), "{caps}");
     assert!(caps.contains("<domain type='kvm'/>"), "{caps}");
+    // The DAC security model with the user VMMs run as (this root daemon: oxvirt-vmm,
+    // where that user exists), as libvirt shows libvirt-qemu's ids.
+    let ids = |flag: &str| {
+        Command::new("id")
+            .args([flag, "oxvirt-vmm"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    if let (Some(uid), Some(gid)) = (ids("-u"), ids("-g")) {
+        assert!(
+            caps.contains(&format!("<baselabel type='kvm'>+{uid}:+{gid}</baselabel>")),
+            "{caps}"
+        );
+    }
+    assert!(caps.contains("<model>dac</model>"), "{caps}");
     let dcaps = d.virsh_ok(&["domcapabilities"]);
     assert!(dcaps.contains("<domain>kvm</domain>"), "{dcaps}");
     assert!(dcaps.contains("host-passthrough"), "{dcaps}");

@@ -45,7 +45,22 @@ pub struct DomainCapsQuery<'a> {
 impl Core {
     /// `virConnectGetCapabilities`.
     pub fn capabilities(&self) -> String {
-        capabilities(&self.config().vmm)
+        capabilities(&self.config().vmm, &self.dac_baselabel())
+    }
+
+    /// Who VMMs run as, libvirt's `+UID:+GID` (its DAC driver's base label): the
+    /// configured `vmm_user` of a root daemon, else the daemon's own ids.
+    fn dac_baselabel(&self) -> String {
+        let own = || format!("+{}:+{}", nix::unistd::geteuid(), nix::unistd::getegid());
+        match &self.config().vmm_user {
+            Some(u) if nix::unistd::geteuid().is_root() => {
+                match super::supervise::VmmIds::resolve(u) {
+                    Ok(Some(ids)) => ids.numeric(),
+                    _ => own(),
+                }
+            }
+            _ => own(),
+        }
     }
 
     /// `virConnectGetDomainCapabilities` (libvirt 9.0 knows no flags).
@@ -125,7 +140,7 @@ fn host_uuid() -> String {
 
 /// `virConnectGetCapabilities`: the host and the one guest type oxvirt runs (x86_64
 /// hvm under KVM on `vmm`), with the machine types it runs.
-pub fn capabilities(vmm: &Path) -> String {
+pub fn capabilities(vmm: &Path, dac_label: &str) -> String {
     let cpus = online_cpus();
     let n = cpus.len().max(1);
     let mut x = String::new();
@@ -149,10 +164,14 @@ pub fn capabilities(vmm: &Path) -> String {
     let _ = write!(
         x,
         "          </cpus>\n        </cell>\n      </cells>\n    </topology>\n    <secmodel>\n      \
-         <model>none</model>\n      <doi>0</doi>\n    </secmodel>\n  </host>\n\n  <guest>\n    \
+         <model>none</model>\n      <doi>0</doi>\n    </secmodel>\n    <secmodel>\n      \
+         <model>dac</model>\n      <doi>0</doi>\n      \
+         <baselabel type='kvm'>{dac}</baselabel>\n      \
+         <baselabel type='qemu'>{dac}</baselabel>\n    </secmodel>\n  </host>\n\n  <guest>\n    \
          <os_type>hvm</os_type>\n    <arch name='{ARCH}'>\n      <wordsize>64</wordsize>\n      \
          <emulator>{}</emulator>\n",
         escape(&vmm.display().to_string()),
+        dac = escape(dac_label),
     );
     let max = domain_xml::MAX_VCPUS;
     for (canonical, alias, _) in MACHINES {
@@ -618,8 +637,14 @@ mod tests {
 
     #[test]
     fn capabilities_list_the_machine_types_with_their_aliases() {
-        let caps = capabilities(Path::new("/usr/bin/oxvirt-vmm"));
+        let caps = capabilities(Path::new("/usr/bin/oxvirt-vmm"), "+994:+994");
         doc(&caps);
+        // libvirt's DAC driver beside `none`, with the VMMs' user as its base label.
+        assert!(caps.contains(
+            "<secmodel>\n      <model>dac</model>\n      <doi>0</doi>\n      \
+             <baselabel type='kvm'>+994:+994</baselabel>\n      \
+             <baselabel type='qemu'>+994:+994</baselabel>\n    </secmodel>"
+        ));
         assert!(caps.contains("<emulator>/usr/bin/oxvirt-vmm</emulator>"));
         assert!(caps.contains("<os_type>hvm</os_type>"));
         assert!(caps.contains("<machine maxCpus='255'>pc-q35-7.2</machine>"));

@@ -217,7 +217,14 @@ impl Core {
         paused: bool,
     ) -> Result<Arc<Vm>> {
         let rt = RuntimeDir::new(&self.inner.config.runtime_dir, name);
-        let run_as = self.vmm_ids(spec.run_as.as_deref())?;
+        // The user database may be slow (NSS, LDAP): off the async workers.
+        let run_as = {
+            let core = self.clone();
+            let label = spec.run_as.clone();
+            tokio::task::spawn_blocking(move || core.vmm_ids(label.as_deref()))
+                .await
+                .map_err(|e| Error::Internal(format!("cannot look up the VMM's user: {e}")))??
+        };
         rt.create()?;
         if let Some(user) = &run_as {
             // The VMM makes its sockets and pid file here, as that user.
@@ -691,11 +698,9 @@ fn place_in_cgroup(name: &str, pid: i32, live_xml: &str) -> Result<()> {
     super::vm_cgroup::place(name, pid, &tuning)
 }
 
-/// Serial consoles on the VMM's stdio would land in its log: send them to
-/// `console.log` in the runtime dir instead, where tools and tests read them.
 /// The user and group a VMM runs as (`oxvirt-vmm --run-as LABEL`).
 #[derive(Debug, Clone)]
-struct VmmIds {
+pub(super) struct VmmIds {
     uid: nix::unistd::Uid,
     gid: nix::unistd::Gid,
     /// `USER` or `USER:GROUP` as given (names, or `+UID:+GID`), for messages.
@@ -705,10 +710,15 @@ struct VmmIds {
 }
 
 impl VmmIds {
+    /// libvirt's DAC label form, `+UID:+GID` (capabilities' `<baselabel>`).
+    pub(super) fn numeric(&self) -> String {
+        format!("+{}:+{}", self.uid, self.gid)
+    }
+
     /// Looks up `USER[:GROUP]` as libvirt reads DAC labels and qemu.conf's
     /// `user`/`group`: names, or numbers with a leading `+`. A missing group is the
     /// user's primary one. `None` for root (the VMM stays root).
-    fn resolve(label: &str) -> std::result::Result<Option<VmmIds>, String> {
+    pub(super) fn resolve(label: &str) -> std::result::Result<Option<VmmIds>, String> {
         use nix::unistd::{Gid, Group, Uid, User};
         let (user, group) = match label.split_once(':') {
             Some((u, g)) => (u, Some(g)),
@@ -774,6 +784,8 @@ impl VmmIds {
     }
 }
 
+/// Serial consoles on the VMM's stdio would land in its log: send them to
+/// `console.log` in the runtime dir instead, where tools and tests read them.
 fn redirect_stdio_consoles(spec: &mut machine_spec::MachineSpec, rt: &RuntimeDir) {
     use machine_spec::{CharBackend, DeviceKind};
     for dev in &mut spec.devices {
