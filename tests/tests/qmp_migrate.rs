@@ -87,7 +87,12 @@ fn a_saved_guest_goes_on_counting_in_a_new_vmm() {
         .find_map(|l| l.trim().strip_prefix("OXTEST tick "))
         .and_then(|n| n.trim().parse::<u64>().ok())
         .unwrap();
-    assert_eq!(first, n + 1, "the count did not go on from {n}:\n{text}");
+    // The next tick, or the one after if the save caught the guest half-way through
+    // printing a line.
+    assert!(
+        (n + 1..=n + 2).contains(&first),
+        "the count did not go on from {n}:\n{text}"
+    );
 
     let mut q = PyQmp::connect(&b.sock);
     let st = q.ok("query-status", json!(null));

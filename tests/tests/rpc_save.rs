@@ -81,7 +81,12 @@ fn managedsave_save_and_restore_go_on_where_the_guest_was() {
     let st = d.virsh_ok(&["domstate", name, "--reason"]);
     assert_eq!(st.trim(), "running (restored)", "{st}");
     let t = d.wait_ticks(&console, 1);
-    assert_eq!(t[0], last + 1, "the count did not go on from {last}: {t:?}");
+    // The next tick, or the one after if the save caught the guest half-way through
+    // printing a line (its tail then opens the new log, unparsed).
+    assert!(
+        (last + 1..=last + 2).contains(&t[0]),
+        "the count did not go on from {last}: {t:?}"
+    );
     assert_eq!(boots(&console), 0, "the restored guest booted again");
     assert!(
         !image.exists(),
@@ -104,7 +109,12 @@ fn managedsave_save_and_restore_go_on_where_the_guest_was() {
     let out = d.virsh_ok(&["restore", file.to_str().unwrap()]);
     assert!(out.contains("Domain restored from"), "{out}");
     let t = d.wait_ticks(&console, 1);
-    assert_eq!(t[0], last + 1, "the count did not go on from {last}: {t:?}");
+    // The next tick, or the one after if the save caught the guest half-way through
+    // printing a line (its tail then opens the new log, unparsed).
+    assert!(
+        (last + 1..=last + 2).contains(&t[0]),
+        "the count did not go on from {last}: {t:?}"
+    );
     assert_eq!(boots(&console), 0);
 
     // The restored guest counts to ten and powers off on the button.

@@ -98,7 +98,8 @@ fn a_running_domain_goes_back_to_its_snapshot() {
     assert_eq!(st.trim(), "running (from snapshot)", "{st}");
     let t = d.wait_ticks(&console, 1);
     assert!(
-        (before + 1..=after + 1).contains(&t[0]),
+        // (+2: the snapshot may catch the guest half-way through printing a line)
+        (before + 1..=after + 2).contains(&t[0]),
         "after the revert the count went on from {} (the snapshot was taken between ticks {before} and {after})",
         t[0]
     );
