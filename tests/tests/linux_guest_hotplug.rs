@@ -37,10 +37,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use oxvirt_tests::domain_xml;
-use oxvirt_tests::spec::serial_xml;
 use rpc_common::Daemon;
-use support::{base64, guest, pattern, sha256_hex, LinuxGuest, BOOT};
+use support::{guest, pattern, sha256_hex, LinuxGuest, BOOT};
 
 const MAC: &str = "52:54:00:4f:58:01";
 
@@ -140,20 +138,7 @@ impl Run {
     ) -> Run {
         let d = Daemon::start();
         let console = d.dir.path().join("console.log");
-        let cmdline = format!("{} oxvirt_cmd64={}", g.cmdline, base64(script.as_bytes()));
-        let xml = domain_xml(
-            name,
-            &g.kernel,
-            &cmdline,
-            160,
-            1,
-            "destroy",
-            &serial_xml(&format!("file:{}", console.display())),
-        )
-        .replace(
-            "</kernel>",
-            &format!("</kernel>\n    <initrd>{}</initrd>", g.initrd.display()),
-        );
+        let xml = g.domain_xml(name, script, 160, &console);
         let f = d.xml_file(name, &edit(xml));
         d.virsh_ok(&["define", f.to_str().unwrap()]);
         let mut ev = Command::new("virsh")

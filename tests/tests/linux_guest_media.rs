@@ -31,10 +31,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use oxvirt_tests::domain_xml;
-use oxvirt_tests::spec::serial_xml;
 use rpc_common::Daemon;
-use support::{base64, guest, pattern, sha256_hex, BOOT};
+use support::{guest, pattern, sha256_hex, BOOT};
 
 /// The guest's side (run by /init after its ready line; `oxvirt_cmd64`). Every wait
 /// is bounded; an empty hash is "no disc readable now".
@@ -82,21 +80,7 @@ fn linux_sees_new_discs_after_virsh_change_media() {
     std::fs::write(&a_iso, &a).unwrap();
     std::fs::write(&b_iso, &b).unwrap();
     let console = d.dir.path().join("console.log");
-    let cmdline = format!("{} oxvirt_cmd64={}", g.cmdline, base64(SCRIPT.as_bytes()));
-    let xml = domain_xml(
-        name,
-        &g.kernel,
-        &cmdline,
-        128,
-        1,
-        "destroy",
-        &serial_xml(&format!("file:{}", console.display())),
-    )
-    .replace(
-        "</kernel>",
-        &format!("</kernel>\n    <initrd>{}</initrd>", g.initrd.display()),
-    )
-    .replace(
+    let xml = g.domain_xml(name, SCRIPT, 128, &console).replace(
         "<devices>",
         &format!(
             "<devices>

@@ -18,10 +18,8 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use oxvirt_tests::domain_xml;
-use oxvirt_tests::spec::serial_xml;
 use rpc_common::Daemon;
-use support::{base64, guest, pattern, sha256_hex, BOOT};
+use support::{guest, pattern, sha256_hex, BOOT};
 
 /// The guest's side (run by /init after its ready line; `oxvirt_cmd64`).
 const SCRIPT: &str = r#"i=0
@@ -77,21 +75,7 @@ fn linux_goes_on_after_managedsave_and_restore() {
     let disk = d.dir.path().join("disk.raw");
     std::fs::write(&disk, &data).unwrap();
     let console = d.dir.path().join("console.log");
-    let cmdline = format!("{} oxvirt_cmd64={}", g.cmdline, base64(SCRIPT.as_bytes()));
-    let xml = domain_xml(
-        name,
-        &g.kernel,
-        &cmdline,
-        128,
-        1,
-        "destroy",
-        &serial_xml(&format!("file:{}", console.display())),
-    )
-    .replace(
-        "</kernel>",
-        &format!("</kernel>\n    <initrd>{}</initrd>", g.initrd.display()),
-    )
-    .replace(
+    let xml = g.domain_xml(name, SCRIPT, 128, &console).replace(
         "<devices>",
         &format!(
             "<devices>

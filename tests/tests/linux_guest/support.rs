@@ -457,6 +457,32 @@ pub fn sha256_hex(data: &[u8]) -> String {
         .to_string()
 }
 
+impl LinuxGuest {
+    /// A libvirt domain of this guest for oxvirtd: direct kernel boot with the initrd,
+    /// `script` run by /init after its ready line (`oxvirt_cmd64`), `mem_mib` MiB, one
+    /// vCPU, the serial console on the log file `console`, `on_reboot` destroy.
+    pub fn domain_xml(&self, name: &str, script: &str, mem_mib: u64, console: &Path) -> String {
+        let cmdline = format!(
+            "{} oxvirt_cmd64={}",
+            self.cmdline,
+            base64(script.as_bytes())
+        );
+        oxvirt_tests::domain_xml(
+            name,
+            &self.kernel,
+            &cmdline,
+            mem_mib,
+            1,
+            "destroy",
+            &oxvirt_tests::spec::serial_xml(&format!("file:{}", console.display())),
+        )
+        .replace(
+            "</kernel>",
+            &format!("</kernel>\n    <initrd>{}</initrd>", self.initrd.display()),
+        )
+    }
+}
+
 /// Waits until the console file holds a whole line with `needle`; returns the rest
 /// of that line, or the console so far when `within` passes. Only a finished line
 /// counts: the guest may be half-way through writing it (a hash read mid-line was
