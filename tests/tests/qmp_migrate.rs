@@ -15,7 +15,7 @@ mod qmp_common;
 
 use std::time::Duration;
 
-use machine_spec::{Balloon, Device, DeviceKind, Incoming};
+use machine_spec::{Balloon, Device, DeviceKind, Incoming, PciController, PciControllerModel};
 use oxvirt_tests::spec::{oxtest_spec, pci_slot, rng_device};
 use oxvirt_tests::Vm;
 use qmp_common::{PyQmp, QmpVm};
@@ -146,4 +146,54 @@ fn a_machine_with_a_device_that_cannot_save_refuses_by_its_id() {
     );
     q.ok("quit", json!(null));
     a.vm.wait_exit(WAIT);
+}
+
+/// A Q35 machine (its MCH, LPC and built-in AHCI controller with no drives, and an
+/// empty PCIe root port with its hot-plug slot) saves and restores too.
+#[test]
+fn a_q35_machine_saves_and_restores() {
+    let port = Device {
+        boot_index: None,
+        id: "pci.1".into(),
+        pci: pci_slot(2),
+        kind: DeviceKind::PciController(PciController {
+            model: PciControllerModel::PcieRootPort,
+            index: 1,
+            chassis: 1,
+            port: 0x10,
+        }),
+    };
+    let mut spec = oxtest_spec("count", vec![port]);
+    spec.platform.chipset = machine_spec::Chipset::Q35;
+    let a = QmpVm::start(&spec);
+    a.vm.wait_count("OXTEST tick", 2, WAIT);
+    let state = a.vm.dir().join("saved.state");
+    let mut q = PyQmp::connect(&a.sock);
+    q.pass_file(&state);
+    q.ok("getfd", json!({"fdname": "migrate"}));
+    q.ok("migrate", json!({"uri": "fd:migrate"}));
+    let n = last_tick(&a.vm);
+    q.ok("quit", json!(null));
+    a.vm.wait_exit(WAIT);
+
+    spec.incoming = Some(Incoming {
+        path: state.clone(),
+        offset: 0,
+    });
+    let b = QmpVm::start(&spec);
+    b.vm.wait_count("OXTEST tick", 1, WAIT);
+    let text = b.vm.console_lines();
+    assert!(!text.contains("OXTEST READY"), "booted again:\n{text}");
+    let first = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("OXTEST tick "))
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .unwrap();
+    assert!(
+        (n + 1..=n + 2).contains(&first),
+        "{first} after {n}:\n{text}"
+    );
+    let mut q = PyQmp::connect(&b.sock);
+    q.ok("quit", json!(null));
+    b.vm.wait_exit(WAIT);
 }

@@ -668,9 +668,109 @@ const COMMAND_INTX_DISABLE: u16 = 1 << 10;
 /// Status register: interrupt status.
 const STATUS_INTERRUPT: u32 = 1 << 19;
 
+/// One empty port's registers.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedPort {
+    clb: u64,
+    fb: u64,
+    is: u32,
+    ie: u32,
+    cmd: u32,
+    tfd: u32,
+    sig: u32,
+    sctl: u32,
+    serr: u32,
+    sact: u32,
+    ci: u32,
+    srst: bool,
+}
+
+/// An AHCI controller without drives: configuration space, HBA and port registers.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedAhci {
+    regs: Vec<u32>,
+    ghc: u32,
+    is: u32,
+    msi_seen: Vec<u32>,
+    ports: Vec<SavedPort>,
+}
+
 impl PciDevice for Ahci {
     fn state_name(&self) -> String {
         "AHCI controller".into()
+    }
+
+    /// Only without drives for now (Q35's built-in controller as a machine with no
+    /// SATA devices has it): a drive's ATA/ATAPI state is not saved yet. Commands run
+    /// whole on the vCPU that issues them, so nothing is in flight at a save.
+    fn can_save(&self) -> bool {
+        self.ports.iter().all(|p| p.drive.is_none())
+    }
+
+    fn save_state(&mut self) -> Option<serde_json::Value> {
+        if !self.can_save() {
+            return None;
+        }
+        Some(crate::vmstate::to_value(&SavedAhci {
+            regs: self.config.save_regs(),
+            ghc: self.ghc,
+            is: self.is,
+            msi_seen: self.msi_seen.to_vec(),
+            ports: self
+                .ports
+                .iter()
+                .map(|p| SavedPort {
+                    clb: p.clb,
+                    fb: p.fb,
+                    is: p.is,
+                    ie: p.ie,
+                    cmd: p.cmd,
+                    tfd: p.tfd,
+                    sig: p.sig,
+                    sctl: p.sctl,
+                    serr: p.serr,
+                    sact: p.sact,
+                    ci: p.ci,
+                    srst: p.srst,
+                })
+                .collect(),
+        }))
+    }
+
+    fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), String> {
+        let s: SavedAhci = crate::vmstate::from_value(state)?;
+        if s.ports.len() != self.ports.len() || !self.can_save() {
+            return Err("the saved AHCI controller differs in its ports".into());
+        }
+        self.config.restore_regs(&s.regs)?;
+        self.ghc = s.ghc;
+        self.is = s.is;
+        self.msi_seen = s
+            .msi_seen
+            .try_into()
+            .map_err(|_| "AHCI MSI state of the wrong size".to_string())?;
+        for (p, q) in self.ports.iter_mut().zip(s.ports) {
+            p.clb = q.clb;
+            p.fb = q.fb;
+            p.is = q.is;
+            p.ie = q.ie;
+            p.cmd = q.cmd;
+            p.tfd = q.tfd;
+            p.sig = q.sig;
+            p.sctl = q.sctl;
+            p.serr = q.serr;
+            p.sact = q.sact;
+            p.ci = q.ci;
+            p.srst = q.srst;
+        }
+        // The MSI message from the restored capability, then the line as the
+        // registers say.
+        if let Some(msi) = &mut self.msi {
+            self.msi_on = msi.config_written(&self.config);
+        }
+        self.update_intx_mode();
+        self.update_irq();
+        Ok(())
     }
     fn read_config(&mut self, reg: usize) -> u32 {
         if reg >= CONFIG_DWORDS {

@@ -214,6 +214,9 @@ struct LockedIde {
 }
 
 impl crate::pci::PciDevice for LockedIde {
+    fn state_name(&self) -> String {
+        "PIIX IDE controller".into()
+    }
     fn read_config(&mut self, reg: usize) -> u32 {
         self.ide.read_config(reg)
     }
@@ -345,5 +348,17 @@ impl crate::pci::PciDevice for LockedAhci {
     }
     fn set_multifunction(&mut self) {
         self.ahci.set_multifunction()
+    }
+    fn state_name(&self) -> String {
+        self.ahci.state_name()
+    }
+    fn can_save(&self) -> bool {
+        self.ahci.can_save()
+    }
+    fn save_state(&mut self) -> Option<serde_json::Value> {
+        self.ahci.save_state()
+    }
+    fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), String> {
+        self.ahci.restore_state(state)
     }
 }

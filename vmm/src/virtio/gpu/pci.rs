@@ -123,6 +123,9 @@ struct VirtioVgaPci {
 }
 
 impl PciDevice for VirtioVgaPci {
+    fn state_name(&self) -> String {
+        "virtio-vga".into()
+    }
     fn read_config(&mut self, reg: usize) -> u32 {
         if reg == ROM_REG {
             self.vga.read_config(reg)
