@@ -33,6 +33,34 @@ fn last_tick(vm: &Vm) -> u64 {
         .unwrap_or(0)
 }
 
+/// Passes `state` (created) to the VMM and runs `migrate` into it, as libvirt saves;
+/// the whole reply.
+fn migrate_into(q: &mut PyQmp, state: &std::path::Path) -> serde_json::Value {
+    q.pass_file(state);
+    q.ok("getfd", json!({"fdname": "migrate"}));
+    q.execute("migrate", json!({"uri": "fd:migrate"}))
+}
+
+/// Checks that the restored guest on `vm`'s console went on from tick `n` (the next
+/// tick, or the one after if the save caught the guest half-way through printing a
+/// line) without booting again.
+fn assert_went_on(vm: &Vm, n: u64) {
+    let text = vm.console_lines();
+    assert!(
+        !text.contains("OXTEST READY"),
+        "the restored guest booted again:\n{text}"
+    );
+    let first = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("OXTEST tick "))
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no tick after the restore:\n{text}"));
+    assert!(
+        (n + 1..=n + 2).contains(&first),
+        "the count did not go on from {n}:\n{text}"
+    );
+}
+
 #[test]
 fn a_saved_guest_goes_on_counting_in_a_new_vmm() {
     // Ten ticks (five seconds), then it waits for the power button.
@@ -45,9 +73,8 @@ fn a_saved_guest_goes_on_counting_in_a_new_vmm() {
 
     let state = a.vm.dir().join("saved.state");
     let mut q = PyQmp::connect(&a.sock);
-    q.pass_file(&state);
-    q.ok("getfd", json!({"fdname": "migrate"}));
-    q.ok("migrate", json!({"uri": "fd:migrate"}));
+    let r = migrate_into(&mut q, &state);
+    assert_eq!(r["return"], json!({}), "{r}");
     let ev = q.event("MIGRATION", WAIT);
     assert_eq!(ev["data"]["status"], "setup", "{ev}");
     q.event("STOP", WAIT);
@@ -77,22 +104,7 @@ fn a_saved_guest_goes_on_counting_in_a_new_vmm() {
     });
     let b = QmpVm::start(&spec);
     b.vm.wait_count("OXTEST tick", 2, WAIT);
-    let text = b.vm.console_lines();
-    assert!(
-        !text.contains("OXTEST READY"),
-        "the restored guest booted again:\n{text}"
-    );
-    let first = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("OXTEST tick "))
-        .and_then(|n| n.trim().parse::<u64>().ok())
-        .unwrap();
-    // The next tick, or the one after if the save caught the guest half-way through
-    // printing a line.
-    assert!(
-        (n + 1..=n + 2).contains(&first),
-        "the count did not go on from {n}:\n{text}"
-    );
+    assert_went_on(&b.vm, n);
 
     let mut q = PyQmp::connect(&b.sock);
     let st = q.ok("query-status", json!(null));
@@ -120,9 +132,7 @@ fn a_machine_with_a_device_that_cannot_save_refuses_by_its_id() {
     a.vm.wait_count("OXTEST tick", 1, WAIT);
     let state = a.vm.dir().join("saved.state");
     let mut q = PyQmp::connect(&a.sock);
-    q.pass_file(&state);
-    q.ok("getfd", json!({"fdname": "migrate"}));
-    let r = q.execute("migrate", json!({"uri": "fd:migrate"}));
+    let r = migrate_into(&mut q, &state);
     let desc = r["error"]["desc"].as_str().unwrap_or_default().to_string();
     assert!(
         desc.contains("device 'balloon0 (virtio-balloon)' cannot save its state"),
@@ -169,9 +179,8 @@ fn a_q35_machine_saves_and_restores() {
     a.vm.wait_count("OXTEST tick", 2, WAIT);
     let state = a.vm.dir().join("saved.state");
     let mut q = PyQmp::connect(&a.sock);
-    q.pass_file(&state);
-    q.ok("getfd", json!({"fdname": "migrate"}));
-    q.ok("migrate", json!({"uri": "fd:migrate"}));
+    let r = migrate_into(&mut q, &state);
+    assert_eq!(r["return"], json!({}), "{r}");
     let n = last_tick(&a.vm);
     q.ok("quit", json!(null));
     a.vm.wait_exit(WAIT);
@@ -182,17 +191,7 @@ fn a_q35_machine_saves_and_restores() {
     });
     let b = QmpVm::start(&spec);
     b.vm.wait_count("OXTEST tick", 1, WAIT);
-    let text = b.vm.console_lines();
-    assert!(!text.contains("OXTEST READY"), "booted again:\n{text}");
-    let first = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("OXTEST tick "))
-        .and_then(|t| t.trim().parse::<u64>().ok())
-        .unwrap();
-    assert!(
-        (n + 1..=n + 2).contains(&first),
-        "{first} after {n}:\n{text}"
-    );
+    assert_went_on(&b.vm, n);
     let mut q = PyQmp::connect(&b.sock);
     q.ok("quit", json!(null));
     b.vm.wait_exit(WAIT);

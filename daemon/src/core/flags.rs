@@ -93,3 +93,10 @@ pub mod metadata {
     pub const TITLE: i32 = 1;
     pub const ELEMENT: i32 = 2;
 }
+
+/// libvirt's paired list filters (ACTIVE/INACTIVE, LEAVES/NO_LEAVES, …): with neither
+/// of `a`, `b` in `flags` everything passes, else what the set bit asks for.
+pub fn pair_filter(flags: u32, a: u32, b: u32, is_a: bool) -> bool {
+    let set = flags & (a | b);
+    set == 0 || (is_a && set & a != 0) || (!is_a && set & b != 0)
+}

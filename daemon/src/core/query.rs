@@ -212,10 +212,7 @@ impl Core {
 /// one of the set bits; groups with no bit set do not filter.
 fn matches_filter(info: &DomainInfo, flags: u32, managed_save: bool) -> bool {
     use flags::list::*;
-    let group = |a: u32, b: u32, is_a: bool| -> bool {
-        let set = flags & (a | b);
-        set == 0 || (is_a && set & a != 0) || (!is_a && set & b != 0)
-    };
+    let group = |a: u32, b: u32, is_a: bool| flags::pair_filter(flags, a, b, is_a);
     let active = info.state.is_active();
     let state_ok = {
         let set = flags & (RUNNING | PAUSED | SHUTOFF | OTHER);

@@ -335,10 +335,7 @@ impl Dir {
 /// Whether `s` passes the list filter `flags` (within `all`, for leaves).
 fn listed(s: &Snap, all: &[Snap], flags: u32) -> bool {
     let leaf = !all.iter().any(|o| o.parent.as_deref() == Some(&s.name));
-    let group = |a: u32, b: u32, is_a: bool| {
-        let set = flags & (a | b);
-        set == 0 || (is_a && set & a != 0) || (!is_a && set & b != 0)
-    };
+    let group = |a: u32, b: u32, is_a: bool| super::flags::pair_filter(flags, a, b, is_a);
     let state_set = flags & (list::INACTIVE | list::ACTIVE | list::DISK_ONLY);
     let state_ok = state_set == 0
         || (s.has_memory() && state_set & list::ACTIVE != 0)

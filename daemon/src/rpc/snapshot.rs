@@ -99,6 +99,21 @@ fn too_many(what: &str) -> VirError {
     VirError::new(code::RPC, from::RPC, format!("maxnames > {what}"))
 }
 
+/// A LIST_ALL reply: the count, and the handles when the client wants them.
+fn list_all(
+    names: Vec<String>,
+    need_results: i32,
+    handle: impl Fn(String) -> Result<NonnullSnapshot, VirError>,
+) -> CallResult {
+    let n = names.len() as i32;
+    let snapshots = if need_results != 0 {
+        names.into_iter().map(handle).collect::<Result<_, _>>()?
+    } else {
+        Vec::new()
+    };
+    ret(ListAllRet { snapshots, ret: n })
+}
+
 pub async fn call(conn: &mut Conn, h: &Header, payload: &[u8]) -> CallResult {
     let core = conn.shared.core.clone();
     let p = h.proc_;
@@ -149,16 +164,7 @@ pub async fn call(conn: &mut Conn, h: &Header, payload: &[u8]) -> CallResult {
         LIST_ALL => {
             let a: ListSnapshotsArgs = args(p, payload)?;
             let names = core.snapshot_names(&uuid(&a.dom), a.flags).map_err(vir)?;
-            let n = names.len() as i32;
-            let snapshots = if a.need_results != 0 {
-                names
-                    .into_iter()
-                    .map(|name| handle(&a.dom, name))
-                    .collect::<Result<_, _>>()?
-            } else {
-                Vec::new()
-            };
-            ret(ListAllRet { snapshots, ret: n })
+            list_all(names, a.need_results, |n| handle(&a.dom, n))
         }
         LOOKUP_BY_NAME => {
             let a: LookupArgs = args(p, payload)?;
@@ -234,16 +240,7 @@ pub async fn call(conn: &mut Conn, h: &Header, payload: &[u8]) -> CallResult {
             let names = core
                 .snapshot_children(&uuid(&a.snap.dom), &a.snap.name, a.flags)
                 .map_err(vir)?;
-            let n = names.len() as i32;
-            let snapshots = if a.need_results != 0 {
-                names
-                    .into_iter()
-                    .map(|name| handle(&a.snap.dom, name))
-                    .collect::<Result<_, _>>()?
-            } else {
-                Vec::new()
-            };
-            ret(ListAllRet { snapshots, ret: n })
+            list_all(names, a.need_results, |n| handle(&a.snap.dom, n))
         }
         IS_CURRENT => {
             let a: SnapshotFlagsArgs = args(p, payload)?;

@@ -115,8 +115,11 @@ mod fis {
     pub const SDBFIS: u64 = 0x58;
 }
 
-/// One port: its registers and the drive behind it.
+/// One port: its registers and the drive behind it. The registers are what a saved
+/// machine keeps of an empty port (the drive is not saved).
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Port {
+    #[serde(skip)]
     drive: Option<AtaDevice>,
     clb: u64,
     fb: u64,
@@ -668,31 +671,15 @@ const COMMAND_INTX_DISABLE: u16 = 1 << 10;
 /// Status register: interrupt status.
 const STATUS_INTERRUPT: u32 = 1 << 19;
 
-/// One empty port's registers.
+/// An AHCI controller without drives: configuration space, HBA and port registers
+/// (`P`: the ports, borrowed to save, owned when read back).
 #[derive(serde::Serialize, serde::Deserialize)]
-struct SavedPort {
-    clb: u64,
-    fb: u64,
-    is: u32,
-    ie: u32,
-    cmd: u32,
-    tfd: u32,
-    sig: u32,
-    sctl: u32,
-    serr: u32,
-    sact: u32,
-    ci: u32,
-    srst: bool,
-}
-
-/// An AHCI controller without drives: configuration space, HBA and port registers.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct SavedAhci {
+struct SavedAhci<P> {
     regs: Vec<u32>,
     ghc: u32,
     is: u32,
     msi_seen: Vec<u32>,
-    ports: Vec<SavedPort>,
+    ports: P,
 }
 
 impl PciDevice for Ahci {
@@ -716,29 +703,12 @@ impl PciDevice for Ahci {
             ghc: self.ghc,
             is: self.is,
             msi_seen: self.msi_seen.to_vec(),
-            ports: self
-                .ports
-                .iter()
-                .map(|p| SavedPort {
-                    clb: p.clb,
-                    fb: p.fb,
-                    is: p.is,
-                    ie: p.ie,
-                    cmd: p.cmd,
-                    tfd: p.tfd,
-                    sig: p.sig,
-                    sctl: p.sctl,
-                    serr: p.serr,
-                    sact: p.sact,
-                    ci: p.ci,
-                    srst: p.srst,
-                })
-                .collect(),
+            ports: &self.ports[..],
         }))
     }
 
     fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), String> {
-        let s: SavedAhci = crate::vmstate::from_value(state)?;
+        let s: SavedAhci<Vec<Port>> = crate::vmstate::from_value(state)?;
         if s.ports.len() != self.ports.len() || !self.can_save() {
             return Err("the saved AHCI controller differs in its ports".into());
         }
@@ -749,19 +719,10 @@ impl PciDevice for Ahci {
             .msi_seen
             .try_into()
             .map_err(|_| "AHCI MSI state of the wrong size".to_string())?;
-        for (p, q) in self.ports.iter_mut().zip(s.ports) {
-            p.clb = q.clb;
-            p.fb = q.fb;
-            p.is = q.is;
-            p.ie = q.ie;
-            p.cmd = q.cmd;
-            p.tfd = q.tfd;
-            p.sig = q.sig;
-            p.sctl = q.sctl;
-            p.serr = q.serr;
-            p.sact = q.sact;
-            p.ci = q.ci;
-            p.srst = q.srst;
+        for (p, mut q) in self.ports.iter_mut().zip(s.ports) {
+            // Registers from the stream, the (absent) drive from this machine.
+            q.drive = p.drive.take();
+            *p = q;
         }
         // The MSI message from the restored capability, then the line as the
         // registers say.

@@ -79,8 +79,8 @@ pub trait IoEventRegistrar: Send + Sync {
     fn unregister(&self, addr: u64, evt: &EventFd) -> std::io::Result<()>;
 }
 
-/// Driver-programmed state of one queue.
-#[derive(Debug, Clone, Copy)]
+/// Driver-programmed state of one queue (kept as it is by a saved machine).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct QueueSetup {
     max_size: u16,
     size: u16,
@@ -758,17 +758,6 @@ impl Drop for VirtioPciDevice {
     }
 }
 
-/// One queue as the driver set it up.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct SavedQueue {
-    size: u16,
-    vector: u16,
-    enabled: bool,
-    desc: u64,
-    driver: u64,
-    device: u64,
-}
-
 /// The transport's state; the rings' positions are in guest memory (their used
 /// indices), the device's data path is started again from them.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -780,7 +769,7 @@ struct SavedVirtio {
     device_status: u8,
     config_generation: u8,
     queue_select: u16,
-    queues: Vec<SavedQueue>,
+    queues: Vec<QueueSetup>,
     config_vector: u16,
     isr: u8,
     msix_table: Vec<u8>,
@@ -814,18 +803,7 @@ impl VirtioPciDevice {
             device_status: self.device_status,
             config_generation: self.config_generation.load(Ordering::SeqCst),
             queue_select: self.queue_select,
-            queues: self
-                .queues
-                .iter()
-                .map(|q| SavedQueue {
-                    size: q.size,
-                    vector: q.vector,
-                    enabled: q.enabled,
-                    desc: q.desc,
-                    driver: q.driver,
-                    device: q.device,
-                })
-                .collect(),
+            queues: self.queues.clone(),
             config_vector: self.config_vector.load(Ordering::SeqCst),
             isr: self.isr.load(Ordering::SeqCst),
             msix_table,
@@ -856,11 +834,12 @@ impl PciDevice for VirtioPciDevice {
 
     fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), String> {
         let s: SavedVirtio = crate::vmstate::from_value(state)?;
-        if s.queues.len() != self.queues.len() {
+        let sizes = |q: &[QueueSetup]| q.iter().map(|q| q.max_size).collect::<Vec<_>>();
+        if sizes(&s.queues) != sizes(&self.queues) {
             return Err(format!(
-                "{} queues were saved, this device has {}",
-                s.queues.len(),
-                self.queues.len()
+                "queues of sizes {:?} were saved, this device has {:?}",
+                sizes(&s.queues),
+                sizes(&self.queues)
             ));
         }
         self.config.restore_regs(&s.regs)?;
@@ -871,14 +850,7 @@ impl PciDevice for VirtioPciDevice {
         self.config_generation
             .store(s.config_generation, Ordering::SeqCst);
         self.queue_select = s.queue_select;
-        for (q, saved) in self.queues.iter_mut().zip(&s.queues) {
-            q.size = saved.size;
-            q.vector = saved.vector;
-            q.enabled = saved.enabled;
-            q.desc = saved.desc;
-            q.driver = saved.driver;
-            q.device = saved.device;
-        }
+        self.queues = s.queues;
         self.config_vector.store(s.config_vector, Ordering::SeqCst);
         self.isr.store(s.isr, Ordering::SeqCst);
         // The MSI-X table as the guest wrote it (routes go to KVM on the way), then
